@@ -1,0 +1,8 @@
+//! planner: lays a large language model out on a GPU cluster before it is booked.
+//!
+//! Modules in data-flow order (each uses only those before it; a test enforces it):
+//! `units < spec < graph < calib < cost < search < sim < exec < report < cli`.
+#![deny(missing_docs)]
+
+pub mod spec;
+pub mod units;

@@ -1,0 +1,332 @@
+//! Devices (one GPU type) and clusters (nodes of GPUs joined by NVLink and NICs), DESIGN.md §2.
+
+use super::error::{Problem, SpecError};
+use super::yaml::{Reader, parse};
+use crate::units::{Dtype, GB};
+use serde::Serialize;
+
+/// Peak dense tensor-core throughput per data type, in TFLOP/s.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PeakTflops {
+    /// bfloat16.
+    pub bf16: f64,
+    /// fp16.
+    pub fp16: f64,
+    /// fp8, where the GPU has it.
+    pub fp8: Option<f64>,
+    /// tf32.
+    pub tf32: f64,
+    /// fp32 (non tensor core).
+    pub fp32: f64,
+}
+
+/// Achieved fractions of the peaks, per device (not per run). Presets cite their source;
+/// a calibration profile replaces them with measurements.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeviceEfficiency {
+    /// Best achieved fraction of the dense 16-bit peak for large GEMMs.
+    pub gemm: f64,
+    /// Achieved fraction of HBM bandwidth by streaming (elementwise, norm) kernels.
+    pub hbm: f64,
+    /// Achieved fraction of the 16-bit peak by fused (flash) attention, forward pass.
+    pub attention_fwd: f64,
+    /// Same for the backward pass.
+    pub attention_bwd: f64,
+    /// Fixed cost of launching one kernel, in microseconds.
+    pub kernel_launch_us: f64,
+}
+
+/// One GPU type.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeviceSpec {
+    /// Preset name.
+    pub name: String,
+    /// Usable device memory in GiB (as `nvidia-smi` reports the total).
+    pub memory_gib: f64,
+    /// HBM bandwidth in GB/s.
+    pub hbm_gbytes_s: f64,
+    /// Streaming multiprocessors (for wave quantisation of GEMM tiles).
+    pub sms: u64,
+    /// Dense peaks.
+    pub peak_tflops: PeakTflops,
+    /// Achieved fractions.
+    pub efficiency: DeviceEfficiency,
+}
+
+impl DeviceSpec {
+    /// Peak dense FLOP/s for GEMMs in `dtype`; fp8 falls back to the 16-bit peak on GPUs without it.
+    pub fn peak_flops(&self, dtype: Dtype) -> f64 {
+        let t = &self.peak_tflops;
+        1e12 * match dtype {
+            Dtype::Bf16 => t.bf16,
+            Dtype::Fp16 => t.fp16,
+            Dtype::Fp8 => t.fp8.unwrap_or(t.bf16),
+            Dtype::Tf32 => t.tf32,
+            Dtype::Fp32 => t.fp32,
+        }
+    }
+
+    /// HBM bandwidth in bytes/s.
+    pub fn hbm_bytes_s(&self) -> f64 {
+        self.hbm_gbytes_s * GB
+    }
+
+    /// Parses a device YAML document.
+    pub fn from_yaml(file: &str, text: &str) -> Result<DeviceSpec, SpecError> {
+        let doc = parse(file, text)?;
+        let mut problems = Vec::new();
+        let d = {
+            let mut r = Reader::new(file, "", &doc, &mut problems);
+            let d = read_device(&mut r);
+            r.finish();
+            d
+        };
+        match d {
+            Some(d) if problems.is_empty() => Ok(d),
+            _ => Err(SpecError::Invalid(problems)),
+        }
+    }
+}
+
+/// Default achieved fraction of a link's line rate by NCCL ring collectives, used when a
+/// cluster file gives none. Measured: A100 NVLink3 230/300 = 0.77, H100 NVLink4 370/450 =
+/// 0.82, HDR 24/25 = 0.96, NDR 48/50 = 0.96 (../shared/validation/microbench.yaml,
+/// nccl-tests issues #149, #212, #290); 0.8 is the NVLink figure, the conservative side.
+pub const DEFAULT_LINK_EFFICIENCY: f64 = 0.8;
+
+/// The NVLink/NVSwitch (or PCIe) fabric inside a node.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IntraNode {
+    /// Fabric name, e.g. `nvswitch`.
+    pub fabric: String,
+    /// Per-GPU one-direction bandwidth in GB/s.
+    pub bw_gbytes_s: f64,
+    /// One hop's latency in microseconds.
+    pub latency_us: f64,
+    /// Achieved fraction of `bw_gbytes_s` by NCCL ring collectives (bus bandwidth / line rate).
+    pub efficiency: f64,
+}
+
+/// The network between nodes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct InterNode {
+    /// Fabric name, e.g. `infiniband`.
+    pub fabric: String,
+    /// Compute NICs per node.
+    pub nics_per_node: u64,
+    /// Line rate of one NIC in Gb/s.
+    pub nic_gbits_s: f64,
+    /// One hop's latency in microseconds.
+    pub latency_us: f64,
+    /// Achieved fraction of the NIC line rate by NCCL.
+    pub efficiency: f64,
+}
+
+impl InterNode {
+    /// Bytes/s of NIC bandwidth available to one GPU when every GPU of the node communicates
+    /// at once (NICs shared evenly), at the achieved efficiency.
+    pub fn per_gpu_bytes_s(&self, gpus_per_node: u64) -> f64 {
+        self.nics_per_node as f64 * self.nic_gbits_s / 8.0 * GB * self.efficiency / gpus_per_node as f64
+    }
+}
+
+/// A cluster: identical nodes of identical GPUs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClusterSpec {
+    /// Preset name.
+    pub name: String,
+    /// The GPU type.
+    pub gpu: DeviceSpec,
+    /// Number of nodes.
+    pub nodes: u64,
+    /// GPUs per node.
+    pub gpus_per_node: u64,
+    /// Fabric inside a node.
+    pub intra_node: IntraNode,
+    /// Network between nodes (required when `nodes > 1`).
+    pub inter_node: Option<InterNode>,
+    /// Name or path of a calibration profile under calibrate/.
+    pub calibration: Option<String>,
+}
+
+impl ClusterSpec {
+    /// Total GPUs.
+    pub fn n_gpus(&self) -> u64 {
+        self.nodes * self.gpus_per_node
+    }
+
+    /// The first `n` GPUs of this cluster: part of one node, or whole nodes. `None` when `n` is
+    /// larger than the cluster or spans a partial node.
+    pub fn with_gpus(&self, n: u64) -> Option<ClusterSpec> {
+        let mut c = self.clone();
+        if n == 0 || n > self.n_gpus() {
+            return None;
+        }
+        if n <= self.gpus_per_node {
+            c.nodes = 1;
+            c.gpus_per_node = n;
+        } else if n % self.gpus_per_node == 0 {
+            c.nodes = n / self.gpus_per_node;
+        } else {
+            return None;
+        }
+        Some(c)
+    }
+
+    /// Parses a cluster YAML document; `resolve_gpu` turns a device name into a device.
+    pub fn from_yaml(
+        file: &str,
+        text: &str,
+        resolve_gpu: &dyn Fn(&str) -> Result<DeviceSpec, SpecError>,
+    ) -> Result<ClusterSpec, SpecError> {
+        let doc = parse(file, text)?;
+        let mut problems = Vec::new();
+        let c = {
+            let mut r = Reader::new(file, "", &doc, &mut problems);
+            let c = read_cluster(&mut r, resolve_gpu);
+            r.finish();
+            c
+        };
+        match c {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => Err(SpecError::Invalid(problems)),
+        }
+    }
+}
+
+fn read_peaks(r: &mut Reader<'_>) -> Option<PeakTflops> {
+    let bf16 = r.req_pos("bf16", 1e5, "add `bf16: <dense TFLOP/s>`");
+    let fp16 = r.opt_pos("fp16", 1e5);
+    let fp8 = r.opt_pos("fp8", 1e5);
+    let tf32 = r.opt_pos("tf32", 1e5);
+    let fp32 = r.opt_pos("fp32", 1e5);
+    let bf16 = bf16?;
+    Some(PeakTflops {
+        bf16,
+        fp16: fp16.unwrap_or(bf16),
+        fp8,
+        tf32: tf32.unwrap_or(bf16 / 2.0),
+        fp32: fp32.unwrap_or(bf16 / 16.0),
+    })
+}
+
+/// Efficiency defaults for a device file that gives none: the A100 figures, each with its
+/// source in hardware/gpus/a100-sxm4-80gb.yaml.
+fn default_efficiency() -> DeviceEfficiency {
+    DeviceEfficiency { gemm: 0.87, hbm: 0.85, attention_fwd: 0.70, attention_bwd: 0.55, kernel_launch_us: 4.0 }
+}
+
+fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
+    let name = r.req_str("name", "add `name: my-gpu`");
+    let memory = r.req_pos("memory_gib", 4096.0, "add `memory_gib: 80`");
+    let hbm = r.req_pos("hbm_gbytes_s", 1e5, "add `hbm_gbytes_s: 2039`");
+    let sms = r.opt_count("sms", 10_000);
+    let peaks = r.nested("peak_tflops", read_peaks);
+    if peaks.is_none() {
+        r.problem("peak_tflops", "missing required field", "add `peak_tflops: {bf16: 312}`");
+    }
+    let d = default_efficiency();
+    let eff = r
+        .nested("efficiency", |e| DeviceEfficiency {
+            gemm: e.opt_fraction("gemm").unwrap_or(d.gemm),
+            hbm: e.opt_fraction("hbm").unwrap_or(d.hbm),
+            attention_fwd: e.opt_fraction("attention_fwd").unwrap_or(d.attention_fwd),
+            attention_bwd: e.opt_fraction("attention_bwd").unwrap_or(d.attention_bwd),
+            kernel_launch_us: e.opt_pos("kernel_launch_us", 1e4).unwrap_or(d.kernel_launch_us),
+        })
+        .unwrap_or(d);
+    Some(DeviceSpec {
+        name: name?,
+        memory_gib: memory?,
+        hbm_gbytes_s: hbm?,
+        sms: sms.unwrap_or(108),
+        peak_tflops: peaks??,
+        efficiency: eff,
+    })
+}
+
+fn read_cluster(
+    r: &mut Reader<'_>,
+    resolve_gpu: &dyn Fn(&str) -> Result<DeviceSpec, SpecError>,
+) -> Option<ClusterSpec> {
+    let name = r.req_str("name", "add `name: my-cluster`");
+    let gpu = match r.raw("gpu") {
+        Some(serde_json::Value::String(s)) => match resolve_gpu(&s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                r.problem("gpu", e.to_string(), "name a device preset (see `planner clusters`) or a device file");
+                None
+            }
+        },
+        Some(v @ serde_json::Value::Object(_)) => {
+            let file = r.file();
+            let text = v.to_string();
+            match DeviceSpec::from_yaml(&format!("{file} (gpu)"), &text) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    r.problem("gpu", e.to_string(), "fix the inline device table");
+                    None
+                }
+            }
+        }
+        Some(_) => {
+            r.problem("gpu", "expected a device name or table", "write `gpu: a100-sxm4-80gb`");
+            None
+        }
+        None => {
+            r.problem("gpu", "missing required field", "add `gpu: a100-sxm4-80gb`");
+            None
+        }
+    };
+    let nodes = r.req_count("nodes", 1 << 20, "add `nodes: N`");
+    let gpn = r.req_count("gpus_per_node", 1024, "add `gpus_per_node: 8`");
+    let intra = r.nested("intra_node", |l| {
+        let fabric = l.opt_str("fabric").unwrap_or_else(|| "nvswitch".into());
+        let bw = l.req_pos("bw_gbytes_s", 1e5, "add `bw_gbytes_s: 300` (per GPU, one direction)");
+        let lat = l.opt_pos("latency_us", 1e6).unwrap_or(3.0);
+        let eff = l.opt_fraction("efficiency").unwrap_or(DEFAULT_LINK_EFFICIENCY);
+        bw.map(|bw| IntraNode { fabric, bw_gbytes_s: bw, latency_us: lat, efficiency: eff })
+    });
+    if intra.is_none() {
+        r.problem("intra_node", "missing required field", "add `intra_node: {bw_gbytes_s: 300}`");
+    }
+    let inter = r.nested("inter_node", |l| {
+        let fabric = l.opt_str("fabric").unwrap_or_else(|| "infiniband".into());
+        let nics = l.req_count("nics_per_node", 1024, "add `nics_per_node: 8`");
+        let rate = l.req_pos("nic_gbits_s", 1e5, "add `nic_gbits_s: 200`");
+        let lat = l.opt_pos("latency_us", 1e6).unwrap_or(5.0);
+        let eff = l.opt_fraction("efficiency").unwrap_or(DEFAULT_LINK_EFFICIENCY);
+        Some(InterNode { fabric, nics_per_node: nics?, nic_gbits_s: rate?, latency_us: lat, efficiency: eff })
+    });
+    let calibration = r.opt_str("calibration");
+    if nodes.is_some_and(|n| n > 1) && inter.as_ref().is_none_or(|i| i.is_none()) {
+        r.problem(
+            "inter_node",
+            "a cluster of several nodes needs its network",
+            "add `inter_node: {nics_per_node: 8, nic_gbits_s: 200}`",
+        );
+    }
+    Some(ClusterSpec {
+        name: name?,
+        gpu: gpu?,
+        nodes: nodes?,
+        gpus_per_node: gpn?,
+        intra_node: intra??,
+        inter_node: inter.flatten(),
+        calibration,
+    })
+}
+
+/// Problems of a cluster that parsed but is unusable; empty when sound.
+pub fn check_cluster(c: &ClusterSpec, file: &str) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if c.n_gpus() > 1 << 22 {
+        out.push(Problem {
+            file: file.into(),
+            field: "nodes".into(),
+            message: format!("{} GPUs is beyond any cluster", c.n_gpus()),
+            fix: "check nodes and gpus_per_node".into(),
+        });
+    }
+    out
+}

@@ -1,0 +1,382 @@
+//! The model description (DESIGN.md §2): architecture family and shape, with derived sizes.
+
+use super::error::{Problem, SpecError};
+use super::yaml::{Reader, parse};
+use serde::Serialize;
+
+/// Decoder/encoder template: which norm, MLP, position embedding and attention mask a layer has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// GPT-2/3 style: LayerNorm, GeLU MLP, learned positions, biases, causal.
+    Gpt,
+    /// Llama style: RMSNorm, SwiGLU MLP, RoPE, no biases, causal, GQA allowed.
+    Llama,
+    /// BERT encoder: post-LayerNorm, GeLU MLP, learned positions and token types, bidirectional.
+    Bert,
+}
+
+impl Arch {
+    /// Name as written in YAML.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Gpt => "gpt",
+            Arch::Llama => "llama",
+            Arch::Bert => "bert",
+        }
+    }
+    /// Whether linear layers carry biases.
+    pub fn biases(self) -> bool {
+        !matches!(self, Arch::Llama)
+    }
+    /// Whether the MLP is gated (SwiGLU: three weight matrices instead of two).
+    pub fn gated_mlp(self) -> bool {
+        matches!(self, Arch::Llama)
+    }
+    /// Whether attention is causal (decoder) rather than bidirectional.
+    pub fn causal(self) -> bool {
+        !matches!(self, Arch::Bert)
+    }
+    /// Parameters of one norm per hidden unit: LayerNorm has gain and bias, RMSNorm gain only.
+    pub fn norm_params_per_hidden(self) -> f64 {
+        if matches!(self, Arch::Llama) { 1.0 } else { 2.0 }
+    }
+}
+
+/// Mixture-of-experts settings of a model.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MoeSpec {
+    /// Number of experts per MoE layer.
+    pub experts: u64,
+    /// Experts each token is routed to.
+    pub top_k: u64,
+    /// Every `every`-th layer is an MoE layer (1: all layers).
+    pub every: u64,
+    /// Hidden size of one expert's MLP.
+    pub expert_ffn_hidden: u64,
+}
+
+/// A validated model description, with every optional field resolved to its default.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelSpec {
+    /// Display name.
+    pub name: String,
+    /// Layer template.
+    pub arch: Arch,
+    /// Transformer layers.
+    pub layers: u64,
+    /// Hidden size h.
+    pub hidden: u64,
+    /// Attention (query) heads a.
+    pub heads: u64,
+    /// Key/value heads (GQA when fewer than `heads`).
+    pub kv_heads: u64,
+    /// MLP hidden size f.
+    pub ffn_hidden: u64,
+    /// Vocabulary size V (as padded for training).
+    pub vocab: u64,
+    /// Training sequence length s.
+    pub seq_len: u64,
+    /// Whether the LM head shares the input embedding matrix.
+    pub tied_embeddings: bool,
+    /// Dropout probability on attention probabilities and residual branches (0 disables the
+    /// dropout kernels and their masks).
+    pub dropout: f64,
+    /// Mixture-of-experts settings, if any.
+    pub moe: Option<MoeSpec>,
+}
+
+/// Upper bounds beyond which a value is a typo rather than a model.
+const MAX_LAYERS: u64 = 10_000;
+const MAX_HIDDEN: u64 = 1 << 20;
+const MAX_VOCAB: u64 = 20_000_000;
+const MAX_SEQ: u64 = 1 << 24;
+
+impl ModelSpec {
+    /// Parses and validates a model YAML document. `file` names it in messages.
+    pub fn from_yaml(file: &str, text: &str) -> Result<ModelSpec, SpecError> {
+        let doc = parse(file, text)?;
+        let mut problems = Vec::new();
+        let spec = {
+            let mut r = Reader::new(file, "", &doc, &mut problems);
+            let spec = read_model(&mut r);
+            r.finish();
+            spec
+        };
+        match spec {
+            Some(s) if problems.is_empty() => {
+                let more = s.check(file);
+                if more.is_empty() { Ok(s) } else { Err(SpecError::Invalid(more)) }
+            }
+            _ => Err(SpecError::Invalid(problems)),
+        }
+    }
+
+    /// Cross-field consistency checks (divisibility, ranges); empty when the model is sound.
+    pub fn check(&self, file: &str) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |field: &str, message: String, fix: String| {
+            out.push(Problem { file: file.to_string(), field: field.to_string(), message, fix })
+        };
+        if self.heads > self.hidden {
+            bad("heads", format!("{} heads exceed hidden {}", self.heads, self.hidden), "use fewer heads".into());
+        } else if self.hidden % self.heads != 0 {
+            bad(
+                "heads",
+                format!("hidden {} is not divisible by heads {}", self.hidden, self.heads),
+                "choose heads so that hidden/heads is a whole head size (e.g. 64 or 128)".into(),
+            );
+        }
+        if self.kv_heads > self.heads || self.heads % self.kv_heads != 0 {
+            bad(
+                "kv_heads",
+                format!("heads {} is not a multiple of kv_heads {}", self.heads, self.kv_heads),
+                "kv_heads must divide heads (GQA groups)".into(),
+            );
+        }
+        if let Some(m) = &self.moe {
+            if m.top_k > m.experts {
+                bad("moe.top_k", format!("top_k {} exceeds experts {}", m.top_k, m.experts), "top_k ≤ experts".into());
+            }
+            if m.every > self.layers {
+                bad("moe.every", format!("every {} exceeds layers {}", m.every, self.layers), "every ≤ layers".into());
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bad("dropout", format!("{} is not a probability", self.dropout), "give a value in [0, 1)".into());
+        }
+        out
+    }
+
+    /// Size of one attention head, h/a.
+    pub fn head_dim(&self) -> u64 {
+        self.hidden / self.heads
+    }
+
+    /// Width of the key (and of the value) projection, kv_heads·h/a.
+    pub fn kv_hidden(&self) -> u64 {
+        self.kv_heads * self.head_dim()
+    }
+
+    /// Whether layer `i` (0-based) is a mixture-of-experts layer.
+    pub fn is_moe_layer(&self, i: u64) -> bool {
+        self.moe.as_ref().is_some_and(|m| (i + 1) % m.every == 0)
+    }
+
+    /// Number of MoE layers.
+    pub fn moe_layers(&self) -> u64 {
+        self.moe.as_ref().map_or(0, |m| self.layers / m.every)
+    }
+
+    /// Parameters of the attention block of one layer (QKV, output projection, their biases).
+    ///
+    /// QKV is h×(h + 2·h_kv) (GQA shrinks K and V; Ainslie et al. 2023 §2), output h×h;
+    /// biases add h + 2h_kv + h (Megatron-LM `ParallelAttention`).
+    pub fn attention_params(&self) -> f64 {
+        let (h, kv) = (self.hidden as f64, self.kv_hidden() as f64);
+        let weights = h * (h + 2.0 * kv) + h * h;
+        let biases = if self.arch.biases() { h + 2.0 * kv + h } else { 0.0 };
+        weights + biases
+    }
+
+    /// Parameters of one dense MLP of hidden size `f`: 2hf (+ f + h biases) for GeLU,
+    /// 3hf for SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer", eq. 6).
+    pub fn mlp_params(&self, f: u64) -> f64 {
+        let (h, f) = (self.hidden as f64, f as f64);
+        if self.arch.gated_mlp() {
+            3.0 * h * f
+        } else {
+            2.0 * h * f + if self.arch.biases() { f + h } else { 0.0 }
+        }
+    }
+
+    /// Parameters of the two norms of one layer.
+    pub fn layer_norm_params(&self) -> f64 {
+        2.0 * self.arch.norm_params_per_hidden() * self.hidden as f64
+    }
+
+    /// Parameters of one transformer layer (dense or MoE, by index).
+    ///
+    /// GPT with f = 4h gives 12h² + 13h (Narayanan et al. SC'21 §5.1, the 12lh²(1 + 13/12h)
+    /// term of their parameter count).
+    pub fn layer_params(&self, i: u64) -> f64 {
+        let mlp = match &self.moe {
+            Some(m) if self.is_moe_layer(i) => {
+                m.experts as f64 * self.mlp_params(m.expert_ffn_hidden)
+                    + (self.hidden * m.experts) as f64
+            }
+            _ => self.mlp_params(self.ffn_hidden),
+        };
+        self.attention_params() + mlp + self.layer_norm_params()
+    }
+
+    /// Input-side embedding parameters: tokens V·h, plus learned positions s·h (gpt, bert) and
+    /// BERT's two token-type rows.
+    pub fn embedding_params(&self) -> f64 {
+        let (h, v, s) = (self.hidden as f64, self.vocab as f64, self.seq_len as f64);
+        match self.arch {
+            Arch::Gpt => v * h + s * h,
+            Arch::Bert => v * h + s * h + 2.0 * h + 2.0 * h, // + embedding LayerNorm
+            Arch::Llama => v * h,
+        }
+    }
+
+    /// Output-side parameters: final norm, the LM head when untied, and BERT's MLM transform
+    /// (dense h×h + bias + LayerNorm + output bias V) and pooler (h×h + h).
+    pub fn head_params(&self) -> f64 {
+        let (h, v) = (self.hidden as f64, self.vocab as f64);
+        let final_norm = if self.arch == Arch::Bert { 0.0 } else { self.arch.norm_params_per_hidden() * h };
+        let lm_head = if self.tied_embeddings { 0.0 } else { v * h };
+        let bert_extra = if self.arch == Arch::Bert { (h * h + h + 2.0 * h + v) + (h * h + h) } else { 0.0 };
+        final_norm + lm_head + bert_extra
+    }
+
+    /// All parameters, counted once (a tied embedding counts once).
+    pub fn params(&self) -> f64 {
+        (0..self.layers).map(|i| self.layer_params(i)).sum::<f64>()
+            + self.embedding_params()
+            + self.head_params()
+    }
+
+    /// Parameters touched per token: experts count `top_k` times instead of `experts` times.
+    pub fn active_params(&self) -> f64 {
+        match &self.moe {
+            None => self.params(),
+            Some(m) => {
+                let per_expert = self.mlp_params(m.expert_ffn_hidden);
+                self.params() - self.moe_layers() as f64 * (m.experts - m.top_k) as f64 * per_expert
+            }
+        }
+    }
+}
+
+fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
+    let name = r.req_str("name", "add `name: my-model`");
+    let arch = match r.req_str("arch", "add `arch: gpt` (or llama, bert)").as_deref() {
+        Some("gpt") => Some(Arch::Gpt),
+        Some("llama") => Some(Arch::Llama),
+        Some("bert") => Some(Arch::Bert),
+        Some(other) => {
+            r.problem("arch", format!("unknown architecture `{other}`"), "use gpt, llama or bert");
+            None
+        }
+        None => None,
+    };
+    let layers = r.req_count("layers", MAX_LAYERS, "add `layers: N` (transformer layers)");
+    let hidden = r.req_count("hidden", MAX_HIDDEN, "add `hidden: N` (model width)");
+    let heads = r.req_count("heads", MAX_HIDDEN, "add `heads: N` (attention heads)");
+    let kv_heads = r.opt_count("kv_heads", MAX_HIDDEN);
+    let ffn_hidden = r.opt_count("ffn_hidden", 16 * MAX_HIDDEN);
+    let vocab = r.req_count("vocab", MAX_VOCAB, "add `vocab: N` (padded vocabulary size)");
+    let seq_len = r.req_count("seq_len", MAX_SEQ, "add `seq_len: N` (training sequence length)");
+    let tied = r.opt_bool("tied_embeddings");
+    let dropout = r.raw("dropout").map(|v| v.as_f64().unwrap_or(f64::NAN));
+    if dropout.is_some_and(|d| d.is_nan()) {
+        r.problem("dropout", "expected a number", "give a probability such as 0.1");
+    }
+    let moe_raw = r.nested("moe", |m| {
+        let experts = m.req_count("experts", 1 << 16, "add `experts: N`");
+        let top_k = m.req_count("top_k", 1 << 16, "add `top_k: N`");
+        let every = m.opt_count("every", MAX_LAYERS).unwrap_or(1);
+        let ffn = m.opt_count("expert_ffn_hidden", 16 * MAX_HIDDEN);
+        (experts, top_k, every, ffn)
+    });
+
+    let arch = arch?;
+    if arch == Arch::Llama && ffn_hidden.is_none() {
+        r.problem(
+            "ffn_hidden",
+            "llama models need an explicit MLP size",
+            "add `ffn_hidden: N` (e.g. 11008 for Llama-2-7B)",
+        );
+    }
+    let (hidden, heads) = (hidden?, heads?);
+    let ffn_hidden = ffn_hidden.unwrap_or(4 * hidden);
+    let moe = match moe_raw {
+        Some((Some(experts), Some(top_k), every, ffn)) => Some(MoeSpec {
+            experts,
+            top_k,
+            every,
+            expert_ffn_hidden: ffn.unwrap_or(ffn_hidden),
+        }),
+        Some(_) => return None,
+        None => None,
+    };
+    Some(ModelSpec {
+        name: name?,
+        arch,
+        layers: layers?,
+        hidden,
+        heads,
+        kv_heads: kv_heads.unwrap_or(heads),
+        ffn_hidden,
+        vocab: vocab?,
+        seq_len: seq_len?,
+        tied_embeddings: tied.unwrap_or(arch != Arch::Llama),
+        dropout: dropout.unwrap_or(match arch {
+            // Megatron-LM defaults --hidden-dropout 0.1 --attention-dropout 0.1
+            // (megatron/training/arguments.py); Llama trains without dropout (Touvron et al. 2023).
+            Arch::Gpt | Arch::Bert => 0.1,
+            Arch::Llama => 0.0,
+        }),
+        moe,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpt(layers: u64, h: u64, a: u64, v: u64, s: u64) -> ModelSpec {
+        ModelSpec {
+            name: "t".into(),
+            arch: Arch::Gpt,
+            layers,
+            hidden: h,
+            heads: a,
+            kv_heads: a,
+            ffn_hidden: 4 * h,
+            vocab: v,
+            seq_len: s,
+            tied_embeddings: true,
+            dropout: 0.1,
+            moe: None,
+        }
+    }
+
+    #[test]
+    fn gpt_layer_is_12h2_plus_13h() {
+        let m = gpt(1, 1024, 16, 1000, 10);
+        // 12·1024² + 13·1024 = 12_582_912 + 13_312
+        assert_eq!(m.layer_params(0), 12_596_224.0);
+    }
+
+    #[test]
+    fn gpt3_175b_parameter_count() {
+        let m = gpt(96, 12288, 96, 51200, 2048);
+        // 96·(12h² + 13h) + V·h + s·h + 2h (final LayerNorm), h = 12288:
+        // 173_961_510_912 + 629_145_600 + 25_165_824 + 24_576 = 174_615_846_912
+        assert_eq!(m.params(), 174_615_846_912.0);
+    }
+
+    #[test]
+    fn yaml_defaults_and_every_problem() {
+        let m = ModelSpec::from_yaml("g.yaml", "name: g\narch: gpt\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 16\n")
+            .unwrap();
+        assert_eq!((m.kv_heads, m.ffn_hidden, m.tied_embeddings), (4, 256, true));
+        let e = ModelSpec::from_yaml("b.yaml", "name: b\narch: llama\nlayers: 0\nhidden: 64\nheads: 4\nvocab: 100\nseqlen: 16\n")
+            .unwrap_err();
+        let fields: Vec<_> = e.problems().iter().map(|p| p.field.clone()).collect();
+        assert!(fields.contains(&"layers".to_string()), "{fields:?}");
+        assert!(fields.contains(&"seq_len".to_string()), "{fields:?}");
+        assert!(fields.contains(&"ffn_hidden".to_string()), "{fields:?}");
+        assert!(e.to_string().contains("did you mean `seq_len`"), "{e}");
+    }
+
+    #[test]
+    fn heads_must_divide_hidden() {
+        let e = ModelSpec::from_yaml("x.yaml", "name: x\narch: gpt\nlayers: 2\nhidden: 100\nheads: 3\nvocab: 10\nseq_len: 8\n")
+            .unwrap_err();
+        assert_eq!(e.problems()[0].field, "heads");
+    }
+}

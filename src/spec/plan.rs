@@ -1,0 +1,425 @@
+//! The execution strategy (a plan): how a model is split over a cluster, and which memory and
+//! overlap techniques are on. Structural checks turn an impossible plan into a reason.
+
+use super::hardware::ClusterSpec;
+use super::model::ModelSpec;
+use crate::units::Dtype;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Activation recomputation (Korthikanti et al. 2022, "Reducing Activation Recomputation").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Recompute {
+    /// Keep every activation.
+    None,
+    /// Recompute the attention core (scores, softmax, dropout, context) only (§5).
+    Selective,
+    /// Keep only each layer's input and re-run the whole forward in backward (§4.2).
+    Full,
+}
+
+impl Recompute {
+    /// Name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recompute::None => "none",
+            Recompute::Selective => "selective",
+            Recompute::Full => "full",
+        }
+    }
+    /// All modes, cheapest memory last.
+    pub const ALL: [Recompute; 3] = [Recompute::None, Recompute::Selective, Recompute::Full];
+}
+
+/// Pipeline schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// All forwards, then all backwards (Huang et al. 2019).
+    Gpipe,
+    /// One-forward-one-backward, PipeDream-flush (Narayanan et al. 2021 §2.2.1).
+    #[serde(rename = "1f1b")]
+    OneFOneB,
+    /// Interleaved 1F1B with `vpp` model chunks per stage (Narayanan et al. 2021 §2.2.2).
+    Interleaved,
+}
+
+impl Schedule {
+    /// Name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Gpipe => "gpipe",
+            Schedule::OneFOneB => "1f1b",
+            Schedule::Interleaved => "interleaved",
+        }
+    }
+}
+
+/// How the attention core is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionImpl {
+    /// Fused, IO-aware kernel that never stores the s×s scores (Dao et al. 2022, 2023).
+    Flash,
+    /// Batched GEMMs with a materialised softmax (Megatron-LM 2021, `CoreAttention`).
+    Unfused,
+}
+
+/// One way of laying a model out on a cluster, with its memory and overlap options.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Plan {
+    /// Data-parallel replicas.
+    pub dp: u64,
+    /// Tensor-parallel ranks (Megatron column/row split).
+    pub tp: u64,
+    /// Pipeline stages.
+    pub pp: u64,
+    /// Context-parallel ranks (sequence split in attention, ring exchange of K/V).
+    pub cp: u64,
+    /// Expert-parallel ranks, carved out of the data-parallel ranks.
+    pub ep: u64,
+    /// Virtual pipeline stages (model chunks) per pipeline rank; 1 unless interleaved.
+    pub vpp: u64,
+    /// Micro-batch size in sequences.
+    pub mbs: u64,
+    /// Global batch in sequences.
+    pub global_batch: u64,
+    /// Sequence length in tokens.
+    pub seq_len: u64,
+    /// Activation recomputation.
+    pub recompute: Recompute,
+    /// ZeRO stage: 0 none, 1 optimizer states (Megatron distributed optimizer), 2 + gradients,
+    /// 3 + parameters (FSDP full shard).
+    pub zero: u8,
+    /// Megatron sequence parallelism in the TP regions outside attention and MLP GEMMs.
+    pub sequence_parallel: bool,
+    /// Overlap the DP gradient reduction with the backward pass.
+    pub overlap_grad_reduce: bool,
+    /// GEMM data type.
+    pub dtype: Dtype,
+    /// Pipeline schedule.
+    pub schedule: Schedule,
+    /// Attention kernel.
+    pub attention: AttentionImpl,
+}
+
+impl Plan {
+    /// Micro-batches per step per pipeline: global_batch / (dp · mbs).
+    pub fn n_micro(&self) -> u64 {
+        self.global_batch / (self.dp * self.mbs).max(1)
+    }
+
+    /// GPUs used: dp · tp · pp · cp.
+    pub fn n_gpus(&self) -> u64 {
+        self.dp * self.tp * self.pp * self.cp
+    }
+
+    /// Whether sequence parallelism is in effect (it is a no-op without TP).
+    pub fn sp(&self) -> bool {
+        self.sequence_parallel && self.tp > 1
+    }
+
+    /// A one-line summary such as `dp=8 tp=4 pp=2 mbs=1 full zero1 sp`.
+    pub fn short(&self) -> String {
+        let mut s = format!("dp={} tp={} pp={}", self.dp, self.tp, self.pp);
+        if self.cp > 1 {
+            s += &format!(" cp={}", self.cp);
+        }
+        if self.ep > 1 {
+            s += &format!(" ep={}", self.ep);
+        }
+        if self.vpp > 1 {
+            s += &format!(" vpp={}", self.vpp);
+        }
+        s += &format!(" mbs={} rc={} zero{}", self.mbs, self.recompute.name(), self.zero);
+        if self.sp() {
+            s += " sp";
+        }
+        s
+    }
+
+    /// Every structural reason this plan cannot run `model` on `cluster`; empty when it can.
+    pub fn check(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Vec<Infeasible> {
+        use Infeasible as I;
+        let mut out = Vec::new();
+        if [self.dp, self.tp, self.pp, self.cp, self.ep, self.vpp, self.mbs, self.global_batch, self.seq_len]
+            .contains(&0)
+        {
+            out.push(I::Zero);
+            return out;
+        }
+        if self.n_gpus() != cluster.n_gpus() {
+            out.push(I::GpuCount { product: self.n_gpus(), gpus: cluster.n_gpus() });
+        }
+        if model.heads % self.tp != 0 || model.kv_heads % self.tp != 0 {
+            out.push(I::HeadsNotDivisible { heads: model.heads, kv_heads: model.kv_heads, tp: self.tp });
+        }
+        if model.ffn_hidden % self.tp != 0 {
+            out.push(I::FfnNotDivisible { ffn: model.ffn_hidden, tp: self.tp });
+        }
+        if self.tp > cluster.gpus_per_node {
+            out.push(I::TpAcrossNodes { tp: self.tp, gpus_per_node: cluster.gpus_per_node });
+        }
+        if model.layers % (self.pp * self.vpp) != 0 {
+            out.push(I::LayersNotDivisible { layers: model.layers, pp: self.pp, vpp: self.vpp });
+        }
+        if self.global_batch % (self.dp * self.mbs) != 0 {
+            out.push(I::BatchNotDivisible { global_batch: self.global_batch, dp: self.dp, mbs: self.mbs });
+        }
+        let seq_split = self.cp * if self.sp() { self.tp } else { 1 } * if self.cp > 1 { 2 } else { 1 };
+        if self.seq_len % seq_split != 0 {
+            out.push(I::SeqNotDivisible { seq_len: self.seq_len, by: seq_split });
+        }
+        if self.seq_len > model.seq_len && model.arch != super::model::Arch::Llama {
+            // Learned position embeddings cover model.seq_len positions only.
+            out.push(I::SeqBeyondPositions { seq_len: self.seq_len, positions: model.seq_len });
+        }
+        match &model.moe {
+            Some(m) => {
+                if m.experts % self.ep != 0 || self.dp % self.ep != 0 {
+                    out.push(I::ExpertsNotDivisible { experts: m.experts, ep: self.ep, dp: self.dp });
+                }
+            }
+            None if self.ep > 1 => out.push(I::EpWithoutExperts { ep: self.ep }),
+            None => {}
+        }
+        match self.schedule {
+            Schedule::Interleaved => {
+                if self.vpp < 2 || self.pp < 2 {
+                    out.push(I::InterleavedNeedsChunks { pp: self.pp, vpp: self.vpp });
+                } else if self.global_batch % (self.dp * self.mbs) == 0 && self.n_micro() % self.pp != 0 {
+                    out.push(I::InterleavedMicroBatches { n_micro: self.n_micro(), pp: self.pp });
+                }
+            }
+            _ if self.vpp > 1 => out.push(I::InterleavedNeedsChunks { pp: self.pp, vpp: self.vpp }),
+            _ => {}
+        }
+        if self.zero > 3 {
+            out.push(I::ZeroStage { zero: self.zero });
+        } else if self.zero >= 2 && self.pp > 1 {
+            out.push(I::ZeroWithPipeline { zero: self.zero, pp: self.pp });
+        }
+        out
+    }
+}
+
+/// Why a plan cannot run: a value (search tallies these), not an error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Infeasible {
+    /// A size of zero.
+    Zero,
+    /// dp·tp·pp·cp differs from the cluster's GPU count.
+    GpuCount {
+        /// dp·tp·pp·cp.
+        product: u64,
+        /// GPUs in the cluster.
+        gpus: u64,
+    },
+    /// tp does not divide the (key/value) heads.
+    HeadsNotDivisible {
+        /// Query heads.
+        heads: u64,
+        /// Key/value heads.
+        kv_heads: u64,
+        /// Tensor parallelism.
+        tp: u64,
+    },
+    /// tp does not divide the MLP width.
+    FfnNotDivisible {
+        /// MLP width.
+        ffn: u64,
+        /// Tensor parallelism.
+        tp: u64,
+    },
+    /// A TP group would cross nodes.
+    TpAcrossNodes {
+        /// Tensor parallelism.
+        tp: u64,
+        /// GPUs per node.
+        gpus_per_node: u64,
+    },
+    /// pp·vpp does not divide the layers.
+    LayersNotDivisible {
+        /// Layers.
+        layers: u64,
+        /// Pipeline stages.
+        pp: u64,
+        /// Chunks per stage.
+        vpp: u64,
+    },
+    /// dp·mbs does not divide the global batch.
+    BatchNotDivisible {
+        /// Global batch.
+        global_batch: u64,
+        /// Data parallelism.
+        dp: u64,
+        /// Micro-batch size.
+        mbs: u64,
+    },
+    /// The sequence cannot be split evenly over cp (×2 for causal load balance) and SP.
+    SeqNotDivisible {
+        /// Sequence length.
+        seq_len: u64,
+        /// Required divisor.
+        by: u64,
+    },
+    /// Sequence longer than the learned position embeddings.
+    SeqBeyondPositions {
+        /// Requested length.
+        seq_len: u64,
+        /// Positions the model has.
+        positions: u64,
+    },
+    /// ep does not divide the experts or the data-parallel ranks.
+    ExpertsNotDivisible {
+        /// Experts.
+        experts: u64,
+        /// Expert parallelism.
+        ep: u64,
+        /// Data parallelism.
+        dp: u64,
+    },
+    /// ep > 1 on a dense model.
+    EpWithoutExperts {
+        /// Expert parallelism.
+        ep: u64,
+    },
+    /// Interleaving needs pp ≥ 2 and vpp ≥ 2 (and vpp > 1 needs the interleaved schedule).
+    InterleavedNeedsChunks {
+        /// Pipeline stages.
+        pp: u64,
+        /// Chunks per stage.
+        vpp: u64,
+    },
+    /// Megatron's interleaved schedule needs the micro-batch count to be a multiple of pp.
+    InterleavedMicroBatches {
+        /// Micro-batches.
+        n_micro: u64,
+        /// Pipeline stages.
+        pp: u64,
+    },
+    /// ZeRO stage out of range.
+    ZeroStage {
+        /// Stage given.
+        zero: u8,
+    },
+    /// ZeRO-2/3 shard gradients that pipeline micro-batches accumulate (DeepSpeed refuses it).
+    ZeroWithPipeline {
+        /// Stage.
+        zero: u8,
+        /// Pipeline stages.
+        pp: u64,
+    },
+    /// Peak memory exceeds the device.
+    OutOfMemory {
+        /// Predicted peak, GiB.
+        need_gib: f64,
+        /// Device memory, GiB.
+        have_gib: f64,
+    },
+}
+
+impl Infeasible {
+    /// Short label for tallies.
+    pub fn label(&self) -> &'static str {
+        use Infeasible as I;
+        match self {
+            I::Zero => "zero size",
+            I::GpuCount { .. } => "dp·tp·pp·cp ≠ GPUs",
+            I::HeadsNotDivisible { .. } => "tp does not divide heads",
+            I::FfnNotDivisible { .. } => "tp does not divide ffn_hidden",
+            I::TpAcrossNodes { .. } => "tp larger than a node",
+            I::LayersNotDivisible { .. } => "pp·vpp does not divide layers",
+            I::BatchNotDivisible { .. } => "dp·mbs does not divide global batch",
+            I::SeqNotDivisible { .. } => "sequence not divisible by cp/sp",
+            I::SeqBeyondPositions { .. } => "sequence beyond position embeddings",
+            I::ExpertsNotDivisible { .. } => "ep does not divide experts or dp",
+            I::EpWithoutExperts { .. } => "ep on a dense model",
+            I::InterleavedNeedsChunks { .. } => "interleaving needs pp≥2, vpp≥2",
+            I::InterleavedMicroBatches { .. } => "interleaved: micro-batches not a multiple of pp",
+            I::ZeroStage { .. } => "zero stage out of range",
+            I::ZeroWithPipeline { .. } => "zero 2/3 with pipeline",
+            I::OutOfMemory { .. } => "out of memory",
+        }
+    }
+
+    /// The plan field a user would change.
+    pub fn field(&self) -> &'static str {
+        use Infeasible as I;
+        match self {
+            I::Zero => "plan",
+            I::GpuCount { .. } => "dp",
+            I::HeadsNotDivisible { .. } | I::FfnNotDivisible { .. } | I::TpAcrossNodes { .. } => "tp",
+            I::LayersNotDivisible { .. } => "pp",
+            I::BatchNotDivisible { .. } => "global_batch",
+            I::SeqNotDivisible { .. } | I::SeqBeyondPositions { .. } => "seq_len",
+            I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
+            I::InterleavedNeedsChunks { .. } | I::InterleavedMicroBatches { .. } => "vpp",
+            I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
+            I::OutOfMemory { .. } => "memory",
+        }
+    }
+}
+
+impl fmt::Display for Infeasible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Infeasible as I;
+        match self {
+            I::Zero => write!(f, "every size must be at least 1"),
+            I::GpuCount { product, gpus } => write!(
+                f,
+                "dp·tp·pp·cp = {product} but the cluster has {gpus} GPUs; choose dp = {gpus}/(tp·pp·cp)"
+            ),
+            I::HeadsNotDivisible { heads, kv_heads, tp } => write!(
+                f,
+                "tp={tp} does not divide heads={heads} (kv_heads={kv_heads}); use a tp that divides both"
+            ),
+            I::FfnNotDivisible { ffn, tp } => {
+                write!(f, "tp={tp} does not divide ffn_hidden={ffn}; use a tp that divides it")
+            }
+            I::TpAcrossNodes { tp, gpus_per_node } => write!(
+                f,
+                "tp={tp} exceeds the {gpus_per_node} GPUs of a node; keep tp ≤ {gpus_per_node} and add pp or dp"
+            ),
+            I::LayersNotDivisible { layers, pp, vpp } => write!(
+                f,
+                "pp·vpp = {} does not divide layers={layers}; pick pp (and vpp) dividing {layers}",
+                pp * vpp
+            ),
+            I::BatchNotDivisible { global_batch, dp, mbs } => write!(
+                f,
+                "global batch {global_batch} is not divisible by dp·mbs = {}; pick a global batch that is a multiple of it",
+                dp * mbs
+            ),
+            I::SeqNotDivisible { seq_len, by } => {
+                write!(f, "seq_len={seq_len} is not divisible by {by} (cp ×2 for causal balance, × tp with sp)")
+            }
+            I::SeqBeyondPositions { seq_len, positions } => write!(
+                f,
+                "seq_len={seq_len} exceeds the model's {positions} learned positions; use seq_len ≤ {positions} or raise the model's seq_len"
+            ),
+            I::ExpertsNotDivisible { experts, ep, dp } => write!(
+                f,
+                "ep={ep} must divide experts={experts} and dp={dp}; choose a common divisor"
+            ),
+            I::EpWithoutExperts { ep } => write!(f, "ep={ep} on a model without experts; use ep=1"),
+            I::InterleavedNeedsChunks { pp, vpp } => write!(
+                f,
+                "vpp={vpp} with pp={pp}: interleaving needs pp ≥ 2 and vpp ≥ 2 (and vpp>1 needs --schedule interleaved)"
+            ),
+            I::InterleavedMicroBatches { n_micro, pp } => write!(
+                f,
+                "interleaved schedule needs micro-batches ({n_micro}) to be a multiple of pp={pp}"
+            ),
+            I::ZeroStage { zero } => write!(f, "zero={zero}; ZeRO stages are 0, 1, 2, 3"),
+            I::ZeroWithPipeline { zero, pp } => write!(
+                f,
+                "ZeRO-{zero} with pp={pp}: gradient/parameter sharding does not combine with pipelining; use zero ≤ 1"
+            ),
+            I::OutOfMemory { need_gib, have_gib } => {
+                write!(f, "needs {need_gib:.1} GiB per GPU, device has {have_gib:.1} GiB")
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Units and number formatting shared by every module: byte and FLOP scales, data types.
+//!
+//! Raw `f64` quantities elsewhere carry their unit in their name (`_s`, `_bytes`, `_flops`,
+//! `_gbytes_s`); this module holds the scale factors so no other file writes `1e9` or `1 << 30`.
+
+use serde::{Deserialize, Serialize};
+
+/// Bytes in one GiB (2^30), the unit GPU memory is sold and reported in.
+pub const GIB: f64 = 1_073_741_824.0;
+/// Bytes in one MiB (2^20).
+pub const MIB: f64 = 1_048_576.0;
+/// Bytes in one decimal GB (10^9), the unit link and HBM bandwidths are quoted in.
+pub const GB: f64 = 1e9;
+/// FLOPs in one TFLOP (10^12).
+pub const TFLOP: f64 = 1e12;
+/// Seconds in one microsecond.
+pub const US: f64 = 1e-6;
+
+/// Numeric format of weights and activations in the training step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// bfloat16 (mixed precision with fp32 master weights).
+    Bf16,
+    /// IEEE half (mixed precision with fp32 master weights and loss scaling).
+    Fp16,
+    /// 8-bit float GEMMs (Transformer Engine style); activations kept in bf16.
+    Fp8,
+    /// TensorFloat-32 GEMMs on fp32 data.
+    Tf32,
+    /// Plain fp32.
+    Fp32,
+}
+
+impl Dtype {
+    /// Bytes per element of activations and the working copy of weights.
+    ///
+    /// FP8 training keeps activations and weights' working copy in bf16 outside the GEMMs
+    /// (Transformer Engine), so it counts 2 bytes here.
+    pub fn bytes(self) -> f64 {
+        match self {
+            Dtype::Bf16 | Dtype::Fp16 | Dtype::Fp8 => 2.0,
+            Dtype::Tf32 | Dtype::Fp32 => 4.0,
+        }
+    }
+
+    /// Name as written in YAML and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::Bf16 => "bf16",
+            Dtype::Fp16 => "fp16",
+            Dtype::Fp8 => "fp8",
+            Dtype::Tf32 => "tf32",
+            Dtype::Fp32 => "fp32",
+        }
+    }
+
+    /// Every data type, in the order they are listed to users.
+    pub const ALL: [Dtype; 5] = [Dtype::Bf16, Dtype::Fp16, Dtype::Fp8, Dtype::Tf32, Dtype::Fp32];
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Formats a duration given in seconds with a unit that keeps 3–4 significant digits.
+pub fn fmt_secs(s: f64) -> String {
+    if !s.is_finite() {
+        return "inf".to_string();
+    }
+    if s >= 86_400.0 {
+        format!("{:.1} d", s / 86_400.0)
+    } else if s >= 3_600.0 {
+        format!("{:.1} h", s / 3_600.0)
+    } else if s >= 1.0 {
+        format!("{s:.3} s")
+    } else if s >= 1e-3 {
+        format!("{:.2} ms", s * 1e3)
+    } else {
+        format!("{:.1} us", s * 1e6)
+    }
+}
+
+/// Formats a large count with an SI suffix (K, M, B, T), e.g. parameters or tokens.
+pub fn fmt_count(x: f64) -> String {
+    let a = x.abs();
+    if a >= 1e12 {
+        format!("{:.2}T", x / 1e12)
+    } else if a >= 1e9 {
+        format!("{:.2}B", x / 1e9)
+    } else if a >= 1e6 {
+        format!("{:.1}M", x / 1e6)
+    } else if a >= 1e3 {
+        format!("{:.1}K", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_pick_readable_units() {
+        assert_eq!(fmt_secs(2.5), "2.500 s");
+        assert_eq!(fmt_secs(0.0125), "12.50 ms");
+        assert_eq!(fmt_secs(7200.0), "2.0 h");
+        assert_eq!(fmt_count(174.6e9), "174.60B");
+        assert_eq!(fmt_count(1.5e6), "1.5M");
+    }
+
+    #[test]
+    fn fp8_keeps_bf16_activations() {
+        assert_eq!(Dtype::Fp8.bytes(), 2.0);
+        assert_eq!(Dtype::Fp32.bytes(), 4.0);
+    }
+}
