@@ -4,5 +4,6 @@
 //! `units < spec < graph < calib < cost < search < sim < exec < report < cli`.
 #![deny(missing_docs)]
 
+pub mod graph;
 pub mod spec;
 pub mod units;

@@ -1,0 +1,366 @@
+//! One transformer layer as operators, following Megatron-LM's layer (ParallelTransformerLayer
+//! / TransformerLayer): column-parallel QKV and fc1, row-parallel projection and fc2 (Shoeybi
+//! et al. 2019 §3), the f/g conjugate collectives, and sequence parallelism (Korthikanti et al.
+//! 2022 §4.2.2). Saved activations per operator reproduce Korthikanti et al. §4.1 term by term:
+//! sbh(34 + 5as/h) bytes for a 16-bit GPT layer with dropout.
+
+use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
+use crate::spec::{Arch, AttentionImpl, ModelSpec};
+
+/// Megatron's conjugate before a column-parallel GEMM: identity forward / all-reduce backward
+/// (`f`), or with sequence parallelism all-gather forward / reduce-scatter backward.
+pub(super) fn tp_enter(name: &'static str, sh: &Shard, bytes: f64) -> Option<Op> {
+    (sh.tp > 1).then(|| {
+        let k = |coll| Kernel::Comm { coll, group: Group::Tp, bytes, overlapped: false };
+        if sh.sp {
+            Op::comm(name, Some(k(Coll::AllGather)), Some(k(Coll::ReduceScatter)))
+        } else {
+            Op::comm(name, None, Some(k(Coll::AllReduce)))
+        }
+    })
+}
+
+/// The conjugate after a row-parallel GEMM: all-reduce forward / identity backward (`g`), or
+/// reduce-scatter forward / all-gather backward with sequence parallelism.
+pub(super) fn tp_exit(name: &'static str, sh: &Shard, bytes: f64) -> Option<Op> {
+    (sh.tp > 1).then(|| {
+        let k = |coll| Kernel::Comm { coll, group: Group::Tp, bytes, overlapped: false };
+        if sh.sp {
+            Op::comm(name, Some(k(Coll::ReduceScatter)), Some(k(Coll::AllGather)))
+        } else {
+            Op::comm(name, Some(k(Coll::AllReduce)), None)
+        }
+    })
+}
+
+/// A column-parallel linear layer. With sequence parallelism its input is saved sharded and
+/// all-gathered again in backward for the weight gradient, overlapped with the input-gradient
+/// GEMM (Megatron-LM `LinearWithGradAccumulationAndAsyncCommunication`).
+pub(super) fn column_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params: f64) -> Op {
+    let e = sh.dtype.bytes();
+    let saved = (sh.tokens_sp() * k) as f64 * e;
+    let mut op = Op::linear(name, sh.tokens(), n, k, params, saved);
+    if sh.sp {
+        let bytes = (sh.tokens() * k) as f64 * e;
+        op.bwd.insert(0, Kernel::Comm { coll: Coll::AllGather, group: Group::Tp, bytes, overlapped: true });
+    }
+    op
+}
+
+/// A norm (LayerNorm or RMSNorm) over `tokens` rows of width h: reads x and writes y forward,
+/// reads x and dy and writes dx backward; saves its input.
+pub(super) fn norm(name: &'static str, model: &ModelSpec, tokens: u64, e: f64) -> Op {
+    let x = (tokens * model.hidden) as f64 * e;
+    let mut op = Op::memory(name, 2.0 * x, 3.0 * x, x);
+    op.params = model.arch.norm_params_per_hidden() * model.hidden as f64;
+    op
+}
+
+/// Residual add, fused with bias and dropout where the model has dropout (Megatron
+/// `bias_dropout_add_fused_train`): forward reads the branch and the residual and writes the
+/// sum (+ a 1-byte mask); backward applies the mask to the gradient. Without dropout the
+/// backward is free (the gradient flows to both inputs unchanged).
+fn residual(name: &'static str, model: &ModelSpec, tokens: u64, e: f64) -> Op {
+    let x = (tokens * model.hidden) as f64;
+    if model.dropout > 0.0 {
+        Op::memory(name, (3.0 * e + 1.0) * x, (2.0 * e + 1.0) * x, x)
+    } else {
+        Op::memory(name, 3.0 * e * x, 0.0, 0.0)
+    }
+}
+
+/// Operators of the attention core for `sh`, Megatron's `CoreAttention` (unfused) or one
+/// flash-attention kernel.
+fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
+    let e = sh.dtype.bytes();
+    let (t, d) = (sh.tp, model.head_dim());
+    let heads = model.heads / t;
+    let (s_q, s_kv) = (sh.s / sh.cp, sh.s);
+    let tokens = sh.tokens() as f64;
+    let q = tokens * (model.hidden / t) as f64 * e;
+    let kv = tokens * (model.kv_hidden() / t) as f64 * e;
+    let bh = sh.b * heads;
+    let causal = model.arch.causal();
+    // Context parallelism: a ring passes each K/V block to the next rank, cp−1 hops forward,
+    // and K/V plus their gradients backward, overlapped with the block computations
+    // (Megatron-Core context parallelism; Liu et al. 2023, Ring Attention).
+    let ring = |mult: f64| Kernel::Comm {
+        coll: Coll::SendRecv,
+        group: Group::Cp,
+        bytes: mult * (sh.cp - 1) as f64 * 2.0 * kv,
+        overlapped: true,
+    };
+    match sh.attention {
+        AttentionImpl::Flash => {
+            let k = |backward| Kernel::Attention { batch_heads: bh, s_q, s_kv, head_dim: d, causal, backward };
+            let mut fwd = vec![k(false)];
+            let mut bwd = vec![k(true)];
+            if sh.cp > 1 {
+                fwd.insert(0, ring(1.0));
+                bwd.insert(0, ring(2.0));
+            }
+            // Saves Q, K, V and the fp32 log-sum-exp per query row (Dao 2023, Algorithm 1).
+            let lse = (bh * s_q) as f64 * 4.0;
+            vec![Op {
+                name: "attention",
+                fwd,
+                bwd,
+                params: 0.0,
+                saved_bytes: q + 2.0 * kv + lse,
+                saved_selective_bytes: q + 2.0 * kv,
+                selective: true,
+            }]
+        }
+        AttentionImpl::Unfused => {
+            let elems = (bh * s_q * s_kv) as f64;
+            let bgemm = |name, m, n, k, saved, kept| Op {
+                name,
+                fwd: vec![Kernel::Gemm { batch: bh, m, n, k }],
+                bwd: vec![Kernel::Gemm { batch: bh, m, n: k, k: n }, Kernel::Gemm { batch: bh, m: k, n, k: m }],
+                params: 0.0,
+                saved_bytes: saved,
+                saved_selective_bytes: kept,
+                selective: true,
+            };
+            let selective = |mut op: Op| {
+                op.saved_selective_bytes = 0.0;
+                op.selective = true;
+                op
+            };
+            let drop = model.dropout > 0.0;
+            let mut ops = vec![
+                // QKᵀ saves Q and K (4sbh/t of Korthikanti's 11sbh).
+                bgemm("scores", s_q, s_kv, d, q + kv, q + kv),
+                // Fused scale-mask-softmax saves its output (2as²b/t).
+                selective(Op::memory("softmax", 2.0 * e * elems, 3.0 * e * elems, e * elems)),
+            ];
+            if drop {
+                // Dropout on the probabilities keeps a 1-byte mask (as²b/t).
+                ops.push(selective(Op::memory("attn_dropout", (2.0 * e + 1.0) * elems, (2.0 * e + 1.0) * elems, elems)));
+            }
+            // P·V saves the dropped-out probabilities (2as²b/t) and V (2sbh/t).
+            let probs = if drop { e * elems } else { 0.0 };
+            ops.push(bgemm("context", s_q, d, s_kv, probs + kv, kv));
+            ops
+        }
+    }
+}
+
+/// The MLP of a dense layer: fc1, activation, fc2 (GeLU) or gate/up, SwiGLU, down (Llama).
+fn dense_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
+    let e = sh.dtype.bytes();
+    let (h, t) = (model.hidden, sh.tp);
+    let f = model.ffn_hidden / t;
+    let gated = model.arch.gated_mlp();
+    let bias = model.arch.biases();
+    let width = if gated { 2 * f } else { f };
+    let fc1_params = (h * width) as f64 + if bias { width as f64 } else { 0.0 };
+    let fc2_params = (f * h) as f64 + if bias { h as f64 } else { 0.0 };
+    let tokens = sh.tokens() as f64;
+    vec![
+        column_linear("fc1", sh, width, h, fc1_params),
+        activation(gated, tokens, f as f64, e),
+        Op::linear("fc2", sh.tokens(), h, f, fc2_params, tokens * f as f64 * e),
+    ]
+}
+
+/// Elementwise activation over `tokens` × `f`: fused bias-GeLU (reads and writes f wide, saves
+/// its input, Korthikanti's 8sbh) or SwiGLU (reads 2f, writes f, saves its 2f-wide input).
+fn activation(gated: bool, tokens: f64, f: f64, e: f64) -> Op {
+    let x = tokens * f * e;
+    if gated { Op::memory("swiglu", 3.0 * x, 5.0 * x, 2.0 * x) } else { Op::memory("gelu", 2.0 * x, 3.0 * x, x) }
+}
+
+/// The MLP of an MoE layer: router, token dispatch (all-to-all over the EP group), the local
+/// experts as grouped GEMMs, and the combine (Fedus et al. 2021; Megatron-Core MoE). Tokens
+/// are assumed balanced: each rank's experts receive b·s·top_k tokens in total.
+fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
+    let m = model.moe.as_ref().expect("moe layer of a model with experts");
+    let e = sh.dtype.bytes();
+    let (h, t) = (model.hidden, sh.tp);
+    let local = m.experts / sh.ep;
+    let routed = sh.tokens() * m.top_k;
+    let per_expert = routed.div_ceil(local);
+    let gated = model.arch.gated_mlp();
+    let f = m.expert_ffn_hidden / t;
+    let width = if gated { 2 * f } else { f };
+    let tokens = sh.tokens() as f64;
+    let moved = routed as f64 * h as f64 * e;
+    let mut router = Op::linear("router", sh.tokens(), m.experts, h, (h * m.experts) as f64, 0.0);
+    router.saved_bytes = tokens * m.experts as f64 * 4.0;
+    router.saved_selective_bytes = router.saved_bytes;
+    router.fwd.push(Kernel::Memory { bytes: tokens * m.experts as f64 * 8.0 });
+    let a2a = |name| {
+        let k = Kernel::Comm { coll: Coll::AllToAll, group: Group::Ep, bytes: moved, overlapped: false };
+        let mut op = Op::memory(name, 2.0 * moved, 2.0 * moved, 0.0);
+        if sh.ep > 1 {
+            op.fwd.push(k.clone());
+            op.bwd.insert(0, k);
+        }
+        op
+    };
+    let grouped = |name, n, k, params: f64, saved: f64| Op {
+        name,
+        fwd: vec![Kernel::Gemm { batch: local, m: per_expert, n, k }],
+        bwd: vec![
+            Kernel::Gemm { batch: local, m: per_expert, n: k, k: n },
+            Kernel::Gemm { batch: local, m: k, n, k: per_expert },
+        ],
+        params,
+        saved_bytes: saved,
+        saved_selective_bytes: saved,
+        selective: false,
+    };
+    vec![
+        router,
+        a2a("dispatch"),
+        grouped("expert_fc1", width, h, (local * h * width) as f64, moved),
+        activation(gated, routed as f64, f as f64, e),
+        grouped("expert_fc2", h, f, (local * f * h) as f64, routed as f64 * f as f64 * e),
+        a2a("combine"),
+    ]
+}
+
+/// One transformer layer (dense, or MoE when `moe`) for one rank and one micro-batch.
+pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
+    let e = sh.dtype.bytes();
+    let (h, t) = (model.hidden, sh.tp);
+    let bias = model.arch.biases();
+    let full = (sh.tokens() * h) as f64 * e;
+    let qkv_n = (h + 2 * model.kv_hidden()) / t;
+    let qkv_params = (h * qkv_n) as f64 + if bias { qkv_n as f64 } else { 0.0 };
+    let proj_params = (h / t * h) as f64 + if bias { h as f64 } else { 0.0 };
+
+    let mut attn: Vec<Op> = Vec::new();
+    attn.extend(tp_enter("tp_enter_attn", sh, full));
+    attn.push(column_linear("qkv", sh, qkv_n, h, qkv_params));
+    if model.arch == Arch::Llama {
+        // Rotary embedding rewrites Q and K in place (Su et al. 2021); linear, nothing saved.
+        let qk = sh.tokens() as f64 * ((h + model.kv_hidden()) / t) as f64 * e;
+        attn.push(Op::memory("rope", 2.0 * qk, 2.0 * qk, 0.0));
+    }
+    attn.extend(attention_core(model, sh));
+    attn.push(Op::linear("proj", sh.tokens(), h, h / t, proj_params, sh.tokens() as f64 * (h / t) as f64 * e));
+    attn.extend(tp_exit("tp_exit_attn", sh, full));
+    attn.push(residual("residual_attn", model, sh.tokens_sp(), e));
+
+    let mut mlp: Vec<Op> = Vec::new();
+    mlp.extend(tp_enter("tp_enter_mlp", sh, full));
+    mlp.extend(if moe { moe_mlp(model, sh) } else { dense_mlp(model, sh) });
+    mlp.extend(tp_exit("tp_exit_mlp", sh, full));
+    mlp.push(residual("residual_mlp", model, sh.tokens_sp(), e));
+
+    let n1 = norm("norm_attn", model, sh.tokens_sp(), e);
+    let n2 = norm("norm_mlp", model, sh.tokens_sp(), e);
+    let mut ops = Vec::new();
+    let post_norm = model.arch == Arch::Bert;
+    if !post_norm {
+        ops.push(n1.clone());
+    }
+    let attn_end = ops.len() + attn.len() - 1;
+    ops.extend(attn);
+    if post_norm {
+        ops.push(n1);
+    }
+    let mlp_start = ops.len();
+    if !post_norm {
+        ops.push(n2.clone());
+    }
+    ops.extend(mlp);
+    let mlp_end = ops.len() - 1;
+    if post_norm {
+        ops.push(n2);
+    }
+    // Chain plus the two residual edges (the block input also feeds its residual add).
+    let mut edges: Vec<(usize, usize)> = (1..ops.len()).map(|i| (i - 1, i)).collect();
+    edges.push((0, attn_end));
+    edges.push((mlp_start, mlp_end));
+    OpGraph::new(ops, &edges)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::Dtype;
+
+    fn gpt() -> ModelSpec {
+        crate::spec::load_model("gpt3-175b").unwrap()
+    }
+
+    fn shard(tp: u64, sp: bool, attention: AttentionImpl) -> Shard {
+        Shard { b: 1, s: 2048, tp, sp, cp: 1, ep: 1, attention, dtype: Dtype::Fp16 }
+    }
+
+    /// Korthikanti et al. 2022, Table 2: activation bytes per layer for each TP/SP/recompute mode.
+    #[test]
+    fn korthikanti_activation_bytes() {
+        let m = gpt();
+        let (s, b, h, a) = (2048.0, 1.0, 12288.0, 96.0);
+        let t = 8.0;
+        let sbh = s * b * h;
+        let attn = 5.0 * a * s / h;
+        let un = transformer_layer(&m, &shard(1, false, AttentionImpl::Unfused), false);
+        assert_eq!(un.saved_bytes(), sbh * (34.0 + attn)); // sbh(34 + 5as/h)
+        let tp = transformer_layer(&m, &shard(8, false, AttentionImpl::Unfused), false);
+        assert_eq!(tp.saved_bytes(), sbh * (10.0 + 24.0 / t + attn / t)); // sbh(10 + 24/t + 5as/ht)
+        let sp = transformer_layer(&m, &shard(8, true, AttentionImpl::Unfused), false);
+        assert_eq!(sp.saved_bytes(), sbh / t * (34.0 + attn)); // sbh/t(34 + 5as/h)
+        assert_eq!(sp.saved_selective_bytes(), 34.0 * sbh / t); // 34sbh/t
+        assert_eq!(tp.saved_selective_bytes(), sbh * (10.0 + 24.0 / t));
+    }
+
+    /// Per-layer forward FLOPs of DESIGN.md §3: 24bsh² + 4bs²h for a GPT layer with f = 4h.
+    #[test]
+    fn gpt_layer_forward_flops() {
+        let m = gpt();
+        let g = transformer_layer(&m, &shard(1, false, AttentionImpl::Unfused), false);
+        let (b, s, h) = (1.0, 2048.0, 12288.0);
+        // QKV 6bsh² + scores 2bs²h + context 2bs²h + projection 2bsh² + MLP 16bsh²
+        assert_eq!(g.fwd_flops(), 24.0 * b * s * h * h + 4.0 * b * s * s * h);
+        assert_eq!(g.bwd_flops(), 2.0 * g.fwd_flops());
+        // TP splits every GEMM evenly.
+        let g8 = transformer_layer(&m, &shard(8, false, AttentionImpl::Unfused), false);
+        assert_eq!(g8.fwd_flops() * 8.0, g.fwd_flops());
+        // Per rank at tp=8: QKV 3h²/8 + 3h/8, projection h²/8 + h (bias unsplit), fc1 4h²/8
+        // + 4h/8, fc2 4h²/8 + h, two LayerNorms 4h: 1.5h² + 6.875h.
+        assert_eq!(g8.params(), 1.5 * h * h + 6.875 * h);
+    }
+
+    /// Flash attention executes half the causal score blocks and 2.5× that backward.
+    #[test]
+    fn flash_attention_flops_and_memory() {
+        let m = gpt();
+        let g = transformer_layer(&m, &shard(1, false, AttentionImpl::Flash), false);
+        let a = g.op("attention").unwrap();
+        let (s, h) = (2048.0, 12288.0);
+        assert_eq!(a.fwd_flops(), 4.0 * s * s * h / 2.0);
+        assert_eq!(a.bwd_flops(), 2.5 * a.fwd_flops());
+        // No s² term: Q, K, V (6sbh) + log-sum-exp (4·a·s).
+        assert_eq!(a.saved_bytes, 6.0 * s * h + 4.0 * 96.0 * s);
+    }
+
+    #[test]
+    fn llama_gqa_layer_params_match_spec() {
+        let m = crate::spec::load_model("llama2-70b").unwrap();
+        let g = transformer_layer(&m, &shard(1, false, AttentionImpl::Flash), false);
+        assert_eq!(g.params(), m.layer_params(0));
+        let g8 = transformer_layer(&m, &shard(8, true, AttentionImpl::Flash), false);
+        // Everything but the two RMSNorms (2h, replicated) is split 8 ways.
+        assert_eq!(g8.params(), (m.layer_params(0) - 2.0 * 8192.0) / 8.0 + 2.0 * 8192.0);
+    }
+
+    #[test]
+    fn moe_layer_params_match_spec() {
+        let m = crate::spec::load_model("mixtral-8x7b").unwrap();
+        let sh = Shard { b: 1, s: 4096, tp: 1, sp: false, cp: 1, ep: 1, attention: AttentionImpl::Flash, dtype: Dtype::Bf16 };
+        let g = transformer_layer(&m, &sh, true);
+        assert_eq!(g.params(), m.layer_params(0));
+        // Top-2 routing: expert GEMM FLOPs are twice a dense MLP of the same width.
+        let dense = transformer_layer(&m, &sh, false);
+        let mlp = |g: &OpGraph, names: &[&str]| names.iter().map(|n| g.op(n).unwrap().fwd_flops()).sum::<f64>();
+        assert_eq!(mlp(&g, &["expert_fc1", "expert_fc2"]), 2.0 * mlp(&dense, &["fc1", "fc2"]));
+        let ep = transformer_layer(&m, &Shard { ep: 4, ..sh }, true);
+        assert_eq!(ep.op("expert_fc1").unwrap().params * 4.0, g.op("expert_fc1").unwrap().params);
+        assert!(ep.op("dispatch").unwrap().fwd.iter().any(Kernel::is_comm));
+    }
+}

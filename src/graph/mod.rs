@@ -1,0 +1,364 @@
+//! The compute graph: one transformer layer's operators (and the embedding and LM head/loss)
+//! as a petgraph DAG, each operator knowing its kernels, FLOPs, bytes moved, parameters and
+//! saved activations for one rank's shard of one micro-batch. Pure: no IO.
+
+mod ends;
+mod layer;
+
+pub use ends::{embedding, head};
+pub use layer::transformer_layer;
+
+use crate::spec::{AttentionImpl, ModelSpec, Plan};
+use crate::units::Dtype;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+
+/// Which parallel group a collective runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+pub enum Group {
+    /// Tensor-parallel group (inside a node).
+    Tp,
+    /// Context-parallel group.
+    Cp,
+    /// Expert-parallel group.
+    Ep,
+    /// Data-parallel group.
+    Dp,
+    /// Neighbouring pipeline stages.
+    Pp,
+}
+
+/// Collective kinds, with NCCL's bus-bandwidth conventions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+pub enum Coll {
+    /// All-reduce: moves 2(n−1)/n·S per rank.
+    AllReduce,
+    /// All-gather of an S-byte result: (n−1)/n·S per rank.
+    AllGather,
+    /// Reduce-scatter of an S-byte input: (n−1)/n·S per rank.
+    ReduceScatter,
+    /// All-to-all of S bytes per rank: (n−1)/n·S leave each rank.
+    AllToAll,
+    /// Point-to-point send/receive of S bytes.
+    SendRecv,
+}
+
+impl Coll {
+    /// Name as nccl-tests spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Coll::AllReduce => "all_reduce",
+            Coll::AllGather => "all_gather",
+            Coll::ReduceScatter => "reduce_scatter",
+            Coll::AllToAll => "alltoall",
+            Coll::SendRecv => "sendrecv",
+        }
+    }
+}
+
+/// One GPU kernel (or one collective) with the sizes its cost depends on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Kernel {
+    /// `batch` independent GEMMs C[m,n] = A[m,k]·B[k,n].
+    Gemm {
+        /// Independent problems (attention heads for batched GEMMs).
+        batch: u64,
+        /// Rows of C.
+        m: u64,
+        /// Columns of C.
+        n: u64,
+        /// Reduction dimension.
+        k: u64,
+    },
+    /// Fused (flash) attention over `batch_heads` heads.
+    Attention {
+        /// Micro-batch × local heads.
+        batch_heads: u64,
+        /// Query length.
+        s_q: u64,
+        /// Key/value length.
+        s_kv: u64,
+        /// Head size.
+        head_dim: u64,
+        /// Causal mask (half the score blocks are skipped).
+        causal: bool,
+        /// Backward pass (dQ, dK, dV) rather than forward.
+        backward: bool,
+    },
+    /// A bandwidth-bound kernel (norm, softmax, activation, dropout, residual add).
+    Memory {
+        /// Bytes read plus bytes written.
+        bytes: f64,
+    },
+    /// A collective (or send/receive) on a parallel group.
+    Comm {
+        /// Which collective.
+        coll: Coll,
+        /// On which group.
+        group: Group,
+        /// Message size S (NCCL's "size": the full buffer for all-reduce and the gathered
+        /// result for all-gather / the input for reduce-scatter).
+        bytes: f64,
+        /// Whether the framework overlaps it with independent compute (e.g. the SP weight-
+        /// gradient all-gather, or CP's ring exchange).
+        overlapped: bool,
+    },
+}
+
+impl Kernel {
+    /// Floating-point operations this kernel executes.
+    ///
+    /// GEMM: 2·batch·m·n·k. Attention forward: two GEMMs (QKᵀ and PV) of 2·s_q·s_kv·d each,
+    /// halved when causal (FlashAttention skips fully masked blocks); backward: five such
+    /// GEMMs (recomputed QKᵀ, dV, dP, dQ, dK), i.e. 2.5× the forward (Dao 2023, §3.1.2).
+    pub fn flops(&self) -> f64 {
+        match *self {
+            Kernel::Gemm { batch, m, n, k } => 2.0 * (batch * m) as f64 * n as f64 * k as f64,
+            Kernel::Attention { batch_heads, s_q, s_kv, head_dim, causal, backward } => {
+                let fwd = 4.0 * batch_heads as f64 * s_q as f64 * s_kv as f64 * head_dim as f64;
+                let fwd = if causal { fwd / 2.0 } else { fwd };
+                if backward { 2.5 * fwd } else { fwd }
+            }
+            Kernel::Memory { .. } | Kernel::Comm { .. } => 0.0,
+        }
+    }
+
+    /// Whether this kernel is communication.
+    pub fn is_comm(&self) -> bool {
+        matches!(self, Kernel::Comm { .. })
+    }
+}
+
+/// One operator of the graph, sized for one rank and one micro-batch.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Op {
+    /// Operator name (`qkv`, `softmax`, `fc1`, …).
+    pub name: &'static str,
+    /// Kernels of the forward pass, in order.
+    pub fwd: Vec<Kernel>,
+    /// Kernels of the backward pass, in order.
+    pub bwd: Vec<Kernel>,
+    /// Parameters held by this rank.
+    pub params: f64,
+    /// Activation bytes saved for the backward pass without recomputation.
+    pub saved_bytes: f64,
+    /// Of those, bytes still saved under selective recomputation.
+    pub saved_selective_bytes: f64,
+    /// Re-run in backward under selective recomputation (the attention core).
+    pub selective: bool,
+}
+
+impl Op {
+    /// An operator with only forward/backward memory traffic.
+    pub fn memory(name: &'static str, fwd_bytes: f64, bwd_bytes: f64, saved: f64) -> Op {
+        Op {
+            name,
+            fwd: vec![Kernel::Memory { bytes: fwd_bytes }],
+            bwd: vec![Kernel::Memory { bytes: bwd_bytes }],
+            params: 0.0,
+            saved_bytes: saved,
+            saved_selective_bytes: saved,
+            selective: false,
+        }
+    }
+
+    /// A weight GEMM Y[m,n] = X[m,k]·W[k,n]: backward is dX = dY·Wᵀ (m×k×n) and
+    /// dW = Xᵀ·dY (k×n×m); it saves its input X (`saved` bytes).
+    pub fn linear(name: &'static str, m: u64, n: u64, k: u64, params: f64, saved: f64) -> Op {
+        Op {
+            name,
+            fwd: vec![Kernel::Gemm { batch: 1, m, n, k }],
+            bwd: vec![Kernel::Gemm { batch: 1, m, n: k, k: n }, Kernel::Gemm { batch: 1, m: k, n, k: m }],
+            params,
+            saved_bytes: saved,
+            saved_selective_bytes: saved,
+            selective: false,
+        }
+    }
+
+    /// A communication-only operator (Megatron's f/g conjugates and their SP variants).
+    pub fn comm(name: &'static str, fwd: Option<Kernel>, bwd: Option<Kernel>) -> Op {
+        Op {
+            name,
+            fwd: fwd.into_iter().collect(),
+            bwd: bwd.into_iter().collect(),
+            params: 0.0,
+            saved_bytes: 0.0,
+            saved_selective_bytes: 0.0,
+            selective: false,
+        }
+    }
+
+    /// FLOPs of the forward kernels.
+    pub fn fwd_flops(&self) -> f64 {
+        self.fwd.iter().map(Kernel::flops).sum()
+    }
+
+    /// FLOPs of the backward kernels.
+    pub fn bwd_flops(&self) -> f64 {
+        self.bwd.iter().map(Kernel::flops).sum()
+    }
+
+    /// HBM bytes of the memory-bound forward kernels.
+    pub fn fwd_bytes(&self) -> f64 {
+        mem_bytes(&self.fwd)
+    }
+
+    /// HBM bytes of the memory-bound backward kernels.
+    pub fn bwd_bytes(&self) -> f64 {
+        mem_bytes(&self.bwd)
+    }
+}
+
+fn mem_bytes(ks: &[Kernel]) -> f64 {
+    ks.iter().map(|k| if let Kernel::Memory { bytes } = k { *bytes } else { 0.0 }).sum()
+}
+
+/// What one rank computes of one layer for one micro-batch: the sharding of the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shard {
+    /// Micro-batch size b.
+    pub b: u64,
+    /// Full sequence length s.
+    pub s: u64,
+    /// Tensor parallelism t.
+    pub tp: u64,
+    /// Sequence parallelism in effect.
+    pub sp: bool,
+    /// Context parallelism.
+    pub cp: u64,
+    /// Expert parallelism.
+    pub ep: u64,
+    /// Attention kernel.
+    pub attention: AttentionImpl,
+    /// Activation/GEMM data type.
+    pub dtype: Dtype,
+}
+
+impl Shard {
+    /// The shard a plan gives every rank.
+    pub fn of(plan: &Plan) -> Shard {
+        Shard {
+            b: plan.mbs,
+            s: plan.seq_len,
+            tp: plan.tp,
+            sp: plan.sp(),
+            cp: plan.cp,
+            ep: plan.ep,
+            attention: plan.attention,
+            dtype: plan.dtype,
+        }
+    }
+
+    /// Tokens this rank's GEMMs see: b·s/cp.
+    pub fn tokens(&self) -> u64 {
+        self.b * self.s / self.cp
+    }
+
+    /// Tokens held in the regions outside the TP GEMMs: b·s/cp, further /tp with SP.
+    pub fn tokens_sp(&self) -> u64 {
+        if self.sp { self.tokens() / self.tp } else { self.tokens() }
+    }
+}
+
+/// A DAG of operators (edges are data dependencies, in execution order).
+#[derive(Clone, Debug)]
+pub struct OpGraph {
+    /// The graph.
+    pub graph: DiGraph<Op, ()>,
+}
+
+impl OpGraph {
+    /// Builds a graph from operators and edges given as (from, to) indices into `ops`.
+    pub fn new(ops: Vec<Op>, edges: &[(usize, usize)]) -> OpGraph {
+        let mut graph = DiGraph::new();
+        let ids: Vec<NodeIndex> = ops.into_iter().map(|o| graph.add_node(o)).collect();
+        for &(a, b) in edges {
+            graph.add_edge(ids[a], ids[b], ());
+        }
+        OpGraph { graph }
+    }
+
+    /// A chain: each operator feeds the next.
+    pub fn chain(ops: Vec<Op>) -> OpGraph {
+        let edges: Vec<(usize, usize)> = (1..ops.len()).map(|i| (i - 1, i)).collect();
+        OpGraph::new(ops, &edges)
+    }
+
+    /// Operators in a topological (execution) order.
+    pub fn ops(&self) -> Vec<&Op> {
+        petgraph::algo::toposort(&self.graph, None)
+            .expect("operator graphs are built acyclic")
+            .into_iter()
+            .map(|i| &self.graph[i])
+            .collect()
+    }
+
+    /// The operator called `name`, if present.
+    pub fn op(&self, name: &str) -> Option<&Op> {
+        self.graph.node_weights().find(|o| o.name == name)
+    }
+
+    /// Sum of `f` over all operators.
+    pub fn sum(&self, f: impl Fn(&Op) -> f64) -> f64 {
+        self.graph.node_weights().map(f).sum()
+    }
+
+    /// Parameters held by this rank.
+    pub fn params(&self) -> f64 {
+        self.sum(|o| o.params)
+    }
+
+    /// Forward FLOPs.
+    pub fn fwd_flops(&self) -> f64 {
+        self.sum(Op::fwd_flops)
+    }
+
+    /// Backward FLOPs.
+    pub fn bwd_flops(&self) -> f64 {
+        self.sum(Op::bwd_flops)
+    }
+
+    /// Activation bytes saved without recomputation.
+    pub fn saved_bytes(&self) -> f64 {
+        self.sum(|o| o.saved_bytes)
+    }
+
+    /// Activation bytes saved under selective recomputation.
+    pub fn saved_selective_bytes(&self) -> f64 {
+        self.sum(|o| o.saved_selective_bytes)
+    }
+}
+
+/// The operator graphs of one model under one plan's sharding.
+#[derive(Clone, Debug)]
+pub struct ModelGraph {
+    /// Input embedding (first stage).
+    pub embedding: OpGraph,
+    /// A dense transformer layer.
+    pub dense: OpGraph,
+    /// An MoE transformer layer, when the model has experts.
+    pub moe: Option<OpGraph>,
+    /// Final norm, LM head and loss (last stage).
+    pub head: OpGraph,
+}
+
+impl ModelGraph {
+    /// Builds every graph of `model` for `shard`.
+    pub fn build(model: &ModelSpec, shard: &Shard) -> ModelGraph {
+        ModelGraph {
+            embedding: embedding(model, shard),
+            dense: transformer_layer(model, shard, false),
+            moe: model.moe.as_ref().map(|_| transformer_layer(model, shard, true)),
+            head: head(model, shard),
+        }
+    }
+
+    /// The graph of layer `i`.
+    pub fn layer(&self, model: &ModelSpec, i: u64) -> &OpGraph {
+        match &self.moe {
+            Some(g) if model.is_moe_layer(i) => g,
+            _ => &self.dense,
+        }
+    }
+}
