@@ -4,6 +4,10 @@
 //! `units < spec < graph < calib < cost < search < sim < exec < report < cli`.
 #![deny(missing_docs)]
 
+pub mod calib;
+pub mod cli;
+pub mod cost;
 pub mod graph;
+pub mod search;
 pub mod spec;
 pub mod units;

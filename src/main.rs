@@ -1,2 +1,4 @@
-//! The `planner` binary: parses the command line and hands over to `planner::cli`.
-fn main() {}
+//! The `planner` binary: everything lives in the library; `planner::cli` wires it up.
+fn main() -> std::process::ExitCode {
+    planner::cli::main()
+}

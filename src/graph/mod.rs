@@ -11,7 +11,7 @@ pub use layer::transformer_layer;
 use crate::spec::{AttentionImpl, ModelSpec, Plan};
 use crate::units::Dtype;
 use petgraph::graph::{DiGraph, NodeIndex};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which parallel group a collective runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
@@ -29,7 +29,8 @@ pub enum Group {
 }
 
 /// Collective kinds, with NCCL's bus-bandwidth conventions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
 pub enum Coll {
     /// All-reduce: moves 2(n−1)/n·S per rank.
     AllReduce,

@@ -1,0 +1,37 @@
+//! Calibration profiles: measured GEMM throughputs, HBM bandwidth and collective timings with
+//! their α-β fits, and the lookups the cost model uses (measured, interpolated in log-space,
+//! or extrapolated). Only this module reads calibrate/.
+
+mod profile;
+
+pub use profile::{
+    CalibError, CollectiveFit, CollectivePoint, GemmPoint, Meta, Profile, Span, bus_factor, load_profile,
+};
+
+use serde::Serialize;
+
+/// Where a number the cost model used came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A probe measured this very shape / size.
+    Measured,
+    /// Between measured points.
+    Interpolated,
+    /// Beyond the measured range.
+    Extrapolated,
+    /// From the hardware preset's efficiency curves (no measurement).
+    Preset,
+}
+
+impl Source {
+    /// Name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Measured => "measured",
+            Source::Interpolated => "interpolated",
+            Source::Extrapolated => "extrapolated",
+            Source::Preset => "preset",
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Command-line arguments, raw (clap) and resolved: the library only ever sees resolved
+//! specs and plans (ripgrep's LowArgs → HiArgs split).
+
+use super::CliError;
+use crate::calib::{Profile, load_profile};
+use crate::spec::{self, AttentionImpl, ClusterSpec, ModelSpec, Plan, Recompute, Schedule};
+use crate::units::Dtype;
+use clap::{Args, ValueEnum};
+
+/// Output format of a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable table.
+    Table,
+    /// One JSON document.
+    Json,
+    /// Comma-separated values.
+    Csv,
+}
+
+/// `--model` and `--cluster` (preset names or paths) and the cluster's calibration.
+#[derive(Args, Clone, Debug)]
+pub struct Target {
+    /// Model: a preset name (see `planner models`) or a YAML path.
+    #[arg(long)]
+    pub model: String,
+    /// Cluster: a preset name (see `planner clusters`) or a YAML path.
+    #[arg(long)]
+    pub cluster: String,
+    /// Use only the first N GPUs of the cluster (part of a node, or whole nodes).
+    #[arg(long)]
+    pub gpus: Option<u64>,
+    /// Calibration profile (name under calibrate/ or path); overrides the cluster's.
+    #[arg(long)]
+    pub calibration: Option<String>,
+}
+
+/// A model, a cluster and the profile to price them with.
+pub struct Resolved {
+    /// Model.
+    pub model: ModelSpec,
+    /// Cluster (cut to `--gpus`).
+    pub cluster: ClusterSpec,
+    /// Calibration profile, if any.
+    pub profile: Option<Profile>,
+}
+
+impl Target {
+    /// Loads and validates everything named.
+    pub fn resolve(&self) -> Result<Resolved, CliError> {
+        let model = spec::load_model(&self.model)?;
+        let mut cluster = spec::load_cluster(&self.cluster)?;
+        if let Some(n) = self.gpus {
+            cluster = cluster.with_gpus(n).ok_or_else(|| {
+                CliError::BadInput(format!(
+                    "--gpus {n}: the cluster `{}` has {} GPUs in nodes of {}; give at most {} GPUs, \
+                     either part of one node or a multiple of {}",
+                    cluster.name,
+                    cluster.n_gpus(),
+                    cluster.gpus_per_node,
+                    cluster.n_gpus(),
+                    cluster.gpus_per_node
+                ))
+            })?;
+        }
+        let name = self.calibration.clone().or_else(|| cluster.calibration.clone());
+        let profile = name.map(|n| load_profile(&n)).transpose()?;
+        Ok(Resolved { model, cluster, profile })
+    }
+}
+
+/// The largest size any plan argument may take before it is treated as a typo.
+const MAX_SIZE: u64 = 1 << 24;
+
+/// One plan on the command line.
+#[derive(Args, Clone, Debug)]
+pub struct PlanArgs {
+    /// Tensor-parallel size.
+    #[arg(long, default_value_t = 1)]
+    pub tp: u64,
+    /// Pipeline-parallel size.
+    #[arg(long, default_value_t = 1)]
+    pub pp: u64,
+    /// Data-parallel size (default: GPUs / (tp·pp·cp)).
+    #[arg(long)]
+    pub dp: Option<u64>,
+    /// Context-parallel size.
+    #[arg(long, default_value_t = 1)]
+    pub cp: u64,
+    /// Expert-parallel size.
+    #[arg(long, default_value_t = 1)]
+    pub ep: u64,
+    /// Virtual pipeline stages per rank (interleaved 1F1B when > 1).
+    #[arg(long, default_value_t = 1)]
+    pub vpp: u64,
+    /// Micro-batch size in sequences.
+    #[arg(long = "micro-batch", default_value_t = 1)]
+    pub micro_batch: u64,
+    /// Global batch in sequences (default: 4 M tokens, a multiple of the GPU count).
+    #[arg(long = "global-batch")]
+    pub global_batch: Option<u64>,
+    /// Sequence length (default: the model's).
+    #[arg(long = "seq-len")]
+    pub seq_len: Option<u64>,
+    /// Activation recomputation.
+    #[arg(long, value_enum, default_value_t = RecomputeArg::None)]
+    pub recompute: RecomputeArg,
+    /// Megatron sequence parallelism.
+    #[arg(long = "sequence-parallel")]
+    pub sequence_parallel: bool,
+    /// ZeRO stage (1 = distributed optimizer).
+    #[arg(long, default_value_t = 0)]
+    pub zero: u8,
+    /// Overlap the DP gradient reduction with backward.
+    #[arg(long = "overlap-grad-reduce")]
+    pub overlap_grad_reduce: bool,
+    /// GEMM data type.
+    #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
+    pub dtype: DtypeArg,
+    /// Pipeline schedule (default: interleaved when vpp > 1, else 1f1b).
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleArg>,
+    /// Attention kernel.
+    #[arg(long, value_enum, default_value_t = AttentionArg::Flash)]
+    pub attention: AttentionArg,
+}
+
+/// `--recompute` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RecomputeArg {
+    /// No recomputation.
+    None,
+    /// Attention core only.
+    Selective,
+    /// Whole layers.
+    Full,
+}
+
+/// `--dtype` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DtypeArg {
+    /// bfloat16.
+    Bf16,
+    /// fp16.
+    Fp16,
+    /// fp8 GEMMs.
+    Fp8,
+    /// fp32.
+    Fp32,
+}
+
+/// `--schedule` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// GPipe.
+    Gpipe,
+    /// 1F1B.
+    #[value(name = "1f1b")]
+    OneFOneB,
+    /// Interleaved 1F1B.
+    Interleaved,
+}
+
+/// `--attention` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AttentionArg {
+    /// Flash attention.
+    Flash,
+    /// Materialised softmax (Megatron-LM 2021).
+    Unfused,
+}
+
+impl From<RecomputeArg> for Recompute {
+    fn from(r: RecomputeArg) -> Self {
+        match r {
+            RecomputeArg::None => Recompute::None,
+            RecomputeArg::Selective => Recompute::Selective,
+            RecomputeArg::Full => Recompute::Full,
+        }
+    }
+}
+
+impl From<DtypeArg> for Dtype {
+    fn from(d: DtypeArg) -> Self {
+        match d {
+            DtypeArg::Bf16 => Dtype::Bf16,
+            DtypeArg::Fp16 => Dtype::Fp16,
+            DtypeArg::Fp8 => Dtype::Fp8,
+            DtypeArg::Fp32 => Dtype::Fp32,
+        }
+    }
+}
+
+impl From<AttentionArg> for AttentionImpl {
+    fn from(a: AttentionArg) -> Self {
+        match a {
+            AttentionArg::Flash => AttentionImpl::Flash,
+            AttentionArg::Unfused => AttentionImpl::Unfused,
+        }
+    }
+}
+
+impl PlanArgs {
+    /// The plan these arguments describe for `model` on `cluster`, with every structural
+    /// problem reported at once (exit 2).
+    pub fn resolve(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Result<Plan, CliError> {
+        let n = cluster.n_gpus();
+        let mut bad = Vec::new();
+        for (name, v) in [
+            ("--tp", Some(self.tp)),
+            ("--pp", Some(self.pp)),
+            ("--dp", self.dp),
+            ("--cp", Some(self.cp)),
+            ("--ep", Some(self.ep)),
+            ("--vpp", Some(self.vpp)),
+            ("--micro-batch", Some(self.micro_batch)),
+            ("--global-batch", self.global_batch),
+            ("--seq-len", self.seq_len),
+        ] {
+            match v {
+                Some(0) => bad.push(format!("{name} 0: must be at least 1")),
+                Some(x) if x > MAX_SIZE => bad.push(format!("{name} {x}: implausibly large (limit {MAX_SIZE}); check the number")),
+                _ => {}
+            }
+        }
+        if !bad.is_empty() {
+            return Err(CliError::BadInput(bad.join("\n")));
+        }
+        let seq_len = self.seq_len.unwrap_or(model.seq_len);
+        let dp = self.dp.unwrap_or_else(|| (n / (self.tp * self.pp * self.cp)).max(1));
+        let plan = Plan {
+            dp,
+            tp: self.tp,
+            pp: self.pp,
+            cp: self.cp,
+            ep: self.ep,
+            vpp: self.vpp,
+            mbs: self.micro_batch,
+            global_batch: self.global_batch.unwrap_or_else(|| crate::search::default_global_batch(seq_len, dp * self.micro_batch)),
+            seq_len,
+            recompute: self.recompute.into(),
+            zero: self.zero,
+            sequence_parallel: self.sequence_parallel,
+            overlap_grad_reduce: self.overlap_grad_reduce,
+            dtype: self.dtype.into(),
+            schedule: match self.schedule {
+                Some(ScheduleArg::Gpipe) => Schedule::Gpipe,
+                Some(ScheduleArg::OneFOneB) => Schedule::OneFOneB,
+                Some(ScheduleArg::Interleaved) => Schedule::Interleaved,
+                None if self.vpp > 1 => Schedule::Interleaved,
+                None => Schedule::OneFOneB,
+            },
+            attention: self.attention.into(),
+        };
+        check_plan(&plan, model, cluster)?;
+        Ok(plan)
+    }
+}
+
+/// Every structural problem of `plan`, as one bad-input error naming the fields.
+pub fn check_plan(plan: &Plan, model: &ModelSpec, cluster: &ClusterSpec) -> Result<(), CliError> {
+    let why = plan.check(model, cluster);
+    if why.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = why.iter().map(|w| format!("plan: `{}`: {w}", w.field())).collect();
+    Err(CliError::BadInput(format!(
+        "the plan cannot run {} on {} ({} GPUs):\n  - {}",
+        model.name,
+        cluster.name,
+        cluster.n_gpus(),
+        lines.join("\n  - ")
+    )))
+}

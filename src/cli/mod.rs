@@ -1,0 +1,308 @@
+//! The command line: parses arguments, resolves specs, calls the library, renders results.
+//! Exit codes: 0 ok, 1 no feasible plan, 2 bad input or unavailable backend.
+
+mod args;
+mod render;
+
+pub use args::{Format, PlanArgs, Target};
+
+use crate::calib::CalibError;
+use crate::cost::estimate;
+use crate::search::{self, Space, default_global_batch};
+use crate::spec::{self, SpecError, presets};
+use crate::units::{fmt_count, fmt_secs};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Errors the command line reports, each with its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A model, cluster or device file is wrong.
+    #[error("{0}")]
+    Spec(#[from] SpecError),
+    /// A calibration profile is missing or wrong.
+    #[error("{0}")]
+    Calib(#[from] CalibError),
+    /// Arguments that cannot describe a valid plan.
+    #[error("{0}")]
+    BadInput(String),
+    /// Nothing fits: the search found no feasible plan.
+    #[error("{0}")]
+    NoFeasiblePlan(String),
+    /// Output could not be written.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// The process exit code (DESIGN.md §9).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::NoFeasiblePlan(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// planner: lays a large language model out on a GPU cluster before you book it.
+#[derive(Parser, Debug)]
+#[command(name = "planner", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Search all plans and print the fastest that fit.
+    Suggest {
+        /// Model and cluster.
+        #[command(flatten)]
+        target: Target,
+        /// Global batch in sequences (default: 4 M tokens, a multiple of the GPU count).
+        #[arg(long = "global-batch")]
+        global_batch: Option<u64>,
+        /// Sequence length (default: the model's).
+        #[arg(long = "seq-len")]
+        seq_len: Option<u64>,
+        /// How many plans to print.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// GEMM data type.
+        #[arg(long, value_enum, default_value_t = args::DtypeArg::Bf16)]
+        dtype: args::DtypeArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Price one plan.
+    Estimate {
+        /// Model and cluster.
+        #[command(flatten)]
+        target: Target,
+        /// The plan.
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Compare DP-only, TP-only, PP-only and the best hybrid on the same GPUs.
+    Compare {
+        /// Model and cluster.
+        #[command(flatten)]
+        target: Target,
+        /// Global batch in sequences.
+        #[arg(long = "global-batch")]
+        global_batch: Option<u64>,
+        /// Sequence length (default: the model's).
+        #[arg(long = "seq-len")]
+        seq_len: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List the preset models.
+    Models,
+    /// List the preset clusters and devices.
+    Clusters,
+}
+
+/// Runs the binary: parse, dispatch, print errors, exit with the right code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli.command) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).expect("results serialise") + "\n"
+}
+
+/// Runs one command and returns what it prints.
+pub fn run(cmd: Command) -> Result<String, CliError> {
+    match cmd {
+        Command::Suggest { target, global_batch, seq_len, top, dtype, format } => {
+            let r = target.resolve()?;
+            let seq = seq_len.unwrap_or(r.model.seq_len);
+            let gb = global_batch.unwrap_or_else(|| default_global_batch(seq, r.cluster.n_gpus()));
+            let mut space = Space::new(gb, seq);
+            space.dtype = dtype.into();
+            let t0 = Instant::now();
+            let res = search::search(&r.model, &r.cluster, r.profile.as_ref(), &space, top.max(1));
+            let elapsed = t0.elapsed().as_secs_f64();
+            if res.top.is_empty() {
+                return Err(CliError::NoFeasiblePlan(format!(
+                    "no plan fits {} on {} ({} GPUs, global batch {gb}, seq {seq}).\n{}",
+                    r.model.name,
+                    r.cluster.name,
+                    r.cluster.n_gpus(),
+                    render::search_footer(&res, elapsed)
+                )));
+            }
+            Ok(match format {
+                Format::Json => json(&serde_json::json!({
+                    "model": r.model.name, "cluster": r.cluster.name, "n_gpus": r.cluster.n_gpus(),
+                    "global_batch": gb, "seq_len": seq, "plans": res.top,
+                    "enumerated": res.enumerated, "priced": res.priced, "infeasible": res.infeasible,
+                })),
+                Format::Csv => render::csv(&render::PLAN_HEADER, res.top.iter().enumerate().map(|(i, e)| render::plan_row(i, e)).collect()),
+                Format::Table => {
+                    let rows = res.top.iter().enumerate().map(|(i, e)| render::plan_row(i, e)).collect();
+                    format!(
+                        "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\n\n{}\n\n{}\nnumbers from: {}\n",
+                        r.model.name,
+                        fmt_count(r.model.params()),
+                        r.cluster.name,
+                        r.cluster.n_gpus(),
+                        r.cluster.gpu.name,
+                        render::table(&render::PLAN_HEADER, rows),
+                        render::search_footer(&res, elapsed),
+                        res.top[0].provenance.summary().join("; ")
+                    )
+                }
+            })
+        }
+        Command::Estimate { target, plan, format } => {
+            let r = target.resolve()?;
+            let plan = plan.resolve(&r.model, &r.cluster)?;
+            let e = estimate(&r.model, &r.cluster, &plan, r.profile.as_ref());
+            Ok(match format {
+                Format::Json => json(&e),
+                Format::Csv => render::csv(&render::PLAN_HEADER, vec![render::plan_row(0, &e)]),
+                Format::Table => render::estimate_report(&e, &r.model.name, &r.cluster.name),
+            })
+        }
+        Command::Compare { target, global_batch, seq_len, format } => {
+            let r = target.resolve()?;
+            let seq = seq_len.unwrap_or(r.model.seq_len);
+            let gb = global_batch.unwrap_or_else(|| default_global_batch(seq, r.cluster.n_gpus()));
+            let c = search::compare(&r.model, &r.cluster, r.profile.as_ref(), &Space::new(gb, seq));
+            let rows: Vec<Vec<String>> = c
+                .strategies
+                .iter()
+                .map(|s| match &s.best {
+                    Some(e) => vec![
+                        s.name.to_string(),
+                        e.plan.short(),
+                        format!("{:.3}", e.step_time_s),
+                        format!("{:.2}", c.speedup(e)),
+                        format!("{:.1}%", 100.0 * c.efficiency(e)),
+                        format!("{:.1}", e.memory_gib_per_gpu),
+                        "yes".into(),
+                    ],
+                    None => vec![
+                        s.name.to_string(),
+                        format!("none: {}", s.why_none.clone().unwrap_or_default()),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "no".into(),
+                    ],
+                })
+                .collect();
+            let header = ["method", "best plan", "step_time_s", "speedup", "scaling_eff", "memory_gib", "fits"];
+            Ok(match format {
+                Format::Json => json(&serde_json::json!({
+                    "model": r.model.name, "cluster": r.cluster.name, "n_gpus": c.n_gpus,
+                    "global_batch": gb, "seq_len": seq,
+                    "single_gpu": {"step_time_s": c.single.step_time_s, "fits": c.single.fits, "plan": c.single.plan},
+                    "methods": c.strategies.iter().map(|s| serde_json::json!({
+                        "method": s.name,
+                        "plan": s.best.as_ref().map(|e| &e.plan),
+                        "step_time_s": s.best.as_ref().map(|e| e.step_time_s),
+                        "speedup": s.best.as_ref().map(|e| c.speedup(e)),
+                        "scaling_efficiency": s.best.as_ref().map(|e| c.efficiency(e)),
+                        "memory_gib_per_gpu": s.best.as_ref().map(|e| e.memory_gib_per_gpu),
+                        "fits": s.best.is_some(),
+                        "why_none": s.why_none,
+                    })).collect::<Vec<_>>(),
+                })),
+                Format::Csv => render::csv(&header, rows),
+                Format::Table => format!(
+                    "{} on {} ({} GPUs), global batch {gb} × {seq}; one GPU: {} per step{}\n\n{}\n",
+                    r.model.name,
+                    r.cluster.name,
+                    c.n_gpus,
+                    fmt_secs(c.single.step_time_s),
+                    if c.single.fits { "" } else { " (does not fit one GPU: speedups are against one GPU with unbounded memory)" },
+                    render::table(&header, rows)
+                ),
+            })
+        }
+        Command::Models => {
+            let rows = presets::MODELS
+                .iter()
+                .map(|(name, _)| {
+                    let m = spec::load_model(name).expect("presets are valid");
+                    vec![
+                        name.to_string(),
+                        m.arch.name().to_string(),
+                        fmt_count(m.params()),
+                        m.layers.to_string(),
+                        m.hidden.to_string(),
+                        format!("{}/{}", m.heads, m.kv_heads),
+                        m.ffn_hidden.to_string(),
+                        m.vocab.to_string(),
+                        m.seq_len.to_string(),
+                        m.moe.as_ref().map_or("-".into(), |x| format!("{}×top{}", x.experts, x.top_k)),
+                    ]
+                })
+                .collect();
+            Ok(render::table(&["model", "arch", "params", "layers", "hidden", "heads/kv", "ffn", "vocab", "seq_len", "moe"], rows) + "\n")
+        }
+        Command::Clusters => {
+            let rows = presets::CLUSTERS
+                .iter()
+                .map(|(name, _)| {
+                    let c = spec::load_cluster(name).expect("presets are valid");
+                    vec![
+                        name.to_string(),
+                        c.gpu.name.clone(),
+                        c.n_gpus().to_string(),
+                        format!("{}×{}", c.nodes, c.gpus_per_node),
+                        format!("{:.0} GB/s", c.intra_node.bw_gbytes_s),
+                        c.inter_node.as_ref().map_or("-".into(), |n| format!("{}×{:.0} Gb/s", n.nics_per_node, n.nic_gbits_s)),
+                    ]
+                })
+                .collect();
+            let devices = presets::DEVICES
+                .iter()
+                .map(|(name, _)| {
+                    let d = spec::load_device(name).expect("presets are valid");
+                    vec![
+                        name.to_string(),
+                        format!("{:.0}", d.memory_gib),
+                        format!("{:.0}", d.hbm_gbytes_s),
+                        format!("{:.0}", d.peak_tflops.bf16),
+                        d.peak_tflops.fp8.map_or("-".into(), |x| format!("{x:.0}")),
+                        d.sms.to_string(),
+                    ]
+                })
+                .collect();
+            Ok(render::table(&["cluster", "gpu", "gpus", "nodes×gpus", "nvlink/gpu", "network/node"], rows)
+                + "\n\n"
+                + &render::table(&["device", "memory_gib", "hbm_gbytes_s", "bf16_tflops", "fp8_tflops", "sms"], devices)
+                + "\n")
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Rendering results as tables, JSON and CSV.
+
+use crate::cost::Estimate;
+use crate::search::SearchResult;
+use crate::units::fmt_secs;
+use comfy_table::{Table, presets::ASCII_MARKDOWN};
+
+/// A Markdown-style ASCII table (readable in a terminal, pasteable into reports).
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut t = Table::new();
+    t.load_style(ASCII_MARKDOWN);
+    t.set_header(header.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    t.to_string()
+}
+
+/// Comma-separated values with a header line.
+pub fn csv(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut s = header.join(",");
+    s.push('\n');
+    for r in rows {
+        s.push_str(&r.join(","));
+        s.push('\n');
+    }
+    s
+}
+
+/// Column names of the plan tables (DESIGN.md §9 spelling).
+pub const PLAN_HEADER: [&str; 17] = [
+    "rank", "dp", "tp", "pp", "cp", "ep", "vpp", "mbs", "recompute", "zero", "sp", "step_time_s", "tokens_per_s",
+    "tflops_per_gpu", "mfu", "memory_gib", "bottleneck",
+];
+
+/// One row of a plan table.
+pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
+    let p = &e.plan;
+    vec![
+        (i + 1).to_string(),
+        p.dp.to_string(),
+        p.tp.to_string(),
+        p.pp.to_string(),
+        p.cp.to_string(),
+        p.ep.to_string(),
+        p.vpp.to_string(),
+        p.mbs.to_string(),
+        p.recompute.name().to_string(),
+        p.zero.to_string(),
+        if p.sp() { "yes" } else { "no" }.to_string(),
+        format!("{:.3}", e.step_time_s),
+        format!("{:.0}", e.tokens_per_s),
+        format!("{:.1}", e.tflops_per_gpu),
+        format!("{:.3}", e.mfu),
+        format!("{:.1}/{:.0}", e.memory_gib_per_gpu, e.capacity_gib),
+        e.bottleneck.to_string(),
+    ]
+}
+
+/// The suggest report's footer: how much was searched and why plans were rejected.
+pub fn search_footer(r: &SearchResult, elapsed_s: f64) -> String {
+    let mut s = format!(
+        "{} plans enumerated, {} priced in {}; rejected:",
+        r.enumerated,
+        r.priced,
+        fmt_secs(elapsed_s)
+    );
+    let mut reasons: Vec<(&&str, &usize)> = r.infeasible.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    if reasons.is_empty() {
+        s.push_str(" none");
+    }
+    for (why, n) in reasons {
+        s.push_str(&format!("\n  {n:>8}  {why}"));
+    }
+    s
+}
+
+/// A single estimate as a readable report.
+pub fn estimate_report(e: &Estimate, model: &str, cluster: &str) -> String {
+    let b = &e.breakdown;
+    let m = &e.memory_gib;
+    let mut s = format!(
+        "{model} on {cluster} ({} GPUs): {}\n\n",
+        e.n_gpus,
+        e.plan.short()
+    );
+    s += &table(
+        &["metric", "value"],
+        vec![
+            vec!["step time".into(), fmt_secs(e.step_time_s)],
+            vec!["tokens/s".into(), format!("{:.0}", e.tokens_per_s)],
+            vec!["TFLOP/s per GPU (model)".into(), format!("{:.1}", e.tflops_per_gpu)],
+            vec!["TFLOP/s per GPU (hardware)".into(), format!("{:.1}", e.hw_tflops_per_gpu)],
+            vec!["MFU / HFU".into(), format!("{:.1}% / {:.1}%", 100.0 * e.mfu, 100.0 * e.hfu)],
+            vec![
+                "memory per GPU".into(),
+                format!(
+                    "{:.1} of {:.0} GiB ({})",
+                    e.memory_gib_per_gpu,
+                    e.capacity_gib,
+                    if e.fits { "fits" } else { "OUT OF MEMORY" }
+                ),
+            ],
+            vec!["bottleneck".into(), e.bottleneck.to_string()],
+        ],
+    );
+    s += "\n\n";
+    let pct = |x: f64| format!("{} ({:.1}%)", fmt_secs(x), 100.0 * x / e.step_time_s);
+    s += &table(
+        &["time", "per step"],
+        vec![
+            vec!["compute".into(), pct(b.compute_s)],
+            vec!["recompute".into(), pct(b.recompute_s)],
+            vec!["tp_comm".into(), pct(b.tp_comm_s)],
+            vec!["pp_comm".into(), pct(b.pp_comm_s)],
+            vec!["dp_comm".into(), pct(b.dp_comm_s)],
+            vec!["cp/ep_comm".into(), pct(b.other_comm_s)],
+            vec!["bubble".into(), pct(b.bubble_s)],
+            vec!["optimizer".into(), pct(b.optimizer_s)],
+        ],
+    );
+    s += "\n\n";
+    s += &table(
+        &["memory (GiB)", "weights", "grads", "optimizer", "activations", "other", "total"],
+        vec![vec![
+            "fullest rank".into(),
+            format!("{:.2}", m.weights),
+            format!("{:.2}", m.grads),
+            format!("{:.2}", m.optimizer),
+            format!("{:.2}", m.activations),
+            format!("{:.2}", m.other),
+            format!("{:.2}", e.memory_gib_per_gpu),
+        ]],
+    );
+    s += "\n\nnumbers from: ";
+    s += &e.provenance.summary().join("; ");
+    s.push('\n');
+    s
+}

@@ -1,0 +1,67 @@
+//! Model FLOPs (for MFU) and hardware FLOPs (for HFU), the conventions published runs use.
+
+use crate::spec::{ModelSpec, Recompute};
+
+/// Forward FLOPs of one sequence of `s` tokens through the whole model, counting the full s×s
+/// attention (no causal halving), as Megatron-LM's `num_floating_point_operations` and the
+/// SC'21 paper do: per layer QKV 2sh(h + 2h_kv), scores and context 4s²h, projection 2sh², MLP
+/// 2shf·(2 or 3), MoE router 2shE and top_k experts; plus the LM head 2shV.
+pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
+    let (s, h) = (s as f64, model.hidden as f64);
+    let kv = model.kv_hidden() as f64;
+    let mats = if model.arch.gated_mlp() { 3.0 } else { 2.0 };
+    let attn = 2.0 * s * h * (h + 2.0 * kv) + 4.0 * s * s * h + 2.0 * s * h * h;
+    let dense_mlp = 2.0 * s * h * model.ffn_hidden as f64 * mats;
+    let moe_mlp = model.moe.as_ref().map_or(0.0, |m| {
+        2.0 * s * h * m.experts as f64 + m.top_k as f64 * 2.0 * s * h * m.expert_ffn_hidden as f64 * mats
+    });
+    let n_moe = model.moe_layers() as f64;
+    let n_dense = model.layers as f64 - n_moe;
+    let bert_head = if model.arch == crate::spec::Arch::Bert { 2.0 * s * h * h } else { 0.0 };
+    n_dense * (attn + dense_mlp) + n_moe * (attn + moe_mlp) + 2.0 * s * h * model.vocab as f64 + bert_head
+}
+
+/// Forward FLOPs of one sequence's attention core (scores and context), 4s²h per layer: the
+/// part selective recomputation re-runs.
+pub fn attention_core_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
+    4.0 * (s * s) as f64 * model.hidden as f64 * model.layers as f64
+}
+
+/// Model FLOPs of one training step: 3 × forward (backward is twice the forward).
+pub fn model_flops_per_step(model: &ModelSpec, s: u64, global_batch: u64) -> f64 {
+    3.0 * global_batch as f64 * forward_flops_per_sequence(model, s)
+}
+
+/// Hardware FLOPs of one step: model FLOPs plus the recomputed forward work — one more forward
+/// under full recomputation (Narayanan et al. SC'21 eq. 3 counts it), the attention core under
+/// selective recomputation (Korthikanti et al. 2022 §5).
+pub fn hardware_flops_per_step(model: &ModelSpec, s: u64, global_batch: u64, rc: Recompute) -> f64 {
+    let fwd = global_batch as f64 * forward_flops_per_sequence(model, s);
+    let extra = match rc {
+        Recompute::None => 0.0,
+        Recompute::Selective => global_batch as f64 * attention_core_flops_per_sequence(model, s),
+        Recompute::Full => fwd - global_batch as f64 * 2.0 * (s * model.hidden * model.vocab) as f64,
+    };
+    3.0 * fwd + extra
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Narayanan et al. SC'21: model FLOPs 72·B·s·l·h²·(1 + s/6h + V/12lh) and, with the
+    /// recompute forward, eq. (3) 96·B·s·l·h²·(1 + s/6h + V/16lh).
+    #[test]
+    fn matches_narayanan_closed_forms() {
+        let m = crate::spec::load_model("gpt-1.7b").unwrap();
+        let (b, s, l, h, v) = (512.0, 2048.0, 24.0, 2304.0, 51200.0);
+        let model = 72.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (12.0 * l * h));
+        let eq3 = 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h));
+        let ours = model_flops_per_step(&m, 2048, 512);
+        assert!((ours / model - 1.0).abs() < 1e-12, "{ours} vs {model}");
+        let hw = hardware_flops_per_step(&m, 2048, 512, Recompute::Full);
+        assert!((hw / eq3 - 1.0).abs() < 1e-12, "{hw} vs {eq3}");
+        // The paper's Table 1 row: 137 TFLOP/s on 32 GPUs ⇒ 3.53 s per iteration.
+        assert!((eq3 / (32.0 * 137e12) - 3.528).abs() < 0.001);
+    }
+}

@@ -1,0 +1,192 @@
+//! Peak memory of one rank of one pipeline stage: model state by ZeRO stage, activations of
+//! the micro-batches in flight, working buffers, and the runtime's own memory.
+
+use crate::graph::{ModelGraph, OpGraph, Shard};
+use crate::spec::{ModelSpec, Plan, Recompute, Schedule};
+use crate::units::{Dtype, GIB, MIB};
+use serde::Serialize;
+
+/// Memory of one rank, in bytes, by what holds it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct MemoryBytes {
+    /// Weights (16-bit working copy; gathered layers under ZeRO-3).
+    pub weights: f64,
+    /// Gradient accumulation buffers.
+    pub grads: f64,
+    /// Optimizer state: fp32 master weights and Adam moments.
+    pub optimizer: f64,
+    /// Saved activations of the micro-batches in flight.
+    pub activations: f64,
+    /// Transient buffers at the peak (a recomputed layer, activation gradients, logits).
+    pub working: f64,
+    /// CUDA context, cuBLAS workspace, NCCL buffers and allocator fragmentation.
+    pub runtime: f64,
+}
+
+impl MemoryBytes {
+    /// Total bytes.
+    pub fn total(&self) -> f64 {
+        self.weights + self.grads + self.optimizer + self.activations + self.working + self.runtime
+    }
+}
+
+/// CUDA context with cuBLAS and cuDNN handles and workspaces: about 0.5–1 GiB on A100/H100
+/// with CUDA 11/12 (an empty PyTorch process shows ~500–900 MiB in nvidia-smi; PyTorch
+/// "CUDA semantics" notes the context is not tracked by the allocator). A measured profile
+/// should replace it.
+pub const CUDA_CONTEXT_BYTES: f64 = 0.75 * GIB;
+
+/// NCCL buffers per communicator: NCCL_BUFFSIZE (4 MiB, NCCL environment docs) per channel
+/// for each of 2 ring peers, over 16 channels (NCCL's usual channel count on NVSwitch
+/// systems).
+pub const NCCL_BYTES_PER_COMMUNICATOR: f64 = 2.0 * 16.0 * 4.0 * MIB;
+
+/// Share of dynamically allocated memory (activations and working buffers) lost to the
+/// caching allocator's fragmentation at peak (PyTorch reserved vs allocated).
+pub const ALLOCATOR_FRAGMENTATION: f64 = 0.05;
+
+/// Bytes per parameter of (weights, gradients, optimizer state) for mixed-precision Adam,
+/// before ZeRO sharding: 16-bit weights, fp32 gradient buffers, fp32 master weights + two
+/// fp32 moments = 2 + 4 + 12 = 18 (Megatron-LM `theoretical_memory_usage`); pure fp32 keeps
+/// no master copy: 4 + 4 + 8.
+pub fn state_bytes_per_param(dtype: Dtype) -> (f64, f64, f64) {
+    match dtype {
+        Dtype::Fp32 | Dtype::Tf32 => (4.0, 4.0, 8.0),
+        _ => (2.0, 4.0, 12.0),
+    }
+}
+
+/// Model-state bytes per parameter after ZeRO sharding over `n` ranks (Rajbhandari et al.
+/// 2020 §5): stage 1 (Megatron's distributed optimizer) shards the optimizer state — 6 + 12/n
+/// bytes — stage 2 also the gradients, stage 3 also the weights.
+pub fn sharded_state_bytes(dtype: Dtype, zero: u8, n: u64) -> (f64, f64, f64) {
+    let (w, g, o) = state_bytes_per_param(dtype);
+    let n = n as f64;
+    match zero {
+        0 => (w, g, o),
+        1 => (w, g, o / n),
+        2 => (w, g / n, o / n),
+        _ => (w / n, g / n, o / n),
+    }
+}
+
+/// Micro-batches whose activations stage `stage` holds at once (counted in model chunks of
+/// L/(p·v) layers for interleaving, else in whole stages).
+///
+/// GPipe keeps all m; 1F1B keeps min(p − i, m) (Narayanan et al. 2021 §2.2.1); interleaved
+/// 1F1B runs (p − i − 1)·2 + (v − 1)·p warm-up chunks plus one (Megatron-LM
+/// `forward_backward_pipelining_with_interleaving`), i.e. p·(1 + (p−1)/(pv)) stages' worth on
+/// the first rank (Korthikanti et al. 2022 §4.2.3).
+pub fn in_flight_chunks(plan: &Plan, stage: u64) -> f64 {
+    let (p, m, v) = (plan.pp, plan.n_micro(), plan.vpp);
+    match plan.schedule {
+        Schedule::Gpipe => m as f64,
+        Schedule::OneFOneB => (p - stage).min(m) as f64,
+        Schedule::Interleaved => {
+            let chunks = ((p - stage - 1) * 2 + (v - 1) * p + 1).min(m * v);
+            chunks as f64 / v as f64
+        }
+    }
+}
+
+/// Activation bytes one layer keeps per micro-batch under `rc`: all saved tensors, those
+/// outside the attention core (selective), or only the layer input (full, Korthikanti et al.
+/// §4.2: 2sbh, /t with sequence parallelism).
+pub fn layer_activation_bytes(g: &OpGraph, model: &ModelSpec, sh: &Shard, rc: Recompute) -> f64 {
+    match rc {
+        Recompute::None => g.saved_bytes(),
+        Recompute::Selective => g.saved_selective_bytes(),
+        Recompute::Full => (sh.tokens_sp() * model.hidden) as f64 * sh.dtype.bytes(),
+    }
+}
+
+/// What a stage holds: its layers, and whether it has the embedding and the head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageLayout {
+    /// Index of the stage.
+    pub stage: u64,
+    /// First layer (of the first chunk when interleaved).
+    pub first_layer: u64,
+    /// Layers held.
+    pub layers: u64,
+    /// Holds the input embedding.
+    pub embedding: bool,
+    /// Holds the LM head and loss.
+    pub head: bool,
+}
+
+/// Peak memory of one rank of stage `st`. `dense_params`/`expert_params` are the rank's
+/// parameters; `comms` the number of NCCL communicators the rank belongs to.
+#[allow(clippy::too_many_arguments)]
+pub fn stage_memory(
+    model: &ModelSpec,
+    plan: &Plan,
+    graphs: &ModelGraph,
+    st: &StageLayout,
+    dense_params: f64,
+    expert_params: f64,
+    largest_layer_params: f64,
+    comms: u64,
+) -> MemoryBytes {
+    let sh = Shard::of(plan);
+    let dp_ranks = plan.dp * plan.cp;
+    let (wd, gd, od) = sharded_state_bytes(plan.dtype, plan.zero, dp_ranks);
+    let (we, ge, oe) = sharded_state_bytes(plan.dtype, plan.zero, (dp_ranks / plan.ep).max(1));
+    let mut weights = dense_params * wd + expert_params * we;
+    let mut grads = dense_params * gd + expert_params * ge;
+    let optimizer = dense_params * od + expert_params * oe;
+    if plan.zero >= 3 {
+        // FSDP gathers a layer's weights and prefetches the next (2 layers in 16-bit), and
+        // holds one layer's unsharded gradients before reduce-scattering them.
+        let (w, g, _) = state_bytes_per_param(plan.dtype);
+        weights += 2.0 * largest_layer_params * w;
+        grads += largest_layer_params * g;
+    }
+
+    let in_flight = in_flight_chunks(plan, st.stage);
+    let per_layer: f64 = (st.first_layer..st.first_layer + st.layers)
+        .map(|i| layer_activation_bytes(graphs.layer(model, i), model, &sh, plan.recompute))
+        .sum::<f64>()
+        / st.layers.max(1) as f64;
+    let mut activations = in_flight * per_layer * st.layers as f64;
+    if st.embedding {
+        activations += in_flight * graphs.embedding.saved_bytes();
+    }
+    if st.head {
+        activations += graphs.head.saved_bytes();
+    }
+
+    // Working set at the peak: the layer being back-propagated re-materialises what
+    // recomputation dropped, plus two activation-gradient buffers of its widest tensor; the
+    // last stage also holds 16-bit logits next to their fp32 copy during the loss.
+    let layer = graphs.layer(model, st.first_layer);
+    let rematerialised = layer.saved_bytes() - layer_activation_bytes(layer, model, &sh, plan.recompute);
+    let widest = (model.ffn_hidden / plan.tp).max(model.hidden) as f64;
+    let grad_buffers = 2.0 * sh.tokens() as f64 * widest * sh.dtype.bytes();
+    let mut working = rematerialised + grad_buffers;
+    if st.head {
+        let logits = sh.tokens() as f64 * model.vocab.div_ceil(plan.tp) as f64;
+        working = working.max((sh.dtype.bytes() + 4.0) * logits);
+    }
+
+    let runtime = CUDA_CONTEXT_BYTES
+        + comms as f64 * NCCL_BYTES_PER_COMMUNICATOR
+        + ALLOCATOR_FRAGMENTATION * (activations + working);
+    MemoryBytes { weights, grads, optimizer, activations, working, runtime }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 2: 18 bytes/param without a distributed optimizer, 6 + 12/dp with it.
+    #[test]
+    fn bytes_per_param_by_zero_stage() {
+        let sum = |t: (f64, f64, f64)| t.0 + t.1 + t.2;
+        assert_eq!(sum(sharded_state_bytes(Dtype::Bf16, 0, 64)), 18.0);
+        assert_eq!(sum(sharded_state_bytes(Dtype::Bf16, 1, 64)), 6.0 + 12.0 / 64.0);
+        assert_eq!(sum(sharded_state_bytes(Dtype::Bf16, 2, 64)), 2.0 + 16.0 / 64.0);
+        assert_eq!(sum(sharded_state_bytes(Dtype::Bf16, 3, 64)), 18.0 / 64.0);
+        assert_eq!(sum(sharded_state_bytes(Dtype::Fp32, 0, 8)), 16.0);
+    }
+}

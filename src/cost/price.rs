@@ -1,0 +1,268 @@
+//! Prices single kernels on the target hardware: GEMMs from efficiency (measured, or the
+//! preset's peak fraction with wave quantisation and a roofline), memory-bound kernels from
+//! HBM bandwidth, flash attention from its own efficiency, collectives from α-β with
+//! hierarchical groups (DESIGN.md §3).
+
+use crate::calib::{Profile, Source, Span, bus_factor};
+use crate::graph::{Coll, Group, Kernel};
+use crate::spec::{ClusterSpec, DeviceSpec, Plan};
+use crate::units::{Dtype, GB, US};
+
+/// Where the ranks of one parallel group sit: `n` ranks, `per_node` of them in each node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GroupShape {
+    /// Ranks in the group.
+    pub n: u64,
+    /// Ranks of the group inside one node.
+    pub per_node: u64,
+}
+
+impl GroupShape {
+    /// Nodes the group spans.
+    pub fn nodes(&self) -> u64 {
+        self.n / self.per_node.max(1)
+    }
+}
+
+/// The shapes of every group of a plan, from Megatron-Core's rank order tp-cp-ep-dp-pp
+/// (`parallel_state.initialize_model_parallel`: TP ranks are adjacent, then CP, then DP, and
+/// pipeline stages are farthest apart). EP is carved out of the DP ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Placement {
+    /// Tensor-parallel group.
+    pub tp: GroupShape,
+    /// Context-parallel group.
+    pub cp: GroupShape,
+    /// Expert-parallel group.
+    pub ep: GroupShape,
+    /// Gradient-reduction group: data × context parallel ranks.
+    pub dp: GroupShape,
+    /// Pipeline neighbours.
+    pub pp: GroupShape,
+}
+
+impl Placement {
+    /// Placement of `plan` on nodes of `gpus_per_node` GPUs.
+    pub fn of(plan: &Plan, gpus_per_node: u64) -> Placement {
+        let shape = |stride: u64, n: u64| GroupShape {
+            n,
+            per_node: if stride >= gpus_per_node { 1 } else { n.min(gpus_per_node / stride).max(1) },
+        };
+        Placement {
+            tp: shape(1, plan.tp),
+            cp: shape(plan.tp, plan.cp),
+            ep: shape(plan.tp * plan.cp, plan.ep),
+            dp: {
+                // DP×CP ranks: CP ranks are adjacent, DP ranks strided by tp·cp.
+                let g = shape(plan.tp, plan.cp * plan.dp);
+                GroupShape { n: plan.cp * plan.dp, per_node: g.per_node }
+            },
+            pp: shape(plan.tp * plan.cp * plan.dp, plan.pp.min(2)),
+        }
+    }
+
+    /// The shape of `group`.
+    pub fn group(&self, group: Group) -> GroupShape {
+        match group {
+            Group::Tp => self.tp,
+            Group::Cp => self.cp,
+            Group::Ep => self.ep,
+            Group::Dp => self.dp,
+            Group::Pp => self.pp,
+        }
+    }
+}
+
+/// Prices kernels on one cluster, optionally with a measured profile.
+#[derive(Clone, Copy, Debug)]
+pub struct Machine<'a> {
+    /// The cluster.
+    pub cluster: &'a ClusterSpec,
+    /// Measured profile, if any.
+    pub profile: Option<&'a Profile>,
+}
+
+/// Output tile shapes cuBLAS uses for large GEMMs on Ampere/Hopper (CUTLASS default
+/// threadblock tiles 256×128, 128×256 and 128×128).
+const TILES: [(u64, u64); 3] = [(256, 128), (128, 256), (128, 128)];
+
+/// Fraction of the GPU's SMs kept busy by `tiles` independent tiles, over all waves
+/// (wave quantisation: NVIDIA, "Matrix Multiplication Background User's Guide", §"Wave
+/// Quantization").
+pub fn wave_efficiency(tiles: u64, sms: u64) -> f64 {
+    let waves = tiles.div_ceil(sms.max(1));
+    tiles as f64 / (waves * sms) as f64
+}
+
+impl<'a> Machine<'a> {
+    /// The device.
+    pub fn device(&self) -> &'a DeviceSpec {
+        &self.cluster.gpu
+    }
+
+    fn launch_s(&self) -> f64 {
+        self.device().efficiency.kernel_launch_us * US
+    }
+
+    /// Achieved HBM bandwidth (bytes/s) and its source.
+    pub fn hbm_bytes_s(&self) -> (f64, Source) {
+        match self.profile.and_then(|p| p.hbm_gbytes_s) {
+            Some(g) => (g * GB, Source::Measured),
+            None => (self.device().hbm_bytes_s() * self.device().efficiency.hbm, Source::Preset),
+        }
+    }
+
+    /// Time of a memory-bound kernel moving `bytes`.
+    pub fn memory_s(&self, bytes: f64) -> (f64, Source) {
+        let (bw, src) = self.hbm_bytes_s();
+        (bytes / bw + self.launch_s(), src)
+    }
+
+    /// Time of `batch` GEMMs m×n×k in `dtype`.
+    ///
+    /// Preset: 2mnk / (peak · eff_gemm · wave efficiency of the best tile), bounded below by
+    /// the bytes of A, B and C at HBM speed (roofline, Williams et al. 2009), plus a launch.
+    /// With a profile: the measured FLOP/s of the shape (batched GEMMs looked up per problem).
+    pub fn gemm_s(&self, dtype: Dtype, batch: u64, m: u64, n: u64, k: u64) -> (f64, Source) {
+        let flops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64;
+        if let Some((fs, src)) = self.profile.and_then(|p| p.gemm_flops_s(dtype, m, n, k)) {
+            return (flops / fs + self.launch_s(), src);
+        }
+        let dev = self.device();
+        let wave = TILES
+            .iter()
+            .map(|&(tm, tn)| wave_efficiency(batch * m.div_ceil(tm) * n.div_ceil(tn), dev.sms))
+            .fold(0.0, f64::max);
+        let compute = flops / (dev.peak_flops(dtype) * dev.efficiency.gemm * wave);
+        let bytes = batch as f64 * (m * k + k * n + m * n) as f64 * dtype.bytes();
+        let mem = bytes / self.hbm_bytes_s().0;
+        (compute.max(mem) + self.launch_s(), Source::Preset)
+    }
+
+    /// Time of a fused attention kernel: its FLOPs at the device's flash-attention efficiency,
+    /// with wave quantisation over 128-row query blocks per head (FlashAttention-2's grid).
+    pub fn attention_s(&self, dtype: Dtype, k: &Kernel) -> (f64, Source) {
+        let Kernel::Attention { batch_heads, s_q, backward, .. } = *k else {
+            unreachable!("attention_s on a non-attention kernel")
+        };
+        let dev = self.device();
+        let eff = if backward { dev.efficiency.attention_bwd } else { dev.efficiency.attention_fwd };
+        let wave = wave_efficiency(batch_heads * s_q.div_ceil(128), dev.sms);
+        (k.flops() / (dev.peak_flops(dtype) * eff * wave) + self.launch_s(), Source::Preset)
+    }
+
+    /// Time of collective `coll` with message size `bytes` on a group of shape `g`.
+    ///
+    /// α-β (Hockney): t = α + f·S / busbw with NCCL's bus factor f. Inside a node busbw is the
+    /// NVLink rate at its achieved efficiency. Across nodes a ring crosses each node boundary
+    /// once per channel; with `per_node` ranks per node, NCCL spreads channels over as many
+    /// NICs, each shared by gpus_per_node/nics GPUs, so busbw = min(NVLink, per_node ·
+    /// NIC bandwidth per GPU) — 8 × 24 = 192 GB/s for DGX A100 (NVIDIA GTC24 S62129).
+    /// All-to-all across nodes sends (n − per_node)/n of its data over the NICs.
+    /// α: one link latency per ring step inside a node, 2·log2(nodes) NIC latencies across
+    /// (NCCL's tree for small messages).
+    pub fn collective_s(&self, coll: Coll, g: GroupShape, bytes: f64) -> (f64, Source) {
+        if g.n <= 1 || bytes <= 0.0 {
+            return (0.0, Source::Preset);
+        }
+        let span = if g.nodes() > 1 { Span::Inter } else { Span::Intra };
+        if let Some(r) = self.profile.and_then(|p| p.collective_s(coll, g.n, span, bytes)) {
+            return r;
+        }
+        let c = self.cluster;
+        let intra_bw = c.intra_node.bw_gbytes_s * GB * c.intra_node.efficiency;
+        let intra_lat = c.intra_node.latency_us * US;
+        let f = bus_factor(coll, g.n);
+        let steps = match coll {
+            Coll::AllReduce => 2 * (g.n - 1),
+            Coll::SendRecv => 1,
+            _ => g.n - 1,
+        } as f64;
+        let t = match (&c.inter_node, g.nodes() > 1) {
+            (Some(net), true) => {
+                let nic = net.per_gpu_bytes_s(c.gpus_per_node);
+                let alpha = 2.0 * (g.nodes() as f64).log2().ceil() * net.latency_us * US
+                    + (g.per_node - 1) as f64 * intra_lat;
+                match coll {
+                    Coll::AllToAll => {
+                        let remote = (g.n - g.per_node) as f64 / g.n as f64 * bytes;
+                        let local = (g.per_node - 1) as f64 / g.n as f64 * bytes;
+                        alpha + (remote / nic).max(local / intra_bw)
+                    }
+                    Coll::SendRecv => net.latency_us * US + bytes / nic,
+                    _ => alpha + f * bytes / intra_bw.min(g.per_node as f64 * nic),
+                }
+            }
+            _ => steps * intra_lat + f * bytes / intra_bw,
+        };
+        (t, Source::Preset)
+    }
+
+    /// Time and source of any kernel, for a plan's placement.
+    pub fn kernel_s(&self, dtype: Dtype, k: &Kernel, place: &Placement) -> (f64, Source) {
+        match *k {
+            Kernel::Gemm { batch, m, n, k } => self.gemm_s(dtype, batch, m, n, k),
+            Kernel::Attention { .. } => self.attention_s(dtype, k),
+            Kernel::Memory { bytes } => self.memory_s(bytes),
+            Kernel::Comm { coll, group, bytes, .. } => self.collective_s(coll, place.group(group), bytes),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::load_cluster;
+
+    #[test]
+    fn ring_bandwidth_inside_and_across_nodes() {
+        let c = load_cluster("a100-80g-x1024").unwrap();
+        let m = Machine { cluster: &c, profile: None };
+        let s = 1e9;
+        // 8 GPUs of one node: 2·7/8·1 GB at 300·0.77 = 231 GB/s, plus 14 hops of 3 µs.
+        let (t, _) = m.collective_s(Coll::AllReduce, GroupShape { n: 8, per_node: 8 }, s);
+        assert!((t - (1.75e9 / 231e9 + 14.0 * 3e-6)).abs() < 1e-9, "{t}");
+        // 64 GPUs, 8 per node: busbw = min(231, 8 · 8·25·0.96/8 = 192) GB/s.
+        let (t, _) = m.collective_s(Coll::AllReduce, GroupShape { n: 64, per_node: 8 }, s);
+        let alpha = 2.0 * 3.0 * 5e-6 + 7.0 * 3e-6;
+        assert!((t - (alpha + 2.0 * 63.0 / 64.0 * s / 192e9)).abs() < 1e-9, "{t}");
+        // One GPU per node: a single NIC share, 24 GB/s.
+        let (t, _) = m.collective_s(Coll::AllGather, GroupShape { n: 4, per_node: 1 }, s);
+        assert!((t - (2.0 * 2.0 * 5e-6 + 0.75 * s / 24e9)).abs() < 1e-9, "{t}");
+    }
+
+    #[test]
+    fn wave_quantisation_penalises_partial_waves() {
+        assert_eq!(wave_efficiency(108, 108), 1.0);
+        assert_eq!(wave_efficiency(109, 108), 109.0 / 216.0);
+    }
+
+    #[test]
+    fn gemm_roofline_limits_thin_gemms() {
+        let c = load_cluster("a100x8").unwrap();
+        let m = Machine { cluster: &c, profile: None };
+        // A big square GEMM runs at the preset peak fraction: 2·8192³ / (312e12 · 0.869)
+        // (64·32 = 2048 tiles of 128×256 fill 108 SMs at 2048/(19·108) = 0.998).
+        let (t, _) = m.gemm_s(Dtype::Bf16, 1, 8192, 8192, 8192);
+        let ideal = 2.0 * 8192f64.powi(3) / (312e12 * 0.869);
+        assert!(t > ideal && t < ideal * 1.01, "{t} vs {ideal}");
+        // Attention scores with head size 64 are bandwidth bound: bytes / (2039 GB/s · 0.88).
+        let (t, _) = m.gemm_s(Dtype::Bf16, 1, 2048, 2048, 64);
+        let bytes = (2048.0 * 64.0 * 2.0 + 2048.0 * 2048.0) * 2.0;
+        assert!((t - (bytes / (2039e9 * 0.88) + 4e-6)).abs() < 1e-12, "{t}");
+    }
+
+    #[test]
+    fn placement_follows_megatron_rank_order() {
+        let plan = Plan {
+            dp: 16, tp: 4, pp: 4, cp: 1, ep: 1, vpp: 1, mbs: 1, global_batch: 64, seq_len: 2048,
+            recompute: crate::spec::Recompute::None, zero: 0, sequence_parallel: false,
+            overlap_grad_reduce: false, dtype: Dtype::Bf16, schedule: crate::spec::Schedule::OneFOneB,
+            attention: crate::spec::AttentionImpl::Flash,
+        };
+        let p = Placement::of(&plan, 8);
+        assert_eq!(p.tp, GroupShape { n: 4, per_node: 4 });
+        assert_eq!(p.dp, GroupShape { n: 16, per_node: 2 });
+        assert_eq!(p.pp, GroupShape { n: 2, per_node: 1 });
+    }
+}

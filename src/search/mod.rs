@@ -1,0 +1,265 @@
+//! Search (DESIGN.md §4): enumerates every plan for a GPU count and global batch, prunes by a
+//! memory lower bound, prices the rest with the closed form (graphs priced once per shard and
+//! shared, in parallel with rayon), and ranks them by throughput. Pure: no IO.
+
+use crate::calib::Profile;
+use crate::cost::{Estimate, Machine, Placement, PricedGraphs, estimate_priced, memory};
+use crate::graph::Shard;
+use crate::spec::{AttentionImpl, ClusterSpec, Infeasible, ModelSpec, Plan, Recompute, Schedule};
+use crate::units::{Dtype, GIB};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+
+mod compare;
+pub use compare::{Comparison, Strategy, compare};
+
+/// What to search over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Space {
+    /// Global batch in sequences.
+    pub global_batch: u64,
+    /// Sequence length.
+    pub seq_len: u64,
+    /// GEMM data type.
+    pub dtype: Dtype,
+    /// Attention kernel.
+    pub attention: AttentionImpl,
+    /// Recomputation modes to try.
+    pub recompute: Vec<Recompute>,
+    /// ZeRO stages to try.
+    pub zero: Vec<u8>,
+    /// Largest micro-batch to try.
+    pub max_mbs: u64,
+    /// Largest virtual-pipeline factor to try.
+    pub max_vpp: u64,
+    /// Largest context-parallel size to try.
+    pub max_cp: u64,
+    /// Overlap DP gradient reduction with backward (the framework option).
+    pub overlap_grad_reduce: bool,
+}
+
+impl Space {
+    /// The default space for a model: every recompute mode and ZeRO stage, micro-batches up to
+    /// 64, interleaving up to 8 chunks, CP up to 16 when sequences are long.
+    pub fn new(global_batch: u64, seq_len: u64) -> Space {
+        Space {
+            global_batch,
+            seq_len,
+            dtype: Dtype::Bf16,
+            attention: AttentionImpl::Flash,
+            recompute: Recompute::ALL.to_vec(),
+            zero: vec![0, 1, 2, 3],
+            max_mbs: 64,
+            max_vpp: 8,
+            max_cp: 16,
+            overlap_grad_reduce: true,
+        }
+    }
+}
+
+/// Global batch the tool suggests when none is given: 2^22 tokens (GPT-3 and Llama scale,
+/// 4 M tokens), rounded up to a multiple of the GPU count.
+pub fn default_global_batch(seq_len: u64, n_gpus: u64) -> u64 {
+    let seqs = (4u64 << 20).div_ceil(seq_len.max(1)).max(1);
+    seqs.div_ceil(n_gpus) * n_gpus
+}
+
+fn divisors(n: u64) -> Vec<u64> {
+    (1..=n).filter(|d| n % d == 0).collect()
+}
+
+/// Every plan of `space` for `model` on `cluster`, valid or not (the search tallies why not).
+pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec<Plan> {
+    let n = cluster.n_gpus();
+    let mut out = Vec::new();
+    let experts = model.moe.as_ref().map_or(1, |m| m.experts);
+    for tp in divisors(n).into_iter().filter(|&t| t <= cluster.gpus_per_node.max(1) * 2) {
+        for cp in divisors(n / tp).into_iter().filter(|&c| c <= space.max_cp && (c == 1 || space.seq_len / c >= 1024)) {
+            for pp in divisors(n / (tp * cp)).into_iter().filter(|&p| p <= model.layers) {
+                let dp = n / (tp * cp * pp);
+                if space.global_batch % dp != 0 {
+                    out.push(bare(model, space, dp, tp, pp, cp, 1, 1, 1));
+                    continue;
+                }
+                let local = space.global_batch / dp;
+                for ep in divisors(dp).into_iter().filter(|e| experts % e == 0) {
+                    for mbs in divisors(local).into_iter().filter(|&b| b <= space.max_mbs) {
+                        let vpps: Vec<u64> = if pp > 1 {
+                            divisors(model.layers / pp.min(model.layers)).into_iter().filter(|&v| v <= space.max_vpp).collect()
+                        } else {
+                            vec![1]
+                        };
+                        for &vpp in &vpps {
+                            for &rc in &space.recompute {
+                                for &zero in &space.zero {
+                                    for sp in [false, true] {
+                                        if sp && tp == 1 {
+                                            continue;
+                                        }
+                                        let mut p = bare(model, space, dp, tp, pp, cp, ep, vpp, mbs);
+                                        p.recompute = rc;
+                                        p.zero = zero;
+                                        p.sequence_parallel = sp;
+                                        out.push(p);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bare(_model: &ModelSpec, space: &Space, dp: u64, tp: u64, pp: u64, cp: u64, ep: u64, vpp: u64, mbs: u64) -> Plan {
+    Plan {
+        dp,
+        tp,
+        pp,
+        cp,
+        ep,
+        vpp,
+        mbs,
+        global_batch: space.global_batch,
+        seq_len: space.seq_len,
+        recompute: Recompute::None,
+        zero: 0,
+        sequence_parallel: false,
+        overlap_grad_reduce: space.overlap_grad_reduce,
+        dtype: space.dtype,
+        schedule: if vpp > 1 { Schedule::Interleaved } else { Schedule::OneFOneB },
+        attention: space.attention,
+    }
+}
+
+/// A lower bound of a plan's per-GPU memory: the model state of an average stage.
+pub fn memory_lower_bound_gib(model: &ModelSpec, plan: &Plan) -> f64 {
+    let moe = model.moe.as_ref();
+    let expert_params = moe.map_or(0.0, |m| {
+        model.moe_layers() as f64 * m.experts as f64 * model.mlp_params(m.expert_ffn_hidden)
+    });
+    let dense = (model.params() - expert_params) / (plan.tp * plan.pp) as f64;
+    let experts = expert_params / (plan.tp * plan.pp * plan.ep) as f64;
+    let (w, g, o) = memory::sharded_state_bytes(plan.dtype, plan.zero, plan.dp * plan.cp);
+    let (we, ge, oe) = memory::sharded_state_bytes(plan.dtype, plan.zero, (plan.dp * plan.cp / plan.ep).max(1));
+    (dense * (w + g + o) + experts * (we + ge + oe)) / GIB
+}
+
+/// The outcome of a search.
+#[derive(Clone, Debug)]
+pub struct SearchResult {
+    /// The best plans that fit, fastest first.
+    pub top: Vec<Estimate>,
+    /// Plans on the (step time, memory) Pareto front among those that fit.
+    pub pareto: Vec<Estimate>,
+    /// Plans enumerated.
+    pub enumerated: usize,
+    /// Plans priced by the cost model.
+    pub priced: usize,
+    /// Why the others were rejected: reason → count.
+    pub infeasible: BTreeMap<&'static str, usize>,
+}
+
+/// Searches every plan and returns the `top_k` fastest that fit.
+pub fn search(model: &ModelSpec, cluster: &ClusterSpec, profile: Option<&Profile>, space: &Space, top_k: usize) -> SearchResult {
+    search_where(model, cluster, profile, space, top_k, &|_| true)
+}
+
+/// Like [`search`], over the plans `keep` accepts (e.g. DP-only).
+pub fn search_where(
+    model: &ModelSpec,
+    cluster: &ClusterSpec,
+    profile: Option<&Profile>,
+    space: &Space,
+    top_k: usize,
+    keep: &(dyn Fn(&Plan) -> bool + Sync),
+) -> SearchResult {
+    let plans: Vec<Plan> = enumerate(model, cluster, space).into_iter().filter(|p| keep(p)).collect();
+    let enumerated = plans.len();
+    let mut infeasible: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut groups: HashMap<(Shard, Placement), Vec<Plan>> = HashMap::new();
+    let capacity = cluster.gpu.memory_gib;
+    for p in plans {
+        let why = p.check(model, cluster);
+        if let Some(first) = why.first() {
+            *infeasible.entry(first.label()).or_default() += 1;
+            continue;
+        }
+        if memory_lower_bound_gib(model, &p) > capacity {
+            *infeasible.entry(Infeasible::OutOfMemory { need_gib: 0.0, have_gib: 0.0 }.label()).or_default() += 1;
+            continue;
+        }
+        let key = (Shard::of(&p), Placement::of(&p, cluster.gpus_per_node));
+        groups.entry(key).or_default().push(p);
+    }
+    let machine = Machine { cluster, profile };
+    let mut groups: Vec<Vec<Plan>> = groups.into_values().collect();
+    groups.sort_by(|a, b| a[0].short().cmp(&b[0].short()));
+    let estimates: Vec<Estimate> = groups
+        .par_iter()
+        .flat_map_iter(|plans| {
+            let priced = PricedGraphs::new(model, &plans[0], &machine);
+            plans.iter().map(move |p| estimate_priced(model, p, &machine, &priced)).collect::<Vec<_>>()
+        })
+        .collect();
+    let priced = estimates.len();
+    let (mut fits, oom): (Vec<Estimate>, Vec<Estimate>) = estimates.into_iter().partition(|e| e.fits);
+    if !oom.is_empty() {
+        *infeasible.entry("out of memory").or_default() += oom.len();
+    }
+    fits.sort_by(|a, b| rank(a).partial_cmp(&rank(b)).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.plan.short().cmp(&b.plan.short())));
+    let pareto = pareto_front(&fits);
+    fits.truncate(top_k);
+    SearchResult { top: fits, pareto, enumerated, priced, infeasible }
+}
+
+/// Sort key: faster first, then less memory.
+fn rank(e: &Estimate) -> (f64, f64) {
+    (e.step_time_s, e.memory_gib_per_gpu)
+}
+
+/// Plans no other plan beats on both step time and memory (input sorted by step time).
+fn pareto_front(sorted: &[Estimate]) -> Vec<Estimate> {
+    let mut best_mem = f64::INFINITY;
+    let mut out = Vec::new();
+    for e in sorted {
+        if e.memory_gib_per_gpu < best_mem - 1e-9 {
+            best_mem = e.memory_gib_per_gpu;
+            out.push(e.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{load_cluster, load_model};
+
+    #[test]
+    fn search_ranks_fitting_plans_and_tallies_the_rest() {
+        let m = load_model("gpt2-xl").unwrap();
+        let c = load_cluster("a100x8").unwrap();
+        let r = search(&m, &c, None, &Space::new(64, 1024), 5);
+        assert_eq!(r.top.len(), 5);
+        assert!(r.top.windows(2).all(|w| w[0].step_time_s <= w[1].step_time_s));
+        assert!(r.top.iter().all(|e| e.fits && e.n_gpus == 8));
+        // gpt2-xl has 25 heads: tp = 2, 4, 8 never divide them.
+        assert!(r.infeasible["tp does not divide heads"] > 0);
+        assert_eq!(r.priced + r.infeasible.values().sum::<usize>(), r.enumerated);
+        assert!(r.pareto.windows(2).all(|w| w[0].memory_gib_per_gpu > w[1].memory_gib_per_gpu));
+    }
+
+    #[test]
+    fn lower_bound_never_exceeds_the_estimate() {
+        let m = load_model("llama2-7b").unwrap();
+        let c = load_cluster("a100x8").unwrap();
+        let r = search(&m, &c, None, &Space::new(64, 4096), 50);
+        for e in &r.top {
+            assert!(memory_lower_bound_gib(&m, &e.plan) <= e.memory_gib_per_gpu, "{}", e.plan.short());
+        }
+    }
+}
