@@ -56,7 +56,13 @@ impl Dtype {
     }
 
     /// Every data type, in the order they are listed to users.
-    pub const ALL: [Dtype; 5] = [Dtype::Bf16, Dtype::Fp16, Dtype::Fp8, Dtype::Tf32, Dtype::Fp32];
+    pub const ALL: [Dtype; 5] = [
+        Dtype::Bf16,
+        Dtype::Fp16,
+        Dtype::Fp8,
+        Dtype::Tf32,
+        Dtype::Fp32,
+    ];
 }
 
 impl std::fmt::Display for Dtype {

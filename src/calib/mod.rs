@@ -5,7 +5,8 @@
 mod profile;
 
 pub use profile::{
-    CalibError, CollectiveFit, CollectivePoint, GemmPoint, Meta, Profile, Span, bus_factor, load_profile,
+    CalibError, CollectiveFit, CollectivePoint, GemmPoint, Meta, Profile, Span, bus_factor,
+    load_profile,
 };
 
 use serde::Serialize;

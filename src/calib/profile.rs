@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum CalibError {
     /// The profile could not be found.
-    #[error("calibration `{0}` not found: give a name under calibrate/ or a path to a profile.json or its folder")]
+    #[error(
+        "calibration `{0}` not found: give a name under calibrate/ or a path to a profile.json or its folder"
+    )]
     NotFound(String),
     /// IO error.
     #[error("{path}: {source}")]
@@ -176,7 +178,10 @@ impl Profile {
             .iter()
             .map(|p| {
                 let d = [l(p.m) - q[0], l(p.n) - q[1], l(p.k) - q[2]];
-                ((d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt(), p.flops_s())
+                (
+                    (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt(),
+                    p.flops_s(),
+                )
             })
             .collect();
         near.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -193,19 +198,39 @@ impl Profile {
             wsum += w;
             vsum += w * v;
         }
-        Some((vsum / wsum, if inside { Source::Interpolated } else { Source::Extrapolated }))
+        Some((
+            vsum / wsum,
+            if inside {
+                Source::Interpolated
+            } else {
+                Source::Extrapolated
+            },
+        ))
     }
 
     /// Time of a collective from the fit of the same (op, ranks, span), or of the nearest rank
     /// count of the same op and span scaled by the bus factor. `None` without any fit.
-    pub fn collective_s(&self, coll: Coll, ranks: u64, span: Span, bytes: f64) -> Option<(f64, Source)> {
-        let same: Vec<&CollectiveFit> =
-            self.collectives.iter().filter(|f| f.coll == coll && f.span == span).collect();
+    pub fn collective_s(
+        &self,
+        coll: Coll,
+        ranks: u64,
+        span: Span,
+        bytes: f64,
+    ) -> Option<(f64, Source)> {
+        let same: Vec<&CollectiveFit> = self
+            .collectives
+            .iter()
+            .filter(|f| f.coll == coll && f.span == span)
+            .collect();
         let exact = same.iter().find(|f| f.ranks == ranks);
         let fit = exact.copied().or_else(|| {
-            same.iter().min_by_key(|f| (f.ranks as i64 - ranks as i64).unsigned_abs()).copied()
+            same.iter()
+                .min_by_key(|f| (f.ranks as i64 - ranks as i64).unsigned_abs())
+                .copied()
         })?;
-        let (lo, hi) = fit.points.iter().fold((f64::MAX, 0.0f64), |(lo, hi), p| (lo.min(p.bytes), hi.max(p.bytes)));
+        let (lo, hi) = fit.points.iter().fold((f64::MAX, 0.0f64), |(lo, hi), p| {
+            (lo.min(p.bytes), hi.max(p.bytes))
+        });
         let scale = bus_factor(coll, ranks) / bus_factor(coll, fit.ranks);
         let t = fit.alpha_s + fit.beta_s_per_byte * bytes * scale;
         let src = if exact.is_none() || bytes < lo || bytes > hi {
@@ -220,7 +245,10 @@ impl Profile {
 
     /// Writes the profile as `dir/profile.json`, atomically (temporary file, then rename).
     pub fn save(&self, dir: &Path) -> Result<PathBuf, CalibError> {
-        let io = |source| CalibError::Io { path: dir.display().to_string(), source };
+        let io = |source| CalibError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
         std::fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join("profile.json");
         let tmp = dir.join(".profile.json.tmp");
@@ -238,11 +266,21 @@ pub fn load_profile(arg: &str) -> Result<Profile, CalibError> {
         p.join("profile.json"),
         p.to_path_buf(),
         Path::new("calibrate").join(arg).join("profile.json"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("calibrate").join(arg).join("profile.json"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("calibrate")
+            .join(arg)
+            .join("profile.json"),
     ];
-    let path = candidates.iter().find(|c| c.is_file()).ok_or_else(|| CalibError::NotFound(arg.to_string()))?;
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| CalibError::Io { path: path.display().to_string(), source })?;
-    serde_json::from_str(&text)
-        .map_err(|e| CalibError::Format { path: path.display().to_string(), message: e.to_string() })
+    let path = candidates
+        .iter()
+        .find(|c| c.is_file())
+        .ok_or_else(|| CalibError::NotFound(arg.to_string()))?;
+    let text = std::fs::read_to_string(path).map_err(|source| CalibError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| CalibError::Format {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }

@@ -63,9 +63,16 @@ impl Target {
                 ))
             })?;
         }
-        let name = self.calibration.clone().or_else(|| cluster.calibration.clone());
+        let name = self
+            .calibration
+            .clone()
+            .or_else(|| cluster.calibration.clone());
         let profile = name.map(|n| load_profile(&n)).transpose()?;
-        Ok(Resolved { model, cluster, profile })
+        Ok(Resolved {
+            model,
+            cluster,
+            profile,
+        })
     }
 }
 
@@ -219,7 +226,9 @@ impl PlanArgs {
         ] {
             match v {
                 Some(0) => bad.push(format!("{name} 0: must be at least 1")),
-                Some(x) if x > MAX_SIZE => bad.push(format!("{name} {x}: implausibly large (limit {MAX_SIZE}); check the number")),
+                Some(x) if x > MAX_SIZE => bad.push(format!(
+                    "{name} {x}: implausibly large (limit {MAX_SIZE}); check the number"
+                )),
                 _ => {}
             }
         }
@@ -227,7 +236,9 @@ impl PlanArgs {
             return Err(CliError::BadInput(bad.join("\n")));
         }
         let seq_len = self.seq_len.unwrap_or(model.seq_len);
-        let dp = self.dp.unwrap_or_else(|| (n / (self.tp * self.pp * self.cp)).max(1));
+        let dp = self
+            .dp
+            .unwrap_or_else(|| (n / (self.tp * self.pp * self.cp)).max(1));
         let plan = Plan {
             dp,
             tp: self.tp,
@@ -236,7 +247,9 @@ impl PlanArgs {
             ep: self.ep,
             vpp: self.vpp,
             mbs: self.micro_batch,
-            global_batch: self.global_batch.unwrap_or_else(|| crate::search::default_global_batch(seq_len, dp * self.micro_batch)),
+            global_batch: self.global_batch.unwrap_or_else(|| {
+                crate::search::default_global_batch(seq_len, dp * self.micro_batch)
+            }),
             seq_len,
             recompute: self.recompute.into(),
             zero: self.zero,
@@ -263,7 +276,10 @@ pub fn check_plan(plan: &Plan, model: &ModelSpec, cluster: &ClusterSpec) -> Resu
     if why.is_empty() {
         return Ok(());
     }
-    let lines: Vec<String> = why.iter().map(|w| format!("plan: `{}`: {w}", w.field())).collect();
+    let lines: Vec<String> = why
+        .iter()
+        .map(|w| format!("plan: `{}`: {w}", w.field()))
+        .collect();
     Err(CliError::BadInput(format!(
         "the plan cannot run {} on {} ({} GPUs):\n  - {}",
         model.name,

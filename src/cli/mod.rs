@@ -140,7 +140,14 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 /// Runs one command and returns what it prints.
 pub fn run(cmd: Command) -> Result<String, CliError> {
     match cmd {
-        Command::Suggest { target, global_batch, seq_len, top, dtype, format } => {
+        Command::Suggest {
+            target,
+            global_batch,
+            seq_len,
+            top,
+            dtype,
+            format,
+        } => {
             let r = target.resolve()?;
             let seq = seq_len.unwrap_or(r.model.seq_len);
             let gb = global_batch.unwrap_or_else(|| default_global_batch(seq, r.cluster.n_gpus()));
@@ -164,9 +171,21 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     "global_batch": gb, "seq_len": seq, "plans": res.top,
                     "enumerated": res.enumerated, "priced": res.priced, "infeasible": res.infeasible,
                 })),
-                Format::Csv => render::csv(&render::PLAN_HEADER, res.top.iter().enumerate().map(|(i, e)| render::plan_row(i, e)).collect()),
+                Format::Csv => render::csv(
+                    &render::PLAN_HEADER,
+                    res.top
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| render::plan_row(i, e))
+                        .collect(),
+                ),
                 Format::Table => {
-                    let rows = res.top.iter().enumerate().map(|(i, e)| render::plan_row(i, e)).collect();
+                    let rows = res
+                        .top
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| render::plan_row(i, e))
+                        .collect();
                     format!(
                         "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\n\n{}\n\n{}\nnumbers from: {}\n",
                         r.model.name,
@@ -181,7 +200,11 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 }
             })
         }
-        Command::Estimate { target, plan, format } => {
+        Command::Estimate {
+            target,
+            plan,
+            format,
+        } => {
             let r = target.resolve()?;
             let plan = plan.resolve(&r.model, &r.cluster)?;
             let e = estimate(&r.model, &r.cluster, &plan, r.profile.as_ref());
@@ -191,11 +214,21 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 Format::Table => render::estimate_report(&e, &r.model.name, &r.cluster.name),
             })
         }
-        Command::Compare { target, global_batch, seq_len, format } => {
+        Command::Compare {
+            target,
+            global_batch,
+            seq_len,
+            format,
+        } => {
             let r = target.resolve()?;
             let seq = seq_len.unwrap_or(r.model.seq_len);
             let gb = global_batch.unwrap_or_else(|| default_global_batch(seq, r.cluster.n_gpus()));
-            let c = search::compare(&r.model, &r.cluster, r.profile.as_ref(), &Space::new(gb, seq));
+            let c = search::compare(
+                &r.model,
+                &r.cluster,
+                r.profile.as_ref(),
+                &Space::new(gb, seq),
+            );
             let rows: Vec<Vec<String>> = c
                 .strategies
                 .iter()
@@ -220,7 +253,15 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     ],
                 })
                 .collect();
-            let header = ["method", "best plan", "step_time_s", "speedup", "scaling_eff", "memory_gib", "fits"];
+            let header = [
+                "method",
+                "best plan",
+                "step_time_s",
+                "speedup",
+                "scaling_eff",
+                "memory_gib",
+                "fits",
+            ];
             Ok(match format {
                 Format::Json => json(&serde_json::json!({
                     "model": r.model.name, "cluster": r.cluster.name, "n_gpus": c.n_gpus,
@@ -244,7 +285,11 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     r.cluster.name,
                     c.n_gpus,
                     fmt_secs(c.single.step_time_s),
-                    if c.single.fits { "" } else { " (does not fit one GPU: speedups are against one GPU with unbounded memory)" },
+                    if c.single.fits {
+                        ""
+                    } else {
+                        " (does not fit one GPU: speedups are against one GPU with unbounded memory)"
+                    },
                     render::table(&header, rows)
                 ),
             })
@@ -264,11 +309,19 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                         m.ffn_hidden.to_string(),
                         m.vocab.to_string(),
                         m.seq_len.to_string(),
-                        m.moe.as_ref().map_or("-".into(), |x| format!("{}×top{}", x.experts, x.top_k)),
+                        m.moe
+                            .as_ref()
+                            .map_or("-".into(), |x| format!("{}×top{}", x.experts, x.top_k)),
                     ]
                 })
                 .collect();
-            Ok(render::table(&["model", "arch", "params", "layers", "hidden", "heads/kv", "ffn", "vocab", "seq_len", "moe"], rows) + "\n")
+            Ok(render::table(
+                &[
+                    "model", "arch", "params", "layers", "hidden", "heads/kv", "ffn", "vocab",
+                    "seq_len", "moe",
+                ],
+                rows,
+            ) + "\n")
         }
         Command::Clusters => {
             let rows = presets::CLUSTERS
@@ -281,7 +334,9 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                         c.n_gpus().to_string(),
                         format!("{}×{}", c.nodes, c.gpus_per_node),
                         format!("{:.0} GB/s", c.intra_node.bw_gbytes_s),
-                        c.inter_node.as_ref().map_or("-".into(), |n| format!("{}×{:.0} Gb/s", n.nics_per_node, n.nic_gbits_s)),
+                        c.inter_node.as_ref().map_or("-".into(), |n| {
+                            format!("{}×{:.0} Gb/s", n.nics_per_node, n.nic_gbits_s)
+                        }),
                     ]
                 })
                 .collect();
@@ -299,9 +354,28 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     ]
                 })
                 .collect();
-            Ok(render::table(&["cluster", "gpu", "gpus", "nodes×gpus", "nvlink/gpu", "network/node"], rows)
-                + "\n\n"
-                + &render::table(&["device", "memory_gib", "hbm_gbytes_s", "bf16_tflops", "fp8_tflops", "sms"], devices)
+            Ok(render::table(
+                &[
+                    "cluster",
+                    "gpu",
+                    "gpus",
+                    "nodes×gpus",
+                    "nvlink/gpu",
+                    "network/node",
+                ],
+                rows,
+            ) + "\n\n"
+                + &render::table(
+                    &[
+                        "device",
+                        "memory_gib",
+                        "hbm_gbytes_s",
+                        "bf16_tflops",
+                        "fp8_tflops",
+                        "sms",
+                    ],
+                    devices,
+                )
                 + "\n")
         }
     }

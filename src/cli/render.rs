@@ -29,8 +29,23 @@ pub fn csv(header: &[&str], rows: Vec<Vec<String>>) -> String {
 
 /// Column names of the plan tables (DESIGN.md §9 spelling).
 pub const PLAN_HEADER: [&str; 17] = [
-    "rank", "dp", "tp", "pp", "cp", "ep", "vpp", "mbs", "recompute", "zero", "sp", "step_time_s", "tokens_per_s",
-    "tflops_per_gpu", "mfu", "memory_gib", "bottleneck",
+    "rank",
+    "dp",
+    "tp",
+    "pp",
+    "cp",
+    "ep",
+    "vpp",
+    "mbs",
+    "recompute",
+    "zero",
+    "sp",
+    "step_time_s",
+    "tokens_per_s",
+    "tflops_per_gpu",
+    "mfu",
+    "memory_gib",
+    "bottleneck",
 ];
 
 /// One row of a plan table.
@@ -90,9 +105,18 @@ pub fn estimate_report(e: &Estimate, model: &str, cluster: &str) -> String {
         vec![
             vec!["step time".into(), fmt_secs(e.step_time_s)],
             vec!["tokens/s".into(), format!("{:.0}", e.tokens_per_s)],
-            vec!["TFLOP/s per GPU (model)".into(), format!("{:.1}", e.tflops_per_gpu)],
-            vec!["TFLOP/s per GPU (hardware)".into(), format!("{:.1}", e.hw_tflops_per_gpu)],
-            vec!["MFU / HFU".into(), format!("{:.1}% / {:.1}%", 100.0 * e.mfu, 100.0 * e.hfu)],
+            vec![
+                "TFLOP/s per GPU (model)".into(),
+                format!("{:.1}", e.tflops_per_gpu),
+            ],
+            vec![
+                "TFLOP/s per GPU (hardware)".into(),
+                format!("{:.1}", e.hw_tflops_per_gpu),
+            ],
+            vec![
+                "MFU / HFU".into(),
+                format!("{:.1}% / {:.1}%", 100.0 * e.mfu, 100.0 * e.hfu),
+            ],
             vec![
                 "memory per GPU".into(),
                 format!(
@@ -122,7 +146,15 @@ pub fn estimate_report(e: &Estimate, model: &str, cluster: &str) -> String {
     );
     s += "\n\n";
     s += &table(
-        &["memory (GiB)", "weights", "grads", "optimizer", "activations", "other", "total"],
+        &[
+            "memory (GiB)",
+            "weights",
+            "grads",
+            "optimizer",
+            "activations",
+            "other",
+            "total",
+        ],
         vec![vec![
             "fullest rank".into(),
             format!("{:.2}", m.weights),

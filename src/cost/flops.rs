@@ -13,12 +13,20 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
     let attn = 2.0 * s * h * (h + 2.0 * kv) + 4.0 * s * s * h + 2.0 * s * h * h;
     let dense_mlp = 2.0 * s * h * model.ffn_hidden as f64 * mats;
     let moe_mlp = model.moe.as_ref().map_or(0.0, |m| {
-        2.0 * s * h * m.experts as f64 + m.top_k as f64 * 2.0 * s * h * m.expert_ffn_hidden as f64 * mats
+        2.0 * s * h * m.experts as f64
+            + m.top_k as f64 * 2.0 * s * h * m.expert_ffn_hidden as f64 * mats
     });
     let n_moe = model.moe_layers() as f64;
     let n_dense = model.layers as f64 - n_moe;
-    let bert_head = if model.arch == crate::spec::Arch::Bert { 2.0 * s * h * h } else { 0.0 };
-    n_dense * (attn + dense_mlp) + n_moe * (attn + moe_mlp) + 2.0 * s * h * model.vocab as f64 + bert_head
+    let bert_head = if model.arch == crate::spec::Arch::Bert {
+        2.0 * s * h * h
+    } else {
+        0.0
+    };
+    n_dense * (attn + dense_mlp)
+        + n_moe * (attn + moe_mlp)
+        + 2.0 * s * h * model.vocab as f64
+        + bert_head
 }
 
 /// Forward FLOPs of one sequence's attention core (scores and context), 4s²h per layer: the
@@ -40,7 +48,9 @@ pub fn hardware_flops_per_step(model: &ModelSpec, s: u64, global_batch: u64, rc:
     let extra = match rc {
         Recompute::None => 0.0,
         Recompute::Selective => global_batch as f64 * attention_core_flops_per_sequence(model, s),
-        Recompute::Full => fwd - global_batch as f64 * 2.0 * (s * model.hidden * model.vocab) as f64,
+        Recompute::Full => {
+            fwd - global_batch as f64 * 2.0 * (s * model.hidden * model.vocab) as f64
+        }
     };
     3.0 * fwd + extra
 }

@@ -160,7 +160,8 @@ pub fn stage_memory(
     // recomputation dropped, plus two activation-gradient buffers of its widest tensor; the
     // last stage also holds 16-bit logits next to their fp32 copy during the loss.
     let layer = graphs.layer(model, st.first_layer);
-    let rematerialised = layer.saved_bytes() - layer_activation_bytes(layer, model, &sh, plan.recompute);
+    let rematerialised =
+        layer.saved_bytes() - layer_activation_bytes(layer, model, &sh, plan.recompute);
     let widest = (model.ffn_hidden / plan.tp).max(model.hidden) as f64;
     let grad_buffers = 2.0 * sh.tokens() as f64 * widest * sh.dtype.bytes();
     let mut working = rematerialised + grad_buffers;
@@ -172,7 +173,14 @@ pub fn stage_memory(
     let runtime = CUDA_CONTEXT_BYTES
         + comms as f64 * NCCL_BYTES_PER_COMMUNICATOR
         + ALLOCATOR_FRAGMENTATION * (activations + working);
-    MemoryBytes { weights, grads, optimizer, activations, working, runtime }
+    MemoryBytes {
+        weights,
+        grads,
+        optimizer,
+        activations,
+        working,
+        runtime,
+    }
 }
 
 #[cfg(test)]
@@ -184,8 +192,14 @@ mod tests {
     fn bytes_per_param_by_zero_stage() {
         let sum = |t: (f64, f64, f64)| t.0 + t.1 + t.2;
         assert_eq!(sum(sharded_state_bytes(Dtype::Bf16, 0, 64)), 18.0);
-        assert_eq!(sum(sharded_state_bytes(Dtype::Bf16, 1, 64)), 6.0 + 12.0 / 64.0);
-        assert_eq!(sum(sharded_state_bytes(Dtype::Bf16, 2, 64)), 2.0 + 16.0 / 64.0);
+        assert_eq!(
+            sum(sharded_state_bytes(Dtype::Bf16, 1, 64)),
+            6.0 + 12.0 / 64.0
+        );
+        assert_eq!(
+            sum(sharded_state_bytes(Dtype::Bf16, 2, 64)),
+            2.0 + 16.0 / 64.0
+        );
         assert_eq!(sum(sharded_state_bytes(Dtype::Bf16, 3, 64)), 18.0 / 64.0);
         assert_eq!(sum(sharded_state_bytes(Dtype::Fp32, 0, 8)), 16.0);
     }

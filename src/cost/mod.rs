@@ -75,21 +75,26 @@ impl Provenance {
     /// `gemm: 100% preset`.
     pub fn summary(&self) -> Vec<String> {
         let names = ["measured", "interpolated", "extrapolated", "preset"];
-        [("gemm", &self.gemm), ("attention", &self.attention), ("memory-bound", &self.memory), ("communication", &self.communication)]
-            .iter()
-            .filter_map(|(name, v)| {
-                let total: f64 = v.iter().sum();
-                (total > 0.0).then(|| {
-                    let parts: Vec<String> = v
-                        .iter()
-                        .zip(names)
-                        .filter(|(x, _)| **x > 0.0)
-                        .map(|(x, n)| format!("{:.0}% {n}", 100.0 * x / total))
-                        .collect();
-                    format!("{name}: {}", parts.join(", "))
-                })
+        [
+            ("gemm", &self.gemm),
+            ("attention", &self.attention),
+            ("memory-bound", &self.memory),
+            ("communication", &self.communication),
+        ]
+        .iter()
+        .filter_map(|(name, v)| {
+            let total: f64 = v.iter().sum();
+            (total > 0.0).then(|| {
+                let parts: Vec<String> = v
+                    .iter()
+                    .zip(names)
+                    .filter(|(x, _)| **x > 0.0)
+                    .map(|(x, n)| format!("{:.0}% {n}", 100.0 * x / total))
+                    .collect();
+                format!("{name}: {}", parts.join(", "))
             })
-            .collect()
+        })
+        .collect()
     }
 }
 
@@ -104,16 +109,36 @@ pub struct GraphCost {
     pub selective_fwd: PassCost,
 }
 
-fn price_graph(g: &OpGraph, m: &Machine, dtype: Dtype, place: &Placement, prov: &mut Provenance) -> GraphCost {
+fn price_graph(
+    g: &OpGraph,
+    m: &Machine,
+    dtype: Dtype,
+    place: &Placement,
+    prov: &mut Provenance,
+) -> GraphCost {
     let ops = g.ops();
     GraphCost {
         fwd: price_pass(&ops, m, dtype, place, Pass::Fwd, prov),
         bwd: price_pass(&ops, m, dtype, place, Pass::Bwd, prov),
-        selective_fwd: price_pass(&ops, m, dtype, place, Pass::SelectiveFwd, &mut Provenance::default()),
+        selective_fwd: price_pass(
+            &ops,
+            m,
+            dtype,
+            place,
+            Pass::SelectiveFwd,
+            &mut Provenance::default(),
+        ),
     }
 }
 
-fn price_pass(ops: &[&Op], m: &Machine, dtype: Dtype, place: &Placement, pass: Pass, prov: &mut Provenance) -> PassCost {
+fn price_pass(
+    ops: &[&Op],
+    m: &Machine,
+    dtype: Dtype,
+    place: &Placement,
+    pass: Pass,
+    prov: &mut Provenance,
+) -> PassCost {
     let mut out = PassCost::default();
     for op in ops {
         let kernels = match pass {
@@ -127,7 +152,11 @@ fn price_pass(ops: &[&Op], m: &Machine, dtype: Dtype, place: &Placement, pass: P
             let (t, src) = m.kernel_s(dtype, k, place);
             prov.record(k, t, src);
             match k {
-                Kernel::Comm { group, overlapped: ov, .. } => {
+                Kernel::Comm {
+                    group,
+                    overlapped: ov,
+                    ..
+                } => {
                     let slot = usize::from(*group != Group::Tp);
                     if *ov {
                         overlapped[slot] += t;
@@ -175,9 +204,19 @@ impl PricedGraphs {
         let mut prov = Provenance::default();
         let embedding = price_graph(&graphs.embedding, m, plan.dtype, &place, &mut prov);
         let dense = price_graph(&graphs.dense, m, plan.dtype, &place, &mut prov);
-        let moe = graphs.moe.as_ref().map(|g| price_graph(g, m, plan.dtype, &place, &mut prov));
+        let moe = graphs
+            .moe
+            .as_ref()
+            .map(|g| price_graph(g, m, plan.dtype, &place, &mut prov));
         let head = price_graph(&graphs.head, m, plan.dtype, &place, &mut prov);
-        PricedGraphs { graphs, embedding, dense, moe, head, provenance: prov }
+        PricedGraphs {
+            graphs,
+            embedding,
+            dense,
+            moe,
+            head,
+            provenance: prov,
+        }
     }
 
     fn layer(&self, model: &ModelSpec, i: u64) -> &GraphCost {
@@ -212,7 +251,14 @@ pub struct Breakdown {
 impl Breakdown {
     /// Sum of the parts.
     pub fn total(&self) -> f64 {
-        self.compute_s + self.recompute_s + self.tp_comm_s + self.pp_comm_s + self.dp_comm_s + self.other_comm_s + self.bubble_s + self.optimizer_s
+        self.compute_s
+            + self.recompute_s
+            + self.tp_comm_s
+            + self.pp_comm_s
+            + self.dp_comm_s
+            + self.other_comm_s
+            + self.bubble_s
+            + self.optimizer_s
     }
 
     /// The largest part, by name.
@@ -227,7 +273,10 @@ impl Breakdown {
             ("bubble", self.bubble_s),
             ("optimizer", self.optimizer_s),
         ];
-        parts.iter().fold(("compute", f64::MIN), |b, p| if p.1 > b.1 { *p } else { b }).0
+        parts
+            .iter()
+            .fold(("compute", f64::MIN), |b, p| if p.1 > b.1 { *p } else { b })
+            .0
     }
 }
 
@@ -314,7 +363,12 @@ pub struct Estimate {
 
 /// Prices `plan` for `model` on `cluster`, with a measured profile when given.
 /// The plan must pass [`Plan::check`]; out of memory is reported through `fits`.
-pub fn estimate(model: &ModelSpec, cluster: &ClusterSpec, plan: &Plan, profile: Option<&Profile>) -> Estimate {
+pub fn estimate(
+    model: &ModelSpec,
+    cluster: &ClusterSpec,
+    plan: &Plan,
+    profile: Option<&Profile>,
+) -> Estimate {
     let m = Machine { cluster, profile };
     let priced = PricedGraphs::new(model, plan, &m);
     estimate_priced(model, plan, &m, &priced)
@@ -349,7 +403,13 @@ pub fn grad_reduce_bytes(dtype: Dtype) -> f64 {
 /// again for the update, master weight, first and second moment read and written (24), and
 /// the 16-bit copy written (2) — Apex/Megatron fused multi-tensor Adam, memory-bound.
 pub fn optimizer_bytes_per_param(dtype: Dtype) -> f64 {
-    4.0 + 4.0 + 24.0 + if matches!(dtype, Dtype::Fp32 | Dtype::Tf32) { 0.0 } else { 2.0 }
+    4.0 + 4.0
+        + 24.0
+        + if matches!(dtype, Dtype::Fp32 | Dtype::Tf32) {
+            0.0
+        } else {
+            2.0
+        }
 }
 
 /// Prices a plan from already priced graphs (the search's memoised path).
@@ -364,11 +424,19 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
     // Pipeline send/receive of one micro-batch's activations: b·s/cp·h, split over TP ranks
     // (Megatron's scatter/gather optimisation, SC'21 §4.1), each way, per model chunk.
     let p2p_bytes = (sh.tokens() * model.hidden) as f64 * e / plan.tp as f64;
-    let p2p_s = if plan.pp > 1 { m.collective_s(Coll::SendRecv, place.pp, p2p_bytes).0 } else { 0.0 };
+    let p2p_s = if plan.pp > 1 {
+        m.collective_s(Coll::SendRecv, place.pp, p2p_bytes).0
+    } else {
+        0.0
+    };
 
-    let largest_layer_params =
-        (0..model.layers).map(|i| pg.graphs.layer(model, i).params()).fold(0.0, f64::max);
-    let comms = [place.tp, place.cp, place.ep, place.dp, place.pp].iter().filter(|g| g.n > 1).count() as u64;
+    let largest_layer_params = (0..model.layers)
+        .map(|i| pg.graphs.layer(model, i).params())
+        .fold(0.0, f64::max);
+    let comms = [place.tp, place.cp, place.ep, place.dp, place.pp]
+        .iter()
+        .filter(|g| g.n > 1)
+        .count() as u64;
 
     struct StageTimes {
         fwd: PassCost,
@@ -381,7 +449,11 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
     let mut times = Vec::with_capacity(layouts.len());
     let mut stages = Vec::with_capacity(layouts.len());
     for st in &layouts {
-        let (mut fwd, mut bwd, mut rc) = (PassCost::default(), PassCost::default(), PassCost::default());
+        let (mut fwd, mut bwd, mut rc) = (
+            PassCost::default(),
+            PassCost::default(),
+            PassCost::default(),
+        );
         let (mut dense_params, mut expert_params) = (0.0, 0.0);
         // Layers of all v chunks of this stage.
         for c in 0..plan.vpp {
@@ -397,7 +469,12 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
                     Recompute::Full => rc.add(&gc.fwd, 1.0),
                 }
                 let g = pg.graphs.layer(model, i);
-                let experts: f64 = g.graph.node_weights().filter(|o| o.name.starts_with("expert_")).map(|o| o.params).sum();
+                let experts: f64 = g
+                    .graph
+                    .node_weights()
+                    .filter(|o| o.name.starts_with("expert_"))
+                    .map(|o| o.params)
+                    .sum();
                 expert_params += experts;
                 dense_params += g.params() - experts;
             }
@@ -419,7 +496,16 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         // 1F1B exchanges with both neighbours per micro-batch and chunk (Megatron's
         // send_forward_recv_backward / send_backward_recv_forward): two transfers.
         let pp_s = 2.0 * p2p_s * plan.vpp as f64;
-        let mem = memory::stage_memory(model, plan, &pg.graphs, st, dense_params, expert_params, largest_layer_params, comms);
+        let mem = memory::stage_memory(
+            model,
+            plan,
+            &pg.graphs,
+            st,
+            dense_params,
+            expert_params,
+            largest_layer_params,
+            comms,
+        );
         stages.push(StageCost {
             stage_idx: st.stage,
             layers: st.layers,
@@ -428,7 +514,14 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
             memory_gib: mem.total() / GIB,
             memory: mem,
         });
-        times.push(StageTimes { fwd, bwd, recompute: rc, pp_s, dense_params, expert_params });
+        times.push(StageTimes {
+            fwd,
+            bwd,
+            recompute: rc,
+            pp_s,
+            dense_params,
+            expert_params,
+        });
     }
 
     // ZeRO-3 gathers each layer's weights forward and backward and reduce-scatters its
@@ -439,26 +532,39 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
             return 0.0;
         }
         let ag = m.collective_s(Coll::AllGather, place.dp, params * e).0;
-        let rs = m.collective_s(Coll::ReduceScatter, place.dp, params * grad_b).0;
+        let rs = m
+            .collective_s(Coll::ReduceScatter, place.dp, params * grad_b)
+            .0;
         (ag - compute_fwd).max(0.0) + (ag + rs - compute_bwd).max(0.0)
     };
     let per_micro: Vec<f64> = times
         .iter()
         .map(|t| {
-            let z3 = zero3(t.dense_params, t.fwd.compute_s, t.bwd.compute_s + t.recompute.compute_s);
+            let z3 = zero3(
+                t.dense_params,
+                t.fwd.compute_s,
+                t.bwd.compute_s + t.recompute.compute_s,
+            );
             t.fwd.total() + t.bwd.total() + t.recompute.total() + t.pp_s + z3
         })
         .collect();
     let pipeline = step::pipeline_time(plan.schedule, &per_micro, n_micro, plan.vpp);
-    let slow = per_micro.iter().enumerate().fold(0, |b, (i, t)| if *t > per_micro[b] { i } else { b });
+    let slow = per_micro
+        .iter()
+        .enumerate()
+        .fold(0, |b, (i, t)| if *t > per_micro[b] { i } else { b });
     let bt = &times[slow];
-    let z3_slow = per_micro[slow] - (bt.fwd.total() + bt.bwd.total() + bt.recompute.total() + bt.pp_s);
+    let z3_slow =
+        per_micro[slow] - (bt.fwd.total() + bt.bwd.total() + bt.recompute.total() + bt.pp_s);
 
     // Data-parallel gradient reduction after the last micro-batch: all-reduce, or
     // reduce-scatter + all-gather of the updated weights with a sharded optimizer. Stage i
     // finishes its last backward Σ_{j<i} b_j before stage 0, and with overlap the reduction
     // also hides behind its own last backward.
-    let ep_group = GroupShape { n: (place.dp.n / plan.ep).max(1), per_node: (place.dp.per_node / plan.ep).max(1) };
+    let ep_group = GroupShape {
+        n: (place.dp.n / plan.ep).max(1),
+        per_node: (place.dp.per_node / plan.ep).max(1),
+    };
     let mut dp_exposed: f64 = 0.0;
     let mut slack = 0.0;
     for (st, t) in layouts.iter().zip(&times) {
@@ -476,9 +582,15 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         if model.tied_embeddings && plan.pp > 1 && (st.embedding || st.head) {
             // First and last stage all-reduce the tied embedding's gradient.
             let emb = (model.vocab.div_ceil(plan.tp) * model.hidden) as f64 * grad_b;
-            dp += m.collective_s(Coll::AllReduce, GroupShape { n: 2, per_node: 1 }, emb).0;
+            dp += m
+                .collective_s(Coll::AllReduce, GroupShape { n: 2, per_node: 1 }, emb)
+                .0;
         }
-        let window = if plan.overlap_grad_reduce { t.bwd.total() + t.recompute.total() } else { 0.0 };
+        let window = if plan.overlap_grad_reduce {
+            t.bwd.total() + t.recompute.total()
+        } else {
+            0.0
+        };
         dp_exposed = dp_exposed.max(dp - window - slack);
         slack += t.bwd.total() + t.recompute.total();
     }
@@ -507,10 +619,16 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
     };
     let step = breakdown.total();
 
-    let peak = stages.iter().map(|s| s.memory).fold(MemoryBytes::default(), |a, b| if b.total() > a.total() { b } else { a });
+    let peak = stages
+        .iter()
+        .map(|s| s.memory)
+        .fold(MemoryBytes::default(), |a, b| {
+            if b.total() > a.total() { b } else { a }
+        });
     let n_gpus = plan.n_gpus();
     let model_flops = flops::model_flops_per_step(model, plan.seq_len, plan.global_batch);
-    let hw_flops = flops::hardware_flops_per_step(model, plan.seq_len, plan.global_batch, plan.recompute);
+    let hw_flops =
+        flops::hardware_flops_per_step(model, plan.seq_len, plan.global_batch, plan.recompute);
     let peak_flops = cluster.gpu.peak_flops(plan.dtype);
     let per_gpu = |f: f64| f / step / n_gpus as f64;
     Estimate {

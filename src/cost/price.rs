@@ -46,7 +46,11 @@ impl Placement {
     pub fn of(plan: &Plan, gpus_per_node: u64) -> Placement {
         let shape = |stride: u64, n: u64| GroupShape {
             n,
-            per_node: if stride >= gpus_per_node { 1 } else { n.min(gpus_per_node / stride).max(1) },
+            per_node: if stride >= gpus_per_node {
+                1
+            } else {
+                n.min(gpus_per_node / stride).max(1)
+            },
         };
         Placement {
             tp: shape(1, plan.tp),
@@ -55,7 +59,10 @@ impl Placement {
             dp: {
                 // DP×CP ranks: CP ranks are adjacent, DP ranks strided by tp·cp.
                 let g = shape(plan.tp, plan.cp * plan.dp);
-                GroupShape { n: plan.cp * plan.dp, per_node: g.per_node }
+                GroupShape {
+                    n: plan.cp * plan.dp,
+                    per_node: g.per_node,
+                }
             },
             pp: shape(plan.tp * plan.cp * plan.dp, plan.pp.min(2)),
         }
@@ -108,7 +115,10 @@ impl<'a> Machine<'a> {
     pub fn hbm_bytes_s(&self) -> (f64, Source) {
         match self.profile.and_then(|p| p.hbm_gbytes_s) {
             Some(g) => (g * GB, Source::Measured),
-            None => (self.device().hbm_bytes_s() * self.device().efficiency.hbm, Source::Preset),
+            None => (
+                self.device().hbm_bytes_s() * self.device().efficiency.hbm,
+                Source::Preset,
+            ),
         }
     }
 
@@ -142,13 +152,26 @@ impl<'a> Machine<'a> {
     /// Time of a fused attention kernel: its FLOPs at the device's flash-attention efficiency,
     /// with wave quantisation over 128-row query blocks per head (FlashAttention-2's grid).
     pub fn attention_s(&self, dtype: Dtype, k: &Kernel) -> (f64, Source) {
-        let Kernel::Attention { batch_heads, s_q, backward, .. } = *k else {
+        let Kernel::Attention {
+            batch_heads,
+            s_q,
+            backward,
+            ..
+        } = *k
+        else {
             unreachable!("attention_s on a non-attention kernel")
         };
         let dev = self.device();
-        let eff = if backward { dev.efficiency.attention_bwd } else { dev.efficiency.attention_fwd };
+        let eff = if backward {
+            dev.efficiency.attention_bwd
+        } else {
+            dev.efficiency.attention_fwd
+        };
         let wave = wave_efficiency(batch_heads * s_q.div_ceil(128), dev.sms);
-        (k.flops() / (dev.peak_flops(dtype) * eff * wave) + self.launch_s(), Source::Preset)
+        (
+            k.flops() / (dev.peak_flops(dtype) * eff * wave) + self.launch_s(),
+            Source::Preset,
+        )
     }
 
     /// Time of collective `coll` with message size `bytes` on a group of shape `g`.
@@ -165,8 +188,15 @@ impl<'a> Machine<'a> {
         if g.n <= 1 || bytes <= 0.0 {
             return (0.0, Source::Preset);
         }
-        let span = if g.nodes() > 1 { Span::Inter } else { Span::Intra };
-        if let Some(r) = self.profile.and_then(|p| p.collective_s(coll, g.n, span, bytes)) {
+        let span = if g.nodes() > 1 {
+            Span::Inter
+        } else {
+            Span::Intra
+        };
+        if let Some(r) = self
+            .profile
+            .and_then(|p| p.collective_s(coll, g.n, span, bytes))
+        {
             return r;
         }
         let c = self.cluster;
@@ -204,7 +234,9 @@ impl<'a> Machine<'a> {
             Kernel::Gemm { batch, m, n, k } => self.gemm_s(dtype, batch, m, n, k),
             Kernel::Attention { .. } => self.attention_s(dtype, k),
             Kernel::Memory { bytes } => self.memory_s(bytes),
-            Kernel::Comm { coll, group, bytes, .. } => self.collective_s(coll, place.group(group), bytes),
+            Kernel::Comm {
+                coll, group, bytes, ..
+            } => self.collective_s(coll, place.group(group), bytes),
         }
     }
 }
@@ -217,7 +249,10 @@ mod tests {
     #[test]
     fn ring_bandwidth_inside_and_across_nodes() {
         let c = load_cluster("a100-80g-x1024").unwrap();
-        let m = Machine { cluster: &c, profile: None };
+        let m = Machine {
+            cluster: &c,
+            profile: None,
+        };
         let s = 1e9;
         // 8 GPUs of one node: 2·7/8·1 GB at 300·0.77 = 231 GB/s, plus 14 hops of 3 µs.
         let (t, _) = m.collective_s(Coll::AllReduce, GroupShape { n: 8, per_node: 8 }, s);
@@ -225,10 +260,16 @@ mod tests {
         // 64 GPUs, 8 per node: busbw = min(231, 8 · 8·25·0.96/8 = 192) GB/s.
         let (t, _) = m.collective_s(Coll::AllReduce, GroupShape { n: 64, per_node: 8 }, s);
         let alpha = 2.0 * 3.0 * 5e-6 + 7.0 * 3e-6;
-        assert!((t - (alpha + 2.0 * 63.0 / 64.0 * s / 192e9)).abs() < 1e-9, "{t}");
+        assert!(
+            (t - (alpha + 2.0 * 63.0 / 64.0 * s / 192e9)).abs() < 1e-9,
+            "{t}"
+        );
         // One GPU per node: a single NIC share, 24 GB/s.
         let (t, _) = m.collective_s(Coll::AllGather, GroupShape { n: 4, per_node: 1 }, s);
-        assert!((t - (2.0 * 2.0 * 5e-6 + 0.75 * s / 24e9)).abs() < 1e-9, "{t}");
+        assert!(
+            (t - (2.0 * 2.0 * 5e-6 + 0.75 * s / 24e9)).abs() < 1e-9,
+            "{t}"
+        );
     }
 
     #[test]
@@ -240,7 +281,10 @@ mod tests {
     #[test]
     fn gemm_roofline_limits_thin_gemms() {
         let c = load_cluster("a100x8").unwrap();
-        let m = Machine { cluster: &c, profile: None };
+        let m = Machine {
+            cluster: &c,
+            profile: None,
+        };
         // A big square GEMM runs at the preset peak fraction: 2·8192³ / (312e12 · 0.869)
         // (64·32 = 2048 tiles of 128×256 fill 108 SMs at 2048/(19·108) = 0.998).
         let (t, _) = m.gemm_s(Dtype::Bf16, 1, 8192, 8192, 8192);
@@ -255,9 +299,21 @@ mod tests {
     #[test]
     fn placement_follows_megatron_rank_order() {
         let plan = Plan {
-            dp: 16, tp: 4, pp: 4, cp: 1, ep: 1, vpp: 1, mbs: 1, global_batch: 64, seq_len: 2048,
-            recompute: crate::spec::Recompute::None, zero: 0, sequence_parallel: false,
-            overlap_grad_reduce: false, dtype: Dtype::Bf16, schedule: crate::spec::Schedule::OneFOneB,
+            dp: 16,
+            tp: 4,
+            pp: 4,
+            cp: 1,
+            ep: 1,
+            vpp: 1,
+            mbs: 1,
+            global_batch: 64,
+            seq_len: 2048,
+            recompute: crate::spec::Recompute::None,
+            zero: 0,
+            sequence_parallel: false,
+            overlap_grad_reduce: false,
+            dtype: Dtype::Bf16,
+            schedule: crate::spec::Schedule::OneFOneB,
             attention: crate::spec::AttentionImpl::Flash,
         };
         let p = Placement::of(&plan, 8);

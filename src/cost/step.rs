@@ -15,14 +15,23 @@ pub fn pipeline_time(schedule: Schedule, t: &[f64], m: u64, v: u64) -> f64 {
     if t.len() <= 1 {
         return m as f64 * max;
     }
-    let v = if schedule == Schedule::Interleaved { v.max(1) as f64 } else { 1.0 };
+    let v = if schedule == Schedule::Interleaved {
+        v.max(1) as f64
+    } else {
+        1.0
+    };
     sum / v + (m as f64 * v - 1.0) * max / v
 }
 
 /// Bubble fraction of a uniform pipeline: idle time over step time, (p − 1)/(m + p − 1) for
 /// 1F1B and GPipe, ((p − 1)/v)/(m + (p − 1)/v) interleaved.
 pub fn bubble_fraction(schedule: Schedule, p: u64, m: u64, v: u64) -> f64 {
-    let idle = (p - 1) as f64 / if schedule == Schedule::Interleaved { v as f64 } else { 1.0 };
+    let idle = (p - 1) as f64
+        / if schedule == Schedule::Interleaved {
+            v as f64
+        } else {
+            1.0
+        };
     idle / (m as f64 + idle)
 }
 
@@ -42,6 +51,9 @@ mod tests {
     #[test]
     fn slowest_stage_sets_the_pace() {
         // Stages 1, 2, 1: fill/drain 4, then 7 more micro-batches at 2 s each.
-        assert_eq!(pipeline_time(Schedule::OneFOneB, &[1.0, 2.0, 1.0], 8, 1), 4.0 + 14.0);
+        assert_eq!(
+            pipeline_time(Schedule::OneFOneB, &[1.0, 2.0, 1.0], 8, 1),
+            4.0 + 14.0
+        );
     }
 }

@@ -18,20 +18,39 @@ pub fn embedding(model: &ModelSpec, sh: &Shard) -> OpGraph {
     let extra = model.embedding_params() - model.vocab as f64 * h;
     // Gather rows (read + write) and add positions (read both, write); backward scatter-adds
     // the gradient rows (read gradient, read-modify-write rows).
-    let mut lookup = Op::memory("embedding", 2.0 * x + if extra > 0.0 { 3.0 * x } else { 0.0 }, 3.0 * x, 0.0);
+    let mut lookup = Op::memory(
+        "embedding",
+        2.0 * x + if extra > 0.0 { 3.0 * x } else { 0.0 },
+        3.0 * x,
+        0.0,
+    );
     lookup.params = vocab_rows + extra;
     let mut ops = vec![lookup];
     if sh.tp > 1 {
-        let k = |coll| Kernel::Comm { coll, group: Group::Tp, bytes: x, overlapped: false };
+        let k = |coll| Kernel::Comm {
+            coll,
+            group: Group::Tp,
+            bytes: x,
+            overlapped: false,
+        };
         ops.push(if sh.sp {
-            Op::comm("tp_exit_embedding", Some(k(Coll::ReduceScatter)), Some(k(Coll::AllGather)))
+            Op::comm(
+                "tp_exit_embedding",
+                Some(k(Coll::ReduceScatter)),
+                Some(k(Coll::AllGather)),
+            )
         } else {
             Op::comm("tp_exit_embedding", Some(k(Coll::AllReduce)), None)
         });
     }
     if model.dropout > 0.0 {
         let n = x_sp / e;
-        ops.push(Op::memory("embedding_dropout", (2.0 * e + 1.0) * n, (2.0 * e + 1.0) * n, n));
+        ops.push(Op::memory(
+            "embedding_dropout",
+            (2.0 * e + 1.0) * n,
+            (2.0 * e + 1.0) * n,
+            n,
+        ));
     }
     OpGraph::chain(ops)
 }
@@ -54,19 +73,40 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     let mut ops = Vec::new();
     if model.arch == Arch::Bert {
         // BERT's MLM transform: dense h×h + GeLU + LayerNorm before the tied decoder.
-        ops.push(Op::linear("mlm_transform", sh.tokens(), h, h, (h * h + h) as f64, x));
+        ops.push(Op::linear(
+            "mlm_transform",
+            sh.tokens(),
+            h,
+            h,
+            (h * h + h) as f64,
+            x,
+        ));
         ops.push(Op::memory("mlm_gelu", 2.0 * x, 3.0 * x, x));
         ops.push(norm("mlm_norm", model, sh.tokens(), e));
     } else {
         ops.push(norm("final_norm", model, sh.tokens_sp(), e));
     }
     ops.extend(tp_enter("tp_enter_head", sh, x));
-    let head_params = if model.tied_embeddings { 0.0 } else { (v * h) as f64 };
+    let head_params = if model.tied_embeddings {
+        0.0
+    } else {
+        (v * h) as f64
+    };
     ops.push(column_linear("lm_head", sh, v, h, head_params));
     let logits = tokens * v as f64;
-    let mut ce = Op::memory("cross_entropy", (e + 24.0) * logits, (4.0 + e) * logits, 4.0 * logits);
+    let mut ce = Op::memory(
+        "cross_entropy",
+        (e + 24.0) * logits,
+        (4.0 + e) * logits,
+        4.0 * logits,
+    );
     if sh.tp > 1 {
-        ce.fwd.push(Kernel::Comm { coll: Coll::AllReduce, group: Group::Tp, bytes: 3.0 * 4.0 * tokens, overlapped: false });
+        ce.fwd.push(Kernel::Comm {
+            coll: Coll::AllReduce,
+            group: Group::Tp,
+            bytes: 3.0 * 4.0 * tokens,
+            overlapped: false,
+        });
     }
     ops.push(ce);
     OpGraph::chain(ops)
@@ -79,17 +119,32 @@ mod tests {
     use crate::units::Dtype;
 
     fn shard(tp: u64) -> Shard {
-        Shard { b: 2, s: 2048, tp, sp: false, cp: 1, ep: 1, attention: AttentionImpl::Flash, dtype: Dtype::Bf16 }
+        Shard {
+            b: 2,
+            s: 2048,
+            tp,
+            sp: false,
+            cp: 1,
+            ep: 1,
+            attention: AttentionImpl::Flash,
+            dtype: Dtype::Bf16,
+        }
     }
 
     #[test]
     fn ends_hold_the_remaining_parameters() {
         let m = crate::spec::load_model("llama3-8b").unwrap();
         let (emb, hd) = (embedding(&m, &shard(1)), head(&m, &shard(1)));
-        assert_eq!(emb.params() + hd.params(), m.embedding_params() + m.head_params());
+        assert_eq!(
+            emb.params() + hd.params(),
+            m.embedding_params() + m.head_params()
+        );
         // LM head forward FLOPs 2·b·s·h·V (DESIGN.md §3).
         assert_eq!(hd.fwd_flops(), 2.0 * 2.0 * 2048.0 * 4096.0 * 128256.0);
         // Logits saved in fp32: 4·s·b·V/t.
-        assert_eq!(head(&m, &shard(2)).op("cross_entropy").unwrap().saved_bytes, 4.0 * 2.0 * 2048.0 * 64128.0);
+        assert_eq!(
+            head(&m, &shard(2)).op("cross_entropy").unwrap().saved_bytes,
+            4.0 * 2.0 * 2048.0 * 64128.0
+        );
     }
 }

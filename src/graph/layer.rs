@@ -11,7 +11,12 @@ use crate::spec::{Arch, AttentionImpl, ModelSpec};
 /// (`f`), or with sequence parallelism all-gather forward / reduce-scatter backward.
 pub(super) fn tp_enter(name: &'static str, sh: &Shard, bytes: f64) -> Option<Op> {
     (sh.tp > 1).then(|| {
-        let k = |coll| Kernel::Comm { coll, group: Group::Tp, bytes, overlapped: false };
+        let k = |coll| Kernel::Comm {
+            coll,
+            group: Group::Tp,
+            bytes,
+            overlapped: false,
+        };
         if sh.sp {
             Op::comm(name, Some(k(Coll::AllGather)), Some(k(Coll::ReduceScatter)))
         } else {
@@ -24,7 +29,12 @@ pub(super) fn tp_enter(name: &'static str, sh: &Shard, bytes: f64) -> Option<Op>
 /// reduce-scatter forward / all-gather backward with sequence parallelism.
 pub(super) fn tp_exit(name: &'static str, sh: &Shard, bytes: f64) -> Option<Op> {
     (sh.tp > 1).then(|| {
-        let k = |coll| Kernel::Comm { coll, group: Group::Tp, bytes, overlapped: false };
+        let k = |coll| Kernel::Comm {
+            coll,
+            group: Group::Tp,
+            bytes,
+            overlapped: false,
+        };
         if sh.sp {
             Op::comm(name, Some(k(Coll::ReduceScatter)), Some(k(Coll::AllGather)))
         } else {
@@ -42,7 +52,15 @@ pub(super) fn column_linear(name: &'static str, sh: &Shard, n: u64, k: u64, para
     let mut op = Op::linear(name, sh.tokens(), n, k, params, saved);
     if sh.sp {
         let bytes = (sh.tokens() * k) as f64 * e;
-        op.bwd.insert(0, Kernel::Comm { coll: Coll::AllGather, group: Group::Tp, bytes, overlapped: true });
+        op.bwd.insert(
+            0,
+            Kernel::Comm {
+                coll: Coll::AllGather,
+                group: Group::Tp,
+                bytes,
+                overlapped: true,
+            },
+        );
     }
     op
 }
@@ -92,7 +110,14 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     };
     match sh.attention {
         AttentionImpl::Flash => {
-            let k = |backward| Kernel::Attention { batch_heads: bh, s_q, s_kv, head_dim: d, causal, backward };
+            let k = |backward| Kernel::Attention {
+                batch_heads: bh,
+                s_q,
+                s_kv,
+                head_dim: d,
+                causal,
+                backward,
+            };
             let mut fwd = vec![k(false)];
             let mut bwd = vec![k(true)];
             if sh.cp > 1 {
@@ -116,7 +141,20 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
             let bgemm = |name, m, n, k, saved, kept| Op {
                 name,
                 fwd: vec![Kernel::Gemm { batch: bh, m, n, k }],
-                bwd: vec![Kernel::Gemm { batch: bh, m, n: k, k: n }, Kernel::Gemm { batch: bh, m: k, n, k: m }],
+                bwd: vec![
+                    Kernel::Gemm {
+                        batch: bh,
+                        m,
+                        n: k,
+                        k: n,
+                    },
+                    Kernel::Gemm {
+                        batch: bh,
+                        m: k,
+                        n,
+                        k: m,
+                    },
+                ],
                 params: 0.0,
                 saved_bytes: saved,
                 saved_selective_bytes: kept,
@@ -132,11 +170,21 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
                 // QKᵀ saves Q and K (4sbh/t of Korthikanti's 11sbh).
                 bgemm("scores", s_q, s_kv, d, q + kv, q + kv),
                 // Fused scale-mask-softmax saves its output (2as²b/t).
-                selective(Op::memory("softmax", 2.0 * e * elems, 3.0 * e * elems, e * elems)),
+                selective(Op::memory(
+                    "softmax",
+                    2.0 * e * elems,
+                    3.0 * e * elems,
+                    e * elems,
+                )),
             ];
             if drop {
                 // Dropout on the probabilities keeps a 1-byte mask (as²b/t).
-                ops.push(selective(Op::memory("attn_dropout", (2.0 * e + 1.0) * elems, (2.0 * e + 1.0) * elems, elems)));
+                ops.push(selective(Op::memory(
+                    "attn_dropout",
+                    (2.0 * e + 1.0) * elems,
+                    (2.0 * e + 1.0) * elems,
+                    elems,
+                )));
             }
             // P·V saves the dropped-out probabilities (2as²b/t) and V (2sbh/t).
             let probs = if drop { e * elems } else { 0.0 };
@@ -168,14 +216,21 @@ fn dense_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
 /// its input, Korthikanti's 8sbh) or SwiGLU (reads 2f, writes f, saves its 2f-wide input).
 fn activation(gated: bool, tokens: f64, f: f64, e: f64) -> Op {
     let x = tokens * f * e;
-    if gated { Op::memory("swiglu", 3.0 * x, 5.0 * x, 2.0 * x) } else { Op::memory("gelu", 2.0 * x, 3.0 * x, x) }
+    if gated {
+        Op::memory("swiglu", 3.0 * x, 5.0 * x, 2.0 * x)
+    } else {
+        Op::memory("gelu", 2.0 * x, 3.0 * x, x)
+    }
 }
 
 /// The MLP of an MoE layer: router, token dispatch (all-to-all over the EP group), the local
 /// experts as grouped GEMMs, and the combine (Fedus et al. 2021; Megatron-Core MoE). Tokens
 /// are assumed balanced: each rank's experts receive b·s·top_k tokens in total.
 fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
-    let m = model.moe.as_ref().expect("moe layer of a model with experts");
+    let m = model
+        .moe
+        .as_ref()
+        .expect("moe layer of a model with experts");
     let e = sh.dtype.bytes();
     let (h, t) = (model.hidden, sh.tp);
     let local = m.experts / sh.ep;
@@ -186,12 +241,26 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let width = if gated { 2 * f } else { f };
     let tokens = sh.tokens() as f64;
     let moved = routed as f64 * h as f64 * e;
-    let mut router = Op::linear("router", sh.tokens(), m.experts, h, (h * m.experts) as f64, 0.0);
+    let mut router = Op::linear(
+        "router",
+        sh.tokens(),
+        m.experts,
+        h,
+        (h * m.experts) as f64,
+        0.0,
+    );
     router.saved_bytes = tokens * m.experts as f64 * 4.0;
     router.saved_selective_bytes = router.saved_bytes;
-    router.fwd.push(Kernel::Memory { bytes: tokens * m.experts as f64 * 8.0 });
+    router.fwd.push(Kernel::Memory {
+        bytes: tokens * m.experts as f64 * 8.0,
+    });
     let a2a = |name| {
-        let k = Kernel::Comm { coll: Coll::AllToAll, group: Group::Ep, bytes: moved, overlapped: false };
+        let k = Kernel::Comm {
+            coll: Coll::AllToAll,
+            group: Group::Ep,
+            bytes: moved,
+            overlapped: false,
+        };
         let mut op = Op::memory(name, 2.0 * moved, 2.0 * moved, 0.0);
         if sh.ep > 1 {
             op.fwd.push(k.clone());
@@ -201,10 +270,25 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     };
     let grouped = |name, n, k, params: f64, saved: f64| Op {
         name,
-        fwd: vec![Kernel::Gemm { batch: local, m: per_expert, n, k }],
+        fwd: vec![Kernel::Gemm {
+            batch: local,
+            m: per_expert,
+            n,
+            k,
+        }],
         bwd: vec![
-            Kernel::Gemm { batch: local, m: per_expert, n: k, k: n },
-            Kernel::Gemm { batch: local, m: k, n, k: per_expert },
+            Kernel::Gemm {
+                batch: local,
+                m: per_expert,
+                n: k,
+                k: n,
+            },
+            Kernel::Gemm {
+                batch: local,
+                m: k,
+                n,
+                k: per_expert,
+            },
         ],
         params,
         saved_bytes: saved,
@@ -216,7 +300,13 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         a2a("dispatch"),
         grouped("expert_fc1", width, h, (local * h * width) as f64, moved),
         activation(gated, routed as f64, f as f64, e),
-        grouped("expert_fc2", h, f, (local * f * h) as f64, routed as f64 * f as f64 * e),
+        grouped(
+            "expert_fc2",
+            h,
+            f,
+            (local * f * h) as f64,
+            routed as f64 * f as f64 * e,
+        ),
         a2a("combine"),
     ]
 }
@@ -240,13 +330,24 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
         attn.push(Op::memory("rope", 2.0 * qk, 2.0 * qk, 0.0));
     }
     attn.extend(attention_core(model, sh));
-    attn.push(Op::linear("proj", sh.tokens(), h, h / t, proj_params, sh.tokens() as f64 * (h / t) as f64 * e));
+    attn.push(Op::linear(
+        "proj",
+        sh.tokens(),
+        h,
+        h / t,
+        proj_params,
+        sh.tokens() as f64 * (h / t) as f64 * e,
+    ));
     attn.extend(tp_exit("tp_exit_attn", sh, full));
     attn.push(residual("residual_attn", model, sh.tokens_sp(), e));
 
     let mut mlp: Vec<Op> = Vec::new();
     mlp.extend(tp_enter("tp_enter_mlp", sh, full));
-    mlp.extend(if moe { moe_mlp(model, sh) } else { dense_mlp(model, sh) });
+    mlp.extend(if moe {
+        moe_mlp(model, sh)
+    } else {
+        dense_mlp(model, sh)
+    });
     mlp.extend(tp_exit("tp_exit_mlp", sh, full));
     mlp.push(residual("residual_mlp", model, sh.tokens_sp(), e));
 
@@ -288,7 +389,16 @@ mod tests {
     }
 
     fn shard(tp: u64, sp: bool, attention: AttentionImpl) -> Shard {
-        Shard { b: 1, s: 2048, tp, sp, cp: 1, ep: 1, attention, dtype: Dtype::Fp16 }
+        Shard {
+            b: 1,
+            s: 2048,
+            tp,
+            sp,
+            cp: 1,
+            ep: 1,
+            attention,
+            dtype: Dtype::Fp16,
+        }
     }
 
     /// Korthikanti et al. 2022, Table 2: activation bytes per layer for each TP/SP/recompute mode.
@@ -346,21 +456,44 @@ mod tests {
         assert_eq!(g.params(), m.layer_params(0));
         let g8 = transformer_layer(&m, &shard(8, true, AttentionImpl::Flash), false);
         // Everything but the two RMSNorms (2h, replicated) is split 8 ways.
-        assert_eq!(g8.params(), (m.layer_params(0) - 2.0 * 8192.0) / 8.0 + 2.0 * 8192.0);
+        assert_eq!(
+            g8.params(),
+            (m.layer_params(0) - 2.0 * 8192.0) / 8.0 + 2.0 * 8192.0
+        );
     }
 
     #[test]
     fn moe_layer_params_match_spec() {
         let m = crate::spec::load_model("mixtral-8x7b").unwrap();
-        let sh = Shard { b: 1, s: 4096, tp: 1, sp: false, cp: 1, ep: 1, attention: AttentionImpl::Flash, dtype: Dtype::Bf16 };
+        let sh = Shard {
+            b: 1,
+            s: 4096,
+            tp: 1,
+            sp: false,
+            cp: 1,
+            ep: 1,
+            attention: AttentionImpl::Flash,
+            dtype: Dtype::Bf16,
+        };
         let g = transformer_layer(&m, &sh, true);
         assert_eq!(g.params(), m.layer_params(0));
         // Top-2 routing: expert GEMM FLOPs are twice a dense MLP of the same width.
         let dense = transformer_layer(&m, &sh, false);
-        let mlp = |g: &OpGraph, names: &[&str]| names.iter().map(|n| g.op(n).unwrap().fwd_flops()).sum::<f64>();
-        assert_eq!(mlp(&g, &["expert_fc1", "expert_fc2"]), 2.0 * mlp(&dense, &["fc1", "fc2"]));
+        let mlp = |g: &OpGraph, names: &[&str]| {
+            names
+                .iter()
+                .map(|n| g.op(n).unwrap().fwd_flops())
+                .sum::<f64>()
+        };
+        assert_eq!(
+            mlp(&g, &["expert_fc1", "expert_fc2"]),
+            2.0 * mlp(&dense, &["fc1", "fc2"])
+        );
         let ep = transformer_layer(&m, &Shard { ep: 4, ..sh }, true);
-        assert_eq!(ep.op("expert_fc1").unwrap().params * 4.0, g.op("expert_fc1").unwrap().params);
+        assert_eq!(
+            ep.op("expert_fc1").unwrap().params * 4.0,
+            g.op("expert_fc1").unwrap().params
+        );
         assert!(ep.op("dispatch").unwrap().fwd.iter().any(Kernel::is_comm));
     }
 }

@@ -115,7 +115,14 @@ impl Kernel {
     pub fn flops(&self) -> f64 {
         match *self {
             Kernel::Gemm { batch, m, n, k } => 2.0 * (batch * m) as f64 * n as f64 * k as f64,
-            Kernel::Attention { batch_heads, s_q, s_kv, head_dim, causal, backward } => {
+            Kernel::Attention {
+                batch_heads,
+                s_q,
+                s_kv,
+                head_dim,
+                causal,
+                backward,
+            } => {
                 let fwd = 4.0 * batch_heads as f64 * s_q as f64 * s_kv as f64 * head_dim as f64;
                 let fwd = if causal { fwd / 2.0 } else { fwd };
                 if backward { 2.5 * fwd } else { fwd }
@@ -169,7 +176,20 @@ impl Op {
         Op {
             name,
             fwd: vec![Kernel::Gemm { batch: 1, m, n, k }],
-            bwd: vec![Kernel::Gemm { batch: 1, m, n: k, k: n }, Kernel::Gemm { batch: 1, m: k, n, k: m }],
+            bwd: vec![
+                Kernel::Gemm {
+                    batch: 1,
+                    m,
+                    n: k,
+                    k: n,
+                },
+                Kernel::Gemm {
+                    batch: 1,
+                    m: k,
+                    n,
+                    k: m,
+                },
+            ],
             params,
             saved_bytes: saved,
             saved_selective_bytes: saved,
@@ -212,7 +232,15 @@ impl Op {
 }
 
 fn mem_bytes(ks: &[Kernel]) -> f64 {
-    ks.iter().map(|k| if let Kernel::Memory { bytes } = k { *bytes } else { 0.0 }).sum()
+    ks.iter()
+        .map(|k| {
+            if let Kernel::Memory { bytes } = k {
+                *bytes
+            } else {
+                0.0
+            }
+        })
+        .sum()
 }
 
 /// What one rank computes of one layer for one micro-batch: the sharding of the graph.
@@ -258,7 +286,11 @@ impl Shard {
 
     /// Tokens held in the regions outside the TP GEMMs: b·s/cp, further /tp with SP.
     pub fn tokens_sp(&self) -> u64 {
-        if self.sp { self.tokens() / self.tp } else { self.tokens() }
+        if self.sp {
+            self.tokens() / self.tp
+        } else {
+            self.tokens()
+        }
     }
 }
 
@@ -350,7 +382,10 @@ impl ModelGraph {
         ModelGraph {
             embedding: embedding(model, shard),
             dense: transformer_layer(model, shard, false),
-            moe: model.moe.as_ref().map(|_| transformer_layer(model, shard, true)),
+            moe: model
+                .moe
+                .as_ref()
+                .map(|_| transformer_layer(model, shard, true)),
             head: head(model, shard),
         }
     }

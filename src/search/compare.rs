@@ -6,6 +6,9 @@ use crate::calib::Profile;
 use crate::cost::{Estimate, estimate};
 use crate::spec::{ClusterSpec, ModelSpec, Plan};
 
+/// A predicate selecting the plans of one method.
+type PlanFilter = dyn Fn(&Plan) -> bool + Sync;
+
 /// The best plan of one parallelisation method.
 #[derive(Clone, Debug)]
 pub struct Strategy {
@@ -41,9 +44,14 @@ impl Comparison {
 }
 
 /// Compares the methods on `cluster` (all its GPUs) for `space`'s batch and sequence.
-pub fn compare(model: &ModelSpec, cluster: &ClusterSpec, profile: Option<&Profile>, space: &Space) -> Comparison {
+pub fn compare(
+    model: &ModelSpec,
+    cluster: &ClusterSpec,
+    profile: Option<&Profile>,
+    space: &Space,
+) -> Comparison {
     let n = cluster.n_gpus();
-    let methods: [(&'static str, &(dyn Fn(&Plan) -> bool + Sync)); 4] = [
+    let methods: [(&'static str, &PlanFilter); 4] = [
         ("dp-only", &|p: &Plan| p.tp == 1 && p.pp == 1 && p.cp == 1),
         ("tp-only", &|p: &Plan| p.dp == 1 && p.pp == 1 && p.cp == 1),
         ("pp-only", &|p: &Plan| p.dp == 1 && p.tp == 1 && p.cp == 1),
@@ -56,9 +64,15 @@ pub fn compare(model: &ModelSpec, cluster: &ClusterSpec, profile: Option<&Profil
             let why_none = r.top.is_empty().then(|| {
                 let mut reasons: Vec<_> = r.infeasible.iter().collect();
                 reasons.sort_by(|a, b| b.1.cmp(a.1));
-                reasons.first().map_or("no plan of this kind".to_string(), |(w, _)| w.to_string())
+                reasons
+                    .first()
+                    .map_or("no plan of this kind".to_string(), |(w, _)| w.to_string())
             });
-            Strategy { name, best: r.top.into_iter().next(), why_none }
+            Strategy {
+                name,
+                best: r.top.into_iter().next(),
+                why_none,
+            }
         })
         .collect();
     let one = cluster.with_gpus(1).expect("every cluster has one GPU");
@@ -72,5 +86,9 @@ pub fn compare(model: &ModelSpec, cluster: &ClusterSpec, profile: Option<&Profil
             .min_by(|a, b| a.memory_gib_per_gpu.total_cmp(&b.memory_gib_per_gpu))
             .expect("a single-GPU plan exists")
     });
-    Comparison { n_gpus: n, single, strategies }
+    Comparison {
+        n_gpus: n,
+        single,
+        strategies,
+    }
 }

@@ -73,9 +73,18 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
     let n = cluster.n_gpus();
     let mut out = Vec::new();
     let experts = model.moe.as_ref().map_or(1, |m| m.experts);
-    for tp in divisors(n).into_iter().filter(|&t| t <= cluster.gpus_per_node.max(1) * 2) {
-        for cp in divisors(n / tp).into_iter().filter(|&c| c <= space.max_cp && (c == 1 || space.seq_len / c >= 1024)) {
-            for pp in divisors(n / (tp * cp)).into_iter().filter(|&p| p <= model.layers) {
+    for tp in divisors(n)
+        .into_iter()
+        .filter(|&t| t <= cluster.gpus_per_node.max(1) * 2)
+    {
+        for cp in divisors(n / tp)
+            .into_iter()
+            .filter(|&c| c <= space.max_cp && (c == 1 || space.seq_len / c >= 1024))
+        {
+            for pp in divisors(n / (tp * cp))
+                .into_iter()
+                .filter(|&p| p <= model.layers)
+            {
                 let dp = n / (tp * cp * pp);
                 if space.global_batch % dp != 0 {
                     out.push(bare(model, space, dp, tp, pp, cp, 1, 1, 1));
@@ -85,7 +94,10 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                 for ep in divisors(dp).into_iter().filter(|e| experts % e == 0) {
                     for mbs in divisors(local).into_iter().filter(|&b| b <= space.max_mbs) {
                         let vpps: Vec<u64> = if pp > 1 {
-                            divisors(model.layers / pp.min(model.layers)).into_iter().filter(|&v| v <= space.max_vpp).collect()
+                            divisors(model.layers / pp.min(model.layers))
+                                .into_iter()
+                                .filter(|&v| v <= space.max_vpp)
+                                .collect()
                         } else {
                             vec![1]
                         };
@@ -96,7 +108,8 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                                         if sp && tp == 1 {
                                             continue;
                                         }
-                                        let mut p = bare(model, space, dp, tp, pp, cp, ep, vpp, mbs);
+                                        let mut p =
+                                            bare(model, space, dp, tp, pp, cp, ep, vpp, mbs);
                                         p.recompute = rc;
                                         p.zero = zero;
                                         p.sequence_parallel = sp;
@@ -114,7 +127,17 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bare(_model: &ModelSpec, space: &Space, dp: u64, tp: u64, pp: u64, cp: u64, ep: u64, vpp: u64, mbs: u64) -> Plan {
+fn bare(
+    _model: &ModelSpec,
+    space: &Space,
+    dp: u64,
+    tp: u64,
+    pp: u64,
+    cp: u64,
+    ep: u64,
+    vpp: u64,
+    mbs: u64,
+) -> Plan {
     Plan {
         dp,
         tp,
@@ -130,7 +153,11 @@ fn bare(_model: &ModelSpec, space: &Space, dp: u64, tp: u64, pp: u64, cp: u64, e
         sequence_parallel: false,
         overlap_grad_reduce: space.overlap_grad_reduce,
         dtype: space.dtype,
-        schedule: if vpp > 1 { Schedule::Interleaved } else { Schedule::OneFOneB },
+        schedule: if vpp > 1 {
+            Schedule::Interleaved
+        } else {
+            Schedule::OneFOneB
+        },
         attention: space.attention,
     }
 }
@@ -144,7 +171,8 @@ pub fn memory_lower_bound_gib(model: &ModelSpec, plan: &Plan) -> f64 {
     let dense = (model.params() - expert_params) / (plan.tp * plan.pp) as f64;
     let experts = expert_params / (plan.tp * plan.pp * plan.ep) as f64;
     let (w, g, o) = memory::sharded_state_bytes(plan.dtype, plan.zero, plan.dp * plan.cp);
-    let (we, ge, oe) = memory::sharded_state_bytes(plan.dtype, plan.zero, (plan.dp * plan.cp / plan.ep).max(1));
+    let (we, ge, oe) =
+        memory::sharded_state_bytes(plan.dtype, plan.zero, (plan.dp * plan.cp / plan.ep).max(1));
     (dense * (w + g + o) + experts * (we + ge + oe)) / GIB
 }
 
@@ -164,7 +192,13 @@ pub struct SearchResult {
 }
 
 /// Searches every plan and returns the `top_k` fastest that fit.
-pub fn search(model: &ModelSpec, cluster: &ClusterSpec, profile: Option<&Profile>, space: &Space, top_k: usize) -> SearchResult {
+pub fn search(
+    model: &ModelSpec,
+    cluster: &ClusterSpec,
+    profile: Option<&Profile>,
+    space: &Space,
+    top_k: usize,
+) -> SearchResult {
     search_where(model, cluster, profile, space, top_k, &|_| true)
 }
 
@@ -177,7 +211,10 @@ pub fn search_where(
     top_k: usize,
     keep: &(dyn Fn(&Plan) -> bool + Sync),
 ) -> SearchResult {
-    let plans: Vec<Plan> = enumerate(model, cluster, space).into_iter().filter(|p| keep(p)).collect();
+    let plans: Vec<Plan> = enumerate(model, cluster, space)
+        .into_iter()
+        .filter(|p| keep(p))
+        .collect();
     let enumerated = plans.len();
     let mut infeasible: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut groups: HashMap<(Shard, Placement), Vec<Plan>> = HashMap::new();
@@ -189,7 +226,15 @@ pub fn search_where(
             continue;
         }
         if memory_lower_bound_gib(model, &p) > capacity {
-            *infeasible.entry(Infeasible::OutOfMemory { need_gib: 0.0, have_gib: 0.0 }.label()).or_default() += 1;
+            *infeasible
+                .entry(
+                    Infeasible::OutOfMemory {
+                        need_gib: 0.0,
+                        have_gib: 0.0,
+                    }
+                    .label(),
+                )
+                .or_default() += 1;
             continue;
         }
         let key = (Shard::of(&p), Placement::of(&p, cluster.gpus_per_node));
@@ -202,18 +247,33 @@ pub fn search_where(
         .par_iter()
         .flat_map_iter(|plans| {
             let priced = PricedGraphs::new(model, &plans[0], &machine);
-            plans.iter().map(move |p| estimate_priced(model, p, &machine, &priced)).collect::<Vec<_>>()
+            plans
+                .iter()
+                .map(move |p| estimate_priced(model, p, &machine, &priced))
+                .collect::<Vec<_>>()
         })
         .collect();
     let priced = estimates.len();
-    let (mut fits, oom): (Vec<Estimate>, Vec<Estimate>) = estimates.into_iter().partition(|e| e.fits);
+    let (mut fits, oom): (Vec<Estimate>, Vec<Estimate>) =
+        estimates.into_iter().partition(|e| e.fits);
     if !oom.is_empty() {
         *infeasible.entry("out of memory").or_default() += oom.len();
     }
-    fits.sort_by(|a, b| rank(a).partial_cmp(&rank(b)).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.plan.short().cmp(&b.plan.short())));
+    fits.sort_by(|a, b| {
+        rank(a)
+            .partial_cmp(&rank(b))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.plan.short().cmp(&b.plan.short()))
+    });
     let pareto = pareto_front(&fits);
     fits.truncate(top_k);
-    SearchResult { top: fits, pareto, enumerated, priced, infeasible }
+    SearchResult {
+        top: fits,
+        pareto,
+        enumerated,
+        priced,
+        infeasible,
+    }
 }
 
 /// Sort key: faster first, then less memory.
@@ -245,12 +305,23 @@ mod tests {
         let c = load_cluster("a100x8").unwrap();
         let r = search(&m, &c, None, &Space::new(64, 1024), 5);
         assert_eq!(r.top.len(), 5);
-        assert!(r.top.windows(2).all(|w| w[0].step_time_s <= w[1].step_time_s));
+        assert!(
+            r.top
+                .windows(2)
+                .all(|w| w[0].step_time_s <= w[1].step_time_s)
+        );
         assert!(r.top.iter().all(|e| e.fits && e.n_gpus == 8));
         // gpt2-xl has 25 heads: tp = 2, 4, 8 never divide them.
         assert!(r.infeasible["tp does not divide heads"] > 0);
-        assert_eq!(r.priced + r.infeasible.values().sum::<usize>(), r.enumerated);
-        assert!(r.pareto.windows(2).all(|w| w[0].memory_gib_per_gpu > w[1].memory_gib_per_gpu));
+        assert_eq!(
+            r.priced + r.infeasible.values().sum::<usize>(),
+            r.enumerated
+        );
+        assert!(
+            r.pareto
+                .windows(2)
+                .all(|w| w[0].memory_gib_per_gpu > w[1].memory_gib_per_gpu)
+        );
     }
 
     #[test]
@@ -259,7 +330,11 @@ mod tests {
         let c = load_cluster("a100x8").unwrap();
         let r = search(&m, &c, None, &Space::new(64, 4096), 50);
         for e in &r.top {
-            assert!(memory_lower_bound_gib(&m, &e.plan) <= e.memory_gib_per_gpu, "{}", e.plan.short());
+            assert!(
+                memory_lower_bound_gib(&m, &e.plan) <= e.memory_gib_per_gpu,
+                "{}",
+                e.plan.short()
+            );
         }
     }
 }

@@ -48,7 +48,9 @@ pub enum SpecError {
     #[error("{}", list(.0))]
     Invalid(Vec<Problem>),
     /// A name that is neither a preset nor an existing file.
-    #[error("unknown {kind} `{name}`: not a preset and no such file{hint} (see `planner {list_cmd}`)")]
+    #[error(
+        "unknown {kind} `{name}`: not a preset and no such file{hint} (see `planner {list_cmd}`)"
+    )]
     UnknownPreset {
         /// "model", "cluster" or "device".
         kind: &'static str,

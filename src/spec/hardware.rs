@@ -126,7 +126,8 @@ impl InterNode {
     /// Bytes/s of NIC bandwidth available to one GPU when every GPU of the node communicates
     /// at once (NICs shared evenly), at the achieved efficiency.
     pub fn per_gpu_bytes_s(&self, gpus_per_node: u64) -> f64 {
-        self.nics_per_node as f64 * self.nic_gbits_s / 8.0 * GB * self.efficiency / gpus_per_node as f64
+        self.nics_per_node as f64 * self.nic_gbits_s / 8.0 * GB * self.efficiency
+            / gpus_per_node as f64
     }
 }
 
@@ -213,7 +214,13 @@ fn read_peaks(r: &mut Reader<'_>) -> Option<PeakTflops> {
 /// Efficiency defaults for a device file that gives none: the A100 figures, each with its
 /// source in hardware/gpus/a100-sxm4-80gb.yaml.
 fn default_efficiency() -> DeviceEfficiency {
-    DeviceEfficiency { gemm: 0.87, hbm: 0.85, attention_fwd: 0.70, attention_bwd: 0.55, kernel_launch_us: 4.0 }
+    DeviceEfficiency {
+        gemm: 0.87,
+        hbm: 0.85,
+        attention_fwd: 0.70,
+        attention_bwd: 0.55,
+        kernel_launch_us: 4.0,
+    }
 }
 
 fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
@@ -223,7 +230,11 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
     let sms = r.opt_count("sms", 10_000);
     let peaks = r.nested("peak_tflops", read_peaks);
     if peaks.is_none() {
-        r.problem("peak_tflops", "missing required field", "add `peak_tflops: {bf16: 312}`");
+        r.problem(
+            "peak_tflops",
+            "missing required field",
+            "add `peak_tflops: {bf16: 312}`",
+        );
     }
     let d = default_efficiency();
     let eff = r
@@ -232,7 +243,9 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
             hbm: e.opt_fraction("hbm").unwrap_or(d.hbm),
             attention_fwd: e.opt_fraction("attention_fwd").unwrap_or(d.attention_fwd),
             attention_bwd: e.opt_fraction("attention_bwd").unwrap_or(d.attention_bwd),
-            kernel_launch_us: e.opt_pos("kernel_launch_us", 1e4).unwrap_or(d.kernel_launch_us),
+            kernel_launch_us: e
+                .opt_pos("kernel_launch_us", 1e4)
+                .unwrap_or(d.kernel_launch_us),
         })
         .unwrap_or(d);
     Some(DeviceSpec {
@@ -254,7 +267,11 @@ fn read_cluster(
         Some(serde_json::Value::String(s)) => match resolve_gpu(&s) {
             Ok(d) => Some(d),
             Err(e) => {
-                r.problem("gpu", e.to_string(), "name a device preset (see `planner clusters`) or a device file");
+                r.problem(
+                    "gpu",
+                    e.to_string(),
+                    "name a device preset (see `planner clusters`) or a device file",
+                );
                 None
             }
         },
@@ -270,7 +287,11 @@ fn read_cluster(
             }
         }
         Some(_) => {
-            r.problem("gpu", "expected a device name or table", "write `gpu: a100-sxm4-80gb`");
+            r.problem(
+                "gpu",
+                "expected a device name or table",
+                "write `gpu: a100-sxm4-80gb`",
+            );
             None
         }
         None => {
@@ -282,21 +303,44 @@ fn read_cluster(
     let gpn = r.req_count("gpus_per_node", 1024, "add `gpus_per_node: 8`");
     let intra = r.nested("intra_node", |l| {
         let fabric = l.opt_str("fabric").unwrap_or_else(|| "nvswitch".into());
-        let bw = l.req_pos("bw_gbytes_s", 1e5, "add `bw_gbytes_s: 300` (per GPU, one direction)");
+        let bw = l.req_pos(
+            "bw_gbytes_s",
+            1e5,
+            "add `bw_gbytes_s: 300` (per GPU, one direction)",
+        );
         let lat = l.opt_pos("latency_us", 1e6).unwrap_or(3.0);
-        let eff = l.opt_fraction("efficiency").unwrap_or(DEFAULT_LINK_EFFICIENCY);
-        bw.map(|bw| IntraNode { fabric, bw_gbytes_s: bw, latency_us: lat, efficiency: eff })
+        let eff = l
+            .opt_fraction("efficiency")
+            .unwrap_or(DEFAULT_LINK_EFFICIENCY);
+        bw.map(|bw| IntraNode {
+            fabric,
+            bw_gbytes_s: bw,
+            latency_us: lat,
+            efficiency: eff,
+        })
     });
     if intra.is_none() {
-        r.problem("intra_node", "missing required field", "add `intra_node: {bw_gbytes_s: 300}`");
+        r.problem(
+            "intra_node",
+            "missing required field",
+            "add `intra_node: {bw_gbytes_s: 300}`",
+        );
     }
     let inter = r.nested("inter_node", |l| {
         let fabric = l.opt_str("fabric").unwrap_or_else(|| "infiniband".into());
         let nics = l.req_count("nics_per_node", 1024, "add `nics_per_node: 8`");
         let rate = l.req_pos("nic_gbits_s", 1e5, "add `nic_gbits_s: 200`");
         let lat = l.opt_pos("latency_us", 1e6).unwrap_or(5.0);
-        let eff = l.opt_fraction("efficiency").unwrap_or(DEFAULT_LINK_EFFICIENCY);
-        Some(InterNode { fabric, nics_per_node: nics?, nic_gbits_s: rate?, latency_us: lat, efficiency: eff })
+        let eff = l
+            .opt_fraction("efficiency")
+            .unwrap_or(DEFAULT_LINK_EFFICIENCY);
+        Some(InterNode {
+            fabric,
+            nics_per_node: nics?,
+            nic_gbits_s: rate?,
+            latency_us: lat,
+            efficiency: eff,
+        })
     });
     let calibration = r.opt_str("calibration");
     if nodes.is_some_and(|n| n > 1) && inter.as_ref().is_none_or(|i| i.is_none()) {

@@ -22,10 +22,15 @@ fn resolve(
     kind: &'static str,
     list_cmd: &'static str,
 ) -> Result<(String, String), SpecError> {
-    let looks_like_path = arg.contains('/') || arg.ends_with(".yaml") || arg.ends_with(".yml") || arg.ends_with(".json");
+    let looks_like_path = arg.contains('/')
+        || arg.ends_with(".yaml")
+        || arg.ends_with(".yml")
+        || arg.ends_with(".json");
     if Path::new(arg).is_file() || looks_like_path {
-        let text = std::fs::read_to_string(arg)
-            .map_err(|source| SpecError::Io { path: arg.to_string(), source })?;
+        let text = std::fs::read_to_string(arg).map_err(|source| SpecError::Io {
+            path: arg.to_string(),
+            source,
+        })?;
         return Ok((arg.to_string(), text));
     }
     if let Some(text) = presets::find(set, arg) {
@@ -34,7 +39,12 @@ fn resolve(
     let hint = error::closest(arg, set.iter().map(|(n, _)| *n))
         .map(|c| format!(", did you mean `{c}`?"))
         .unwrap_or_default();
-    Err(SpecError::UnknownPreset { kind, name: arg.to_string(), hint, list_cmd })
+    Err(SpecError::UnknownPreset {
+        kind,
+        name: arg.to_string(),
+        hint,
+        list_cmd,
+    })
 }
 
 /// Loads a model from a preset name or a YAML path.
@@ -54,7 +64,11 @@ pub fn load_cluster(arg: &str) -> Result<ClusterSpec, SpecError> {
     let (file, text) = resolve(arg, presets::CLUSTERS, "cluster", "clusters")?;
     let c = ClusterSpec::from_yaml(&file, &text, &|g| load_device(g))?;
     let problems = hardware::check_cluster(&c, &file);
-    if problems.is_empty() { Ok(c) } else { Err(SpecError::Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(c)
+    } else {
+        Err(SpecError::Invalid(problems))
+    }
 }
 
 #[cfg(test)]
@@ -76,7 +90,11 @@ mod tests {
 
     #[test]
     fn preset_names_match_their_files() {
-        for (name, text) in presets::MODELS.iter().chain(presets::CLUSTERS).chain(presets::DEVICES) {
+        for (name, text) in presets::MODELS
+            .iter()
+            .chain(presets::CLUSTERS)
+            .chain(presets::DEVICES)
+        {
             assert!(text.contains(&format!("name: {name}\n")), "{name}");
         }
     }
@@ -99,10 +117,22 @@ mod tests {
         // Llama-3-8B: 32·218_112_000 + 2·128256·4096 + 4096 = 8_030_261_248.
         assert_eq!(load_model("llama3-8b").unwrap().params(), 8_030_261_248.0);
         // Mixtral 8x7B: 46.7 B total, 12.9 B active (Jiang et al. 2024 §2).
-        assert!((p("mixtral-8x7b") - 46.70).abs() < 0.01, "{}", p("mixtral-8x7b"));
+        assert!(
+            (p("mixtral-8x7b") - 46.70).abs() < 0.01,
+            "{}",
+            p("mixtral-8x7b")
+        );
         let mx = load_model("mixtral-8x7b").unwrap();
-        assert!((mx.active_params() / 1e9 - 12.88).abs() < 0.05, "{}", mx.active_params());
+        assert!(
+            (mx.active_params() / 1e9 - 12.88).abs() < 0.05,
+            "{}",
+            mx.active_params()
+        );
         // BERT-large: 335 M (Devlin et al. report 340 M with a rounded count).
-        assert!((p("bert-large") - 0.335).abs() < 0.002, "{}", p("bert-large"));
+        assert!(
+            (p("bert-large") - 0.335).abs() < 0.002,
+            "{}",
+            p("bert-large")
+        );
     }
 }

@@ -39,7 +39,11 @@ impl Arch {
     }
     /// Parameters of one norm per hidden unit: LayerNorm has gain and bias, RMSNorm gain only.
     pub fn norm_params_per_hidden(self) -> f64 {
-        if matches!(self, Arch::Llama) { 1.0 } else { 2.0 }
+        if matches!(self, Arch::Llama) {
+            1.0
+        } else {
+            2.0
+        }
     }
 }
 
@@ -106,7 +110,11 @@ impl ModelSpec {
         match spec {
             Some(s) if problems.is_empty() => {
                 let more = s.check(file);
-                if more.is_empty() { Ok(s) } else { Err(SpecError::Invalid(more)) }
+                if more.is_empty() {
+                    Ok(s)
+                } else {
+                    Err(SpecError::Invalid(more))
+                }
             }
             _ => Err(SpecError::Invalid(problems)),
         }
@@ -116,34 +124,61 @@ impl ModelSpec {
     pub fn check(&self, file: &str) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |field: &str, message: String, fix: String| {
-            out.push(Problem { file: file.to_string(), field: field.to_string(), message, fix })
+            out.push(Problem {
+                file: file.to_string(),
+                field: field.to_string(),
+                message,
+                fix,
+            })
         };
         if self.heads > self.hidden {
-            bad("heads", format!("{} heads exceed hidden {}", self.heads, self.hidden), "use fewer heads".into());
+            bad(
+                "heads",
+                format!("{} heads exceed hidden {}", self.heads, self.hidden),
+                "use fewer heads".into(),
+            );
         } else if self.hidden % self.heads != 0 {
             bad(
                 "heads",
-                format!("hidden {} is not divisible by heads {}", self.hidden, self.heads),
+                format!(
+                    "hidden {} is not divisible by heads {}",
+                    self.hidden, self.heads
+                ),
                 "choose heads so that hidden/heads is a whole head size (e.g. 64 or 128)".into(),
             );
         }
         if self.kv_heads > self.heads || self.heads % self.kv_heads != 0 {
             bad(
                 "kv_heads",
-                format!("heads {} is not a multiple of kv_heads {}", self.heads, self.kv_heads),
+                format!(
+                    "heads {} is not a multiple of kv_heads {}",
+                    self.heads, self.kv_heads
+                ),
                 "kv_heads must divide heads (GQA groups)".into(),
             );
         }
         if let Some(m) = &self.moe {
             if m.top_k > m.experts {
-                bad("moe.top_k", format!("top_k {} exceeds experts {}", m.top_k, m.experts), "top_k ≤ experts".into());
+                bad(
+                    "moe.top_k",
+                    format!("top_k {} exceeds experts {}", m.top_k, m.experts),
+                    "top_k ≤ experts".into(),
+                );
             }
             if m.every > self.layers {
-                bad("moe.every", format!("every {} exceeds layers {}", m.every, self.layers), "every ≤ layers".into());
+                bad(
+                    "moe.every",
+                    format!("every {} exceeds layers {}", m.every, self.layers),
+                    "every ≤ layers".into(),
+                );
             }
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            bad("dropout", format!("{} is not a probability", self.dropout), "give a value in [0, 1)".into());
+            bad(
+                "dropout",
+                format!("{} is not a probability", self.dropout),
+                "give a value in [0, 1)".into(),
+            );
         }
         out
     }
@@ -175,7 +210,11 @@ impl ModelSpec {
     pub fn attention_params(&self) -> f64 {
         let (h, kv) = (self.hidden as f64, self.kv_hidden() as f64);
         let weights = h * (h + 2.0 * kv) + h * h;
-        let biases = if self.arch.biases() { h + 2.0 * kv + h } else { 0.0 };
+        let biases = if self.arch.biases() {
+            h + 2.0 * kv + h
+        } else {
+            0.0
+        };
         weights + biases
     }
 
@@ -225,9 +264,17 @@ impl ModelSpec {
     /// (dense h×h + bias + LayerNorm + output bias V) and pooler (h×h + h).
     pub fn head_params(&self) -> f64 {
         let (h, v) = (self.hidden as f64, self.vocab as f64);
-        let final_norm = if self.arch == Arch::Bert { 0.0 } else { self.arch.norm_params_per_hidden() * h };
+        let final_norm = if self.arch == Arch::Bert {
+            0.0
+        } else {
+            self.arch.norm_params_per_hidden() * h
+        };
         let lm_head = if self.tied_embeddings { 0.0 } else { v * h };
-        let bert_extra = if self.arch == Arch::Bert { (h * h + h + 2.0 * h + v) + (h * h + h) } else { 0.0 };
+        let bert_extra = if self.arch == Arch::Bert {
+            (h * h + h + 2.0 * h + v) + (h * h + h)
+        } else {
+            0.0
+        };
         final_norm + lm_head + bert_extra
     }
 
@@ -252,12 +299,19 @@ impl ModelSpec {
 
 fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let name = r.req_str("name", "add `name: my-model`");
-    let arch = match r.req_str("arch", "add `arch: gpt` (or llama, bert)").as_deref() {
+    let arch = match r
+        .req_str("arch", "add `arch: gpt` (or llama, bert)")
+        .as_deref()
+    {
         Some("gpt") => Some(Arch::Gpt),
         Some("llama") => Some(Arch::Llama),
         Some("bert") => Some(Arch::Bert),
         Some(other) => {
-            r.problem("arch", format!("unknown architecture `{other}`"), "use gpt, llama or bert");
+            r.problem(
+                "arch",
+                format!("unknown architecture `{other}`"),
+                "use gpt, llama or bert",
+            );
             None
         }
         None => None,
@@ -267,12 +321,24 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let heads = r.req_count("heads", MAX_HIDDEN, "add `heads: N` (attention heads)");
     let kv_heads = r.opt_count("kv_heads", MAX_HIDDEN);
     let ffn_hidden = r.opt_count("ffn_hidden", 16 * MAX_HIDDEN);
-    let vocab = r.req_count("vocab", MAX_VOCAB, "add `vocab: N` (padded vocabulary size)");
-    let seq_len = r.req_count("seq_len", MAX_SEQ, "add `seq_len: N` (training sequence length)");
+    let vocab = r.req_count(
+        "vocab",
+        MAX_VOCAB,
+        "add `vocab: N` (padded vocabulary size)",
+    );
+    let seq_len = r.req_count(
+        "seq_len",
+        MAX_SEQ,
+        "add `seq_len: N` (training sequence length)",
+    );
     let tied = r.opt_bool("tied_embeddings");
     let dropout = r.raw("dropout").map(|v| v.as_f64().unwrap_or(f64::NAN));
     if dropout.is_some_and(|d| d.is_nan()) {
-        r.problem("dropout", "expected a number", "give a probability such as 0.1");
+        r.problem(
+            "dropout",
+            "expected a number",
+            "give a probability such as 0.1",
+        );
     }
     let moe_raw = r.nested("moe", |m| {
         let experts = m.req_count("experts", 1 << 16, "add `experts: N`");
@@ -361,11 +427,20 @@ mod tests {
 
     #[test]
     fn yaml_defaults_and_every_problem() {
-        let m = ModelSpec::from_yaml("g.yaml", "name: g\narch: gpt\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 16\n")
-            .unwrap();
-        assert_eq!((m.kv_heads, m.ffn_hidden, m.tied_embeddings), (4, 256, true));
-        let e = ModelSpec::from_yaml("b.yaml", "name: b\narch: llama\nlayers: 0\nhidden: 64\nheads: 4\nvocab: 100\nseqlen: 16\n")
-            .unwrap_err();
+        let m = ModelSpec::from_yaml(
+            "g.yaml",
+            "name: g\narch: gpt\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 16\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.kv_heads, m.ffn_hidden, m.tied_embeddings),
+            (4, 256, true)
+        );
+        let e = ModelSpec::from_yaml(
+            "b.yaml",
+            "name: b\narch: llama\nlayers: 0\nhidden: 64\nheads: 4\nvocab: 100\nseqlen: 16\n",
+        )
+        .unwrap_err();
         let fields: Vec<_> = e.problems().iter().map(|p| p.field.clone()).collect();
         assert!(fields.contains(&"layers".to_string()), "{fields:?}");
         assert!(fields.contains(&"seq_len".to_string()), "{fields:?}");
@@ -375,8 +450,11 @@ mod tests {
 
     #[test]
     fn heads_must_divide_hidden() {
-        let e = ModelSpec::from_yaml("x.yaml", "name: x\narch: gpt\nlayers: 2\nhidden: 100\nheads: 3\nvocab: 10\nseq_len: 8\n")
-            .unwrap_err();
+        let e = ModelSpec::from_yaml(
+            "x.yaml",
+            "name: x\narch: gpt\nlayers: 2\nhidden: 100\nheads: 3\nvocab: 10\nseq_len: 8\n",
+        )
+        .unwrap_err();
         assert_eq!(e.problems()[0].field, "heads");
     }
 }

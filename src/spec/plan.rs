@@ -132,7 +132,12 @@ impl Plan {
         if self.vpp > 1 {
             s += &format!(" vpp={}", self.vpp);
         }
-        s += &format!(" mbs={} rc={} zero{}", self.mbs, self.recompute.name(), self.zero);
+        s += &format!(
+            " mbs={} rc={} zero{}",
+            self.mbs,
+            self.recompute.name(),
+            self.zero
+        );
         if self.sp() {
             s += " sp";
         }
@@ -143,42 +148,84 @@ impl Plan {
     pub fn check(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Vec<Infeasible> {
         use Infeasible as I;
         let mut out = Vec::new();
-        if [self.dp, self.tp, self.pp, self.cp, self.ep, self.vpp, self.mbs, self.global_batch, self.seq_len]
-            .contains(&0)
+        if [
+            self.dp,
+            self.tp,
+            self.pp,
+            self.cp,
+            self.ep,
+            self.vpp,
+            self.mbs,
+            self.global_batch,
+            self.seq_len,
+        ]
+        .contains(&0)
         {
             out.push(I::Zero);
             return out;
         }
         if self.n_gpus() != cluster.n_gpus() {
-            out.push(I::GpuCount { product: self.n_gpus(), gpus: cluster.n_gpus() });
+            out.push(I::GpuCount {
+                product: self.n_gpus(),
+                gpus: cluster.n_gpus(),
+            });
         }
         if model.heads % self.tp != 0 || model.kv_heads % self.tp != 0 {
-            out.push(I::HeadsNotDivisible { heads: model.heads, kv_heads: model.kv_heads, tp: self.tp });
+            out.push(I::HeadsNotDivisible {
+                heads: model.heads,
+                kv_heads: model.kv_heads,
+                tp: self.tp,
+            });
         }
         if model.ffn_hidden % self.tp != 0 {
-            out.push(I::FfnNotDivisible { ffn: model.ffn_hidden, tp: self.tp });
+            out.push(I::FfnNotDivisible {
+                ffn: model.ffn_hidden,
+                tp: self.tp,
+            });
         }
         if self.tp > cluster.gpus_per_node {
-            out.push(I::TpAcrossNodes { tp: self.tp, gpus_per_node: cluster.gpus_per_node });
+            out.push(I::TpAcrossNodes {
+                tp: self.tp,
+                gpus_per_node: cluster.gpus_per_node,
+            });
         }
         if model.layers % (self.pp * self.vpp) != 0 {
-            out.push(I::LayersNotDivisible { layers: model.layers, pp: self.pp, vpp: self.vpp });
+            out.push(I::LayersNotDivisible {
+                layers: model.layers,
+                pp: self.pp,
+                vpp: self.vpp,
+            });
         }
         if self.global_batch % (self.dp * self.mbs) != 0 {
-            out.push(I::BatchNotDivisible { global_batch: self.global_batch, dp: self.dp, mbs: self.mbs });
+            out.push(I::BatchNotDivisible {
+                global_batch: self.global_batch,
+                dp: self.dp,
+                mbs: self.mbs,
+            });
         }
-        let seq_split = self.cp * if self.sp() { self.tp } else { 1 } * if self.cp > 1 { 2 } else { 1 };
+        let seq_split =
+            self.cp * if self.sp() { self.tp } else { 1 } * if self.cp > 1 { 2 } else { 1 };
         if self.seq_len % seq_split != 0 {
-            out.push(I::SeqNotDivisible { seq_len: self.seq_len, by: seq_split });
+            out.push(I::SeqNotDivisible {
+                seq_len: self.seq_len,
+                by: seq_split,
+            });
         }
         if self.seq_len > model.seq_len && model.arch != super::model::Arch::Llama {
             // Learned position embeddings cover model.seq_len positions only.
-            out.push(I::SeqBeyondPositions { seq_len: self.seq_len, positions: model.seq_len });
+            out.push(I::SeqBeyondPositions {
+                seq_len: self.seq_len,
+                positions: model.seq_len,
+            });
         }
         match &model.moe {
             Some(m) => {
                 if m.experts % self.ep != 0 || self.dp % self.ep != 0 {
-                    out.push(I::ExpertsNotDivisible { experts: m.experts, ep: self.ep, dp: self.dp });
+                    out.push(I::ExpertsNotDivisible {
+                        experts: m.experts,
+                        ep: self.ep,
+                        dp: self.dp,
+                    });
                 }
             }
             None if self.ep > 1 => out.push(I::EpWithoutExperts { ep: self.ep }),
@@ -187,18 +234,32 @@ impl Plan {
         match self.schedule {
             Schedule::Interleaved => {
                 if self.vpp < 2 || self.pp < 2 {
-                    out.push(I::InterleavedNeedsChunks { pp: self.pp, vpp: self.vpp });
-                } else if self.global_batch % (self.dp * self.mbs) == 0 && self.n_micro() % self.pp != 0 {
-                    out.push(I::InterleavedMicroBatches { n_micro: self.n_micro(), pp: self.pp });
+                    out.push(I::InterleavedNeedsChunks {
+                        pp: self.pp,
+                        vpp: self.vpp,
+                    });
+                } else if self.global_batch % (self.dp * self.mbs) == 0
+                    && self.n_micro() % self.pp != 0
+                {
+                    out.push(I::InterleavedMicroBatches {
+                        n_micro: self.n_micro(),
+                        pp: self.pp,
+                    });
                 }
             }
-            _ if self.vpp > 1 => out.push(I::InterleavedNeedsChunks { pp: self.pp, vpp: self.vpp }),
+            _ if self.vpp > 1 => out.push(I::InterleavedNeedsChunks {
+                pp: self.pp,
+                vpp: self.vpp,
+            }),
             _ => {}
         }
         if self.zero > 3 {
             out.push(I::ZeroStage { zero: self.zero });
         } else if self.zero >= 2 && self.pp > 1 {
-            out.push(I::ZeroWithPipeline { zero: self.zero, pp: self.pp });
+            out.push(I::ZeroWithPipeline {
+                zero: self.zero,
+                pp: self.pp,
+            });
         }
         out
     }
@@ -350,7 +411,9 @@ impl Infeasible {
         match self {
             I::Zero => "plan",
             I::GpuCount { .. } => "dp",
-            I::HeadsNotDivisible { .. } | I::FfnNotDivisible { .. } | I::TpAcrossNodes { .. } => "tp",
+            I::HeadsNotDivisible { .. } | I::FfnNotDivisible { .. } | I::TpAcrossNodes { .. } => {
+                "tp"
+            }
             I::LayersNotDivisible { .. } => "pp",
             I::BatchNotDivisible { .. } => "global_batch",
             I::SeqNotDivisible { .. } | I::SeqBeyondPositions { .. } => "seq_len",
@@ -371,12 +434,19 @@ impl fmt::Display for Infeasible {
                 f,
                 "dp·tp·pp·cp = {product} but the cluster has {gpus} GPUs; choose dp = {gpus}/(tp·pp·cp)"
             ),
-            I::HeadsNotDivisible { heads, kv_heads, tp } => write!(
+            I::HeadsNotDivisible {
+                heads,
+                kv_heads,
+                tp,
+            } => write!(
                 f,
                 "tp={tp} does not divide heads={heads} (kv_heads={kv_heads}); use a tp that divides both"
             ),
             I::FfnNotDivisible { ffn, tp } => {
-                write!(f, "tp={tp} does not divide ffn_hidden={ffn}; use a tp that divides it")
+                write!(
+                    f,
+                    "tp={tp} does not divide ffn_hidden={ffn}; use a tp that divides it"
+                )
             }
             I::TpAcrossNodes { tp, gpus_per_node } => write!(
                 f,
@@ -387,13 +457,20 @@ impl fmt::Display for Infeasible {
                 "pp·vpp = {} does not divide layers={layers}; pick pp (and vpp) dividing {layers}",
                 pp * vpp
             ),
-            I::BatchNotDivisible { global_batch, dp, mbs } => write!(
+            I::BatchNotDivisible {
+                global_batch,
+                dp,
+                mbs,
+            } => write!(
                 f,
                 "global batch {global_batch} is not divisible by dp·mbs = {}; pick a global batch that is a multiple of it",
                 dp * mbs
             ),
             I::SeqNotDivisible { seq_len, by } => {
-                write!(f, "seq_len={seq_len} is not divisible by {by} (cp ×2 for causal balance, × tp with sp)")
+                write!(
+                    f,
+                    "seq_len={seq_len} is not divisible by {by} (cp ×2 for causal balance, × tp with sp)"
+                )
             }
             I::SeqBeyondPositions { seq_len, positions } => write!(
                 f,
@@ -418,7 +495,10 @@ impl fmt::Display for Infeasible {
                 "ZeRO-{zero} with pp={pp}: gradient/parameter sharding does not combine with pipelining; use zero ≤ 1"
             ),
             I::OutOfMemory { need_gib, have_gib } => {
-                write!(f, "needs {need_gib:.1} GiB per GPU, device has {have_gib:.1} GiB")
+                write!(
+                    f,
+                    "needs {need_gib:.1} GiB per GPU, device has {have_gib:.1} GiB"
+                )
             }
         }
     }

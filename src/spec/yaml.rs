@@ -33,19 +33,36 @@ impl<'a> Reader<'a> {
             other => {
                 problems.push(Problem {
                     file: file.to_string(),
-                    field: if prefix.is_empty() { "(document)".into() } else { prefix.into() },
-                    message: format!("expected a mapping of keys to values, found {}", kind(other)),
+                    field: if prefix.is_empty() {
+                        "(document)".into()
+                    } else {
+                        prefix.into()
+                    },
+                    message: format!(
+                        "expected a mapping of keys to values, found {}",
+                        kind(other)
+                    ),
                     fix: "write `key: value` lines".into(),
                 });
                 Map::new()
             }
         };
-        Reader { file, prefix: prefix.to_string(), map, seen: Vec::new(), problems }
+        Reader {
+            file,
+            prefix: prefix.to_string(),
+            map,
+            seen: Vec::new(),
+            problems,
+        }
     }
 
     /// Full dotted name of a field.
     pub fn path(&self, key: &str) -> String {
-        if self.prefix.is_empty() { key.to_string() } else { format!("{}.{key}", self.prefix) }
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.prefix)
+        }
     }
 
     /// Records a problem on `key`.
@@ -87,7 +104,11 @@ impl<'a> Reader<'a> {
         match self.raw(key)? {
             Value::String(s) => Some(s),
             other => {
-                self.problem(key, format!("expected text, found {}", kind(&other)), "quote the value");
+                self.problem(
+                    key,
+                    format!("expected text, found {}", kind(&other)),
+                    "quote the value",
+                );
                 None
             }
         }
@@ -107,13 +128,19 @@ impl<'a> Reader<'a> {
         let v = self.raw(key)?;
         let n = match &v {
             Value::Number(n) => n.as_u64().or_else(|| {
-                n.as_f64().filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x < 9e15).map(|x| x as u64)
+                n.as_f64()
+                    .filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x < 9e15)
+                    .map(|x| x as u64)
             }),
             _ => None,
         };
         match n {
             Some(0) => {
-                self.problem(key, "must be at least 1, found 0", "give a positive whole number");
+                self.problem(
+                    key,
+                    "must be at least 1, found 0",
+                    "give a positive whole number",
+                );
                 None
             }
             Some(n) if n > max => {
@@ -159,7 +186,11 @@ impl<'a> Reader<'a> {
                 None
             }
             Some(x) => {
-                self.problem(key, format!("must be positive, found {x}"), "give a positive number");
+                self.problem(
+                    key,
+                    format!("must be positive, found {x}"),
+                    "give a positive number",
+                );
                 None
             }
             None => {
@@ -221,15 +252,22 @@ impl<'a> Reader<'a> {
 
     /// Reports every key of the mapping that no accessor asked for, with the closest valid key.
     pub fn finish(self) {
-        let unknown: Vec<String> =
-            self.map.keys().filter(|k| !self.seen.contains(&k.as_str())).cloned().collect();
+        let unknown: Vec<String> = self
+            .map
+            .keys()
+            .filter(|k| !self.seen.contains(&k.as_str()))
+            .cloned()
+            .collect();
         for key in unknown {
             let hint = match closest(&key, self.seen.iter().copied()) {
                 Some(c) => format!("did you mean `{c}`?"),
                 None => format!("valid keys here: {}", self.seen.join(", ")),
             };
-            let field =
-                if self.prefix.is_empty() { key.clone() } else { format!("{}.{key}", self.prefix) };
+            let field = if self.prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.prefix)
+            };
             self.problems.push(Problem {
                 file: self.file.to_string(),
                 field,
