@@ -219,15 +219,14 @@ impl Plan {
             });
         }
         match &model.moe {
-            Some(m) => {
-                if m.experts % self.ep != 0 || self.dp % self.ep != 0 {
-                    out.push(I::ExpertsNotDivisible {
-                        experts: m.experts,
-                        ep: self.ep,
-                        dp: self.dp,
-                    });
-                }
+            Some(m) if m.experts % self.ep != 0 || self.dp % self.ep != 0 => {
+                out.push(I::ExpertsNotDivisible {
+                    experts: m.experts,
+                    ep: self.ep,
+                    dp: self.dp,
+                });
             }
+            Some(_) => {}
             None if self.ep > 1 => out.push(I::EpWithoutExperts { ep: self.ep }),
             None => {}
         }
