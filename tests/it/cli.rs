@@ -1,0 +1,307 @@
+//! The command line end to end: exit codes, messages that name the field, output formats.
+
+use std::process::{Command, Output};
+
+pub fn planner(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_planner"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn write_tmp(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("planner-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// Asserts exit code 2 and that stderr mentions every `needle`.
+fn bad_input(args: &[&str], needles: &[&str]) {
+    let o = planner(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    for n in needles {
+        assert!(err.contains(n), "{args:?}: expected `{n}` in:\n{err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn malformed_yaml_is_exit_2_with_file_name() {
+    let p = write_tmp("broken.yaml", "name: x\narch: gpt\nlayers: [1, 2\n");
+    bad_input(
+        &["estimate", "--model", &p, "--cluster", "a100x8"],
+        &["broken.yaml", "not valid YAML"],
+    );
+}
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    let p = write_tmp(
+        "typo.yaml",
+        "name: x\narch: gpt\nlayers: 4\nhiden: 256\nheads: 4\nvocab: 1000\nseq_len: 128\n",
+    );
+    bad_input(
+        &["estimate", "--model", &p, "--cluster", "a100x8"],
+        &["`hiden`", "did you mean `hidden`", "`hidden`: missing"],
+    );
+}
+
+#[test]
+fn tp_not_dividing_heads_names_tp() {
+    // gpt2-xl has 25 heads.
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--tp",
+            "2",
+            "--global-batch",
+            "64",
+        ],
+        &["`tp`", "does not divide heads=25"],
+    );
+}
+
+#[test]
+fn gpu_count_mismatch_names_dp() {
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--dp",
+            "4",
+            "--global-batch",
+            "64",
+        ],
+        &["`dp`", "cluster has 8 GPUs"],
+    );
+}
+
+#[test]
+fn global_batch_not_divisible_names_it() {
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--global-batch",
+            "60",
+            "--micro-batch",
+            "2",
+        ],
+        &["`global_batch`", "not divisible by dp·mbs = 16"],
+    );
+}
+
+#[test]
+fn zero_and_absurd_sizes_are_rejected() {
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--micro-batch",
+            "0",
+        ],
+        &["--micro-batch 0"],
+    );
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--pp",
+            "99999999999",
+        ],
+        &["--pp", "implausibly large"],
+    );
+    let p = write_tmp(
+        "huge.yaml",
+        "name: x\narch: gpt\nlayers: 4000000\nhidden: 0\nheads: 4\nvocab: 1000\nseq_len: 128\n",
+    );
+    bad_input(
+        &["estimate", "--model", &p, "--cluster", "a100x8"],
+        &["`layers`", "implausibly large", "`hidden`", "at least 1"],
+    );
+}
+
+#[test]
+fn unknown_preset_suggests_the_closest() {
+    bad_input(
+        &["suggest", "--model", "llama3-7b", "--cluster", "a100x8"],
+        &["unknown model `llama3-7b`", "did you mean `llama3-"],
+    );
+    bad_input(
+        &["suggest", "--model", "llama3-8b", "--cluster", "a100x16"],
+        &["unknown cluster"],
+    );
+}
+
+#[test]
+fn missing_file_is_exit_2() {
+    bad_input(
+        &[
+            "suggest",
+            "--model",
+            "/nonexistent/m.yaml",
+            "--cluster",
+            "a100x8",
+        ],
+        &["/nonexistent/m.yaml"],
+    );
+}
+
+#[test]
+fn nothing_fits_is_exit_1() {
+    // Llama 3 405B cannot train on one A100: no plan fits.
+    let o = planner(&[
+        "suggest",
+        "--model",
+        "llama3-405b",
+        "--cluster",
+        "a100x8",
+        "--gpus",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("out of memory"), "{}", stderr(&o));
+}
+
+#[test]
+fn estimate_json_has_the_contract_fields() {
+    let o = planner(&[
+        "estimate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "a100x8",
+        "--tp",
+        "2",
+        "--pp",
+        "2",
+        "--micro-batch",
+        "1",
+        "--global-batch",
+        "32",
+        "--recompute",
+        "selective",
+        "--sequence-parallel",
+        "--zero",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in [
+        "step_time_s",
+        "tokens_per_s",
+        "tflops_per_gpu",
+        "mfu",
+        "hfu",
+        "memory_gib_per_gpu",
+        "fits",
+    ] {
+        assert!(v[k].is_number() || v[k].is_boolean(), "{k} missing: {v}");
+    }
+    let b = &v["breakdown"];
+    let parts = [
+        "compute_s",
+        "recompute_s",
+        "tp_comm_s",
+        "pp_comm_s",
+        "dp_comm_s",
+        "bubble_s",
+        "optimizer_s",
+    ];
+    for k in parts {
+        assert!(b[k].is_number(), "breakdown.{k} missing");
+    }
+    let sum: f64 = parts
+        .iter()
+        .chain(["other_comm_s"].iter())
+        .map(|k| b[k].as_f64().unwrap())
+        .sum();
+    assert!(
+        (sum - v["step_time_s"].as_f64().unwrap()).abs() < 1e-9 * sum,
+        "breakdown sums to the step"
+    );
+    for k in ["weights", "grads", "optimizer", "activations", "other"] {
+        assert!(v["memory_gib"][k].is_number(), "memory_gib.{k} missing");
+    }
+}
+
+#[test]
+fn suggest_formats() {
+    let o = planner(&[
+        "suggest",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "a100x8",
+        "--top",
+        "3",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(out.starts_with("rank,dp,tp,pp,"));
+    let o = planner(&[
+        "suggest",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "a100x8",
+        "--top",
+        "2",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["plans"].as_array().unwrap().len(), 2);
+    assert!(v["priced"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn listings_show_every_preset() {
+    let o = planner(&["models"]);
+    let out = stdout(&o);
+    for m in [
+        "bert-large",
+        "gpt3-175b",
+        "gpt-1t",
+        "llama3-405b",
+        "mixtral-8x7b",
+    ] {
+        assert!(out.contains(m), "{m}");
+    }
+    let out = stdout(&planner(&["clusters"]));
+    for c in ["a100x8", "a100-80g-x1024", "h100-x1024", "h200-sxm-141gb"] {
+        assert!(out.contains(c), "{c}");
+    }
+}

@@ -1,0 +1,5 @@
+//! All integration tests, in one test binary (ripgrep's habit): CLI behaviour, module
+//! layering, validation against published runs.
+
+mod cli;
+mod layering;
