@@ -3,7 +3,7 @@
 
 use super::CliError;
 use crate::calib::{Profile, load_profile};
-use crate::spec::{self, AttentionImpl, ClusterSpec, ModelSpec, Plan, Recompute, Schedule};
+use crate::spec::{self, AttentionImpl, ClusterSpec, ModelSpec, Plan, Recompute, Schedule, TpOverlap};
 use crate::units::Dtype;
 use clap::{Args, ValueEnum};
 
@@ -130,6 +130,37 @@ pub struct PlanArgs {
     /// Attention kernel.
     #[arg(long, value_enum, default_value_t = AttentionArg::Flash)]
     pub attention: AttentionArg,
+    /// TP communication hidden behind GEMMs: none, backward (Megatron async all-reduce),
+    /// full (Transformer Engine userbuffers, --tp-comm-overlap).
+    #[arg(long = "tp-overlap", value_enum, default_value_t = TpOverlapArg::Backward)]
+    pub tp_overlap: TpOverlapArg,
+    /// With --recompute full: layers per stage that recompute (the rest keep activations).
+    #[arg(long = "recompute-num-layers")]
+    pub recompute_num_layers: Option<u64>,
+    /// Transformer layers per pipeline stage, comma-separated (default: even split).
+    #[arg(long = "stage-layers", value_delimiter = ',')]
+    pub stage_layers: Option<Vec<u64>>,
+}
+
+/// `--tp-overlap` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TpOverlapArg {
+    /// Every TP collective exposed.
+    None,
+    /// Input-gradient collectives overlap weight-gradient GEMMs.
+    Backward,
+    /// All TP collectives pipelined with GEMMs.
+    Full,
+}
+
+impl From<TpOverlapArg> for TpOverlap {
+    fn from(t: TpOverlapArg) -> Self {
+        match t {
+            TpOverlapArg::None => TpOverlap::None,
+            TpOverlapArg::Backward => TpOverlap::Backward,
+            TpOverlapArg::Full => TpOverlap::Full,
+        }
+    }
 }
 
 /// `--recompute` values.
@@ -264,6 +295,9 @@ impl PlanArgs {
                 None => Schedule::OneFOneB,
             },
             attention: self.attention.into(),
+            tp_overlap: self.tp_overlap.into(),
+            stage_layers: self.stage_layers.clone(),
+            recompute_layers: self.recompute_num_layers.map(|n| vec![n; self.pp as usize]),
         };
         check_plan(&plan, model, cluster)?;
         Ok(plan)

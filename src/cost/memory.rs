@@ -3,7 +3,7 @@
 
 use crate::graph::{ModelGraph, OpGraph, Shard};
 use crate::spec::{ModelSpec, Plan, Recompute, Schedule};
-use crate::units::{Dtype, GIB, MIB};
+use crate::units::{Dtype, MIB};
 use serde::Serialize;
 
 /// Memory of one rank, in bytes, by what holds it.
@@ -29,12 +29,6 @@ impl MemoryBytes {
         self.weights + self.grads + self.optimizer + self.activations + self.working + self.runtime
     }
 }
-
-/// CUDA context with cuBLAS and cuDNN handles and workspaces: about 0.5–1 GiB on A100/H100
-/// with CUDA 11/12 (an empty PyTorch process shows ~500–900 MiB in nvidia-smi; PyTorch
-/// "CUDA semantics" notes the context is not tracked by the allocator). A measured profile
-/// should replace it.
-pub const CUDA_CONTEXT_BYTES: f64 = 0.75 * GIB;
 
 /// NCCL buffers per communicator: NCCL_BUFFSIZE (4 MiB, NCCL environment docs) per channel
 /// for each of 2 ring peers, over 16 channels (NCCL's usual channel count on NVSwitch
@@ -100,15 +94,14 @@ pub fn layer_activation_bytes(g: &OpGraph, model: &ModelSpec, sh: &Shard, rc: Re
     }
 }
 
-/// What a stage holds: its layers, and whether it has the embedding and the head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a stage holds: its layers (every chunk's, with each layer's recomputation), and
+/// whether it has the embedding and the head.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StageLayout {
     /// Index of the stage.
     pub stage: u64,
-    /// First layer (of the first chunk when interleaved).
-    pub first_layer: u64,
-    /// Layers held.
-    pub layers: u64,
+    /// (layer index, its recomputation) for every layer held, chunk by chunk.
+    pub layers: Vec<(u64, Recompute)>,
     /// Holds the input embedding.
     pub embedding: bool,
     /// Holds the LM head and loss.
@@ -116,7 +109,8 @@ pub struct StageLayout {
 }
 
 /// Peak memory of one rank of stage `st`. `dense_params`/`expert_params` are the rank's
-/// parameters; `comms` the number of NCCL communicators the rank belongs to.
+/// parameters; `comms` the number of NCCL communicators the rank belongs to;
+/// `cuda_context_bytes` the runtime's own share of the device.
 #[allow(clippy::too_many_arguments)]
 pub fn stage_memory(
     model: &ModelSpec,
@@ -127,6 +121,7 @@ pub fn stage_memory(
     expert_params: f64,
     largest_layer_params: f64,
     comms: u64,
+    cuda_context_bytes: f64,
 ) -> MemoryBytes {
     let sh = Shard::of(plan);
     let dp_ranks = plan.dp * plan.cp;
@@ -144,11 +139,12 @@ pub fn stage_memory(
     }
 
     let in_flight = in_flight_chunks(plan, st.stage);
-    let per_layer: f64 = (st.first_layer..st.first_layer + st.layers)
-        .map(|i| layer_activation_bytes(graphs.layer(model, i), model, &sh, plan.recompute))
-        .sum::<f64>()
-        / st.layers.max(1) as f64;
-    let mut activations = in_flight * per_layer * st.layers as f64;
+    let per_micro: f64 = st
+        .layers
+        .iter()
+        .map(|&(i, rc)| layer_activation_bytes(graphs.layer(model, i), model, &sh, rc))
+        .sum();
+    let mut activations = in_flight * per_micro;
     if st.embedding {
         activations += in_flight * graphs.embedding.saved_bytes();
     }
@@ -159,9 +155,14 @@ pub fn stage_memory(
     // Working set at the peak: the layer being back-propagated re-materialises what
     // recomputation dropped, plus two activation-gradient buffers of its widest tensor; the
     // last stage also holds 16-bit logits next to their fp32 copy during the loss.
-    let layer = graphs.layer(model, st.first_layer);
-    let rematerialised =
-        layer.saved_bytes() - layer_activation_bytes(layer, model, &sh, plan.recompute);
+    let rematerialised = st
+        .layers
+        .iter()
+        .map(|&(i, rc)| {
+            let g = graphs.layer(model, i);
+            g.saved_bytes() - layer_activation_bytes(g, model, &sh, rc)
+        })
+        .fold(0.0, f64::max);
     let widest = (model.ffn_hidden / plan.tp).max(model.hidden) as f64;
     let grad_buffers = 2.0 * sh.tokens() as f64 * widest * sh.dtype.bytes();
     let mut working = rematerialised + grad_buffers;
@@ -170,7 +171,7 @@ pub fn stage_memory(
         working = working.max((sh.dtype.bytes() + 4.0) * logits);
     }
 
-    let runtime = CUDA_CONTEXT_BYTES
+    let runtime = cuda_context_bytes
         + comms as f64 * NCCL_BYTES_PER_COMMUNICATOR
         + ALLOCATOR_FRAGMENTATION * (activations + working);
     MemoryBytes {

@@ -10,7 +10,7 @@ pub use memory::{MemoryBytes, StageLayout};
 pub use price::{GroupShape, Machine, Placement};
 
 use crate::calib::{Profile, Source};
-use crate::graph::{Coll, Group, Kernel, ModelGraph, Op, OpGraph, Shard};
+use crate::graph::{Coll, Group, Kernel, MemClass, ModelGraph, Op, OpGraph, Shard};
 use crate::spec::{ClusterSpec, ModelSpec, Plan, Recompute};
 use crate::units::{Dtype, GIB};
 use serde::Serialize;
@@ -374,17 +374,37 @@ pub fn estimate(
     estimate_priced(model, plan, &m, &priced)
 }
 
-/// Stage layouts of a plan: layers split evenly, embedding on the first stage, head on the
-/// last (interleaving gives each stage v chunks of L/(p·v) layers; chunk 0 is reported).
+/// Stage layouts of a plan: layers split evenly (or as `plan.stage_layers` says), the
+/// embedding on the first stage and the head on the last. Interleaving gives stage i the
+/// chunks i, i + p, i + 2p, … of L/(p·v) layers each (Narayanan et al. SC'21 §2.2.2). With
+/// `plan.recompute_layers`, only the first r_i layers of stage i recompute (Megatron-LM
+/// `--recompute-method block`).
 pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
-    let per = model.layers / plan.pp;
+    let counts: Vec<u64> = match &plan.stage_layers {
+        Some(v) => v.clone(),
+        None => vec![model.layers / plan.pp; plan.pp as usize],
+    };
+    let per_chunk = counts[0] / plan.vpp;
+    let mut first = 0;
     (0..plan.pp)
-        .map(|i| StageLayout {
-            stage: i,
-            first_layer: i * per / plan.vpp,
-            layers: per,
-            embedding: i == 0,
-            head: i == plan.pp - 1,
+        .map(|i| {
+            let n = counts[i as usize];
+            let ids: Vec<u64> = if plan.vpp > 1 {
+                (0..plan.vpp).flat_map(|c| {
+                    let start = (c * plan.pp + i) * per_chunk;
+                    start..start + per_chunk
+                }).collect()
+            } else {
+                (first..first + n).collect()
+            };
+            first += n;
+            let r = plan.recompute_layers.as_ref().map_or(n, |v| v[i as usize]);
+            let layers = ids
+                .into_iter()
+                .enumerate()
+                .map(|(k, id)| (id, if (k as u64) < r { plan.recompute } else { Recompute::None }))
+                .collect();
+            StageLayout { stage: i, layers, embedding: i == 0, head: i == plan.pp - 1 }
         })
         .collect()
 }
@@ -455,29 +475,24 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
             PassCost::default(),
         );
         let (mut dense_params, mut expert_params) = (0.0, 0.0);
-        // Layers of all v chunks of this stage.
-        for c in 0..plan.vpp {
-            let per_chunk = st.layers / plan.vpp;
-            let first = (c * plan.pp + st.stage) * per_chunk;
-            for i in first..first + per_chunk {
-                let gc = pg.layer(model, i);
-                fwd.add(&gc.fwd, 1.0);
-                bwd.add(&gc.bwd, 1.0);
-                match plan.recompute {
-                    Recompute::None => {}
-                    Recompute::Selective => rc.add(&gc.selective_fwd, 1.0),
-                    Recompute::Full => rc.add(&gc.fwd, 1.0),
-                }
-                let g = pg.graphs.layer(model, i);
-                let experts: f64 = g
-                    .graph
-                    .node_weights()
-                    .filter(|o| o.name.starts_with("expert_"))
-                    .map(|o| o.params)
-                    .sum();
-                expert_params += experts;
-                dense_params += g.params() - experts;
+        for &(i, layer_rc) in &st.layers {
+            let gc = pg.layer(model, i);
+            fwd.add(&gc.fwd, 1.0);
+            bwd.add(&gc.bwd, 1.0);
+            match layer_rc {
+                Recompute::None => {}
+                Recompute::Selective => rc.add(&gc.selective_fwd, 1.0),
+                Recompute::Full => rc.add(&gc.fwd, 1.0),
             }
+            let g = pg.graphs.layer(model, i);
+            let experts: f64 = g
+                .graph
+                .node_weights()
+                .filter(|o| o.name.starts_with("expert_"))
+                .map(|o| o.params)
+                .sum();
+            expert_params += experts;
+            dense_params += g.params() - experts;
         }
         if st.embedding {
             fwd.add(&pg.embedding.fwd, 1.0);
@@ -505,10 +520,11 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
             expert_params,
             largest_layer_params,
             comms,
+            cluster.cuda_context_gib * GIB,
         );
         stages.push(StageCost {
             stage_idx: st.stage,
-            layers: st.layers,
+            layers: st.layers.len() as u64,
             fwd_s: fwd.total() + pp_s / 2.0,
             bwd_s: bwd.total() + rc.total() + pp_s / 2.0,
             memory_gib: mem.total() / GIB,
@@ -602,7 +618,7 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         .iter()
         .map(|t| {
             let local = t.dense_params / shard(place.dp.n) + t.expert_params / shard(ep_group.n);
-            m.memory_s(local * optimizer_bytes_per_param(plan.dtype)).0
+            m.memory_s(local * optimizer_bytes_per_param(plan.dtype), MemClass::Elementwise).0
         })
         .fold(0.0, f64::max);
 
@@ -627,8 +643,15 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         });
     let n_gpus = plan.n_gpus();
     let model_flops = flops::model_flops_per_step(model, plan.seq_len, plan.global_batch);
-    let hw_flops =
-        flops::hardware_flops_per_step(model, plan.seq_len, plan.global_batch, plan.recompute);
+    let recomputed = layouts.iter().flat_map(|st| &st.layers).filter(|(_, rc)| *rc != Recompute::None).count();
+    let held = layouts.iter().map(|st| st.layers.len()).sum::<usize>().max(1);
+    let hw_flops = flops::hardware_flops_per_step(
+        model,
+        plan.seq_len,
+        plan.global_batch,
+        plan.recompute,
+        recomputed as f64 / held as f64,
+    );
     let peak_flops = cluster.gpu.peak_flops(plan.dtype);
     let per_gpu = |f: f64| f / step / n_gpus as f64;
     Estimate {

@@ -4,7 +4,7 @@
 //! hierarchical groups (DESIGN.md §3).
 
 use crate::calib::{Profile, Source, Span, bus_factor};
-use crate::graph::{Coll, Group, Kernel};
+use crate::graph::{Coll, Group, Kernel, MemClass};
 use crate::spec::{ClusterSpec, DeviceSpec, Plan};
 use crate::units::{Dtype, GB, US};
 
@@ -122,10 +122,18 @@ impl<'a> Machine<'a> {
         }
     }
 
-    /// Time of a memory-bound kernel moving `bytes`.
-    pub fn memory_s(&self, bytes: f64) -> (f64, Source) {
+    /// Time of a memory-bound kernel moving `bytes` with access pattern `class`: streaming
+    /// kernels at the (measured or preset) achieved HBM bandwidth, row reductions at the
+    /// device's lower reduction efficiencies relative to it.
+    pub fn memory_s(&self, bytes: f64, class: MemClass) -> (f64, Source) {
         let (bw, src) = self.hbm_bytes_s();
-        (bytes / bw + self.launch_s(), src)
+        let eff = &self.device().efficiency;
+        let rel = match class {
+            MemClass::Elementwise => 1.0,
+            MemClass::Reduction => eff.reduction / eff.hbm,
+            MemClass::ReductionBwd => eff.reduction_bwd / eff.hbm,
+        };
+        (bytes / (bw * rel) + self.launch_s(), src)
     }
 
     /// Time of `batch` GEMMs m×n×k in `dtype`.
@@ -233,7 +241,7 @@ impl<'a> Machine<'a> {
         match *k {
             Kernel::Gemm { batch, m, n, k } => self.gemm_s(dtype, batch, m, n, k),
             Kernel::Attention { .. } => self.attention_s(dtype, k),
-            Kernel::Memory { bytes } => self.memory_s(bytes),
+            Kernel::Memory { bytes, class } => self.memory_s(bytes, class),
             Kernel::Comm {
                 coll, group, bytes, ..
             } => self.collective_s(coll, place.group(group), bytes),
@@ -315,6 +323,9 @@ mod tests {
             dtype: Dtype::Bf16,
             schedule: crate::spec::Schedule::OneFOneB,
             attention: crate::spec::AttentionImpl::Flash,
+            tp_overlap: crate::spec::TpOverlap::Backward,
+            stage_layers: None,
+            recompute_layers: None,
         };
         let p = Placement::of(&plan, 8);
         assert_eq!(p.tp, GroupShape { n: 4, per_node: 4 });

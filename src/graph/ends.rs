@@ -2,8 +2,8 @@
 //! LM head and cross-entropy loss (last stage), vocabulary-parallel as in Megatron-LM
 //! (`VocabParallelEmbedding`, `vocab_parallel_cross_entropy`; Shoeybi et al. 2019 §3).
 
-use super::layer::{column_linear, norm, tp_enter};
-use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
+use super::layer::{column_linear, norm};
+use super::{Coll, Group, Kernel, MemClass, Op, OpGraph, Shard};
 use crate::spec::{Arch, ModelSpec};
 
 /// Input embedding: each TP rank looks up its vocabulary slice, then the partial rows are
@@ -86,7 +86,6 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     } else {
         ops.push(norm("final_norm", model, sh.tokens_sp(), e));
     }
-    ops.extend(tp_enter("tp_enter_head", sh, x));
     let head_params = if model.tied_embeddings {
         0.0
     } else {
@@ -94,12 +93,14 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     };
     ops.push(column_linear("lm_head", sh, v, h, head_params));
     let logits = tokens * v as f64;
-    let mut ce = Op::memory(
+    let mut ce = Op::reduction(
         "cross_entropy",
         (e + 24.0) * logits,
         (4.0 + e) * logits,
         4.0 * logits,
     );
+    // The gradient (softmax − one-hot) is elementwise.
+    ce.bwd = vec![Kernel::Memory { bytes: (4.0 + e) * logits, class: MemClass::Elementwise }];
     if sh.tp > 1 {
         ce.fwd.push(Kernel::Comm {
             coll: Coll::AllReduce,
@@ -128,6 +129,7 @@ mod tests {
             ep: 1,
             attention: AttentionImpl::Flash,
             dtype: Dtype::Bf16,
+            tp_overlap: crate::spec::TpOverlap::Backward,
         }
     }
 

@@ -5,71 +5,83 @@
 //! sbh(34 + 5as/h) bytes for a 16-bit GPT layer with dropout.
 
 use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
-use crate::spec::{Arch, AttentionImpl, ModelSpec};
+use crate::spec::{Arch, AttentionImpl, ModelSpec, TpOverlap};
 
-/// Megatron's conjugate before a column-parallel GEMM: identity forward / all-reduce backward
-/// (`f`), or with sequence parallelism all-gather forward / reduce-scatter backward.
-pub(super) fn tp_enter(name: &'static str, sh: &Shard, bytes: f64) -> Option<Op> {
-    (sh.tp > 1).then(|| {
-        let k = |coll| Kernel::Comm {
-            coll,
-            group: Group::Tp,
-            bytes,
-            overlapped: false,
-        };
-        if sh.sp {
-            Op::comm(name, Some(k(Coll::AllGather)), Some(k(Coll::ReduceScatter)))
-        } else {
-            Op::comm(name, None, Some(k(Coll::AllReduce)))
-        }
-    })
+/// A TP collective of `bytes` (the full, gathered size), overlapped with the GEMMs of its
+/// operator when `overlapped`.
+fn tp_comm(coll: Coll, bytes: f64, overlapped: bool) -> Kernel {
+    Kernel::Comm { coll, group: Group::Tp, bytes, overlapped }
 }
 
-/// The conjugate after a row-parallel GEMM: all-reduce forward / identity backward (`g`), or
-/// reduce-scatter forward / all-gather backward with sequence parallelism.
-pub(super) fn tp_exit(name: &'static str, sh: &Shard, bytes: f64) -> Option<Op> {
-    (sh.tp > 1).then(|| {
-        let k = |coll| Kernel::Comm {
-            coll,
-            group: Group::Tp,
-            bytes,
-            overlapped: false,
-        };
-        if sh.sp {
-            Op::comm(name, Some(k(Coll::ReduceScatter)), Some(k(Coll::AllGather)))
-        } else {
-            Op::comm(name, Some(k(Coll::AllReduce)), None)
-        }
-    })
-}
-
-/// A column-parallel linear layer. With sequence parallelism its input is saved sharded and
-/// all-gathered again in backward for the weight gradient, overlapped with the input-gradient
-/// GEMM (Megatron-LM `LinearWithGradAccumulationAndAsyncCommunication`).
+/// A column-parallel linear layer with Megatron's conjugate `f` folded in (Shoeybi et al. 2019
+/// §3): identity forward and all-reduce of the input gradient backward, or with sequence
+/// parallelism all-gather forward and reduce-scatter backward (Korthikanti et al. 2022 §4.2.2).
+/// With SP the input is saved sharded and all-gathered again in backward for the weight
+/// gradient, overlapped with the input-gradient GEMM; the input-gradient collective overlaps
+/// the weight-gradient GEMM from `TpOverlap::Backward` on (Megatron-LM
+/// `LinearWithGradAccumulationAndAsyncCommunication`), and the forward all-gather overlaps
+/// the GEMM with `TpOverlap::Full` (Transformer Engine userbuffers, `--tp-comm-overlap`).
 pub(super) fn column_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params: f64) -> Op {
     let e = sh.dtype.bytes();
     let saved = (sh.tokens_sp() * k) as f64 * e;
     let mut op = Op::linear(name, sh.tokens(), n, k, params, saved);
-    if sh.sp {
-        let bytes = (sh.tokens() * k) as f64 * e;
-        op.bwd.insert(
-            0,
-            Kernel::Comm {
-                coll: Coll::AllGather,
-                group: Group::Tp,
-                bytes,
-                overlapped: true,
-            },
-        );
+    if sh.tp > 1 {
+        let full = (sh.tokens() * k) as f64 * e;
+        let bwd_overlap = sh.tp_overlap >= TpOverlap::Backward;
+        if sh.sp {
+            op.fwd.insert(0, tp_comm(Coll::AllGather, full, sh.tp_overlap == TpOverlap::Full));
+            op.bwd.insert(0, tp_comm(Coll::AllGather, full, true));
+            op.bwd.insert(2, tp_comm(Coll::ReduceScatter, full, bwd_overlap));
+        } else {
+            op.bwd.insert(1, tp_comm(Coll::AllReduce, full, bwd_overlap));
+        }
     }
     op
+}
+
+/// A row-parallel linear layer with the conjugate `g` folded in: all-reduce forward
+/// (reduce-scatter with SP) and identity backward (all-gather with SP); overlapped with the
+/// GEMM only under `TpOverlap::Full`.
+pub(super) fn row_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params: f64) -> Op {
+    let e = sh.dtype.bytes();
+    let saved = (sh.tokens() * k) as f64 * e;
+    let mut op = Op::linear(name, sh.tokens(), n, k, params, saved);
+    if sh.tp > 1 {
+        let full = (sh.tokens() * n) as f64 * e;
+        let ov = sh.tp_overlap == TpOverlap::Full;
+        if sh.sp {
+            op.fwd.push(tp_comm(Coll::ReduceScatter, full, ov));
+            op.bwd.insert(0, tp_comm(Coll::AllGather, full, ov));
+        } else {
+            op.fwd.push(tp_comm(Coll::AllReduce, full, ov));
+        }
+    }
+    op
+}
+
+/// Stand-alone conjugates `f` (enter) and `g` (exit) around a TP region that is not a single
+/// linear layer (the MoE block, the LM head's input): identity/all-reduce and
+/// all-reduce/identity, or all-gather/reduce-scatter and reduce-scatter/all-gather with SP.
+pub(super) fn tp_conjugates(sh: &Shard, bytes: f64) -> (Option<Op>, Option<Op>) {
+    if sh.tp == 1 {
+        return (None, None);
+    }
+    let k = |coll| tp_comm(coll, bytes, false);
+    if sh.sp {
+        (
+            Some(Op::comm("tp_enter", Some(k(Coll::AllGather)), Some(k(Coll::ReduceScatter)))),
+            Some(Op::comm("tp_exit", Some(k(Coll::ReduceScatter)), Some(k(Coll::AllGather)))),
+        )
+    } else {
+        (Some(Op::comm("tp_enter", None, Some(k(Coll::AllReduce)))), Some(Op::comm("tp_exit", Some(k(Coll::AllReduce)), None)))
+    }
 }
 
 /// A norm (LayerNorm or RMSNorm) over `tokens` rows of width h: reads x and writes y forward,
 /// reads x and dy and writes dx backward; saves its input.
 pub(super) fn norm(name: &'static str, model: &ModelSpec, tokens: u64, e: f64) -> Op {
     let x = (tokens * model.hidden) as f64 * e;
-    let mut op = Op::memory(name, 2.0 * x, 3.0 * x, x);
+    let mut op = Op::reduction(name, 2.0 * x, 3.0 * x, x);
     op.params = model.arch.norm_params_per_hidden() * model.hidden as f64;
     op
 }
@@ -170,7 +182,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
                 // QKᵀ saves Q and K (4sbh/t of Korthikanti's 11sbh).
                 bgemm("scores", s_q, s_kv, d, q + kv, q + kv),
                 // Fused scale-mask-softmax saves its output (2as²b/t).
-                selective(Op::memory(
+                selective(Op::reduction(
                     "softmax",
                     2.0 * e * elems,
                     3.0 * e * elems,
@@ -208,7 +220,7 @@ fn dense_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     vec![
         column_linear("fc1", sh, width, h, fc1_params),
         activation(gated, tokens, f as f64, e),
-        Op::linear("fc2", sh.tokens(), h, f, fc2_params, tokens * f as f64 * e),
+        row_linear("fc2", sh, h, f, fc2_params),
     ]
 }
 
@@ -252,6 +264,7 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     router.saved_bytes = tokens * m.experts as f64 * 4.0;
     router.saved_selective_bytes = router.saved_bytes;
     router.fwd.push(Kernel::Memory {
+        class: super::MemClass::Reduction,
         bytes: tokens * m.experts as f64 * 8.0,
     });
     let a2a = |name| {
@@ -316,39 +329,31 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
     let e = sh.dtype.bytes();
     let (h, t) = (model.hidden, sh.tp);
     let bias = model.arch.biases();
-    let full = (sh.tokens() * h) as f64 * e;
     let qkv_n = (h + 2 * model.kv_hidden()) / t;
     let qkv_params = (h * qkv_n) as f64 + if bias { qkv_n as f64 } else { 0.0 };
     let proj_params = (h / t * h) as f64 + if bias { h as f64 } else { 0.0 };
 
-    let mut attn: Vec<Op> = Vec::new();
-    attn.extend(tp_enter("tp_enter_attn", sh, full));
-    attn.push(column_linear("qkv", sh, qkv_n, h, qkv_params));
+    let mut attn: Vec<Op> = vec![column_linear("qkv", sh, qkv_n, h, qkv_params)];
     if model.arch == Arch::Llama {
         // Rotary embedding rewrites Q and K in place (Su et al. 2021); linear, nothing saved.
         let qk = sh.tokens() as f64 * ((h + model.kv_hidden()) / t) as f64 * e;
         attn.push(Op::memory("rope", 2.0 * qk, 2.0 * qk, 0.0));
     }
     attn.extend(attention_core(model, sh));
-    attn.push(Op::linear(
-        "proj",
-        sh.tokens(),
-        h,
-        h / t,
-        proj_params,
-        sh.tokens() as f64 * (h / t) as f64 * e,
-    ));
-    attn.extend(tp_exit("tp_exit_attn", sh, full));
+    attn.push(row_linear("proj", sh, h, h / t, proj_params));
     attn.push(residual("residual_attn", model, sh.tokens_sp(), e));
 
     let mut mlp: Vec<Op> = Vec::new();
-    mlp.extend(tp_enter("tp_enter_mlp", sh, full));
-    mlp.extend(if moe {
-        moe_mlp(model, sh)
+    if moe {
+        // The conjugates wrap the whole MoE block: tokens enter full and leave reduced.
+        let full = (sh.tokens() * h) as f64 * e;
+        let (enter, exit) = tp_conjugates(sh, full);
+        mlp.extend(enter);
+        mlp.extend(moe_mlp(model, sh));
+        mlp.extend(exit);
     } else {
-        dense_mlp(model, sh)
-    });
-    mlp.extend(tp_exit("tp_exit_mlp", sh, full));
+        mlp.extend(dense_mlp(model, sh));
+    }
     mlp.push(residual("residual_mlp", model, sh.tokens_sp(), e));
 
     let n1 = norm("norm_attn", model, sh.tokens_sp(), e);
@@ -398,6 +403,7 @@ mod tests {
             ep: 1,
             attention,
             dtype: Dtype::Fp16,
+            tp_overlap: crate::spec::TpOverlap::Backward,
         }
     }
 
@@ -474,6 +480,7 @@ mod tests {
             ep: 1,
             attention: AttentionImpl::Flash,
             dtype: Dtype::Bf16,
+            tp_overlap: crate::spec::TpOverlap::Backward,
         };
         let g = transformer_layer(&m, &sh, true);
         assert_eq!(g.params(), m.layer_params(0));

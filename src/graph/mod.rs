@@ -8,7 +8,7 @@ mod layer;
 pub use ends::{embedding, head};
 pub use layer::transformer_layer;
 
-use crate::spec::{AttentionImpl, ModelSpec, Plan};
+use crate::spec::{AttentionImpl, ModelSpec, Plan, TpOverlap};
 use crate::units::Dtype;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,20 @@ impl Coll {
     }
 }
 
+/// How a bandwidth-bound kernel touches memory: streaming elementwise kernels reach close to
+/// the HBM peak, row reductions (norms, softmax) much less, their backward less again
+/// (measured kernels: see the device presets' `efficiency` block).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum MemClass {
+    /// Elementwise: activations, dropout, residual adds, copies.
+    Elementwise,
+    /// Row reduction forward: LayerNorm/RMSNorm, softmax, cross-entropy.
+    Reduction,
+    /// Row reduction backward.
+    ReductionBwd,
+}
+
 /// One GPU kernel (or one collective) with the sizes its cost depends on.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum Kernel {
@@ -90,6 +104,8 @@ pub enum Kernel {
     Memory {
         /// Bytes read plus bytes written.
         bytes: f64,
+        /// Access pattern, which sets the achieved fraction of HBM bandwidth.
+        class: MemClass,
     },
     /// A collective (or send/receive) on a parallel group.
     Comm {
@@ -157,12 +173,23 @@ pub struct Op {
 }
 
 impl Op {
-    /// An operator with only forward/backward memory traffic.
+    /// An elementwise operator with only forward/backward memory traffic (a pass moving no
+    /// bytes launches no kernel).
     pub fn memory(name: &'static str, fwd_bytes: f64, bwd_bytes: f64, saved: f64) -> Op {
+        Op::bandwidth(name, fwd_bytes, bwd_bytes, saved, [MemClass::Elementwise; 2])
+    }
+
+    /// A row-reduction operator (norm, softmax): reduction forward, reduction backward.
+    pub fn reduction(name: &'static str, fwd_bytes: f64, bwd_bytes: f64, saved: f64) -> Op {
+        Op::bandwidth(name, fwd_bytes, bwd_bytes, saved, [MemClass::Reduction, MemClass::ReductionBwd])
+    }
+
+    fn bandwidth(name: &'static str, fwd_bytes: f64, bwd_bytes: f64, saved: f64, class: [MemClass; 2]) -> Op {
+        let k = |bytes: f64, class| (bytes > 0.0).then_some(Kernel::Memory { bytes, class });
         Op {
             name,
-            fwd: vec![Kernel::Memory { bytes: fwd_bytes }],
-            bwd: vec![Kernel::Memory { bytes: bwd_bytes }],
+            fwd: k(fwd_bytes, class[0]).into_iter().collect(),
+            bwd: k(bwd_bytes, class[1]).into_iter().collect(),
             params: 0.0,
             saved_bytes: saved,
             saved_selective_bytes: saved,
@@ -234,7 +261,7 @@ impl Op {
 fn mem_bytes(ks: &[Kernel]) -> f64 {
     ks.iter()
         .map(|k| {
-            if let Kernel::Memory { bytes } = k {
+            if let Kernel::Memory { bytes, .. } = k {
                 *bytes
             } else {
                 0.0
@@ -262,6 +289,8 @@ pub struct Shard {
     pub attention: AttentionImpl,
     /// Activation/GEMM data type.
     pub dtype: Dtype,
+    /// TP communication hidden behind GEMMs.
+    pub tp_overlap: TpOverlap,
 }
 
 impl Shard {
@@ -276,6 +305,7 @@ impl Shard {
             ep: plan.ep,
             attention: plan.attention,
             dtype: plan.dtype,
+            tp_overlap: plan.tp_overlap,
         }
     }
 

@@ -5,7 +5,7 @@
 use crate::calib::Profile;
 use crate::cost::{Estimate, Machine, Placement, PricedGraphs, estimate_priced, memory};
 use crate::graph::Shard;
-use crate::spec::{AttentionImpl, ClusterSpec, Infeasible, ModelSpec, Plan, Recompute, Schedule};
+use crate::spec::{AttentionImpl, ClusterSpec, Infeasible, ModelSpec, Plan, Recompute, Schedule, TpOverlap};
 use crate::units::{Dtype, GIB};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +36,8 @@ pub struct Space {
     pub max_cp: u64,
     /// Overlap DP gradient reduction with backward (the framework option).
     pub overlap_grad_reduce: bool,
+    /// TP communication overlap the framework provides.
+    pub tp_overlap: TpOverlap,
 }
 
 impl Space {
@@ -53,6 +55,7 @@ impl Space {
             max_vpp: 8,
             max_cp: 16,
             overlap_grad_reduce: true,
+            tp_overlap: TpOverlap::Backward,
         }
     }
 }
@@ -159,6 +162,9 @@ fn bare(
             Schedule::OneFOneB
         },
         attention: space.attention,
+        tp_overlap: space.tp_overlap,
+        stage_layers: None,
+        recompute_layers: None,
     }
 }
 

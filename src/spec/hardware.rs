@@ -26,8 +26,12 @@ pub struct PeakTflops {
 pub struct DeviceEfficiency {
     /// Best achieved fraction of the dense 16-bit peak for large GEMMs.
     pub gemm: f64,
-    /// Achieved fraction of HBM bandwidth by streaming (elementwise, norm) kernels.
+    /// Achieved fraction of HBM bandwidth by streaming elementwise kernels.
     pub hbm: f64,
+    /// Achieved fraction of HBM bandwidth by row reductions (norms, softmax), forward.
+    pub reduction: f64,
+    /// Same for their backward kernels.
+    pub reduction_bwd: f64,
     /// Achieved fraction of the 16-bit peak by fused (flash) attention, forward pass.
     pub attention_fwd: f64,
     /// Same for the backward pass.
@@ -148,7 +152,15 @@ pub struct ClusterSpec {
     pub inter_node: Option<InterNode>,
     /// Name or path of a calibration profile under calibrate/.
     pub calibration: Option<String>,
+    /// Memory the CUDA context, kernels' code and library handles take per GPU, GiB.
+    pub cuda_context_gib: f64,
 }
+
+/// CUDA context per GPU with lazy module loading (CUDA ≥ 11.7, PyTorch's default): "around
+/// 400MB" (PyTorch maintainers, pytorch/pytorch #109888), plus cuBLAS/cuDNN workspaces. Older
+/// stacks load every kernel eagerly: 1573 MiB measured on A100 with CUDA 11.x
+/// (bigscience-workshop/bigscience train/tr11-176B-ml/chronicles-prequel.md).
+pub const DEFAULT_CUDA_CONTEXT_GIB: f64 = 0.5;
 
 impl ClusterSpec {
     /// Total GPUs.
@@ -215,8 +227,10 @@ fn read_peaks(r: &mut Reader<'_>) -> Option<PeakTflops> {
 /// source in hardware/gpus/a100-sxm4-80gb.yaml.
 fn default_efficiency() -> DeviceEfficiency {
     DeviceEfficiency {
-        gemm: 0.87,
-        hbm: 0.85,
+        gemm: 0.76,
+        hbm: 0.88,
+        reduction: 0.46,
+        reduction_bwd: 0.24,
         attention_fwd: 0.70,
         attention_bwd: 0.55,
         kernel_launch_us: 4.0,
@@ -241,6 +255,8 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
         .nested("efficiency", |e| DeviceEfficiency {
             gemm: e.opt_fraction("gemm").unwrap_or(d.gemm),
             hbm: e.opt_fraction("hbm").unwrap_or(d.hbm),
+            reduction: e.opt_fraction("reduction").unwrap_or(d.reduction),
+            reduction_bwd: e.opt_fraction("reduction_bwd").unwrap_or(d.reduction_bwd),
             attention_fwd: e.opt_fraction("attention_fwd").unwrap_or(d.attention_fwd),
             attention_bwd: e.opt_fraction("attention_bwd").unwrap_or(d.attention_bwd),
             kernel_launch_us: e
@@ -343,6 +359,7 @@ fn read_cluster(
         })
     });
     let calibration = r.opt_str("calibration");
+    let context = r.opt_pos("cuda_context_gib", 64.0).unwrap_or(DEFAULT_CUDA_CONTEXT_GIB);
     if nodes.is_some_and(|n| n > 1) && inter.as_ref().is_none_or(|i| i.is_none()) {
         r.problem(
             "inter_node",
@@ -358,6 +375,7 @@ fn read_cluster(
         intra_node: intra??,
         inter_node: inter.flatten(),
         calibration,
+        cuda_context_gib: context,
     })
 }
 

@@ -6,12 +6,13 @@ pub mod hardware;
 pub mod model;
 pub mod plan;
 pub mod presets;
+pub mod runs;
 pub mod yaml;
 
 pub use error::{Problem, SpecError};
 pub use hardware::{ClusterSpec, DeviceEfficiency, DeviceSpec, InterNode, IntraNode, PeakTflops};
 pub use model::{Arch, ModelSpec, MoeSpec};
-pub use plan::{AttentionImpl, Infeasible, Plan, Recompute, Schedule};
+pub use plan::{AttentionImpl, Infeasible, Plan, Recompute, Schedule, TpOverlap};
 
 use std::path::Path;
 

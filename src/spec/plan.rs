@@ -66,6 +66,32 @@ pub enum AttentionImpl {
     Unfused,
 }
 
+/// How much tensor-parallel communication the framework hides behind GEMMs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum TpOverlap {
+    /// Every TP collective is exposed (Megatron-LM before its async TP all-reduce, 2021).
+    None,
+    /// The input-gradient collective of column-parallel layers runs during the weight-gradient
+    /// GEMM (Megatron-LM `async_tensor_model_parallel_allreduce`, on by default since late 2021).
+    #[default]
+    Backward,
+    /// All TP collectives are pipelined with their GEMMs (Transformer Engine userbuffers,
+    /// Megatron-Core `--tp-comm-overlap`).
+    Full,
+}
+
+impl TpOverlap {
+    /// Name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            TpOverlap::None => "none",
+            TpOverlap::Backward => "backward",
+            TpOverlap::Full => "full",
+        }
+    }
+}
+
 /// One way of laying a model out on a cluster, with its memory and overlap options.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Plan {
@@ -102,6 +128,16 @@ pub struct Plan {
     pub schedule: Schedule,
     /// Attention kernel.
     pub attention: AttentionImpl,
+    /// TP communication hidden behind GEMMs.
+    #[serde(default)]
+    pub tp_overlap: TpOverlap,
+    /// Transformer layers per pipeline stage when not uniform (length pp, sum = layers).
+    #[serde(default)]
+    pub stage_layers: Option<Vec<u64>>,
+    /// With full recomputation: how many layers of each stage recompute (length pp; the
+    /// others keep their activations, Megatron's `--recompute-method block`). `None`: all.
+    #[serde(default)]
+    pub recompute_layers: Option<Vec<u64>>,
 }
 
 impl Plan {
@@ -189,7 +225,11 @@ impl Plan {
                 gpus_per_node: cluster.gpus_per_node,
             });
         }
-        if model.layers % (self.pp * self.vpp) != 0 {
+        if let Some(v) = &self.stage_layers {
+            if v.len() as u64 != self.pp || v.iter().sum::<u64>() != model.layers || v.contains(&0) || self.vpp > 1 {
+                out.push(I::StageLayers { given: v.clone(), layers: model.layers, pp: self.pp });
+            }
+        } else if model.layers % (self.pp * self.vpp) != 0 {
             out.push(I::LayersNotDivisible {
                 layers: model.layers,
                 pp: self.pp,
@@ -252,6 +292,15 @@ impl Plan {
             }),
             _ => {}
         }
+        if let Some(r) = &self.recompute_layers {
+            let per_stage = |i: usize| self.stage_layers.as_ref().map_or(model.layers / self.pp, |v| v.get(i).copied().unwrap_or(0));
+            let bad = r.len() as u64 != self.pp
+                || self.recompute != Recompute::Full
+                || r.iter().enumerate().any(|(i, &n)| n > per_stage(i));
+            if bad {
+                out.push(I::RecomputeLayers { given: r.clone(), pp: self.pp });
+            }
+        }
         if self.zero > 3 {
             out.push(I::ZeroStage { zero: self.zero });
         } else if self.zero >= 2 && self.pp > 1 {
@@ -307,6 +356,22 @@ pub enum Infeasible {
         pp: u64,
         /// Chunks per stage.
         vpp: u64,
+    },
+    /// An explicit stage partition that does not cover the layers once.
+    StageLayers {
+        /// Layers per stage given.
+        given: Vec<u64>,
+        /// Model layers.
+        layers: u64,
+        /// Pipeline stages.
+        pp: u64,
+    },
+    /// Per-stage recompute counts that do not fit the stages (or full recompute is off).
+    RecomputeLayers {
+        /// Counts given.
+        given: Vec<u64>,
+        /// Pipeline stages.
+        pp: u64,
     },
     /// dp·mbs does not divide the global batch.
     BatchNotDivisible {
@@ -391,6 +456,8 @@ impl Infeasible {
             I::FfnNotDivisible { .. } => "tp does not divide ffn_hidden",
             I::TpAcrossNodes { .. } => "tp larger than a node",
             I::LayersNotDivisible { .. } => "pp·vpp does not divide layers",
+            I::StageLayers { .. } => "stage partition does not cover the layers",
+            I::RecomputeLayers { .. } => "recompute layers do not fit the stages",
             I::BatchNotDivisible { .. } => "dp·mbs does not divide global batch",
             I::SeqNotDivisible { .. } => "sequence not divisible by cp/sp",
             I::SeqBeyondPositions { .. } => "sequence beyond position embeddings",
@@ -413,7 +480,8 @@ impl Infeasible {
             I::HeadsNotDivisible { .. } | I::FfnNotDivisible { .. } | I::TpAcrossNodes { .. } => {
                 "tp"
             }
-            I::LayersNotDivisible { .. } => "pp",
+            I::LayersNotDivisible { .. } | I::StageLayers { .. } => "pp",
+            I::RecomputeLayers { .. } => "recompute_layers",
             I::BatchNotDivisible { .. } => "global_batch",
             I::SeqNotDivisible { .. } | I::SeqBeyondPositions { .. } => "seq_len",
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
@@ -455,6 +523,14 @@ impl fmt::Display for Infeasible {
                 f,
                 "pp·vpp = {} does not divide layers={layers}; pick pp (and vpp) dividing {layers}",
                 pp * vpp
+            ),
+            I::StageLayers { given, layers, pp } => write!(
+                f,
+                "stage layers {given:?} must be {pp} positive counts summing to layers={layers} (and need vpp=1)"
+            ),
+            I::RecomputeLayers { given, pp } => write!(
+                f,
+                "recompute layers {given:?} need full recompute and {pp} counts, each at most its stage's layers"
             ),
             I::BatchNotDivisible {
                 global_batch,
