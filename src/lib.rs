@@ -13,3 +13,4 @@ pub mod graph;
 pub mod search;
 pub mod spec;
 pub mod units;
+pub mod validate;

@@ -3,7 +3,9 @@
 
 use super::CliError;
 use crate::calib::{Profile, load_profile};
-use crate::spec::{self, AttentionImpl, ClusterSpec, ModelSpec, Plan, Recompute, Schedule, TpOverlap};
+use crate::spec::{
+    self, AttentionImpl, ClusterSpec, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
+};
 use crate::units::Dtype;
 use clap::{Args, ValueEnum};
 

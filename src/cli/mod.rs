@@ -3,6 +3,7 @@
 
 mod args;
 mod render;
+mod validate;
 
 pub use args::{Format, PlanArgs, Target};
 
@@ -101,6 +102,18 @@ pub enum Command {
         /// Sequence length (default: the model's).
         #[arg(long = "seq-len")]
         seq_len: Option<u64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Predict published measured runs and report the error per run and per group.
+    Validate {
+        /// Runs file (schema of validation/published-runs.yaml; default: the built-in set).
+        #[arg(long)]
+        runs: Option<String>,
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -294,6 +307,11 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 ),
             })
         }
+        Command::Validate {
+            runs,
+            group,
+            format,
+        } => validate::run(runs.as_deref(), group.as_deref(), format),
         Command::Models => {
             let rows = presets::MODELS
                 .iter()

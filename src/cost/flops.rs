@@ -44,7 +44,13 @@ pub fn model_flops_per_step(model: &ModelSpec, s: u64, global_batch: u64) -> f64
 /// of the recomputed layers under full recomputation (Narayanan et al. SC'21 eq. 3 counts it),
 /// the attention core under selective recomputation (Korthikanti et al. 2022 §5).
 /// `fraction` is the share of layers that recompute.
-pub fn hardware_flops_per_step(model: &ModelSpec, s: u64, global_batch: u64, rc: Recompute, fraction: f64) -> f64 {
+pub fn hardware_flops_per_step(
+    model: &ModelSpec,
+    s: u64,
+    global_batch: u64,
+    rc: Recompute,
+    fraction: f64,
+) -> f64 {
     let fwd = global_batch as f64 * forward_flops_per_sequence(model, s);
     let extra = match rc {
         Recompute::None => 0.0,

@@ -390,10 +390,12 @@ pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
         .map(|i| {
             let n = counts[i as usize];
             let ids: Vec<u64> = if plan.vpp > 1 {
-                (0..plan.vpp).flat_map(|c| {
-                    let start = (c * plan.pp + i) * per_chunk;
-                    start..start + per_chunk
-                }).collect()
+                (0..plan.vpp)
+                    .flat_map(|c| {
+                        let start = (c * plan.pp + i) * per_chunk;
+                        start..start + per_chunk
+                    })
+                    .collect()
             } else {
                 (first..first + n).collect()
             };
@@ -402,9 +404,23 @@ pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
             let layers = ids
                 .into_iter()
                 .enumerate()
-                .map(|(k, id)| (id, if (k as u64) < r { plan.recompute } else { Recompute::None }))
+                .map(|(k, id)| {
+                    (
+                        id,
+                        if (k as u64) < r {
+                            plan.recompute
+                        } else {
+                            Recompute::None
+                        },
+                    )
+                })
                 .collect();
-            StageLayout { stage: i, layers, embedding: i == 0, head: i == plan.pp - 1 }
+            StageLayout {
+                stage: i,
+                layers,
+                embedding: i == 0,
+                head: i == plan.pp - 1,
+            }
         })
         .collect()
 }
@@ -618,7 +634,11 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         .iter()
         .map(|t| {
             let local = t.dense_params / shard(place.dp.n) + t.expert_params / shard(ep_group.n);
-            m.memory_s(local * optimizer_bytes_per_param(plan.dtype), MemClass::Elementwise).0
+            m.memory_s(
+                local * optimizer_bytes_per_param(plan.dtype),
+                MemClass::Elementwise,
+            )
+            .0
         })
         .fold(0.0, f64::max);
 
@@ -643,8 +663,16 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         });
     let n_gpus = plan.n_gpus();
     let model_flops = flops::model_flops_per_step(model, plan.seq_len, plan.global_batch);
-    let recomputed = layouts.iter().flat_map(|st| &st.layers).filter(|(_, rc)| *rc != Recompute::None).count();
-    let held = layouts.iter().map(|st| st.layers.len()).sum::<usize>().max(1);
+    let recomputed = layouts
+        .iter()
+        .flat_map(|st| &st.layers)
+        .filter(|(_, rc)| *rc != Recompute::None)
+        .count();
+    let held = layouts
+        .iter()
+        .map(|st| st.layers.len())
+        .sum::<usize>()
+        .max(1);
     let hw_flops = flops::hardware_flops_per_step(
         model,
         plan.seq_len,

@@ -100,7 +100,10 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
         4.0 * logits,
     );
     // The gradient (softmax − one-hot) is elementwise.
-    ce.bwd = vec![Kernel::Memory { bytes: (4.0 + e) * logits, class: MemClass::Elementwise }];
+    ce.bwd = vec![Kernel::Memory {
+        bytes: (4.0 + e) * logits,
+        class: MemClass::Elementwise,
+    }];
     if sh.tp > 1 {
         ce.fwd.push(Kernel::Comm {
             coll: Coll::AllReduce,

@@ -10,7 +10,12 @@ use crate::spec::{Arch, AttentionImpl, ModelSpec, TpOverlap};
 /// A TP collective of `bytes` (the full, gathered size), overlapped with the GEMMs of its
 /// operator when `overlapped`.
 fn tp_comm(coll: Coll, bytes: f64, overlapped: bool) -> Kernel {
-    Kernel::Comm { coll, group: Group::Tp, bytes, overlapped }
+    Kernel::Comm {
+        coll,
+        group: Group::Tp,
+        bytes,
+        overlapped,
+    }
 }
 
 /// A column-parallel linear layer with Megatron's conjugate `f` folded in (Shoeybi et al. 2019
@@ -29,11 +34,16 @@ pub(super) fn column_linear(name: &'static str, sh: &Shard, n: u64, k: u64, para
         let full = (sh.tokens() * k) as f64 * e;
         let bwd_overlap = sh.tp_overlap >= TpOverlap::Backward;
         if sh.sp {
-            op.fwd.insert(0, tp_comm(Coll::AllGather, full, sh.tp_overlap == TpOverlap::Full));
+            op.fwd.insert(
+                0,
+                tp_comm(Coll::AllGather, full, sh.tp_overlap == TpOverlap::Full),
+            );
             op.bwd.insert(0, tp_comm(Coll::AllGather, full, true));
-            op.bwd.insert(2, tp_comm(Coll::ReduceScatter, full, bwd_overlap));
+            op.bwd
+                .insert(2, tp_comm(Coll::ReduceScatter, full, bwd_overlap));
         } else {
-            op.bwd.insert(1, tp_comm(Coll::AllReduce, full, bwd_overlap));
+            op.bwd
+                .insert(1, tp_comm(Coll::AllReduce, full, bwd_overlap));
         }
     }
     op
@@ -69,11 +79,22 @@ pub(super) fn tp_conjugates(sh: &Shard, bytes: f64) -> (Option<Op>, Option<Op>) 
     let k = |coll| tp_comm(coll, bytes, false);
     if sh.sp {
         (
-            Some(Op::comm("tp_enter", Some(k(Coll::AllGather)), Some(k(Coll::ReduceScatter)))),
-            Some(Op::comm("tp_exit", Some(k(Coll::ReduceScatter)), Some(k(Coll::AllGather)))),
+            Some(Op::comm(
+                "tp_enter",
+                Some(k(Coll::AllGather)),
+                Some(k(Coll::ReduceScatter)),
+            )),
+            Some(Op::comm(
+                "tp_exit",
+                Some(k(Coll::ReduceScatter)),
+                Some(k(Coll::AllGather)),
+            )),
         )
     } else {
-        (Some(Op::comm("tp_enter", None, Some(k(Coll::AllReduce)))), Some(Op::comm("tp_exit", Some(k(Coll::AllReduce)), None)))
+        (
+            Some(Op::comm("tp_enter", None, Some(k(Coll::AllReduce)))),
+            Some(Op::comm("tp_exit", Some(k(Coll::AllReduce)), None)),
+        )
     }
 }
 

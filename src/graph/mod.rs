@@ -176,15 +176,33 @@ impl Op {
     /// An elementwise operator with only forward/backward memory traffic (a pass moving no
     /// bytes launches no kernel).
     pub fn memory(name: &'static str, fwd_bytes: f64, bwd_bytes: f64, saved: f64) -> Op {
-        Op::bandwidth(name, fwd_bytes, bwd_bytes, saved, [MemClass::Elementwise; 2])
+        Op::bandwidth(
+            name,
+            fwd_bytes,
+            bwd_bytes,
+            saved,
+            [MemClass::Elementwise; 2],
+        )
     }
 
     /// A row-reduction operator (norm, softmax): reduction forward, reduction backward.
     pub fn reduction(name: &'static str, fwd_bytes: f64, bwd_bytes: f64, saved: f64) -> Op {
-        Op::bandwidth(name, fwd_bytes, bwd_bytes, saved, [MemClass::Reduction, MemClass::ReductionBwd])
+        Op::bandwidth(
+            name,
+            fwd_bytes,
+            bwd_bytes,
+            saved,
+            [MemClass::Reduction, MemClass::ReductionBwd],
+        )
     }
 
-    fn bandwidth(name: &'static str, fwd_bytes: f64, bwd_bytes: f64, saved: f64, class: [MemClass; 2]) -> Op {
+    fn bandwidth(
+        name: &'static str,
+        fwd_bytes: f64,
+        bwd_bytes: f64,
+        saved: f64,
+        class: [MemClass; 2],
+    ) -> Op {
         let k = |bytes: f64, class| (bytes > 0.0).then_some(Kernel::Memory { bytes, class });
         Op {
             name,

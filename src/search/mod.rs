@@ -5,7 +5,9 @@
 use crate::calib::Profile;
 use crate::cost::{Estimate, Machine, Placement, PricedGraphs, estimate_priced, memory};
 use crate::graph::Shard;
-use crate::spec::{AttentionImpl, ClusterSpec, Infeasible, ModelSpec, Plan, Recompute, Schedule, TpOverlap};
+use crate::spec::{
+    AttentionImpl, ClusterSpec, Infeasible, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
+};
 use crate::units::{Dtype, GIB};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};

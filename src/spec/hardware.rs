@@ -359,7 +359,9 @@ fn read_cluster(
         })
     });
     let calibration = r.opt_str("calibration");
-    let context = r.opt_pos("cuda_context_gib", 64.0).unwrap_or(DEFAULT_CUDA_CONTEXT_GIB);
+    let context = r
+        .opt_pos("cuda_context_gib", 64.0)
+        .unwrap_or(DEFAULT_CUDA_CONTEXT_GIB);
     if nodes.is_some_and(|n| n > 1) && inter.as_ref().is_none_or(|i| i.is_none()) {
         r.problem(
             "inter_node",

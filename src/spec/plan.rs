@@ -67,7 +67,9 @@ pub enum AttentionImpl {
 }
 
 /// How much tensor-parallel communication the framework hides behind GEMMs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TpOverlap {
     /// Every TP collective is exposed (Megatron-LM before its async TP all-reduce, 2021).
@@ -226,8 +228,16 @@ impl Plan {
             });
         }
         if let Some(v) = &self.stage_layers {
-            if v.len() as u64 != self.pp || v.iter().sum::<u64>() != model.layers || v.contains(&0) || self.vpp > 1 {
-                out.push(I::StageLayers { given: v.clone(), layers: model.layers, pp: self.pp });
+            if v.len() as u64 != self.pp
+                || v.iter().sum::<u64>() != model.layers
+                || v.contains(&0)
+                || self.vpp > 1
+            {
+                out.push(I::StageLayers {
+                    given: v.clone(),
+                    layers: model.layers,
+                    pp: self.pp,
+                });
             }
         } else if model.layers % (self.pp * self.vpp) != 0 {
             out.push(I::LayersNotDivisible {
@@ -293,12 +303,19 @@ impl Plan {
             _ => {}
         }
         if let Some(r) = &self.recompute_layers {
-            let per_stage = |i: usize| self.stage_layers.as_ref().map_or(model.layers / self.pp, |v| v.get(i).copied().unwrap_or(0));
+            let per_stage = |i: usize| {
+                self.stage_layers
+                    .as_ref()
+                    .map_or(model.layers / self.pp, |v| v.get(i).copied().unwrap_or(0))
+            };
             let bad = r.len() as u64 != self.pp
                 || self.recompute != Recompute::Full
                 || r.iter().enumerate().any(|(i, &n)| n > per_stage(i));
             if bad {
-                out.push(I::RecomputeLayers { given: r.clone(), pp: self.pp });
+                out.push(I::RecomputeLayers {
+                    given: r.clone(),
+                    pp: self.pp,
+                });
             }
         }
         if self.zero > 3 {

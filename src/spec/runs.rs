@@ -175,7 +175,9 @@ pub struct RunMeasured {
 impl RunMeasured {
     /// Whether the run ran out of memory.
     pub fn oom(&self) -> bool {
-        self.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("oom"))
+        self.status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("oom"))
     }
 }
 
@@ -197,13 +199,20 @@ pub fn parse_runs(file: &str, text: &str) -> Result<Vec<RunRecord>, SpecError> {
             Ok(r) => out.push(r),
             Err(e) => problems.push(Problem {
                 file: file.into(),
-                field: format!("[{i}] {}", v.get("id").and_then(|x| x.as_str()).unwrap_or("?")),
+                field: format!(
+                    "[{i}] {}",
+                    v.get("id").and_then(|x| x.as_str()).unwrap_or("?")
+                ),
                 message: e.to_string(),
                 fix: "see validation/README.md for the run schema".into(),
             }),
         }
     }
-    if problems.is_empty() { Ok(out) } else { Err(SpecError::Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(SpecError::Invalid(problems))
+    }
 }
 
 #[cfg(test)]
@@ -214,7 +223,10 @@ mod tests {
     fn the_published_set_parses() {
         let runs = parse_runs("published-runs.yaml", PUBLISHED_RUNS).unwrap();
         assert!(runs.len() >= 111, "{}", runs.len());
-        let sc21: Vec<_> = runs.iter().filter(|r| r.group == "megatron-sc21-table1").collect();
+        let sc21: Vec<_> = runs
+            .iter()
+            .filter(|r| r.group == "megatron-sc21-table1")
+            .collect();
         assert_eq!(sc21.len(), 10);
         assert_eq!(sc21[0].measured.tflops_per_gpu, Some(137.0));
         assert_eq!(runs.iter().filter(|r| r.measured.oom()).count(), 3);

@@ -1,0 +1,193 @@
+//! `planner validate`: predicted vs measured for published runs, with per-group accuracy.
+
+use super::render::table;
+use super::{CliError, Format};
+use crate::spec::runs::{PUBLISHED_RUNS, parse_runs};
+use crate::validate::{Report, validate};
+
+/// Runs the validation and renders it.
+pub fn run(runs: Option<&str>, group: Option<&str>, format: Format) -> Result<String, CliError> {
+    let records = match runs {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::BadInput(format!("--runs {path}: {e}")))?;
+            parse_runs(path, &text)?
+        }
+        None => parse_runs("validation/published-runs.yaml (built in)", PUBLISHED_RUNS)?,
+    };
+    if let Some(g) = group
+        && !records.iter().any(|r| r.group == g)
+    {
+        let mut groups: Vec<&str> = records.iter().map(|r| r.group.as_str()).collect();
+        groups.dedup();
+        return Err(CliError::BadInput(format!(
+            "--group {g}: no such group; groups: {}",
+            groups.join(", ")
+        )));
+    }
+    let report = validate(&records, group);
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(&report).expect("reports serialise") + "\n",
+        Format::Csv => csv(&report),
+        Format::Table => render(&report),
+    })
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e))
+}
+
+fn num(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| {
+        if v >= 1000.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    })
+}
+
+fn verdict(r: &crate::validate::RowResult) -> String {
+    let actual = if r.measured_oom { "OOM" } else { "ran" };
+    let pred = if r.predicted_fits { "fits" } else { "OOM" };
+    format!(
+        "{pred} / {actual}{}",
+        if r.verdict_ok() { "" } else { " ✗" }
+    )
+}
+
+fn render(report: &Report) -> String {
+    let mut out = String::new();
+    for g in &report.groups {
+        let rows: Vec<Vec<String>> = report
+            .rows
+            .iter()
+            .filter(|r| r.group == g.group)
+            .map(|r| match &r.skipped {
+                Some(why) => vec![
+                    r.id.clone(),
+                    "skipped".into(),
+                    why.clone(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ],
+                None => vec![
+                    r.id.clone(),
+                    r.metric.to_string(),
+                    num(r.measured),
+                    num(r.predicted),
+                    pct(r.error),
+                    verdict(r),
+                    format!(
+                        "{:.1}{}",
+                        r.predicted_memory_gib,
+                        r.measured_memory_gb
+                            .map_or(String::new(), |m| format!(" / {m:.0}"))
+                    ),
+                    if r.searched.is_empty() {
+                        r.plan.clone()
+                    } else {
+                        format!("{} (searched: {})", r.plan, r.searched.join(", "))
+                    },
+                ],
+            })
+            .collect();
+        out += &format!("## {}\n\n", g.group);
+        out += &table(
+            &[
+                "run",
+                "metric",
+                "measured",
+                "predicted",
+                "error",
+                "memory verdict (pred / actual)",
+                "GiB pred / GB meas",
+                "plan",
+            ],
+            rows,
+        );
+        out += "\n\n";
+    }
+    let rows = report
+        .groups
+        .iter()
+        .map(|g| {
+            vec![
+                g.group.clone(),
+                format!(
+                    "{}{}",
+                    g.compared,
+                    if g.skipped > 0 {
+                        format!(" (+{} skipped)", g.skipped)
+                    } else {
+                        String::new()
+                    }
+                ),
+                format!("{:.1}%", 100.0 * g.mean_abs_error),
+                format!("{:.1}%", 100.0 * g.max_abs_error),
+                format!("{:+.1}%", 100.0 * g.mean_error),
+                g.spearman.map_or("-".into(), |r| format!("{r:.2}")),
+                format!("{}/{}", g.verdicts_correct, g.verdicts),
+            ]
+        })
+        .collect();
+    out += "## summary\n\n";
+    out += &table(
+        &[
+            "group",
+            "rows",
+            "mean |err|",
+            "max |err|",
+            "mean err",
+            "spearman",
+            "memory verdicts",
+        ],
+        rows,
+    );
+    out += "\n\nwhat dominates the residuals:\n";
+    for g in &report.groups {
+        for r in &g.residual {
+            out += &format!("  {}: {r}\n", g.group);
+        }
+    }
+    out
+}
+
+fn csv(report: &Report) -> String {
+    let rows = report
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.group.clone(),
+                r.metric.to_string(),
+                num(r.measured),
+                num(r.predicted),
+                r.error.map_or(String::new(), |e| format!("{e:.4}")),
+                r.predicted_fits.to_string(),
+                r.measured_oom.to_string(),
+                format!("{:.2}", r.predicted_memory_gib),
+                r.skipped.clone().unwrap_or_default().replace(',', ";"),
+            ]
+        })
+        .collect();
+    super::render::csv(
+        &[
+            "id",
+            "group",
+            "metric",
+            "measured",
+            "predicted",
+            "error",
+            "predicted_fits",
+            "measured_oom",
+            "predicted_memory_gib",
+            "skipped",
+        ],
+        rows,
+    )
+}

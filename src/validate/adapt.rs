@@ -1,0 +1,310 @@
+//! Turns a published run into what the planner needs to predict it: a model, a cluster and a
+//! plan, with each framework's documented behaviour (attention kernel, dropout, overlaps,
+//! ZeRO flavour, stage partition). Knobs a source leaves unpublished are listed, never
+//! silently guessed.
+
+use crate::spec::runs::{RunRecord, ZeroField};
+use crate::spec::{
+    self, Arch, AttentionImpl, ClusterSpec, InterNode, ModelSpec, Plan, Recompute, Schedule,
+    SpecError, TpOverlap,
+};
+use crate::units::Dtype;
+
+/// The software stack a run used, and what the planner must know about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framework {
+    /// Megatron-LM of 2021 (SC'21): fp16, materialised softmax, no async TP all-reduce; torch
+    /// DDP (overlapped) without pipelining, Megatron's local DDP (after backward) with it.
+    Megatron2021,
+    /// Megatron-LM of 2022 (Korthikanti et al.): async TP all-reduce in backward, no DP
+    /// overlap, materialised softmax.
+    Megatron2022,
+    /// BigScience Megatron-DeepSpeed (BLOOM): bf16 optimizer with its own ZeRO-1, fused
+    /// softmax, DeepSpeed pipeline engine, CUDA 11.5 (no lazy loading).
+    MegatronDeepSpeed,
+    /// Megatron-Core 2024 with Transformer Engine: flash attention, distributed optimizer,
+    /// overlapped grad reduce / param gather and TP communication.
+    MegatronCore,
+    /// PyTorch FSDP (torchtitan FSDP2, MosaicML Composer): full sharding with prefetch,
+    /// flash attention, no dropout.
+    Fsdp,
+}
+
+impl Framework {
+    /// The framework of a run's group.
+    pub fn of(run: &RunRecord) -> Framework {
+        let g = run.group.as_str();
+        if g.starts_with("megatron-sc21") {
+            Framework::Megatron2021
+        } else if g.starts_with("korthikanti") {
+            Framework::Megatron2022
+        } else if g.starts_with("bloom") {
+            Framework::MegatronDeepSpeed
+        } else if g.starts_with("megatron-core") {
+            Framework::MegatronCore
+        } else {
+            Framework::Fsdp
+        }
+    }
+}
+
+/// A run made predictable.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// The model.
+    pub model: ModelSpec,
+    /// The cluster (only the GPUs the run used).
+    pub cluster: ClusterSpec,
+    /// The plan as published; unpublished knobs at a first guess (see `searched`).
+    pub plan: Plan,
+    /// Knobs the source does not publish, which the validator searches (fastest that fits).
+    pub searched: Vec<&'static str>,
+    /// The framework.
+    pub framework: Framework,
+}
+
+fn device_for(gpu: &str) -> Option<&'static str> {
+    let g = gpu.to_ascii_lowercase();
+    if g.contains("a100") && g.contains("40") {
+        Some("a100-sxm4-40gb")
+    } else if g.contains("a100") {
+        Some("a100-sxm4-80gb")
+    } else if g.contains("h100") {
+        Some("h100-sxm5-80gb")
+    } else if g.contains("h200") {
+        Some("h200-sxm-141gb")
+    } else {
+        None
+    }
+}
+
+/// The network between nodes, read from the run's description. Presets' figures where the
+/// fabric is the same (8× HDR on DGX A100, 8× NDR on DGX H100); Omni-Path links are 100 Gb/s
+/// each (Intel OPA100) and RoCE is given the default efficiency, having no measurement.
+fn network(run: &RunRecord, base: &ClusterSpec) -> Option<InterNode> {
+    let text = run
+        .hardware
+        .interconnect
+        .as_deref()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let default_eff = spec::hardware::DEFAULT_LINK_EFFICIENCY;
+    if text.contains("omni-path") {
+        // BLOOM's Jean Zay nodes: "4 OmniPath links" (bigscience tr11 README).
+        Some(InterNode {
+            fabric: "omni-path".into(),
+            nics_per_node: 4,
+            nic_gbits_s: 100.0,
+            latency_us: 5.0,
+            efficiency: default_eff,
+        })
+    } else if text.contains("roce") {
+        Some(InterNode {
+            fabric: "roce".into(),
+            nics_per_node: 8,
+            nic_gbits_s: 200.0,
+            latency_us: 5.0,
+            efficiency: default_eff,
+        })
+    } else {
+        base.inter_node.clone()
+    }
+}
+
+fn recompute_of(text: Option<&str>) -> Option<Recompute> {
+    let t = text?.to_ascii_lowercase();
+    Some(if t.starts_with("full") {
+        Recompute::Full
+    } else if t.starts_with("selective") {
+        Recompute::Selective
+    } else {
+        Recompute::None
+    })
+}
+
+/// Builds the case for `run`, or says why it cannot be predicted.
+pub fn case(run: &RunRecord) -> Result<Case, String> {
+    let fw = Framework::of(run);
+    let device = device_for(&run.hardware.gpu)
+        .ok_or_else(|| format!("no device preset for GPU `{}`", run.hardware.gpu))?;
+    let base = spec::load_cluster(if device.starts_with('h') {
+        "h100-x1024"
+    } else {
+        "a100-80g-x1024"
+    })
+    .map_err(|e: SpecError| e.to_string())?;
+    let gpn = run.hardware.gpus_per_node.unwrap_or(8);
+    let n = run.hardware.count;
+    let mut cluster = base.clone();
+    cluster.name = format!("{} × {}", n, device);
+    cluster.gpu = spec::load_device(device).map_err(|e| e.to_string())?;
+    cluster.gpus_per_node = gpn.min(n);
+    cluster.nodes = n.div_ceil(gpn);
+    cluster.inter_node = network(run, &base);
+    if fw == Framework::MegatronDeepSpeed {
+        // CUDA 11.5 without lazy loading: 1573 MiB measured by BigScience on A100.
+        cluster.cuda_context_gib = 1573.0 / 1024.0;
+    }
+
+    let m = &run.model;
+    let llama = m.kv_heads.is_some() || m.name.to_ascii_lowercase().contains("llama");
+    let arch = if llama { Arch::Llama } else { Arch::Gpt };
+    let dropout = match fw {
+        // Megatron defaults (--attention-dropout 0.1 --hidden-dropout 0.1), not overridden by
+        // the SC'21, Korthikanti, BLOOM or Megatron-Core benchmark scripts.
+        Framework::Megatron2021
+        | Framework::Megatron2022
+        | Framework::MegatronDeepSpeed
+        | Framework::MegatronCore => 0.1,
+        // Llama (torchtitan) and MPT train without dropout.
+        Framework::Fsdp => 0.0,
+    };
+    let model = ModelSpec {
+        name: m.name.clone(),
+        arch,
+        layers: m.layers,
+        hidden: m.hidden,
+        heads: m.heads,
+        kv_heads: m.kv_heads.unwrap_or(m.heads),
+        ffn_hidden: m.ffn_hidden.unwrap_or(4 * m.hidden),
+        vocab: m.vocab,
+        seq_len: m.seq_len,
+        tied_embeddings: !llama,
+        dropout,
+        moe: None,
+    };
+    let problems = model.check(&run.id);
+    if !problems.is_empty() {
+        return Err(problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; "));
+    }
+
+    let p = &run.parallel;
+    let mut searched = Vec::new();
+    let (tp, pp) = match (p.tp, p.pp) {
+        (Some(t), Some(q)) => (t, q),
+        _ => return Err("tensor/pipeline parallel sizes not published".into()),
+    };
+    let cp = p.cp.unwrap_or(1);
+    let dp = p.dp.unwrap_or(n / (tp * pp * cp));
+    let mbs = run.batch.micro_batch.unwrap_or_else(|| {
+        searched.push("mbs");
+        1
+    });
+    let recompute = recompute_of(p.recompute.as_deref()).unwrap_or_else(|| {
+        searched.push("recompute");
+        Recompute::None
+    });
+    let sp = p.sequence_parallel.unwrap_or_else(|| {
+        if tp > 1 && fw == Framework::MegatronCore {
+            searched.push("sequence_parallel");
+        }
+        false
+    });
+    let vpp = p.virtual_stages.unwrap_or(1);
+    if fw == Framework::MegatronCore && pp > 1 && p.virtual_stages.is_none() {
+        searched.push("vpp");
+    }
+    let zero = match &p.zero_stage {
+        Some(ZeroField::Stage(z)) => *z as u8,
+        Some(ZeroField::Text(t)) if t.to_ascii_lowercase().contains("full") => 3,
+        _ if fw == Framework::MegatronCore => 1, // --use-distributed-optimizer in the README runs
+        _ => 0,
+    };
+    let recompute_layers = match p.recompute.as_deref() {
+        // torchtitan: "selective N" checkpoints every N-th block fully (N = 2 in its configs);
+        // "selective op" saves every other matmul output and recomputes the rest, which
+        // recomputes about half the forward work as well (torchtitan parallelize_llama.py).
+        Some(r) if r.starts_with("selective") && fw == Framework::Fsdp => Some(vec![m.layers / 2]),
+        _ => None,
+    };
+    let recompute = if recompute_layers.is_some() {
+        Recompute::Full
+    } else {
+        recompute
+    };
+    let dtype = match run.precision.as_deref() {
+        Some(s) if s.starts_with("fp16") => Dtype::Fp16,
+        _ => Dtype::Bf16,
+    };
+    let plan = Plan {
+        dp,
+        tp,
+        pp,
+        cp,
+        ep: p.ep.unwrap_or(1),
+        vpp,
+        mbs,
+        global_batch: run.batch.global_batch,
+        seq_len: m.seq_len,
+        recompute,
+        zero,
+        sequence_parallel: sp,
+        overlap_grad_reduce: match fw {
+            Framework::Megatron2021 => pp == 1 && p.ddp_impl.as_deref() != Some("local"),
+            Framework::Megatron2022 | Framework::MegatronDeepSpeed => false,
+            Framework::MegatronCore | Framework::Fsdp => true,
+        },
+        dtype,
+        schedule: if vpp > 1 {
+            Schedule::Interleaved
+        } else {
+            Schedule::OneFOneB
+        },
+        attention: match fw {
+            Framework::Megatron2021 | Framework::Megatron2022 | Framework::MegatronDeepSpeed => {
+                AttentionImpl::Unfused
+            }
+            Framework::MegatronCore | Framework::Fsdp => AttentionImpl::Flash,
+        },
+        tp_overlap: match fw {
+            Framework::Megatron2021 | Framework::MegatronDeepSpeed => TpOverlap::None,
+            Framework::Megatron2022 | Framework::Fsdp => TpOverlap::Backward,
+            Framework::MegatronCore => TpOverlap::Full,
+        },
+        stage_layers: (fw == Framework::MegatronDeepSpeed && pp > 1)
+            .then(|| embedding_partition(m.layers, pp)),
+        recompute_layers,
+    };
+    Ok(Case {
+        model,
+        cluster,
+        plan,
+        searched,
+        framework: fw,
+    })
+}
+
+/// DeepSpeed's `--pp-partition-method type:transformer|embedding`: the two embedding layers
+/// count as partition units like transformer layers, so the first and last stages hold one
+/// transformer layer fewer (BigScience tr11 slurm script; DeepSpeed `PipelineModule`
+/// `partition_method="type:..."` balances the count of matching layers).
+pub fn embedding_partition(layers: u64, pp: u64) -> Vec<u64> {
+    let units = layers + 2;
+    let base = units / pp;
+    let extra = units % pp;
+    (0..pp)
+        .map(|i| {
+            let u = base + u64::from(i < extra);
+            u - u64::from(i == 0) - u64::from(i == pp - 1)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bloom_partition_puts_fewer_layers_next_to_the_embeddings() {
+        // 70 layers + 2 embeddings = 72 units over 12 stages: 6 each, first and last 5.
+        let v = embedding_partition(70, 12);
+        assert_eq!(v[0], 5);
+        assert_eq!(v[11], 5);
+        assert_eq!(v[5], 6);
+        assert_eq!(v.iter().sum::<u64>(), 70);
+    }
+}

@@ -1,0 +1,343 @@
+//! Validation against measured runs: predicts every published run, compares with what was
+//! measured under the source's own convention (iteration time, tokens/s, hardware or model
+//! TFLOP/s), checks memory verdicts, and summarises accuracy per group with the residual's
+//! dominant term. Pure: the runs come in as records.
+
+pub mod adapt;
+pub mod stats;
+
+use crate::cost::{Breakdown, Estimate, estimate};
+use crate::spec::runs::RunRecord;
+use crate::spec::{Plan, Recompute};
+use adapt::{Case, case};
+use serde::Serialize;
+
+/// One run predicted (or skipped).
+#[derive(Clone, Debug, Serialize)]
+pub struct RowResult {
+    /// Run id.
+    pub id: String,
+    /// Group.
+    pub group: String,
+    /// Measured quantity compared.
+    pub metric: &'static str,
+    /// Measured value.
+    pub measured: Option<f64>,
+    /// Predicted value of the same quantity.
+    pub predicted: Option<f64>,
+    /// Predicted throughput / measured throughput − 1 (positive: optimistic).
+    pub error: Option<f64>,
+    /// The run ran out of memory.
+    pub measured_oom: bool,
+    /// The planner predicts it fits.
+    pub predicted_fits: bool,
+    /// Predicted peak memory per GPU, GiB.
+    pub predicted_memory_gib: f64,
+    /// Measured peak memory per GPU as published (nvidia-smi), GB.
+    pub measured_memory_gb: Option<f64>,
+    /// The plan priced.
+    pub plan: String,
+    /// Unpublished knobs that were searched.
+    pub searched: Vec<&'static str>,
+    /// Predicted step time, s.
+    pub step_time_s: f64,
+    /// Where the predicted time goes.
+    pub breakdown: Breakdown,
+    /// Why the run was not predicted.
+    pub skipped: Option<String>,
+}
+
+impl RowResult {
+    /// Whether the memory verdict agrees with what happened.
+    pub fn verdict_ok(&self) -> bool {
+        self.skipped.is_some() || self.predicted_fits != self.measured_oom
+    }
+}
+
+/// Accuracy of one group.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupSummary {
+    /// Group.
+    pub group: String,
+    /// Rows predicted with a throughput comparison.
+    pub compared: usize,
+    /// Rows skipped.
+    pub skipped: usize,
+    /// Mean |error|.
+    pub mean_abs_error: f64,
+    /// Max |error|.
+    pub max_abs_error: f64,
+    /// Mean signed error.
+    pub mean_error: f64,
+    /// Spearman ρ of predicted vs measured throughput.
+    pub spearman: Option<f64>,
+    /// Memory verdicts that agree with what happened.
+    pub verdicts_correct: usize,
+    /// Rows with a memory verdict.
+    pub verdicts: usize,
+    /// Which time terms would have to change, and by how much, to remove the mean error.
+    pub residual: Vec<String>,
+}
+
+/// All rows and their summaries.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Per run.
+    pub rows: Vec<RowResult>,
+    /// Per group.
+    pub groups: Vec<GroupSummary>,
+}
+
+/// The measured quantity of a run and the matching predicted one.
+fn compare(run: &RunRecord, e: &Estimate) -> Option<(&'static str, f64, f64, f64)> {
+    let m = &run.measured;
+    if let Some(t) = m.iteration_time_s {
+        return Some((
+            "iteration_time_s",
+            t,
+            e.step_time_s,
+            t / e.step_time_s - 1.0,
+        ));
+    }
+    if let Some(x) = m.tokens_per_s {
+        return Some(("tokens_per_s", x, e.tokens_per_s, e.tokens_per_s / x - 1.0));
+    }
+    let x = m.tflops_per_gpu?;
+    let hardware = m.tflops_convention.as_deref().is_some_and(|c| {
+        let c = c.to_ascii_lowercase();
+        c.contains("recompute") || c.contains("hardware")
+    });
+    let (name, p) = if hardware {
+        ("tflops_per_gpu (hardware)", e.hw_tflops_per_gpu)
+    } else {
+        ("tflops_per_gpu (model)", e.tflops_per_gpu)
+    };
+    Some((name, x, p, p / x - 1.0))
+}
+
+/// The plan of a case, with its unpublished knobs set to the fastest combination that fits.
+fn resolve_plan(c: &Case) -> Estimate {
+    let price = |p: &Plan| estimate(&c.model, &c.cluster, p, None);
+    if c.searched.is_empty() {
+        return price(&c.plan);
+    }
+    let local = c.plan.global_batch / c.plan.dp;
+    let mbs: Vec<u64> = if c.searched.contains(&"mbs") {
+        (1..=local.min(16)).filter(|b| local % b == 0).collect()
+    } else {
+        vec![c.plan.mbs]
+    };
+    let rcs: Vec<Recompute> = if c.searched.contains(&"recompute") {
+        Recompute::ALL.to_vec()
+    } else {
+        vec![c.plan.recompute]
+    };
+    let sps = if c.searched.contains(&"sequence_parallel") {
+        vec![false, true]
+    } else {
+        vec![c.plan.sequence_parallel]
+    };
+    let per_stage = c.model.layers / c.plan.pp;
+    let vpps: Vec<u64> = if c.searched.contains(&"vpp") {
+        (1..=per_stage.min(8))
+            .filter(|v| per_stage % v == 0)
+            .collect()
+    } else {
+        vec![c.plan.vpp]
+    };
+    let mut best: Option<Estimate> = None;
+    for &b in &mbs {
+        for &rc in &rcs {
+            for &sp in &sps {
+                for &v in &vpps {
+                    let mut p = c.plan.clone();
+                    p.mbs = b;
+                    p.recompute = rc;
+                    p.sequence_parallel = sp;
+                    p.vpp = v;
+                    p.schedule = if v > 1 {
+                        crate::spec::Schedule::Interleaved
+                    } else {
+                        crate::spec::Schedule::OneFOneB
+                    };
+                    if !p.check(&c.model, &c.cluster).is_empty() {
+                        continue;
+                    }
+                    let e = price(&p);
+                    let better = match &best {
+                        None => true,
+                        Some(b) => (e.fits, -e.step_time_s) > (b.fits, -b.step_time_s),
+                    };
+                    if better {
+                        best = Some(e);
+                    }
+                }
+            }
+        }
+    }
+    best.unwrap_or_else(|| price(&c.plan))
+}
+
+fn skipped(run: &RunRecord, why: String) -> RowResult {
+    RowResult {
+        id: run.id.clone(),
+        group: run.group.clone(),
+        metric: "-",
+        measured: None,
+        predicted: None,
+        error: None,
+        measured_oom: run.measured.oom(),
+        predicted_fits: !run.measured.oom(),
+        predicted_memory_gib: 0.0,
+        measured_memory_gb: run.measured.peak_memory_gb_per_gpu,
+        plan: String::new(),
+        searched: Vec::new(),
+        step_time_s: 0.0,
+        breakdown: Breakdown::default(),
+        skipped: Some(why),
+    }
+}
+
+/// Predicts one run.
+pub fn validate_run(run: &RunRecord) -> RowResult {
+    let c = match case(run) {
+        Ok(c) => c,
+        Err(why) => return skipped(run, why),
+    };
+    let why: Vec<String> = c
+        .plan
+        .check(&c.model, &c.cluster)
+        .iter()
+        .map(|w| w.to_string())
+        .collect();
+    if !why.is_empty() && c.searched.is_empty() {
+        return skipped(
+            run,
+            format!("published plan does not check: {}", why.join("; ")),
+        );
+    }
+    let e = resolve_plan(&c);
+    let cmp = if run.measured.oom() {
+        None
+    } else {
+        compare(run, &e)
+    };
+    RowResult {
+        id: run.id.clone(),
+        group: run.group.clone(),
+        metric: cmp.map_or("memory verdict", |c| c.0),
+        measured: cmp.map(|c| c.1),
+        predicted: cmp.map(|c| c.2),
+        error: cmp.map(|c| c.3),
+        measured_oom: run.measured.oom(),
+        predicted_fits: e.fits,
+        predicted_memory_gib: e.memory_gib_per_gpu,
+        measured_memory_gb: run.measured.peak_memory_gb_per_gpu,
+        plan: e.plan.short(),
+        searched: c.searched.clone(),
+        step_time_s: e.step_time_s,
+        breakdown: e.breakdown,
+        skipped: None,
+    }
+}
+
+/// The breakdown's terms with their names, for residual analysis.
+fn terms(b: &Breakdown) -> [(&'static str, f64); 8] {
+    [
+        ("compute", b.compute_s),
+        ("recompute", b.recompute_s),
+        ("tp_comm", b.tp_comm_s),
+        ("pp_comm", b.pp_comm_s),
+        ("dp_comm", b.dp_comm_s),
+        ("cp/ep_comm", b.other_comm_s),
+        ("bubble", b.bubble_s),
+        ("optimizer", b.optimizer_s),
+    ]
+}
+
+fn summarise(group: &str, rows: &[&RowResult]) -> GroupSummary {
+    let compared: Vec<&&RowResult> = rows.iter().filter(|r| r.error.is_some()).collect();
+    let errs: Vec<f64> = compared.iter().filter_map(|r| r.error).collect();
+    let n = errs.len().max(1) as f64;
+    let mean_error = errs.iter().sum::<f64>() / n;
+    // Throughput ranks: time rows invert.
+    let thr = |r: &RowResult, v: f64| {
+        if r.metric == "iteration_time_s" {
+            1.0 / v
+        } else {
+            v
+        }
+    };
+    let meas: Vec<f64> = compared
+        .iter()
+        .map(|r| thr(r, r.measured.unwrap()))
+        .collect();
+    let pred: Vec<f64> = compared
+        .iter()
+        .map(|r| thr(r, r.predicted.unwrap()))
+        .collect();
+    // Mean share of each term in the predicted step; the term that would have to absorb the
+    // mean error changes by error / share (Δt = e·T).
+    let mut share = [0.0f64; 8];
+    for r in &compared {
+        for (i, (_, t)) in terms(&r.breakdown).iter().enumerate() {
+            share[i] += t / r.step_time_s.max(1e-12) / n;
+        }
+    }
+    let names = terms(&Breakdown::default()).map(|t| t.0);
+    let mut order: Vec<usize> = (0..8).collect();
+    order.sort_by(|&a, &b| share[b].total_cmp(&share[a]));
+    let residual = order
+        .iter()
+        .take(2)
+        .filter(|&&i| share[i] > 0.0 && !errs.is_empty())
+        .map(|&i| {
+            format!(
+                "{} ({:.0}% of the step) would have to be {:+.1}% to remove the mean error",
+                names[i],
+                100.0 * share[i],
+                100.0 * mean_error / share[i]
+            )
+        })
+        .collect();
+    GroupSummary {
+        group: group.to_string(),
+        compared: errs.len(),
+        skipped: rows.iter().filter(|r| r.skipped.is_some()).count(),
+        mean_abs_error: errs.iter().map(|e| e.abs()).sum::<f64>() / n,
+        max_abs_error: errs.iter().map(|e| e.abs()).fold(0.0, f64::max),
+        mean_error,
+        spearman: stats::spearman(&pred, &meas),
+        verdicts_correct: rows
+            .iter()
+            .filter(|r| r.skipped.is_none() && r.verdict_ok())
+            .count(),
+        verdicts: rows.iter().filter(|r| r.skipped.is_none()).count(),
+        residual,
+    }
+}
+
+/// Predicts every run (of `group`, when given) and summarises per group.
+pub fn validate(runs: &[RunRecord], group: Option<&str>) -> Report {
+    let rows: Vec<RowResult> = runs
+        .iter()
+        .filter(|r| group.is_none_or(|g| r.group == g))
+        .map(validate_run)
+        .collect();
+    let mut names: Vec<&str> = Vec::new();
+    for r in &rows {
+        if !names.contains(&r.group.as_str()) {
+            names.push(&r.group);
+        }
+    }
+    let groups = names
+        .iter()
+        .map(|g| {
+            summarise(
+                g,
+                &rows.iter().filter(|r| r.group == *g).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    Report { rows, groups }
+}
