@@ -208,6 +208,8 @@ pub enum AttentionArg {
     Flash,
     /// Materialised softmax (Megatron-LM 2021).
     Unfused,
+    /// FlashAttention in Triton (MosaicML llm-foundry's default kernel).
+    FlashTriton,
 }
 
 impl From<RecomputeArg> for Recompute {
@@ -236,6 +238,7 @@ impl From<AttentionArg> for AttentionImpl {
         match a {
             AttentionArg::Flash => AttentionImpl::Flash,
             AttentionArg::Unfused => AttentionImpl::Unfused,
+            AttentionArg::FlashTriton => AttentionImpl::FlashTriton,
         }
     }
 }

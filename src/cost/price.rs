@@ -5,7 +5,7 @@
 
 use crate::calib::{Profile, Source, Span, bus_factor};
 use crate::graph::{Coll, Group, Kernel, MemClass};
-use crate::spec::{ClusterSpec, DeviceSpec, Plan};
+use crate::spec::{AttentionImpl, ClusterSpec, DeviceSpec, Plan};
 use crate::units::{Dtype, GB, US};
 
 /// Where the ranks of one parallel group sit: `n` ranks, `per_node` of them in each node.
@@ -89,6 +89,14 @@ pub struct Machine<'a> {
     pub profile: Option<&'a Profile>,
 }
 
+/// Query/key block size of FlashAttention-2 for head dimensions up to 128 (Dao 2023 §3.3:
+/// blocks of {64, 128} × {64, 128}).
+const ATTENTION_BLOCK: u64 = 128;
+
+/// Fixed work per query block in units of one key block: loading the Q block, the final
+/// rescaling by the softmax normaliser and writing O (Dao 2023, Algorithm 1 lines 4, 12-14).
+const QUERY_BLOCK_FIXED_COST: f64 = 1.0;
+
 /// Output tile shapes cuBLAS uses for large GEMMs on Ampere/Hopper (CUTLASS default
 /// threadblock tiles 256×128, 128×256 and 128×128).
 const TILES: [(u64, u64); 3] = [(256, 128), (128, 256), (128, 128)];
@@ -157,27 +165,51 @@ impl<'a> Machine<'a> {
         (compute.max(mem) + self.launch_s(), Source::Preset)
     }
 
-    /// Time of a fused attention kernel: its FLOPs at the device's flash-attention efficiency,
-    /// with wave quantisation over 128-row query blocks per head (FlashAttention-2's grid).
+    /// Time of a fused attention kernel.
+    ///
+    /// FlashAttention tiles queries and keys into 128-row blocks (Dao 2023, Algorithm 1): each
+    /// query block streams over the key blocks it needs. A causal mask halves the useful work
+    /// (what [`Kernel::flops`] counts) but the diagonal blocks are computed whole, so n query
+    /// blocks visit n(n+1)/2 blocks for n²/2 useful; each query block also pays a fixed cost
+    /// (loading Q, rescaling and writing O) of about one key block. The device's efficiency is
+    /// the kernel's long-sequence asymptote (where both overheads vanish), and thread blocks
+    /// are quantised into waves over the SMs. FlashAttention in Triton runs the forward 1.4×
+    /// and the backward 2× slower than FlashAttention-2 (Dao 2023 §4.1: "1.3-1.5× faster …
+    /// in the forward pass and around 2× faster in the backward pass").
     pub fn attention_s(&self, dtype: Dtype, k: &Kernel) -> (f64, Source) {
         let Kernel::Attention {
             batch_heads,
             s_q,
+            s_kv,
+            causal,
             backward,
+            kernel,
             ..
         } = *k
         else {
             unreachable!("attention_s on a non-attention kernel")
         };
         let dev = self.device();
-        let eff = if backward {
-            dev.efficiency.attention_bwd
-        } else {
-            dev.efficiency.attention_fwd
+        let (eff, slowdown) = match (backward, kernel) {
+            (false, AttentionImpl::FlashTriton) => (dev.efficiency.attention_fwd, 1.4),
+            (true, AttentionImpl::FlashTriton) => (dev.efficiency.attention_bwd, 2.0),
+            (false, _) => (dev.efficiency.attention_fwd, 1.0),
+            (true, _) => (dev.efficiency.attention_bwd, 1.0),
         };
-        let wave = wave_efficiency(batch_heads * s_q.div_ceil(128), dev.sms);
+        let (nq, nk) = (
+            s_q.div_ceil(ATTENTION_BLOCK) as f64,
+            s_kv.div_ceil(ATTENTION_BLOCK) as f64,
+        );
+        let (useful, visited) = if causal {
+            (nq * nk / 2.0, nq * nk / 2.0 + nq / 2.0)
+        } else {
+            (nq * nk, nq * nk)
+        };
+        let overhead = (visited + nq * QUERY_BLOCK_FIXED_COST) / useful;
+        let wave = wave_efficiency(batch_heads * s_q.div_ceil(ATTENTION_BLOCK), dev.sms);
         (
-            k.flops() / (dev.peak_flops(dtype) * eff * wave) + self.launch_s(),
+            k.flops() * overhead * slowdown / (dev.peak_flops(dtype) * eff * wave)
+                + self.launch_s(),
             Source::Preset,
         )
     }

@@ -142,7 +142,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         overlapped: true,
     };
     match sh.attention {
-        AttentionImpl::Flash => {
+        AttentionImpl::Flash | AttentionImpl::FlashTriton => {
             let k = |backward| Kernel::Attention {
                 batch_heads: bh,
                 s_q,
@@ -150,6 +150,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
                 head_dim: d,
                 causal,
                 backward,
+                kernel: sh.attention,
             };
             let mut fwd = vec![k(false)];
             let mut bwd = vec![k(true)];

@@ -99,6 +99,8 @@ pub enum Kernel {
         causal: bool,
         /// Backward pass (dQ, dK, dV) rather than forward.
         backward: bool,
+        /// Which fused kernel (FlashAttention-2 class, or FlashAttention in Triton).
+        kernel: AttentionImpl,
     },
     /// A bandwidth-bound kernel (norm, softmax, activation, dropout, residual add).
     Memory {
@@ -138,6 +140,7 @@ impl Kernel {
                 head_dim,
                 causal,
                 backward,
+                ..
             } => {
                 let fwd = 4.0 * batch_heads as f64 * s_q as f64 * s_kv as f64 * head_dim as f64;
                 let fwd = if causal { fwd / 2.0 } else { fwd };

@@ -258,6 +258,9 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
             Framework::Megatron2021 | Framework::Megatron2022 | Framework::MegatronDeepSpeed => {
                 AttentionImpl::Unfused
             }
+            // llm-foundry's benchmark launcher defaults to `--attn_impl triton`
+            // (scripts/train/benchmarking/submit_benchmarks.py at the table's commit).
+            Framework::Fsdp if run.group.starts_with("mosaicml") => AttentionImpl::FlashTriton,
             Framework::MegatronCore | Framework::Fsdp => AttentionImpl::Flash,
         },
         tp_overlap: match fw {
