@@ -4,7 +4,7 @@
 use super::CliError;
 use crate::calib::{Profile, load_profile};
 use crate::spec::{
-    self, AttentionImpl, ClusterSpec, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
+    self, AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
 };
 use crate::units::Dtype;
 use clap::{Args, ValueEnum};
@@ -139,9 +139,36 @@ pub struct PlanArgs {
     /// With --recompute full: layers per stage that recompute (the rest keep activations).
     #[arg(long = "recompute-num-layers")]
     pub recompute_num_layers: Option<u64>,
+    /// Training framework: kernels, loss and optimizer-state layout.
+    #[arg(long, value_enum, default_value_t = FrameworkArg::Megatron)]
+    pub framework: FrameworkArg,
     /// Transformer layers per pipeline stage, comma-separated (default: even split).
     #[arg(long = "stage-layers", value_delimiter = ',')]
     pub stage_layers: Option<Vec<u64>>,
+}
+
+/// `--framework` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FrameworkArg {
+    /// Megatron-LM / Megatron-Core.
+    Megatron,
+    /// Megatron-DeepSpeed.
+    Deepspeed,
+    /// torchtitan (FSDP2).
+    Torchtitan,
+    /// MosaicML llm-foundry (FSDP).
+    LlmFoundry,
+}
+
+impl From<FrameworkArg> for Framework {
+    fn from(f: FrameworkArg) -> Self {
+        match f {
+            FrameworkArg::Megatron => Framework::Megatron,
+            FrameworkArg::Deepspeed => Framework::DeepSpeed,
+            FrameworkArg::Torchtitan => Framework::Torchtitan,
+            FrameworkArg::LlmFoundry => Framework::LlmFoundry,
+        }
+    }
 }
 
 /// `--tp-overlap` values.
@@ -301,6 +328,7 @@ impl PlanArgs {
             },
             attention: self.attention.into(),
             tp_overlap: self.tp_overlap.into(),
+            framework: self.framework.into(),
             stage_layers: self.stage_layers.clone(),
             recompute_layers: self.recompute_num_layers.map(|n| vec![n; self.pp as usize]),
         };

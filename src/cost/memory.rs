@@ -2,7 +2,7 @@
 //! the micro-batches in flight, working buffers, and the runtime's own memory.
 
 use crate::graph::{ModelGraph, OpGraph, Shard};
-use crate::spec::{ModelSpec, Plan, Recompute, Schedule};
+use crate::spec::{Framework, ModelSpec, Plan, Recompute, Schedule};
 use crate::units::{Dtype, MIB};
 use serde::Serialize;
 
@@ -39,22 +39,36 @@ pub const NCCL_BYTES_PER_COMMUNICATOR: f64 = 2.0 * 16.0 * 4.0 * MIB;
 /// caching allocator's fragmentation at peak (PyTorch reserved vs allocated).
 pub const ALLOCATOR_FRAGMENTATION: f64 = 0.05;
 
-/// Bytes per parameter of (weights, gradients, optimizer state) for mixed-precision Adam,
-/// before ZeRO sharding: 16-bit weights, fp32 gradient buffers, fp32 master weights + two
-/// fp32 moments = 2 + 4 + 12 = 18 (Megatron-LM `theoretical_memory_usage`); pure fp32 keeps
-/// no master copy: 4 + 4 + 8.
-pub fn state_bytes_per_param(dtype: Dtype) -> (f64, f64, f64) {
-    match dtype {
-        Dtype::Fp32 | Dtype::Tf32 => (4.0, 4.0, 8.0),
-        _ => (2.0, 4.0, 12.0),
+/// Bytes per parameter of (weights, gradients, optimizer state) for Adam, before ZeRO
+/// sharding, as each framework lays them out:
+/// - Megatron: 16-bit weights, fp32 main gradients, fp32 master weights + two moments:
+///   2 + 4 + 12 = 18 (Megatron-LM `theoretical_memory_usage`); pure fp32: 4 + 4 + 8.
+/// - DeepSpeed BF16 optimizer: also keeps the 16-bit `.grad` next to the fp32 accumulation
+///   buffer: 2 + (2 + 4) + 12 (BigScience tr11 chronicles-prequel, "Rebalancing layers").
+/// - FSDP (torchtitan, llm-foundry): the sharded parameters are the fp32 master copy, with fp32
+///   gradients and moments: 4 + 4 + 8 = 16 (PyTorch FSDP `MixedPrecision` keeps full-precision
+///   flat parameters); unsharded (DDP-style), autocast also caches a 16-bit copy: +2.
+pub fn state_bytes_per_param(framework: Framework, dtype: Dtype, zero: u8) -> (f64, f64, f64) {
+    let fp32 = matches!(dtype, Dtype::Fp32 | Dtype::Tf32);
+    match framework {
+        _ if fp32 => (4.0, 4.0, 8.0),
+        Framework::Megatron => (2.0, 4.0, 12.0),
+        Framework::DeepSpeed => (2.0, 6.0, 12.0),
+        Framework::Torchtitan | Framework::LlmFoundry if zero >= 3 => (4.0, 4.0, 8.0),
+        Framework::Torchtitan | Framework::LlmFoundry => (6.0, 4.0, 8.0),
     }
 }
 
 /// Model-state bytes per parameter after ZeRO sharding over `n` ranks (Rajbhandari et al.
 /// 2020 §5): stage 1 (Megatron's distributed optimizer) shards the optimizer state — 6 + 12/n
-/// bytes — stage 2 also the gradients, stage 3 also the weights.
-pub fn sharded_state_bytes(dtype: Dtype, zero: u8, n: u64) -> (f64, f64, f64) {
-    let (w, g, o) = state_bytes_per_param(dtype);
+/// bytes for Megatron — stage 2 also the gradients, stage 3 also the weights.
+pub fn sharded_state_bytes(
+    framework: Framework,
+    dtype: Dtype,
+    zero: u8,
+    n: u64,
+) -> (f64, f64, f64) {
+    let (w, g, o) = state_bytes_per_param(framework, dtype, zero);
     let n = n as f64;
     match zero {
         0 => (w, g, o),
@@ -125,17 +139,22 @@ pub fn stage_memory(
 ) -> MemoryBytes {
     let sh = Shard::of(plan);
     let dp_ranks = plan.dp * plan.cp;
-    let (wd, gd, od) = sharded_state_bytes(plan.dtype, plan.zero, dp_ranks);
-    let (we, ge, oe) = sharded_state_bytes(plan.dtype, plan.zero, (dp_ranks / plan.ep).max(1));
+    let (wd, gd, od) = sharded_state_bytes(plan.framework, plan.dtype, plan.zero, dp_ranks);
+    let (we, ge, oe) = sharded_state_bytes(
+        plan.framework,
+        plan.dtype,
+        plan.zero,
+        (dp_ranks / plan.ep).max(1),
+    );
     let mut weights = dense_params * wd + expert_params * we;
     let mut grads = dense_params * gd + expert_params * ge;
     let optimizer = dense_params * od + expert_params * oe;
     if plan.zero >= 3 {
         // FSDP gathers a layer's weights and prefetches the next (2 layers in 16-bit), and
-        // holds one layer's unsharded gradients before reduce-scattering them.
-        let (w, g, _) = state_bytes_per_param(plan.dtype);
-        weights += 2.0 * largest_layer_params * w;
-        grads += largest_layer_params * g;
+        // holds one layer's unsharded gradients in the reduction precision before
+        // reduce-scattering them.
+        weights += 2.0 * largest_layer_params * plan.dtype.bytes();
+        grads += largest_layer_params * super::grad_reduce_bytes(plan.framework, plan.dtype);
     }
 
     let in_flight = in_flight_chunks(plan, st.stage);
@@ -192,16 +211,32 @@ mod tests {
     #[test]
     fn bytes_per_param_by_zero_stage() {
         let sum = |t: (f64, f64, f64)| t.0 + t.1 + t.2;
-        assert_eq!(sum(sharded_state_bytes(Dtype::Bf16, 0, 64)), 18.0);
+        let m = Framework::Megatron;
+        assert_eq!(sum(sharded_state_bytes(m, Dtype::Bf16, 0, 64)), 18.0);
         assert_eq!(
-            sum(sharded_state_bytes(Dtype::Bf16, 1, 64)),
+            sum(sharded_state_bytes(m, Dtype::Bf16, 1, 64)),
             6.0 + 12.0 / 64.0
         );
         assert_eq!(
-            sum(sharded_state_bytes(Dtype::Bf16, 2, 64)),
+            sum(sharded_state_bytes(m, Dtype::Bf16, 2, 64)),
             2.0 + 16.0 / 64.0
         );
-        assert_eq!(sum(sharded_state_bytes(Dtype::Bf16, 3, 64)), 18.0 / 64.0);
-        assert_eq!(sum(sharded_state_bytes(Dtype::Fp32, 0, 8)), 16.0);
+        assert_eq!(sum(sharded_state_bytes(m, Dtype::Bf16, 3, 64)), 18.0 / 64.0);
+        assert_eq!(sum(sharded_state_bytes(m, Dtype::Fp32, 0, 8)), 16.0);
+        // DeepSpeed BF16 optimizer with ZeRO-1 (BLOOM): 8 + 12/dp.
+        assert_eq!(
+            sum(sharded_state_bytes(Framework::DeepSpeed, Dtype::Bf16, 1, 8)),
+            8.0 + 12.0 / 8.0
+        );
+        // FSDP full shard: 16/N.
+        assert_eq!(
+            sum(sharded_state_bytes(
+                Framework::Torchtitan,
+                Dtype::Bf16,
+                3,
+                64
+            )),
+            16.0 / 64.0
+        );
     }
 }

@@ -11,7 +11,7 @@ pub use price::{GroupShape, Machine, Placement};
 
 use crate::calib::{Profile, Source};
 use crate::graph::{Coll, Group, Kernel, MemClass, ModelGraph, Op, OpGraph, Shard};
-use crate::spec::{ClusterSpec, ModelSpec, Plan, Recompute};
+use crate::spec::{ClusterSpec, Framework, ModelSpec, Plan, Recompute};
 use crate::units::{Dtype, GIB};
 use serde::Serialize;
 
@@ -426,11 +426,14 @@ pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
 }
 
 /// Bytes per gradient element in the data-parallel reduction: fp32 for bf16 training
-/// (Megatron-LM forces `accumulate_allreduce_grads_in_fp32` with bf16; FSDP `reduce_dtype`
-/// fp32 in torchtitan), 16-bit for fp16 (Megatron-LM 2021 reduces fp16 gradients).
-pub fn grad_reduce_bytes(dtype: Dtype) -> f64 {
-    match dtype {
-        Dtype::Fp16 => 2.0,
+/// (Megatron-LM forces `accumulate_allreduce_grads_in_fp32` with bf16; DeepSpeed's BF16
+/// optimizer reduces its fp32 accumulation buffers; torchtitan's FSDP2 `reduce_dtype` is fp32),
+/// 16-bit for fp16 (Megatron-LM 2021 reduces fp16 gradients) and for llm-foundry, whose
+/// benchmarks run FSDP mixed precision `PURE` (reduce in bf16).
+pub fn grad_reduce_bytes(framework: Framework, dtype: Dtype) -> f64 {
+    match (framework, dtype) {
+        (_, Dtype::Fp32 | Dtype::Tf32) => 4.0,
+        (_, Dtype::Fp16) | (Framework::LlmFoundry, _) => 2.0,
         _ => 4.0,
     }
 }
@@ -558,7 +561,7 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
 
     // ZeRO-3 gathers each layer's weights forward and backward and reduce-scatters its
     // gradients every micro-batch, prefetched behind compute (FSDP, Zhao et al. 2023 §3.3).
-    let grad_b = grad_reduce_bytes(plan.dtype);
+    let grad_b = grad_reduce_bytes(plan.framework, plan.dtype);
     let zero3 = |params: f64, compute_fwd: f64, compute_bwd: f64| -> f64 {
         if plan.zero < 3 {
             return 0.0;

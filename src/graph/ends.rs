@@ -59,7 +59,8 @@ pub fn embedding(model: &ModelSpec, sh: &Shard) -> OpGraph {
 ///
 /// The LM head carries parameters only when untied; a tied head reuses the embedding matrix
 /// (the cost model adds the copy Megatron keeps on the last stage when pp > 1).
-/// Cross-entropy (Megatron `vocab_parallel_cross_entropy(logits.float())`): forward reads the
+/// Cross-entropy (Megatron `vocab_parallel_cross_entropy(logits.float())`; torchtitan's
+/// `cross_entropy(pred.float())` moves about as much): forward reads the
 /// 16-bit logits and writes an fp32 copy, takes the max (read), exponentiates and sums
 /// (read + write), and normalises (read + write): (e + 4 + 4 + 8 + 8)·s·b·V/t bytes, plus
 /// three all-reduces of s·b fp32 values (max, sum, target logit) over TP; it saves the fp32
@@ -82,9 +83,9 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
             x,
         ));
         ops.push(Op::memory("mlm_gelu", 2.0 * x, 3.0 * x, x));
-        ops.push(norm("mlm_norm", model, sh.tokens(), e));
+        ops.push(norm("mlm_norm", model, sh, sh.tokens()));
     } else {
-        ops.push(norm("final_norm", model, sh.tokens_sp(), e));
+        ops.push(norm("final_norm", model, sh, sh.tokens_sp()));
     }
     let head_params = if model.tied_embeddings {
         0.0
@@ -93,15 +94,28 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     };
     ops.push(column_linear("lm_head", sh, v, h, head_params));
     let logits = tokens * v as f64;
-    let mut ce = Op::reduction(
-        "cross_entropy",
-        (e + 24.0) * logits,
-        (4.0 + e) * logits,
-        4.0 * logits,
-    );
+    let mut ce = if sh.framework.fused_loss() {
+        // flash-attn's fused cross-entropy (flash_attn.losses.cross_entropy): forward reads the
+        // 16-bit logits once and keeps them with one fp32 log-sum-exp per row; backward reads
+        // them again and writes the gradient.
+        Op::reduction(
+            "cross_entropy",
+            e * logits,
+            2.0 * e * logits,
+            e * logits + 4.0 * tokens,
+        )
+    } else {
+        Op::reduction(
+            "cross_entropy",
+            (e + 24.0) * logits,
+            (4.0 + e) * logits,
+            4.0 * logits,
+        )
+    };
     // The gradient (softmax − one-hot) is elementwise.
+    let bwd_bytes = ce.bwd_bytes();
     ce.bwd = vec![Kernel::Memory {
-        bytes: (4.0 + e) * logits,
+        bytes: bwd_bytes,
         class: MemClass::Elementwise,
     }];
     if sh.tp > 1 {
@@ -133,6 +147,7 @@ mod tests {
             attention: AttentionImpl::Flash,
             dtype: Dtype::Bf16,
             tp_overlap: crate::spec::TpOverlap::Backward,
+            framework: crate::spec::Framework::Megatron,
         }
     }
 

@@ -98,13 +98,36 @@ pub(super) fn tp_conjugates(sh: &Shard, bytes: f64) -> (Option<Op>, Option<Op>) 
     }
 }
 
-/// A norm (LayerNorm or RMSNorm) over `tokens` rows of width h: reads x and writes y forward,
-/// reads x and dy and writes dx backward; saves its input.
-pub(super) fn norm(name: &'static str, model: &ModelSpec, tokens: u64, e: f64) -> Op {
-    let x = (tokens * model.hidden) as f64 * e;
-    let mut op = Op::reduction(name, 2.0 * x, 3.0 * x, x);
+/// A norm (LayerNorm or RMSNorm) over `tokens` rows of width h.
+///
+/// Fused (apex / Transformer Engine / aten LayerNorm): reads x and writes y forward, reads x
+/// and dy and writes dx backward; saves its input. Eager RMSNorm (torchtitan `RMSNorm`:
+/// `x.float()`, `pow(2)`, `mean`, `rsqrt`, multiply, `type_as`, `* weight`) moves 36 bytes per
+/// element forward (2+4, 4+4, 4, 4+4, 4+2, 2+2) and about 66 backward through autograd, and
+/// keeps the fp32 upcast (4 bytes) and the normalised 16-bit output (2) for backward.
+pub(super) fn norm(name: &'static str, model: &ModelSpec, sh: &Shard, tokens: u64) -> Op {
+    let e = sh.dtype.bytes();
+    let n = (tokens * model.hidden) as f64;
+    let mut op = if sh.framework.fused_kernels() || model.arch != Arch::Llama {
+        Op::reduction(name, 2.0 * e * n, 3.0 * e * n, e * n)
+    } else {
+        Op::reduction(name, 36.0 * n, 66.0 * n, 6.0 * n)
+    };
     op.params = model.arch.norm_params_per_hidden() * model.hidden as f64;
     op
+}
+
+/// Rotary embedding of Q and K over `elems` elements: one fused kernel reading and writing
+/// them (Su et al. 2021), or torchtitan's eager `apply_rotary_emb` (fp32 upcast, complex
+/// multiply, cast back: 6 + 8 + 6 = 20 bytes per element each way). Linear: nothing saved.
+fn rope(sh: &Shard, elems: f64) -> Op {
+    let e = sh.dtype.bytes();
+    let b = if sh.framework.fused_kernels() {
+        2.0 * e
+    } else {
+        20.0
+    };
+    Op::memory("rope", b * elems, b * elems, 0.0)
 }
 
 /// Residual add, fused with bias and dropout where the model has dropout (Megatron
@@ -230,7 +253,6 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
 
 /// The MLP of a dense layer: fc1, activation, fc2 (GeLU) or gate/up, SwiGLU, down (Llama).
 fn dense_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
-    let e = sh.dtype.bytes();
     let (h, t) = (model.hidden, sh.tp);
     let f = model.ffn_hidden / t;
     let gated = model.arch.gated_mlp();
@@ -241,19 +263,21 @@ fn dense_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let tokens = sh.tokens() as f64;
     vec![
         column_linear("fc1", sh, width, h, fc1_params),
-        activation(gated, tokens, f as f64, e),
+        activation(gated, tokens, f as f64, sh),
         row_linear("fc2", sh, h, f, fc2_params),
     ]
 }
 
 /// Elementwise activation over `tokens` × `f`: fused bias-GeLU (reads and writes f wide, saves
 /// its input, Korthikanti's 8sbh) or SwiGLU (reads 2f, writes f, saves its 2f-wide input).
-fn activation(gated: bool, tokens: f64, f: f64, e: f64) -> Op {
-    let x = tokens * f * e;
-    if gated {
-        Op::memory("swiglu", 3.0 * x, 5.0 * x, 2.0 * x)
-    } else {
-        Op::memory("gelu", 2.0 * x, 3.0 * x, x)
+/// Eager SwiGLU (torchtitan `F.silu(w1(x)) * w3(x)`) runs SiLU then a multiply: 10 units
+/// forward, 16 backward, and keeps the SiLU output besides both GEMM outputs (3 units).
+fn activation(gated: bool, tokens: f64, f: f64, sh: &Shard) -> Op {
+    let x = tokens * f * sh.dtype.bytes();
+    match (gated, sh.framework.fused_kernels()) {
+        (true, true) => Op::memory("swiglu", 3.0 * x, 5.0 * x, 2.0 * x),
+        (true, false) => Op::memory("swiglu", 5.0 * x, 8.0 * x, 3.0 * x),
+        (false, _) => Op::memory("gelu", 2.0 * x, 3.0 * x, x),
     }
 }
 
@@ -334,7 +358,7 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         router,
         a2a("dispatch"),
         grouped("expert_fc1", width, h, (local * h * width) as f64, moved),
-        activation(gated, routed as f64, f as f64, e),
+        activation(gated, routed as f64, f as f64, sh),
         grouped(
             "expert_fc2",
             h,
@@ -358,8 +382,8 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
     let mut attn: Vec<Op> = vec![column_linear("qkv", sh, qkv_n, h, qkv_params)];
     if model.arch == Arch::Llama {
         // Rotary embedding rewrites Q and K in place (Su et al. 2021); linear, nothing saved.
-        let qk = sh.tokens() as f64 * ((h + model.kv_hidden()) / t) as f64 * e;
-        attn.push(Op::memory("rope", 2.0 * qk, 2.0 * qk, 0.0));
+        let qk = sh.tokens() as f64 * ((h + model.kv_hidden()) / t) as f64;
+        attn.push(rope(sh, qk));
     }
     attn.extend(attention_core(model, sh));
     attn.push(row_linear("proj", sh, h, h / t, proj_params));
@@ -378,8 +402,8 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
     }
     mlp.push(residual("residual_mlp", model, sh.tokens_sp(), e));
 
-    let n1 = norm("norm_attn", model, sh.tokens_sp(), e);
-    let n2 = norm("norm_mlp", model, sh.tokens_sp(), e);
+    let n1 = norm("norm_attn", model, sh, sh.tokens_sp());
+    let n2 = norm("norm_mlp", model, sh, sh.tokens_sp());
     let mut ops = Vec::new();
     let post_norm = model.arch == Arch::Bert;
     if !post_norm {
@@ -426,6 +450,7 @@ mod tests {
             attention,
             dtype: Dtype::Fp16,
             tp_overlap: crate::spec::TpOverlap::Backward,
+            framework: crate::spec::Framework::Megatron,
         }
     }
 
@@ -503,6 +528,7 @@ mod tests {
             attention: AttentionImpl::Flash,
             dtype: Dtype::Bf16,
             tp_overlap: crate::spec::TpOverlap::Backward,
+            framework: crate::spec::Framework::Megatron,
         };
         let g = transformer_layer(&m, &sh, true);
         assert_eq!(g.params(), m.layer_params(0));

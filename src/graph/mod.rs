@@ -8,7 +8,7 @@ mod layer;
 pub use ends::{embedding, head};
 pub use layer::transformer_layer;
 
-use crate::spec::{AttentionImpl, ModelSpec, Plan, TpOverlap};
+use crate::spec::{AttentionImpl, Framework, ModelSpec, Plan, TpOverlap};
 use crate::units::Dtype;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
@@ -312,6 +312,8 @@ pub struct Shard {
     pub dtype: Dtype,
     /// TP communication hidden behind GEMMs.
     pub tp_overlap: TpOverlap,
+    /// Training framework (kernel fusion, loss kernel).
+    pub framework: Framework,
 }
 
 impl Shard {
@@ -327,6 +329,7 @@ impl Shard {
             attention: plan.attention,
             dtype: plan.dtype,
             tp_overlap: plan.tp_overlap,
+            framework: plan.framework,
         }
     }
 

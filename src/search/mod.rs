@@ -6,7 +6,8 @@ use crate::calib::Profile;
 use crate::cost::{Estimate, Machine, Placement, PricedGraphs, estimate_priced, memory};
 use crate::graph::Shard;
 use crate::spec::{
-    AttentionImpl, ClusterSpec, Infeasible, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
+    AttentionImpl, ClusterSpec, Framework, Infeasible, ModelSpec, Plan, Recompute, Schedule,
+    TpOverlap,
 };
 use crate::units::{Dtype, GIB};
 use rayon::prelude::*;
@@ -40,6 +41,8 @@ pub struct Space {
     pub overlap_grad_reduce: bool,
     /// TP communication overlap the framework provides.
     pub tp_overlap: TpOverlap,
+    /// Training framework.
+    pub framework: Framework,
 }
 
 impl Space {
@@ -58,6 +61,7 @@ impl Space {
             max_cp: 16,
             overlap_grad_reduce: true,
             tp_overlap: TpOverlap::Backward,
+            framework: Framework::Megatron,
         }
     }
 }
@@ -165,6 +169,7 @@ fn bare(
         },
         attention: space.attention,
         tp_overlap: space.tp_overlap,
+        framework: space.framework,
         stage_layers: None,
         recompute_layers: None,
     }
@@ -178,9 +183,14 @@ pub fn memory_lower_bound_gib(model: &ModelSpec, plan: &Plan) -> f64 {
     });
     let dense = (model.params() - expert_params) / (plan.tp * plan.pp) as f64;
     let experts = expert_params / (plan.tp * plan.pp * plan.ep) as f64;
-    let (w, g, o) = memory::sharded_state_bytes(plan.dtype, plan.zero, plan.dp * plan.cp);
-    let (we, ge, oe) =
-        memory::sharded_state_bytes(plan.dtype, plan.zero, (plan.dp * plan.cp / plan.ep).max(1));
+    let (w, g, o) =
+        memory::sharded_state_bytes(plan.framework, plan.dtype, plan.zero, plan.dp * plan.cp);
+    let (we, ge, oe) = memory::sharded_state_bytes(
+        plan.framework,
+        plan.dtype,
+        plan.zero,
+        (plan.dp * plan.cp / plan.ep).max(1),
+    );
     (dense * (w + g + o) + experts * (we + ge + oe)) / GIB
 }
 

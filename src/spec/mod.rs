@@ -12,7 +12,7 @@ pub mod yaml;
 pub use error::{Problem, SpecError};
 pub use hardware::{ClusterSpec, DeviceEfficiency, DeviceSpec, InterNode, IntraNode, PeakTflops};
 pub use model::{Arch, ModelSpec, MoeSpec};
-pub use plan::{AttentionImpl, Infeasible, Plan, Recompute, Schedule, TpOverlap};
+pub use plan::{AttentionImpl, Framework, Infeasible, Plan, Recompute, Schedule, TpOverlap};
 
 use std::path::Path;
 

@@ -5,14 +5,15 @@
 
 use crate::spec::runs::{RunRecord, ZeroField};
 use crate::spec::{
-    self, Arch, AttentionImpl, ClusterSpec, InterNode, ModelSpec, Plan, Recompute, Schedule,
-    SpecError, TpOverlap,
+    self, Arch, AttentionImpl, ClusterSpec, Framework, InterNode, ModelSpec, Plan, Recompute,
+    Schedule, SpecError, TpOverlap,
 };
 use crate::units::Dtype;
 
-/// The software stack a run used, and what the planner must know about it.
+/// The software stack a run used (framework and vintage), and what the planner must know
+/// about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framework {
+pub enum Stack {
     /// Megatron-LM of 2021 (SC'21): fp16, materialised softmax, no async TP all-reduce; torch
     /// DDP (overlapped) without pipelining, Megatron's local DDP (after backward) with it.
     Megatron2021,
@@ -30,20 +31,30 @@ pub enum Framework {
     Fsdp,
 }
 
-impl Framework {
+impl Stack {
+    /// The planner's framework for this stack.
+    pub fn framework(self, run: &RunRecord) -> Framework {
+        match self {
+            Stack::Megatron2021 | Stack::Megatron2022 | Stack::MegatronCore => Framework::Megatron,
+            Stack::MegatronDeepSpeed => Framework::DeepSpeed,
+            Stack::Fsdp if run.group.starts_with("mosaicml") => Framework::LlmFoundry,
+            Stack::Fsdp => Framework::Torchtitan,
+        }
+    }
+
     /// The framework of a run's group.
-    pub fn of(run: &RunRecord) -> Framework {
+    pub fn of(run: &RunRecord) -> Stack {
         let g = run.group.as_str();
         if g.starts_with("megatron-sc21") {
-            Framework::Megatron2021
+            Stack::Megatron2021
         } else if g.starts_with("korthikanti") {
-            Framework::Megatron2022
+            Stack::Megatron2022
         } else if g.starts_with("bloom") {
-            Framework::MegatronDeepSpeed
+            Stack::MegatronDeepSpeed
         } else if g.starts_with("megatron-core") {
-            Framework::MegatronCore
+            Stack::MegatronCore
         } else {
-            Framework::Fsdp
+            Stack::Fsdp
         }
     }
 }
@@ -59,8 +70,8 @@ pub struct Case {
     pub plan: Plan,
     /// Knobs the source does not publish, which the validator searches (fastest that fits).
     pub searched: Vec<&'static str>,
-    /// The framework.
-    pub framework: Framework,
+    /// The software stack.
+    pub stack: Stack,
 }
 
 fn device_for(gpu: &str) -> Option<&'static str> {
@@ -124,7 +135,7 @@ fn recompute_of(text: Option<&str>) -> Option<Recompute> {
 
 /// Builds the case for `run`, or says why it cannot be predicted.
 pub fn case(run: &RunRecord) -> Result<Case, String> {
-    let fw = Framework::of(run);
+    let fw = Stack::of(run);
     let device = device_for(&run.hardware.gpu)
         .ok_or_else(|| format!("no device preset for GPU `{}`", run.hardware.gpu))?;
     let base = spec::load_cluster(if device.starts_with('h') {
@@ -141,7 +152,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
     cluster.gpus_per_node = gpn.min(n);
     cluster.nodes = n.div_ceil(gpn);
     cluster.inter_node = network(run, &base);
-    if fw == Framework::MegatronDeepSpeed {
+    if fw == Stack::MegatronDeepSpeed {
         // CUDA 11.5 without lazy loading: 1573 MiB measured by BigScience on A100.
         cluster.cuda_context_gib = 1573.0 / 1024.0;
     }
@@ -152,12 +163,12 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
     let dropout = match fw {
         // Megatron defaults (--attention-dropout 0.1 --hidden-dropout 0.1), not overridden by
         // the SC'21, Korthikanti, BLOOM or Megatron-Core benchmark scripts.
-        Framework::Megatron2021
-        | Framework::Megatron2022
-        | Framework::MegatronDeepSpeed
-        | Framework::MegatronCore => 0.1,
+        Stack::Megatron2021
+        | Stack::Megatron2022
+        | Stack::MegatronDeepSpeed
+        | Stack::MegatronCore => 0.1,
         // Llama (torchtitan) and MPT train without dropout.
-        Framework::Fsdp => 0.0,
+        Stack::Fsdp => 0.0,
     };
     let model = ModelSpec {
         name: m.name.clone(),
@@ -199,26 +210,26 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         Recompute::None
     });
     let sp = p.sequence_parallel.unwrap_or_else(|| {
-        if tp > 1 && fw == Framework::MegatronCore {
+        if tp > 1 && fw == Stack::MegatronCore {
             searched.push("sequence_parallel");
         }
         false
     });
     let vpp = p.virtual_stages.unwrap_or(1);
-    if fw == Framework::MegatronCore && pp > 1 && p.virtual_stages.is_none() {
+    if fw == Stack::MegatronCore && pp > 1 && p.virtual_stages.is_none() {
         searched.push("vpp");
     }
     let zero = match &p.zero_stage {
         Some(ZeroField::Stage(z)) => *z as u8,
         Some(ZeroField::Text(t)) if t.to_ascii_lowercase().contains("full") => 3,
-        _ if fw == Framework::MegatronCore => 1, // --use-distributed-optimizer in the README runs
+        _ if fw == Stack::MegatronCore => 1, // --use-distributed-optimizer in the README runs
         _ => 0,
     };
     let recompute_layers = match p.recompute.as_deref() {
         // torchtitan: "selective N" checkpoints every N-th block fully (N = 2 in its configs);
         // "selective op" saves every other matmul output and recomputes the rest, which
         // recomputes about half the forward work as well (torchtitan parallelize_llama.py).
-        Some(r) if r.starts_with("selective") && fw == Framework::Fsdp => Some(vec![m.layers / 2]),
+        Some(r) if r.starts_with("selective") && fw == Stack::Fsdp => Some(vec![m.layers / 2]),
         _ => None,
     };
     let recompute = if recompute_layers.is_some() {
@@ -244,9 +255,9 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         zero,
         sequence_parallel: sp,
         overlap_grad_reduce: match fw {
-            Framework::Megatron2021 => pp == 1 && p.ddp_impl.as_deref() != Some("local"),
-            Framework::Megatron2022 | Framework::MegatronDeepSpeed => false,
-            Framework::MegatronCore | Framework::Fsdp => true,
+            Stack::Megatron2021 => pp == 1 && p.ddp_impl.as_deref() != Some("local"),
+            Stack::Megatron2022 | Stack::MegatronDeepSpeed => false,
+            Stack::MegatronCore | Stack::Fsdp => true,
         },
         dtype,
         schedule: if vpp > 1 {
@@ -255,20 +266,21 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
             Schedule::OneFOneB
         },
         attention: match fw {
-            Framework::Megatron2021 | Framework::Megatron2022 | Framework::MegatronDeepSpeed => {
+            Stack::Megatron2021 | Stack::Megatron2022 | Stack::MegatronDeepSpeed => {
                 AttentionImpl::Unfused
             }
             // llm-foundry's benchmark launcher defaults to `--attn_impl triton`
             // (scripts/train/benchmarking/submit_benchmarks.py at the table's commit).
-            Framework::Fsdp if run.group.starts_with("mosaicml") => AttentionImpl::FlashTriton,
-            Framework::MegatronCore | Framework::Fsdp => AttentionImpl::Flash,
+            Stack::Fsdp if run.group.starts_with("mosaicml") => AttentionImpl::FlashTriton,
+            Stack::MegatronCore | Stack::Fsdp => AttentionImpl::Flash,
         },
         tp_overlap: match fw {
-            Framework::Megatron2021 | Framework::MegatronDeepSpeed => TpOverlap::None,
-            Framework::Megatron2022 | Framework::Fsdp => TpOverlap::Backward,
-            Framework::MegatronCore => TpOverlap::Full,
+            Stack::Megatron2021 | Stack::MegatronDeepSpeed => TpOverlap::None,
+            Stack::Megatron2022 | Stack::Fsdp => TpOverlap::Backward,
+            Stack::MegatronCore => TpOverlap::Full,
         },
-        stage_layers: (fw == Framework::MegatronDeepSpeed && pp > 1)
+        framework: fw.framework(run),
+        stage_layers: (fw == Stack::MegatronDeepSpeed && pp > 1)
             .then(|| embedding_partition(m.layers, pp)),
         recompute_layers,
     };
@@ -277,7 +289,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         cluster,
         plan,
         searched,
-        framework: fw,
+        stack: fw,
     })
 }
 
