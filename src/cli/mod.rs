@@ -87,6 +87,9 @@ pub enum Command {
         /// The plan.
         #[command(flatten)]
         plan: PlanArgs,
+        /// Also list every operator's forward and backward time for one micro-batch.
+        #[arg(long)]
+        ops: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -216,14 +219,33 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
         Command::Estimate {
             target,
             plan,
+            ops,
             format,
         } => {
             let r = target.resolve()?;
             let plan = plan.resolve(&r.model, &r.cluster)?;
             let e = estimate(&r.model, &r.cluster, &plan, r.profile.as_ref());
+            let machine = crate::cost::Machine {
+                cluster: &r.cluster,
+                profile: r.profile.as_ref(),
+            };
+            let op_rows = || crate::cost::op_times(&r.model, &plan, &machine);
             Ok(match format {
+                Format::Json if ops => {
+                    let mut v = serde_json::to_value(&e).expect("estimates serialise");
+                    v["ops"] = op_rows()
+                        .iter()
+                        .map(|(g, o, f, b)| serde_json::json!({"graph": g, "op": o, "fwd_s": f, "bwd_s": b}))
+                        .collect();
+                    json(&v)
+                }
                 Format::Json => json(&e),
                 Format::Csv => render::csv(&render::PLAN_HEADER, vec![render::plan_row(0, &e)]),
+                Format::Table if ops => {
+                    render::estimate_report(&e, &r.model.name, &r.cluster.name)
+                        + "\n"
+                        + &render::ops_table(&op_rows())
+                }
                 Format::Table => render::estimate_report(&e, &r.model.name, &r.cluster.name),
             })
         }

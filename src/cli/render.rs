@@ -170,3 +170,22 @@ pub fn estimate_report(e: &Estimate, model: &str, cluster: &str) -> String {
     s.push('\n');
     s
 }
+
+/// Per-operator times of one micro-batch.
+pub fn ops_table(rows: &[(&str, &str, f64, f64)]) -> String {
+    let total: f64 = rows.iter().map(|r| r.2 + r.3).sum();
+    table(
+        &["graph", "op", "fwd", "bwd", "share"],
+        rows.iter()
+            .map(|(g, o, f, b)| {
+                vec![
+                    g.to_string(),
+                    o.to_string(),
+                    fmt_secs(*f),
+                    fmt_secs(*b),
+                    format!("{:.1}%", 100.0 * (f + b) / total),
+                ]
+            })
+            .collect(),
+    ) + "\n"
+}

@@ -361,6 +361,37 @@ pub struct Estimate {
     pub provenance: Provenance,
 }
 
+/// Forward and backward time of every operator of one micro-batch, by graph: the embedding,
+/// the first (dense) layer, an MoE layer when present, and the head.
+pub fn op_times(
+    model: &ModelSpec,
+    plan: &Plan,
+    m: &Machine,
+) -> Vec<(&'static str, &'static str, f64, f64)> {
+    let sh = Shard::of(plan);
+    let place = Placement::of(plan, m.cluster.gpus_per_node);
+    let g = ModelGraph::build(model, &sh);
+    let mut graphs = vec![("embedding", &g.embedding), ("layer", &g.dense)];
+    if let Some(moe) = &g.moe {
+        graphs.push(("moe layer", moe));
+    }
+    graphs.push(("head", &g.head));
+    let t = |ks: &[Kernel]| {
+        ks.iter()
+            .map(|k| m.kernel_s(plan.dtype, k, &place).0)
+            .sum::<f64>()
+    };
+    graphs
+        .into_iter()
+        .flat_map(|(name, graph)| {
+            graph
+                .ops()
+                .into_iter()
+                .map(move |op| (name, op.name, t(&op.fwd), t(&op.bwd)))
+        })
+        .collect()
+}
+
 /// Prices `plan` for `model` on `cluster`, with a measured profile when given.
 /// The plan must pass [`Plan::check`]; out of memory is reported through `fits`.
 pub fn estimate(

@@ -144,25 +144,49 @@ impl<'a> Machine<'a> {
         (bytes / (bw * rel) + self.launch_s(), src)
     }
 
-    /// Time of `batch` GEMMs m×n×k in `dtype`.
-    ///
-    /// Preset: 2mnk / (peak · eff_gemm · wave efficiency of the best tile), bounded below by
-    /// the bytes of A, B and C at HBM speed (roofline, Williams et al. 2009), plus a launch.
-    /// With a profile: the measured FLOP/s of the shape (batched GEMMs looked up per problem).
+    /// Time of `batch` GEMMs m×n×k in `dtype`: measured (profile) or the preset model
+    /// [`Machine::gemm_preset_s`].
     pub fn gemm_s(&self, dtype: Dtype, batch: u64, m: u64, n: u64, k: u64) -> (f64, Source) {
         let flops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64;
         if let Some((fs, src)) = self.profile.and_then(|p| p.gemm_flops_s(dtype, m, n, k)) {
             return (flops / fs + self.launch_s(), src);
         }
+        (self.gemm_preset_s(dtype, batch, m, n, k), Source::Preset)
+    }
+
+    /// The preset GEMM model: 2mnk / (peak · eff_gemm · wave efficiency), for the best of
+    /// cuBLAS's tile shapes and split-K factors, bounded below by the bytes of A, B and C at HBM
+    /// speed (roofline, Williams et al. 2009), plus a launch.
+    ///
+    /// Split-K (CUTLASS `GemmSplitKParallel`; cuBLAS picks it for small m×n with long k, such
+    /// as weight gradients) cuts k into s slices so m·n tiles become s times as many, then
+    /// reduces s fp32 partial results (written and read: 2·s·m·n·4 bytes). Each slice keeps at
+    /// least 256 of k so the main loop stays pipelined.
+    pub fn gemm_preset_s(&self, dtype: Dtype, batch: u64, m: u64, n: u64, k: u64) -> f64 {
         let dev = self.device();
-        let wave = TILES
-            .iter()
-            .map(|&(tm, tn)| wave_efficiency(batch * m.div_ceil(tm) * n.div_ceil(tn), dev.sms))
-            .fold(0.0, f64::max);
-        let compute = flops / (dev.peak_flops(dtype) * dev.efficiency.gemm * wave);
+        let flops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64;
+        let rate = dev.peak_flops(dtype) * dev.efficiency.gemm;
+        let hbm = self.hbm_bytes_s().0;
+        let max_split = (k / 256).clamp(1, dev.sms);
+        let mut best = f64::INFINITY;
+        for &(tm, tn) in &TILES {
+            let tiles = batch * m.div_ceil(tm) * n.div_ceil(tn);
+            let mut split = 1;
+            while split <= max_split {
+                let reduce = if split > 1 {
+                    2.0 * (split * batch * m * n) as f64 * 4.0 / hbm
+                } else {
+                    0.0
+                };
+                best = best.min(flops / (rate * wave_efficiency(tiles * split, dev.sms)) + reduce);
+                if tiles * split >= dev.sms {
+                    break;
+                }
+                split *= 2;
+            }
+        }
         let bytes = batch as f64 * (m * k + k * n + m * n) as f64 * dtype.bytes();
-        let mem = bytes / self.hbm_bytes_s().0;
-        (compute.max(mem) + self.launch_s(), Source::Preset)
+        best.max(bytes / hbm) + self.launch_s()
     }
 
     /// Time of a fused attention kernel.

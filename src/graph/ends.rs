@@ -3,7 +3,7 @@
 //! (`VocabParallelEmbedding`, `vocab_parallel_cross_entropy`; Shoeybi et al. 2019 §3).
 
 use super::layer::{column_linear, norm};
-use super::{Coll, Group, Kernel, MemClass, Op, OpGraph, Shard};
+use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
 use crate::spec::{Arch, ModelSpec};
 
 /// Input embedding: each TP rank looks up its vocabulary slice, then the partial rows are
@@ -94,30 +94,26 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     };
     ops.push(column_linear("lm_head", sh, v, h, head_params));
     let logits = tokens * v as f64;
+    // Rows of V/t logits are long enough to stream at elementwise speed (the per-row reduction
+    // overhead that slows 4096-wide norms is amortised over tens of thousands of elements).
     let mut ce = if sh.framework.fused_loss() {
         // flash-attn's fused cross-entropy (flash_attn.losses.cross_entropy): forward reads the
         // 16-bit logits once and keeps them with one fp32 log-sum-exp per row; backward reads
         // them again and writes the gradient.
-        Op::reduction(
+        Op::memory(
             "cross_entropy",
             e * logits,
             2.0 * e * logits,
             e * logits + 4.0 * tokens,
         )
     } else {
-        Op::reduction(
+        Op::memory(
             "cross_entropy",
             (e + 24.0) * logits,
             (4.0 + e) * logits,
             4.0 * logits,
         )
     };
-    // The gradient (softmax − one-hot) is elementwise.
-    let bwd_bytes = ce.bwd_bytes();
-    ce.bwd = vec![Kernel::Memory {
-        bytes: bwd_bytes,
-        class: MemClass::Elementwise,
-    }];
     if sh.tp > 1 {
         ce.fwd.push(Kernel::Comm {
             coll: Coll::AllReduce,
