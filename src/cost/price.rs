@@ -132,12 +132,28 @@ impl<'a> Machine<'a> {
     ///
     /// Preset: 2mnk / (peak · eff_gemm · wave efficiency of the best tile), bounded below by
     /// the bytes of A, B and C at HBM speed (roofline, Williams et al. 2009), plus a launch.
-    /// With a profile: the measured FLOP/s of the shape (batched GEMMs looked up per problem).
+    /// With a profile: the preset throughput of the shape scaled by the measured/preset ratio
+    /// of the nearest measured shapes (`Profile::gemm_flops_s`), plus a launch.
     pub fn gemm_s(&self, dtype: Dtype, batch: u64, m: u64, n: u64, k: u64) -> (f64, Source) {
         let flops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64;
-        if let Some((fs, src)) = self.profile.and_then(|p| p.gemm_flops_s(dtype, m, n, k)) {
+        let preset = |b: u64, m: u64, n: u64, k: u64| {
+            2.0 * b as f64 * m as f64 * n as f64 * k as f64 / self.preset_gemm_s(dtype, b, m, n, k)
+        };
+        if let Some((fs, src)) = self
+            .profile
+            .and_then(|p| p.gemm_flops_s(dtype, batch, m, n, k, &preset))
+        {
             return (flops / fs + self.launch_s(), src);
         }
+        (
+            self.preset_gemm_s(dtype, batch, m, n, k) + self.launch_s(),
+            Source::Preset,
+        )
+    }
+
+    /// The preset's time of `batch` GEMMs m×n×k, launch excluded (see `gemm_s`).
+    fn preset_gemm_s(&self, dtype: Dtype, batch: u64, m: u64, n: u64, k: u64) -> f64 {
+        let flops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64;
         let dev = self.device();
         let wave = TILES
             .iter()
@@ -146,7 +162,7 @@ impl<'a> Machine<'a> {
         let compute = flops / (dev.peak_flops(dtype) * dev.efficiency.gemm * wave);
         let bytes = batch as f64 * (m * k + k * n + m * n) as f64 * dtype.bytes();
         let mem = bytes / self.hbm_bytes_s().0;
-        (compute.max(mem) + self.launch_s(), Source::Preset)
+        compute.max(mem)
     }
 
     /// Time of a fused attention kernel: its FLOPs at the device's flash-attention efficiency,
