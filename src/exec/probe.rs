@@ -1,0 +1,410 @@
+//! The calibration probes, independent of the backend: which GEMM shapes (the models' own, at
+//! every tp shard and micro-batch the search uses, plus a grid), which copies, which
+//! collectives at which sizes and group sizes; a time budget shared between them; and the
+//! profile they make.
+
+use super::{ExecError, Timing};
+use crate::calib::{CollectiveFit, CollectivePoint, CopyPoint, GemmPoint, Meta, Profile, Span};
+use crate::graph::{Coll, Kernel, ModelGraph, Shard};
+use crate::spec::{AttentionImpl, ClusterSpec, ModelSpec};
+use crate::units::{Dtype, MIB};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// A device backend the probes run on.
+pub trait Backend {
+    /// Device name, library versions, device count.
+    fn meta(&self) -> Meta;
+    /// Devices in this node (GPUs, or threads standing for them).
+    fn devices(&self) -> u64;
+    /// Nodes in the job and this process's node (multi-node rendezvous), (1, 0) alone.
+    fn nodes(&self) -> (u64, u64) {
+        (1, 0)
+    }
+    /// GEMM data types this device runs.
+    fn gemm_dtypes(&self) -> Vec<Dtype>;
+    /// Largest A + B + C footprint in bytes a GEMM probe may take.
+    fn max_gemm_bytes(&self) -> f64;
+    /// Largest collective message to probe, bytes.
+    fn max_message_bytes(&self) -> f64;
+    /// Seconds for `iters` back-to-back GEMMs C[m,n] = A[m,k]·B[k,n] in `dtype`.
+    fn gemm(&mut self, dtype: Dtype, m: u64, n: u64, k: u64, iters: u32) -> Result<f64, ExecError>;
+    /// Seconds for `iters` device-memory copies of `bytes`.
+    fn copy(&mut self, bytes: f64, iters: u32) -> Result<f64, ExecError>;
+    /// Seconds for `iters` collectives of message size `bytes` on the first `ranks` devices
+    /// (of the first `ranks / devices` nodes when `span` is inter). NaN on a node that takes
+    /// no part.
+    fn collective(
+        &mut self,
+        coll: Coll,
+        ranks: u64,
+        span: Span,
+        bytes: f64,
+        iters: u32,
+    ) -> Result<f64, ExecError>;
+}
+
+/// What to probe.
+#[derive(Clone, Debug)]
+pub struct ProbeConfig {
+    /// Profile name.
+    pub name: String,
+    /// Models whose GEMM shapes to measure.
+    pub models: Vec<ModelSpec>,
+    /// The cluster the profile is for (tp sizes, micro-batches).
+    pub cluster: ClusterSpec,
+    /// Time budget for all probes, seconds.
+    pub budget_s: f64,
+    /// Smallest collective message, bytes (4 KiB by default).
+    pub min_message_bytes: f64,
+    /// Square grid sides for GEMMs besides the models' shapes.
+    pub grid: Vec<u64>,
+    /// Largest micro-batch whose shapes are probed.
+    pub max_mbs: u64,
+    /// Timing of GEMM and copy probes.
+    pub timing: Timing,
+}
+
+/// One step done, for a progress display.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Steps done.
+    pub done: u64,
+    /// Steps planned.
+    pub total: u64,
+    /// What ran last.
+    pub what: String,
+}
+
+/// Collectives probed, in the order the cost model needs them most.
+pub const COLLECTIVES: [Coll; 5] = [
+    Coll::AllReduce,
+    Coll::AllGather,
+    Coll::ReduceScatter,
+    Coll::AllToAll,
+    Coll::SendRecv,
+];
+
+/// The distinct GEMM shapes (m, n, k) of `models` at every tp that divides the heads (up to a
+/// node) and micro-batch b = 1, 2, 4, … up to `max_mbs`, forward and backward, from the
+/// graph's own kernels; ordered micro-batch by micro-batch, so a budget that runs out keeps
+/// the small micro-batches of every tp.
+pub fn gemm_shapes(
+    models: &[ModelSpec],
+    cluster: &ClusterSpec,
+    max_mbs: u64,
+) -> Vec<(u64, u64, u64)> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut b = 1;
+    while b <= max_mbs.max(1) {
+        for model in models {
+            let mut tp = 1;
+            while tp <= cluster.gpus_per_node.max(1) {
+                if model.heads % tp == 0 {
+                    let shard = Shard {
+                        b,
+                        s: model.seq_len,
+                        tp,
+                        sp: false,
+                        cp: 1,
+                        ep: 1,
+                        attention: AttentionImpl::Flash,
+                        dtype: Dtype::Bf16,
+                    };
+                    let g = ModelGraph::build(model, &shard);
+                    let graphs = [
+                        Some(&g.embedding),
+                        Some(&g.dense),
+                        g.moe.as_ref(),
+                        Some(&g.head),
+                    ];
+                    for op in graphs.into_iter().flatten().flat_map(|x| x.ops()) {
+                        for k in op.fwd.iter().chain(&op.bwd) {
+                            if let Kernel::Gemm { m, n, k, .. } = *k {
+                                if seen.insert((m, n, k)) {
+                                    out.push((m, n, k));
+                                }
+                            }
+                        }
+                    }
+                }
+                tp *= 2;
+            }
+        }
+        b *= 2;
+    }
+    out
+}
+
+/// Message sizes: powers of two from `lo` to `hi`.
+pub fn message_sizes(lo: f64, hi: f64) -> Vec<f64> {
+    let mut s = lo.max(4.0);
+    let mut out = Vec::new();
+    while s <= hi {
+        out.push(s);
+        s *= 2.0;
+    }
+    out
+}
+
+/// A clock with a budget, split in phases.
+struct Budget {
+    start: Instant,
+    total: Duration,
+}
+
+impl Budget {
+    fn left(&self) -> f64 {
+        self.total.as_secs_f64() - self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// Runs every probe `cfg` asks for on `backend` within the budget and returns the profile
+/// (None on a node other than the first of a multi-node job, which only takes part in the
+/// inter-node collectives). Budget: inter-node collectives first (a fixed schedule, every
+/// node issues the same calls), then of what is left 45% GEMMs, 5% copies, 50% intra-node
+/// collectives (GEMMs get 95% on a single device); each phase stops where the next probe
+/// would overrun it, and the profile says so (`meta.truncated`).
+pub fn run_probes(
+    backend: &mut dyn Backend,
+    cfg: &ProbeConfig,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Option<Profile>, ExecError> {
+    let budget = Budget {
+        start: Instant::now(),
+        total: Duration::from_secs_f64(cfg.budget_s.max(0.0)),
+    };
+    let mut meta = backend.meta();
+    meta.tool_version = Some(env!("CARGO_PKG_VERSION").into());
+    meta.devices = Some(backend.devices());
+    let mut p = Profile::new(&cfg.name, meta);
+    let (nodes, node) = backend.nodes();
+    let sizes = message_sizes(cfg.min_message_bytes, backend.max_message_bytes());
+    let shapes: Vec<(u64, u64, u64)> = gemm_shapes(&cfg.models, &cfg.cluster, cfg.max_mbs)
+        .into_iter()
+        .chain(grid(&cfg.grid))
+        .collect();
+    let dtypes = backend.gemm_dtypes();
+    let devices = backend.devices();
+    let groups = (2..=devices).count() as u64;
+    let sweeps = groups + nodes.saturating_sub(1);
+    let total = shapes.len() as u64 * dtypes.len() as u64
+        + 4
+        + sweeps * COLLECTIVES.len() as u64 * sizes.len() as u64;
+    let mut step = Step {
+        done: 0,
+        total,
+        progress,
+    };
+    for k in 2..=nodes {
+        for coll in COLLECTIVES {
+            let ranks = k * devices;
+            let f = collective_sweep(backend, coll, ranks, Span::Inter, &sizes, None, &mut step)?;
+            p.collectives.extend(f);
+        }
+    }
+    if node != 0 {
+        return Ok(None);
+    }
+    let (now, left) = (budget.start.elapsed().as_secs_f64(), budget.left().max(0.0));
+    let gemm_end = now + left * if devices < 2 { 0.95 } else { 0.45 };
+    let mut truncated = gemm_phase(
+        backend, cfg, &mut p, &shapes, &dtypes, &budget, gemm_end, &mut step,
+    )?;
+    truncated |= copy_phase(
+        backend,
+        cfg,
+        &mut p,
+        &budget,
+        gemm_end + left * 0.05,
+        &mut step,
+    )?;
+    let mut left_sweeps = groups * COLLECTIVES.len() as u64;
+    for ranks in 2..=devices {
+        for coll in COLLECTIVES {
+            let share = budget.left() / left_sweeps.max(1) as f64;
+            left_sweeps -= 1;
+            let until = budget.start.elapsed().as_secs_f64() + share;
+            let stop = |next: f64| budget.start.elapsed().as_secs_f64() + next > until;
+            let f = collective_sweep(
+                backend,
+                coll,
+                ranks,
+                Span::Intra,
+                &sizes,
+                Some(&stop),
+                &mut step,
+            )?;
+            truncated |= f.as_ref().is_none_or(|f| f.points.len() < sizes.len());
+            p.collectives.extend(f);
+        }
+    }
+    p.meta.truncated = truncated;
+    Ok(Some(p))
+}
+
+struct Step<'a> {
+    done: u64,
+    total: u64,
+    progress: &'a mut dyn FnMut(Progress),
+}
+
+impl Step<'_> {
+    fn tick(&mut self, what: String) {
+        self.done += 1;
+        (self.progress)(Progress {
+            done: self.done.min(self.total),
+            total: self.total,
+            what,
+        });
+    }
+}
+
+fn grid(sides: &[u64]) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    for &m in sides {
+        for &n in sides {
+            for &k in sides {
+                out.push((m, n, k));
+            }
+        }
+    }
+    out
+}
+
+/// GEMMs in order; a shape is skipped when it does not fit the device or when the best
+/// throughput seen so far says its probe would end after `end_at` (seconds into the budget).
+/// Returns whether any was skipped.
+#[allow(clippy::too_many_arguments)]
+fn gemm_phase(
+    b: &mut dyn Backend,
+    cfg: &ProbeConfig,
+    p: &mut Profile,
+    shapes: &[(u64, u64, u64)],
+    dtypes: &[Dtype],
+    budget: &Budget,
+    end_at: f64,
+    step: &mut Step,
+) -> Result<bool, ExecError> {
+    let max_bytes = b.max_gemm_bytes();
+    let mut rate: Option<f64> = None;
+    let mut skipped = false;
+    // The calls one probe makes at least: warm-up, then each repeat ≥ one call.
+    let calls = (cfg.timing.warmup + cfg.timing.repeats) as f64;
+    for &(m, n, k) in shapes {
+        for &dtype in dtypes {
+            step.tick(format!("gemm {dtype} {m}x{n}x{k}"));
+            let flops = 2.0 * (m * n) as f64 * k as f64;
+            let bytes = (m * k + k * n + m * n) as f64 * 2.0;
+            let cost = rate.map_or(0.0, |r| {
+                calls * flops / r + cfg.timing.repeats as f64 * cfg.timing.min_run_s
+            });
+            if bytes > max_bytes || budget.start.elapsed().as_secs_f64() + cost > end_at {
+                skipped = true;
+                continue;
+            }
+            let seconds = cfg.timing.measure(|iters| b.gemm(dtype, m, n, k, iters))?;
+            let r = flops / seconds;
+            rate = Some(rate.map_or(r, |x: f64| x.max(r)));
+            p.gemm.push(GemmPoint {
+                dtype,
+                m,
+                n,
+                k,
+                seconds,
+            });
+        }
+    }
+    Ok(skipped)
+}
+
+/// Device copies of 1 MiB to 1 GiB (×16 steps) for the HBM bandwidth, until `end_at`.
+fn copy_phase(
+    b: &mut dyn Backend,
+    cfg: &ProbeConfig,
+    p: &mut Profile,
+    budget: &Budget,
+    end_at: f64,
+    step: &mut Step,
+) -> Result<bool, ExecError> {
+    let mut copies = Vec::new();
+    let mut skipped = false;
+    for bytes in [MIB, 16.0 * MIB, 256.0 * MIB, 1024.0 * MIB] {
+        step.tick(format!("copy {:.0} MiB", bytes / MIB));
+        let last = copies.last().map_or(0.0, |c: &CopyPoint| c.seconds * 16.0);
+        let cost = last * (cfg.timing.warmup + cfg.timing.repeats) as f64;
+        if bytes > b.max_message_bytes().max(MIB)
+            || budget.start.elapsed().as_secs_f64() + cost > end_at
+        {
+            skipped = true;
+            continue;
+        }
+        let seconds = cfg.timing.measure(|iters| b.copy(bytes, iters))?;
+        copies.push(CopyPoint { bytes, seconds });
+    }
+    p.set_copies(copies);
+    Ok(skipped)
+}
+
+/// One collective over increasing sizes on one group; `stop(next_cost_s)` ends the sweep
+/// early. The call schedule depends on sizes only (`Timing::collective_iters`), so nodes of
+/// a multi-node job stay in step.
+fn collective_sweep(
+    b: &mut dyn Backend,
+    coll: Coll,
+    ranks: u64,
+    span: Span,
+    sizes: &[f64],
+    stop: Option<&dyn Fn(f64) -> bool>,
+    step: &mut Step,
+) -> Result<Option<CollectiveFit>, ExecError> {
+    const WARMUP: u32 = 1;
+    const REPEATS: u32 = 3;
+    let mut points = Vec::new();
+    let mut last_s = 0.0;
+    for &bytes in sizes {
+        step.tick(format!(
+            "{} {ranks} ranks {}",
+            coll.name(),
+            fmt_bytes(bytes)
+        ));
+        let iters = Timing::collective_iters(bytes);
+        // Twice the size takes at most twice the time (α-β).
+        let next = 2.0 * last_s * ((WARMUP + REPEATS) * iters) as f64;
+        if stop.is_some_and(|f| f(next)) {
+            continue;
+        }
+        b.collective(coll, ranks, span, bytes, WARMUP)?;
+        let mut xs = Vec::new();
+        for _ in 0..REPEATS {
+            xs.push(b.collective(coll, ranks, span, bytes, iters)? / iters as f64);
+        }
+        let seconds = crate::calib::median(&mut xs);
+        if seconds.is_finite() {
+            last_s = seconds;
+            points.push(CollectivePoint {
+                bytes,
+                seconds,
+                busbw_gbytes_s: None,
+                residual: 0.0,
+            });
+        }
+    }
+    if points.is_empty() {
+        return Ok(None);
+    }
+    let mut f = CollectiveFit::fit(coll, ranks, span, points);
+    f.source = Some("probe".into());
+    Ok(Some(f))
+}
+
+/// Bytes as the largest binary unit that keeps an integer, e.g. `4 KiB`, `1 GiB`.
+pub fn fmt_bytes(b: f64) -> String {
+    for (unit, name) in [(MIB * 1024.0, "GiB"), (MIB, "MiB"), (1024.0, "KiB")] {
+        if b >= unit && (b / unit).fract() == 0.0 {
+            return format!("{} {name}", b / unit);
+        }
+    }
+    format!("{b} B")
+}
