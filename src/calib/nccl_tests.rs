@@ -78,18 +78,19 @@ pub fn ranks_from_name(name: &str) -> Option<u64> {
     let number = |r: &str| r.parse::<u64>().ok();
     for w in runs.windows(2) {
         let ((a, _), (b, _)) = (&w[0], &w[1]);
-        if let Some(n) = number(a) {
-            if b.starts_with("gpu") || b.starts_with("rank") {
-                return Some(n);
-            }
+        if let Some(n) = number(a)
+            && (b.starts_with("gpu") || b.starts_with("rank"))
+        {
+            return Some(n);
         }
     }
     for w in runs.windows(2) {
         let ((a, before_a), (b, _)) = (&w[0], &w[1]);
-        if (a == "g" || a == "n") && matches!(before_a, '-' | '_') {
-            if let Some(n) = number(b) {
-                return Some(n);
-            }
+        if (a == "g" || a == "n")
+            && matches!(before_a, '-' | '_')
+            && let Some(n) = number(b)
+        {
+            return Some(n);
         }
     }
     None
@@ -142,10 +143,10 @@ fn parse_rank_line(run: &mut NcclTestsRun, line: &str) {
         return;
     }
     run.ranks = Some(run.ranks.unwrap_or(0) + 1);
-    if let Some(i) = t.iter().position(|w| *w == "on") {
-        if let Some(h) = t.get(i + 1) {
-            run.hosts.insert(h.to_string());
-        }
+    if let Some(i) = t.iter().position(|w| *w == "on")
+        && let Some(h) = t.get(i + 1)
+    {
+        run.hosts.insert(h.to_string());
     }
     if let Some(i) = t.iter().position(|w| w.starts_with('[')) {
         let name = t[i + 1..].join(" ");
@@ -228,6 +229,9 @@ pub fn parse(path: &str, text: &str) -> Result<NcclTestsRun, CalibError> {
     Ok(run)
 }
 
+/// Points of one (collective, ranks, span) and the files they came from.
+type Merged = (Vec<CollectivePoint>, Vec<String>);
+
 /// Turns nccl-tests outputs (path, text) into a profile named `name`: one piecewise α-β fit
 /// per (collective, ranks, span), files of the same key merged.
 pub fn import(
@@ -235,8 +239,7 @@ pub fn import(
     files: &[(String, String)],
     opt: &ImportOptions,
 ) -> Result<Profile, CalibError> {
-    let mut groups: BTreeMap<(Coll, u64, Span), (Vec<CollectivePoint>, Vec<String>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<(Coll, u64, Span), Merged> = BTreeMap::new();
     let mut meta = Meta {
         backend: "nccl-tests".into(),
         tool_version: Some(env!("CARGO_PKG_VERSION").into()),

@@ -2,6 +2,7 @@
 //! Exit codes: 0 ok, 1 no feasible plan, 2 bad input or unavailable backend.
 
 mod args;
+mod calibrate;
 mod render;
 
 pub use args::{Format, PlanArgs, Target};
@@ -30,6 +31,9 @@ pub enum CliError {
     /// Nothing fits: the search found no feasible plan.
     #[error("{0}")]
     NoFeasiblePlan(String),
+    /// A probe backend is unavailable or failed.
+    #[error("{0}")]
+    Exec(#[from] crate::exec::ExecError),
     /// Output could not be written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -105,6 +109,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Measure GEMMs, HBM and collectives on a backend (or import nccl-tests output, or show
+    /// a profile) into calibrate/NAME/profile.json.
+    Calibrate(calibrate::CalibrateArgs),
     /// List the preset models.
     Models,
     /// List the preset clusters and devices.
@@ -171,14 +178,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     "global_batch": gb, "seq_len": seq, "plans": res.top,
                     "enumerated": res.enumerated, "priced": res.priced, "infeasible": res.infeasible,
                 })),
-                Format::Csv => render::csv(
-                    &render::PLAN_HEADER,
-                    res.top
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| render::plan_row(i, e))
-                        .collect(),
-                ),
+                Format::Csv => render::plan_csv(res.top.iter()),
                 Format::Table => {
                     let rows = res
                         .top
@@ -209,8 +209,12 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             let plan = plan.resolve(&r.model, &r.cluster)?;
             let e = estimate(&r.model, &r.cluster, &plan, r.profile.as_ref());
             Ok(match format {
-                Format::Json => json(&e),
-                Format::Csv => render::csv(&render::PLAN_HEADER, vec![render::plan_row(0, &e)]),
+                Format::Json => {
+                    let mut v = serde_json::to_value(&e).expect("estimates serialise");
+                    v["numbers_from"] = e.provenance.summary().into();
+                    json(&v)
+                }
+                Format::Csv => render::plan_csv(std::iter::once(&e)),
                 Format::Table => render::estimate_report(&e, &r.model.name, &r.cluster.name),
             })
         }
@@ -294,6 +298,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 ),
             })
         }
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Models => {
             let rows = presets::MODELS
                 .iter()

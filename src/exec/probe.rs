@@ -121,10 +121,10 @@ pub fn gemm_shapes(
                     ];
                     for op in graphs.into_iter().flatten().flat_map(|x| x.ops()) {
                         for k in op.fwd.iter().chain(&op.bwd) {
-                            if let Kernel::Gemm { m, n, k, .. } = *k {
-                                if seen.insert((m, n, k)) {
-                                    out.push((m, n, k));
-                                }
+                            if let Kernel::Gemm { m, n, k, .. } = *k
+                                && seen.insert((m, n, k))
+                            {
+                                out.push((m, n, k));
                             }
                         }
                     }
