@@ -47,7 +47,10 @@ enum Pass {
     SelectiveFwd,
 }
 
-/// Seconds of priced work per number source, by kernel class.
+/// Seconds of priced work per number source, by kernel class. In an `Estimate`: about one
+/// step of the slowest-priced stage's work (graph kernels × layers per stage × micro-batches,
+/// plus the pipeline, gradient-reduction and optimizer terms), so the shares say which
+/// sources the step time rests on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Provenance {
     /// GEMM seconds by source (measured, interpolated, extrapolated, preset).
@@ -69,6 +72,17 @@ impl Provenance {
             Kernel::Comm { .. } => &mut self.communication,
         };
         slot[src as usize] += t;
+    }
+
+    /// Every second multiplied by `k` (a kernel priced once that runs k times a step).
+    pub fn scaled(&self, k: f64) -> Provenance {
+        let mul = |a: [f64; 4]| a.map(|x| x * k);
+        Provenance {
+            gemm: mul(self.gemm),
+            attention: mul(self.attention),
+            memory: mul(self.memory),
+            communication: mul(self.communication),
+        }
     }
 
     /// The seconds of both, class by class and source by source.
@@ -443,7 +457,10 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
     // (Megatron's scatter/gather optimisation, SC'21 §4.1), each way, per model chunk.
     let p2p_bytes = (sh.tokens() * model.hidden) as f64 * e / plan.tp as f64;
     let p2p_s = if plan.pp > 1 {
-        coll(Coll::SendRecv, place.pp, p2p_bytes)
+        let (t, src) = m.collective_s(Coll::SendRecv, place.pp, p2p_bytes);
+        // Each way once per micro-batch.
+        extra.borrow_mut().communication[src as usize] += 2.0 * n_micro as f64 * t;
+        t
     } else {
         0.0
     };
@@ -663,6 +680,10 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         breakdown,
         memory_gib: peak.into(),
         stages,
-        provenance: pg.provenance.plus(&extra.into_inner()),
+        // The graphs' kernels run once per layer of a stage and per micro-batch.
+        provenance: pg
+            .provenance
+            .scaled(nm * model.layers as f64 / plan.pp as f64)
+            .plus(&extra.into_inner()),
     }
 }

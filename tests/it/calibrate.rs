@@ -205,3 +205,64 @@ fn issue_6_calibrate_needs_cluster_backend_and_out() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--cluster"), "{}", stderr(&o));
 }
+
+#[test]
+fn issue_6_published_profiles_are_what_their_command_makes() {
+    // calibrate/README.md: each published profile is regenerated from its sources.yaml; the
+    // committed profile.json must be exactly what the command writes.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibrate");
+    for name in ["a100-published", "h100-published"] {
+        let out = tmp(name).join(name);
+        let o_s = out.display().to_string();
+        let src = root.join(name).join("sources.yaml").display().to_string();
+        let o = planner(&["calibrate", "import-published", &src, "--out", &o_s]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let fresh: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("profile.json")).unwrap()).unwrap();
+        let committed: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join(name).join("profile.json")).unwrap())
+                .unwrap();
+        // Sources are recorded with the path they were read from; compare the rest.
+        let strip = |mut v: serde_json::Value| {
+            for c in v["collectives"].as_array_mut().unwrap() {
+                c["source"] = serde_json::Value::Null;
+            }
+            v
+        };
+        assert_eq!(
+            strip(fresh.clone()),
+            strip(committed),
+            "{name}: regenerate it (calibrate/README.md)"
+        );
+        assert_eq!(fresh["meta"]["backend"], "published");
+    }
+}
+
+#[test]
+fn issue_6_published_a100_profile_prices_estimates_with_its_sources() {
+    // llama3-8b, tp 2 on one A100 node: the TP all-reduce of 8192·4096·2 B = 64 MiB on 2
+    // GPUs is a measured fixture size; the single MAMF GEMM point leaves GEMMs extrapolated.
+    let o = planner(&[
+        "estimate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "a100x8",
+        "--tp",
+        "2",
+        "--global-batch",
+        "64",
+        "--calibration",
+        "a100-published",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let from = v["numbers_from"].to_string();
+    assert!(from.contains("gemm: 100% extrapolated"), "{from}");
+    assert!(
+        from.contains("communication:") && from.contains("measured"),
+        "{from}"
+    );
+}
