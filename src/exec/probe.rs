@@ -273,9 +273,9 @@ fn grid(sides: &[u64]) -> Vec<(u64, u64, u64)> {
     out
 }
 
-/// GEMMs in order; a shape is skipped when it does not fit the device or when the best
-/// throughput seen so far says its probe would end after `end_at` (seconds into the budget).
-/// Returns whether any was skipped.
+/// GEMMs in order; a shape is left out when it does not fit the device, and skipped when the
+/// best throughput seen so far says its probe would end after `end_at` (seconds into the
+/// budget). Returns whether the budget made it skip any.
 #[allow(clippy::too_many_arguments)]
 fn gemm_phase(
     b: &mut dyn Backend,
@@ -300,7 +300,10 @@ fn gemm_phase(
             let cost = rate.map_or(0.0, |r| {
                 calls * flops / r + cfg.timing.repeats as f64 * cfg.timing.min_run_s
             });
-            if bytes > max_bytes || budget.start.elapsed().as_secs_f64() + cost > end_at {
+            if bytes > max_bytes {
+                continue;
+            }
+            if budget.start.elapsed().as_secs_f64() + cost > end_at {
                 skipped = true;
                 continue;
             }
@@ -319,7 +322,8 @@ fn gemm_phase(
     Ok(skipped)
 }
 
-/// Device copies of 1 MiB to 1 GiB (×16 steps) for the HBM bandwidth, until `end_at`.
+/// Device copies of 1 MiB to 1 GiB (×16 steps, as far as two buffers fit the device's GEMM
+/// allowance) for the HBM bandwidth, until `end_at`. Returns whether the budget cut it short.
 fn copy_phase(
     b: &mut dyn Backend,
     cfg: &ProbeConfig,
@@ -334,9 +338,10 @@ fn copy_phase(
         step.tick(format!("copy {:.0} MiB", bytes / MIB));
         let last = copies.last().map_or(0.0, |c: &CopyPoint| c.seconds * 16.0);
         let cost = last * (cfg.timing.warmup + cfg.timing.repeats) as f64;
-        if bytes > b.max_message_bytes().max(MIB)
-            || budget.start.elapsed().as_secs_f64() + cost > end_at
-        {
+        if 2.0 * bytes > b.max_gemm_bytes() {
+            continue;
+        }
+        if budget.start.elapsed().as_secs_f64() + cost > end_at {
             skipped = true;
             continue;
         }
@@ -407,4 +412,129 @@ pub fn fmt_bytes(b: f64) -> String {
         }
     }
     format!("{b} B")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{load_cluster, load_model};
+
+    /// A device that answers instantly with made-up physics: GEMMs at 100 TFLOP/s, copies at
+    /// 1000 GB/s of traffic, every collective 5 µs + S / 50 GB/s.
+    struct Fake;
+
+    impl Backend for Fake {
+        fn meta(&self) -> Meta {
+            Meta {
+                device: "fake".into(),
+                backend: "fake".into(),
+                ..Default::default()
+            }
+        }
+        fn devices(&self) -> u64 {
+            4
+        }
+        fn gemm_dtypes(&self) -> Vec<Dtype> {
+            vec![Dtype::Bf16]
+        }
+        fn max_gemm_bytes(&self) -> f64 {
+            1e12
+        }
+        fn max_message_bytes(&self) -> f64 {
+            MIB
+        }
+        fn gemm(&mut self, _: Dtype, m: u64, n: u64, k: u64, iters: u32) -> Result<f64, ExecError> {
+            Ok(iters as f64 * 2.0 * (m * n * k) as f64 / 100e12)
+        }
+        fn copy(&mut self, bytes: f64, iters: u32) -> Result<f64, ExecError> {
+            Ok(iters as f64 * 2.0 * bytes / 1000e9)
+        }
+        fn collective(
+            &mut self,
+            _: Coll,
+            _: u64,
+            _: Span,
+            bytes: f64,
+            iters: u32,
+        ) -> Result<f64, ExecError> {
+            Ok(iters as f64 * (5e-6 + bytes / 50e9))
+        }
+    }
+
+    fn config(budget_s: f64) -> ProbeConfig {
+        let model = load_model("gpt2-xl").unwrap();
+        ProbeConfig {
+            name: "fake".into(),
+            models: vec![model],
+            cluster: load_cluster("a100x8").unwrap(),
+            budget_s,
+            min_message_bytes: 4096.0,
+            grid: vec![1024],
+            max_mbs: 2,
+            timing: Timing {
+                warmup: 1,
+                repeats: 3,
+                min_run_s: 0.0,
+                max_iters: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn shapes_come_from_the_graph_per_tp_and_micro_batch() {
+        // gpt2-xl: h = 1600, 25 heads (tp 1 and 5 divide; of 1, 2, 4, 8 only tp = 1), s = 1024.
+        // QKV forward is m = b·s = 1024, n = 3h = 4800, k = h = 1600; b = 2 doubles m.
+        let s = gemm_shapes(
+            &[load_model("gpt2-xl").unwrap()],
+            &load_cluster("a100x8").unwrap(),
+            2,
+        );
+        assert!(s.contains(&(1024, 4800, 1600)), "{s:?}");
+        assert!(s.contains(&(2048, 4800, 1600)), "{s:?}");
+        let first_b2 = s.iter().position(|x| x.0 == 2048).unwrap();
+        assert!(
+            s[..first_b2].iter().all(|x| x.0 != 2048),
+            "micro-batch 1 first"
+        );
+        // llama3-8b at tp 2: QKV n = (4096 + 2·1024)/2 = 3072 for 8192 tokens.
+        let s = gemm_shapes(
+            &[load_model("llama3-8b").unwrap()],
+            &load_cluster("a100x8").unwrap(),
+            1,
+        );
+        assert!(s.contains(&(8192, 3072, 4096)), "{s:?}");
+    }
+
+    #[test]
+    fn probes_fill_a_profile_the_fits_recover() {
+        let mut b = Fake;
+        let p = run_probes(&mut b, &config(100.0), &mut |_| {})
+            .unwrap()
+            .unwrap();
+        assert!(!p.meta.truncated);
+        // 2·1024³ FLOP at 100 TFLOP/s.
+        let g = p
+            .gemm
+            .iter()
+            .find(|g| (g.m, g.n, g.k) == (1024, 1024, 1024))
+            .unwrap();
+        assert!((g.seconds - 2.0 * 1024f64.powi(3) / 100e12).abs() < 1e-15);
+        assert!((p.hbm_gbytes_s.unwrap() - 1000.0).abs() < 1e-9);
+        // 3 group sizes × 5 collectives, 4 KiB–1 MiB (9 sizes), each one exact line.
+        assert_eq!(p.collectives.len(), 15);
+        let f = p.fit_of(Coll::AllGather, 3, Span::Intra).unwrap();
+        assert_eq!(f.points.len(), 9);
+        assert_eq!(f.segments.len(), 1);
+        assert!((f.segments[0].alpha_s - 5e-6).abs() < 1e-12);
+        assert!((1.0 / f.segments[0].beta_s_per_byte - 50e9).abs() < 1e3);
+    }
+
+    #[test]
+    fn an_empty_budget_is_reported_as_truncated() {
+        let mut b = Fake;
+        let p = run_probes(&mut b, &config(0.0), &mut |_| {})
+            .unwrap()
+            .unwrap();
+        assert!(p.meta.truncated);
+    }
 }
