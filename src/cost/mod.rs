@@ -49,7 +49,7 @@ enum Pass {
 
 /// Seconds of priced work per number source, by kernel class. In an `Estimate`: about one
 /// step of the slowest-priced stage's work (graph kernels × layers per stage × micro-batches,
-/// plus the pipeline, gradient-reduction and optimizer terms), so the shares say which
+/// plus the pipeline and gradient-reduction collectives), so the shares say which
 /// sources the step time rests on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Provenance {
@@ -445,7 +445,7 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
     let n_micro = plan.n_micro();
     let layouts = stage_layouts(model, plan);
     let e = plan.dtype.bytes();
-    // Collectives and the optimizer step priced here, outside the graphs, with their sources.
+    // Collectives priced here, outside the graphs, with their sources.
     let extra = std::cell::RefCell::new(Provenance::default());
     let coll = |c: Coll, g: GroupShape, bytes: f64| -> f64 {
         let (t, src) = m.collective_s(c, g, bytes);
@@ -633,9 +633,7 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         .iter()
         .map(|t| {
             let local = t.dense_params / shard(place.dp.n) + t.expert_params / shard(ep_group.n);
-            let (t, src) = m.memory_s(local * optimizer_bytes_per_param(plan.dtype));
-            extra.borrow_mut().memory[src as usize] += t;
-            t
+            m.memory_s(local * optimizer_bytes_per_param(plan.dtype)).0
         })
         .fold(0.0, f64::max);
 
