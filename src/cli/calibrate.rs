@@ -242,12 +242,25 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
             a.budget_s
         )));
     }
+    let cuda = backend == BackendArg::Cuda;
+    let limit = if cuda {
+        16.0 * 1024.0 * MIB
+    } else {
+        1024.0 * MIB
+    };
+    if let Some(b) = a.max_bytes
+        && !(4096.0..=limit).contains(&b)
+    {
+        return Err(CliError::BadInput(format!(
+            "--max-bytes {b}: give 4096 to {limit} bytes for the {} backend",
+            if cuda { "cuda" } else { "cpu" }
+        )));
+    }
     let models = a
         .model
         .iter()
         .map(|m| spec::load_model(m))
         .collect::<Result<Vec<_>, _>>()?;
-    let cuda = backend == BackendArg::Cuda;
     let max_bytes = a
         .max_bytes
         .unwrap_or(if cuda { 1024.0 * MIB } else { 64.0 * MIB });

@@ -131,7 +131,8 @@ fn one(coll: Coll, l: &Links, buf: &mut [f32], out: &mut [f32]) {
 /// Seconds for `iters` collectives of message size `bytes` (f32 elements) among `n` threads,
 /// timed by rank 0 between two barriers that every rank passes.
 pub fn run(coll: Coll, n: usize, bytes: usize, iters: u32) -> f64 {
-    let len = (bytes / 4).max(n);
+    // A whole number of f32 per rank chunk, so every chunk (and all-to-all block) is equal.
+    let len = (bytes / 4 / n).max(1) * n;
     let barrier = Barrier::new(n);
     let elapsed = Mutex::new(0.0);
     std::thread::scope(|s| {
@@ -226,7 +227,19 @@ mod tests {
     }
 
     #[test]
-    fn timing_runs_on_threads() {
-        assert!(run(Coll::AllReduce, 2, 4096, 2) > 0.0);
+    fn every_collective_runs_on_group_sizes_that_do_not_divide_the_message() {
+        // 4096 B = 1024 f32 over 3 or 7 ranks: chunks are rounded to whole elements per rank
+        // (an uneven all-to-all block once panicked here).
+        for coll in [
+            Coll::AllReduce,
+            Coll::AllGather,
+            Coll::ReduceScatter,
+            Coll::AllToAll,
+            Coll::SendRecv,
+        ] {
+            for n in [2, 3, 7] {
+                assert!(run(coll, n, 4096, 2) > 0.0, "{coll:?} on {n}");
+            }
+        }
     }
 }

@@ -284,6 +284,10 @@ impl Backend for Cuda {
                 )));
             }
         };
+        // cuBLAS works on the current context: NCCL set-up may have left another GPU's.
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| device_err("cuCtxSetCurrent", e))?;
         self.gemm_buffers(m, n, k)?;
         let g = self.gemm.as_mut().expect("buffers just made");
         // Raw pointers (event tracking is off, so the guards record nothing).
@@ -326,6 +330,9 @@ impl Backend for Cuda {
 
     fn copy(&mut self, bytes: f64, iters: u32) -> Result<f64, ExecError> {
         let n = bytes as usize;
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| device_err("cuCtxSetCurrent", e))?;
         if self.copy.as_ref().is_none_or(|(s, _)| s.len() < n) {
             self.copy = None;
             let stream = self.stream.clone();

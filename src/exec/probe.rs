@@ -181,10 +181,23 @@ pub fn run_probes(
     let mut p = Profile::new(&cfg.name, meta);
     let (nodes, node) = backend.nodes();
     let sizes = message_sizes(cfg.min_message_bytes, backend.max_message_bytes());
-    let shapes: Vec<(u64, u64, u64)> = gemm_shapes(&cfg.models, &cfg.cluster, cfg.max_mbs)
+    // The smallest grid cube first: its throughput bounds how long the next shapes take, so
+    // the budget can skip a shape before starting it.
+    let mut shapes: Vec<(u64, u64, u64)> = cfg
+        .grid
+        .iter()
+        .min()
+        .map(|&g| (g, g, g))
+        .into_iter()
+        .collect();
+    for s in gemm_shapes(&cfg.models, &cfg.cluster, cfg.max_mbs)
         .into_iter()
         .chain(grid(&cfg.grid))
-        .collect();
+    {
+        if !shapes.contains(&s) {
+            shapes.push(s);
+        }
+    }
     let dtypes = backend.gemm_dtypes();
     let devices = backend.devices();
     let groups = (2..=devices).count() as u64;
