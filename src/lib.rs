@@ -9,6 +9,7 @@
 pub mod calib;
 pub mod cli;
 pub mod cost;
+pub mod exec;
 pub mod graph;
 pub mod search;
 pub mod spec;

@@ -1,12 +1,18 @@
 //! Calibration profiles: measured GEMM throughputs, HBM bandwidth and collective timings with
-//! their α-β fits, and the lookups the cost model uses (measured, interpolated in log-space,
-//! or extrapolated). Only this module reads calibrate/.
+//! their piecewise α-β fits, and the lookups the cost model uses (measured, interpolated in
+//! log-space, or extrapolated). Only this module reads calibrate/.
 
+mod fit;
+mod lookup;
+pub mod nccl_tests;
 mod profile;
+pub mod published;
 
+pub use fit::{SEGMENT_TOLERANCE, alpha_beta, median};
+pub use lookup::PresetGemm;
 pub use profile::{
-    CalibError, CollectiveFit, CollectivePoint, GemmPoint, Meta, Profile, Span, bus_factor,
-    load_profile,
+    CalibError, CollectiveFit, CollectivePoint, CopyPoint, GemmPoint, Meta, Profile, Segment, Span,
+    bus_factor, load_profile,
 };
 
 use serde::Serialize;

@@ -1,12 +1,13 @@
-//! The profile file (calibrate/<name>/profile.json) and its lookups.
+//! The profile file (calibrate/<name>/profile.json): measured points, fits, residuals and
+//! metadata, written atomically and read back by name or path.
 
-use super::Source;
+use super::fit;
 use crate::graph::Coll;
 use crate::units::{Dtype, GB};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Errors reading or writing a profile.
+/// Errors reading, writing or making a profile.
 #[derive(Debug, thiserror::Error)]
 pub enum CalibError {
     /// The profile could not be found.
@@ -30,6 +31,16 @@ pub enum CalibError {
         /// Parser message.
         message: String,
     },
+    /// An input file (nccl-tests output, published sources) that cannot be used as it is.
+    #[error("{path}: {message}; {fix}")]
+    Input {
+        /// File.
+        path: String,
+        /// What is wrong (with the line where there is one).
+        message: String,
+        /// How to fix it.
+        fix: String,
+    },
 }
 
 /// Whether a collective's ranks share one node or span several.
@@ -40,6 +51,16 @@ pub enum Span {
     Intra,
     /// Ranks in several nodes.
     Inter,
+}
+
+impl Span {
+    /// Name as written in profiles and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Span::Intra => "intra",
+            Span::Inter => "inter",
+        }
+    }
 }
 
 /// Provenance of a profile.
@@ -67,6 +88,12 @@ pub struct Meta {
     /// planner version that wrote it.
     #[serde(default)]
     pub tool_version: Option<String>,
+    /// Devices (GPUs, or threads standing for devices) the probes ran on.
+    #[serde(default)]
+    pub devices: Option<u64>,
+    /// Whether the time budget ran out before every planned probe ran.
+    #[serde(default)]
+    pub truncated: bool,
     /// Free-form notes and sources.
     #[serde(default)]
     pub notes: Option<String>,
@@ -94,6 +121,22 @@ impl GemmPoint {
     }
 }
 
+/// One measured device-to-device copy (HBM bandwidth probe).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CopyPoint {
+    /// Bytes copied (each is read once and written once).
+    pub bytes: f64,
+    /// Median time, seconds.
+    pub seconds: f64,
+}
+
+impl CopyPoint {
+    /// Achieved memory bandwidth, GB/s: read + write traffic, 2·bytes / t.
+    pub fn gbytes_s(&self) -> f64 {
+        2.0 * self.bytes / self.seconds / GB
+    }
+}
+
 /// One measured collective.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CollectivePoint {
@@ -101,9 +144,39 @@ pub struct CollectivePoint {
     pub bytes: f64,
     /// Median time, seconds.
     pub seconds: f64,
+    /// Bus bandwidth as the measuring tool reported it, GB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busbw_gbytes_s: Option<f64>,
+    /// Relative residual of the fit at this point, (fit − measured) / measured.
+    #[serde(default)]
+    pub residual: f64,
 }
 
-/// Measured points and the α-β fit of one (collective, ranks, span).
+/// One α-β line over a range of message sizes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Smallest measured size the line was fitted on, bytes.
+    pub lo_bytes: f64,
+    /// Largest measured size the line was fitted on, bytes.
+    pub hi_bytes: f64,
+    /// Latency term α, seconds.
+    pub alpha_s: f64,
+    /// Inverse bandwidth β, seconds per byte of message.
+    pub beta_s_per_byte: f64,
+    /// Points fitted.
+    pub points: usize,
+    /// Largest |relative residual| over those points.
+    pub max_residual: f64,
+}
+
+impl Segment {
+    /// α + β·S.
+    pub fn predict(&self, bytes: f64) -> f64 {
+        self.alpha_s + self.beta_s_per_byte * bytes
+    }
+}
+
+/// Measured points and the piecewise α-β fit of one (collective, ranks, span).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CollectiveFit {
     /// Collective.
@@ -112,24 +185,100 @@ pub struct CollectiveFit {
     pub ranks: u64,
     /// Inside one node or across nodes.
     pub span: Span,
-    /// Latency term α, seconds.
-    pub alpha_s: f64,
-    /// Inverse bandwidth β, seconds per byte of message.
-    pub beta_s_per_byte: f64,
-    /// The measurements the fit was made from.
+    /// α-β lines over consecutive message-size ranges, ascending.
+    pub segments: Vec<Segment>,
+    /// Largest |relative residual| over all points.
+    pub max_residual: f64,
+    /// Root-mean-square relative residual over all points.
+    pub rms_residual: f64,
+    /// Where the points came from (file, probe, publication).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The measurements the fit was made from, one per size, with their residuals.
     pub points: Vec<CollectivePoint>,
 }
 
 impl CollectiveFit {
-    /// Fitted time for `bytes`: α + β·S.
-    pub fn predict(&self, bytes: f64) -> f64 {
-        self.alpha_s + self.beta_s_per_byte * bytes
+    /// Fits `points` (any order, repeated sizes merged to their median) piecewise.
+    pub fn fit(coll: Coll, ranks: u64, span: Span, points: Vec<CollectivePoint>) -> CollectiveFit {
+        let mut points = fit::merge_sizes(points);
+        let segments = fit::piecewise(&points, fit::SEGMENT_TOLERANCE);
+        let mut f = CollectiveFit {
+            coll,
+            ranks,
+            span,
+            segments,
+            max_residual: 0.0,
+            rms_residual: 0.0,
+            source: None,
+            points: Vec::new(),
+        };
+        let mut sq = 0.0;
+        for p in &mut points {
+            p.residual = fit::relative(f.predict(p.bytes), p.seconds);
+            f.max_residual = f.max_residual.max(p.residual.abs());
+            sq += p.residual * p.residual;
+        }
+        f.rms_residual = (sq / points.len().max(1) as f64).sqrt();
+        f.points = points;
+        f
     }
 
-    /// Bus bandwidth implied by β, GB/s (NCCL convention: algbw × 2(n−1)/n for all-reduce,
-    /// × (n−1)/n for all-gather / reduce-scatter / all-to-all).
-    pub fn busbw_gbytes_s(&self) -> f64 {
-        bus_factor(self.coll, self.ranks) / self.beta_s_per_byte / GB
+    /// Smallest and largest measured size.
+    pub fn range(&self) -> (f64, f64) {
+        match (self.segments.first(), self.segments.last()) {
+            (Some(a), Some(b)) => (a.lo_bytes, b.hi_bytes),
+            _ => (0.0, 0.0),
+        }
+    }
+
+    /// Fitted time for `bytes`. Inside a segment: its line. Between two segments: linear
+    /// between the end of one and the start of the next. Above the range: the last line (the
+    /// bandwidth regime). Below it: the first line, but never slower than at the smallest
+    /// measured size nor faster than that time scaled down by size.
+    pub fn predict(&self, bytes: f64) -> f64 {
+        self.predict_scaled(bytes, 1.0)
+    }
+
+    /// As `predict`, with the bandwidth term of each line scaled by `scale` (to carry a fit
+    /// over to another rank count through the bus factor).
+    pub fn predict_scaled(&self, bytes: f64, scale: f64) -> f64 {
+        let line = |s: &Segment, b: f64| s.alpha_s + s.beta_s_per_byte * b * scale;
+        let (Some(first), Some(last)) = (self.segments.first(), self.segments.last()) else {
+            return f64::NAN;
+        };
+        if bytes < first.lo_bytes {
+            let at_lo = line(first, first.lo_bytes);
+            return line(first, bytes)
+                .max(at_lo * bytes / first.lo_bytes)
+                .min(at_lo);
+        }
+        for (i, s) in self.segments.iter().enumerate() {
+            if bytes <= s.hi_bytes {
+                if bytes >= s.lo_bytes || i == 0 {
+                    return line(s, bytes);
+                }
+                let prev = &self.segments[i - 1];
+                let (a, b) = (line(prev, prev.hi_bytes), line(s, s.lo_bytes));
+                let w = (bytes - prev.hi_bytes) / (s.lo_bytes - prev.hi_bytes);
+                return a + w * (b - a);
+            }
+        }
+        line(last, bytes)
+    }
+
+    /// Bus bandwidth at `bytes`, GB/s (NCCL convention: f·S / t with `bus_factor`).
+    pub fn busbw_gbytes_s(&self, bytes: f64) -> f64 {
+        bus_factor(self.coll, self.ranks) * bytes / self.predict(bytes) / GB
+    }
+
+    /// Largest |relative residual| over the points of at least `bytes`.
+    pub fn max_residual_from(&self, bytes: f64) -> f64 {
+        self.points
+            .iter()
+            .filter(|p| p.bytes >= bytes)
+            .map(|p| p.residual.abs())
+            .fold(0.0, f64::max)
     }
 }
 
@@ -155,95 +304,46 @@ pub struct Profile {
     /// Measured GEMMs.
     #[serde(default)]
     pub gemm: Vec<GemmPoint>,
-    /// Measured HBM (device memory) bandwidth, GB/s.
+    /// Achieved HBM (device memory) bandwidth, GB/s: the best of the copy probes.
     #[serde(default)]
     pub hbm_gbytes_s: Option<f64>,
+    /// The copy probes behind `hbm_gbytes_s`.
+    #[serde(default)]
+    pub copies: Vec<CopyPoint>,
     /// Collective fits.
     #[serde(default)]
     pub collectives: Vec<CollectiveFit>,
 }
 
 impl Profile {
-    /// Achieved FLOP/s for a GEMM of this shape, interpolated in log-space over (m, n, k) from
-    /// the measured points of the same data type (inverse-distance weighting of the
-    /// efficiency over the nearest points). `None` when no point of that type exists.
-    pub fn gemm_flops_s(&self, dtype: Dtype, m: u64, n: u64, k: u64) -> Option<(f64, Source)> {
-        let pts: Vec<&GemmPoint> = self.gemm.iter().filter(|p| p.dtype == dtype).collect();
-        if pts.is_empty() {
-            return None;
+    /// An empty profile.
+    pub fn new(name: &str, meta: Meta) -> Profile {
+        Profile {
+            name: name.to_string(),
+            meta,
+            gemm: Vec::new(),
+            hbm_gbytes_s: None,
+            copies: Vec::new(),
+            collectives: Vec::new(),
         }
-        let l = |x: u64| (x.max(1) as f64).ln();
-        let q = [l(m), l(n), l(k)];
-        let mut near: Vec<(f64, f64)> = pts
-            .iter()
-            .map(|p| {
-                let d = [l(p.m) - q[0], l(p.n) - q[1], l(p.k) - q[2]];
-                (
-                    (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt(),
-                    p.flops_s(),
-                )
-            })
-            .collect();
-        near.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if near[0].0 < 1e-9 {
-            return Some((near[0].1, Source::Measured));
-        }
-        let inside = [(m, 0), (n, 1), (k, 2)].iter().all(|&(x, i)| {
-            let dim = |p: &GemmPoint| [p.m, p.n, p.k][i];
-            pts.iter().any(|p| dim(p) <= x) && pts.iter().any(|p| dim(p) >= x)
-        });
-        let (mut wsum, mut vsum) = (0.0, 0.0);
-        for &(d, v) in near.iter().take(8) {
-            let w = 1.0 / (d * d);
-            wsum += w;
-            vsum += w * v;
-        }
-        Some((
-            vsum / wsum,
-            if inside {
-                Source::Interpolated
-            } else {
-                Source::Extrapolated
-            },
-        ))
     }
 
-    /// Time of a collective from the fit of the same (op, ranks, span), or of the nearest rank
-    /// count of the same op and span scaled by the bus factor. `None` without any fit.
-    pub fn collective_s(
-        &self,
-        coll: Coll,
-        ranks: u64,
-        span: Span,
-        bytes: f64,
-    ) -> Option<(f64, Source)> {
-        let same: Vec<&CollectiveFit> = self
-            .collectives
-            .iter()
-            .filter(|f| f.coll == coll && f.span == span)
-            .collect();
-        let exact = same.iter().find(|f| f.ranks == ranks);
-        let fit = exact.copied().or_else(|| {
-            same.iter()
-                .min_by_key(|f| (f.ranks as i64 - ranks as i64).unsigned_abs())
-                .copied()
-        })?;
-        let (lo, hi) = fit.points.iter().fold((f64::MAX, 0.0f64), |(lo, hi), p| {
-            (lo.min(p.bytes), hi.max(p.bytes))
-        });
-        let scale = bus_factor(coll, ranks) / bus_factor(coll, fit.ranks);
-        let t = fit.alpha_s + fit.beta_s_per_byte * bytes * scale;
-        let src = if exact.is_none() || bytes < lo || bytes > hi {
-            Source::Extrapolated
-        } else if fit.points.iter().any(|p| p.bytes == bytes) {
-            Source::Measured
-        } else {
-            Source::Interpolated
-        };
-        Some((t, src))
+    /// Records copy probes and sets the HBM bandwidth to the best of them (large copies
+    /// reach the streaming plateau; small ones are launch bound).
+    pub fn set_copies(&mut self, copies: Vec<CopyPoint>) {
+        self.hbm_gbytes_s = copies.iter().map(CopyPoint::gbytes_s).reduce(f64::max);
+        self.copies = copies;
     }
 
-    /// Writes the profile as `dir/profile.json`, atomically (temporary file, then rename).
+    /// The fit of exactly (coll, ranks, span).
+    pub fn fit_of(&self, coll: Coll, ranks: u64, span: Span) -> Option<&CollectiveFit> {
+        self.collectives
+            .iter()
+            .find(|f| f.coll == coll && f.ranks == ranks && f.span == span)
+    }
+
+    /// Writes the profile as `dir/profile.json`, atomically (temporary file in the same
+    /// folder, then rename), so a reader never sees half a profile.
     pub fn save(&self, dir: &Path) -> Result<PathBuf, CalibError> {
         let io = |source| CalibError::Io {
             path: dir.display().to_string(),
@@ -251,8 +351,8 @@ impl Profile {
         };
         std::fs::create_dir_all(dir).map_err(io)?;
         let path = dir.join("profile.json");
-        let tmp = dir.join(".profile.json.tmp");
-        let text = serde_json::to_string_pretty(self).expect("profiles serialise");
+        let tmp = dir.join(format!(".profile.json.{}.tmp", std::process::id()));
+        let text = serde_json::to_string_pretty(self).expect("profiles serialise") + "\n";
         std::fs::write(&tmp, text).map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
         Ok(path)

@@ -2,6 +2,7 @@
 //! Exit codes: 0 ok, 1 no feasible plan, 2 bad input or unavailable backend.
 
 mod args;
+mod calibrate;
 mod render;
 mod validate;
 
@@ -31,6 +32,9 @@ pub enum CliError {
     /// Nothing fits: the search found no feasible plan.
     #[error("{0}")]
     NoFeasiblePlan(String),
+    /// A probe backend is unavailable or failed.
+    #[error("{0}")]
+    Exec(#[from] crate::exec::ExecError),
     /// Output could not be written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -121,6 +125,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Measure GEMMs, HBM and collectives on a backend (or import nccl-tests output, or show
+    /// a profile) into calibrate/NAME/profile.json.
+    Calibrate(calibrate::CalibrateArgs),
     /// List the preset models.
     Models,
     /// List the preset clusters and devices.
@@ -187,14 +194,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     "global_batch": gb, "seq_len": seq, "plans": res.top,
                     "enumerated": res.enumerated, "priced": res.priced, "infeasible": res.infeasible,
                 })),
-                Format::Csv => render::csv(
-                    &render::PLAN_HEADER,
-                    res.top
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| render::plan_row(i, e))
-                        .collect(),
-                ),
+                Format::Csv => render::plan_csv(res.top.iter()),
                 Format::Table => {
                     let rows = res
                         .top
@@ -231,16 +231,18 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             };
             let op_rows = || crate::cost::op_times(&r.model, &plan, &machine);
             Ok(match format {
-                Format::Json if ops => {
+                Format::Json => {
                     let mut v = serde_json::to_value(&e).expect("estimates serialise");
-                    v["ops"] = op_rows()
-                        .iter()
-                        .map(|(g, o, f, b)| serde_json::json!({"graph": g, "op": o, "fwd_s": f, "bwd_s": b}))
-                        .collect();
+                    v["numbers_from"] = e.provenance.summary().into();
+                    if ops {
+                        v["ops"] = op_rows()
+                            .iter()
+                            .map(|(g, o, f, b)| serde_json::json!({"graph": g, "op": o, "fwd_s": f, "bwd_s": b}))
+                            .collect();
+                    }
                     json(&v)
                 }
-                Format::Json => json(&e),
-                Format::Csv => render::csv(&render::PLAN_HEADER, vec![render::plan_row(0, &e)]),
+                Format::Csv => render::plan_csv(std::iter::once(&e)),
                 Format::Table if ops => {
                     render::estimate_report(&e, &r.model.name, &r.cluster.name)
                         + "\n"
@@ -334,6 +336,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             group,
             format,
         } => validate::run(runs.as_deref(), group.as_deref(), format),
+        Command::Calibrate(a) => calibrate::run(a),
         Command::Models => {
             let rows = presets::MODELS
                 .iter()

@@ -72,6 +72,22 @@ pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
     ]
 }
 
+/// Plans as CSV: the plan table's columns plus `numbers_from`, where each kernel class's
+/// seconds came from (measured, interpolated, extrapolated, preset), quoted.
+pub fn plan_csv<'a>(plans: impl Iterator<Item = &'a Estimate>) -> String {
+    let mut header = PLAN_HEADER.to_vec();
+    header.push("numbers_from");
+    let rows = plans
+        .enumerate()
+        .map(|(i, e)| {
+            let mut r = plan_row(i, e);
+            r.push(format!("\"{}\"", e.provenance.summary().join("; ")));
+            r
+        })
+        .collect();
+    csv(&header, rows)
+}
+
 /// The suggest report's footer: how much was searched and why plans were rejected.
 pub fn search_footer(r: &SearchResult, elapsed_s: f64) -> String {
     let mut s = format!(

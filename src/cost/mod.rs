@@ -47,7 +47,10 @@ enum Pass {
     SelectiveFwd,
 }
 
-/// Seconds of priced work per number source, by kernel class.
+/// Seconds of priced work per number source, by kernel class. In an `Estimate`: about one
+/// step of the slowest-priced stage's work (graph kernels × layers per stage × micro-batches,
+/// plus the pipeline and gradient-reduction collectives), so the shares say which
+/// sources the step time rests on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Provenance {
     /// GEMM seconds by source (measured, interpolated, extrapolated, preset).
@@ -69,6 +72,28 @@ impl Provenance {
             Kernel::Comm { .. } => &mut self.communication,
         };
         slot[src as usize] += t;
+    }
+
+    /// Every second multiplied by `k` (a kernel priced once that runs k times a step).
+    pub fn scaled(&self, k: f64) -> Provenance {
+        let mul = |a: [f64; 4]| a.map(|x| x * k);
+        Provenance {
+            gemm: mul(self.gemm),
+            attention: mul(self.attention),
+            memory: mul(self.memory),
+            communication: mul(self.communication),
+        }
+    }
+
+    /// The seconds of both, class by class and source by source.
+    pub fn plus(&self, o: &Provenance) -> Provenance {
+        let add = |a: [f64; 4], b: [f64; 4]| std::array::from_fn(|i| a[i] + b[i]);
+        Provenance {
+            gemm: add(self.gemm, o.gemm),
+            attention: add(self.attention, o.attention),
+            memory: add(self.memory, o.memory),
+            communication: add(self.communication, o.communication),
+        }
     }
 
     /// One line per class: the share of its time from each source, e.g.
@@ -490,12 +515,22 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
     let n_micro = plan.n_micro();
     let layouts = stage_layouts(model, plan);
     let e = plan.dtype.bytes();
+    // Collectives priced here, outside the graphs, with their sources.
+    let extra = std::cell::RefCell::new(Provenance::default());
+    let coll = |c: Coll, g: GroupShape, bytes: f64| -> f64 {
+        let (t, src) = m.collective_s(c, g, bytes);
+        extra.borrow_mut().communication[src as usize] += t;
+        t
+    };
 
     // Pipeline send/receive of one micro-batch's activations: b·s/cp·h, split over TP ranks
     // (Megatron's scatter/gather optimisation, SC'21 §4.1), each way, per model chunk.
     let p2p_bytes = (sh.tokens() * model.hidden) as f64 * e / plan.tp as f64;
     let p2p_s = if plan.pp > 1 {
-        m.collective_s(Coll::SendRecv, place.pp, p2p_bytes).0
+        let (t, src) = m.collective_s(Coll::SendRecv, place.pp, p2p_bytes);
+        // Each way once per micro-batch.
+        extra.borrow_mut().communication[src as usize] += 2.0 * n_micro as f64 * t;
+        t
     } else {
         0.0
     };
@@ -597,10 +632,8 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         if plan.zero < 3 {
             return 0.0;
         }
-        let ag = m.collective_s(Coll::AllGather, place.dp, params * e).0;
-        let rs = m
-            .collective_s(Coll::ReduceScatter, place.dp, params * grad_b)
-            .0;
+        let ag = coll(Coll::AllGather, place.dp, params * e);
+        let rs = coll(Coll::ReduceScatter, place.dp, params * grad_b);
         (ag - compute_fwd).max(0.0) + (ag + rs - compute_bwd).max(0.0)
     };
     let per_micro: Vec<f64> = times
@@ -636,10 +669,10 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
     for (st, t) in layouts.iter().zip(&times) {
         let reduce = |params: f64, g: GroupShape| -> f64 {
             match plan.zero {
-                0 => m.collective_s(Coll::AllReduce, g, params * grad_b).0,
+                0 => coll(Coll::AllReduce, g, params * grad_b),
                 1 | 2 => {
-                    m.collective_s(Coll::ReduceScatter, g, params * grad_b).0
-                        + m.collective_s(Coll::AllGather, g, params * e).0
+                    coll(Coll::ReduceScatter, g, params * grad_b)
+                        + coll(Coll::AllGather, g, params * e)
                 }
                 _ => 0.0,
             }
@@ -648,9 +681,7 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         if model.tied_embeddings && plan.pp > 1 && (st.embedding || st.head) {
             // First and last stage all-reduce the tied embedding's gradient.
             let emb = (model.vocab.div_ceil(plan.tp) * model.hidden) as f64 * grad_b;
-            dp += m
-                .collective_s(Coll::AllReduce, GroupShape { n: 2, per_node: 1 }, emb)
-                .0;
+            dp += coll(Coll::AllReduce, GroupShape { n: 2, per_node: 1 }, emb);
         }
         let window = if plan.overlap_grad_reduce {
             t.bwd.total() + t.recompute.total()
@@ -732,6 +763,10 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         breakdown,
         memory_gib: peak.into(),
         stages,
-        provenance: pg.provenance,
+        // The graphs' kernels run once per layer of a stage and per micro-batch.
+        provenance: pg
+            .provenance
+            .scaled(nm * model.layers as f64 / plan.pp as f64)
+            .plus(&extra.into_inner()),
     }
 }

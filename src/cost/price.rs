@@ -144,19 +144,29 @@ impl<'a> Machine<'a> {
         (bytes / (bw * rel) + self.launch_s(), src)
     }
 
-    /// Time of `batch` GEMMs m×n×k in `dtype`: measured (profile) or the preset model
-    /// [`Machine::gemm_preset_s`].
+    /// Time of `batch` GEMMs m×n×k in `dtype`, plus a launch: the preset model
+    /// [`Machine::gemm_preset_s`], or with a profile the preset throughput of the shape scaled
+    /// by the measured/preset ratio of the nearest measured shapes (`Profile::gemm_flops_s`).
     pub fn gemm_s(&self, dtype: Dtype, batch: u64, m: u64, n: u64, k: u64) -> (f64, Source) {
         let flops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64;
-        if let Some((fs, src)) = self.profile.and_then(|p| p.gemm_flops_s(dtype, m, n, k)) {
+        let preset = |b: u64, m: u64, n: u64, k: u64| {
+            2.0 * b as f64 * m as f64 * n as f64 * k as f64 / self.gemm_preset_s(dtype, b, m, n, k)
+        };
+        if let Some((fs, src)) = self
+            .profile
+            .and_then(|p| p.gemm_flops_s(dtype, batch, m, n, k, &preset))
+        {
             return (flops / fs + self.launch_s(), src);
         }
-        (self.gemm_preset_s(dtype, batch, m, n, k), Source::Preset)
+        (
+            self.gemm_preset_s(dtype, batch, m, n, k) + self.launch_s(),
+            Source::Preset,
+        )
     }
 
-    /// The preset GEMM model: 2mnk / (peak · eff_gemm · wave efficiency), for the best of
-    /// cuBLAS's tile shapes and split-K factors, bounded below by the bytes of A, B and C at HBM
-    /// speed (roofline, Williams et al. 2009), plus a launch.
+    /// The preset GEMM model, launch excluded: 2mnk / (peak · eff_gemm · wave efficiency), for
+    /// the best of cuBLAS's tile shapes and split-K factors, bounded below by the bytes of A, B
+    /// and C at HBM speed (roofline, Williams et al. 2009).
     ///
     /// Split-K (CUTLASS `GemmSplitKParallel`; cuBLAS picks it for small m×n with long k, such
     /// as weight gradients) cuts k into s slices so m·n tiles become s times as many, then
@@ -186,7 +196,7 @@ impl<'a> Machine<'a> {
             }
         }
         let bytes = batch as f64 * (m * k + k * n + m * n) as f64 * dtype.bytes();
-        best.max(bytes / hbm) + self.launch_s()
+        best.max(bytes / hbm)
     }
 
     /// Time of a fused attention kernel.

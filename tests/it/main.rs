@@ -1,6 +1,7 @@
 //! All integration tests, in one test binary (ripgrep's habit): CLI behaviour, module
 //! layering, validation against published runs.
 
+mod calibrate;
 mod cli;
 mod layering;
 mod validation;

@@ -1,0 +1,426 @@
+//! Import of nccl-tests output (NVIDIA/nccl-tests: all_reduce_perf, all_gather_perf, …): the
+//! table it prints and the CSV form of the same columns, into collective fits.
+
+use super::profile::{CalibError, CollectiveFit, CollectivePoint, Meta, Profile, Span};
+use crate::graph::Coll;
+use crate::units::US;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What one nccl-tests output says.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NcclTestsRun {
+    /// Collective, from the output or the file name.
+    pub coll: Option<Coll>,
+    /// Ranks, from the `# Rank N ...` lines or the file name (`8gpu`, `-g8`, `_n8`).
+    pub ranks: Option<u64>,
+    /// Hosts named in the `# Rank` lines.
+    pub hosts: BTreeSet<String>,
+    /// GPU named in the `# Rank` lines.
+    pub device: Option<String>,
+    /// NCCL version, when NCCL_DEBUG=INFO printed it.
+    pub nccl: Option<String>,
+    /// Out-of-place measurements.
+    pub points: Vec<CollectivePoint>,
+}
+
+/// Options of `calibrate import-nccl-tests`.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Ranks of every file (overrides what the files say).
+    pub ranks: Option<u64>,
+    /// Span of every file (default: inter when the ranks name several hosts, else intra).
+    pub span: Option<Span>,
+    /// Collective of every file (overrides what the files say).
+    pub coll: Option<Coll>,
+}
+
+/// The collective a name mentions (`allreduce`, `all_reduce_perf`, `alltoall`, `sendrecv`).
+pub fn coll_from_name(s: &str) -> Option<Coll> {
+    let s: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    [
+        ("allreduce", Coll::AllReduce),
+        ("allgather", Coll::AllGather),
+        ("reducescatter", Coll::ReduceScatter),
+        ("alltoall", Coll::AllToAll),
+        ("sendrecv", Coll::SendRecv),
+    ]
+    .into_iter()
+    .find(|(n, _)| s.contains(n))
+    .map(|x| x.1)
+}
+
+/// Ranks a file name states: a number before `gpu`/`gpus`/`rank(s)` (`8gpu`, `16_gpus`), or
+/// after `-g`/`_n` (`-g4`, `_n8`).
+pub fn ranks_from_name(name: &str) -> Option<u64> {
+    let s = name.to_ascii_lowercase();
+    // Runs of digits and of letters, each with the character before it.
+    let mut runs: Vec<(String, char)> = Vec::new();
+    let mut prev = ' ';
+    for c in s.chars() {
+        let same = runs.last().is_some_and(|(r, _)| {
+            let last = r.chars().last().unwrap_or(' ');
+            last.is_ascii_digit() == c.is_ascii_digit()
+                && last.is_ascii_alphabetic() == c.is_ascii_alphabetic()
+        });
+        if c.is_ascii_alphanumeric() {
+            if same && prev.is_ascii_alphanumeric() {
+                runs.last_mut().expect("a run").0.push(c);
+            } else {
+                runs.push((c.to_string(), prev));
+            }
+        }
+        prev = c;
+    }
+    let number = |r: &str| r.parse::<u64>().ok();
+    for w in runs.windows(2) {
+        let ((a, _), (b, _)) = (&w[0], &w[1]);
+        if let Some(n) = number(a)
+            && (b.starts_with("gpu") || b.starts_with("rank"))
+        {
+            return Some(n);
+        }
+    }
+    for w in runs.windows(2) {
+        let ((a, before_a), (b, _)) = (&w[0], &w[1]);
+        if (a == "g" || a == "n")
+            && matches!(before_a, '-' | '_')
+            && let Some(n) = number(b)
+        {
+            return Some(n);
+        }
+    }
+    None
+}
+
+fn input_err(path: &str, message: String, fix: &str) -> CalibError {
+    CalibError::Input {
+        path: path.to_string(),
+        message,
+        fix: fix.to_string(),
+    }
+}
+
+/// Column positions of size, time and bus bandwidth, and the time unit in seconds.
+struct Columns {
+    size: usize,
+    time: usize,
+    busbw: Option<usize>,
+    unit_s: f64,
+}
+
+fn columns(names: &[String], path: &str, line: usize) -> Result<Columns, CalibError> {
+    let find = |want: &str| names.iter().position(|n| n.starts_with(want));
+    let (Some(size), Some(time)) = (find("size"), find("time")) else {
+        return Err(input_err(
+            path,
+            format!("line {line}: a header without `size` and `time` columns"),
+            "give nccl-tests output (the table it prints, or its CSV form)",
+        ));
+    };
+    let unit_s = if names[time].contains("ns") {
+        1e-9
+    } else if names[time].contains("ms") {
+        1e-3
+    } else {
+        US
+    };
+    Ok(Columns {
+        size,
+        time,
+        busbw: find("busbw"),
+        unit_s,
+    })
+}
+
+fn parse_rank_line(run: &mut NcclTestsRun, line: &str) {
+    // "#  Rank  0 Group  0 Pid  1234 on host1 device  0 [0x07] NVIDIA A100-SXM4-80GB"
+    let t: Vec<&str> = line.trim_start_matches('#').split_whitespace().collect();
+    if t.first() != Some(&"Rank") {
+        return;
+    }
+    run.ranks = Some(run.ranks.unwrap_or(0) + 1);
+    if let Some(i) = t.iter().position(|w| *w == "on")
+        && let Some(h) = t.get(i + 1)
+    {
+        run.hosts.insert(h.to_string());
+    }
+    if let Some(i) = t.iter().position(|w| w.starts_with('[')) {
+        let name = t[i + 1..].join(" ");
+        if !name.is_empty() {
+            run.device = Some(name);
+        }
+    }
+}
+
+/// Parses one nccl-tests output, table or CSV.
+pub fn parse(path: &str, text: &str) -> Result<NcclTestsRun, CalibError> {
+    let mut run = NcclTestsRun {
+        coll: coll_from_name(path),
+        ..Default::default()
+    };
+    let mut cols: Option<Columns> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(v) = line.split("NCCL version ").nth(1) {
+            run.nccl = v.split_whitespace().next().map(str::to_string);
+        }
+        if line.contains("Collective test starting:") {
+            run.coll = coll_from_name(line).or(run.coll);
+        }
+        let csv = line.contains(',');
+        let fields: Vec<String> = if csv {
+            line.split(',').map(|f| f.trim().to_string()).collect()
+        } else {
+            line.trim_start_matches('#')
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        };
+        let first = fields.first().map(String::as_str).unwrap_or("");
+        if first.starts_with("size") {
+            cols = Some(columns(&fields, path, i + 1)?);
+            continue;
+        }
+        if line.starts_with('#') {
+            parse_rank_line(&mut run, line);
+            continue;
+        }
+        let Some(c) = &cols else { continue };
+        if !first.chars().next().is_some_and(|ch| ch.is_ascii_digit()) {
+            continue;
+        }
+        let num = |j: usize, what: &str| -> Result<f64, CalibError> {
+            fields
+                .get(j)
+                .and_then(|f| f.parse::<f64>().ok())
+                .ok_or_else(|| {
+                    input_err(
+                        path,
+                        format!("line {}: no number in the `{what}` column", i + 1),
+                        "give the output unchanged (one row per size)",
+                    )
+                })
+        };
+        let bytes = num(c.size, "size")?;
+        let seconds = num(c.time, "time")? * c.unit_s;
+        if bytes > 0.0 && seconds > 0.0 {
+            run.points.push(CollectivePoint {
+                bytes,
+                seconds,
+                busbw_gbytes_s: c.busbw.and_then(|j| fields.get(j)?.parse().ok()),
+                residual: 0.0,
+            });
+        }
+    }
+    if run.points.is_empty() {
+        return Err(input_err(
+            path,
+            "no measurements found".into(),
+            "give nccl-tests output: a header line with `size` and `time`, then one row per size",
+        ));
+    }
+    if run.ranks.is_none() {
+        run.ranks = ranks_from_name(path);
+    }
+    Ok(run)
+}
+
+/// Points of one (collective, ranks, span) and the files they came from.
+type Merged = (Vec<CollectivePoint>, Vec<String>);
+
+/// Turns nccl-tests outputs (path, text) into a profile named `name`: one piecewise α-β fit
+/// per (collective, ranks, span), files of the same key merged.
+pub fn import(
+    name: &str,
+    files: &[(String, String)],
+    opt: &ImportOptions,
+) -> Result<Profile, CalibError> {
+    let mut groups: BTreeMap<(Coll, u64, Span), Merged> = BTreeMap::new();
+    let mut meta = Meta {
+        backend: "nccl-tests".into(),
+        tool_version: Some(env!("CARGO_PKG_VERSION").into()),
+        ..Default::default()
+    };
+    for (path, text) in files {
+        let run = parse(path, text)?;
+        let coll = opt.coll.or(run.coll).ok_or_else(|| {
+            input_err(
+                path,
+                "cannot tell which collective this file measured".into(),
+                "pass --coll all-reduce|all-gather|reduce-scatter|all-to-all|send-recv",
+            )
+        })?;
+        let ranks = opt.ranks.or(run.ranks).ok_or_else(|| {
+            input_err(
+                path,
+                "cannot tell how many ranks ran (no `# Rank` lines, no `8gpu` in the name)".into(),
+                "pass --ranks N",
+            )
+        })?;
+        if ranks < 2 {
+            return Err(input_err(
+                path,
+                format!("{ranks} rank: a collective needs at least 2"),
+                "pass --ranks N with N ≥ 2",
+            ));
+        }
+        let span = opt.span.unwrap_or(if run.hosts.len() > 1 {
+            Span::Inter
+        } else {
+            Span::Intra
+        });
+        if let Some(d) = run.device {
+            meta.device = d;
+        }
+        meta.nccl = run.nccl.or(meta.nccl.take());
+        let g = groups.entry((coll, ranks, span)).or_default();
+        g.0.extend(run.points);
+        g.1.push(path.clone());
+    }
+    if meta.device.is_empty() {
+        meta.device = "unknown (not in the nccl-tests output)".into();
+    }
+    let mut p = Profile::new(name, meta);
+    for ((coll, ranks, span), (points, paths)) in groups {
+        let mut f = CollectiveFit::fit(coll, ranks, span, points);
+        f.source = Some(format!("nccl-tests: {}", paths.join(", ")));
+        p.collectives.push(f);
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TABLE: &str = "\
+# nThread 1 nGpus 2 minBytes 8 maxBytes 1048576 step: 2(factor) warmup iters: 5 iters: 20
+#
+# Using devices
+#  Rank  0 Group  0 Pid   4242 on    node7 device  0 [0x07] NVIDIA H100 80GB HBM3
+#  Rank  1 Group  0 Pid   4242 on    node7 device  1 [0x0f] NVIDIA H100 80GB HBM3
+node7:4242:4242 [0] NCCL INFO NCCL version 2.21.5+cuda12.4
+#
+#                                                              out-of-place                       in-place
+#       size         count      type   redop    root     time   algbw   busbw #wrong     time   algbw   busbw #wrong
+#        (B)    (elements)                               (us)  (GB/s)  (GB/s)            (us)  (GB/s)  (GB/s)
+      262144         65536     float     sum      -1    10.00   26.21   26.21      0     9.90   26.48   26.48      0
+     1048576        262144     float     sum      -1    20.00   52.43   52.43    N/A    19.00   55.19   55.19    N/A
+# Out of bounds values : 0 OK
+# Avg bus bandwidth    : 39.3
+";
+
+    #[test]
+    fn table_form_gives_points_ranks_device_and_version() {
+        let r = parse("all_reduce_perf.txt", TABLE).unwrap();
+        assert_eq!(r.coll, Some(Coll::AllReduce));
+        assert_eq!(r.ranks, Some(2));
+        assert_eq!(r.device.as_deref(), Some("NVIDIA H100 80GB HBM3"));
+        assert_eq!(r.nccl.as_deref(), Some("2.21.5+cuda12.4"));
+        assert_eq!(r.points.len(), 2);
+        // Out-of-place columns: 20.00 µs and 52.43 GB/s at 1 MiB.
+        assert_eq!(r.points[1].bytes, 1048576.0);
+        assert!((r.points[1].seconds - 20e-6).abs() < 1e-15);
+        assert_eq!(r.points[1].busbw_gbytes_s, Some(52.43));
+    }
+
+    #[test]
+    fn csv_form_reads_nanoseconds() {
+        let csv = "size(B),count,type,time(ns),busbw(GB/s),time(ns),busbw(GB/s)\n\
+                   1048576,262144,float,92790,19.78,92150,19.91\n";
+        let r = parse("a100-node-allreduce-8gpu.csv", csv).unwrap();
+        assert_eq!((r.coll, r.ranks), (Some(Coll::AllReduce), Some(8)));
+        assert!((r.points[0].seconds - 92.79e-6).abs() < 1e-15);
+    }
+
+    #[test]
+    fn names_give_ranks() {
+        assert_eq!(ranks_from_name("a100-node-allreduce-8gpu.csv"), Some(8));
+        assert_eq!(ranks_from_name("ar_16_gpus.txt"), Some(16));
+        assert_eq!(ranks_from_name("all_gather_perf-g4.log"), Some(4));
+        assert_eq!(ranks_from_name("all_gather_perf_n8.log"), Some(8));
+        assert_eq!(ranks_from_name("all_gather_perf.log"), None);
+    }
+
+    #[test]
+    fn unknowable_collective_names_the_flag() {
+        let e = import(
+            "x",
+            &[("run.txt".into(), TABLE.into())],
+            &ImportOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("run.txt") && e.contains("--coll"), "{e}");
+        let e = parse("x.txt", "hello\n").unwrap_err().to_string();
+        assert!(e.contains("no measurements"), "{e}");
+    }
+
+    /// The A100 fixture: 2..8 GPUs, 1 MiB–1 GiB (calibrate/fixtures/a100-nccl-tests).
+    fn fixture() -> Profile {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("calibrate/fixtures/a100-nccl-tests");
+        let files: Vec<(String, String)> = (2..=8)
+            .map(|n| {
+                let p = dir.join(format!("a100-node-allreduce-{n}gpu.csv"));
+                (
+                    p.display().to_string(),
+                    std::fs::read_to_string(&p).unwrap(),
+                )
+            })
+            .collect();
+        import("a100", &files, &ImportOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn a100_fixture_fits_within_10_percent_above_1_mib() {
+        let p = fixture();
+        assert_eq!(p.collectives.len(), 7);
+        for f in &p.collectives {
+            assert_eq!((f.coll, f.span), (Coll::AllReduce, Span::Intra));
+            assert_eq!(f.points.len(), 1024, "1 MiB to 1 GiB in 1 MiB steps");
+            let worst = f.max_residual_from(1048576.0);
+            assert!(worst < 0.10, "{} ranks: worst residual {worst}", f.ranks);
+            // Few lines, not one per pair of points (2 to 15 on this file at 5% tolerance).
+            assert!(
+                f.segments.len() <= 16,
+                "{} ranks: {} segments",
+                f.ranks,
+                f.segments.len()
+            );
+        }
+        // One straight line cannot follow NCCL's ramp: it misses some point by more than 10%.
+        let f8 = p.fit_of(Coll::AllReduce, 8, Span::Intra).unwrap();
+        let (a, b) = crate::calib::alpha_beta(&f8.points);
+        let worst = f8
+            .points
+            .iter()
+            .map(|q| ((a + b * q.bytes) / q.seconds - 1.0).abs())
+            .fold(0.0, f64::max);
+        assert!(worst > 0.10, "{worst}");
+    }
+
+    #[test]
+    fn a100_fixture_bus_bandwidth_at_1_gib_matches_the_file() {
+        // 8 GPUs: the file says 8.193 ms and 229.35 GB/s at 1 GiB
+        // (2·7/8 · 1073741824 B / 8.193e-3 s = 229.3 GB/s).
+        let p = fixture();
+        for f in &p.collectives {
+            let last = f.points.last().unwrap();
+            assert_eq!(last.bytes, 1073741824.0);
+            let file = last.busbw_gbytes_s.unwrap();
+            let fit = f.busbw_gbytes_s(last.bytes);
+            assert!(
+                (fit / file - 1.0).abs() < 0.05,
+                "{} ranks: fit {fit} vs file {file}",
+                f.ranks
+            );
+        }
+        let f8 = p.fit_of(Coll::AllReduce, 8, Span::Intra).unwrap();
+        assert!((f8.busbw_gbytes_s(1073741824.0) - 229.3).abs() < 229.3 * 0.05);
+    }
+}
