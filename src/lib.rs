@@ -11,5 +11,6 @@ pub mod cli;
 pub mod cost;
 pub mod graph;
 pub mod search;
+pub mod sim;
 pub mod spec;
 pub mod units;
