@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cost;
 pub mod graph;
 pub mod search;
+pub mod sim;
 pub mod spec;
 pub mod units;
 pub mod validate;

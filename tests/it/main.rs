@@ -3,4 +3,5 @@
 
 mod cli;
 mod layering;
+mod sim;
 mod validation;
