@@ -39,42 +39,38 @@ pub const NCCL_BYTES_PER_COMMUNICATOR: f64 = 2.0 * 16.0 * 4.0 * MIB;
 /// caching allocator's fragmentation at peak (PyTorch reserved vs allocated).
 pub const ALLOCATOR_FRAGMENTATION: f64 = 0.05;
 
-/// Bytes per parameter of (weights, gradients, optimizer state) for Adam, before ZeRO
-/// sharding, as each framework lays them out:
-/// - Megatron: 16-bit weights, fp32 main gradients, fp32 master weights + two moments:
-///   2 + 4 + 12 = 18 (Megatron-LM `theoretical_memory_usage`); pure fp32: 4 + 4 + 8.
-/// - DeepSpeed BF16 optimizer: also keeps the 16-bit `.grad` next to the fp32 accumulation
-///   buffer: 2 + (2 + 4) + 12 (BigScience tr11 chronicles-prequel, "Rebalancing layers").
+/// Model-state bytes per parameter on one rank — (weights, gradients, optimizer state incl.
+/// fp32 master weights) — for Adam under ZeRO stage `zero` over `n` ranks (Rajbhandari et
+/// al. 2020 §5: stage 1 shards the optimizer state, 2 also the gradients, 3 also the weights),
+/// as each framework lays the state out:
+/// - Megatron: 16-bit weights, fp32 main gradients, fp32 master + two moments: 2 + 4 + 12 = 18,
+///   6 + 12/n with the distributed optimizer (Megatron-LM `theoretical_memory_usage`); pure
+///   fp32 keeps no master copy: 4 + 4 + 8.
+/// - DeepSpeed, BF16 optimizer (ZeRO ≤ 1, as BLOOM trained): the 16-bit `.grad` next to an
+///   fp32 accumulation buffer, and a *whole* fp32 master copy — only the moments are
+///   partitioned (deepspeed/runtime/bf16_optimizer.py keeps `fp32_groups_flat` unsharded,
+///   "TODO: Need to only track fp32 params of this partition"): 2 + 6 + 4 + 8/n. With ZeRO ≥ 2
+///   the ZeRO optimizer partitions master, moments and gradients.
 /// - FSDP (torchtitan, llm-foundry): the sharded parameters are the fp32 master copy, with fp32
-///   gradients and moments: 4 + 4 + 8 = 16 (PyTorch FSDP `MixedPrecision` keeps full-precision
-///   flat parameters); unsharded (DDP-style), autocast also caches a 16-bit copy: +2.
-pub fn state_bytes_per_param(framework: Framework, dtype: Dtype, zero: u8) -> (f64, f64, f64) {
-    let fp32 = matches!(dtype, Dtype::Fp32 | Dtype::Tf32);
-    match framework {
-        _ if fp32 => (4.0, 4.0, 8.0),
-        Framework::Megatron => (2.0, 4.0, 12.0),
-        Framework::DeepSpeed => (2.0, 6.0, 12.0),
-        Framework::Torchtitan | Framework::LlmFoundry if zero >= 3 => (4.0, 4.0, 8.0),
-        Framework::Torchtitan | Framework::LlmFoundry => (6.0, 4.0, 8.0),
-    }
-}
-
-/// Model-state bytes per parameter after ZeRO sharding over `n` ranks (Rajbhandari et al.
-/// 2020 §5): stage 1 (Megatron's distributed optimizer) shards the optimizer state — 6 + 12/n
-/// bytes for Megatron — stage 2 also the gradients, stage 3 also the weights.
+///   gradients and moments, 16/n under full sharding (PyTorch FSDP `MixedPrecision` keeps
+///   full-precision flat parameters); without sharding, autocast also caches 16-bit weights.
 pub fn sharded_state_bytes(
     framework: Framework,
     dtype: Dtype,
     zero: u8,
     n: u64,
 ) -> (f64, f64, f64) {
-    let (w, g, o) = state_bytes_per_param(framework, dtype, zero);
     let n = n as f64;
-    match zero {
-        0 => (w, g, o),
-        1 => (w, g, o / n),
-        2 => (w, g / n, o / n),
-        _ => (w / n, g / n, o / n),
+    let shard = |bytes: f64, from: u8| if zero >= from { bytes / n } else { bytes };
+    match framework {
+        _ if matches!(dtype, Dtype::Fp32 | Dtype::Tf32) => {
+            (shard(4.0, 3), shard(4.0, 2), shard(8.0, 1))
+        }
+        Framework::Megatron => (shard(2.0, 3), shard(4.0, 2), shard(12.0, 1)),
+        Framework::DeepSpeed if zero <= 1 => (2.0, 6.0, 4.0 + shard(8.0, 1)),
+        Framework::DeepSpeed => (shard(2.0, 3), 6.0 / n, 12.0 / n),
+        Framework::Torchtitan | Framework::LlmFoundry if zero >= 3 => (4.0 / n, 4.0 / n, 8.0 / n),
+        Framework::Torchtitan | Framework::LlmFoundry => (6.0, shard(4.0, 2), shard(8.0, 1)),
     }
 }
 
@@ -223,10 +219,11 @@ mod tests {
         );
         assert_eq!(sum(sharded_state_bytes(m, Dtype::Bf16, 3, 64)), 18.0 / 64.0);
         assert_eq!(sum(sharded_state_bytes(m, Dtype::Fp32, 0, 8)), 16.0);
-        // DeepSpeed BF16 optimizer with ZeRO-1 (BLOOM): 8 + 12/dp.
+        // DeepSpeed BF16 optimizer with ZeRO-1 (BLOOM): bf16 weights 2, bf16 + fp32 grads 6,
+        // whole fp32 master 4, moments 8/dp.
         assert_eq!(
             sum(sharded_state_bytes(Framework::DeepSpeed, Dtype::Bf16, 1, 8)),
-            8.0 + 12.0 / 8.0
+            12.0 + 8.0 / 8.0
         );
         // FSDP full shard: 16/N.
         assert_eq!(

@@ -305,3 +305,33 @@ fn listings_show_every_preset() {
         assert!(out.contains(c), "{c}");
     }
 }
+
+/// Issue 2: every preset model on every preset cluster goes through the search without a
+/// panic, and whatever it ranks first fits and prices to a positive, finite step time.
+#[test]
+fn every_preset_pair_runs_through_suggest() {
+    use planner::search::{Space, default_global_batch, search};
+    use planner::spec::{load_cluster, load_model, presets};
+    for (m, _) in presets::MODELS {
+        let model = load_model(m).unwrap();
+        for (c, _) in presets::CLUSTERS {
+            let cluster = load_cluster(c).unwrap();
+            let gb = default_global_batch(model.seq_len, cluster.n_gpus());
+            let r = search(&model, &cluster, None, &Space::new(gb, model.seq_len), 1);
+            if let Some(best) = r.top.first() {
+                assert!(best.fits, "{m} on {c}");
+                assert!(
+                    best.step_time_s.is_finite() && best.step_time_s > 0.0,
+                    "{m} on {c}"
+                );
+            } else {
+                // Nothing fits: the rejections say why.
+                assert!(
+                    r.infeasible.get("out of memory").copied().unwrap_or(0) > 0,
+                    "{m} on {c}: {:?}",
+                    r.infeasible
+                );
+            }
+        }
+    }
+}
