@@ -12,6 +12,7 @@ pub mod cost;
 pub mod exec;
 pub mod graph;
 pub mod search;
+pub mod sim;
 pub mod spec;
 pub mod units;
 pub mod validate;

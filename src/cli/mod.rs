@@ -2,8 +2,10 @@
 //! Exit codes: 0 ok, 1 no feasible plan, 2 bad input or unavailable backend.
 
 mod args;
+mod bench;
 mod calibrate;
 mod render;
+mod simulate;
 mod validate;
 
 pub use args::{Format, PlanArgs, Target};
@@ -38,6 +40,9 @@ pub enum CliError {
     /// Output could not be written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The pipeline simulator cannot run the plan.
+    #[error("{0}")]
+    Sim(#[from] crate::sim::SimError),
 }
 
 impl CliError {
@@ -97,6 +102,32 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Also simulate the schedule (JSON: under `sim`).
+        #[arg(long)]
+        simulate: bool,
+    },
+    /// Simulate one plan's pipeline schedule step by step (events, not closed forms).
+    Simulate {
+        /// Model and cluster.
+        #[command(flatten)]
+        target: Target,
+        /// The plan (`--schedule gpipe|1f1b|interleaved` picks the schedule).
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Write the timeline as a Chrome trace JSON (opens in https://ui.perfetto.dev).
+        #[arg(long)]
+        trace: Option<std::path::PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Time the library's named benchmarks (build with --release).
+    Bench {
+        /// Benchmark to run (default: all).
+        name: Option<String>,
+        /// Timed runs per benchmark.
+        #[arg(long, default_value_t = 20)]
+        iters: u32,
     },
     /// Compare DP-only, TP-only, PP-only and the best hybrid on the same GPUs.
     Compare {
@@ -188,11 +219,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     render::search_footer(&res, elapsed)
                 )));
             }
+            let rr = simulate::rerank(&r, &res)?;
             Ok(match format {
                 Format::Json => json(&serde_json::json!({
                     "model": r.model.name, "cluster": r.cluster.name, "n_gpus": r.cluster.n_gpus(),
                     "global_batch": gb, "seq_len": seq, "plans": res.top,
                     "enumerated": res.enumerated, "priced": res.priced, "infeasible": res.infeasible,
+                    "simulated": simulate::rerank_json(&rr), "sim_order_changed": rr.order_changed(),
                 })),
                 Format::Csv => render::plan_csv(res.top.iter()),
                 Format::Table => {
@@ -203,7 +236,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                         .map(|(i, e)| render::plan_row(i, e))
                         .collect();
                     format!(
-                        "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\n\n{}\n\n{}\nnumbers from: {}\n",
+                        "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\n\n{}\n\n{}\nnumbers from: {}\n{}",
                         r.model.name,
                         fmt_count(r.model.params()),
                         r.cluster.name,
@@ -211,7 +244,8 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                         r.cluster.gpu.name,
                         render::table(&render::PLAN_HEADER, rows),
                         render::search_footer(&res, elapsed),
-                        res.top[0].provenance.summary().join("; ")
+                        res.top[0].provenance.summary().join("; "),
+                        simulate::rerank_table(&rr)
                     )
                 }
             })
@@ -221,9 +255,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             plan,
             ops,
             format,
+            simulate,
         } => {
             let r = target.resolve()?;
             let plan = plan.resolve(&r.model, &r.cluster)?;
+            if simulate {
+                return simulate::estimate(&r, &plan, format);
+            }
             let e = estimate(&r.model, &r.cluster, &plan, r.profile.as_ref());
             let machine = crate::cost::Machine {
                 cluster: &r.cluster,
@@ -251,6 +289,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 Format::Table => render::estimate_report(&e, &r.model.name, &r.cluster.name),
             })
         }
+        Command::Simulate {
+            target,
+            plan,
+            trace,
+            format,
+        } => simulate::run(&target, &plan, trace.as_deref(), format),
+        Command::Bench { name, iters } => bench::run(name.as_deref(), iters),
         Command::Compare {
             target,
             global_batch,

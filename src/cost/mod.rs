@@ -4,6 +4,7 @@
 pub mod flops;
 pub mod memory;
 pub mod price;
+pub mod stages;
 pub mod step;
 
 pub use memory::{MemoryBytes, StageLayout};

@@ -4,4 +4,5 @@
 mod calibrate;
 mod cli;
 mod layering;
+mod sim;
 mod validation;

@@ -1,0 +1,423 @@
+//! Per-stage, per-chunk work of one micro-batch under a plan: the operator costs the pipeline
+//! simulator (sim/) schedules, priced exactly as [`estimate_priced`](super::estimate_priced)
+//! prices them (a test pins the two together).
+
+use super::memory::{self, MemoryBytes, StageLayout};
+use super::{
+    GroupShape, Machine, PassCost, Placement, PricedGraphs, grad_reduce_bytes,
+    optimizer_bytes_per_param,
+};
+use crate::graph::{Coll, MemClass, OpGraph, Shard};
+use crate::spec::{ModelSpec, Plan, Recompute};
+use serde::Serialize;
+
+/// One model chunk's work on one stage for one micro-batch (the whole stage when not
+/// interleaved).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ChunkWork {
+    /// Transformer layers in the chunk.
+    pub layers: u64,
+    /// Forward pass: compute, TP and CP/EP collectives on the critical path.
+    pub fwd: PassCost,
+    /// Backward pass.
+    pub bwd: PassCost,
+    /// Forward work recomputation repeats before the backward.
+    pub recompute: PassCost,
+    /// ZeRO-3 all-gather of the chunk's weights, issued with every forward and backward.
+    pub zero3_gather_s: f64,
+    /// ZeRO-3 reduce-scatter of the chunk's gradients, issued with every backward.
+    pub zero3_reduce_s: f64,
+    /// Data-parallel reduction of the chunk's gradients, once per step.
+    pub dp_reduce_s: f64,
+    /// Activation bytes one micro-batch leaves saved from its forward to its backward.
+    pub activation_bytes: f64,
+}
+
+impl ChunkWork {
+    /// ZeRO-3 gather time the forward cannot hide behind its compute (FSDP prefetches the
+    /// next layer's weights during the current one: Zhao et al. 2023 §3.3).
+    pub fn zero3_fwd_exposed_s(&self) -> f64 {
+        (self.zero3_gather_s - self.fwd.compute_s).max(0.0)
+    }
+
+    /// ZeRO-3 gather and reduce-scatter time the backward (with recomputation) cannot hide.
+    pub fn zero3_bwd_exposed_s(&self) -> f64 {
+        let compute = self.bwd.compute_s + self.recompute.compute_s;
+        (self.zero3_gather_s + self.zero3_reduce_s - compute).max(0.0)
+    }
+
+    /// Seconds the forward holds the compute stream.
+    pub fn fwd_s(&self) -> f64 {
+        self.fwd.total() + self.zero3_fwd_exposed_s()
+    }
+
+    /// Seconds recomputation and the backward hold the compute stream.
+    pub fn bwd_s(&self) -> f64 {
+        self.recompute.total() + self.bwd.total() + self.zero3_bwd_exposed_s()
+    }
+}
+
+/// One pipeline stage's work: its chunks, the pipeline transfers and the once-per-step work.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StageWork {
+    /// Stage index.
+    pub stage_idx: u64,
+    /// Model chunks held (v when interleaved), in chunk order.
+    pub chunks: Vec<ChunkWork>,
+    /// One send of a micro-batch's boundary activations (or their gradients) to a
+    /// neighbouring stage; 0 without pipelining.
+    pub p2p_s: f64,
+    /// The stage's whole gradient reduction after its last backward, as the closed form
+    /// prices it (one collective per kind rather than one per chunk).
+    pub dp_reduce_s: f64,
+    /// Optimizer step on the rank's optimizer shard.
+    pub optimizer_s: f64,
+    /// Peak memory of one rank by the closed form (activations: the in-flight formula).
+    pub memory: MemoryBytes,
+}
+
+/// Layers (with their recomputation) of chunk `c` of stage `st`: `stage_layouts` lists a
+/// stage's layers chunk by chunk, L/(p·v) per chunk when interleaved (Narayanan et al. SC'21
+/// §2.2.2).
+pub fn chunk_layers<'a>(st: &'a StageLayout, plan: &Plan, c: u64) -> &'a [(u64, Recompute)] {
+    let per = st.layers.len() / plan.vpp as usize;
+    &st.layers[c as usize * per..(c as usize + 1) * per]
+}
+
+fn expert_params(g: &OpGraph) -> f64 {
+    g.graph
+        .node_weights()
+        .filter(|o| o.name.starts_with("expert_"))
+        .map(|o| o.params)
+        .sum()
+}
+
+/// Parameters of one rank's chunk: (dense, expert).
+fn chunk_params(
+    model: &ModelSpec,
+    plan: &Plan,
+    pg: &PricedGraphs,
+    layout: &StageLayout,
+    c: u64,
+) -> (f64, f64) {
+    let st = layout.stage;
+    let (mut dense, mut experts) = (0.0, 0.0);
+    for &(i, _) in chunk_layers(layout, plan, c) {
+        let g = pg.graphs.layer(model, i);
+        let e = expert_params(g);
+        experts += e;
+        dense += g.params() - e;
+    }
+    let last = (st, c) == (plan.pp - 1, plan.vpp - 1);
+    if (st, c) == (0, 0) {
+        dense += pg.graphs.embedding.params();
+    }
+    if last {
+        dense += pg.graphs.head.params();
+        if model.tied_embeddings && plan.pp > 1 {
+            // Megatron keeps a copy of the tied word embeddings on the last stage.
+            dense += (model.vocab.div_ceil(plan.tp) * model.hidden) as f64;
+        }
+    }
+    (dense, experts)
+}
+
+/// What every stage shares: the plan's groups and the prices of its transfers.
+struct Ctx<'a> {
+    model: &'a ModelSpec,
+    plan: &'a Plan,
+    m: &'a Machine<'a>,
+    pg: &'a PricedGraphs,
+    place: Placement,
+    /// Expert-parallel ranks' gradient-reduction group: DP×CP ranks / ep.
+    ep_group: GroupShape,
+    /// First and last stage all-reduce the tied embedding's gradient.
+    tied_s: f64,
+}
+
+impl Ctx<'_> {
+    /// Gradient reduction of `params`: all-reduce, or reduce-scatter + all-gather of the
+    /// updated weights with a sharded optimizer; ZeRO-3 reduces every micro-batch instead.
+    fn reduce_s(&self, params: f64, g: GroupShape) -> f64 {
+        let (grad_b, e) = (
+            grad_reduce_bytes(self.plan.framework, self.plan.dtype),
+            self.plan.dtype.bytes(),
+        );
+        match self.plan.zero {
+            0 => self.m.collective_s(Coll::AllReduce, g, params * grad_b).0,
+            1 | 2 => {
+                self.m
+                    .collective_s(Coll::ReduceScatter, g, params * grad_b)
+                    .0
+                    + self.m.collective_s(Coll::AllGather, g, params * e).0
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Chunk `c` of stage `st` with its collectives; returns it with its (dense, expert)
+    /// parameters.
+    fn chunk(&self, st: &StageLayout, c: u64) -> (ChunkWork, f64, f64) {
+        let (model, plan, m) = (self.model, self.plan, self.m);
+        let (d, x) = chunk_params(model, plan, self.pg, st, c);
+        let mut w = chunk_costs(model, plan, self.pg, &Shard::of(plan), st, c);
+        if plan.zero >= 3 {
+            let bytes = d * plan.dtype.bytes();
+            w.zero3_gather_s = m.collective_s(Coll::AllGather, self.place.dp, bytes).0;
+            let grads = d * grad_reduce_bytes(plan.framework, plan.dtype);
+            w.zero3_reduce_s = m.collective_s(Coll::ReduceScatter, self.place.dp, grads).0;
+        }
+        let ends = (st.stage, c) == (0, 0) || (st.stage, c) == (plan.pp - 1, plan.vpp - 1);
+        w.dp_reduce_s = self.reduce_s(d, self.place.dp)
+            + self.reduce_s(x, self.ep_group)
+            + if ends { self.tied_s } else { 0.0 };
+        (w, d, x)
+    }
+
+    /// Stage `st`: its chunks, transfers, reduction, optimizer step and memory.
+    fn stage(&self, st: &StageLayout, p2p_s: f64, largest_layer: f64, comms: u64) -> StageWork {
+        let plan = self.plan;
+        let (mut dense, mut experts) = (0.0, 0.0);
+        let chunks = (0..plan.vpp)
+            .map(|c| {
+                let (w, d, x) = self.chunk(st, c);
+                dense += d;
+                experts += x;
+                w
+            })
+            .collect();
+        let shard = |n: u64| if plan.zero >= 1 { n.max(1) as f64 } else { 1.0 };
+        let local = dense / shard(self.place.dp.n) + experts / shard(self.ep_group.n);
+        let ends = st.embedding || st.head;
+        StageWork {
+            stage_idx: st.stage,
+            chunks,
+            p2p_s,
+            dp_reduce_s: self.reduce_s(dense, self.place.dp)
+                + self.reduce_s(experts, self.ep_group)
+                + if ends { self.tied_s } else { 0.0 },
+            optimizer_s: self
+                .m
+                .memory_s(
+                    local * optimizer_bytes_per_param(plan.dtype),
+                    MemClass::Elementwise,
+                )
+                .0,
+            memory: memory::stage_memory(
+                self.model,
+                plan,
+                &self.pg.graphs,
+                st,
+                dense,
+                experts,
+                largest_layer,
+                comms,
+                self.m.cluster.cuda_context_gib * crate::units::GIB,
+            ),
+        }
+    }
+}
+
+/// Every stage's work for `plan`, from graphs priced for it. The plan must pass
+/// [`Plan::check`].
+pub fn stage_work(
+    model: &ModelSpec,
+    plan: &Plan,
+    m: &Machine,
+    pg: &PricedGraphs,
+) -> Vec<StageWork> {
+    let place = Placement::of(plan, m.cluster.gpus_per_node);
+    // Pipeline send of one micro-batch's activations b·s/cp·h, split over TP ranks
+    // (Megatron's scatter/gather optimisation, SC'21 §4.1).
+    let p2p_bytes =
+        (Shard::of(plan).tokens() * model.hidden) as f64 * plan.dtype.bytes() / plan.tp as f64;
+    let p2p_s = if plan.pp > 1 {
+        m.collective_s(Coll::SendRecv, place.pp, p2p_bytes).0
+    } else {
+        0.0
+    };
+    let tied_s = if model.tied_embeddings && plan.pp > 1 {
+        let bytes = (model.vocab.div_ceil(plan.tp) * model.hidden) as f64
+            * grad_reduce_bytes(plan.framework, plan.dtype);
+        let pair = GroupShape { n: 2, per_node: 1 };
+        m.collective_s(Coll::AllReduce, pair, bytes).0
+    } else {
+        0.0
+    };
+    let ctx = Ctx {
+        model,
+        plan,
+        m,
+        pg,
+        place,
+        ep_group: GroupShape {
+            n: (place.dp.n / plan.ep).max(1),
+            per_node: (place.dp.per_node / plan.ep).max(1),
+        },
+        tied_s,
+    };
+    let largest_layer = (0..model.layers)
+        .map(|i| pg.graphs.layer(model, i).params())
+        .fold(0.0, f64::max);
+    let comms = [place.tp, place.cp, place.ep, place.dp, place.pp]
+        .iter()
+        .filter(|g| g.n > 1)
+        .count() as u64;
+    super::stage_layouts(model, plan)
+        .iter()
+        .map(|st| ctx.stage(st, p2p_s, largest_layer, comms))
+        .collect()
+}
+
+/// Pass costs and saved activations of chunk `c` of stage `st` for one micro-batch.
+fn chunk_costs(
+    model: &ModelSpec,
+    plan: &Plan,
+    pg: &PricedGraphs,
+    sh: &Shard,
+    st: &StageLayout,
+    c: u64,
+) -> ChunkWork {
+    let mut w = ChunkWork::default();
+    for &(i, rc) in chunk_layers(st, plan, c) {
+        let gc = pg.layer(model, i);
+        w.fwd.add(&gc.fwd, 1.0);
+        w.bwd.add(&gc.bwd, 1.0);
+        match rc {
+            Recompute::None => {}
+            Recompute::Selective => w.recompute.add(&gc.selective_fwd, 1.0),
+            Recompute::Full => w.recompute.add(&gc.fwd, 1.0),
+        }
+        let g = pg.graphs.layer(model, i);
+        w.activation_bytes += memory::layer_activation_bytes(g, model, sh, rc);
+        w.layers += 1;
+    }
+    if st.embedding && c == 0 {
+        w.fwd.add(&pg.embedding.fwd, 1.0);
+        w.bwd.add(&pg.embedding.bwd, 1.0);
+        w.activation_bytes += pg.graphs.embedding.saved_bytes();
+    }
+    if st.head && c == plan.vpp - 1 {
+        w.fwd.add(&pg.head.fwd, 1.0);
+        w.bwd.add(&pg.head.bwd, 1.0);
+        w.activation_bytes += pg.graphs.head.saved_bytes();
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::{estimate_priced, step};
+    use crate::spec::{Schedule, load_cluster, load_model};
+
+    fn plan(dp: u64, tp: u64, pp: u64, vpp: u64, gb: u64) -> Plan {
+        let mut p = Plan::new(dp, tp, pp, 1, gb, 2048);
+        p.vpp = vpp;
+        p.recompute = Recompute::Selective;
+        p.zero = 1;
+        p.sequence_parallel = tp > 1;
+        if vpp > 1 {
+            p.schedule = Schedule::Interleaved;
+        }
+        p
+    }
+
+    /// The closed form of `estimate_priced`, recomposed from the stage work: pipeline time of
+    /// the per-micro-batch stage times (2 transfers per chunk), the exposed gradient
+    /// reduction, the slowest optimizer step.
+    fn closed_form(plan: &Plan, w: &[StageWork]) -> f64 {
+        let v = plan.vpp as f64;
+        let per_micro: Vec<f64> = w
+            .iter()
+            .map(|s| {
+                s.chunks.iter().map(|c| c.fwd_s() + c.bwd_s()).sum::<f64>() + 2.0 * s.p2p_s * v
+            })
+            .collect();
+        let pipe = step::pipeline_time(plan.schedule, &per_micro, plan.n_micro(), plan.vpp);
+        let (mut exposed, mut slack) = (0.0f64, 0.0);
+        for s in w {
+            let bwd: f64 = s
+                .chunks
+                .iter()
+                .map(|c| c.bwd.total() + c.recompute.total())
+                .sum();
+            let window = if plan.overlap_grad_reduce { bwd } else { 0.0 };
+            exposed = exposed.max(s.dp_reduce_s - window - slack);
+            slack += bwd;
+        }
+        let opt = w.iter().map(|s| s.optimizer_s).fold(0.0, f64::max);
+        pipe + exposed + opt
+    }
+
+    /// The stage work recomposes the estimate exactly: same step time, same memory, for
+    /// plain, interleaved, overlapped, ZeRO-3 and MoE plans.
+    #[test]
+    fn stage_work_recomposes_the_estimate() {
+        let c = load_cluster("a100-80g-x1024").unwrap();
+        let m = Machine {
+            cluster: &c,
+            profile: None,
+        };
+        let gpt = load_model("gpt3-175b").unwrap();
+        let mut overlapped = plan(8, 8, 16, 1, 1536);
+        overlapped.overlap_grad_reduce = true;
+        let mut z3 = plan(128, 8, 1, 1, 1024);
+        z3.zero = 3;
+        let mut interleaved_overlapped = plan(8, 8, 16, 3, 1536);
+        interleaved_overlapped.overlap_grad_reduce = true;
+        let mixtral = load_model("mixtral-8x7b").unwrap();
+        let mut moe = plan(32, 8, 4, 1, 1024);
+        moe.ep = 8;
+        // Uneven stages, recomputing fewer layers where fewer micro-batches are in flight.
+        let mut uneven = plan(32, 8, 4, 1, 1024);
+        uneven.stage_layers = Some(vec![23, 24, 24, 25]);
+        uneven.recompute = Recompute::Full;
+        uneven.recompute_layers = Some(vec![23, 12, 6, 0]);
+        let cases = [
+            (&gpt, plan(8, 8, 16, 1, 1536)),
+            (&gpt, plan(8, 8, 16, 3, 1536)),
+            (&gpt, overlapped),
+            (&gpt, interleaved_overlapped),
+            (&gpt, z3),
+            (&mixtral, moe),
+            (&gpt, uneven),
+        ];
+        for (model, p) in cases {
+            assert!(p.check(model, &c).is_empty(), "{}", p.short());
+            let pg = PricedGraphs::new(model, &p, &m);
+            let est = estimate_priced(model, &p, &m, &pg);
+            let w = stage_work(model, &p, &m, &pg);
+            let cf = closed_form(&p, &w);
+            assert!(
+                (cf - est.step_time_s).abs() <= 1e-9 * est.step_time_s,
+                "{}: {cf} vs {}",
+                p.short(),
+                est.step_time_s
+            );
+            for (s, e) in w.iter().zip(&est.stages) {
+                assert_eq!(s.memory, e.memory, "{}", p.short());
+            }
+            // Chunks partition the stage's layers.
+            let layers: u64 = w.iter().flat_map(|s| &s.chunks).map(|c| c.layers).sum();
+            assert_eq!(layers, model.layers);
+        }
+    }
+
+    /// Interleaving deals layers round-robin: with p = 4, v = 2 and 96 layers (12 per
+    /// chunk), stage 1 holds layers 12..24 and 60..72.
+    #[test]
+    fn interleaved_chunks_deal_layers_round_robin() {
+        let gpt = load_model("gpt3-175b").unwrap();
+        let p = plan(1, 1, 4, 2, 8);
+        let st = &crate::cost::stage_layouts(&gpt, &p)[1];
+        let ids = |c| {
+            chunk_layers(st, &p, c)
+                .iter()
+                .map(|l| l.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(0), (12..24).collect::<Vec<_>>());
+        assert_eq!(ids(1), (60..72).collect::<Vec<_>>());
+    }
+}
