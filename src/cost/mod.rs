@@ -482,6 +482,19 @@ pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
         .collect()
 }
 
+/// Bytes one pipeline send carries: a micro-batch's activations b·s/cp·h, split over the TP
+/// ranks by Megatron's scatter/gather optimisation (Narayanan et al. SC'21 §4.1); DeepSpeed's
+/// pipeline engine sends the whole tensor from every TP rank (`PipelineEngine`
+/// `_exec_send_activations` sends the stage output as is).
+pub fn p2p_bytes(model: &ModelSpec, plan: &Plan) -> f64 {
+    let full = (Shard::of(plan).tokens() * model.hidden) as f64 * plan.dtype.bytes();
+    if plan.framework == Framework::DeepSpeed {
+        full
+    } else {
+        full / plan.tp as f64
+    }
+}
+
 /// Bytes per gradient element in the data-parallel reduction: fp32 for bf16 training
 /// (Megatron-LM forces `accumulate_allreduce_grads_in_fp32` with bf16; DeepSpeed's BF16
 /// optimizer reduces its fp32 accumulation buffers; torchtitan's FSDP2 `reduce_dtype` is fp32),
@@ -512,7 +525,6 @@ pub fn optimizer_bytes_per_param(dtype: Dtype) -> f64 {
 pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedGraphs) -> Estimate {
     let cluster = m.cluster;
     let place = Placement::of(plan, cluster.gpus_per_node);
-    let sh = Shard::of(plan);
     let n_micro = plan.n_micro();
     let layouts = stage_layouts(model, plan);
     let e = plan.dtype.bytes();
@@ -524,9 +536,7 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         t
     };
 
-    // Pipeline send/receive of one micro-batch's activations: b·s/cp·h, split over TP ranks
-    // (Megatron's scatter/gather optimisation, SC'21 §4.1), each way, per model chunk.
-    let p2p_bytes = (sh.tokens() * model.hidden) as f64 * e / plan.tp as f64;
+    let p2p_bytes = p2p_bytes(model, plan);
     let p2p_s = if plan.pp > 1 {
         let (t, src) = m.collective_s(Coll::SendRecv, place.pp, p2p_bytes);
         // Each way once per micro-batch.

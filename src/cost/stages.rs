@@ -227,12 +227,9 @@ pub fn stage_work(
     pg: &PricedGraphs,
 ) -> Vec<StageWork> {
     let place = Placement::of(plan, m.cluster.gpus_per_node);
-    // Pipeline send of one micro-batch's activations b·s/cp·h, split over TP ranks
-    // (Megatron's scatter/gather optimisation, SC'21 §4.1).
-    let p2p_bytes =
-        (Shard::of(plan).tokens() * model.hidden) as f64 * plan.dtype.bytes() / plan.tp as f64;
     let p2p_s = if plan.pp > 1 {
-        m.collective_s(Coll::SendRecv, place.pp, p2p_bytes).0
+        m.collective_s(Coll::SendRecv, place.pp, super::p2p_bytes(model, plan))
+            .0
     } else {
         0.0
     };
