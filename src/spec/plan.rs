@@ -211,7 +211,7 @@ impl Plan {
                 by: seq_split,
             });
         }
-        if self.seq_len > model.seq_len && model.arch != super::model::Arch::Llama {
+        if self.seq_len > model.seq_len && model.positions == super::model::Positions::Learned {
             // Learned position embeddings cover model.seq_len positions only.
             out.push(I::SeqBeyondPositions {
                 seq_len: self.seq_len,
