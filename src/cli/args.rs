@@ -3,6 +3,7 @@
 
 use super::CliError;
 use crate::calib::{Profile, load_profile};
+use crate::spec::launch::megatron_plan::from_megatron;
 use crate::spec::{self, AttentionImpl, ClusterSpec, ModelSpec, Plan, Recompute, Schedule};
 use crate::units::Dtype;
 use clap::{Args, ValueEnum};
@@ -21,7 +22,7 @@ pub enum Format {
 /// `--model` and `--cluster` (preset names or paths) and the cluster's calibration.
 #[derive(Args, Clone, Debug)]
 pub struct Target {
-    /// Model: a preset name (see `planner models`) or a YAML path.
+    /// Model: a preset name (see `planner models`), a YAML path, or a Hugging Face config.json.
     #[arg(long)]
     pub model: String,
     /// Cluster: a preset name (see `planner clusters`) or a YAML path.
@@ -48,7 +49,11 @@ pub struct Resolved {
 impl Target {
     /// Loads and validates everything named.
     pub fn resolve(&self) -> Result<Resolved, CliError> {
-        let model = spec::load_model(&self.model)?;
+        let imported = spec::load_model_noted(&self.model)?;
+        for n in &imported.notes {
+            eprintln!("note: {}: {n}", self.model);
+        }
+        let model = imported.model;
         let mut cluster = spec::load_cluster(&self.cluster)?;
         if let Some(n) = self.gpus {
             cluster = cluster.with_gpus(n).ok_or_else(|| {
@@ -79,9 +84,42 @@ impl Target {
 /// The largest size any plan argument may take before it is treated as a typo.
 const MAX_SIZE: u64 = 1 << 24;
 
-/// One plan on the command line.
+/// The flags `--plan` and `--megatron-args` replace.
+const PLAN_FLAGS: [&str; 16] = [
+    "tp",
+    "pp",
+    "dp",
+    "cp",
+    "ep",
+    "vpp",
+    "micro_batch",
+    "global_batch",
+    "seq_len",
+    "recompute",
+    "sequence_parallel",
+    "zero",
+    "overlap_grad_reduce",
+    "dtype",
+    "schedule",
+    "attention",
+];
+
+/// One plan on the command line: flags, a plan file, or Megatron-LM arguments.
 #[derive(Args, Clone, Debug)]
 pub struct PlanArgs {
+    /// Read the plan from a JSON file (as `--save-plan` writes) instead of the flags below.
+    #[arg(long = "plan", value_name = "FILE", conflicts_with_all = PLAN_FLAGS)]
+    pub plan_file: Option<String>,
+    /// Read the plan from Megatron-LM arguments (one quoted string, 2021 or Megatron-Core
+    /// spellings); dp is GPUs/(tp·pp·cp) and model-shape arguments must match --model.
+    #[arg(
+        long = "megatron-args",
+        value_name = "ARGS",
+        allow_hyphen_values = true,
+        conflicts_with_all = PLAN_FLAGS,
+        conflicts_with = "plan_file"
+    )]
+    pub megatron_args: Option<String>,
     /// Tensor-parallel size.
     #[arg(long, default_value_t = 1)]
     pub tp: u64,
@@ -211,6 +249,22 @@ impl PlanArgs {
     /// The plan these arguments describe for `model` on `cluster`, with every structural
     /// problem reported at once (exit 2).
     pub fn resolve(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Result<Plan, CliError> {
+        let plan = if let Some(path) = &self.plan_file {
+            spec::load_plan(path)?
+        } else if let Some(text) = &self.megatron_args {
+            let parsed = from_megatron(text, model, cluster.n_gpus())?;
+            for w in &parsed.warnings {
+                eprintln!("warning: --megatron-args: {w}");
+            }
+            parsed.plan
+        } else {
+            return self.resolve_flags(model, cluster);
+        };
+        check_plan(&plan, model, cluster)?;
+        Ok(plan)
+    }
+
+    fn resolve_flags(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Result<Plan, CliError> {
         let n = cluster.n_gpus();
         let mut bad = Vec::new();
         for (name, v) in [

@@ -2,6 +2,7 @@
 //! Exit codes: 0 ok, 1 no feasible plan, 2 bad input or unavailable backend.
 
 mod args;
+mod launch;
 mod render;
 
 pub use args::{Format, PlanArgs, Target};
@@ -77,6 +78,12 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Print the best of the top plans this format can express, as a launch configuration.
+        #[arg(long, value_enum)]
+        export: Option<launch::FrameworkArg>,
+        /// Megatron-LM argument spellings for `--export megatron`.
+        #[arg(long = "megatron-version", value_enum, default_value = "core")]
+        megatron_version: launch::MegatronVersionArg,
     },
     /// Price one plan.
     Estimate {
@@ -89,6 +96,38 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Also write the plan as JSON (read back with `--plan`).
+        #[arg(long = "save-plan", value_name = "FILE")]
+        save_plan: Option<String>,
+    },
+    /// Write a plan as a Megatron-LM, torchtitan or DeepSpeed launch configuration.
+    Export {
+        /// Model and cluster.
+        #[command(flatten)]
+        target: Target,
+        /// The plan.
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Launch-configuration format.
+        #[arg(long, value_enum)]
+        format: launch::FrameworkArg,
+        /// Megatron-LM argument spellings.
+        #[arg(long = "megatron-version", value_enum, default_value = "core")]
+        megatron_version: launch::MegatronVersionArg,
+    },
+    /// Write the model YAML of a Hugging Face config.json.
+    ImportHf {
+        /// The config.json.
+        config: String,
+        /// Model name (default: from the config or its directory).
+        #[arg(long)]
+        name: Option<String>,
+        /// Training sequence length of a rotary model (default: max_position_embeddings).
+        #[arg(long = "seq-len")]
+        seq_len: Option<u64>,
+        /// Write the YAML here instead of stdout.
+        #[arg(long)]
+        out: Option<String>,
     },
     /// Compare DP-only, TP-only, PP-only and the best hybrid on the same GPUs.
     Compare {
@@ -147,6 +186,8 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             top,
             dtype,
             format,
+            export,
+            megatron_version,
         } => {
             let r = target.resolve()?;
             let seq = seq_len.unwrap_or(r.model.seq_len);
@@ -164,6 +205,9 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     r.cluster.n_gpus(),
                     render::search_footer(&res, elapsed)
                 )));
+            }
+            if let Some(f) = export {
+                return launch::export_best(&r.model, &res.top, f, megatron_version);
             }
             Ok(match format {
                 Format::Json => json(&serde_json::json!({
@@ -204,9 +248,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             target,
             plan,
             format,
+            save_plan,
         } => {
             let r = target.resolve()?;
             let plan = plan.resolve(&r.model, &r.cluster)?;
+            if let Some(path) = &save_plan {
+                launch::save_plan(path, &plan)?;
+            }
             let e = estimate(&r.model, &r.cluster, &plan, r.profile.as_ref());
             Ok(match format {
                 Format::Json => json(&e),
@@ -294,6 +342,18 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 ),
             })
         }
+        Command::Export {
+            target,
+            plan,
+            format,
+            megatron_version,
+        } => launch::export(&target, &plan, format, megatron_version),
+        Command::ImportHf {
+            config,
+            name,
+            seq_len,
+            out,
+        } => launch::import_hf(&config, name, seq_len, out.as_deref()),
         Command::Models => {
             let rows = presets::MODELS
                 .iter()

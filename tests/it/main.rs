@@ -2,4 +2,6 @@
 //! layering, validation against published runs.
 
 mod cli;
+mod hf;
+mod launch;
 mod layering;
