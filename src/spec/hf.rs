@@ -168,48 +168,21 @@ fn family(f: &mut Fields<'_>) -> Option<Family> {
 
 /// Template of a family: arch, positions, default `tie_word_embeddings` (the transformers
 /// config class's default), QKV biases, and the dropout fields with their default.
-fn template(fam: Family) -> (Arch, Positions, bool, bool, &'static [&'static str], f64) {
+type Template = (Arch, Positions, bool, bool, &'static [&'static str], f64);
+
+#[rustfmt::skip]
+fn template(fam: Family) -> Template {
+    use {Arch as A, Positions as P};
     match fam {
-        Family::Llama | Family::Mistral | Family::Mixtral => (
-            Arch::Llama,
-            Positions::Rotary,
-            false,
-            false,
-            &["attention_dropout"],
-            0.0,
-        ),
-        Family::Qwen2 => (
-            Arch::Llama,
-            Positions::Rotary,
-            false,
-            true,
-            &["attention_dropout"],
-            0.0,
-        ),
-        Family::Gpt2 => (
-            Arch::Gpt,
-            Positions::Learned,
-            true,
-            true,
-            &["resid_pdrop", "embd_pdrop", "attn_pdrop"],
-            0.1,
-        ),
-        Family::GptNeox => (
-            Arch::Gpt,
-            Positions::Rotary,
-            false,
-            true,
-            &["attention_dropout", "hidden_dropout"],
-            0.0,
-        ),
-        Family::Bert => (
-            Arch::Bert,
-            Positions::Learned,
-            true,
-            true,
-            &["hidden_dropout_prob", "attention_probs_dropout_prob"],
-            0.1,
-        ),
+        Family::Llama | Family::Mistral | Family::Mixtral =>
+            (A::Llama, P::Rotary, false, false, &["attention_dropout"], 0.0),
+        Family::Qwen2 => (A::Llama, P::Rotary, false, true, &["attention_dropout"], 0.0),
+        Family::Gpt2 =>
+            (A::Gpt, P::Learned, true, true, &["resid_pdrop", "embd_pdrop", "attn_pdrop"], 0.1),
+        Family::GptNeox =>
+            (A::Gpt, P::Rotary, false, true, &["attention_dropout", "hidden_dropout"], 0.0),
+        Family::Bert => (A::Bert, P::Learned, true, true,
+            &["hidden_dropout_prob", "attention_probs_dropout_prob"], 0.1),
     }
 }
 

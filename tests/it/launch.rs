@@ -234,6 +234,13 @@ fn megatron_arguments_planner_cannot_price_are_refused() {
         e.contains("`--swiglu`: the arguments say a gated (SwiGLU) MLP"),
         "{e}"
     );
+    // A launcher that starts another number of ranks than the GPUs priced.
+    let launch = format!("torchrun --nproc_per_node 8 --nnodes 32 pretrain_gpt.py {base}");
+    let e = from_megatron(&launch, &m, 512).unwrap_err().to_string();
+    assert!(
+        e.contains("the launcher starts 256 ranks, but 512 GPUs are priced (fix: pass --gpus 256)"),
+        "{e}"
+    );
     // --recompute-method alone recomputes nothing in Megatron-LM: priced so, and said.
     let p = from_megatron(&format!("{base} --recompute-method uniform"), &m, 512).unwrap();
     assert_eq!(p.plan.recompute, Recompute::None);

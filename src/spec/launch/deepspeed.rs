@@ -13,6 +13,37 @@ use serde_json::json;
 /// Writes `plan` for `model` as a DeepSpeed config.
 pub fn to_deepspeed(_model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError> {
     let mut c = Collect::new("export --format deepspeed");
+    outside_config(&mut c, plan);
+    if plan.zero == 0 && plan.overlap_grad_reduce && plan.dp > 1 {
+        c.refuse(
+            "overlap_grad_reduce",
+            "DeepSpeed without ZeRO all-reduces gradients after backward",
+            "price without --overlap-grad-reduce, or with zero ≥ 1",
+        );
+    }
+    let mut cfg = json!({
+        "train_batch_size": plan.global_batch,
+        "train_micro_batch_size_per_gpu": plan.mbs,
+        "gradient_accumulation_steps": plan.n_micro(),
+        "zero_optimization": {"stage": plan.zero, "overlap_comm": plan.overlap_grad_reduce},
+    });
+    match plan.dtype {
+        Dtype::Bf16 => cfg["bf16"] = json!({"enabled": true}),
+        Dtype::Fp16 => cfg["fp16"] = json!({"enabled": true}),
+        Dtype::Fp32 => {}
+        Dtype::Fp8 | Dtype::Tf32 => c.refuse(
+            "dtype",
+            format!("{}: DeepSpeed's config sets bf16, fp16 or fp32", plan.dtype),
+            "price --dtype bf16, fp16 or fp32",
+        ),
+    }
+    let text = serde_json::to_string_pretty(&cfg).expect("JSON serialises") + "\n";
+    c.finish(text)
+}
+
+/// What a DeepSpeed config cannot hold: errors for what DeepSpeed lacks, warnings for what
+/// is set elsewhere.
+fn outside_config(c: &mut Collect, plan: &Plan) {
     for (on, field, what) in [
         (plan.cp > 1, "cp", "context parallelism"),
         (plan.ep > 1, "ep", "Megatron-style expert parallelism"),
@@ -48,29 +79,4 @@ pub fn to_deepspeed(_model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError
             plan.recompute.name()
         ));
     }
-    if plan.zero == 0 && plan.overlap_grad_reduce && plan.dp > 1 {
-        c.refuse(
-            "overlap_grad_reduce",
-            "DeepSpeed without ZeRO all-reduces gradients after backward",
-            "price without --overlap-grad-reduce, or with zero ≥ 1",
-        );
-    }
-    let mut cfg = json!({
-        "train_batch_size": plan.global_batch,
-        "train_micro_batch_size_per_gpu": plan.mbs,
-        "gradient_accumulation_steps": plan.n_micro(),
-        "zero_optimization": {"stage": plan.zero, "overlap_comm": plan.overlap_grad_reduce},
-    });
-    match plan.dtype {
-        Dtype::Bf16 => cfg["bf16"] = json!({"enabled": true}),
-        Dtype::Fp16 => cfg["fp16"] = json!({"enabled": true}),
-        Dtype::Fp32 => {}
-        Dtype::Fp8 | Dtype::Tf32 => c.refuse(
-            "dtype",
-            format!("{}: DeepSpeed's config sets bf16, fp16 or fp32", plan.dtype),
-            "price --dtype bf16, fp16 or fp32",
-        ),
-    }
-    let text = serde_json::to_string_pretty(&cfg).expect("JSON serialises") + "\n";
-    c.finish(text)
 }

@@ -154,8 +154,6 @@ fn memory(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
 
 /// Model shape and template.
 fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: MegatronVersion) {
-    let core = v == MegatronVersion::Core;
-    let gated = model.arch.gated_mlp();
     arg(a, "--num-layers", model.layers);
     arg(a, "--hidden-size", model.hidden);
     arg(a, "--num-attention-heads", model.heads);
@@ -163,7 +161,7 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
         flag(a, "--group-query-attention");
         arg(a, "--num-query-groups", model.kv_heads);
     }
-    if model.ffn_hidden != default_ffn(model.hidden, gated) {
+    if model.ffn_hidden != default_ffn(model.hidden, model.arch.gated_mlp()) {
         arg(a, "--ffn-hidden-size", model.ffn_hidden);
     }
     arg(a, "--seq-length", plan.seq_len);
@@ -172,50 +170,15 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
         Positions::Rotary => model.seq_len.max(plan.seq_len),
     };
     arg(a, "--max-position-embeddings", positions);
-    let template: [(bool, &'static str, Option<&str>); 5] = [
-        (gated, "--swiglu", None),
-        (
-            model.arch == Arch::Llama,
-            "--normalization",
-            Some("RMSNorm"),
-        ),
-        (
-            model.positions == Positions::Rotary,
-            "--position-embedding-type",
-            Some("rope"),
-        ),
-        (
-            !model.tied_embeddings,
-            "--untie-embeddings-and-output-weights",
-            None,
-        ),
-        (!model.arch.biases(), "--disable-bias-linear", None),
-    ];
-    for (on, name, value) in template {
-        match (on, core, value) {
-            (false, _, _) => {}
-            (true, false, _) => c.refuse(name.trim_start_matches('-'), format!("{name} is not in Megatron-LM 2021 (its GPT has GeLU, LayerNorm, learned positions, a tied head and biases)"), "use --megatron-version core"),
-            (true, true, Some(val)) => arg(a, name, val),
-            (true, true, None) => flag(a, name),
-        }
-    }
-    if model.qkv_bias && !model.arch.biases() {
-        flag(a, "--add-qkv-bias");
-    } else if !model.qkv_bias && model.arch.biases() {
-        c.refuse(
-            "qkv_bias",
-            "false with biases elsewhere: Megatron-LM has no such switch",
-            "write the model with qkv_bias true",
-        );
-    }
-    if (model.kv_heads != model.heads || model.moe.is_some()) && !core {
+    template(c, a, model, v);
+    if (model.kv_heads != model.heads || model.moe.is_some()) && v == MegatronVersion::V2021 {
         c.refuse(
             "model",
             "grouped-query attention and experts are not in Megatron-LM 2021",
             "use --megatron-version core",
         );
     }
-    if let (Some(m), true) = (&model.moe, core) {
+    if let (Some(m), MegatronVersion::Core) = (&model.moe, v) {
         arg(a, "--num-experts", m.experts);
         arg(a, "--moe-router-topk", m.top_k);
         if m.expert_ffn_hidden != model.ffn_hidden {
@@ -229,6 +192,47 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
         // Megatron-LM defaults both to 0.1.
         arg(a, "--attention-dropout", model.dropout);
         arg(a, "--hidden-dropout", model.dropout);
+    }
+}
+
+/// The layer template where it differs from Megatron's GPT (GeLU, LayerNorm, learned
+/// positions, tied head, biases).
+fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion) {
+    let llama = model.arch == Arch::Llama;
+    let rotary = model.positions == Positions::Rotary;
+    let flags: [(bool, &str, &'static str, Option<&str>); 5] = [
+        (model.arch.gated_mlp(), "arch", "--swiglu", None),
+        (llama, "arch", "--normalization", Some("RMSNorm")),
+        (
+            rotary,
+            "positions",
+            "--position-embedding-type",
+            Some("rope"),
+        ),
+        (
+            !model.tied_embeddings,
+            "tied_embeddings",
+            "--untie-embeddings-and-output-weights",
+            None,
+        ),
+        (!model.arch.biases(), "arch", "--disable-bias-linear", None),
+    ];
+    for (on, field, name, value) in flags {
+        match (on, v, value) {
+            (false, _, _) => {}
+            (true, MegatronVersion::V2021, _) => c.refuse(field, format!("{name} is not in Megatron-LM 2021 (its GPT has GeLU, LayerNorm, learned positions, a tied head and biases)"), "use --megatron-version core"),
+            (true, MegatronVersion::Core, Some(val)) => arg(a, name, val),
+            (true, MegatronVersion::Core, None) => flag(a, name),
+        }
+    }
+    if model.qkv_bias && !model.arch.biases() {
+        flag(a, "--add-qkv-bias");
+    } else if !model.qkv_bias && model.arch.biases() {
+        c.refuse(
+            "qkv_bias",
+            "false with biases elsewhere: Megatron-LM has no such switch",
+            "write the model with qkv_bias true",
+        );
     }
 }
 

@@ -287,6 +287,8 @@ pub const SPELLINGS_2021: &[&str] = &[
 pub struct ArgMap {
     /// `(name, value)` in command-line order.
     pub args: Vec<(String, Option<String>)>,
+    /// The words before the training script (`torchrun --nproc_per_node 8 … pretrain_gpt.py`).
+    pub launcher: Vec<String>,
 }
 
 impl ArgMap {
@@ -360,62 +362,21 @@ pub(crate) fn read(text: &str, c: &mut Collect) -> ArgMap {
             return ArgMap::default();
         }
     };
-    // Drop a launcher prefix such as `torchrun … pretrain_gpt.py`.
+    // A launcher prefix such as `torchrun --nproc_per_node 8 … pretrain_gpt.py`.
     let start = words
         .iter()
         .rposition(|w| w.ends_with(".py"))
         .map_or(0, |i| i + 1);
-    let mut out = ArgMap::default();
+    let mut out = ArgMap {
+        args: Vec::new(),
+        launcher: words[..start].to_vec(),
+    };
     let (mut ignored, mut i) = (Vec::new(), start);
     while i < words.len() {
-        let w = &words[i];
-        i += 1;
-        if w.contains('$') {
-            c.refuse(
-                "--megatron-args",
-                format!("`{w}` holds an unexpanded shell variable"),
-                "pass the expanded command line (e.g. echo it first)",
-            );
-            continue;
-        }
-        let Some(body) = w.strip_prefix("--") else {
-            c.refuse(
-                "--megatron-args",
-                format!("stray word `{w}`"),
-                "give arguments as --name value",
-            );
+        let Some((name, value)) = next_arg(&words, &mut i, c) else {
             continue;
         };
-        let (name, inline) = match body.split_once('=') {
-            Some((n, v)) => (format!("--{n}"), Some(v.to_string())),
-            None => (w.clone(), None),
-        };
-        let known = lookup(&name);
-        let wants_value = known.map_or(
-            !words.get(i).is_none_or(|n| n.starts_with("--")),
-            |(v, _)| v,
-        );
-        let value = match (wants_value, inline) {
-            (_, Some(v)) => Some(v),
-            (true, None) if words.get(i).is_some_and(|n| !n.starts_with("--")) => {
-                i += 1;
-                Some(words[i - 1].clone())
-            }
-            (true, None) => {
-                c.refuse(&name, "needs a value", format!("write {name} VALUE"));
-                continue;
-            }
-            (false, None) => None,
-        };
-        if let Some(v) = value.as_deref().filter(|v| v.contains('$')) {
-            c.refuse(
-                &name,
-                format!("`{v}` holds an unexpanded shell variable"),
-                "pass the expanded command line (e.g. echo it first)",
-            );
-            continue;
-        }
-        match known.map(|(_, r)| r) {
+        match lookup(&name).map(|(_, r)| r) {
             Some(P | Model) => out.args.push((name, value)),
             Some(Ignore) => ignored.push(name),
             Some(Nm(why)) => {
@@ -437,6 +398,75 @@ pub(crate) fn read(text: &str, c: &mut Collect) -> ArgMap {
         ));
     }
     out
+}
+
+/// The argument at `words[*i]` with its value, advancing `*i`; `None` (recorded in `c`) when
+/// the words there are not an argument planner can read.
+fn next_arg(words: &[String], i: &mut usize, c: &mut Collect) -> Option<(String, Option<String>)> {
+    let unexpanded = |c: &mut Collect, field: &str, v: &str| {
+        c.refuse(
+            field,
+            format!("`{v}` holds an unexpanded shell variable"),
+            "pass the expanded command line (e.g. echo it first)",
+        )
+    };
+    let w = &words[*i];
+    *i += 1;
+    if w.contains('$') {
+        unexpanded(c, "--megatron-args", w);
+        return None;
+    }
+    let Some(body) = w.strip_prefix("--") else {
+        c.refuse(
+            "--megatron-args",
+            format!("stray word `{w}`"),
+            "give arguments as --name value",
+        );
+        return None;
+    };
+    let (name, inline) = match body.split_once('=') {
+        Some((n, v)) => (format!("--{n}"), Some(v.to_string())),
+        None => (w.clone(), None),
+    };
+    let next_is_value = words.get(*i).is_some_and(|n| !n.starts_with("--"));
+    let wants_value = lookup(&name).map_or(next_is_value, |(v, _)| v);
+    let value = match (wants_value, inline) {
+        (_, Some(v)) => Some(v),
+        (true, None) if next_is_value => {
+            *i += 1;
+            Some(words[*i - 1].clone())
+        }
+        (true, None) => {
+            c.refuse(&name, "needs a value", format!("write {name} VALUE"));
+            return None;
+        }
+        (false, None) => None,
+    };
+    if let Some(v) = value.as_deref().filter(|v| v.contains('$')) {
+        unexpanded(c, &name, v);
+        return None;
+    }
+    Some((name, value))
+}
+
+/// Ranks a torchrun prefix starts (`--nproc_per_node` × `--nnodes`), when it says.
+pub fn launcher_world(launcher: &[String]) -> Option<u64> {
+    let get = |names: &[&str]| -> Option<u64> {
+        launcher.iter().enumerate().find_map(|(i, w)| {
+            let (name, inline) = w
+                .split_once('=')
+                .map_or((w.as_str(), None), |(n, v)| (n, Some(v)));
+            if !names.contains(&name) {
+                return None;
+            }
+            inline
+                .or(launcher.get(i + 1).map(String::as_str))?
+                .parse()
+                .ok()
+        })
+    };
+    let per_node = get(&["--nproc_per_node", "--nproc-per-node"])?;
+    Some(per_node * get(&["--nnodes"]).unwrap_or(1))
 }
 
 fn unknown(c: &mut Collect, name: &str) {
@@ -475,6 +505,17 @@ mod tests {
             ]
         );
         assert!(split_words("--a 'oops").is_err());
+    }
+
+    #[test]
+    fn torchrun_prefix_gives_the_world_size() {
+        let w = |t: &str| launcher_world(&split_words(t).unwrap());
+        assert_eq!(
+            w("torchrun --nproc_per_node 8 --nnodes=4 --node_rank 0"),
+            Some(32)
+        );
+        assert_eq!(w("torchrun --nproc-per-node=4"), Some(4));
+        assert_eq!(w("python"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! scripts) and the Megatron-Core ones are read.
 
 use super::megatron::{default_ffn, moe_layer_freq};
-use super::megatron_args::{ArgMap, SPELLINGS_2021, read};
+use super::megatron_args::{ArgMap, SPELLINGS_2021, launcher_world, read};
 use super::{Collect, MegatronVersion};
 use crate::spec::SpecError;
 use crate::spec::model::{Arch, ModelSpec, Positions};
@@ -77,20 +77,9 @@ fn plan(
     v: MegatronVersion,
     c: &mut Collect,
 ) -> Option<Plan> {
-    let tp = num(a, c, "--tensor-model-parallel-size")
-        .or_else(|| num(a, c, "--model-parallel-size"))
-        .unwrap_or(1);
-    let pp = num(a, c, "--pipeline-model-parallel-size").unwrap_or(1);
-    let cp = num(a, c, "--context-parallel-size").unwrap_or(1);
-    let ep = num(a, c, "--expert-model-parallel-size").unwrap_or(1);
-    if let Some(etp) = num(a, c, "--expert-tensor-parallel-size").filter(|e| *e != tp) {
-        c.refuse(
-            "--expert-tensor-parallel-size",
-            format!("{etp} differs from tp={tp}: planner splits experts over the TP ranks"),
-            "remove it (Megatron then uses tp)",
-        );
-    }
+    let (tp, pp, cp, ep) = sizes(a, c);
     let vpp = vpp(a, c, model.layers, pp);
+    let dp = data_parallel(a, c, n_gpus, tp * pp * cp);
     let mbs = num(a, c, "--micro-batch-size");
     if !a.has("--micro-batch-size") {
         c.refuse(
@@ -99,17 +88,13 @@ fn plan(
             "add --micro-batch-size N",
         );
     }
-    if n_gpus % (tp * pp * cp) != 0 {
-        c.refuse(
-            "--tensor-model-parallel-size",
-            format!(
-                "tp·pp·cp = {} does not divide the {n_gpus} GPUs the arguments run on",
-                tp * pp * cp
-            ),
-            "change the sizes, or --gpus",
-        );
-    }
-    let dp = (n_gpus / (tp * pp * cp)).max(1);
+    let seq_len = num(a, c, "--seq-length").unwrap_or_else(|| {
+        c.warn(format!(
+            "no --seq-length: priced at the model's seq_len {}",
+            model.seq_len
+        ));
+        model.seq_len
+    });
     let mbs = mbs?;
     Some(Plan {
         dp,
@@ -120,7 +105,7 @@ fn plan(
         vpp,
         mbs,
         global_batch: num(a, c, "--global-batch-size").unwrap_or(mbs * dp),
-        seq_len: num(a, c, "--seq-length").unwrap_or(model.seq_len),
+        seq_len,
         recompute: recompute(a, c, model.layers / (pp * vpp).max(1)),
         zero: if a.has("--use-torch-fsdp2") {
             3
@@ -137,6 +122,51 @@ fn plan(
         },
         attention: attention(a, c, v),
     })
+}
+
+/// tp, pp, cp and ep (1 when absent); experts split over the TP ranks.
+fn sizes(a: &ArgMap, c: &mut Collect) -> (u64, u64, u64, u64) {
+    let tp = num(a, c, "--tensor-model-parallel-size")
+        .or_else(|| num(a, c, "--model-parallel-size"))
+        .unwrap_or(1);
+    let pp = num(a, c, "--pipeline-model-parallel-size").unwrap_or(1);
+    let cp = num(a, c, "--context-parallel-size").unwrap_or(1);
+    let ep = num(a, c, "--expert-model-parallel-size").unwrap_or(1);
+    if let Some(etp) = num(a, c, "--expert-tensor-parallel-size").filter(|e| *e != tp) {
+        c.refuse(
+            "--expert-tensor-parallel-size",
+            format!("{etp} differs from tp={tp}: planner splits experts over the TP ranks"),
+            "remove it (Megatron then uses tp)",
+        );
+    }
+    (tp, pp, cp, ep)
+}
+
+/// dp = WORLD_SIZE / (tp·pp·cp), WORLD_SIZE being the GPUs priced; a torchrun prefix that
+/// starts another number of ranks is an error.
+fn data_parallel(a: &ArgMap, c: &mut Collect, n_gpus: u64, model_parallel: u64) -> u64 {
+    if n_gpus % model_parallel != 0 {
+        c.refuse(
+            "--tensor-model-parallel-size",
+            format!(
+                "tp·pp·cp = {model_parallel} does not divide the {n_gpus} GPUs the arguments run on"
+            ),
+            "change the sizes, or --gpus",
+        );
+    }
+    let dp = (n_gpus / model_parallel).max(1);
+    match launcher_world(&a.launcher) {
+        Some(w) if w != n_gpus => c.refuse(
+            "--megatron-args",
+            format!("the launcher starts {w} ranks, but {n_gpus} GPUs are priced"),
+            format!("pass --gpus {w}"),
+        ),
+        Some(_) => {}
+        None => c.warn(format!(
+            "dp = {n_gpus} GPUs / (tp·pp·cp) = {dp}, as Megatron-LM derives it from WORLD_SIZE; pass --gpus when you launch on fewer GPUs"
+        )),
+    }
+    dp
 }
 
 /// Virtual stages per pipeline rank, from layers per virtual stage or stated directly.
@@ -361,7 +391,6 @@ fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
 /// The layer template the arguments describe (Megatron-LM's defaults where absent), against
 /// the model.
 fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
-    let swiglu = a.has("--swiglu");
     let rms = a.get("--normalization") == Some("RMSNorm");
     let rope = a.get("--position-embedding-type") == Some("rope")
         || a.has("--use-rotary-position-embeddings");
@@ -370,7 +399,7 @@ fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     let checks = [
         (
             "--swiglu",
-            swiglu,
+            a.has("--swiglu"),
             model.arch.gated_mlp(),
             "a gated (SwiGLU) MLP",
         ),
@@ -412,8 +441,14 @@ fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             );
         }
     }
-    if !a.has("--ffn-hidden-size") && default_ffn(model.hidden, swiglu) != model.ffn_hidden {
-        let d = default_ffn(model.hidden, swiglu);
+    check_defaults(a, model, c);
+    check_experts(a, model, c);
+}
+
+/// Sizes the arguments leave to Megatron-LM's defaults, against the model.
+fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
+    let d = default_ffn(model.hidden, a.has("--swiglu"));
+    if !a.has("--ffn-hidden-size") && d != model.ffn_hidden {
         mismatch(
             c,
             "--ffn-hidden-size",
@@ -439,7 +474,6 @@ fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             model.dropout
         ));
     }
-    check_experts(a, model, c);
 }
 
 fn check_experts(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
