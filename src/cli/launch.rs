@@ -6,14 +6,14 @@ use super::CliError;
 use super::args::{PlanArgs, Target};
 use crate::cost::Estimate;
 use crate::spec::hf::{HfOptions, import};
-use crate::spec::launch::{self, Framework, MegatronVersion};
+use crate::spec::launch::{self, LaunchFormat, MegatronVersion};
 use crate::spec::{ModelSpec, Plan, SpecError};
 use crate::units::fmt_secs;
 use clap::ValueEnum;
 
 /// `--format` of `export` and `--export` of `suggest`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum FrameworkArg {
+pub enum LaunchFormatArg {
     /// Megatron-LM command-line arguments.
     Megatron,
     /// torchtitan TOML sections.
@@ -32,23 +32,23 @@ pub enum MegatronVersionArg {
     V2021,
 }
 
-impl FrameworkArg {
+impl LaunchFormatArg {
     fn name(self) -> &'static str {
         match self {
-            FrameworkArg::Megatron => "megatron",
-            FrameworkArg::Torchtitan => "torchtitan",
-            FrameworkArg::Deepspeed => "deepspeed",
+            LaunchFormatArg::Megatron => "megatron",
+            LaunchFormatArg::Torchtitan => "torchtitan",
+            LaunchFormatArg::Deepspeed => "deepspeed",
         }
     }
 
-    fn with(self, v: MegatronVersionArg) -> Framework {
+    fn with(self, v: MegatronVersionArg) -> LaunchFormat {
         match self {
-            FrameworkArg::Megatron => Framework::Megatron(match v {
+            LaunchFormatArg::Megatron => LaunchFormat::Megatron(match v {
                 MegatronVersionArg::Core => MegatronVersion::Core,
                 MegatronVersionArg::V2021 => MegatronVersion::V2021,
             }),
-            FrameworkArg::Torchtitan => Framework::Torchtitan,
-            FrameworkArg::Deepspeed => Framework::Deepspeed,
+            LaunchFormatArg::Torchtitan => LaunchFormat::Torchtitan,
+            LaunchFormatArg::Deepspeed => LaunchFormat::Deepspeed,
         }
     }
 }
@@ -84,7 +84,7 @@ pub fn import_hf(
 pub fn export(
     target: &Target,
     plan: &PlanArgs,
-    format: FrameworkArg,
+    format: LaunchFormatArg,
     version: MegatronVersionArg,
 ) -> Result<String, CliError> {
     let r = target.resolve()?;
@@ -96,7 +96,7 @@ pub fn export(
 pub fn export_plan(
     model: &ModelSpec,
     plan: &Plan,
-    format: FrameworkArg,
+    format: LaunchFormatArg,
     version: MegatronVersionArg,
 ) -> Result<String, CliError> {
     let e = launch::export(model, plan, format.with(version))?;
@@ -111,7 +111,7 @@ pub fn export_plan(
 pub fn export_best(
     model: &ModelSpec,
     ranked: &[Estimate],
-    format: FrameworkArg,
+    format: LaunchFormatArg,
     version: MegatronVersionArg,
 ) -> Result<String, CliError> {
     let mut first_err = None;

@@ -80,7 +80,7 @@ pub enum Command {
         format: Format,
         /// Print the best of the top plans this format can express, as a launch configuration.
         #[arg(long, value_enum)]
-        export: Option<launch::FrameworkArg>,
+        export: Option<launch::LaunchFormatArg>,
         /// Megatron-LM argument spellings for `--export megatron`.
         #[arg(long = "megatron-version", value_enum, default_value = "core")]
         megatron_version: launch::MegatronVersionArg,
@@ -110,7 +110,7 @@ pub enum Command {
         plan: PlanArgs,
         /// Launch-configuration format.
         #[arg(long, value_enum)]
-        format: launch::FrameworkArg,
+        format: launch::LaunchFormatArg,
         /// Megatron-LM argument spellings.
         #[arg(long = "megatron-version", value_enum, default_value = "core")]
         megatron_version: launch::MegatronVersionArg,

@@ -5,7 +5,7 @@
 use crate::cli::{planner, stderr, stdout};
 use planner::spec::launch::megatron_args::{KNOWN, Role, split_words};
 use planner::spec::launch::megatron_plan::from_megatron;
-use planner::spec::launch::{Framework, MegatronVersion, export};
+use planner::spec::launch::{LaunchFormat, MegatronVersion, export};
 use planner::spec::{AttentionImpl, ModelSpec, Plan, Recompute, Schedule, load_model};
 use planner::units::Dtype;
 use std::collections::BTreeMap;
@@ -111,7 +111,7 @@ fn sc21_table1_exports_are_the_authors_launch_settings() {
         let ours = export(
             &row.model,
             &row.plan,
-            Framework::Megatron(MegatronVersion::V2021),
+            LaunchFormat::Megatron(MegatronVersion::V2021),
         )
         .unwrap_or_else(|e| panic!("{}: {e}", row.id));
         let ours = arg_map(&ours.text);
@@ -139,7 +139,7 @@ fn sc21_authors_arguments_read_back_to_the_published_plans() {
         let again = export(
             &row.model,
             &parsed.plan,
-            Framework::Megatron(parsed.version),
+            LaunchFormat::Megatron(parsed.version),
         )
         .unwrap();
         assert_eq!(
@@ -192,14 +192,14 @@ fn megatron_core_round_trip_over_every_feature() {
         ..base.clone()
     };
     for (model, plan, gpus) in [(&llama, &base, 256), (&mixtral, &moe, 16)] {
-        let v = Framework::Megatron(MegatronVersion::Core);
+        let v = LaunchFormat::Megatron(MegatronVersion::Core);
         let text = export(model, plan, v).unwrap().text;
         let parsed = from_megatron(&text, model, gpus).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(&parsed.plan, plan, "{text}");
         assert_eq!(parsed.version, MegatronVersion::Core);
         assert_eq!(export(model, &parsed.plan, v).unwrap().text, text);
     }
-    let text = export(&llama, &base, Framework::Megatron(MegatronVersion::Core))
+    let text = export(&llama, &base, LaunchFormat::Megatron(MegatronVersion::Core))
         .unwrap()
         .text;
     for line in [

@@ -36,7 +36,7 @@ impl MegatronVersion {
 
 /// A launch-configuration format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framework {
+pub enum LaunchFormat {
     /// Megatron-LM command-line arguments.
     Megatron(MegatronVersion),
     /// A torchtitan job-config TOML fragment.
@@ -54,12 +54,12 @@ pub struct Export {
     pub warnings: Vec<String>,
 }
 
-/// Writes `plan` for `model` in `framework`'s format.
-pub fn export(model: &ModelSpec, plan: &Plan, framework: Framework) -> Result<Export, SpecError> {
-    match framework {
-        Framework::Megatron(v) => megatron::to_megatron(model, plan, v),
-        Framework::Torchtitan => torchtitan::to_torchtitan(model, plan),
-        Framework::Deepspeed => deepspeed::to_deepspeed(model, plan),
+/// Writes `plan` for `model` in `format`.
+pub fn export(model: &ModelSpec, plan: &Plan, format: LaunchFormat) -> Result<Export, SpecError> {
+    match format {
+        LaunchFormat::Megatron(v) => megatron::to_megatron(model, plan, v),
+        LaunchFormat::Torchtitan => torchtitan::to_torchtitan(model, plan),
+        LaunchFormat::Deepspeed => deepspeed::to_deepspeed(model, plan),
     }
 }
 
