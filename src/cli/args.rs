@@ -290,9 +290,9 @@ impl PlanArgs {
             return Err(CliError::BadInput(bad.join("\n")));
         }
         let seq_len = self.seq_len.unwrap_or(model.seq_len);
-        let dp = self
-            .dp
-            .unwrap_or_else(|| (n / (self.tp * self.pp * self.cp)).max(1));
+        let dp = self.dp.unwrap_or_else(|| {
+            (n / self.tp.saturating_mul(self.pp).saturating_mul(self.cp)).max(1)
+        });
         let plan = Plan {
             dp,
             tp: self.tp,
@@ -326,6 +326,20 @@ impl PlanArgs {
 
 /// Every structural problem of `plan`, as one bad-input error naming the fields.
 pub fn check_plan(plan: &Plan, model: &ModelSpec, cluster: &ClusterSpec) -> Result<(), CliError> {
+    // Sizes that multiply past any cluster are typos; refuse them before anything multiplies.
+    let products = [
+        ("dp·tp·pp·cp", [plan.dp, plan.tp, plan.pp, plan.cp]),
+        ("dp·mbs·pp·vpp", [plan.dp, plan.mbs, plan.pp, plan.vpp]),
+    ];
+    for (what, sizes) in products {
+        let product = sizes.iter().try_fold(1u64, |acc, x| acc.checked_mul(*x));
+        if product.is_none_or(|p| p > MAX_SIZE) {
+            return Err(CliError::BadInput(format!(
+                "plan: {what} = {} is implausibly large (limit {MAX_SIZE}); check the sizes",
+                sizes.map(|x| x.to_string()).join("·")
+            )));
+        }
+    }
     let why = plan.check(model, cluster);
     if why.is_empty() {
         return Ok(());

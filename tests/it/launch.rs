@@ -474,3 +474,33 @@ fn torchtitan_and_deepspeed_carry_the_plan() {
     );
     assert!(stderr(&o).contains("`sequence_parallel`"), "{}", stderr(&o));
 }
+
+#[test]
+fn huge_sizes_are_exit_2_not_a_panic() {
+    let big = "16777216";
+    let dir = std::env::temp_dir().join(format!("planner-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("big.json");
+    let sizes = ["dp", "tp", "pp", "cp", "mbs", "global_batch", "seq_len"];
+    let json: Vec<String> = sizes.iter().map(|k| format!("\"{k}\": {big}")).collect();
+    std::fs::write(&file, format!("{{{}}}", json.join(", "))).unwrap();
+    let megatron = format!(
+        "--tensor-model-parallel-size {big} --pipeline-model-parallel-size {big} \
+         --context-parallel-size {big} --micro-batch-size 1 --num-layers-per-virtual-pipeline-stage {big}"
+    );
+    let target = ["estimate", "--model", "gpt-39b", "--cluster", "a100x8"];
+    for extra in [
+        vec!["--tp", big, "--pp", big, "--cp", big],
+        vec!["--plan", file.to_str().unwrap()],
+        vec!["--megatron-args", &megatron],
+    ] {
+        let o = planner(&[&target[..], &extra].concat());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("implausibly large") || err.contains("overflows"),
+            "{err}"
+        );
+    }
+}

@@ -79,7 +79,7 @@ fn plan(
 ) -> Option<Plan> {
     let (tp, pp, cp, ep) = sizes(a, c);
     let vpp = vpp(a, c, model.layers, pp);
-    let dp = data_parallel(a, c, n_gpus, tp * pp * cp);
+    let dp = data_parallel(a, c, n_gpus, tp.saturating_mul(pp).saturating_mul(cp));
     let mbs = num(a, c, "--micro-batch-size");
     if !a.has("--micro-batch-size") {
         c.refuse(
@@ -104,9 +104,9 @@ fn plan(
         ep,
         vpp,
         mbs,
-        global_batch: num(a, c, "--global-batch-size").unwrap_or(mbs * dp),
+        global_batch: num(a, c, "--global-batch-size").unwrap_or(mbs.saturating_mul(dp)),
         seq_len,
-        recompute: recompute(a, c, model.layers / (pp * vpp).max(1)),
+        recompute: recompute(a, c, model.layers / pp.saturating_mul(vpp).max(1)),
         zero: if a.has("--use-torch-fsdp2") {
             3
         } else {
@@ -148,9 +148,12 @@ fn data_parallel(a: &ArgMap, c: &mut Collect, n_gpus: u64, model_parallel: u64) 
     if n_gpus % model_parallel != 0 {
         c.refuse(
             "--tensor-model-parallel-size",
-            format!(
-                "tp·pp·cp = {model_parallel} does not divide the {n_gpus} GPUs the arguments run on"
-            ),
+            match model_parallel {
+                u64::MAX => "tp·pp·cp overflows: no cluster is that large".to_string(),
+                m => {
+                    format!("tp·pp·cp = {m} does not divide the {n_gpus} GPUs the arguments run on")
+                }
+            },
             "change the sizes, or --gpus",
         );
     }
@@ -172,11 +175,11 @@ fn data_parallel(a: &ArgMap, c: &mut Collect, n_gpus: u64, model_parallel: u64) 
 /// Virtual stages per pipeline rank, from layers per virtual stage or stated directly.
 fn vpp(a: &ArgMap, c: &mut Collect, layers: u64, pp: u64) -> u64 {
     if let Some(k) = num(a, c, "--num-layers-per-virtual-pipeline-stage") {
-        if layers % (pp * k) != 0 {
+        if layers % pp.saturating_mul(k) != 0 {
             c.refuse("--num-layers-per-virtual-pipeline-stage", format!("{k} layers per virtual stage × pp={pp} does not divide the model's {layers} layers"), "pick a divisor of layers/pp");
             return 1;
         }
-        return layers / (pp * k);
+        return layers / pp.saturating_mul(k);
     }
     num(a, c, "--num-virtual-stages-per-pipeline-rank").unwrap_or(1)
 }
