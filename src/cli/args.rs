@@ -3,6 +3,7 @@
 
 use super::CliError;
 use crate::calib::{Profile, load_profile};
+use crate::spec::launch::megatron_plan::from_megatron;
 use crate::spec::{
     self, AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
 };
@@ -23,7 +24,7 @@ pub enum Format {
 /// `--model` and `--cluster` (preset names or paths) and the cluster's calibration.
 #[derive(Args, Clone, Debug)]
 pub struct Target {
-    /// Model: a preset name (see `planner models`) or a YAML path.
+    /// Model: a preset name (see `planner models`), a YAML path, or a Hugging Face config.json.
     #[arg(long)]
     pub model: String,
     /// Cluster: a preset name (see `planner clusters`) or a YAML path.
@@ -50,7 +51,11 @@ pub struct Resolved {
 impl Target {
     /// Loads and validates everything named.
     pub fn resolve(&self) -> Result<Resolved, CliError> {
-        let model = spec::load_model(&self.model)?;
+        let imported = spec::load_model_noted(&self.model)?;
+        for n in &imported.notes {
+            eprintln!("note: {}: {n}", self.model);
+        }
+        let model = imported.model;
         let mut cluster = spec::load_cluster(&self.cluster)?;
         if let Some(n) = self.gpus {
             cluster = cluster.with_gpus(n).ok_or_else(|| {
@@ -81,9 +86,46 @@ impl Target {
 /// The largest size any plan argument may take before it is treated as a typo.
 const MAX_SIZE: u64 = 1 << 24;
 
-/// One plan on the command line.
+/// The flags `--plan` and `--megatron-args` replace.
+const PLAN_FLAGS: [&str; 20] = [
+    "tp",
+    "pp",
+    "dp",
+    "cp",
+    "ep",
+    "vpp",
+    "micro_batch",
+    "global_batch",
+    "seq_len",
+    "recompute",
+    "sequence_parallel",
+    "zero",
+    "overlap_grad_reduce",
+    "dtype",
+    "schedule",
+    "attention",
+    "tp_overlap",
+    "recompute_num_layers",
+    "framework",
+    "stage_layers",
+];
+
+/// One plan on the command line: flags, a plan file, or Megatron-LM arguments.
 #[derive(Args, Clone, Debug)]
 pub struct PlanArgs {
+    /// Read the plan from a JSON file (as `--save-plan` writes) instead of the flags below.
+    #[arg(long = "plan", value_name = "FILE", conflicts_with_all = PLAN_FLAGS)]
+    pub plan_file: Option<String>,
+    /// Read the plan from Megatron-LM arguments (one quoted string, 2021 or Megatron-Core
+    /// spellings); dp is GPUs/(tp·pp·cp) and model-shape arguments must match --model.
+    #[arg(
+        long = "megatron-args",
+        value_name = "ARGS",
+        allow_hyphen_values = true,
+        conflicts_with_all = PLAN_FLAGS,
+        conflicts_with = "plan_file"
+    )]
+    pub megatron_args: Option<String>,
     /// Tensor-parallel size.
     #[arg(long, default_value_t = 1)]
     pub tp: u64,
@@ -274,6 +316,22 @@ impl PlanArgs {
     /// The plan these arguments describe for `model` on `cluster`, with every structural
     /// problem reported at once (exit 2).
     pub fn resolve(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Result<Plan, CliError> {
+        let plan = if let Some(path) = &self.plan_file {
+            spec::load_plan(path)?
+        } else if let Some(text) = &self.megatron_args {
+            let parsed = from_megatron(text, model, cluster.n_gpus())?;
+            for w in &parsed.warnings {
+                eprintln!("warning: --megatron-args: {w}");
+            }
+            parsed.plan
+        } else {
+            return self.resolve_flags(model, cluster);
+        };
+        check_plan(&plan, model, cluster)?;
+        Ok(plan)
+    }
+
+    fn resolve_flags(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Result<Plan, CliError> {
         let n = cluster.n_gpus();
         let mut bad = Vec::new();
         for (name, v) in [
@@ -299,9 +357,9 @@ impl PlanArgs {
             return Err(CliError::BadInput(bad.join("\n")));
         }
         let seq_len = self.seq_len.unwrap_or(model.seq_len);
-        let dp = self
-            .dp
-            .unwrap_or_else(|| (n / (self.tp * self.pp * self.cp)).max(1));
+        let dp = self.dp.unwrap_or_else(|| {
+            (n / self.tp.saturating_mul(self.pp).saturating_mul(self.cp)).max(1)
+        });
         let plan = Plan {
             dp,
             tp: self.tp,
@@ -339,6 +397,20 @@ impl PlanArgs {
 
 /// Every structural problem of `plan`, as one bad-input error naming the fields.
 pub fn check_plan(plan: &Plan, model: &ModelSpec, cluster: &ClusterSpec) -> Result<(), CliError> {
+    // Sizes that multiply past any cluster are typos; refuse them before anything multiplies.
+    let products = [
+        ("dp·tp·pp·cp", [plan.dp, plan.tp, plan.pp, plan.cp]),
+        ("dp·mbs·pp·vpp", [plan.dp, plan.mbs, plan.pp, plan.vpp]),
+    ];
+    for (what, sizes) in products {
+        let product = sizes.iter().try_fold(1u64, |acc, x| acc.checked_mul(*x));
+        if product.is_none_or(|p| p > MAX_SIZE) {
+            return Err(CliError::BadInput(format!(
+                "plan: {what} = {} is implausibly large (limit {MAX_SIZE}); check the sizes",
+                sizes.map(|x| x.to_string()).join("·")
+            )));
+        }
+    }
     let why = plan.check(model, cluster);
     if why.is_empty() {
         return Ok(());

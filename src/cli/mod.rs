@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod calibrate;
+mod launch;
 mod render;
 mod simulate;
 mod validate;
@@ -87,6 +88,12 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Print the best of the top plans this format can express, as a launch configuration.
+        #[arg(long, value_enum)]
+        export: Option<launch::LaunchFormatArg>,
+        /// Megatron-LM argument spellings for `--export megatron`.
+        #[arg(long = "megatron-version", value_enum, default_value = "core")]
+        megatron_version: launch::MegatronVersionArg,
     },
     /// Price one plan.
     Estimate {
@@ -105,6 +112,9 @@ pub enum Command {
         /// Also simulate the schedule (JSON: under `sim`).
         #[arg(long)]
         simulate: bool,
+        /// Also write the plan as JSON (read back with `--plan`).
+        #[arg(long = "save-plan", value_name = "FILE")]
+        save_plan: Option<String>,
     },
     /// Simulate one plan's pipeline schedule step by step (events, not closed forms).
     Simulate {
@@ -128,6 +138,35 @@ pub enum Command {
         /// Timed runs per benchmark.
         #[arg(long, default_value_t = 20)]
         iters: u32,
+    },
+    /// Write a plan as a Megatron-LM, torchtitan or DeepSpeed launch configuration.
+    Export {
+        /// Model and cluster.
+        #[command(flatten)]
+        target: Target,
+        /// The plan.
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Launch-configuration format.
+        #[arg(long, value_enum)]
+        format: launch::LaunchFormatArg,
+        /// Megatron-LM argument spellings.
+        #[arg(long = "megatron-version", value_enum, default_value = "core")]
+        megatron_version: launch::MegatronVersionArg,
+    },
+    /// Write the model YAML of a Hugging Face config.json.
+    ImportHf {
+        /// The config.json.
+        config: String,
+        /// Model name (default: from the config or its directory).
+        #[arg(long)]
+        name: Option<String>,
+        /// Training sequence length of a rotary model (default: max_position_embeddings).
+        #[arg(long = "seq-len")]
+        seq_len: Option<u64>,
+        /// Write the YAML here instead of stdout.
+        #[arg(long)]
+        out: Option<String>,
     },
     /// Compare DP-only, TP-only, PP-only and the best hybrid on the same GPUs.
     Compare {
@@ -201,6 +240,8 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             top,
             dtype,
             format,
+            export,
+            megatron_version,
         } => {
             let r = target.resolve()?;
             let seq = seq_len.unwrap_or(r.model.seq_len);
@@ -220,6 +261,9 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 )));
             }
             let rr = simulate::rerank(&r, &res)?;
+            if let Some(f) = export {
+                return launch::export_best(&r.model, &res.top, f, megatron_version);
+            }
             Ok(match format {
                 Format::Json => json(&serde_json::json!({
                     "model": r.model.name, "cluster": r.cluster.name, "n_gpus": r.cluster.n_gpus(),
@@ -256,9 +300,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             ops,
             format,
             simulate,
+            save_plan,
         } => {
             let r = target.resolve()?;
             let plan = plan.resolve(&r.model, &r.cluster)?;
+            if let Some(path) = &save_plan {
+                launch::save_plan(path, &plan)?;
+            }
             if simulate {
                 return simulate::estimate(&r, &plan, format);
             }
@@ -382,6 +430,18 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             format,
         } => validate::run(runs.as_deref(), group.as_deref(), format),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Export {
+            target,
+            plan,
+            format,
+            megatron_version,
+        } => launch::export(&target, &plan, format, megatron_version),
+        Command::ImportHf {
+            config,
+            name,
+            seq_len,
+            out,
+        } => launch::import_hf(&config, name, seq_len, out.as_deref()),
         Command::Models => {
             let rows = presets::MODELS
                 .iter()

@@ -5,7 +5,7 @@
 //! sbh(34 + 5as/h) bytes for a 16-bit GPT layer with dropout.
 
 use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
-use crate::spec::{Arch, AttentionImpl, ModelSpec, TpOverlap};
+use crate::spec::{Arch, AttentionImpl, ModelSpec, Positions, TpOverlap};
 
 /// A TP collective of `bytes` (the full, gathered size), overlapped with the GEMMs of its
 /// operator when `overlapped`.
@@ -376,11 +376,12 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
     let (h, t) = (model.hidden, sh.tp);
     let bias = model.arch.biases();
     let qkv_n = (h + 2 * model.kv_hidden()) / t;
-    let qkv_params = (h * qkv_n) as f64 + if bias { qkv_n as f64 } else { 0.0 };
+    let qkv_bias = if model.qkv_bias { qkv_n as f64 } else { 0.0 };
+    let qkv_params = (h * qkv_n) as f64 + qkv_bias;
     let proj_params = (h / t * h) as f64 + if bias { h as f64 } else { 0.0 };
 
     let mut attn: Vec<Op> = vec![column_linear("qkv", sh, qkv_n, h, qkv_params)];
-    if model.arch == Arch::Llama {
+    if model.positions == Positions::Rotary {
         // Rotary embedding rewrites Q and K in place (Su et al. 2021); linear, nothing saved.
         let qk = sh.tokens() as f64 * ((h + model.kv_hidden()) / t) as f64;
         attn.push(rope(sh, qk));

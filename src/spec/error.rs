@@ -44,6 +44,14 @@ pub enum SpecError {
         /// Parser message, with its line and column.
         message: String,
     },
+    /// The text is not JSON (a Hugging Face config, a plan file).
+    #[error("{file}: not valid JSON: {message}")]
+    Json {
+        /// File name.
+        file: String,
+        /// Parser message, with its line and column.
+        message: String,
+    },
     /// The document parsed but has one or more problems; all of them are listed.
     #[error("{}", list(.0))]
     Invalid(Vec<Problem>),

@@ -3,16 +3,20 @@
 
 pub mod error;
 pub mod hardware;
+pub mod hf;
+pub mod launch;
 pub mod model;
 pub mod plan;
+pub mod plan_file;
 pub mod presets;
 pub mod runs;
 pub mod yaml;
 
 pub use error::{Problem, SpecError};
 pub use hardware::{ClusterSpec, DeviceEfficiency, DeviceSpec, InterNode, IntraNode, PeakTflops};
-pub use model::{Arch, ModelSpec, MoeSpec};
+pub use model::{Arch, ModelSpec, MoeSpec, Positions};
 pub use plan::{AttentionImpl, Framework, Infeasible, Plan, Recompute, Schedule, TpOverlap};
+pub use plan_file::load_plan;
 
 use std::path::Path;
 
@@ -48,10 +52,25 @@ fn resolve(
     })
 }
 
-/// Loads a model from a preset name or a YAML path.
+/// Loads a model from a preset name, a YAML path, or a Hugging Face `config.json` (a `.json`
+/// path, or any file holding a JSON object with `model_type` or `architectures`).
 pub fn load_model(arg: &str) -> Result<ModelSpec, SpecError> {
+    load_model_noted(arg).map(|i| i.model)
+}
+
+/// Like [`load_model`], with the approximations a Hugging Face import made (empty otherwise).
+pub fn load_model_noted(arg: &str) -> Result<hf::Imported, SpecError> {
     let (file, text) = resolve(arg, presets::MODELS, "model", "models")?;
-    ModelSpec::from_yaml(&file, &text)
+    // A `.json` file is a Hugging Face config unless it is a planner model written as JSON.
+    let planner_json =
+        serde_json::from_str::<serde_json::Value>(&text).is_ok_and(|v| v.get("arch").is_some());
+    if hf::looks_like_hf(&text) || (file.ends_with(".json") && !planner_json) {
+        return hf::import(&file, &text, &hf::HfOptions::default());
+    }
+    ModelSpec::from_yaml(&file, &text).map(|model| hf::Imported {
+        model,
+        notes: Vec::new(),
+    })
 }
 
 /// Loads a device from a preset name or a YAML path.

@@ -47,6 +47,35 @@ impl Arch {
     }
 }
 
+/// Where token positions enter the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Positions {
+    /// A learned table of `seq_len` × h position embeddings added to the input (GPT-2/3, BERT).
+    Learned,
+    /// Rotary embeddings applied to Q and K in every layer, no parameters (Su et al. 2021;
+    /// Llama, GPT-NeoX).
+    Rotary,
+}
+
+impl Positions {
+    /// Name as written in YAML.
+    pub fn name(self) -> &'static str {
+        match self {
+            Positions::Learned => "learned",
+            Positions::Rotary => "rotary",
+        }
+    }
+    /// The template's default: rotary for llama, learned for gpt and bert.
+    pub fn default_for(arch: Arch) -> Positions {
+        if arch == Arch::Llama {
+            Positions::Rotary
+        } else {
+            Positions::Learned
+        }
+    }
+}
+
 /// Mixture-of-experts settings of a model.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MoeSpec {
@@ -83,6 +112,12 @@ pub struct ModelSpec {
     pub seq_len: u64,
     /// Whether the LM head shares the input embedding matrix.
     pub tied_embeddings: bool,
+    /// Whether the Q, K and V projections carry biases. Optional in YAML, default: the arch's
+    /// `biases()`. `true` on a llama model gives Qwen2's attention (biases on Q, K, V only).
+    pub qkv_bias: bool,
+    /// Position embedding. Optional in YAML, default: [`Positions::default_for`] the arch;
+    /// `rotary` on a gpt model gives GPT-NeoX / Pythia (no position table).
+    pub positions: Positions,
     /// Dropout probability on attention probabilities and residual branches (0 disables the
     /// dropout kernels and their masks).
     pub dropout: f64,
@@ -91,10 +126,10 @@ pub struct ModelSpec {
 }
 
 /// Upper bounds beyond which a value is a typo rather than a model.
-const MAX_LAYERS: u64 = 10_000;
-const MAX_HIDDEN: u64 = 1 << 20;
-const MAX_VOCAB: u64 = 20_000_000;
-const MAX_SEQ: u64 = 1 << 24;
+pub(crate) const MAX_LAYERS: u64 = 10_000;
+pub(crate) const MAX_HIDDEN: u64 = 1 << 20;
+pub(crate) const MAX_VOCAB: u64 = 20_000_000;
+pub(crate) const MAX_SEQ: u64 = 1 << 24;
 
 impl ModelSpec {
     /// Parses and validates a model YAML document. `file` names it in messages.
@@ -206,16 +241,14 @@ impl ModelSpec {
     /// Parameters of the attention block of one layer (QKV, output projection, their biases).
     ///
     /// QKV is h×(h + 2·h_kv) (GQA shrinks K and V; Ainslie et al. 2023 §2), output h×h;
-    /// biases add h + 2h_kv + h (Megatron-LM `ParallelAttention`).
+    /// biases add h + 2h_kv (QKV, when `qkv_bias`) + h (output, when the arch has biases)
+    /// (Megatron-LM `ParallelAttention`; Qwen2 `Qwen2Attention` has the QKV biases only).
     pub fn attention_params(&self) -> f64 {
         let (h, kv) = (self.hidden as f64, self.kv_hidden() as f64);
         let weights = h * (h + 2.0 * kv) + h * h;
-        let biases = if self.arch.biases() {
-            h + 2.0 * kv + h
-        } else {
-            0.0
-        };
-        weights + biases
+        let qkv_bias = if self.qkv_bias { h + 2.0 * kv } else { 0.0 };
+        let proj_bias = if self.arch.biases() { h } else { 0.0 };
+        weights + qkv_bias + proj_bias
     }
 
     /// Parameters of one dense MLP of hidden size `f`: 2hf (+ f + h biases) for GeLU,
@@ -249,15 +282,21 @@ impl ModelSpec {
         self.attention_params() + mlp + self.layer_norm_params()
     }
 
-    /// Input-side embedding parameters: tokens V·h, plus learned positions s·h (gpt, bert) and
-    /// BERT's two token-type rows.
+    /// Input-side embedding parameters: tokens V·h, plus learned positions s·h (when
+    /// `positions` is learned) and BERT's two token-type rows and embedding LayerNorm.
     pub fn embedding_params(&self) -> f64 {
         let (h, v, s) = (self.hidden as f64, self.vocab as f64, self.seq_len as f64);
-        match self.arch {
-            Arch::Gpt => v * h + s * h,
-            Arch::Bert => v * h + s * h + 2.0 * h + 2.0 * h, // + embedding LayerNorm
-            Arch::Llama => v * h,
-        }
+        let positions = if self.positions == Positions::Learned {
+            s * h
+        } else {
+            0.0
+        };
+        let bert = if self.arch == Arch::Bert {
+            2.0 * h + 2.0 * h
+        } else {
+            0.0
+        };
+        v * h + positions + bert
     }
 
     /// Output-side parameters: final norm, the LM head when untied, and BERT's MLM transform
@@ -297,6 +336,43 @@ impl ModelSpec {
     }
 }
 
+impl ModelSpec {
+    /// The model as a YAML document that [`ModelSpec::from_yaml`] reads back to an equal model,
+    /// each `comments` line written as a `#` comment on top. Optional keys are written when
+    /// they differ from the arch's defaults (`qkv_bias`, `positions`) or always (the rest).
+    pub fn to_yaml(&self, comments: &[String]) -> String {
+        let mut out: String = comments.iter().map(|c| format!("# {c}\n")).collect();
+        let name = serde_json::to_string(&self.name).expect("a string serialises");
+        out += &format!("name: {name}\narch: {}\n", self.arch.name());
+        for (key, v) in [
+            ("layers", self.layers),
+            ("hidden", self.hidden),
+            ("heads", self.heads),
+            ("kv_heads", self.kv_heads),
+            ("ffn_hidden", self.ffn_hidden),
+            ("vocab", self.vocab),
+            ("seq_len", self.seq_len),
+        ] {
+            out += &format!("{key}: {v}\n");
+        }
+        out += &format!("tied_embeddings: {}\n", self.tied_embeddings);
+        if self.qkv_bias != self.arch.biases() {
+            out += &format!("qkv_bias: {}\n", self.qkv_bias);
+        }
+        if self.positions != Positions::default_for(self.arch) {
+            out += &format!("positions: {}\n", self.positions.name());
+        }
+        out += &format!("dropout: {:?}\n", self.dropout);
+        if let Some(m) = &self.moe {
+            out += &format!(
+                "moe: {{experts: {}, top_k: {}, every: {}, expert_ffn_hidden: {}}}\n",
+                m.experts, m.top_k, m.every, m.expert_ffn_hidden
+            );
+        }
+        out
+    }
+}
+
 fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let name = r.req_str("name", "add `name: my-model`");
     let arch = match r
@@ -332,6 +408,20 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         "add `seq_len: N` (training sequence length)",
     );
     let tied = r.opt_bool("tied_embeddings");
+    let qkv_bias = r.opt_bool("qkv_bias");
+    let positions = match r.opt_str("positions").as_deref() {
+        None => None,
+        Some("learned") => Some(Positions::Learned),
+        Some("rotary") => Some(Positions::Rotary),
+        Some(other) => {
+            r.problem(
+                "positions",
+                format!("unknown position embedding `{other}`"),
+                "use learned or rotary",
+            );
+            None
+        }
+    };
     let dropout = r.raw("dropout").map(|v| v.as_f64().unwrap_or(f64::NAN));
     if dropout.is_some_and(|d| d.is_nan()) {
         r.problem(
@@ -379,6 +469,8 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         vocab: vocab?,
         seq_len: seq_len?,
         tied_embeddings: tied.unwrap_or(arch != Arch::Llama),
+        qkv_bias: qkv_bias.unwrap_or(arch.biases()),
+        positions: positions.unwrap_or(Positions::default_for(arch)),
         dropout: dropout.unwrap_or(match arch {
             // Megatron-LM defaults --hidden-dropout 0.1 --attention-dropout 0.1
             // (megatron/training/arguments.py); Llama trains without dropout (Touvron et al. 2023).
@@ -405,6 +497,8 @@ mod tests {
             vocab: v,
             seq_len: s,
             tied_embeddings: true,
+            qkv_bias: true,
+            positions: Positions::Learned,
             dropout: 0.1,
             moe: None,
         }

@@ -58,7 +58,7 @@ impl Schedule {
 
 /// How the attention core is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum AttentionImpl {
     /// Fused, IO-aware kernel that never stores the s×s scores (Dao et al. 2022, 2023).
     Flash,
@@ -351,7 +351,7 @@ impl Plan {
                 by: seq_split,
             });
         }
-        if self.seq_len > model.seq_len && model.arch != super::model::Arch::Llama {
+        if self.seq_len > model.seq_len && model.positions == super::model::Positions::Learned {
             // Learned position embeddings cover model.seq_len positions only.
             out.push(I::SeqBeyondPositions {
                 seq_len: self.seq_len,

@@ -163,6 +163,25 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An optional list of positive whole numbers, each at most `max` (zero is allowed, for
+    /// counts such as recomputed layers).
+    pub fn opt_counts(&mut self, key: &'static str, max: u64) -> Option<Vec<u64>> {
+        let v = self.raw(key)?;
+        let list = v.as_array().and_then(|a| {
+            a.iter()
+                .map(|x| x.as_u64().filter(|n| *n <= max))
+                .collect::<Option<Vec<u64>>>()
+        });
+        if list.is_none() {
+            self.problem(
+                key,
+                format!("expected a list of whole numbers, found {}", show(&v)),
+                "write e.g. [7, 8, 8, 7]",
+            );
+        }
+        list
+    }
+
     /// A required positive real number in `(0, max]`.
     pub fn req_pos(&mut self, key: &'static str, max: f64, fix: &str) -> Option<f64> {
         let v = self.opt_pos(key, max);

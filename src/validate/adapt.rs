@@ -5,8 +5,8 @@
 
 use crate::spec::runs::{RunRecord, ZeroField};
 use crate::spec::{
-    self, Arch, AttentionImpl, ClusterSpec, Framework, InterNode, ModelSpec, Plan, Recompute,
-    Schedule, SpecError, TpOverlap,
+    self, Arch, AttentionImpl, ClusterSpec, Framework, InterNode, ModelSpec, Plan, Positions,
+    Recompute, Schedule, SpecError, TpOverlap,
 };
 use crate::units::Dtype;
 
@@ -183,6 +183,14 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         tied_embeddings: !llama,
         dropout,
         moe: None,
+        qkv_bias: arch.biases(),
+        // BLOOM's ALiBi has neither a position table nor rotary embeddings; the learned table
+        // it is priced with adds s·h parameters (<0.02% of the model) and one add.
+        positions: if llama {
+            Positions::Rotary
+        } else {
+            Positions::Learned
+        },
     };
     let problems = model.check(&run.id);
     if !problems.is_empty() {

@@ -3,6 +3,8 @@
 
 mod calibrate;
 mod cli;
+mod hf;
+mod launch;
 mod layering;
 mod sim;
 mod validation;

@@ -1,0 +1,157 @@
+//! Commands that meet users where they are (issue 9): `import-hf`, `export`, `suggest
+//! --export`, `estimate --save-plan`. The conversions live in `spec::hf` and `spec::launch`;
+//! this file reads and writes files and prints warnings to stderr.
+
+use super::CliError;
+use super::args::{PlanArgs, Target};
+use crate::cost::Estimate;
+use crate::spec::hf::{HfOptions, import};
+use crate::spec::launch::{self, LaunchFormat, MegatronVersion};
+use crate::spec::{ModelSpec, Plan, SpecError};
+use crate::units::fmt_secs;
+use clap::ValueEnum;
+
+/// `--format` of `export` and `--export` of `suggest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LaunchFormatArg {
+    /// Megatron-LM command-line arguments.
+    Megatron,
+    /// torchtitan TOML sections.
+    Torchtitan,
+    /// DeepSpeed config JSON.
+    Deepspeed,
+}
+
+/// `--megatron-version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MegatronVersionArg {
+    /// Megatron-Core spellings (2023 on).
+    Core,
+    /// The 2021 spellings of the SC'21 scripts (`--activations-checkpoint-method`, `--DDP-impl`).
+    #[value(name = "2021")]
+    V2021,
+}
+
+impl LaunchFormatArg {
+    fn name(self) -> &'static str {
+        match self {
+            LaunchFormatArg::Megatron => "megatron",
+            LaunchFormatArg::Torchtitan => "torchtitan",
+            LaunchFormatArg::Deepspeed => "deepspeed",
+        }
+    }
+
+    fn with(self, v: MegatronVersionArg) -> LaunchFormat {
+        match self {
+            LaunchFormatArg::Megatron => LaunchFormat::Megatron(match v {
+                MegatronVersionArg::Core => MegatronVersion::Core,
+                MegatronVersionArg::V2021 => MegatronVersion::V2021,
+            }),
+            LaunchFormatArg::Torchtitan => LaunchFormat::Torchtitan,
+            LaunchFormatArg::Deepspeed => LaunchFormat::Deepspeed,
+        }
+    }
+}
+
+/// `planner import-hf CONFIG`: the model YAML of a Hugging Face config, to `out` or returned.
+pub fn import_hf(
+    config: &str,
+    name: Option<String>,
+    seq_len: Option<u64>,
+    out: Option<&str>,
+) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(config).map_err(|source| SpecError::Io {
+        path: config.to_string(),
+        source,
+    })?;
+    let imported = import(config, &text, &HfOptions { name, seq_len })?;
+    let mut comments = vec![format!("Imported from {config} by `planner import-hf`.")];
+    for n in &imported.notes {
+        eprintln!("note: {config}: {n}");
+        comments.push(format!("Note: {n}"));
+    }
+    let yaml = imported.model.to_yaml(&comments);
+    match out {
+        Some(path) => {
+            std::fs::write(path, &yaml)?;
+            Ok(String::new())
+        }
+        None => Ok(yaml),
+    }
+}
+
+/// `planner export`: the plan of `plan` (flags, `--plan` or `--megatron-args`) in `format`.
+pub fn export(
+    target: &Target,
+    plan: &PlanArgs,
+    format: LaunchFormatArg,
+    version: MegatronVersionArg,
+) -> Result<String, CliError> {
+    let r = target.resolve()?;
+    let plan = plan.resolve(&r.model, &r.cluster)?;
+    export_plan(&r.model, &plan, format, version)
+}
+
+/// `plan` for `model` in `format`; warnings go to stderr.
+pub fn export_plan(
+    model: &ModelSpec,
+    plan: &Plan,
+    format: LaunchFormatArg,
+    version: MegatronVersionArg,
+) -> Result<String, CliError> {
+    let e = launch::export(model, plan, format.with(version))?;
+    for w in &e.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(e.text)
+}
+
+/// `suggest --export`: the best-ranked of `ranked` that `format` can express (said on stderr
+/// when it is not the fastest), or the top plan's problems when none can.
+pub fn export_best(
+    model: &ModelSpec,
+    ranked: &[Estimate],
+    format: LaunchFormatArg,
+    version: MegatronVersionArg,
+) -> Result<String, CliError> {
+    let mut first_err = None;
+    for (i, e) in ranked.iter().enumerate() {
+        match launch::export(model, &e.plan, format.with(version)) {
+            Ok(out) => {
+                if i > 0 {
+                    eprintln!(
+                        "warning: the fastest plan ({}, {}) cannot be written for {}; exporting #{} ({}, {}). Its problems: {}",
+                        ranked[0].plan.short(),
+                        fmt_secs(ranked[0].step_time_s),
+                        format.name(),
+                        i + 1,
+                        e.plan.short(),
+                        fmt_secs(e.step_time_s),
+                        first_err
+                            .map(|x: SpecError| x.to_string())
+                            .unwrap_or_default()
+                    );
+                }
+                for w in &out.warnings {
+                    eprintln!("warning: {w}");
+                }
+                return Ok(out.text);
+            }
+            Err(err) => {
+                first_err.get_or_insert(err);
+            }
+        }
+    }
+    let why = first_err.map(|e| e.to_string()).unwrap_or_default();
+    Err(CliError::BadInput(format!(
+        "none of the {} best plans can be written for {} (raise --top to look further); the fastest one's {why}",
+        ranked.len(),
+        format.name()
+    )))
+}
+
+/// Writes `plan` as JSON to `path` (`--save-plan`).
+pub fn save_plan(path: &str, plan: &Plan) -> Result<(), CliError> {
+    std::fs::write(path, plan.to_json())?;
+    Ok(())
+}

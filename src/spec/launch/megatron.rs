@@ -1,0 +1,316 @@
+//! A plan as Megatron-LM command-line arguments (`megatron/training/arguments.py`), in the
+//! Megatron-Core spelling or the 2021 one of the SC'21 scripts (`examples/sc21/CONFIG.sh`).
+//!
+//! Megatron takes no data-parallel size: it derives dp = WORLD_SIZE / (tp·pp·cp), so the
+//! header says how many ranks to launch. The vocabulary comes from the tokenizer (padded to a
+//! multiple of 128·tp), so it is a comment, not an argument.
+
+use super::{Collect, Export, MegatronVersion};
+use crate::spec::model::{Arch, ModelSpec, Positions};
+use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule};
+use crate::units::{Dtype, fmt_count};
+
+type Args = Vec<(&'static str, Option<String>)>;
+
+/// Megatron-LM's MLP width when `--ffn-hidden-size` is not given: 4h, or for SwiGLU
+/// int(4h·2/3 / 64)·64 (`arguments.py`, `validate_args`).
+pub fn default_ffn(hidden: u64, swiglu: bool) -> u64 {
+    if swiglu {
+        (4 * hidden * 2 / 3) / 64 * 64
+    } else {
+        4 * hidden
+    }
+}
+
+/// `--moe-layer-freq` for MoE every `every` layers. Megatron puts an expert layer where
+/// i % freq == 0 (layer 0 first); planner's MoE layers are i + 1 ≡ 0 (mod every), so for
+/// every > 1 the exact pattern is written as a list expression.
+pub fn moe_layer_freq(every: u64, layers: u64) -> String {
+    if every == 1 {
+        "1".into()
+    } else {
+        format!("([0]*{}+[1])*{}", every - 1, layers / every)
+    }
+}
+
+/// Writes `plan` for `model` as Megatron-LM arguments of `version`.
+pub fn to_megatron(
+    model: &ModelSpec,
+    plan: &Plan,
+    version: MegatronVersion,
+) -> Result<Export, crate::spec::SpecError> {
+    let mut c = Collect::new(format!(
+        "export --format megatron --megatron-version {}",
+        version.name()
+    ));
+    let mut a: Args = Vec::new();
+    parallel(&mut c, &mut a, model, plan, version);
+    memory(&mut c, &mut a, plan, version);
+    shape(&mut c, &mut a, model, plan, version);
+    numerics(&mut c, &mut a, plan, version);
+    let text = render(model, plan, version, &a);
+    c.finish(text)
+}
+
+fn arg(a: &mut Args, name: &'static str, value: impl ToString) {
+    a.push((name, Some(value.to_string())));
+}
+
+fn flag(a: &mut Args, name: &'static str) {
+    a.push((name, None));
+}
+
+/// TP, PP, virtual stages, SP, CP, EP, batch sizes.
+fn parallel(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: MegatronVersion) {
+    let core = v == MegatronVersion::Core;
+    arg(a, "--tensor-model-parallel-size", plan.tp);
+    arg(a, "--pipeline-model-parallel-size", plan.pp);
+    if plan.vpp > 1 {
+        let per_chunk = model.layers / (plan.pp * plan.vpp);
+        arg(a, "--num-layers-per-virtual-pipeline-stage", per_chunk);
+    }
+    if plan.pp > 1 && plan.schedule == Schedule::Gpipe {
+        c.refuse(
+            "schedule",
+            "gpipe: Megatron-LM runs 1F1B or interleaved 1F1B only",
+            "price the plan with --schedule 1f1b",
+        );
+    }
+    let new = |c: &mut Collect, field: &str, what: &str| {
+        c.refuse(
+            field,
+            format!("{what} is not in Megatron-LM 2021"),
+            "use --megatron-version core",
+        )
+    };
+    if plan.sp() {
+        if core {
+            flag(a, "--sequence-parallel");
+        } else {
+            new(c, "sequence_parallel", "sequence parallelism (2022)");
+        }
+    }
+    if plan.cp > 1 {
+        if core {
+            arg(a, "--context-parallel-size", plan.cp);
+        } else {
+            new(c, "cp", "context parallelism (2023)");
+        }
+    }
+    if plan.ep > 1 {
+        if core {
+            arg(a, "--expert-model-parallel-size", plan.ep);
+        } else {
+            new(c, "ep", "expert parallelism (2023)");
+        }
+    }
+    arg(a, "--micro-batch-size", plan.mbs);
+    arg(a, "--global-batch-size", plan.global_batch);
+}
+
+/// Recomputation, optimizer sharding, gradient-reduction overlap.
+fn memory(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
+    let core = v == MegatronVersion::Core;
+    match (plan.recompute, core) {
+        (Recompute::None, _) => {}
+        (Recompute::Full, true) => {
+            arg(a, "--recompute-granularity", "full");
+            arg(a, "--recompute-method", "uniform");
+            arg(a, "--recompute-num-layers", 1);
+        }
+        (Recompute::Full, false) => arg(a, "--activations-checkpoint-method", "uniform"),
+        (Recompute::Selective, true) => arg(a, "--recompute-granularity", "selective"),
+        (Recompute::Selective, false) => c.refuse(
+            "recompute",
+            "selective recomputation (2022) is not in Megatron-LM 2021",
+            "use --megatron-version core, or price --recompute full",
+        ),
+    }
+    match (plan.zero, core) {
+        (0, _) => {}
+        (1, true) => flag(a, "--use-distributed-optimizer"),
+        (3, true) => flag(a, "--use-torch-fsdp2"),
+        (2, true) => c.refuse("zero", "ZeRO-2: Megatron-LM shards optimizer state (--use-distributed-optimizer, ZeRO-1) or everything (--use-torch-fsdp2, ZeRO-3)", "price zero 1 or 3, or export --format deepspeed"),
+        (z, _) => c.refuse("zero", format!("ZeRO-{z}: Megatron-LM 2021 has no optimizer sharding"), "use --megatron-version core, or price zero 0"),
+    }
+    if core {
+        if plan.overlap_grad_reduce {
+            flag(a, "--overlap-grad-reduce");
+        }
+    } else {
+        // PyTorch DDP overlaps the bucketed all-reduce with backward; Megatron's local DDP
+        // reduces after backward (Narayanan et al. SC'21 §4.2; CONFIG.sh `--DDP-impl`).
+        arg(
+            a,
+            "--DDP-impl",
+            if plan.overlap_grad_reduce {
+                "torch"
+            } else {
+                "local"
+            },
+        );
+    }
+}
+
+/// Model shape and template.
+fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: MegatronVersion) {
+    arg(a, "--num-layers", model.layers);
+    arg(a, "--hidden-size", model.hidden);
+    arg(a, "--num-attention-heads", model.heads);
+    if model.kv_heads != model.heads {
+        flag(a, "--group-query-attention");
+        arg(a, "--num-query-groups", model.kv_heads);
+    }
+    if model.ffn_hidden != default_ffn(model.hidden, model.arch.gated_mlp()) {
+        arg(a, "--ffn-hidden-size", model.ffn_hidden);
+    }
+    arg(a, "--seq-length", plan.seq_len);
+    let positions = match model.positions {
+        Positions::Learned => model.seq_len,
+        Positions::Rotary => model.seq_len.max(plan.seq_len),
+    };
+    arg(a, "--max-position-embeddings", positions);
+    template(c, a, model, v);
+    if (model.kv_heads != model.heads || model.moe.is_some()) && v == MegatronVersion::V2021 {
+        c.refuse(
+            "model",
+            "grouped-query attention and experts are not in Megatron-LM 2021",
+            "use --megatron-version core",
+        );
+    }
+    if let (Some(m), MegatronVersion::Core) = (&model.moe, v) {
+        arg(a, "--num-experts", m.experts);
+        arg(a, "--moe-router-topk", m.top_k);
+        if m.expert_ffn_hidden != model.ffn_hidden {
+            arg(a, "--moe-ffn-hidden-size", m.expert_ffn_hidden);
+        }
+        if m.every > 1 {
+            arg(a, "--moe-layer-freq", moe_layer_freq(m.every, model.layers));
+        }
+    }
+    if model.dropout != 0.1 {
+        // Megatron-LM defaults both to 0.1.
+        arg(a, "--attention-dropout", model.dropout);
+        arg(a, "--hidden-dropout", model.dropout);
+    }
+}
+
+/// The layer template where it differs from Megatron's GPT (GeLU, LayerNorm, learned
+/// positions, tied head, biases).
+fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion) {
+    let llama = model.arch == Arch::Llama;
+    let rotary = model.positions == Positions::Rotary;
+    let flags: [(bool, &str, &'static str, Option<&str>); 5] = [
+        (model.arch.gated_mlp(), "arch", "--swiglu", None),
+        (llama, "arch", "--normalization", Some("RMSNorm")),
+        (
+            rotary,
+            "positions",
+            "--position-embedding-type",
+            Some("rope"),
+        ),
+        (
+            !model.tied_embeddings,
+            "tied_embeddings",
+            "--untie-embeddings-and-output-weights",
+            None,
+        ),
+        (!model.arch.biases(), "arch", "--disable-bias-linear", None),
+    ];
+    for (on, field, name, value) in flags {
+        match (on, v, value) {
+            (false, _, _) => {}
+            (true, MegatronVersion::V2021, _) => c.refuse(field, format!("{name} is not in Megatron-LM 2021 (its GPT has GeLU, LayerNorm, learned positions, a tied head and biases)"), "use --megatron-version core"),
+            (true, MegatronVersion::Core, Some(val)) => arg(a, name, val),
+            (true, MegatronVersion::Core, None) => flag(a, name),
+        }
+    }
+    if model.qkv_bias && !model.arch.biases() {
+        flag(a, "--add-qkv-bias");
+    } else if !model.qkv_bias && model.arch.biases() {
+        c.refuse(
+            "qkv_bias",
+            "false with biases elsewhere: Megatron-LM has no such switch",
+            "write the model with qkv_bias true",
+        );
+    }
+}
+
+/// Precision and attention kernel.
+fn numerics(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
+    let core = v == MegatronVersion::Core;
+    match plan.dtype {
+        Dtype::Bf16 => flag(a, "--bf16"),
+        Dtype::Fp16 => flag(a, "--fp16"),
+        Dtype::Fp8 if core => {
+            flag(a, "--bf16");
+            arg(a, "--fp8-format", "hybrid");
+        }
+        Dtype::Fp8 => c.refuse(
+            "dtype",
+            "fp8 (Transformer Engine) is not in Megatron-LM 2021",
+            "use --megatron-version core",
+        ),
+        Dtype::Fp32 => {}
+        Dtype::Tf32 => c.refuse(
+            "dtype",
+            "tf32: Megatron-LM has no switch for TF32 GEMMs",
+            "price --dtype fp32 or bf16",
+        ),
+    }
+    match (plan.attention, core) {
+        (AttentionImpl::Flash, true) => flag(a, "--use-flash-attn"),
+        (AttentionImpl::Unfused, true) => arg(a, "--attention-backend", "unfused"),
+        (AttentionImpl::Flash, false) => c.refuse(
+            "attention",
+            "flash attention (2022) is not in Megatron-LM 2021",
+            "price --attention unfused, or use --megatron-version core",
+        ),
+        (AttentionImpl::Unfused, false) => {}
+        (AttentionImpl::FlashTriton, _) => c.refuse(
+            "attention",
+            "FlashAttention in Triton is llm-foundry's kernel, not a Megatron-LM option",
+            "price --attention flash",
+        ),
+    }
+}
+
+/// `v` quoted for a POSIX shell when it holds anything but plain word characters.
+fn shell_quote(v: &str) -> String {
+    let plain = |ch: char| ch.is_ascii_alphanumeric() || "._-+/=:,".contains(ch);
+    if v.chars().all(plain) {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', "'\\''"))
+    }
+}
+
+fn render(model: &ModelSpec, plan: &Plan, v: MegatronVersion, a: &Args) -> String {
+    let n = plan.n_gpus();
+    let script = if model.arch == Arch::Bert {
+        "pretrain_bert.py"
+    } else {
+        "pretrain_gpt.py"
+    };
+    let mut out = format!(
+        "# Megatron-LM ({}) arguments for {} ({} params): {}\n\
+         # {script} on {n} ranks (WORLD_SIZE={n}); Megatron derives dp = WORLD_SIZE/(tp·pp·cp) = {}.\n\
+         # Vocabulary {} comes from the tokenizer; add data, tokenizer and optimizer arguments.\n",
+        v.name(),
+        model.name,
+        fmt_count(model.params()),
+        plan.short(),
+        plan.dp,
+        model.vocab,
+    );
+    let lines: Vec<String> = a
+        .iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k} {}", shell_quote(v)),
+            None => k.to_string(),
+        })
+        .collect();
+    out += &lines.join(" \\\n");
+    out.push('\n');
+    out
+}

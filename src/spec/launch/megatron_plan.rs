@@ -1,0 +1,528 @@
+//! Megatron-LM arguments → a plan (`planner estimate --megatron-args`), with the model shape
+//! and template they carry checked against `--model`. Absent arguments take Megatron-LM's own
+//! defaults (`megatron/training/arguments.py`): dp = WORLD_SIZE/(tp·pp·cp), global batch =
+//! micro-batch · dp, fp32 without `--bf16`/`--fp16`, no recomputation, dropout 0.1, GeLU,
+//! LayerNorm, learned positions, tied embeddings, biases. Both the 2021 spellings (SC'21
+//! scripts) and the Megatron-Core ones are read.
+
+use super::megatron::{default_ffn, moe_layer_freq};
+use super::megatron_args::{ArgMap, SPELLINGS_2021, launcher_world, read};
+use super::{Collect, MegatronVersion};
+use crate::spec::SpecError;
+use crate::spec::model::{Arch, ModelSpec, Positions};
+use crate::spec::plan::{AttentionImpl, Framework, Plan, Recompute, Schedule, TpOverlap};
+use crate::units::Dtype;
+use std::fmt::Display;
+
+/// A plan read from Megatron-LM arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parsed {
+    /// The plan.
+    pub plan: Plan,
+    /// Which spellings the arguments use.
+    pub version: MegatronVersion,
+    /// Arguments ignored or priced approximately, and defaults that matter.
+    pub warnings: Vec<String>,
+}
+
+/// Reads Megatron-LM arguments for `model` launched on `n_gpus` ranks. Every argument that
+/// cannot be priced, every mismatch with the model, and every bad value is reported at once.
+pub fn from_megatron(text: &str, model: &ModelSpec, n_gpus: u64) -> Result<Parsed, SpecError> {
+    let mut c = Collect::new("--megatron-args");
+    let a = read(text, &mut c);
+    let version = if SPELLINGS_2021.iter().any(|s| a.has(s)) {
+        MegatronVersion::V2021
+    } else {
+        MegatronVersion::Core
+    };
+    check_shape(&a, model, &mut c);
+    if ["--num-layers", "--hidden-size", "--num-attention-heads"]
+        .iter()
+        .any(|n| a.has(n))
+    {
+        check_template(&a, model, &mut c);
+    }
+    let plan = plan(&a, model, n_gpus, version, &mut c);
+    let (problems, warnings) = c.into_parts();
+    match plan {
+        Some(plan) if problems.is_empty() => Ok(Parsed {
+            plan,
+            version,
+            warnings,
+        }),
+        _ => Err(SpecError::Invalid(problems)),
+    }
+}
+
+/// A positive whole number, `None` when absent (or bad, which is recorded).
+fn num(a: &ArgMap, c: &mut Collect, name: &str) -> Option<u64> {
+    let v = a.get(name)?;
+    match v.parse::<u64>() {
+        Ok(n) if (1..=1 << 24).contains(&n) => Some(n),
+        _ => {
+            c.refuse(
+                name,
+                format!("expected a whole number from 1 to 16M, found `{v}`"),
+                "fix the value",
+            );
+            None
+        }
+    }
+}
+
+fn plan(
+    a: &ArgMap,
+    model: &ModelSpec,
+    n_gpus: u64,
+    v: MegatronVersion,
+    c: &mut Collect,
+) -> Option<Plan> {
+    let (tp, pp, cp, ep) = sizes(a, c);
+    let vpp = vpp(a, c, model.layers, pp);
+    let dp = data_parallel(a, c, n_gpus, tp.saturating_mul(pp).saturating_mul(cp));
+    let mbs = num(a, c, "--micro-batch-size");
+    if !a.has("--micro-batch-size") {
+        c.refuse(
+            "--micro-batch-size",
+            "missing: Megatron-LM needs it",
+            "add --micro-batch-size N",
+        );
+    }
+    let seq_len = num(a, c, "--seq-length").unwrap_or_else(|| {
+        c.warn(format!(
+            "no --seq-length: priced at the model's seq_len {}",
+            model.seq_len
+        ));
+        model.seq_len
+    });
+    let mbs = mbs?;
+    Some(Plan {
+        dp,
+        tp,
+        pp,
+        cp,
+        ep,
+        vpp,
+        mbs,
+        global_batch: num(a, c, "--global-batch-size").unwrap_or(mbs.saturating_mul(dp)),
+        seq_len,
+        recompute: recompute(a, c, model.layers / pp.saturating_mul(vpp).max(1)),
+        zero: if a.has("--use-torch-fsdp2") {
+            3
+        } else {
+            u8::from(a.has("--use-distributed-optimizer"))
+        },
+        sequence_parallel: a.has("--sequence-parallel"),
+        overlap_grad_reduce: overlap(a, c),
+        dtype: dtype(a, c),
+        schedule: if vpp > 1 {
+            Schedule::Interleaved
+        } else {
+            Schedule::OneFOneB
+        },
+        attention: attention(a, c, v),
+        // Megatron-Core overlaps the input-gradient all-reduce with the weight-gradient GEMM by
+        // default; --tp-comm-overlap (Transformer Engine userbuffers) hides the rest; 2021
+        // Megatron-LM had neither.
+        tp_overlap: if a.has("--tp-comm-overlap") {
+            TpOverlap::Full
+        } else if v == MegatronVersion::V2021 {
+            TpOverlap::None
+        } else {
+            TpOverlap::Backward
+        },
+        framework: Framework::Megatron,
+        stage_layers: None,
+        recompute_layers: None,
+    })
+}
+
+/// tp, pp, cp and ep (1 when absent); experts split over the TP ranks.
+fn sizes(a: &ArgMap, c: &mut Collect) -> (u64, u64, u64, u64) {
+    let tp = num(a, c, "--tensor-model-parallel-size")
+        .or_else(|| num(a, c, "--model-parallel-size"))
+        .unwrap_or(1);
+    let pp = num(a, c, "--pipeline-model-parallel-size").unwrap_or(1);
+    let cp = num(a, c, "--context-parallel-size").unwrap_or(1);
+    let ep = num(a, c, "--expert-model-parallel-size").unwrap_or(1);
+    if let Some(etp) = num(a, c, "--expert-tensor-parallel-size").filter(|e| *e != tp) {
+        c.refuse(
+            "--expert-tensor-parallel-size",
+            format!("{etp} differs from tp={tp}: planner splits experts over the TP ranks"),
+            "remove it (Megatron then uses tp)",
+        );
+    }
+    (tp, pp, cp, ep)
+}
+
+/// dp = WORLD_SIZE / (tp·pp·cp), WORLD_SIZE being the GPUs priced; a torchrun prefix that
+/// starts another number of ranks is an error.
+fn data_parallel(a: &ArgMap, c: &mut Collect, n_gpus: u64, model_parallel: u64) -> u64 {
+    if n_gpus % model_parallel != 0 {
+        c.refuse(
+            "--tensor-model-parallel-size",
+            match model_parallel {
+                u64::MAX => "tp·pp·cp overflows: no cluster is that large".to_string(),
+                m => {
+                    format!("tp·pp·cp = {m} does not divide the {n_gpus} GPUs the arguments run on")
+                }
+            },
+            "change the sizes, or --gpus",
+        );
+    }
+    let dp = (n_gpus / model_parallel).max(1);
+    match launcher_world(&a.launcher) {
+        Some(w) if w != n_gpus => c.refuse(
+            "--megatron-args",
+            format!("the launcher starts {w} ranks, but {n_gpus} GPUs are priced"),
+            format!("pass --gpus {w}"),
+        ),
+        Some(_) => {}
+        None => c.warn(format!(
+            "dp = {n_gpus} GPUs / (tp·pp·cp) = {dp}, as Megatron-LM derives it from WORLD_SIZE; pass --gpus when you launch on fewer GPUs"
+        )),
+    }
+    dp
+}
+
+/// Virtual stages per pipeline rank, from layers per virtual stage or stated directly.
+fn vpp(a: &ArgMap, c: &mut Collect, layers: u64, pp: u64) -> u64 {
+    if let Some(k) = num(a, c, "--num-layers-per-virtual-pipeline-stage") {
+        if layers % pp.saturating_mul(k) != 0 {
+            c.refuse("--num-layers-per-virtual-pipeline-stage", format!("{k} layers per virtual stage × pp={pp} does not divide the model's {layers} layers"), "pick a divisor of layers/pp");
+            return 1;
+        }
+        return layers / pp.saturating_mul(k);
+    }
+    num(a, c, "--num-virtual-stages-per-pipeline-rank").unwrap_or(1)
+}
+
+/// Recomputation from either spelling. `per_chunk` is the layers of one model chunk.
+fn recompute(a: &ArgMap, c: &mut Collect, per_chunk: u64) -> Recompute {
+    if a.has("--recompute-activations") {
+        return Recompute::Selective;
+    }
+    match a.get("--recompute-granularity") {
+        Some("selective") => match a.get("--recompute-modules") {
+            None | Some("core_attn") => Recompute::Selective,
+            Some(m) => {
+                c.refuse(
+                    "--recompute-modules",
+                    format!("`{m}`: planner's selective recomputation is the attention core only"),
+                    "use core_attn, or full granularity",
+                );
+                Recompute::None
+            }
+        },
+        Some("full") => {
+            let n = num(a, c, "--recompute-num-layers").unwrap_or(1);
+            full(
+                c,
+                "--recompute-method",
+                a.get("--recompute-method"),
+                n,
+                per_chunk,
+            )
+        }
+        Some(g) => {
+            c.refuse(
+                "--recompute-granularity",
+                format!("`{g}`"),
+                "use full or selective",
+            );
+            Recompute::None
+        }
+        None if a.has("--activations-checkpoint-method") => {
+            let n = num(a, c, "--activations-checkpoint-num-layers").unwrap_or(1);
+            full(
+                c,
+                "--activations-checkpoint-method",
+                a.get("--activations-checkpoint-method"),
+                n,
+                per_chunk,
+            )
+        }
+        None if a.has("--checkpoint-activations") => {
+            let n = num(a, c, "--checkpoint-num-layers").unwrap_or(1);
+            full(c, "--checkpoint-num-layers", Some("uniform"), n, per_chunk)
+        }
+        None => {
+            if a.has("--recompute-method") {
+                c.warn("--recompute-method without --recompute-granularity full: Megatron-LM recomputes nothing, and neither does the priced plan");
+            }
+            Recompute::None
+        }
+    }
+}
+
+/// Full recomputation of every layer: `uniform` with 1 layer per unit, or `block` covering all
+/// layers of a chunk. Groups of layers, or some layers only, are not modelled.
+fn full(c: &mut Collect, arg: &str, method: Option<&str>, n: u64, per_chunk: u64) -> Recompute {
+    let (why, fix) = match method {
+        Some("uniform") if n == 1 => return Recompute::Full,
+        Some("block") if n >= per_chunk => return Recompute::Full,
+        Some("uniform") => (
+            format!("uniform over groups of {n} layers: planner prices one checkpoint per layer"),
+            "use 1 layer per group".to_string(),
+        ),
+        Some("block") => (
+            format!(
+                "block over {n} of the {per_chunk} layers of a chunk: planner recomputes all layers or none"
+            ),
+            format!("use {per_chunk} layers, or none"),
+        ),
+        Some(m) => (format!("`{m}`"), "use uniform or block".to_string()),
+        None => (
+            "missing: full recomputation needs a method".to_string(),
+            "add --recompute-method uniform --recompute-num-layers 1".to_string(),
+        ),
+    };
+    c.refuse(arg, why, fix);
+    Recompute::None
+}
+
+fn overlap(a: &ArgMap, c: &mut Collect) -> bool {
+    // PyTorch DDP overlaps its bucketed all-reduce with backward; Megatron's local DDP of 2021
+    // reduces after backward.
+    let ddp_torch = match a.get("--DDP-impl") {
+        None | Some("local") => false,
+        Some("torch") => true,
+        Some(o) => {
+            c.refuse("--DDP-impl", format!("`{o}`"), "use local or torch");
+            false
+        }
+    };
+    ddp_torch || a.has("--overlap-grad-reduce")
+}
+
+fn dtype(a: &ArgMap, c: &mut Collect) -> Dtype {
+    match (a.has("--bf16"), a.has("--fp16"), a.has("--fp8-format")) {
+        (true, true, _) => {
+            c.refuse("--fp16", "given with --bf16", "keep one");
+            Dtype::Bf16
+        }
+        (_, _, true) => Dtype::Fp8,
+        (true, _, _) => Dtype::Bf16,
+        (_, true, _) => Dtype::Fp16,
+        _ => {
+            c.warn("no --bf16 or --fp16: Megatron-LM trains in fp32, and the plan is priced so");
+            Dtype::Fp32
+        }
+    }
+}
+
+fn attention(a: &ArgMap, c: &mut Collect, v: MegatronVersion) -> AttentionImpl {
+    match (a.has("--use-flash-attn"), a.get("--attention-backend")) {
+        (true, None | Some("flash" | "fused" | "auto")) => AttentionImpl::Flash,
+        (false, Some("flash" | "fused" | "auto")) => AttentionImpl::Flash,
+        (false, Some("unfused" | "local")) => AttentionImpl::Unfused,
+        (_, Some(b)) => {
+            c.refuse(
+                "--attention-backend",
+                format!(
+                    "`{b}` (with --use-flash-attn: {})",
+                    a.has("--use-flash-attn")
+                ),
+                "use flash, fused, auto, unfused or local, consistently",
+            );
+            AttentionImpl::Flash
+        }
+        (false, None) if v == MegatronVersion::V2021 => {
+            c.warn("no attention kernel given: Megatron-LM 2021 materialises the softmax (priced unfused)");
+            AttentionImpl::Unfused
+        }
+        (false, None) => {
+            c.warn("no attention kernel given: Megatron-Core's auto backend picks flash or fused attention (priced flash)");
+            AttentionImpl::Flash
+        }
+    }
+}
+
+fn mismatch(
+    c: &mut Collect,
+    arg: &str,
+    given: impl Display,
+    model: &ModelSpec,
+    field: &str,
+    has: impl Display,
+) {
+    c.refuse(
+        arg,
+        format!("{given}, but the model `{}` has {field}: {has}", model.name),
+        "use the --model these arguments were written for, or correct the argument",
+    );
+}
+
+/// Sizes the arguments state, against the model.
+fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
+    for (arg, field, want) in [
+        ("--num-layers", "layers", model.layers),
+        ("--hidden-size", "hidden", model.hidden),
+        ("--num-attention-heads", "heads", model.heads),
+        ("--ffn-hidden-size", "ffn_hidden", model.ffn_hidden),
+        ("--kv-channels", "hidden/heads", model.head_dim()),
+    ] {
+        if let Some(v) = num(a, c, arg).filter(|v| *v != want) {
+            mismatch(c, arg, v, model, field, want);
+        }
+    }
+    if a.has("--group-query-attention") {
+        let groups = num(a, c, "--num-query-groups").unwrap_or(1);
+        if groups != model.kv_heads {
+            mismatch(
+                c,
+                "--num-query-groups",
+                groups,
+                model,
+                "kv_heads",
+                model.kv_heads,
+            );
+        }
+    }
+    if model.positions == Positions::Learned
+        && let Some(p) = num(a, c, "--max-position-embeddings").filter(|p| *p != model.seq_len)
+    {
+        mismatch(
+            c,
+            "--max-position-embeddings",
+            p,
+            model,
+            "a learned position table of seq_len",
+            model.seq_len,
+        );
+    }
+    if let Some(v) = num(a, c, "--vocab-size").filter(|v| *v != model.vocab) {
+        c.warn(format!("--vocab-size {v}: Megatron-LM pads it (to a multiple of 128·tp); the model prices vocab {}", model.vocab));
+    }
+    for arg in ["--hidden-dropout", "--attention-dropout"] {
+        let Some(v) = a.get(arg) else { continue };
+        match v.parse::<f64>() {
+            Ok(p) if p == model.dropout => {}
+            Ok(p) => mismatch(c, arg, p, model, "dropout", model.dropout),
+            Err(_) => c.refuse(arg, format!("`{v}` is not a number"), "give a probability"),
+        }
+    }
+}
+
+/// The layer template the arguments describe (Megatron-LM's defaults where absent), against
+/// the model.
+fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
+    let rms = a.get("--normalization") == Some("RMSNorm");
+    let rope = a.get("--position-embedding-type") == Some("rope")
+        || a.has("--use-rotary-position-embeddings");
+    let biases = !a.has("--disable-bias-linear");
+    let qkv_bias = biases || a.has("--add-qkv-bias");
+    let checks = [
+        (
+            "--swiglu",
+            a.has("--swiglu"),
+            model.arch.gated_mlp(),
+            "a gated (SwiGLU) MLP",
+        ),
+        ("--normalization", rms, model.arch == Arch::Llama, "RMSNorm"),
+        (
+            "--position-embedding-type",
+            rope,
+            model.positions == Positions::Rotary,
+            "rotary positions",
+        ),
+        (
+            "--untie-embeddings-and-output-weights",
+            a.has("--untie-embeddings-and-output-weights"),
+            !model.tied_embeddings,
+            "an untied LM head",
+        ),
+        (
+            "--disable-bias-linear",
+            !biases,
+            !model.arch.biases(),
+            "no linear biases",
+        ),
+        ("--add-qkv-bias", qkv_bias, model.qkv_bias, "Q/K/V biases"),
+    ];
+    for (arg, args_say, model_says, what) in checks {
+        if args_say != model_says {
+            let (x, y) = if args_say {
+                ("say", "does not have")
+            } else {
+                ("do not say", "has")
+            };
+            c.refuse(
+                arg,
+                format!(
+                    "the arguments {x} {what}, but the model `{}` {y} it",
+                    model.name
+                ),
+                "use the --model these arguments were written for, or correct the arguments",
+            );
+        }
+    }
+    check_defaults(a, model, c);
+    check_experts(a, model, c);
+}
+
+/// Sizes the arguments leave to Megatron-LM's defaults, against the model.
+fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
+    let d = default_ffn(model.hidden, a.has("--swiglu"));
+    if !a.has("--ffn-hidden-size") && d != model.ffn_hidden {
+        mismatch(
+            c,
+            "--ffn-hidden-size",
+            format!("absent (Megatron-LM's default is {d})"),
+            model,
+            "ffn_hidden",
+            model.ffn_hidden,
+        );
+    }
+    if !a.has("--group-query-attention") && model.kv_heads != model.heads {
+        mismatch(
+            c,
+            "--group-query-attention",
+            "absent",
+            model,
+            "kv_heads",
+            model.kv_heads,
+        );
+    }
+    if !a.has("--hidden-dropout") && model.dropout != 0.1 {
+        c.warn(format!(
+            "no --hidden-dropout/--attention-dropout: Megatron-LM applies 0.1; the model prices {}",
+            model.dropout
+        ));
+    }
+}
+
+fn check_experts(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
+    let experts = num(a, c, "--num-experts");
+    let Some(m) = &model.moe else {
+        if let Some(e) = experts {
+            mismatch(c, "--num-experts", e, model, "experts", "none");
+        }
+        return;
+    };
+    if experts != Some(m.experts) {
+        let given = experts.map_or("absent".to_string(), |e| e.to_string());
+        mismatch(c, "--num-experts", given, model, "moe.experts", m.experts);
+    }
+    let top_k = num(a, c, "--moe-router-topk").unwrap_or(2);
+    if top_k != m.top_k {
+        mismatch(c, "--moe-router-topk", top_k, model, "moe.top_k", m.top_k);
+    }
+    let ffn = num(a, c, "--moe-ffn-hidden-size").unwrap_or(model.ffn_hidden);
+    if ffn != m.expert_ffn_hidden {
+        mismatch(
+            c,
+            "--moe-ffn-hidden-size",
+            ffn,
+            model,
+            "moe.expert_ffn_hidden",
+            m.expert_ffn_hidden,
+        );
+    }
+    let freq = a.get("--moe-layer-freq").unwrap_or("1");
+    if freq != moe_layer_freq(m.every, model.layers) && freq != m.every.to_string() {
+        mismatch(c, "--moe-layer-freq", freq, model, "moe.every", m.every);
+    } else if freq != "1" && freq == m.every.to_string() {
+        c.warn(format!("--moe-layer-freq {freq} puts experts in layers 0, {freq}, …; the model has them in layers {}, …: the same count, priced alike except for stage balance", m.every - 1));
+    }
+}

@@ -1,0 +1,117 @@
+//! Launch configurations of training frameworks, to and from plans: Megatron-LM arguments
+//! (written, and read back by `estimate --megatron-args`), torchtitan TOML and DeepSpeed JSON
+//! (written). Pure functions. What a format cannot express is an error naming the plan field
+//! and the fix; what it expresses only approximately is a warning, never silence.
+
+pub mod deepspeed;
+pub mod megatron;
+pub mod megatron_args;
+pub mod megatron_plan;
+pub mod torchtitan;
+
+use super::error::{Problem, SpecError};
+use super::model::ModelSpec;
+use super::plan::Plan;
+
+/// Which Megatron-LM argument spellings to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MegatronVersion {
+    /// Megatron-LM as of 2021 (the SC'21 paper's scripts): `--activations-checkpoint-method`,
+    /// `--DDP-impl`, no sequence parallelism, distributed optimizer or flash attention.
+    V2021,
+    /// Megatron-Core era (2023 on): `--recompute-granularity`, `--use-distributed-optimizer`,
+    /// `--overlap-grad-reduce`, `--sequence-parallel`, GQA, SwiGLU, MoE.
+    Core,
+}
+
+impl MegatronVersion {
+    /// Name as written on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            MegatronVersion::V2021 => "2021",
+            MegatronVersion::Core => "core",
+        }
+    }
+}
+
+/// A launch-configuration format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LaunchFormat {
+    /// Megatron-LM command-line arguments.
+    Megatron(MegatronVersion),
+    /// A torchtitan job-config TOML fragment.
+    Torchtitan,
+    /// A DeepSpeed config JSON.
+    Deepspeed,
+}
+
+/// An exported configuration and what it only approximates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Export {
+    /// The configuration text.
+    pub text: String,
+    /// Differences between what the framework will run and what planner priced.
+    pub warnings: Vec<String>,
+}
+
+/// Writes `plan` for `model` in `format`.
+pub fn export(model: &ModelSpec, plan: &Plan, format: LaunchFormat) -> Result<Export, SpecError> {
+    match format {
+        LaunchFormat::Megatron(v) => megatron::to_megatron(model, plan, v),
+        LaunchFormat::Torchtitan => torchtitan::to_torchtitan(model, plan),
+        LaunchFormat::Deepspeed => deepspeed::to_deepspeed(model, plan),
+    }
+}
+
+/// Problems and warnings of one conversion.
+pub(crate) struct Collect {
+    file: String,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+}
+
+impl Collect {
+    pub(crate) fn new(file: impl Into<String>) -> Self {
+        Collect {
+            file: file.into(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Records something the conversion cannot do.
+    pub(crate) fn refuse(
+        &mut self,
+        field: &str,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            field: field.to_string(),
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    /// Records an approximation.
+    pub(crate) fn warn(&mut self, w: impl Into<String>) {
+        self.warnings.push(w.into());
+    }
+
+    /// `text` with the warnings, or every problem.
+    pub(crate) fn finish(self, text: String) -> Result<Export, SpecError> {
+        if self.problems.is_empty() {
+            Ok(Export {
+                text,
+                warnings: self.warnings,
+            })
+        } else {
+            Err(SpecError::Invalid(self.problems))
+        }
+    }
+
+    pub(crate) fn into_parts(self) -> (Vec<Problem>, Vec<String>) {
+        (self.problems, self.warnings)
+    }
+}

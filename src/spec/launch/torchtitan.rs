@@ -1,0 +1,126 @@
+//! A plan as torchtitan job-config TOML: the `[parallelism]`, `[training]` and
+//! `[activation_checkpoint]` sections, key names of torchtitan's TOML job config
+//! (`torchtitan/config/job_config.py`, `Parallelism`, `Training`, `ActivationCheckpoint`, 2025).
+//!
+//! Mapping: dp with ZeRO-0 is `data_parallel_replicate_degree` (DDP); ZeRO-3 is
+//! `data_parallel_shard_degree` with `fsdp_reshard_after_forward = "always"` (FSDP2 full
+//! shard), ZeRO-2 the same with `"never"` (parameters stay gathered between forward and
+//! backward); ZeRO-1 has no torchtitan form. Without PP, `local_batch_size` is the micro-batch
+//! and torchtitan accumulates gradients up to `global_batch_size`; with PP, `local_batch_size`
+//! is a data-parallel rank's whole batch, cut into `pipeline_parallel_microbatch_size` pieces.
+
+use super::{Collect, Export};
+use crate::spec::SpecError;
+use crate::spec::model::ModelSpec;
+use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule};
+use crate::units::{Dtype, fmt_count};
+
+/// Writes `plan` for `model` as torchtitan TOML sections.
+pub fn to_torchtitan(model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError> {
+    let mut c = Collect::new("export --format torchtitan");
+    let parallelism = parallelism(&mut c, model, plan);
+    let training = training(&mut c, plan);
+    let ac = match plan.recompute {
+        Recompute::None => "mode = \"none\"\n".to_string(),
+        Recompute::Full => "mode = \"full\"\n".to_string(),
+        Recompute::Selective => {
+            c.warn("recompute selective → torchtitan's op-level selective checkpointing, which keeps a different set of tensors than the attention-core recomputation priced (memory may differ)");
+            "mode = \"selective\"\nselective_ac_option = \"op\"\n".to_string()
+        }
+    };
+    if plan.attention == AttentionImpl::Unfused {
+        c.warn("torchtitan runs SDPA (flash) attention; the plan was priced unfused (pessimistic)");
+    }
+    if !plan.overlap_grad_reduce && plan.dp > 1 {
+        c.warn("torchtitan overlaps the gradient reduction with backward; the plan was priced without overlap (pessimistic)");
+    }
+    let mut text = format!(
+        "# torchtitan job config sections for {} ({} params): {}\n\
+         # Run on {} GPUs (NGPU={}); merge into a train config that sets [model], [optimizer] and the data.\n\n",
+        model.name,
+        fmt_count(model.params()),
+        plan.short(),
+        plan.n_gpus(),
+        plan.n_gpus()
+    );
+    text += &format!(
+        "[parallelism]\n{parallelism}\n[training]\n{training}\n[activation_checkpoint]\n{ac}"
+    );
+    if plan.dtype == Dtype::Fp8 {
+        text += "\n[model]\nconverters = [\"float8\"]\n";
+    }
+    c.finish(text)
+}
+
+fn parallelism(c: &mut Collect, model: &ModelSpec, plan: &Plan) -> String {
+    let (replicate, shard, reshard) = match plan.zero {
+        0 => (plan.dp, 1, None),
+        2 => (1, plan.dp, Some("never")),
+        3 => (1, plan.dp, Some("always")),
+        z => {
+            c.refuse("zero", format!("ZeRO-{z}: torchtitan shards parameters with their optimizer state (FSDP2) or nothing"), "price zero 0, 2 or 3, or export --format megatron");
+            (plan.dp, 1, None)
+        }
+    };
+    if plan.zero == 0 && plan.dp > 1 && plan.tp * plan.pp * plan.cp > 1 {
+        c.warn("torchtitan releases of 2025 refuse DDP combined with TP/PP/CP (\"DDP has not supported > 1D parallelism\"); price zero 3 (FSDP) if yours does");
+    }
+    if plan.tp > 1 && !plan.sequence_parallel {
+        c.refuse("sequence_parallel", "false: torchtitan's tensor parallelism always shards norms and dropout over the sequence (Megatron SP)", "price the plan with --sequence-parallel");
+    }
+    if plan.ep > 1 {
+        c.refuse("ep", "torchtitan's expert parallelism borrows FSDP and TP ranks (dp2ep), a layout planner does not price", "export --format megatron, or price ep 1");
+    }
+    let mut s = format!(
+        "data_parallel_replicate_degree = {replicate}\ndata_parallel_shard_degree = {shard}\n"
+    );
+    if let Some(r) = reshard {
+        s += &format!("fsdp_reshard_after_forward = \"{r}\"\n");
+    }
+    s += &format!(
+        "tensor_parallel_degree = {}\npipeline_parallel_degree = {}\n",
+        plan.tp, plan.pp
+    );
+    if plan.pp > 1 {
+        let schedule = match plan.schedule {
+            Schedule::Gpipe => "GPipe",
+            Schedule::OneFOneB => "1F1B",
+            Schedule::Interleaved => "Interleaved1F1B",
+        };
+        s += &format!(
+            "pipeline_parallel_schedule = \"{schedule}\"\npipeline_parallel_layers_per_stage = {}\npipeline_parallel_microbatch_size = {}\n",
+            model.layers / (plan.pp * plan.vpp),
+            plan.mbs
+        );
+        c.warn("torchtitan counts the embedding and the output layer as a layer each when it splits stages; the plan was priced with layers split evenly");
+    }
+    s += &format!(
+        "context_parallel_degree = {}\nexpert_parallel_degree = {}\n",
+        plan.cp, plan.ep
+    );
+    s
+}
+
+fn training(c: &mut Collect, plan: &Plan) -> String {
+    let local = if plan.pp > 1 {
+        plan.mbs * plan.n_micro()
+    } else {
+        plan.mbs
+    };
+    let precision = match plan.dtype {
+        Dtype::Bf16 | Dtype::Fp8 => "bfloat16",
+        Dtype::Fp32 => "float32",
+        Dtype::Fp16 | Dtype::Tf32 => {
+            c.refuse(
+                "dtype",
+                format!("{}: torchtitan trains in bfloat16 or float32", plan.dtype),
+                "price --dtype bf16 or fp32",
+            );
+            "bfloat16"
+        }
+    };
+    format!(
+        "local_batch_size = {local}\nglobal_batch_size = {}\nseq_len = {}\nmixed_precision_param = \"{precision}\"\n",
+        plan.global_batch, plan.seq_len
+    )
+}

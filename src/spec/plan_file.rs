@@ -1,0 +1,185 @@
+//! Plans as JSON files, the shape `Plan` serialises to everywhere (`estimate --save-plan`
+//! writes one, `--plan` reads one back): read field by field with every problem reported at
+//! once and unknown keys named with the closest valid key, like model and cluster files.
+
+use super::error::SpecError;
+use super::plan::{AttentionImpl, Framework, Plan, Recompute, Schedule, TpOverlap};
+use super::yaml::Reader;
+use crate::units::Dtype;
+
+/// The largest size a plan field may take before it is treated as a typo.
+const MAX_SIZE: u64 = 1 << 24;
+
+impl Plan {
+    /// The plan as pretty-printed JSON (what `--save-plan` writes and `--plan` reads).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a plan serialises") + "\n"
+    }
+
+    /// Reads a plan written by [`Plan::to_json`] (or by hand). Required: dp, tp, pp, mbs,
+    /// global_batch, seq_len; the rest default as on the command line (cp, ep, vpp 1; no
+    /// recompute; zero 0; bf16; flash attention; interleaved schedule when vpp > 1, else 1f1b).
+    pub fn from_json(file: &str, text: &str) -> Result<Plan, SpecError> {
+        let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| SpecError::Json {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut problems = Vec::new();
+        let plan = {
+            let mut r = Reader::new(file, "", &doc, &mut problems);
+            let plan = read_plan(&mut r);
+            r.finish();
+            plan
+        };
+        match plan {
+            Some(p) if problems.is_empty() => Ok(p),
+            _ => Err(SpecError::Invalid(problems)),
+        }
+    }
+}
+
+/// Reads a plan file.
+pub fn load_plan(path: &str) -> Result<Plan, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Io {
+        path: path.to_string(),
+        source,
+    })?;
+    Plan::from_json(path, &text)
+}
+
+fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
+    let need = |r: &mut Reader<'_>, key| {
+        r.req_count(key, MAX_SIZE, "add it (see `planner estimate --save-plan`)")
+    };
+    let (dp, tp, pp) = (need(r, "dp"), need(r, "tp"), need(r, "pp"));
+    let (mbs, global_batch, seq_len) =
+        (need(r, "mbs"), need(r, "global_batch"), need(r, "seq_len"));
+    let cp = r.opt_count("cp", MAX_SIZE).unwrap_or(1);
+    let ep = r.opt_count("ep", MAX_SIZE).unwrap_or(1);
+    let vpp = r.opt_count("vpp", MAX_SIZE).unwrap_or(1);
+    let recompute = choice(r, "recompute", &Recompute::ALL.map(|x| (x.name(), x)));
+    let zero = zero_stage(r);
+    let sequence_parallel = r.opt_bool("sequence_parallel").unwrap_or(false);
+    let overlap_grad_reduce = r.opt_bool("overlap_grad_reduce").unwrap_or(false);
+    let dtype = choice(r, "dtype", &Dtype::ALL.map(|x| (x.name(), x)));
+    let schedules = [Schedule::Gpipe, Schedule::OneFOneB, Schedule::Interleaved];
+    let schedule = choice(r, "schedule", &schedules.map(|x| (x.name(), x)));
+    let attention = choice(
+        r,
+        "attention",
+        &[
+            ("flash", AttentionImpl::Flash),
+            ("unfused", AttentionImpl::Unfused),
+            ("flash-triton", AttentionImpl::FlashTriton),
+        ],
+    );
+    let overlaps = [TpOverlap::None, TpOverlap::Backward, TpOverlap::Full];
+    let tp_overlap = choice(r, "tp_overlap", &overlaps.map(|x| (x.name(), x)));
+    let framework = choice(r, "framework", &Framework::ALL.map(|x| (x.name(), x)));
+    let stage_layers = r.opt_counts("stage_layers", MAX_SIZE);
+    let recompute_layers = r.opt_counts("recompute_layers", MAX_SIZE);
+    Some(Plan {
+        dp: dp?,
+        tp: tp?,
+        pp: pp?,
+        cp,
+        ep,
+        vpp,
+        mbs: mbs?,
+        global_batch: global_batch?,
+        seq_len: seq_len?,
+        recompute: recompute.unwrap_or(Recompute::None),
+        zero: zero.unwrap_or(0),
+        sequence_parallel,
+        overlap_grad_reduce,
+        dtype: dtype.unwrap_or(Dtype::Bf16),
+        schedule: schedule.unwrap_or(if vpp > 1 {
+            Schedule::Interleaved
+        } else {
+            Schedule::OneFOneB
+        }),
+        attention: attention.unwrap_or(AttentionImpl::Flash),
+        tp_overlap: tp_overlap.unwrap_or_default(),
+        framework: framework.unwrap_or_default(),
+        stage_layers,
+        recompute_layers,
+    })
+}
+
+/// An optional name out of `options`; anything else is a problem listing them.
+fn choice<T: Copy>(r: &mut Reader<'_>, key: &'static str, options: &[(&str, T)]) -> Option<T> {
+    let given = r.opt_str(key)?;
+    match options.iter().find(|(n, _)| *n == given) {
+        Some((_, v)) => Some(*v),
+        None => {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            r.problem(
+                key,
+                format!("unknown value `{given}`"),
+                format!("use one of {}", names.join(", ")),
+            );
+            None
+        }
+    }
+}
+
+fn zero_stage(r: &mut Reader<'_>) -> Option<u8> {
+    let v = r.raw("zero")?;
+    match v.as_u64() {
+        Some(z) if z <= 3 => Some(z as u8),
+        _ => {
+            r.problem(
+                "zero",
+                format!("expected a ZeRO stage 0 to 3, found {v}"),
+                "give 0, 1, 2 or 3",
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_defaults() {
+        let p = Plan::from_json(
+            "p.json",
+            r#"{"dp": 4, "tp": 2, "pp": 1, "mbs": 2, "global_batch": 64, "seq_len": 2048}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.cp, p.vpp, p.zero, p.schedule),
+            (1, 1, 0, Schedule::OneFOneB)
+        );
+        assert_eq!(
+            (p.recompute, p.dtype, p.attention),
+            (Recompute::None, Dtype::Bf16, AttentionImpl::Flash)
+        );
+        let q = Plan {
+            vpp: 2,
+            pp: 2,
+            schedule: Schedule::Interleaved,
+            zero: 1,
+            ..p
+        };
+        assert_eq!(Plan::from_json("q.json", &q.to_json()).unwrap(), q);
+    }
+
+    #[test]
+    fn every_problem_at_once_with_unknown_keys() {
+        let e = Plan::from_json(
+            "bad.json",
+            r#"{"dp": 0, "tp": 2, "mbs": 1, "global_batch": 8, "seq_len": 64,
+                "recompute": "most", "zero": 5, "micro_batch": 2}"#,
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = e.problems().iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["dp", "pp", "recompute", "zero", "micro_batch"]);
+        assert!(
+            e.to_string().contains("use one of none, selective, full"),
+            "{e}"
+        );
+    }
+}

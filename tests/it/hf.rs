@@ -1,0 +1,192 @@
+//! Issue 9: Hugging Face configs of every listed family import with the published parameter
+//! counts (fixtures and their sources: tests/data/hf/README.md), and `import-hf` writes YAML
+//! that `planner` reads back to the same model.
+
+use crate::cli::{planner, stderr, stdout};
+use planner::spec::{Arch, ModelSpec, Positions, load_model, load_model_noted};
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/data/hf/{name}.json", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn model(name: &str) -> ModelSpec {
+    load_model(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn llama_family_parameter_counts() {
+    // Llama-2-7B: per layer 2h² (Q, O) + 2h·h_kv (K, V; h_kv = h) + 3h·f + 2h (RMSNorms)
+    //   = 33_554_432 + 33_554_432 + 135_266_304 + 8_192 = 202_383_360; ×32 = 6_476_267_520;
+    //   + untied embedding and head 2·32000·4096 = 262_144_000 + final norm 4096
+    //   = 6_738_415_616 (published 6.74 B).
+    assert_eq!(model("llama-2-7b").params(), 6_738_415_616.0);
+    // Llama-3-8B: per layer 2h² + 2h·1024 + 3h·14336 + 2h = 218_112_000; ×32 + 2·128256·4096
+    //   + 4096 = 8_030_261_248 (published 8.03 B).
+    assert_eq!(model("llama-3-8b").params(), 8_030_261_248.0);
+    // Mistral-7B: the Llama-3-8B layer (218_112_000) ×32 + 2·32000·4096 + 4096
+    //   = 7_241_732_096 (published 7.24 B).
+    assert_eq!(model("mistral-7b").params(), 7_241_732_096.0);
+}
+
+#[test]
+fn mixtral_counts_experts_and_router() {
+    let m = model("mixtral-8x7b");
+    // Per layer: attention 2h² + 2h·1024 = 41_943_040; 8 experts × 3h·14336 = 1_409_286_144;
+    // router h·8 = 32_768; norms 8192: 1_451_270_144; ×32 + 262_144_000 + 4096
+    //   = 46_702_792_704 (published 46.7 B).
+    assert_eq!(m.params(), 46_702_792_704.0);
+    // Active: 6 idle experts × 176_160_768 × 32 layers fewer = 12_879_925_248 (published 12.9 B).
+    assert_eq!(m.active_params(), 12_879_925_248.0);
+    let moe = m.moe.unwrap();
+    assert_eq!((moe.experts, moe.top_k, moe.every), (8, 2, 1));
+}
+
+#[test]
+fn qwen2_has_qkv_biases() {
+    let m = model("qwen2-7b");
+    assert!(m.qkv_bias && m.arch == Arch::Llama);
+    // Per layer: 2h² + 2h·512 = 29_360_128; QKV biases h + 2·512 = 4_608; MLP 3h·18944 =
+    // 203_685_888; norms 7_168: 233_057_792; ×28 = 6_525_618_176; + untied 2·152064·3584 =
+    // 1_089_994_752 + 3584 = 7_615_616_512 (the model card's 7.61 B, to the parameter).
+    assert_eq!(m.params(), 7_615_616_512.0);
+}
+
+#[test]
+fn gpt2_counts_learned_positions_and_tied_head() {
+    let m = model("gpt2");
+    assert_eq!(
+        (m.arch, m.positions, m.tied_embeddings),
+        (Arch::Gpt, Positions::Learned, true)
+    );
+    // 12·(12h² + 13h) = 12·7_087_872 = 85_054_464; tokens 50257·768 = 38_597_376; positions
+    // 1024·768 = 786_432; final LayerNorm 1_536: 124_439_808 (published 124 M).
+    assert_eq!(m.params(), 124_439_808.0);
+    // XL: 48·(12·1600² + 13·1600) = 1_475_558_400 + 50257·1600 + 1024·1600 + 3200
+    //   = 1_557_611_200 (1.56 B).
+    assert_eq!(model("gpt2-xl").params(), 1_557_611_200.0);
+}
+
+#[test]
+fn gpt_neox_is_gpt_with_rotary_and_untied_head() {
+    let neox = load_model_noted(&fixture("gpt-neox-20b")).unwrap();
+    let m = &neox.model;
+    assert_eq!(
+        (m.arch, m.positions, m.tied_embeddings),
+        (Arch::Gpt, Positions::Rotary, false)
+    );
+    assert_eq!(m.dropout, 0.0);
+    // 44·(12h² + 13h) with h = 6144: 44·453_064_704 = 19_934_846_976; untied 2·50432·6144 =
+    // 619_708_416; final LayerNorm 12_288; no position table: 20_554_567_680 (20.6 B).
+    assert_eq!(m.params(), 20_554_567_680.0);
+    assert!(
+        neox.notes.iter().any(|n| n.contains("parallel attention")),
+        "{:?}",
+        neox.notes
+    );
+    // Pythia-160M: 12·7_087_872 + 2·50304·768 + 1_536 = 162_322_944 (Biderman et al. Table 1).
+    assert_eq!(model("pythia-160m").params(), 162_322_944.0);
+}
+
+#[test]
+fn bert_base_counts_mlm_head_and_pooler() {
+    let m = model("bert-base-uncased");
+    // Layers 12·(12h² + 13h) = 85_054_464; embeddings 30522·768 + 512·768 + 2·768 (token types)
+    // + 2·768 (LayerNorm) = 23_837_184; MLM transform h² + h + 2h + 30522 = 622_650; pooler
+    // h² + h = 590_592: 110_104_890 — BertForPreTraining's 110_106_428 less its 1_538-parameter
+    // next-sentence head (Devlin et al.: 110 M).
+    assert_eq!(m.params(), 110_104_890.0);
+}
+
+#[test]
+fn rotary_seq_len_defaults_to_max_positions_with_a_note() {
+    let i = load_model_noted(&fixture("mistral-7b")).unwrap();
+    assert_eq!(i.model.seq_len, 32768);
+    let notes = i.notes.join("\n");
+    assert!(notes.contains("pass --seq-len"), "{notes}");
+    assert!(
+        notes.contains("sliding_window 4096 < seq_len 32768"),
+        "{notes}"
+    );
+}
+
+#[test]
+fn import_hf_writes_yaml_that_reads_back_equal() {
+    let dir = std::env::temp_dir().join(format!("planner-hf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in [
+        "qwen2-7b",
+        "gpt-neox-20b",
+        "mixtral-8x7b",
+        "bert-base-uncased",
+        "gpt2",
+    ] {
+        let out = dir.join(format!("{name}.yaml"));
+        let o = planner(&["import-hf", &fixture(name), "--out", out.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(&o));
+        let text = std::fs::read_to_string(&out).unwrap();
+        let back = ModelSpec::from_yaml(out.to_str().unwrap(), &text).unwrap();
+        assert_eq!(back, model(name), "{name}:\n{text}");
+    }
+    // To stdout, with a name and a training length.
+    let o = planner(&[
+        "import-hf",
+        &fixture("llama-3-8b"),
+        "--name",
+        "l3",
+        "--seq-len",
+        "4096",
+    ]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("name: \"l3\"\n") && text.contains("seq_len: 4096\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn hf_config_works_as_model_everywhere() {
+    let o = planner(&[
+        "estimate",
+        "--model",
+        &fixture("llama-2-7b"),
+        "--cluster",
+        "a100x8",
+        "--tp",
+        "2",
+        "--seq-len",
+        "2048",
+        "--global-batch",
+        "64",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["plan"]["tp"], 2);
+}
+
+#[test]
+fn unsupported_config_is_exit_2_naming_the_field() {
+    let dir = std::env::temp_dir().join(format!("planner-hf-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("config.json");
+    std::fs::write(&p, r#"{"model_type": "llama", "hidden_size": 4096}"#).unwrap();
+    let o = planner(&[
+        "estimate",
+        "--model",
+        p.to_str().unwrap(),
+        "--cluster",
+        "a100x8",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    for field in [
+        "`num_hidden_layers`",
+        "`num_attention_heads`",
+        "`intermediate_size`",
+        "`vocab_size`",
+    ] {
+        assert!(err.contains(field), "{field} in {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -1,0 +1,516 @@
+//! Issue 9: launch configurations. Megatron-LM arguments round-trip through plans; the SC'21
+//! Table 1 rows export to the authors' own launch settings (tests/data/sc21/table1.json);
+//! torchtitan and DeepSpeed exports carry the plan's numbers; plans save and load as JSON.
+
+use crate::cli::{planner, stderr, stdout};
+use planner::spec::launch::megatron_args::{KNOWN, Role, split_words};
+use planner::spec::launch::megatron_plan::from_megatron;
+use planner::spec::launch::{LaunchFormat, MegatronVersion, export};
+use planner::spec::{
+    AttentionImpl, Framework, ModelSpec, Plan, Recompute, Schedule, TpOverlap, load_model,
+};
+use planner::units::Dtype;
+use std::collections::BTreeMap;
+
+/// `--name value` pairs of a command line (flags map to "").
+fn arg_map(text: &str) -> BTreeMap<String, String> {
+    let words = split_words(text).unwrap();
+    let mut out = BTreeMap::new();
+    let mut i = 0;
+    while i < words.len() {
+        let value = words.get(i + 1).filter(|w| !w.starts_with("--"));
+        out.insert(words[i].clone(), value.cloned().unwrap_or_default());
+        i += if value.is_some() { 2 } else { 1 };
+    }
+    out
+}
+
+/// Arguments planner reads into a plan or checks against the model.
+fn plan_relevant(m: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    m.iter()
+        .filter(|(k, _)| {
+            KNOWN
+                .iter()
+                .any(|(n, _, r)| n == k && matches!(r, Role::Plan | Role::Model))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+struct Row {
+    id: String,
+    model: ModelSpec,
+    gpus: u64,
+    plan: Plan,
+    authors_args: String,
+}
+
+fn sc21_rows() -> Vec<Row> {
+    let path = format!("{}/tests/data/sc21/table1.json", env!("CARGO_MANIFEST_DIR"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let common = doc["common"].as_str().unwrap();
+    let rows = doc["rows"].as_array().unwrap();
+    rows.iter()
+        .map(|r| {
+            let n = |k: &str| r[k].as_u64().unwrap();
+            let vpp = r["virtual_stages"].as_u64().unwrap_or(1);
+            // run_table_1.sh + CONFIG.sh: MEGATRON_EXTRA_PARAMS, then MEGATRON_PARAMS.
+            let authors_args = format!(
+                "{} --tensor-model-parallel-size {} --pipeline-model-parallel-size {} \
+                 --micro-batch-size {} --global-batch-size {} --num-layers {} --hidden-size {} \
+                 --num-attention-heads {} --DDP-impl {} {common}",
+                r["extra"].as_str().unwrap(),
+                n("tp"),
+                n("pp"),
+                n("mbs"),
+                n("gbs"),
+                n("nls"),
+                n("hs"),
+                n("nah"),
+                r["ddp"].as_str().unwrap(),
+            );
+            // published-runs.yaml: full recompute, fp16, no SP/ZeRO, 1F1B or interleaved; the
+            // 2021 code materialises the softmax; torch DDP overlaps the gradient all-reduce.
+            let plan = Plan {
+                dp: n("dp"),
+                tp: n("tp"),
+                pp: n("pp"),
+                cp: 1,
+                ep: 1,
+                vpp,
+                mbs: n("mbs"),
+                global_batch: n("gbs"),
+                seq_len: 2048,
+                recompute: Recompute::Full,
+                zero: 0,
+                sequence_parallel: false,
+                overlap_grad_reduce: r["ddp"] == "torch",
+                dtype: Dtype::Fp16,
+                schedule: if vpp > 1 {
+                    Schedule::Interleaved
+                } else {
+                    Schedule::OneFOneB
+                },
+                attention: AttentionImpl::Unfused,
+                tp_overlap: TpOverlap::None,
+                framework: Framework::Megatron,
+                stage_layers: None,
+                recompute_layers: None,
+            };
+            Row {
+                id: r["id"].as_str().unwrap().to_string(),
+                model: load_model(r["model"].as_str().unwrap()).unwrap(),
+                gpus: n("gpus"),
+                plan,
+                authors_args,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn sc21_table1_exports_are_the_authors_launch_settings() {
+    let rows = sc21_rows();
+    assert_eq!(rows.len(), 10);
+    for row in rows {
+        let ours = export(
+            &row.model,
+            &row.plan,
+            LaunchFormat::Megatron(MegatronVersion::V2021),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", row.id));
+        let ours = arg_map(&ours.text);
+        let theirs = plan_relevant(&arg_map(&row.authors_args));
+        // Every argument we write is theirs with their value, and every argument of theirs
+        // that sets the layout, batch, recompute, precision or model shape is ours.
+        assert_eq!(ours, theirs, "{}", row.id);
+    }
+}
+
+#[test]
+fn sc21_authors_arguments_read_back_to_the_published_plans() {
+    for row in sc21_rows() {
+        let parsed = from_megatron(&row.authors_args, &row.model, row.gpus)
+            .unwrap_or_else(|e| panic!("{}: {e}", row.id));
+        assert_eq!(parsed.plan, row.plan, "{}", row.id);
+        assert_eq!(parsed.version, MegatronVersion::V2021);
+        let w = parsed.warnings.join("\n");
+        assert!(
+            w.contains("ignored (they do not change what is priced): --data-path"),
+            "{w}"
+        );
+        assert!(w.contains("priced unfused"), "{w}");
+        // Megatron args → plan → Megatron args gives the authors' arguments back.
+        let again = export(
+            &row.model,
+            &parsed.plan,
+            LaunchFormat::Megatron(parsed.version),
+        )
+        .unwrap();
+        assert_eq!(
+            arg_map(&again.text),
+            plan_relevant(&arg_map(&row.authors_args))
+        );
+    }
+}
+
+fn llama70b_plan() -> Plan {
+    Plan {
+        dp: 4,
+        tp: 8,
+        pp: 4,
+        cp: 2,
+        ep: 1,
+        vpp: 5,
+        mbs: 1,
+        global_batch: 64,
+        seq_len: 8192,
+        recompute: Recompute::Selective,
+        zero: 1,
+        sequence_parallel: true,
+        overlap_grad_reduce: true,
+        dtype: Dtype::Bf16,
+        schedule: Schedule::Interleaved,
+        attention: AttentionImpl::Flash,
+        tp_overlap: TpOverlap::Backward,
+        framework: Framework::Megatron,
+        stage_layers: None,
+        recompute_layers: None,
+    }
+}
+
+#[test]
+fn megatron_core_round_trip_over_every_feature() {
+    let llama = load_model("llama3-70b").unwrap();
+    let mixtral = load_model("mixtral-8x7b").unwrap();
+    let base = llama70b_plan();
+    let moe = Plan {
+        dp: 8,
+        tp: 2,
+        pp: 1,
+        cp: 1,
+        ep: 4,
+        vpp: 1,
+        schedule: Schedule::OneFOneB,
+        seq_len: 4096,
+        recompute: Recompute::Full,
+        zero: 0,
+        dtype: Dtype::Fp8,
+        attention: AttentionImpl::Unfused,
+        overlap_grad_reduce: false,
+        ..base.clone()
+    };
+    for (model, plan, gpus) in [(&llama, &base, 256), (&mixtral, &moe, 16)] {
+        let v = LaunchFormat::Megatron(MegatronVersion::Core);
+        let text = export(model, plan, v).unwrap().text;
+        let parsed = from_megatron(&text, model, gpus).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(&parsed.plan, plan, "{text}");
+        assert_eq!(parsed.version, MegatronVersion::Core);
+        assert_eq!(export(model, &parsed.plan, v).unwrap().text, text);
+    }
+    let text = export(&llama, &base, LaunchFormat::Megatron(MegatronVersion::Core))
+        .unwrap()
+        .text;
+    for line in [
+        "--num-layers-per-virtual-pipeline-stage 4 \\",
+        "--context-parallel-size 2 \\",
+        "--recompute-granularity selective \\",
+        "--group-query-attention \\\n--num-query-groups 8 \\",
+        "--ffn-hidden-size 28672 \\",
+        "--use-distributed-optimizer \\\n--overlap-grad-reduce \\",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+}
+
+#[test]
+fn megatron_arguments_planner_cannot_price_are_refused() {
+    let m = load_model("gpt-39b").unwrap();
+    let base = "--num-layers 48 --tensor-model-parallel-size 8 --pipeline-model-parallel-size 2 --micro-batch-size 1 --fp16";
+    let err = |extra: &str| {
+        from_megatron(&format!("{base} {extra}"), &m, 512)
+            .unwrap_err()
+            .to_string()
+    };
+    // Block recomputation of 3 of a stage's 24 layers, groups of 2 layers, a typo.
+    let e = err("--recompute-granularity full --recompute-method block --recompute-num-layers 3");
+    assert!(e.contains("block over 3 of the 24 layers"), "{e}");
+    let e = err("--activations-checkpoint-method uniform --activations-checkpoint-num-layers 2");
+    assert!(e.contains("groups of 2 layers"), "{e}");
+    let e = err("--sequence-paralel --swiglu");
+    assert!(e.contains("did you mean `--sequence-parallel`"), "{e}");
+    assert!(
+        e.contains("`--swiglu`: the arguments say a gated (SwiGLU) MLP"),
+        "{e}"
+    );
+    // A launcher that starts another number of ranks than the GPUs priced.
+    let launch = format!("torchrun --nproc_per_node 8 --nnodes 32 pretrain_gpt.py {base}");
+    let e = from_megatron(&launch, &m, 512).unwrap_err().to_string();
+    assert!(
+        e.contains("the launcher starts 256 ranks, but 512 GPUs are priced (fix: pass --gpus 256)"),
+        "{e}"
+    );
+    // --recompute-method alone recomputes nothing in Megatron-LM: priced so, and said.
+    let p = from_megatron(&format!("{base} --recompute-method uniform"), &m, 512).unwrap();
+    assert_eq!(p.plan.recompute, Recompute::None);
+    assert!(
+        p.warnings.iter().any(|w| w.contains("recomputes nothing")),
+        "{:?}",
+        p.warnings
+    );
+    // Block covering all 24 layers of a stage is full recomputation.
+    let all = "--recompute-granularity full --recompute-method block --recompute-num-layers 24";
+    let p = from_megatron(&format!("{base} {all}"), &m, 512).unwrap();
+    assert_eq!(
+        (p.plan.recompute, p.plan.dp, p.plan.global_batch),
+        (Recompute::Full, 32, 32)
+    );
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let o = planner(args);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn saved_plans_load_back_everywhere() {
+    let dir = std::env::temp_dir().join(format!("planner-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("plan.json");
+    let file = file.to_str().unwrap();
+    let target = ["--model", "llama3-8b", "--cluster", "h100x8"];
+    let flags = [
+        "--tp",
+        "2",
+        "--pp",
+        "2",
+        "--vpp",
+        "2",
+        "--micro-batch",
+        "1",
+        "--global-batch",
+        "32",
+        "--recompute",
+        "full",
+        "--sequence-parallel",
+        "--zero",
+        "1",
+    ];
+    let by_flags = run_ok(
+        &[
+            &["estimate"][..],
+            &target,
+            &flags,
+            &["--format", "json", "--save-plan", file],
+        ]
+        .concat(),
+    );
+    let by_file = run_ok(
+        &[
+            &["estimate"][..],
+            &target,
+            &["--plan", file, "--format", "json"],
+        ]
+        .concat(),
+    );
+    assert_eq!(by_flags, by_file);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let estimated: serde_json::Value = serde_json::from_str(&by_file).unwrap();
+    assert_eq!(saved, estimated["plan"]);
+    // The same file exports.
+    let args = run_ok(
+        &[
+            &["export"][..],
+            &target,
+            &["--plan", file, "--format", "megatron"],
+        ]
+        .concat(),
+    );
+    assert!(
+        args.contains("--num-layers-per-virtual-pipeline-stage 8 \\"),
+        "{args}"
+    );
+    // A bad plan file: every problem, exit 2.
+    std::fs::write(file, r#"{"dp": 2, "tp": 2, "pp": 2, "mbs": 1, "global_batch": 32, "seq_len": 8192, "zero": 9, "vp": 2}"#).unwrap();
+    let o = planner(&[&["estimate"][..], &target, &["--plan", file]].concat());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`zero`: expected a ZeRO stage") && err.contains("`vp`: unknown key"),
+        "{err}"
+    );
+    // --plan with plan flags is a usage error.
+    let o = planner(&[&["estimate"][..], &target, &["--plan", file, "--tp", "2"]].concat());
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn suggest_exports_its_top_plan() {
+    let target = [
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--global-batch",
+        "64",
+        "--seq-len",
+        "4096",
+    ];
+    let json = run_ok(
+        &[
+            &["suggest"][..],
+            &target,
+            &["--format", "json", "--top", "1"],
+        ]
+        .concat(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let top: Plan = serde_json::from_value(v["plans"][0]["plan"].clone()).unwrap();
+    let args = run_ok(&[&["suggest"][..], &target, &["--export", "megatron"]].concat());
+    let m = load_model("llama3-8b").unwrap();
+    assert_eq!(from_megatron(&args, &m, 8).unwrap().plan, top, "{args}");
+}
+
+#[test]
+fn suggest_exports_the_best_plan_the_format_can_express() {
+    let target = [
+        "--model",
+        "llama3-70b",
+        "--cluster",
+        "h100-x1024",
+        "--gpus",
+        "64",
+    ];
+    let json = run_ok(&[&["suggest"][..], &target, &["--format", "json"]].concat());
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let plans: Vec<Plan> = v["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_value(e["plan"].clone()).unwrap())
+        .collect();
+    // Megatron-LM has no ZeRO-2: the first plan without it is exported, and that is said.
+    let rank = plans.iter().position(|p| p.zero != 2).unwrap();
+    let o = planner(&[&["suggest"][..], &target, &["--export", "megatron"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m = load_model("llama3-70b").unwrap();
+    assert_eq!(
+        from_megatron(&stdout(&o), &m, 64).unwrap().plan,
+        plans[rank]
+    );
+    if rank > 0 {
+        let expected = format!("cannot be written for megatron; exporting #{}", rank + 1);
+        assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn torchtitan_and_deepspeed_carry_the_plan() {
+    let target = ["--model", "llama3-8b", "--cluster", "h100x8"];
+    let plan = [
+        "--tp",
+        "2",
+        "--sequence-parallel",
+        "--zero",
+        "3",
+        "--micro-batch",
+        "2",
+        "--global-batch",
+        "64",
+        "--recompute",
+        "full",
+        "--seq-len",
+        "4096",
+    ];
+    let toml = run_ok(&[&["export"][..], &target, &plan, &["--format", "torchtitan"]].concat());
+    // dp = 8/2 = 4 FSDP ranks; no PP: local batch = micro-batch, 64/(4·2) = 8 accumulation steps.
+    for line in [
+        "[parallelism]\ndata_parallel_replicate_degree = 1\ndata_parallel_shard_degree = 4\nfsdp_reshard_after_forward = \"always\"\ntensor_parallel_degree = 2\npipeline_parallel_degree = 1\n",
+        "[training]\nlocal_batch_size = 2\nglobal_batch_size = 64\nseq_len = 4096\nmixed_precision_param = \"bfloat16\"\n",
+        "[activation_checkpoint]\nmode = \"full\"\n",
+    ] {
+        assert!(toml.contains(line), "{line} in\n{toml}");
+    }
+    // DeepSpeed: ZeRO-2 on 8 ranks, 64 = 2 per GPU × 4 accumulation steps × 8.
+    let ds = run_ok(
+        &[
+            &["export"][..],
+            &target,
+            &[
+                "--zero",
+                "2",
+                "--micro-batch",
+                "2",
+                "--global-batch",
+                "64",
+                "--format",
+                "deepspeed",
+            ],
+        ]
+        .concat(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&ds).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"train_batch_size": 64, "train_micro_batch_size_per_gpu": 2,
+            "gradient_accumulation_steps": 4, "zero_optimization": {"stage": 2, "overlap_comm": false},
+            "bf16": {"enabled": true}})
+    );
+    // What a format cannot express is exit 2 naming the plan field.
+    let o = planner(
+        &[
+            &["export"][..],
+            &target,
+            &["--cp", "2", "--format", "deepspeed"],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("`cp`: DeepSpeed has no context parallelism"),
+        "{}",
+        stderr(&o)
+    );
+    let o = planner(
+        &[
+            &["export"][..],
+            &target,
+            &["--tp", "2", "--format", "torchtitan"],
+        ]
+        .concat(),
+    );
+    assert!(stderr(&o).contains("`sequence_parallel`"), "{}", stderr(&o));
+}
+
+#[test]
+fn huge_sizes_are_exit_2_not_a_panic() {
+    let big = "16777216";
+    let dir = std::env::temp_dir().join(format!("planner-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("big.json");
+    let sizes = ["dp", "tp", "pp", "cp", "mbs", "global_batch", "seq_len"];
+    let json: Vec<String> = sizes.iter().map(|k| format!("\"{k}\": {big}")).collect();
+    std::fs::write(&file, format!("{{{}}}", json.join(", "))).unwrap();
+    let megatron = format!(
+        "--tensor-model-parallel-size {big} --pipeline-model-parallel-size {big} \
+         --context-parallel-size {big} --micro-batch-size 1 --num-layers-per-virtual-pipeline-stage {big}"
+    );
+    let target = ["estimate", "--model", "gpt-39b", "--cluster", "a100x8"];
+    for extra in [
+        vec!["--tp", big, "--pp", big, "--cp", big],
+        vec!["--plan", file.to_str().unwrap()],
+        vec!["--megatron-args", &megatron],
+    ] {
+        let o = planner(&[&target[..], &extra].concat());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("implausibly large") || err.contains("overflows"),
+            "{err}"
+        );
+    }
+}
