@@ -11,7 +11,7 @@ pub use memory::{MemoryBytes, StageLayout};
 pub use price::{GroupShape, Machine, Placement};
 
 use crate::calib::{Profile, Source};
-use crate::graph::{Coll, Group, Kernel, MemClass, ModelGraph, Op, OpGraph, Shard};
+use crate::graph::{Group, Kernel, ModelGraph, Op, OpGraph, Shard};
 use crate::spec::{ClusterSpec, Framework, ModelSpec, Plan, Recompute};
 use crate::units::{Dtype, GIB};
 use serde::Serialize;
@@ -521,224 +521,63 @@ pub fn optimizer_bytes_per_param(dtype: Dtype) -> f64 {
         }
 }
 
-/// Prices a plan from already priced graphs (the search's memoised path).
+/// Prices a plan from already priced graphs (the search's memoised path): the per-stage
+/// work of [`stages::stage_work`] composed by the closed forms.
+///
+/// Pipeline: [`step::pipeline_time`] over each stage's per-micro-batch time (its chunks'
+/// forward and backward with exposed ZeRO-3 collectives, plus two transfers per chunk:
+/// Megatron's send_forward_recv_backward / send_backward_recv_forward). Data-parallel
+/// reduction after the last micro-batch: stage i finishes its last backward Σ_{j<i} b_j
+/// before stage 0, and with overlap the reduction also hides behind its own last backward.
+/// The slowest optimizer step ends the step.
 pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedGraphs) -> Estimate {
-    let cluster = m.cluster;
-    let place = Placement::of(plan, cluster.gpus_per_node);
-    let n_micro = plan.n_micro();
-    let layouts = stage_layouts(model, plan);
-    let e = plan.dtype.bytes();
-    // Collectives priced here, outside the graphs, with their sources.
-    let extra = std::cell::RefCell::new(Provenance::default());
-    let coll = |c: Coll, g: GroupShape, bytes: f64| -> f64 {
-        let (t, src) = m.collective_s(c, g, bytes);
-        extra.borrow_mut().communication[src as usize] += t;
-        t
+    let (work, comm_provenance) = stages::stage_work_with_provenance(model, plan, m, pg);
+    let (nm, v) = (plan.n_micro() as f64, plan.vpp as f64);
+    let sum = |s: &stages::StageWork, f: &dyn Fn(&stages::ChunkWork) -> f64| {
+        s.chunks.iter().map(f).sum::<f64>()
     };
-
-    let p2p_bytes = p2p_bytes(model, plan);
-    let p2p_s = if plan.pp > 1 {
-        let (t, src) = m.collective_s(Coll::SendRecv, place.pp, p2p_bytes);
-        // Each way once per micro-batch.
-        extra.borrow_mut().communication[src as usize] += 2.0 * n_micro as f64 * t;
-        t
-    } else {
-        0.0
-    };
-
-    let largest_layer_params = (0..model.layers)
-        .map(|i| pg.graphs.layer(model, i).params())
-        .fold(0.0, f64::max);
-    let comms = [place.tp, place.cp, place.ep, place.dp, place.pp]
+    let per_micro: Vec<f64> = work
         .iter()
-        .filter(|g| g.n > 1)
-        .count() as u64;
-
-    struct StageTimes {
-        fwd: PassCost,
-        bwd: PassCost,
-        recompute: PassCost,
-        pp_s: f64,
-        dense_params: f64,
-        expert_params: f64,
-    }
-    let mut times = Vec::with_capacity(layouts.len());
-    let mut stages = Vec::with_capacity(layouts.len());
-    for st in &layouts {
-        let (mut fwd, mut bwd, mut rc) = (
-            PassCost::default(),
-            PassCost::default(),
-            PassCost::default(),
-        );
-        let (mut dense_params, mut expert_params) = (0.0, 0.0);
-        for &(i, layer_rc) in &st.layers {
-            let gc = pg.layer(model, i);
-            fwd.add(&gc.fwd, 1.0);
-            bwd.add(&gc.bwd, 1.0);
-            match layer_rc {
-                Recompute::None => {}
-                Recompute::Selective => rc.add(&gc.selective_fwd, 1.0),
-                Recompute::Full => rc.add(&gc.fwd, 1.0),
-            }
-            let g = pg.graphs.layer(model, i);
-            let experts: f64 = g
-                .graph
-                .node_weights()
-                .filter(|o| o.name.starts_with("expert_"))
-                .map(|o| o.params)
-                .sum();
-            expert_params += experts;
-            dense_params += g.params() - experts;
-        }
-        if st.embedding {
-            fwd.add(&pg.embedding.fwd, 1.0);
-            bwd.add(&pg.embedding.bwd, 1.0);
-            dense_params += pg.graphs.embedding.params();
-        }
-        if st.head {
-            fwd.add(&pg.head.fwd, 1.0);
-            bwd.add(&pg.head.bwd, 1.0);
-            dense_params += pg.graphs.head.params();
-            if model.tied_embeddings && plan.pp > 1 {
-                // Megatron keeps a copy of the tied word embeddings on the last stage.
-                dense_params += (model.vocab.div_ceil(plan.tp) * model.hidden) as f64;
-            }
-        }
-        // 1F1B exchanges with both neighbours per micro-batch and chunk (Megatron's
-        // send_forward_recv_backward / send_backward_recv_forward): two transfers.
-        let pp_s = 2.0 * p2p_s * plan.vpp as f64;
-        let mem = memory::stage_memory(
-            model,
-            plan,
-            &pg.graphs,
-            st,
-            dense_params,
-            expert_params,
-            largest_layer_params,
-            comms,
-            cluster.cuda_context_gib * GIB,
-        );
-        stages.push(StageCost {
-            stage_idx: st.stage,
-            layers: st.layers.len() as u64,
-            fwd_s: fwd.total() + pp_s / 2.0,
-            bwd_s: bwd.total() + rc.total() + pp_s / 2.0,
-            memory_gib: mem.total() / GIB,
-            memory: mem,
-        });
-        times.push(StageTimes {
-            fwd,
-            bwd,
-            recompute: rc,
-            pp_s,
-            dense_params,
-            expert_params,
-        });
-    }
-
-    // ZeRO-3 gathers each layer's weights forward and backward and reduce-scatters its
-    // gradients every micro-batch, prefetched behind compute (FSDP, Zhao et al. 2023 §3.3).
-    let grad_b = grad_reduce_bytes(plan.framework, plan.dtype);
-    let zero3 = |params: f64, compute_fwd: f64, compute_bwd: f64| -> f64 {
-        if plan.zero < 3 {
-            return 0.0;
-        }
-        let ag = coll(Coll::AllGather, place.dp, params * e);
-        let rs = coll(Coll::ReduceScatter, place.dp, params * grad_b);
-        (ag - compute_fwd).max(0.0) + (ag + rs - compute_bwd).max(0.0)
-    };
-    let per_micro: Vec<f64> = times
-        .iter()
-        .map(|t| {
-            let z3 = zero3(
-                t.dense_params,
-                t.fwd.compute_s,
-                t.bwd.compute_s + t.recompute.compute_s,
-            );
-            t.fwd.total() + t.bwd.total() + t.recompute.total() + t.pp_s + z3
-        })
+        .map(|s| sum(s, &|c| c.fwd_s() + c.bwd_s()) + 2.0 * s.p2p_s * v)
         .collect();
-    let pipeline = step::pipeline_time(plan.schedule, &per_micro, n_micro, plan.vpp);
+    let pipeline = step::pipeline_time(plan.schedule, &per_micro, plan.n_micro(), plan.vpp);
     let slow = per_micro
         .iter()
         .enumerate()
         .fold(0, |b, (i, t)| if *t > per_micro[b] { i } else { b });
-    let bt = &times[slow];
-    let z3_slow =
-        per_micro[slow] - (bt.fwd.total() + bt.bwd.total() + bt.recompute.total() + bt.pp_s);
+    let ws = &work[slow];
 
-    // Data-parallel gradient reduction after the last micro-batch: all-reduce, or
-    // reduce-scatter + all-gather of the updated weights with a sharded optimizer. Stage i
-    // finishes its last backward Σ_{j<i} b_j before stage 0, and with overlap the reduction
-    // also hides behind its own last backward.
-    let ep_group = GroupShape {
-        n: (place.dp.n / plan.ep).max(1),
-        per_node: (place.dp.per_node / plan.ep).max(1),
-    };
-    let mut dp_exposed: f64 = 0.0;
-    let mut slack = 0.0;
-    for (st, t) in layouts.iter().zip(&times) {
-        let reduce = |params: f64, g: GroupShape| -> f64 {
-            match plan.zero {
-                0 => coll(Coll::AllReduce, g, params * grad_b),
-                1 | 2 => {
-                    coll(Coll::ReduceScatter, g, params * grad_b)
-                        + coll(Coll::AllGather, g, params * e)
-                }
-                _ => 0.0,
-            }
-        };
-        let mut dp = reduce(t.dense_params, place.dp) + reduce(t.expert_params, ep_group);
-        if model.tied_embeddings && plan.pp > 1 && (st.embedding || st.head) {
-            // First and last stage all-reduce the tied embedding's gradient.
-            let emb = (model.vocab.div_ceil(plan.tp) * model.hidden) as f64 * grad_b;
-            dp += coll(Coll::AllReduce, GroupShape { n: 2, per_node: 1 }, emb);
-        }
-        let window = if plan.overlap_grad_reduce {
-            t.bwd.total() + t.recompute.total()
-        } else {
-            0.0
-        };
-        dp_exposed = dp_exposed.max(dp - window - slack);
-        slack += t.bwd.total() + t.recompute.total();
+    let (mut dp_exposed, mut slack) = (0.0f64, 0.0);
+    for s in &work {
+        let bwd = sum(s, &|c| c.bwd.total() + c.recompute.total());
+        let window = if plan.overlap_grad_reduce { bwd } else { 0.0 };
+        dp_exposed = dp_exposed.max(s.dp_reduce_s - window - slack);
+        slack += bwd;
     }
-    let dp_exposed = dp_exposed.max(0.0);
 
-    // Optimizer step on the rank's optimizer shard.
-    let shard = |n: u64| if plan.zero >= 1 { n.max(1) as f64 } else { 1.0 };
-    let opt_s = times
-        .iter()
-        .map(|t| {
-            let local = t.dense_params / shard(place.dp.n) + t.expert_params / shard(ep_group.n);
-            m.memory_s(
-                local * optimizer_bytes_per_param(plan.dtype),
-                MemClass::Elementwise,
-            )
-            .0
-        })
-        .fold(0.0, f64::max);
-
-    let nm = n_micro as f64;
     let breakdown = Breakdown {
-        compute_s: nm * (bt.fwd.compute_s + bt.bwd.compute_s),
-        recompute_s: nm * bt.recompute.compute_s,
-        tp_comm_s: nm * (bt.fwd.tp_s + bt.bwd.tp_s + bt.recompute.tp_s),
-        pp_comm_s: nm * bt.pp_s,
-        dp_comm_s: dp_exposed + nm * z3_slow,
-        other_comm_s: nm * (bt.fwd.other_s + bt.bwd.other_s + bt.recompute.other_s),
+        compute_s: nm * sum(ws, &|c| c.fwd.compute_s + c.bwd.compute_s),
+        recompute_s: nm * sum(ws, &|c| c.recompute.compute_s),
+        tp_comm_s: nm * sum(ws, &|c| c.fwd.tp_s + c.bwd.tp_s + c.recompute.tp_s),
+        pp_comm_s: nm * 2.0 * ws.p2p_s * v,
+        dp_comm_s: dp_exposed.max(0.0)
+            + nm * sum(ws, &|c| c.zero3_fwd_exposed_s() + c.zero3_bwd_exposed_s()),
+        other_comm_s: nm * sum(ws, &|c| c.fwd.other_s + c.bwd.other_s + c.recompute.other_s),
         bubble_s: pipeline - nm * per_micro[slow],
-        optimizer_s: opt_s,
+        optimizer_s: work.iter().map(|s| s.optimizer_s).fold(0.0, f64::max),
     };
-    let step = breakdown.total();
-
-    let peak = stages
+    let stages: Vec<StageCost> = work
         .iter()
-        .map(|s| s.memory)
-        .fold(MemoryBytes::default(), |a, b| {
-            if b.total() > a.total() { b } else { a }
-        });
-    let n_gpus = plan.n_gpus();
-    let model_flops = flops::model_flops_per_step(model, plan.seq_len, plan.global_batch);
+        .map(|s| StageCost {
+            stage_idx: s.stage_idx,
+            layers: s.chunks.iter().map(|c| c.layers).sum(),
+            fwd_s: sum(s, &|c| c.fwd_s()) + s.p2p_s * v,
+            bwd_s: sum(s, &|c| c.bwd_s()) + s.p2p_s * v,
+            memory_gib: s.memory.total() / GIB,
+            memory: s.memory,
+        })
+        .collect();
+    let layouts = stage_layouts(model, plan);
     let recomputed = layouts
         .iter()
         .flat_map(|st| &st.layers)
@@ -749,12 +588,47 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         .map(|st| st.layers.len())
         .sum::<usize>()
         .max(1);
+    // The graphs' kernels run once per layer of a stage and per micro-batch.
+    let provenance = pg
+        .provenance
+        .scaled(nm * model.layers as f64 / plan.pp as f64)
+        .plus(&comm_provenance);
+    assemble(
+        model,
+        plan,
+        m.cluster,
+        breakdown,
+        stages,
+        recomputed as f64 / held as f64,
+        provenance,
+    )
+}
+
+/// Throughput, utilisation and memory verdict of a priced step.
+fn assemble(
+    model: &ModelSpec,
+    plan: &Plan,
+    cluster: &ClusterSpec,
+    breakdown: Breakdown,
+    stages: Vec<StageCost>,
+    recomputed_fraction: f64,
+    provenance: Provenance,
+) -> Estimate {
+    let step = breakdown.total();
+    let peak = stages
+        .iter()
+        .map(|s| s.memory)
+        .fold(MemoryBytes::default(), |a, b| {
+            if b.total() > a.total() { b } else { a }
+        });
+    let n_gpus = plan.n_gpus();
+    let model_flops = flops::model_flops_per_step(model, plan.seq_len, plan.global_batch);
     let hw_flops = flops::hardware_flops_per_step(
         model,
         plan.seq_len,
         plan.global_batch,
         plan.recompute,
-        recomputed as f64 / held as f64,
+        recomputed_fraction,
     );
     let peak_flops = cluster.gpu.peak_flops(plan.dtype);
     let per_gpu = |f: f64| f / step / n_gpus as f64;
@@ -774,10 +648,6 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         breakdown,
         memory_gib: peak.into(),
         stages,
-        // The graphs' kernels run once per layer of a stage and per micro-batch.
-        provenance: pg
-            .provenance
-            .scaled(nm * model.layers as f64 / plan.pp as f64)
-            .plus(&extra.into_inner()),
+        provenance,
     }
 }

@@ -4,12 +4,13 @@
 
 use super::memory::{self, MemoryBytes, StageLayout};
 use super::{
-    GroupShape, Machine, PassCost, Placement, PricedGraphs, grad_reduce_bytes,
+    GroupShape, Machine, PassCost, Placement, PricedGraphs, Provenance, grad_reduce_bytes,
     optimizer_bytes_per_param,
 };
 use crate::graph::{Coll, MemClass, OpGraph, Shard};
 use crate::spec::{ModelSpec, Plan, Recompute};
 use serde::Serialize;
+use std::cell::RefCell;
 
 /// One model chunk's work on one stage for one micro-batch (the whole stage when not
 /// interleaved).
@@ -133,23 +134,32 @@ struct Ctx<'a> {
     ep_group: GroupShape,
     /// First and last stage all-reduce the tied embedding's gradient.
     tied_s: f64,
+    /// Seconds of the collectives priced here, by source, weighted by how often a step runs
+    /// them.
+    provenance: RefCell<Provenance>,
 }
 
 impl Ctx<'_> {
+    /// A collective's time, recorded `times` per step in the provenance.
+    fn coll(&self, c: Coll, g: GroupShape, bytes: f64, times: f64) -> f64 {
+        let (t, src) = self.m.collective_s(c, g, bytes);
+        self.provenance.borrow_mut().communication[src as usize] += times * t;
+        t
+    }
+
     /// Gradient reduction of `params`: all-reduce, or reduce-scatter + all-gather of the
     /// updated weights with a sharded optimizer; ZeRO-3 reduces every micro-batch instead.
-    fn reduce_s(&self, params: f64, g: GroupShape) -> f64 {
+    /// `times`: how often the step runs it, for the provenance (0: priced, not recorded).
+    fn reduce_s(&self, params: f64, g: GroupShape, times: f64) -> f64 {
         let (grad_b, e) = (
             grad_reduce_bytes(self.plan.framework, self.plan.dtype),
             self.plan.dtype.bytes(),
         );
         match self.plan.zero {
-            0 => self.m.collective_s(Coll::AllReduce, g, params * grad_b).0,
+            0 => self.coll(Coll::AllReduce, g, params * grad_b, times),
             1 | 2 => {
-                self.m
-                    .collective_s(Coll::ReduceScatter, g, params * grad_b)
-                    .0
-                    + self.m.collective_s(Coll::AllGather, g, params * e).0
+                self.coll(Coll::ReduceScatter, g, params * grad_b, times)
+                    + self.coll(Coll::AllGather, g, params * e, times)
             }
             _ => 0.0,
         }
@@ -158,18 +168,19 @@ impl Ctx<'_> {
     /// Chunk `c` of stage `st` with its collectives; returns it with its (dense, expert)
     /// parameters.
     fn chunk(&self, st: &StageLayout, c: u64) -> (ChunkWork, f64, f64) {
-        let (model, plan, m) = (self.model, self.plan, self.m);
+        let (model, plan) = (self.model, self.plan);
         let (d, x) = chunk_params(model, plan, self.pg, st, c);
         let mut w = chunk_costs(model, plan, self.pg, &Shard::of(plan), st, c);
         if plan.zero >= 3 {
+            let nm = plan.n_micro() as f64;
             let bytes = d * plan.dtype.bytes();
-            w.zero3_gather_s = m.collective_s(Coll::AllGather, self.place.dp, bytes).0;
+            w.zero3_gather_s = self.coll(Coll::AllGather, self.place.dp, bytes, 2.0 * nm);
             let grads = d * grad_reduce_bytes(plan.framework, plan.dtype);
-            w.zero3_reduce_s = m.collective_s(Coll::ReduceScatter, self.place.dp, grads).0;
+            w.zero3_reduce_s = self.coll(Coll::ReduceScatter, self.place.dp, grads, nm);
         }
         let ends = (st.stage, c) == (0, 0) || (st.stage, c) == (plan.pp - 1, plan.vpp - 1);
-        w.dp_reduce_s = self.reduce_s(d, self.place.dp)
-            + self.reduce_s(x, self.ep_group)
+        w.dp_reduce_s = self.reduce_s(d, self.place.dp, 0.0)
+            + self.reduce_s(x, self.ep_group, 0.0)
             + if ends { self.tied_s } else { 0.0 };
         (w, d, x)
     }
@@ -193,8 +204,8 @@ impl Ctx<'_> {
             stage_idx: st.stage,
             chunks,
             p2p_s,
-            dp_reduce_s: self.reduce_s(dense, self.place.dp)
-                + self.reduce_s(experts, self.ep_group)
+            dp_reduce_s: self.reduce_s(dense, self.place.dp, 1.0)
+                + self.reduce_s(experts, self.ep_group, 1.0)
                 + if ends { self.tied_s } else { 0.0 },
             optimizer_s: self
                 .m
@@ -226,10 +237,24 @@ pub fn stage_work(
     m: &Machine,
     pg: &PricedGraphs,
 ) -> Vec<StageWork> {
+    stage_work_with_provenance(model, plan, m, pg).0
+}
+
+/// [`stage_work`], with the sources of the collectives priced outside the graphs (pipeline
+/// transfers, gradient reduction, ZeRO-3), weighted by how often one step runs them.
+pub fn stage_work_with_provenance(
+    model: &ModelSpec,
+    plan: &Plan,
+    m: &Machine,
+    pg: &PricedGraphs,
+) -> (Vec<StageWork>, Provenance) {
     let place = Placement::of(plan, m.cluster.gpus_per_node);
+    let mut provenance = Provenance::default();
     let p2p_s = if plan.pp > 1 {
-        m.collective_s(Coll::SendRecv, place.pp, super::p2p_bytes(model, plan))
-            .0
+        let (t, src) = m.collective_s(Coll::SendRecv, place.pp, super::p2p_bytes(model, plan));
+        // Each way once per micro-batch and chunk.
+        provenance.communication[src as usize] += 2.0 * (plan.n_micro() * plan.vpp) as f64 * t;
+        t
     } else {
         0.0
     };
@@ -252,6 +277,7 @@ pub fn stage_work(
             per_node: (place.dp.per_node / plan.ep).max(1),
         },
         tied_s,
+        provenance: RefCell::new(provenance),
     };
     let largest_layer = (0..model.layers)
         .map(|i| pg.graphs.layer(model, i).params())
@@ -260,10 +286,11 @@ pub fn stage_work(
         .iter()
         .filter(|g| g.n > 1)
         .count() as u64;
-    super::stage_layouts(model, plan)
+    let work = super::stage_layouts(model, plan)
         .iter()
         .map(|st| ctx.stage(st, p2p_s, largest_layer, comms))
-        .collect()
+        .collect();
+    (work, ctx.provenance.into_inner())
 }
 
 /// Pass costs and saved activations of chunk `c` of stage `st` for one micro-batch.
