@@ -4,8 +4,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const ORDER: [&str; 10] = [
-    "units", "spec", "graph", "calib", "cost", "search", "sim", "exec", "report", "cli",
+const ORDER: [&str; 11] = [
+    "units", "spec", "graph", "calib", "cost", "search", "sim", "validate", "exec", "report", "cli",
 ];
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {
