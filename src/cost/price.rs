@@ -175,7 +175,7 @@ impl<'a> Machine<'a> {
     pub fn gemm_preset_s(&self, dtype: Dtype, batch: u64, m: u64, n: u64, k: u64) -> f64 {
         let dev = self.device();
         let flops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64;
-        let rate = dev.peak_flops(dtype) * dev.efficiency.gemm;
+        let rate = dev.peak_flops(dtype) * dev.gemm_efficiency(dtype);
         let hbm = self.hbm_bytes_s().0;
         let max_split = (k / 256).clamp(1, dev.sms);
         let mut best = f64::INFINITY;

@@ -28,7 +28,7 @@ fn tp_comm(coll: Coll, bytes: f64, overlapped: bool) -> Kernel {
 /// the GEMM with `TpOverlap::Full` (Transformer Engine userbuffers, `--tp-comm-overlap`).
 pub(super) fn column_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params: f64) -> Op {
     let e = sh.dtype.bytes();
-    let saved = (sh.tokens_sp() * k) as f64 * e;
+    let saved = (sh.tokens_sp() * k) as f64 * sh.saved_gemm_input_bytes();
     let mut op = Op::linear(name, sh.tokens(), n, k, params, saved);
     if sh.tp > 1 {
         let full = (sh.tokens() * k) as f64 * e;
@@ -54,7 +54,7 @@ pub(super) fn column_linear(name: &'static str, sh: &Shard, n: u64, k: u64, para
 /// GEMM only under `TpOverlap::Full`.
 pub(super) fn row_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params: f64) -> Op {
     let e = sh.dtype.bytes();
-    let saved = (sh.tokens() * k) as f64 * e;
+    let saved = (sh.tokens() * k) as f64 * sh.saved_gemm_input_bytes();
     let mut op = Op::linear(name, sh.tokens(), n, k, params, saved);
     if sh.tp > 1 {
         let full = (sh.tokens() * n) as f64 * e;

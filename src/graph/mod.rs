@@ -338,6 +338,17 @@ impl Shard {
         self.b * self.s / self.cp
     }
 
+    /// Bytes per element of a GEMM input saved for the weight gradient: with FP8 training,
+    /// Transformer Engine keeps the FP8 cast of the input (`Linear` saves `inputmat` as a
+    /// Float8Tensor), otherwise the 16-bit activation.
+    pub fn saved_gemm_input_bytes(&self) -> f64 {
+        if self.dtype == Dtype::Fp8 {
+            1.0
+        } else {
+            self.dtype.bytes()
+        }
+    }
+
     /// Tokens held in the regions outside the TP GEMMs: b·s/cp, further /tp with SP.
     pub fn tokens_sp(&self) -> u64 {
         if self.sp {

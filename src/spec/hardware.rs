@@ -24,8 +24,10 @@ pub struct PeakTflops {
 /// a calibration profile replaces them with measurements.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DeviceEfficiency {
-    /// Best achieved fraction of the dense 16-bit peak for large GEMMs.
+    /// Achieved fraction of the dense 16-bit peak by training-shaped GEMMs.
     pub gemm: f64,
+    /// Achieved fraction of the fp8 peak by fp8 GEMMs (default: `gemm`).
+    pub gemm_fp8: f64,
     /// Achieved fraction of HBM bandwidth by streaming elementwise kernels.
     pub hbm: f64,
     /// Achieved fraction of HBM bandwidth by row reductions (norms, softmax), forward.
@@ -58,6 +60,14 @@ pub struct DeviceSpec {
 }
 
 impl DeviceSpec {
+    /// Achieved fraction of `dtype`'s peak by training-shaped GEMMs.
+    pub fn gemm_efficiency(&self, dtype: Dtype) -> f64 {
+        match dtype {
+            Dtype::Fp8 if self.peak_tflops.fp8.is_some() => self.efficiency.gemm_fp8,
+            _ => self.efficiency.gemm,
+        }
+    }
+
     /// Peak dense FLOP/s for GEMMs in `dtype`; fp8 falls back to the 16-bit peak on GPUs without it.
     pub fn peak_flops(&self, dtype: Dtype) -> f64 {
         let t = &self.peak_tflops;
@@ -228,6 +238,7 @@ fn read_peaks(r: &mut Reader<'_>) -> Option<PeakTflops> {
 fn default_efficiency() -> DeviceEfficiency {
     DeviceEfficiency {
         gemm: 0.76,
+        gemm_fp8: 0.76,
         hbm: 0.88,
         reduction: 0.46,
         reduction_bwd: 0.24,
@@ -252,16 +263,20 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
     }
     let d = default_efficiency();
     let eff = r
-        .nested("efficiency", |e| DeviceEfficiency {
-            gemm: e.opt_fraction("gemm").unwrap_or(d.gemm),
-            hbm: e.opt_fraction("hbm").unwrap_or(d.hbm),
-            reduction: e.opt_fraction("reduction").unwrap_or(d.reduction),
-            reduction_bwd: e.opt_fraction("reduction_bwd").unwrap_or(d.reduction_bwd),
-            attention_fwd: e.opt_fraction("attention_fwd").unwrap_or(d.attention_fwd),
-            attention_bwd: e.opt_fraction("attention_bwd").unwrap_or(d.attention_bwd),
-            kernel_launch_us: e
-                .opt_pos("kernel_launch_us", 1e4)
-                .unwrap_or(d.kernel_launch_us),
+        .nested("efficiency", |e| {
+            let gemm = e.opt_fraction("gemm").unwrap_or(d.gemm);
+            DeviceEfficiency {
+                gemm,
+                gemm_fp8: e.opt_fraction("gemm_fp8").unwrap_or(gemm),
+                hbm: e.opt_fraction("hbm").unwrap_or(d.hbm),
+                reduction: e.opt_fraction("reduction").unwrap_or(d.reduction),
+                reduction_bwd: e.opt_fraction("reduction_bwd").unwrap_or(d.reduction_bwd),
+                attention_fwd: e.opt_fraction("attention_fwd").unwrap_or(d.attention_fwd),
+                attention_bwd: e.opt_fraction("attention_bwd").unwrap_or(d.attention_bwd),
+                kernel_launch_us: e
+                    .opt_pos("kernel_launch_us", 1e4)
+                    .unwrap_or(d.kernel_launch_us),
+            }
         })
         .unwrap_or(d);
     Some(DeviceSpec {

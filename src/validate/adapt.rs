@@ -51,7 +51,7 @@ impl Stack {
             Stack::Megatron2022
         } else if g.starts_with("bloom") {
             Stack::MegatronDeepSpeed
-        } else if g.starts_with("megatron-core") {
+        } else if g.starts_with("megatron-core") || g.starts_with("nemo") {
             Stack::MegatronCore
         } else {
             Stack::Fsdp
@@ -247,6 +247,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
     };
     let dtype = match run.precision.as_deref() {
         Some(s) if s.starts_with("fp16") => Dtype::Fp16,
+        Some(s) if s.starts_with("fp8") => Dtype::Fp8,
         _ => Dtype::Bf16,
     };
     let plan = Plan {
