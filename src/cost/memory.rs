@@ -49,7 +49,7 @@ pub const ALLOCATOR_FRAGMENTATION: f64 = 0.05;
 /// - DeepSpeed, BF16 optimizer (ZeRO ≤ 1, as BLOOM trained): the 16-bit `.grad` next to an
 ///   fp32 accumulation buffer, and a *whole* fp32 master copy — only the moments are
 ///   partitioned (deepspeed/runtime/bf16_optimizer.py keeps `fp32_groups_flat` unsharded,
-///   "TODO: Need to only track fp32 params of this partition"): 2 + 6 + 4 + 8/n. With ZeRO ≥ 2
+///   as its own comment there admits): 2 + 6 + 4 + 8/n. With ZeRO ≥ 2
 ///   the ZeRO optimizer partitions master, moments and gradients.
 /// - FSDP (torchtitan, llm-foundry): the sharded parameters are the fp32 master copy, with fp32
 ///   gradients and moments, 16/n under full sharding (PyTorch FSDP `MixedPrecision` keeps

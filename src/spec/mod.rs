@@ -4,6 +4,7 @@
 pub mod error;
 pub mod hardware;
 pub mod hf;
+pub mod infeasible;
 pub mod launch;
 pub mod model;
 pub mod plan;

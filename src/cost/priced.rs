@@ -1,0 +1,278 @@
+//! Pricing of operator graphs: one pass of some operators by kind (compute, exposed TP and
+//! CP/EP communication), the priced graphs of a model under one sharding, and where the
+//! numbers came from (measured, interpolated, extrapolated, preset).
+
+use super::{Machine, Placement};
+use crate::calib::Source;
+use crate::graph::{Group, Kernel, ModelGraph, Op, OpGraph, Shard};
+use crate::spec::{ModelSpec, Plan};
+use crate::units::Dtype;
+use serde::Serialize;
+
+/// Time of one pass (forward, backward, or recomputation) of some operators, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PassCost {
+    /// GEMMs, attention and memory-bound kernels.
+    pub compute_s: f64,
+    /// Exposed tensor-parallel communication.
+    pub tp_s: f64,
+    /// Exposed context- and expert-parallel communication.
+    pub other_s: f64,
+}
+
+impl PassCost {
+    /// Sum of all parts.
+    pub fn total(&self) -> f64 {
+        self.compute_s + self.tp_s + self.other_s
+    }
+    pub(super) fn add(&mut self, o: &PassCost, k: f64) {
+        self.compute_s += k * o.compute_s;
+        self.tp_s += k * o.tp_s;
+        self.other_s += k * o.other_s;
+    }
+}
+
+/// Which kernels of an operator a pass runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Fwd,
+    Bwd,
+    /// The forward kernels of the operators selective recomputation re-runs.
+    SelectiveFwd,
+}
+
+/// Seconds of priced work per number source, by kernel class. In an `Estimate`: about one
+/// step of the slowest-priced stage's work (graph kernels × layers per stage × micro-batches,
+/// plus the pipeline and gradient-reduction collectives), so the shares say which
+/// sources the step time rests on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Provenance {
+    /// GEMM seconds by source (measured, interpolated, extrapolated, preset).
+    pub gemm: [f64; 4],
+    /// Attention-kernel seconds by source.
+    pub attention: [f64; 4],
+    /// Memory-bound seconds by source.
+    pub memory: [f64; 4],
+    /// Communication seconds by source.
+    pub communication: [f64; 4],
+}
+
+impl Provenance {
+    fn record(&mut self, k: &Kernel, t: f64, src: Source) {
+        let slot = match k {
+            Kernel::Gemm { .. } => &mut self.gemm,
+            Kernel::Attention { .. } => &mut self.attention,
+            Kernel::Memory { .. } => &mut self.memory,
+            Kernel::Comm { .. } => &mut self.communication,
+        };
+        slot[src as usize] += t;
+    }
+
+    /// Every second multiplied by `k` (a kernel priced once that runs k times a step).
+    pub fn scaled(&self, k: f64) -> Provenance {
+        let mul = |a: [f64; 4]| a.map(|x| x * k);
+        Provenance {
+            gemm: mul(self.gemm),
+            attention: mul(self.attention),
+            memory: mul(self.memory),
+            communication: mul(self.communication),
+        }
+    }
+
+    /// The seconds of both, class by class and source by source.
+    pub fn plus(&self, o: &Provenance) -> Provenance {
+        let add = |a: [f64; 4], b: [f64; 4]| std::array::from_fn(|i| a[i] + b[i]);
+        Provenance {
+            gemm: add(self.gemm, o.gemm),
+            attention: add(self.attention, o.attention),
+            memory: add(self.memory, o.memory),
+            communication: add(self.communication, o.communication),
+        }
+    }
+
+    /// One line per class: the share of its time from each source, e.g.
+    /// `gemm: 100% preset`.
+    pub fn summary(&self) -> Vec<String> {
+        let names = ["measured", "interpolated", "extrapolated", "preset"];
+        [
+            ("gemm", &self.gemm),
+            ("attention", &self.attention),
+            ("memory-bound", &self.memory),
+            ("communication", &self.communication),
+        ]
+        .iter()
+        .filter_map(|(name, v)| {
+            let total: f64 = v.iter().sum();
+            (total > 0.0).then(|| {
+                let parts: Vec<String> = v
+                    .iter()
+                    .zip(names)
+                    .filter(|(x, _)| **x > 0.0)
+                    .map(|(x, n)| format!("{:.0}% {n}", 100.0 * x / total))
+                    .collect();
+                format!("{name}: {}", parts.join(", "))
+            })
+        })
+        .collect()
+    }
+}
+
+/// Prices of one operator graph for one micro-batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct GraphCost {
+    /// Forward pass.
+    pub fwd: PassCost,
+    /// Backward pass.
+    pub bwd: PassCost,
+    /// Forward of the attention core only (what selective recomputation repeats).
+    pub selective_fwd: PassCost,
+}
+
+fn price_graph(
+    g: &OpGraph,
+    m: &Machine,
+    dtype: Dtype,
+    place: &Placement,
+    prov: &mut Provenance,
+) -> GraphCost {
+    let ops = g.ops();
+    GraphCost {
+        fwd: price_pass(&ops, m, dtype, place, Pass::Fwd, prov),
+        bwd: price_pass(&ops, m, dtype, place, Pass::Bwd, prov),
+        selective_fwd: price_pass(
+            &ops,
+            m,
+            dtype,
+            place,
+            Pass::SelectiveFwd,
+            &mut Provenance::default(),
+        ),
+    }
+}
+
+fn price_pass(
+    ops: &[&Op],
+    m: &Machine,
+    dtype: Dtype,
+    place: &Placement,
+    pass: Pass,
+    prov: &mut Provenance,
+) -> PassCost {
+    let mut out = PassCost::default();
+    for op in ops {
+        let kernels = match pass {
+            Pass::Fwd => &op.fwd,
+            Pass::Bwd => &op.bwd,
+            Pass::SelectiveFwd if op.selective => &op.fwd,
+            Pass::SelectiveFwd => continue,
+        };
+        let (mut compute, mut overlapped) = (0.0, [0.0f64; 2]);
+        for k in kernels {
+            let (t, src) = m.kernel_s(dtype, k, place);
+            prov.record(k, t, src);
+            match k {
+                Kernel::Comm {
+                    group,
+                    overlapped: ov,
+                    ..
+                } => {
+                    let slot = usize::from(*group != Group::Tp);
+                    if *ov {
+                        overlapped[slot] += t;
+                    } else if slot == 0 {
+                        out.tp_s += t;
+                    } else {
+                        out.other_s += t;
+                    }
+                }
+                _ => compute += t,
+            }
+        }
+        out.compute_s += compute;
+        // Overlapped communication hides behind the operator's own compute.
+        out.tp_s += (overlapped[0] - compute).max(0.0);
+        out.other_s += (overlapped[1] - compute).max(0.0);
+    }
+    out
+}
+
+/// The priced graphs of a model under one sharding: reusable across plans that share the
+/// shard and the TP/CP/EP placement.
+#[derive(Clone, Debug)]
+pub struct PricedGraphs {
+    /// The graphs.
+    pub graphs: ModelGraph,
+    /// Embedding prices.
+    pub embedding: GraphCost,
+    /// Dense layer prices.
+    pub dense: GraphCost,
+    /// MoE layer prices.
+    pub moe: Option<GraphCost>,
+    /// Head prices.
+    pub head: GraphCost,
+    /// Sources of the numbers.
+    pub provenance: Provenance,
+}
+
+impl PricedGraphs {
+    /// Builds and prices every graph of `model` under `plan`.
+    pub fn new(model: &ModelSpec, plan: &Plan, m: &Machine) -> PricedGraphs {
+        let sh = Shard::of(plan);
+        let place = Placement::of(plan, m.cluster.gpus_per_node);
+        let graphs = ModelGraph::build(model, &sh);
+        let mut prov = Provenance::default();
+        let embedding = price_graph(&graphs.embedding, m, plan.dtype, &place, &mut prov);
+        let dense = price_graph(&graphs.dense, m, plan.dtype, &place, &mut prov);
+        let moe = graphs
+            .moe
+            .as_ref()
+            .map(|g| price_graph(g, m, plan.dtype, &place, &mut prov));
+        let head = price_graph(&graphs.head, m, plan.dtype, &place, &mut prov);
+        PricedGraphs {
+            graphs,
+            embedding,
+            dense,
+            moe,
+            head,
+            provenance: prov,
+        }
+    }
+
+    pub(super) fn layer(&self, model: &ModelSpec, i: u64) -> &GraphCost {
+        match &self.moe {
+            Some(c) if model.is_moe_layer(i) => c,
+            _ => &self.dense,
+        }
+    }
+}
+
+/// Forward and backward time of every operator of one micro-batch, by graph: the embedding,
+/// the first (dense) layer, an MoE layer when present, and the head.
+pub fn op_times(
+    model: &ModelSpec,
+    plan: &Plan,
+    m: &Machine,
+) -> Vec<(&'static str, &'static str, f64, f64)> {
+    let sh = Shard::of(plan);
+    let place = Placement::of(plan, m.cluster.gpus_per_node);
+    let g = ModelGraph::build(model, &sh);
+    let mut graphs = vec![("embedding", &g.embedding), ("layer", &g.dense)];
+    if let Some(moe) = &g.moe {
+        graphs.push(("moe layer", moe));
+    }
+    graphs.push(("head", &g.head));
+    let t = |ks: &[Kernel]| {
+        ks.iter()
+            .map(|k| m.kernel_s(plan.dtype, k, &place).0)
+            .sum::<f64>()
+    };
+    graphs
+        .into_iter()
+        .flat_map(|(name, graph)| {
+            graph
+                .ops()
+                .into_iter()
+                .map(move |op| (name, op.name, t(&op.fwd), t(&op.bwd)))
+        })
+        .collect()
+}

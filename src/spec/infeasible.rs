@@ -1,0 +1,270 @@
+//! Why a plan cannot run: `Infeasible` reasons are values (the search tallies them) with the
+//! plan field a user would change and a message that says how.
+
+use std::fmt;
+
+/// Why a plan cannot run: a value (search tallies these), not an error.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Infeasible {
+    /// A size of zero.
+    Zero,
+    /// dp·tp·pp·cp differs from the cluster's GPU count.
+    GpuCount {
+        /// dp·tp·pp·cp.
+        product: u64,
+        /// GPUs in the cluster.
+        gpus: u64,
+    },
+    /// tp does not divide the (key/value) heads.
+    HeadsNotDivisible {
+        /// Query heads.
+        heads: u64,
+        /// Key/value heads.
+        kv_heads: u64,
+        /// Tensor parallelism.
+        tp: u64,
+    },
+    /// tp does not divide the MLP width.
+    FfnNotDivisible {
+        /// MLP width.
+        ffn: u64,
+        /// Tensor parallelism.
+        tp: u64,
+    },
+    /// A TP group would cross nodes.
+    TpAcrossNodes {
+        /// Tensor parallelism.
+        tp: u64,
+        /// GPUs per node.
+        gpus_per_node: u64,
+    },
+    /// pp·vpp does not divide the layers.
+    LayersNotDivisible {
+        /// Layers.
+        layers: u64,
+        /// Pipeline stages.
+        pp: u64,
+        /// Chunks per stage.
+        vpp: u64,
+    },
+    /// An explicit stage partition that does not cover the layers once.
+    StageLayers {
+        /// Layers per stage given.
+        given: Vec<u64>,
+        /// Model layers.
+        layers: u64,
+        /// Pipeline stages.
+        pp: u64,
+    },
+    /// Per-stage recompute counts that do not fit the stages (or full recompute is off).
+    RecomputeLayers {
+        /// Counts given.
+        given: Vec<u64>,
+        /// Pipeline stages.
+        pp: u64,
+    },
+    /// dp·mbs does not divide the global batch.
+    BatchNotDivisible {
+        /// Global batch.
+        global_batch: u64,
+        /// Data parallelism.
+        dp: u64,
+        /// Micro-batch size.
+        mbs: u64,
+    },
+    /// The sequence cannot be split evenly over cp (×2 for causal load balance) and SP.
+    SeqNotDivisible {
+        /// Sequence length.
+        seq_len: u64,
+        /// Required divisor.
+        by: u64,
+    },
+    /// Sequence longer than the learned position embeddings.
+    SeqBeyondPositions {
+        /// Requested length.
+        seq_len: u64,
+        /// Positions the model has.
+        positions: u64,
+    },
+    /// ep does not divide the experts or the data-parallel ranks.
+    ExpertsNotDivisible {
+        /// Experts.
+        experts: u64,
+        /// Expert parallelism.
+        ep: u64,
+        /// Data parallelism.
+        dp: u64,
+    },
+    /// ep > 1 on a dense model.
+    EpWithoutExperts {
+        /// Expert parallelism.
+        ep: u64,
+    },
+    /// Interleaving needs pp ≥ 2 and vpp ≥ 2 (and vpp > 1 needs the interleaved schedule).
+    InterleavedNeedsChunks {
+        /// Pipeline stages.
+        pp: u64,
+        /// Chunks per stage.
+        vpp: u64,
+    },
+    /// Megatron's interleaved schedule needs the micro-batch count to be a multiple of pp.
+    InterleavedMicroBatches {
+        /// Micro-batches.
+        n_micro: u64,
+        /// Pipeline stages.
+        pp: u64,
+    },
+    /// ZeRO stage out of range.
+    ZeroStage {
+        /// Stage given.
+        zero: u8,
+    },
+    /// ZeRO-2/3 shard gradients that pipeline micro-batches accumulate (DeepSpeed refuses it).
+    ZeroWithPipeline {
+        /// Stage.
+        zero: u8,
+        /// Pipeline stages.
+        pp: u64,
+    },
+    /// Peak memory exceeds the device.
+    OutOfMemory {
+        /// Predicted peak, GiB.
+        need_gib: f64,
+        /// Device memory, GiB.
+        have_gib: f64,
+    },
+}
+
+impl Infeasible {
+    /// Short label for tallies.
+    pub fn label(&self) -> &'static str {
+        use Infeasible as I;
+        match self {
+            I::Zero => "zero size",
+            I::GpuCount { .. } => "dp·tp·pp·cp ≠ GPUs",
+            I::HeadsNotDivisible { .. } => "tp does not divide heads",
+            I::FfnNotDivisible { .. } => "tp does not divide ffn_hidden",
+            I::TpAcrossNodes { .. } => "tp larger than a node",
+            I::LayersNotDivisible { .. } => "pp·vpp does not divide layers",
+            I::StageLayers { .. } => "stage partition does not cover the layers",
+            I::RecomputeLayers { .. } => "recompute layers do not fit the stages",
+            I::BatchNotDivisible { .. } => "dp·mbs does not divide global batch",
+            I::SeqNotDivisible { .. } => "sequence not divisible by cp/sp",
+            I::SeqBeyondPositions { .. } => "sequence beyond position embeddings",
+            I::ExpertsNotDivisible { .. } => "ep does not divide experts or dp",
+            I::EpWithoutExperts { .. } => "ep on a dense model",
+            I::InterleavedNeedsChunks { .. } => "interleaving needs pp≥2, vpp≥2",
+            I::InterleavedMicroBatches { .. } => "interleaved: micro-batches not a multiple of pp",
+            I::ZeroStage { .. } => "zero stage out of range",
+            I::ZeroWithPipeline { .. } => "zero 2/3 with pipeline",
+            I::OutOfMemory { .. } => "out of memory",
+        }
+    }
+
+    /// The plan field a user would change.
+    pub fn field(&self) -> &'static str {
+        use Infeasible as I;
+        match self {
+            I::Zero => "plan",
+            I::GpuCount { .. } => "dp",
+            I::HeadsNotDivisible { .. } | I::FfnNotDivisible { .. } | I::TpAcrossNodes { .. } => {
+                "tp"
+            }
+            I::LayersNotDivisible { .. } | I::StageLayers { .. } => "pp",
+            I::RecomputeLayers { .. } => "recompute_layers",
+            I::BatchNotDivisible { .. } => "global_batch",
+            I::SeqNotDivisible { .. } | I::SeqBeyondPositions { .. } => "seq_len",
+            I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
+            I::InterleavedNeedsChunks { .. } | I::InterleavedMicroBatches { .. } => "vpp",
+            I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
+            I::OutOfMemory { .. } => "memory",
+        }
+    }
+}
+
+impl fmt::Display for Infeasible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Infeasible as I;
+        match self {
+            I::Zero => write!(f, "every size must be at least 1"),
+            I::GpuCount { product, gpus } => write!(
+                f,
+                "dp·tp·pp·cp = {product} but the cluster has {gpus} GPUs; choose dp = {gpus}/(tp·pp·cp)"
+            ),
+            I::HeadsNotDivisible {
+                heads,
+                kv_heads,
+                tp,
+            } => write!(
+                f,
+                "tp={tp} does not divide heads={heads} (kv_heads={kv_heads}); use a tp that divides both"
+            ),
+            I::FfnNotDivisible { ffn, tp } => {
+                write!(
+                    f,
+                    "tp={tp} does not divide ffn_hidden={ffn}; use a tp that divides it"
+                )
+            }
+            I::TpAcrossNodes { tp, gpus_per_node } => write!(
+                f,
+                "tp={tp} exceeds the {gpus_per_node} GPUs of a node; keep tp ≤ {gpus_per_node} and add pp or dp"
+            ),
+            I::LayersNotDivisible { layers, pp, vpp } => write!(
+                f,
+                "pp·vpp = {} does not divide layers={layers}; pick pp (and vpp) dividing {layers}",
+                pp * vpp
+            ),
+            I::StageLayers { given, layers, pp } => write!(
+                f,
+                "stage layers {given:?} must be {pp} positive counts summing to layers={layers} (and need vpp=1)"
+            ),
+            I::RecomputeLayers { given, pp } => write!(
+                f,
+                "recompute layers {given:?} need full recompute and {pp} counts, each at most its stage's layers"
+            ),
+            I::BatchNotDivisible {
+                global_batch,
+                dp,
+                mbs,
+            } => write!(
+                f,
+                "global batch {global_batch} is not divisible by dp·mbs = {}; pick a global batch that is a multiple of it",
+                dp * mbs
+            ),
+            I::SeqNotDivisible { seq_len, by } => {
+                write!(
+                    f,
+                    "seq_len={seq_len} is not divisible by {by} (cp ×2 for causal balance, × tp with sp)"
+                )
+            }
+            I::SeqBeyondPositions { seq_len, positions } => write!(
+                f,
+                "seq_len={seq_len} exceeds the model's {positions} learned positions; use seq_len ≤ {positions} or raise the model's seq_len"
+            ),
+            I::ExpertsNotDivisible { experts, ep, dp } => write!(
+                f,
+                "ep={ep} must divide experts={experts} and dp={dp}; choose a common divisor"
+            ),
+            I::EpWithoutExperts { ep } => write!(f, "ep={ep} on a model without experts; use ep=1"),
+            I::InterleavedNeedsChunks { pp, vpp } => write!(
+                f,
+                "vpp={vpp} with pp={pp}: interleaving needs pp ≥ 2 and vpp ≥ 2 (and vpp>1 needs --schedule interleaved)"
+            ),
+            I::InterleavedMicroBatches { n_micro, pp } => write!(
+                f,
+                "interleaved schedule needs micro-batches ({n_micro}) to be a multiple of pp={pp}"
+            ),
+            I::ZeroStage { zero } => write!(f, "zero={zero}; ZeRO stages are 0, 1, 2, 3"),
+            I::ZeroWithPipeline { zero, pp } => write!(
+                f,
+                "ZeRO-{zero} with pp={pp}: gradient/parameter sharding does not combine with pipelining; use zero ≤ 1"
+            ),
+            I::OutOfMemory { need_gib, have_gib } => {
+                write!(
+                    f,
+                    "needs {need_gib:.1} GiB per GPU, device has {have_gib:.1} GiB"
+                )
+            }
+        }
+    }
+}
