@@ -5,7 +5,7 @@
 use super::charts::{self, Stacked, TERM_COLORS, TimelineChart, VerifyChart};
 use super::doc::{Block, Table, pct, sig};
 use super::study::{Study, terms};
-use super::verify::{Verified, error};
+use super::verify::{Verified, class_label, error};
 use super::{Inputs, Rendered, ReportError};
 use crate::sim::Simulation;
 use plotters::style::RGBColor;
@@ -249,7 +249,7 @@ fn verify_table(v: &Verified) -> (Table, Vec<(String, f64, Option<f64>)>) {
             .map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e))
     };
     let mut rows = vec![("step".to_string(), v.step_s.0, Some(v.step_s.1))];
-    rows.extend(v.classes.iter().cloned());
+    rows.extend(v.classes.iter().map(|(n, p, m)| (class_label(n), *p, *m)));
     for (name, p, m) in &rows {
         let measured = m.map_or("not measured".into(), |m| sig(m, 4));
         t.row(vec![name.clone(), sig(*p, 4), measured, err(*p, *m)]);

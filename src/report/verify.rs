@@ -19,6 +19,25 @@ pub const CLASSES: [&str; 9] = [
     "bubble_s",
 ];
 
+/// A class as the report writes it: `gemm_s` → `GEMM (s)`; unknown names unchanged.
+pub fn class_label(name: &str) -> String {
+    let known = [
+        ("gemm_s", "GEMM"),
+        ("memory_bound_s", "memory-bound"),
+        ("recompute_s", "recompute"),
+        ("tp_comm_s", "TP comm"),
+        ("pp_comm_s", "PP comm"),
+        ("dp_comm_s", "DP comm"),
+        ("other_comm_s", "CP/EP comm"),
+        ("optimizer_s", "optimizer"),
+        ("bubble_s", "bubble"),
+    ];
+    known
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map_or(name.to_string(), |(_, l)| l.to_string())
+}
+
 /// Predicted and measured figures of one verified run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verified {
