@@ -114,7 +114,7 @@ pub fn term_meaning(term: &str) -> &'static str {
             "per-GPU compute shrinks slower than the GPU count grows (smaller GEMMs \
                       run less efficiently, or work splits unevenly)"
         }
-        "recompute" => "activation recomputation needed to fit memory",
+        "recompute" => "activation recomputation (forward work repeated in the backward pass)",
         "TP comm" => "tensor-parallel collectives on the critical path",
         "PP comm" => "pipeline sends between stages",
         "DP comm" => "gradient reduction not hidden behind the backward pass",

@@ -185,6 +185,9 @@ fn detail(term: &str, single: &Estimate, e: &Estimate, gpus_per_node: u64) -> St
             pct(single.mfu)
         ),
         "recompute" => format!(" — {} recomputation", p.recompute.name()),
+        "optimizer" if p.zero == 0 => {
+            format!(" — ZeRO-0: each of {} replicas updates every weight", p.dp)
+        }
         _ => String::new(),
     }
 }
