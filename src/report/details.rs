@@ -217,8 +217,8 @@ pub fn timeline(
     let t = stage_table(s);
     out.extend([
         Block::Para(format!(
-            "The discrete-event simulator runs `{}` ({} micro-batches, {} model chunk(s) per \
-             stage): each stage's passes in Megatron-LM's order, TP collectives inside the \
+            "The discrete-event simulator runs `{}` ({} micro-batch(es) per step, {} model \
+             chunk(s) per stage): each stage's passes in Megatron-LM's order, TP collectives inside the \
              passes, blocking sends between stages, gradient reduction on the data-parallel \
              stream, then the optimizer. Simulated step {} s against the closed form's {} s; \
              the busiest stage idles {} of the pipeline phase (bubble), the average stage {}. \
