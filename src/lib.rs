@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cost;
 pub mod exec;
 pub mod graph;
+pub mod report;
 pub mod search;
 pub mod sim;
 pub mod spec;

@@ -6,6 +6,7 @@ mod bench;
 mod calibrate;
 mod launch;
 mod render;
+mod report;
 mod simulate;
 mod validate;
 
@@ -44,6 +45,9 @@ pub enum CliError {
     /// The pipeline simulator cannot run the plan.
     #[error("{0}")]
     Sim(#[from] crate::sim::SimError),
+    /// A report could not be made or written.
+    #[error("{0}")]
+    Report(#[from] crate::report::ReportError),
 }
 
 impl CliError {
@@ -198,6 +202,8 @@ pub enum Command {
     /// Measure GEMMs, HBM and collectives on a backend (or import nccl-tests output, or show
     /// a profile) into calibrate/NAME/profile.json.
     Calibrate(calibrate::CalibrateArgs),
+    /// Write a capacity-planning report (Markdown, HTML, PNG and SVG charts) for GPU counts.
+    Report(report::ReportArgs),
     /// List the preset models.
     Models,
     /// List the preset clusters and devices.
@@ -430,6 +436,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             format,
         } => validate::run(runs.as_deref(), group.as_deref(), format),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Report(a) => report::run(&a),
         Command::Export {
             target,
             plan,

@@ -25,7 +25,7 @@ pub const DEVICES: &[Preset] = presets!("hardware/gpus":
 
 /// Cluster presets (hardware/*.yaml).
 pub const CLUSTERS: &[Preset] = presets!("hardware":
-    "a100x8", "a100-80g-x1024", "h100x8", "h100-x1024", "h200x8",
+    "a100x8", "a100-4x2", "a100-80g-x1024", "a100-80g-x4096", "h100x8", "h100-x1024", "h200x8",
 );
 
 /// The YAML text of preset `name` in `set`.

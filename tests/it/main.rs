@@ -6,5 +6,6 @@ mod cli;
 mod hf;
 mod launch;
 mod layering;
+mod report;
 mod sim;
 mod validation;

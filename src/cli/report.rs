@@ -1,0 +1,357 @@
+//! `planner report`: arguments, the GPU-count list (`8,16,...,4096`), and the call into
+//! `report` that studies, renders and writes reports/NAME/.
+
+use super::CliError;
+use super::args::{DtypeArg, Resolved, Target};
+use crate::report::{self, Claim, Config, Inputs};
+use crate::search::{Space, default_global_batch};
+use clap::Args;
+use std::path::PathBuf;
+
+/// Default marginal efficiency that defines the knee: past it, an added GPU delivers less
+/// than 80% of its worth (a common capacity-planning cut-off, not a physical constant).
+const DEFAULT_KNEE: f64 = 0.8;
+/// Default number of plans broken down at the knee.
+const DEFAULT_TOP: usize = 5;
+
+/// `planner report` arguments.
+#[derive(Args, Clone, Debug)]
+pub struct ReportArgs {
+    /// Model: a preset name (see `planner models`) or a YAML path.
+    #[arg(long)]
+    pub model: String,
+    /// Cluster: a preset name (see `planner clusters`) or a YAML path.
+    #[arg(long)]
+    pub cluster: String,
+    /// Calibration profile (name under calibrate/ or path); overrides the cluster's.
+    #[arg(long)]
+    pub calibration: Option<String>,
+    /// GPU counts, comma-separated; `a,b,...,z` continues a doubling (or evenly spaced) run
+    /// to z, e.g. `8,16,...,4096` (default: 1, 2, 4, … up to the whole cluster).
+    #[arg(long)]
+    pub gpus: Option<String>,
+    /// Training tokens, e.g. 300e9.
+    #[arg(long, default_value_t = 300e9)]
+    pub tokens: f64,
+    /// Price of one GPU-hour in dollars (adds cost to the time-to-train table and chart).
+    #[arg(long = "gpu-hour-price")]
+    pub gpu_hour_price: Option<f64>,
+    /// Global batch in sequences, the same at every count (default: 4 M tokens).
+    #[arg(long = "global-batch")]
+    pub global_batch: Option<u64>,
+    /// Sequence length (default: the model's).
+    #[arg(long = "seq-len")]
+    pub seq_len: Option<u64>,
+    /// GEMM data type.
+    #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
+    pub dtype: DtypeArg,
+    /// The knee is the largest count up to which every step keeps this marginal efficiency.
+    #[arg(long = "knee-efficiency", default_value_t = DEFAULT_KNEE)]
+    pub knee_efficiency: f64,
+    /// Plans at the knee to break down.
+    #[arg(long, default_value_t = DEFAULT_TOP)]
+    pub top: usize,
+    /// A claimed speedup to check, `GPUS=SPEEDUP` (repeatable), e.g. `--claim 4=3`.
+    #[arg(long, value_name = "GPUS=SPEEDUP")]
+    pub claim: Vec<String>,
+    /// JSON from `planner verify --format json`: adds predicted against measured.
+    #[arg(long)]
+    pub verify: Option<PathBuf>,
+    /// Output folder (default: reports/MODEL-on-CLUSTER).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn bad(msg: String) -> CliError {
+    CliError::BadInput(msg)
+}
+
+/// Expands `--gpus`: numbers, and `...` continuing the run of the two numbers before it
+/// (doubling when the second is a multiple of the first, else evenly spaced) up to the next.
+pub fn parse_gpus(s: &str) -> Result<Vec<u64>, CliError> {
+    let fix = "write counts like `1,2,4,8` or `8,16,...,4096`";
+    let mut out: Vec<u64> = Vec::new();
+    let mut pending = false;
+    for tok in s.split(',').map(str::trim) {
+        if tok == "..." || tok == "…" {
+            if out.len() < 2 || pending {
+                return Err(bad(format!(
+                    "--gpus `{s}`: `...` needs two counts before it to set the step; {fix}"
+                )));
+            }
+            pending = true;
+            continue;
+        }
+        let n: u64 = tok
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad(format!("--gpus `{s}`: `{tok}` is not a GPU count; {fix}")))?;
+        if pending {
+            let (a, b) = (out[out.len() - 2], out[out.len() - 1]);
+            let mut x = b;
+            while x < n {
+                x = if b % a == 0 && b > a {
+                    x * (b / a)
+                } else {
+                    x + b.saturating_sub(a)
+                };
+                if x <= *out.last().expect("two counts") {
+                    break;
+                }
+                out.push(x);
+            }
+            if out.last() != Some(&n) {
+                return Err(bad(format!(
+                    "--gpus `{s}`: the run {a}, {b}, … does not reach {n}; end it on a count \
+                     of the run"
+                )));
+            }
+            pending = false;
+        } else {
+            out.push(n);
+        }
+    }
+    if pending || out.is_empty() {
+        return Err(bad(format!("--gpus `{s}`: nothing after `...`; {fix}")));
+    }
+    if out.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(bad(format!("--gpus `{s}`: counts must increase; {fix}")));
+    }
+    Ok(out)
+}
+
+/// 1, 2, 4, … up to `n`, and `n` itself.
+fn default_gpus(n: u64) -> Vec<u64> {
+    let mut v: Vec<u64> = std::iter::successors(Some(1u64), |x| Some(x * 2))
+        .take_while(|x| *x <= n)
+        .collect();
+    if v.last() != Some(&n) {
+        v.push(n);
+    }
+    v
+}
+
+fn parse_claim(s: &str) -> Result<Claim, CliError> {
+    let parsed = s.split_once('=').and_then(|(n, x)| {
+        let n: u64 = n.trim().parse().ok()?;
+        let x: f64 = x.trim().trim_end_matches(['x', '×']).parse().ok()?;
+        (n >= 1 && x.is_finite() && x > 0.0).then_some(Claim {
+            n_gpus: n,
+            speedup: x,
+        })
+    });
+    parsed.ok_or_else(|| {
+        bad(format!(
+            "--claim `{s}`: write GPUS=SPEEDUP, e.g. `--claim 4=3`"
+        ))
+    })
+}
+
+fn check_numbers(a: &ReportArgs) -> Result<(), CliError> {
+    if !(a.tokens.is_finite() && a.tokens >= 1.0) {
+        return Err(bad(format!(
+            "--tokens {}: give the training tokens, e.g. 300e9",
+            a.tokens
+        )));
+    }
+    if let Some(p) = a.gpu_hour_price
+        && !(p.is_finite() && p >= 0.0)
+    {
+        return Err(bad(format!(
+            "--gpu-hour-price {p}: give dollars per GPU-hour, e.g. 2.5"
+        )));
+    }
+    if !(a.knee_efficiency > 0.0 && a.knee_efficiency <= 1.0) {
+        return Err(bad(format!(
+            "--knee-efficiency {}: give a fraction in (0, 1], e.g. 0.8",
+            a.knee_efficiency
+        )));
+    }
+    if a.top == 0 || a.top > 20 {
+        return Err(bad(format!("--top {}: give 1 to 20 plans", a.top)));
+    }
+    if a.global_batch == Some(0) || a.seq_len == Some(0) {
+        return Err(bad("--global-batch and --seq-len must be at least 1".into()));
+    }
+    Ok(())
+}
+
+/// The command line that regenerates this report, from the resolved values.
+fn command(a: &ReportArgs, cfg: &Config, out: &std::path::Path) -> String {
+    let list: Vec<String> = cfg.gpus.iter().map(|n| n.to_string()).collect();
+    let mut c = format!(
+        "planner report --model {} --cluster {} --gpus {} --tokens {:e} --global-batch {} \
+         --seq-len {}",
+        a.model,
+        a.cluster,
+        list.join(","),
+        a.tokens,
+        cfg.space.global_batch,
+        cfg.space.seq_len
+    );
+    if a.dtype != DtypeArg::Bf16 {
+        c += &format!(" --dtype {}", cfg.space.dtype);
+    }
+    if let Some(p) = &a.calibration {
+        c += &format!(" --calibration {p}");
+    }
+    if let Some(p) = a.gpu_hour_price {
+        c += &format!(" --gpu-hour-price {p}");
+    }
+    if a.knee_efficiency != DEFAULT_KNEE {
+        c += &format!(" --knee-efficiency {}", a.knee_efficiency);
+    }
+    if a.top != DEFAULT_TOP {
+        c += &format!(" --top {}", a.top);
+    }
+    for cl in &a.claim {
+        c += &format!(" --claim {cl}");
+    }
+    if let Some(v) = &a.verify {
+        c += &format!(" --verify {}", v.display());
+    }
+    c + &format!(" --out {}", out.display())
+}
+
+/// Reads and parses `--verify FILE`.
+fn read_verify(path: Option<&PathBuf>) -> Result<Option<report::Verified>, CliError> {
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let text =
+        std::fs::read_to_string(p).map_err(|e| bad(format!("--verify {}: {e}", p.display())))?;
+    Ok(Some(report::verify::parse(
+        &p.display().to_string(),
+        &text,
+    )?))
+}
+
+/// The study's configuration from the arguments and the resolved model and cluster.
+fn config(a: &ReportArgs, r: &Resolved) -> Result<Config, CliError> {
+    let gpus = match &a.gpus {
+        Some(s) => parse_gpus(s)?,
+        None => default_gpus(r.cluster.n_gpus()),
+    };
+    let claims = a
+        .claim
+        .iter()
+        .map(|c| parse_claim(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(c) = claims.iter().find(|c| !gpus.contains(&c.n_gpus)) {
+        return Err(bad(format!(
+            "--claim {}={}: {} GPUs is not among --gpus; add it there",
+            c.n_gpus, c.speedup, c.n_gpus
+        )));
+    }
+    let seq = a.seq_len.unwrap_or(r.model.seq_len);
+    let gb = a
+        .global_batch
+        .unwrap_or_else(|| default_global_batch(seq, 1));
+    let mut space = Space::new(gb, seq);
+    space.dtype = a.dtype.into();
+    Ok(Config {
+        gpus,
+        tokens: a.tokens,
+        space,
+        gpu_hour_price: a.gpu_hour_price,
+        knee_efficiency: a.knee_efficiency,
+        top: a.top,
+        claims,
+    })
+}
+
+/// Runs `planner report`.
+pub fn run(a: &ReportArgs) -> Result<String, CliError> {
+    check_numbers(a)?;
+    let r = Target {
+        model: a.model.clone(),
+        cluster: a.cluster.clone(),
+        gpus: None,
+        calibration: a.calibration.clone(),
+    }
+    .resolve()?;
+    let cfg = config(a, &r)?;
+    let verified = read_verify(a.verify.as_ref())?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        PathBuf::from("reports").join(format!("{}-on-{}", r.model.name, r.cluster.name))
+    });
+    let cmd = command(a, &cfg, &out);
+    let inputs = Inputs {
+        model: &r.model,
+        cluster: &r.cluster,
+        profile: r.profile.as_ref(),
+        command: &cmd,
+    };
+    let rep = report::build(&inputs, &cfg, verified.as_ref())?;
+    let files = report::write(&rep, &out)?;
+    let summary = format!(
+        "wrote {} files to {}: report.md, report.html, {} charts (PNG and SVG)\n",
+        files.len(),
+        out.display(),
+        rep.charts.len()
+    );
+    let Some(k) = rep.study.knee else {
+        return Err(CliError::NoFeasiblePlan(format!(
+            "{summary}no GPU count studied has a plan that fits {} on {}",
+            r.model.name, r.cluster.name
+        )));
+    };
+    let p = &rep.study.points[k];
+    let e = p.hybrid().expect("the knee has a plan");
+    Ok(summary
+        + &format!(
+            "knee: {} GPUs with {} ({:.4} s per step)\n",
+            p.n_gpus(),
+            e.plan.short(),
+            e.step_time_s
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_lists_expand_runs() {
+        assert_eq!(
+            parse_gpus("8,16,...,128").unwrap(),
+            vec![8, 16, 32, 64, 128]
+        );
+        assert_eq!(parse_gpus("1, 2, 4").unwrap(), vec![1, 2, 4]);
+        assert_eq!(parse_gpus("8,16,…,32,48").unwrap(), vec![8, 16, 32, 48]);
+        assert_eq!(parse_gpus("8,20,...,44").unwrap(), vec![8, 20, 32, 44]);
+        for bad in [
+            "8,...,64",
+            "8,16,...,100",
+            "4,2",
+            "0,1",
+            "x",
+            "8,16,...",
+            "",
+        ] {
+            let e = parse_gpus(bad).unwrap_err().to_string();
+            assert!(e.contains("--gpus"), "{bad}: {e}");
+        }
+        assert_eq!(default_gpus(8), vec![1, 2, 4, 8]);
+        assert_eq!(default_gpus(12), vec![1, 2, 4, 8, 12]);
+    }
+
+    #[test]
+    fn claims_parse_or_name_the_flag() {
+        assert_eq!(
+            parse_claim("4=3").unwrap(),
+            Claim {
+                n_gpus: 4,
+                speedup: 3.0
+            }
+        );
+        assert_eq!(parse_claim("8=6x").unwrap().speedup, 6.0);
+        assert!(
+            parse_claim("4")
+                .unwrap_err()
+                .to_string()
+                .contains("--claim")
+        );
+    }
+}
