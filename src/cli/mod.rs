@@ -2,7 +2,9 @@
 //! Exit codes: 0 ok, 1 no feasible plan, 2 bad input or unavailable backend.
 
 mod args;
+mod bench;
 mod render;
+mod suggest;
 mod validate;
 
 pub use args::{Format, PlanArgs, Target};
@@ -78,6 +80,9 @@ pub enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Also print each best plan's per-operator sharding chosen by ILP 1.
+        #[arg(long)]
+        explain: bool,
     },
     /// Price one plan.
     Estimate {
@@ -117,6 +122,15 @@ pub enum Command {
         /// Only this group.
         #[arg(long)]
         group: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Time the search on named benchmarks (build with --release).
+    Bench {
+        /// Only this benchmark (default: all).
+        #[arg(long)]
+        name: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -163,6 +177,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             top,
             dtype,
             format,
+            explain,
         } => {
             let r = target.resolve()?;
             let seq = seq_len.unwrap_or(r.model.seq_len);
@@ -181,40 +196,15 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     render::search_footer(&res, elapsed)
                 )));
             }
-            Ok(match format {
-                Format::Json => json(&serde_json::json!({
-                    "model": r.model.name, "cluster": r.cluster.name, "n_gpus": r.cluster.n_gpus(),
-                    "global_batch": gb, "seq_len": seq, "plans": res.top,
-                    "enumerated": res.enumerated, "priced": res.priced, "infeasible": res.infeasible,
-                })),
-                Format::Csv => render::csv(
-                    &render::PLAN_HEADER,
-                    res.top
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| render::plan_row(i, e))
-                        .collect(),
-                ),
-                Format::Table => {
-                    let rows = res
-                        .top
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| render::plan_row(i, e))
-                        .collect();
-                    format!(
-                        "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\n\n{}\n\n{}\nnumbers from: {}\n",
-                        r.model.name,
-                        fmt_count(r.model.params()),
-                        r.cluster.name,
-                        r.cluster.n_gpus(),
-                        r.cluster.gpu.name,
-                        render::table(&render::PLAN_HEADER, rows),
-                        render::search_footer(&res, elapsed),
-                        res.top[0].provenance.summary().join("; ")
-                    )
-                }
-            })
+            let explain = explain.then_some(&space.ilp);
+            Ok(suggest::render(
+                &r,
+                &res,
+                (gb, seq),
+                elapsed,
+                format,
+                explain,
+            ))
         }
         Command::Estimate {
             target,
@@ -334,6 +324,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             group,
             format,
         } => validate::run(runs.as_deref(), group.as_deref(), format),
+        Command::Bench { name, format } => bench::run(name.as_deref(), format),
         Command::Models => {
             let rows = presets::MODELS
                 .iter()

@@ -72,14 +72,22 @@ pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
     ]
 }
 
-/// The suggest report's footer: how much was searched and why plans were rejected.
+/// The suggest report's footer: how much was searched, what ILP 2 did, and why plans were
+/// rejected.
 pub fn search_footer(r: &SearchResult, elapsed_s: f64) -> String {
     let mut s = format!(
-        "{} plans enumerated, {} priced in {}; rejected:",
+        "{} plans enumerated, {} priced in {}",
         r.enumerated,
         r.priced,
         fmt_secs(elapsed_s)
     );
+    if r.ilp_solved + r.ilp_pruned > 0 {
+        s.push_str(&format!(
+            "\nILP 2 (stage partition, per-stage recompute) solved for {} plans; {} skipped, their lower bound no faster than the top plans",
+            r.ilp_solved, r.ilp_pruned
+        ));
+    }
+    s.push_str("\nrejected:");
     let mut reasons: Vec<(&&str, &usize)> = r.infeasible.iter().collect();
     reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     if reasons.is_empty() {

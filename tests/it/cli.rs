@@ -320,10 +320,17 @@ fn every_preset_pair_runs_through_suggest() {
             let r = search(&model, &cluster, None, &Space::new(gb, model.seq_len), 1);
             if let Some(best) = r.top.first() {
                 assert!(best.fits, "{m} on {c}");
-                assert!(best.step_time_s.is_finite() && best.step_time_s > 0.0, "{m} on {c}");
+                assert!(
+                    best.step_time_s.is_finite() && best.step_time_s > 0.0,
+                    "{m} on {c}"
+                );
             } else {
                 // Nothing fits: the rejections say why.
-                assert!(r.infeasible.get("out of memory").copied().unwrap_or(0) > 0, "{m} on {c}: {:?}", r.infeasible);
+                assert!(
+                    r.infeasible.get("out of memory").copied().unwrap_or(0) > 0,
+                    "{m} on {c}: {:?}",
+                    r.infeasible
+                );
             }
         }
     }

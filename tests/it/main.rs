@@ -2,5 +2,6 @@
 //! layering, validation against published runs.
 
 mod cli;
+mod ilp;
 mod layering;
 mod validation;

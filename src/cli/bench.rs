@@ -1,0 +1,90 @@
+//! `planner bench`: times the search's named benchmarks (`search::bench`) and prints plans
+//! priced per second and wall time against each goal. Run it on a release build.
+
+use super::CliError;
+use super::args::Format;
+use super::render;
+use crate::search::{bench, search};
+use serde_json::json;
+use std::time::Instant;
+
+/// Runs the benchmark called `name` (all when `None`).
+pub fn run(name: Option<&str>, format: Format) -> Result<String, CliError> {
+    let cases = bench::cases()?;
+    let chosen: Vec<_> = cases
+        .iter()
+        .filter(|c| name.is_none_or(|n| n == c.name))
+        .collect();
+    if chosen.is_empty() {
+        let names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+        return Err(CliError::BadInput(format!(
+            "--name {}: no such benchmark; choose one of {}",
+            name.unwrap_or_default(),
+            names.join(", ")
+        )));
+    }
+    let mut rows = Vec::new();
+    for c in chosen {
+        let t0 = Instant::now();
+        let r = search(&c.model, &c.cluster, None, &c.space, c.top_k);
+        let wall = t0.elapsed().as_secs_f64();
+        rows.push(json!({
+            "name": c.name,
+            "what": c.what,
+            "enumerated": r.enumerated,
+            "priced": r.priced,
+            "ilp_solved": r.ilp_solved,
+            "ilp_pruned": r.ilp_pruned,
+            "wall_s": wall,
+            "plans_priced_per_s": r.priced as f64 / wall.max(1e-9),
+            "goal_s": c.goal_s,
+            "met": wall <= c.goal_s,
+            "best": r.top.first().map(|e| e.plan.short()),
+        }));
+    }
+    Ok(match format {
+        Format::Json => serde_json::to_string_pretty(&rows).expect("results serialise") + "\n",
+        Format::Table | Format::Csv => {
+            let header = [
+                "name",
+                "search",
+                "enumerated",
+                "priced",
+                "ilp_solved",
+                "wall_s",
+                "plans_priced_per_s",
+                "goal_s",
+                "met",
+            ];
+            let cells = rows
+                .iter()
+                .map(|v| {
+                    vec![
+                        v["name"].as_str().unwrap_or_default().to_string(),
+                        v["what"].as_str().unwrap_or_default().to_string(),
+                        v["enumerated"].to_string(),
+                        v["priced"].to_string(),
+                        v["ilp_solved"].to_string(),
+                        format!("{:.3}", v["wall_s"].as_f64().unwrap_or_default()),
+                        format!(
+                            "{:.0}",
+                            v["plans_priced_per_s"].as_f64().unwrap_or_default()
+                        ),
+                        v["goal_s"].to_string(),
+                        if v["met"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "NO"
+                        }
+                        .into(),
+                    ]
+                })
+                .collect();
+            if format == Format::Csv {
+                render::csv(&header, cells)
+            } else {
+                render::table(&header, cells) + "\n"
+            }
+        }
+    })
+}
