@@ -44,47 +44,40 @@ pub fn run(name: Option<&str>, format: Format) -> Result<String, CliError> {
     }
     Ok(match format {
         Format::Json => serde_json::to_string_pretty(&rows).expect("results serialise") + "\n",
-        Format::Table | Format::Csv => {
-            let header = [
-                "name",
-                "search",
-                "enumerated",
-                "priced",
-                "ilp_solved",
-                "wall_s",
-                "plans_priced_per_s",
-                "goal_s",
-                "met",
-            ];
-            let cells = rows
-                .iter()
-                .map(|v| {
-                    vec![
-                        v["name"].as_str().unwrap_or_default().to_string(),
-                        v["what"].as_str().unwrap_or_default().to_string(),
-                        v["enumerated"].to_string(),
-                        v["priced"].to_string(),
-                        v["ilp_solved"].to_string(),
-                        format!("{:.3}", v["wall_s"].as_f64().unwrap_or_default()),
-                        format!(
-                            "{:.0}",
-                            v["plans_priced_per_s"].as_f64().unwrap_or_default()
-                        ),
-                        v["goal_s"].to_string(),
-                        if v["met"].as_bool() == Some(true) {
-                            "yes"
-                        } else {
-                            "NO"
-                        }
-                        .into(),
-                    ]
-                })
-                .collect();
-            if format == Format::Csv {
-                render::csv(&header, cells)
-            } else {
-                render::table(&header, cells) + "\n"
-            }
-        }
+        Format::Csv => render::csv(&HEADER, rows.iter().map(cells).collect()),
+        Format::Table => render::table(&HEADER, rows.iter().map(cells).collect()) + "\n",
     })
+}
+
+const HEADER: [&str; 9] = [
+    "name",
+    "search",
+    "enumerated",
+    "priced",
+    "ilp_solved",
+    "wall_s",
+    "plans_priced_per_s",
+    "goal_s",
+    "met",
+];
+
+fn cells(v: &serde_json::Value) -> Vec<String> {
+    let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let num = |k: &str| v[k].as_f64().unwrap_or_default();
+    vec![
+        text("name"),
+        text("what"),
+        v["enumerated"].to_string(),
+        v["priced"].to_string(),
+        v["ilp_solved"].to_string(),
+        format!("{:.3}", num("wall_s")),
+        format!("{:.0}", num("plans_priced_per_s")),
+        v["goal_s"].to_string(),
+        if v["met"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "NO"
+        }
+        .into(),
+    ]
 }

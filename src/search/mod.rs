@@ -252,39 +252,7 @@ pub fn search_where(
         .filter(|p| keep(p))
         .collect();
     let enumerated = plans.len();
-    let mut infeasible: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut groups: HashMap<(Shard, Placement), Vec<Plan>> = HashMap::new();
-    let capacity = cluster.gpu.memory_gib;
-    for mut p in plans {
-        if space.stage_ilp
-            && p.vpp == 1
-            && p.pp <= model.layers
-            && model.layers % p.pp != 0
-            && p.stage_layers.is_none()
-        {
-            // ILP 2 places the layers; start from the most even split.
-            p.stage_layers = Some(ilp::stages::balanced(model.layers, p.pp));
-        }
-        let why = p.check(model, cluster);
-        if let Some(first) = why.first() {
-            *infeasible.entry(first.label()).or_default() += 1;
-            continue;
-        }
-        if memory_lower_bound_gib(model, &p) > capacity {
-            *infeasible
-                .entry(
-                    Infeasible::OutOfMemory {
-                        need_gib: 0.0,
-                        have_gib: 0.0,
-                    }
-                    .label(),
-                )
-                .or_default() += 1;
-            continue;
-        }
-        let key = (Shard::of(&p), Placement::of(&p, cluster.gpus_per_node));
-        groups.entry(key).or_default().push(p);
-    }
+    let (groups, mut infeasible) = admit(model, cluster, space, plans);
     let machine = Machine { cluster, profile };
     let mut groups: Vec<Vec<Plan>> = groups.into_values().collect();
     groups.sort_by(|a, b| a[0].short().cmp(&b[0].short()));
@@ -329,6 +297,47 @@ pub fn search_where(
         ilp_solved: refined.solved,
         ilp_pruned: refined.pruned,
     }
+}
+
+/// Plans by what their graphs' prices depend on.
+type Groups = HashMap<(Shard, Placement), Vec<Plan>>;
+
+/// Plans that pass the structural checks and the memory lower bound, grouped by what their
+/// graphs' prices depend on (shard and placement), and the tally of the others. With ILP 2 on,
+/// a pipeline depth that does not divide the layers starts from the most even partition.
+fn admit(
+    model: &ModelSpec,
+    cluster: &ClusterSpec,
+    space: &Space,
+    plans: Vec<Plan>,
+) -> (Groups, BTreeMap<&'static str, usize>) {
+    let mut infeasible: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut groups: Groups = HashMap::new();
+    let oom = Infeasible::OutOfMemory {
+        need_gib: 0.0,
+        have_gib: 0.0,
+    }
+    .label();
+    for mut p in plans {
+        if space.stage_ilp
+            && p.vpp == 1
+            && p.pp <= model.layers
+            && model.layers % p.pp != 0
+            && p.stage_layers.is_none()
+        {
+            p.stage_layers = Some(ilp::stages::balanced(model.layers, p.pp));
+        }
+        let why = p.check(model, cluster);
+        if let Some(first) = why.first() {
+            *infeasible.entry(first.label()).or_default() += 1;
+        } else if memory_lower_bound_gib(model, &p) > cluster.gpu.memory_gib {
+            *infeasible.entry(oom).or_default() += 1;
+        } else {
+            let key = (Shard::of(&p), Placement::of(&p, cluster.gpus_per_node));
+            groups.entry(key).or_default().push(p);
+        }
+    }
+    (groups, infeasible)
 }
 
 /// Sort key: faster first, then less memory.

@@ -169,6 +169,24 @@ fn out_bytes(model: &ModelSpec, sh: &Shard, name: &str) -> f64 {
 /// Time per step and memory per layer of one operator choice.
 fn price_choice(cx: &Ctx, op: &Op, v: Variant, first: bool, input: Layout) -> Choice {
     let plan = cx.plan;
+    Choice {
+        label: "",
+        time_s: plan.n_micro() as f64 * micro_s(cx, op, v) + sync_s(cx, op, v),
+        mem_bytes: op.params * {
+            let (w, g, o) = memory::sharded_state_bytes(
+                plan.framework,
+                plan.dtype,
+                plan.zero,
+                plan.dp * plan.cp,
+            );
+            w + g + o
+        } + memory::in_flight_chunks(plan, 0) * saved_bytes(cx, op, first, input),
+    }
+}
+
+/// Forward, backward and recomputation of one choice for one micro-batch.
+fn micro_s(cx: &Ctx, op: &Op, v: Variant) -> f64 {
+    let plan = cx.plan;
     let mut place = cx.place;
     if v == Variant::Sequence {
         // A sequence split's ring runs over the tp axis and the plan's cp ranks next to it.
@@ -184,10 +202,7 @@ fn price_choice(cx: &Ctx, op: &Op, v: Variant, first: bool, input: Layout) -> Ch
         Recompute::Selective if op.selective => f.total(),
         _ => 0.0,
     };
-    let mut micro = f.total() + b.total() + rc;
-    let full = &cx.base;
-    let kv = (full.tokens() * cx.model.kv_hidden()) as f64 * plan.dtype.bytes();
-    let first_attention = matches!(op.name, "scores" | "attention");
+    let kv = (cx.base.tokens() * cx.model.kv_hidden()) as f64 * plan.dtype.bytes();
     let has_ring = op.fwd.iter().any(|k| {
         matches!(
             k,
@@ -197,30 +212,41 @@ fn price_choice(cx: &Ctx, op: &Op, v: Variant, first: bool, input: Layout) -> Ch
             }
         )
     });
-    if v == Variant::Sequence && first_attention && !has_ring {
+    let gather = if v == Variant::Sequence && matches!(op.name, "scores" | "attention") && !has_ring
+    {
         // Sequence-split attention needs every key and value: gather K, V forward and
         // reduce-scatter their gradients backward.
-        micro += cx.coll(Coll::AllGather, 2.0 * kv) + cx.coll(Coll::ReduceScatter, 2.0 * kv);
-    }
-    // Gradient reduction of this choice's weights per step: over dp unless the framework
-    // overlaps it with backward, and over the tp axis too when the weights are replicated
-    // there while the data is split (Alpa §4.2: data-parallel gradient synchronisation).
-    let grad = op.params * grad_reduce_bytes(plan.framework, plan.dtype);
+        cx.coll(Coll::AllGather, 2.0 * kv) + cx.coll(Coll::ReduceScatter, 2.0 * kv)
+    } else {
+        0.0
+    };
+    f.total() + b.total() + rc + gather
+}
+
+/// Gradient reduction of one choice's weights per step: over dp unless the framework overlaps
+/// it with backward, and over the tp axis too when the weights are replicated there while the
+/// data is split (Alpa §4.2: data-parallel gradient synchronisation).
+fn sync_s(cx: &Ctx, op: &Op, v: Variant) -> f64 {
+    let grad = op.params * grad_reduce_bytes(cx.plan.framework, cx.plan.dtype);
     let mut sync = 0.0;
-    if !plan.overlap_grad_reduce {
+    if !cx.plan.overlap_grad_reduce {
         sync += cx.m.collective_s(Coll::AllReduce, cx.place.dp, grad).0;
     }
     if matches!(v, Variant::Batch | Variant::Sequence) {
         sync += cx.coll(Coll::AllReduce, grad);
     }
-    let (w, g, o) =
-        memory::sharded_state_bytes(plan.framework, plan.dtype, plan.zero, plan.dp * plan.cp);
-    let saved = match plan.recompute {
+    sync
+}
+
+/// Activation bytes one choice keeps per micro-batch (Korthikanti et al. per operator, as the
+/// graph counts them); under full recomputation only the layer input, whole or split as the
+/// first operator takes it.
+fn saved_bytes(cx: &Ctx, op: &Op, first: bool, input: Layout) -> f64 {
+    match cx.plan.recompute {
         Recompute::None => op.saved_bytes,
         Recompute::Selective => op.saved_selective_bytes,
-        // Only the layer input stays: whole, or split when the first operator splits it.
         Recompute::Full if first => {
-            let x = out_bytes(cx.model, full, "");
+            let x = out_bytes(cx.model, &cx.base, "");
             if input == Layout::Rep {
                 x
             } else {
@@ -228,11 +254,6 @@ fn price_choice(cx: &Ctx, op: &Op, v: Variant, first: bool, input: Layout) -> Ch
             }
         }
         Recompute::Full => 0.0,
-    };
-    Choice {
-        label: "",
-        time_s: plan.n_micro() as f64 * micro + sync,
-        mem_bytes: op.params * (w + g + o) + memory::in_flight_chunks(plan, 0) * saved,
     }
 }
 
@@ -272,38 +293,8 @@ pub fn problem(
     let mut layouts = Vec::new();
     let mut megatron = Vec::new();
     for (i, &name) in names.iter().enumerate() {
-        let mut choices = Vec::new();
-        let mut lay = Vec::new();
-        let mine = if plan.sp() {
-            Variant::MegatronSp
-        } else {
-            Variant::Megatron
-        };
-        let mut reference = None;
-        for (v, g) in &graphs {
-            let op = g.graph.node_weights().nth(i)?;
-            let Some((label, inp, out)) = choice_of(role(name), *v, name) else {
-                continue;
-            };
-            let own = *v == mine
-                || (*v == Variant::Megatron && role(name) == Role::Split)
-                || (role(name) == Role::Local
-                    && *v
-                        == if plan.sp() {
-                            Variant::Sequence
-                        } else {
-                            Variant::Replicated
-                        });
-            if own {
-                reference = Some(choices.len());
-            }
-            choices.push(Choice {
-                label,
-                ..price_choice(&cx, op, *v, i == 0, inp)
-            });
-            lay.push((inp, out));
-        }
-        megatron.push(reference?);
+        let (choices, lay, own) = op_choices(&cx, &graphs, i, name)?;
+        megatron.push(own);
         ops.push(OpChoices { name, choices });
         layouts.push(lay);
     }
@@ -322,6 +313,53 @@ pub fn problem(
         layouts,
         megatron,
     })
+}
+
+/// An operator's choices, their (input, output) layouts, and the plan's own choice.
+type OpLayouts = (Vec<Choice>, Vec<(Layout, Layout)>, usize);
+
+/// Operator `i`'s choices from the variant graphs, their (input, output) layouts, and which
+/// one is the plan's own layout.
+fn op_choices(
+    cx: &Ctx,
+    graphs: &[(Variant, OpGraph)],
+    i: usize,
+    name: &'static str,
+) -> Option<OpLayouts> {
+    let sp = cx.plan.sp();
+    let own = |v: Variant| match role(name) {
+        Role::Column | Role::Row => {
+            v == if sp {
+                Variant::MegatronSp
+            } else {
+                Variant::Megatron
+            }
+        }
+        Role::Split => v == Variant::Megatron,
+        Role::Local => {
+            v == if sp {
+                Variant::Sequence
+            } else {
+                Variant::Replicated
+            }
+        }
+    };
+    let (mut choices, mut lay, mut reference) = (Vec::new(), Vec::new(), None);
+    for (v, g) in graphs {
+        let op = g.graph.node_weights().nth(i)?;
+        let Some((label, inp, out)) = choice_of(role(name), *v, name) else {
+            continue;
+        };
+        if own(*v) {
+            reference = Some(choices.len());
+        }
+        choices.push(Choice {
+            label,
+            ..price_choice(cx, op, *v, i == 0, inp)
+        });
+        lay.push((inp, out));
+    }
+    Some((choices, lay, reference?))
 }
 
 /// The graph's edges (skip connections carry the block input, in the producer's input

@@ -466,4 +466,58 @@ mod tests {
             super::super::IlpStatus::Infeasible
         );
     }
+
+    /// Both solvers find the same optimum on the random instances (`--features highs`).
+    #[cfg(feature = "highs")]
+    #[test]
+    fn microlp_and_highs_agree() {
+        use crate::search::ilp::Solver;
+        let mut rng = SplitMix(0x11B2);
+        let with = |solver| IlpOptions {
+            solver,
+            ..IlpOptions::default()
+        };
+        for case in 0..80 {
+            let p = random(&mut rng);
+            let a = solve_uncached(&p, &with(Solver::Microlp)).unwrap();
+            let b = solve_uncached(&p, &with(Solver::Highs)).unwrap();
+            assert_eq!(
+                a.report.status == IlpStatus::Infeasible,
+                b.report.status == IlpStatus::Infeasible,
+                "case {case}"
+            );
+            if a.report.status != IlpStatus::Infeasible {
+                let (x, y) = (a.report.objective, b.report.objective);
+                assert!(
+                    (x - y).abs() <= 1e-6 * x.abs().max(1e-3),
+                    "case {case}: microlp {x} vs highs {y}"
+                );
+            }
+        }
+    }
+
+    /// A solve stopped by its time limit returns the best incumbent it has (the greedy start
+    /// at worst) with status `time_limit` and the gap to its bound.
+    #[test]
+    fn time_limit_returns_the_incumbent() {
+        let mut rng = SplitMix(0x71);
+        let p = (0..200)
+            .map(|_| random(&mut rng))
+            .find(|p| p.stages.len() == 4 && p.fixed_layers.is_none() && brute_force(p).is_some())
+            .unwrap();
+        let opts = IlpOptions {
+            time_limit_s: 0.0,
+            ..IlpOptions::default()
+        };
+        let r = solve_uncached(&p, &opts).unwrap();
+        let got = p.objective(&r.stage_layers, &r.recompute_layers).unwrap();
+        let best = brute_force(&p).unwrap().0;
+        assert!(got >= best - 1e-9 * best && (r.report.objective - got).abs() <= 1e-9 * got);
+        // HiGHS may finish this small instance in its presolve, before the clock is read.
+        assert!(
+            matches!(r.report.status, IlpStatus::TimeLimit | IlpStatus::Optimal),
+            "{:?}",
+            r.report
+        );
+    }
 }

@@ -129,49 +129,7 @@ pub fn solve(p: &ShardingProblem, opts: &IlpOptions) -> Result<Sharding, IlpErro
 const MS: f64 = 1e3;
 
 fn solve_uncached(p: &ShardingProblem, opts: &IlpOptions) -> Result<Sharding, IlpError> {
-    let mut m = Model::new();
-    let mut objective = Expression::default();
-    let mut mem = Expression::default();
-    let mut x = Vec::with_capacity(p.ops.len());
-    for o in &p.ops {
-        let xs: Vec<_> = o
-            .choices
-            .iter()
-            .map(|_| m.add(variable().binary()))
-            .collect();
-        let mut one = Expression::default();
-        for (c, &v) in o.choices.iter().zip(&xs) {
-            objective.add_mul(c.time_s * MS, v);
-            mem.add_mul(c.mem_bytes / GIB, v);
-            one += v;
-        }
-        m.constraints.push(one.eq(1.0));
-        x.push(xs);
-    }
-    for e in &p.edges {
-        if e.cost_s.iter().flatten().all(|&c| c == 0.0) {
-            continue;
-        }
-        let (na, nb) = (x[e.from].len(), x[e.to].len());
-        let pairs: Vec<Vec<_>> = (0..na)
-            .map(|_| (0..nb).map(|_| m.add(variable().min(0.0))).collect())
-            .collect();
-        for ((ea, costs), &xa) in pairs.iter().zip(&e.cost_s).zip(&x[e.from]) {
-            let mut row = Expression::default();
-            for (&pair, &c) in ea.iter().zip(costs) {
-                row += pair;
-                objective.add_mul(c * MS, pair);
-            }
-            m.constraints.push((row - xa).eq(0.0));
-        }
-        for (b, &xb) in x[e.to].iter().enumerate() {
-            let col: Expression = pairs.iter().map(|row| row[b]).sum();
-            m.constraints.push((col - xb).eq(0.0));
-        }
-    }
-    m.constraints.push(mem.leq(p.mem_budget_bytes / GIB));
-    m.objective = objective;
-    let (values, mut report) = minimise(m, opts)?;
+    let (values, mut report) = minimise(build(p), opts)?;
     let Some(values) = values else {
         return Ok(Sharding {
             choice: Vec::new(),
@@ -203,6 +161,57 @@ fn solve_uncached(p: &ShardingProblem, opts: &IlpOptions) -> Result<Sharding, Il
         mem_bytes,
         report,
     })
+}
+
+/// The model: one-hot x per operator, marginal-form pair variables per edge that costs
+/// anything, the memory row.
+fn build(p: &ShardingProblem) -> Model {
+    let mut m = Model::new();
+    let mut objective = Expression::default();
+    let mut mem = Expression::default();
+    let mut x = Vec::with_capacity(p.ops.len());
+    for o in &p.ops {
+        let xs: Vec<_> = o
+            .choices
+            .iter()
+            .map(|_| m.add(variable().binary()))
+            .collect();
+        let mut one = Expression::default();
+        for (c, &v) in o.choices.iter().zip(&xs) {
+            objective.add_mul(c.time_s * MS, v);
+            mem.add_mul(c.mem_bytes / GIB, v);
+            one += v;
+        }
+        m.constraints.push(one.eq(1.0));
+        x.push(xs);
+    }
+    for e in &p.edges {
+        if e.cost_s.iter().flatten().all(|&c| c == 0.0) {
+            continue;
+        }
+        let pairs: Vec<Vec<_>> = (0..x[e.from].len())
+            .map(|_| {
+                (0..x[e.to].len())
+                    .map(|_| m.add(variable().min(0.0)))
+                    .collect()
+            })
+            .collect();
+        for ((ea, costs), &xa) in pairs.iter().zip(&e.cost_s).zip(&x[e.from]) {
+            let mut row = Expression::default();
+            for (&pair, &c) in ea.iter().zip(costs) {
+                row += pair;
+                objective.add_mul(c * MS, pair);
+            }
+            m.constraints.push((row - xa).eq(0.0));
+        }
+        for (b, &xb) in x[e.to].iter().enumerate() {
+            let col: Expression = pairs.iter().map(|row| row[b]).sum();
+            m.constraints.push((col - xb).eq(0.0));
+        }
+    }
+    m.constraints.push(mem.leq(p.mem_budget_bytes / GIB));
+    m.objective = objective;
+    m
 }
 
 /// The optimum by enumeration (for tests and tiny instances): (time, choice), or `None` when
@@ -349,5 +358,34 @@ mod tests {
         assert_eq!((b.choice, b.time_s), (vec![1, 1], 4.0));
         assert_eq!(b.report.status, IlpStatus::Optimal);
         assert_eq!(b.report.gap, 0.0);
+    }
+
+    /// Both solvers find the same optimum on the random instances (`--features highs`).
+    #[cfg(feature = "highs")]
+    #[test]
+    fn microlp_and_highs_agree() {
+        use crate::search::ilp::Solver;
+        let mut rng = SplitMix(0x5A4D);
+        let with = |solver| IlpOptions {
+            solver,
+            ..IlpOptions::default()
+        };
+        for case in 0..80 {
+            let p = random(&mut rng);
+            let a = solve_uncached(&p, &with(Solver::Microlp)).unwrap();
+            let b = solve_uncached(&p, &with(Solver::Highs)).unwrap();
+            assert_eq!(
+                a.report.status == IlpStatus::Infeasible,
+                b.report.status == IlpStatus::Infeasible,
+                "case {case}"
+            );
+            if a.report.status != IlpStatus::Infeasible {
+                let (x, y) = (a.report.objective, b.report.objective);
+                assert!(
+                    (x - y).abs() <= 1e-6 * x.abs().max(1e-3),
+                    "case {case}: microlp {x} vs highs {y}"
+                );
+            }
+        }
     }
 }

@@ -156,6 +156,34 @@ impl Model {
     }
 }
 
+/// What a solve stopped by its time limit before finding an incumbent of its own can still
+/// return: the model's start, if it had one.
+struct Stopped {
+    list: Vec<Variable>,
+    objective: Expression,
+    start: Option<Vec<f64>>,
+}
+
+impl Solution for Stopped {
+    fn status(&self) -> good_lp::SolutionStatus {
+        good_lp::SolutionStatus::TimeLimit
+    }
+    fn value(&self, v: Variable) -> f64 {
+        let at = self.list.iter().position(|x| *x == v);
+        self.start.as_ref().zip(at).map_or(0.0, |(s, i)| s[i])
+    }
+}
+
+impl Stopped {
+    /// The start as the answer, status `time_limit`, gap unknown.
+    fn incumbent(&self, mut report: IlpReport) -> Option<Solved> {
+        let values = self.start.clone()?;
+        report.status = IlpStatus::TimeLimit;
+        report.objective = self.objective.eval_with(self);
+        Some((Some(values), report))
+    }
+}
+
 /// Values of every variable (in creation order) and the report; `None` values when infeasible.
 pub(crate) type Solved = (Option<Vec<f64>>, IlpReport);
 
@@ -189,6 +217,11 @@ fn microlp(model: Model, opts: &IlpOptions, mut report: IlpReport) -> Result<Sol
         constraints,
         start,
     } = model;
+    let stopped = Stopped {
+        list: list.clone(),
+        objective: objective.clone(),
+        start: start.clone(),
+    };
     let mut p = good_lp::WithTimeLimit::with_time_limit(
         vars.minimise(objective).using(good_lp::microlp),
         opts.time_limit_s,
@@ -204,6 +237,10 @@ fn microlp(model: Model, opts: &IlpOptions, mut report: IlpReport) -> Result<Sol
     let sol = match p.solve() {
         Ok(s) => s,
         Err(good_lp::ResolutionError::Infeasible) => return Ok((None, report)),
+        // Interrupted before an incumbent of its own: the start is the best known.
+        Err(good_lp::ResolutionError::Other(m)) if m.starts_with("Time limit") => {
+            return stopped.incumbent(report).ok_or_else(|| fail(m.into()));
+        }
         Err(e) => return Err(fail(e.to_string())),
     };
     let values: Vec<f64> = list.iter().map(|v| sol.value(*v)).collect();
@@ -221,6 +258,27 @@ fn microlp(model: Model, opts: &IlpOptions, mut report: IlpReport) -> Result<Sol
         report.best_bound = report.objective;
     }
     Ok((Some(values), report))
+}
+
+/// The HiGHS model with the options set explicitly: time limit, relative MIP gap, one thread,
+/// a fixed seed, and the start when there is one.
+#[cfg(feature = "highs")]
+fn highs_model(
+    p: good_lp::solvers::highs::HighsProblem,
+    opts: &IlpOptions,
+    start: Option<&[f64]>,
+) -> Result<highs::Model, String> {
+    let mut m = p.try_into_inner().map_err(|e| e.to_string())?;
+    m.make_quiet();
+    m.set_option("time_limit", opts.time_limit_s);
+    m.set_option("mip_rel_gap", opts.mip_gap);
+    m.set_option("threads", 1);
+    m.set_option("random_seed", 0);
+    if let Some(x) = start {
+        m.try_set_solution(Some(x), None, None, None)
+            .map_err(|e| format!("{e:?}"))?;
+    }
+    Ok(m)
 }
 
 /// HiGHS is driven one solve at a time: its task scheduler is process-wide.
@@ -245,20 +303,16 @@ fn highs(model: Model, opts: &IlpOptions, mut report: IlpReport) -> Result<Solve
         .iter_variables_with_def()
         .map(|(_, d)| d.is_integer())
         .collect();
+    let stopped = Stopped {
+        list: list.clone(),
+        objective: objective.clone(),
+        start: start.clone(),
+    };
     let mut p = vars.minimise(objective).using(good_lp::highs);
     for c in constraints {
         p.add_constraint(c);
     }
-    let mut m = p.try_into_inner().map_err(|e| fail(e.to_string()))?;
-    m.make_quiet();
-    m.set_option("time_limit", opts.time_limit_s);
-    m.set_option("mip_rel_gap", opts.mip_gap);
-    m.set_option("threads", 1);
-    m.set_option("random_seed", 0);
-    if let Some(x) = &start {
-        m.try_set_solution(Some(x), None, None, None)
-            .map_err(|e| fail(format!("{e:?}")))?;
-    }
+    let m = highs_model(p, opts, start.as_deref()).map_err(fail)?;
     let _guard = HIGHS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let solved = m.try_solve().map_err(|e| fail(format!("{e:?}")))?;
     report.status = match solved.status() {
@@ -271,10 +325,10 @@ fn highs(model: Model, opts: &IlpOptions, mut report: IlpReport) -> Result<Solve
         other => return Err(fail(format!("status {other:?}"))),
     };
     if solved.primal_solution_status() != highs::HighsSolutionStatus::Feasible {
-        // Stopped before any incumbent: nothing to return, and nothing proven infeasible.
-        return Err(fail(
-            "time limit reached before any feasible solution".into(),
-        ));
+        // Stopped before an incumbent of its own: the start is the best known.
+        return stopped
+            .incumbent(report)
+            .ok_or_else(|| fail("time limit reached before any feasible solution".into()));
     }
     // good_lp adds one HiGHS column per variable, in creation order.
     let cols = solved.get_solution().columns().to_vec();
