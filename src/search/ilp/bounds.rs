@@ -1,8 +1,10 @@
 //! What ILP 2's solver is told before it branches: the fewest recomputed layers each stage
 //! needs to fit a given layer count, the smallest bottleneck any integral partition can reach
-//! (a valid cut z ≥ z_min that closes most of the relaxation's gap), a greedy partition at that
-//! bottleneck (the warm start), and the layer counts no optimal partition exceeds. None of
-//! these changes the optimum; they only let branch and bound prove it quickly.
+//! (a valid cut z ≥ z_min that closes most of the relaxation's gap), the partition with the
+//! least pipeline time by dynamic programming (the warm start: branch and bound then only has
+//! to settle the memory tie-break and prove the bound), and the layer counts no optimal
+//! partition exceeds. None of these changes the optimum; they let branch and bound finish
+//! quickly.
 
 use super::partition::PartitionProblem;
 
@@ -64,28 +66,86 @@ impl PartitionProblem {
         levels.get(k).copied()
     }
 
-    /// A feasible partition at bottleneck `z` (at least [`PartitionProblem::min_bottleneck_s`]):
-    /// every stage filled to what `z` allows, then layers taken back where that saves the most
-    /// time.
-    pub fn greedy(&self, z: f64) -> Option<Counts> {
-        let k = self.stages.len();
-        let mut n: Vec<u64> = (0..k)
-            .map(|i| self.most_layers(i, z))
-            .collect::<Option<_>>()?;
-        let lo = self.count_range().0;
-        let mut extra = n.iter().sum::<u64>() - self.layers;
-        while extra > 0 {
-            let saving = |i: usize| {
-                let now = self.best_time_s(i, n[i]).unwrap_or(f64::INFINITY);
-                now - self.best_time_s(i, n[i] - 1).unwrap_or(f64::INFINITY)
-            };
-            let i = (0..k)
-                .filter(|&i| n[i] > lo)
-                .max_by(|&a, &b| saving(a).total_cmp(&saving(b)).then(b.cmp(&a)))?;
-            n[i] -= 1;
-            extra -= 1;
+    /// Each stage's candidates (layers, least recompute, time) from the fewest layers it may
+    /// hold up to the most that fit.
+    fn candidates(&self) -> Vec<Vec<(u64, u64, f64)>> {
+        let (lo, hi) = self.count_range();
+        (0..self.stages.len())
+            .map(|i| {
+                (lo..=hi)
+                    .map_while(|n| {
+                        let r = self.min_recompute(i, n)?;
+                        Some((n, r, self.stages[i].time_s(n, r)))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The least Σ T_i over partitions whose stages all take at most `z`, by dynamic
+    /// programming over stages and layers placed: (Σ T_i, layers per stage), or `None`.
+    fn least_sum(&self, cands: &[Vec<(u64, u64, f64)>], z: f64) -> Option<(f64, Vec<u64>)> {
+        let l = self.layers as usize;
+        let mut best = vec![f64::INFINITY; l + 1];
+        best[0] = 0.0;
+        let mut pick = vec![vec![0u64; l + 1]; cands.len()];
+        for (i, c) in cands.iter().enumerate() {
+            let mut next = vec![f64::INFINITY; l + 1];
+            for (j, &b) in best.iter().enumerate().filter(|(_, b)| b.is_finite()) {
+                for &(n, _, t) in c.iter().filter(|c| c.2 <= z) {
+                    let to = j + n as usize;
+                    if to <= l && b + t < next[to] {
+                        next[to] = b + t;
+                        pick[i][to] = n;
+                    }
+                }
+            }
+            best = next;
         }
-        let r = (0..k)
+        if !best[l].is_finite() {
+            return None;
+        }
+        let mut n = vec![0u64; cands.len()];
+        let mut at = l;
+        for i in (0..cands.len()).rev() {
+            n[i] = pick[i][at];
+            at -= n[i] as usize;
+        }
+        Some((best[l], n))
+    }
+
+    /// The partition minimising the pipeline time (m·v − 1)/v · max T_i + Σ T_i / v (all but
+    /// the memory tie-break), exactly: for each bottleneck level θ from the smallest up, the
+    /// least Σ T_i with every stage within θ, stopping once (m·v − 1)/v · θ alone exceeds the
+    /// best found. The ILP's start; `None` when nothing fits.
+    pub fn best_partition(&self) -> Option<Counts> {
+        let cands = self.candidates();
+        let z_min = self.min_bottleneck_s()?;
+        let v = self.vpp.max(1) as f64;
+        let a = (self.n_micro as f64 * v - 1.0) / v;
+        let mut levels: Vec<f64> = cands
+            .iter()
+            .flatten()
+            .map(|c| c.2)
+            .filter(|&t| t >= z_min)
+            .collect();
+        levels.sort_by(f64::total_cmp);
+        levels.dedup();
+        let floor = self.least_sum(&cands, f64::INFINITY)?.0 / v;
+        let mut best: Option<(f64, Vec<u64>)> = None;
+        for z in levels {
+            if best.as_ref().is_some_and(|b| a * z + floor >= b.0) {
+                break;
+            }
+            if let Some((sum, n)) = self.least_sum(&cands, z) {
+                let obj = a * z + sum / v;
+                if best.as_ref().is_none_or(|b| obj < b.0) {
+                    best = Some((obj, n));
+                }
+            }
+        }
+        let n = best?.1;
+        let r = (0..n.len())
             .map(|i| self.min_recompute(i, n[i]))
             .collect::<Option<_>>()?;
         Some((n, r))

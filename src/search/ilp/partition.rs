@@ -135,6 +135,20 @@ impl PartitionProblem {
         (ok && fits).then(|| self.pipeline_s(&times) + self.tie_s_per_gib() * peak / GIB)
     }
 
+    /// Whether stages `i` and `j` have the same coefficients (to 1e-9): swapping their layers
+    /// changes nothing, so the model may order them.
+    pub fn interchangeable(&self, i: usize, j: usize) -> bool {
+        let (a, b) = (&self.stages[i], &self.stages[j]);
+        let same = |x: f64, y: f64| (x - y).abs() <= 1e-9 * x.abs().max(y.abs());
+        same(a.time_fixed_s, b.time_fixed_s)
+            && same(a.time_per_layer_s, b.time_per_layer_s)
+            && same(a.time_per_recomputed_s, b.time_per_recomputed_s)
+            && same(a.mem_fixed_bytes, b.mem_fixed_bytes)
+            && same(a.mem_recompute_fixed_bytes, b.mem_recompute_fixed_bytes)
+            && same(a.mem_per_layer_bytes, b.mem_per_layer_bytes)
+            && same(a.mem_per_recomputed_bytes, b.mem_per_recomputed_bytes)
+    }
+
     fn min_layers(&self) -> u64 {
         self.fixed_layers.unwrap_or(1)
     }
@@ -196,13 +210,26 @@ pub fn solve(p: &PartitionProblem, opts: &IlpOptions) -> Result<Partition, IlpEr
 /// stage once `bounds` has cut the counts no optimum exceeds, never one per layer × stage:
 /// minimise (m·v − 1)/v · z + Σ_ik T*_i(k)·x_ik / v + tie · w subject to Σ_k x_ik = 1,
 /// Σ_ik k·x_ik = L, Σ_k T*_i(k)·x_ik ≤ z, Σ_k M*_i(k)·x_ik ≤ w; with the cut z ≥ z_min and the
-/// greedy partition as a start.
+/// least-time partition (`bounds`) as a start.
 fn solve_uncached(p: &PartitionProblem, opts: &IlpOptions) -> Result<Partition, IlpError> {
-    let Some((z_min, (n0, r0))) = p.min_bottleneck_s().and_then(|z| Some((z, p.greedy(z)?))) else {
+    let Some((z_min, (mut n0, _))) =
+        (p.min_bottleneck_s()).and_then(|z| Some((z, p.best_partition()?)))
+    else {
         // Even the largest count each stage fits leaves layers over: proven infeasible
         // without branching.
         return Ok(infeasible(opts));
     };
+    // Interchangeable stages in descending order, as the model's symmetry rows want them.
+    for i in 1..n0.len() {
+        let mut j = i;
+        while j > 0 && p.interchangeable(j - 1, j) && n0[j - 1] < n0[j] {
+            n0.swap(j - 1, j);
+            j -= 1;
+        }
+    }
+    let r0: Vec<u64> = (0..n0.len())
+        .map(|i| p.min_recompute(i, n0[i]).unwrap_or(0))
+        .collect();
     let z_max = p.max_bottleneck_s(p.objective(&n0, &r0).unwrap_or(f64::INFINITY));
     let (m, picks) = build(p, z_min, z_max, &n0);
     let (values, report) = minimise(m, opts)?;
@@ -239,7 +266,7 @@ fn solve_uncached(p: &PartitionProblem, opts: &IlpOptions) -> Result<Partition, 
 /// A stage's candidates: (variable index, layer count, recompute count).
 type Candidates = Vec<(usize, u64, u64)>;
 
-/// The model of [`solve_uncached`] with the greedy partition `n0` as its start: candidate
+/// The model of [`solve_uncached`] with the partition `n0` as its start: candidate
 /// counts per stage from what the others leave (at least L − Σ_{j≠i} hi_j) to the most that
 /// fit under the bottleneck `z_max` no optimum exceeds.
 fn build(p: &PartitionProblem, z_min: f64, z_max: f64, n0: &[u64]) -> (Model, Vec<Candidates>) {
@@ -256,6 +283,7 @@ fn build(p: &PartitionProblem, z_min: f64, z_max: f64, n0: &[u64]) -> (Model, Ve
     let mut objective = (p.n_micro as f64 * v - 1.0) / v * z + p.tie_s_per_gib() * w;
     let mut layers = Expression::default();
     let mut picks = Vec::with_capacity(p.stages.len());
+    let mut counts: Vec<Expression> = Vec::with_capacity(p.stages.len());
     for (i, s) in p.stages.iter().enumerate() {
         let [mut one, mut time, mut mem] = [(); 3].map(|_| Expression::default());
         let mut cands = Vec::new();
@@ -279,6 +307,13 @@ fn build(p: &PartitionProblem, z_min: f64, z_max: f64, n0: &[u64]) -> (Model, Ve
         m.constraints.push(one.eq(1.0));
         m.constraints.push((time - z).leq(0.0));
         m.constraints.push((mem - w).leq(0.0));
+        let count: Expression = cands.iter().map(|c| c.1 as f64 * m.list[c.0]).sum();
+        if i > 0 && p.interchangeable(i - 1, i) {
+            // Symmetry: of two interchangeable stages the earlier holds no fewer layers.
+            m.constraints
+                .push((count.clone() - counts[i - 1].clone()).leq(0.0));
+        }
+        counts.push(count);
         picks.push(cands);
     }
     m.constraints.push(layers.eq(p.layers as f64));
@@ -360,7 +395,7 @@ mod tests {
         let layers = rng.int(pp, pp + 6);
         let fixed = (layers % pp == 0 && rng.int(0, 3) == 0).then_some(layers / pp);
         let per_layer = rng.uniform(1.0, 4.0) * GIB;
-        let stages = (0..pp)
+        let mut stages: Vec<StageCoeffs> = (0..pp)
             .map(|i| StageCoeffs {
                 time_fixed_s: rng.uniform(0.0, 2.0),
                 time_per_layer_s: rng.uniform(0.8, 1.2),
@@ -372,6 +407,12 @@ mod tests {
                 mem_per_recomputed_bytes: -rng.uniform(0.3, 0.9) * per_layer * (pp - i) as f64,
             })
             .collect();
+        // Stages holding as many micro-batches as their neighbour are interchangeable.
+        for i in 1..stages.len() {
+            if rng.int(0, 2) == 0 {
+                stages[i] = stages[i - 1];
+            }
+        }
         PartitionProblem {
             layers,
             stages,
@@ -496,7 +537,7 @@ mod tests {
         }
     }
 
-    /// A solve stopped by its time limit returns the best incumbent it has (the greedy start
+    /// A solve stopped by its time limit returns the best incumbent it has (the least-time start
     /// at worst) with status `time_limit` and the gap to its bound.
     #[test]
     fn time_limit_returns_the_incumbent() {
