@@ -87,6 +87,12 @@ pub fn search_footer(r: &SearchResult, elapsed_s: f64) -> String {
             r.ilp_solved, r.ilp_pruned
         ));
     }
+    if r.ilp_failed > 0 {
+        s.push_str(&format!(
+            "\nILP 2 solver failed on {} plans; they keep the even partition",
+            r.ilp_failed
+        ));
+    }
     s.push_str("\nrejected:");
     let mut reasons: Vec<(&&str, &usize)> = r.infeasible.iter().collect();
     reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));

@@ -188,7 +188,7 @@ pub fn render(
                 "global_batch": gb, "seq_len": seq, "plans": res.top,
                 "stage_ilp": res.top.iter().map(|e| res.stage_ilp.get(&e.plan)).collect::<Vec<_>>(),
                 "enumerated": res.enumerated, "priced": res.priced, "infeasible": res.infeasible,
-                "ilp_solved": res.ilp_solved, "ilp_pruned": res.ilp_pruned,
+                "ilp_solved": res.ilp_solved, "ilp_pruned": res.ilp_pruned, "ilp_failed": res.ilp_failed,
             });
             if let Some(opts) = explain {
                 v["explain"] = explain_json(r, res, opts);

@@ -225,6 +225,8 @@ pub struct SearchResult {
     pub ilp_solved: usize,
     /// ILP 2 candidates never solved: their lower bound could not beat the k-th best plan.
     pub ilp_pruned: usize,
+    /// ILP 2 instances the solver failed on (their plans keep the even partition).
+    pub ilp_failed: usize,
 }
 
 /// Searches every plan and returns the `top_k` fastest that fit.
@@ -296,6 +298,7 @@ pub fn search_where(
         stage_ilp,
         ilp_solved: refined.solved,
         ilp_pruned: refined.pruned,
+        ilp_failed: refined.failed,
     }
 }
 

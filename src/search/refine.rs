@@ -5,7 +5,7 @@
 //! when the cost model prices it faster, or when only it fits.
 
 use super::Space;
-use super::ilp::{IlpReport, partition, stages};
+use super::ilp::{IlpError, IlpReport, partition, stages};
 use crate::cost::{Estimate, Machine, PricedGraphs, estimate_priced};
 use crate::spec::{ModelSpec, Plan, Recompute};
 use rayon::prelude::*;
@@ -35,6 +35,8 @@ pub(super) struct Refinement {
     pub solved: usize,
     /// Candidates skipped because their lower bound could not beat the k-th best plan.
     pub pruned: usize,
+    /// Instances the solver failed on (not infeasible: an error).
+    pub failed: usize,
 }
 
 /// Plans solved between two updates of the threshold (fixed, so results do not depend on the
@@ -74,23 +76,32 @@ fn threshold(list: &[Priced], k: usize) -> f64 {
 /// ILP 2's report on one plan and, when adopted, the plan's new estimate.
 type Outcome = (IlpReport, Option<Estimate>);
 
-/// Solves ILP 2 for one plan: its report and, when adopted, the new estimate.
-fn solve_one(model: &ModelSpec, m: &Machine, (e, pg): &Priced, space: &Space) -> Option<Outcome> {
+/// Solves ILP 2 for one plan: its report and, when adopted, the new estimate; `None` when the
+/// ILP has nothing to choose, `Some(Err)` when the solver failed.
+fn solve_one(
+    model: &ModelSpec,
+    m: &Machine,
+    (e, pg): &Priced,
+    space: &Space,
+) -> Option<Result<Outcome, IlpError>> {
     let problem = stages::problem(model, &e.plan, m, pg)?;
-    let part = partition::solve(&problem, &space.ilp).ok()?;
+    let part = match partition::solve(&problem, &space.ilp) {
+        Ok(p) => p,
+        Err(err) => return Some(Err(err)),
+    };
     if part.stage_layers.is_empty() {
-        return Some((part.report, None));
+        return Some(Ok((part.report, None)));
     }
     let plan = stages::apply(model, &e.plan, &part);
     // Full recomputation of no layer is the plan without recomputation, which the search
     // refines on its own when the space has it.
     let twin = plan.recompute != e.plan.recompute && space.recompute.contains(&plan.recompute);
     if plan == e.plan || twin || !plan.check(model, m.cluster).is_empty() {
-        return Some((part.report, None));
+        return Some(Ok((part.report, None)));
     }
     let new = estimate_priced(model, &plan, m, pg);
     let better = new.fits && (!e.fits || new.step_time_s < e.step_time_s * (1.0 - 1e-9));
-    Some((part.report, better.then_some(new)))
+    Some(Ok((part.report, better.then_some(new))))
 }
 
 /// Refines `list` in place (see the module doc); `top_k` sets the bar a plan must beat.
@@ -122,12 +133,20 @@ pub(super) fn refine(
             .map(|&(_, i)| i)
             .collect();
         next += round.len();
-        let results: Vec<(usize, Option<Outcome>)> = round
+        let results: Vec<(usize, Option<Result<Outcome, IlpError>>)> = round
             .par_iter()
             .map(|&i| (i, solve_one(model, m, &list[i], space)))
             .collect();
         for (i, r) in results {
-            let Some((report, new)) = r else { continue };
+            let (report, new) = match r {
+                None => continue,
+                Some(Err(_)) => {
+                    // The uniform plan stands; the count is reported.
+                    out.failed += 1;
+                    continue;
+                }
+                Some(Ok(x)) => x,
+            };
             out.solved += 1;
             let adopted = new.is_some();
             if let Some(new) = new {
