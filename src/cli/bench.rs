@@ -4,6 +4,7 @@
 use super::CliError;
 use super::args::Format;
 use super::render;
+use crate::search::ilp::partition;
 use crate::search::{bench, search};
 use serde_json::json;
 use std::time::Instant;
@@ -25,9 +26,11 @@ pub fn run(name: Option<&str>, format: Format) -> Result<String, CliError> {
     }
     let mut rows = Vec::new();
     for c in chosen {
+        let (hits0, _) = partition::memo_counts();
         let t0 = Instant::now();
         let r = search(&c.model, &c.cluster, None, &c.space, c.top_k);
         let wall = t0.elapsed().as_secs_f64();
+        let memo_hits = partition::memo_counts().0 - hits0;
         rows.push(json!({
             "name": c.name,
             "what": c.what,
@@ -35,6 +38,7 @@ pub fn run(name: Option<&str>, format: Format) -> Result<String, CliError> {
             "priced": r.priced,
             "ilp_solved": r.ilp_solved,
             "ilp_pruned": r.ilp_pruned,
+            "ilp_memo_hits": memo_hits,
             "wall_s": wall,
             "plans_priced_per_s": r.priced as f64 / wall.max(1e-9),
             "goal_s": c.goal_s,
