@@ -1,9 +1,11 @@
-//! `planner bench`: a registry of named speed benchmarks of the library, timed with the wall
-//! clock here at the edge (the library stays clock-free); tests never assert timings.
+//! `planner bench`: named speed benchmarks of the library — the simulator's registry here and
+//! the search's cases (`search::bench`) — timed with the wall clock here at the edge (the
+//! library stays clock-free); tests never assert timings.
 
 use super::{CliError, render};
 use crate::cost::stages::{StageWork, stage_work};
 use crate::cost::{Machine, PricedGraphs};
+use crate::search::{bench, search};
 use crate::sim::{self, Pipeline};
 use crate::spec::{self, Plan, Recompute, Schedule};
 use std::hint::black_box;
@@ -88,56 +90,93 @@ fn gpt3_event_loop() -> Box<dyn FnMut()> {
     })
 }
 
-/// Runs the benchmark called `name` (all when `None`) `iters` times after one warm-up run
-/// and tabulates min/median/mean wall time against each goal.
-pub fn run(name: Option<&str>, iters: u32) -> Result<String, CliError> {
-    let chosen: Vec<&Bench> = BENCHES
-        .iter()
-        .filter(|b| name.is_none_or(|n| b.name == n))
+/// Median, min and mean milliseconds of `iters` timed runs of `work` after one warm-up.
+fn time(iters: u32, mut work: impl FnMut()) -> (f64, f64, f64) {
+    work();
+    let mut ms: Vec<f64> = (0..iters.max(1))
+        .map(|_| {
+            let t0 = Instant::now();
+            work();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
         .collect();
-    if chosen.is_empty() {
-        let names: Vec<&str> = BENCHES.iter().map(|b| b.name).collect();
+    ms.sort_by(f64::total_cmp);
+    (
+        ms[ms.len() / 2],
+        ms[0],
+        ms.iter().sum::<f64>() / ms.len() as f64,
+    )
+}
+
+fn goal(median_ms: f64, goal_ms: Option<f64>) -> String {
+    goal_ms.map_or("-".into(), |g| {
+        let ok = if median_ms <= g { "met" } else { "MISSED" };
+        format!("≤ {g:.0} ({ok})")
+    })
+}
+
+/// Runs the benchmark called `name` (all when `None`): the simulator benchmarks above and
+/// the search's (`search::bench::cases`, issue 4's goals), `iters` timed runs each after one
+/// warm-up (at most 3 for the searches, which take up to seconds), with min/median/mean wall
+/// time against each goal and, for searches, plans priced per second.
+pub fn run(name: Option<&str>, iters: u32) -> Result<String, CliError> {
+    let searches = bench::cases()?;
+    let wanted = |n: &str| name.is_none_or(|x| x == n);
+    let sims: Vec<&Bench> = BENCHES.iter().filter(|b| wanted(b.name)).collect();
+    let finds: Vec<&bench::BenchCase> = searches.iter().filter(|c| wanted(c.name)).collect();
+    if sims.is_empty() && finds.is_empty() {
+        let names: Vec<&str> = BENCHES
+            .iter()
+            .map(|b| b.name)
+            .chain(searches.iter().map(|c| c.name))
+            .collect();
         return Err(CliError::BadInput(format!(
             "bench: unknown benchmark `{}`; choose one of: {}",
             name.unwrap_or_default(),
             names.join(", ")
         )));
     }
-    let iters = iters.max(1);
     let mut rows = Vec::new();
-    for b in chosen {
-        let mut work = (b.setup)();
-        work();
-        let mut ms: Vec<f64> = (0..iters)
-            .map(|_| {
-                let t0 = Instant::now();
-                work();
-                t0.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        ms.sort_by(f64::total_cmp);
-        let mean = ms.iter().sum::<f64>() / ms.len() as f64;
-        let median = ms[ms.len() / 2];
+    for b in sims {
+        let (median, min, mean) = time(iters, (b.setup)());
         rows.push(vec![
             b.name.to_string(),
-            iters.to_string(),
-            format!("{:.2}", ms[0]),
+            format!("{:.2}", min),
             format!("{median:.2}"),
             format!("{mean:.2}"),
-            b.goal_ms.map_or("-".into(), |g| {
-                let ok = if median <= g { "met" } else { "MISSED" };
-                format!("≤ {g:.0} ({ok})")
-            }),
+            goal(median, b.goal_ms),
+            "-".into(),
             b.what.to_string(),
+        ]);
+    }
+    for c in finds {
+        let mut priced = 0;
+        let mut ilp = 0;
+        let (median, min, mean) = time(iters.min(3), || {
+            let r = search(&c.model, &c.cluster, None, &c.space, c.top_k);
+            priced = r.priced;
+            ilp = r.ilp_solved;
+        });
+        rows.push(vec![
+            c.name.to_string(),
+            format!("{min:.1}"),
+            format!("{median:.1}"),
+            format!("{mean:.1}"),
+            goal(median, Some(c.goal_s * 1e3)),
+            format!("{:.0}", priced as f64 / (median / 1e3).max(1e-9)),
+            format!(
+                "{} ({priced} plans priced, {ilp} stage ILPs solved)",
+                c.what
+            ),
         ]);
     }
     let header = [
         "bench",
-        "iters",
         "min ms",
         "median ms",
         "mean ms",
         "goal ms",
+        "plans priced/s",
         "what",
     ];
     Ok(format!(

@@ -8,6 +8,7 @@ mod launch;
 mod render;
 mod report;
 mod simulate;
+mod suggest;
 mod validate;
 
 pub use args::{Format, PlanArgs, Target};
@@ -98,6 +99,9 @@ pub enum Command {
         /// Megatron-LM argument spellings for `--export megatron`.
         #[arg(long = "megatron-version", value_enum, default_value = "core")]
         megatron_version: launch::MegatronVersionArg,
+        /// Also print each best plan's per-operator sharding chosen by ILP 1.
+        #[arg(long)]
+        explain: bool,
     },
     /// Price one plan.
     Estimate {
@@ -248,6 +252,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             format,
             export,
             megatron_version,
+            explain,
         } => {
             let r = target.resolve()?;
             let seq = seq_len.unwrap_or(r.model.seq_len);
@@ -270,35 +275,20 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             if let Some(f) = export {
                 return launch::export_best(&r.model, &res.top, f, megatron_version);
             }
-            Ok(match format {
-                Format::Json => json(&serde_json::json!({
-                    "model": r.model.name, "cluster": r.cluster.name, "n_gpus": r.cluster.n_gpus(),
-                    "global_batch": gb, "seq_len": seq, "plans": res.top,
-                    "enumerated": res.enumerated, "priced": res.priced, "infeasible": res.infeasible,
-                    "simulated": simulate::rerank_json(&rr), "sim_order_changed": rr.order_changed(),
-                })),
-                Format::Csv => render::plan_csv(res.top.iter()),
-                Format::Table => {
-                    let rows = res
-                        .top
-                        .iter()
-                        .enumerate()
-                        .map(|(i, e)| render::plan_row(i, e))
-                        .collect();
-                    format!(
-                        "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\n\n{}\n\n{}\nnumbers from: {}\n{}",
-                        r.model.name,
-                        fmt_count(r.model.params()),
-                        r.cluster.name,
-                        r.cluster.n_gpus(),
-                        r.cluster.gpu.name,
-                        render::table(&render::PLAN_HEADER, rows),
-                        render::search_footer(&res, elapsed),
-                        res.top[0].provenance.summary().join("; "),
-                        simulate::rerank_table(&rr)
-                    )
-                }
-            })
+            let explain = explain.then_some(&space.ilp);
+            let sim = (
+                serde_json::json!({"simulated": simulate::rerank_json(&rr), "sim_order_changed": rr.order_changed()}),
+                simulate::rerank_table(&rr),
+            );
+            Ok(suggest::render(
+                &r,
+                &res,
+                (gb, seq),
+                elapsed,
+                format,
+                explain,
+                sim,
+            ))
         }
         Command::Estimate {
             target,

@@ -88,14 +88,28 @@ pub fn plan_csv<'a>(plans: impl Iterator<Item = &'a Estimate>) -> String {
     csv(&header, rows)
 }
 
-/// The suggest report's footer: how much was searched and why plans were rejected.
+/// The suggest report's footer: how much was searched, what ILP 2 did, and why plans were
+/// rejected.
 pub fn search_footer(r: &SearchResult, elapsed_s: f64) -> String {
     let mut s = format!(
-        "{} plans enumerated, {} priced in {}; rejected:",
+        "{} plans enumerated, {} priced in {}",
         r.enumerated,
         r.priced,
         fmt_secs(elapsed_s)
     );
+    if r.ilp_solved + r.ilp_pruned > 0 {
+        s.push_str(&format!(
+            "\nILP 2 (stage partition, per-stage recompute) solved for {} plans; {} skipped, their lower bound no faster than the top plans",
+            r.ilp_solved, r.ilp_pruned
+        ));
+    }
+    if r.ilp_failed > 0 {
+        s.push_str(&format!(
+            "\nILP 2 solver failed on {} plans; they keep the even partition",
+            r.ilp_failed
+        ));
+    }
+    s.push_str("\nrejected:");
     let mut reasons: Vec<(&&str, &usize)> = r.infeasible.iter().collect();
     reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     if reasons.is_empty() {

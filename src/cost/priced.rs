@@ -196,6 +196,18 @@ fn price_pass(
     out
 }
 
+/// Forward and backward time of one operator for one micro-batch on `place`: the pricing
+/// of whole graphs (overlapped collectives hidden behind the operator's own compute) applied
+/// to that operator alone, as the search's sharding ILP needs.
+pub fn op_cost(op: &Op, m: &Machine, dtype: Dtype, place: &Placement) -> (PassCost, PassCost) {
+    let ops = [op];
+    let mut prov = Provenance::default();
+    (
+        price_pass(&ops, m, dtype, place, Pass::Fwd, &mut prov),
+        price_pass(&ops, m, dtype, place, Pass::Bwd, &mut prov),
+    )
+}
+
 /// The priced graphs of a model under one sharding: reusable across plans that share the
 /// shard and the TP/CP/EP placement.
 #[derive(Clone, Debug)]

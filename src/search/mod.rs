@@ -12,9 +12,14 @@ use crate::spec::{
 use crate::units::{Dtype, GIB};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+pub mod bench;
 mod compare;
+pub mod ilp;
+mod refine;
 pub use compare::{Comparison, Strategy, compare};
+pub use refine::StageIlp;
 
 /// What to search over.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +48,11 @@ pub struct Space {
     pub tp_overlap: TpOverlap,
     /// Training framework.
     pub framework: Framework,
+    /// Refine stage partitions and per-stage recomputation with ILP 2 (and admit pipeline
+    /// depths that do not divide the layers).
+    pub stage_ilp: bool,
+    /// Solver settings of the ILPs.
+    pub ilp: ilp::IlpOptions,
 }
 
 impl Space {
@@ -62,6 +72,8 @@ impl Space {
             overlap_grad_reduce: true,
             tp_overlap: TpOverlap::Backward,
             framework: Framework::Megatron,
+            stage_ilp: true,
+            ilp: ilp::IlpOptions::default(),
         }
     }
 }
@@ -207,6 +219,14 @@ pub struct SearchResult {
     pub priced: usize,
     /// Why the others were rejected: reason → count.
     pub infeasible: BTreeMap<&'static str, usize>,
+    /// ILP 2's outcome for the ranked plans it ran on, keyed by the plan as ranked.
+    pub stage_ilp: HashMap<Plan, StageIlp>,
+    /// ILP 2 instances solved (memo hits included).
+    pub ilp_solved: usize,
+    /// ILP 2 candidates never solved: their lower bound could not beat the k-th best plan.
+    pub ilp_pruned: usize,
+    /// ILP 2 instances the solver failed on (their plans keep the even partition).
+    pub ilp_failed: usize,
 }
 
 /// Searches every plan and returns the `top_k` fastest that fit.
@@ -234,46 +254,28 @@ pub fn search_where(
         .filter(|p| keep(p))
         .collect();
     let enumerated = plans.len();
-    let mut infeasible: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut groups: HashMap<(Shard, Placement), Vec<Plan>> = HashMap::new();
-    let capacity = cluster.gpu.memory_gib;
-    for p in plans {
-        let why = p.check(model, cluster);
-        if let Some(first) = why.first() {
-            *infeasible.entry(first.label()).or_default() += 1;
-            continue;
-        }
-        if memory_lower_bound_gib(model, &p) > capacity {
-            *infeasible
-                .entry(
-                    Infeasible::OutOfMemory {
-                        need_gib: 0.0,
-                        have_gib: 0.0,
-                    }
-                    .label(),
-                )
-                .or_default() += 1;
-            continue;
-        }
-        let key = (Shard::of(&p), Placement::of(&p, cluster.gpus_per_node));
-        groups.entry(key).or_default().push(p);
-    }
+    let (groups, mut infeasible) = admit(model, cluster, space, plans);
     let machine = Machine { cluster, profile };
     let mut groups: Vec<Vec<Plan>> = groups.into_values().collect();
     groups.sort_by(|a, b| a[0].short().cmp(&b[0].short()));
-    let estimates: Vec<Estimate> = groups
+    let mut estimates: Vec<refine::Priced> = groups
         .par_iter()
         .flat_map_iter(|plans| {
-            let priced = PricedGraphs::new(model, &plans[0], &machine);
+            let priced = Arc::new(PricedGraphs::new(model, &plans[0], &machine));
             plans
                 .iter()
-                .map(move |p| estimate_priced(model, p, &machine, &priced))
+                .map(move |p| (estimate_priced(model, p, &machine, &priced), priced.clone()))
                 .collect::<Vec<_>>()
         })
         .collect();
     let priced = estimates.len();
+    let refined = if space.stage_ilp {
+        refine::refine(model, &machine, &mut estimates, top_k, space)
+    } else {
+        Default::default()
+    };
     let (mut fits, oom): (Vec<Estimate>, Vec<Estimate>) =
-        estimates.into_iter().partition(|e| e.fits);
+        estimates.into_iter().map(|(e, _)| e).partition(|e| e.fits);
     if !oom.is_empty() {
         *infeasible.entry("out of memory").or_default() += oom.len();
     }
@@ -285,13 +287,60 @@ pub fn search_where(
     });
     let pareto = pareto_front(&fits);
     fits.truncate(top_k);
+    let mut stage_ilp = refined.stage_ilp;
+    stage_ilp.retain(|p, _| fits.iter().any(|e| &e.plan == p));
     SearchResult {
         top: fits,
         pareto,
         enumerated,
         priced,
         infeasible,
+        stage_ilp,
+        ilp_solved: refined.solved,
+        ilp_pruned: refined.pruned,
+        ilp_failed: refined.failed,
     }
+}
+
+/// Plans by what their graphs' prices depend on.
+type Groups = HashMap<(Shard, Placement), Vec<Plan>>;
+
+/// Plans that pass the structural checks and the memory lower bound, grouped by what their
+/// graphs' prices depend on (shard and placement), and the tally of the others. With ILP 2 on,
+/// a pipeline depth that does not divide the layers starts from the most even partition.
+fn admit(
+    model: &ModelSpec,
+    cluster: &ClusterSpec,
+    space: &Space,
+    plans: Vec<Plan>,
+) -> (Groups, BTreeMap<&'static str, usize>) {
+    let mut infeasible: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut groups: Groups = HashMap::new();
+    let oom = Infeasible::OutOfMemory {
+        need_gib: 0.0,
+        have_gib: 0.0,
+    }
+    .label();
+    for mut p in plans {
+        if space.stage_ilp
+            && p.vpp == 1
+            && p.pp <= model.layers
+            && model.layers % p.pp != 0
+            && p.stage_layers.is_none()
+        {
+            p.stage_layers = Some(ilp::stages::balanced(model.layers, p.pp));
+        }
+        let why = p.check(model, cluster);
+        if let Some(first) = why.first() {
+            *infeasible.entry(first.label()).or_default() += 1;
+        } else if memory_lower_bound_gib(model, &p) > cluster.gpu.memory_gib {
+            *infeasible.entry(oom).or_default() += 1;
+        } else {
+            let key = (Shard::of(&p), Placement::of(&p, cluster.gpus_per_node));
+            groups.entry(key).or_default().push(p);
+        }
+    }
+    (groups, infeasible)
 }
 
 /// Sort key: faster first, then less memory.

@@ -4,6 +4,7 @@
 mod calibrate;
 mod cli;
 mod hf;
+mod ilp;
 mod launch;
 mod layering;
 mod report;

@@ -1,0 +1,246 @@
+//! `planner suggest` output: the ranked plans with their per-stage layer and recompute counts
+//! and ILP 2's status, and with `--explain` ILP 1's per-operator shardings of the best plans.
+
+use super::args::{Format, Resolved};
+use super::render;
+use crate::cost::{Estimate, Machine, stage_layouts};
+use crate::search::ilp::{IlpOptions, IlpReport, layouts, sharding};
+use crate::search::{SearchResult, StageIlp};
+use crate::spec::{ModelSpec, Recompute};
+use crate::units::{fmt_count, fmt_secs};
+use serde_json::{Value, json};
+
+/// How many of the best plans `--explain` lays out operator by operator.
+const EXPLAINED: usize = 3;
+
+/// A list of counts with repeats folded: `9,9,10,11,11,11` → `9×2 10 11×3`.
+pub fn runs(v: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let j = (i..v.len()).find(|&j| v[j] != v[i]).unwrap_or(v.len());
+        out.push(if j - i > 1 {
+            format!("{}×{}", v[i], j - i)
+        } else {
+            v[i].to_string()
+        });
+        i = j;
+    }
+    out.join(" ")
+}
+
+/// (layers per stage, recomputed layers per stage) of a ranked plan: `-` for recomputation
+/// other than full (selective recomputes the attention core of every layer).
+fn stage_counts(model: &ModelSpec, e: &Estimate) -> (Vec<u64>, Option<Vec<u64>>) {
+    let st = stage_layouts(model, &e.plan);
+    let layers = st.iter().map(|s| s.layers.len() as u64).collect();
+    let rc = (e.plan.recompute == Recompute::Full).then(|| {
+        st.iter()
+            .map(|s| s.layers.iter().filter(|l| l.1 == Recompute::Full).count() as u64)
+            .collect()
+    });
+    (layers, rc)
+}
+
+/// ILP 2's status as shown next to a plan.
+fn ilp_cell(ilp: Option<&StageIlp>) -> String {
+    match ilp {
+        None => "-".into(),
+        Some(s) if s.adopted => s.report.summary(),
+        Some(s) => format!("{}; even kept", s.report.summary()),
+    }
+}
+
+fn row(model: &ModelSpec, res: &SearchResult, i: usize, e: &Estimate) -> Vec<String> {
+    let (layers, rc) = stage_counts(model, e);
+    let mut r = render::plan_row(i, e);
+    r.push(runs(&layers));
+    r.push(rc.map_or("-".into(), |v| runs(&v)));
+    r.push(ilp_cell(res.stage_ilp.get(&e.plan)));
+    r
+}
+
+fn header() -> Vec<&'static str> {
+    let mut h = render::PLAN_HEADER.to_vec();
+    h.extend(["stage_layers", "recompute_layers", "stage_ilp"]);
+    h
+}
+
+/// ILP 1 on one plan: (instance, answer), or why not.
+fn shard_plan(
+    r: &Resolved,
+    e: &Estimate,
+    opts: &IlpOptions,
+) -> Result<(layouts::LayerSharding, sharding::Sharding), String> {
+    let m = Machine {
+        cluster: &r.cluster,
+        profile: r.profile.as_ref(),
+    };
+    let ls = layouts::problem(&r.model, &e.plan, &m, e).ok_or(if e.plan.tp == 1 {
+        "no tp axis: every operator is data parallel (the batch split over dp)"
+    } else {
+        "not applicable to expert-parallel (MoE) layers"
+    })?;
+    let s = sharding::solve(&ls.problem, opts).map_err(|e| e.to_string())?;
+    Ok((ls, s))
+}
+
+fn report_line(rep: &IlpReport, own_s: f64, best_s: f64) -> String {
+    format!(
+        "ILP 1 ({}): {}, {} variables, {} constraints; layer time per step {} vs {} for the plan's own layout",
+        rep.solver.name(),
+        rep.summary(),
+        rep.variables,
+        rep.constraints,
+        fmt_secs(best_s),
+        fmt_secs(own_s)
+    )
+}
+
+/// `--explain` as text: per plan, each operator's chosen sharding next to the plan's own.
+fn explain_text(r: &Resolved, res: &SearchResult, opts: &IlpOptions) -> String {
+    let mut s = String::new();
+    for (i, e) in res.top.iter().take(EXPLAINED).enumerate() {
+        s += &format!(
+            "\nplan {}: {} — per-operator sharding on its {}×{} (dp × tp) mesh\n",
+            i + 1,
+            e.plan.short(),
+            e.plan.dp,
+            e.plan.tp
+        );
+        match shard_plan(r, e, opts) {
+            Err(why) => s += &format!("ILP 1: {why}\n"),
+            Ok((ls, sol)) if sol.choice.is_empty() => {
+                s += &format!("ILP 1: {}\n", sol.report.summary());
+                let _ = ls;
+            }
+            Ok((ls, sol)) => {
+                let rows = ls
+                    .problem
+                    .ops
+                    .iter()
+                    .enumerate()
+                    .map(|(k, o)| {
+                        let c = &o.choices[sol.choice[k]];
+                        vec![
+                            o.name.to_string(),
+                            c.label.to_string(),
+                            o.choices[ls.megatron[k]].label.to_string(),
+                            fmt_secs(c.time_s),
+                        ]
+                    })
+                    .collect();
+                s += &render::table(
+                    &["op", "ilp sharding", "plan's layout", "time per step"],
+                    rows,
+                );
+                s += "\n";
+                s += &report_line(&sol.report, ls.problem.cost(&ls.megatron).0, sol.time_s);
+                s += "\n";
+            }
+        }
+    }
+    s
+}
+
+/// `--explain` as JSON: one entry per explained plan.
+fn explain_json(r: &Resolved, res: &SearchResult, opts: &IlpOptions) -> Value {
+    res.top
+        .iter()
+        .take(EXPLAINED)
+        .map(|e| match shard_plan(r, e, opts) {
+            Err(why) => json!({"plan": e.plan.short(), "ilp": null, "why": why}),
+            Ok((ls, sol)) => json!({
+                "plan": e.plan.short(),
+                "ilp": sol.report,
+                "time_s": sol.time_s,
+                "own_layout_time_s": ls.problem.cost(&ls.megatron).0,
+                "ops": ls.problem.ops.iter().enumerate().map(|(k, o)| json!({
+                    "op": o.name,
+                    "sharding": sol.choice.get(k).map(|&c| o.choices[c].label),
+                    "plan_layout": o.choices[ls.megatron[k]].label,
+                })).collect::<Vec<_>>(),
+            }),
+        })
+        .collect()
+}
+
+/// What `suggest` prints for a non-empty result.
+pub fn render(
+    r: &Resolved,
+    res: &SearchResult,
+    (gb, seq): (u64, u64),
+    elapsed_s: f64,
+    format: Format,
+    explain: Option<&IlpOptions>,
+    (sim_json, sim_table): (Value, String),
+) -> String {
+    let rows = || {
+        res.top
+            .iter()
+            .enumerate()
+            .map(|(i, e)| row(&r.model, res, i, e))
+            .collect::<Vec<Vec<String>>>()
+    };
+    match format {
+        Format::Json => {
+            let mut v = json!({
+                "model": r.model.name, "cluster": r.cluster.name, "n_gpus": r.cluster.n_gpus(),
+                "global_batch": gb, "seq_len": seq, "plans": res.top,
+                "stage_ilp": res.top.iter().map(|e| res.stage_ilp.get(&e.plan)).collect::<Vec<_>>(),
+                "enumerated": res.enumerated, "priced": res.priced, "infeasible": res.infeasible,
+                "ilp_solved": res.ilp_solved, "ilp_pruned": res.ilp_pruned, "ilp_failed": res.ilp_failed,
+            });
+            if let (Some(o), Some(sim)) = (v.as_object_mut(), sim_json.as_object()) {
+                o.extend(sim.clone());
+            }
+            if let Some(opts) = explain {
+                v["explain"] = explain_json(r, res, opts);
+            }
+            serde_json::to_string_pretty(&v).expect("results serialise") + "\n"
+        }
+        Format::Csv => {
+            let mut h = header();
+            h.push("numbers_from");
+            let rows: Vec<Vec<String>> = rows()
+                .into_iter()
+                .zip(&res.top)
+                .map(|(mut row, e): (Vec<String>, &Estimate)| {
+                    row.push(format!("\"{}\"", e.provenance.summary().join("; ")));
+                    row
+                })
+                .collect();
+            render::csv(&h, rows)
+        }
+        Format::Table => {
+            let mut s = format!(
+                "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\n\n{}\n\n{}\nnumbers from: {}\n",
+                r.model.name,
+                fmt_count(r.model.params()),
+                r.cluster.name,
+                r.cluster.n_gpus(),
+                r.cluster.gpu.name,
+                render::table(&header(), rows()),
+                render::search_footer(res, elapsed_s),
+                res.top[0].provenance.summary().join("; ")
+            );
+            s += &sim_table;
+            if let Some(opts) = explain {
+                s += &explain_text(r, res, opts);
+            }
+            s
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_fold_repeats() {
+        assert_eq!(runs(&[9, 9, 10, 11, 11, 11]), "9×2 10 11×3");
+        assert_eq!(runs(&[12; 8]), "12×8");
+        assert_eq!(runs(&[7]), "7");
+    }
+}

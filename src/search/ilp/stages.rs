@@ -1,0 +1,271 @@
+//! ILP 2's instance for one plan, read off the cost model itself: each stage's time and
+//! memory are affine in its layer and recompute counts, so pricing a few probe partitions
+//! with `cost::estimate_priced` gives every coefficient exactly — the ILP and the estimate
+//! can never disagree about a stage. The answer goes back into the plan as
+//! `Plan::stage_layers` / `Plan::recompute_layers`, which the cost model honours.
+
+use super::partition::{Partition, PartitionProblem, StageCoeffs};
+use crate::cost::{Machine, PricedGraphs, estimate_priced};
+use crate::spec::{ModelSpec, Plan, Recompute};
+use crate::units::GIB;
+
+/// Whether ILP 2 has anything to choose for `plan`: layers all alike (dense, or an expert
+/// MLP in every layer), and a partition to choose (pp > 1, no interleaving) or recomputation
+/// to choose (full recomputation).
+pub fn applies(model: &ModelSpec, plan: &Plan) -> bool {
+    let alike = (0..model.layers).all(|i| model.is_moe_layer(i) == model.is_moe_layer(0));
+    let partition = plan.pp > 1 && plan.vpp == 1;
+    let recompute = plan.recompute == Recompute::Full;
+    alike && plan.pp <= model.layers && (partition || recompute)
+}
+
+/// Per-stage (time per micro-batch, memory bytes) of `plan` with every stage holding `n`
+/// layers of which `r` recompute.
+fn probe(
+    model: &ModelSpec,
+    plan: &Plan,
+    m: &Machine,
+    pg: &PricedGraphs,
+    n: u64,
+    r: u64,
+) -> Vec<(f64, f64)> {
+    let mut p = plan.clone();
+    p.stage_layers = Some(vec![n; plan.pp as usize]);
+    p.recompute_layers = (plan.recompute == Recompute::Full).then(|| vec![r; plan.pp as usize]);
+    estimate_priced(model, &p, m, pg)
+        .stages
+        .iter()
+        .map(|s| (s.fwd_s + s.bwd_s, s.memory.total()))
+        .collect()
+}
+
+/// ILP 2's instance for `plan` (see [`applies`]), its coefficients from four probe
+/// partitions: every stage at v and 2v layers without recomputation, and at 2v layers with
+/// one and two recomputed (v = vpp, so interleaved chunks stay whole).
+pub fn problem(
+    model: &ModelSpec,
+    plan: &Plan,
+    m: &Machine,
+    pg: &PricedGraphs,
+) -> Option<PartitionProblem> {
+    if !applies(model, plan) {
+        return None;
+    }
+    let v = plan.vpp;
+    let recompute = plan.recompute == Recompute::Full;
+    let a = probe(model, plan, m, pg, v, 0);
+    let b = probe(model, plan, m, pg, 2 * v, 0);
+    let (c, d) = if recompute {
+        (
+            probe(model, plan, m, pg, 2 * v, 1),
+            probe(model, plan, m, pg, 2 * v, 2),
+        )
+    } else {
+        (b.clone(), b.clone())
+    };
+    let vf = v as f64;
+    let stages = (0..plan.pp as usize)
+        .map(|i| {
+            let time_per_layer_s = (b[i].0 - a[i].0) / vf;
+            let mem_per_layer_bytes = (b[i].1 - a[i].1) / vf;
+            let mem_per_recomputed_bytes = d[i].1 - c[i].1;
+            StageCoeffs {
+                time_fixed_s: a[i].0 - vf * time_per_layer_s,
+                time_per_layer_s,
+                time_per_recomputed_s: c[i].0 - b[i].0,
+                mem_fixed_bytes: a[i].1 - vf * mem_per_layer_bytes,
+                mem_recompute_fixed_bytes: c[i].1 - b[i].1 - mem_per_recomputed_bytes,
+                mem_per_layer_bytes,
+                mem_per_recomputed_bytes,
+            }
+        })
+        .collect();
+    Some(PartitionProblem {
+        layers: model.layers,
+        stages,
+        n_micro: plan.n_micro(),
+        vpp: v,
+        capacity_bytes: m.cluster.gpu.memory_gib * GIB,
+        fixed_layers: (v > 1).then(|| model.layers / plan.pp),
+        recompute,
+    })
+}
+
+/// `plan` with ILP 2's partition: explicit stage layers unless uniform, explicit recompute
+/// counts unless every layer recomputes; a full-recompute plan whose answer recomputes nothing
+/// becomes a plan without recomputation.
+pub fn apply(model: &ModelSpec, plan: &Plan, part: &Partition) -> Plan {
+    let mut p = plan.clone();
+    let n = &part.stage_layers;
+    let uniform = model.layers % plan.pp == 0 && n.iter().all(|&x| x == model.layers / plan.pp);
+    if plan.vpp == 1 {
+        p.stage_layers = (!uniform).then(|| n.clone());
+    }
+    if plan.recompute == Recompute::Full {
+        let r = &part.recompute_layers;
+        if r.iter().all(|&x| x == 0) {
+            p.recompute = Recompute::None;
+            p.recompute_layers = None;
+        } else {
+            p.recompute_layers = (r != n).then(|| r.clone());
+        }
+    }
+    p
+}
+
+/// Layers per stage when pp does not divide them: the remainder goes to the middle stages,
+/// away from the embedding and the head (a start that prices; ILP 2 then balances it).
+pub fn balanced(layers: u64, pp: u64) -> Vec<u64> {
+    let (base, extra) = (layers / pp, layers % pp);
+    let start = (pp - extra) / 2;
+    (0..pp)
+        .map(|i| base + u64::from(i >= start && i < start + extra))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::estimate;
+    use crate::search::ilp::{IlpOptions, SplitMix, partition};
+    use crate::spec::{ClusterSpec, Schedule, load_cluster, load_model};
+
+    fn plan(m: &ModelSpec, (dp, tp, pp, vpp): (u64, u64, u64, u64), rc: Recompute) -> Plan {
+        let mut p = Plan::new(dp, tp, pp, 1, 512, m.seq_len);
+        p.recompute = rc;
+        p.zero = 1;
+        p.sequence_parallel = true;
+        p.overlap_grad_reduce = true;
+        if vpp > 1 {
+            p.vpp = vpp;
+            p.schedule = Schedule::Interleaved;
+        }
+        p
+    }
+
+    fn x1024() -> ClusterSpec {
+        load_cluster("a100-80g-x1024").unwrap()
+    }
+
+    /// The affine stage model read off four probes reproduces the cost model's per-stage time
+    /// and memory for arbitrary layer and recompute counts (interleaved chunks included).
+    #[test]
+    fn affine_stages_reproduce_the_cost_model() {
+        let c = x1024();
+        let mach = Machine {
+            cluster: &c,
+            profile: None,
+        };
+        let mut rng = SplitMix(7);
+        for (name, shape) in [("llama3-8b", (64, 4, 4, 1)), ("gpt3-175b", (16, 8, 8, 3))] {
+            let m = load_model(name).unwrap();
+            let p = plan(&m, shape, Recompute::Full);
+            let pg = PricedGraphs::new(&m, &p, &mach);
+            let prob = problem(&m, &p, &mach, &pg).unwrap();
+            for _ in 0..5 {
+                // Interleaved chunks are uniform: one count for every stage.
+                let k = rng.int(1, 6);
+                let n: Vec<u64> = (0..p.pp)
+                    .map(|_| p.vpp * if p.vpp > 1 { k } else { rng.int(1, 6) })
+                    .collect();
+                let r: Vec<u64> = n.iter().map(|&x| rng.int(0, x)).collect();
+                let mut q = p.clone();
+                q.stage_layers = Some(n.clone());
+                q.recompute_layers = Some(r.clone());
+                let e = estimate_priced(&m, &q, &mach, &pg);
+                for (i, st) in e.stages.iter().enumerate() {
+                    let s = &prob.stages[i];
+                    let (t, mem) = (s.time_s(n[i], r[i]), s.mem_bytes(n[i], r[i]));
+                    assert!(
+                        (t - st.fwd_s - st.bwd_s).abs() < 1e-9 * t,
+                        "{name} stage {i}"
+                    );
+                    assert!(
+                        (mem - st.memory.total()).abs() < 1e-6 * mem,
+                        "{name} stage {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Issue 4: with Llama 3's 128,256-token vocabulary the LM head and loss weigh about one
+    /// layer and a half, and the first stage holds the most micro-batches in flight: ILP 2
+    /// gives the first and last stages fewer layers, and the cost model prices the result
+    /// faster than the even split.
+    #[test]
+    fn large_vocabulary_gets_fewer_layers_at_both_ends() {
+        let c = x1024();
+        let mach = Machine {
+            cluster: &c,
+            profile: None,
+        };
+        for (name, shape, gain) in [
+            ("llama3-8b", (64, 4, 4, 1), 0.95),
+            ("llama3-70b", (16, 8, 8, 1), 0.999),
+        ] {
+            let m = load_model(name).unwrap();
+            let p = plan(&m, shape, Recompute::None);
+            let pg = PricedGraphs::new(&m, &p, &mach);
+            let prob = problem(&m, &p, &mach, &pg).unwrap();
+            let part = partition::solve(&prob, &IlpOptions::default()).unwrap();
+            let even = m.layers / p.pp;
+            let n = &part.stage_layers;
+            assert!(n[0] < even && n[n.len() - 1] < even, "{name}: {n:?}");
+            assert_eq!(n.iter().sum::<u64>(), m.layers);
+            let q = apply(&m, &p, &part);
+            assert_eq!(q.stage_layers.as_ref(), Some(n));
+            assert!(q.check(&m, &c).is_empty());
+            let (before, after) = (estimate(&m, &c, &p, None), estimate(&m, &c, &q, None));
+            assert!(after.fits, "{name}");
+            assert!(
+                after.step_time_s < gain * before.step_time_s,
+                "{name}: {} vs even {}",
+                after.step_time_s,
+                before.step_time_s
+            );
+        }
+    }
+
+    /// Full recomputation is chosen per stage: with room to spare nothing recomputes (the plan
+    /// becomes one without recomputation); on a device a third the size, only the stages
+    /// that need it recompute, earlier stages (more micro-batches in flight) at least as
+    /// many layers as later ones.
+    #[test]
+    fn recomputation_only_where_memory_needs_it() {
+        let mut c = x1024();
+        let m = load_model("llama3-8b").unwrap();
+        let p = plan(&m, (64, 4, 4, 1), Recompute::Full);
+        let solve = |c: &ClusterSpec| {
+            let mach = Machine {
+                cluster: c,
+                profile: None,
+            };
+            let pg = PricedGraphs::new(&m, &p, &mach);
+            let prob = problem(&m, &p, &mach, &pg).unwrap();
+            partition::solve(&prob, &IlpOptions::default()).unwrap()
+        };
+        let roomy = solve(&c);
+        assert!(roomy.recompute_layers.iter().all(|&r| r == 0));
+        assert_eq!(apply(&m, &p, &roomy).recompute, Recompute::None);
+        c.gpu.memory_gib = 10.0;
+        let tight = solve(&c);
+        let r = &tight.recompute_layers;
+        assert!(r.iter().any(|&x| x > 0), "{r:?}");
+        assert!(
+            r.iter().zip(&tight.stage_layers).any(|(r, n)| r < n),
+            "{r:?}"
+        );
+        assert!(r.windows(2).all(|w| w[0] >= w[1]), "{r:?}");
+        let q = apply(&m, &p, &tight);
+        let e = estimate(&m, &c, &q, None);
+        assert!(e.fits, "{} GiB", e.memory_gib_per_gpu);
+    }
+
+    #[test]
+    fn balanced_split_gives_the_remainder_to_middle_stages() {
+        assert_eq!(balanced(128, 5), vec![25, 26, 26, 26, 25]);
+        assert_eq!(balanced(10, 4), vec![2, 3, 3, 2]);
+        assert_eq!(balanced(8, 4), vec![2, 2, 2, 2]);
+    }
+}
