@@ -3,6 +3,7 @@
 
 use super::CliError;
 use crate::calib::{Profile, load_profile};
+use crate::search::Space;
 use crate::spec::launch::megatron_plan::from_megatron;
 use crate::spec::{
     self, AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
@@ -426,4 +427,54 @@ pub fn check_plan(plan: &Plan, model: &ModelSpec, cluster: &ClusterSpec) -> Resu
         cluster.n_gpus(),
         lines.join("\n  - ")
     )))
+}
+
+/// What a search covers: batch, sequence length, data type and the memory a plan leaves free.
+#[derive(Args, Clone, Debug)]
+pub struct SearchArgs {
+    /// Global batch in sequences (default: 4 M tokens, a multiple of the GPU count).
+    #[arg(long = "global-batch")]
+    pub global_batch: Option<u64>,
+    /// Sequence length (default: the model's).
+    #[arg(long = "seq-len")]
+    pub seq_len: Option<u64>,
+    /// GEMM data type.
+    #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
+    pub dtype: DtypeArg,
+    /// Percent of device memory every suggested plan leaves free, for the estimate's error and
+    /// the allocator (0 plans to the last byte).
+    #[arg(long = "memory-headroom", value_name = "PERCENT",
+          default_value_t = 100.0 * crate::search::MEMORY_HEADROOM)]
+    pub memory_headroom: f64,
+}
+
+impl SearchArgs {
+    /// The search space; the default global batch is a multiple of `batch_gpus`.
+    pub fn space(&self, model: &ModelSpec, batch_gpus: u64) -> Result<Space, CliError> {
+        let seq = self.seq_len.unwrap_or(model.seq_len);
+        let gb = self
+            .global_batch
+            .unwrap_or_else(|| crate::search::default_global_batch(seq, batch_gpus));
+        let mut bad = Vec::new();
+        if gb == 0 {
+            bad.push("--global-batch 0: give at least one sequence per step".to_string());
+        }
+        if seq == 0 {
+            bad.push("--seq-len 0: give the training sequence length, e.g. 2048".to_string());
+        }
+        if !(0.0..50.0).contains(&self.memory_headroom) {
+            bad.push(format!(
+                "--memory-headroom {}: give a percent from 0 to below 50 (default {})",
+                self.memory_headroom,
+                100.0 * crate::search::MEMORY_HEADROOM
+            ));
+        }
+        if !bad.is_empty() {
+            return Err(CliError::BadInput(bad.join("\n")));
+        }
+        let mut space = Space::new(gb, seq);
+        space.dtype = self.dtype.into();
+        space.memory_headroom = self.memory_headroom / 100.0;
+        Ok(space)
+    }
 }

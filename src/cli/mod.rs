@@ -15,7 +15,7 @@ pub use args::{Format, PlanArgs, Target};
 
 use crate::calib::CalibError;
 use crate::cost::estimate;
-use crate::search::{self, Space, default_global_batch};
+use crate::search;
 use crate::spec::{self, SpecError, presets};
 use crate::units::{fmt_count, fmt_secs};
 use clap::{Parser, Subcommand};
@@ -78,18 +78,12 @@ pub enum Command {
         /// Model and cluster.
         #[command(flatten)]
         target: Target,
-        /// Global batch in sequences (default: 4 M tokens, a multiple of the GPU count).
-        #[arg(long = "global-batch")]
-        global_batch: Option<u64>,
-        /// Sequence length (default: the model's).
-        #[arg(long = "seq-len")]
-        seq_len: Option<u64>,
+        /// Batch, sequence length, data type, memory headroom.
+        #[command(flatten)]
+        search: args::SearchArgs,
         /// How many plans to print.
         #[arg(long, default_value_t = 10)]
         top: usize,
-        /// GEMM data type.
-        #[arg(long, value_enum, default_value_t = args::DtypeArg::Bf16)]
-        dtype: args::DtypeArg,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -181,12 +175,9 @@ pub enum Command {
         /// Model and cluster.
         #[command(flatten)]
         target: Target,
-        /// Global batch in sequences.
-        #[arg(long = "global-batch")]
-        global_batch: Option<u64>,
-        /// Sequence length (default: the model's).
-        #[arg(long = "seq-len")]
-        seq_len: Option<u64>,
+        /// Batch, sequence length, data type, memory headroom.
+        #[command(flatten)]
+        search: args::SearchArgs,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -245,20 +236,16 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
     match cmd {
         Command::Suggest {
             target,
-            global_batch,
-            seq_len,
+            search,
             top,
-            dtype,
             format,
             export,
             megatron_version,
             explain,
         } => {
             let r = target.resolve()?;
-            let seq = seq_len.unwrap_or(r.model.seq_len);
-            let gb = global_batch.unwrap_or_else(|| default_global_batch(seq, r.cluster.n_gpus()));
-            let mut space = Space::new(gb, seq);
-            space.dtype = dtype.into();
+            let space = search.space(&r.model, r.cluster.n_gpus())?;
+            let (gb, seq) = (space.global_batch, space.seq_len);
             let t0 = Instant::now();
             let res = search::search(&r.model, &r.cluster, r.profile.as_ref(), &space, top.max(1));
             let elapsed = t0.elapsed().as_secs_f64();
@@ -342,19 +329,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
         Command::Bench { name, iters } => bench::run(name.as_deref(), iters),
         Command::Compare {
             target,
-            global_batch,
-            seq_len,
+            search,
             format,
         } => {
             let r = target.resolve()?;
-            let seq = seq_len.unwrap_or(r.model.seq_len);
-            let gb = global_batch.unwrap_or_else(|| default_global_batch(seq, r.cluster.n_gpus()));
-            let c = search::compare(
-                &r.model,
-                &r.cluster,
-                r.profile.as_ref(),
-                &Space::new(gb, seq),
-            );
+            let space = search.space(&r.model, r.cluster.n_gpus())?;
+            let (gb, seq) = (space.global_batch, space.seq_len);
+            let c = search::compare(&r.model, &r.cluster, r.profile.as_ref(), &space);
             let rows: Vec<Vec<String>> = c
                 .strategies
                 .iter()

@@ -109,6 +109,12 @@ pub fn search_footer(r: &SearchResult, elapsed_s: f64) -> String {
             r.ilp_failed
         ));
     }
+    if r.headroom_gib > 0.0 {
+        s.push_str(&format!(
+            "\nplans leave {:.1} GiB per GPU free (--memory-headroom); out of memory counts against that",
+            r.headroom_gib
+        ));
+    }
     s.push_str("\nrejected:");
     let mut reasons: Vec<(&&str, &usize)> = r.infeasible.iter().collect();
     reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));

@@ -2,9 +2,9 @@
 //! `report` that studies, renders and writes reports/NAME/.
 
 use super::CliError;
-use super::args::{DtypeArg, Resolved, Target};
+use super::args::{DtypeArg, Resolved, SearchArgs, Target};
 use crate::report::{self, Claim, Config, Inputs};
-use crate::search::{Space, default_global_batch};
+use crate::search::MEMORY_HEADROOM;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -36,15 +36,10 @@ pub struct ReportArgs {
     /// Price of one GPU-hour in dollars (adds cost to the time-to-train table and chart).
     #[arg(long = "gpu-hour-price")]
     pub gpu_hour_price: Option<f64>,
-    /// Global batch in sequences, the same at every count (default: 4 M tokens).
-    #[arg(long = "global-batch")]
-    pub global_batch: Option<u64>,
-    /// Sequence length (default: the model's).
-    #[arg(long = "seq-len")]
-    pub seq_len: Option<u64>,
-    /// GEMM data type.
-    #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
-    pub dtype: DtypeArg,
+    /// Batch (the same at every count; default 4 M tokens), sequence length, data type,
+    /// memory headroom.
+    #[command(flatten)]
+    pub search: SearchArgs,
     /// The knee is the largest count up to which every step keeps this marginal efficiency.
     #[arg(long = "knee-efficiency", default_value_t = DEFAULT_KNEE)]
     pub knee_efficiency: f64,
@@ -171,9 +166,6 @@ fn check_numbers(a: &ReportArgs) -> Result<(), CliError> {
     if a.top == 0 || a.top > 20 {
         return Err(bad(format!("--top {}: give 1 to 20 plans", a.top)));
     }
-    if a.global_batch == Some(0) || a.seq_len == Some(0) {
-        return Err(bad("--global-batch and --seq-len must be at least 1".into()));
-    }
     Ok(())
 }
 
@@ -190,8 +182,11 @@ fn command(a: &ReportArgs, cfg: &Config, out: &std::path::Path) -> String {
         cfg.space.global_batch,
         cfg.space.seq_len
     );
-    if a.dtype != DtypeArg::Bf16 {
+    if a.search.dtype != DtypeArg::Bf16 {
         c += &format!(" --dtype {}", cfg.space.dtype);
+    }
+    if a.search.memory_headroom != 100.0 * MEMORY_HEADROOM {
+        c += &format!(" --memory-headroom {}", a.search.memory_headroom);
     }
     if let Some(p) = &a.calibration {
         c += &format!(" --calibration {p}");
@@ -244,12 +239,7 @@ fn config(a: &ReportArgs, r: &Resolved) -> Result<Config, CliError> {
             c.n_gpus, c.speedup, c.n_gpus
         )));
     }
-    let seq = a.seq_len.unwrap_or(r.model.seq_len);
-    let gb = a
-        .global_batch
-        .unwrap_or_else(|| default_global_batch(seq, 1));
-    let mut space = Space::new(gb, seq);
-    space.dtype = a.dtype.into();
+    let space = a.search.space(&r.model, 1)?;
     Ok(Config {
         gpus,
         tokens: a.tokens,

@@ -190,6 +190,7 @@ pub fn render(
                 "stage_ilp": res.top.iter().map(|e| res.stage_ilp.get(&e.plan)).collect::<Vec<_>>(),
                 "enumerated": res.enumerated, "priced": res.priced, "infeasible": res.infeasible,
                 "ilp_solved": res.ilp_solved, "ilp_pruned": res.ilp_pruned, "ilp_failed": res.ilp_failed,
+                "memory_headroom_gib": res.headroom_gib,
             });
             if let (Some(o), Some(sim)) = (v.as_object_mut(), sim_json.as_object()) {
                 o.extend(sim.clone());

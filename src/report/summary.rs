@@ -59,13 +59,15 @@ fn training_desc(cfg: &Config) -> String {
 fn space_desc(space: &Space) -> String {
     format!(
         "{} GEMMs, {} attention, {} framework; recompute none/selective/full, ZeRO 0–3, \
-         sequence parallelism, micro-batch ≤ {}, virtual stages ≤ {}, context parallelism ≤ {}",
+         sequence parallelism, micro-batch ≤ {}, virtual stages ≤ {}, context parallelism ≤ {}; \
+         plans leave {:.0}% of device memory free",
         space.dtype,
         format!("{:?}", space.attention).to_lowercase(),
         space.framework.name(),
         space.max_mbs,
         space.max_vpp,
-        space.max_cp
+        space.max_cp,
+        100.0 * space.memory_headroom
     )
 }
 

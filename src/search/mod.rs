@@ -53,7 +53,18 @@ pub struct Space {
     pub stage_ilp: bool,
     /// Solver settings of the ILPs.
     pub ilp: ilp::IlpOptions,
+    /// Fraction of device memory a suggested plan leaves free (see [`MEMORY_HEADROOM`]).
+    pub memory_headroom: f64,
 }
+
+/// Default share of device memory the search keeps free: 5%. The memory estimate already adds
+/// 5% of activations and working buffers for the caching allocator (`cost::memory`), but a
+/// suggestion is trusted with a month of cluster time and the estimate's measured spread is
+/// of this size: on the BLOOM-176B topology sweep (bigscience-workshop/bigscience,
+/// train/tr11-176B-ml/chronicles.md, 80 GB A100s) predicted peaks differ from `nvidia-smi`
+/// peaks by up to 4 GB (5%) either way, and one configuration predicted at 69 GiB ran out of
+/// memory. `--memory-headroom 0` plans to the last byte, as `estimate` and `validate` do.
+pub const MEMORY_HEADROOM: f64 = 0.05;
 
 impl Space {
     /// The default space for a model: every recompute mode and ZeRO stage, micro-batches up to
@@ -74,7 +85,15 @@ impl Space {
             framework: Framework::Megatron,
             stage_ilp: true,
             ilp: ilp::IlpOptions::default(),
+            memory_headroom: MEMORY_HEADROOM,
         }
+    }
+
+    /// The cluster as the search sees it: device memory less the headroom.
+    fn planning_cluster(&self, cluster: &ClusterSpec) -> ClusterSpec {
+        let mut c = cluster.clone();
+        c.gpu.memory_gib *= 1.0 - self.memory_headroom.clamp(0.0, 1.0);
+        c
     }
 }
 
@@ -227,6 +246,8 @@ pub struct SearchResult {
     pub ilp_pruned: usize,
     /// ILP 2 instances the solver failed on (their plans keep the even partition).
     pub ilp_failed: usize,
+    /// Device memory the plans leave free, GiB ([`Space::memory_headroom`] of the capacity).
+    pub headroom_gib: f64,
 }
 
 /// Searches every plan and returns the `top_k` fastest that fit.
@@ -249,6 +270,9 @@ pub fn search_where(
     top_k: usize,
     keep: &(dyn Fn(&Plan) -> bool + Sync),
 ) -> SearchResult {
+    let capacity_gib = cluster.gpu.memory_gib;
+    let planning = space.planning_cluster(cluster);
+    let cluster = &planning;
     let plans: Vec<Plan> = enumerate(model, cluster, space)
         .into_iter()
         .filter(|p| keep(p))
@@ -274,8 +298,13 @@ pub fn search_where(
     } else {
         Default::default()
     };
-    let (mut fits, oom): (Vec<Estimate>, Vec<Estimate>) =
-        estimates.into_iter().map(|(e, _)| e).partition(|e| e.fits);
+    let (mut fits, oom): (Vec<Estimate>, Vec<Estimate>) = estimates
+        .into_iter()
+        .map(|(mut e, _)| {
+            e.capacity_gib = capacity_gib;
+            e
+        })
+        .partition(|e| e.fits);
     if !oom.is_empty() {
         *infeasible.entry("out of memory").or_default() += oom.len();
     }
@@ -299,6 +328,7 @@ pub fn search_where(
         ilp_solved: refined.solved,
         ilp_pruned: refined.pruned,
         ilp_failed: refined.failed,
+        headroom_gib: capacity_gib - cluster.gpu.memory_gib,
     }
 }
 
@@ -403,5 +433,44 @@ mod tests {
                 e.plan.short()
             );
         }
+    }
+
+    #[test]
+    fn headroom_keeps_memory_free_and_costs_speed_only_when_it_binds() {
+        // GPT-3 175B on 1,024 A100-80GB with 4 M tokens per step: the fastest plans (ZeRO-3,
+        // ILP 2 trading recomputed layers for memory) fill the devices to the last GiB, so
+        // keeping 5% (4 GiB of 80) free must move the answer, never below it.
+        let m = load_model("gpt3-175b").unwrap();
+        let c = load_cluster("a100-80g-x1024").unwrap();
+        let mut space = Space::new(2048, 2048);
+        space.memory_headroom = 0.0;
+        let tight = search(&m, &c, None, &space, 3);
+        space.memory_headroom = 0.05;
+        let safe = search(&m, &c, None, &space, 3);
+        assert!(
+            (safe.headroom_gib - 4.0).abs() < 1e-9,
+            "{}",
+            safe.headroom_gib
+        );
+        assert_eq!(tight.headroom_gib, 0.0);
+        let peak = |r: &SearchResult| r.top[0].memory_gib_per_gpu;
+        assert!(
+            peak(&tight) > 76.0,
+            "without headroom: {:.1} GiB, {}",
+            peak(&tight),
+            tight.top[0].plan.short()
+        );
+        for e in &safe.top {
+            assert!(
+                e.memory_gib_per_gpu <= 76.0,
+                "{}: {:.1}",
+                e.plan.short(),
+                e.memory_gib_per_gpu
+            );
+            // Shown against the device, not the planning limit.
+            assert_eq!(e.capacity_gib, 80.0);
+        }
+        // Leaving memory unused can only slow the best plan (it is a subset of the plans).
+        assert!(safe.top[0].step_time_s >= tight.top[0].step_time_s);
     }
 }

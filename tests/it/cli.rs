@@ -138,6 +138,32 @@ fn zero_and_absurd_sizes_are_rejected() {
         ],
         &["--pp", "implausibly large"],
     );
+    bad_input(
+        &[
+            "suggest",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--memory-headroom",
+            "60",
+            "--global-batch",
+            "0",
+        ],
+        &["--memory-headroom 60", "--global-batch 0"],
+    );
+    bad_input(
+        &[
+            "compare",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--seq-len",
+            "0",
+        ],
+        &["--seq-len 0"],
+    );
     let p = write_tmp(
         "huge.yaml",
         "name: x\narch: gpt\nlayers: 4000000\nhidden: 0\nheads: 4\nvocab: 1000\nseq_len: 128\n",
@@ -285,6 +311,8 @@ fn suggest_formats() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["plans"].as_array().unwrap().len(), 2);
     assert!(v["priced"].as_u64().unwrap() > 0);
+    // 5% of an A100-80GB's 80 GiB kept free by default.
+    assert_eq!(v["memory_headroom_gib"].as_f64(), Some(4.0));
 }
 
 #[test]
