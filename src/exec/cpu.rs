@@ -2,13 +2,15 @@
 //! tested without a GPU. GEMMs run on one core with matrixmultiply's packed SIMD kernels
 //! (f32: the cores have no 16-bit GEMM, so the bf16/fp16 points are f32 GEMMs of that shape);
 //! copies time memcpy; collectives run between threads standing for devices (`cpu_comm`).
+//! Every time is device time (`clock`): the CPU time of the probing thread, so other
+//! processes on the host's cores do not slow the measurement down.
 
+use super::clock::thread_cpu_s;
 use super::probe::Backend;
 use super::{ExecError, cpu_comm};
 use crate::calib::{Meta, Span};
 use crate::graph::Coll;
 use crate::units::{Dtype, MIB};
-use std::time::Instant;
 
 /// Threads standing for devices and the buffers the probes reuse.
 #[derive(Debug)]
@@ -67,8 +69,9 @@ impl Backend for Cpu {
             notes: Some(format!(
                 "cpu backend: GEMMs on one core in f32 with matrixmultiply (recorded under the \
                  16-bit types the planner asks for), copies by memcpy, collectives between {} \
-                 threads standing for devices (ring algorithms, real data movement). A stand-in \
-                 for a GPU profile, to exercise the loop.",
+                 threads standing for devices (ring algorithms, real data movement); times are \
+                 device time (thread CPU time, Lamport clocks across messages). A stand-in for a \
+                 GPU profile, to exercise the loop and price `planner verify --backend cpu`.",
                 self.devices
             )),
             ..Default::default()
@@ -103,7 +106,7 @@ impl Backend for Cpu {
         fill(&mut self.a, m * k);
         fill(&mut self.b, k * n);
         fill(&mut self.c, m * n);
-        let t0 = Instant::now();
+        let t0 = thread_cpu_s();
         for _ in 0..iters {
             // SAFETY: a holds ≥ m·k, b ≥ k·n, c ≥ m·n f32s, row-major with the strides given;
             // c does not alias a or b.
@@ -126,7 +129,7 @@ impl Backend for Cpu {
                 );
             }
         }
-        let s = t0.elapsed().as_secs_f64();
+        let s = thread_cpu_s() - t0;
         std::hint::black_box(&self.c);
         Ok(s)
     }
@@ -135,13 +138,13 @@ impl Backend for Cpu {
         let n = bytes as usize;
         self.src.resize(n.max(self.src.len()), 1);
         self.dst.resize(n.max(self.dst.len()), 0);
-        let t0 = Instant::now();
+        let t0 = thread_cpu_s();
         for i in 0..iters {
             self.src[i as usize % n.max(1)] = i as u8;
             self.dst[..n].copy_from_slice(&self.src[..n]);
             std::hint::black_box(&self.dst);
         }
-        Ok(t0.elapsed().as_secs_f64())
+        Ok(thread_cpu_s() - t0)
     }
 
     fn collective(

@@ -3,10 +3,12 @@
 //! processes (`rendezvous`). `cpu` runs the same probes on the cores so tests need no GPU;
 //! `cuda` drives cuBLAS and NCCL through cudarc, loaded at run time.
 
+pub mod clock;
 pub mod cpu;
-mod cpu_comm;
+pub mod cpu_comm;
 pub mod cuda;
 mod cuda_nccl;
+pub mod lower;
 pub mod probe;
 pub mod rendezvous;
 
