@@ -8,6 +8,8 @@ mod launch;
 mod render;
 mod simulate;
 mod validate;
+mod verify;
+mod verify_cuda;
 
 pub use args::{Format, PlanArgs, Target};
 
@@ -94,6 +96,22 @@ pub enum Command {
         /// Megatron-LM argument spellings for `--export megatron`.
         #[arg(long = "megatron-version", value_enum, default_value = "core")]
         megatron_version: launch::MegatronVersionArg,
+        /// Run the top K plans on --backend and re-rank them by measured step time.
+        #[arg(long, value_name = "K")]
+        verify: Option<usize>,
+        /// How to run them (with --verify).
+        #[command(flatten)]
+        run: verify::RunArgs,
+    },
+    /// Run a plan on the GPUs (cuda) or on threads standing for devices (cpu) and compare
+    /// predicted with measured step time, per class and peak memory.
+    Verify(verify::VerifyArgs),
+    /// One spawned rank of `verify --backend cuda` (started by `verify` itself).
+    #[command(hide = true)]
+    VerifyRank {
+        /// The job `verify` wrote.
+        #[arg(long)]
+        job: std::path::PathBuf,
     },
     /// Price one plan.
     Estimate {
@@ -242,12 +260,23 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             format,
             export,
             megatron_version,
+            verify: verify_k,
+            run: run_args,
         } => {
             let r = target.resolve()?;
+            let r = match verify_k {
+                Some(_) => verify::cpu_target(r, &run_args)?,
+                None => r,
+            };
             let seq = seq_len.unwrap_or(r.model.seq_len);
             let gb = global_batch.unwrap_or_else(|| default_global_batch(seq, r.cluster.n_gpus()));
             let mut space = Space::new(gb, seq);
             space.dtype = dtype.into();
+            if verify_k.is_some() {
+                // Verify runs communication exposed: rank the plans as they will run.
+                space.overlap_grad_reduce = false;
+                space.tp_overlap = crate::spec::TpOverlap::None;
+            }
             let t0 = Instant::now();
             let res = search::search(&r.model, &r.cluster, r.profile.as_ref(), &space, top.max(1));
             let elapsed = t0.elapsed().as_secs_f64();
@@ -263,6 +292,9 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             let rr = simulate::rerank(&r, &res)?;
             if let Some(f) = export {
                 return launch::export_best(&r.model, &res.top, f, megatron_version);
+            }
+            if let Some(k) = verify_k {
+                return verify::suggest(&target, &r, &res.top, k, &run_args, format);
             }
             Ok(match format {
                 Format::Json => json(&serde_json::json!({
@@ -430,6 +462,8 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             format,
         } => validate::run(runs.as_deref(), group.as_deref(), format),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Verify(a) => verify::run(a),
+        Command::VerifyRank { job } => verify_cuda::run_rank(&job),
         Command::Export {
             target,
             plan,

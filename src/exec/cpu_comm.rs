@@ -147,15 +147,16 @@ fn ring(
     shift: usize,
     reduce: bool,
     step0: usize,
-) -> Result<(), PeerGone> {
+) -> Result<f64, PeerGone> {
     let (n, len) = (c.members.len(), buf.len());
+    let mut waited = 0.0;
     let (next, prev) = (c.members[(pos + 1) % n], c.members[(pos + n - 1) % n]);
     for s in 0..n - 1 {
         let send_i = (pos + shift + n - s) % n;
         let recv_i = (pos + shift + 2 * n - s - 1) % n;
         b.send(next, c.tag(step0 + s), &buf[chunk(len, n, send_i)])?;
         let dst = &mut buf[chunk(len, n, recv_i)];
-        b.recv(prev, c.tag(step0 + s), |m| {
+        waited += b.recv(prev, c.tag(step0 + s), |m| {
             if reduce {
                 dst.iter_mut().zip(m).for_each(|(d, x)| *d += x);
             } else {
@@ -163,29 +164,30 @@ fn ring(
             }
         })?;
     }
-    Ok(())
+    Ok(waited)
 }
 
 /// Runs `coll` for this rank (`b.rank` must be one of `c.members`) on `buf` (the message:
 /// the full buffer for all-reduce, the gathered result for all-gather, the input for
 /// reduce-scatter, what this rank sends for all-to-all and send/receive), writing received
-/// data for all-to-all and send/receive into `out` (as long as `buf`).
+/// data for all-to-all and send/receive into `out` (as long as `buf`). Returns the device
+/// time spent waiting for peers that arrived later (the rest is the collective's own work).
 pub fn collective(
     b: &mut Mailbox,
     coll: Coll,
     c: &Call,
     buf: &mut [f32],
     out: &mut [f32],
-) -> Result<(), PeerGone> {
+) -> Result<f64, PeerGone> {
     let n = c.members.len();
     let pos = c.members.iter().position(|&r| r == b.rank).unwrap_or(0);
     if n < 2 {
-        return Ok(());
+        return Ok(0.0);
     }
     match coll {
         Coll::AllReduce => {
-            ring(b, c, pos, buf, 0, true, 0)?;
-            ring(b, c, pos, buf, 1, false, n)
+            let w = ring(b, c, pos, buf, 0, true, 0)?;
+            Ok(w + ring(b, c, pos, buf, 1, false, n)?)
         }
         Coll::AllGather => ring(b, c, pos, buf, 0, false, 0),
         Coll::ReduceScatter => ring(b, c, pos, buf, 0, true, 0),
@@ -194,17 +196,17 @@ pub fn collective(
             for j in (0..n).filter(|&j| j != pos) {
                 b.send(c.members[j], c.tag(pos), &buf[chunk(len, n, j)])?;
             }
+            let mut waited = 0.0;
             for j in (0..n).filter(|&j| j != pos) {
                 let dst = &mut out[chunk(len, n, j)];
-                b.recv(c.members[j], c.tag(j), |m| dst.copy_from_slice(m))?;
+                waited += b.recv(c.members[j], c.tag(j), |m| dst.copy_from_slice(m))?;
             }
-            Ok(())
+            Ok(waited)
         }
         Coll::SendRecv => {
             let (next, prev) = (c.members[(pos + 1) % n], c.members[(pos + n - 1) % n]);
             b.send(next, c.tag(0), buf)?;
-            b.recv(prev, c.tag(0), |m| out.copy_from_slice(m))?;
-            Ok(())
+            b.recv(prev, c.tag(0), |m| out.copy_from_slice(m))
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::cost::{
 use crate::graph::{Coll, Group, Kernel, OpGraph, Shard};
 use crate::sim::schedule::{Pass, order};
 use crate::spec::{ModelSpec, Plan, Recompute};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// The kinds of communicator a plan needs.
@@ -49,7 +49,7 @@ pub struct GroupDef {
 
 /// What an instruction's time counts as in the report (`Estimate::breakdown`'s classes, with
 /// compute split into GEMMs and memory-bound kernels).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     /// GEMMs and attention, forward and backward.

@@ -6,11 +6,15 @@
 pub mod clock;
 pub mod cpu;
 pub mod cpu_comm;
+pub mod cpu_run;
 pub mod cuda;
 mod cuda_nccl;
+pub mod cuda_run;
 pub mod lower;
 pub mod probe;
 pub mod rendezvous;
+pub mod run;
+pub mod verify;
 
 pub use probe::{Backend, ProbeConfig, Progress, gemm_shapes, run_probes};
 
