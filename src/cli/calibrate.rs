@@ -284,12 +284,7 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
                 max_iters: 100,
             }
         } else {
-            Timing {
-                warmup: 1,
-                repeats: 3,
-                min_run_s: 0.002,
-                max_iters: 20,
-            }
+            exec::cpu::TIMING
         },
     };
     let mut b: Box<dyn Backend> = if cuda {

@@ -6,11 +6,11 @@
 //! `{"backend", "model", "cluster", "plan", "predicted": {…every field of `planner estimate
 //! --format json`…, "classes": CLASSES, "peak_memory_gib"}, "measured": {"step_time_s",
 //! "step_times_s", "spread", "wall_step_time_s", "rank", "classes": CLASSES,
-//! "peak_memory_gib", "memory_basis"}, "error": {"step_time", "classes": CLASSES (null where
-//! nothing was measured), "peak_memory"}, "notes": […], "write_back": null | {…}}`, where
-//! CLASSES = {"gemm_s", "memory_bound_s", "recompute_s", "tp_comm_s", "pp_comm_s",
-//! "dp_comm_s", "other_comm_s", "optimizer_s", "bubble_s"} (errors are relative:
-//! (predicted − measured) / measured).
+//! "peak_memory_gib", "memory_basis", "host_speed" (cpu; else null)}, "error":
+//! {"step_time", "classes": CLASSES (null where nothing was measured), "peak_memory"},
+//! "notes": […], "write_back": null | {…}}`, where CLASSES = {"gemm_s", "memory_bound_s",
+//! "recompute_s", "tp_comm_s", "pp_comm_s", "dp_comm_s", "other_comm_s", "optimizer_s",
+//! "bubble_s"} (errors are relative: (predicted − measured) / measured).
 
 use super::args::Resolved;
 use super::calibrate::BackendArg;
@@ -264,6 +264,13 @@ fn table(v: &Verification, r: &Resolved) -> String {
         100.0 * m.spread,
         fmt_secs(m.wall_step_time_s)
     );
+    if let Some(h) = m.host_speed {
+        s += &format!(
+            "host speed around the run: {h:.2}× the calibration's (the plan's heaviest GEMM \
+             shapes re-timed before and after; below 1: the cores ran slower, as when other work \
+             shares them)\n"
+        );
+    }
     s += &format!(
         "peak memory (fullest rank): predicted {:.3} GiB, measured {:.3} GiB ({}); {}\n",
         m.memory.predicted_gib,
@@ -321,6 +328,7 @@ pub fn to_json(v: &Verification, r: &Resolved, wb: Option<&WriteBack>) -> Value 
             "classes": classes_json(&m.classes.rows()),
             "peak_memory_gib": m.memory.measured_gib,
             "memory_basis": m.memory.basis,
+            "host_speed": m.host_speed,
         },
         "error": {
             "step_time": v.error.step_time,

@@ -13,7 +13,9 @@ use super::{ExecError, cpu_comm};
 use crate::calib::{Meta, Span};
 use crate::graph::Coll;
 use crate::units::{Dtype, MIB};
-use std::sync::Barrier;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
 
 /// One thread-device's probe buffers, grown to the largest probe seen.
 #[derive(Debug, Default)]
@@ -25,45 +27,105 @@ struct Buffers {
     dst: Vec<u8>,
 }
 
-/// Threads standing for devices and the buffers the probes reuse.
+/// A probe one thread-device runs.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    /// `iters` GEMMs (m, n, k).
+    Gemm((usize, usize, usize), u32),
+    /// `iters` copies of this many bytes.
+    Copy(usize, u32),
+}
+
+/// One long-lived thread standing for a device (like a rank of `verify`), owning its buffers.
+#[derive(Debug)]
+struct Worker {
+    jobs: Sender<Job>,
+    done: Receiver<f64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Threads standing for devices, each with the buffers its probes reuse.
 #[derive(Debug)]
 pub struct Cpu {
     devices: u64,
     max_message_bytes: f64,
-    bufs: Vec<Buffers>,
+    workers: Vec<Worker>,
 }
+
+/// How the cpu probes (and `verify`'s host-speed control) time GEMMs and copies: the median
+/// of five runs of at least 5 ms after a warm-up — a shared host's caches and memory
+/// bandwidth vary from one millisecond to the next.
+pub const TIMING: super::Timing = super::Timing {
+    warmup: 1,
+    repeats: 5,
+    min_run_s: 0.005,
+    max_iters: 50,
+};
 
 impl Cpu {
     /// A backend with `devices` threads as devices and collectives up to `max_message_bytes`.
     pub fn new(devices: u64, max_message_bytes: f64) -> Cpu {
         let devices = devices.max(1);
+        let start = Arc::new(Barrier::new(devices as usize));
+        let workers = (0..devices)
+            .map(|_| {
+                let (jobs, rx) = channel::<Job>();
+                let (tx, done) = channel();
+                let start = start.clone();
+                let thread = std::thread::spawn(move || {
+                    let mut b = Buffers::default();
+                    for job in rx {
+                        let s = match job {
+                            Job::Gemm(shape, iters) => gemm_on(&mut b, &start, shape, iters),
+                            Job::Copy(n, iters) => copy_on(&mut b, &start, n, iters),
+                        };
+                        if tx.send(s).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Worker {
+                    jobs,
+                    done,
+                    thread: Some(thread),
+                }
+            })
+            .collect();
         Cpu {
             devices,
             max_message_bytes,
-            bufs: (0..devices).map(|_| Buffers::default()).collect(),
+            workers,
         }
     }
 
-    /// Runs `f` on every device's buffers at once (each on its own thread, started together)
-    /// and returns the mean of the device seconds each reports.
-    fn on_every_device(&mut self, f: impl Fn(&mut Buffers, &Barrier) -> f64 + Sync) -> f64 {
-        let n = self.bufs.len();
-        let start = Barrier::new(n);
-        let total: f64 = std::thread::scope(|s| {
-            let handles: Vec<_> = self
-                .bufs
-                .iter_mut()
-                .map(|b| {
-                    let (f, start) = (&f, &start);
-                    s.spawn(move || f(b, start))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a probe thread does not panic"))
-                .sum()
-        });
-        total / n as f64
+    /// Runs `job` on every device at once (started together) and returns the mean of the
+    /// device seconds each reports.
+    fn on_every_device(&mut self, job: Job) -> Result<f64, ExecError> {
+        let lost = || ExecError::Device {
+            backend: "cpu",
+            call: "probe thread".into(),
+            message: "stopped".into(),
+        };
+        for w in &self.workers {
+            w.jobs.send(job).map_err(|_| lost())?;
+        }
+        let mut total = 0.0;
+        for w in &self.workers {
+            total += w.done.recv().map_err(|_| lost())?;
+        }
+        Ok(total / self.workers.len() as f64)
+    }
+}
+
+impl Drop for Cpu {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let (tx, _) = channel();
+            drop(std::mem::replace(&mut w.jobs, tx));
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
     }
 }
 
@@ -170,6 +232,10 @@ impl Backend for Cpu {
         vec![Dtype::Bf16, Dtype::Fp16]
     }
 
+    fn one_gemm_for_all_dtypes(&self) -> bool {
+        true
+    }
+
     fn max_gemm_bytes(&self) -> f64 {
         // Room for the 256 MiB copy probe's two buffers on up to 4 thread-devices (2 GiB in
         // all; 128 MiB copies on 8): copies that large stream from main memory (the smaller
@@ -191,12 +257,11 @@ impl Backend for Cpu {
         iters: u32,
     ) -> Result<f64, ExecError> {
         let shape = (m as usize, n as usize, k as usize);
-        Ok(self.on_every_device(|b, start| gemm_on(b, start, shape, iters)))
+        self.on_every_device(Job::Gemm(shape, iters))
     }
 
     fn copy(&mut self, bytes: f64, iters: u32) -> Result<f64, ExecError> {
-        let n = bytes as usize;
-        Ok(self.on_every_device(|b, start| copy_on(b, start, n, iters)))
+        self.on_every_device(Job::Copy(bytes as usize, iters))
     }
 
     fn collective(

@@ -98,15 +98,16 @@ impl<'a> Rank<'a> {
         }
     }
 
-    /// C = A·B for `batch` problems laid out one after the other in the scratch operands.
+    /// C = A·B for `batch` problems, each on the rank's scratch operands, as the probes run
+    /// them (so a batched GEMM costs what `batch` of the profile's GEMMs cost; its heads'
+    /// own operands would come colder from memory).
     fn gemm(&mut self, batch: u64, m: u64, n: u64, k: u64) {
         let (m, n, k) = (m as usize, n as usize, k as usize);
-        for i in 0..batch as usize {
-            let (a, b) = (&self.a[i * m * k..], &self.b[i * k * n..]);
-            let c = &mut self.c[i * m * n..];
-            // SAFETY: a holds ≥ m·k, b ≥ k·n and c ≥ m·n f32s past these offsets (the scratch
-            // is sized for the program's largest batch × shape), row-major with the strides
-            // given; c does not alias a or b.
+        for _ in 0..batch {
+            let (a, b, c) = (&self.a, &self.b, &mut self.c);
+            // SAFETY: a holds ≥ m·k, b ≥ k·n and c ≥ m·n f32s (the scratch is sized for the
+            // program's largest shape), row-major with the strides given; c does not alias a
+            // or b.
             unsafe {
                 matrixmultiply::sgemm(
                     m,

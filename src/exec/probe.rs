@@ -6,7 +6,7 @@
 use super::{ExecError, Timing};
 use crate::calib::{CollectiveFit, CollectivePoint, CopyPoint, GemmPoint, Meta, Profile, Span};
 use crate::graph::{Coll, Kernel, ModelGraph, Shard};
-use crate::spec::{ClusterSpec, ModelSpec};
+use crate::spec::{AttentionImpl, ClusterSpec, ModelSpec};
 use crate::units::{Dtype, MIB};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -23,6 +23,11 @@ pub trait Backend {
     }
     /// GEMM data types this device runs.
     fn gemm_dtypes(&self) -> Vec<Dtype>;
+    /// Whether every data type runs the same kernel (the cpu's f32 GEMM), so one measurement
+    /// of a shape stands for all of them.
+    fn one_gemm_for_all_dtypes(&self) -> bool {
+        false
+    }
     /// Largest A + B + C footprint in bytes a GEMM probe may take.
     fn max_gemm_bytes(&self) -> f64;
     /// Largest collective message to probe, bytes.
@@ -87,8 +92,9 @@ pub const COLLECTIVES: [Coll; 5] = [
 
 /// The distinct GEMM shapes (m, n, k) of `models` at every tp that divides the heads (up to a
 /// node) and micro-batch b = 1, 2, 4, … up to `max_mbs`, forward and backward, from the
-/// graph's own kernels; ordered micro-batch by micro-batch, so a budget that runs out keeps
-/// the small micro-batches of every tp.
+/// graph's own kernels (with flash attention and with the unfused attention's batched GEMMs);
+/// ordered micro-batch by micro-batch, so a budget that runs out keeps the small
+/// micro-batches of every tp.
 pub fn gemm_shapes(
     models: &[ModelSpec],
     cluster: &ClusterSpec,
@@ -102,20 +108,12 @@ pub fn gemm_shapes(
             let mut tp = 1;
             while tp <= cluster.gpus_per_node.max(1) {
                 if model.heads % tp == 0 {
-                    let shard = Shard::of(&crate::spec::Plan::new(1, tp, 1, b, b, model.seq_len));
-                    let g = ModelGraph::build(model, &shard);
-                    let graphs = [
-                        Some(&g.embedding),
-                        Some(&g.dense),
-                        g.moe.as_ref(),
-                        Some(&g.head),
-                    ];
-                    for op in graphs.into_iter().flatten().flat_map(|x| x.ops()) {
-                        for k in op.fwd.iter().chain(&op.bwd) {
-                            if let Kernel::Gemm { m, n, k, .. } = *k
-                                && seen.insert((m, n, k))
-                            {
-                                out.push((m, n, k));
+                    for attention in [AttentionImpl::Flash, AttentionImpl::Unfused] {
+                        let mut plan = crate::spec::Plan::new(1, tp, 1, b, b, model.seq_len);
+                        plan.attention = attention;
+                        for s in graph_gemms(&ModelGraph::build(model, &Shard::of(&plan))) {
+                            if seen.insert(s) {
+                                out.push(s);
                             }
                         }
                     }
@@ -124,6 +122,25 @@ pub fn gemm_shapes(
             }
         }
         b *= 2;
+    }
+    out
+}
+
+/// The GEMM shapes of a model's graphs, in graph order.
+fn graph_gemms(g: &ModelGraph) -> Vec<(u64, u64, u64)> {
+    let graphs = [
+        Some(&g.embedding),
+        Some(&g.dense),
+        g.moe.as_ref(),
+        Some(&g.head),
+    ];
+    let mut out = Vec::new();
+    for op in graphs.into_iter().flatten().flat_map(|x| x.ops()) {
+        for k in op.fwd.iter().chain(&op.bwd) {
+            if let Kernel::Gemm { m, n, k, .. } = *k {
+                out.push((m, n, k));
+            }
+        }
     }
     out
 }
@@ -296,9 +313,21 @@ fn gemm_phase(
     let mut skipped = false;
     // The calls one probe makes at least: warm-up, then each repeat ≥ one call.
     let calls = (cfg.timing.warmup + cfg.timing.repeats) as f64;
+    let shared = b.one_gemm_for_all_dtypes();
     for &(m, n, k) in shapes {
+        let mut measured: Option<f64> = None;
         for &dtype in dtypes {
             step.tick(format!("gemm {dtype} {m}x{n}x{k}"));
+            if let Some(seconds) = measured.filter(|_| shared) {
+                p.gemm.push(GemmPoint {
+                    dtype,
+                    m,
+                    n,
+                    k,
+                    seconds,
+                });
+                continue;
+            }
             let flops = 2.0 * (m * n) as f64 * k as f64;
             let bytes = (m * k + k * n + m * n) as f64 * 2.0;
             let cost = rate.map_or(0.0, |r| {
@@ -312,6 +341,7 @@ fn gemm_phase(
                 continue;
             }
             let seconds = cfg.timing.measure(|iters| b.gemm(dtype, m, n, k, iters))?;
+            measured = Some(seconds);
             let r = flops / seconds;
             rate = Some(rate.map_or(r, |x: f64| x.max(r)));
             p.gemm.push(GemmPoint {

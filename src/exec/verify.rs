@@ -247,6 +247,10 @@ pub struct Measured {
     pub rank: u64,
     /// Peak memory.
     pub memory: MemoryCompared,
+    /// cpu: how fast the cores ran the plan's heaviest GEMM shapes around the run, relative
+    /// to the profile (profile seconds / seconds now; below 1: slower than at calibration, as
+    /// when other work shares the host). `None` on cuda or without such points.
+    pub host_speed: Option<f64>,
 }
 
 /// (predicted − measured) / measured of each compared quantity; `None` where nothing was
@@ -348,6 +352,7 @@ pub fn compare(
             classes: measured_classes,
             rank: crit.rank,
             memory,
+            host_speed: None,
         },
         error,
         notes,
@@ -501,7 +506,50 @@ pub fn verify_cpu(
         profile: Some(profile),
     };
     let lowered = lower(model, &plan, &m).map_err(|e| ExecError::Config(e.to_string()))?;
+    let before = host_speed(profile, &lowered, plan.dtype, plan.n_gpus())?;
     let run = super::cpu_run::run(&lowered, cfg, progress)?;
-    let v = compare(BackendKind::Cpu, &est, &lowered, &run, notes);
+    let after = host_speed(profile, &lowered, plan.dtype, plan.n_gpus())?;
+    let mut v = compare(BackendKind::Cpu, &est, &lowered, &run, notes);
+    let all: Vec<f64> = before.into_iter().chain(after).collect();
+    v.measured.host_speed = (!all.is_empty()).then(|| median_of(all));
     Ok((v, run))
 }
+
+/// Ratios profile seconds / seconds now of the (up to) three GEMM shapes the plan spends the
+/// most predicted time in that the profile measured exactly, timed as the cpu probes time
+/// them (on every thread-device at once).
+fn host_speed(
+    profile: &Profile,
+    l: &Lowered,
+    dtype: Dtype,
+    ranks: u64,
+) -> Result<Vec<f64>, ExecError> {
+    let mut time: std::collections::BTreeMap<(u64, u64, u64), f64> = Default::default();
+    for i in l.programs.iter().flat_map(|p| &p.instrs) {
+        if let super::lower::Op::Gemm { batch: 1, m, n, k } = i.op {
+            *time.entry((m, n, k)).or_default() += i.predicted_s;
+        }
+    }
+    let mut known: Vec<((u64, u64, u64), f64, f64)> = time
+        .into_iter()
+        .filter_map(|(s, t)| {
+            let p = profile
+                .gemm
+                .iter()
+                .find(|g| g.dtype == dtype && (g.m, g.n, g.k) == s)?;
+            Some((s, t, p.seconds))
+        })
+        .collect();
+    known.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut cpu = super::cpu::Cpu::new(ranks, 4096.0);
+    let mut out = Vec::new();
+    for ((m, n, k), _, then) in known.into_iter().take(3) {
+        use super::probe::Backend;
+        let now = super::cpu::TIMING.measure(|iters| cpu.gemm(dtype, m, n, k, iters))?;
+        out.push(then / now);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
