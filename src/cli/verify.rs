@@ -3,14 +3,14 @@
 //! progress bar; `--write-back` stores the measured kernels in the profile.
 //!
 //! JSON (`--format json`), one object, consumed by `planner report --verify FILE`:
-//! `{"backend", "model", "cluster", "plan", "predicted": {…every field of `planner estimate
-//! --format json`…, "classes": CLASSES, "peak_memory_gib"}, "measured": {"step_time_s",
-//! "step_times_s", "spread", "wall_step_time_s", "rank", "classes": CLASSES,
-//! "peak_memory_gib", "memory_basis", "host_speed" (cpu; else null)}, "error":
-//! {"step_time", "classes": CLASSES (null where nothing was measured), "peak_memory"},
-//! "notes": […], "write_back": null | {…}}`, where CLASSES = {"gemm_s", "memory_bound_s",
-//! "recompute_s", "tp_comm_s", "pp_comm_s", "dp_comm_s", "other_comm_s", "optimizer_s",
-//! "bubble_s"} (errors are relative: (predicted − measured) / measured).
+//! `{"backend", "model", "cluster", "device", "n_devices", "plan", "predicted": {…every field
+//! of `planner estimate --format json`…, "classes": CLASSES, "peak_memory_gib"}, "measured":
+//! {"step_time_s", "step_times_s", "spread", "wall_step_time_s", "rank", "classes": CLASSES,
+//! "peak_memory_gib", "memory_basis", "host_speed" (cpu; else null)}, "error": {"step_time",
+//! "classes": CLASSES (null where nothing was measured), "peak_memory"}, "notes": […],
+//! "write_back": null | {…}}`, where CLASSES = {"gemm_s", "memory_bound_s", "recompute_s",
+//! "tp_comm_s", "pp_comm_s", "dp_comm_s", "other_comm_s", "optimizer_s", "bubble_s"} (errors
+//! are relative: (predicted − measured) / measured).
 
 use super::args::Resolved;
 use super::calibrate::BackendArg;
@@ -313,10 +313,12 @@ pub fn to_json(v: &Verification, r: &Resolved, wb: Option<&WriteBack>) -> Value 
     json!({
         "backend": v.backend,
         "model": r.model.name,
-        "cluster": v.estimate.plan.n_gpus().to_string() + " × " + &match v.backend {
+        "cluster": r.cluster.name,
+        "device": match v.backend {
             verify::BackendKind::Cpu => "cpu thread-device".to_string(),
             verify::BackendKind::Cuda => r.cluster.gpu.name.clone(),
         },
+        "n_devices": v.estimate.n_gpus,
         "plan": v.estimate.plan,
         "predicted": predicted,
         "measured": {

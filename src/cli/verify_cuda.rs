@@ -10,13 +10,12 @@ use super::{CliError, Target};
 use crate::cost::{Machine, estimate};
 use crate::exec::rendezvous::{Env, Rendezvous};
 use crate::exec::run::{RunConfig, RunResult};
+use crate::exec::spawn::LocalRanks;
 use crate::exec::verify::{BackendKind, compare, executable_plan};
 use crate::exec::{ExecError, Progress, cuda, cuda_run, lower};
 use crate::spec::Plan;
 use serde::{Deserialize, Serialize};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// How long ranks wait for each other to join.
@@ -121,8 +120,8 @@ pub fn verify(
     }))
 }
 
-/// Rank 0 of a job on this node's GPUs: spawns ranks 1.. as `planner verify-rank`, runs its
-/// own rank, and waits for them (stopping them if anything fails).
+/// Rank 0 of a job on this node's GPUs: starts ranks 1.. as `planner verify-rank --job FILE`
+/// (`exec::spawn`), runs its own rank, and waits for them (stopping them if it failed).
 fn spawn_and_run(
     target: &Target,
     plan: &Plan,
@@ -151,62 +150,20 @@ fn spawn_and_run(
     };
     let path = std::env::temp_dir().join(format!("planner-verify-{}.json", std::process::id()));
     std::fs::write(&path, serde_json::to_vec(&job).expect("jobs serialise"))?;
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    let mut children = Vec::new();
-    let mut out = spawn_ranks(&path, world, port, &mut children).and_then(|_| {
-        let rdv = Rendezvous::serve(listener, world, JOIN_TIMEOUT)?;
-        Ok(cuda_run::run(
-            lowered,
-            0,
-            0,
-            plan.dtype,
-            Some(rdv),
-            cfg,
-            progress,
-        )?)
+    let args = [
+        "verify-rank".into(),
+        "--job".into(),
+        path.clone().into_os_string(),
+    ];
+    let out = LocalRanks::start(&args, world).and_then(|(ranks, listener)| {
+        let run = Rendezvous::serve(listener, world, JOIN_TIMEOUT)
+            .and_then(|rdv| cuda_run::run(lowered, 0, 0, plan.dtype, Some(rdv), cfg, progress));
+        let waited = ranks.finish(run.is_err());
+        let run = run?;
+        waited.map(|_| run)
     });
-    for (i, mut c) in children.into_iter().enumerate() {
-        if out.is_err() {
-            let _ = c.kill();
-        }
-        match c.wait() {
-            Ok(s) if s.success() => {}
-            Ok(s) if out.is_ok() => {
-                out = Err(CliError::Exec(ExecError::Device {
-                    backend: "cuda",
-                    call: format!("rank {}", i + 1),
-                    message: format!("exited with {s}"),
-                }))
-            }
-            _ => {}
-        }
-    }
     let _ = std::fs::remove_file(&path);
-    out
-}
-
-fn spawn_ranks(
-    job: &Path,
-    world: u64,
-    port: u16,
-    children: &mut Vec<Child>,
-) -> Result<(), CliError> {
-    let exe = std::env::current_exe()?;
-    for rank in 1..world {
-        let child = Command::new(&exe)
-            .args(["verify-rank", "--job"])
-            .arg(job)
-            .env("RANK", rank.to_string())
-            .env("WORLD_SIZE", world.to_string())
-            .env("LOCAL_RANK", rank.to_string())
-            .env("MASTER_ADDR", "127.0.0.1")
-            .env("MASTER_PORT", port.to_string())
-            .stdout(Stdio::null())
-            .spawn()?;
-        children.push(child);
-    }
-    Ok(())
+    Ok(out?)
 }
 
 /// `planner verify-rank --job FILE`: one spawned rank (hidden; `verify` starts it).

@@ -14,6 +14,7 @@ pub mod lower;
 pub mod probe;
 pub mod rendezvous;
 pub mod run;
+pub mod spawn;
 pub mod verify;
 
 pub use probe::{Backend, ProbeConfig, Progress, gemm_shapes, run_probes};

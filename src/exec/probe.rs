@@ -68,6 +68,9 @@ pub struct ProbeConfig {
     pub max_mbs: u64,
     /// Timing of GEMM and copy probes.
     pub timing: Timing,
+    /// Passes over all GEMM shapes (each shape's median is kept): more than one on a host
+    /// shared with other work.
+    pub gemm_rounds: u32,
 }
 
 /// One step done, for a progress display.
@@ -210,7 +213,12 @@ pub fn run_probes(
     let devices = backend.devices();
     let groups = (2..=devices).count() as u64;
     let sweeps = groups + nodes.saturating_sub(1);
-    let total = shapes.len() as u64 * dtypes.len() as u64
+    let gemm_dtypes = if backend.one_gemm_for_all_dtypes() {
+        1
+    } else {
+        dtypes.len() as u64
+    };
+    let total = shapes.len() as u64 * gemm_dtypes * u64::from(cfg.gemm_rounds.max(1))
         + 4
         + sweeps * COLLECTIVES.len() as u64 * sizes.len() as u64;
     let mut step = Step {
@@ -294,9 +302,13 @@ fn grid(sides: &[u64]) -> Vec<(u64, u64, u64)> {
     out
 }
 
-/// GEMMs in order; a shape is left out when it does not fit the device, and skipped when the
-/// best throughput seen so far says its probe would end after `end_at` (seconds into the
-/// budget). Returns whether the budget made it skip any.
+/// A probed GEMM: data type and shape.
+type GemmKey = (Dtype, u64, u64, u64);
+
+/// GEMMs in order, `cfg.gemm_rounds` times over (each shape's median over the rounds, so a
+/// shared host's slow moments spread over the shapes); a shape is left out when it does not
+/// fit the device, and skipped when the best throughput seen so far says its probe would end
+/// after `end_at` (seconds into the budget). Returns whether the budget made it skip any.
 #[allow(clippy::too_many_arguments)]
 fn gemm_phase(
     b: &mut dyn Backend,
@@ -314,36 +326,42 @@ fn gemm_phase(
     // The calls one probe makes at least: warm-up, then each repeat ≥ one call.
     let calls = (cfg.timing.warmup + cfg.timing.repeats) as f64;
     let shared = b.one_gemm_for_all_dtypes();
-    for &(m, n, k) in shapes {
-        let mut measured: Option<f64> = None;
-        for &dtype in dtypes {
-            step.tick(format!("gemm {dtype} {m}x{n}x{k}"));
-            if let Some(seconds) = measured.filter(|_| shared) {
-                p.gemm.push(GemmPoint {
-                    dtype,
-                    m,
-                    n,
-                    k,
-                    seconds,
+    let dtypes = if shared { &dtypes[..1] } else { dtypes };
+    let mut samples: Vec<(GemmKey, Vec<f64>)> = Vec::new();
+    for round in 0..cfg.gemm_rounds.max(1) {
+        for &(m, n, k) in shapes {
+            for &dtype in dtypes {
+                step.tick(format!("gemm {dtype} {m}x{n}x{k}"));
+                let flops = 2.0 * (m * n) as f64 * k as f64;
+                let bytes = (m * k + k * n + m * n) as f64 * 2.0;
+                let cost = rate.map_or(0.0, |r| {
+                    calls * flops / r + cfg.timing.repeats as f64 * cfg.timing.min_run_s
                 });
-                continue;
+                let known = samples.iter().position(|(key, _)| *key == (dtype, m, n, k));
+                if bytes > max_bytes || (round > 0 && known.is_none()) {
+                    continue;
+                }
+                if budget.start.elapsed().as_secs_f64() + cost > end_at {
+                    skipped = true;
+                    continue;
+                }
+                let seconds = cfg.timing.measure(|iters| b.gemm(dtype, m, n, k, iters))?;
+                rate = Some(rate.map_or(flops / seconds, |x: f64| x.max(flops / seconds)));
+                match known {
+                    Some(i) => samples[i].1.push(seconds),
+                    None => samples.push(((dtype, m, n, k), vec![seconds])),
+                }
             }
-            let flops = 2.0 * (m * n) as f64 * k as f64;
-            let bytes = (m * k + k * n + m * n) as f64 * 2.0;
-            let cost = rate.map_or(0.0, |r| {
-                calls * flops / r + cfg.timing.repeats as f64 * cfg.timing.min_run_s
-            });
-            if bytes > max_bytes {
-                continue;
-            }
-            if budget.start.elapsed().as_secs_f64() + cost > end_at {
-                skipped = true;
-                continue;
-            }
-            let seconds = cfg.timing.measure(|iters| b.gemm(dtype, m, n, k, iters))?;
-            measured = Some(seconds);
-            let r = flops / seconds;
-            rate = Some(rate.map_or(r, |x: f64| x.max(r)));
+        }
+    }
+    let all = b.gemm_dtypes();
+    for ((dtype, m, n, k), mut v) in samples {
+        let seconds = crate::calib::median(&mut v);
+        for &dtype in if shared {
+            &all[..]
+        } else {
+            std::slice::from_ref(&dtype)
+        } {
             p.gemm.push(GemmPoint {
                 dtype,
                 m,
@@ -505,6 +523,7 @@ mod tests {
             min_message_bytes: 4096.0,
             grid: vec![1024],
             max_mbs: 2,
+            gemm_rounds: 1,
             timing: Timing {
                 warmup: 1,
                 repeats: 3,

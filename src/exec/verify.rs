@@ -60,8 +60,8 @@ pub fn executable_plan(plan: &Plan) -> (Plan, Vec<String>) {
 /// them all as the same streaming pass from main memory); no launch overhead and no CUDA context (the measured
 /// times already include the calls); one "SM" (a core runs one GEMM at a time, so no wave
 /// quantisation); attention at the profile's rate for its 128-row block GEMMs (the cpu runs
-/// attention as those GEMMs). Collectives the profile lacks fall back to half the copy
-/// bandwidth (a transfer copies in and out) and 10 µs per hop.
+/// attention as those GEMMs). Collectives the profile lacks fall back to its measured 2-rank
+/// all-reduce bandwidth and latency.
 pub fn cpu_cluster(
     profile: &Profile,
     ranks: u64,
@@ -82,14 +82,25 @@ pub fn cpu_cluster(
         )));
     }
     let p = peak / TFLOP;
+    // Collectives the profile has no fit for (another group size, or a pair the cost model
+    // places on two nodes) fall back to the cluster's link: the measured 2-rank all-reduce
+    // (bus bandwidth at its largest size, latency of its smallest), else half the copy
+    // bandwidth (a transfer copies in and out) and 10 µs.
+    let (bw, lat_us) = profile
+        .fit_of(crate::graph::Coll::AllReduce, 2, Span::Intra)
+        .and_then(|f| {
+            let (lo, hi) = f.range();
+            (hi > 0.0).then(|| (f.busbw_gbytes_s(hi), 1e6 * f.predict(lo)))
+        })
+        .unwrap_or((hbm / 2.0, 10.0));
     let text = format!(
         "name: cpu\ngpu: {{name: cpu-thread, memory_gib: {mem}, hbm_gbytes_s: {hbm}, sms: 1, \
          peak_tflops: {{bf16: {p}, fp16: {p}, fp8: {p}, tf32: {p}, fp32: {p}}}, \
          efficiency: {{gemm: 1, hbm: 1, reduction: 1, reduction_bwd: 1}}}}\n\
          nodes: 1\ngpus_per_node: {ranks}\n\
-         intra_node: {{fabric: threads, bw_gbytes_s: {bw}, latency_us: 10, efficiency: 1}}\n",
+         intra_node: {{fabric: threads, bw_gbytes_s: {bw}, latency_us: {lat_us}, \
+         efficiency: 1}}\n",
         mem = memory_gib / ranks.max(1) as f64,
-        bw = hbm / 2.0,
     );
     let mut c = ClusterSpec::from_yaml("cpu (from the profile)", &text, &crate::spec::load_device)
         .map_err(|e| ExecError::Config(e.to_string()))?;

@@ -8,3 +8,4 @@ mod launch;
 mod layering;
 mod sim;
 mod validation;
+mod verify;

@@ -77,6 +77,34 @@ fn the_cpu_device_is_read_from_its_profile() {
         (c.gpu.efficiency.kernel_launch_us, c.cuda_context_gib),
         (0.0, 0.0)
     );
+    // No collective measured: links at half the copy bandwidth (copied in and out), 10 µs.
+    assert_eq!(
+        (c.intra_node.bw_gbytes_s, c.intra_node.latency_us),
+        (10.0, 10.0)
+    );
+    // A 2-rank all-reduce of 20 µs + S / 2 GB/s: its bus bandwidth (factor 1 on 2 ranks) at
+    // the largest size, 2^20 / (20e-6 + 2^20 / 2e9) bytes/s, and its latency at the smallest.
+    let mut with = p.clone();
+    let pts = [4096.0, 1048576.0]
+        .iter()
+        .map(|&b| CollectivePoint {
+            bytes: b,
+            seconds: 20e-6 + b / 2e9,
+            busbw_gbytes_s: None,
+            residual: 0.0,
+        })
+        .collect();
+    with.collectives
+        .push(CollectiveFit::fit(Coll::AllReduce, 2, Span::Intra, pts));
+    let c2 = cpu_cluster(&with, 2, 8.0, 64).unwrap();
+    let bw = 1048576.0 / (20e-6 + 1048576.0 / 2e9) / 1e9;
+    assert!(
+        (c2.intra_node.bw_gbytes_s - bw).abs() < 1e-6,
+        "{}",
+        c2.intra_node.bw_gbytes_s
+    );
+    let lat = 1e6 * (20e-6 + 4096.0 / 2e9);
+    assert!((c2.intra_node.latency_us - lat).abs() < 1e-6);
     // Attention runs at its 128×128×64 block GEMM's measured 50 GFLOP/s: half the peak.
     assert!((c.gpu.efficiency.attention_fwd - 0.5).abs() < 1e-9);
     let m = Machine {
