@@ -377,7 +377,7 @@ pub fn suggest(
             .step_time_s
             .total_cmp(&b.1.measured.step_time_s)
     });
-    if format == Format::Json {
+    Ok(if format == Format::Json {
         let plans: Vec<Value> = done
             .iter()
             .enumerate()
@@ -388,8 +388,14 @@ pub fn suggest(
                     "spread": v.measured.spread, "error": v.error.step_time})
             })
             .collect();
-        return Ok(json(&json!({"verified": plans, "spearman_rho": rho})));
-    }
+        json(&json!({"verified": plans, "spearman_rho": rho}))
+    } else {
+        reranked_table(&done, rho, run.backend == Some(BackendArg::Cpu))
+    })
+}
+
+/// The verified plans in measured order with their predicted rank, and ρ.
+fn reranked_table(done: &[(usize, Verification)], rho: Option<f64>, cpu: bool) -> String {
     let rows = done
         .iter()
         .enumerate()
@@ -405,28 +411,22 @@ pub fn suggest(
             ]
         })
         .collect();
-    Ok(format!(
+    let header = [
+        "measured rank",
+        "predicted rank",
+        "plan",
+        "predicted",
+        "measured",
+        "error",
+        "spread",
+    ];
+    format!(
         "\nverified on the {} backend, re-ranked by measured step time\n\n{}\n\nSpearman ρ \
          (predicted vs measured order): {}\n",
-        if run.backend == Some(BackendArg::Cpu) {
-            "cpu"
-        } else {
-            "cuda"
-        },
-        render::table(
-            &[
-                "measured rank",
-                "predicted rank",
-                "plan",
-                "predicted",
-                "measured",
-                "error",
-                "spread"
-            ],
-            rows
-        ),
+        if cpu { "cpu" } else { "cuda" },
+        render::table(&header, rows),
         rho.map_or("- (fewer than 3 plans)".into(), |x| format!("{x:.2}"))
-    ))
+    )
 }
 
 /// `suggest --verify` on the cpu searches the cores as `verify` prices them: the cluster

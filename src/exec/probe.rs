@@ -354,14 +354,18 @@ fn gemm_phase(
             }
         }
     }
-    let all = b.gemm_dtypes();
+    let all = if shared { b.gemm_dtypes() } else { Vec::new() };
+    record_gemms(p, samples, &all);
+    Ok(skipped)
+}
+
+/// Each probed GEMM's median as a point (of every type in `all` when one kernel stands for
+/// them all).
+fn record_gemms(p: &mut Profile, samples: Vec<(GemmKey, Vec<f64>)>, all: &[Dtype]) {
     for ((dtype, m, n, k), mut v) in samples {
         let seconds = crate::calib::median(&mut v);
-        for &dtype in if shared {
-            &all[..]
-        } else {
-            std::slice::from_ref(&dtype)
-        } {
+        let types = if all.is_empty() { &[dtype][..] } else { all };
+        for &dtype in types {
             p.gemm.push(GemmPoint {
                 dtype,
                 m,
@@ -371,7 +375,6 @@ fn gemm_phase(
             });
         }
     }
-    Ok(skipped)
 }
 
 /// Device copies of 1 MiB to 1 GiB (×16 steps, as far as two buffers fit the device's GEMM

@@ -320,18 +320,7 @@ pub fn compare(
         );
     let predicted = Classes::from(|c| crit.predicted(c), est.step_time_s);
     let step_time_s = median_of(run.step_times_s.clone());
-    let rank = &run.ranks[crit.rank as usize];
-    let mut measured_classes = Classes::from(
-        |c| median_of(rank.steps.iter().map(|s| s.get(c)).collect()),
-        step_time_s,
-    );
-    measured_classes.bubble_s = median_of(
-        rank.steps
-            .iter()
-            .zip(&run.step_times_s)
-            .map(|(s, t)| (t - s.busy_s()).max(0.0))
-            .collect(),
-    );
+    let measured_classes = measured_classes(run, crit.rank, step_time_s);
     let (lo, hi) = run
         .step_times_s
         .iter()
@@ -368,6 +357,24 @@ pub fn compare(
         error,
         notes,
     }
+}
+
+/// The medians over the steps of rank `rank`'s seconds per class; its bubble is the median of
+/// each step's time less the rank's busy time in it.
+fn measured_classes(run: &RunResult, rank: u64, step_time_s: f64) -> Classes {
+    let r = &run.ranks[rank as usize];
+    let mut c = Classes::from(
+        |c| median_of(r.steps.iter().map(|s| s.get(c)).collect()),
+        step_time_s,
+    );
+    c.bubble_s = median_of(
+        r.steps
+            .iter()
+            .zip(&run.step_times_s)
+            .map(|(s, t)| (t - s.busy_s()).max(0.0))
+            .collect(),
+    );
+    c
 }
 
 fn memory_compared(backend: BackendKind, est: &Estimate, run: &RunResult) -> MemoryCompared {
@@ -451,22 +458,7 @@ pub fn write_back(p: &mut Profile, run: &RunResult, dtype: Dtype, what: &str) ->
         }
     }
     for ((coll, ranks, span), new) in colls {
-        let old = p
-            .collectives
-            .iter()
-            .position(|f| (f.coll, f.ranks, f.span) == (coll, ranks, span))
-            .map(|i| p.collectives.remove(i));
-        let mut points: Vec<CollectivePoint> =
-            old.as_ref().map(|f| f.points.clone()).unwrap_or_default();
-        points.retain(|q| new.iter().all(|x| x.bytes != q.bytes));
-        points.extend(new);
-        let mut f = CollectiveFit::fit(coll, ranks, span, points);
-        f.source = Some(match old.and_then(|o| o.source) {
-            Some(s) if s.contains("verify") => s,
-            Some(s) => format!("{s} + verify"),
-            None => "verify".into(),
-        });
-        p.collectives.push(f);
+        refit(p, (coll, ranks, span), new);
         wb.fits += 1;
     }
     let note = format!(
@@ -480,6 +472,28 @@ pub fn write_back(p: &mut Profile, run: &RunResult, dtype: Dtype, what: &str) ->
         None => note,
     });
     wb
+}
+
+/// Replaces the points of `key`'s fit measured at the sizes of `new` with `new`, and fits it
+/// again (its source says `verify`).
+fn refit(p: &mut Profile, key: (crate::graph::Coll, u64, Span), new: Vec<CollectivePoint>) {
+    let (coll, ranks, span) = key;
+    let old = p
+        .collectives
+        .iter()
+        .position(|f| (f.coll, f.ranks, f.span) == key)
+        .map(|i| p.collectives.remove(i));
+    let mut points: Vec<CollectivePoint> =
+        old.as_ref().map(|f| f.points.clone()).unwrap_or_default();
+    points.retain(|q| new.iter().all(|x| x.bytes != q.bytes));
+    points.extend(new);
+    let mut f = CollectiveFit::fit(coll, ranks, span, points);
+    f.source = Some(match old.and_then(|o| o.source) {
+        Some(s) if s.contains("verify") => s,
+        Some(s) => format!("{s} + verify"),
+        None => "verify".into(),
+    });
+    p.collectives.push(f);
 }
 
 /// Verifies `plan` on the cpu backend priced with `profile` (a cpu profile): adapts the plan
