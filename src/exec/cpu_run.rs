@@ -43,7 +43,7 @@ struct Rank<'a> {
     dst: Vec<u8>,
     comm: Vec<f32>,
     out: Vec<f32>,
-    state: Vec<u8>,
+    state: Vec<f32>,
     slots: HashMap<u64, Vec<u8>>,
     calls: HashMap<usize, u64>,
     kept: f64,
@@ -70,9 +70,22 @@ fn stream(src: &[u8], dst: &mut [u8], bytes: usize) {
 
 impl<'a> Rank<'a> {
     fn new(mail: Mailbox, world: usize, prog: &'a Program, groups: &'a [GroupDef]) -> Rank<'a> {
-        let s = Sizes::of(prog);
-        let state = vec![1u8; prog.state.total() as usize];
-        let working = 4 * (s.a + s.b + s.c + 2 * s.comm) + 2 * s.copy;
+        let s = Sizes::of(prog, false);
+        // The model state, touched; the gradient reduction runs in place on it when it is
+        // large enough (it holds the gradients), else on a buffer of its own.
+        let state = vec![1.0f32; (prog.state.total() / 4.0).ceil() as usize];
+        let dp = if state.len() >= s.dp_comm {
+            0
+        } else {
+            s.dp_comm
+        };
+        // Memory-bound kernels stream through the state when it exceeds the caches.
+        let copy = if state.len() * 2 >= ARENA_BYTES {
+            0
+        } else {
+            s.copy
+        };
+        let working = 4 * (s.a + s.b + s.c + 2 * s.comm + dp) + 2 * copy;
         Rank {
             mail,
             world,
@@ -81,12 +94,12 @@ impl<'a> Rank<'a> {
             a: filled(s.a),
             b: filled(s.b),
             c: vec![0.0; s.c],
-            src: vec![1u8; s.copy],
-            dst: vec![0u8; s.copy],
-            comm: filled(s.comm),
+            src: vec![1u8; copy],
+            dst: vec![0u8; copy],
+            comm: filled(s.comm.max(dp)),
             out: vec![0.0; s.comm],
             memory: MemoryPeak {
-                state_bytes: state.len() as f64,
+                state_bytes: 4.0 * state.len() as f64,
                 working_bytes: working as f64,
                 ..MemoryPeak::default()
             },
@@ -166,9 +179,16 @@ impl<'a> Rank<'a> {
     /// every kernel, so (like activations in a GPU's HBM) their bytes come from main memory
     /// rather than from a cache the previous kernel warmed.
     fn memory_kernel(&mut self, half: usize, class: Class) {
-        let n = self.state.len() / 2;
+        // SAFETY: any bytes of f32s are valid u8s; the view borrows the state mutably.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.state.as_mut_ptr().cast::<u8>(),
+                4 * self.state.len(),
+            )
+        };
+        let n = bytes.len() / 2;
         if class == Class::Optimizer || n >= half.max(ARENA_BYTES) {
-            let (lo, hi) = self.state.split_at_mut(n);
+            let (lo, hi) = bytes.split_at_mut(n);
             let at = if class == Class::Optimizer {
                 0
             } else {
@@ -202,7 +222,13 @@ impl<'a> Rank<'a> {
                     seq: *seq,
                 };
                 *seq += 1;
-                let (buf, out) = (&mut self.comm[..len], &mut self.out[..len]);
+                let in_state = class == Class::DpComm && self.state.len() >= len;
+                let olen = len.min(self.out.len());
+                let (buf, out) = if in_state {
+                    (&mut self.state[..len], &mut self.out[..0])
+                } else {
+                    (&mut self.comm[..len], &mut self.out[..olen])
+                };
                 return cpu_comm::collective(&mut self.mail, *coll, &call, buf, out).map_err(gone);
             }
             Op::Send { peer, bytes, tag } => {

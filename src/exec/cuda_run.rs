@@ -115,13 +115,13 @@ impl<'a> Gpu<'a> {
             .map_err(|e| device_err("cublasCreate", e))?;
         let comms = communicators(l, rank, rdv)?;
         let elem = dtype.bytes() as usize;
-        let s = Sizes::of(prog);
+        let s = Sizes::of(prog, true);
         let alloc = |n: usize| {
             stream
                 .alloc_zeros::<u8>(n.max(1))
                 .map_err(|e| device_err("cuMemAlloc", e))
         };
-        let comm_bytes = 4 * s.comm;
+        let comm_bytes = 4 * s.comm.max(s.dp_comm);
         let bufs = [
             alloc(elem * s.a)?,
             alloc(elem * s.b)?,

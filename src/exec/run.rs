@@ -168,8 +168,11 @@ pub struct Sizes {
     pub c: usize,
     /// Bytes one memory-bound kernel copies (half its traffic), the optimizer's excepted.
     pub copy: usize,
-    /// f32 elements of the largest message, with room to round it to whole chunks.
+    /// f32 elements of the largest message other than the gradient reduction's, with room to
+    /// round it to whole chunks.
     pub comm: usize,
+    /// f32 elements of the largest gradient-reduction (or ZeRO) collective, likewise.
+    pub dp_comm: usize,
 }
 
 /// Block size of the attention kernel's GEMMs (FlashAttention-2's 128 rows, or the whole
@@ -191,10 +194,12 @@ pub fn attention_blocks(s_q: u64, s_kv: u64, causal: bool) -> (u64, u64, u64) {
 }
 
 impl Sizes {
-    /// The sizes `p` needs.
-    pub fn of(p: &Program) -> Sizes {
+    /// The sizes `p` needs; GEMM operands for every problem of a batch side by side when
+    /// `batched` (cuda), else for one (the cpu runs a batch's problems on the same operands).
+    pub fn of(p: &Program, batched: bool) -> Sizes {
         let mut s = Sizes::default();
         let mut gemm = |batch: u64, m: u64, n: u64, k: u64| {
+            let batch = if batched { batch } else { 1 };
             s.a = s.a.max((batch * m * k) as usize);
             s.b = s.b.max((batch * k * n) as usize);
             s.c = s.c.max((batch * m * n) as usize);
@@ -220,6 +225,9 @@ impl Sizes {
             match i.op {
                 Op::Memory { bytes } if i.class != Class::Optimizer => {
                     s.copy = s.copy.max((bytes / 2.0) as usize)
+                }
+                Op::Coll { bytes, .. } if i.class == Class::DpComm => {
+                    s.dp_comm = s.dp_comm.max((bytes / 4.0).ceil() as usize + 64)
                 }
                 Op::Coll { bytes, .. } | Op::Send { bytes, .. } | Op::Recv { bytes, .. } => {
                     s.comm = s.comm.max((bytes / 4.0).ceil() as usize + 64)
