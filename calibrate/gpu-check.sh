@@ -57,45 +57,9 @@ out_root=${1:-${OUT:-$root/calibrate}}
 mkdir -p "$out_root" || die "cannot create $out_root"
 
 # --- CUDA libraries -----------------------------------------------------------------------
-libdirs=()
-if command -v python3 >/dev/null; then
-  while IFS= read -r d; do
-    [[ -n "$d" && -d "$d" ]] && libdirs+=("$d")
-  done < <(python3 - <<'PY' 2>/dev/null || true
-import glob, os, site, sys
-roots = set(site.getsitepackages() + [site.getusersitepackages()] + sys.path)
-for r in sorted(roots):
-    for d in sorted(glob.glob(os.path.join(r, "nvidia", "*", "lib"))):
-        print(d)
-PY
-  )
-fi
-for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
-  [[ -d "$d" ]] && libdirs+=("$d")
-done
-
-find_lib() {  # first file named $1 in libdirs or the loader cache
-  local d
-  for d in "${libdirs[@]}"; do
-    [[ -e "$d/$1" ]] && { echo "$d/$1"; return 0; }
-  done
-  ldconfig -p 2>/dev/null | awk -v l="$1" '$1 == l { print $NF; exit }'
-}
-
-shim=$(mktemp -d "${TMPDIR:-/tmp}/planner-cudalibs.XXXXXX")
-trap 'rm -rf "$shim"' EXIT
-nccl=$(find_lib libnccl.so.2 || true)
-if [[ -n "$nccl" ]]; then
-  ln -s "$nccl" "$shim/libnccl.so"
-  say "NCCL: $nccl (linked as libnccl.so)"
-elif [[ "$count" -gt 1 ]]; then
-  die "libnccl.so.2 not found: pip install nvidia-nccl-cu12 (or the libnccl2 package)"
-fi
-cublas=$(find_lib libcublas.so.12 || true)
-[[ -n "$cublas" ]] || die "libcublas.so.12 not found: pip install nvidia-cublas-cu12 (or install the CUDA toolkit)"
-say "cuBLAS: $cublas"
-joined=$(IFS=:; echo "${libdirs[*]:-}")
-export LD_LIBRARY_PATH="$shim${joined:+:$joined}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# shellcheck source=calibrate/cuda-env.sh
+source "$here/cuda-env.sh"
+planner_cuda_env "$count"
 
 # --- calibrate ----------------------------------------------------------------------------
 budget=${BUDGET_S:-200}

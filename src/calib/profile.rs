@@ -345,22 +345,34 @@ impl Profile {
     /// Writes the profile as `dir/profile.json`, atomically (temporary file in the same
     /// folder, then rename), so a reader never sees half a profile.
     pub fn save(&self, dir: &Path) -> Result<PathBuf, CalibError> {
+        let path = dir.join("profile.json");
+        self.save_file(&path)?;
+        Ok(path)
+    }
+
+    /// Writes the profile to `path` atomically (temporary file in the same folder, then
+    /// rename), creating the folder.
+    pub fn save_file(&self, path: &Path) -> Result<(), CalibError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
         let io = |source| CalibError::Io {
-            path: dir.display().to_string(),
+            path: path.display().to_string(),
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let path = dir.join("profile.json");
-        let tmp = dir.join(format!(".profile.json.{}.tmp", std::process::id()));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("profile");
+        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let text = serde_json::to_string_pretty(self).expect("profiles serialise") + "\n";
         std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        Ok(path)
+        std::fs::rename(&tmp, path).map_err(io)
     }
 }
 
-/// Loads a profile from a name under `calibrate/`, a folder, or a `profile.json` path.
-pub fn load_profile(arg: &str) -> Result<Profile, CalibError> {
+/// The file a profile argument names: a name under `calibrate/`, a folder, or a
+/// `profile.json` path.
+pub fn profile_path(arg: &str) -> Result<PathBuf, CalibError> {
     let p = Path::new(arg);
     let candidates = [
         p.join("profile.json"),
@@ -371,11 +383,16 @@ pub fn load_profile(arg: &str) -> Result<Profile, CalibError> {
             .join(arg)
             .join("profile.json"),
     ];
-    let path = candidates
-        .iter()
+    candidates
+        .into_iter()
         .find(|c| c.is_file())
-        .ok_or_else(|| CalibError::NotFound(arg.to_string()))?;
-    let text = std::fs::read_to_string(path).map_err(|source| CalibError::Io {
+        .ok_or_else(|| CalibError::NotFound(arg.to_string()))
+}
+
+/// Loads a profile from a name under `calibrate/`, a folder, or a `profile.json` path.
+pub fn load_profile(arg: &str) -> Result<Profile, CalibError> {
+    let path = profile_path(arg)?;
+    let text = std::fs::read_to_string(&path).map_err(|source| CalibError::Io {
         path: path.display().to_string(),
         source,
     })?;

@@ -231,6 +231,11 @@ fn saved(p: &Profile, out: &Path) -> Result<String, CliError> {
     ))
 }
 
+/// Passes over the GEMM shapes on the cpu: the cores are shared with other work, whose
+/// bursts slow a GEMM by up to 40% for seconds at a time; the median of three passes spread
+/// over the phase keeps a burst in one pass from setting a shape's time.
+const CPU_GEMM_ROUNDS: u32 = 3;
+
 fn probe(a: ProbeArgs) -> Result<String, CliError> {
     let missing = |f: &str| CliError::BadInput(format!("calibrate: give {f}"));
     let cluster = spec::load_cluster(&a.cluster.ok_or_else(|| missing("--cluster C"))?)?;
@@ -276,6 +281,7 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
             vec![64, 256]
         },
         max_mbs: a.max_mbs.unwrap_or(if cuda { 8 } else { 2 }),
+        gemm_rounds: if cuda { 1 } else { CPU_GEMM_ROUNDS },
         timing: if cuda {
             Timing {
                 warmup: 3,
@@ -284,12 +290,7 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
                 max_iters: 100,
             }
         } else {
-            Timing {
-                warmup: 1,
-                repeats: 3,
-                min_run_s: 0.002,
-                max_iters: 20,
-            }
+            exec::cpu::TIMING
         },
     };
     let mut b: Box<dyn Backend> = if cuda {

@@ -10,6 +10,8 @@ mod report;
 mod simulate;
 mod suggest;
 mod validate;
+mod verify;
+mod verify_cuda;
 
 pub use args::{Format, PlanArgs, Target};
 
@@ -96,6 +98,22 @@ pub enum Command {
         /// Also print each best plan's per-operator sharding chosen by ILP 1.
         #[arg(long)]
         explain: bool,
+        /// Run the top K plans on --backend and re-rank them by measured step time.
+        #[arg(long, value_name = "K")]
+        verify: Option<usize>,
+        /// How to run them (with --verify).
+        #[command(flatten)]
+        run: verify::RunArgs,
+    },
+    /// Run a plan on the GPUs (cuda) or on threads standing for devices (cpu) and compare
+    /// predicted with measured step time, per class and peak memory.
+    Verify(verify::VerifyArgs),
+    /// One spawned rank of `verify --backend cuda` (started by `verify` itself).
+    #[command(hide = true)]
+    VerifyRank {
+        /// The job `verify` wrote.
+        #[arg(long)]
+        job: std::path::PathBuf,
     },
     /// Price one plan.
     Estimate {
@@ -242,10 +260,21 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             export,
             megatron_version,
             explain,
+            verify: verify_k,
+            run: run_args,
         } => {
             let r = target.resolve()?;
-            let space = search.space(&r.model, r.cluster.n_gpus())?;
+            let r = match verify_k {
+                Some(_) => verify::cpu_target(r, &run_args)?,
+                None => r,
+            };
+            let mut space = search.space(&r.model, r.cluster.n_gpus())?;
             let (gb, seq) = (space.global_batch, space.seq_len);
+            if verify_k.is_some() {
+                // Verify runs communication exposed: rank the plans as they will run.
+                space.overlap_grad_reduce = false;
+                space.tp_overlap = crate::spec::TpOverlap::None;
+            }
             let t0 = Instant::now();
             let res = search::search(&r.model, &r.cluster, r.profile.as_ref(), &space, top.max(1));
             let elapsed = t0.elapsed().as_secs_f64();
@@ -261,6 +290,9 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             let rr = simulate::rerank(&r, &res)?;
             if let Some(f) = export {
                 return launch::export_best(&r.model, &res.top, f, megatron_version);
+            }
+            if let Some(k) = verify_k {
+                return verify::suggest(&target, &r, &res.top, k, &run_args, format);
             }
             let explain = explain.then_some(&space.ilp);
             let sim = (
@@ -408,6 +440,8 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
         } => validate::run(runs.as_deref(), group.as_deref(), format),
         Command::Calibrate(a) => calibrate::run(a),
         Command::Report(a) => report::run(&a),
+        Command::Verify(a) => verify::run(a),
+        Command::VerifyRank { job } => verify_cuda::run_rank(&job),
         Command::Export {
             target,
             plan,

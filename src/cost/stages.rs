@@ -94,7 +94,7 @@ fn expert_params(g: &OpGraph) -> f64 {
 }
 
 /// Parameters of one rank's chunk: (dense, expert).
-fn chunk_params(
+pub fn chunk_params(
     model: &ModelSpec,
     plan: &Plan,
     pg: &PricedGraphs,

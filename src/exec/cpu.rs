@@ -1,20 +1,25 @@
 //! The cpu backend: the same probes on the host, so calibrate → profile → estimate runs and is
-//! tested without a GPU. GEMMs run on one core with matrixmultiply's packed SIMD kernels
-//! (f32: the cores have no 16-bit GEMM, so the bf16/fp16 points are f32 GEMMs of that shape);
-//! copies time memcpy; collectives run between threads standing for devices (`cpu_comm`).
+//! tested without a GPU. GEMMs run with matrixmultiply's packed SIMD kernels, one core per
+//! thread-device (f32: the cores have no 16-bit GEMM, so the bf16/fp16 points are f32 GEMMs of
+//! that shape); copies time memcpy; collectives run between threads standing for devices
+//! (`cpu_comm`). GEMM and copy probes run on every thread-device at once and report the mean
+//! per device, because in a training step every device computes at the same time and the
+//! cores share caches and memory bandwidth. Every time is device time (`clock`): the CPU time
+//! of the probing thread, so other processes on the host's cores do not slow it down.
 
+use super::clock::thread_cpu_s;
 use super::probe::Backend;
 use super::{ExecError, cpu_comm};
 use crate::calib::{Meta, Span};
 use crate::graph::Coll;
 use crate::units::{Dtype, MIB};
-use std::time::Instant;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
 
-/// Threads standing for devices and the buffers the probes reuse.
-#[derive(Debug)]
-pub struct Cpu {
-    devices: u64,
-    max_message_bytes: f64,
+/// One thread-device's probe buffers, grown to the largest probe seen.
+#[derive(Debug, Default)]
+struct Buffers {
     a: Vec<f32>,
     b: Vec<f32>,
     c: Vec<f32>,
@@ -22,17 +27,104 @@ pub struct Cpu {
     dst: Vec<u8>,
 }
 
+/// A probe one thread-device runs.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    /// `iters` GEMMs (m, n, k).
+    Gemm((usize, usize, usize), u32),
+    /// `iters` copies of this many bytes.
+    Copy(usize, u32),
+}
+
+/// One long-lived thread standing for a device (like a rank of `verify`), owning its buffers.
+#[derive(Debug)]
+struct Worker {
+    jobs: Sender<Job>,
+    done: Receiver<f64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Threads standing for devices, each with the buffers its probes reuse.
+#[derive(Debug)]
+pub struct Cpu {
+    devices: u64,
+    max_message_bytes: f64,
+    workers: Vec<Worker>,
+}
+
+/// How the cpu probes (and `verify`'s host-speed control) time GEMMs and copies: the median
+/// of five runs of at least 5 ms after a warm-up — a shared host's caches and memory
+/// bandwidth vary from one millisecond to the next.
+pub const TIMING: super::Timing = super::Timing {
+    warmup: 1,
+    repeats: 5,
+    min_run_s: 0.005,
+    max_iters: 50,
+};
+
 impl Cpu {
     /// A backend with `devices` threads as devices and collectives up to `max_message_bytes`.
     pub fn new(devices: u64, max_message_bytes: f64) -> Cpu {
+        let devices = devices.max(1);
+        let start = Arc::new(Barrier::new(devices as usize));
+        let workers = (0..devices)
+            .map(|_| {
+                let (jobs, rx) = channel::<Job>();
+                let (tx, done) = channel();
+                let start = start.clone();
+                let thread = std::thread::spawn(move || {
+                    let mut b = Buffers::default();
+                    for job in rx {
+                        let s = match job {
+                            Job::Gemm(shape, iters) => gemm_on(&mut b, &start, shape, iters),
+                            Job::Copy(n, iters) => copy_on(&mut b, &start, n, iters),
+                        };
+                        if tx.send(s).is_err() {
+                            break;
+                        }
+                    }
+                });
+                Worker {
+                    jobs,
+                    done,
+                    thread: Some(thread),
+                }
+            })
+            .collect();
         Cpu {
-            devices: devices.max(1),
+            devices,
             max_message_bytes,
-            a: Vec::new(),
-            b: Vec::new(),
-            c: Vec::new(),
-            src: Vec::new(),
-            dst: Vec::new(),
+            workers,
+        }
+    }
+
+    /// Runs `job` on every device at once (started together) and returns the mean of the
+    /// device seconds each reports.
+    fn on_every_device(&mut self, job: Job) -> Result<f64, ExecError> {
+        let lost = || ExecError::Device {
+            backend: "cpu",
+            call: "probe thread".into(),
+            message: "stopped".into(),
+        };
+        for w in &self.workers {
+            w.jobs.send(job).map_err(|_| lost())?;
+        }
+        let mut total = 0.0;
+        for w in &self.workers {
+            total += w.done.recv().map_err(|_| lost())?;
+        }
+        Ok(total / self.workers.len() as f64)
+    }
+}
+
+impl Drop for Cpu {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let (tx, _) = channel();
+            drop(std::mem::replace(&mut w.jobs, tx));
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -44,6 +136,61 @@ fn fill(v: &mut Vec<f32>, len: usize) {
         let start = v.len();
         v.extend((start..len).map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0));
     }
+}
+
+/// Device seconds of `iters` GEMMs C[m,n] = A[m,k]·B[k,n] on `b`, timed after one untimed
+/// call (a fresh thread's first GEMM also pays for its packing buffers' page faults) and
+/// `start`.
+fn gemm_on(b: &mut Buffers, start: &Barrier, (m, n, k): (usize, usize, usize), iters: u32) -> f64 {
+    fill(&mut b.a, m * k);
+    fill(&mut b.b, k * n);
+    fill(&mut b.c, m * n);
+    sgemm(b, m, n, k);
+    start.wait();
+    let t0 = thread_cpu_s();
+    for _ in 0..iters {
+        sgemm(b, m, n, k);
+    }
+    let s = thread_cpu_s() - t0;
+    std::hint::black_box(&b.c);
+    s
+}
+
+fn sgemm(b: &mut Buffers, m: usize, n: usize, k: usize) {
+    // SAFETY: a holds ≥ m·k, b ≥ k·n, c ≥ m·n f32s, row-major with the strides given; c does
+    // not alias a or b.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            b.a.as_ptr(),
+            k as isize,
+            1,
+            b.b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            b.c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Device seconds of `iters` copies of `n` bytes on `b`, timed after `start`.
+fn copy_on(b: &mut Buffers, start: &Barrier, n: usize, iters: u32) -> f64 {
+    b.src.resize(n.max(b.src.len()), 1);
+    b.dst.resize(n.max(b.dst.len()), 0);
+    start.wait();
+    let t0 = thread_cpu_s();
+    for i in 0..iters {
+        b.src[i as usize % n.max(1)] = i as u8;
+        b.dst[..n].copy_from_slice(&b.src[..n]);
+        std::hint::black_box(&b.dst);
+    }
+    thread_cpu_s() - t0
 }
 
 fn cpu_name() -> String {
@@ -65,10 +212,12 @@ impl Backend for Cpu {
             backend: "cpu".into(),
             date: Some(super::today()),
             notes: Some(format!(
-                "cpu backend: GEMMs on one core in f32 with matrixmultiply (recorded under the \
-                 16-bit types the planner asks for), copies by memcpy, collectives between {} \
-                 threads standing for devices (ring algorithms, real data movement). A stand-in \
-                 for a GPU profile, to exercise the loop.",
+                "cpu backend: GEMMs in f32 with matrixmultiply, one core per thread-device, \
+                 all {} devices at once (recorded under the 16-bit types the planner asks for), \
+                 copies by memcpy on every device at once, collectives between the \
+                 threads standing for devices (ring algorithms, real data movement); times are \
+                 device time (thread CPU time, Lamport clocks across messages). A stand-in for a \
+                 GPU profile, to exercise the loop and price `planner verify --backend cpu`.",
                 self.devices
             )),
             ..Default::default()
@@ -83,8 +232,16 @@ impl Backend for Cpu {
         vec![Dtype::Bf16, Dtype::Fp16]
     }
 
+    fn one_gemm_for_all_dtypes(&self) -> bool {
+        true
+    }
+
     fn max_gemm_bytes(&self) -> f64 {
-        256.0 * MIB
+        // Room for the 256 MiB copy probe's two buffers on up to 4 thread-devices (2 GiB in
+        // all; 128 MiB copies on 8): copies that large stream from main memory (the smaller
+        // ones partly from the caches), the bandwidth `verify` prices memory-bound kernels
+        // with.
+        (2048.0 * MIB / self.devices as f64).clamp(64.0 * MIB, 512.0 * MIB)
     }
 
     fn max_message_bytes(&self) -> f64 {
@@ -99,49 +256,12 @@ impl Backend for Cpu {
         k: u64,
         iters: u32,
     ) -> Result<f64, ExecError> {
-        let (m, n, k) = (m as usize, n as usize, k as usize);
-        fill(&mut self.a, m * k);
-        fill(&mut self.b, k * n);
-        fill(&mut self.c, m * n);
-        let t0 = Instant::now();
-        for _ in 0..iters {
-            // SAFETY: a holds ≥ m·k, b ≥ k·n, c ≥ m·n f32s, row-major with the strides given;
-            // c does not alias a or b.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    self.a.as_ptr(),
-                    k as isize,
-                    1,
-                    self.b.as_ptr(),
-                    n as isize,
-                    1,
-                    0.0,
-                    self.c.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
-            }
-        }
-        let s = t0.elapsed().as_secs_f64();
-        std::hint::black_box(&self.c);
-        Ok(s)
+        let shape = (m as usize, n as usize, k as usize);
+        self.on_every_device(Job::Gemm(shape, iters))
     }
 
     fn copy(&mut self, bytes: f64, iters: u32) -> Result<f64, ExecError> {
-        let n = bytes as usize;
-        self.src.resize(n.max(self.src.len()), 1);
-        self.dst.resize(n.max(self.dst.len()), 0);
-        let t0 = Instant::now();
-        for i in 0..iters {
-            self.src[i as usize % n.max(1)] = i as u8;
-            self.dst[..n].copy_from_slice(&self.src[..n]);
-            std::hint::black_box(&self.dst);
-        }
-        Ok(t0.elapsed().as_secs_f64())
+        self.on_every_device(Job::Copy(bytes as usize, iters))
     }
 
     fn collective(

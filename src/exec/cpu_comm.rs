@@ -1,67 +1,104 @@
-//! Collectives between threads standing for devices: each rank owns its buffers and moves
+//! Communication between threads standing for devices: each rank owns its buffers and moves
 //! real data through channels to its peers, with NCCL's ring algorithms (Patarasuk & Yuan
 //! 2009: reduce-scatter then all-gather around the ring, n − 1 steps each), direct exchange
-//! for all-to-all, and ring send/receive as nccl-tests' sendrecv_perf does.
+//! for all-to-all, and a ring shift for send/receive as nccl-tests' sendrecv_perf does. Every
+//! message carries a tag (so point-to-point transfers and collectives of several groups can
+//! share a link in any order) and its sender's device clock (`clock`), so time is device time.
 
+use super::clock::DeviceClock;
 use crate::graph::Coll;
 use std::ops::Range;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Barrier, Mutex};
-use std::time::Instant;
 
-/// One rank's links: a data channel to and from every peer, and a channel returning spent
-/// message buffers to their sender (so steady-state sends do not allocate).
-struct Links {
-    rank: usize,
-    n: usize,
-    to: Vec<Option<Sender<Vec<f32>>>>,
-    from: Vec<Option<Receiver<Vec<f32>>>>,
-    give_back: Vec<Option<Sender<Vec<f32>>>>,
-    returned: Vec<Option<Receiver<Vec<f32>>>>,
+/// What a message is: (stream, sequence). Collectives use stream = group + 1 and sequence =
+/// call << 16 | ring step; point-to-point transfers stream 0.
+pub type Tag = (u64, u64);
+
+struct Msg {
+    tag: Tag,
+    clock: f64,
+    data: Vec<f32>,
 }
 
-impl Links {
-    fn send(&self, peer: usize, data: &[f32]) {
-        let back = self.returned[peer].as_ref().expect("a link to every peer");
+/// One rank's links: a data channel to and from every peer, a channel returning spent
+/// message buffers to their sender (so steady-state sends do not allocate), messages that
+/// arrived before they were wanted, and the rank's device clock.
+pub struct Mailbox {
+    /// This rank.
+    pub rank: usize,
+    to: Vec<Option<Sender<Msg>>>,
+    from: Vec<Option<Receiver<Msg>>>,
+    give_back: Vec<Option<Sender<Vec<f32>>>>,
+    returned: Vec<Option<Receiver<Vec<f32>>>>,
+    early: Vec<Vec<Msg>>,
+    /// Device time of this rank (create the mailbox's clock on the rank's own thread).
+    pub clock: DeviceClock,
+}
+
+/// A peer stopped (its thread failed): the collective cannot finish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerGone(pub usize);
+
+impl Mailbox {
+    /// Sends `data` to `peer` under `tag`, stamped with the clock after the copy.
+    pub fn send(&mut self, peer: usize, tag: Tag, data: &[f32]) -> Result<(), PeerGone> {
+        let back = self.returned[peer].as_ref().ok_or(PeerGone(peer))?;
         let mut m = back.try_recv().unwrap_or_default();
         m.clear();
         m.extend_from_slice(data);
-        self.to[peer]
-            .as_ref()
-            .expect("a link")
-            .send(m)
-            .expect("peers outlive the collective");
+        let msg = Msg {
+            tag,
+            clock: self.clock.now(),
+            data: m,
+        };
+        let to = self.to[peer].as_ref().ok_or(PeerGone(peer))?;
+        to.send(msg).map_err(|_| PeerGone(peer))
     }
 
-    /// Receives from `peer` and hands the data to `f`.
-    fn recv(&self, peer: usize, f: impl FnOnce(&[f32])) {
-        let m = self.from[peer]
-            .as_ref()
-            .expect("a link")
-            .recv()
-            .expect("peers outlive the collective");
-        f(&m);
-        let _ = self.give_back[peer].as_ref().expect("a link").send(m);
+    /// Receives the message `tag` from `peer` and hands its data to `f`; returns the device
+    /// time spent waiting for it (the clock's jump to the sender's stamp).
+    pub fn recv(&mut self, peer: usize, tag: Tag, f: impl FnOnce(&[f32])) -> Result<f64, PeerGone> {
+        let msg = match self.early[peer].iter().position(|m| m.tag == tag) {
+            Some(i) => self.early[peer].swap_remove(i),
+            None => loop {
+                let rx = self.from[peer].as_ref().ok_or(PeerGone(peer))?;
+                let m = rx.recv().map_err(|_| PeerGone(peer))?;
+                if m.tag == tag {
+                    break m;
+                }
+                self.early[peer].push(m);
+            },
+        };
+        let waited = self.clock.advance_to(msg.clock);
+        f(&msg.data);
+        if let Some(back) = self.give_back[peer].as_ref() {
+            let _ = back.send(msg.data);
+        }
+        Ok(waited)
     }
 
-    fn next(&self) -> usize {
-        (self.rank + 1) % self.n
-    }
-
-    fn prev(&self) -> usize {
-        (self.rank + self.n - 1) % self.n
+    /// Replaces the clock with a fresh one on the calling thread, reading `t`.
+    pub fn start_clock(&mut self, t: f64) {
+        self.clock = DeviceClock::new();
+        self.clock.advance_to(t);
     }
 }
 
-fn mesh(n: usize) -> Vec<Links> {
-    let mut links: Vec<Links> = (0..n)
-        .map(|rank| Links {
+/// Mailboxes of `n` ranks, each linked to every other.
+pub fn mesh(n: usize) -> Vec<Mailbox> {
+    fn none<T>(n: usize) -> Vec<Option<T>> {
+        (0..n).map(|_| None).collect()
+    }
+    let mut boxes: Vec<Mailbox> = (0..n)
+        .map(|rank| Mailbox {
             rank,
-            n,
-            to: (0..n).map(|_| None).collect(),
-            from: (0..n).map(|_| None).collect(),
-            give_back: (0..n).map(|_| None).collect(),
-            returned: (0..n).map(|_| None).collect(),
+            to: none(n),
+            from: none(n),
+            give_back: none(n),
+            returned: none(n),
+            early: (0..n).map(|_| Vec::new()).collect(),
+            clock: DeviceClock::new(),
         })
         .collect();
     for i in 0..n {
@@ -69,92 +106,145 @@ fn mesh(n: usize) -> Vec<Links> {
             if i != j {
                 let (tx, rx) = channel();
                 let (btx, brx) = channel();
-                links[i].to[j] = Some(tx);
-                links[i].returned[j] = Some(brx);
-                links[j].from[i] = Some(rx);
-                links[j].give_back[i] = Some(btx);
+                boxes[i].to[j] = Some(tx);
+                boxes[i].returned[j] = Some(brx);
+                boxes[j].from[i] = Some(rx);
+                boxes[j].give_back[i] = Some(btx);
             }
         }
     }
-    links
+    boxes
 }
 
 fn chunk(len: usize, n: usize, i: usize) -> Range<usize> {
     i * len / n..(i + 1) * len / n
 }
 
-/// n − 1 ring steps; at step s rank r sends chunk (r − s + shift) and receives chunk
-/// (r − s − 1 + shift), combining it with `reduce` (add) or copying it.
-fn ring(l: &Links, buf: &mut [f32], shift: usize, reduce: bool) {
-    let (n, len) = (l.n, buf.len());
+/// One collective call on a group: its members (global ranks, in group order), the call's
+/// stream and sequence number for the tags.
+pub struct Call<'a> {
+    /// Global ranks of the group, in ring order.
+    pub members: &'a [usize],
+    /// Tag stream of the group (group index + 1).
+    pub stream: u64,
+    /// The call's number among the group's calls.
+    pub seq: u64,
+}
+
+impl Call<'_> {
+    fn tag(&self, step: usize) -> Tag {
+        (self.stream, self.seq << 16 | step as u64)
+    }
+}
+
+/// n − 1 ring steps; at step s position p sends chunk (p − s + shift) and receives chunk
+/// (p − s − 1 + shift), combining it with `reduce` (add) or copying it.
+fn ring(
+    b: &mut Mailbox,
+    c: &Call,
+    pos: usize,
+    buf: &mut [f32],
+    shift: usize,
+    reduce: bool,
+    step0: usize,
+) -> Result<f64, PeerGone> {
+    let (n, len) = (c.members.len(), buf.len());
+    let mut waited = 0.0;
+    let (next, prev) = (c.members[(pos + 1) % n], c.members[(pos + n - 1) % n]);
     for s in 0..n - 1 {
-        let send_i = (l.rank + shift + n - s) % n;
-        let recv_i = (l.rank + shift + 2 * n - s - 1) % n;
-        l.send(l.next(), &buf[chunk(len, n, send_i)]);
+        let send_i = (pos + shift + n - s) % n;
+        let recv_i = (pos + shift + 2 * n - s - 1) % n;
+        b.send(next, c.tag(step0 + s), &buf[chunk(len, n, send_i)])?;
         let dst = &mut buf[chunk(len, n, recv_i)];
-        l.recv(l.prev(), |m| {
+        waited += b.recv(prev, c.tag(step0 + s), |m| {
             if reduce {
                 dst.iter_mut().zip(m).for_each(|(d, x)| *d += x);
             } else {
                 dst.copy_from_slice(m);
             }
-        });
+        })?;
     }
+    Ok(waited)
 }
 
-fn one(coll: Coll, l: &Links, buf: &mut [f32], out: &mut [f32]) {
-    let n = l.n;
+/// Runs `coll` for this rank (`b.rank` must be one of `c.members`) on `buf` (the message:
+/// the full buffer for all-reduce, the gathered result for all-gather, the input for
+/// reduce-scatter, what this rank sends for all-to-all and send/receive), writing received
+/// data for all-to-all and send/receive into `out` (as long as `buf`). Returns the device
+/// time spent waiting for peers that arrived later (the rest is the collective's own work).
+pub fn collective(
+    b: &mut Mailbox,
+    coll: Coll,
+    c: &Call,
+    buf: &mut [f32],
+    out: &mut [f32],
+) -> Result<f64, PeerGone> {
+    let n = c.members.len();
+    let pos = c.members.iter().position(|&r| r == b.rank).unwrap_or(0);
+    if n < 2 {
+        return Ok(0.0);
+    }
     match coll {
         Coll::AllReduce => {
-            ring(l, buf, 0, true);
-            ring(l, buf, 1, false);
+            let w = ring(b, c, pos, buf, 0, true, 0)?;
+            Ok(w + ring(b, c, pos, buf, 1, false, n)?)
         }
-        Coll::AllGather => ring(l, buf, 0, false),
-        Coll::ReduceScatter => ring(l, buf, 0, true),
+        Coll::AllGather => ring(b, c, pos, buf, 0, false, 0),
+        Coll::ReduceScatter => ring(b, c, pos, buf, 0, true, 0),
         Coll::AllToAll => {
             let len = buf.len();
-            for j in (0..n).filter(|&j| j != l.rank) {
-                l.send(j, &buf[chunk(len, n, j)]);
+            for j in (0..n).filter(|&j| j != pos) {
+                b.send(c.members[j], c.tag(pos), &buf[chunk(len, n, j)])?;
             }
-            for j in (0..n).filter(|&j| j != l.rank) {
+            let mut waited = 0.0;
+            for j in (0..n).filter(|&j| j != pos) {
                 let dst = &mut out[chunk(len, n, j)];
-                l.recv(j, |m| dst.copy_from_slice(m));
+                waited += b.recv(c.members[j], c.tag(j), |m| dst.copy_from_slice(m))?;
             }
+            Ok(waited)
         }
         Coll::SendRecv => {
-            l.send(l.next(), buf);
-            l.recv(l.prev(), |m| out.copy_from_slice(m));
+            let (next, prev) = (c.members[(pos + 1) % n], c.members[(pos + n - 1) % n]);
+            b.send(next, c.tag(0), buf)?;
+            b.recv(prev, c.tag(0), |m| out.copy_from_slice(m))
         }
     }
 }
 
-/// Seconds for `iters` collectives of message size `bytes` (f32 elements) among `n` threads,
-/// timed by rank 0 between two barriers that every rank passes.
+/// Device seconds for `iters` collectives of message size `bytes` (f32 elements) among `n`
+/// threads: every rank starts at the same device time, and the answer is the latest clock at
+/// the end (the slowest rank, as nccl-tests reports).
 pub fn run(coll: Coll, n: usize, bytes: usize, iters: u32) -> f64 {
     // A whole number of f32 per rank chunk, so every chunk (and all-to-all block) is equal.
     let len = (bytes / 4 / n).max(1) * n;
     let barrier = Barrier::new(n);
-    let elapsed = Mutex::new(0.0);
+    let end = Mutex::new(0.0f64);
+    let members: Vec<usize> = (0..n).collect();
     std::thread::scope(|s| {
-        for l in mesh(n) {
-            let (barrier, elapsed) = (&barrier, &elapsed);
+        for mut b in mesh(n) {
+            let (barrier, end, members) = (&barrier, &end, &members);
             s.spawn(move || {
                 let mut buf: Vec<f32> = (0..len).map(|i| (i % 97) as f32).collect();
                 let mut out = vec![0f32; len];
                 barrier.wait();
-                let t0 = Instant::now();
-                for _ in 0..iters {
-                    one(coll, &l, &mut buf, &mut out);
+                b.start_clock(0.0);
+                for seq in 0..iters as u64 {
+                    let call = Call {
+                        members,
+                        stream: 1,
+                        seq,
+                    };
+                    collective(&mut b, coll, &call, &mut buf, &mut out)
+                        .expect("every rank of the probe runs to the end");
                 }
-                barrier.wait();
-                if l.rank == 0 {
-                    *elapsed.lock().expect("no rank panics") = t0.elapsed().as_secs_f64();
-                }
+                let t = b.clock.now();
+                let mut e = end.lock().expect("no rank panics");
+                *e = e.max(t);
                 std::hint::black_box((&buf, &out));
             });
         }
     });
-    elapsed.into_inner().expect("no rank panics")
+    end.into_inner().expect("no rank panics")
 }
 
 #[cfg(test)]
@@ -165,22 +255,29 @@ mod tests {
     /// returns every rank's (buf, out).
     fn results(coll: Coll, n: usize, len: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
         let res = Mutex::new(vec![(Vec::new(), Vec::new()); n]);
+        let members: Vec<usize> = (0..n).collect();
         std::thread::scope(|s| {
-            for l in mesh(n) {
-                let res = &res;
+            for mut b in mesh(n) {
+                let (res, members) = (&res, &members);
                 s.spawn(move || {
+                    let r = b.rank;
                     let mut buf: Vec<f32> = (0..len)
                         .map(|i| {
                             if coll == Coll::AllGather {
-                                (i * n / len + 1) as f32 * (l.rank == i * n / len) as u8 as f32
+                                (i * n / len + 1) as f32 * (r == i * n / len) as u8 as f32
                             } else {
-                                (l.rank + 1) as f32
+                                (r + 1) as f32
                             }
                         })
                         .collect();
                     let mut out = vec![0f32; len];
-                    one(coll, &l, &mut buf, &mut out);
-                    res.lock().unwrap()[l.rank] = (buf, out);
+                    let call = Call {
+                        members,
+                        stream: 1,
+                        seq: 0,
+                    };
+                    collective(&mut b, coll, &call, &mut buf, &mut out).unwrap();
+                    res.lock().unwrap()[r] = (buf, out);
                 });
             }
         });
@@ -241,5 +338,27 @@ mod tests {
                 assert!(run(coll, n, 4096, 2) > 0.0, "{coll:?} on {n}");
             }
         }
+    }
+
+    #[test]
+    fn messages_wanted_later_wait_and_a_late_sender_pulls_the_clock() {
+        // Rank 0 sends tag B then tag A; rank 1 asks for A first. Rank 0's clock is pushed
+        // 1 s ahead before sending, so rank 1 waits about 1 s of device time.
+        let mut boxes = mesh(2);
+        let mut b1 = boxes.pop().unwrap();
+        let mut b0 = boxes.pop().unwrap();
+        let t = std::thread::spawn(move || {
+            b0.start_clock(1.0);
+            b0.send(1, (0, 2), &[2.0]).unwrap();
+            b0.send(1, (0, 1), &[1.0]).unwrap();
+            b0
+        });
+        b1.start_clock(0.0);
+        let mut got = Vec::new();
+        let waited = b1.recv(0, (0, 1), |m| got.extend_from_slice(m)).unwrap();
+        b1.recv(0, (0, 2), |m| got.extend_from_slice(m)).unwrap();
+        assert_eq!(got, vec![1.0, 2.0]);
+        assert!((waited - 1.0).abs() < 0.05, "{waited}");
+        drop(t.join().unwrap());
     }
 }

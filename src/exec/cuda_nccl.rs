@@ -205,7 +205,7 @@ impl Nccl {
 ///
 /// # Safety
 /// `send` and `recv` must point to ≥ `bytes` bytes on the communicator's device.
-unsafe fn issue(
+pub(super) unsafe fn issue(
     coll: Coll,
     comm: sys::ncclComm_t,
     rank: usize,

@@ -3,12 +3,19 @@
 //! processes (`rendezvous`). `cpu` runs the same probes on the cores so tests need no GPU;
 //! `cuda` drives cuBLAS and NCCL through cudarc, loaded at run time.
 
+pub mod clock;
 pub mod cpu;
-mod cpu_comm;
+pub mod cpu_comm;
+pub mod cpu_run;
 pub mod cuda;
 mod cuda_nccl;
+pub mod cuda_run;
+pub mod lower;
 pub mod probe;
 pub mod rendezvous;
+pub mod run;
+pub mod spawn;
+pub mod verify;
 
 pub use probe::{Backend, ProbeConfig, Progress, gemm_shapes, run_probes};
 

@@ -6,7 +6,7 @@
 use super::{ExecError, Timing};
 use crate::calib::{CollectiveFit, CollectivePoint, CopyPoint, GemmPoint, Meta, Profile, Span};
 use crate::graph::{Coll, Kernel, ModelGraph, Shard};
-use crate::spec::{ClusterSpec, ModelSpec};
+use crate::spec::{AttentionImpl, ClusterSpec, ModelSpec};
 use crate::units::{Dtype, MIB};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -23,6 +23,11 @@ pub trait Backend {
     }
     /// GEMM data types this device runs.
     fn gemm_dtypes(&self) -> Vec<Dtype>;
+    /// Whether every data type runs the same kernel (the cpu's f32 GEMM), so one measurement
+    /// of a shape stands for all of them.
+    fn one_gemm_for_all_dtypes(&self) -> bool {
+        false
+    }
     /// Largest A + B + C footprint in bytes a GEMM probe may take.
     fn max_gemm_bytes(&self) -> f64;
     /// Largest collective message to probe, bytes.
@@ -63,6 +68,9 @@ pub struct ProbeConfig {
     pub max_mbs: u64,
     /// Timing of GEMM and copy probes.
     pub timing: Timing,
+    /// Passes over all GEMM shapes (each shape's median is kept): more than one on a host
+    /// shared with other work.
+    pub gemm_rounds: u32,
 }
 
 /// One step done, for a progress display.
@@ -87,8 +95,9 @@ pub const COLLECTIVES: [Coll; 5] = [
 
 /// The distinct GEMM shapes (m, n, k) of `models` at every tp that divides the heads (up to a
 /// node) and micro-batch b = 1, 2, 4, … up to `max_mbs`, forward and backward, from the
-/// graph's own kernels; ordered micro-batch by micro-batch, so a budget that runs out keeps
-/// the small micro-batches of every tp.
+/// graph's own kernels (with flash attention and with the unfused attention's batched GEMMs);
+/// ordered micro-batch by micro-batch, so a budget that runs out keeps the small
+/// micro-batches of every tp.
 pub fn gemm_shapes(
     models: &[ModelSpec],
     cluster: &ClusterSpec,
@@ -102,20 +111,12 @@ pub fn gemm_shapes(
             let mut tp = 1;
             while tp <= cluster.gpus_per_node.max(1) {
                 if model.heads % tp == 0 {
-                    let shard = Shard::of(&crate::spec::Plan::new(1, tp, 1, b, b, model.seq_len));
-                    let g = ModelGraph::build(model, &shard);
-                    let graphs = [
-                        Some(&g.embedding),
-                        Some(&g.dense),
-                        g.moe.as_ref(),
-                        Some(&g.head),
-                    ];
-                    for op in graphs.into_iter().flatten().flat_map(|x| x.ops()) {
-                        for k in op.fwd.iter().chain(&op.bwd) {
-                            if let Kernel::Gemm { m, n, k, .. } = *k
-                                && seen.insert((m, n, k))
-                            {
-                                out.push((m, n, k));
+                    for attention in [AttentionImpl::Flash, AttentionImpl::Unfused] {
+                        let mut plan = crate::spec::Plan::new(1, tp, 1, b, b, model.seq_len);
+                        plan.attention = attention;
+                        for s in graph_gemms(&ModelGraph::build(model, &Shard::of(&plan))) {
+                            if seen.insert(s) {
+                                out.push(s);
                             }
                         }
                     }
@@ -124,6 +125,25 @@ pub fn gemm_shapes(
             }
         }
         b *= 2;
+    }
+    out
+}
+
+/// The GEMM shapes of a model's graphs, in graph order.
+fn graph_gemms(g: &ModelGraph) -> Vec<(u64, u64, u64)> {
+    let graphs = [
+        Some(&g.embedding),
+        Some(&g.dense),
+        g.moe.as_ref(),
+        Some(&g.head),
+    ];
+    let mut out = Vec::new();
+    for op in graphs.into_iter().flatten().flat_map(|x| x.ops()) {
+        for k in op.fwd.iter().chain(&op.bwd) {
+            if let Kernel::Gemm { m, n, k, .. } = *k {
+                out.push((m, n, k));
+            }
+        }
     }
     out
 }
@@ -193,7 +213,12 @@ pub fn run_probes(
     let devices = backend.devices();
     let groups = (2..=devices).count() as u64;
     let sweeps = groups + nodes.saturating_sub(1);
-    let total = shapes.len() as u64 * dtypes.len() as u64
+    let gemm_dtypes = if backend.one_gemm_for_all_dtypes() {
+        1
+    } else {
+        dtypes.len() as u64
+    };
+    let total = shapes.len() as u64 * gemm_dtypes * u64::from(cfg.gemm_rounds.max(1))
         + 4
         + sweeps * COLLECTIVES.len() as u64 * sizes.len() as u64;
     let mut step = Step {
@@ -277,9 +302,13 @@ fn grid(sides: &[u64]) -> Vec<(u64, u64, u64)> {
     out
 }
 
-/// GEMMs in order; a shape is left out when it does not fit the device, and skipped when the
-/// best throughput seen so far says its probe would end after `end_at` (seconds into the
-/// budget). Returns whether the budget made it skip any.
+/// A probed GEMM: data type and shape.
+type GemmKey = (Dtype, u64, u64, u64);
+
+/// GEMMs in order, `cfg.gemm_rounds` times over (each shape's median over the rounds, so a
+/// shared host's slow moments spread over the shapes); a shape is left out when it does not
+/// fit the device, and skipped when the best throughput seen so far says its probe would end
+/// after `end_at` (seconds into the budget). Returns whether the budget made it skip any.
 #[allow(clippy::too_many_arguments)]
 fn gemm_phase(
     b: &mut dyn Backend,
@@ -296,24 +325,47 @@ fn gemm_phase(
     let mut skipped = false;
     // The calls one probe makes at least: warm-up, then each repeat ≥ one call.
     let calls = (cfg.timing.warmup + cfg.timing.repeats) as f64;
-    for &(m, n, k) in shapes {
-        for &dtype in dtypes {
-            step.tick(format!("gemm {dtype} {m}x{n}x{k}"));
-            let flops = 2.0 * (m * n) as f64 * k as f64;
-            let bytes = (m * k + k * n + m * n) as f64 * 2.0;
-            let cost = rate.map_or(0.0, |r| {
-                calls * flops / r + cfg.timing.repeats as f64 * cfg.timing.min_run_s
-            });
-            if bytes > max_bytes {
-                continue;
+    let shared = b.one_gemm_for_all_dtypes();
+    let dtypes = if shared { &dtypes[..1] } else { dtypes };
+    let mut samples: Vec<(GemmKey, Vec<f64>)> = Vec::new();
+    for round in 0..cfg.gemm_rounds.max(1) {
+        for &(m, n, k) in shapes {
+            for &dtype in dtypes {
+                step.tick(format!("gemm {dtype} {m}x{n}x{k}"));
+                let flops = 2.0 * (m * n) as f64 * k as f64;
+                let bytes = (m * k + k * n + m * n) as f64 * 2.0;
+                let cost = rate.map_or(0.0, |r| {
+                    calls * flops / r + cfg.timing.repeats as f64 * cfg.timing.min_run_s
+                });
+                let known = samples.iter().position(|(key, _)| *key == (dtype, m, n, k));
+                if bytes > max_bytes || (round > 0 && known.is_none()) {
+                    continue;
+                }
+                if budget.start.elapsed().as_secs_f64() + cost > end_at {
+                    skipped = true;
+                    continue;
+                }
+                let seconds = cfg.timing.measure(|iters| b.gemm(dtype, m, n, k, iters))?;
+                rate = Some(rate.map_or(flops / seconds, |x: f64| x.max(flops / seconds)));
+                match known {
+                    Some(i) => samples[i].1.push(seconds),
+                    None => samples.push(((dtype, m, n, k), vec![seconds])),
+                }
             }
-            if budget.start.elapsed().as_secs_f64() + cost > end_at {
-                skipped = true;
-                continue;
-            }
-            let seconds = cfg.timing.measure(|iters| b.gemm(dtype, m, n, k, iters))?;
-            let r = flops / seconds;
-            rate = Some(rate.map_or(r, |x: f64| x.max(r)));
+        }
+    }
+    let all = if shared { b.gemm_dtypes() } else { Vec::new() };
+    record_gemms(p, samples, &all);
+    Ok(skipped)
+}
+
+/// Each probed GEMM's median as a point (of every type in `all` when one kernel stands for
+/// them all).
+fn record_gemms(p: &mut Profile, samples: Vec<(GemmKey, Vec<f64>)>, all: &[Dtype]) {
+    for ((dtype, m, n, k), mut v) in samples {
+        let seconds = crate::calib::median(&mut v);
+        let types = if all.is_empty() { &[dtype][..] } else { all };
+        for &dtype in types {
             p.gemm.push(GemmPoint {
                 dtype,
                 m,
@@ -323,7 +375,6 @@ fn gemm_phase(
             });
         }
     }
-    Ok(skipped)
 }
 
 /// Device copies of 1 MiB to 1 GiB (×16 steps, as far as two buffers fit the device's GEMM
@@ -475,6 +526,7 @@ mod tests {
             min_message_bytes: 4096.0,
             grid: vec![1024],
             max_mbs: 2,
+            gemm_rounds: 1,
             timing: Timing {
                 warmup: 1,
                 repeats: 3,

@@ -10,3 +10,4 @@ mod layering;
 mod report;
 mod sim;
 mod validation;
+mod verify;
