@@ -68,6 +68,17 @@ impl Placement {
         }
     }
 
+    /// The first and last pipeline stages' ranks, which all-reduce the tied word embedding's
+    /// gradient: tp·cp·dp·(pp−1) ranks apart in this rank order, so one node holds both when
+    /// that is under a node.
+    pub fn tied_pair(plan: &Plan, gpus_per_node: u64) -> GroupShape {
+        let apart = plan.tp * plan.cp * plan.dp * plan.pp.saturating_sub(1);
+        GroupShape {
+            n: 2,
+            per_node: if apart < gpus_per_node { 2 } else { 1 },
+        }
+    }
+
     /// The shape of `group`.
     pub fn group(&self, group: Group) -> GroupShape {
         match group {

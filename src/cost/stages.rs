@@ -261,7 +261,7 @@ pub fn stage_work_with_provenance(
     let tied_s = if model.tied_embeddings && plan.pp > 1 {
         let bytes = (model.vocab.div_ceil(plan.tp) * model.hidden) as f64
             * grad_reduce_bytes(plan.framework, plan.dtype);
-        let pair = GroupShape { n: 2, per_node: 1 };
+        let pair = Placement::tied_pair(plan, m.cluster.gpus_per_node);
         m.collective_s(Coll::AllReduce, pair, bytes).0
     } else {
         0.0
@@ -333,7 +333,7 @@ fn chunk_costs(
 mod tests {
     use super::*;
     use crate::cost::{estimate_priced, step};
-    use crate::spec::{Schedule, load_cluster, load_model};
+    use crate::spec::{ClusterSpec, Schedule, load_cluster, load_model};
 
     fn plan(dp: u64, tp: u64, pp: u64, vpp: u64, gb: u64) -> Plan {
         let mut p = Plan::new(dp, tp, pp, 1, gb, 2048);
@@ -443,5 +443,42 @@ mod tests {
         };
         assert_eq!(ids(0), (12..24).collect::<Vec<_>>());
         assert_eq!(ids(1), (60..72).collect::<Vec<_>>());
+    }
+
+    /// The tied-embedding gradient all-reduce between the first and last stage runs over
+    /// NVLink when one node holds both. GPT-2 XL (vocab 50,257, hidden 1,600; fp32 gradients
+    /// under Megatron: 4 B) at tp = 1, pp = 2: 50,257 · 1,600 · 4 = 321.6 MB, an all-reduce
+    /// of 2 ranks moving 2·(2−1)/2 = 1× the bytes. dp = 1 on one DGX A100 (NVSwitch 300 GB/s
+    /// × 0.77 = 231 GB/s): 321.6e6 / 231e9 = 1.392 ms + 2 steps × 3 µs = 1.398 ms. dp = 8
+    /// puts the stages on two nodes: one 200 Gb/s HDR NIC × 0.96 = 24 GB/s, 13.40 ms +
+    /// 2·log2(2)·5 µs = 13.41 ms.
+    #[test]
+    fn tied_embedding_reduction_stays_on_the_node_when_both_stages_do() {
+        let tied = load_model("gpt2-xl").unwrap();
+        assert!(tied.tied_embeddings);
+        let mut untied = tied.clone();
+        untied.tied_embeddings = false;
+        // Stage 0 holds the same parameters either way (the untied LM head sits on the last
+        // stage), so the difference of its reductions is the tied pair's all-reduce.
+        let pair_s = |c: &ClusterSpec, dp: u64| {
+            let machine = Machine {
+                cluster: c,
+                profile: None,
+            };
+            let p = Plan::new(dp, 1, 2, 1, 16 * dp, 1024);
+            let first = |m: &ModelSpec| {
+                let pg = PricedGraphs::new(m, &p, &machine);
+                stage_work(m, &p, &machine, &pg)[0].dp_reduce_s
+            };
+            first(&tied) - first(&untied)
+        };
+        let one_node = pair_s(&load_cluster("a100x8").unwrap(), 1);
+        assert!((one_node - 1.398e-3).abs() < 0.005e-3, "{one_node}");
+        let c = load_cluster("a100-80g-x1024")
+            .unwrap()
+            .with_gpus(16)
+            .unwrap();
+        let two_nodes = pair_s(&c, 8);
+        assert!((two_nodes - 13.41e-3).abs() < 0.05e-3, "{two_nodes}");
     }
 }

@@ -246,7 +246,7 @@ impl Ctx<'_> {
                 n: (self.place.dp.n / self.plan.ep).max(1),
                 per_node: (self.place.dp.per_node / self.plan.ep).max(1),
             },
-            GroupKind::Tied => GroupShape { n: 2, per_node: 1 },
+            GroupKind::Tied => Placement::tied_pair(self.plan, self.m.cluster.gpus_per_node),
             _ => self.place.dp,
         };
         let t = self.m.collective_s(coll, shape, bytes).0;
