@@ -4,7 +4,20 @@
 # nvidia-nccl-cu12 wheels: site-packages/nvidia/*/lib) or a CUDA install. cudarc looks for NCCL
 # as `libnccl.so`; the wheels ship `libnccl.so.2`, so a temporary folder links one to the other.
 #
+#   planner_binary ROOT            sets `planner`: $PLANNER, ROOT/target/release/planner,
+#                                  ROOT/planner or the one on PATH
 #   planner_cuda_env GPU_COUNT     (needs `say` and `die`; removes its folder on EXIT)
+
+planner_binary() {
+  local root=$1 c
+  planner=${PLANNER:-}
+  if [[ -z "$planner" ]]; then
+    for c in "$root/target/release/planner" "$root/planner" "$(command -v planner || true)"; do
+      if [[ -n "$c" && -x "$c" ]]; then planner=$c; break; fi
+    done
+  fi
+  [[ -n "$planner" && -x "$planner" ]] || die "no planner binary: build it with 'cargo build --release' (target/release/planner) or set PLANNER"
+}
 
 planner_cuda_env() {
   local count=$1 d nccl cublas joined

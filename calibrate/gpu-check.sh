@@ -25,13 +25,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 
 # --- the binary ---------------------------------------------------------------------------
-planner=${PLANNER:-}
-if [[ -z "$planner" ]]; then
-  for c in "$root/target/release/planner" "$root/planner" "$(command -v planner || true)"; do
-    if [[ -n "$c" && -x "$c" ]]; then planner=$c; break; fi
-  done
-fi
-[[ -n "$planner" && -x "$planner" ]] || die "no planner binary: build it with 'cargo build --release' (target/release/planner) or set PLANNER"
+# shellcheck source=calibrate/cuda-env.sh
+source "$here/cuda-env.sh"
+planner_binary "$root"
 say "binary: $planner ($("$planner" --version))"
 
 # --- the GPUs -----------------------------------------------------------------------------
@@ -57,8 +53,6 @@ out_root=${1:-${OUT:-$root/calibrate}}
 mkdir -p "$out_root" || die "cannot create $out_root"
 
 # --- CUDA libraries -----------------------------------------------------------------------
-# shellcheck source=calibrate/cuda-env.sh
-source "$here/cuda-env.sh"
 planner_cuda_env "$count"
 
 # --- calibrate ----------------------------------------------------------------------------

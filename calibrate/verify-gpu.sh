@@ -27,13 +27,9 @@ die() { say "$*"; exit 2; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
 
-planner=${PLANNER:-}
-if [[ -z "$planner" ]]; then
-  for c in "$root/target/release/planner" "$root/planner" "$(command -v planner || true)"; do
-    if [[ -n "$c" && -x "$c" ]]; then planner=$c; break; fi
-  done
-fi
-[[ -n "$planner" && -x "$planner" ]] || die "no planner binary: build it with 'cargo build --release' (target/release/planner) or set PLANNER"
+# shellcheck source=calibrate/cuda-env.sh
+source "$here/cuda-env.sh"
+planner_binary "$root"
 export PLANNER=$planner
 
 command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this script needs an NVIDIA GPU and its driver"
@@ -60,8 +56,6 @@ if [[ -z "$profile" ]]; then
 fi
 [[ -f "$profile/profile.json" ]] || die "no profile at $profile/profile.json"
 
-# shellcheck source=calibrate/cuda-env.sh
-source "$here/cuda-env.sh"
 planner_cuda_env 1
 
 # --- the model -----------------------------------------------------------------------------

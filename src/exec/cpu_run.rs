@@ -9,7 +9,7 @@
 use super::cpu_comm::{self, Call, Mailbox, PeerGone};
 use super::lower::{Class, GroupDef, Lowered, Op, Program};
 use super::run::{
-    KernelKey, MemoryPeak, RankRun, RunConfig, RunResult, Sizes, StepRecord, attention_blocks,
+    KernelKey, MemoryPeak, RankRun, RunConfig, RunResult, Sizes, StepRecord, attention_gemms,
 };
 use super::{ExecError, Progress};
 use crate::graph::Kernel;
@@ -142,34 +142,14 @@ impl<'a> Rank<'a> {
         }
     }
 
-    /// A fused attention kernel as its block GEMMs: per visited block pair and head, QKᵀ and
-    /// P·V forward; recomputed QKᵀ, dV, dP, dQ and dK backward (Dao 2023, Algorithms 1-2).
+    /// A fused attention kernel as its block GEMMs (`run::attention_gemms`).
     fn attention(&mut self, k: &Kernel) {
-        let Kernel::Attention {
-            batch_heads,
-            s_q,
-            s_kv,
-            head_dim: d,
-            causal,
-            backward,
-            ..
-        } = *k
-        else {
+        let Some((batch, visited, shapes)) = attention_gemms(k) else {
             return;
         };
-        let (bq, bk, visited) = attention_blocks(s_q, s_kv, causal);
-        let fwd = [(bq, bk, d), (bq, d, bk)];
-        let bwd = [
-            (bq, bk, d),
-            (bk, d, bq),
-            (bq, bk, d),
-            (bq, d, bk),
-            (bk, d, bq),
-        ];
-        let shapes: &[(u64, u64, u64)] = if backward { &bwd } else { &fwd };
         for _ in 0..visited {
-            for &(m, n, kk) in shapes {
-                self.gemm(batch_heads, m, n, kk);
+            for &(m, n, kk) in &shapes {
+                self.gemm(batch, m, n, kk);
             }
         }
     }

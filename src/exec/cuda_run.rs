@@ -213,32 +213,14 @@ impl<'a> Gpu<'a> {
         .map_err(|e| device_err(&format!("cublasGemmStridedBatchedEx {m}x{n}x{k}"), e))
     }
 
+    /// A fused attention kernel as its block GEMMs (`run::attention_gemms`).
     fn attention(&self, k: &Kernel) -> Result<(), ExecError> {
-        let Kernel::Attention {
-            batch_heads,
-            s_q,
-            s_kv,
-            head_dim: d,
-            causal,
-            backward,
-            ..
-        } = *k
-        else {
+        let Some((batch, visited, shapes)) = super::run::attention_gemms(k) else {
             return Ok(());
         };
-        let (bq, bk, visited) = super::run::attention_blocks(s_q, s_kv, causal);
-        let fwd = [(bq, bk, d), (bq, d, bk)];
-        let bwd = [
-            (bq, bk, d),
-            (bk, d, bq),
-            (bq, bk, d),
-            (bq, d, bk),
-            (bk, d, bq),
-        ];
-        let shapes: &[(u64, u64, u64)] = if backward { &bwd } else { &fwd };
         for _ in 0..visited {
-            for &(m, n, kk) in shapes {
-                self.gemm(batch_heads, m, n, kk)?;
+            for &(m, n, kk) in &shapes {
+                self.gemm(batch, m, n, kk)?;
             }
         }
         Ok(())

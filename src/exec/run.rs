@@ -193,6 +193,41 @@ pub fn attention_blocks(s_q: u64, s_kv: u64, causal: bool) -> (u64, u64, u64) {
     (bq, bk, visited)
 }
 
+/// A GEMM's (m, n, k).
+pub type GemmShape = (u64, u64, u64);
+
+/// A fused attention kernel as its block GEMMs: per visited block pair and head, QKᵀ and P·V
+/// forward; recomputed QKᵀ, dV, dP, dQ and dK backward (Dao 2023, Algorithms 1-2). Returns
+/// (batch of heads, visited block pairs, the (m, n, k) shapes each pair runs); `None` for
+/// any other kernel.
+pub fn attention_gemms(k: &Kernel) -> Option<(u64, u64, Vec<GemmShape>)> {
+    let Kernel::Attention {
+        batch_heads,
+        s_q,
+        s_kv,
+        head_dim: d,
+        causal,
+        backward,
+        ..
+    } = *k
+    else {
+        return None;
+    };
+    let (bq, bk, visited) = attention_blocks(s_q, s_kv, causal);
+    let shapes = if backward {
+        vec![
+            (bq, bk, d),
+            (bk, d, bq),
+            (bq, bk, d),
+            (bq, d, bk),
+            (bk, d, bq),
+        ]
+    } else {
+        vec![(bq, bk, d), (bq, d, bk)]
+    };
+    Some((batch_heads, visited, shapes))
+}
+
 impl Sizes {
     /// The sizes `p` needs; GEMM operands for every problem of a batch side by side when
     /// `batched` (cuda), else for one (the cpu runs a batch's problems on the same operands).

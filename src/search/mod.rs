@@ -127,7 +127,7 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
             {
                 let dp = n / (tp * cp * pp);
                 if space.global_batch % dp != 0 {
-                    out.push(bare(model, space, dp, tp, pp, cp, 1, 1, 1));
+                    out.push(bare(space, [dp, tp, pp, cp, 1, 1, 1]));
                     continue;
                 }
                 let local = space.global_batch / dp;
@@ -148,8 +148,7 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                                         if sp && tp == 1 {
                                             continue;
                                         }
-                                        let mut p =
-                                            bare(model, space, dp, tp, pp, cp, ep, vpp, mbs);
+                                        let mut p = bare(space, [dp, tp, pp, cp, ep, vpp, mbs]);
                                         p.recompute = rc;
                                         p.zero = zero;
                                         p.sequence_parallel = sp;
@@ -166,31 +165,13 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bare(
-    _model: &ModelSpec,
-    space: &Space,
-    dp: u64,
-    tp: u64,
-    pp: u64,
-    cp: u64,
-    ep: u64,
-    vpp: u64,
-    mbs: u64,
-) -> Plan {
+/// A plan of `space`'s settings with these sizes ([dp, tp, pp, cp, ep, vpp, mbs]), before
+/// the recompute, ZeRO and sequence-parallel choices.
+fn bare(space: &Space, [dp, tp, pp, cp, ep, vpp, mbs]: [u64; 7]) -> Plan {
     Plan {
-        dp,
-        tp,
-        pp,
         cp,
         ep,
         vpp,
-        mbs,
-        global_batch: space.global_batch,
-        seq_len: space.seq_len,
-        recompute: Recompute::None,
-        zero: 0,
-        sequence_parallel: false,
         overlap_grad_reduce: space.overlap_grad_reduce,
         dtype: space.dtype,
         schedule: if vpp > 1 {
@@ -201,8 +182,7 @@ fn bare(
         attention: space.attention,
         tp_overlap: space.tp_overlap,
         framework: space.framework,
-        stage_layers: None,
-        recompute_layers: None,
+        ..Plan::new(dp, tp, pp, mbs, space.global_batch, space.seq_len)
     }
 }
 

@@ -41,3 +41,29 @@ impl SplitMix {
         lo + self.next() % (hi - lo + 1)
     }
 }
+
+/// Solves `cases` random instances with microlp and HiGHS and asserts both reach the same
+/// verdict and optimum (to 1e-6 relative).
+#[cfg(all(test, feature = "highs"))]
+pub(crate) fn assert_solvers_agree(
+    cases: usize,
+    mut solve: impl FnMut(&IlpOptions, &IlpOptions) -> (IlpReport, IlpReport),
+) {
+    let with = |solver| IlpOptions {
+        solver,
+        ..IlpOptions::default()
+    };
+    let (m, h) = (with(Solver::Microlp), with(Solver::Highs));
+    for case in 0..cases {
+        let (a, b) = solve(&m, &h);
+        let infeasible = |r: &IlpReport| r.status == IlpStatus::Infeasible;
+        assert_eq!(infeasible(&a), infeasible(&b), "case {case}");
+        if !infeasible(&a) {
+            let (x, y) = (a.objective, b.objective);
+            assert!(
+                (x - y).abs() <= 1e-6 * x.abs().max(1e-3),
+                "case {case}: microlp {x} vs highs {y}"
+            );
+        }
+    }
+}

@@ -512,29 +512,12 @@ mod tests {
     #[cfg(feature = "highs")]
     #[test]
     fn microlp_and_highs_agree() {
-        use crate::search::ilp::Solver;
         let mut rng = SplitMix(0x11B2);
-        let with = |solver| IlpOptions {
-            solver,
-            ..IlpOptions::default()
-        };
-        for case in 0..80 {
+        crate::search::ilp::assert_solvers_agree(80, |m, h| {
             let p = random(&mut rng);
-            let a = solve_uncached(&p, &with(Solver::Microlp)).unwrap();
-            let b = solve_uncached(&p, &with(Solver::Highs)).unwrap();
-            assert_eq!(
-                a.report.status == IlpStatus::Infeasible,
-                b.report.status == IlpStatus::Infeasible,
-                "case {case}"
-            );
-            if a.report.status != IlpStatus::Infeasible {
-                let (x, y) = (a.report.objective, b.report.objective);
-                assert!(
-                    (x - y).abs() <= 1e-6 * x.abs().max(1e-3),
-                    "case {case}: microlp {x} vs highs {y}"
-                );
-            }
-        }
+            let a = solve_uncached(&p, m).unwrap().report;
+            (a, solve_uncached(&p, h).unwrap().report)
+        });
     }
 
     /// A solve stopped by its time limit returns the best incumbent it has (the least-time start
