@@ -15,18 +15,7 @@ const EXPLAINED: usize = 3;
 
 /// A list of counts with repeats folded: `9,9,10,11,11,11` → `9×2 10 11×3`.
 pub fn runs(v: &[u64]) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < v.len() {
-        let j = (i..v.len()).find(|&j| v[j] != v[i]).unwrap_or(v.len());
-        out.push(if j - i > 1 {
-            format!("{}×{}", v[i], j - i)
-        } else {
-            v[i].to_string()
-        });
-        i = j;
-    }
-    out.join(" ")
+    crate::spec::fold_counts(v, " ")
 }
 
 /// (layers per stage, recomputed layers per stage) of a ranked plan: `-` for recomputation

@@ -16,7 +16,9 @@ pub mod yaml;
 pub use error::{Problem, SpecError};
 pub use hardware::{ClusterSpec, DeviceEfficiency, DeviceSpec, InterNode, IntraNode, PeakTflops};
 pub use model::{Arch, ModelSpec, MoeSpec, Positions};
-pub use plan::{AttentionImpl, Framework, Infeasible, Plan, Recompute, Schedule, TpOverlap};
+pub use plan::{
+    AttentionImpl, Framework, Infeasible, Plan, Recompute, Schedule, TpOverlap, fold_counts,
+};
 pub use plan_file::load_plan;
 
 use std::path::Path;

@@ -270,6 +270,12 @@ impl Plan {
         if self.sp() {
             s += " sp";
         }
+        if let Some(l) = &self.stage_layers {
+            s += &format!(" layers={}", fold_counts(l, ","));
+        }
+        if let Some(r) = &self.recompute_layers {
+            s += &format!(" rc_layers={}", fold_counts(r, ","));
+        }
         s
     }
 
@@ -418,5 +424,44 @@ impl Plan {
             });
         }
         out
+    }
+}
+
+/// A list of counts with repeats folded, joined by `sep`: `9,9,10,11,11,11` → `9×2,10,11×3`.
+pub fn fold_counts(v: &[u64], sep: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        let j = (i..v.len()).find(|&j| v[j] != v[i]).unwrap_or(v.len());
+        out.push(if j - i > 1 {
+            format!("{}×{}", v[i], j - i)
+        } else {
+            v[i].to_string()
+        });
+        i = j;
+    }
+    out.join(sep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-line form names every knob a launch needs, uneven stages included.
+    #[test]
+    fn short_form_shows_stage_layers_and_recomputed_layers() {
+        let mut p = Plan::new(8, 4, 4, 2, 512, 2048);
+        p.recompute = Recompute::Full;
+        p.zero = 1;
+        p.sequence_parallel = true;
+        assert_eq!(p.short(), "dp=8 tp=4 pp=4 mbs=2 rc=full zero1 sp");
+        p.stage_layers = Some(vec![23, 24, 24, 25]);
+        p.recompute_layers = Some(vec![23, 12, 0, 0]);
+        assert_eq!(
+            p.short(),
+            "dp=8 tp=4 pp=4 mbs=2 rc=full zero1 sp layers=23,24×2,25 rc_layers=23,12,0×2"
+        );
+        assert_eq!(fold_counts(&[12; 8], " "), "12×8");
+        assert_eq!(fold_counts(&[], ","), "");
     }
 }
