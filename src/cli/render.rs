@@ -16,15 +16,28 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     t.to_string()
 }
 
-/// Comma-separated values with a header line.
+/// Comma-separated values with a header line; a field holding a comma, a quote or a line
+/// break is quoted, its quotes doubled (RFC 4180 §2.6-2.7), so plan lines such as
+/// `layers=9×2,10` stay one field.
 pub fn csv(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut s = header.join(",");
-    s.push('\n');
+    fn field(f: &str) -> std::borrow::Cow<'_, str> {
+        if f.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", f.replace('"', "\"\"")).into()
+        } else {
+            f.into()
+        }
+    }
+    let line = |r: &[&str]| r.iter().map(|f| field(f)).collect::<Vec<_>>().join(",") + "\n";
+    let mut s = line(header);
     for r in rows {
-        s.push_str(&r.join(","));
-        s.push('\n');
+        s += &line(&r.iter().map(String::as_str).collect::<Vec<_>>());
     }
     s
+}
+
+/// Where each kernel class's seconds came from, one CSV cell.
+pub fn numbers_from(e: &Estimate) -> String {
+    e.provenance.summary().join("; ")
 }
 
 /// Column names of the plan tables (DESIGN.md §9 spelling).
@@ -81,7 +94,7 @@ pub fn plan_csv<'a>(plans: impl Iterator<Item = &'a Estimate>) -> String {
         .enumerate()
         .map(|(i, e)| {
             let mut r = plan_row(i, e);
-            r.push(format!("\"{}\"", e.provenance.summary().join("; ")));
+            r.push(numbers_from(e));
             r
         })
         .collect();
@@ -224,4 +237,20 @@ pub fn ops_table(rows: &[(&str, &str, f64, f64)]) -> String {
             })
             .collect(),
     ) + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv;
+
+    /// Fields with commas or quotes are quoted (RFC 4180), others left bare.
+    #[test]
+    fn csv_quotes_fields_that_need_it() {
+        let out = csv(
+            &["plan", "note"],
+            vec![vec!["layers=2,7×6,4".into(), "say \"hi\"".into()]],
+        );
+        assert_eq!(out, "plan,note\n\"layers=2,7×6,4\",\"say \"\"hi\"\"\"\n");
+        assert_eq!(csv(&["a"], vec![vec!["1.5".into()]]), "a\n1.5\n");
+    }
 }

@@ -196,7 +196,7 @@ pub fn render(
                 .into_iter()
                 .zip(&res.top)
                 .map(|(mut row, e): (Vec<String>, &Estimate)| {
-                    row.push(format!("\"{}\"", e.provenance.summary().join("; ")));
+                    row.push(render::numbers_from(e));
                     row
                 })
                 .collect();

@@ -171,7 +171,7 @@ fn csv(report: &Report) -> String {
                 r.predicted_fits.to_string(),
                 r.measured_oom.to_string(),
                 format!("{:.2}", r.predicted_memory_gib),
-                r.skipped.clone().unwrap_or_default().replace(',', ";"),
+                r.skipped.clone().unwrap_or_default(),
             ]
         })
         .collect();

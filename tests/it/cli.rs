@@ -280,6 +280,27 @@ fn estimate_json_has_the_contract_fields() {
     }
 }
 
+/// Every CSV record has as many fields as the header (commas inside quotes do not split).
+fn assert_same_columns(csv: &str) {
+    let fields = |line: &str| {
+        let mut quoted = false;
+        1 + line
+            .chars()
+            .filter(|&c| {
+                if c == '"' {
+                    quoted = !quoted;
+                }
+                c == ',' && !quoted
+            })
+            .count()
+    };
+    let mut lines = csv.lines();
+    let n = fields(lines.next().unwrap());
+    for l in lines {
+        assert_eq!(fields(l), n, "{l}");
+    }
+}
+
 #[test]
 fn suggest_formats() {
     let o = planner(&[
@@ -297,6 +318,23 @@ fn suggest_formats() {
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 4, "{out}");
     assert!(out.starts_with("rank,dp,tp,pp,"));
+    assert_same_columns(&out);
+    // gpt2-xl's 48 layers over pp = 8 with its head: uneven stages, a plan line with commas.
+    let o = planner(&[
+        "compare",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "a100x8",
+        "--global-batch",
+        "3",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("\"dp=1 tp=1 pp=8"), "{out}");
+    assert_same_columns(&out);
     let o = planner(&[
         "suggest",
         "--model",
