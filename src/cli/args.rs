@@ -87,6 +87,11 @@ impl Target {
 /// The largest size any plan argument may take before it is treated as a typo.
 const MAX_SIZE: u64 = 1 << 24;
 
+/// Micro-batches per step beyond which a plan is a typo: 128× the 512 of the longest published
+/// pipeline schedule we know (Megatron-LM SC'21 Table 1, 1T model: global batch 3,072 over
+/// dp 6, micro-batch 1); the simulator's events grow with them.
+const MAX_MICRO_BATCHES: u64 = 1 << 16;
+
 /// The flags `--plan` and `--megatron-args` replace.
 const PLAN_FLAGS: [&str; 20] = [
     "tp",
@@ -412,6 +417,17 @@ pub fn check_plan(plan: &Plan, model: &ModelSpec, cluster: &ClusterSpec) -> Resu
             )));
         }
     }
+    if plan.n_micro() > MAX_MICRO_BATCHES {
+        return Err(CliError::BadInput(format!(
+            "plan: --global-batch {} / (dp {} · micro-batch {}) = {} micro-batches per step: \
+             implausibly many (limit {MAX_MICRO_BATCHES}); raise --micro-batch or lower \
+             --global-batch",
+            plan.global_batch,
+            plan.dp,
+            plan.mbs,
+            plan.n_micro()
+        )));
+    }
     let why = plan.check(model, cluster);
     if why.is_empty() {
         return Ok(());
@@ -456,11 +472,23 @@ impl SearchArgs {
             .global_batch
             .unwrap_or_else(|| crate::search::default_global_batch(seq, batch_gpus));
         let mut bad = Vec::new();
-        if gb == 0 {
-            bad.push("--global-batch 0: give at least one sequence per step".to_string());
+        for (name, v) in [("--global-batch", gb), ("--seq-len", seq)] {
+            if v == 0 {
+                bad.push(format!("{name} 0: must be at least 1"));
+            } else if v > MAX_SIZE {
+                bad.push(format!(
+                    "{name} {v}: implausibly large (limit {MAX_SIZE}); check the number"
+                ));
+            }
         }
-        if seq == 0 {
-            bad.push("--seq-len 0: give the training sequence length, e.g. 2048".to_string());
+        if let Some(positions) = model.max_seq_len().filter(|&n| seq > n) {
+            bad.push(
+                spec::Infeasible::SeqBeyondPositions {
+                    seq_len: seq,
+                    positions,
+                }
+                .to_string(),
+            );
         }
         if !(0.0..50.0).contains(&self.memory_headroom) {
             bad.push(format!(

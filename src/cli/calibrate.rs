@@ -261,6 +261,17 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
             if cuda { "cuda" } else { "cpu" }
         )));
     }
+    // One process drives every local GPU (8 on a DGX, 16 on the largest nodes); the cpu
+    // backend runs one thread per device, each with its own buffers.
+    const MAX_DEVICES: u64 = 64;
+    if let Some(d) = a.devices
+        && !(1..=MAX_DEVICES).contains(&d)
+    {
+        return Err(CliError::BadInput(format!(
+            "--devices {d}: give 1 to {MAX_DEVICES} devices (default: every local GPU; cpu: the \
+             cluster's GPUs per node, at most 8)"
+        )));
+    }
     let models = a
         .model
         .iter()

@@ -367,7 +367,8 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             let r = target.resolve()?;
             let space = search.space(&r.model, r.cluster.n_gpus())?;
             let (gb, seq) = (space.global_batch, space.seq_len);
-            let c = search::compare(&r.model, &r.cluster, r.profile.as_ref(), &space);
+            let c = search::compare(&r.model, &r.cluster, r.profile.as_ref(), &space)
+                .map_err(CliError::BadInput)?;
             let rows: Vec<Vec<String>> = c
                 .strategies
                 .iter()

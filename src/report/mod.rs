@@ -51,6 +51,9 @@ pub enum ReportError {
         /// What is wrong.
         problem: String,
     },
+    /// No layout of the model is valid at all (its batch or sequence length is wrong).
+    #[error("{0}")]
+    NoPlan(String),
     /// A chart could not be drawn or encoded.
     #[error("chart: {0}")]
     Chart(String),

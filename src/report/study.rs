@@ -244,11 +244,13 @@ pub fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let points: Vec<Point> = cuts
         .into_iter()
-        .map(|c| Point {
-            cmp: compare(model, &c, profile, &cfg.space),
-            cluster: c,
+        .map(|c| {
+            Ok(Point {
+                cmp: compare(model, &c, profile, &cfg.space).map_err(ReportError::NoPlan)?,
+                cluster: c,
+            })
         })
-        .collect();
+        .collect::<Result<_, ReportError>>()?;
     let knee = knee(&points, cfg.knee_efficiency);
     let mut study = Study {
         points,

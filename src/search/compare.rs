@@ -43,13 +43,15 @@ impl Comparison {
     }
 }
 
-/// Compares the methods on `cluster` (all its GPUs) for `space`'s batch and sequence.
+/// Compares the methods on `cluster` (all its GPUs) for `space`'s batch and sequence; an
+/// error (the first reason) when no single-GPU plan is valid at all, whatever its memory —
+/// the model, batch or sequence length is then wrong for every layout.
 pub fn compare(
     model: &ModelSpec,
     cluster: &ClusterSpec,
     profile: Option<&Profile>,
     space: &Space,
-) -> Comparison {
+) -> Result<Comparison, String> {
     let n = cluster.n_gpus();
     let methods: [(&'static str, &PlanFilter); 4] = [
         ("dp-only", &|p: &Plan| p.tp == 1 && p.pp == 1 && p.cp == 1),
@@ -77,25 +79,36 @@ pub fn compare(
         .collect();
     let one = cluster.with_gpus(1).expect("every cluster has one GPU");
     let r = search_where(model, &one, profile, space, 1, &|_| true);
-    let single = r.top.into_iter().next().unwrap_or_else(|| {
-        // Nothing fits one GPU: a GPU with unbounded memory would run the fastest plan (the
-        // leanest one recomputes, and made every speedup look superlinear).
-        super::enumerate(model, &one, space)
-            .into_iter()
-            .filter(|p| p.check(model, &one).is_empty())
-            .map(|p| estimate(model, &one, &p, profile))
-            .min_by(|a, b| {
-                a.step_time_s
-                    .total_cmp(&b.step_time_s)
-                    .then_with(|| a.plan.short().cmp(&b.plan.short()))
-            })
-            .expect("a single-GPU plan exists")
-    });
-    Comparison {
+    let single = match r.top.into_iter().next() {
+        Some(e) => e,
+        None => {
+            // Nothing fits one GPU: a GPU with unbounded memory would run the fastest plan
+            // (the leanest one recomputes, and made every speedup look superlinear).
+            let plans = super::enumerate(model, &one, space);
+            let first_reason = plans
+                .iter()
+                .find_map(|p| p.check(model, &one).into_iter().next());
+            plans
+                .into_iter()
+                .filter(|p| p.check(model, &one).is_empty())
+                .map(|p| estimate(model, &one, &p, profile))
+                .min_by(|a, b| {
+                    a.step_time_s
+                        .total_cmp(&b.step_time_s)
+                        .then_with(|| a.plan.short().cmp(&b.plan.short()))
+                })
+                .ok_or_else(|| {
+                    first_reason.map_or("no single-GPU plan to compare against".into(), |w| {
+                        format!("no single-GPU plan of {} is valid: {w}", model.name)
+                    })
+                })?
+        }
+    };
+    Ok(Comparison {
         n_gpus: n,
         single,
         strategies,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -109,7 +122,7 @@ mod tests {
         // unbounded memory, recomputation only adds work: the baseline recomputes nothing.
         let m = load_model("gpt-18b").unwrap();
         let c = load_cluster("a100x8").unwrap();
-        let cmp = compare(&m, &c, None, &Space::new(64, 2048));
+        let cmp = compare(&m, &c, None, &Space::new(64, 2048)).unwrap();
         assert!(!cmp.single.fits);
         assert_eq!(cmp.single.plan.recompute, Recompute::None);
         let hybrid = cmp.strategies[3].best.as_ref().unwrap();

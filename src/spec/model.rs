@@ -317,6 +317,12 @@ impl ModelSpec {
         final_norm + lm_head + bert_extra
     }
 
+    /// The longest sequence the model can take: learned position embeddings cover `seq_len`
+    /// positions only; rotary and sinusoidal positions have no table (`None`).
+    pub fn max_seq_len(&self) -> Option<u64> {
+        (self.positions == Positions::Learned).then_some(self.seq_len)
+    }
+
     /// All parameters, counted once (a tied embedding counts once).
     pub fn params(&self) -> f64 {
         (0..self.layers).map(|i| self.layer_params(i)).sum::<f64>()

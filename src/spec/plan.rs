@@ -358,11 +358,10 @@ impl Plan {
                 by: seq_split,
             });
         }
-        if self.seq_len > model.seq_len && model.positions == super::model::Positions::Learned {
-            // Learned position embeddings cover model.seq_len positions only.
+        if let Some(positions) = model.max_seq_len().filter(|&n| self.seq_len > n) {
             out.push(I::SeqBeyondPositions {
                 seq_len: self.seq_len,
-                positions: model.seq_len,
+                positions,
             });
         }
         match &model.moe {

@@ -164,6 +164,62 @@ fn zero_and_absurd_sizes_are_rejected() {
         ],
         &["--seq-len 0"],
     );
+    // gpt-1.7b has 2,048 learned positions: every search command refuses 3,000 (exit 2, not a
+    // panic in compare's single-GPU baseline nor "no feasible plan").
+    for cmd in ["suggest", "compare", "report"] {
+        bad_input(
+            &[
+                cmd,
+                "--model",
+                "gpt-1.7b",
+                "--cluster",
+                "a100x8",
+                "--seq-len",
+                "3000",
+            ],
+            &["seq_len=3000", "2048 learned positions"],
+        );
+    }
+    bad_input(
+        &[
+            "suggest",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--global-batch",
+            "99999999999999",
+        ],
+        &["--global-batch 99999999999999", "implausibly large"],
+    );
+    bad_input(
+        &[
+            "simulate",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--pp",
+            "8",
+            "--global-batch",
+            "16777216",
+        ],
+        &["16777216 micro-batches per step", "--micro-batch"],
+    );
+    bad_input(
+        &[
+            "calibrate",
+            "--cluster",
+            "a100x8",
+            "--backend",
+            "cpu",
+            "--devices",
+            "0",
+            "--out",
+            "/tmp/planner-never-written",
+        ],
+        &["--devices 0"],
+    );
     let p = write_tmp(
         "huge.yaml",
         "name: x\narch: gpt\nlayers: 4000000\nhidden: 0\nheads: 4\nvocab: 1000\nseq_len: 128\n",

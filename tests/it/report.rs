@@ -123,7 +123,8 @@ fn methods(model: &ModelSpec, cluster: &ClusterSpec, n: u64) -> BTreeMap<&'stati
         &cluster.with_gpus(n).unwrap(),
         None,
         &Space::new(256, 512),
-    );
+    )
+    .unwrap();
     let names = [
         ("dp-only", "DP-only"),
         ("tp-only", "TP-only"),
