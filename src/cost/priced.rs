@@ -259,7 +259,8 @@ impl PricedGraphs {
 }
 
 /// Forward and backward time of every operator of one micro-batch, by graph: the embedding,
-/// the first (dense) layer, an MoE layer when present, and the head.
+/// the first (dense) layer, an MoE layer when present, and the head — priced as the step
+/// prices them ([`op_cost`]: overlapped collectives hidden behind the operator's compute).
 pub fn op_times(
     model: &ModelSpec,
     plan: &Plan,
@@ -273,18 +274,43 @@ pub fn op_times(
         graphs.push(("moe layer", moe));
     }
     graphs.push(("head", &g.head));
-    let t = |ks: &[Kernel]| {
-        ks.iter()
-            .map(|k| m.kernel_s(plan.dtype, k, &place).0)
-            .sum::<f64>()
-    };
     graphs
         .into_iter()
         .flat_map(|(name, graph)| {
-            graph
-                .ops()
-                .into_iter()
-                .map(move |op| (name, op.name, t(&op.fwd), t(&op.bwd)))
+            graph.ops().into_iter().map(move |op| {
+                let (f, b) = op_cost(op, m, plan.dtype, &place);
+                (name, op.name, f.total(), b.total())
+            })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{TpOverlap, load_cluster, load_model};
+
+    /// `estimate --ops` lists what the step is made of: per pass, the layer's operators add
+    /// up to the priced layer, overlapped TP collectives (tp_overlap full, sequence
+    /// parallel) hidden as the step hides them, not counted in full.
+    #[test]
+    fn op_times_add_up_to_the_priced_layer() {
+        let model = load_model("gpt3-175b").unwrap();
+        let cluster = load_cluster("a100x8").unwrap();
+        let m = Machine {
+            cluster: &cluster,
+            profile: None,
+        };
+        let mut plan = Plan::new(1, 8, 1, 1, 8, 2048);
+        plan.sequence_parallel = true;
+        plan.tp_overlap = TpOverlap::Full;
+        let pg = PricedGraphs::new(&model, &plan, &m);
+        let (f, b) = op_times(&model, &plan, &m)
+            .into_iter()
+            .filter(|r| r.0 == "layer")
+            .fold((0.0, 0.0), |(f, b), r| (f + r.2, b + r.3));
+        for (got, want) in [(f, pg.dense.fwd.total()), (b, pg.dense.bwd.total())] {
+            assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+        }
+    }
 }
