@@ -294,7 +294,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             if let Some(k) = verify_k {
                 return verify::suggest(&target, &r, &res.top, k, &run_args, format);
             }
-            let explain = explain.then_some(&space.ilp);
+            let explain = explain.then_some(&space);
             let sim = (
                 serde_json::json!({"simulated": simulate::rerank_json(&rr), "sim_order_changed": rr.order_changed()}),
                 simulate::rerank_table(&rr),

@@ -4,8 +4,8 @@
 use super::args::{Format, Resolved};
 use super::render;
 use crate::cost::{Estimate, Machine, stage_layouts};
-use crate::search::ilp::{IlpOptions, IlpReport, layouts, sharding};
-use crate::search::{SearchResult, StageIlp};
+use crate::search::ilp::{IlpReport, layouts, sharding};
+use crate::search::{SearchResult, Space, StageIlp};
 use crate::spec::{ModelSpec, Recompute};
 use crate::units::{fmt_count, fmt_secs};
 use serde_json::{Value, json};
@@ -59,10 +59,12 @@ fn header() -> Vec<&'static str> {
 fn shard_plan(
     r: &Resolved,
     e: &Estimate,
-    opts: &IlpOptions,
+    space: &Space,
 ) -> Result<(layouts::LayerSharding, sharding::Sharding), String> {
+    // The memory ILP 1 may fill is the search's: the device less the headroom.
+    let cluster = space.planning_cluster(&r.cluster);
     let m = Machine {
-        cluster: &r.cluster,
+        cluster: &cluster,
         profile: r.profile.as_ref(),
     };
     let ls = layouts::problem(&r.model, &e.plan, &m, e).ok_or(if e.plan.tp == 1 {
@@ -70,7 +72,7 @@ fn shard_plan(
     } else {
         "not applicable to expert-parallel (MoE) layers"
     })?;
-    let s = sharding::solve(&ls.problem, opts).map_err(|e| e.to_string())?;
+    let s = sharding::solve(&ls.problem, &space.ilp).map_err(|e| e.to_string())?;
     Ok((ls, s))
 }
 
@@ -87,7 +89,7 @@ fn report_line(rep: &IlpReport, own_s: f64, best_s: f64) -> String {
 }
 
 /// `--explain` as text: per plan, each operator's chosen sharding next to the plan's own.
-fn explain_text(r: &Resolved, res: &SearchResult, opts: &IlpOptions) -> String {
+fn explain_text(r: &Resolved, res: &SearchResult, space: &Space) -> String {
     let mut s = String::new();
     for (i, e) in res.top.iter().take(EXPLAINED).enumerate() {
         s += &format!(
@@ -97,7 +99,7 @@ fn explain_text(r: &Resolved, res: &SearchResult, opts: &IlpOptions) -> String {
             e.plan.dp,
             e.plan.tp
         );
-        match shard_plan(r, e, opts) {
+        match shard_plan(r, e, space) {
             Err(why) => s += &format!("ILP 1: {why}\n"),
             Ok((ls, sol)) if sol.choice.is_empty() => {
                 s += &format!("ILP 1: {}\n", sol.report.summary());
@@ -133,11 +135,11 @@ fn explain_text(r: &Resolved, res: &SearchResult, opts: &IlpOptions) -> String {
 }
 
 /// `--explain` as JSON: one entry per explained plan.
-fn explain_json(r: &Resolved, res: &SearchResult, opts: &IlpOptions) -> Value {
+fn explain_json(r: &Resolved, res: &SearchResult, space: &Space) -> Value {
     res.top
         .iter()
         .take(EXPLAINED)
-        .map(|e| match shard_plan(r, e, opts) {
+        .map(|e| match shard_plan(r, e, space) {
             Err(why) => json!({"plan": e.plan.short(), "ilp": null, "why": why}),
             Ok((ls, sol)) => json!({
                 "plan": e.plan.short(),
@@ -161,7 +163,7 @@ pub fn render(
     (gb, seq): (u64, u64),
     elapsed_s: f64,
     format: Format,
-    explain: Option<&IlpOptions>,
+    explain: Option<&Space>,
     (sim_json, sim_table): (Value, String),
 ) -> String {
     let rows = || {
@@ -184,8 +186,8 @@ pub fn render(
             if let (Some(o), Some(sim)) = (v.as_object_mut(), sim_json.as_object()) {
                 o.extend(sim.clone());
             }
-            if let Some(opts) = explain {
-                v["explain"] = explain_json(r, res, opts);
+            if let Some(space) = explain {
+                v["explain"] = explain_json(r, res, space);
             }
             serde_json::to_string_pretty(&v).expect("results serialise") + "\n"
         }
@@ -215,8 +217,8 @@ pub fn render(
                 res.top[0].provenance.summary().join("; ")
             );
             s += &sim_table;
-            if let Some(opts) = explain {
-                s += &explain_text(r, res, opts);
+            if let Some(space) = explain {
+                s += &explain_text(r, res, space);
             }
             s
         }

@@ -88,10 +88,15 @@ pub fn compare(
             let first_reason = plans
                 .iter()
                 .find_map(|p| p.check(model, &one).into_iter().next());
+            // Judged against the memory the search plans with, shown against the device.
+            let planning = space.planning_cluster(&one);
             plans
                 .into_iter()
                 .filter(|p| p.check(model, &one).is_empty())
-                .map(|p| estimate(model, &one, &p, profile))
+                .map(|p| Estimate {
+                    capacity_gib: one.gpu.memory_gib,
+                    ..estimate(model, &planning, &p, profile)
+                })
                 .min_by(|a, b| {
                     a.step_time_s
                         .total_cmp(&b.step_time_s)

@@ -6,8 +6,8 @@ use crate::calib::Profile;
 use crate::cost::{Estimate, Machine, Placement, PricedGraphs, estimate_priced, memory};
 use crate::graph::Shard;
 use crate::spec::{
-    AttentionImpl, ClusterSpec, Framework, Infeasible, ModelSpec, Plan, Recompute, Schedule,
-    TpOverlap,
+    AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
+    infeasible::OUT_OF_MEMORY,
 };
 use crate::units::{Dtype, GIB};
 use rayon::prelude::*;
@@ -57,14 +57,15 @@ pub struct Space {
     pub memory_headroom: f64,
 }
 
-/// Default share of device memory the search keeps free: 5%. The memory estimate already adds
-/// 5% of activations and working buffers for the caching allocator (`cost::memory`), but a
-/// suggestion is trusted with a month of cluster time and the estimate's measured spread is
-/// of this size: on the BLOOM-176B topology sweep (bigscience-workshop/bigscience,
-/// train/tr11-176B-ml/chronicles.md, 80 GB A100s) predicted peaks differ from `nvidia-smi`
-/// peaks by up to 4 GB (5%) either way, and one configuration predicted at 69 GiB ran out of
-/// memory. `--memory-headroom 0` plans to the last byte, as `estimate` and `validate` do.
-pub const MEMORY_HEADROOM: f64 = 0.05;
+/// Default share of device memory the search keeps free: 6%, the memory estimate's largest
+/// measured under-prediction. On the BLOOM-176B topology sweep (bigscience-workshop/
+/// bigscience, train/tr11-176B-ml/chronicles.md; 17 runs with `nvidia-smi` peaks on 80 GB
+/// A100s, `planner validate --group bloom-176b-topology-sweep`) the estimate is low by up to
+/// 4.6 GB (h13312-l82-tp8-pp12-dp4-mbs4: 47.4 predicted, 52 measured); 6% of 80 GiB is 4.8.
+/// It does not cover the sweep's one out-of-memory run predicted at 69 GiB, which is the same
+/// per-GPU work as a run that peaked at 67 GB. `--memory-headroom 0` plans to the last byte,
+/// as `estimate` and `validate` judge.
+pub const MEMORY_HEADROOM: f64 = 0.06;
 
 impl Space {
     /// The default space for a model: every recompute mode and ZeRO stage, micro-batches up to
@@ -90,7 +91,7 @@ impl Space {
     }
 
     /// The cluster as the search sees it: device memory less the headroom.
-    fn planning_cluster(&self, cluster: &ClusterSpec) -> ClusterSpec {
+    pub fn planning_cluster(&self, cluster: &ClusterSpec) -> ClusterSpec {
         let mut c = cluster.clone();
         c.gpu.memory_gib *= 1.0 - self.memory_headroom.clamp(0.0, 1.0);
         c
@@ -286,7 +287,7 @@ pub fn search_where(
         })
         .partition(|e| e.fits);
     if !oom.is_empty() {
-        *infeasible.entry("out of memory").or_default() += oom.len();
+        *infeasible.entry(OUT_OF_MEMORY).or_default() += oom.len();
     }
     fits.sort_by(|a, b| {
         rank(a)
@@ -326,11 +327,6 @@ fn admit(
 ) -> (Groups, BTreeMap<&'static str, usize>) {
     let mut infeasible: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut groups: Groups = HashMap::new();
-    let oom = Infeasible::OutOfMemory {
-        need_gib: 0.0,
-        have_gib: 0.0,
-    }
-    .label();
     for mut p in plans {
         if space.stage_ilp
             && p.vpp == 1
@@ -344,7 +340,7 @@ fn admit(
         if let Some(first) = why.first() {
             *infeasible.entry(first.label()).or_default() += 1;
         } else if memory_lower_bound_gib(model, &p) > cluster.gpu.memory_gib {
-            *infeasible.entry(oom).or_default() += 1;
+            *infeasible.entry(OUT_OF_MEMORY).or_default() += 1;
         } else {
             let key = (Shard::of(&p), Placement::of(&p, cluster.gpus_per_node));
             groups.entry(key).or_default().push(p);
@@ -419,30 +415,30 @@ mod tests {
     fn headroom_keeps_memory_free_and_costs_speed_only_when_it_binds() {
         // GPT-3 175B on 1,024 A100-80GB with 4 M tokens per step: the fastest plans (ZeRO-3,
         // ILP 2 trading recomputed layers for memory) fill the devices to the last GiB, so
-        // keeping 5% (4 GiB of 80) free must move the answer, never below it.
+        // keeping 6% (4.8 GiB of 80) free must move the answer, never below it.
         let m = load_model("gpt3-175b").unwrap();
         let c = load_cluster("a100-80g-x1024").unwrap();
         let mut space = Space::new(2048, 2048);
         space.memory_headroom = 0.0;
         let tight = search(&m, &c, None, &space, 3);
-        space.memory_headroom = 0.05;
+        space.memory_headroom = MEMORY_HEADROOM;
         let safe = search(&m, &c, None, &space, 3);
         assert!(
-            (safe.headroom_gib - 4.0).abs() < 1e-9,
+            (safe.headroom_gib - 4.8).abs() < 1e-9,
             "{}",
             safe.headroom_gib
         );
         assert_eq!(tight.headroom_gib, 0.0);
         let peak = |r: &SearchResult| r.top[0].memory_gib_per_gpu;
         assert!(
-            peak(&tight) > 76.0,
+            peak(&tight) > 75.2,
             "without headroom: {:.1} GiB, {}",
             peak(&tight),
             tight.top[0].plan.short()
         );
         for e in &safe.top {
             assert!(
-                e.memory_gib_per_gpu <= 76.0,
+                e.memory_gib_per_gpu <= 75.2,
                 "{}: {:.1}",
                 e.plan.short(),
                 e.memory_gib_per_gpu

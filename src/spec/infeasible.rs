@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+/// The label of [`Infeasible::OutOfMemory`], for tallies that count plans the memory estimate
+/// rejects without building the value.
+pub const OUT_OF_MEMORY: &str = "out of memory";
+
 /// Why a plan cannot run: a value (search tallies these), not an error.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Infeasible {
@@ -157,7 +161,7 @@ impl Infeasible {
             I::InterleavedMicroBatches { .. } => "interleaved: micro-batches not a multiple of pp",
             I::ZeroStage { .. } => "zero stage out of range",
             I::ZeroWithPipeline { .. } => "zero 2/3 with pipeline",
-            I::OutOfMemory { .. } => "out of memory",
+            I::OutOfMemory { .. } => OUT_OF_MEMORY,
         }
     }
 
