@@ -23,18 +23,6 @@ pub fn pipeline_time(schedule: Schedule, t: &[f64], m: u64, v: u64) -> f64 {
     sum / v + (m as f64 * v - 1.0) * max / v
 }
 
-/// Bubble fraction of a uniform pipeline: idle time over step time, (p − 1)/(m + p − 1) for
-/// 1F1B and GPipe, ((p − 1)/v)/(m + (p − 1)/v) interleaved.
-pub fn bubble_fraction(schedule: Schedule, p: u64, m: u64, v: u64) -> f64 {
-    let idle = (p - 1) as f64
-        / if schedule == Schedule::Interleaved {
-            v as f64
-        } else {
-            1.0
-        };
-    idle / (m as f64 + idle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,7 +32,6 @@ mod tests {
         // p = 4, m = 8, t = 1: (8 + 3)·1 = 11 for 1F1B; interleaved v = 2: 8 + 3/2 = 9.5.
         assert_eq!(pipeline_time(Schedule::OneFOneB, &[1.0; 4], 8, 1), 11.0);
         assert_eq!(pipeline_time(Schedule::Interleaved, &[1.0; 4], 8, 2), 9.5);
-        assert_eq!(bubble_fraction(Schedule::OneFOneB, 4, 8, 1), 3.0 / 11.0);
         assert_eq!(pipeline_time(Schedule::OneFOneB, &[2.0], 5, 1), 10.0);
     }
 

@@ -193,11 +193,6 @@ pub struct Partition {
 
 static MEMO: LazyLock<Memo<Result<Partition, IlpError>>> = LazyLock::new(Memo::default);
 
-/// (hits, misses) of the ILP 2 memo in this process.
-pub fn memo_counts() -> (usize, usize) {
-    MEMO.counts()
-}
-
 /// Solves `p` (memoised by its inputs).
 pub fn solve(p: &PartitionProblem, opts: &IlpOptions) -> Result<Partition, IlpError> {
     MEMO.get_or_compute(p.key(opts), || solve_uncached(p, opts))
@@ -341,6 +336,7 @@ fn infeasible(opts: &IlpOptions) -> Partition {
 
 /// The optimum by enumeration (for tests and tiny instances): (objective, n, r), or `None`
 /// when nothing fits.
+#[cfg(test)]
 pub fn brute_force(p: &PartitionProblem) -> Option<(f64, Vec<u64>, Vec<u64>)> {
     let k = p.stages.len();
     let mut best: Option<(f64, Vec<u64>, Vec<u64>)> = None;
@@ -372,6 +368,7 @@ pub fn brute_force(p: &PartitionProblem) -> Option<(f64, Vec<u64>, Vec<u64>)> {
     best
 }
 
+#[cfg(test)]
 fn compositions(i: usize, left: u64, n: &mut Vec<u64>, f: &mut dyn FnMut(&[u64])) {
     let k = n.len();
     if i == k - 1 {

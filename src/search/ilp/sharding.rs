@@ -216,6 +216,7 @@ fn build(p: &ShardingProblem) -> Model {
 
 /// The optimum by enumeration (for tests and tiny instances): (time, choice), or `None` when
 /// nothing fits.
+#[cfg(test)]
 pub fn brute_force(p: &ShardingProblem) -> Option<(f64, Vec<usize>)> {
     let mut choice = vec![0usize; p.ops.len()];
     let mut best: Option<(f64, Vec<usize>)> = None;
