@@ -113,13 +113,23 @@ impl Profile {
     /// rank count of the same op and span with its bandwidth term scaled by the bus-factor
     /// ratio (extrapolated). `None` without a fit of that op and span, and below the smallest
     /// measured size of a one-point fit (a single point gives a bandwidth, not a latency).
+    ///
+    /// Across nodes a group's bandwidth is that of its `per_node` ranks' NICs (see
+    /// `cost::Machine::collective_s`), so inter-node fits serve only groups with as many ranks
+    /// per node as the probes had (`meta.devices`, every probed GPU of each node): a DP group
+    /// of one rank per node must not be priced with eight NICs. Imported fits whose layout
+    /// is not recorded (`meta.devices` unset) are taken as they are.
     pub fn collective_s(
         &self,
         coll: Coll,
         ranks: u64,
         span: Span,
+        per_node: u64,
         bytes: f64,
     ) -> Option<(f64, Source)> {
+        if span == Span::Inter && self.meta.devices.is_some_and(|d| d != per_node) {
+            return None;
+        }
         let same: Vec<&CollectiveFit> = self
             .collectives
             .iter()
@@ -232,7 +242,10 @@ mod tests {
         let mut p = Profile::new("t", Meta::default());
         p.collectives
             .push(CollectiveFit::fit(Coll::AllReduce, 8, Span::Intra, pts));
-        let q = |r, b| p.collective_s(Coll::AllReduce, r, Span::Intra, b).unwrap();
+        let q = |r, b| {
+            p.collective_s(Coll::AllReduce, r, Span::Intra, r, b)
+                .unwrap()
+        };
         assert_eq!(q(8, 2097152.0).1, Source::Measured);
         assert_eq!(q(8, 3e6).1, Source::Interpolated);
         assert!((q(8, 3e6).0 - (10e-6 + 3e6 / 100e9)).abs() < 1e-12);
@@ -245,11 +258,39 @@ mod tests {
             "{t}"
         );
         assert!(
-            p.collective_s(Coll::AllGather, 8, Span::Intra, 1e6)
+            p.collective_s(Coll::AllGather, 8, Span::Intra, 8, 1e6)
                 .is_none()
         );
         assert!(
-            p.collective_s(Coll::AllReduce, 8, Span::Inter, 1e6)
+            p.collective_s(Coll::AllReduce, 8, Span::Inter, 4, 1e6)
+                .is_none()
+        );
+    }
+
+    /// Inter-node fits measured with 8 GPUs of each node price only groups with 8 ranks per
+    /// node: a DP group with one rank per node (tp = 8) has one NIC, not eight, and falls
+    /// back to the preset.
+    #[test]
+    fn inter_node_fits_serve_only_their_ranks_per_node() {
+        let pts = vec![CollectivePoint {
+            bytes: 1e9,
+            seconds: 1e9 / 180e9,
+            busbw_gbytes_s: None,
+            residual: 0.0,
+        }];
+        let meta = Meta {
+            devices: Some(8),
+            ..Meta::default()
+        };
+        let mut p = Profile::new("t", meta);
+        p.collectives
+            .push(CollectiveFit::fit(Coll::AllReduce, 16, Span::Inter, pts));
+        let (t, _) = p
+            .collective_s(Coll::AllReduce, 16, Span::Inter, 8, 1e9)
+            .unwrap();
+        assert!((t - 1e9 / 180e9).abs() < 1e-12, "{t}");
+        assert!(
+            p.collective_s(Coll::AllReduce, 16, Span::Inter, 1, 1e9)
                 .is_none()
         );
     }

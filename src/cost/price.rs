@@ -280,7 +280,7 @@ impl<'a> Machine<'a> {
         };
         if let Some(r) = self
             .profile
-            .and_then(|p| p.collective_s(coll, g.n, span, bytes))
+            .and_then(|p| p.collective_s(coll, g.n, span, g.per_node, bytes))
         {
             return r;
         }
