@@ -265,7 +265,10 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
         } => {
             let r = target.resolve()?;
             let r = match verify_k {
-                Some(_) => verify::cpu_target(r, &run_args)?,
+                Some(k) => {
+                    verify::check_suggest(k, &run_args)?;
+                    verify::cpu_target(r, &run_args)?
+                }
                 None => r,
             };
             let mut space = search.space(&r.model, r.cluster.n_gpus())?;
@@ -287,7 +290,6 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     render::search_footer(&res, elapsed)
                 )));
             }
-            let rr = simulate::rerank(&r, &res)?;
             if let Some(f) = export {
                 return launch::export_best(&r.model, &res.top, f, megatron_version);
             }
@@ -295,10 +297,16 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 return verify::suggest(&target, &r, &res.top, k, &run_args, format);
             }
             let explain = explain.then_some(&space);
-            let sim = (
-                serde_json::json!({"simulated": simulate::rerank_json(&rr), "sim_order_changed": rr.order_changed()}),
-                simulate::rerank_table(&rr),
-            );
+            // The simulated order shows in the table and the JSON, not in the CSV.
+            let sim = if format == Format::Csv {
+                (serde_json::json!({}), String::new())
+            } else {
+                let rr = simulate::rerank(&r, &res)?;
+                (
+                    serde_json::json!({"simulated": simulate::rerank_json(&rr), "sim_order_changed": rr.order_changed()}),
+                    simulate::rerank_table(&rr),
+                )
+            };
             Ok(suggest::render(
                 &r,
                 &res,

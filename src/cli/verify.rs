@@ -431,6 +431,16 @@ fn reranked_table(done: &[(usize, Verification)], rho: Option<f64>, cpu: bool) -
 
 /// `suggest --verify` on the cpu searches the cores as `verify` prices them: the cluster
 /// becomes the cpu description from the profile, with as many thread-devices as GPUs.
+/// Checks `suggest --verify K`'s arguments before the search runs.
+pub fn check_suggest(k: usize, run: &RunArgs) -> Result<(), CliError> {
+    if k == 0 {
+        return Err(CliError::BadInput(
+            "--verify 0: give how many of the top plans to run, e.g. --verify 3".into(),
+        ));
+    }
+    run.config().map(|_| ())
+}
+
 pub fn cpu_target(r: Resolved, run: &RunArgs) -> Result<Resolved, CliError> {
     if run.backend != Some(BackendArg::Cpu) {
         return Ok(r);

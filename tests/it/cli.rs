@@ -208,6 +208,20 @@ fn zero_and_absurd_sizes_are_rejected() {
     );
     bad_input(
         &[
+            "suggest",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--verify",
+            "0",
+            "--backend",
+            "cpu",
+        ],
+        &["--verify 0"],
+    );
+    bad_input(
+        &[
             "calibrate",
             "--cluster",
             "a100x8",
