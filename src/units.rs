@@ -2,6 +2,7 @@
 //!
 //! Raw `f64` quantities elsewhere carry their unit in their name (`_s`, `_bytes`, `_flops`,
 //! `_gbytes_s`); this module holds the scale factors so no other file writes `1e9` or `1 << 30`.
+//! It also holds [`write_atomic`], the one way the tool writes a file.
 
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +104,20 @@ pub fn fmt_count(x: f64) -> String {
     } else {
         format!("{x:.0}")
     }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename,
+/// so a reader never sees half a file and a failed write leaves the old one.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 #[cfg(test)]

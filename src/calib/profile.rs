@@ -359,14 +359,8 @@ impl Profile {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("profile");
-        let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
         let text = serde_json::to_string_pretty(self).expect("profiles serialise") + "\n";
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::units::write_atomic(path, text.as_bytes()).map_err(io)
     }
 }
 

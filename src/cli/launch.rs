@@ -73,7 +73,7 @@ pub fn import_hf(
     let yaml = imported.model.to_yaml(&comments);
     match out {
         Some(path) => {
-            std::fs::write(path, &yaml)?;
+            super::write_output("--out", std::path::Path::new(path), yaml.as_bytes())?;
             Ok(String::new())
         }
         None => Ok(yaml),
@@ -152,6 +152,10 @@ pub fn export_best(
 
 /// Writes `plan` as JSON to `path` (`--save-plan`).
 pub fn save_plan(path: &str, plan: &Plan) -> Result<(), CliError> {
-    std::fs::write(path, plan.to_json())?;
+    super::write_output(
+        "--save-plan",
+        std::path::Path::new(path),
+        plan.to_json().as_bytes(),
+    )?;
     Ok(())
 }

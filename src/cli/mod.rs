@@ -245,6 +245,20 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes an output file the user named with `flag` (atomically); the error names both.
+pub(crate) fn write_output(
+    flag: &str,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> Result<(), CliError> {
+    crate::units::write_atomic(path, bytes).map_err(|e| {
+        CliError::BadInput(format!(
+            "{flag} {}: cannot write it ({e}); give a writable file path",
+            path.display()
+        ))
+    })
+}
+
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).expect("results serialise") + "\n"
 }

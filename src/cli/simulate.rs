@@ -31,12 +31,7 @@ pub fn run(
     let ps = simulate(&r, &plan, trace.is_some())?;
     let mut note = String::new();
     if let (Some(path), Some(t)) = (trace, &ps.sim.trace) {
-        std::fs::write(path, t.to_json()).map_err(|e| {
-            CliError::BadInput(format!(
-                "--trace {}: cannot write the trace ({e}); give a writable file path",
-                path.display()
-            ))
-        })?;
+        super::write_output("--trace", path, t.to_json().as_bytes())?;
         note = format!(
             "trace: {} ({} operations; open in https://ui.perfetto.dev)\n",
             path.display(),

@@ -143,22 +143,11 @@ pub fn build(
     })
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename,
-/// so a reader never sees half a file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let io = |source| ReportError::Io {
+/// [`crate::units::write_atomic`], its error naming the file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    crate::units::write_atomic(path, bytes).map_err(|source| ReportError::Io {
         path: path.display().to_string(),
         source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
     })
 }
 

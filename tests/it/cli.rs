@@ -222,6 +222,18 @@ fn zero_and_absurd_sizes_are_rejected() {
     );
     bad_input(
         &[
+            "estimate",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--save-plan",
+            "/nonexistent-dir/p.json",
+        ],
+        &["--save-plan /nonexistent-dir/p.json", "cannot write"],
+    );
+    bad_input(
+        &[
             "calibrate",
             "--cluster",
             "a100x8",
