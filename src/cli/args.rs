@@ -23,20 +23,29 @@ pub enum Format {
 }
 
 /// `--model` and `--cluster` (preset names or paths) and the cluster's calibration.
-#[derive(Args, Clone, Debug)]
-pub struct Target {
+#[derive(Args, Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Sources {
     /// Model: a preset name (see `planner models`), a YAML path, or a Hugging Face config.json.
     #[arg(long)]
     pub model: String,
     /// Cluster: a preset name (see `planner clusters`) or a YAML path.
     #[arg(long)]
     pub cluster: String,
-    /// Use only the first N GPUs of the cluster (part of a node, or whole nodes).
-    #[arg(long)]
-    pub gpus: Option<u64>,
     /// Calibration profile (name under calibrate/ or path); overrides the cluster's.
     #[arg(long)]
     pub calibration: Option<String>,
+}
+
+/// [`Sources`] and how many of the cluster's GPUs to use.
+#[derive(Args, Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Target {
+    /// Model, cluster, calibration.
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub src: Sources,
+    /// Use only the first N GPUs of the cluster (part of a node, or whole nodes).
+    #[arg(long)]
+    pub gpus: Option<u64>,
 }
 
 /// A model, a cluster and the profile to price them with.
@@ -52,12 +61,12 @@ pub struct Resolved {
 impl Target {
     /// Loads and validates everything named.
     pub fn resolve(&self) -> Result<Resolved, CliError> {
-        let imported = spec::load_model_noted(&self.model)?;
+        let imported = spec::load_model_noted(&self.src.model)?;
         for n in &imported.notes {
-            eprintln!("note: {}: {n}", self.model);
+            eprintln!("note: {}: {n}", self.src.model);
         }
         let model = imported.model;
-        let mut cluster = spec::load_cluster(&self.cluster)?;
+        let mut cluster = spec::load_cluster(&self.src.cluster)?;
         if let Some(n) = self.gpus {
             cluster = cluster.with_gpus(n).ok_or_else(|| {
                 CliError::BadInput(format!(
@@ -72,6 +81,7 @@ impl Target {
             })?;
         }
         let name = self
+            .src
             .calibration
             .clone()
             .or_else(|| cluster.calibration.clone());

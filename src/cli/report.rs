@@ -2,7 +2,7 @@
 //! `report` that studies, renders and writes reports/NAME/.
 
 use super::CliError;
-use super::args::{DtypeArg, Resolved, SearchArgs, Target};
+use super::args::{DtypeArg, Resolved, SearchArgs, Sources, Target};
 use crate::report::{self, Claim, Config, Inputs};
 use crate::search::MEMORY_HEADROOM;
 use clap::Args;
@@ -17,15 +17,9 @@ const DEFAULT_TOP: usize = 5;
 /// `planner report` arguments.
 #[derive(Args, Clone, Debug)]
 pub struct ReportArgs {
-    /// Model: a preset name (see `planner models`) or a YAML path.
-    #[arg(long)]
-    pub model: String,
-    /// Cluster: a preset name (see `planner clusters`) or a YAML path.
-    #[arg(long)]
-    pub cluster: String,
-    /// Calibration profile (name under calibrate/ or path); overrides the cluster's.
-    #[arg(long)]
-    pub calibration: Option<String>,
+    /// Model, cluster, calibration.
+    #[command(flatten)]
+    pub src: Sources,
     /// GPU counts, comma-separated; `a,b,...,z` continues a doubling (or evenly spaced) run
     /// to z, e.g. `8,16,...,4096` (default: 1, 2, 4, … up to the whole cluster).
     #[arg(long)]
@@ -175,8 +169,8 @@ fn command(a: &ReportArgs, cfg: &Config, out: &std::path::Path) -> String {
     let mut c = format!(
         "planner report --model {} --cluster {} --gpus {} --tokens {:e} --global-batch {} \
          --seq-len {}",
-        a.model,
-        a.cluster,
+        a.src.model,
+        a.src.cluster,
         list.join(","),
         a.tokens,
         cfg.space.global_batch,
@@ -188,7 +182,7 @@ fn command(a: &ReportArgs, cfg: &Config, out: &std::path::Path) -> String {
     if a.search.memory_headroom != 100.0 * MEMORY_HEADROOM {
         c += &format!(" --memory-headroom {}", a.search.memory_headroom);
     }
-    if let Some(p) = &a.calibration {
+    if let Some(p) = &a.src.calibration {
         c += &format!(" --calibration {p}");
     }
     if let Some(p) = a.gpu_hour_price {
@@ -255,10 +249,8 @@ fn config(a: &ReportArgs, r: &Resolved) -> Result<Config, CliError> {
 pub fn run(a: &ReportArgs) -> Result<String, CliError> {
     check_numbers(a)?;
     let r = Target {
-        model: a.model.clone(),
-        cluster: a.cluster.clone(),
+        src: a.src.clone(),
         gpus: None,
-        calibration: a.calibration.clone(),
     }
     .resolve()?;
     let cfg = config(a, &r)?;

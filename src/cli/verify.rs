@@ -158,6 +158,7 @@ pub fn verify_one(
 /// Stores `o`'s measured kernels in the profile the target names (atomic write).
 fn write_back(target: &Target, r: &Resolved, o: &Outcome) -> Result<WriteBack, CliError> {
     let name = target
+        .src
         .calibration
         .clone()
         .or_else(|| r.cluster.calibration.clone())

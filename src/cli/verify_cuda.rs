@@ -24,10 +24,7 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// What a spawned rank needs to run its part: the target as given and the plan.
 #[derive(Serialize, Deserialize)]
 pub struct Job {
-    model: String,
-    cluster: String,
-    gpus: Option<u64>,
-    calibration: Option<String>,
+    target: Target,
     plan: Plan,
     warmup: u32,
     steps: u32,
@@ -140,10 +137,7 @@ fn spawn_and_run(
         )));
     }
     let job = Job {
-        model: target.model.clone(),
-        cluster: target.cluster.clone(),
-        gpus: target.gpus,
-        calibration: target.calibration.clone(),
+        target: target.clone(),
         plan: plan.clone(),
         warmup: cfg.warmup,
         steps: cfg.steps,
@@ -171,12 +165,7 @@ pub fn run_rank(job: &Path) -> Result<String, CliError> {
     let text = std::fs::read(job)?;
     let job: Job = serde_json::from_slice(&text)
         .map_err(|e| CliError::BadInput(format!("{}: not a verify job: {e}", job.display())))?;
-    let target = Target {
-        model: job.model,
-        cluster: job.cluster,
-        gpus: job.gpus,
-        calibration: job.calibration,
-    };
+    let target = job.target;
     let r = target.resolve()?;
     let cfg = RunConfig {
         warmup: job.warmup,
