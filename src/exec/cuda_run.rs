@@ -162,10 +162,16 @@ impl<'a> Gpu<'a> {
     /// Cᵀ[n,m] = Bᵀ[n,k]·Aᵀ[k,m].
     fn gemm(&self, batch: u64, m: u64, n: u64, k: u64) -> Result<(), ExecError> {
         let (ty, compute) = match self.dtype {
-            Dtype::Bf16 | Dtype::Fp8 => (
+            Dtype::Bf16 => (
                 blas::cudaDataType::CUDA_R_16BF,
                 blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             ),
+            // GemmEx has no FP8 (cuBLASLt does); `executable_plan` refuses such plans first.
+            Dtype::Fp8 => {
+                return Err(ExecError::Config(
+                    "fp8 GEMMs need cuBLASLt, which the cuda backend does not use yet".into(),
+                ));
+            }
             Dtype::Fp16 => (
                 blas::cudaDataType::CUDA_R_16F,
                 blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
