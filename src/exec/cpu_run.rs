@@ -51,10 +51,11 @@ struct Rank<'a> {
     memory: MemoryPeak,
 }
 
+/// `len` operand values, as the probes fill theirs (`cpu::fill`).
 fn filled(len: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
-        .collect()
+    let mut v = Vec::new();
+    super::cpu::fill(&mut v, len);
+    v
 }
 
 /// Copies `bytes` from `src` to `dst` (the same positions of each), starting at `at` and
@@ -151,33 +152,13 @@ impl<'a> Rank<'a> {
     }
 
     /// C = A·B for `batch` problems, each on the rank's scratch operands, as the probes run
-    /// them (so a batched GEMM costs what `batch` of the profile's GEMMs cost; its heads'
-    /// own operands would come colder from memory).
+    /// them (`cpu::sgemm`, so a batched GEMM costs what `batch` of the profile's GEMMs cost;
+    /// its heads' own operands would come colder from memory). The scratch is sized for the
+    /// program's largest shape (`Sizes`).
     fn gemm(&mut self, batch: u64, m: u64, n: u64, k: u64) {
-        let (m, n, k) = (m as usize, n as usize, k as usize);
+        let shape = (m as usize, n as usize, k as usize);
         for _ in 0..batch {
-            let (a, b, c) = (&self.a, &self.b, &mut self.c);
-            // SAFETY: a holds ≥ m·k, b ≥ k·n and c ≥ m·n f32s (the scratch is sized for the
-            // program's largest shape), row-major with the strides given; c does not alias a
-            // or b.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    a.as_ptr(),
-                    k as isize,
-                    1,
-                    b.as_ptr(),
-                    n as isize,
-                    1,
-                    0.0,
-                    c.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
-            }
+            super::cpu::sgemm(&self.a, &self.b, &mut self.c, shape);
         }
     }
 

@@ -10,7 +10,7 @@
 
 use super::ExecError;
 use super::cuda::device_err;
-use super::cuda_nccl::issue;
+use super::cuda_nccl::{issue, nccl_err};
 use super::lower::{Class, GroupKind, Lowered, Op, Program};
 use super::rendezvous::Rendezvous;
 use super::run::{KernelKey, MemoryPeak, RankRun, RunConfig, RunResult, Sizes, StepRecord};
@@ -23,10 +23,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-
-fn nccl_err(call: &str, e: nccl::NcclError) -> ExecError {
-    device_err(call, e)
-}
 
 /// One rank's GPU, stream, communicators and buffers.
 struct Gpu<'a> {
