@@ -76,7 +76,7 @@ pub fn verify(
                 .into(),
         ));
     }
-    let (plan, notes) = executable_plan(plan);
+    let (plan, notes) = executable_plan(plan)?;
     let m = Machine {
         cluster: &r.cluster,
         profile: r.profile.as_ref(),

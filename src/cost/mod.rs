@@ -265,6 +265,17 @@ pub fn optimizer_bytes_per_param(dtype: Dtype) -> f64 {
 /// before stage 0, and with overlap the reduction also hides behind its own last backward.
 /// The slowest optimizer step ends the step.
 pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedGraphs) -> Estimate {
+    estimate_with_work(model, plan, m, pg).0
+}
+
+/// [`estimate_priced`] and the per-stage work it composed, for a caller that also schedules
+/// that work (the simulator), so it is computed once.
+pub fn estimate_with_work(
+    model: &ModelSpec,
+    plan: &Plan,
+    m: &Machine,
+    pg: &PricedGraphs,
+) -> (Estimate, Vec<stages::StageWork>) {
     let (work, comm_provenance) = stages::stage_work_with_provenance(model, plan, m, pg);
     let (nm, v) = (plan.n_micro() as f64, plan.vpp as f64);
     let sum = |s: &stages::StageWork, f: &dyn Fn(&stages::ChunkWork) -> f64| {
@@ -327,7 +338,7 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         .provenance
         .scaled(nm * model.layers as f64 / plan.pp as f64)
         .plus(&comm_provenance);
-    assemble(
+    let estimate = assemble(
         model,
         plan,
         m.cluster,
@@ -335,7 +346,8 @@ pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedG
         stages,
         recomputed as f64 / held as f64,
         provenance,
-    )
+    );
+    (estimate, work)
 }
 
 /// Throughput, utilisation and memory verdict of a priced step.

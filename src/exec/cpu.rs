@@ -130,8 +130,8 @@ impl Drop for Cpu {
 }
 
 /// Fills `v` to `len` with a deterministic pattern of values in [-1, 1) (no denormals, no
-/// zeros that could shortcut work).
-fn fill(v: &mut Vec<f32>, len: usize) {
+/// zeros that could shortcut work). The probes' operands and `verify`'s (`cpu_run`) alike.
+pub(super) fn fill(v: &mut Vec<f32>, len: usize) {
     if v.len() < len {
         let start = v.len();
         v.extend((start..len).map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0));
@@ -145,34 +145,45 @@ fn gemm_on(b: &mut Buffers, start: &Barrier, (m, n, k): (usize, usize, usize), i
     fill(&mut b.a, m * k);
     fill(&mut b.b, k * n);
     fill(&mut b.c, m * n);
-    sgemm(b, m, n, k);
+    sgemm(&b.a, &b.b, &mut b.c, (m, n, k));
     start.wait();
     let t0 = thread_cpu_s();
     for _ in 0..iters {
-        sgemm(b, m, n, k);
+        sgemm(&b.a, &b.b, &mut b.c, (m, n, k));
     }
     let s = thread_cpu_s() - t0;
     std::hint::black_box(&b.c);
     s
 }
 
-fn sgemm(b: &mut Buffers, m: usize, n: usize, k: usize) {
-    // SAFETY: a holds ≥ m·k, b ≥ k·n, c ≥ m·n f32s, row-major with the strides given; c does
-    // not alias a or b.
+/// Row-major C[m,n] = A[m,k]·B[k,n] in f32 on one core (matrixmultiply), on the leading
+/// elements of `a`, `b` and `c`. The one GEMM of the cpu backend: the probes time it and
+/// `verify` (`cpu_run`) runs it, so a profile's points price exactly what a run executes
+/// (`verify::host_speed` compares the two).
+pub(super) fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usize, usize)) {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "sgemm {m}x{n}x{k} on operands of {}, {} and {} elements",
+        a.len(),
+        b.len(),
+        c.len()
+    );
+    // SAFETY: a holds ≥ m·k, b ≥ k·n, c ≥ m·n f32s (asserted), row-major with the strides
+    // given; c is a unique borrow, so it does not alias a or b.
     unsafe {
         matrixmultiply::sgemm(
             m,
             k,
             n,
             1.0,
-            b.a.as_ptr(),
+            a.as_ptr(),
             k as isize,
             1,
-            b.b.as_ptr(),
+            b.as_ptr(),
             n as isize,
             1,
             0.0,
-            b.c.as_mut_ptr(),
+            c.as_mut_ptr(),
             n as isize,
             1,
         );
@@ -281,5 +292,39 @@ impl Backend for Cpu {
             )));
         }
         Ok(cpu_comm::run(coll, ranks as usize, bytes as usize, iters))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sgemm_multiplies_the_leading_elements() {
+        // [1 2; 3 4]·[5 6; 7 8] = [19 22; 43 50], in buffers longer than the operands.
+        let a = [1.0, 2.0, 3.0, 4.0, 9.0];
+        let b = [5.0, 6.0, 7.0, 8.0];
+        let mut c = [0.0f32; 6];
+        sgemm(&a, &b, &mut c, (2, 2, 2));
+        assert_eq!(c, [19.0, 22.0, 43.0, 50.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn fill_extends_the_same_pattern() {
+        let mut v = Vec::new();
+        fill(&mut v, 3);
+        assert_eq!(
+            v,
+            [
+                -1.0,
+                7919.0 % 2003.0 / 1001.5 - 1.0,
+                15838.0 % 2003.0 / 1001.5 - 1.0
+            ]
+        );
+        let mut w = v.clone();
+        fill(&mut w, 2); // never shrinks
+        fill(&mut v, 5);
+        assert_eq!((w.len(), &v[..3]), (3, &w[..]));
+        assert!(v.iter().all(|x| (-1.0..1.0).contains(x) && *x != 0.0));
     }
 }

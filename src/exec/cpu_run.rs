@@ -51,20 +51,60 @@ struct Rank<'a> {
     memory: MemoryPeak,
 }
 
+/// `len` operand values, as the probes fill theirs (`cpu::fill`).
 fn filled(len: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i * 7919 % 2003) as f32 / 1001.5) - 1.0)
-        .collect()
+    let mut v = Vec::new();
+    super::cpu::fill(&mut v, len);
+    v
 }
 
-/// Copies `bytes` from `src` to `dst`, wrapping around the buffers when they are shorter.
-fn stream(src: &[u8], dst: &mut [u8], bytes: usize) {
+/// Copies `bytes` from `src` to `dst` (the same positions of each), starting at `at` and
+/// wrapping around to the start when the buffers are shorter; returns the bytes copied (all
+/// of them unless the buffers are empty).
+fn stream(src: &[u8], dst: &mut [u8], at: usize, bytes: usize) -> usize {
     let len = src.len().min(dst.len());
-    let mut left = bytes;
-    while left > 0 && len > 0 {
-        let n = left.min(len);
-        dst[..n].copy_from_slice(&src[..n]);
+    if len == 0 {
+        return 0;
+    }
+    let (mut at, mut left) = (at % len, bytes);
+    while left > 0 {
+        let n = left.min(len - at);
+        dst[at..at + n].copy_from_slice(&src[at..at + n]);
         left -= n;
+        at = 0;
+    }
+    bytes
+}
+
+/// Whether memory-bound kernels stream through the model state (`state_bytes` of it): when
+/// each half is at least `ARENA_BYTES`; else through scratch buffers of the largest kernel's
+/// size. `Rank::new` sizes the scratch by the same test.
+fn streams_in_state(state_bytes: usize) -> bool {
+    state_bytes / 2 >= ARENA_BYTES
+}
+
+/// A memory-bound kernel of `half` bytes each way on `state` (a rank's model state as bytes)
+/// or on the scratch `src`/`dst`: the optimizer step from the state's start, other kernels at
+/// `offset`, which moves on with every kernel, wrapping around the state's halves when the
+/// kernel is larger. Returns the bytes copied: always `half`.
+fn memory_kernel(
+    state: &mut [u8],
+    (src, dst): (&[u8], &mut [u8]),
+    offset: &mut usize,
+    half: usize,
+    class: Class,
+) -> usize {
+    if class == Class::Optimizer || streams_in_state(state.len()) {
+        let (lo, hi) = state.split_at_mut(state.len() / 2);
+        let at = if class == Class::Optimizer {
+            0
+        } else {
+            *offset
+        };
+        *offset = offset.wrapping_add(half.next_multiple_of(4096));
+        stream(lo, hi, at, half)
+    } else {
+        stream(src, dst, 0, half)
     }
 }
 
@@ -80,7 +120,7 @@ impl<'a> Rank<'a> {
             s.dp_comm
         };
         // Memory-bound kernels stream through the state when it exceeds the caches.
-        let copy = if state.len() * 2 >= ARENA_BYTES {
+        let copy = if streams_in_state(4 * state.len()) {
             0
         } else {
             s.copy
@@ -112,33 +152,13 @@ impl<'a> Rank<'a> {
     }
 
     /// C = A·B for `batch` problems, each on the rank's scratch operands, as the probes run
-    /// them (so a batched GEMM costs what `batch` of the profile's GEMMs cost; its heads'
-    /// own operands would come colder from memory).
+    /// them (`cpu::sgemm`, so a batched GEMM costs what `batch` of the profile's GEMMs cost;
+    /// its heads' own operands would come colder from memory). The scratch is sized for the
+    /// program's largest shape (`Sizes`).
     fn gemm(&mut self, batch: u64, m: u64, n: u64, k: u64) {
-        let (m, n, k) = (m as usize, n as usize, k as usize);
+        let shape = (m as usize, n as usize, k as usize);
         for _ in 0..batch {
-            let (a, b, c) = (&self.a, &self.b, &mut self.c);
-            // SAFETY: a holds ≥ m·k, b ≥ k·n and c ≥ m·n f32s (the scratch is sized for the
-            // program's largest shape), row-major with the strides given; c does not alias a
-            // or b.
-            unsafe {
-                matrixmultiply::sgemm(
-                    m,
-                    k,
-                    n,
-                    1.0,
-                    a.as_ptr(),
-                    k as isize,
-                    1,
-                    b.as_ptr(),
-                    n as isize,
-                    1,
-                    0.0,
-                    c.as_mut_ptr(),
-                    n as isize,
-                    1,
-                );
-            }
+            super::cpu::sgemm(&self.a, &self.b, &mut self.c, shape);
         }
     }
 
@@ -160,25 +180,14 @@ impl<'a> Rank<'a> {
     /// rather than from a cache the previous kernel warmed.
     fn memory_kernel(&mut self, half: usize, class: Class) {
         // SAFETY: any bytes of f32s are valid u8s; the view borrows the state mutably.
-        let bytes = unsafe {
+        let state = unsafe {
             std::slice::from_raw_parts_mut(
                 self.state.as_mut_ptr().cast::<u8>(),
                 4 * self.state.len(),
             )
         };
-        let n = bytes.len() / 2;
-        if class == Class::Optimizer || n >= half.max(ARENA_BYTES) {
-            let (lo, hi) = bytes.split_at_mut(n);
-            let at = if class == Class::Optimizer {
-                0
-            } else {
-                self.offset % (n - half + 1)
-            };
-            stream(&lo[at..], &mut hi[at..], half);
-            self.offset = self.offset.wrapping_add(half.next_multiple_of(4096));
-        } else {
-            stream(&self.src, &mut self.dst, half);
-        }
+        let scratch = (self.src.as_slice(), self.dst.as_mut_slice());
+        memory_kernel(state, scratch, &mut self.offset, half, class);
     }
 
     /// Runs one instruction; returns the device seconds spent waiting for a sender.
@@ -370,4 +379,58 @@ pub fn run(
         ranks.push(r);
     }
     Ok(RunResult::from_ranks(ranks, wall))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_wraps_from_its_offset() {
+        let src: Vec<u8> = (0..10).collect();
+        let mut dst = vec![0u8; 10];
+        assert_eq!(stream(&src, &mut dst, 7, 5), 5);
+        assert_eq!(dst, [0, 1, 0, 0, 0, 0, 0, 7, 8, 9]);
+        assert_eq!(stream(&[], &mut [], 3, 5), 0);
+    }
+
+    /// A kernel larger than the arena, on a state large enough to hold the streams (so the
+    /// rank has no scratch buffers): it still copies all its bytes, wrapping around the state
+    /// (it used to fall through to the empty scratch and copy nothing, measuring ~0 s).
+    #[test]
+    fn a_memory_kernel_larger_than_the_state_moves_all_its_bytes() {
+        let n = ARENA_BYTES; // each half of the state
+        assert!(streams_in_state(2 * n) && !streams_in_state(2 * n - 2));
+        let mut state = vec![0u8; 2 * n];
+        let pattern: Vec<u8> = (1..=251).collect();
+        for c in state[..n].chunks_mut(251) {
+            c.copy_from_slice(&pattern[..c.len()]);
+        }
+        let half = n + n / 2;
+        let mut offset = 4096 * 3;
+        let moved = memory_kernel(&mut state, (&[], &mut []), &mut offset, half, Class::Memory);
+        assert_eq!(moved, half);
+        assert_eq!(offset, 4096 * 3 + half.next_multiple_of(4096));
+        // Every byte of the upper half was written (wrapped past its end), each with the
+        // matching byte of the lower half.
+        assert!(state[n..].iter().all(|&b| b != 0));
+        assert_eq!(state[..n], state[n..]);
+
+        // The optimizer starts at the state's start; a small state streams through it too.
+        let mut small = vec![7u8; 64];
+        small[32..].fill(0);
+        let moved = memory_kernel(&mut small, (&[], &mut []), &mut 0, 40, Class::Optimizer);
+        assert_eq!(moved, 40);
+        assert!(small[32..].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn a_small_state_streams_through_the_scratch() {
+        let mut state = vec![0u8; 64];
+        let (src, mut dst) = (vec![5u8; 16], vec![0u8; 16]);
+        let moved = memory_kernel(&mut state, (&src, &mut dst), &mut 0, 40, Class::Memory);
+        assert_eq!(moved, 40);
+        assert_eq!(dst, src);
+        assert!(state.iter().all(|&b| b == 0));
+    }
 }

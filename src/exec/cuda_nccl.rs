@@ -31,7 +31,8 @@ pub struct Nccl {
     rdv: Option<Rendezvous>,
 }
 
-fn nccl_err(call: &str, e: nccl::NcclError) -> ExecError {
+/// An NCCL call's failure (also `cuda_run`'s).
+pub(super) fn nccl_err(call: &str, e: nccl::NcclError) -> ExecError {
     device_err(call, e)
 }
 

@@ -10,7 +10,7 @@
 
 use super::ExecError;
 use super::cuda::device_err;
-use super::cuda_nccl::issue;
+use super::cuda_nccl::{issue, nccl_err};
 use super::lower::{Class, GroupKind, Lowered, Op, Program};
 use super::rendezvous::Rendezvous;
 use super::run::{KernelKey, MemoryPeak, RankRun, RunConfig, RunResult, Sizes, StepRecord};
@@ -23,10 +23,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-
-fn nccl_err(call: &str, e: nccl::NcclError) -> ExecError {
-    device_err(call, e)
-}
 
 /// One rank's GPU, stream, communicators and buffers.
 struct Gpu<'a> {
@@ -162,10 +158,16 @@ impl<'a> Gpu<'a> {
     /// Cᵀ[n,m] = Bᵀ[n,k]·Aᵀ[k,m].
     fn gemm(&self, batch: u64, m: u64, n: u64, k: u64) -> Result<(), ExecError> {
         let (ty, compute) = match self.dtype {
-            Dtype::Bf16 | Dtype::Fp8 => (
+            Dtype::Bf16 => (
                 blas::cudaDataType::CUDA_R_16BF,
                 blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,
             ),
+            // GemmEx has no FP8 (cuBLASLt does); `executable_plan` refuses such plans first.
+            Dtype::Fp8 => {
+                return Err(ExecError::Config(
+                    "fp8 GEMMs need cuBLASLt, which the cuda backend does not use yet".into(),
+                ));
+            }
             Dtype::Fp16 => (
                 blas::cudaDataType::CUDA_R_16F,
                 blas::cublasComputeType_t::CUBLAS_COMPUTE_32F,

@@ -71,11 +71,14 @@ pub struct Rendezvous {
     links: Vec<TcpStream>,
 }
 
+/// One write of length and payload together: two small writes would meet Nagle's algorithm
+/// and the peer's delayed ACK (~40 ms per message on Linux), which a per-step barrier pays.
 fn send(s: &mut TcpStream, data: &[u8]) -> Result<(), ExecError> {
     let len = u32::try_from(data.len()).map_err(|_| err("message too large"))?;
-    s.write_all(&len.to_le_bytes())
-        .and_then(|_| s.write_all(data))
-        .map_err(|e| err(format!("send: {e}")))
+    let mut msg = Vec::with_capacity(4 + data.len());
+    msg.extend_from_slice(&len.to_le_bytes());
+    msg.extend_from_slice(data);
+    s.write_all(&msg).map_err(|e| err(format!("send: {e}")))
 }
 
 fn recv(s: &mut TcpStream) -> Result<Vec<u8>, ExecError> {
@@ -108,9 +111,24 @@ impl Rendezvous {
         let mut slots: Vec<Option<TcpStream>> = (1..world).map(|_| None).collect();
         while slots.iter().any(Option::is_none) {
             match l.accept() {
-                Ok((mut s, _)) => {
+                Ok((mut s, peer)) => {
                     s.set_nonblocking(false).map_err(|e| err(e.to_string()))?;
-                    let r = recv(&mut s)?;
+                    s.set_nodelay(true).map_err(|e| err(e.to_string()))?;
+                    // The hello must arrive before the join deadline: a connection that says
+                    // nothing (a port scanner, a wrong MASTER_PORT) must not hang rank 0.
+                    let left = deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1));
+                    s.set_read_timeout(Some(left))
+                        .map_err(|e| err(e.to_string()))?;
+                    let r = recv(&mut s).map_err(|e| {
+                        err(format!(
+                            "{peer} connected to MASTER_PORT but did not say its RANK within \
+                             {timeout:?} ({e}); is another program using port {}?",
+                            l.local_addr().map(|a| a.port()).unwrap_or(0)
+                        ))
+                    })?;
+                    s.set_read_timeout(None).map_err(|e| err(e.to_string()))?;
                     let r = u64::from_le_bytes(r.try_into().map_err(|_| err("bad hello"))?);
                     match slots.get_mut((r as usize).wrapping_sub(1)) {
                         Some(slot @ None) => *slot = Some(s),
@@ -246,6 +264,36 @@ mod tests {
         assert!(bad.unwrap_err().to_string().contains("RANK=2"));
         let bad = Env::from_vars(vars(&[("WORLD_SIZE", "2"), ("RANK", "1")]));
         assert!(bad.unwrap_err().to_string().contains("MASTER_ADDR"));
+    }
+
+    #[test]
+    fn a_silent_connection_is_an_error_not_a_hang() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let e = Rendezvous::serve(l, 2, Duration::from_millis(300)).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("did not say its RANK"), "{m}");
+        assert!(m.contains(&format!("port {port}")), "{m}");
+    }
+
+    #[test]
+    fn sockets_on_both_sides_send_without_delay() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let peer = std::thread::spawn(move || {
+            let env = Env {
+                rank: 1,
+                world: 2,
+                addr: "127.0.0.1".into(),
+                port,
+            };
+            let r = Rendezvous::join(&env, Duration::from_secs(20)).unwrap();
+            r.links[0].nodelay().unwrap()
+        });
+        let r0 = Rendezvous::serve(l, 2, Duration::from_secs(20)).unwrap();
+        assert!(r0.links[0].nodelay().unwrap());
+        assert!(peer.join().unwrap());
     }
 
     #[test]

@@ -26,7 +26,18 @@ pub enum BackendKind {
 /// The plan as the backends run it, and what changed. Each rank runs its kernels and its
 /// communication one after the other (the cpu backend on one thread, the cuda backend on one
 /// stream), so communication the plan overlaps with compute is run, and priced, exposed.
-pub fn executable_plan(plan: &Plan) -> (Plan, Vec<String>) {
+/// FP8 plans are refused: the cuda backend has no FP8 GEMM (that needs cuBLASLt; GemmEx would
+/// run them as BF16) and cpu profiles have no FP8 points, so neither would run or price what
+/// the estimate of the plan prices.
+pub fn executable_plan(plan: &Plan) -> Result<(Plan, Vec<String>), ExecError> {
+    if plan.dtype == Dtype::Fp8 {
+        return Err(ExecError::Config(
+            "plan: `dtype` fp8: verify cannot run fp8 GEMMs yet (they need cuBLASLt, and cpu \
+             profiles have no fp8 points to price them): verify the plan with --dtype bf16 \
+             (`\"dtype\": \"bf16\"` in a plan file)"
+                .into(),
+        ));
+    }
     let mut p = plan.clone();
     let mut notes = Vec::new();
     if p.tp > 1 && p.tp_overlap != TpOverlap::None {
@@ -50,7 +61,7 @@ pub fn executable_plan(plan: &Plan) -> (Plan, Vec<String>) {
                 .into(),
         );
     }
-    (p, notes)
+    Ok((p, notes))
 }
 
 /// The cpu as the cost model's device, from a cpu profile (as `cpu_profile` adapts it): `ranks` thread-devices with
@@ -517,7 +528,7 @@ pub fn verify_cpu(
             plan.n_gpus()
         )));
     }
-    let (plan, notes) = executable_plan(plan);
+    let (plan, notes) = executable_plan(plan)?;
     let profile = &cpu_profile(profile);
     let cluster = cpu_cluster(profile, plan.n_gpus(), limits.memory_gib, model.head_dim())?;
     let why = plan.check(model, &cluster);

@@ -13,8 +13,8 @@ pub use schedule::{Pass, Task};
 pub use trace::Trace;
 
 use crate::calib::Profile;
-use crate::cost::stages::{StageWork, stage_work};
-use crate::cost::{Estimate, Machine, PricedGraphs, estimate_priced, memory};
+use crate::cost::stages::StageWork;
+use crate::cost::{Estimate, Machine, PricedGraphs, estimate_with_work, memory};
 use crate::spec::{ClusterSpec, ModelSpec, Plan, Schedule};
 use crate::units::GIB;
 use serde::Serialize;
@@ -59,7 +59,7 @@ pub enum SimError {
 /// What the simulator schedules: each stage's work, the schedule and the framework options.
 #[derive(Clone, Copy, Debug)]
 pub struct Pipeline<'a> {
-    /// Per-stage work (from [`stage_work`]), all with the same number of chunks.
+    /// Per-stage work (from [`stage_work`](crate::cost::stages::stage_work)), all with the same number of chunks.
     pub stages: &'a [StageWork],
     /// Pipeline schedule.
     pub schedule: Schedule,
@@ -176,8 +176,7 @@ pub fn simulate_plan(
     }
     let m = Machine { cluster, profile };
     let pg = PricedGraphs::new(model, plan, &m);
-    let estimate = estimate_priced(model, plan, &m, &pg);
-    let work = stage_work(model, plan, &m, &pg);
+    let (estimate, work) = estimate_with_work(model, plan, &m, &pg);
     let sim = simulate(
         &Pipeline {
             stages: &work,

@@ -133,8 +133,89 @@ fn recompute_of(text: Option<&str>) -> Option<Recompute> {
     })
 }
 
+/// Every size of a run record within range, and the parallel sizes consistent with the GPU
+/// count: a runs file is user input, so a zero or a product that does not add up is a reason
+/// to skip the row (naming the field and the fix), never a division by zero further on.
+fn check_sizes(run: &RunRecord) -> Result<(), String> {
+    use spec::model::{MAX_HIDDEN, MAX_LAYERS, MAX_SEQ, MAX_VOCAB};
+    let m = &run.model;
+    let p = &run.parallel;
+    let mut sizes: Vec<(&str, Option<u64>, u64)> = vec![
+        ("model.layers", Some(m.layers), MAX_LAYERS),
+        ("model.hidden", Some(m.hidden), MAX_HIDDEN),
+        ("model.heads", Some(m.heads), MAX_HIDDEN),
+        ("model.kv_heads", m.kv_heads, MAX_HIDDEN),
+        ("model.ffn_hidden", m.ffn_hidden, 16 * MAX_HIDDEN),
+        ("model.vocab", Some(m.vocab), MAX_VOCAB),
+        ("model.seq_len", Some(m.seq_len), MAX_SEQ),
+        ("hardware.count", Some(run.hardware.count), MAX_RUN_GPUS),
+        ("hardware.gpus_per_node", run.hardware.gpus_per_node, 1024),
+        (
+            "batch.global_batch",
+            Some(run.batch.global_batch),
+            u64::from(u32::MAX),
+        ),
+        (
+            "batch.micro_batch",
+            run.batch.micro_batch,
+            u64::from(u32::MAX),
+        ),
+    ];
+    for (name, v) in [
+        ("parallel.tp", p.tp),
+        ("parallel.pp", p.pp),
+        ("parallel.dp", p.dp),
+        ("parallel.cp", p.cp),
+        ("parallel.ep", p.ep),
+        ("parallel.virtual_stages", p.virtual_stages),
+    ] {
+        sizes.push((name, v, MAX_RUN_GPUS));
+    }
+    for (name, v, max) in sizes {
+        match v {
+            Some(0) => {
+                return Err(format!(
+                    "{name} is 0: sizes count at least one (write 1 for none)"
+                ));
+            }
+            Some(v) if v > max => {
+                return Err(format!("{name} = {v} exceeds {max}: is it a typo?"));
+            }
+            _ => {}
+        }
+    }
+    let n = run.hardware.count;
+    let (Some(tp), Some(pp)) = (p.tp, p.pp) else {
+        return Ok(()); // `case` says the layout is not published
+    };
+    let cp = p.cp.unwrap_or(1);
+    // Each factor is ≤ 2^20, so the products fit u128 (not always u64).
+    let model_parallel = u128::from(tp) * u128::from(pp) * u128::from(cp);
+    match p.dp {
+        Some(dp) if u128::from(dp) * model_parallel != u128::from(n) => Err(format!(
+            "parallel.dp × tp × pp × cp = {dp} × {tp} × {pp} × {cp} = {} but hardware.count is \
+             {n}: fix the sizes so that their product is the GPU count",
+            u128::from(dp) * model_parallel
+        )),
+        None if u128::from(n) % model_parallel != 0 => Err(format!(
+            "parallel.tp × pp × cp = {tp} × {pp} × {cp} = {model_parallel} does not divide \
+             hardware.count = {n}: fix the sizes, or publish parallel.dp"
+        )),
+        _ if pp > m.layers => Err(format!(
+            "parallel.pp = {pp} exceeds model.layers = {}: every stage needs a layer",
+            m.layers
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The most GPUs, or ways of one parallel dimension, a run record may name: beyond it a value
+/// is a typo, and the products of sizes stay far from overflow.
+const MAX_RUN_GPUS: u64 = 1 << 20;
+
 /// Builds the case for `run`, or says why it cannot be predicted.
 pub fn case(run: &RunRecord) -> Result<Case, String> {
+    check_sizes(run)?;
     let fw = Stack::of(run);
     let device = device_for(&run.hardware.gpu)
         .ok_or_else(|| format!("no device preset for GPU `{}`", run.hardware.gpu))?;

@@ -115,11 +115,12 @@ fn compare(run: &RunRecord, e: &Estimate) -> Option<(&'static str, f64, f64, f64
     Some((name, x, p, p / x - 1.0))
 }
 
-/// The plan of a case, with its unpublished knobs set to the fastest combination that fits.
-fn resolve_plan(c: &Case) -> Estimate {
+/// The plan of a case, with its unpublished knobs set to the fastest combination that fits;
+/// the reason to skip the run when no combination passes `Plan::check`.
+fn resolve_plan(c: &Case) -> Result<Estimate, String> {
     let price = |p: &Plan| estimate(&c.model, &c.cluster, p, None);
     if c.searched.is_empty() {
-        return price(&c.plan);
+        return Ok(price(&c.plan));
     }
     let local = c.plan.global_batch / c.plan.dp;
     let mbs: Vec<u64> = if c.searched.contains(&"mbs") {
@@ -175,7 +176,26 @@ fn resolve_plan(c: &Case) -> Estimate {
             }
         }
     }
-    best.unwrap_or_else(|| price(&c.plan))
+    best.ok_or_else(|| {
+        let why: Vec<String> = c
+            .plan
+            .check(&c.model, &c.cluster)
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        format!(
+            "no choice of the unpublished {} gives a plan that checks ({})",
+            c.searched.join(", "),
+            if why.is_empty() {
+                format!(
+                    "global_batch {} leaves {local} sample(s) per data-parallel replica",
+                    c.plan.global_batch
+                )
+            } else {
+                format!("first guess: {}", why.join("; "))
+            }
+        )
+    })
 }
 
 fn skipped(run: &RunRecord, why: String) -> RowResult {
@@ -216,7 +236,10 @@ pub fn validate_run(run: &RunRecord) -> RowResult {
             format!("published plan does not check: {}", why.join("; ")),
         );
     }
-    let e = resolve_plan(&c);
+    let e = match resolve_plan(&c) {
+        Ok(e) => e,
+        Err(why) => return skipped(run, why),
+    };
     let cmp = if run.measured.oom() {
         None
     } else {

@@ -132,3 +132,116 @@ fn no_row_is_silently_dropped() {
         );
     }
 }
+
+/// A user's runs file (`planner validate --runs FILE`) with sizes that are zero or do not add
+/// up: every such row is skipped with a reason naming the field, the sound row beside them is
+/// still predicted, and nothing panics (before, tp: 0 or tp·pp·cp above the GPU count divided
+/// by zero, and a run whose searched knobs never checked was priced unchecked).
+#[test]
+fn malformed_sizes_in_a_runs_file_are_skipped_rows_not_panics() {
+    // (id, layers, heads, count, gpus_per_node, tp, pp, dp, micro_batch, global_batch)
+    type Row<'a> = (
+        &'a str,
+        u64,
+        u64,
+        u64,
+        &'a str,
+        u64,
+        u64,
+        &'a str,
+        &'a str,
+        u64,
+    );
+    let rows: [Row; 9] = [
+        ("sound", 4, 8, 8, "8", 2, 1, "null", "2", 64),
+        ("tp-zero", 4, 8, 8, "8", 0, 1, "null", "2", 64),
+        ("gpn-zero", 4, 8, 8, "0", 1, 1, "null", "2", 64),
+        ("heads-zero", 4, 0, 8, "8", 1, 1, "null", "2", 64),
+        ("count-zero", 4, 8, 0, "8", 1, 1, "null", "2", 64),
+        ("mp-above-count", 4, 8, 8, "8", 4, 4, "null", "2", 64),
+        ("dp-product", 4, 8, 8, "8", 1, 1, "4", "2", 64),
+        ("pp-above-layers", 2, 8, 4, "8", 1, 4, "null", "2", 64),
+        ("batch-below-dp", 4, 8, 8, "8", 1, 1, "null", "null", 4),
+    ];
+    let mut yaml = String::new();
+    for (id, layers, heads, count, gpn, tp, pp, dp, mbs, gb) in rows {
+        yaml += &format!(
+            "- id: {id}
+  group: user
+  model: {{name: tiny, layers: {layers}, hidden: 512, heads: {heads}, vocab: 32000, seq_len: 1024}}
+  hardware: {{gpu: A100-SXM4-80GB, count: {count}, gpus_per_node: {gpn}}}
+  parallel: {{tp: {tp}, pp: {pp}, dp: {dp}, recompute: full}}
+  batch: {{micro_batch: {mbs}, global_batch: {gb}}}
+  precision: bf16
+  measured: {{iteration_time_s: 1.0}}
+"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("planner-runs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+
+    let o = crate::cli::planner(&[
+        "validate",
+        "--runs",
+        path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let err = crate::cli::stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&crate::cli::stdout(&o)).unwrap();
+    let skipped = |id: &str| -> Option<String> {
+        let row = report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("row {id}"));
+        row["skipped"].as_str().map(str::to_string)
+    };
+    for (id, needle) in [
+        ("tp-zero", "parallel.tp is 0"),
+        ("gpn-zero", "hardware.gpus_per_node is 0"),
+        ("heads-zero", "model.heads is 0"),
+        ("count-zero", "hardware.count is 0"),
+        (
+            "mp-above-count",
+            "parallel.tp × pp × cp = 4 × 4 × 1 = 16 does not divide hardware.count = 8",
+        ),
+        (
+            "dp-product",
+            "parallel.dp × tp × pp × cp = 4 × 1 × 1 × 1 = 4 but hardware.count is 8",
+        ),
+        (
+            "pp-above-layers",
+            "parallel.pp = 4 exceeds model.layers = 2",
+        ),
+        (
+            "batch-below-dp",
+            "no choice of the unpublished mbs gives a plan that checks (first guess: ",
+        ),
+    ] {
+        let why = skipped(id).unwrap_or_else(|| panic!("{id} was predicted"));
+        assert!(why.contains(needle), "{id}: `{needle}` not in `{why}`");
+    }
+
+    // The sound row is priced exactly as `estimate` prices its plan.
+    assert_eq!(skipped("sound"), None);
+    let runs = parse_runs("runs.yaml", &yaml).unwrap();
+    let c = planner::validate::adapt::case(&runs[0]).unwrap();
+    assert_eq!(c.plan.n_gpus(), 8);
+    assert_eq!((c.plan.tp, c.plan.dp), (2, 4));
+    let e = planner::cost::estimate(&c.model, &c.cluster, &c.plan, None);
+    let row = &report["rows"][0];
+    // JSON text round trip: equal to the last digits serde_json parses back.
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs();
+    assert!(e.step_time_s > 0.0);
+    let step = row["step_time_s"].as_f64().unwrap();
+    assert!(close(step, e.step_time_s), "{step} vs {}", e.step_time_s);
+    let error = row["error"].as_f64().unwrap();
+    // Measured iteration time 1 s against the predicted step.
+    assert!(close(error, 1.0 / e.step_time_s - 1.0), "{error}");
+}

@@ -268,6 +268,42 @@ fn issue_7_verify_names_the_missing_backend_and_profile() {
     assert!(err.contains("--steps"), "{err}");
 }
 
+/// An FP8 plan is refused (exit 2, naming the field and the fix) rather than run with 16-bit
+/// GEMMs against a prediction that prices FP8.
+#[test]
+fn verify_refuses_fp8_plans() {
+    let dir = tmp("fp8");
+    let tiny = write(&dir, "tiny.yaml", TINY);
+    let two = write(&dir, "two.yaml", TWO);
+    let prof = write(&dir, "profile.json", FAKE_CPU_PROFILE);
+    let o = planner(&[
+        "verify",
+        "--model",
+        &tiny,
+        "--cluster",
+        &two,
+        "--dp",
+        "2",
+        "--global-batch",
+        "4",
+        "--dtype",
+        "fp8",
+        "--backend",
+        "cpu",
+        "--calibration",
+        &prof,
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`dtype` fp8")
+            && err.contains("cannot run fp8 GEMMs")
+            && err.contains("--dtype bf16"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn issue_7_cpu_refuses_plans_past_its_memory_limit() {
     let dir = tmp("limit");

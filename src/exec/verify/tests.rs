@@ -52,14 +52,25 @@ fn profile() -> Profile {
 fn overlap_is_switched_off_and_said() {
     let mut p = Plan::new(2, 2, 1, 1, 8, 256);
     p.overlap_grad_reduce = true;
-    let (q, notes) = executable_plan(&p);
+    let (q, notes) = executable_plan(&p).unwrap();
     assert_eq!(q.tp_overlap, TpOverlap::None);
     assert!(!q.overlap_grad_reduce);
     assert_eq!(notes.len(), 2, "{notes:?}");
     // Nothing to change: no notes.
     let mut plain = Plan::new(1, 1, 2, 1, 8, 256);
     plain.tp_overlap = TpOverlap::None;
-    assert!(executable_plan(&plain).1.is_empty());
+    assert!(executable_plan(&plain).unwrap().1.is_empty());
+}
+
+#[test]
+fn fp8_plans_are_refused_not_run_as_bf16() {
+    let mut p = Plan::new(1, 1, 2, 1, 8, 256);
+    p.dtype = Dtype::Fp8;
+    let e = executable_plan(&p).unwrap_err().to_string();
+    assert!(
+        e.contains("`dtype` fp8") && e.contains("--dtype bf16"),
+        "{e}"
+    );
 }
 
 #[test]
