@@ -164,7 +164,13 @@ pub fn stage_memory(
         activations += in_flight * graphs.embedding.saved_bytes();
     }
     if st.head {
-        activations += graphs.head.saved_bytes();
+        // The head runs in the last model chunk, whose backward follows each forward at once
+        // under 1F1B and interleaving (one micro-batch); GPipe keeps all m.
+        let head_in_flight = match plan.schedule {
+            Schedule::Gpipe => plan.n_micro() as f64,
+            Schedule::OneFOneB | Schedule::Interleaved => 1.0,
+        };
+        activations += head_in_flight * graphs.head.saved_bytes();
     }
 
     // Working set at the peak: the layer being back-propagated re-materialises what
@@ -234,6 +240,27 @@ mod tests {
                 64
             )),
             16.0 / 64.0
+        );
+    }
+
+    /// GPipe runs every forward before any backward, so each stage holds all m micro-batches
+    /// of everything it saves — the head included — and 1F1B's last stage holds one: with
+    /// pp = 2 and m = 8 the last stage's activations under GPipe are exactly 8× 1F1B's.
+    #[test]
+    fn gpipe_last_stage_holds_every_micro_batch_head_included() {
+        use crate::spec::{load_cluster, load_model};
+        let model = load_model("gpt2-xl").unwrap();
+        let cluster = load_cluster("a100x8").unwrap();
+        let act = |schedule| {
+            let mut p = Plan::new(1, 1, 2, 1, 8, 1024);
+            p.schedule = schedule;
+            let e = crate::cost::estimate(&model, &cluster, &p, None);
+            e.stages[1].memory.activations
+        };
+        let (gpipe, one_f_one_b) = (act(Schedule::Gpipe), act(Schedule::OneFOneB));
+        assert!(
+            (gpipe / one_f_one_b - 8.0).abs() < 1e-12,
+            "{gpipe} vs {one_f_one_b}"
         );
     }
 }
