@@ -72,6 +72,16 @@ impl std::fmt::Display for Dtype {
     }
 }
 
+/// A fraction as a percentage with one decimal: 0.123 → `12.3%`.
+pub fn fmt_pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+/// A relative error as a signed percentage, `-` when there is none: 0.05 → `+5.0%`.
+pub fn fmt_signed_pct(x: Option<f64>) -> String {
+    x.map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e))
+}
+
 /// Formats a duration given in seconds with a unit that keeps 3–4 significant digits.
 pub fn fmt_secs(s: f64) -> String {
     if !s.is_finite() {

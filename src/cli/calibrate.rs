@@ -165,7 +165,7 @@ pub fn run(a: CalibrateArgs) -> Result<String, CliError> {
         }) => {
             let p = calib::load_profile(&profile)?;
             Ok(if json {
-                serde_json::to_string_pretty(&p).expect("profiles serialise") + "\n"
+                super::json(&p)
             } else {
                 show(&p, points)
             })
@@ -313,16 +313,8 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
             max_bytes,
         ))
     };
-    let bar = indicatif::ProgressBar::new(1);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .expect("a valid template"),
-    );
-    let mut tick = |p: exec::Progress| {
-        bar.set_length(p.total);
-        bar.set_position(p.done);
-        bar.set_message(p.what);
-    };
+    let bar = super::render::progress_bar();
+    let mut tick = |p: exec::Progress| super::render::show(&bar, p);
     let profile = exec::run_probes(b.as_mut(), &cfg, &mut tick)?;
     bar.finish_and_clear();
     match profile {

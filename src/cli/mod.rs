@@ -259,7 +259,8 @@ pub(crate) fn write_output(
     })
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
+/// Pretty JSON with a final newline, as every `--format json` prints.
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).expect("results serialise") + "\n"
 }
 

@@ -35,6 +35,27 @@ pub fn csv(header: &[&str], rows: Vec<Vec<String>>) -> String {
     s
 }
 
+/// A progress bar on stderr for long runs (probes, verify), hidden on ranks other than the
+/// first under a launcher so one terminal shows one bar.
+pub fn progress_bar() -> indicatif::ProgressBar {
+    if super::verify_cuda::quiet_rank() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("a valid template"),
+    );
+    bar
+}
+
+/// Moves `bar` to an [`crate::exec::Progress`] report.
+pub fn show(bar: &indicatif::ProgressBar, p: crate::exec::Progress) {
+    bar.set_length(p.total);
+    bar.set_position(p.done);
+    bar.set_message(p.what);
+}
+
 /// Where each kernel class's seconds came from, one CSV cell.
 pub fn numbers_from(e: &Estimate) -> String {
     e.provenance.summary().join("; ")

@@ -10,9 +10,7 @@ use crate::units::fmt_secs;
 use serde_json::{Value, json};
 use std::path::Path;
 
-fn pct(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
-}
+use crate::units::fmt_pct as pct;
 
 /// The closed form's bubble: fill, drain and waiting on slower stages over the step.
 fn closed_form_bubble(e: &Estimate) -> f64 {
@@ -195,11 +193,7 @@ pub fn estimate(r: &Resolved, plan: &Plan, format: Format) -> Result<String, Cli
 }
 
 fn sim_line(s: &Simulation, e: &Estimate) -> String {
-    let peak = s
-        .stages
-        .iter()
-        .map(|x| x.peak_memory_gib)
-        .fold(0.0, f64::max);
+    let peak = s.peak_memory_gib();
     format!(
         "simulated ({}, {} micro-batches): step {} ({:+.2}% vs closed form), bubble {}, \
          peak memory {peak:.1} GiB\n",
@@ -229,7 +223,7 @@ pub fn rerank_json(rr: &Rerank) -> Value {
                 "step_time_s": p.sim.step_time_s,
                 "closed_form_step_time_s": p.estimate.step_time_s,
                 "bubble_fraction": p.sim.bubble_fraction,
-                "peak_memory_gib": p.sim.stages.iter().map(|s| s.peak_memory_gib).fold(0.0, f64::max),
+                "peak_memory_gib": p.sim.peak_memory_gib(),
             }))
             .collect::<Vec<_>>()
     )
@@ -264,14 +258,7 @@ pub fn rerank_table(rr: &Rerank) -> String {
                 format!("{:.3}", p.sim.step_time_s),
                 format!("{:.3}", p.estimate.step_time_s),
                 pct(p.sim.bubble_fraction),
-                format!(
-                    "{:.1}",
-                    p.sim
-                        .stages
-                        .iter()
-                        .map(|s| s.peak_memory_gib)
-                        .fold(0.0, f64::max)
-                ),
+                format!("{:.1}", p.sim.peak_memory_gib()),
             ]
         })
         .collect();

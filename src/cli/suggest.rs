@@ -189,7 +189,7 @@ pub fn render(
             if let Some(space) = explain {
                 v["explain"] = explain_json(r, res, space);
             }
-            serde_json::to_string_pretty(&v).expect("results serialise") + "\n"
+            super::json(&v)
         }
         Format::Csv => {
             let mut h = header();

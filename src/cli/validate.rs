@@ -27,15 +27,13 @@ pub fn run(runs: Option<&str>, group: Option<&str>, format: Format) -> Result<St
     }
     let report = validate(&records, group);
     Ok(match format {
-        Format::Json => serde_json::to_string_pretty(&report).expect("reports serialise") + "\n",
+        Format::Json => super::json(&report),
         Format::Csv => csv(&report),
         Format::Table => render(&report),
     })
 }
 
-fn pct(x: Option<f64>) -> String {
-    x.map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e))
-}
+use crate::units::fmt_signed_pct as pct;
 
 fn num(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| {

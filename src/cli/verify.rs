@@ -109,18 +109,6 @@ pub struct Outcome {
     pub run: RunResult,
 }
 
-fn bar() -> indicatif::ProgressBar {
-    if super::verify_cuda::quiet_rank() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(1);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .expect("a valid template"),
-    );
-    bar
-}
-
 /// Verifies `plan` on the backend `run` names: `None` on ranks other than 0 of a
 /// multi-process cuda job.
 pub fn verify_one(
@@ -130,12 +118,8 @@ pub fn verify_one(
     run: &RunArgs,
 ) -> Result<Option<Outcome>, CliError> {
     let (backend, cfg, limits) = run.config()?;
-    let bar = bar();
-    let mut tick = |p: Progress| {
-        bar.set_length(p.total);
-        bar.set_position(p.done);
-        bar.set_message(p.what);
-    };
+    let bar = render::progress_bar();
+    let mut tick = |p: Progress| render::show(&bar, p);
     let out = match backend {
         BackendArg::Cpu => {
             let profile = r.profile.as_ref().ok_or_else(|| {
@@ -199,21 +183,22 @@ pub fn run(a: VerifyArgs) -> Result<String, CliError> {
     };
     Ok(match a.format {
         Format::Json => json(&to_json(&o.v, &r, wb.as_ref())),
-        Format::Csv => render::csv(&["class", "predicted_s", "measured_s", "error"], rows(&o.v)),
+        Format::Csv => render::csv(
+            &["class", "predicted_s", "measured_s", "error"],
+            rows(&o.v, |s| format!("{s:.6}")),
+        ),
         Format::Table => table(&o.v, &r),
     })
 }
 
-fn pct(x: Option<f64>) -> String {
-    x.map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e))
-}
+use crate::units::fmt_signed_pct as pct;
 
-/// The step and class rows: name, predicted, measured, error.
-fn rows(v: &Verification) -> Vec<Vec<String>> {
+/// The step and class rows: name, predicted, measured (seconds written by `secs`), error.
+fn rows(v: &Verification, secs: impl Fn(f64) -> String) -> Vec<Vec<String>> {
     let mut out = vec![vec![
         "step_time_s".to_string(),
-        format!("{:.6}", v.estimate.step_time_s),
-        format!("{:.6}", v.measured.step_time_s),
+        secs(v.estimate.step_time_s),
+        secs(v.measured.step_time_s),
         pct(Some(v.error.step_time)),
     ]];
     for ((name, p), ((_, m), (_, e))) in v
@@ -223,12 +208,7 @@ fn rows(v: &Verification) -> Vec<Vec<String>> {
         .zip(v.measured.classes.rows().iter().zip(&v.error.classes))
     {
         if *p > 0.0 || *m > 0.0 {
-            out.push(vec![
-                name.to_string(),
-                format!("{p:.6}"),
-                format!("{m:.6}"),
-                pct(*e),
-            ]);
+            out.push(vec![name.to_string(), secs(*p), secs(*m), pct(*e)]);
         }
     }
     out
@@ -236,13 +216,10 @@ fn rows(v: &Verification) -> Vec<Vec<String>> {
 
 fn table(v: &Verification, r: &Resolved) -> String {
     let m = &v.measured;
-    let rows: Vec<Vec<String>> = rows(v)
+    let rows: Vec<Vec<String>> = rows(v, fmt_secs)
         .into_iter()
         .map(|mut row| {
             row[0] = row[0].trim_end_matches("_s").replace('_', " ");
-            for cell in &mut row[1..3] {
-                *cell = fmt_secs(cell.parse().unwrap_or(0.0));
-            }
             row
         })
         .collect();

@@ -305,7 +305,9 @@ pub struct Verification {
     pub notes: Vec<String>,
 }
 
-fn relative(pred: f64, meas: f64) -> Option<f64> {
+/// Relative error of a prediction: (predicted − measured) / measured; `None` without a
+/// measurement.
+pub fn relative(pred: f64, meas: f64) -> Option<f64> {
     (meas > 0.0).then(|| (pred - meas) / meas)
 }
 

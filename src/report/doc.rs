@@ -95,7 +95,7 @@ pub fn count(x: f64) -> String {
 
 /// `x` as a percentage with one decimal, e.g. 97.3%.
 pub fn pct(x: f64) -> String {
-    format!("{:.1}%", 100.0 * x)
+    crate::units::fmt_pct(x)
 }
 
 fn md_cell(s: &str) -> String {

@@ -4,20 +4,13 @@
 //! (predicted − measured) / measured, the definition `verify` uses.
 
 use super::ReportError;
+use crate::exec::verify::Classes;
 use serde_json::Value;
 
 /// Operation classes in the order `verify` lists them.
-pub const CLASSES: [&str; 9] = [
-    "gemm_s",
-    "memory_bound_s",
-    "recompute_s",
-    "tp_comm_s",
-    "pp_comm_s",
-    "dp_comm_s",
-    "other_comm_s",
-    "optimizer_s",
-    "bubble_s",
-];
+fn classes() -> [&'static str; 9] {
+    Classes::default().rows().map(|(name, _)| name)
+}
 
 /// A class as the report writes it: `gemm_s` → `GEMM (s)`; unknown names unchanged.
 pub fn class_label(name: &str) -> String {
@@ -57,10 +50,7 @@ pub struct Verified {
     pub notes: Vec<String>,
 }
 
-/// Relative error of a prediction: (predicted − measured) / measured.
-pub fn error(predicted: f64, measured: f64) -> Option<f64> {
-    (measured > 0.0).then(|| (predicted - measured) / measured)
-}
+pub use crate::exec::verify::relative as error;
 
 fn field<'a>(file: &str, v: &'a Value, path: &str) -> Result<&'a Value, ReportError> {
     v.pointer(&format!("/{}", path.replace('.', "/")))
@@ -82,19 +72,20 @@ fn number(file: &str, v: &Value, path: &str) -> Result<f64, ReportError> {
         })
 }
 
-/// Classes of `predicted`: its `classes` object, in `CLASSES` order then any others sorted.
+/// Classes of `predicted`: its `classes` object, in `verify`'s order then any others sorted.
 fn class_names(predicted: &Value) -> Vec<String> {
     let Some(obj) = predicted.get("classes").and_then(Value::as_object) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = CLASSES
+    let order = classes();
+    let mut names: Vec<String> = order
         .iter()
         .filter(|c| obj.contains_key(**c))
         .map(|c| c.to_string())
         .collect();
     let mut rest: Vec<String> = obj
         .keys()
-        .filter(|k| !CLASSES.contains(&k.as_str()))
+        .filter(|k| !order.contains(&k.as_str()))
         .cloned()
         .collect();
     rest.sort();

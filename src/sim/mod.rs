@@ -124,6 +124,16 @@ pub struct Simulation {
     pub trace: Option<Trace>,
 }
 
+impl Simulation {
+    /// The fullest stage's peak memory, GiB.
+    pub fn peak_memory_gib(&self) -> f64 {
+        self.stages
+            .iter()
+            .map(|s| s.peak_memory_gib)
+            .fold(0.0, f64::max)
+    }
+}
+
 /// Simulates one step of `pipe`; with `trace`, also records the timeline.
 pub fn simulate(pipe: &Pipeline, trace: bool) -> Result<Simulation, SimError> {
     let v = pipe.stages.first().map_or(1, |s| s.chunks.len());
