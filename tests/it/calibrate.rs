@@ -5,9 +5,7 @@ use crate::cli::{planner, stderr, stdout};
 use std::path::PathBuf;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("planner-calib-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
+    super::cli::fresh_dir(&format!("calib-{name}"))
 }
 
 fn fixture_files() -> Vec<String> {

@@ -17,12 +17,26 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
-fn write_tmp(name: &str, text: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("planner-it-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// An empty folder `planner-<tag>-<pid>` under the temporary directory, for one test.
+pub fn fresh_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("planner-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Writes `text` to `dir/name` and returns the path as an argument.
+pub fn write_in(dir: &std::path::Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
+}
+
+/// Writes `text` to a file `name` in this process's shared test folder.
+fn write_tmp(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("planner-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    write_in(&dir, name, text)
 }
 
 /// Asserts exit code 2 and that stderr mentions every `needle`.

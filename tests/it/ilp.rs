@@ -112,8 +112,9 @@ fn unknown_benchmark_is_exit_2_naming_the_choices() {
     let o = planner(&["bench", "nope"]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
+    // Both registries: the search benchmarks and the simulator's.
     assert!(
-        err.contains("gpt3-175b") && err.contains("gpt-1t-10240"),
+        err.contains("gpt-1t-10240") && err.contains("sim-gpt3-175b-pp16-m192"),
         "{err}"
     );
 }

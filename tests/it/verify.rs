@@ -4,20 +4,13 @@
 
 use crate::cli::{planner, stderr, stdout};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("planner-verify-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    super::cli::fresh_dir(&format!("verify-{name}"))
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
+use super::cli::write_in as write;
 
 /// The small GPT: 4 layers, hidden 512, seq 256 (8 heads, 8192-token vocabulary).
 const SMALL: &str =
