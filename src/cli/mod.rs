@@ -345,10 +345,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             if let Some(path) = &save_plan {
                 launch::save_plan(path, &plan)?;
             }
-            if simulate {
-                return simulate::estimate(&r, &plan, format);
-            }
-            let e = estimate(&r.model, &r.cluster, &plan, r.profile.as_ref());
+            let sim = simulate
+                .then(|| simulate::simulate(&r, &plan, false))
+                .transpose()?;
+            let e = match &sim {
+                Some(ps) => ps.estimate.clone(),
+                None => estimate(&r.model, &r.cluster, &plan, r.profile.as_ref()),
+            };
             let machine = crate::cost::Machine {
                 cluster: &r.cluster,
                 profile: r.profile.as_ref(),
@@ -356,23 +359,32 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             let op_rows = || crate::cost::op_times(&r.model, &plan, &machine);
             Ok(match format {
                 Format::Json => {
-                    let mut v = serde_json::to_value(&e).expect("estimates serialise");
-                    v["numbers_from"] = e.provenance.summary().into();
+                    let mut v = render::estimate_json(&e);
                     if ops {
                         v["ops"] = op_rows()
                             .iter()
                             .map(|(g, o, f, b)| serde_json::json!({"graph": g, "op": o, "fwd_s": f, "bwd_s": b}))
                             .collect();
                     }
+                    if let Some(ps) = &sim {
+                        v["sim"] = simulate::sim_json(&ps.sim, &e);
+                    }
                     json(&v)
                 }
-                Format::Csv => render::plan_csv(std::iter::once(&e)),
-                Format::Table if ops => {
-                    render::estimate_report(&e, &r.model.name, &r.cluster.name)
-                        + "\n"
-                        + &render::ops_table(&op_rows())
+                Format::Csv => match &sim {
+                    Some(ps) => simulate::estimate_csv(&ps.sim, &e),
+                    None => render::plan_csv(std::iter::once(&e)),
+                },
+                Format::Table => {
+                    let mut s = render::estimate_report(&e, &r.model.name, &r.cluster.name);
+                    if ops {
+                        s = s + "\n" + &render::ops_table(&op_rows());
+                    }
+                    if let Some(ps) = &sim {
+                        s += &simulate::sim_line(&ps.sim, &e);
+                    }
+                    s
                 }
-                Format::Table => render::estimate_report(&e, &r.model.name, &r.cluster.name),
             })
         }
         Command::Simulate {
@@ -404,6 +416,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                         format!("{:.1}%", 100.0 * c.efficiency(e)),
                         format!("{:.1}", e.memory_gib_per_gpu),
                         "yes".into(),
+                        render::numbers_from(e),
                     ],
                     None => vec![
                         s.name.to_string(),
@@ -413,6 +426,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                         "-".into(),
                         "-".into(),
                         "no".into(),
+                        "-".into(),
                     ],
                 })
                 .collect();
@@ -424,6 +438,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 "scaling_eff",
                 "memory_gib",
                 "fits",
+                "numbers_from",
             ];
             Ok(match format {
                 Format::Json => json(&serde_json::json!({
@@ -439,11 +454,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                         "memory_gib_per_gpu": s.best.as_ref().map(|e| e.memory_gib_per_gpu),
                         "fits": s.best.is_some(),
                         "why_none": s.why_none,
+                        "numbers_from": s.best.as_ref().map(|e| e.provenance.summary()),
                     })).collect::<Vec<_>>(),
                 })),
                 Format::Csv => render::csv(&header, rows),
                 Format::Table => format!(
-                    "{} on {} ({} GPUs), global batch {gb} × {seq}; one GPU: {} per step{}\n\n{}\n",
+                    "{} on {} ({} GPUs), global batch {gb} × {seq}; one GPU: {} per step{}\n\n{}\n\
+                     numbers from ({}\n",
                     r.model.name,
                     r.cluster.name,
                     c.n_gpus,
@@ -453,7 +470,23 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     } else {
                         " (does not fit one GPU: speedups are against one GPU with unbounded memory)"
                     },
-                    render::table(&header, rows)
+                    render::table(
+                        &header[..header.len() - 1],
+                        rows.into_iter()
+                            .map(|mut r| {
+                                r.pop();
+                                r
+                            })
+                            .collect()
+                    ),
+                    match c
+                        .strategies
+                        .iter()
+                        .find_map(|s| s.best.as_ref().filter(|_| s.name == "hybrid"))
+                    {
+                        Some(e) => format!("the hybrid plan): {}", render::numbers_from(e)),
+                        None => format!("one GPU): {}", render::numbers_from(&c.single)),
+                    }
                 ),
             })
         }

@@ -56,6 +56,14 @@ pub fn show(bar: &indicatif::ProgressBar, p: crate::exec::Progress) {
     bar.set_message(p.what);
 }
 
+/// An estimate as JSON: its fields plus `numbers_from`, the contract of `estimate` and of
+/// `verify`'s `predicted`.
+pub fn estimate_json(e: &Estimate) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).expect("estimates serialise");
+    v["numbers_from"] = e.provenance.summary().into();
+    v
+}
+
 /// Where each kernel class's seconds came from, one CSV cell.
 pub fn numbers_from(e: &Estimate) -> String {
     e.provenance.summary().join("; ")

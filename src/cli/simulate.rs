@@ -43,6 +43,7 @@ pub fn run(
             v["cluster"] = json!(r.cluster.name);
             v["n_gpus"] = json!(ps.estimate.n_gpus);
             v["plan"] = json!(plan);
+            v["numbers_from"] = ps.estimate.provenance.summary().into();
             v["trace"] = json!(trace.map(|p| p.display().to_string()));
             json(&v)
         }
@@ -51,7 +52,7 @@ pub fn run(
     })
 }
 
-fn simulate(r: &Resolved, plan: &Plan, trace: bool) -> Result<PlanSim, CliError> {
+pub(super) fn simulate(r: &Resolved, plan: &Plan, trace: bool) -> Result<PlanSim, CliError> {
     Ok(sim::simulate_plan(
         &r.model,
         &r.cluster,
@@ -150,7 +151,8 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
         ],
     ];
     format!(
-        "{model} on {cluster} ({} GPUs): {}\n{} schedule, {} micro-batches{}\n\n{}\n\n{}\n",
+        "{model} on {cluster} ({} GPUs): {}\n{} schedule, {} micro-batches{}\n\n{}\n\n{}\n\
+         numbers from: {}\n",
         e.n_gpus,
         e.plan.short(),
         s.schedule.name(),
@@ -162,37 +164,25 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
         },
         render::table(&["", "simulated", "closed form"], rows),
         render::table(&STAGE_HEADER, stage_rows(s)),
+        render::numbers_from(e),
     )
 }
 
-/// `estimate --simulate`: the estimate with the simulated figures under `sim` (JSON), as a
-/// line (table), or as two more columns (CSV).
-pub fn estimate(r: &Resolved, plan: &Plan, format: Format) -> Result<String, CliError> {
-    let ps = simulate(r, plan, false)?;
-    let (s, e) = (&ps.sim, &ps.estimate);
-    Ok(match format {
-        Format::Json => {
-            let mut v = json!(e);
-            v["sim"] = sim_json(s, e);
-            json(&v)
-        }
-        Format::Csv => {
-            let mut header = render::PLAN_HEADER.to_vec();
-            header.extend(["sim_step_time_s", "sim_bubble_fraction"]);
-            let mut row = render::plan_row(0, e);
-            row.extend([
-                format!("{:.3}", s.step_time_s),
-                format!("{:.4}", s.bubble_fraction),
-            ]);
-            render::csv(&header, vec![row])
-        }
-        Format::Table => {
-            render::estimate_report(e, &r.model.name, &r.cluster.name) + &sim_line(s, e)
-        }
-    })
+/// `estimate --simulate --format csv`: the plan row, the simulated step and bubble, and where
+/// the numbers came from.
+pub(super) fn estimate_csv(s: &Simulation, e: &Estimate) -> String {
+    let mut header = render::PLAN_HEADER.to_vec();
+    header.extend(["sim_step_time_s", "sim_bubble_fraction", "numbers_from"]);
+    let mut row = render::plan_row(0, e);
+    row.extend([
+        format!("{:.3}", s.step_time_s),
+        format!("{:.4}", s.bubble_fraction),
+        render::numbers_from(e),
+    ]);
+    render::csv(&header, vec![row])
 }
 
-fn sim_line(s: &Simulation, e: &Estimate) -> String {
+pub(super) fn sim_line(s: &Simulation, e: &Estimate) -> String {
     let peak = s.peak_memory_gib();
     format!(
         "simulated ({}, {} micro-batches): step {} ({:+.2}% vs closed form), bubble {}, \

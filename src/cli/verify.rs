@@ -276,8 +276,7 @@ fn classes_json(rows: &[(&'static str, f64)]) -> Value {
 
 /// The JSON contract of `planner verify --format json` (module doc).
 pub fn to_json(v: &Verification, r: &Resolved, wb: Option<&WriteBack>) -> Value {
-    let mut predicted = serde_json::to_value(&v.estimate).expect("estimates serialise");
-    predicted["numbers_from"] = v.estimate.provenance.summary().into();
+    let mut predicted = render::estimate_json(&v.estimate);
     predicted["classes"] = classes_json(&v.predicted.rows());
     predicted["peak_memory_gib"] = json!(v.measured.memory.predicted_gib);
     let m = &v.measured;

@@ -374,6 +374,40 @@ fn estimate_json_has_the_contract_fields() {
     for k in ["weights", "grads", "optimizer", "activations", "other"] {
         assert!(v["memory_gib"][k].is_number(), "memory_gib.{k} missing");
     }
+    // With --simulate and --ops the same contract holds, plus the simulation and the
+    // operators, with the same step time (one estimate, not two).
+    let mut args: Vec<&str> = vec![
+        "estimate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "a100x8",
+        "--tp",
+        "2",
+        "--pp",
+        "2",
+        "--micro-batch",
+        "1",
+        "--global-batch",
+        "32",
+        "--recompute",
+        "selective",
+        "--sequence-parallel",
+        "--zero",
+        "1",
+        "--format",
+        "json",
+    ];
+    args.extend(["--simulate", "--ops"]);
+    let o = planner(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(w["step_time_s"], v["step_time_s"]);
+    assert!(
+        w["numbers_from"].is_array(),
+        "numbers_from missing with --simulate"
+    );
+    assert!(w["sim"]["step_time_s"].is_number() && w["ops"].is_array());
 }
 
 /// Every CSV record has as many fields as the header (commas inside quotes do not split).
