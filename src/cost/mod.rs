@@ -333,11 +333,8 @@ pub fn estimate_with_work(
         .map(|st| st.layers.len())
         .sum::<usize>()
         .max(1);
-    // The graphs' kernels run once per layer of a stage and per micro-batch.
-    let provenance = pg
-        .provenance
-        .scaled(nm * model.layers as f64 / plan.pp as f64)
-        .plus(&comm_provenance);
+    // Over every stage, as the communication's sources are counted.
+    let provenance = pg.step_provenance(model, nm).plus(&comm_provenance);
     let estimate = assemble(
         model,
         plan,

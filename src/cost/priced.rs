@@ -126,19 +126,16 @@ pub struct GraphCost {
     pub bwd: PassCost,
     /// Forward of the attention core only (what selective recomputation repeats).
     pub selective_fwd: PassCost,
+    /// Sources of the forward and backward seconds of one micro-batch.
+    pub provenance: Provenance,
 }
 
-fn price_graph(
-    g: &OpGraph,
-    m: &Machine,
-    dtype: Dtype,
-    place: &Placement,
-    prov: &mut Provenance,
-) -> GraphCost {
+fn price_graph(g: &OpGraph, m: &Machine, dtype: Dtype, place: &Placement) -> GraphCost {
     let ops = g.ops();
+    let mut provenance = Provenance::default();
     GraphCost {
-        fwd: price_pass(&ops, m, dtype, place, Pass::Fwd, prov),
-        bwd: price_pass(&ops, m, dtype, place, Pass::Bwd, prov),
+        fwd: price_pass(&ops, m, dtype, place, Pass::Fwd, &mut provenance),
+        bwd: price_pass(&ops, m, dtype, place, Pass::Bwd, &mut provenance),
         selective_fwd: price_pass(
             &ops,
             m,
@@ -147,6 +144,7 @@ fn price_graph(
             Pass::SelectiveFwd,
             &mut Provenance::default(),
         ),
+        provenance,
     }
 }
 
@@ -222,8 +220,6 @@ pub struct PricedGraphs {
     pub moe: Option<GraphCost>,
     /// Head prices.
     pub head: GraphCost,
-    /// Sources of the numbers.
-    pub provenance: Provenance,
 }
 
 impl PricedGraphs {
@@ -232,22 +228,34 @@ impl PricedGraphs {
         let sh = Shard::of(plan);
         let place = Placement::of(plan, m.cluster.gpus_per_node);
         let graphs = ModelGraph::build(model, &sh);
-        let mut prov = Provenance::default();
-        let embedding = price_graph(&graphs.embedding, m, plan.dtype, &place, &mut prov);
-        let dense = price_graph(&graphs.dense, m, plan.dtype, &place, &mut prov);
+        let embedding = price_graph(&graphs.embedding, m, plan.dtype, &place);
+        let dense = price_graph(&graphs.dense, m, plan.dtype, &place);
         let moe = graphs
             .moe
             .as_ref()
-            .map(|g| price_graph(g, m, plan.dtype, &place, &mut prov));
-        let head = price_graph(&graphs.head, m, plan.dtype, &place, &mut prov);
+            .map(|g| price_graph(g, m, plan.dtype, &place));
+        let head = price_graph(&graphs.head, m, plan.dtype, &place);
         PricedGraphs {
             graphs,
             embedding,
             dense,
             moe,
             head,
-            provenance: prov,
         }
+    }
+
+    /// Sources of a step's forward and backward seconds over every stage: each graph's
+    /// kernels weighted by how often the step runs them — the embedding and head once per
+    /// micro-batch, each layer once per layer and micro-batch (`n_micro`).
+    pub fn step_provenance(&self, model: &ModelSpec, n_micro: f64) -> Provenance {
+        let layers = (0..model.layers)
+            .map(|i| &self.layer(model, i).provenance)
+            .fold(Provenance::default(), |acc, p| acc.plus(p));
+        self.embedding
+            .provenance
+            .plus(&self.head.provenance)
+            .plus(&layers)
+            .scaled(n_micro)
     }
 
     pub(super) fn layer(&self, model: &ModelSpec, i: u64) -> &GraphCost {
@@ -312,5 +320,30 @@ mod tests {
         for (got, want) in [(f, pg.dense.fwd.total()), (b, pg.dense.bwd.total())] {
             assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
         }
+    }
+
+    /// `numbers_from` weighs each graph by how often the whole step runs it: the same
+    /// micro-batches through pp = 1 or pp = 4 run the same kernels, so the GEMM seconds the
+    /// shares are taken over are equal (the pipeline depth used to divide the layers' share).
+    #[test]
+    fn step_provenance_counts_every_stage_once() {
+        let model = load_model("gpt2-xl").unwrap();
+        let cluster = load_cluster("a100x8").unwrap();
+        let m = Machine {
+            cluster: &cluster,
+            profile: None,
+        };
+        let gemm_s = |pp: u64| {
+            let plan = Plan::new(1, 1, pp, 1, 8, 1024);
+            let pg = PricedGraphs::new(&model, &plan, &m);
+            let p = pg.step_provenance(&model, plan.n_micro() as f64);
+            // The embedding, the head and 48 layers, 8 micro-batches each.
+            let one = |g: &GraphCost| g.provenance.gemm.iter().sum::<f64>();
+            let want = 8.0 * (one(&pg.embedding) + one(&pg.head) + 48.0 * one(&pg.dense));
+            let got: f64 = p.gemm.iter().sum();
+            assert!((got - want).abs() <= 1e-12 * want, "{got} vs {want}");
+            got
+        };
+        assert!((gemm_s(1) - gemm_s(4)).abs() <= 1e-12 * gemm_s(1));
     }
 }
