@@ -233,16 +233,20 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An optional fraction in `[0, 1]`.
-    pub fn opt_fraction(&mut self, key: &'static str) -> Option<f64> {
+    /// An optional efficiency: a fraction of a peak in `(0, 1]`. Times divide by it, so 0
+    /// (infinite times) is refused with everything above 1.
+    pub fn opt_efficiency(&mut self, key: &'static str) -> Option<f64> {
         let v = self.raw(key)?;
         match v.as_f64() {
-            Some(x) if (0.0..=1.0).contains(&x) => Some(x),
+            Some(x) if x > 0.0 && x <= 1.0 => Some(x),
             _ => {
                 self.problem(
                     key,
-                    format!("expected a fraction between 0 and 1, found {}", show(&v)),
-                    "give e.g. 0.8",
+                    format!(
+                        "expected an efficiency above 0 and at most 1, found {}",
+                        show(&v)
+                    ),
+                    "give the achieved fraction of the peak, e.g. 0.8",
                 );
                 None
             }
