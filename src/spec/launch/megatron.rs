@@ -146,7 +146,7 @@ fn stages(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
         c.refuse(
             "stage_layers",
             format!("{split}: Megatron-Core sets only the first and the last stage's layers and splits the rest evenly over the middle stages"),
-            "price a split whose middle stages hold equal layers (--stage-layers), or export --format of a plan with an even split",
+            "price a split whose middle stages hold equal layers (--stage-layers F,M,…,M,L), or a pp that divides the layers",
         );
         return;
     }
