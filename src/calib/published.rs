@@ -152,7 +152,8 @@ pub fn import(name: &str, path: &Path) -> Result<Profile, CalibError> {
     };
     let mut p = Profile::new(name, meta);
     for g in &src.gemm {
-        if g.tflops <= 0.0 || g.m * g.n * g.k == 0 {
+        // Each dimension on its own: their product overflows u64 for large shapes.
+        if !(g.tflops > 0.0 && g.tflops.is_finite()) || [g.m, g.n, g.k].contains(&0) {
             return Err(input(
                 path,
                 format!("gemm {}x{}x{}", g.m, g.n, g.k),
@@ -164,7 +165,7 @@ pub fn import(name: &str, path: &Path) -> Result<Profile, CalibError> {
             m: g.m,
             n: g.n,
             k: g.k,
-            seconds: 2.0 * (g.m * g.n) as f64 * g.k as f64 / (g.tflops * TFLOP),
+            seconds: 2.0 * g.m as f64 * g.n as f64 * g.k as f64 / (g.tflops * TFLOP),
         });
     }
     let mut groups: BTreeMap<(Coll, u64, Span), Group> = BTreeMap::new();
@@ -197,4 +198,46 @@ pub fn import(name: &str, path: &Path) -> Result<Profile, CalibError> {
         p.collectives.push(f);
     }
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sources file of GEMM points only, written to a fresh temporary directory.
+    fn sources(tag: &str, gemm: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("planner-published-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sources.yaml");
+        std::fs::write(
+            &path,
+            format!("device: test\nnotes: test\ngemm:\n  - {gemm}\n"),
+        )
+        .unwrap();
+        path
+    }
+
+    /// A zero dimension is an error naming the GEMM, whatever the others are (their product
+    /// overflowed u64 before); a shape whose product exceeds u64 imports, its time computed in
+    /// f64: 2·2³²·2³²·2 / (100·10¹² FLOP/s) = 2⁶⁶ / 10¹⁴ s.
+    #[test]
+    fn gemm_dimensions_are_checked_one_by_one() {
+        let big = 1u64 << 32;
+        let zero = sources(
+            "zero",
+            &format!("{{dtype: bf16, m: {big}, n: {big}, k: 0, tflops: 100, source: s}}"),
+        );
+        let e = import("t", &zero).unwrap_err().to_string();
+        assert!(e.contains(&format!("gemm {big}x{big}x0")), "{e}");
+        let huge = sources(
+            "huge",
+            &format!("{{dtype: bf16, m: {big}, n: {big}, k: 2, tflops: 100, source: s}}"),
+        );
+        let p = import("t", &huge).unwrap();
+        assert_eq!(p.gemm[0].seconds, 2f64.powi(66) / 1e14);
+        for path in [zero, huge] {
+            std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        }
+    }
 }

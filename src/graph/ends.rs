@@ -59,6 +59,11 @@ pub fn embedding(model: &ModelSpec, sh: &Shard) -> OpGraph {
 ///
 /// The LM head carries parameters only when untied; a tied head reuses the embedding matrix
 /// (the cost model adds the copy Megatron keeps on the last stage when pp > 1).
+/// BERT's head (Megatron-LM `BertLMHead`, `Pooler`; Devlin et al. 2019 §3): the pooler, a
+/// dense h×h + bias and tanh on each sequence's first token, replicated over TP; the MLM
+/// transform (dense h×h + bias, GeLU, LayerNorm); the tied decoder with its own output bias,
+/// one per vocabulary row, split over TP with the rows and added in the GEMM
+/// (`parallel_lm_logits`) — the h² + h and V of `ModelSpec::head_params`.
 /// Cross-entropy (Megatron `vocab_parallel_cross_entropy(logits.float())`; torchtitan's
 /// `cross_entropy(pred.float())` moves about as much): forward reads the
 /// 16-bit logits and writes an fp32 copy, takes the max (read), exponentiates and sums
@@ -72,7 +77,18 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     let tokens = sh.tokens() as f64;
     let x = tokens * h as f64 * e;
     let mut ops = Vec::new();
-    if model.arch == Arch::Bert {
+    let bert = model.arch == Arch::Bert;
+    if bert {
+        // Pooler: one token per sequence, so b rows; tanh reads and writes them, saving its
+        // output.
+        let pooled = (sh.b * h) as f64 * e;
+        ops.push(Op::linear("pooler", sh.b, h, h, (h * h + h) as f64, pooled));
+        ops.push(Op::memory(
+            "pooler_tanh",
+            2.0 * pooled,
+            3.0 * pooled,
+            pooled,
+        ));
         // BERT's MLM transform: dense h×h + GeLU + LayerNorm before the tied decoder.
         ops.push(Op::linear(
             "mlm_transform",
@@ -87,11 +103,8 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     } else {
         ops.push(norm("final_norm", model, sh, sh.tokens_sp()));
     }
-    let head_params = if model.tied_embeddings {
-        0.0
-    } else {
-        (v * h) as f64
-    };
+    let weights = if model.tied_embeddings { 0 } else { v * h };
+    let head_params = (weights + if bert { v } else { 0 }) as f64;
     ops.push(column_linear("lm_head", sh, v, h, head_params));
     let logits = tokens * v as f64;
     // Rows of V/t logits are long enough to stream at elementwise speed (the per-row reduction
@@ -147,14 +160,26 @@ mod tests {
         }
     }
 
+    /// On one rank the two ends hold exactly the parameters `ModelSpec` counts outside the
+    /// layers, for every preset: bert-large's head is the pooler (h² + h), the MLM transform
+    /// (h² + h, LayerNorm 2h) and the decoder bias (V): 2·1024² + 4·1024 + 30522 = 2,097,152 +
+    /// 4,096 + 30,522 = 2,131,770.
     #[test]
     fn ends_hold_the_remaining_parameters() {
+        for (name, _) in crate::spec::presets::MODELS {
+            let m = crate::spec::load_model(name).unwrap();
+            let (emb, hd) = (embedding(&m, &shard(1)), head(&m, &shard(1)));
+            assert_eq!(
+                (emb.params(), hd.params()),
+                (m.embedding_params(), m.head_params()),
+                "{name}"
+            );
+        }
+        let bert = crate::spec::load_model("bert-large").unwrap();
+        assert_eq!((bert.hidden, bert.vocab), (1024, 30522));
+        assert_eq!(head(&bert, &shard(1)).params(), 2_131_770.0);
         let m = crate::spec::load_model("llama3-8b").unwrap();
-        let (emb, hd) = (embedding(&m, &shard(1)), head(&m, &shard(1)));
-        assert_eq!(
-            emb.params() + hd.params(),
-            m.embedding_params() + m.head_params()
-        );
+        let hd = head(&m, &shard(1));
         // LM head forward FLOPs 2·b·s·h·V (DESIGN.md §3).
         assert_eq!(hd.fwd_flops(), 2.0 * 2.0 * 2048.0 * 4096.0 * 128256.0);
         // Logits saved in fp32: 4·s·b·V/t.

@@ -151,6 +151,7 @@ impl Kernel {
     }
 
     /// Whether this kernel is communication.
+    #[cfg(test)]
     pub fn is_comm(&self) -> bool {
         matches!(self, Kernel::Comm { .. })
     }
@@ -264,31 +265,10 @@ impl Op {
     }
 
     /// FLOPs of the backward kernels.
+    #[cfg(test)]
     pub fn bwd_flops(&self) -> f64 {
         self.bwd.iter().map(Kernel::flops).sum()
     }
-
-    /// HBM bytes of the memory-bound forward kernels.
-    pub fn fwd_bytes(&self) -> f64 {
-        mem_bytes(&self.fwd)
-    }
-
-    /// HBM bytes of the memory-bound backward kernels.
-    pub fn bwd_bytes(&self) -> f64 {
-        mem_bytes(&self.bwd)
-    }
-}
-
-fn mem_bytes(ks: &[Kernel]) -> f64 {
-    ks.iter()
-        .map(|k| {
-            if let Kernel::Memory { bytes, .. } = k {
-                *bytes
-            } else {
-                0.0
-            }
-        })
-        .sum()
 }
 
 /// What one rank computes of one layer for one micro-batch: the sharding of the graph.
@@ -393,6 +373,7 @@ impl OpGraph {
     }
 
     /// The operator called `name`, if present.
+    #[cfg(test)]
     pub fn op(&self, name: &str) -> Option<&Op> {
         self.graph.node_weights().find(|o| o.name == name)
     }
@@ -413,6 +394,7 @@ impl OpGraph {
     }
 
     /// Backward FLOPs.
+    #[cfg(test)]
     pub fn bwd_flops(&self) -> f64 {
         self.sum(Op::bwd_flops)
     }

@@ -28,8 +28,10 @@ pub enum Infeasible {
         /// Tensor parallelism.
         tp: u64,
     },
-    /// tp does not divide the MLP width.
+    /// tp does not divide an MLP width (the dense MLP's, or an expert's).
     FfnNotDivisible {
+        /// The model field: `ffn_hidden` or `moe.expert_ffn_hidden`.
+        field: &'static str,
         /// MLP width.
         ffn: u64,
         /// Tensor parallelism.
@@ -147,7 +149,7 @@ impl Infeasible {
             I::Zero => "zero size",
             I::GpuCount { .. } => "dp·tp·pp·cp ≠ GPUs",
             I::HeadsNotDivisible { .. } => "tp does not divide heads",
-            I::FfnNotDivisible { .. } => "tp does not divide ffn_hidden",
+            I::FfnNotDivisible { .. } => "tp does not divide an MLP width",
             I::TpAcrossNodes { .. } => "tp larger than a node",
             I::LayersNotDivisible { .. } => "pp·vpp does not divide layers",
             I::StageLayers { .. } => "stage partition does not cover the layers",
@@ -203,10 +205,10 @@ impl fmt::Display for Infeasible {
                 f,
                 "tp={tp} does not divide heads={heads} (kv_heads={kv_heads}); use a tp that divides both"
             ),
-            I::FfnNotDivisible { ffn, tp } => {
+            I::FfnNotDivisible { field, ffn, tp } => {
                 write!(
                     f,
-                    "tp={tp} does not divide ffn_hidden={ffn}; use a tp that divides it"
+                    "tp={tp} does not divide {field}={ffn}; use a tp that divides it"
                 )
             }
             I::TpAcrossNodes { tp, gpus_per_node } => write!(

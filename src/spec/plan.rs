@@ -312,11 +312,19 @@ impl Plan {
                 tp: self.tp,
             });
         }
-        if model.ffn_hidden % self.tp != 0 {
-            out.push(I::FfnNotDivisible {
-                ffn: model.ffn_hidden,
-                tp: self.tp,
-            });
+        // Each TP rank holds ffn/tp columns of every MLP, experts included (graph::layer).
+        let mut widths = vec![("ffn_hidden", model.ffn_hidden)];
+        if let Some(m) = &model.moe {
+            widths.push(("moe.expert_ffn_hidden", m.expert_ffn_hidden));
+        }
+        for (field, ffn) in widths {
+            if ffn % self.tp != 0 {
+                out.push(I::FfnNotDivisible {
+                    field,
+                    ffn,
+                    tp: self.tp,
+                });
+            }
         }
         if self.tp > cluster.gpus_per_node {
             out.push(I::TpAcrossNodes {
@@ -462,5 +470,34 @@ mod tests {
         );
         assert_eq!(fold_counts(&[12; 8], " "), "12×8");
         assert_eq!(fold_counts(&[], ","), "");
+    }
+
+    /// Every TP rank holds ffn/tp columns of each expert too: an expert width tp does not
+    /// divide is infeasible, naming the field, even when the dense width divides.
+    #[test]
+    fn tp_must_divide_the_expert_mlp_width() {
+        let mut m = crate::spec::load_model("mixtral-8x7b").unwrap();
+        let cluster = crate::spec::load_cluster("h100x8").unwrap();
+        let plan = Plan::new(4, 2, 1, 1, 64, 4096);
+        assert!(
+            plan.check(&m, &cluster).is_empty(),
+            "{:?}",
+            plan.check(&m, &cluster)
+        );
+        // 14335 = 5·47·61 is odd: tp=2 leaves half a column; ffn_hidden 14336 still divides.
+        m.moe.as_mut().unwrap().expert_ffn_hidden = 14335;
+        let why = plan.check(&m, &cluster);
+        assert_eq!(
+            why,
+            [Infeasible::FfnNotDivisible {
+                field: "moe.expert_ffn_hidden",
+                ffn: 14335,
+                tp: 2
+            }]
+        );
+        assert_eq!(
+            why[0].to_string(),
+            "tp=2 does not divide moe.expert_ffn_hidden=14335; use a tp that divides it"
+        );
     }
 }

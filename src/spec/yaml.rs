@@ -90,11 +90,21 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Records a problem when the required `key` is absent or null (`key:` with no value);
+    /// a value of the wrong kind was already reported by the reader that rejected it.
+    fn require(&mut self, key: &str, fix: &str) {
+        match self.map.get(key) {
+            None => self.problem(key, "missing required field", fix),
+            Some(Value::Null) => self.problem(key, "required field has no value", fix),
+            Some(_) => {}
+        }
+    }
+
     /// A required string.
     pub fn req_str(&mut self, key: &'static str, fix: &str) -> Option<String> {
         let v = self.opt_str(key);
-        if v.is_none() && !self.map.contains_key(key) {
-            self.problem(key, "missing required field", fix);
+        if v.is_none() {
+            self.require(key, fix);
         }
         v
     }
@@ -117,8 +127,8 @@ impl<'a> Reader<'a> {
     /// A required positive integer no larger than `max`.
     pub fn req_count(&mut self, key: &'static str, max: u64, fix: &str) -> Option<u64> {
         let v = self.opt_count(key, max);
-        if v.is_none() && !self.map.contains_key(key) {
-            self.problem(key, "missing required field", fix);
+        if v.is_none() {
+            self.require(key, fix);
         }
         v
     }
@@ -185,8 +195,8 @@ impl<'a> Reader<'a> {
     /// A required positive real number in `(0, max]`.
     pub fn req_pos(&mut self, key: &'static str, max: f64, fix: &str) -> Option<f64> {
         let v = self.opt_pos(key, max);
-        if v.is_none() && !self.map.contains_key(key) {
-            self.problem(key, "missing required field", fix);
+        if v.is_none() {
+            self.require(key, fix);
         }
         v
     }
@@ -223,16 +233,20 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An optional fraction in `[0, 1]`.
-    pub fn opt_fraction(&mut self, key: &'static str) -> Option<f64> {
+    /// An optional efficiency: a fraction of a peak in `(0, 1]`. Times divide by it, so 0
+    /// (infinite times) is refused with everything above 1.
+    pub fn opt_efficiency(&mut self, key: &'static str) -> Option<f64> {
         let v = self.raw(key)?;
         match v.as_f64() {
-            Some(x) if (0.0..=1.0).contains(&x) => Some(x),
+            Some(x) if x > 0.0 && x <= 1.0 => Some(x),
             _ => {
                 self.problem(
                     key,
-                    format!("expected a fraction between 0 and 1, found {}", show(&v)),
-                    "give e.g. 0.8",
+                    format!(
+                        "expected an efficiency above 0 and at most 1, found {}",
+                        show(&v)
+                    ),
+                    "give the achieved fraction of the peak, e.g. 0.8",
                 );
                 None
             }
@@ -335,6 +349,49 @@ mod tests {
         assert_eq!(fields, ["layers", "hidden", "heads", "flag", "hiden"]);
         assert!(problems[4].fix.contains("`hidden`"), "{}", problems[4]);
         assert!(problems[1].message.contains("missing"));
+    }
+
+    /// A required key given with no value (`layers:` in YAML, `"dp": null` in JSON) is a
+    /// problem naming it, like an absent key: never an error with an empty problem list.
+    #[test]
+    fn required_fields_given_null_are_reported() {
+        for (file, text) in [
+            ("m.yaml", "name: m\nlayers:\nhidden: 8\n"),
+            ("p.json", r#"{"name": "m", "layers": null, "hidden": 8}"#),
+        ] {
+            let v = parse(file, text).unwrap();
+            let mut problems = Vec::new();
+            let mut r = Reader::new(file, "", &v, &mut problems);
+            assert_eq!(r.req_str("name", "set it").as_deref(), Some("m"));
+            assert_eq!(r.req_count("layers", 1000, "add `layers: N`"), None);
+            assert_eq!(r.req_pos("hidden", 10.0, "set it"), Some(8.0));
+            r.finish();
+            assert_eq!(problems.len(), 1, "{file}: {problems:?}");
+            assert_eq!(
+                problems[0].to_string(),
+                format!("{file}: `layers`: required field has no value (fix: add `layers: N`)")
+            );
+        }
+    }
+
+    /// The same through the model and plan-file loaders: one problem, naming the field.
+    #[test]
+    fn null_required_fields_name_the_field_in_models_and_plans() {
+        let model =
+            "name: m\narch: gpt\nlayers:\nhidden: 1024\nheads: 16\nvocab: 50000\nseq_len: 2048\n";
+        let e = crate::spec::ModelSpec::from_yaml("m.yaml", model).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "1 problem found:\n  - m.yaml: `layers`: required field has no value (fix: add `layers: N` (transformer layers))"
+        );
+        let plan =
+            r#"{"dp": null, "tp": 1, "pp": 1, "mbs": 1, "global_batch": 8, "seq_len": 2048}"#;
+        let e = crate::spec::Plan::from_json("p.json", plan).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("p.json: `dp`: required field has no value"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -233,9 +233,15 @@ fn megatron_arguments_planner_cannot_price_are_refused() {
             .unwrap_err()
             .to_string()
     };
-    // Block recomputation of 3 of a stage's 24 layers, groups of 2 layers, a typo.
-    let e = err("--recompute-granularity full --recompute-method block --recompute-num-layers 3");
-    assert!(e.contains("block over 3 of the 24 layers"), "{e}");
+    // Block recomputation of 3 of the 6 layers of each of a stage's 4 chunks (48 layers over
+    // pp=2 × vpp=4), groups of 2 layers, a typo.
+    let e = err(
+        "--num-layers-per-virtual-pipeline-stage 6 --recompute-granularity full --recompute-method block --recompute-num-layers 3",
+    );
+    assert!(
+        e.contains("block over 3 of the 6 layers of each of the 4 chunks"),
+        "{e}"
+    );
     let e = err("--activations-checkpoint-method uniform --activations-checkpoint-num-layers 2");
     assert!(e.contains("groups of 2 layers"), "{e}");
     let e = err("--sequence-paralel --swiglu");
@@ -265,6 +271,220 @@ fn megatron_arguments_planner_cannot_price_are_refused() {
     assert_eq!(
         (p.plan.recompute, p.plan.dp, p.plan.global_batch),
         (Recompute::Full, 32, 32)
+    );
+    assert_eq!(p.plan.recompute_layers, None);
+    // Uneven splits Megatron-Core cannot make: first + last ≠ the 48 layers with pp=2; 48 − 15
+    // = 33 layers over the 2 middle stages of pp=3; first/last without a pipeline.
+    let e = err("--decoder-first-pipeline-num-layers 20 --decoder-last-pipeline-num-layers 20");
+    assert!(
+        e.contains("40 layers on the first/last stage of a 48-layer model: the two stages must hold them all"),
+        "{e}"
+    );
+    let three = base.replace(
+        "--pipeline-model-parallel-size 2",
+        "--pipeline-model-parallel-size 3",
+    );
+    let e = from_megatron(
+        &format!("{three} --decoder-first-pipeline-num-layers 15"),
+        &m,
+        384,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("the other 2 stages must share the rest evenly"),
+        "{e}"
+    );
+    let one = base.replace(
+        "--pipeline-model-parallel-size 2",
+        "--pipeline-model-parallel-size 1",
+    );
+    let e = from_megatron(
+        &format!("{one} --decoder-last-pipeline-num-layers 8"),
+        &m,
+        512,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("with pp=1: one stage holds every layer"), "{e}");
+}
+
+/// Megatron-Core's uneven stages and block recomputation read into the plan: the first and
+/// last stage as stated, the rest split evenly over the middle stages; block N recomputes
+/// min(N, n_i) layers of stage i.
+#[test]
+fn megatron_uneven_stages_and_block_recompute_are_read() {
+    let m = load_model("gpt-39b").unwrap();
+    let base = "--num-layers 48 --tensor-model-parallel-size 8 --micro-batch-size 1 --fp16";
+    let read = |extra: &str| {
+        from_megatron(&format!("{base} {extra}"), &m, 512)
+            .unwrap_or_else(|e| panic!("{extra}: {e}"))
+            .plan
+    };
+    // pp=4, first 9, last 9: (48 − 18)/2 = 15 on each middle stage. Block 12: min(12, n_i).
+    let p = read(
+        "--pipeline-model-parallel-size 4 --decoder-first-pipeline-num-layers 9 \
+         --decoder-last-pipeline-num-layers 9 --recompute-granularity full \
+         --recompute-method block --recompute-num-layers 12",
+    );
+    assert_eq!(p.stage_layers, Some(vec![9, 15, 15, 9]));
+    assert_eq!(p.recompute_layers, Some(vec![9, 12, 12, 9]));
+    assert_eq!((p.recompute, p.dp), (Recompute::Full, 16));
+    // pp=2, last 23: the first stage holds 48 − 23 = 25. Block 3 of 24 even layers: 3 each.
+    let p = read("--pipeline-model-parallel-size 2 --decoder-last-pipeline-num-layers 23");
+    assert_eq!(p.stage_layers, Some(vec![25, 23]));
+    let p = read(
+        "--pipeline-model-parallel-size 2 --recompute-granularity full \
+         --recompute-method block --recompute-num-layers 3",
+    );
+    assert_eq!(
+        (p.stage_layers, p.recompute_layers),
+        (None, Some(vec![3, 3]))
+    );
+    // A first count equal to the even split is the even split: 48/4 = 12.
+    let p = read("--pipeline-model-parallel-size 4 --decoder-first-pipeline-num-layers 12");
+    assert_eq!(p.stage_layers, None);
+}
+
+/// Plans of uneven stages with per-stage recomputation, as the search writes them, export to
+/// Megatron-Core arguments that read back to the same plan; what Megatron-LM has no argument
+/// for is refused, naming the plan field and why.
+#[test]
+fn megatron_export_of_uneven_stages_round_trips_or_is_refused() {
+    let llama = load_model("llama3-70b").unwrap();
+    let gpt = load_model("gpt-39b").unwrap();
+    let core = LaunchFormat::Megatron(MegatronVersion::Core);
+    // 80 layers over pp=6: 13, 14×4, 11; the first 7 layers of every stage recompute. GPUs:
+    // dp 4 · tp 8 · pp 6 · cp 2 = 384.
+    let uneven = Plan {
+        pp: 6,
+        vpp: 1,
+        schedule: Schedule::OneFOneB,
+        recompute: Recompute::Full,
+        stage_layers: Some(vec![13, 14, 14, 14, 14, 11]),
+        recompute_layers: Some(vec![7; 6]),
+        ..llama70b_plan()
+    };
+    // 48 layers over pp=2: 23 and 25; block 24 recomputes min(24, 23) = 23 and min(24, 25) = 24.
+    // GPUs: dp 32 · tp 8 · pp 2 = 512.
+    let two = Plan {
+        stage_layers: Some(vec![23, 25]),
+        recompute_layers: Some(vec![23, 24]),
+        ..Plan {
+            dp: 32,
+            tp: 8,
+            pp: 2,
+            cp: 1,
+            vpp: 1,
+            global_batch: 512,
+            seq_len: 2048,
+            schedule: Schedule::OneFOneB,
+            recompute: Recompute::Full,
+            sequence_parallel: false,
+            ..llama70b_plan()
+        }
+    };
+    for (model, plan, gpus, lines) in [
+        (
+            &llama,
+            &uneven,
+            384,
+            &[
+                "--pipeline-model-parallel-size 6 \\\n--decoder-first-pipeline-num-layers 13 \\\n--decoder-last-pipeline-num-layers 11 \\",
+                "--recompute-granularity full \\\n--recompute-method block \\\n--recompute-num-layers 7 \\",
+            ][..],
+        ),
+        (
+            &gpt,
+            &two,
+            512,
+            &[
+                "--decoder-first-pipeline-num-layers 23 \\",
+                "--recompute-method block \\\n--recompute-num-layers 24 \\",
+            ][..],
+        ),
+    ] {
+        let text = export(model, plan, core).unwrap().text;
+        for line in lines {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        assert!(
+            !text.contains("--decoder-last-pipeline-num-layers 25"),
+            "{text}"
+        );
+        let parsed = from_megatron(&text, model, gpus).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(&parsed.plan, plan, "{text}");
+        assert_eq!(export(model, &parsed.plan, core).unwrap().text, text);
+    }
+    let refused = |model: &ModelSpec, plan: &Plan, format: LaunchFormat| {
+        export(model, plan, format).unwrap_err().to_string()
+    };
+    // Middle stages of different sizes: Megatron-Core sets only the first and the last.
+    let middle = Plan {
+        stage_layers: Some(vec![13, 13, 14, 14, 14, 12]),
+        ..uneven.clone()
+    };
+    let e = refused(&llama, &middle, core);
+    assert!(
+        e.contains("`stage_layers`: 13×2,14×3,12: Megatron-Core sets only the first and the last stage's layers"),
+        "{e}"
+    );
+    // Recomputed layers no single N gives: 13 on a 13-layer stage needs N ≥ 13, 7 on a
+    // 14-layer stage N = 7.
+    let mixed = Plan {
+        recompute_layers: Some(vec![13, 7, 7, 7, 7, 7]),
+        ..uneven.clone()
+    };
+    let e = refused(&llama, &mixed, core);
+    assert!(
+        e.contains("`recompute_layers`: 13,7×5 layers recomputed per stage: Megatron-LM recomputes the first N layers"),
+        "{e}"
+    );
+    // Part of each stage with virtual stages: Megatron's N counts per chunk.
+    let chunks = Plan {
+        stage_layers: None,
+        recompute_layers: Some(vec![4; 4]),
+        recompute: Recompute::Full,
+        ..llama70b_plan()
+    };
+    let e = refused(&llama, &chunks, core);
+    assert!(
+        e.contains("`recompute_layers`: 4×4 layers recomputed per stage with vpp=5"),
+        "{e}"
+    );
+    // Megatron-LM 2021 splits evenly; torchtitan and DeepSpeed take one split for all stages.
+    let legacy = Plan {
+        dtype: Dtype::Fp16,
+        attention: AttentionImpl::Unfused,
+        zero: 0,
+        ..two.clone()
+    };
+    let e = refused(
+        &gpt,
+        &legacy,
+        LaunchFormat::Megatron(MegatronVersion::V2021),
+    );
+    assert!(
+        e.contains("`stage_layers`: 23,25: Megatron-LM 2021 splits the layers evenly"),
+        "{e}"
+    );
+    let e = refused(&gpt, &two, LaunchFormat::Torchtitan);
+    assert!(
+        e.contains("`stage_layers`: 23,25: planner writes torchtitan's"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`recompute_layers`: 23,24 layers recomputed per stage: torchtitan"),
+        "{e}"
+    );
+    let e = refused(&gpt, &two, LaunchFormat::Deepspeed);
+    assert!(
+        e.contains("`stage_layers`: 23,25: DeepSpeed's PipelineModule"),
+        "{e}"
+    );
+    assert!(
+        e.contains("`recompute_layers`: 23,24 layers recomputed per stage: a DeepSpeed config"),
+        "{e}"
     );
 }
 

@@ -2,18 +2,20 @@
 //! and its communication overlap, precision. Tensor and pipeline parallelism are not config
 //! keys (they come from Megatron-DeepSpeed arguments or a `PipelineModule`), nor is activation
 //! checkpointing (the model code switches it on): those are warnings that say what to set.
+//! Uneven stages and per-stage recomputation counts, which neither the config nor the launcher
+//! sets, are refused.
 
-use super::{Collect, Export};
+use super::{Collect, Export, partial_recompute, uneven_stages};
 use crate::spec::SpecError;
 use crate::spec::model::ModelSpec;
-use crate::spec::plan::{Plan, Recompute, Schedule};
+use crate::spec::plan::{Plan, Recompute, Schedule, fold_counts};
 use crate::units::Dtype;
 use serde_json::json;
 
 /// Writes `plan` for `model` as a DeepSpeed config.
-pub fn to_deepspeed(_model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError> {
+pub fn to_deepspeed(model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError> {
     let mut c = Collect::new("export --format deepspeed");
-    outside_config(&mut c, plan);
+    outside_config(&mut c, model, plan);
     if plan.zero == 0 && plan.overlap_grad_reduce && plan.dp > 1 {
         c.refuse(
             "overlap_grad_reduce",
@@ -43,7 +45,7 @@ pub fn to_deepspeed(_model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError
 
 /// What a DeepSpeed config cannot hold: errors for what DeepSpeed lacks, warnings for what
 /// is set elsewhere.
-fn outside_config(c: &mut Collect, plan: &Plan) {
+fn outside_config(c: &mut Collect, model: &ModelSpec, plan: &Plan) {
     for (on, field, what) in [
         (plan.cp > 1, "cp", "context parallelism"),
         (plan.ep > 1, "ep", "Megatron-style expert parallelism"),
@@ -73,7 +75,22 @@ fn outside_config(c: &mut Collect, plan: &Plan) {
             plan.tp, plan.pp, plan.tp, plan.pp
         ));
     }
-    if plan.recompute != Recompute::None {
+    if let Some(v) = uneven_stages(plan) {
+        c.refuse(
+            "stage_layers",
+            format!("{}: DeepSpeed's PipelineModule places stage boundaries by its partition_method, which no config key sets to given counts", fold_counts(v, ",")),
+            "export --format megatron, or price a pp that divides the layers",
+        );
+    }
+    let partial = partial_recompute(model, plan).filter(|_| plan.recompute == Recompute::Full);
+    let none_recomputed = partial.as_ref().is_some_and(|r| r.iter().all(|&n| n == 0));
+    if let Some(r) = partial.as_ref().filter(|_| !none_recomputed) {
+        c.refuse(
+            "recompute_layers",
+            format!("{} layers recomputed per stage: a DeepSpeed config cannot say which layers recompute", fold_counts(r, ",")),
+            "price full recomputation of every layer, or export --format megatron",
+        );
+    } else if plan.recompute != Recompute::None && !none_recomputed {
         c.warn(format!(
             "recompute {}: switch activation checkpointing on in the model code (Megatron-DeepSpeed --recompute-granularity, or gradient_checkpointing_enable()); the config does not",
             plan.recompute.name()

@@ -5,9 +5,9 @@
 //! header says how many ranks to launch. The vocabulary comes from the tokenizer (padded to a
 //! multiple of 128·tp), so it is a comment, not an argument.
 
-use super::{Collect, Export, MegatronVersion};
+use super::{Collect, Export, MegatronVersion, partial_recompute, stage_counts, uneven_stages};
 use crate::spec::model::{Arch, ModelSpec, Positions};
-use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule};
+use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule, fold_counts};
 use crate::units::{Dtype, fmt_count};
 
 type Args = Vec<(&'static str, Option<String>)>;
@@ -45,7 +45,7 @@ pub fn to_megatron(
     ));
     let mut a: Args = Vec::new();
     parallel(&mut c, &mut a, model, plan, version);
-    memory(&mut c, &mut a, plan, version);
+    memory(&mut c, &mut a, model, plan, version);
     shape(&mut c, &mut a, model, plan, version);
     numerics(&mut c, &mut a, plan, version);
     let text = render(model, plan, version, &a);
@@ -65,6 +65,7 @@ fn parallel(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Me
     let core = v == MegatronVersion::Core;
     arg(a, "--tensor-model-parallel-size", plan.tp);
     arg(a, "--pipeline-model-parallel-size", plan.pp);
+    stages(c, a, plan, v);
     if plan.vpp > 1 {
         let per_chunk = model.layers / (plan.pp * plan.vpp);
         arg(a, "--num-layers-per-virtual-pipeline-stage", per_chunk);
@@ -108,19 +109,115 @@ fn parallel(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Me
     arg(a, "--global-batch-size", plan.global_batch);
 }
 
+/// Uneven pipeline stages (`plan.stage_layers`). Megatron-Core sets the first and the last
+/// stage's layer counts (`--decoder-first-pipeline-num-layers`,
+/// `--decoder-last-pipeline-num-layers`) and splits the remaining layers evenly over the middle
+/// stages, which must divide them (`megatron/core/transformer/transformer_config.py`
+/// `__post_init__`, "Uneven PP"; `transformer_block.py` `get_num_layers_to_build`). With pp = 2
+/// the first count alone fixes the split. Any other split has no argument, and Megatron-LM 2021
+/// splits evenly only: both are refused.
+fn stages(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
+    let Some(s) = uneven_stages(plan) else {
+        return;
+    };
+    let split = fold_counts(s, ",");
+    if v == MegatronVersion::V2021 {
+        c.refuse(
+            "stage_layers",
+            format!("{split}: Megatron-LM 2021 splits the layers evenly over the stages"),
+            "use --megatron-version core, or price a pp that divides the layers",
+        );
+        return;
+    }
+    if plan.vpp > 1 {
+        c.refuse(
+            "stage_layers",
+            format!(
+                "{split} with vpp={}: planner prices uneven stages without virtual stages",
+                plan.vpp
+            ),
+            "price vpp 1, or an even split",
+        );
+        return;
+    }
+    let p = s.len();
+    let middle = &s[1..p - 1];
+    if middle.iter().any(|&n| n != middle[0]) {
+        c.refuse(
+            "stage_layers",
+            format!("{split}: Megatron-Core sets only the first and the last stage's layers and splits the rest evenly over the middle stages"),
+            "price a split whose middle stages hold equal layers (--stage-layers F,M,…,M,L), or a pp that divides the layers",
+        );
+        return;
+    }
+    match middle.first() {
+        None => arg(a, "--decoder-first-pipeline-num-layers", s[0]),
+        Some(&m) => {
+            if s[0] != m {
+                arg(a, "--decoder-first-pipeline-num-layers", s[0]);
+            }
+            if s[p - 1] != m {
+                arg(a, "--decoder-last-pipeline-num-layers", s[p - 1]);
+            }
+        }
+    }
+}
+
+/// Full recomputation of some layers of each stage (`plan.recompute_layers`). Megatron's
+/// `block` method recomputes the first N layers of each model chunk and keeps the activations
+/// of the rest (`megatron/core/transformer/transformer_block.py` `_checkpointed_forward`;
+/// Megatron-LM 2021 `transformer.py`, `--activations-checkpoint-method block`): min(N, n_i) on
+/// a stage of n_i layers, which is what the cost model prices for the first r_i layers when
+/// r_i = min(N, n_i) on every stage. Counts of that form are written (none recomputed: no
+/// recomputation argument); others have no Megatron argument, nor do any with virtual stages,
+/// where N counts per chunk and the plan per stage.
+fn block(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, r: &[u64], core: bool) {
+    let n = stage_counts(model, plan);
+    let top = r.iter().copied().max().unwrap_or(0);
+    let same_n = r.iter().zip(&n).all(|(&r, &n)| r == top.min(n));
+    if plan.vpp > 1 || !same_n {
+        let why = if plan.vpp > 1 {
+            format!(
+                " with vpp={}: Megatron-LM's block method recomputes the first N layers of every model chunk, the plan the first layers of every stage",
+                plan.vpp
+            )
+        } else {
+            ": Megatron-LM recomputes the first N layers (--recompute-num-layers) of every stage, all of a stage with fewer".to_string()
+        };
+        c.refuse(
+            "recompute_layers",
+            format!("{} layers recomputed per stage{why}", fold_counts(r, ",")),
+            "price one count for every stage (--recompute-num-layers N), or recompute every layer",
+        );
+        return;
+    }
+    if top == 0 {
+        return;
+    }
+    if core {
+        arg(a, "--recompute-granularity", "full");
+        arg(a, "--recompute-method", "block");
+        arg(a, "--recompute-num-layers", top);
+    } else {
+        arg(a, "--activations-checkpoint-method", "block");
+        arg(a, "--activations-checkpoint-num-layers", top);
+    }
+}
+
 /// Recomputation, optimizer sharding, gradient-reduction overlap.
-fn memory(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
+fn memory(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: MegatronVersion) {
     let core = v == MegatronVersion::Core;
-    match (plan.recompute, core) {
-        (Recompute::None, _) => {}
-        (Recompute::Full, true) => {
+    match (plan.recompute, core, partial_recompute(model, plan)) {
+        (Recompute::None, _, _) => {}
+        (Recompute::Full, _, Some(r)) => block(c, a, model, plan, &r, core),
+        (Recompute::Full, true, None) => {
             arg(a, "--recompute-granularity", "full");
             arg(a, "--recompute-method", "uniform");
             arg(a, "--recompute-num-layers", 1);
         }
-        (Recompute::Full, false) => arg(a, "--activations-checkpoint-method", "uniform"),
-        (Recompute::Selective, true) => arg(a, "--recompute-granularity", "selective"),
-        (Recompute::Selective, false) => c.refuse(
+        (Recompute::Full, false, None) => arg(a, "--activations-checkpoint-method", "uniform"),
+        (Recompute::Selective, true, _) => arg(a, "--recompute-granularity", "selective"),
+        (Recompute::Selective, false, _) => c.refuse(
             "recompute",
             "selective recomputation (2022) is not in Megatron-LM 2021",
             "use --megatron-version core, or price --recompute full",

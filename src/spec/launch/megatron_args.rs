@@ -35,6 +35,8 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--expert-tensor-parallel-size", true, P),
     ("--num-layers-per-virtual-pipeline-stage", true, P),
     ("--num-virtual-stages-per-pipeline-rank", true, P),
+    ("--decoder-first-pipeline-num-layers", true, P),
+    ("--decoder-last-pipeline-num-layers", true, P),
     ("--tp-comm-overlap", false, P),
     ("--sequence-parallel", false, P),
     ("--micro-batch-size", true, P),
@@ -146,29 +148,19 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
         Un("activations split over TP ranks are not modelled"),
     ),
     (
-        "--decoder-first-pipeline-num-layers",
-        true,
-        Un("planner splits layers evenly over stages"),
-    ),
-    (
-        "--decoder-last-pipeline-num-layers",
-        true,
-        Un("planner splits layers evenly over stages"),
-    ),
-    (
         "--pipeline-model-parallel-layout",
         true,
-        Un("planner splits layers evenly over stages"),
+        Un("planner reads uneven stages from --decoder-first/last-pipeline-num-layers only"),
     ),
     (
         "--account-for-embedding-in-pipeline-split",
         false,
-        Un("planner splits layers evenly over stages"),
+        Un("planner reads uneven stages from --decoder-first/last-pipeline-num-layers only"),
     ),
     (
         "--account-for-loss-in-pipeline-split",
         false,
-        Un("planner splits layers evenly over stages"),
+        Un("planner reads uneven stages from --decoder-first/last-pipeline-num-layers only"),
     ),
     (
         "--pipeline-model-parallel-split-rank",
@@ -233,7 +225,7 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     (
         "--num-layers-per-stage",
         true,
-        Un("planner splits layers evenly over stages"),
+        Un("planner reads uneven stages from --decoder-first/last-pipeline-num-layers only"),
     ),
 ];
 

@@ -96,6 +96,11 @@ fn plan(
         model.seq_len
     });
     let mbs = mbs?;
+    let stage_layers = stages(a, c, model.layers, pp, vpp);
+    let counts = stage_layers
+        .clone()
+        .unwrap_or_else(|| vec![model.layers / pp.max(1); pp.min(model.layers) as usize]);
+    let (recompute, recompute_layers) = recompute(a, c, &counts, vpp);
     Some(Plan {
         dp,
         tp,
@@ -106,7 +111,7 @@ fn plan(
         mbs,
         global_batch: num(a, c, "--global-batch-size").unwrap_or(mbs.saturating_mul(dp)),
         seq_len,
-        recompute: recompute(a, c, model.layers / pp.saturating_mul(vpp).max(1)),
+        recompute,
         zero: if a.has("--use-torch-fsdp2") {
             3
         } else {
@@ -132,8 +137,8 @@ fn plan(
             TpOverlap::Backward
         },
         framework: Framework::Megatron,
-        stage_layers: None,
-        recompute_layers: None,
+        stage_layers,
+        recompute_layers,
     })
 }
 
@@ -197,32 +202,97 @@ fn vpp(a: &ArgMap, c: &mut Collect, layers: u64, pp: u64) -> u64 {
     num(a, c, "--num-virtual-stages-per-pipeline-rank").unwrap_or(1)
 }
 
-/// Recomputation from either spelling. `per_chunk` is the layers of one model chunk.
-fn recompute(a: &ArgMap, c: &mut Collect, per_chunk: u64) -> Recompute {
-    if a.has("--recompute-activations") {
-        return Recompute::Selective;
+/// Layers per stage from `--decoder-first-pipeline-num-layers` and
+/// `--decoder-last-pipeline-num-layers`: Megatron-Core gives the first and the last stage the
+/// counts stated and splits the remaining layers evenly over the other stages, which must
+/// divide them (`megatron/core/transformer/transformer_config.py` `__post_init__`, "Uneven PP";
+/// `transformer_block.py` `get_num_layers_to_build`). `None` when neither is given or the split
+/// comes out even (the default split).
+fn stages(a: &ArgMap, c: &mut Collect, layers: u64, pp: u64, vpp: u64) -> Option<Vec<u64>> {
+    const FIRST: &str = "--decoder-first-pipeline-num-layers";
+    const LAST: &str = "--decoder-last-pipeline-num-layers";
+    let (first, last) = (num(a, c, FIRST), num(a, c, LAST));
+    let named = if first.is_some() { FIRST } else { LAST };
+    if first.is_none() && last.is_none() {
+        return None;
     }
+    let refuse = |c: &mut Collect, why: String, fix: &str| {
+        c.refuse(named, why, fix);
+        None
+    };
+    if pp < 2 {
+        return refuse(
+            c,
+            format!("with pp={pp}: one stage holds every layer"),
+            "remove it, or add --pipeline-model-parallel-size",
+        );
+    }
+    if pp > layers {
+        return refuse(
+            c,
+            format!("with pp={pp} stages for {layers} layers: some stage holds none"),
+            "use at most one stage per layer",
+        );
+    }
+    if vpp > 1 {
+        return refuse(
+            c,
+            format!("with {vpp} virtual stages: planner prices uneven stages without interleaving"),
+            "remove the virtual stages or the uneven split",
+        );
+    }
+    let given = first.unwrap_or(0).saturating_add(last.unwrap_or(0));
+    let middle = pp - u64::from(first.is_some()) - u64::from(last.is_some());
+    let rest = layers.checked_sub(given).filter(|&r| match middle {
+        0 => r == 0,
+        m => r >= m && r % m == 0,
+    });
+    let Some(rest) = rest else {
+        let held = match middle {
+            0 => "the two stages must hold them all".to_string(),
+            m => format!("the other {m} stages must share the rest evenly, one layer or more each"),
+        };
+        return refuse(
+            c,
+            format!("{given} layers on the first/last stage of a {layers}-layer model: {held}"),
+            "give counts whose remainder the middle stages divide",
+        );
+    };
+    let m = rest.checked_div(middle).unwrap_or(0);
+    let mut v = vec![m; pp as usize];
+    v[0] = first.unwrap_or(m);
+    v[pp as usize - 1] = last.unwrap_or(m);
+    v.iter().any(|&n| n != v[0]).then_some(v)
+}
+
+/// Recomputation from either spelling, and the layers recomputed per stage when some keep
+/// their activations (`None`: all). `counts` holds the layers of each stage.
+fn recompute(
+    a: &ArgMap,
+    c: &mut Collect,
+    counts: &[u64],
+    vpp: u64,
+) -> (Recompute, Option<Vec<u64>>) {
+    if a.has("--recompute-activations") {
+        return (Recompute::Selective, None);
+    }
+    let only = |r: Recompute| (r, None);
     match a.get("--recompute-granularity") {
         Some("selective") => match a.get("--recompute-modules") {
-            None | Some("core_attn") => Recompute::Selective,
+            None | Some("core_attn") => only(Recompute::Selective),
             Some(m) => {
                 c.refuse(
                     "--recompute-modules",
                     format!("`{m}`: planner's selective recomputation is the attention core only"),
                     "use core_attn, or full granularity",
                 );
-                Recompute::None
+                only(Recompute::None)
             }
         },
         Some("full") => {
             let n = num(a, c, "--recompute-num-layers").unwrap_or(1);
-            full(
-                c,
-                "--recompute-method",
-                a.get("--recompute-method"),
-                n,
-                per_chunk,
-            )
+            let method = a.get("--recompute-method");
+            full(c, "--recompute-method", method, n, counts, vpp)
         }
         Some(g) => {
             c.refuse(
@@ -230,46 +300,59 @@ fn recompute(a: &ArgMap, c: &mut Collect, per_chunk: u64) -> Recompute {
                 format!("`{g}`"),
                 "use full or selective",
             );
-            Recompute::None
+            only(Recompute::None)
         }
         None if a.has("--activations-checkpoint-method") => {
             let n = num(a, c, "--activations-checkpoint-num-layers").unwrap_or(1);
-            full(
-                c,
-                "--activations-checkpoint-method",
-                a.get("--activations-checkpoint-method"),
-                n,
-                per_chunk,
-            )
+            let method = a.get("--activations-checkpoint-method");
+            full(c, "--activations-checkpoint-method", method, n, counts, vpp)
         }
         None if a.has("--checkpoint-activations") => {
             let n = num(a, c, "--checkpoint-num-layers").unwrap_or(1);
-            full(c, "--checkpoint-num-layers", Some("uniform"), n, per_chunk)
+            let arg = "--checkpoint-num-layers";
+            full(c, arg, Some("uniform"), n, counts, vpp)
         }
         None => {
             if a.has("--recompute-method") {
                 c.warn("--recompute-method without --recompute-granularity full: Megatron-LM recomputes nothing, and neither does the priced plan");
             }
-            Recompute::None
+            only(Recompute::None)
         }
     }
 }
 
-/// Full recomputation of every layer: `uniform` with 1 layer per unit, or `block` covering all
-/// layers of a chunk. Groups of layers, or some layers only, are not modelled.
-fn full(c: &mut Collect, arg: &str, method: Option<&str>, n: u64, per_chunk: u64) -> Recompute {
+/// Full recomputation: `uniform` with 1 layer per unit recomputes every layer; `block` N
+/// recomputes the first N layers of every model chunk and keeps the rest
+/// (`megatron/core/transformer/transformer_block.py` `_checkpointed_forward`), min(N, n_i) of
+/// stage i's n_i layers, read into `recompute_layers` without virtual stages. Groups of layers,
+/// and part of a chunk with virtual stages, are not modelled.
+fn full(
+    c: &mut Collect,
+    arg: &str,
+    method: Option<&str>,
+    n: u64,
+    counts: &[u64],
+    vpp: u64,
+) -> (Recompute, Option<Vec<u64>>) {
+    let per_chunk = counts.iter().copied().min().unwrap_or(0) / vpp.max(1);
     let (why, fix) = match method {
-        Some("uniform") if n == 1 => return Recompute::Full,
-        Some("block") if n >= per_chunk => return Recompute::Full,
+        Some("uniform") if n == 1 => return (Recompute::Full, None),
+        Some("block") if counts.iter().all(|&k| n >= k / vpp.max(1)) => {
+            return (Recompute::Full, None);
+        }
+        Some("block") if vpp == 1 => {
+            let r = counts.iter().map(|&k| n.min(k)).collect();
+            return (Recompute::Full, Some(r));
+        }
         Some("uniform") => (
             format!("uniform over groups of {n} layers: planner prices one checkpoint per layer"),
             "use 1 layer per group".to_string(),
         ),
         Some("block") => (
             format!(
-                "block over {n} of the {per_chunk} layers of a chunk: planner recomputes all layers or none"
+                "block over {n} of the {per_chunk} layers of each of the {vpp} chunks of a stage: planner recomputes part of a stage only without virtual stages"
             ),
-            format!("use {per_chunk} layers, or none"),
+            format!("use {per_chunk} layers, or no virtual stages"),
         ),
         Some(m) => (format!("`{m}`"), "use uniform or block".to_string()),
         None => (
@@ -278,7 +361,7 @@ fn full(c: &mut Collect, arg: &str, method: Option<&str>, n: u64, per_chunk: u64
         ),
     };
     c.refuse(arg, why, fix);
-    Recompute::None
+    (Recompute::None, None)
 }
 
 fn overlap(a: &ArgMap, c: &mut Collect) -> bool {

@@ -63,6 +63,29 @@ pub fn export(model: &ModelSpec, plan: &Plan, format: LaunchFormat) -> Result<Ex
     }
 }
 
+/// Layers of each pipeline stage (every chunk of it): `plan.stage_layers`, or the even split.
+pub(crate) fn stage_counts(model: &ModelSpec, plan: &Plan) -> Vec<u64> {
+    match &plan.stage_layers {
+        Some(v) => v.clone(),
+        None => vec![model.layers / plan.pp.max(1); plan.pp as usize],
+    }
+}
+
+/// `plan.stage_layers` when its stages differ: an even list is the default split.
+pub(crate) fn uneven_stages(plan: &Plan) -> Option<&[u64]> {
+    plan.stage_layers
+        .as_deref()
+        .filter(|v| v.iter().any(|&n| n != v[0]))
+}
+
+/// `plan.recompute_layers` when some stage keeps the activations of some of its layers (a list
+/// that recomputes every layer of every stage is plain full recomputation).
+pub(crate) fn partial_recompute(model: &ModelSpec, plan: &Plan) -> Option<Vec<u64>> {
+    let r = plan.recompute_layers.as_ref()?;
+    let n = stage_counts(model, plan);
+    (r.iter().zip(&n).any(|(r, n)| r < n)).then(|| r.clone())
+}
+
 /// Problems and warnings of one conversion.
 pub(crate) struct Collect {
     file: String,

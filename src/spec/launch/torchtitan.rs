@@ -8,11 +8,14 @@
 //! backward); ZeRO-1 has no torchtitan form. Without PP, `local_batch_size` is the micro-batch
 //! and torchtitan accumulates gradients up to `global_batch_size`; with PP, `local_batch_size`
 //! is a data-parallel rank's whole batch, cut into `pipeline_parallel_microbatch_size` pieces.
+//! Stages are written as one `pipeline_parallel_layers_per_stage`, so uneven stages are
+//! refused, and so are per-stage recomputation counts (torchtitan checkpoints every block or
+//! every k-th block of the model).
 
-use super::{Collect, Export};
+use super::{Collect, Export, partial_recompute, uneven_stages};
 use crate::spec::SpecError;
 use crate::spec::model::ModelSpec;
-use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule};
+use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule, fold_counts};
 use crate::units::{Dtype, fmt_count};
 
 /// Writes `plan` for `model` as torchtitan TOML sections.
@@ -20,9 +23,21 @@ pub fn to_torchtitan(model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError
     let mut c = Collect::new("export --format torchtitan");
     let parallelism = parallelism(&mut c, model, plan);
     let training = training(&mut c, plan);
+    let partial = partial_recompute(model, plan);
     let ac = match plan.recompute {
         Recompute::None => "mode = \"none\"\n".to_string(),
-        Recompute::Full => "mode = \"full\"\n".to_string(),
+        Recompute::Full => match partial {
+            Some(r) if r.iter().all(|&n| n == 0) => "mode = \"none\"\n".to_string(),
+            Some(r) => {
+                c.refuse(
+                    "recompute_layers",
+                    format!("{} layers recomputed per stage: torchtitan checkpoints every block (full) or every k-th block of the model (selective k), not the first layers of each stage", fold_counts(&r, ",")),
+                    "price full recomputation of every layer, or export --format megatron",
+                );
+                String::new()
+            }
+            None => "mode = \"full\"\n".to_string(),
+        },
         Recompute::Selective => {
             c.warn("recompute selective → torchtitan's op-level selective checkpointing, which keeps a different set of tensors than the attention-core recomputation priced (memory may differ)");
             "mode = \"selective\"\nselective_ac_option = \"op\"\n".to_string()
@@ -70,6 +85,13 @@ fn parallelism(c: &mut Collect, model: &ModelSpec, plan: &Plan) -> String {
     }
     if plan.ep > 1 {
         c.refuse("ep", "torchtitan's expert parallelism borrows FSDP and TP ranks (dp2ep), a layout planner does not price", "export --format megatron, or price ep 1");
+    }
+    if let Some(v) = uneven_stages(plan) {
+        c.refuse(
+            "stage_layers",
+            format!("{}: planner writes torchtitan's pipeline split as one pipeline_parallel_layers_per_stage, the same on every stage", fold_counts(v, ",")),
+            "export --format megatron, or price a pp that divides the layers",
+        );
     }
     let mut s = format!(
         "data_parallel_replicate_degree = {replicate}\ndata_parallel_shard_degree = {shard}\n"
