@@ -103,7 +103,7 @@ const MAX_SIZE: u64 = 1 << 24;
 const MAX_MICRO_BATCHES: u64 = 1 << 16;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 20] = [
+const PLAN_FLAGS: [&str; 21] = [
     "tp",
     "pp",
     "dp",
@@ -117,6 +117,7 @@ const PLAN_FLAGS: [&str; 20] = [
     "sequence_parallel",
     "zero",
     "overlap_grad_reduce",
+    "no_grad_accumulation_fusion",
     "dtype",
     "schedule",
     "attention",
@@ -181,6 +182,10 @@ pub struct PlanArgs {
     /// Overlap the DP gradient reduction with backward.
     #[arg(long = "overlap-grad-reduce")]
     pub overlap_grad_reduce: bool,
+    /// Megatron: accumulate gradients in a separate pass after each micro-batch (2021
+    /// Megatron-LM) instead of inside the weight-gradient GEMM.
+    #[arg(long = "no-gradient-accumulation-fusion")]
+    pub no_grad_accumulation_fusion: bool,
     /// GEMM data type.
     #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
     pub dtype: DtypeArg,
@@ -405,6 +410,7 @@ impl PlanArgs {
             framework: self.framework.into(),
             stage_layers: self.stage_layers.clone(),
             recompute_layers: self.recompute_num_layers.map(|n| vec![n; self.pp as usize]),
+            grad_accumulation_fusion: !self.no_grad_accumulation_fusion,
         };
         check_plan(&plan, model, cluster)?;
         Ok(plan)

@@ -229,6 +229,30 @@ pub fn p2p_bytes(model: &ModelSpec, plan: &Plan) -> f64 {
     }
 }
 
+/// Bytes per local parameter a framework moves after *every* micro-batch's backward to
+/// accumulate the 16-bit gradients into fp32 ones, as a separate memory-bound pass.
+///
+/// - DeepSpeed's BF16 optimizer (BLOOM's Megatron-DeepSpeed): `BF16_Optimizer.backward` →
+///   `update_hp_grads` runs `hp_grad.add_(lp.grad.to(fp32))` for every parameter after each
+///   micro-batch (microsoft/DeepSpeed `deepspeed/runtime/bf16_optimizer.py`): the cast reads
+///   2 and writes a 4-byte temporary, the add reads 4 + 4 and writes 4 — 18 bytes.
+/// - Megatron without gradient-accumulation fusion (Megatron-LM 2021): the DDP hook
+///   `param.main_grad.add_(param.grad.data)` (megatron/model/distributed.py
+///   `_make_param_hook`) reads the 16-bit gradient (2) and the fp32 buffer (4) and writes it
+///   (4) — 10 bytes. (PyTorch DDP's autograd accumulation of 16-bit `.grad`, the 2021 `torch`
+///   DDP, moves 6 from the second micro-batch on; priced at the same 10.)
+/// - Fused Megatron adds into the fp32 `main_grad` in the weight-gradient GEMM's epilogue
+///   (TE `fuse_wgrad_accumulation`); FSDP accumulates reduced *sharded* gradients (1/dp of
+///   the parameters): no separate pass is priced for them.
+pub fn grad_accumulate_bytes(plan: &Plan) -> f64 {
+    let sixteen_bit = !matches!(plan.dtype, Dtype::Fp32 | Dtype::Tf32);
+    match plan.framework {
+        Framework::DeepSpeed if plan.dtype == Dtype::Bf16 => 18.0,
+        Framework::Megatron if sixteen_bit && !plan.grad_accumulation_fusion => 10.0,
+        _ => 0.0,
+    }
+}
+
 /// Bytes per gradient element in the data-parallel reduction: fp32 for bf16 training
 /// (Megatron-LM forces `accumulate_allreduce_grads_in_fp32` with bf16; DeepSpeed's BF16
 /// optimizer reduces its fp32 accumulation buffers; torchtitan's FSDP2 `reduce_dtype` is fp32),

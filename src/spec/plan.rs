@@ -203,6 +203,16 @@ pub struct Plan {
     /// others keep their activations, Megatron's `--recompute-method block`). `None`: all.
     #[serde(default)]
     pub recompute_layers: Option<Vec<u64>>,
+    /// Megatron adds each micro-batch's weight gradients into the fp32 `main_grad` inside the
+    /// weight-gradient GEMM (`--gradient-accumulation-fusion`, on by default since 2022);
+    /// false: a separate `main_grad.add_(grad)` pass after every backward (Megatron-LM 2021,
+    /// `--no-gradient-accumulation-fusion`); priced by `cost::grad_accumulate_bytes`.
+    #[serde(default = "yes")]
+    pub grad_accumulation_fusion: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Plan {
@@ -231,6 +241,7 @@ impl Plan {
             framework: Framework::default(),
             stage_layers: None,
             recompute_layers: None,
+            grad_accumulation_fusion: true,
         }
     }
 

@@ -61,6 +61,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
     let zero = zero_stage(r);
     let sequence_parallel = r.opt_bool("sequence_parallel").unwrap_or(false);
     let overlap_grad_reduce = r.opt_bool("overlap_grad_reduce").unwrap_or(false);
+    let grad_accumulation_fusion = r.opt_bool("grad_accumulation_fusion").unwrap_or(true);
     let dtype = choice(r, "dtype", &Dtype::ALL.map(|x| (x.name(), x)));
     let schedules = [Schedule::Gpipe, Schedule::OneFOneB, Schedule::Interleaved];
     let schedule = choice(r, "schedule", &schedules.map(|x| (x.name(), x)));
@@ -103,6 +104,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         framework: framework.unwrap_or_default(),
         stage_layers,
         recompute_layers,
+        grad_accumulation_fusion,
     })
 }
 

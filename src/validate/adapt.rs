@@ -373,6 +373,10 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         stage_layers: (fw == Stack::MegatronDeepSpeed && pp > 1)
             .then(|| embedding_partition(m.layers, pp)),
         recompute_layers,
+        // Megatron-LM of 2021 added each micro-batch's gradients to `main_grad` in a backward
+        // hook (megatron/model/distributed.py `_make_param_hook`); the fused accumulation
+        // came later.
+        grad_accumulation_fusion: fw != Stack::Megatron2021,
     };
     Ok(Case {
         model,

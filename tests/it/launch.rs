@@ -97,6 +97,7 @@ fn sc21_rows() -> Vec<Row> {
                 framework: Framework::Megatron,
                 stage_layers: None,
                 recompute_layers: None,
+                grad_accumulation_fusion: false,
             };
             Row {
                 id: r["id"].as_str().unwrap().to_string(),
@@ -177,6 +178,8 @@ fn llama70b_plan() -> Plan {
         framework: Framework::Megatron,
         stage_layers: None,
         recompute_layers: None,
+        // Off, so the round trip carries --no-gradient-accumulation-fusion.
+        grad_accumulation_fusion: false,
     }
 }
 
@@ -219,6 +222,7 @@ fn megatron_core_round_trip_over_every_feature() {
         "--group-query-attention \\\n--num-query-groups 8 \\",
         "--ffn-hidden-size 28672 \\",
         "--use-distributed-optimizer \\\n--overlap-grad-reduce \\",
+        "--no-gradient-accumulation-fusion \\",
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
@@ -454,6 +458,7 @@ fn megatron_export_of_uneven_stages_round_trips_or_is_refused() {
     );
     // Megatron-LM 2021 splits evenly; torchtitan and DeepSpeed take one split for all stages.
     let legacy = Plan {
+        grad_accumulation_fusion: true,
         dtype: Dtype::Fp16,
         attention: AttentionImpl::Unfused,
         zero: 0,
@@ -466,6 +471,13 @@ fn megatron_export_of_uneven_stages_round_trips_or_is_refused() {
     );
     assert!(
         e.contains("`stage_layers`: 23,25: Megatron-LM 2021 splits the layers evenly"),
+        "{e}"
+    );
+    // A plan priced with fused gradient accumulation is not what 2021 code runs.
+    assert!(
+        e.contains(
+            "`grad_accumulation_fusion`: Megatron-LM 2021 accumulates gradients in a backward hook"
+        ),
         "{e}"
     );
     let e = refused(&gpt, &two, LaunchFormat::Torchtitan);

@@ -95,11 +95,23 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
     );
     assert_eq!(mpt.verdicts_correct, mpt.verdicts, "MPT memory verdicts");
     assert!(mpt.spearman.unwrap() >= 0.95);
+    // 5.4% and ρ 0.75 since DeepSpeed's per-micro-batch fp32 gradient accumulation is priced.
     let bloom = group(&r, "bloom-176b-topology-sweep");
     assert!(
-        bloom.mean_abs_error <= 0.20,
+        bloom.mean_abs_error <= 0.06,
         "BLOOM mean |err| {:.1}%",
         100.0 * bloom.mean_abs_error
+    );
+    assert!(
+        bloom.spearman.unwrap() >= 0.7,
+        "BLOOM ρ {:?}",
+        bloom.spearman
+    );
+    let main = group(&r, "bloom-176b");
+    assert!(
+        main.max_abs_error <= 0.04,
+        "BLOOM-176B {:.1}%",
+        100.0 * main.max_abs_error
     );
     let mc = group(&r, "megatron-core-h100-readme");
     assert!(

@@ -247,6 +247,15 @@ fn memory(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Mega
             },
         );
     }
+    match (plan.grad_accumulation_fusion, core) {
+        (false, true) => flag(a, "--no-gradient-accumulation-fusion"),
+        (true, false) => c.refuse(
+            "grad_accumulation_fusion",
+            "Megatron-LM 2021 accumulates gradients in a backward hook, not in the GEMM",
+            "price with --no-gradient-accumulation-fusion, or use --megatron-version core",
+        ),
+        _ => {}
+    }
 }
 
 /// Model shape and template.

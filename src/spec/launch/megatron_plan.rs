@@ -139,6 +139,9 @@ fn plan(
         framework: Framework::Megatron,
         stage_layers,
         recompute_layers,
+        // Megatron-LM 2021 accumulated in a backward hook; later versions fuse it by default.
+        grad_accumulation_fusion: v != MegatronVersion::V2021
+            && !a.has("--no-gradient-accumulation-fusion"),
     })
 }
 
