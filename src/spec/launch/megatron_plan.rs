@@ -5,14 +5,13 @@
 //! LayerNorm, learned positions, tied embeddings, biases. Both the 2021 spellings (SC'21
 //! scripts) and the Megatron-Core ones are read.
 
-use super::megatron::{default_ffn, moe_layer_freq};
 use super::megatron_args::{ArgMap, SPELLINGS_2021, launcher_world, read};
+use super::megatron_shape::{check_shape, check_template};
 use super::{Collect, MegatronVersion};
 use crate::spec::SpecError;
-use crate::spec::model::{Arch, ModelSpec, Positions};
+use crate::spec::model::ModelSpec;
 use crate::spec::plan::{AttentionImpl, Framework, Plan, Recompute, Schedule, TpOverlap};
 use crate::units::Dtype;
-use std::fmt::Display;
 
 /// A plan read from Megatron-LM arguments.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,7 +54,7 @@ pub fn from_megatron(text: &str, model: &ModelSpec, n_gpus: u64) -> Result<Parse
 }
 
 /// A positive whole number, `None` when absent (or bad, which is recorded).
-fn num(a: &ArgMap, c: &mut Collect, name: &str) -> Option<u64> {
+pub(super) fn num(a: &ArgMap, c: &mut Collect, name: &str) -> Option<u64> {
     let v = a.get(name)?;
     match v.parse::<u64>() {
         Ok(n) if (1..=1 << 24).contains(&n) => Some(n),
@@ -421,194 +420,5 @@ fn attention(a: &ArgMap, c: &mut Collect, v: MegatronVersion) -> AttentionImpl {
             c.warn("no attention kernel given: Megatron-Core's auto backend picks flash or fused attention (priced flash)");
             AttentionImpl::Flash
         }
-    }
-}
-
-fn mismatch(
-    c: &mut Collect,
-    arg: &str,
-    given: impl Display,
-    model: &ModelSpec,
-    field: &str,
-    has: impl Display,
-) {
-    c.refuse(
-        arg,
-        format!("{given}, but the model `{}` has {field}: {has}", model.name),
-        "use the --model these arguments were written for, or correct the argument",
-    );
-}
-
-/// Sizes the arguments state, against the model.
-fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
-    for (arg, field, want) in [
-        ("--num-layers", "layers", model.layers),
-        ("--hidden-size", "hidden", model.hidden),
-        ("--num-attention-heads", "heads", model.heads),
-        ("--ffn-hidden-size", "ffn_hidden", model.ffn_hidden),
-        ("--kv-channels", "hidden/heads", model.head_dim()),
-    ] {
-        if let Some(v) = num(a, c, arg).filter(|v| *v != want) {
-            mismatch(c, arg, v, model, field, want);
-        }
-    }
-    if a.has("--group-query-attention") {
-        let groups = num(a, c, "--num-query-groups").unwrap_or(1);
-        if groups != model.kv_heads {
-            mismatch(
-                c,
-                "--num-query-groups",
-                groups,
-                model,
-                "kv_heads",
-                model.kv_heads,
-            );
-        }
-    }
-    if model.positions == Positions::Learned
-        && let Some(p) = num(a, c, "--max-position-embeddings").filter(|p| *p != model.seq_len)
-    {
-        mismatch(
-            c,
-            "--max-position-embeddings",
-            p,
-            model,
-            "a learned position table of seq_len",
-            model.seq_len,
-        );
-    }
-    if let Some(v) = num(a, c, "--vocab-size").filter(|v| *v != model.vocab) {
-        c.warn(format!("--vocab-size {v}: Megatron-LM pads it (to a multiple of 128·tp); the model prices vocab {}", model.vocab));
-    }
-    for arg in ["--hidden-dropout", "--attention-dropout"] {
-        let Some(v) = a.get(arg) else { continue };
-        match v.parse::<f64>() {
-            Ok(p) if p == model.dropout => {}
-            Ok(p) => mismatch(c, arg, p, model, "dropout", model.dropout),
-            Err(_) => c.refuse(arg, format!("`{v}` is not a number"), "give a probability"),
-        }
-    }
-}
-
-/// The layer template the arguments describe (Megatron-LM's defaults where absent), against
-/// the model.
-fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
-    let rms = a.get("--normalization") == Some("RMSNorm");
-    let rope = a.get("--position-embedding-type") == Some("rope")
-        || a.has("--use-rotary-position-embeddings");
-    let biases = !a.has("--disable-bias-linear");
-    let qkv_bias = biases || a.has("--add-qkv-bias");
-    let checks = [
-        (
-            "--swiglu",
-            a.has("--swiglu"),
-            model.arch.gated_mlp(),
-            "a gated (SwiGLU) MLP",
-        ),
-        ("--normalization", rms, model.arch == Arch::Llama, "RMSNorm"),
-        (
-            "--position-embedding-type",
-            rope,
-            model.positions == Positions::Rotary,
-            "rotary positions",
-        ),
-        (
-            "--untie-embeddings-and-output-weights",
-            a.has("--untie-embeddings-and-output-weights"),
-            !model.tied_embeddings,
-            "an untied LM head",
-        ),
-        (
-            "--disable-bias-linear",
-            !biases,
-            !model.arch.biases(),
-            "no linear biases",
-        ),
-        ("--add-qkv-bias", qkv_bias, model.qkv_bias, "Q/K/V biases"),
-    ];
-    for (arg, args_say, model_says, what) in checks {
-        if args_say != model_says {
-            let (x, y) = if args_say {
-                ("say", "does not have")
-            } else {
-                ("do not say", "has")
-            };
-            c.refuse(
-                arg,
-                format!(
-                    "the arguments {x} {what}, but the model `{}` {y} it",
-                    model.name
-                ),
-                "use the --model these arguments were written for, or correct the arguments",
-            );
-        }
-    }
-    check_defaults(a, model, c);
-    check_experts(a, model, c);
-}
-
-/// Sizes the arguments leave to Megatron-LM's defaults, against the model.
-fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
-    let d = default_ffn(model.hidden, a.has("--swiglu"));
-    if !a.has("--ffn-hidden-size") && d != model.ffn_hidden {
-        mismatch(
-            c,
-            "--ffn-hidden-size",
-            format!("absent (Megatron-LM's default is {d})"),
-            model,
-            "ffn_hidden",
-            model.ffn_hidden,
-        );
-    }
-    if !a.has("--group-query-attention") && model.kv_heads != model.heads {
-        mismatch(
-            c,
-            "--group-query-attention",
-            "absent",
-            model,
-            "kv_heads",
-            model.kv_heads,
-        );
-    }
-    if !a.has("--hidden-dropout") && model.dropout != 0.1 {
-        c.warn(format!(
-            "no --hidden-dropout/--attention-dropout: Megatron-LM applies 0.1; the model prices {}",
-            model.dropout
-        ));
-    }
-}
-
-fn check_experts(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
-    let experts = num(a, c, "--num-experts");
-    let Some(m) = &model.moe else {
-        if let Some(e) = experts {
-            mismatch(c, "--num-experts", e, model, "experts", "none");
-        }
-        return;
-    };
-    if experts != Some(m.experts) {
-        let given = experts.map_or("absent".to_string(), |e| e.to_string());
-        mismatch(c, "--num-experts", given, model, "moe.experts", m.experts);
-    }
-    let top_k = num(a, c, "--moe-router-topk").unwrap_or(2);
-    if top_k != m.top_k {
-        mismatch(c, "--moe-router-topk", top_k, model, "moe.top_k", m.top_k);
-    }
-    let ffn = num(a, c, "--moe-ffn-hidden-size").unwrap_or(model.ffn_hidden);
-    if ffn != m.expert_ffn_hidden {
-        mismatch(
-            c,
-            "--moe-ffn-hidden-size",
-            ffn,
-            model,
-            "moe.expert_ffn_hidden",
-            m.expert_ffn_hidden,
-        );
-    }
-    let freq = a.get("--moe-layer-freq").unwrap_or("1");
-    if freq != moe_layer_freq(m.every, model.layers) && freq != m.every.to_string() {
-        mismatch(c, "--moe-layer-freq", freq, model, "moe.every", m.every);
-    } else if freq != "1" && freq == m.every.to_string() {
-        c.warn(format!("--moe-layer-freq {freq} puts experts in layers 0, {freq}, …; the model has them in layers {}, …: the same count, priced alike except for stage balance", m.every - 1));
     }
 }

@@ -7,6 +7,7 @@ pub mod deepspeed;
 pub mod megatron;
 pub mod megatron_args;
 pub mod megatron_plan;
+mod megatron_shape;
 pub mod torchtitan;
 
 use super::error::{Problem, SpecError};
