@@ -245,11 +245,22 @@ pub fn p2p_bytes(model: &ModelSpec, plan: &Plan) -> f64 {
 ///   (TE `fuse_wgrad_accumulation`); FSDP accumulates reduced *sharded* gradients (1/dp of
 ///   the parameters): no separate pass is priced for them.
 pub fn grad_accumulate_bytes(plan: &Plan) -> f64 {
-    let sixteen_bit = !matches!(plan.dtype, Dtype::Fp32 | Dtype::Tf32);
+    let low_precision = !matches!(plan.dtype, Dtype::Fp32 | Dtype::Tf32);
     match plan.framework {
         Framework::DeepSpeed if plan.dtype == Dtype::Bf16 => 18.0,
-        Framework::Megatron if sixteen_bit && !plan.grad_accumulation_fusion => 10.0,
+        Framework::Megatron if low_precision && !plan.grad_accumulation_fusion => 10.0,
         _ => 0.0,
+    }
+}
+
+/// Seconds of the [`grad_accumulate_bytes`] pass over `params` local parameters, once per
+/// micro-batch (0 where the framework has no separate pass).
+pub fn grad_accumulate_s(plan: &Plan, m: &Machine, params: f64) -> f64 {
+    let bytes = params * grad_accumulate_bytes(plan);
+    if bytes > 0.0 {
+        m.memory_s(bytes, crate::graph::MemClass::Elementwise).0
+    } else {
+        0.0
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::{Machine, Placement};
 use crate::calib::Source;
-use crate::graph::{Group, Kernel, MemClass, ModelGraph, Op, OpGraph, Shard};
+use crate::graph::{Group, Kernel, ModelGraph, Op, OpGraph, Shard};
 use crate::spec::{ModelSpec, Plan};
 use crate::units::Dtype;
 use serde::Serialize;
@@ -282,7 +282,6 @@ pub fn op_times(
         graphs.push(("moe layer", moe));
     }
     graphs.push(("head", &g.head));
-    let accumulate = super::grad_accumulate_bytes(plan);
     graphs
         .into_iter()
         .flat_map(|(name, graph)| {
@@ -292,12 +291,8 @@ pub fn op_times(
             });
             // The framework's gradient-accumulation pass over the graph's weights, once per
             // micro-batch after its backward (what `stage_work` adds per chunk).
-            let params = graph.params();
-            let pass = (accumulate > 0.0 && params > 0.0).then(|| {
-                let t = m.memory_s(params * accumulate, MemClass::Elementwise).0;
-                (name, "grad_accumulation", 0.0, t)
-            });
-            ops.chain(pass)
+            let t = super::grad_accumulate_s(plan, m, graph.params());
+            ops.chain((t > 0.0).then_some((name, "grad_accumulation", 0.0, t)))
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 
 use super::memory::{self, MemoryBytes, StageLayout};
 use super::{
-    GroupShape, Machine, PassCost, Placement, PricedGraphs, Provenance, grad_accumulate_bytes,
+    GroupShape, Machine, PassCost, Placement, PricedGraphs, Provenance, grad_accumulate_s,
     grad_reduce_bytes, optimizer_bytes_per_param,
 };
 use crate::graph::{Coll, MemClass, OpGraph, Shard};
@@ -172,10 +172,7 @@ impl Ctx<'_> {
         let (d, x) = chunk_params(model, plan, self.pg, st, c);
         let mut w = chunk_costs(model, plan, self.pg, &Shard::of(plan), st, c);
         // The chunk's gradients accumulated after each micro-batch's backward.
-        let accumulate = (d + x) * grad_accumulate_bytes(plan);
-        if accumulate > 0.0 {
-            w.bwd.compute_s += self.m.memory_s(accumulate, MemClass::Elementwise).0;
-        }
+        w.bwd.compute_s += grad_accumulate_s(plan, self.m, d + x);
         if plan.zero >= 3 {
             let nm = plan.n_micro() as f64;
             let bytes = d * plan.dtype.bytes();
