@@ -12,7 +12,7 @@ use crate::cost::{
     GroupShape, Machine, Placement, PricedGraphs, StageLayout, grad_reduce_bytes,
     optimizer_bytes_per_param, p2p_bytes, stage_layouts,
 };
-use crate::graph::{Coll, Group, Kernel, OpGraph, Shard};
+use crate::graph::{Coll, Group, Kernel, Op as GraphOp, OpGraph, Shard};
 
 mod groups;
 use crate::sim::schedule::{Pass, order};
@@ -202,8 +202,11 @@ impl Ctx<'_> {
     }
 
     /// A graph kernel on `rank`; `None` for a collective on a group of one.
-    fn kernel(&self, rank: u64, k: &Kernel, recompute: bool) -> Option<Instr> {
-        let t = self.m.kernel_s(self.plan.dtype, k, &self.place).0;
+    fn kernel(&self, rank: u64, op: &GraphOp, k: &Kernel, recompute: bool) -> Option<Instr> {
+        let t = self
+            .m
+            .kernel_s(op.kernel_dtype(self.plan.dtype, k), k, &self.place)
+            .0;
         let compute = |c| if recompute { Class::Recompute } else { c };
         Some(match *k {
             Kernel::Gemm { batch, m, n, k } => {
@@ -331,7 +334,11 @@ impl Ctx<'_> {
         out.extend(self.zero3(rank, st, c, Coll::AllGather));
         for (g, _) in self.chunk_graphs(st, c) {
             for op in g.ops() {
-                out.extend(op.fwd.iter().filter_map(|k| self.kernel(rank, k, false)));
+                out.extend(
+                    op.fwd
+                        .iter()
+                        .filter_map(|k| self.kernel(rank, op, k, false)),
+                );
             }
         }
         let slot = c * self.plan.n_micro() + mb;
@@ -378,11 +385,15 @@ impl Ctx<'_> {
                     _ => false,
                 };
                 if again {
-                    out.extend(op.fwd.iter().filter_map(|k| self.kernel(rank, k, true)));
+                    out.extend(op.fwd.iter().filter_map(|k| self.kernel(rank, op, k, true)));
                 }
             }
             for op in ops.iter().rev() {
-                out.extend(op.bwd.iter().filter_map(|k| self.kernel(rank, k, false)));
+                out.extend(
+                    op.bwd
+                        .iter()
+                        .filter_map(|k| self.kernel(rank, op, k, false)),
+                );
             }
         }
         let slot = c * self.plan.n_micro() + mb;

@@ -64,12 +64,17 @@ pub fn embedding(model: &ModelSpec, sh: &Shard) -> OpGraph {
 /// transform (dense h×h + bias, GeLU, LayerNorm); the tied decoder with its own output bias,
 /// one per vocabulary row, split over TP with the rows and added in the GEMM
 /// (`parallel_lm_logits`) — the h² + h and V of `ModelSpec::head_params`.
-/// Cross-entropy (Megatron `vocab_parallel_cross_entropy(logits.float())`; torchtitan's
-/// `cross_entropy(pred.float())` moves about as much): forward reads the
-/// 16-bit logits and writes an fp32 copy, takes the max (read), exponentiates and sums
-/// (read + write), and normalises (read + write): (e + 4 + 4 + 8 + 8)·s·b·V/t bytes, plus
-/// three all-reduces of s·b fp32 values (max, sum, target logit) over TP; it saves the fp32
-/// softmax (4·s·b·V/t, DESIGN.md §3 "logits"); backward reads it and writes the 16-bit gradient.
+/// Cross-entropy, Megatron-Core `tensor_parallel/cross_entropy.py` (`VocabParallelCrossEntropy`,
+/// unfused, one eager kernel per line), per logit: `.float()` reads the 16-bit logits and
+/// writes an fp32 copy (e + 4), `max` reads it (4), the in-place subtraction of the max reads
+/// and writes it (8), `exp` in place (8), `sum` reads (4), `div_` normalises in place (8):
+/// (e + 36)·s·b·V/t bytes, plus three all-reduces of s·b fp32 values (max, sum, target logit)
+/// over TP; it saves the fp32 softmax (4·s·b·V/t, DESIGN.md §3 "logits"). Backward scatters −1
+/// at the targets, `grad_input.mul_(grad_output)` reads and writes the fp32 softmax (8), and
+/// the `.float()` cast's backward reads it and writes the 16-bit gradient (4 + e): (e + 12).
+/// torchtitan's `cross_entropy(pred.float())` moves about as much in total (cast e + 4,
+/// log-softmax three reads and a write 16; backward dense nll gradient 4, log-softmax backward
+/// 12, cast 4 + e: e + 20 forward, e + 20 backward against Megatron's e + 36 and e + 12).
 pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     let e = sh.dtype.bytes();
     let h = model.hidden;
@@ -82,7 +87,11 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
         // Pooler: one token per sequence, so b rows; tanh reads and writes them, saving its
         // output.
         let pooled = (sh.b * h) as f64 * e;
-        ops.push(Op::linear("pooler", sh.b, h, h, (h * h + h) as f64, pooled));
+        // Megatron's BERT pooler and MLM dense layers are torch Linear modules (16-bit even
+        // under FP8 training, `Op::fp8`).
+        let mut pooler = Op::linear("pooler", sh.b, h, h, (h * h + h) as f64, pooled);
+        pooler.fp8 = false;
+        ops.push(pooler);
         ops.push(Op::memory(
             "pooler_tanh",
             2.0 * pooled,
@@ -90,14 +99,9 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
             pooled,
         ));
         // BERT's MLM transform: dense h×h + GeLU + LayerNorm before the tied decoder.
-        ops.push(Op::linear(
-            "mlm_transform",
-            sh.tokens(),
-            h,
-            h,
-            (h * h + h) as f64,
-            x,
-        ));
+        let mut transform = Op::linear("mlm_transform", sh.tokens(), h, h, (h * h + h) as f64, x);
+        transform.fp8 = false;
+        ops.push(transform);
         ops.push(Op::memory("mlm_gelu", 2.0 * x, 3.0 * x, x));
         ops.push(norm("mlm_norm", model, sh, sh.tokens()));
     } else {
@@ -105,7 +109,12 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     }
     let weights = if model.tied_embeddings { 0 } else { v * h };
     let head_params = (weights + if bert { v } else { 0 }) as f64;
-    ops.push(column_linear("lm_head", sh, v, h, head_params));
+    // The LM head stays 16-bit under FP8 training (`Op::fp8`), so it saves its 16-bit input.
+    let mut lm_head = column_linear("lm_head", sh, v, h, head_params);
+    lm_head.fp8 = false;
+    lm_head.saved_bytes = sh.tokens_sp() as f64 * h as f64 * e;
+    lm_head.saved_selective_bytes = lm_head.saved_bytes;
+    ops.push(lm_head);
     let logits = tokens * v as f64;
     // Rows of V/t logits are long enough to stream at elementwise speed (the per-row reduction
     // overhead that slows 4096-wide norms is amortised over tens of thousands of elements).
@@ -122,8 +131,8 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     } else {
         Op::memory(
             "cross_entropy",
-            (e + 24.0) * logits,
-            (4.0 + e) * logits,
+            (e + 36.0) * logits,
+            (e + 12.0) * logits,
             4.0 * logits,
         )
     };
@@ -186,6 +195,55 @@ mod tests {
         assert_eq!(
             head(&m, &shard(2)).op("cross_entropy").unwrap().saved_bytes,
             4.0 * 2.0 * 2048.0 * 64128.0
+        );
+    }
+
+    /// Megatron's unfused cross-entropy moves (e + 36) bytes per logit forward and (e + 12)
+    /// backward (cast, max, subtract, exp, sum, divide; scatter, multiply, cast back). GPT-3
+    /// vocabulary 51,200 over tp = 2 on b·s = 2·2048 tokens: 4096 × 25,600 = 104,857,600 logits,
+    /// so 38 × 104,857,600 = 3,984,588,800 bytes forward and 14 × = 1,468,006,400 backward.
+    #[test]
+    fn megatron_cross_entropy_moves_every_eager_pass() {
+        let m = crate::spec::load_model("gpt3-175b").unwrap();
+        assert_eq!(m.vocab, 51200);
+        let ce = head(&m, &shard(2)).op("cross_entropy").unwrap().clone();
+        let bytes = |ks: &[Kernel]| -> f64 {
+            ks.iter()
+                .map(|k| match k {
+                    Kernel::Memory { bytes, .. } => *bytes,
+                    _ => 0.0,
+                })
+                .sum()
+        };
+        assert_eq!(bytes(&ce.fwd), 3_984_588_800.0);
+        assert_eq!(bytes(&ce.bwd), 1_468_006_400.0);
+    }
+
+    /// Under FP8 training the LM head is a 16-bit GEMM (Megatron-Core's output layer is not a
+    /// Transformer Engine module) that saves its 16-bit input: 2 bytes × b·s·h = 2 × 4096 ×
+    /// 4096 = 33,554,432 for Llama 3 8B, where an FP8 linear saves one byte per element.
+    #[test]
+    fn fp8_training_keeps_the_lm_head_16_bit() {
+        let m = crate::spec::load_model("llama3-8b").unwrap();
+        let sh = Shard {
+            dtype: Dtype::Fp8,
+            ..shard(1)
+        };
+        let g = head(&m, &sh);
+        let lm = g.op("lm_head").unwrap();
+        assert_eq!(lm.kernel_dtype(Dtype::Fp8, &lm.fwd[0]), Dtype::Bf16);
+        assert_eq!(lm.saved_bytes, 33_554_432.0);
+        let layer = crate::graph::transformer_layer(&m, &sh, false);
+        let qkv = layer.op("qkv").unwrap();
+        assert_eq!(qkv.kernel_dtype(Dtype::Fp8, &qkv.fwd[0]), Dtype::Fp8);
+        assert_eq!(qkv.kernel_dtype(Dtype::Bf16, &qkv.fwd[0]), Dtype::Bf16);
+        assert_eq!(qkv.saved_bytes, 4096.0 * 4096.0);
+        let attn = layer.op("attention").unwrap();
+        assert!(
+            attn.fwd
+                .iter()
+                .chain(&attn.bwd)
+                .all(|k| attn.kernel_dtype(Dtype::Fp8, k) == Dtype::Bf16)
         );
     }
 }

@@ -191,6 +191,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
                 saved_bytes: q + 2.0 * kv + lse,
                 saved_selective_bytes: q + 2.0 * kv,
                 selective: true,
+                fp8: false,
             }]
         }
         AttentionImpl::Unfused => {
@@ -216,6 +217,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
                 saved_bytes: saved,
                 saved_selective_bytes: kept,
                 selective: true,
+                fp8: false,
             };
             let selective = |mut op: Op| {
                 op.saved_selective_bytes = 0.0;
@@ -307,6 +309,8 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         (h * m.experts) as f64,
         0.0,
     );
+    // Megatron-Core's TopKRouter multiplies by its weight outside Transformer Engine.
+    router.fp8 = false;
     router.saved_bytes = tokens * m.experts as f64 * 4.0;
     router.saved_selective_bytes = router.saved_bytes;
     router.fwd.push(Kernel::Memory {
@@ -353,6 +357,7 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         saved_bytes: saved,
         saved_selective_bytes: saved,
         selective: false,
+        fp8: true,
     };
     vec![
         router,

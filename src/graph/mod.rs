@@ -174,6 +174,11 @@ pub struct Op {
     pub saved_selective_bytes: f64,
     /// Re-run in backward under selective recomputation (the attention core).
     pub selective: bool,
+    /// Its GEMMs run in FP8 when the plan trains in FP8: Transformer Engine's linear modules
+    /// (QKV, projection, fc1/fc2, grouped experts) under `fp8_autocast`. The LM head
+    /// (Megatron-Core `GPTModel.output_layer` is `tensor_parallel.ColumnParallelLinear`, not a
+    /// TE module), the MoE router and batched attention GEMMs stay 16-bit.
+    pub fp8: bool,
 }
 
 impl Op {
@@ -216,6 +221,7 @@ impl Op {
             saved_bytes: saved,
             saved_selective_bytes: saved,
             selective: false,
+            fp8: false,
         }
     }
 
@@ -243,6 +249,7 @@ impl Op {
             saved_bytes: saved,
             saved_selective_bytes: saved,
             selective: false,
+            fp8: true,
         }
     }
 
@@ -256,6 +263,20 @@ impl Op {
             saved_bytes: 0.0,
             saved_selective_bytes: 0.0,
             selective: false,
+            fp8: false,
+        }
+    }
+
+    /// The data type kernel `k` of this operator runs in when the plan trains in `plan`.
+    /// FP8 training (Transformer Engine, Micikevicius et al. 2022 "FP8 Formats for Deep
+    /// Learning" §4) runs only the TE linear layers' GEMMs in FP8; everything else stays
+    /// 16-bit: the LM head and router (see [`Op::fp8`]) and the fused attention core, whose
+    /// FP8 path (`--fp8-dot-product-attention`, TE `fp8_dpa`) is off by default.
+    pub fn kernel_dtype(&self, plan: Dtype, k: &Kernel) -> Dtype {
+        match (plan, k) {
+            (Dtype::Fp8, Kernel::Gemm { .. }) if self.fp8 => Dtype::Fp8,
+            (Dtype::Fp8, _) => Dtype::Bf16,
+            _ => plan,
         }
     }
 

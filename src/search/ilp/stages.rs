@@ -189,10 +189,10 @@ mod tests {
         }
     }
 
-    /// Issue 4: with Llama 3's 128,256-token vocabulary the LM head and loss weigh about one
-    /// layer and a half, and the first stage holds the most micro-batches in flight: ILP 2
-    /// gives the first and last stages fewer layers, and the cost model prices the result
-    /// faster than the even split.
+    /// Issue 4: with Llama 3's 128,256-token vocabulary the LM head and loss weigh over two
+    /// layers: ILP 2 gives the last stage fewer layers, never gives the first stage (which
+    /// holds the most micro-batches in flight) more than the even share, and the cost model
+    /// prices the result faster than the even split.
     #[test]
     fn large_vocabulary_gets_fewer_layers_at_both_ends() {
         let c = x1024();
@@ -211,7 +211,7 @@ mod tests {
             let part = partition::solve(&prob, &IlpOptions::default()).unwrap();
             let even = m.layers / p.pp;
             let n = &part.stage_layers;
-            assert!(n[0] < even && n[n.len() - 1] < even, "{name}: {n:?}");
+            assert!(n[0] <= even && n[n.len() - 1] < even, "{name}: {n:?}");
             assert_eq!(n.iter().sum::<u64>(), m.layers);
             let q = apply(&m, &p, &part);
             assert_eq!(q.stage_layers.as_ref(), Some(n));
