@@ -242,6 +242,9 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
     let llama = m.kv_heads.is_some() || m.name.to_ascii_lowercase().contains("llama");
     let arch = if llama { Arch::Llama } else { Arch::Gpt };
     let dropout = match fw {
+        // Llama models train without dropout (Touvron et al. 2023; NeMo's and Megatron-LM's
+        // Llama recipes set hidden and attention dropout to 0).
+        _ if llama => 0.0,
         // Megatron defaults (--attention-dropout 0.1 --hidden-dropout 0.1), not overridden by
         // the SC'21, Korthikanti, BLOOM or Megatron-Core benchmark scripts.
         Stack::Megatron2021
