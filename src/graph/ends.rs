@@ -235,8 +235,13 @@ mod tests {
         assert_eq!(lm.saved_bytes, 33_554_432.0);
         let layer = crate::graph::transformer_layer(&m, &sh, false);
         let qkv = layer.op("qkv").unwrap();
-        assert_eq!(qkv.kernel_dtype(Dtype::Fp8, &qkv.fwd[0]), Dtype::Fp8);
-        assert_eq!(qkv.kernel_dtype(Dtype::Bf16, &qkv.fwd[0]), Dtype::Bf16);
+        let gemm = qkv
+            .fwd
+            .iter()
+            .find(|k| matches!(k, Kernel::Gemm { .. }))
+            .unwrap();
+        assert_eq!(qkv.kernel_dtype(Dtype::Fp8, gemm), Dtype::Fp8);
+        assert_eq!(qkv.kernel_dtype(Dtype::Bf16, gemm), Dtype::Bf16);
         assert_eq!(qkv.saved_bytes, 4096.0 * 4096.0);
         let attn = layer.op("attention").unwrap();
         assert!(

@@ -69,6 +69,38 @@ pub(super) fn row_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params:
     op
 }
 
+/// Transformer Engine's FP8 casts around one FP8 linear layer, per micro-batch, for an FP8
+/// plan (TE `pytorch/module/linear.py`, `layernorm_linear.py`, Hopper path): forward, the
+/// 16-bit input is cast to FP8 and transposed for the weight-gradient GEMM
+/// (`fp8_cast_transpose_fused`: reads 2, writes 1 + 1 bytes per element of `input`); in a
+/// `LayerNormLinear` (QKV, fc1, `norm_fused`) the norm writes the FP8 input itself, one byte
+/// less than the 16-bit output the norm op is priced with, and only the transpose (reads 1,
+/// writes 1) remains: one byte per element. Backward, the output gradient is cast and
+/// transposed the same way: 4 bytes per element of `output`. Counted on the rank's full GEMM
+/// operands (with sequence parallelism TE casts the shard before the all-gather and
+/// transposes after it: an upper estimate). Weight casts run once per step (TE caches them
+/// across micro-batches) and are left out.
+pub(super) fn fp8_casts(mut op: Op, sh: &Shard, input: f64, output: f64, norm_fused: bool) -> Op {
+    if sh.dtype != crate::units::Dtype::Fp8 || !op.fp8 {
+        return op;
+    }
+    let cast = |bytes| Kernel::Memory {
+        bytes,
+        class: super::MemClass::Elementwise,
+    };
+    let before_gemm = |ks: &[Kernel]| {
+        ks.iter()
+            .position(|k| matches!(k, Kernel::Gemm { .. }))
+            .unwrap_or(0)
+    };
+    let fwd = if norm_fused { 1.0 } else { 4.0 } * input;
+    let i = before_gemm(&op.fwd);
+    op.fwd.insert(i, cast(fwd));
+    let i = before_gemm(&op.bwd);
+    op.bwd.insert(i, cast(4.0 * output));
+    op
+}
+
 /// Stand-alone conjugates `f` (enter) and `g` (exit) around a TP region that is not a single
 /// linear layer (the MoE block, the LM head's input): identity/all-reduce and
 /// all-reduce/identity, or all-gather/reduce-scatter and reduce-scatter/all-gather with SP.
@@ -263,10 +295,12 @@ fn dense_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let fc1_params = (h * width) as f64 + if bias { width as f64 } else { 0.0 };
     let fc2_params = (f * h) as f64 + if bias { h as f64 } else { 0.0 };
     let tokens = sh.tokens() as f64;
+    let fc1 = column_linear("fc1", sh, width, h, fc1_params);
+    let fc2 = row_linear("fc2", sh, h, f, fc2_params);
     vec![
-        column_linear("fc1", sh, width, h, fc1_params),
+        fp8_casts(fc1, sh, tokens * h as f64, tokens * width as f64, true),
         activation(gated, tokens, f as f64, sh),
-        row_linear("fc2", sh, h, f, fc2_params),
+        fp8_casts(fc2, sh, tokens * f as f64, tokens * h as f64, false),
     ]
 }
 
@@ -359,18 +393,15 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         selective: false,
         fp8: true,
     };
+    let r = routed as f64;
+    let fc1 = grouped("expert_fc1", width, h, (local * h * width) as f64, moved);
+    let fc2 = grouped("expert_fc2", h, f, (local * f * h) as f64, r * f as f64 * e);
     vec![
         router,
         a2a("dispatch"),
-        grouped("expert_fc1", width, h, (local * h * width) as f64, moved),
-        activation(gated, routed as f64, f as f64, sh),
-        grouped(
-            "expert_fc2",
-            h,
-            f,
-            (local * f * h) as f64,
-            routed as f64 * f as f64 * e,
-        ),
+        fp8_casts(fc1, sh, r * h as f64, r * width as f64, false),
+        activation(gated, r, f as f64, sh),
+        fp8_casts(fc2, sh, r * f as f64, r * h as f64, false),
         a2a("combine"),
     ]
 }
@@ -385,14 +416,29 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
     let qkv_params = (h * qkv_n) as f64 + qkv_bias;
     let proj_params = (h / t * h) as f64 + if bias { h as f64 } else { 0.0 };
 
-    let mut attn: Vec<Op> = vec![column_linear("qkv", sh, qkv_n, h, qkv_params)];
+    let tokens = sh.tokens() as f64;
+    let qkv = column_linear("qkv", sh, qkv_n, h, qkv_params);
+    let mut attn: Vec<Op> = vec![fp8_casts(
+        qkv,
+        sh,
+        tokens * h as f64,
+        tokens * qkv_n as f64,
+        true,
+    )];
     if model.positions == Positions::Rotary {
         // Rotary embedding rewrites Q and K in place (Su et al. 2021); linear, nothing saved.
         let qk = sh.tokens() as f64 * ((h + model.kv_hidden()) / t) as f64;
         attn.push(rope(sh, qk));
     }
     attn.extend(attention_core(model, sh));
-    attn.push(row_linear("proj", sh, h, h / t, proj_params));
+    let proj = row_linear("proj", sh, h, h / t, proj_params);
+    attn.push(fp8_casts(
+        proj,
+        sh,
+        tokens * (h / t) as f64,
+        tokens * h as f64,
+        false,
+    ));
     attn.push(residual("residual_attn", model, sh.tokens_sp(), e));
 
     let mut mlp: Vec<Op> = Vec::new();
@@ -458,6 +504,36 @@ mod tests {
             tp_overlap: crate::spec::TpOverlap::Backward,
             framework: crate::spec::Framework::Megatron,
         }
+    }
+
+    /// FP8 casts of Llama 3 8B's linears on b·s = 2048 tokens (tp = 1): QKV's input comes
+    /// from its fused norm, 1 byte × 2048 × 4096 = 8,388,608 forward; its output gradient is
+    /// cast and transposed, 4 × 2048 × (4096 + 2·1024) = 50,331,648 backward; fc2's input
+    /// (the 14,336-wide activation) is cast and transposed, 4 × 2048 × 14,336 = 117,440,512,
+    /// and its gradient 4 × 2048 × 4096 = 33,554,432. A BF16 plan casts nothing.
+    #[test]
+    fn fp8_linears_cast_and_transpose_their_operands() {
+        let m = crate::spec::load_model("llama3-8b").unwrap();
+        let cast_bytes = |dtype, op: &str| -> (f64, f64) {
+            let sh = Shard {
+                dtype,
+                ..shard(1, false, AttentionImpl::Flash)
+            };
+            let g = transformer_layer(&m, &sh, false);
+            let o = g.op(op).unwrap();
+            let mem = |ks: &[Kernel]| -> f64 {
+                ks.iter()
+                    .map(|k| match k {
+                        Kernel::Memory { bytes, .. } => *bytes,
+                        _ => 0.0,
+                    })
+                    .sum()
+            };
+            (mem(&o.fwd), mem(&o.bwd))
+        };
+        assert_eq!(cast_bytes(Dtype::Fp8, "qkv"), (8_388_608.0, 50_331_648.0));
+        assert_eq!(cast_bytes(Dtype::Fp8, "fc2"), (117_440_512.0, 33_554_432.0));
+        assert_eq!(cast_bytes(Dtype::Bf16, "qkv"), (0.0, 0.0));
     }
 
     /// Korthikanti et al. 2022, Table 2: activation bytes per layer for each TP/SP/recompute mode.

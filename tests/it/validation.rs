@@ -48,16 +48,12 @@ fn sc21_table1_within_15_percent_and_fits() {
 }
 
 /// Issue 3's bounds where the model meets them: Megatron on A100 (SC'21 and the Korthikanti
-/// et al. runs added beyond the shared set) and NeMo's published H100 FP8 run within 5% mean
-/// and 10% max; torchtitan within 10% mean.
+/// et al. runs added beyond the shared set) within 5% mean and 10% max; torchtitan within 10%
+/// mean.
 #[test]
 fn groups_meeting_the_accuracy_bounds() {
     let r = report();
-    for name in [
-        "megatron-sc21-table1",
-        "korthikanti-2022-table5",
-        "nemo-h100-performance-summary",
-    ] {
+    for name in ["megatron-sc21-table1", "korthikanti-2022-table5"] {
         let g = group(&r, name);
         assert!(
             g.mean_abs_error <= 0.05,
@@ -123,13 +119,20 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
         mc.skipped, 2,
         "the strong-scaling rows publish no layout and are listed as skipped"
     );
-    // NeMo 24.07's FP8 H100 table, held out (no constant set from it): 13.9% mean, all rows
-    // over-predicted, ranks right. The same GPT-3 175B layout measured 10.7% faster on NeMo
-    // 25.02 (932 vs 842 TFLOP/s), which the model predicts within 5%.
+    // NeMo's FP8 H100 tables, held out (no constant set from them). The same GPT-3 175B
+    // layout (TP4 PP8 VP6, MBS 2, 512 GPUs) measured 842 TFLOP/s on NeMo 24.07 and 932 on
+    // 25.02: 10.7% apart, so no prediction is within 5% of both; the model sits between
+    // (+3.1% and −7.0%). NeMo 24.07's nine runs: 9.6% mean, all over-predicted, ranks right.
+    let newest = group(&r, "nemo-h100-performance-summary");
+    assert!(
+        newest.max_abs_error <= 0.08,
+        "NeMo 25.02 |err| {:.1}%",
+        100.0 * newest.max_abs_error
+    );
     let nemo = group(&r, "nemo-24.07-h100-performance-summary");
     assert_eq!(nemo.compared, 9);
     assert!(
-        nemo.mean_abs_error <= 0.15,
+        nemo.mean_abs_error <= 0.10,
         "NeMo 24.07 mean |err| {:.1}%",
         100.0 * nemo.mean_abs_error
     );
