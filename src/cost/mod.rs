@@ -216,17 +216,15 @@ pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
         .collect()
 }
 
-/// Bytes one pipeline send carries: a micro-batch's activations b·s/cp·h, split over the TP
-/// ranks by Megatron's scatter/gather optimisation (Narayanan et al. SC'21 §4.1); DeepSpeed's
-/// pipeline engine sends the whole tensor from every TP rank (`PipelineEngine`
-/// `_exec_send_activations` sends the stage output as is).
+/// Bytes one pipeline send carries per rank: a micro-batch's activations b·s/cp·h, split over
+/// the TP ranks, each sending its part: Megatron's scatter/gather optimisation (Narayanan et
+/// al. SC'21 §4.1), DeepSpeed's partitioned pipeline buffers (`PipelineEngine`
+/// `is_pipe_partitioned = is_model_parallel`: a `PartitionedTensor` per TP rank, gathered
+/// whole by the receiver — priced in `stages`), and sequence parallelism's sharded
+/// activations.
 pub fn p2p_bytes(model: &ModelSpec, plan: &Plan) -> f64 {
     let full = (Shard::of(plan).tokens() * model.hidden) as f64 * plan.dtype.bytes();
-    if plan.framework == Framework::DeepSpeed {
-        full
-    } else {
-        full / plan.tp as f64
-    }
+    full / plan.tp as f64
 }
 
 /// Bytes per local parameter a framework moves after *every* micro-batch's backward to

@@ -8,7 +8,7 @@ use super::{
     grad_reduce_bytes, optimizer_bytes_per_param,
 };
 use crate::graph::{Coll, MemClass, OpGraph, Shard};
-use crate::spec::{ModelSpec, Plan, Recompute};
+use crate::spec::{Framework, ModelSpec, Plan, Recompute};
 use serde::Serialize;
 use std::cell::RefCell;
 
@@ -65,8 +65,11 @@ pub struct StageWork {
     pub stage_idx: u64,
     /// Model chunks held (v when interleaved), in chunk order.
     pub chunks: Vec<ChunkWork>,
-    /// One send of a micro-batch's boundary activations (or their gradients) to a
-    /// neighbouring stage; 0 without pipelining.
+    /// Pipeline transfer time on the stage's timeline per pass of one micro-batch and chunk:
+    /// one transfer where the framework posts the receive of the next micro-batch together
+    /// with this send (Megatron's batched `send_forward_recv_backward`), two where receive
+    /// and send are separate blocking calls (DeepSpeed, [`blocking_transfers`]); 0 without
+    /// pipelining.
     pub p2p_s: f64,
     /// The stage's whole gradient reduction after its last backward, as the closed form
     /// prices it (one collective per kind rather than one per chunk).
@@ -242,6 +245,21 @@ pub fn stage_work(
     stage_work_with_provenance(model, plan, m, pg).0
 }
 
+/// Transfers on a middle stage's timeline per pass and micro-batch. Megatron posts each
+/// pass's receive and send as one batched `isend`/`irecv` (`p2p_communication.py`
+/// `send_forward_recv_backward`): one transfer time. DeepSpeed's pipeline engine executes
+/// `RecvActivation` … `SendActivation` and `RecvGrad` … `SendGrad` as separate instructions,
+/// each a blocking `broadcast` in a two-rank group (`deepspeed/runtime/pipe/engine.py`,
+/// `pipe/p2p.py` `send`/`recv` with `async_op=False`): two, plus the gather of the TP parts
+/// (see [`super::p2p_bytes`]). (The first and last stages receive or send only; they are
+/// given the middle stages' count.)
+pub fn blocking_transfers(framework: Framework) -> f64 {
+    match framework {
+        Framework::DeepSpeed => 2.0,
+        _ => 1.0,
+    }
+}
+
 /// [`stage_work`], with the sources of the collectives priced outside the graphs (pipeline
 /// transfers, gradient reduction, ZeRO-3), weighted by how often one step runs them.
 pub fn stage_work_with_provenance(
@@ -253,7 +271,16 @@ pub fn stage_work_with_provenance(
     let place = Placement::of(plan, m.cluster.gpus_per_node);
     let mut provenance = Provenance::default();
     let p2p_s = if plan.pp > 1 {
-        let (t, src) = m.collective_s(Coll::SendRecv, place.pp, super::p2p_bytes(model, plan));
+        let bytes = super::p2p_bytes(model, plan);
+        let (t, src) = m.collective_s(Coll::SendRecv, place.pp, bytes);
+        let mut t = t * blocking_transfers(plan.framework);
+        if plan.framework == Framework::DeepSpeed && plan.tp > 1 {
+            // The receiver gathers the TP parts into the whole boundary tensor before its
+            // pass (`PartitionedTensor.full()`, an all-gather over the TP group).
+            t += m
+                .collective_s(Coll::AllGather, place.tp, bytes * plan.tp as f64)
+                .0;
+        }
         // Each way once per micro-batch and chunk.
         provenance.communication[src as usize] += 2.0 * (plan.n_micro() * plan.vpp) as f64 * t;
         t
@@ -473,6 +500,32 @@ mod tests {
         assert!((deepspeed - 15.629e-3).abs() < 0.01e-3, "{deepspeed}");
         let unfused = bwd(Framework::Megatron, false) - fused;
         assert!((unfused - 8.687e-3).abs() < 0.01e-3, "{unfused}");
+    }
+
+    /// Pipeline transfers per pass: GPT-3 175B at tp = 2, pp = 2 on four GPUs of one DGX A100
+    /// (NVSwitch 300 GB/s × 0.77 = 231 GB/s, 3 µs per step), b·s = 2048 tokens. Each rank
+    /// sends its TP half, 2048 · 12,288 · 2 / 2 = 25,165,824 bytes: 3 µs + 108.943 µs =
+    /// 111.943 µs, once per pass under Megatron (receive and send batched). DeepSpeed receives
+    /// and sends in separate blocking calls (2 × 111.943 µs) and gathers the halves over TP,
+    /// an all-gather of 50,331,648 bytes on 2 ranks: 3 µs + ½ · 217.886 µs = 111.943 µs —
+    /// 335.83 µs in all.
+    #[test]
+    fn deepspeed_pipeline_transfers_block_and_gather() {
+        let gpt = load_model("gpt3-175b").unwrap();
+        let c = load_cluster("a100x8").unwrap().with_gpus(4).unwrap();
+        let machine = Machine {
+            cluster: &c,
+            profile: None,
+        };
+        let p2p = |framework| {
+            let mut p = Plan::new(1, 2, 2, 1, 4, 2048);
+            p.framework = framework;
+            let pg = PricedGraphs::new(&gpt, &p, &machine);
+            stage_work(&gpt, &p, &machine, &pg)[0].p2p_s
+        };
+        let (megatron, deepspeed) = (p2p(Framework::Megatron), p2p(Framework::DeepSpeed));
+        assert!((megatron - 111.943e-6).abs() < 0.01e-6, "{megatron}");
+        assert!((deepspeed - 335.83e-6).abs() < 0.01e-6, "{deepspeed}");
     }
 
     /// The tied-embedding gradient all-reduce between the first and last stage runs over

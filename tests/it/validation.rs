@@ -91,21 +91,25 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
     );
     assert_eq!(mpt.verdicts_correct, mpt.verdicts, "MPT memory verdicts");
     assert!(mpt.spearman.unwrap() >= 0.95);
-    // 5.4% and ρ 0.75 since DeepSpeed's per-micro-batch fp32 gradient accumulation is priced.
+    // 8.7% (all rows too fast) and ρ 0.69 since DeepSpeed's pipeline transfers are priced as
+    // its engine runs them (TP-partitioned tensors gathered by the receiver, receive and send
+    // as separate blocking calls). The model had sent the whole tensor from every TP rank,
+    // which made the tp = 8 rows slow enough to hide what they are still missing (they remain
+    // the +8…+27% rows); it was 5.2% and ρ 0.75 with that error in.
     let bloom = group(&r, "bloom-176b-topology-sweep");
     assert!(
-        bloom.mean_abs_error <= 0.06,
+        bloom.mean_abs_error <= 0.09,
         "BLOOM mean |err| {:.1}%",
         100.0 * bloom.mean_abs_error
     );
     assert!(
-        bloom.spearman.unwrap() >= 0.7,
+        bloom.spearman.unwrap() >= 0.65,
         "BLOOM ρ {:?}",
         bloom.spearman
     );
     let main = group(&r, "bloom-176b");
     assert!(
-        main.max_abs_error <= 0.04,
+        main.max_abs_error <= 0.06,
         "BLOOM-176B {:.1}%",
         100.0 * main.max_abs_error
     );
