@@ -207,16 +207,8 @@ mod tests {
         let m = crate::spec::load_model("gpt3-175b").unwrap();
         assert_eq!(m.vocab, 51200);
         let ce = head(&m, &shard(2)).op("cross_entropy").unwrap().clone();
-        let bytes = |ks: &[Kernel]| -> f64 {
-            ks.iter()
-                .map(|k| match k {
-                    Kernel::Memory { bytes, .. } => *bytes,
-                    _ => 0.0,
-                })
-                .sum()
-        };
-        assert_eq!(bytes(&ce.fwd), 3_984_588_800.0);
-        assert_eq!(bytes(&ce.bwd), 1_468_006_400.0);
+        assert_eq!(Kernel::memory_bytes(&ce.fwd), 3_984_588_800.0);
+        assert_eq!(Kernel::memory_bytes(&ce.bwd), 1_468_006_400.0);
     }
 
     /// Under FP8 training the LM head is a 16-bit GEMM (Megatron-Core's output layer is not a

@@ -521,15 +521,7 @@ mod tests {
             };
             let g = transformer_layer(&m, &sh, false);
             let o = g.op(op).unwrap();
-            let mem = |ks: &[Kernel]| -> f64 {
-                ks.iter()
-                    .map(|k| match k {
-                        Kernel::Memory { bytes, .. } => *bytes,
-                        _ => 0.0,
-                    })
-                    .sum()
-            };
-            (mem(&o.fwd), mem(&o.bwd))
+            (Kernel::memory_bytes(&o.fwd), Kernel::memory_bytes(&o.bwd))
         };
         assert_eq!(cast_bytes(Dtype::Fp8, "qkv"), (8_388_608.0, 50_331_648.0));
         assert_eq!(cast_bytes(Dtype::Fp8, "fc2"), (117_440_512.0, 33_554_432.0));

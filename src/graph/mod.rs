@@ -155,6 +155,17 @@ impl Kernel {
     pub fn is_comm(&self) -> bool {
         matches!(self, Kernel::Comm { .. })
     }
+
+    /// Bytes the memory-bound kernels among `ks` move.
+    #[cfg(test)]
+    pub fn memory_bytes(ks: &[Kernel]) -> f64 {
+        ks.iter()
+            .map(|k| match k {
+                Kernel::Memory { bytes, .. } => *bytes,
+                _ => 0.0,
+            })
+            .sum()
+    }
 }
 
 /// One operator of the graph, sized for one rank and one micro-batch.
