@@ -301,7 +301,18 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         searched.push("recompute");
         Recompute::None
     });
+    // Megatron-LM refuses `--tp-comm-overlap` without sequence parallelism (arguments.py:
+    // "Tensor parallel communication/GEMM overlap can happen only when sequence parallelism
+    // is enabled"), so a run that names it had SP on.
+    let tp_comm_overlap = run
+        .hardware
+        .interconnect
+        .as_deref()
+        .is_some_and(|t| t.contains("--tp-comm-overlap"));
     let sp = p.sequence_parallel.unwrap_or_else(|| {
+        if tp > 1 && tp_comm_overlap {
+            return true;
+        }
         if tp > 1 && fw == Stack::MegatronCore {
             searched.push("sequence_parallel");
         }
