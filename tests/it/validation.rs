@@ -285,3 +285,18 @@ fn malformed_sizes_in_a_runs_file_are_skipped_rows_not_panics() {
     // Measured iteration time 1 s against the predicted step.
     assert!(close(error, 1.0 / e.step_time_s - 1.0), "{error}");
 }
+
+/// Knobs a source implies are not searched: the Megatron-Core README runs name
+/// `--tp-comm-overlap`, which Megatron-LM refuses without sequence parallelism, so their
+/// tp > 1 rows run with SP and only mbs, recomputation (and vpp with pp > 1) are searched.
+#[test]
+fn implied_knobs_are_set_not_searched() {
+    let r = report();
+    let row = r
+        .rows
+        .iter()
+        .find(|x| x.id == "mlm-h100-weak-7.1b")
+        .expect("row");
+    assert_eq!(row.searched, vec!["mbs", "recompute"]);
+    assert!(row.plan.ends_with(" sp"), "{}", row.plan);
+}
