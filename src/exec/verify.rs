@@ -54,6 +54,14 @@ pub fn executable_plan(plan: &Plan) -> Result<(Plan, Vec<String>), ExecError> {
         );
         p.overlap_grad_reduce = false;
     }
+    if p.framework == crate::spec::Framework::DeepSpeed && p.pp > 1 {
+        notes.push(
+            "DeepSpeed's pipeline transfers are priced as its engine runs them (receive and \
+             send blocking one after the other, TP parts gathered) but run here as one send \
+             and one receive per pass"
+                .into(),
+        );
+    }
     if p.sp() || p.cp > 1 {
         notes.push(
             "the sequence-parallel weight-gradient all-gather and the context-parallel ring \

@@ -60,6 +60,14 @@ fn overlap_is_switched_off_and_said() {
     let mut plain = Plan::new(1, 1, 2, 1, 8, 256);
     plain.tp_overlap = TpOverlap::None;
     assert!(executable_plan(&plain).unwrap().1.is_empty());
+    // A DeepSpeed pipeline is priced with its blocking transfers but run with batched ones.
+    let mut ds = plain.clone();
+    ds.framework = crate::spec::Framework::DeepSpeed;
+    let notes = executable_plan(&ds).unwrap().1;
+    assert!(
+        notes.len() == 1 && notes[0].contains("DeepSpeed's pipeline transfers"),
+        "{notes:?}"
+    );
 }
 
 #[test]
