@@ -7,6 +7,7 @@ use super::{
     GroupShape, Machine, PassCost, Placement, PricedGraphs, Provenance, grad_accumulate_s,
     grad_reduce_bytes, optimizer_bytes_per_param,
 };
+use crate::calib::Source;
 use crate::graph::{Coll, MemClass, OpGraph, Shard};
 use crate::spec::{Framework, ModelSpec, Plan, Recompute};
 use serde::Serialize;
@@ -68,7 +69,7 @@ pub struct StageWork {
     /// Pipeline transfer time on the stage's timeline per pass of one micro-batch and chunk:
     /// one transfer where the framework posts the receive of the next micro-batch together
     /// with this send (Megatron's batched `send_forward_recv_backward`), two where receive
-    /// and send are separate blocking calls (DeepSpeed, [`blocking_transfers`]); 0 without
+    /// and send are separate blocking calls (DeepSpeed, [`p2p_pass_s`]); 0 without
     /// pipelining.
     pub p2p_s: f64,
     /// The stage's whole gradient reduction after its last backward, as the closed form
@@ -245,19 +246,28 @@ pub fn stage_work(
     stage_work_with_provenance(model, plan, m, pg).0
 }
 
-/// Transfers on a middle stage's timeline per pass and micro-batch. Megatron posts each
-/// pass's receive and send as one batched `isend`/`irecv` (`p2p_communication.py`
-/// `send_forward_recv_backward`): one transfer time. DeepSpeed's pipeline engine executes
-/// `RecvActivation` … `SendActivation` and `RecvGrad` … `SendGrad` as separate instructions,
-/// each a blocking `broadcast` in a two-rank group (`deepspeed/runtime/pipe/engine.py`,
-/// `pipe/p2p.py` `send`/`recv` with `async_op=False`): two, plus the gather of the TP parts
-/// (see [`super::p2p_bytes`]). (The first and last stages receive or send only; they are
-/// given the middle stages' count.)
-pub fn blocking_transfers(framework: Framework) -> f64 {
-    match framework {
-        Framework::DeepSpeed => 2.0,
-        _ => 1.0,
-    }
+/// Pipeline transfer time on a middle stage's timeline per pass and micro-batch, with the
+/// source of the send/receive price. Megatron posts each pass's receive and send as one
+/// batched `isend`/`irecv` (`p2p_communication.py` `send_forward_recv_backward`): one transfer
+/// time. DeepSpeed's pipeline engine executes `RecvActivation` … `SendActivation` and
+/// `RecvGrad` … `SendGrad` as separate instructions, each a blocking `broadcast` in a two-rank
+/// group (`deepspeed/runtime/pipe/engine.py`, `pipe/p2p.py` `send`/`recv` with
+/// `async_op=False`): two, and with TP > 1 the receiver gathers the TP parts into the whole
+/// boundary tensor before its pass (`PartitionedTensor.full()`, an all-gather over the TP
+/// group; see [`super::p2p_bytes`]). (The first and last stages receive or send only; they
+/// are given the middle stages' time.)
+fn p2p_pass_s(model: &ModelSpec, plan: &Plan, m: &Machine, place: &Placement) -> (f64, Source) {
+    let bytes = super::p2p_bytes(model, plan);
+    let (t, src) = m.collective_s(Coll::SendRecv, place.pp, bytes);
+    let t = match plan.framework {
+        Framework::DeepSpeed if plan.tp > 1 => {
+            let gather = m.collective_s(Coll::AllGather, place.tp, bytes * plan.tp as f64);
+            2.0 * t + gather.0
+        }
+        Framework::DeepSpeed => 2.0 * t,
+        _ => t,
+    };
+    (t, src)
 }
 
 /// [`stage_work`], with the sources of the collectives priced outside the graphs (pipeline
@@ -271,16 +281,7 @@ pub fn stage_work_with_provenance(
     let place = Placement::of(plan, m.cluster.gpus_per_node);
     let mut provenance = Provenance::default();
     let p2p_s = if plan.pp > 1 {
-        let bytes = super::p2p_bytes(model, plan);
-        let (t, src) = m.collective_s(Coll::SendRecv, place.pp, bytes);
-        let mut t = t * blocking_transfers(plan.framework);
-        if plan.framework == Framework::DeepSpeed && plan.tp > 1 {
-            // The receiver gathers the TP parts into the whole boundary tensor before its
-            // pass (`PartitionedTensor.full()`, an all-gather over the TP group).
-            t += m
-                .collective_s(Coll::AllGather, place.tp, bytes * plan.tp as f64)
-                .0;
-        }
+        let (t, src) = p2p_pass_s(model, plan, m, &place);
         // Each way once per micro-batch and chunk.
         provenance.communication[src as usize] += 2.0 * (plan.n_micro() * plan.vpp) as f64 * t;
         t
