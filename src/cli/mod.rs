@@ -378,12 +378,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 Format::Table => {
                     let mut s = render::estimate_report(&e, &r.model.name, &r.cluster.name);
                     if ops {
-                        let m = &r.model;
-                        let instances = |graph: &str| match graph {
-                            "layer" => (m.layers - m.moe_layers()) as f64,
-                            "moe layer" => m.moe_layers() as f64,
-                            _ => 1.0,
-                        };
+                        let instances = |g: &str| crate::cost::graph_instances(&r.model, g);
                         s = s + "\n" + &render::ops_table(&op_rows(), instances);
                     }
                     if let Some(ps) = &sim {

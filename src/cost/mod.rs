@@ -10,7 +10,9 @@ pub mod step;
 
 pub use memory::{MemoryBytes, StageLayout};
 pub use price::{GroupShape, Machine, Placement};
-pub use priced::{GraphCost, PassCost, PricedGraphs, Provenance, op_cost, op_times};
+pub use priced::{
+    GraphCost, PassCost, PricedGraphs, Provenance, graph_instances, op_cost, op_times,
+};
 
 use crate::calib::Profile;
 use crate::graph::Shard;

@@ -297,6 +297,16 @@ pub fn op_times(
         .collect()
 }
 
+/// How many times a micro-batch through the whole model runs graph `name` of [`op_times`]:
+/// the dense layer graph once per dense layer, the MoE one once per MoE layer, the ends once.
+pub fn graph_instances(model: &ModelSpec, name: &str) -> f64 {
+    match name {
+        "layer" => (model.layers - model.moe_layers()) as f64,
+        "moe layer" => model.moe_layers() as f64,
+        _ => 1.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
