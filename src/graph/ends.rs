@@ -2,7 +2,8 @@
 //! LM head and cross-entropy loss (last stage), vocabulary-parallel as in Megatron-LM
 //! (`VocabParallelEmbedding`, `vocab_parallel_cross_entropy`; Shoeybi et al. 2019 §3).
 
-use super::layer::{column_linear, norm};
+use super::layer::norm;
+use super::linear::column_linear;
 use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
 use crate::spec::{Arch, ModelSpec};
 

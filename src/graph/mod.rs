@@ -4,6 +4,7 @@
 
 mod ends;
 mod layer;
+mod linear;
 
 pub use ends::{embedding, head};
 pub use layer::transformer_layer;

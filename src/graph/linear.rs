@@ -1,0 +1,131 @@
+//! Tensor-parallel linear layers as operators: Megatron's column- and row-parallel linears
+//! with their conjugate collectives (Shoeybi et al. 2019 §3) and sequence-parallel variants
+//! (Korthikanti et al. 2022 §4.2.2), stand-alone conjugates around other TP regions, and
+//! Transformer Engine's FP8 casts around a linear.
+
+use super::{Coll, Group, Kernel, MemClass, Op, Shard};
+use crate::spec::TpOverlap;
+use crate::units::Dtype;
+
+/// A TP collective of `bytes` (the full, gathered size), overlapped with the GEMMs of its
+/// operator when `overlapped`.
+fn tp_comm(coll: Coll, bytes: f64, overlapped: bool) -> Kernel {
+    Kernel::Comm {
+        coll,
+        group: Group::Tp,
+        bytes,
+        overlapped,
+    }
+}
+
+/// A column-parallel linear layer with Megatron's conjugate `f` folded in (Shoeybi et al. 2019
+/// §3): identity forward and all-reduce of the input gradient backward, or with sequence
+/// parallelism all-gather forward and reduce-scatter backward (Korthikanti et al. 2022 §4.2.2).
+/// With SP the input is saved sharded and all-gathered again in backward for the weight
+/// gradient, overlapped with the input-gradient GEMM; the input-gradient collective overlaps
+/// the weight-gradient GEMM from `TpOverlap::Backward` on (Megatron-LM
+/// `LinearWithGradAccumulationAndAsyncCommunication`), and the forward all-gather overlaps
+/// the GEMM with `TpOverlap::Full` (Transformer Engine userbuffers, `--tp-comm-overlap`).
+pub(super) fn column_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params: f64) -> Op {
+    let e = sh.dtype.bytes();
+    let saved = (sh.tokens_sp() * k) as f64 * sh.saved_gemm_input_bytes();
+    let mut op = Op::linear(name, sh.tokens(), n, k, params, saved);
+    if sh.tp > 1 {
+        let full = (sh.tokens() * k) as f64 * e;
+        let bwd_overlap = sh.tp_overlap >= TpOverlap::Backward;
+        if sh.sp {
+            op.fwd.insert(
+                0,
+                tp_comm(Coll::AllGather, full, sh.tp_overlap == TpOverlap::Full),
+            );
+            op.bwd.insert(0, tp_comm(Coll::AllGather, full, true));
+            op.bwd
+                .insert(2, tp_comm(Coll::ReduceScatter, full, bwd_overlap));
+        } else {
+            op.bwd
+                .insert(1, tp_comm(Coll::AllReduce, full, bwd_overlap));
+        }
+    }
+    op
+}
+
+/// A row-parallel linear layer with the conjugate `g` folded in: all-reduce forward
+/// (reduce-scatter with SP) and identity backward (all-gather with SP); overlapped with the
+/// GEMM only under `TpOverlap::Full`.
+pub(super) fn row_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params: f64) -> Op {
+    let e = sh.dtype.bytes();
+    let saved = (sh.tokens() * k) as f64 * sh.saved_gemm_input_bytes();
+    let mut op = Op::linear(name, sh.tokens(), n, k, params, saved);
+    if sh.tp > 1 {
+        let full = (sh.tokens() * n) as f64 * e;
+        let ov = sh.tp_overlap == TpOverlap::Full;
+        if sh.sp {
+            op.fwd.push(tp_comm(Coll::ReduceScatter, full, ov));
+            op.bwd.insert(0, tp_comm(Coll::AllGather, full, ov));
+        } else {
+            op.fwd.push(tp_comm(Coll::AllReduce, full, ov));
+        }
+    }
+    op
+}
+
+/// Transformer Engine's FP8 casts around one FP8 linear layer, per micro-batch, for an FP8
+/// plan (TE `pytorch/module/linear.py`, `layernorm_linear.py`, Hopper path): forward, the
+/// 16-bit input is cast to FP8 and transposed for the weight-gradient GEMM
+/// (`fp8_cast_transpose_fused`: reads 2, writes 1 + 1 bytes per element of `input`); in a
+/// `LayerNormLinear` (QKV, fc1, `norm_fused`) the norm writes the FP8 input itself, one byte
+/// less than the 16-bit output the norm op is priced with, and only the transpose (reads 1,
+/// writes 1) remains: one byte per element. Backward, the output gradient is cast and
+/// transposed the same way: 4 bytes per element of `output`. Counted on the rank's full GEMM
+/// operands (with sequence parallelism TE casts the shard before the all-gather and
+/// transposes after it: an upper estimate). Weight casts run once per step (TE caches them
+/// across micro-batches) and are left out.
+pub(super) fn fp8_casts(mut op: Op, sh: &Shard, input: f64, output: f64, norm_fused: bool) -> Op {
+    if sh.dtype != Dtype::Fp8 || !op.fp8 {
+        return op;
+    }
+    let cast = |bytes| Kernel::Memory {
+        bytes,
+        class: MemClass::Elementwise,
+    };
+    let before_gemm = |ks: &[Kernel]| {
+        ks.iter()
+            .position(|k| matches!(k, Kernel::Gemm { .. }))
+            .unwrap_or(0)
+    };
+    let fwd = if norm_fused { 1.0 } else { 4.0 } * input;
+    let i = before_gemm(&op.fwd);
+    op.fwd.insert(i, cast(fwd));
+    let i = before_gemm(&op.bwd);
+    op.bwd.insert(i, cast(4.0 * output));
+    op
+}
+
+/// Stand-alone conjugates `f` (enter) and `g` (exit) around a TP region that is not a single
+/// linear layer (the MoE block, the LM head's input): identity/all-reduce and
+/// all-reduce/identity, or all-gather/reduce-scatter and reduce-scatter/all-gather with SP.
+pub(super) fn tp_conjugates(sh: &Shard, bytes: f64) -> (Option<Op>, Option<Op>) {
+    if sh.tp == 1 {
+        return (None, None);
+    }
+    let k = |coll| tp_comm(coll, bytes, false);
+    if sh.sp {
+        (
+            Some(Op::comm(
+                "tp_enter",
+                Some(k(Coll::AllGather)),
+                Some(k(Coll::ReduceScatter)),
+            )),
+            Some(Op::comm(
+                "tp_exit",
+                Some(k(Coll::ReduceScatter)),
+                Some(k(Coll::AllGather)),
+            )),
+        )
+    } else {
+        (
+            Some(Op::comm("tp_enter", None, Some(k(Coll::AllReduce)))),
+            Some(Op::comm("tp_exit", Some(k(Coll::AllReduce)), None)),
+        )
+    }
+}
