@@ -2,8 +2,8 @@
 //! comparison and the write-back, with hand-made profiles and runs.
 
 use super::*;
-use crate::calib::{CopyPoint, Meta};
-use crate::exec::run::{MemoryPeak, RankRun, StepRecord};
+use crate::calib::{CollectiveFit, CollectivePoint, CopyPoint, Meta};
+use crate::exec::run::{KernelKey, MemoryPeak, RankRun, StepRecord};
 use crate::graph::Coll;
 use crate::spec::{AttentionImpl, load_cluster};
 use std::collections::{BTreeMap, HashMap};
