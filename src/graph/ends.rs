@@ -110,12 +110,8 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     }
     let weights = if model.tied_embeddings { 0 } else { v * h };
     let head_params = (weights + if bert { v } else { 0 }) as f64;
-    // The LM head stays 16-bit under FP8 training (`Op::fp8`), so it saves its 16-bit input.
-    let mut lm_head = column_linear("lm_head", sh, v, h, head_params);
-    lm_head.fp8 = false;
-    lm_head.saved_bytes = sh.tokens_sp() as f64 * h as f64 * e;
-    lm_head.saved_selective_bytes = lm_head.saved_bytes;
-    ops.push(lm_head);
+    // The LM head is not a Transformer Engine module: 16-bit even under FP8 training.
+    ops.push(column_linear("lm_head", sh, (v, h), head_params, false));
     let logits = tokens * v as f64;
     // Rows of V/t logits are long enough to stream at elementwise speed (the per-row reduction
     // overhead that slows 4096-wide norms is amortised over tens of thousands of elements).

@@ -173,7 +173,7 @@ fn dense_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let fc1_params = (h * width) as f64 + if bias { width as f64 } else { 0.0 };
     let fc2_params = (f * h) as f64 + if bias { h as f64 } else { 0.0 };
     let tokens = sh.tokens() as f64;
-    let fc1 = column_linear("fc1", sh, width, h, fc1_params);
+    let fc1 = column_linear("fc1", sh, (width, h), fc1_params, true);
     let fc2 = row_linear("fc2", sh, h, f, fc2_params);
     vec![
         fp8_casts(fc1, sh, tokens * h as f64, tokens * width as f64, true),
@@ -295,7 +295,7 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
     let proj_params = (h / t * h) as f64 + if bias { h as f64 } else { 0.0 };
 
     let tokens = sh.tokens() as f64;
-    let qkv = column_linear("qkv", sh, qkv_n, h, qkv_params);
+    let qkv = column_linear("qkv", sh, (qkv_n, h), qkv_params, true);
     let mut attn: Vec<Op> = vec![fp8_casts(
         qkv,
         sh,

@@ -26,10 +26,20 @@ fn tp_comm(coll: Coll, bytes: f64, overlapped: bool) -> Kernel {
 /// the weight-gradient GEMM from `TpOverlap::Backward` on (Megatron-LM
 /// `LinearWithGradAccumulationAndAsyncCommunication`), and the forward all-gather overlaps
 /// the GEMM with `TpOverlap::Full` (Transformer Engine userbuffers, `--tp-comm-overlap`).
-pub(super) fn column_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params: f64) -> Op {
+/// `te`: a Transformer Engine module, FP8 under FP8 training and saving its FP8 input
+/// (`Op::fp8`); otherwise (the LM head) 16-bit, saving its 16-bit input.
+pub(super) fn column_linear(
+    name: &'static str,
+    sh: &Shard,
+    (n, k): (u64, u64),
+    params: f64,
+    te: bool,
+) -> Op {
     let e = sh.dtype.bytes();
-    let saved = (sh.tokens_sp() * k) as f64 * sh.saved_gemm_input_bytes();
+    let saved_per_elem = if te { sh.saved_gemm_input_bytes() } else { e };
+    let saved = (sh.tokens_sp() * k) as f64 * saved_per_elem;
     let mut op = Op::linear(name, sh.tokens(), n, k, params, saved);
+    op.fp8 = te;
     if sh.tp > 1 {
         let full = (sh.tokens() * k) as f64 * e;
         let bwd_overlap = sh.tp_overlap >= TpOverlap::Backward;
