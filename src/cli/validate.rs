@@ -3,7 +3,7 @@
 use super::render::table;
 use super::{CliError, Format};
 use crate::spec::runs::{PUBLISHED_RUNS, parse_runs};
-use crate::validate::{Report, validate};
+use crate::validate::{GroupSummary, Report, validate};
 
 /// Runs the validation and renders it.
 pub fn run(runs: Option<&str>, group: Option<&str>, format: Format) -> Result<String, CliError> {
@@ -85,10 +85,18 @@ fn render(report: &Report) -> String {
                         r.measured_memory_gb
                             .map_or(String::new(), |m| format!(" / {m:.0}"))
                     ),
-                    if r.searched.is_empty() {
-                        r.plan.clone()
-                    } else {
-                        format!("{} (searched: {})", r.plan, r.searched.join(", "))
+                    match (r.searched.is_empty(), r.predicted_range) {
+                        (true, _) => r.plan.clone(),
+                        (false, None) => {
+                            format!("{} (searched: {})", r.plan, r.searched.join(", "))
+                        }
+                        (false, Some((lo, hi))) => format!(
+                            "{} (searched: {}; choices that fit predict {}–{})",
+                            r.plan,
+                            r.searched.join(", "),
+                            num(Some(lo)),
+                            num(Some(hi))
+                        ),
                     },
                 ],
             })
@@ -149,6 +157,17 @@ fn render(report: &Report) -> String {
     for g in &report.groups {
         for r in &g.residual {
             out += &format!("  {}: {r}\n", g.group);
+        }
+    }
+    let ranged: Vec<&GroupSummary> = report.groups.iter().filter(|g| g.ranged > 0).collect();
+    if !ranged.is_empty() {
+        out += "\nunpublished knobs (each row is priced at the fastest choice that fits):\n";
+        for g in ranged {
+            out += &format!(
+                "  {}: {} of {} rows have the measured value inside the range their \
+                 unpublished knobs' choices predict\n",
+                g.group, g.within_range, g.ranged
+            );
         }
     }
     out

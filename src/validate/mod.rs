@@ -39,6 +39,11 @@ pub struct RowResult {
     pub plan: String,
     /// Unpublished knobs that were searched.
     pub searched: Vec<&'static str>,
+    /// The lowest and highest prediction of the compared quantity over every choice of the
+    /// unpublished micro-batch size and virtual stages that fits, with the row's recomputation
+    /// and SP (the row's prediction is the fastest): how far the layout knobs a source left
+    /// out move the number on their own.
+    pub predicted_range: Option<(f64, f64)>,
     /// Predicted step time, s.
     pub step_time_s: f64,
     /// Where the predicted time goes.
@@ -75,6 +80,10 @@ pub struct GroupSummary {
     pub verdicts_correct: usize,
     /// Rows with a memory verdict.
     pub verdicts: usize,
+    /// Rows with unpublished knobs whose choices that fit predict different values.
+    pub ranged: usize,
+    /// Of those, rows whose measured value lies within the range of predictions.
+    pub within_range: usize,
     /// Which time terms would have to change, and by how much, to remove the mean error.
     pub residual: Vec<String>,
 }
@@ -115,12 +124,13 @@ fn compare(run: &RunRecord, e: &Estimate) -> Option<(&'static str, f64, f64, f64
     Some((name, x, p, p / x - 1.0))
 }
 
-/// The plan of a case, with its unpublished knobs set to the fastest combination that fits;
-/// the reason to skip the run when no combination passes `Plan::check`.
-fn resolve_plan(c: &Case) -> Result<Estimate, String> {
+/// The plan of a case, with its unpublished knobs set to the fastest combination that fits,
+/// and every combination that fits (empty when nothing was searched); the reason to skip the
+/// run when no combination passes `Plan::check`.
+fn resolve_plan(c: &Case) -> Result<(Estimate, Vec<Estimate>), String> {
     let price = |p: &Plan| estimate(&c.model, &c.cluster, p, None);
     if c.searched.is_empty() {
-        return Ok(price(&c.plan));
+        return Ok((price(&c.plan), Vec::new()));
     }
     let local = c.plan.global_batch / c.plan.dp;
     let mbs: Vec<u64> = if c.searched.contains(&"mbs") {
@@ -147,6 +157,7 @@ fn resolve_plan(c: &Case) -> Result<Estimate, String> {
         vec![c.plan.vpp]
     };
     let mut best: Option<Estimate> = None;
+    let mut fitting = Vec::new();
     for &b in &mbs {
         for &rc in &rcs {
             for &sp in &sps {
@@ -169,6 +180,9 @@ fn resolve_plan(c: &Case) -> Result<Estimate, String> {
                         None => true,
                         Some(b) => (e.fits, -e.step_time_s) > (b.fits, -b.step_time_s),
                     };
+                    if e.fits {
+                        fitting.push(e.clone());
+                    }
                     if better {
                         best = Some(e);
                     }
@@ -176,7 +190,7 @@ fn resolve_plan(c: &Case) -> Result<Estimate, String> {
             }
         }
     }
-    best.ok_or_else(|| {
+    best.map(|b| (b, fitting)).ok_or_else(|| {
         let why: Vec<String> = c
             .plan
             .check(&c.model, &c.cluster)
@@ -212,6 +226,7 @@ fn skipped(run: &RunRecord, why: String) -> RowResult {
         measured_memory_gb: run.measured.peak_memory_gb_per_gpu,
         plan: String::new(),
         searched: Vec::new(),
+        predicted_range: None,
         step_time_s: 0.0,
         breakdown: Breakdown::default(),
         skipped: Some(why),
@@ -236,8 +251,8 @@ pub fn validate_run(run: &RunRecord) -> RowResult {
             format!("published plan does not check: {}", why.join("; ")),
         );
     }
-    let e = match resolve_plan(&c) {
-        Ok(e) => e,
+    let (e, fitting) = match resolve_plan(&c) {
+        Ok(r) => r,
         Err(why) => return skipped(run, why),
     };
     let cmp = if run.measured.oom() {
@@ -245,6 +260,23 @@ pub fn validate_run(run: &RunRecord) -> RowResult {
     } else {
         compare(run, &e)
     };
+    // Only the layout knobs (micro-batch, virtual stages) span the range: a choice of
+    // recomputation or SP that a run had no reason to make would make any range trivially wide.
+    let fitting: Vec<&Estimate> = fitting
+        .iter()
+        .filter(|f| {
+            f.plan.recompute == e.plan.recompute
+                && f.plan.sequence_parallel == e.plan.sequence_parallel
+        })
+        .collect();
+    let predicted_range = cmp.and(
+        fitting
+            .iter()
+            .try_fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), f| {
+                compare(run, f).map(|(_, _, p, _)| (lo.min(p), hi.max(p)))
+            }),
+    );
+    let predicted_range = predicted_range.filter(|_| fitting.len() > 1);
     RowResult {
         id: run.id.clone(),
         group: run.group.clone(),
@@ -258,6 +290,7 @@ pub fn validate_run(run: &RunRecord) -> RowResult {
         measured_memory_gb: run.measured.peak_memory_gb_per_gpu,
         plan: e.plan.short(),
         searched: c.searched.clone(),
+        predicted_range,
         step_time_s: e.step_time_s,
         breakdown: e.breakdown,
         skipped: None,
@@ -336,6 +369,18 @@ fn summarise(group: &str, rows: &[&RowResult]) -> GroupSummary {
             .filter(|r| r.skipped.is_none() && r.verdict_ok())
             .count(),
         verdicts: rows.iter().filter(|r| r.skipped.is_none()).count(),
+        ranged: compared
+            .iter()
+            .filter(|r| r.predicted_range.is_some())
+            .count(),
+        within_range: compared
+            .iter()
+            .filter(|r| {
+                r.predicted_range
+                    .zip(r.measured)
+                    .is_some_and(|((lo, hi), m)| lo <= m && m <= hi)
+            })
+            .count(),
         residual,
     }
 }

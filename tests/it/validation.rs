@@ -300,3 +300,40 @@ fn implied_knobs_are_set_not_searched() {
     assert_eq!(row.searched, vec!["mbs", "recompute"]);
     assert!(row.plan.ends_with(" sp"), "{}", row.plan);
 }
+
+/// A row's unpublished layout knobs span a range of predictions: the Megatron-Core README's
+/// GPT 32B (dp = 48, tp = 8, 192 sequences: 4 per replica) is priced at its fastest choice,
+/// one micro-batch of 4, and its slowest that fits is 4 micro-batches of 1, where the DP
+/// reduce-scatter only overlaps the last micro-batch's backward. Both ends are the estimate of
+/// that plan priced directly, and the measured 459.6 TFLOP/s lies between them.
+#[test]
+fn unpublished_knobs_span_a_range_of_predictions() {
+    use planner::cost::estimate;
+    use planner::validate::adapt::case;
+    let runs = parse_runs("published-runs.yaml", PUBLISHED_RUNS).unwrap();
+    let run = runs.iter().find(|r| r.id == "mlm-h100-weak-32b").unwrap();
+    let row = planner::validate::validate_run(run);
+    let (lo, hi) = row.predicted_range.expect("range");
+    let c = case(run).unwrap();
+    let priced = |mbs: u64| {
+        let mut p = c.plan.clone();
+        p.mbs = mbs;
+        p.recompute = planner::spec::Recompute::None;
+        p.sequence_parallel = true;
+        estimate(&c.model, &c.cluster, &p, None).tflops_per_gpu
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b;
+    assert!(
+        close(hi, row.predicted.unwrap()),
+        "{hi} vs {:?}",
+        row.predicted
+    );
+    assert!(close(hi, priced(4)), "{hi} vs {}", priced(4));
+    assert!(close(lo, priced(1)), "{lo} vs {}", priced(1));
+    assert!(hi / lo > 1.2, "{lo}..{hi}");
+    assert!(lo < 459.6 && 459.6 < hi);
+    let all = report();
+    let g = group(&all, "megatron-core-h100-readme");
+    assert_eq!(g.ranged, 9);
+    assert!(g.within_range >= 1 && g.within_range <= g.ranged);
+}
