@@ -135,6 +135,8 @@ pub fn cpu_cluster(
     let eff = (rate / peak).clamp(1e-3, 1.0);
     c.gpu.efficiency.attention_fwd = eff;
     c.gpu.efficiency.attention_bwd = eff;
+    c.gpu.efficiency.attention_fa2_fwd = eff;
+    c.gpu.efficiency.attention_fa2_bwd = eff;
     Ok(c)
 }
 

@@ -38,6 +38,14 @@ pub struct DeviceEfficiency {
     pub attention_fwd: f64,
     /// Same for the backward pass.
     pub attention_bwd: f64,
+    /// Achieved fraction of the 16-bit peak by FlashAttention-2's kernels (and kernels written
+    /// like them, such as FlashAttention in Triton), forward pass: architecture-generic code
+    /// that on Hopper uses none of its warpgroup MMA or TMA, so it stays well below the vendor
+    /// kernel that `attention_fwd` describes (default: `attention_fwd`, where FA2 is the best
+    /// kernel, as on Ampere).
+    pub attention_fa2_fwd: f64,
+    /// Same for the backward pass (default: `attention_bwd`).
+    pub attention_fa2_bwd: f64,
     /// Fixed cost of launching one kernel, in microseconds.
     pub kernel_launch_us: f64,
 }
@@ -245,6 +253,8 @@ fn default_efficiency() -> DeviceEfficiency {
         reduction_bwd: 0.24,
         attention_fwd: 0.73,
         attention_bwd: 0.63,
+        attention_fa2_fwd: 0.73,
+        attention_fa2_bwd: 0.63,
         kernel_launch_us: 4.0,
     }
 }
@@ -266,14 +276,22 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
     let eff = r
         .nested("efficiency", |e| {
             let gemm = e.opt_efficiency("gemm").unwrap_or(d.gemm);
+            let attention_fwd = e.opt_efficiency("attention_fwd").unwrap_or(d.attention_fwd);
+            let attention_bwd = e.opt_efficiency("attention_bwd").unwrap_or(d.attention_bwd);
             DeviceEfficiency {
                 gemm,
                 gemm_fp8: e.opt_efficiency("gemm_fp8").unwrap_or(gemm),
                 hbm: e.opt_efficiency("hbm").unwrap_or(d.hbm),
                 reduction: e.opt_efficiency("reduction").unwrap_or(d.reduction),
                 reduction_bwd: e.opt_efficiency("reduction_bwd").unwrap_or(d.reduction_bwd),
-                attention_fwd: e.opt_efficiency("attention_fwd").unwrap_or(d.attention_fwd),
-                attention_bwd: e.opt_efficiency("attention_bwd").unwrap_or(d.attention_bwd),
+                attention_fwd,
+                attention_bwd,
+                attention_fa2_fwd: e
+                    .opt_efficiency("attention_fa2_fwd")
+                    .unwrap_or(attention_fwd),
+                attention_fa2_bwd: e
+                    .opt_efficiency("attention_fa2_bwd")
+                    .unwrap_or(attention_bwd),
                 kernel_launch_us: e
                     .opt_pos("kernel_launch_us", 1e4)
                     .unwrap_or(d.kernel_launch_us),
@@ -428,6 +446,33 @@ mod tests {
         assert_eq!(
             (bare.efficiency.attention_fwd, bare.efficiency.attention_bwd),
             (0.73, 0.63)
+        );
+    }
+
+    /// A device file that gives its vendor attention kernel's efficiency but not
+    /// FlashAttention-2's has FA2 as its best kernel (as on Ampere): the FA2 fields default to
+    /// the attention fields; the H100 preset sets both (cuDNN 0.56/0.52, FA2 0.35/0.33).
+    #[test]
+    fn fa2_attention_defaults_to_the_attention_efficiency() {
+        let d = DeviceSpec::from_yaml(
+            "g.yaml",
+            &format!("{DEVICE}efficiency: {{attention_fwd: 0.5, attention_bwd: 0.4}}\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                d.efficiency.attention_fa2_fwd,
+                d.efficiency.attention_fa2_bwd
+            ),
+            (0.5, 0.4)
+        );
+        let h100 = crate::spec::load_device("h100-sxm5-80gb")
+            .unwrap()
+            .efficiency;
+        assert_eq!((h100.attention_fwd, h100.attention_bwd), (0.56, 0.52));
+        assert_eq!(
+            (h100.attention_fa2_fwd, h100.attention_fa2_bwd),
+            (0.35, 0.33)
         );
     }
 

@@ -115,6 +115,15 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
         "mosaicml-mpt-a100-80gb",
         guard(Some(0.13), None, Some(0.95), true),
     );
+    // Held out (no constant set from it): llm-foundry's H100 BF16 table. 10.5% with Triton
+    // FlashAttention priced from FlashAttention-2's H100 efficiency; it was 26.3%, with errors
+    // growing with sequence length to +55%, when priced from the cuDNN kernel's. Three 1B rows
+    // at micro-batch 20 are predicted at 80.7–81.7 GiB yet ran, so verdicts are not asserted.
+    check(
+        &r,
+        "mosaicml-mpt-h100-80gb",
+        guard(Some(0.11), Some(0.36), Some(0.95), false),
+    );
     // 8.7% (all rows too fast) and ρ 0.69 since DeepSpeed's pipeline transfers are priced as
     // its engine runs them (TP-partitioned tensors gathered by the receiver, receive and send
     // as separate blocking calls). The model had sent the whole tensor from every TP rank,
