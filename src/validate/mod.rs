@@ -80,7 +80,7 @@ pub struct GroupSummary {
     pub verdicts_correct: usize,
     /// Rows with a memory verdict.
     pub verdicts: usize,
-    /// Rows with unpublished knobs whose choices that fit predict different values.
+    /// Rows with more than one choice of the unpublished micro-batch/vpp that fits.
     pub ranged: usize,
     /// Of those, rows whose measured value lies within the range of predictions.
     pub within_range: usize,
