@@ -125,8 +125,8 @@ fn compare(run: &RunRecord, e: &Estimate) -> Option<(&'static str, f64, f64, f64
 }
 
 /// The plan of a case, with its unpublished knobs set to the fastest combination that fits,
-/// and every combination that fits (empty when nothing was searched); the reason to skip the
-/// run when no combination passes `Plan::check`.
+/// and the other combinations that fit (none when nothing was searched); the reason to skip
+/// the run when no combination passes `Plan::check`.
 fn resolve_plan(c: &Case) -> Result<(Estimate, Vec<Estimate>), String> {
     let price = |p: &Plan| estimate(&c.model, &c.cluster, p, None);
     if c.searched.is_empty() {
@@ -156,8 +156,7 @@ fn resolve_plan(c: &Case) -> Result<(Estimate, Vec<Estimate>), String> {
     } else {
         vec![c.plan.vpp]
     };
-    let mut best: Option<Estimate> = None;
-    let mut fitting = Vec::new();
+    let mut priced: Vec<Estimate> = Vec::new();
     for &b in &mbs {
         for &rc in &rcs {
             for &sp in &sps {
@@ -175,22 +174,26 @@ fn resolve_plan(c: &Case) -> Result<(Estimate, Vec<Estimate>), String> {
                     if !p.check(&c.model, &c.cluster).is_empty() {
                         continue;
                     }
-                    let e = price(&p);
-                    let better = match &best {
-                        None => true,
-                        Some(b) => (e.fits, -e.step_time_s) > (b.fits, -b.step_time_s),
-                    };
-                    if e.fits {
-                        fitting.push(e.clone());
-                    }
-                    if better {
-                        best = Some(e);
-                    }
+                    priced.push(price(&p));
                 }
             }
         }
     }
-    best.map(|b| (b, fitting)).ok_or_else(|| {
+    // The fastest that fits (the first of equals); the others that fit come with it.
+    let key = |e: &Estimate| (e.fits, -e.step_time_s);
+    let best = (0..priced.len()).reduce(|a, b| {
+        if key(&priced[b]) > key(&priced[a]) {
+            b
+        } else {
+            a
+        }
+    });
+    best.map(|i| {
+        let best = priced.swap_remove(i);
+        priced.retain(|e| e.fits);
+        (best, priced)
+    })
+    .ok_or_else(|| {
         let why: Vec<String> = c
             .plan
             .check(&c.model, &c.cluster)
@@ -251,7 +254,7 @@ pub fn validate_run(run: &RunRecord) -> RowResult {
             format!("published plan does not check: {}", why.join("; ")),
         );
     }
-    let (e, fitting) = match resolve_plan(&c) {
+    let (e, others) = match resolve_plan(&c) {
         Ok(r) => r,
         Err(why) => return skipped(run, why),
     };
@@ -262,12 +265,12 @@ pub fn validate_run(run: &RunRecord) -> RowResult {
     };
     // Only the layout knobs (micro-batch, virtual stages) span the range: a choice of
     // recomputation or SP that a run had no reason to make would make any range trivially wide.
-    let fitting: Vec<&Estimate> = fitting
-        .iter()
-        .filter(|f| {
+    let fitting: Vec<&Estimate> = std::iter::once(&e)
+        .filter(|e| e.fits)
+        .chain(others.iter().filter(|f| {
             f.plan.recompute == e.plan.recompute
                 && f.plan.sequence_parallel == e.plan.sequence_parallel
-        })
+        }))
         .collect();
     let predicted_range = cmp.and(
         fitting
