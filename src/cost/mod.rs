@@ -294,11 +294,10 @@ pub fn optimizer_bytes_per_param(dtype: Dtype) -> f64 {
 /// work of [`stages::stage_work`] composed by the closed forms.
 ///
 /// Pipeline: [`step::pipeline_time`] over each stage's per-micro-batch time (its chunks'
-/// forward and backward with exposed ZeRO-3 collectives, plus two transfers per chunk:
+/// forward and backward with exposed ZeRO collectives, plus two transfers per chunk:
 /// Megatron's send_forward_recv_backward / send_backward_recv_forward). Data-parallel
-/// reduction after the last micro-batch: stage i finishes its last backward Σ_{j<i} b_j
-/// before stage 0, and with overlap the reduction also hides behind its own last backward.
-/// The slowest optimizer step ends the step.
+/// reduction after the last micro-batch: [`stages::dp_exposed_s`]. The slowest optimizer step
+/// ends the step.
 pub fn estimate_priced(model: &ModelSpec, plan: &Plan, m: &Machine, pg: &PricedGraphs) -> Estimate {
     estimate_with_work(model, plan, m, pg).0
 }
@@ -327,21 +326,15 @@ pub fn estimate_with_work(
         .fold(0, |b, (i, t)| if *t > per_micro[b] { i } else { b });
     let ws = &work[slow];
 
-    let (mut dp_exposed, mut slack) = (0.0f64, 0.0);
-    for s in &work {
-        let bwd = sum(s, &|c| c.bwd.total() + c.recompute.total());
-        let window = if plan.overlap_grad_reduce { bwd } else { 0.0 };
-        dp_exposed = dp_exposed.max(s.dp_reduce_s - window - slack);
-        slack += bwd;
-    }
+    let dp_exposed = stages::dp_exposed_s(plan, &work);
 
     let breakdown = Breakdown {
         compute_s: nm * sum(ws, &|c| c.fwd.compute_s + c.bwd.compute_s),
         recompute_s: nm * sum(ws, &|c| c.recompute.compute_s),
         tp_comm_s: nm * sum(ws, &|c| c.fwd.tp_s + c.bwd.tp_s + c.recompute.tp_s),
         pp_comm_s: nm * 2.0 * ws.p2p_s * v,
-        dp_comm_s: dp_exposed.max(0.0)
-            + nm * sum(ws, &|c| c.zero3_fwd_exposed_s() + c.zero3_bwd_exposed_s()),
+        dp_comm_s: dp_exposed
+            + nm * sum(ws, &|c| c.zero_fwd_exposed_s() + c.zero_bwd_exposed_s()),
         other_comm_s: nm * sum(ws, &|c| c.fwd.other_s + c.bwd.other_s + c.recompute.other_s),
         bubble_s: pipeline - nm * per_micro[slow],
         optimizer_s: work.iter().map(|s| s.optimizer_s).fold(0.0, f64::max),

@@ -2,6 +2,7 @@
 //! CP/EP communication), the priced graphs of a model under one sharding, and where the
 //! numbers came from (measured, interpolated, extrapolated, preset).
 
+use super::step::overlap_exposed_s;
 use super::{Machine, Placement};
 use crate::calib::Source;
 use crate::graph::{Group, Kernel, ModelGraph, Op, OpGraph, Shard};
@@ -187,9 +188,10 @@ fn price_pass(
             }
         }
         out.compute_s += compute;
-        // Overlapped communication hides behind the operator's own compute.
-        out.tp_s += (overlapped[0] - compute).max(0.0);
-        out.other_s += (overlapped[1] - compute).max(0.0);
+        // Overlapped communication hides behind the operator's own compute, slowing it.
+        let iota = m.cluster.gpu.efficiency.overlap_interference;
+        out.tp_s += overlap_exposed_s(overlapped[0], compute, 0.0, iota);
+        out.other_s += overlap_exposed_s(overlapped[1], compute, 0.0, iota);
     }
     out
 }

@@ -3,6 +3,7 @@
 //! prices them (a test pins the two together).
 
 use super::memory::{self, MemoryBytes, StageLayout};
+use super::step::overlap_exposed_s;
 use super::{
     GroupShape, Machine, PassCost, Placement, PricedGraphs, Provenance, grad_accumulate_s,
     grad_reduce_bytes, optimizer_bytes_per_param,
@@ -26,11 +27,16 @@ pub struct ChunkWork {
     /// Forward work recomputation repeats before the backward.
     pub recompute: PassCost,
     /// ZeRO-3 all-gather of the chunk's weights, issued with every forward and backward.
-    pub zero3_gather_s: f64,
-    /// ZeRO-3 reduce-scatter of the chunk's gradients, issued with every backward.
-    pub zero3_reduce_s: f64,
+    pub zero_gather_s: f64,
+    /// ZeRO-2/3 reduce-scatter of the chunk's gradients, issued with every backward: a rank
+    /// that keeps only its shard of the gradients cannot accumulate whole ones over the
+    /// micro-batches (DeepSpeed stage 2 reduces at every micro-step; FSDP without `no_sync`).
+    pub zero_reduce_s: f64,
     /// Data-parallel reduction of the chunk's gradients, once per step.
     pub dp_reduce_s: f64,
+    /// Share of its rate the compute stream loses while a collective overlaps it
+    /// (`DeviceEfficiency::overlap_interference`).
+    pub overlap_interference: f64,
     /// Activation bytes one micro-batch leaves saved from its forward to its backward.
     pub activation_bytes: f64,
 }
@@ -38,24 +44,30 @@ pub struct ChunkWork {
 impl ChunkWork {
     /// ZeRO-3 gather time the forward cannot hide behind its compute (FSDP prefetches the
     /// next layer's weights during the current one: Zhao et al. 2023 §3.3).
-    pub fn zero3_fwd_exposed_s(&self) -> f64 {
-        (self.zero3_gather_s - self.fwd.compute_s).max(0.0)
+    pub fn zero_fwd_exposed_s(&self) -> f64 {
+        overlap_exposed_s(
+            self.zero_gather_s,
+            self.fwd.compute_s,
+            0.0,
+            self.overlap_interference,
+        )
     }
 
-    /// ZeRO-3 gather and reduce-scatter time the backward (with recomputation) cannot hide.
-    pub fn zero3_bwd_exposed_s(&self) -> f64 {
+    /// ZeRO gather and reduce-scatter time the backward (with recomputation) cannot hide.
+    pub fn zero_bwd_exposed_s(&self) -> f64 {
         let compute = self.bwd.compute_s + self.recompute.compute_s;
-        (self.zero3_gather_s + self.zero3_reduce_s - compute).max(0.0)
+        let comm = self.zero_gather_s + self.zero_reduce_s;
+        overlap_exposed_s(comm, compute, 0.0, self.overlap_interference)
     }
 
     /// Seconds the forward holds the compute stream.
     pub fn fwd_s(&self) -> f64 {
-        self.fwd.total() + self.zero3_fwd_exposed_s()
+        self.fwd.total() + self.zero_fwd_exposed_s()
     }
 
     /// Seconds recomputation and the backward hold the compute stream.
     pub fn bwd_s(&self) -> f64 {
-        self.recompute.total() + self.bwd.total() + self.zero3_bwd_exposed_s()
+        self.recompute.total() + self.bwd.total() + self.zero_bwd_exposed_s()
     }
 }
 
@@ -151,8 +163,11 @@ impl Ctx<'_> {
         t
     }
 
-    /// Gradient reduction of `params`: all-reduce, or reduce-scatter + all-gather of the
-    /// updated weights with a sharded optimizer; ZeRO-3 reduces every micro-batch instead.
+    /// Once-per-step gradient reduction of `params`: all-reduce, or reduce-scatter + all-gather
+    /// of the updated weights with a sharded optimizer (ZeRO-1, Megatron's distributed
+    /// optimizer, which accumulates whole fp32 gradients); ZeRO-2 gathers the updated weights
+    /// only, its gradients reduced with every micro-batch (`ChunkWork::zero_reduce_s`); ZeRO-3
+    /// has nothing left for the step.
     /// `times`: how often the step runs it, for the provenance (0: priced, not recorded).
     fn reduce_s(&self, params: f64, g: GroupShape, times: f64) -> f64 {
         let (grad_b, e) = (
@@ -161,10 +176,11 @@ impl Ctx<'_> {
         );
         match self.plan.zero {
             0 => self.coll(Coll::AllReduce, g, params * grad_b, times),
-            1 | 2 => {
+            1 => {
                 self.coll(Coll::ReduceScatter, g, params * grad_b, times)
                     + self.coll(Coll::AllGather, g, params * e, times)
             }
+            2 => self.coll(Coll::AllGather, g, params * e, times),
             _ => 0.0,
         }
     }
@@ -177,12 +193,19 @@ impl Ctx<'_> {
         let mut w = chunk_costs(model, plan, self.pg, &Shard::of(plan), st, c);
         // The chunk's gradients accumulated after each micro-batch's backward.
         w.bwd.compute_s += grad_accumulate_s(plan, self.m, d + x);
-        if plan.zero >= 3 {
-            let nm = plan.n_micro() as f64;
-            let bytes = d * plan.dtype.bytes();
-            w.zero3_gather_s = self.coll(Coll::AllGather, self.place.dp, bytes, 2.0 * nm);
-            let grads = d * grad_reduce_bytes(plan.framework, plan.dtype);
-            w.zero3_reduce_s = self.coll(Coll::ReduceScatter, self.place.dp, grads, nm);
+        w.overlap_interference = self.m.cluster.gpu.efficiency.overlap_interference;
+        // Dense parameters shard over the data-parallel group, experts over theirs.
+        let nm = plan.n_micro() as f64;
+        let groups = [(d, self.place.dp), (x, self.ep_group)];
+        for (params, g) in groups.into_iter().filter(|&(p, _)| p > 0.0) {
+            if plan.zero >= 2 {
+                let grads = params * grad_reduce_bytes(plan.framework, plan.dtype);
+                w.zero_reduce_s += self.coll(Coll::ReduceScatter, g, grads, nm);
+            }
+            if plan.zero >= 3 {
+                let bytes = params * plan.dtype.bytes();
+                w.zero_gather_s += self.coll(Coll::AllGather, g, bytes, 2.0 * nm);
+            }
         }
         let ends = (st.stage, c) == (0, 0) || (st.stage, c) == (plan.pp - 1, plan.vpp - 1);
         w.dp_reduce_s = self.reduce_s(d, self.place.dp, 0.0)
@@ -233,6 +256,48 @@ impl Ctx<'_> {
             ),
         }
     }
+}
+
+/// Seconds the once-per-step data-parallel reduction adds after the pipeline drains.
+///
+/// Stage i runs its last backward (`b_i`: one micro-batch's backward and recomputation over
+/// its chunks) `slack_i = Σ_{j<i} b_j` before stage 0 ends, and without overlap reduces
+/// afterwards: `dp_i − slack_i`. With overlap the reduction starts with that last backward
+/// and slows it by `e_i = ι · min(dp_i, b_i)` ([`overlap_exposed_s`]); the last micro-batch's
+/// backward passes from stage p − 1 down to stage 0, so stage i's last backward ends
+/// `D_i = Σ_{j≥i} e_j` late and its reduction, started `D_{i+1}` late, ends at
+/// `max(D_i − slack_i, dp_i − b_i − slack_i + D_{i+1})` past the undisturbed drain. The step
+/// waits for the latest stage (0 when none outlasts the drain).
+pub fn dp_exposed_s(plan: &Plan, work: &[StageWork]) -> f64 {
+    let bwd = |s: &StageWork| -> f64 {
+        s.chunks
+            .iter()
+            .map(|c| c.bwd.total() + c.recompute.total())
+            .sum()
+    };
+    let slack: Vec<f64> = work
+        .iter()
+        .scan(0.0, |acc, s| {
+            let before = *acc;
+            *acc += bwd(s);
+            Some(before)
+        })
+        .collect();
+    let (mut exposed, mut delay_after) = (0.0f64, 0.0);
+    for (s, slack) in work.iter().zip(slack).rev() {
+        let (b, dp) = (bwd(s), s.dp_reduce_s);
+        if !plan.overlap_grad_reduce {
+            exposed = exposed.max(dp - slack);
+            continue;
+        }
+        let iota = s.chunks.first().map_or(0.0, |c| c.overlap_interference);
+        let delay = delay_after + overlap_exposed_s(dp.min(b), b, 0.0, iota);
+        exposed = exposed
+            .max(delay - slack)
+            .max(dp - b - slack + delay_after);
+        delay_after = delay;
+    }
+    exposed
 }
 
 /// Every stage's work for `plan`, from graphs priced for it. The plan must pass
@@ -389,19 +454,8 @@ mod tests {
             })
             .collect();
         let pipe = step::pipeline_time(plan.schedule, &per_micro, plan.n_micro(), plan.vpp);
-        let (mut exposed, mut slack) = (0.0f64, 0.0);
-        for s in w {
-            let bwd: f64 = s
-                .chunks
-                .iter()
-                .map(|c| c.bwd.total() + c.recompute.total())
-                .sum();
-            let window = if plan.overlap_grad_reduce { bwd } else { 0.0 };
-            exposed = exposed.max(s.dp_reduce_s - window - slack);
-            slack += bwd;
-        }
         let opt = w.iter().map(|s| s.optimizer_s).fold(0.0, f64::max);
-        pipe + exposed + opt
+        pipe + dp_exposed_s(plan, w) + opt
     }
 
     /// The stage work recomposes the estimate exactly: same step time, same memory, for
@@ -423,6 +477,10 @@ mod tests {
         let mixtral = load_model("mixtral-8x7b").unwrap();
         let mut moe = plan(32, 8, 4, 1, 1024);
         moe.ep = 8;
+        // ZeRO-3 on experts too: they gather and reduce over their own group.
+        let mut moe_z3 = plan(256, 4, 1, 1, 1024);
+        moe_z3.ep = 8;
+        moe_z3.zero = 3;
         // Uneven stages, recomputing fewer layers where fewer micro-batches are in flight.
         let mut uneven = plan(32, 8, 4, 1, 1024);
         uneven.stage_layers = Some(vec![23, 24, 24, 25]);
@@ -435,6 +493,7 @@ mod tests {
             (&gpt, interleaved_overlapped),
             (&gpt, z3),
             (&mixtral, moe),
+            (&mixtral, moe_z3),
             (&gpt, uneven),
         ];
         for (model, p) in cases {
@@ -456,6 +515,86 @@ mod tests {
             let layers: u64 = w.iter().flat_map(|s| &s.chunks).map(|c| c.layers).sum();
             assert_eq!(layers, model.layers);
         }
+    }
+
+    /// ZeRO-2 keeps only its shard of the gradients, so it reduce-scatters them with every
+    /// micro-batch and gathers the updated weights once per step; ZeRO-1 accumulates whole
+    /// gradients and does both once per step; ZeRO-3 also gathers the weights with every
+    /// forward and backward. gpt2-xl on 8 A100s under DeepSpeed: fp32 gradient reduction
+    /// (4 bytes per parameter), 16-bit weights (2).
+    #[test]
+    fn zero2_reduces_gradients_every_micro_batch() {
+        let gpt = load_model("gpt2-xl").unwrap();
+        let c = load_cluster("a100x8").unwrap();
+        let m = Machine {
+            cluster: &c,
+            profile: None,
+        };
+        let work = |zero| {
+            let mut p = Plan::new(8, 1, 1, 2, 64, 1024);
+            p.zero = zero;
+            p.framework = Framework::DeepSpeed;
+            let pg = PricedGraphs::new(&gpt, &p, &m);
+            stage_work(&gpt, &p, &m, &pg).remove(0)
+        };
+        let dp = GroupShape { n: 8, per_node: 8 };
+        let params = gpt.params();
+        let rs = m.collective_s(Coll::ReduceScatter, dp, 4.0 * params).0;
+        let ag = m.collective_s(Coll::AllGather, dp, 2.0 * params).0;
+        let close = |a: f64, b: f64| assert!((a - b).abs() <= 1e-12 * b.max(1e-9), "{a} vs {b}");
+        let one = work(1);
+        close(one.dp_reduce_s, rs + ag);
+        assert_eq!(
+            (one.chunks[0].zero_reduce_s, one.chunks[0].zero_gather_s),
+            (0.0, 0.0)
+        );
+        let two = work(2);
+        close(two.dp_reduce_s, ag);
+        close(two.chunks[0].zero_reduce_s, rs);
+        assert_eq!(two.chunks[0].zero_gather_s, 0.0);
+        let three = work(3);
+        assert_eq!(three.dp_reduce_s, 0.0);
+        close(three.chunks[0].zero_reduce_s, rs);
+        close(three.chunks[0].zero_gather_s, ag);
+    }
+
+    /// An overlapped collective slows the compute it hides behind: ZeRO-3's gathers for
+    /// gpt2-xl on 8 A100s (mbs 8, s 1024) hide inside the forward, costing
+    /// `overlap_interference` (0.16 on the A100 preset) of their time; the reduce-scatter with
+    /// them in the backward likewise. With the interference at 0 they are free.
+    #[test]
+    fn hidden_zero3_collectives_cost_their_interference() {
+        let gpt = load_model("gpt2-xl").unwrap();
+        let mut c = load_cluster("a100x8").unwrap();
+        assert_eq!(c.gpu.efficiency.overlap_interference, 0.16);
+        let mut p = Plan::new(8, 1, 1, 8, 64, 1024);
+        p.zero = 3;
+        p.framework = Framework::Torchtitan;
+        let chunk = |c: &ClusterSpec| {
+            let m = Machine {
+                cluster: c,
+                profile: None,
+            };
+            let pg = PricedGraphs::new(&gpt, &p, &m);
+            stage_work(&gpt, &p, &m, &pg).remove(0).chunks.remove(0)
+        };
+        let w = chunk(&c);
+        assert!(
+            w.zero_gather_s < w.fwd.compute_s,
+            "the gather hides in the forward"
+        );
+        let bwd_comm = w.zero_gather_s + w.zero_reduce_s;
+        assert!(bwd_comm < w.bwd.compute_s);
+        let close = |a: f64, b: f64| assert!((a - b).abs() <= 1e-12 * b, "{a} vs {b}");
+        close(w.zero_fwd_exposed_s(), 0.16 * w.zero_gather_s);
+        close(w.zero_bwd_exposed_s(), 0.16 * bwd_comm);
+        close(w.fwd_s(), w.fwd.total() + 0.16 * w.zero_gather_s);
+        c.gpu.efficiency.overlap_interference = 0.0;
+        let free = chunk(&c);
+        assert_eq!(
+            (free.zero_fwd_exposed_s(), free.zero_bwd_exposed_s()),
+            (0.0, 0.0)
+        );
     }
 
     /// Interleaving deals layers round-robin: with p = 4, v = 2 and 96 layers (12 per

@@ -231,10 +231,10 @@ impl<'a> Engine<'a> {
             ("forward", w.fwd.compute_s),
             ("tp collectives", w.fwd.tp_s),
             ("cp/ep collectives", w.fwd.other_s),
-            ("zero3 gather wait", w.zero3_fwd_exposed_s()),
+            ("zero gather wait", w.zero_fwd_exposed_s()),
         ];
         let end = self.compute(stage, task, t, &segments);
-        self.zero3(stage, task, t, &[("zero3 all-gather", w.zero3_gather_s)]);
+        self.zero_comm(stage, task, t, &[("zero all-gather", w.zero_gather_s)]);
         let r = &mut self.ranks[stage];
         r.act += w.activation_bytes;
         r.in_flight += 1;
@@ -255,14 +255,22 @@ impl<'a> Engine<'a> {
             ("backward", w.bwd.compute_s),
             ("tp collectives", w.bwd.tp_s),
             ("cp/ep collectives", w.bwd.other_s),
-            ("zero3 gather/reduce wait", w.zero3_bwd_exposed_s()),
+            ("zero gather/reduce wait", w.zero_bwd_exposed_s()),
         ];
-        let end = self.compute(stage, task, t, &segments);
+        let mut end = self.compute(stage, task, t, &segments);
         let z3 = [
-            ("zero3 all-gather", w.zero3_gather_s),
-            ("zero3 reduce-scatter", w.zero3_reduce_s),
+            ("zero all-gather", w.zero_gather_s),
+            ("zero reduce-scatter", w.zero_reduce_s),
         ];
-        self.zero3(stage, task, t, &z3);
+        self.zero_comm(stage, task, t, &z3);
+        let reduce = self.pipe.overlap_grad_reduce && w.dp_reduce_s > 0.0;
+        if reduce && self.ranks[stage].last_bwd[task.chunk as usize] == self.ranks[stage].next {
+            // The reduction slows the backward it overlaps (`cost::step::overlap_exposed_s`).
+            let start = t.max(self.ranks[stage].dp_free);
+            let beside = (end - start).clamp(0.0, w.dp_reduce_s);
+            let slowed = [("overlap interference", w.overlap_interference * beside)];
+            end = self.compute(stage, task, end, &slowed);
+        }
         let r = &mut self.ranks[stage];
         r.act -= w.activation_bytes;
         r.in_flight -= 1;
@@ -302,8 +310,8 @@ impl<'a> Engine<'a> {
         at
     }
 
-    /// ZeRO-3 collectives issued with a pass, on the data-parallel stream.
-    fn zero3(&mut self, stage: usize, task: Task, t: f64, ops: &[(&'static str, f64)]) {
+    /// ZeRO-2/3 collectives issued with a pass, on the data-parallel stream.
+    fn zero_comm(&mut self, stage: usize, task: Task, t: f64, ops: &[(&'static str, f64)]) {
         for &(name, d) in ops {
             if d > 0.0 {
                 let r = &mut self.ranks[stage];

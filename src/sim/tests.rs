@@ -197,6 +197,36 @@ fn gradient_reduction_overlaps_only_when_asked() {
     }
 }
 
+/// The overlapped reduction slows the backward beside it by a quarter of the time they share
+/// (interference 0.25), and the last micro-batch's backward carries the delay down the
+/// pipeline. p = 2, m = 4, t_f = 1, t_b = 2, undisturbed drain at 15. A 1.5 s reduction:
+/// stage 1's last backward (11..13) ends 0.375 late, stage 0's (then 13.375..15.375) another
+/// 0.375 late: 15.75. A 3 s reduction: stage 1's backward ends at 13.5; stage 0's runs
+/// 13.5..16 and its reduction 13.5..16.5. The closed form (`stages::dp_exposed_s`) agrees.
+#[test]
+fn overlapped_reduction_slows_the_backward_down_the_pipeline() {
+    for (dp, want) in [(1.5, 15.75), (3.0, 16.5)] {
+        let mut st = uniform(2, 1, 1.0, 2.0, 1.0);
+        for s in &mut st {
+            s.dp_reduce_s = dp;
+            s.chunks[0].dp_reduce_s = dp;
+            s.chunks[0].overlap_interference = 0.25;
+        }
+        let pipe = Pipeline {
+            stages: &st,
+            schedule: Schedule::OneFOneB,
+            n_micro: 4,
+            overlap_grad_reduce: true,
+        };
+        let sim = simulate(&pipe, false).unwrap();
+        assert_eq!(sim.step_time_s, want, "dp {dp}");
+        let mut plan = shape(Schedule::OneFOneB, 2, 4, 1);
+        plan.overlap_grad_reduce = true;
+        let closed = crate::cost::stages::dp_exposed_s(&plan, &st);
+        assert_eq!(15.0 + closed, want, "dp {dp}");
+    }
+}
+
 fn gpt3_plan(schedule: Schedule, vpp: u64) -> (ModelSpec, ClusterSpec, Plan) {
     let model = load_model("gpt3-175b").unwrap();
     let cluster = load_cluster("a100-80g-x1024").unwrap();

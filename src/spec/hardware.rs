@@ -46,6 +46,11 @@ pub struct DeviceEfficiency {
     pub attention_fa2_fwd: f64,
     /// Same for the backward pass (default: `attention_bwd`).
     pub attention_fa2_bwd: f64,
+    /// Fraction of its throughput the compute stream loses while a collective runs beside it
+    /// (NCCL's kernels occupy SMs and share HBM bandwidth with the GEMMs they overlap): an
+    /// overlapped collective of `c` seconds costs at least `overlap_interference · c` of compute
+    /// time (`cost::overlap_exposed_s`).
+    pub overlap_interference: f64,
     /// Fixed cost of launching one kernel, in microseconds.
     pub kernel_launch_us: f64,
 }
@@ -255,6 +260,7 @@ fn default_efficiency() -> DeviceEfficiency {
         attention_bwd: 0.63,
         attention_fa2_fwd: 0.73,
         attention_fa2_bwd: 0.63,
+        overlap_interference: 0.16,
         kernel_launch_us: 4.0,
     }
 }
@@ -292,6 +298,9 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
                 attention_fa2_bwd: e
                     .opt_efficiency("attention_fa2_bwd")
                     .unwrap_or(attention_bwd),
+                overlap_interference: e
+                    .opt_share("overlap_interference")
+                    .unwrap_or(d.overlap_interference),
                 kernel_launch_us: e
                     .opt_pos("kernel_launch_us", 1e4)
                     .unwrap_or(d.kernel_launch_us),
@@ -474,6 +483,29 @@ mod tests {
             (h100.attention_fa2_fwd, h100.attention_fa2_bwd),
             (0.35, 0.33)
         );
+    }
+
+    /// The overlap interference is a share lost, so 0 (collectives that cost the compute
+    /// nothing) is allowed and 1 (compute stalled while any collective runs) is refused, naming
+    /// the field; every GPU preset carries Lee et al.'s 0.16.
+    #[test]
+    fn overlap_interference_is_a_share_below_one() {
+        let with = |v: &str| {
+            DeviceSpec::from_yaml(
+                "g.yaml",
+                &format!("{DEVICE}efficiency: {{overlap_interference: {v}}}\n"),
+            )
+        };
+        assert_eq!(with("0").unwrap().efficiency.overlap_interference, 0.0);
+        let e = with("1").unwrap_err().to_string();
+        assert!(
+            e.contains("g.yaml: `efficiency.overlap_interference`: expected a fraction from 0 up to (not including) 1, found 1"),
+            "{e}"
+        );
+        for (name, _) in crate::spec::presets::DEVICES {
+            let d = crate::spec::load_device(name).unwrap();
+            assert_eq!(d.efficiency.overlap_interference, 0.16, "{name}");
+        }
     }
 
     /// Times divide by efficiencies: 0 would price every kernel (or transfer) at infinity, so

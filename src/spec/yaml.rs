@@ -253,6 +253,26 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An optional share lost: a fraction in `[0, 1)`. Rates multiply by one minus it, so 1
+    /// (no progress at all) is refused with everything above it.
+    pub fn opt_share(&mut self, key: &'static str) -> Option<f64> {
+        let v = self.raw(key)?;
+        match v.as_f64() {
+            Some(x) if (0.0..1.0).contains(&x) => Some(x),
+            _ => {
+                self.problem(
+                    key,
+                    format!(
+                        "expected a fraction from 0 up to (not including) 1, found {}",
+                        show(&v)
+                    ),
+                    "give the share lost, e.g. 0.16 (0 for none)",
+                );
+                None
+            }
+        }
+    }
+
     /// An optional boolean (`true` or `false` only).
     pub fn opt_bool(&mut self, key: &'static str) -> Option<bool> {
         let v = self.raw(key)?;

@@ -113,16 +113,17 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
     check(
         &r,
         "mosaicml-mpt-a100-80gb",
-        guard(Some(0.13), None, Some(0.95), true),
+        guard(Some(0.12), None, Some(0.95), true),
     );
-    // Held out (no constant set from it): llm-foundry's H100 BF16 table. 10.5% with Triton
-    // FlashAttention priced from FlashAttention-2's H100 efficiency; it was 26.3%, with errors
-    // growing with sequence length to +55%, when priced from the cuDNN kernel's. Three 1B rows
-    // at micro-batch 20 are predicted at 80.7–81.7 GiB yet ran, so verdicts are not asserted.
+    // Held out (no constant set from it): llm-foundry's H100 BF16 table. 9.4% (max 29.9%) with
+    // Triton FlashAttention priced from FlashAttention-2's H100 efficiency and FSDP's
+    // collectives slowing the compute they overlap; it was 26.3%, with errors growing with
+    // sequence length to +55%, when priced from the cuDNN kernel's. Three 1B rows at
+    // micro-batch 20 are predicted at 80.7–81.7 GiB yet ran, so verdicts are not asserted.
     check(
         &r,
         "mosaicml-mpt-h100-80gb",
-        guard(Some(0.11), Some(0.36), Some(0.95), false),
+        guard(Some(0.10), Some(0.31), Some(0.95), false),
     );
     // 8.7% (all rows too fast) and ρ 0.69 since DeepSpeed's pipeline transfers are priced as
     // its engine runs them (TP-partitioned tensors gathered by the receiver, receive and send
@@ -135,10 +136,12 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
         guard(Some(0.09), None, Some(0.65), false),
     );
     check(&r, "bloom-176b", guard(None, Some(0.06), None, false));
+    // 10.3% since overlapped collectives (gradient reduce-scatter, TP overlap) slow the
+    // compute beside them; 16.6% with perfect overlap.
     check(
         &r,
         "megatron-core-h100-readme",
-        guard(Some(0.30), None, None, true),
+        guard(Some(0.11), None, None, true),
     );
     let mc = group(&r, "megatron-core-h100-readme");
     assert_eq!(
@@ -147,18 +150,19 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
     );
     // NeMo's FP8 H100 tables, held out (no constant set from them). The same GPT-3 175B
     // layout (TP4 PP8 VP6, MBS 2, 512 GPUs) measured 842 TFLOP/s on NeMo 24.07 and 932 on
-    // 25.02: 10.7% apart, so no prediction is within 5% of both; the model sits between
-    // (+2.8% and −7.3%). NeMo 24.07's nine runs: 8.4% mean, all over-predicted, ρ 0.98.
+    // 25.02: 10.7% apart, so no prediction is within 5% of both; the model sits at the slower
+    // release (−0.9% and −10.6%; +2.8% and −7.3% before overlapped collectives slowed the
+    // compute beside them). NeMo 24.07's nine runs: 6.6% mean, ρ 0.93.
     check(
         &r,
         "nemo-h100-performance-summary",
-        guard(None, Some(0.08), None, true),
+        guard(None, Some(0.11), None, true),
     );
     assert_eq!(group(&r, "nemo-24.07-h100-performance-summary").compared, 9);
     check(
         &r,
         "nemo-24.07-h100-performance-summary",
-        guard(Some(0.10), None, Some(0.9), true),
+        guard(Some(0.07), None, Some(0.9), true),
     );
 }
 
