@@ -333,8 +333,7 @@ pub fn estimate_with_work(
         recompute_s: nm * sum(ws, &|c| c.recompute.compute_s),
         tp_comm_s: nm * sum(ws, &|c| c.fwd.tp_s + c.bwd.tp_s + c.recompute.tp_s),
         pp_comm_s: nm * 2.0 * ws.p2p_s * v,
-        dp_comm_s: dp_exposed
-            + nm * sum(ws, &|c| c.zero_fwd_exposed_s() + c.zero_bwd_exposed_s()),
+        dp_comm_s: dp_exposed + nm * sum(ws, &|c| c.zero_fwd_exposed_s() + c.zero_bwd_exposed_s()),
         other_comm_s: nm * sum(ws, &|c| c.fwd.other_s + c.bwd.other_s + c.recompute.other_s),
         bubble_s: pipeline - nm * per_micro[slow],
         optimizer_s: work.iter().map(|s| s.optimizer_s).fold(0.0, f64::max),

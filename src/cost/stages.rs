@@ -269,6 +269,7 @@ impl Ctx<'_> {
 /// `max(D_i − slack_i, dp_i − b_i − slack_i + D_{i+1})` past the undisturbed drain. The step
 /// waits for the latest stage (0 when none outlasts the drain).
 pub fn dp_exposed_s(plan: &Plan, work: &[StageWork]) -> f64 {
+    let overlap = reduction_overlaps(plan);
     let bwd = |s: &StageWork| -> f64 {
         s.chunks
             .iter()
@@ -286,18 +287,25 @@ pub fn dp_exposed_s(plan: &Plan, work: &[StageWork]) -> f64 {
     let (mut exposed, mut delay_after) = (0.0f64, 0.0);
     for (s, slack) in work.iter().zip(slack).rev() {
         let (b, dp) = (bwd(s), s.dp_reduce_s);
-        if !plan.overlap_grad_reduce {
+        if !overlap {
             exposed = exposed.max(dp - slack);
             continue;
         }
         let iota = s.chunks.first().map_or(0.0, |c| c.overlap_interference);
         let delay = delay_after + overlap_exposed_s(dp.min(b), b, 0.0, iota);
-        exposed = exposed
-            .max(delay - slack)
-            .max(dp - b - slack + delay_after);
+        exposed = exposed.max(delay - slack).max(dp - b - slack + delay_after);
         delay_after = delay;
     }
     exposed
+}
+
+/// Whether the once-per-step reduction ([`StageWork::dp_reduce_s`]) overlaps the last
+/// backward: where the framework overlaps it (Megatron-LM `--overlap-grad-reduce`, DDP, FSDP),
+/// except under ZeRO-2, whose gradients were reduced with every micro-batch and whose step
+/// work left is gathering the updated weights after the optimizer step (DeepSpeed
+/// `stage_1_and_2.py` `step`: `all_gather_dp_groups` once the partitions are updated).
+pub fn reduction_overlaps(plan: &Plan) -> bool {
+    plan.overlap_grad_reduce && plan.zero != 2
 }
 
 /// Every stage's work for `plan`, from graphs priced for it. The plan must pass
@@ -552,6 +560,11 @@ mod tests {
         close(two.dp_reduce_s, ag);
         close(two.chunks[0].zero_reduce_s, rs);
         assert_eq!(two.chunks[0].zero_gather_s, 0.0);
+        // The gather follows the optimizer step: nothing left to overlap, even when asked.
+        let mut p = Plan::new(8, 1, 1, 2, 64, 1024);
+        (p.zero, p.overlap_grad_reduce) = (2, true);
+        assert!(!reduction_overlaps(&p));
+        close(dp_exposed_s(&p, std::slice::from_ref(&two)), ag);
         let three = work(3);
         assert_eq!(three.dp_reduce_s, 0.0);
         close(three.chunks[0].zero_reduce_s, rs);

@@ -192,7 +192,7 @@ pub fn simulate_plan(
             stages: &work,
             schedule: plan.schedule,
             n_micro: plan.n_micro(),
-            overlap_grad_reduce: plan.overlap_grad_reduce,
+            overlap_grad_reduce: crate::cost::stages::reduction_overlaps(plan),
         },
         trace,
     )?;
