@@ -188,8 +188,15 @@ pub fn stage_memory(
     let grad_buffers = 2.0 * sh.tokens() as f64 * widest * sh.dtype.bytes();
     let mut working = rematerialised + grad_buffers;
     if st.head {
+        let e = sh.dtype.bytes();
         let logits = sh.tokens() as f64 * model.vocab.div_ceil(plan.tp) as f64;
-        working = working.max((sh.dtype.bytes() + 4.0) * logits);
+        working = working.max((e + 4.0) * logits);
+        if plan.framework.train_metric_passes() > 0 {
+            // Training metrics run after the backward, when one micro-batch's activations
+            // are gone but its 16-bit logits stay with the outputs, beside one metric's fp32
+            // copy and fp32 log-softmax at a time (`graph::ends::head`).
+            working = working.max((e + 8.0) * logits - activations / in_flight.max(1.0));
+        }
     }
 
     let runtime = cuda_context_bytes
@@ -241,6 +248,31 @@ mod tests {
             )),
             16.0 / 64.0
         );
+    }
+
+    /// llm-foundry's training metrics run after the backward: one micro-batch's activations
+    /// are freed, its bf16 logits stay beside an fp32 copy and an fp32 log-softmax, 10 bytes
+    /// per logit. GPT-2 XL cut to 4 layers (vocabulary 50,257, hidden 1,600), fully
+    /// recomputed (only each layer's input saved), b·s = 8·1024 on one GPU: 8,192 × 50,257 =
+    /// 411,705,344 logits hold 4,117,053,440 bytes at that moment — more than the activations
+    /// (the loss's saved logits among them) plus the loss's working set (2 + 4 bytes per
+    /// logit), so the dynamic peak is exactly the metrics' bytes.
+    #[test]
+    fn training_metrics_can_set_the_peak() {
+        use crate::spec::{Recompute, load_cluster, load_model};
+        let mut model = load_model("gpt2-xl").unwrap();
+        model.layers = 4;
+        let cluster = load_cluster("a100x8").unwrap().with_gpus(1).unwrap();
+        let mem = |framework| {
+            let mut p = Plan::new(1, 1, 1, 8, 8, 1024);
+            p.recompute = Recompute::Full;
+            p.framework = framework;
+            crate::cost::estimate(&model, &cluster, &p, None).stages[0].memory
+        };
+        let m = mem(Framework::LlmFoundry);
+        assert_eq!(m.activations + m.working, 4_117_053_440.0);
+        // Without training metrics the working set is the loss's: (2 + 4) · 411,705,344.
+        assert_eq!(mem(Framework::Torchtitan).working, 2_470_232_064.0);
     }
 
     /// GPipe runs every forward before any backward, so each stage holds all m micro-batches

@@ -142,6 +142,21 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
         });
     }
     ops.push(ce);
+    let passes = sh.framework.train_metric_passes();
+    if passes > 0 {
+        // Training metrics after the backward, without gradients: each pass is
+        // `torch.nn.CrossEntropyLoss` under bf16 autocast, which runs cross-entropy in fp32
+        // (PyTorch AMP op reference: `cross_entropy` autocasts to float32): the cast reads the
+        // 16-bit logits and writes an fp32 copy (e + 4), log-softmax reads it for the maximum
+        // and for the sum of exponentials and reads it again to write its fp32 output (16) —
+        // (e + 20) bytes per logit and pass, nothing saved.
+        ops.push(Op::memory(
+            "train_metrics",
+            passes as f64 * (e + 20.0) * logits,
+            0.0,
+            0.0,
+        ));
+    }
     OpGraph::chain(ops)
 }
 
@@ -193,6 +208,22 @@ mod tests {
             head(&m, &shard(2)).op("cross_entropy").unwrap().saved_bytes,
             4.0 * 2.0 * 2048.0 * 64128.0
         );
+    }
+
+    /// llm-foundry's Composer runs two training-metric cross-entropies per micro-batch in
+    /// fp32 (`Framework::train_metric_passes`): 2 × (2 + 20) = 44 bytes per bf16 logit, no
+    /// backward, nothing saved; the other frameworks run none. GPT-3's vocabulary on b·s =
+    /// 2·2048 tokens, tp = 1: 4096 × 51,200 = 209,715,200 logits, 9,227,468,800 bytes.
+    #[test]
+    fn llm_foundry_reads_the_logits_twice_more_for_its_training_metrics() {
+        let m = crate::spec::load_model("gpt3-175b").unwrap();
+        let mut sh = shard(1);
+        sh.framework = crate::spec::Framework::LlmFoundry;
+        let hd = head(&m, &sh);
+        let op = hd.op("train_metrics").unwrap();
+        assert_eq!(Kernel::memory_bytes(&op.fwd), 9_227_468_800.0);
+        assert_eq!((op.bwd.len(), op.saved_bytes), (0, 0.0));
+        assert!(head(&m, &shard(1)).op("train_metrics").is_none());
     }
 
     /// Megatron's unfused cross-entropy moves (e + 36) bytes per logit forward and (e + 12)

@@ -117,6 +117,20 @@ impl Framework {
         self == Framework::LlmFoundry
     }
 
+    /// Cross-entropy passes over the logits that each micro-batch runs for training metrics,
+    /// beside its loss. Composer's Trainer updates the model's training metrics after every
+    /// micro-batch's backward (mosaicml/composer `composer/trainer/trainer.py`
+    /// `_train_microbatch` → `_eval_train_metrics`, @ef6e6918); llm-foundry's MPT defines two,
+    /// `LanguageCrossEntropy` and `LanguagePerplexity`, each a `torch.nn.CrossEntropyLoss` over
+    /// the whole logits (llmfoundry/models/mpt/modeling_mpt.py `ComposerMPTCausalLM`; on by
+    /// default, `use_train_metrics` from PR #642, October 2023, only adds a switch).
+    pub fn train_metric_passes(self) -> u64 {
+        match self {
+            Framework::LlmFoundry => 2,
+            _ => 0,
+        }
+    }
+
     /// All frameworks.
     pub const ALL: [Framework; 4] = [
         Framework::Megatron,

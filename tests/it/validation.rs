@@ -77,8 +77,9 @@ fn check(r: &Report, name: &str, b: Bounds) {
 }
 
 /// Issue 3's bounds where the model meets them: Megatron on A100 (SC'21 and the Korthikanti
-/// et al. runs added beyond the shared set) within 5% mean and 10% max; torchtitan within 10%
-/// mean; throughput ranks where the group varies the configuration.
+/// et al. runs added beyond the shared set) within 5% mean and 10% max; torchtitan and MPT
+/// (llm-foundry's A100 table, and its H100 table held out) within 10% mean; throughput ranks
+/// where the group varies the configuration.
 #[test]
 fn groups_meeting_the_accuracy_bounds() {
     let r = report();
@@ -97,6 +98,17 @@ fn groups_meeting_the_accuracy_bounds() {
         verdicts: false,
     };
     check(&r, "torchtitan-a100-64gpu", torchtitan);
+    // 7.7% since Composer's two training-metric cross-entropies per micro-batch are priced
+    // (12.1% before, the small models +15…28%). Three H100 1B rows at micro-batch 20 are
+    // predicted at 80.7–81.7 GiB yet ran, so that group's verdicts are not asserted.
+    let mpt = |verdicts| Bounds {
+        mean: Some(0.10),
+        max: None,
+        rho: Some(0.95),
+        verdicts,
+    };
+    check(&r, "mosaicml-mpt-a100-80gb", mpt(true));
+    check(&r, "mosaicml-mpt-h100-80gb", mpt(false));
 }
 
 /// Regression guards at today's accuracy for the groups that do not yet meet issue 3's bounds
@@ -110,20 +122,14 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
         rho,
         verdicts,
     };
-    check(
-        &r,
-        "mosaicml-mpt-a100-80gb",
-        guard(Some(0.12), None, Some(0.95), true),
-    );
-    // Held out (no constant set from it): llm-foundry's H100 BF16 table. 9.4% (max 29.9%) with
-    // Triton FlashAttention priced from FlashAttention-2's H100 efficiency and FSDP's
-    // collectives slowing the compute they overlap; it was 26.3%, with errors growing with
-    // sequence length to +55%, when priced from the cuDNN kernel's. Three 1B rows at
-    // micro-batch 20 are predicted at 80.7–81.7 GiB yet ran, so verdicts are not asserted.
+    // Held out (no constant set from it): llm-foundry's H100 BF16 table, max 29.7% (the 13B
+    // rows at micro-batch 2 without checkpointing, +26…28% at every GPU count). Its mean was
+    // 26.3%, with errors growing with sequence length to +55%, when Triton FlashAttention was
+    // priced from the cuDNN kernel's H100 efficiency rather than FlashAttention-2's.
     check(
         &r,
         "mosaicml-mpt-h100-80gb",
-        guard(Some(0.10), Some(0.31), Some(0.95), false),
+        guard(None, Some(0.31), None, false),
     );
     // 8.7% (all rows too fast) and ρ 0.69 since DeepSpeed's pipeline transfers are priced as
     // its engine runs them (TP-partitioned tensors gathered by the receiver, receive and send
