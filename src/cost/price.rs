@@ -104,6 +104,31 @@ pub struct Machine<'a> {
 /// blocks of {64, 128} × {64, 128}).
 const ATTENTION_BLOCK: u64 = 128;
 
+/// Head dimension at which the presets' fused-attention efficiencies were measured (FA2
+/// paper §4.1 and FA3 paper Figs. 5-6, head dim 128).
+const ATTENTION_REFERENCE_HEAD_DIM: f64 = 128.0;
+
+/// Achieved fraction of the peak by a fused-attention kernel at head dimension `d`, given its
+/// fraction `eff_ref` at [`ATTENTION_REFERENCE_HEAD_DIM`].
+///
+/// Each score element costs `f·d` tensor FLOPs (f = 4 forward: QKᵀ and PV; 10 backward:
+/// 2.5× as much) and one exponential on the special-function units (the softmax forward,
+/// P = exp(S − L) recomputed backward), which runs beside the MMAs rather than inside them
+/// (Shah et al. 2024, FlashAttention-3 §3.1: 3.9 TFLOPS of exponentials against 989 of
+/// matmul on H100). In time per element at peak, `f·d / eff(d) = f·d / eff_mma + R` with `R`
+/// = [`DeviceSpec::tensor_flops_per_exp`], so `1/eff(d) = 1/eff_ref + (R/f)·(1/d − 1/128)`:
+/// the exponentials weigh twice as much at head dim 64 as at 128. On H100, forward, this
+/// gives head dim 64 at 0.84 (FlashAttention-2) and 0.75 (FlashAttention-3) of the head-dim
+/// 128 rate; the FA3 paper's Fig. 5 measures 324/370 = 0.88 and 497/648 = 0.77 at 16k.
+pub fn attention_efficiency(eff_ref: f64, d: u64, backward: bool, flops_per_exp: f64) -> f64 {
+    let f = if backward { 10.0 } else { 4.0 };
+    let extra = flops_per_exp / f * (1.0 / d.max(1) as f64 - 1.0 / ATTENTION_REFERENCE_HEAD_DIM);
+    if extra == 0.0 {
+        return eff_ref;
+    }
+    1.0 / (1.0 / eff_ref + extra).max(1.0)
+}
+
 /// Fixed work per query block in units of one key block: loading the Q block, the final
 /// rescaling by the softmax normaliser and writing O (Dao 2023, Algorithm 1 lines 4, 12-14).
 const QUERY_BLOCK_FIXED_COST: f64 = 1.0;
@@ -221,16 +246,18 @@ impl<'a> Machine<'a> {
     /// are quantised into waves over the SMs. FlashAttention in Triton runs the forward 1.4×
     /// and the backward 2× slower than FlashAttention-2 (Dao 2023 §4.1: "1.3-1.5× faster …
     /// in the forward pass and around 2× faster in the backward pass"), so it is priced from
-    /// the device's FlashAttention-2 efficiency, not from its best vendor kernel's.
+    /// the device's FlashAttention-2 efficiency, not from its best vendor kernel's. The
+    /// efficiencies are quoted at head dimension 128 and rescaled to the kernel's own by
+    /// [`attention_efficiency`].
     pub fn attention_s(&self, dtype: Dtype, k: &Kernel) -> (f64, Source) {
         let Kernel::Attention {
             batch_heads,
             s_q,
             s_kv,
+            head_dim,
             causal,
             backward,
             kernel,
-            ..
         } = *k
         else {
             unreachable!("attention_s on a non-attention kernel")
@@ -242,6 +269,7 @@ impl<'a> Machine<'a> {
             (false, _) => (dev.efficiency.attention_fwd, 1.0),
             (true, _) => (dev.efficiency.attention_bwd, 1.0),
         };
+        let eff = attention_efficiency(eff, head_dim, backward, dev.tensor_flops_per_exp);
         let (nq, nk) = (
             s_q.div_ceil(ATTENTION_BLOCK) as f64,
             s_kv.div_ceil(ATTENTION_BLOCK) as f64,
@@ -356,6 +384,28 @@ mod tests {
             (t - (2.0 * 2.0 * 5e-6 + 0.75 * s / 24e9)).abs() < 1e-9,
             "{t}"
         );
+    }
+
+    /// Head dimension 64 pays the softmax's exponentials over half the tensor work. A100
+    /// (128 tensor FLOPs per exponential), FlashAttention-2 at 0.73 / 0.63 at head dim 128:
+    /// forward 1/0.73 + 128/4 · (1/64 − 1/128) = 1.369863 + 0.25 → 0.617336; backward
+    /// 1/0.63 + 128/10 · (1/64 − 1/128) = 1.587302 + 0.1 → 0.592662; head dim 128 unchanged.
+    /// Against the FlashAttention-3 paper's H100 forward rates at 16k (Fig. 5, no mask): from
+    /// 648 TFLOP/s at head dim 128 FA3 is predicted at 488 for head dim 64 (measured 497), and
+    /// FA2 from 370 at 312 (measured 324) — within 2% and 4%.
+    #[test]
+    fn small_heads_pay_more_for_the_softmax() {
+        let close = |a: f64, b: f64, tol: f64| assert!((a - b).abs() <= tol * b, "{a} vs {b}");
+        close(attention_efficiency(0.73, 64, false, 128.0), 0.617336, 1e-6);
+        close(attention_efficiency(0.63, 64, true, 128.0), 0.592662, 1e-6);
+        assert_eq!(attention_efficiency(0.73, 128, false, 128.0), 0.73);
+        assert_eq!(attention_efficiency(0.73, 64, false, 0.0), 0.73);
+        let h100_hd64 =
+            |tflops_128: f64| 989.0 * attention_efficiency(tflops_128 / 989.0, 64, false, 256.0);
+        close(h100_hd64(648.0), 497.0, 0.02);
+        close(h100_hd64(370.0), 324.0, 0.04);
+        // Large heads approach the tensor-core bound, never past the peak.
+        assert!(attention_efficiency(0.99, 100_000, false, 256.0) <= 1.0);
     }
 
     /// FlashAttention in Triton is priced from the device's FlashAttention-2 efficiency: on

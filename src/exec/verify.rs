@@ -137,6 +137,11 @@ pub fn cpu_cluster(
     c.gpu.efficiency.attention_bwd = eff;
     c.gpu.efficiency.attention_fa2_fwd = eff;
     c.gpu.efficiency.attention_fa2_bwd = eff;
+    // The rate was measured at the model's own head dimension, and the cpu's softmax is no
+    // separate unit: nothing to rescale by head dimension.
+    c.gpu.tensor_flops_per_exp = 0.0;
+    // The executor runs each rank's communication after its compute: nothing interferes.
+    c.gpu.efficiency.overlap_interference = 0.0;
     Ok(c)
 }
 

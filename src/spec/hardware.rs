@@ -66,6 +66,11 @@ pub struct DeviceSpec {
     pub hbm_gbytes_s: f64,
     /// Streaming multiprocessors (for wave quantisation of GEMM tiles).
     pub sms: u64,
+    /// Dense 16-bit tensor-core FLOPs per exponential the special-function units return in
+    /// the same time (tensor FLOPs per clock per SM over 16 `exp2` per clock per SM, CUDA C++
+    /// Programming Guide, "Arithmetic Instructions" throughput table, compute capability 8.0
+    /// and 9.0): the softmax's cost inside fused attention (`cost::price::attention_s`).
+    pub tensor_flops_per_exp: f64,
     /// Dense peaks.
     pub peak_tflops: PeakTflops,
     /// Achieved fractions.
@@ -246,6 +251,10 @@ fn read_peaks(r: &mut Reader<'_>) -> Option<PeakTflops> {
     })
 }
 
+/// A100: 312 TFLOP/s over 108 SMs at 1.41 GHz is 2,048 dense 16-bit FLOPs per clock per SM,
+/// against 16 exponentials: 128 (the default for a device file that gives none).
+const A100_TENSOR_FLOPS_PER_EXP: f64 = 128.0;
+
 /// Efficiency defaults for a device file that gives none: the A100 figures, each with its
 /// source in hardware/gpus/a100-sxm4-80gb.yaml (a test holds them equal to that preset;
 /// FlashAttention-2 forward 73%, backward 63% of peak, Dao 2023 §4.1).
@@ -270,6 +279,7 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
     let memory = r.req_pos("memory_gib", 4096.0, "add `memory_gib: 80`");
     let hbm = r.req_pos("hbm_gbytes_s", 1e5, "add `hbm_gbytes_s: 2039`");
     let sms = r.opt_count("sms", 10_000);
+    let flops_per_exp = r.opt_pos("tensor_flops_per_exp", 1e5);
     let peaks = r.nested("peak_tflops", read_peaks);
     if peaks.is_none() {
         r.problem(
@@ -312,6 +322,7 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
         memory_gib: memory?,
         hbm_gbytes_s: hbm?,
         sms: sms.unwrap_or(108),
+        tensor_flops_per_exp: flops_per_exp.unwrap_or(A100_TENSOR_FLOPS_PER_EXP),
         peak_tflops: peaks??,
         efficiency: eff,
     })
@@ -483,6 +494,23 @@ mod tests {
             (h100.attention_fa2_fwd, h100.attention_fa2_bwd),
             (0.35, 0.33)
         );
+    }
+
+    /// Tensor FLOPs per exponential: 2,048 per clock per SM on A100, 4,096 on Hopper, over 16
+    /// exponentials — 128 and 256; a device file without the field gets the A100's.
+    #[test]
+    fn tensor_flops_per_exp_follow_the_sm_rates() {
+        for (name, want) in [
+            ("a100-sxm4-40gb", 128.0),
+            ("a100-sxm4-80gb", 128.0),
+            ("h100-sxm5-80gb", 256.0),
+            ("h200-sxm-141gb", 256.0),
+        ] {
+            let d = crate::spec::load_device(name).unwrap();
+            assert_eq!(d.tensor_flops_per_exp, want, "{name}");
+        }
+        let bare = DeviceSpec::from_yaml("g.yaml", DEVICE).unwrap();
+        assert_eq!(bare.tensor_flops_per_exp, 128.0);
     }
 
     /// The overlap interference is a share lost, so 0 (collectives that cost the compute
