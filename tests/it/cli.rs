@@ -1,36 +1,6 @@
 //! The command line end to end: exit codes, messages that name the field, output formats.
 
-use std::process::{Command, Output};
-
-pub fn planner(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_planner"))
-        .args(args)
-        .output()
-        .expect("the binary runs")
-}
-
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
-pub fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-/// An empty folder `planner-<tag>-<pid>` under the temporary directory, for one test.
-pub fn fresh_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("planner-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Writes `text` to `dir/name` and returns the path as an argument.
-pub fn write_in(dir: &std::path::Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
+pub use crate::common::{fresh_dir, planner, stderr, stdout, write_in};
 
 /// Writes `text` to a file `name` in this process's shared test folder.
 fn write_tmp(name: &str, text: &str) -> String {
