@@ -103,7 +103,7 @@ const MAX_SIZE: u64 = 1 << 24;
 const MAX_MICRO_BATCHES: u64 = 1 << 16;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 21] = [
+const PLAN_FLAGS: [&str; 22] = [
     "tp",
     "pp",
     "dp",
@@ -119,6 +119,7 @@ const PLAN_FLAGS: [&str; 21] = [
     "overlap_grad_reduce",
     "no_grad_accumulation_fusion",
     "dtype",
+    "grad_reduce_dtype",
     "schedule",
     "attention",
     "tp_overlap",
@@ -189,6 +190,10 @@ pub struct PlanArgs {
     /// GEMM data type.
     #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]
     pub dtype: DtypeArg,
+    /// Precision of the data-parallel gradient reduction (default: the framework's — fp32
+    /// for bf16 training; Composer's FSDP `mixed_precision: PURE` reduces in bf16).
+    #[arg(long = "grad-reduce-dtype", value_enum)]
+    pub grad_reduce_dtype: Option<DtypeArg>,
     /// Pipeline schedule (default: interleaved when vpp > 1, else 1f1b).
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
@@ -411,6 +416,7 @@ impl PlanArgs {
             stage_layers: self.stage_layers.clone(),
             recompute_layers: self.recompute_num_layers.map(|n| vec![n; self.pp as usize]),
             grad_accumulation_fusion: !self.no_grad_accumulation_fusion,
+            grad_reduce_dtype: self.grad_reduce_dtype.map(Into::into),
         };
         check_plan(&plan, model, cluster)?;
         Ok(plan)

@@ -150,7 +150,7 @@ pub fn stage_memory(
         // holds one layer's unsharded gradients in the reduction precision before
         // reduce-scattering them.
         weights += 2.0 * largest_layer_params * plan.dtype.bytes();
-        grads += largest_layer_params * super::grad_reduce_bytes(plan.framework, plan.dtype);
+        grads += largest_layer_params * super::grad_reduce_bytes(plan);
     }
 
     let in_flight = in_flight_chunks(plan, st.stage);

@@ -264,15 +264,18 @@ pub fn grad_accumulate_s(plan: &Plan, m: &Machine, params: f64) -> f64 {
     }
 }
 
-/// Bytes per gradient element in the data-parallel reduction: fp32 for bf16 training
+/// Bytes per gradient element in the data-parallel reduction: the plan's own reduction
+/// precision where it sets one (`Plan::grad_reduce_dtype`), else fp32 for bf16 training
 /// (Megatron-LM forces `accumulate_allreduce_grads_in_fp32` with bf16; DeepSpeed's BF16
-/// optimizer reduces its fp32 accumulation buffers; torchtitan's FSDP2 `reduce_dtype` is fp32),
-/// 16-bit for fp16 (Megatron-LM 2021 reduces fp16 gradients) and for llm-foundry, whose
-/// benchmarks run FSDP mixed precision `PURE` (reduce in bf16).
-pub fn grad_reduce_bytes(framework: Framework, dtype: Dtype) -> f64 {
-    match (framework, dtype) {
-        (_, Dtype::Fp32 | Dtype::Tf32) => 4.0,
-        (_, Dtype::Fp16) | (Framework::LlmFoundry, _) => 2.0,
+/// optimizer reduces its fp32 accumulation buffers; torchtitan's FSDP2 `reduce_dtype` is fp32;
+/// Composer's default FSDP mixed precision, `DEFAULT`, reduces in fp32 — mosaicml/composer
+/// `get_mixed_precision`) and 16-bit for fp16 (Megatron-LM 2021 reduces fp16 gradients).
+pub fn grad_reduce_bytes(plan: &Plan) -> f64 {
+    if let Some(d) = plan.grad_reduce_dtype {
+        return d.bytes();
+    }
+    match plan.dtype {
+        Dtype::Fp16 => 2.0,
         _ => 4.0,
     }
 }

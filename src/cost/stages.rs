@@ -170,10 +170,7 @@ impl Ctx<'_> {
     /// has nothing left for the step.
     /// `times`: how often the step runs it, for the provenance (0: priced, not recorded).
     fn reduce_s(&self, params: f64, g: GroupShape, times: f64) -> f64 {
-        let (grad_b, e) = (
-            grad_reduce_bytes(self.plan.framework, self.plan.dtype),
-            self.plan.dtype.bytes(),
-        );
+        let (grad_b, e) = (grad_reduce_bytes(self.plan), self.plan.dtype.bytes());
         match self.plan.zero {
             0 => self.coll(Coll::AllReduce, g, params * grad_b, times),
             1 => {
@@ -199,7 +196,7 @@ impl Ctx<'_> {
         let groups = [(d, self.place.dp), (x, self.ep_group)];
         for (params, g) in groups.into_iter().filter(|&(p, _)| p > 0.0) {
             if plan.zero >= 2 {
-                let grads = params * grad_reduce_bytes(plan.framework, plan.dtype);
+                let grads = params * grad_reduce_bytes(plan);
                 w.zero_reduce_s += self.coll(Coll::ReduceScatter, g, grads, nm);
             }
             if plan.zero >= 3 {
@@ -362,8 +359,7 @@ pub fn stage_work_with_provenance(
         0.0
     };
     let tied_s = if model.tied_embeddings && plan.pp > 1 {
-        let bytes = (model.vocab.div_ceil(plan.tp) * model.hidden) as f64
-            * grad_reduce_bytes(plan.framework, plan.dtype);
+        let bytes = (model.vocab.div_ceil(plan.tp) * model.hidden) as f64 * grad_reduce_bytes(plan);
         let pair = Placement::tied_pair(plan, m.cluster.gpus_per_node);
         m.collective_s(Coll::AllReduce, pair, bytes).0
     } else {
@@ -437,6 +433,7 @@ mod tests {
     use super::*;
     use crate::cost::{estimate_priced, step};
     use crate::spec::{ClusterSpec, Framework, Schedule, load_cluster, load_model};
+    use crate::units::Dtype;
 
     fn plan(dp: u64, tp: u64, pp: u64, vpp: u64, gb: u64) -> Plan {
         let mut p = Plan::new(dp, tp, pp, 1, gb, 2048);
@@ -569,6 +566,17 @@ mod tests {
         assert_eq!(three.dp_reduce_s, 0.0);
         close(three.chunks[0].zero_reduce_s, rs);
         close(three.chunks[0].zero_gather_s, ag);
+        // A plan that reduces in bf16 (Composer's `mixed_precision: PURE`) moves 2 bytes per
+        // gradient; llm-foundry's default (Composer's DEFAULT) reduces in fp32 like the rest.
+        let reduce = |framework, dtype| {
+            let mut p = Plan::new(8, 1, 1, 2, 64, 1024);
+            (p.zero, p.framework, p.grad_reduce_dtype) = (3, framework, dtype);
+            let pg = PricedGraphs::new(&gpt, &p, &m);
+            stage_work(&gpt, &p, &m, &pg)[0].chunks[0].zero_reduce_s
+        };
+        let rs16 = m.collective_s(Coll::ReduceScatter, dp, 2.0 * params).0;
+        close(reduce(Framework::LlmFoundry, None), rs);
+        close(reduce(Framework::LlmFoundry, Some(Dtype::Bf16)), rs16);
     }
 
     /// An overlapped collective slows the compute it hides behind: ZeRO-3's gathers for

@@ -308,7 +308,7 @@ impl Ctx<'_> {
         let dense = chunk_params(self.model, self.plan, self.pg, st, c).0;
         let per = match coll {
             Coll::AllGather => self.plan.dtype.bytes(),
-            _ => grad_reduce_bytes(self.plan.framework, self.plan.dtype),
+            _ => grad_reduce_bytes(self.plan),
         };
         self.coll(rank, GroupKind::Dp, coll, dense * per)
     }
@@ -422,10 +422,7 @@ impl Ctx<'_> {
             dense += d;
             experts += x;
         }
-        let (grad_b, e) = (
-            grad_reduce_bytes(plan.framework, plan.dtype),
-            plan.dtype.bytes(),
-        );
+        let (grad_b, e) = (grad_reduce_bytes(plan), plan.dtype.bytes());
         for (params, kind) in [(dense, GroupKind::Dp), (experts, GroupKind::ExpertDp)] {
             if params <= 0.0 {
                 continue;

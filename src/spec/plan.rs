@@ -223,6 +223,11 @@ pub struct Plan {
     /// `--no-gradient-accumulation-fusion`); priced by `cost::grad_accumulate_bytes`.
     #[serde(default = "yes")]
     pub grad_accumulation_fusion: bool,
+    /// Precision of the data-parallel gradient reduction where the run sets it apart from the
+    /// framework's default (`cost::grad_reduce_bytes`): Composer's FSDP `mixed_precision:
+    /// PURE` reduces in bf16 where its `DEFAULT` reduces in fp32. `None`: the framework's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_reduce_dtype: Option<Dtype>,
 }
 
 fn yes() -> bool {
@@ -256,6 +261,7 @@ impl Plan {
             stage_layers: None,
             recompute_layers: None,
             grad_accumulation_fusion: true,
+            grad_reduce_dtype: None,
         }
     }
 

@@ -63,6 +63,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
     let overlap_grad_reduce = r.opt_bool("overlap_grad_reduce").unwrap_or(false);
     let grad_accumulation_fusion = r.opt_bool("grad_accumulation_fusion").unwrap_or(true);
     let dtype = choice(r, "dtype", &Dtype::ALL.map(|x| (x.name(), x)));
+    let grad_reduce_dtype = choice(r, "grad_reduce_dtype", &Dtype::ALL.map(|x| (x.name(), x)));
     let schedules = [Schedule::Gpipe, Schedule::OneFOneB, Schedule::Interleaved];
     let schedule = choice(r, "schedule", &schedules.map(|x| (x.name(), x)));
     let attention = choice(
@@ -105,6 +106,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         stage_layers,
         recompute_layers,
         grad_accumulation_fusion,
+        grad_reduce_dtype,
     })
 }
 
@@ -167,6 +169,14 @@ mod tests {
             ..p
         };
         assert_eq!(Plan::from_json("q.json", &q.to_json()).unwrap(), q);
+        // The reduction precision is written only when the plan sets one.
+        assert!(!q.to_json().contains("grad_reduce_dtype"));
+        let r = Plan {
+            grad_reduce_dtype: Some(Dtype::Bf16),
+            ..q
+        };
+        assert!(r.to_json().contains(r#""grad_reduce_dtype": "bf16""#));
+        assert_eq!(Plan::from_json("r.json", &r.to_json()).unwrap(), r);
     }
 
     #[test]

@@ -98,6 +98,7 @@ fn sc21_rows() -> Vec<Row> {
                 stage_layers: None,
                 recompute_layers: None,
                 grad_accumulation_fusion: false,
+                grad_reduce_dtype: None,
             };
             Row {
                 id: r["id"].as_str().unwrap().to_string(),
@@ -180,6 +181,7 @@ fn llama70b_plan() -> Plan {
         recompute_layers: None,
         // Off, so the round trip carries --no-gradient-accumulation-fusion.
         grad_accumulation_fusion: false,
+        grad_reduce_dtype: None,
     }
 }
 

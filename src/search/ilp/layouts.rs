@@ -227,7 +227,7 @@ fn micro_s(cx: &Ctx, op: &Op, v: Variant) -> f64 {
 /// it with backward, and over the tp axis too when the weights are replicated there while the
 /// data is split (Alpa §4.2: data-parallel gradient synchronisation).
 fn sync_s(cx: &Ctx, op: &Op, v: Variant) -> f64 {
-    let grad = op.params * grad_reduce_bytes(cx.plan.framework, cx.plan.dtype);
+    let grad = op.params * grad_reduce_bytes(cx.plan);
     let mut sync = 0.0;
     if !cx.plan.overlap_grad_reduce {
         sync += cx.m.collective_s(Coll::AllReduce, cx.place.dp, grad).0;

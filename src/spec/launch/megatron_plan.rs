@@ -141,6 +141,8 @@ fn plan(
         // Megatron-LM 2021 accumulated in a backward hook; later versions fuse it by default.
         grad_accumulation_fusion: v != MegatronVersion::V2021
             && !a.has("--no-gradient-accumulation-fusion"),
+        // Megatron reduces in fp32 with bf16 (its default, `grad_reduce_bytes`).
+        grad_reduce_dtype: None,
     })
 }
 
