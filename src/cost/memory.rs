@@ -175,7 +175,8 @@ pub fn stage_memory(
 
     // Working set at the peak: the layer being back-propagated re-materialises what
     // recomputation dropped, plus two activation-gradient buffers of its widest tensor; the
-    // last stage also holds 16-bit logits next to their fp32 copy during the loss.
+    // last stage also holds 16-bit logits next to their fp32 copy during the loss (a fused
+    // loss keeps no copy: only the logits' 16-bit gradient appears beside them).
     let rematerialised = st
         .layers
         .iter()
@@ -190,7 +191,12 @@ pub fn stage_memory(
     if st.head {
         let e = sh.dtype.bytes();
         let logits = sh.tokens() as f64 * model.vocab.div_ceil(plan.tp) as f64;
-        working = working.max((e + 4.0) * logits);
+        let loss = if plan.framework.fused_loss() {
+            e
+        } else {
+            e + 4.0
+        };
+        working = working.max(loss * logits);
         if plan.framework.train_metric_passes() > 0 {
             // Training metrics run after the backward, when one micro-batch's activations
             // are gone but its 16-bit logits stay with the outputs, beside one metric's fp32
@@ -273,6 +279,26 @@ mod tests {
         assert_eq!(m.activations + m.working, 4_117_053_440.0);
         // Without training metrics the working set is the loss's: (2 + 4) · 411,705,344.
         assert_eq!(mem(Framework::Torchtitan).working, 2_470_232_064.0);
+    }
+
+    /// A fused loss (flash-attn's cross-entropy, llm-foundry) keeps no fp32 copy of the
+    /// logits: with all 48 GPT-2 XL layers' activations held (no recomputation) the metrics'
+    /// moment no longer sets the peak, and the working set is the loss's bf16 logit gradient,
+    /// 2 · 8,192 · 50,257 = 823,410,688 bytes (an unfused loss adds the fp32 copy: 6 bytes).
+    #[test]
+    fn a_fused_loss_keeps_no_fp32_logits() {
+        use crate::spec::{load_cluster, load_model};
+        let model = load_model("gpt2-xl").unwrap();
+        let cluster = load_cluster("a100x8").unwrap().with_gpus(1).unwrap();
+        let working = |framework| {
+            let mut p = Plan::new(1, 1, 1, 8, 8, 1024);
+            p.framework = framework;
+            crate::cost::estimate(&model, &cluster, &p, None).stages[0]
+                .memory
+                .working
+        };
+        assert_eq!(working(Framework::LlmFoundry), 823_410_688.0);
+        assert_eq!(working(Framework::Torchtitan), 3.0 * 823_410_688.0);
     }
 
     /// GPipe runs every forward before any backward, so each stage holds all m micro-batches
