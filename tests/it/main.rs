@@ -7,6 +7,7 @@ mod calibrate;
 mod cli;
 #[path = "../common/mod.rs"]
 mod common;
+mod gemm;
 mod hf;
 mod ilp;
 mod launch;
