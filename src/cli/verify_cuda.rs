@@ -77,11 +77,13 @@ pub fn verify(
         ));
     }
     let (plan, notes) = executable_plan(plan)?;
+    let mut cluster = r.cluster.clone();
+    crate::exec::verify::run_serially(&mut cluster);
     let m = Machine {
-        cluster: &r.cluster,
+        cluster: &cluster,
         profile: r.profile.as_ref(),
     };
-    let est = estimate(&r.model, &r.cluster, &plan, r.profile.as_ref());
+    let est = estimate(&r.model, &cluster, &plan, r.profile.as_ref());
     let lowered = lower::lower(&r.model, &plan, &m).map_err(CliError::Sim)?;
     let env = Env::from_vars(|k| std::env::var(k).ok())?;
     let run: Option<RunResult> = match env {

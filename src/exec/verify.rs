@@ -62,14 +62,15 @@ pub fn executable_plan(plan: &Plan) -> Result<(Plan, Vec<String>), ExecError> {
                 .into(),
         );
     }
-    if p.sp() || p.cp > 1 {
-        notes.push(
-            "the sequence-parallel weight-gradient all-gather and the context-parallel ring \
-             are priced as hidden behind compute but run exposed here"
-                .into(),
-        );
-    }
     Ok((p, notes))
+}
+
+/// The cluster as the verify backends run it: each rank's communication after its compute,
+/// on one thread or one stream, so a collective the plan would overlap (the sequence-parallel
+/// weight-gradient all-gather, the context-parallel ring, ZeRO-3's prefetches) stalls the
+/// compute for all of its time — overlap interference 1 (`cost::step::overlap_exposed_s`).
+pub fn run_serially(cluster: &mut ClusterSpec) {
+    cluster.gpu.efficiency.overlap_interference = 1.0;
 }
 
 /// The cpu as the cost model's device, from a cpu profile (as `cpu_profile` adapts it): `ranks` thread-devices with
@@ -140,8 +141,7 @@ pub fn cpu_cluster(
     // The rate was measured at the model's own head dimension, and the cpu's softmax is no
     // separate unit: nothing to rescale by head dimension.
     c.gpu.tensor_flops_per_exp = 0.0;
-    // The executor runs each rank's communication after its compute: nothing interferes.
-    c.gpu.efficiency.overlap_interference = 0.0;
+    run_serially(&mut c);
     Ok(c)
 }
 

@@ -70,6 +70,30 @@ fn overlap_is_switched_off_and_said() {
     );
 }
 
+/// The verify backends run each rank's communication after its compute, so the prediction
+/// prices it so: on the serial cluster (overlap interference 1) what sequence parallelism
+/// hides behind the backward — the weight-gradient all-gathers — is TP time on the step, and
+/// verify has nothing left to warn about. The small GPT at tp 2 on two A100s, b·s = 256.
+#[test]
+fn verify_prices_every_collective_exposed() {
+    let mut p = Plan::new(1, 2, 1, 1, 8, 256);
+    (p.sequence_parallel, p.tp_overlap) = (true, TpOverlap::None);
+    let (q, notes) = executable_plan(&p).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    let c = load_cluster("a100x8").unwrap().with_gpus(2).unwrap();
+    let mut serial = c.clone();
+    run_serially(&mut serial);
+    assert_eq!(serial.gpu.efficiency.overlap_interference, 1.0);
+    let tp = |c: &ClusterSpec| {
+        crate::cost::estimate(&small(), c, &q, None)
+            .breakdown
+            .tp_comm_s
+    };
+    assert!(tp(&serial) > tp(&c), "{} vs {}", tp(&serial), tp(&c));
+    let cpu = cpu_cluster(&cpu_profile(&profile()), 2, 64.0, 64).unwrap();
+    assert_eq!(cpu.gpu.efficiency.overlap_interference, 1.0);
+}
+
 #[test]
 fn fp8_plans_are_refused_not_run_as_bf16() {
     let mut p = Plan::new(1, 1, 2, 1, 8, 256);
