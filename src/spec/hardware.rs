@@ -471,7 +471,7 @@ mod tests {
 
     /// A device file that gives its vendor attention kernel's efficiency but not
     /// FlashAttention-2's has FA2 as its best kernel (as on Ampere): the FA2 fields default to
-    /// the attention fields; the H100 preset sets both (cuDNN 0.56/0.52, FA2 0.35/0.33).
+    /// the attention fields; the H100 preset sets both (cuDNN 0.51/0.47, FA2 0.32/0.30).
     #[test]
     fn fa2_attention_defaults_to_the_attention_efficiency() {
         let d = DeviceSpec::from_yaml(
@@ -489,10 +489,10 @@ mod tests {
         let h100 = crate::spec::load_device("h100-sxm5-80gb")
             .unwrap()
             .efficiency;
-        assert_eq!((h100.attention_fwd, h100.attention_bwd), (0.56, 0.52));
+        assert_eq!((h100.attention_fwd, h100.attention_bwd), (0.51, 0.47));
         assert_eq!(
             (h100.attention_fa2_fwd, h100.attention_fa2_bwd),
-            (0.35, 0.33)
+            (0.32, 0.30)
         );
     }
 
