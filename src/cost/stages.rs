@@ -260,8 +260,9 @@ impl Ctx<'_> {
 /// Stage i runs its last backward (`b_i`: one micro-batch's backward and recomputation over
 /// its chunks) `slack_i = Σ_{j<i} b_j` before stage 0 ends, and without overlap reduces
 /// afterwards: `dp_i − slack_i`. With overlap the reduction starts with that last backward
-/// and slows it by `e_i = ι · min(dp_i, b_i)` ([`overlap_exposed_s`]); the last micro-batch's
-/// backward passes from stage p − 1 down to stage 0, so stage i's last backward ends
+/// and slows it by `e_i = ι · min(dp_i, b_i)`, the interference over the time they run
+/// together (as the simulator charges it); the last micro-batch's backward passes from stage
+/// p − 1 down to stage 0, so stage i's last backward ends
 /// `D_i = Σ_{j≥i} e_j` late and its reduction, started `D_{i+1}` late, ends at
 /// `max(D_i − slack_i, dp_i − b_i − slack_i + D_{i+1})` past the undisturbed drain. The step
 /// waits for the latest stage (0 when none outlasts the drain).
@@ -273,23 +274,19 @@ pub fn dp_exposed_s(plan: &Plan, work: &[StageWork]) -> f64 {
             .map(|c| c.bwd.total() + c.recompute.total())
             .sum()
     };
-    let slack: Vec<f64> = work
-        .iter()
-        .scan(0.0, |acc, s| {
-            let before = *acc;
-            *acc += bwd(s);
-            Some(before)
-        })
-        .collect();
+    // Walking from the last stage, `slack` starts at Σ b_j over all stages and loses each
+    // stage's own b before it is used: Σ_{j<i} b_j.
+    let mut slack: f64 = work.iter().map(bwd).sum();
     let (mut exposed, mut delay_after) = (0.0f64, 0.0);
-    for (s, slack) in work.iter().zip(slack).rev() {
+    for s in work.iter().rev() {
         let (b, dp) = (bwd(s), s.dp_reduce_s);
+        slack -= b;
         if !overlap {
             exposed = exposed.max(dp - slack);
             continue;
         }
         let iota = s.chunks.first().map_or(0.0, |c| c.overlap_interference);
-        let delay = delay_after + overlap_exposed_s(dp.min(b), b, 0.0, iota);
+        let delay = delay_after + iota * dp.min(b);
         exposed = exposed.max(delay - slack).max(dp - b - slack + delay_after);
         delay_after = delay;
     }

@@ -263,10 +263,13 @@ impl<'a> Engine<'a> {
             ("zero reduce-scatter", w.zero_reduce_s),
         ];
         self.zero_comm(stage, task, t, &z3);
-        let reduce = self.pipe.overlap_grad_reduce && w.dp_reduce_s > 0.0;
-        if reduce && self.ranks[stage].last_bwd[task.chunk as usize] == self.ranks[stage].next {
-            // The reduction slows the backward it overlaps (`cost::step::overlap_exposed_s`).
-            let start = t.max(self.ranks[stage].dp_free);
+        let r = &self.ranks[stage];
+        let last = r.last_bwd[task.chunk as usize] == r.next;
+        // The chunk's gradient reduction runs beside its last backward when overlapping.
+        let reduce = self.pipe.overlap_grad_reduce && last && w.dp_reduce_s > 0.0;
+        let start = t.max(r.dp_free);
+        if reduce {
+            // The reduction slows the backward it overlaps (`stages::dp_exposed_s`).
             let beside = (end - start).clamp(0.0, w.dp_reduce_s);
             let slowed = [("overlap interference", w.overlap_interference * beside)];
             end = self.compute(stage, task, end, &slowed);
@@ -274,13 +277,12 @@ impl<'a> Engine<'a> {
         let r = &mut self.ranks[stage];
         r.act -= w.activation_bytes;
         r.in_flight -= 1;
-        let (act, last) = (r.act, r.last_bwd[task.chunk as usize] == r.next);
+        let act = r.act;
         if let Some(tr) = &mut self.trace {
             tr.memory(stage, end, act.max(0.0));
         }
-        if self.pipe.overlap_grad_reduce && last && w.dp_reduce_s > 0.0 {
+        if reduce {
             let r = &mut self.ranks[stage];
-            let start = t.max(r.dp_free);
             // Buckets reduce as the backward produces them: not done before it ends.
             let done = (start + w.dp_reduce_s).max(end);
             r.dp_free = done;

@@ -49,7 +49,7 @@ pub struct DeviceEfficiency {
     /// Fraction of its throughput the compute stream loses while a collective runs beside it
     /// (NCCL's kernels occupy SMs and share HBM bandwidth with the GEMMs they overlap): an
     /// overlapped collective of `c` seconds costs at least `overlap_interference · c` of compute
-    /// time (`cost::overlap_exposed_s`).
+    /// time (`cost::step::overlap_exposed_s`).
     pub overlap_interference: f64,
     /// Fixed cost of launching one kernel, in microseconds.
     pub kernel_launch_us: f64,
