@@ -1,0 +1,296 @@
+//! Tests of the per-stage work: it recomposes the estimate, and hand-derived prices of its
+//! collectives, transfers and passes.
+
+use super::*;
+use crate::cost::{estimate_priced, step};
+use crate::spec::{ClusterSpec, Framework, Schedule, load_cluster, load_model};
+use crate::units::Dtype;
+
+fn plan(dp: u64, tp: u64, pp: u64, vpp: u64, gb: u64) -> Plan {
+    let mut p = Plan::new(dp, tp, pp, 1, gb, 2048);
+    p.vpp = vpp;
+    p.recompute = Recompute::Selective;
+    p.zero = 1;
+    p.sequence_parallel = tp > 1;
+    if vpp > 1 {
+        p.schedule = Schedule::Interleaved;
+    }
+    p
+}
+
+/// The closed form of `estimate_priced`, recomposed from the stage work: pipeline time of
+/// the per-micro-batch stage times (2 transfers per chunk), the exposed gradient
+/// reduction, the slowest optimizer step.
+fn closed_form(plan: &Plan, w: &[StageWork]) -> f64 {
+    let v = plan.vpp as f64;
+    let per_micro: Vec<f64> = w
+        .iter()
+        .map(|s| s.chunks.iter().map(|c| c.fwd_s() + c.bwd_s()).sum::<f64>() + 2.0 * s.p2p_s * v)
+        .collect();
+    let pipe = step::pipeline_time(plan.schedule, &per_micro, plan.n_micro(), plan.vpp);
+    let opt = w.iter().map(|s| s.optimizer_s).fold(0.0, f64::max);
+    pipe + dp_exposed_s(plan, w) + opt
+}
+
+/// The stage work recomposes the estimate exactly: same step time, same memory, for
+/// plain, interleaved, overlapped, ZeRO-3 and MoE plans.
+#[test]
+fn stage_work_recomposes_the_estimate() {
+    let c = load_cluster("a100-80g-x1024").unwrap();
+    let m = Machine {
+        cluster: &c,
+        profile: None,
+    };
+    let gpt = load_model("gpt3-175b").unwrap();
+    let mut overlapped = plan(8, 8, 16, 1, 1536);
+    overlapped.overlap_grad_reduce = true;
+    let mut z3 = plan(128, 8, 1, 1, 1024);
+    z3.zero = 3;
+    let mut interleaved_overlapped = plan(8, 8, 16, 3, 1536);
+    interleaved_overlapped.overlap_grad_reduce = true;
+    let mixtral = load_model("mixtral-8x7b").unwrap();
+    let mut moe = plan(32, 8, 4, 1, 1024);
+    moe.ep = 8;
+    // ZeRO-3 on experts too: they gather and reduce over their own group.
+    let mut moe_z3 = plan(256, 4, 1, 1, 1024);
+    moe_z3.ep = 8;
+    moe_z3.zero = 3;
+    // Uneven stages, recomputing fewer layers where fewer micro-batches are in flight.
+    let mut uneven = plan(32, 8, 4, 1, 1024);
+    uneven.stage_layers = Some(vec![23, 24, 24, 25]);
+    uneven.recompute = Recompute::Full;
+    uneven.recompute_layers = Some(vec![23, 12, 6, 0]);
+    let cases = [
+        (&gpt, plan(8, 8, 16, 1, 1536)),
+        (&gpt, plan(8, 8, 16, 3, 1536)),
+        (&gpt, overlapped),
+        (&gpt, interleaved_overlapped),
+        (&gpt, z3),
+        (&mixtral, moe),
+        (&mixtral, moe_z3),
+        (&gpt, uneven),
+    ];
+    for (model, p) in cases {
+        assert!(p.check(model, &c).is_empty(), "{}", p.short());
+        let pg = PricedGraphs::new(model, &p, &m);
+        let est = estimate_priced(model, &p, &m, &pg);
+        let w = stage_work(model, &p, &m, &pg);
+        let cf = closed_form(&p, &w);
+        assert!(
+            (cf - est.step_time_s).abs() <= 1e-9 * est.step_time_s,
+            "{}: {cf} vs {}",
+            p.short(),
+            est.step_time_s
+        );
+        for (s, e) in w.iter().zip(&est.stages) {
+            assert_eq!(s.memory, e.memory, "{}", p.short());
+        }
+        // Chunks partition the stage's layers.
+        let layers: u64 = w.iter().flat_map(|s| &s.chunks).map(|c| c.layers).sum();
+        assert_eq!(layers, model.layers);
+    }
+}
+
+/// ZeRO-2 keeps only its shard of the gradients, so it reduce-scatters them with every
+/// micro-batch and gathers the updated weights once per step; ZeRO-1 accumulates whole
+/// gradients and does both once per step; ZeRO-3 also gathers the weights with every
+/// forward and backward. gpt2-xl on 8 A100s under DeepSpeed: fp32 gradient reduction
+/// (4 bytes per parameter), 16-bit weights (2).
+#[test]
+fn zero2_reduces_gradients_every_micro_batch() {
+    let gpt = load_model("gpt2-xl").unwrap();
+    let c = load_cluster("a100x8").unwrap();
+    let m = Machine {
+        cluster: &c,
+        profile: None,
+    };
+    let work = |zero| {
+        let mut p = Plan::new(8, 1, 1, 2, 64, 1024);
+        p.zero = zero;
+        p.framework = Framework::DeepSpeed;
+        let pg = PricedGraphs::new(&gpt, &p, &m);
+        stage_work(&gpt, &p, &m, &pg).remove(0)
+    };
+    let dp = GroupShape { n: 8, per_node: 8 };
+    let params = gpt.params();
+    let rs = m.collective_s(Coll::ReduceScatter, dp, 4.0 * params).0;
+    let ag = m.collective_s(Coll::AllGather, dp, 2.0 * params).0;
+    let close = |a: f64, b: f64| assert!((a - b).abs() <= 1e-12 * b.max(1e-9), "{a} vs {b}");
+    let one = work(1);
+    close(one.dp_reduce_s, rs + ag);
+    assert_eq!(
+        (one.chunks[0].zero_reduce_s, one.chunks[0].zero_gather_s),
+        (0.0, 0.0)
+    );
+    let two = work(2);
+    close(two.dp_reduce_s, ag);
+    close(two.chunks[0].zero_reduce_s, rs);
+    assert_eq!(two.chunks[0].zero_gather_s, 0.0);
+    // The gather follows the optimizer step: nothing left to overlap, even when asked.
+    let mut p = Plan::new(8, 1, 1, 2, 64, 1024);
+    (p.zero, p.overlap_grad_reduce) = (2, true);
+    assert!(!reduction_overlaps(&p));
+    close(dp_exposed_s(&p, std::slice::from_ref(&two)), ag);
+    let three = work(3);
+    assert_eq!(three.dp_reduce_s, 0.0);
+    close(three.chunks[0].zero_reduce_s, rs);
+    close(three.chunks[0].zero_gather_s, ag);
+    // A plan that reduces in bf16 (Composer's `mixed_precision: PURE`) moves 2 bytes per
+    // gradient; llm-foundry's default (Composer's DEFAULT) reduces in fp32 like the rest.
+    let reduce = |framework, dtype| {
+        let mut p = Plan::new(8, 1, 1, 2, 64, 1024);
+        (p.zero, p.framework, p.grad_reduce_dtype) = (3, framework, dtype);
+        let pg = PricedGraphs::new(&gpt, &p, &m);
+        stage_work(&gpt, &p, &m, &pg)[0].chunks[0].zero_reduce_s
+    };
+    let rs16 = m.collective_s(Coll::ReduceScatter, dp, 2.0 * params).0;
+    close(reduce(Framework::LlmFoundry, None), rs);
+    close(reduce(Framework::LlmFoundry, Some(Dtype::Bf16)), rs16);
+}
+
+/// An overlapped collective slows the compute it hides behind: ZeRO-3's gathers for
+/// gpt2-xl on 8 A100s (mbs 8, s 1024) hide inside the forward, costing
+/// `overlap_interference` (0.16 on the A100 preset) of their time; the reduce-scatter with
+/// them in the backward likewise. With the interference at 0 they are free.
+#[test]
+fn hidden_zero3_collectives_cost_their_interference() {
+    let gpt = load_model("gpt2-xl").unwrap();
+    let mut c = load_cluster("a100x8").unwrap();
+    assert_eq!(c.gpu.efficiency.overlap_interference, 0.16);
+    let mut p = Plan::new(8, 1, 1, 8, 64, 1024);
+    p.zero = 3;
+    p.framework = Framework::Torchtitan;
+    let chunk = |c: &ClusterSpec| {
+        let m = Machine {
+            cluster: c,
+            profile: None,
+        };
+        let pg = PricedGraphs::new(&gpt, &p, &m);
+        stage_work(&gpt, &p, &m, &pg).remove(0).chunks.remove(0)
+    };
+    let w = chunk(&c);
+    assert!(
+        w.zero_gather_s < w.fwd.compute_s,
+        "the gather hides in the forward"
+    );
+    let bwd_comm = w.zero_gather_s + w.zero_reduce_s;
+    assert!(bwd_comm < w.bwd.compute_s);
+    let close = |a: f64, b: f64| assert!((a - b).abs() <= 1e-12 * b, "{a} vs {b}");
+    close(w.zero_fwd_exposed_s(), 0.16 * w.zero_gather_s);
+    close(w.zero_bwd_exposed_s(), 0.16 * bwd_comm);
+    close(w.fwd_s(), w.fwd.total() + 0.16 * w.zero_gather_s);
+    c.gpu.efficiency.overlap_interference = 0.0;
+    let free = chunk(&c);
+    assert_eq!(
+        (free.zero_fwd_exposed_s(), free.zero_bwd_exposed_s()),
+        (0.0, 0.0)
+    );
+}
+
+/// Interleaving deals layers round-robin: with p = 4, v = 2 and 96 layers (12 per
+/// chunk), stage 1 holds layers 12..24 and 60..72.
+#[test]
+fn interleaved_chunks_deal_layers_round_robin() {
+    let gpt = load_model("gpt3-175b").unwrap();
+    let p = plan(1, 1, 4, 2, 8);
+    let st = &crate::cost::stage_layouts(&gpt, &p)[1];
+    let ids = |c| {
+        chunk_layers(st, &p, c)
+            .iter()
+            .map(|l| l.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(0), (12..24).collect::<Vec<_>>());
+    assert_eq!(ids(1), (60..72).collect::<Vec<_>>());
+}
+
+/// Gradient accumulation outside the GEMM, per micro-batch: GPT-2 XL whole on one A100
+/// (1,557,611,200 parameters, HF `gpt2-xl`). DeepSpeed's BF16 optimizer moves 18 B/param:
+/// 28.037 GB at 2,039 GB/s × 0.88 = 15.625 ms + a 4 µs launch; Megatron without fusion
+/// 10 B/param: 8.683 ms; fused Megatron nothing (the GEMM epilogue adds into main_grad).
+#[test]
+fn gradient_accumulation_pass_is_priced_per_micro_batch_by_framework() {
+    let gpt = load_model("gpt2-xl").unwrap();
+    let c = load_cluster("a100x8").unwrap().with_gpus(1).unwrap();
+    let machine = Machine {
+        cluster: &c,
+        profile: None,
+    };
+    let bwd = |framework, fused| {
+        let mut p = Plan::new(1, 1, 1, 1, 4, 1024);
+        p.framework = framework;
+        p.grad_accumulation_fusion = fused;
+        let pg = PricedGraphs::new(&gpt, &p, &machine);
+        stage_work(&gpt, &p, &machine, &pg)[0].chunks[0]
+            .bwd
+            .compute_s
+    };
+    let fused = bwd(Framework::Megatron, true);
+    let deepspeed = bwd(Framework::DeepSpeed, true) - fused;
+    assert!((deepspeed - 15.629e-3).abs() < 0.01e-3, "{deepspeed}");
+    let unfused = bwd(Framework::Megatron, false) - fused;
+    assert!((unfused - 8.687e-3).abs() < 0.01e-3, "{unfused}");
+}
+
+/// Pipeline transfers per pass: GPT-3 175B at tp = 2, pp = 2 on four GPUs of one DGX A100
+/// (NVSwitch 300 GB/s × 0.77 = 231 GB/s, 3 µs per step), b·s = 2048 tokens. Each rank
+/// sends its TP half, 2048 · 12,288 · 2 / 2 = 25,165,824 bytes: 3 µs + 108.943 µs =
+/// 111.943 µs, once per pass under Megatron (receive and send batched). DeepSpeed receives
+/// and sends in separate blocking calls (2 × 111.943 µs) and gathers the halves over TP,
+/// an all-gather of 50,331,648 bytes on 2 ranks: 3 µs + ½ · 217.886 µs = 111.943 µs —
+/// 335.83 µs in all.
+#[test]
+fn deepspeed_pipeline_transfers_block_and_gather() {
+    let gpt = load_model("gpt3-175b").unwrap();
+    let c = load_cluster("a100x8").unwrap().with_gpus(4).unwrap();
+    let machine = Machine {
+        cluster: &c,
+        profile: None,
+    };
+    let p2p = |framework| {
+        let mut p = Plan::new(1, 2, 2, 1, 4, 2048);
+        p.framework = framework;
+        let pg = PricedGraphs::new(&gpt, &p, &machine);
+        stage_work(&gpt, &p, &machine, &pg)[0].p2p_s
+    };
+    let (megatron, deepspeed) = (p2p(Framework::Megatron), p2p(Framework::DeepSpeed));
+    assert!((megatron - 111.943e-6).abs() < 0.01e-6, "{megatron}");
+    assert!((deepspeed - 335.83e-6).abs() < 0.01e-6, "{deepspeed}");
+}
+
+/// The tied-embedding gradient all-reduce between the first and last stage runs over
+/// NVLink when one node holds both. GPT-2 XL (vocab 50,257, hidden 1,600; fp32 gradients
+/// under Megatron: 4 B) at tp = 1, pp = 2: 50,257 · 1,600 · 4 = 321.6 MB, an all-reduce
+/// of 2 ranks moving 2·(2−1)/2 = 1× the bytes. dp = 1 on one DGX A100 (NVSwitch 300 GB/s
+/// × 0.77 = 231 GB/s): 321.6e6 / 231e9 = 1.392 ms + 2 steps × 3 µs = 1.398 ms. dp = 8
+/// puts the stages on two nodes: one 200 Gb/s HDR NIC × 0.96 = 24 GB/s, 13.40 ms +
+/// 2·log2(2)·5 µs = 13.41 ms.
+#[test]
+fn tied_embedding_reduction_stays_on_the_node_when_both_stages_do() {
+    let tied = load_model("gpt2-xl").unwrap();
+    assert!(tied.tied_embeddings);
+    let mut untied = tied.clone();
+    untied.tied_embeddings = false;
+    // Stage 0 holds the same parameters either way (the untied LM head sits on the last
+    // stage), so the difference of its reductions is the tied pair's all-reduce.
+    let pair_s = |c: &ClusterSpec, dp: u64| {
+        let machine = Machine {
+            cluster: c,
+            profile: None,
+        };
+        let p = Plan::new(dp, 1, 2, 1, 16 * dp, 1024);
+        let first = |m: &ModelSpec| {
+            let pg = PricedGraphs::new(m, &p, &machine);
+            stage_work(m, &p, &machine, &pg)[0].dp_reduce_s
+        };
+        first(&tied) - first(&untied)
+    };
+    let one_node = pair_s(&load_cluster("a100x8").unwrap(), 1);
+    assert!((one_node - 1.398e-3).abs() < 0.005e-3, "{one_node}");
+    let c = load_cluster("a100-80g-x1024")
+        .unwrap()
+        .with_gpus(16)
+        .unwrap();
+    let two_nodes = pair_s(&c, 8);
+    assert!((two_nodes - 13.41e-3).abs() < 0.05e-3, "{two_nodes}");
+}
