@@ -33,3 +33,14 @@ pub fn write_in(dir: &std::path::Path, name: &str, text: &str) -> String {
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
 }
+
+/// Two "GPUs" in one node: the verify tests' layout; the cpu backend runs them as 2
+/// thread-devices.
+pub const TWO: &str = "name: two\ngpu: a100-sxm4-80gb\nnodes: 1\ngpus_per_node: 2\n\
+                       intra_node: {bw_gbytes_s: 10}\n";
+
+/// The JSON document a successful run printed.
+pub fn json(o: &Output) -> serde_json::Value {
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}

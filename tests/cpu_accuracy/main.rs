@@ -5,7 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::{fresh_dir, planner, stderr, stdout, write_in as write};
+use common::{TWO, fresh_dir, json, planner, stderr, write_in as write};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -16,15 +16,6 @@ fn tmp(name: &str) -> PathBuf {
 /// The issue's small GPT: 4 layers, hidden 512, seq 256 (8 heads, 8192-token vocabulary).
 const SMALL: &str =
     "name: small-gpt\narch: gpt\nlayers: 4\nhidden: 512\nheads: 8\nvocab: 8192\nseq_len: 256\n";
-
-/// Two "GPUs" in one node: the plans' layout; the cpu backend runs them as 2 thread-devices.
-const TWO: &str = "name: two\ngpu: a100-sxm4-80gb\nnodes: 1\ngpus_per_node: 2\n\
-                   intra_node: {bw_gbytes_s: 10}\n";
-
-fn json(o: &std::process::Output) -> Value {
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
-}
 
 /// One plan verified.
 struct Row {

@@ -4,6 +4,7 @@
 //! runs in a test binary of its own: tests/cpu_accuracy.
 
 use crate::cli::{planner, stderr, stdout};
+use crate::common::{TWO, json};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -17,21 +18,12 @@ use super::cli::write_in as write;
 const TINY: &str =
     "name: tiny\narch: gpt\nlayers: 2\nhidden: 64\nheads: 2\nvocab: 256\nseq_len: 64\n";
 
-/// Two "GPUs" in one node: the plans' layout; the cpu backend runs them as 2 thread-devices.
-const TWO: &str = "name: two\ngpu: a100-sxm4-80gb\nnodes: 1\ngpus_per_node: 2\n\
-                   intra_node: {bw_gbytes_s: 10}\n";
-
 /// A hand-written cpu profile (GEMMs at 10 GFLOP/s, 10 GB/s copies), for the tests that only
 /// check plumbing.
 const FAKE_CPU_PROFILE: &str = r#"{"name": "fake-cpu", "meta": {"device": "cpu", "backend": "cpu"},
   "gemm": [{"dtype": "bf16", "m": 64, "n": 64, "k": 64, "seconds": 5.24288e-5}],
   "hbm_gbytes_s": 10.0, "copies": [{"bytes": 1048576, "seconds": 0.0002097152}],
   "collectives": []}"#;
-
-fn json(o: &std::process::Output) -> Value {
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
-}
 
 #[test]
 fn issue_7_cuda_backend_without_gpu_exits_2() {
