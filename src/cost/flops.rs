@@ -1,6 +1,6 @@
 //! Model FLOPs (for MFU) and hardware FLOPs (for HFU), the conventions published runs use.
 
-use crate::spec::{ModelSpec, Recompute};
+use crate::spec::{Framework, ModelSpec, Recompute};
 
 /// Forward FLOPs of one sequence of `s` tokens through the whole model, counting the full s×s
 /// attention (no causal halving), as Megatron-LM's `num_floating_point_operations` and the
@@ -29,10 +29,35 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
         + bert_head
 }
 
-/// Forward FLOPs of one sequence's attention core (scores and context), 4s²h per layer: the
-/// part selective recomputation re-runs.
-pub fn attention_core_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
-    4.0 * (s * s) as f64 * model.hidden as f64 * model.layers as f64
+/// Forward FLOPs of one sequence that selective recomputation re-runs, by the framework's
+/// policy: Megatron-LM's attention core, 4s²h per layer (Korthikanti et al. 2022 §5), or
+/// torchtitan's op-level policy (`graph::layer` `op_level_selective`), which re-runs every
+/// second matmul of a block — of wq, wk, wv, wo, [router], w1, w3, w2 that is wk, wo and w3
+/// of a dense Llama block — and, in an MoE block, its grouped expert GEMMs (not `aten.mm`);
+/// never SDPA.
+pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Framework) -> f64 {
+    let (s, h) = (s as f64, model.hidden as f64);
+    if !fw.op_level_selective() {
+        return 4.0 * s * s * h * model.layers as f64;
+    }
+    let kv = model.kv_hidden() as f64;
+    let f = model.ffn_hidden as f64;
+    let gated = model.arch.gated_mlp();
+    let every_second = |mms: &[f64]| -> f64 { mms.iter().skip(1).step_by(2).sum::<f64>() * s };
+    let attn = [2.0 * h * h, 2.0 * h * kv, 2.0 * h * kv, 2.0 * h * h];
+    let dense_mlp: Vec<f64> = if gated {
+        vec![2.0 * h * f, 2.0 * h * f, 2.0 * f * h]
+    } else {
+        vec![2.0 * h * f, 2.0 * f * h]
+    };
+    let dense = every_second(&[&attn[..], &dense_mlp].concat());
+    let moe = model.moe.as_ref().map_or(0.0, |m| {
+        let mats = if gated { 3.0 } else { 2.0 };
+        let experts = m.top_k as f64 * 2.0 * h * m.expert_ffn_hidden as f64 * mats * s;
+        every_second(&[&attn[..], &[2.0 * h * m.experts as f64]].concat()) + experts
+    });
+    let n_moe = model.moe_layers() as f64;
+    (model.layers as f64 - n_moe) * dense + n_moe * moe
 }
 
 /// Model FLOPs of one training step: 3 × forward (backward is twice the forward).
@@ -42,19 +67,23 @@ pub fn model_flops_per_step(model: &ModelSpec, s: u64, global_batch: u64) -> f64
 
 /// Hardware FLOPs of one step: model FLOPs plus the recomputed forward work — one more forward
 /// of the recomputed layers under full recomputation (Narayanan et al. SC'21 eq. 3 counts it),
-/// the attention core under selective recomputation (Korthikanti et al. 2022 §5).
-/// `fraction` is the share of layers that recompute.
+/// what selective recomputation re-runs under the framework's policy
+/// ([`selective_recompute_flops_per_sequence`]: the attention core in Megatron-LM, Korthikanti
+/// et al. 2022 §5). `fraction` is the share of layers that recompute.
 pub fn hardware_flops_per_step(
     model: &ModelSpec,
     s: u64,
     global_batch: u64,
     rc: Recompute,
+    fw: Framework,
     fraction: f64,
 ) -> f64 {
     let fwd = global_batch as f64 * forward_flops_per_sequence(model, s);
     let extra = match rc {
         Recompute::None => 0.0,
-        Recompute::Selective => global_batch as f64 * attention_core_flops_per_sequence(model, s),
+        Recompute::Selective => {
+            global_batch as f64 * selective_recompute_flops_per_sequence(model, s, fw)
+        }
         Recompute::Full => {
             fwd - global_batch as f64 * 2.0 * (s * model.hidden * model.vocab) as f64
         }
@@ -66,6 +95,42 @@ pub fn hardware_flops_per_step(
 mod tests {
     use super::*;
 
+    /// The recomputation FLOPs the convention counts are those the graph re-runs: Megatron-LM
+    /// the attention core, 4s²h per layer; torchtitan's op-level policy the matmuls wk, wo and
+    /// w3 of each Llama block, summed from one block's `selective_fwd` kernels (tp 1, one
+    /// sequence) over the layers.
+    #[test]
+    fn selective_recompute_flops_follow_the_graph() {
+        use crate::graph::{Kernel, Shard, transformer_layer};
+        use crate::spec::{AttentionImpl, TpOverlap};
+        let m = crate::spec::load_model("llama2-70b").unwrap();
+        let (s, h) = (4096.0, 8192.0);
+        let mg = selective_recompute_flops_per_sequence(&m, 4096, Framework::Megatron);
+        assert_eq!(mg, 4.0 * s * s * h * 80.0);
+        let sh = Shard {
+            b: 1,
+            s: 4096,
+            tp: 1,
+            sp: false,
+            cp: 1,
+            ep: 1,
+            attention: AttentionImpl::Flash,
+            dtype: crate::units::Dtype::Bf16,
+            tp_overlap: TpOverlap::Backward,
+            framework: Framework::Torchtitan,
+        };
+        let g = transformer_layer(&m, &sh, false);
+        let per_layer: f64 = g
+            .ops()
+            .iter()
+            .flat_map(|o| &o.selective_fwd)
+            .map(Kernel::flops)
+            .sum();
+        let tt = selective_recompute_flops_per_sequence(&m, 4096, Framework::Torchtitan);
+        assert_eq!(tt, 80.0 * per_layer);
+        assert_eq!(tt, 80.0 * 2.0 * s * (h * 1024.0 + h * h + h * 28672.0));
+    }
+
     /// Narayanan et al. SC'21: model FLOPs 72·B·s·l·h²·(1 + s/6h + V/12lh) and, with the
     /// recompute forward, eq. (3) 96·B·s·l·h²·(1 + s/6h + V/16lh).
     #[test]
@@ -76,7 +141,7 @@ mod tests {
         let eq3 = 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h));
         let ours = model_flops_per_step(&m, 2048, 512);
         assert!((ours / model - 1.0).abs() < 1e-12, "{ours} vs {model}");
-        let hw = hardware_flops_per_step(&m, 2048, 512, Recompute::Full, 1.0);
+        let hw = hardware_flops_per_step(&m, 2048, 512, Recompute::Full, Framework::Megatron, 1.0);
         assert!((hw / eq3 - 1.0).abs() < 1e-12, "{hw} vs {eq3}");
         // The paper's Table 1 row: 137 TFLOP/s on 32 GPUs ⇒ 3.53 s per iteration.
         assert!((eq3 / (32.0 * 137e12) - 3.528).abs() < 0.001);

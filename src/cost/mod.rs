@@ -401,6 +401,7 @@ fn assemble(
         plan.seq_len,
         plan.global_batch,
         plan.recompute,
+        plan.framework,
         recomputed_fraction,
     );
     let peak_flops = cluster.gpu.peak_flops(plan.dtype);

@@ -125,7 +125,7 @@ pub struct GraphCost {
     pub fwd: PassCost,
     /// Backward pass.
     pub bwd: PassCost,
-    /// Forward of the attention core only (what selective recomputation repeats).
+    /// What selective recomputation repeats (the framework's policy, `Op::selective_fwd`).
     pub selective_fwd: PassCost,
     /// Sources of the forward and backward seconds of one micro-batch.
     pub provenance: Provenance,
@@ -162,8 +162,7 @@ fn price_pass(
         let kernels = match pass {
             Pass::Fwd => &op.fwd,
             Pass::Bwd => &op.bwd,
-            Pass::SelectiveFwd if op.selective => &op.fwd,
-            Pass::SelectiveFwd => continue,
+            Pass::SelectiveFwd => &op.selective_fwd,
         };
         let (mut compute, mut overlapped) = (0.0, [0.0f64; 2]);
         for k in kernels {
@@ -196,15 +195,22 @@ fn price_pass(
     out
 }
 
-/// Forward and backward time of one operator for one micro-batch on `place`: the pricing
-/// of whole graphs (overlapped collectives hidden behind the operator's own compute) applied
-/// to that operator alone, as the search's sharding ILP needs.
-pub fn op_cost(op: &Op, m: &Machine, dtype: Dtype, place: &Placement) -> (PassCost, PassCost) {
+/// Forward, backward and selective-recomputation time of one operator for one micro-batch
+/// on `place`: the pricing of whole graphs (overlapped collectives hidden behind the
+/// operator's own compute) applied to that operator alone, as the search's sharding ILP
+/// needs.
+pub fn op_cost(
+    op: &Op,
+    m: &Machine,
+    dtype: Dtype,
+    place: &Placement,
+) -> (PassCost, PassCost, PassCost) {
     let ops = [op];
     let mut prov = Provenance::default();
     (
         price_pass(&ops, m, dtype, place, Pass::Fwd, &mut prov),
         price_pass(&ops, m, dtype, place, Pass::Bwd, &mut prov),
+        price_pass(&ops, m, dtype, place, Pass::SelectiveFwd, &mut prov),
     )
 }
 
@@ -288,7 +294,7 @@ pub fn op_times(
         .into_iter()
         .flat_map(|(name, graph)| {
             let ops = graph.ops().into_iter().map(move |op| {
-                let (f, b) = op_cost(op, m, plan.dtype, &place);
+                let (f, b, _) = op_cost(op, m, plan.dtype, &place);
                 (name, op.name, f.total(), b.total())
             });
             // The framework's gradient-accumulation pass over the graph's weights, once per

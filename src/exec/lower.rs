@@ -379,14 +379,12 @@ impl Ctx<'_> {
         for (g, rc) in self.chunk_graphs(st, c).into_iter().rev() {
             let ops = g.ops();
             for op in &ops {
-                let again = match rc {
-                    Some(Recompute::Full) => true,
-                    Some(Recompute::Selective) => op.selective,
-                    _ => false,
+                let again: &[Kernel] = match rc {
+                    Some(Recompute::Full) => &op.fwd,
+                    Some(Recompute::Selective) => &op.selective_fwd,
+                    _ => &[],
                 };
-                if again {
-                    out.extend(op.fwd.iter().filter_map(|k| self.kernel(rank, op, k, true)));
-                }
+                out.extend(again.iter().filter_map(|k| self.kernel(rank, op, k, true)));
             }
             for op in ops.iter().rev() {
                 out.extend(

@@ -93,14 +93,34 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
             }
             // Saves Q, K, V and the fp32 log-sum-exp per query row (Dao 2023, Algorithm 1).
             let lse = (bh * s_q) as f64 * 4.0;
+            let mut saved = q + 2.0 * kv + lse;
+            if !sh.framework.fused_kernels() {
+                // torchtitan's eager attention (`Attention.forward`): `repeat_kv` copies K and
+                // V up to every query head when heads are grouped, so SDPA saves them at Q's
+                // size; SDPA also keeps its output, which `transpose(1, 2).contiguous()` copies
+                // for `wo` (whose input the projection counts). Forward moves the copies,
+                // backward sums the repeated gradients and copies the output gradient back.
+                let mem = |bytes| Kernel::Memory {
+                    bytes,
+                    class: super::MemClass::Elementwise,
+                };
+                if kv < q {
+                    let repeat = 2.0 * (kv + q);
+                    fwd.insert(fwd.len() - 1, mem(repeat));
+                    bwd.push(mem(repeat));
+                }
+                fwd.push(mem(2.0 * q));
+                bwd.insert(0, mem(2.0 * q));
+                saved = 4.0 * q + lse;
+            }
             vec![Op {
                 name: "attention",
+                selective_fwd: fwd.clone(),
                 fwd,
                 bwd,
                 params: 0.0,
-                saved_bytes: q + 2.0 * kv + lse,
-                saved_selective_bytes: q + 2.0 * kv,
-                selective: true,
+                saved_bytes: saved,
+                saved_selective_bytes: saved - lse,
                 fp8: false,
             }]
         }
@@ -109,6 +129,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
             let bgemm = |name, m, n, k, saved, kept| Op {
                 name,
                 fwd: vec![Kernel::Gemm { batch: bh, m, n, k }],
+                selective_fwd: vec![Kernel::Gemm { batch: bh, m, n, k }],
                 bwd: vec![
                     Kernel::Gemm {
                         batch: bh,
@@ -126,12 +147,11 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
                 params: 0.0,
                 saved_bytes: saved,
                 saved_selective_bytes: kept,
-                selective: true,
                 fp8: false,
             };
             let selective = |mut op: Op| {
                 op.saved_selective_bytes = 0.0;
-                op.selective = true;
+                op.selective_fwd = op.fwd.clone();
                 op
             };
             let drop = model.dropout > 0.0;
@@ -268,7 +288,7 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         params,
         saved_bytes: saved,
         saved_selective_bytes: saved,
-        selective: false,
+        selective_fwd: Vec::new(),
         fp8: true,
     };
     let r = routed as f64;
@@ -357,7 +377,84 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
     let mut edges: Vec<(usize, usize)> = (1..ops.len()).map(|i| (i - 1, i)).collect();
     edges.push((0, attn_end));
     edges.push((mlp_start, mlp_end));
+    if sh.framework.op_level_selective() {
+        op_level_selective(&mut ops, model, sh);
+    }
     OpGraph::new(ops, &edges)
+}
+
+/// The matmuls (`aten.mm` calls) operator `name` makes in a torchtitan block, in call order,
+/// as output widths: `wq`, `wk`, `wv` in the QKV operator; `w1`, `w3` for a gated MLP's fc1
+/// (`w2(silu(w1(x)) * w3(x))` evaluates `w1` first); one for the others. Row-parallel outputs
+/// are full width before their reduction. Expert GEMMs are grouped (not `aten.mm`) and the
+/// attention core is SDPA: none.
+fn matmul_widths(name: &str, model: &ModelSpec, sh: &Shard) -> Vec<u64> {
+    let (h, t) = (model.hidden, sh.tp);
+    let kv = model.kv_hidden() / t;
+    match name {
+        "qkv" => vec![h / t, kv, kv],
+        "fc1" if model.arch.gated_mlp() => vec![model.ffn_hidden / t; 2],
+        "fc1" => vec![model.ffn_hidden / t],
+        "proj" | "fc2" => vec![h],
+        "router" => vec![model.moe.as_ref().map_or(0, |m| m.experts)],
+        _ => Vec::new(),
+    }
+}
+
+/// torchtitan's op-level selective activation checkpointing (`selective_ac_option = "op"`,
+/// pytorch/torchtitan `parallelize_llama.py` `_apply_ac_to_transformer_block`): each block
+/// runs under `torch.utils.checkpoint` with a policy that saves the outputs of `aten.mm`,
+/// SDPA and `reduce_scatter_tensor`, "except every second mm", and re-runs everything else in
+/// backward. The block's matmuls count 1, 2, 3… in call order ([`matmul_widths`]): a Llama
+/// block keeps `wq`, `wv`, `w1` and `w2` and re-runs `wk`, `wo` and `w3`, its norms, rotary
+/// embedding, KV repeat and SwiGLU. The checkpoint itself keeps the block input.
+///
+/// Sets every operator's `saved_selective_bytes` (what the policy keeps of it) and
+/// `selective_fwd` (the kernels it re-runs: its forward with the kept matmuls, SDPA and
+/// reduce-scatters left out).
+fn op_level_selective(ops: &mut [Op], model: &ModelSpec, sh: &Shard) {
+    let e = sh.dtype.bytes();
+    let tokens = sh.tokens();
+    let mut count = 0;
+    for (i, op) in ops.iter_mut().enumerate() {
+        let widths = matmul_widths(op.name, model, sh);
+        let mut saved = if i == 0 {
+            (sh.tokens_sp() * model.hidden) as f64 * e
+        } else {
+            0.0
+        };
+        let mut rerun = Vec::new();
+        for k in &op.fwd {
+            match *k {
+                Kernel::Gemm { batch: 1, m, k, .. } if !widths.is_empty() => {
+                    for &n in &widths {
+                        count += 1;
+                        if count % 2 == 1 {
+                            saved += (tokens * n) as f64 * e;
+                        } else {
+                            rerun.push(Kernel::Gemm { batch: 1, m, n, k });
+                        }
+                    }
+                }
+                Kernel::Attention { .. } => {
+                    // SDPA keeps its output and log-sum-exp.
+                    saved += (sh.tokens() * model.hidden / sh.tp) as f64 * e
+                        + (sh.b * (model.heads / sh.tp) * (sh.s / sh.cp)) as f64 * 4.0;
+                }
+                Kernel::Comm {
+                    coll: Coll::ReduceScatter,
+                    ..
+                } => saved += (sh.tokens_sp() * model.hidden) as f64 * e,
+                // A context-parallel ring runs inside the SDPA call it feeds.
+                Kernel::Comm {
+                    group: Group::Cp, ..
+                } => {}
+                _ => rerun.push(k.clone()),
+            }
+        }
+        op.saved_selective_bytes = saved;
+        op.selective_fwd = rerun;
+    }
 }
 
 #[cfg(test)]
@@ -452,6 +549,68 @@ mod tests {
         assert_eq!(a.bwd_flops(), 2.5 * a.fwd_flops());
         // No s² term: Q, K, V (6sbh) + log-sum-exp (4·a·s).
         assert_eq!(a.saved_bytes, 6.0 * s * h + 4.0 * 96.0 * s);
+    }
+
+    /// torchtitan's op-level selective checkpointing on a Llama 2 70B block (h 8192, KV 1024,
+    /// f 28672, 64 heads), b·s = 4096 tokens, tp = 1. Kept per token, in 16-bit: the block
+    /// input h, the outputs of wq (h), wv (KV), SDPA (h, plus its fp32 log-sum-exp per head),
+    /// w1 (f) and w2 (h) = 2·(4h + KV + f) bytes. Re-run: the matmuls wk (2h·KV FLOPs per
+    /// token), wo (2h²) and w3 (2hf); never SDPA.
+    #[test]
+    fn torchtitan_op_level_selective_keeps_every_other_matmul() {
+        let m = crate::spec::load_model("llama2-70b").unwrap();
+        let sh = Shard {
+            b: 1,
+            s: 4096,
+            dtype: Dtype::Bf16,
+            framework: crate::spec::Framework::Torchtitan,
+            ..shard(1, false, AttentionImpl::Flash)
+        };
+        let g = transformer_layer(&m, &sh, false);
+        let (t, h, kv, f) = (4096.0, 8192.0, 1024.0, 28672.0);
+        let lse = 4.0 * 64.0 * t;
+        assert_eq!(
+            g.saved_selective_bytes(),
+            2.0 * t * (4.0 * h + kv + f) + lse
+        );
+        let rerun: f64 = g
+            .ops()
+            .iter()
+            .flat_map(|o| &o.selective_fwd)
+            .map(Kernel::flops)
+            .sum();
+        assert_eq!(rerun, 2.0 * t * (h * kv + h * h + h * f));
+        assert!(
+            g.op("attention")
+                .unwrap()
+                .selective_fwd
+                .iter()
+                .all(|k| !matches!(k, Kernel::Attention { .. }))
+        );
+        // Without checkpointing, eager attention keeps Q, the K and V that `repeat_kv` widened
+        // to Q's size, and SDPA's own output (4·2h per token) besides the log-sum-exp; the
+        // repeat moves 2·(KV + h) per token each way and the output copy 2h.
+        let a = g.op("attention").unwrap();
+        assert_eq!(a.saved_bytes, 4.0 * 2.0 * t * h + lse);
+        let copies = 2.0 * (2.0 * t * kv + 2.0 * t * h) + 2.0 * 2.0 * t * h;
+        assert_eq!(Kernel::memory_bytes(&a.fwd), copies);
+        assert_eq!(Kernel::memory_bytes(&a.bwd), copies);
+        // Megatron-LM's selective recomputation re-runs the attention core alone.
+        let mg = transformer_layer(
+            &m,
+            &Shard {
+                framework: crate::spec::Framework::Megatron,
+                ..sh
+            },
+            false,
+        );
+        let names: Vec<_> = mg
+            .ops()
+            .iter()
+            .filter(|o| !o.selective_fwd.is_empty())
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(names, ["attention"]);
     }
 
     #[test]

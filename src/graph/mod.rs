@@ -182,10 +182,12 @@ pub struct Op {
     pub params: f64,
     /// Activation bytes saved for the backward pass without recomputation.
     pub saved_bytes: f64,
-    /// Of those, bytes still saved under selective recomputation.
+    /// Of those, bytes still saved under selective recomputation (the framework's policy).
     pub saved_selective_bytes: f64,
-    /// Re-run in backward under selective recomputation (the attention core).
-    pub selective: bool,
+    /// Kernels re-run in backward under selective recomputation: all forward kernels of
+    /// Megatron-LM's attention core, or what torchtitan's op-level policy does not save
+    /// (see `layer::op_level_selective`); empty for an operator it keeps.
+    pub selective_fwd: Vec<Kernel>,
     /// Its GEMMs run in FP8 when the plan trains in FP8: Transformer Engine's linear modules
     /// (QKV, projection, fc1/fc2, grouped experts) under `fp8_autocast`. The LM head
     /// (Megatron-Core `GPTModel.output_layer` is `tensor_parallel.ColumnParallelLinear`, not a
@@ -232,7 +234,7 @@ impl Op {
             params: 0.0,
             saved_bytes: saved,
             saved_selective_bytes: saved,
-            selective: false,
+            selective_fwd: Vec::new(),
             fp8: false,
         }
     }
@@ -260,7 +262,7 @@ impl Op {
             params,
             saved_bytes: saved,
             saved_selective_bytes: saved,
-            selective: false,
+            selective_fwd: Vec::new(),
             fp8: true,
         }
     }
@@ -274,7 +276,7 @@ impl Op {
             params: 0.0,
             saved_bytes: 0.0,
             saved_selective_bytes: 0.0,
-            selective: false,
+            selective_fwd: Vec::new(),
             fp8: false,
         }
     }

@@ -111,6 +111,13 @@ impl Framework {
         self != Framework::Torchtitan
     }
 
+    /// Whether selective recomputation is torchtitan's op-level policy (keep the outputs of
+    /// matmuls, SDPA and reduce-scatters except every second matmul; re-run the rest) rather
+    /// than Megatron-LM's attention-core recomputation (Korthikanti et al. 2022 §5).
+    pub fn op_level_selective(self) -> bool {
+        self == Framework::Torchtitan
+    }
+
     /// Whether the loss is a fused kernel on 16-bit logits (flash-attn's cross-entropy) rather
     /// than a softmax over an fp32 copy of the logits.
     pub fn fused_loss(self) -> bool {

@@ -229,6 +229,8 @@ mod tests {
             .collect();
         assert_eq!(sc21.len(), 10);
         assert_eq!(sc21[0].measured.tflops_per_gpu, Some(137.0));
-        assert_eq!(runs.iter().filter(|r| r.measured.oom()).count(), 3);
+        // BLOOM's sweep (3) and torchtitan's Llama 2 70B at local batch 2 with op-level
+        // selective checkpointing.
+        assert_eq!(runs.iter().filter(|r| r.measured.oom()).count(), 4);
     }
 }

@@ -329,10 +329,12 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         _ => 0,
     };
     let recompute_layers = match p.recompute.as_deref() {
-        // torchtitan: "selective N" checkpoints every N-th block fully (N = 2 in its configs);
-        // "selective op" saves every other matmul output and recomputes the rest, which
-        // recomputes about half the forward work as well (torchtitan parallelize_llama.py).
-        Some(r) if r.starts_with("selective") && fw == Stack::Fsdp => Some(vec![m.layers / 2]),
+        // torchtitan: "selective layer" checkpoints every N-th block fully (N = 2 in its
+        // configs); "selective op" is its op-level policy, which the planner's selective
+        // recomputation prices for the torchtitan framework (`Framework::op_level_selective`).
+        Some(r) if r.starts_with("selective layer") && fw == Stack::Fsdp => {
+            Some(vec![m.layers / 2])
+        }
         _ => None,
     };
     let recompute = if recompute_layers.is_some() {

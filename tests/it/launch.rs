@@ -725,6 +725,30 @@ fn torchtitan_and_deepspeed_carry_the_plan() {
         .concat(),
     );
     assert!(stderr(&o).contains("`sequence_parallel`"), "{}", stderr(&o));
+    // Selective recomputation exports as torchtitan's op-level policy: as priced when the plan
+    // was priced for torchtitan, with a warning when it was priced as Megatron-LM's
+    // attention-core recomputation.
+    let selective = |framework: &str| {
+        planner(
+            &[
+                &["export"][..],
+                &target,
+                &["--recompute", "selective", "--framework", framework],
+                &["--format", "torchtitan"],
+            ]
+            .concat(),
+        )
+    };
+    let o = selective("torchtitan");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("selective_ac_option = \"op\""));
+    assert!(!stderr(&o).contains("op-level"), "{}", stderr(&o));
+    let o = selective("megatron");
+    assert!(
+        stderr(&o).contains("than the megatron attention-core recomputation priced"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -196,11 +196,11 @@ fn micro_s(cx: &Ctx, op: &Op, v: Variant) -> f64 {
             per_node: n.min(cx.m.cluster.gpus_per_node),
         };
     }
-    let (f, b) = op_cost(op, cx.m, plan.dtype, &place);
+    let (f, b, sel) = op_cost(op, cx.m, plan.dtype, &place);
     let rc = match plan.recompute {
         Recompute::Full => f.total(),
-        Recompute::Selective if op.selective => f.total(),
-        _ => 0.0,
+        Recompute::Selective => sel.total(),
+        Recompute::None => 0.0,
     };
     let kv = (cx.base.tokens() * cx.model.kv_hidden()) as f64 * plan.dtype.bytes();
     let has_ring = op.fwd.iter().any(|k| {

@@ -38,8 +38,14 @@ pub fn to_torchtitan(model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError
             }
             None => "mode = \"full\"\n".to_string(),
         },
+        // The torchtitan framework prices selective recomputation as this op-level policy
+        // (`Framework::op_level_selective`); a plan priced for another framework kept
+        // different tensors.
+        Recompute::Selective if plan.framework.op_level_selective() => {
+            "mode = \"selective\"\nselective_ac_option = \"op\"\n".to_string()
+        }
         Recompute::Selective => {
-            c.warn("recompute selective → torchtitan's op-level selective checkpointing, which keeps a different set of tensors than the attention-core recomputation priced (memory may differ)");
+            c.warn(format!("recompute selective → torchtitan's op-level selective checkpointing, which keeps a different set of tensors than the {} attention-core recomputation priced (memory may differ; price with --framework torchtitan)", plan.framework.name()));
             "mode = \"selective\"\nselective_ac_option = \"op\"\n".to_string()
         }
     };
