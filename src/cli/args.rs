@@ -484,6 +484,10 @@ pub struct SearchArgs {
     #[arg(long = "memory-headroom", value_name = "PERCENT",
           default_value_t = 100.0 * crate::search::MEMORY_HEADROOM)]
     pub memory_headroom: f64,
+    /// Framework the plans are priced for (kernels, checkpointing policy, optimizer-state
+    /// layout, the ZeRO stages it runs); default: the one `--export` writes for, else megatron.
+    #[arg(long, value_enum)]
+    pub framework: Option<FrameworkArg>,
 }
 
 impl SearchArgs {
@@ -523,6 +527,9 @@ impl SearchArgs {
             return Err(CliError::BadInput(bad.join("\n")));
         }
         let mut space = Space::new(gb, seq);
+        if let Some(f) = self.framework {
+            space = space.for_framework(f.into());
+        }
         space.dtype = self.dtype.into();
         space.memory_headroom = self.memory_headroom / 100.0;
         Ok(space)

@@ -33,7 +33,8 @@ pub enum MegatronVersionArg {
 }
 
 impl LaunchFormatArg {
-    fn name(self) -> &'static str {
+    /// Name as written on the command line.
+    pub fn name(self) -> &'static str {
         match self {
             LaunchFormatArg::Megatron => "megatron",
             LaunchFormatArg::Torchtitan => "torchtitan",
@@ -41,7 +42,8 @@ impl LaunchFormatArg {
         }
     }
 
-    fn with(self, v: MegatronVersionArg) -> LaunchFormat {
+    /// The format with Megatron-LM's spellings chosen.
+    pub fn with(self, v: MegatronVersionArg) -> LaunchFormat {
         match self {
             LaunchFormatArg::Megatron => LaunchFormat::Megatron(match v {
                 MegatronVersionArg::Core => MegatronVersion::Core,

@@ -90,6 +90,14 @@ impl Space {
         }
     }
 
+    /// The space priced for `framework`, over the ZeRO stages it runs
+    /// ([`Framework::zero_stages`]).
+    pub fn for_framework(mut self, framework: Framework) -> Space {
+        self.framework = framework;
+        self.zero = framework.zero_stages().to_vec();
+        self
+    }
+
     /// The cluster as the search sees it: device memory less the headroom.
     pub fn planning_cluster(&self, cluster: &ClusterSpec) -> ClusterSpec {
         let mut c = cluster.clone();

@@ -111,6 +111,18 @@ impl Framework {
         self != Framework::Torchtitan
     }
 
+    /// The ZeRO stages the framework runs: torchtitan's FSDP2 shards parameters with their
+    /// optimizer state (`fully_shard`, ZeRO-3), keeps them gathered after the forward
+    /// (`reshard_after_forward=False`, ZeRO-2) or replicates (DDP); Composer's FSDP likewise
+    /// (`FULL_SHARD`, `SHARD_GRAD_OP`, `NO_SHARD`). Neither shards optimizer state alone
+    /// (ZeRO-1). Megatron-LM (distributed optimizer, FSDP) and DeepSpeed (ZeRO 1–3): all.
+    pub fn zero_stages(self) -> &'static [u8] {
+        match self {
+            Framework::Torchtitan | Framework::LlmFoundry => &[0, 2, 3],
+            Framework::Megatron | Framework::DeepSpeed => &[0, 1, 2, 3],
+        }
+    }
+
     /// Whether selective recomputation is torchtitan's op-level policy (keep the outputs of
     /// matmuls, SDPA and reduce-scatters except every second matmul; re-run the rest) rather
     /// than Megatron-LM's attention-core recomputation (Korthikanti et al. 2022 §5).

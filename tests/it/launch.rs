@@ -608,6 +608,109 @@ fn suggest_exports_its_top_plan() {
     assert_eq!(from_megatron(&args, &m, 8).unwrap().plan, top, "{args}");
 }
 
+/// `suggest --export torchtitan` prices the plans as torchtitan runs them (eager kernels,
+/// op-level checkpointing, FSDP's state layout) among those its configuration expresses. On
+/// Llama 3 8B over 8 H100s the Megatron-priced best, exportable, was dp=8 zero3 at mbs 1 with
+/// no recomputation: 53.5 s and 65.2 GiB as Megatron runs it, but 74.4 s and 84.5 GiB — out
+/// of memory — as torchtitan does.
+#[test]
+fn suggest_export_prices_plans_for_the_framework_that_runs_them() {
+    let target = ["--model", "llama3-8b", "--cluster", "h100x8"];
+    let toml = run_ok(&[&["suggest"][..], &target, &["--export", "torchtitan"]].concat());
+    let json = run_ok(
+        &[
+            &["suggest"][..],
+            &target,
+            &[
+                "--framework",
+                "torchtitan",
+                "--format",
+                "json",
+                "--top",
+                "1",
+            ],
+        ]
+        .concat(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let top: Plan = serde_json::from_value(v["plans"][0]["plan"].clone()).unwrap();
+    assert_eq!(top.framework, planner::spec::Framework::Torchtitan);
+    assert!(
+        toml.contains(&format!(": {}\n", top.short())),
+        "{}\n{toml}",
+        top.short()
+    );
+    assert!(v["plans"][0]["fits"].as_bool().unwrap());
+    // torchtitan runs no ZeRO-1: not searched for it.
+    let all = run_ok(
+        &[
+            &["suggest"][..],
+            &target,
+            &[
+                "--framework",
+                "torchtitan",
+                "--format",
+                "json",
+                "--top",
+                "50",
+            ],
+        ]
+        .concat(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&all).unwrap();
+    assert!(
+        v["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["plan"]["zero"] != 1)
+    );
+    // The plan that was exported before, priced as torchtitan runs it, does not fit.
+    let o = planner(
+        &[
+            &["estimate"][..],
+            &target,
+            &[
+                "--dp",
+                "8",
+                "--zero",
+                "3",
+                "--micro-batch",
+                "1",
+                "--global-batch",
+                "512",
+            ],
+            &[
+                "--overlap-grad-reduce",
+                "--framework",
+                "torchtitan",
+                "--format",
+                "json",
+            ],
+        ]
+        .concat(),
+    );
+    let e: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(!e["fits"].as_bool().unwrap(), "{e}");
+    // Pricing for one framework and exporting for another is refused.
+    let o = planner(
+        &[
+            &["suggest"][..],
+            &target,
+            &["--framework", "llm-foundry", "--export", "torchtitan"],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(
+            "--framework llm-foundry prices plans as llm-foundry runs them, but --export torchtitan"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn suggest_exports_the_best_plan_the_format_can_express() {
     let target = [

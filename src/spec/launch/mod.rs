@@ -12,7 +12,7 @@ pub mod torchtitan;
 
 use super::error::{Problem, SpecError};
 use super::model::ModelSpec;
-use super::plan::Plan;
+use super::plan::{Framework, Plan};
 
 /// Which Megatron-LM argument spellings to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +44,27 @@ pub enum LaunchFormat {
     Torchtitan,
     /// A DeepSpeed config JSON.
     Deepspeed,
+}
+
+impl LaunchFormat {
+    /// The framework that runs this format's configurations: the one a plan must be priced
+    /// for to be exported in it as it was predicted (kernels, checkpointing policy,
+    /// optimizer-state layout).
+    pub fn framework(self) -> Framework {
+        match self {
+            LaunchFormat::Megatron(_) => Framework::Megatron,
+            LaunchFormat::Torchtitan => Framework::Torchtitan,
+            LaunchFormat::Deepspeed => Framework::DeepSpeed,
+        }
+    }
+
+    /// Whether the format can place uneven pipeline stages and recompute part of each stage,
+    /// as ILP 2 chooses (Megatron-Core's `--decoder-first/last-pipeline-num-layers` and
+    /// `--recompute-num-layers`, for the splits they describe); torchtitan, DeepSpeed and
+    /// Megatron-LM 2021 configurations split the layers evenly.
+    pub fn sets_stage_layers(self) -> bool {
+        self == LaunchFormat::Megatron(MegatronVersion::Core)
+    }
 }
 
 /// An exported configuration and what it only approximates.
