@@ -407,7 +407,9 @@ fn matmul_widths(name: &str, model: &ModelSpec, sh: &Shard) -> Vec<u64> {
 /// SDPA and `reduce_scatter_tensor`, "except every second mm", and re-runs everything else in
 /// backward. The block's matmuls count 1, 2, 3… in call order ([`matmul_widths`]): a Llama
 /// block keeps `wq`, `wv`, `w1` and `w2` and re-runs `wk`, `wo` and `w3`, its norms, rotary
-/// embedding, KV repeat and SwiGLU. The checkpoint itself keeps the block input.
+/// embedding, KV repeat and SwiGLU. An MoE block keeps its router's output and the
+/// expert-parallel exchanges (`all_to_all_single`, in the list since torchtitan's MoE) and
+/// re-runs the grouped expert GEMMs. The checkpoint itself keeps the block input.
 ///
 /// Sets every operator's `saved_selective_bytes` (what the policy keeps of it) and
 /// `selective_fwd` (the kernels it re-runs: its forward with the kept matmuls, SDPA and
@@ -445,6 +447,12 @@ fn op_level_selective(ops: &mut [Op], model: &ModelSpec, sh: &Shard) {
                     coll: Coll::ReduceScatter,
                     ..
                 } => saved += (sh.tokens_sp() * model.hidden) as f64 * e,
+                // The MoE token exchange (`all_to_all_single`, saved since torchtitan's MoE).
+                Kernel::Comm {
+                    coll: Coll::AllToAll,
+                    bytes,
+                    ..
+                } => saved += bytes,
                 // A context-parallel ring runs inside the SDPA call it feeds.
                 Kernel::Comm {
                     group: Group::Cp, ..
@@ -611,6 +619,25 @@ mod tests {
             .map(|o| o.name)
             .collect();
         assert_eq!(names, ["attention"]);
+        // An MoE block under the op-level policy keeps its expert-parallel exchanges (their
+        // received tokens) and re-runs the grouped expert GEMMs, not the all-to-alls.
+        let mx = crate::spec::load_model("mixtral-8x7b").unwrap();
+        let g = transformer_layer(&mx, &Shard { ep: 8, ..sh }, true);
+        for name in ["dispatch", "combine"] {
+            let o = g.op(name).unwrap();
+            assert!(!o.selective_fwd.iter().any(Kernel::is_comm), "{name}");
+            // top-2 routing of 4096 tokens, 4096 wide, 16-bit.
+            assert_eq!(
+                o.saved_selective_bytes,
+                2.0 * 4096.0 * 4096.0 * 2.0,
+                "{name}"
+            );
+        }
+        let fc1 = g.op("expert_fc1").unwrap();
+        assert_eq!(
+            (fc1.saved_selective_bytes, &fc1.selective_fwd),
+            (0.0, &fc1.fwd)
+        );
     }
 
     #[test]
