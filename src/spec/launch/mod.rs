@@ -76,13 +76,24 @@ pub struct Export {
     pub warnings: Vec<String>,
 }
 
-/// Writes `plan` for `model` in `format`.
+/// Writes `plan` for `model` in `format`. A plan priced for another framework than the one
+/// that runs the format ([`LaunchFormat::framework`]) is written with a warning first: its
+/// kernels, checkpointing policy and optimizer-state memory were priced as that framework
+/// runs them.
 pub fn export(model: &ModelSpec, plan: &Plan, format: LaunchFormat) -> Result<Export, SpecError> {
-    match format {
+    let mut out = match format {
         LaunchFormat::Megatron(v) => megatron::to_megatron(model, plan, v),
         LaunchFormat::Torchtitan => torchtitan::to_torchtitan(model, plan),
         LaunchFormat::Deepspeed => deepspeed::to_deepspeed(model, plan),
+    }?;
+    let (priced, runs) = (plan.framework.name(), format.framework().name());
+    if priced != runs {
+        out.warnings.insert(
+            0,
+            format!("the plan was priced as {priced} runs it, and {runs} runs it with other kernels, checkpointing and optimizer-state memory: `estimate --framework {runs}` prices it as it will run (`suggest --export` searches for {runs})"),
+        );
     }
+    Ok(out)
 }
 
 /// Layers of each pipeline stage (every chunk of it): `plan.stage_layers`, or the even split.

@@ -38,16 +38,10 @@ pub fn to_torchtitan(model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError
             }
             None => "mode = \"full\"\n".to_string(),
         },
-        // The torchtitan framework prices selective recomputation as this op-level policy
-        // (`Framework::op_level_selective`); a plan priced for another framework kept
-        // different tensors.
-        Recompute::Selective if plan.framework.op_level_selective() => {
-            "mode = \"selective\"\nselective_ac_option = \"op\"\n".to_string()
-        }
-        Recompute::Selective => {
-            c.warn(format!("recompute selective → torchtitan's op-level selective checkpointing, which keeps a different set of tensors than the {} attention-core recomputation priced (memory may differ; price with --framework torchtitan)", plan.framework.name()));
-            "mode = \"selective\"\nselective_ac_option = \"op\"\n".to_string()
-        }
+        // torchtitan's op-level policy, as the torchtitan framework prices selective
+        // recomputation (`Framework::op_level_selective`); a plan priced for another framework
+        // is warned about by `export`.
+        Recompute::Selective => "mode = \"selective\"\nselective_ac_option = \"op\"\n".to_string(),
     };
     if plan.attention == AttentionImpl::Unfused {
         c.warn("torchtitan runs SDPA (flash) attention; the plan was priced unfused (pessimistic)");
