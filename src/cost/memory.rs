@@ -53,7 +53,10 @@ pub const ALLOCATOR_FRAGMENTATION: f64 = 0.05;
 ///   the ZeRO optimizer partitions master, moments and gradients.
 /// - FSDP (torchtitan, llm-foundry): the sharded parameters are the fp32 master copy, with fp32
 ///   gradients and moments, 16/n under full sharding (PyTorch FSDP `MixedPrecision` keeps
-///   full-precision flat parameters); without sharding, autocast also caches 16-bit weights.
+///   full-precision flat parameters); ZeRO-2 (`SHARD_GRAD_OP`, FSDP2
+///   `reshard_after_forward=False`) shards them the same way at rest but keeps every layer's
+///   16-bit gathered weights from its forward to its backward: 2 + 16/n at the peak; without
+///   sharding, autocast also caches 16-bit weights.
 pub fn sharded_state_bytes(
     framework: Framework,
     dtype: Dtype,
@@ -70,6 +73,9 @@ pub fn sharded_state_bytes(
         Framework::DeepSpeed if zero <= 1 => (2.0, 6.0, 4.0 + shard(8.0, 1)),
         Framework::DeepSpeed => (shard(2.0, 3), 6.0 / n, 12.0 / n),
         Framework::Torchtitan | Framework::LlmFoundry if zero >= 3 => (4.0 / n, 4.0 / n, 8.0 / n),
+        Framework::Torchtitan | Framework::LlmFoundry if zero == 2 => {
+            (2.0 + 4.0 / n, 4.0 / n, 8.0 / n)
+        }
         Framework::Torchtitan | Framework::LlmFoundry => (6.0, shard(4.0, 2), shard(8.0, 1)),
     }
 }
@@ -146,10 +152,12 @@ pub fn stage_memory(
     let mut grads = dense_params * gd + expert_params * ge;
     let optimizer = dense_params * od + expert_params * oe;
     if plan.zero >= 3 {
-        // FSDP gathers a layer's weights and prefetches the next (2 layers in 16-bit), and
-        // holds one layer's unsharded gradients in the reduction precision before
-        // reduce-scattering them.
+        // FSDP gathers a layer's weights and prefetches the next (2 layers in 16-bit).
         weights += 2.0 * largest_layer_params * plan.dtype.bytes();
+    }
+    if plan.zero >= 3 || (plan.zero == 2 && plan.framework.fsdp()) {
+        // FSDP holds one layer's unsharded gradients in the reduction precision before
+        // reduce-scattering them.
         grads += largest_layer_params * super::grad_reduce_bytes(plan);
     }
 

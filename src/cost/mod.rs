@@ -1,6 +1,7 @@
 //! The cost model (DESIGN.md §3): prices a plan's operator graphs on a machine and composes
 //! them into step time, throughput, MFU/HFU and peak memory per GPU. Pure: no IO.
 
+pub mod dp;
 pub mod flops;
 pub mod memory;
 pub mod price;

@@ -2,6 +2,7 @@
 //! simulator (sim/) schedules, priced exactly as [`estimate_priced`](super::estimate_priced)
 //! prices them (a test pins the two together).
 
+use super::dp::StepReduce;
 use super::memory::{self, MemoryBytes, StageLayout};
 use super::step::overlap_exposed_s;
 use super::{
@@ -26,8 +27,11 @@ pub struct ChunkWork {
     pub bwd: PassCost,
     /// Forward work recomputation repeats before the backward.
     pub recompute: PassCost,
-    /// ZeRO-3 all-gather of the chunk's weights, issued with every forward and backward.
-    pub zero_gather_s: f64,
+    /// All-gather of the chunk's sharded weights issued with every forward (ZeRO-3, FSDP's
+    /// ZeRO-2; [`dp::schedule`](super::dp::schedule)).
+    pub zero_gather_fwd_s: f64,
+    /// … and with every backward (ZeRO-3).
+    pub zero_gather_bwd_s: f64,
     /// ZeRO-2/3 reduce-scatter of the chunk's gradients, issued with every backward: a rank
     /// that keeps only its shard of the gradients cannot accumulate whole ones over the
     /// micro-batches (DeepSpeed stage 2 reduces at every micro-step; FSDP without `no_sync`).
@@ -42,11 +46,11 @@ pub struct ChunkWork {
 }
 
 impl ChunkWork {
-    /// ZeRO-3 gather time the forward cannot hide behind its compute (FSDP prefetches the
+    /// ZeRO gather time the forward cannot hide behind its compute (FSDP prefetches the
     /// next layer's weights during the current one: Zhao et al. 2023 §3.3).
     pub fn zero_fwd_exposed_s(&self) -> f64 {
         overlap_exposed_s(
-            self.zero_gather_s,
+            self.zero_gather_fwd_s,
             self.fwd.compute_s,
             0.0,
             self.overlap_interference,
@@ -56,7 +60,7 @@ impl ChunkWork {
     /// ZeRO gather and reduce-scatter time the backward (with recomputation) cannot hide.
     pub fn zero_bwd_exposed_s(&self) -> f64 {
         let compute = self.bwd.compute_s + self.recompute.compute_s;
-        let comm = self.zero_gather_s + self.zero_reduce_s;
+        let comm = self.zero_gather_bwd_s + self.zero_reduce_s;
         overlap_exposed_s(comm, compute, 0.0, self.overlap_interference)
     }
 
@@ -163,22 +167,23 @@ impl Ctx<'_> {
         t
     }
 
-    /// Once-per-step gradient reduction of `params`: all-reduce, or reduce-scatter + all-gather
-    /// of the updated weights with a sharded optimizer (ZeRO-1, Megatron's distributed
-    /// optimizer, which accumulates whole fp32 gradients); ZeRO-2 gathers the updated weights
-    /// only, its gradients reduced with every micro-batch (`ChunkWork::zero_reduce_s`); ZeRO-3
-    /// has nothing left for the step.
+    /// Once-per-step gradient reduction of `params` ([`dp::schedule`](super::dp::schedule)):
+    /// all-reduce, or reduce-scatter + all-gather of the updated weights with a sharded
+    /// optimizer (ZeRO-1, Megatron's distributed optimizer, which accumulates whole fp32
+    /// gradients); DeepSpeed's ZeRO-2 gathers the updated weights only, its gradients reduced
+    /// with every micro-batch (`ChunkWork::zero_reduce_s`); ZeRO-3 and FSDP have nothing left
+    /// for the step.
     /// `times`: how often the step runs it, for the provenance (0: priced, not recorded).
     fn reduce_s(&self, params: f64, g: GroupShape, times: f64) -> f64 {
         let (grad_b, e) = (grad_reduce_bytes(self.plan), self.plan.dtype.bytes());
-        match self.plan.zero {
-            0 => self.coll(Coll::AllReduce, g, params * grad_b, times),
-            1 => {
+        match super::dp::schedule(self.plan).step {
+            StepReduce::AllReduce => self.coll(Coll::AllReduce, g, params * grad_b, times),
+            StepReduce::ReduceScatterGather => {
                 self.coll(Coll::ReduceScatter, g, params * grad_b, times)
                     + self.coll(Coll::AllGather, g, params * e, times)
             }
-            2 => self.coll(Coll::AllGather, g, params * e, times),
-            _ => 0.0,
+            StepReduce::Gather => self.coll(Coll::AllGather, g, params * e, times),
+            StepReduce::Nothing => 0.0,
         }
     }
 
@@ -193,15 +198,22 @@ impl Ctx<'_> {
         w.overlap_interference = self.m.cluster.gpu.efficiency.overlap_interference;
         // Dense parameters shard over the data-parallel group, experts over theirs.
         let nm = plan.n_micro() as f64;
+        let dp = super::dp::schedule(plan);
         let groups = [(d, self.place.dp), (x, self.ep_group)];
         for (params, g) in groups.into_iter().filter(|&(p, _)| p > 0.0) {
-            if plan.zero >= 2 {
+            if dp.reduce_per_micro {
                 let grads = params * grad_reduce_bytes(plan);
                 w.zero_reduce_s += self.coll(Coll::ReduceScatter, g, grads, nm);
             }
-            if plan.zero >= 3 {
-                let bytes = params * plan.dtype.bytes();
-                w.zero_gather_s += self.coll(Coll::AllGather, g, bytes, 2.0 * nm);
+            let passes = f64::from(u8::from(dp.gather_fwd) + u8::from(dp.gather_bwd));
+            if passes > 0.0 {
+                let t = self.coll(Coll::AllGather, g, params * plan.dtype.bytes(), passes * nm);
+                if dp.gather_fwd {
+                    w.zero_gather_fwd_s += t;
+                }
+                if dp.gather_bwd {
+                    w.zero_gather_bwd_s += t;
+                }
             }
         }
         let ends = (st.stage, c) == (0, 0) || (st.stage, c) == (plan.pp - 1, plan.vpp - 1);
@@ -295,11 +307,11 @@ pub fn dp_exposed_s(plan: &Plan, work: &[StageWork]) -> f64 {
 
 /// Whether the once-per-step reduction ([`StageWork::dp_reduce_s`]) overlaps the last
 /// backward: where the framework overlaps it (Megatron-LM `--overlap-grad-reduce`, DDP, FSDP),
-/// except under ZeRO-2, whose gradients were reduced with every micro-batch and whose step
-/// work left is gathering the updated weights after the optimizer step (DeepSpeed
+/// except when the step's only work is gathering the updated weights after the optimizer
+/// step, the gradients having been reduced with every micro-batch (DeepSpeed ZeRO-2,
 /// `stage_1_and_2.py` `step`: `all_gather_dp_groups` once the partitions are updated).
 pub fn reduction_overlaps(plan: &Plan) -> bool {
-    plan.overlap_grad_reduce && plan.zero != 2
+    plan.overlap_grad_reduce && super::dp::schedule(plan).step != StepReduce::Gather
 }
 
 /// Every stage's work for `plan`, from graphs priced for it. The plan must pass

@@ -6,6 +6,7 @@
 //! Every instruction carries the cost model's price for it. Pure: a program is a value, and
 //! backends (cpu threads, cuda processes) only interpret it.
 
+use crate::cost::dp::{self, StepReduce};
 use crate::cost::memory::{layer_activation_bytes, sharded_state_bytes};
 use crate::cost::stages::{chunk_layers, chunk_params};
 use crate::cost::{
@@ -299,18 +300,30 @@ impl Ctx<'_> {
         .rank(self.plan)
     }
 
-    /// ZeRO-3 gathers the chunk's weights before each pass, and reduce-scatters its
-    /// gradients after each backward.
-    fn zero3(&self, rank: u64, st: &StageLayout, c: u64, coll: Coll) -> Option<Instr> {
-        if self.plan.zero < 3 {
-            return None;
+    /// The chunk's per-micro-batch ZeRO collective `coll` around a forward (`fwd`) or a
+    /// backward, as [`dp::schedule`] runs it: its dense weights over the data-parallel group
+    /// and its experts over theirs, gathered before the passes that gather, gradients
+    /// reduce-scattered after every backward.
+    fn zero_micro(&self, rank: u64, st: &StageLayout, c: u64, coll: Coll, fwd: bool) -> Vec<Instr> {
+        let s = dp::schedule(self.plan);
+        let on = match coll {
+            Coll::AllGather if fwd => s.gather_fwd,
+            Coll::AllGather => s.gather_bwd,
+            _ => s.reduce_per_micro,
+        };
+        if !on {
+            return Vec::new();
         }
-        let dense = chunk_params(self.model, self.plan, self.pg, st, c).0;
+        let (dense, experts) = chunk_params(self.model, self.plan, self.pg, st, c);
         let per = match coll {
             Coll::AllGather => self.plan.dtype.bytes(),
             _ => grad_reduce_bytes(self.plan),
         };
-        self.coll(rank, GroupKind::Dp, coll, dense * per)
+        [(dense, GroupKind::Dp), (experts, GroupKind::ExpertDp)]
+            .into_iter()
+            .filter(|&(p, _)| p > 0.0)
+            .filter_map(|(p, kind)| self.coll(rank, kind, coll, p * per))
+            .collect()
     }
 }
 
@@ -331,7 +344,7 @@ impl Ctx<'_> {
                 half,
             ));
         }
-        out.extend(self.zero3(rank, st, c, Coll::AllGather));
+        out.extend(self.zero_micro(rank, st, c, Coll::AllGather, true));
         for (g, _) in self.chunk_graphs(st, c) {
             for op in g.ops() {
                 out.extend(
@@ -375,7 +388,7 @@ impl Ctx<'_> {
                 half,
             ));
         }
-        out.extend(self.zero3(rank, st, c, Coll::AllGather));
+        out.extend(self.zero_micro(rank, st, c, Coll::AllGather, false));
         for (g, rc) in self.chunk_graphs(st, c).into_iter().rev() {
             let ops = g.ops();
             for op in &ops {
@@ -396,7 +409,7 @@ impl Ctx<'_> {
         }
         let slot = c * self.plan.n_micro() + mb;
         out.push(Self::instr(Op::Release { slot }, Class::Bookkeeping, 0.0));
-        out.extend(self.zero3(rank, st, c, Coll::ReduceScatter));
+        out.extend(self.zero_micro(rank, st, c, Coll::ReduceScatter, false));
         if vs > 0 {
             let peer = self.stage_rank(rank, (stage + pp - 1) % pp);
             let tag = p2p_tag(true, vs - 1, mb);
@@ -408,9 +421,10 @@ impl Ctx<'_> {
         }
     }
 
-    /// After the last backward: the gradient reduction of the stage's dense and expert
-    /// parameters (all-reduce, or reduce-scatter + all-gather of the updated weights with a
-    /// sharded optimizer; nothing more under ZeRO-3), the tied embedding's all-reduce, and
+    /// After the last backward: the step's gradient reduction of the stage's dense and expert
+    /// parameters as [`dp::schedule`] runs it (all-reduce; reduce-scatter + all-gather of the
+    /// updated weights with a sharded optimizer; the gather alone after DeepSpeed's ZeRO-2;
+    /// nothing under ZeRO-3 and FSDP), the tied embedding's all-reduce, and
     /// the optimizer step on the rank's shard of the state. Returns the rank's model state.
     fn tail(&self, rank: u64, st: &StageLayout, out: &mut Vec<Instr>) -> StateBytes {
         let plan = self.plan;
@@ -425,13 +439,18 @@ impl Ctx<'_> {
             if params <= 0.0 {
                 continue;
             }
-            match plan.zero {
-                0 => out.extend(self.coll(rank, kind, Coll::AllReduce, params * grad_b)),
-                1 | 2 => {
+            match dp::schedule(plan).step {
+                StepReduce::AllReduce => {
+                    out.extend(self.coll(rank, kind, Coll::AllReduce, params * grad_b))
+                }
+                StepReduce::ReduceScatterGather => {
                     out.extend(self.coll(rank, kind, Coll::ReduceScatter, params * grad_b));
                     out.extend(self.coll(rank, kind, Coll::AllGather, params * e));
                 }
-                _ => {}
+                StepReduce::Gather => {
+                    out.extend(self.coll(rank, kind, Coll::AllGather, params * e))
+                }
+                StepReduce::Nothing => {}
             }
         }
         if self.model.tied_embeddings && plan.pp > 1 && (st.embedding || st.head) {

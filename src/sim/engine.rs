@@ -234,7 +234,7 @@ impl<'a> Engine<'a> {
             ("zero gather wait", w.zero_fwd_exposed_s()),
         ];
         let end = self.compute(stage, task, t, &segments);
-        self.zero_comm(stage, task, t, &[("zero all-gather", w.zero_gather_s)]);
+        self.zero_comm(stage, task, t, &[("zero all-gather", w.zero_gather_fwd_s)]);
         let r = &mut self.ranks[stage];
         r.act += w.activation_bytes;
         r.in_flight += 1;
@@ -259,7 +259,7 @@ impl<'a> Engine<'a> {
         ];
         let mut end = self.compute(stage, task, t, &segments);
         let z3 = [
-            ("zero all-gather", w.zero_gather_s),
+            ("zero all-gather", w.zero_gather_bwd_s),
             ("zero reduce-scatter", w.zero_reduce_s),
         ];
         self.zero_comm(stage, task, t, &z3);

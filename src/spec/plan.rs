@@ -111,6 +111,12 @@ impl Framework {
         self != Framework::Torchtitan
     }
 
+    /// Whether data parallelism is PyTorch FSDP (torchtitan's FSDP2, Composer's FSDP): ZeRO-2
+    /// and 3 shard the parameters at rest, with fp32 master weights as the sharded parameters.
+    pub fn fsdp(self) -> bool {
+        matches!(self, Framework::Torchtitan | Framework::LlmFoundry)
+    }
+
     /// The ZeRO stages the framework runs: torchtitan's FSDP2 shards parameters with their
     /// optimizer state (`fully_shard`, ZeRO-3), keeps them gathered after the forward
     /// (`reshard_after_forward=False`, ZeRO-2) or replicates (DDP); Composer's FSDP likewise

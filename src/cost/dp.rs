@@ -1,0 +1,100 @@
+//! When a plan's data-parallel collectives run: the one description of each ZeRO stage that
+//! the cost model (`stages`), the memory model and the executor's lowering (`exec::lower`) all
+//! read, so what is priced is what runs.
+
+use crate::spec::Plan;
+
+/// What the optimizer step adds after a stage's last backward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepReduce {
+    /// All-reduce of the whole gradients (ZeRO-0, DDP).
+    AllReduce,
+    /// Reduce-scatter of the whole gradients, then all-gather of the updated weights (ZeRO-1:
+    /// Megatron-LM's distributed optimizer, DeepSpeed stage 1).
+    ReduceScatterGather,
+    /// All-gather of the updated weights only, the gradients having been reduced with every
+    /// micro-batch (DeepSpeed stage 2).
+    Gather,
+    /// Nothing: weights are gathered when used, gradients were reduced (ZeRO-3, FSDP).
+    Nothing,
+}
+
+/// When a plan's weights are gathered and its gradients reduced over the data-parallel group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DpSchedule {
+    /// The chunk's weights are all-gathered before every micro-batch's forward.
+    pub gather_fwd: bool,
+    /// … and again before its backward.
+    pub gather_bwd: bool,
+    /// Its gradients are reduce-scattered after every micro-batch's backward: a rank that
+    /// keeps only its shard of them cannot accumulate whole ones over the micro-batches.
+    pub reduce_per_micro: bool,
+    /// What the step adds.
+    pub step: StepReduce,
+}
+
+/// The schedule of `plan`'s ZeRO stage (Rajbhandari et al. 2020 §5) as its framework runs it:
+/// - 0: all-reduce at the step; 1: reduce-scatter and gather at the step.
+/// - 2, DeepSpeed and Megatron: gradients reduce-scattered at every micro-step, updated weights
+///   gathered after the optimizer step (DeepSpeed `stage_1_and_2.py`: `reduce_ipg_grads` per
+///   micro-step, `all_gather_dp_groups` in `step`).
+/// - 2, FSDP (torchtitan's `reshard_after_forward = "never"`, Composer's `SHARD_GRAD_OP`):
+///   weights gathered for every forward and kept through its backward, then resharded;
+///   gradients reduce-scattered after every backward (PyTorch FSDP `ShardingStrategy`
+///   docs: "parameters are resharded after backward"; FSDP2 `fully_shard`
+///   `reshard_after_forward`). Nothing at the step.
+/// - 3: gathered for every forward and again for its backward, reduce-scattered after it.
+pub fn schedule(plan: &Plan) -> DpSchedule {
+    let (fwd, bwd, micro) = match plan.zero {
+        0 | 1 => (false, false, false),
+        2 if plan.framework.fsdp() => (true, false, true),
+        2 => (false, false, true),
+        _ => (true, true, true),
+    };
+    let step = match plan.zero {
+        0 => StepReduce::AllReduce,
+        1 => StepReduce::ReduceScatterGather,
+        2 if !plan.framework.fsdp() => StepReduce::Gather,
+        _ => StepReduce::Nothing,
+    };
+    DpSchedule {
+        gather_fwd: fwd,
+        gather_bwd: bwd,
+        reduce_per_micro: micro,
+        step,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Framework;
+
+    /// Every stage, both families: FSDP's ZeRO-2 gathers per forward and leaves the step
+    /// nothing; DeepSpeed's gathers once, after the step.
+    #[test]
+    fn zero_stages_as_frameworks_run_them() {
+        let mut p = Plan::new(8, 1, 1, 1, 8, 2048);
+        let s = |p: &Plan| {
+            let d = schedule(p);
+            (d.gather_fwd, d.gather_bwd, d.reduce_per_micro, d.step)
+        };
+        use StepReduce::*;
+        for fw in Framework::ALL {
+            p.framework = fw;
+            p.zero = 0;
+            assert_eq!(s(&p), (false, false, false, AllReduce));
+            p.zero = 1;
+            assert_eq!(s(&p), (false, false, false, ReduceScatterGather));
+            p.zero = 3;
+            assert_eq!(s(&p), (true, true, true, Nothing));
+            p.zero = 2;
+            let want = if fw.fsdp() {
+                (true, false, true, Nothing)
+            } else {
+                (false, false, true, Gather)
+            };
+            assert_eq!(s(&p), want, "{fw:?}");
+        }
+    }
+}
