@@ -15,6 +15,9 @@ pub enum StepReduce {
     /// All-gather of the updated weights only, the gradients having been reduced with every
     /// micro-batch (DeepSpeed stage 2).
     Gather,
+    /// Reduce-scatter of the whole gradients accumulated over the micro-batches, with the last
+    /// backward (FSDP under pipelining); the weights are gathered when used.
+    ReduceScatter,
     /// Nothing: weights are gathered when used, gradients were reduced (ZeRO-3, FSDP).
     Nothing,
 }
@@ -31,6 +34,9 @@ pub struct DpSchedule {
     pub reduce_per_micro: bool,
     /// What the step adds.
     pub step: StepReduce,
+    /// Whole gradients accumulate over the micro-batches in the reduction precision, on top
+    /// of the sharded state (FSDP under pipelining: FSDP2's `unsharded_accumulated_grad`).
+    pub whole_grads: bool,
 }
 
 /// The schedule of `plan`'s ZeRO stage (Rajbhandari et al. 2020 §5) as its framework runs it:
@@ -44,17 +50,25 @@ pub struct DpSchedule {
 ///   docs: "parameters are resharded after backward"; FSDP2 `fully_shard`
 ///   `reshard_after_forward`). Nothing at the step.
 /// - 3: gathered for every forward and again for its backward, reduce-scattered after it.
+/// - FSDP (2 or 3) under pipelining (torchtitan): gathered as above, but the gradients
+///   accumulate whole over the micro-batches and are reduce-scattered with the step's last
+///   backward (`torch.distributed.pipelining` `stage.py` `_configure_data_parallel_mode`:
+///   `set_requires_gradient_sync(last_backward)`; FSDP2 `FSDPParamGroup.post_backward` keeps
+///   `unsharded_accumulated_grad` in the reduction dtype until then).
 pub fn schedule(plan: &Plan) -> DpSchedule {
+    let fsdp = plan.framework.fsdp();
+    let no_sync = fsdp && plan.zero >= 2 && plan.pp > 1;
     let (fwd, bwd, micro) = match plan.zero {
         0 | 1 => (false, false, false),
-        2 if plan.framework.fsdp() => (true, false, true),
+        2 if fsdp => (true, false, !no_sync),
         2 => (false, false, true),
-        _ => (true, true, true),
+        _ => (true, true, !no_sync),
     };
     let step = match plan.zero {
         0 => StepReduce::AllReduce,
         1 => StepReduce::ReduceScatterGather,
-        2 if !plan.framework.fsdp() => StepReduce::Gather,
+        _ if no_sync => StepReduce::ReduceScatter,
+        2 if !fsdp => StepReduce::Gather,
         _ => StepReduce::Nothing,
     };
     DpSchedule {
@@ -62,6 +76,7 @@ pub fn schedule(plan: &Plan) -> DpSchedule {
         gather_bwd: bwd,
         reduce_per_micro: micro,
         step,
+        whole_grads: no_sync,
     }
 }
 
@@ -96,5 +111,15 @@ mod tests {
             };
             assert_eq!(s(&p), want, "{fw:?}");
         }
+        // torchtitan's FSDP under pipelining: gathers as without it, one reduce-scatter of
+        // the whole accumulated gradients with the step's last backward.
+        (p.framework, p.pp) = (Framework::Torchtitan, 2);
+        for (zero, bwd) in [(2, false), (3, true)] {
+            p.zero = zero;
+            assert_eq!(s(&p), (true, bwd, false, ReduceScatter));
+            assert!(schedule(&p).whole_grads);
+        }
+        p.zero = 1;
+        assert!(!schedule(&p).whole_grads);
     }
 }

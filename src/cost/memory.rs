@@ -155,7 +155,11 @@ pub fn stage_memory(
         // FSDP gathers a layer's weights and prefetches the next (2 layers in 16-bit).
         weights += 2.0 * largest_layer_params * plan.dtype.bytes();
     }
-    if plan.zero >= 3 || (plan.zero == 2 && plan.framework.fsdp()) {
+    if super::dp::schedule(plan).whole_grads {
+        // Under pipelining FSDP accumulates every parameter's whole gradient, in the
+        // reduction precision, until the step's last backward.
+        grads += (dense_params + expert_params) * super::grad_reduce_bytes(plan);
+    } else if plan.zero >= 3 || (plan.zero == 2 && plan.framework.fsdp()) {
         // FSDP holds one layer's unsharded gradients in the reduction precision before
         // reduce-scattering them.
         grads += largest_layer_params * super::grad_reduce_bytes(plan);

@@ -183,6 +183,7 @@ impl Ctx<'_> {
                     + self.coll(Coll::AllGather, g, params * e, times)
             }
             StepReduce::Gather => self.coll(Coll::AllGather, g, params * e, times),
+            StepReduce::ReduceScatter => self.coll(Coll::ReduceScatter, g, params * grad_b, times),
             StepReduce::Nothing => 0.0,
         }
     }

@@ -450,6 +450,9 @@ impl Ctx<'_> {
                 StepReduce::Gather => {
                     out.extend(self.coll(rank, kind, Coll::AllGather, params * e))
                 }
+                StepReduce::ReduceScatter => {
+                    out.extend(self.coll(rank, kind, Coll::ReduceScatter, params * grad_b))
+                }
                 StepReduce::Nothing => {}
             }
         }

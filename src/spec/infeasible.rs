@@ -125,7 +125,8 @@ pub enum Infeasible {
         /// Stage given.
         zero: u8,
     },
-    /// ZeRO-2/3 shard gradients that pipeline micro-batches accumulate (DeepSpeed refuses it).
+    /// ZeRO-2/3 shard gradients that pipeline micro-batches accumulate (DeepSpeed refuses it;
+    /// only torchtitan's FSDP pipelines, `Framework::pipelines_sharded_data`).
     ZeroWithPipeline {
         /// Stage.
         zero: u8,
@@ -263,7 +264,7 @@ impl fmt::Display for Infeasible {
             I::ZeroStage { zero } => write!(f, "zero={zero}; ZeRO stages are 0, 1, 2, 3"),
             I::ZeroWithPipeline { zero, pp } => write!(
                 f,
-                "ZeRO-{zero} with pp={pp}: gradient/parameter sharding does not combine with pipelining; use zero ≤ 1"
+                "ZeRO-{zero} with pp={pp}: gradient/parameter sharding does not combine with this framework's pipelining (torchtitan's FSDP does); use zero ≤ 1"
             ),
             I::OutOfMemory { need_gib, have_gib } => {
                 write!(

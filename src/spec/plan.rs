@@ -117,6 +117,16 @@ impl Framework {
         matches!(self, Framework::Torchtitan | Framework::LlmFoundry)
     }
 
+    /// Whether the framework pipelines with sharded data parallelism (ZeRO-2/3 with pp > 1):
+    /// torchtitan runs FSDP2 under `torch.distributed.pipelining`, which skips the gradient
+    /// reduction until each step's last backward (`stage.py` `_configure_data_parallel_mode`:
+    /// `set_requires_gradient_sync(last_backward)`). DeepSpeed's pipeline engine refuses
+    /// ZeRO-2/3, Megatron-LM shards only the optimizer state under pipelining, and Composer
+    /// has no pipeline parallelism.
+    pub fn pipelines_sharded_data(self) -> bool {
+        self == Framework::Torchtitan
+    }
+
     /// The ZeRO stages the framework runs: torchtitan's FSDP2 shards parameters with their
     /// optimizer state (`fully_shard`, ZeRO-3), keeps them gathered after the forward
     /// (`reshard_after_forward=False`, ZeRO-2) or replicates (DDP); Composer's FSDP likewise
@@ -480,7 +490,7 @@ impl Plan {
         }
         if self.zero > 3 {
             out.push(I::ZeroStage { zero: self.zero });
-        } else if self.zero >= 2 && self.pp > 1 {
+        } else if self.zero >= 2 && self.pp > 1 && !self.framework.pipelines_sharded_data() {
             out.push(I::ZeroWithPipeline {
                 zero: self.zero,
                 pp: self.pp,
