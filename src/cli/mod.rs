@@ -312,7 +312,6 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     Some(_) => {}
                     None => space = space.for_framework(fw),
                 }
-                space.stage_ilp &= f.sets_stage_layers();
             }
             let expressible = |p: &crate::spec::Plan| {
                 launch_format.is_none_or(|f| crate::spec::launch::export(&r.model, p, f).is_ok())

@@ -262,12 +262,8 @@ pub fn search_where(
     let capacity_gib = cluster.gpu.memory_gib;
     let planning = space.planning_cluster(cluster);
     let cluster = &planning;
-    let plans: Vec<Plan> = enumerate(model, cluster, space)
-        .into_iter()
-        .filter(|p| keep(p))
-        .collect();
-    let enumerated = plans.len();
-    let (groups, mut infeasible) = admit(model, cluster, space, plans);
+    let plans = enumerate(model, cluster, space);
+    let (groups, mut infeasible, enumerated) = admit(model, cluster, space, plans, keep);
     let machine = Machine { cluster, profile };
     let mut groups: Vec<Vec<Plan>> = groups.into_values().collect();
     groups.sort_by(|a, b| a[0].short().cmp(&b[0].short()));
@@ -283,7 +279,7 @@ pub fn search_where(
         .collect();
     let priced = estimates.len();
     let refined = if space.stage_ilp {
-        refine::refine(model, &machine, &mut estimates, top_k, space)
+        refine::refine(model, &machine, &mut estimates, top_k, space, keep)
     } else {
         Default::default()
     };
@@ -324,17 +320,20 @@ pub fn search_where(
 /// Plans by what their graphs' prices depend on.
 type Groups = HashMap<(Shard, Placement), Vec<Plan>>;
 
-/// Plans that pass the structural checks and the memory lower bound, grouped by what their
-/// graphs' prices depend on (shard and placement), and the tally of the others. With ILP 2 on,
-/// a pipeline depth that does not divide the layers starts from the most even partition.
+/// Plans that `keep` accepts and that pass the structural checks and the memory lower bound,
+/// grouped by what their graphs' prices depend on (shard and placement), the tally of the
+/// others, and how many `keep` accepted. With ILP 2 on, a pipeline depth that does not divide
+/// the layers starts from the most even partition (before `keep` judges it).
 fn admit(
     model: &ModelSpec,
     cluster: &ClusterSpec,
     space: &Space,
     plans: Vec<Plan>,
-) -> (Groups, BTreeMap<&'static str, usize>) {
+    keep: &(dyn Fn(&Plan) -> bool + Sync),
+) -> (Groups, BTreeMap<&'static str, usize>, usize) {
     let mut infeasible: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut groups: Groups = HashMap::new();
+    let mut kept = 0;
     for mut p in plans {
         if space.stage_ilp
             && p.vpp == 1
@@ -344,6 +343,10 @@ fn admit(
         {
             p.stage_layers = Some(ilp::stages::balanced(model.layers, p.pp));
         }
+        if !keep(&p) {
+            continue;
+        }
+        kept += 1;
         let why = p.check(model, cluster);
         if let Some(first) = why.first() {
             *infeasible.entry(first.label()).or_default() += 1;
@@ -354,7 +357,7 @@ fn admit(
             groups.entry(key).or_default().push(p);
         }
     }
-    (groups, infeasible)
+    (groups, infeasible, kept)
 }
 
 /// Sort key: faster first, then less memory.

@@ -104,13 +104,15 @@ fn solve_one(
     Some(Ok((part.report, better.then_some(new))))
 }
 
-/// Refines `list` in place (see the module doc); `top_k` sets the bar a plan must beat.
+/// Refines `list` in place (see the module doc); `top_k` sets the bar a plan must beat; only
+/// partitions `keep` accepts are adopted.
 pub(super) fn refine(
     model: &ModelSpec,
     m: &Machine,
     list: &mut [Priced],
     top_k: usize,
     space: &Space,
+    keep: &(dyn Fn(&Plan) -> bool + Sync),
 ) -> Refinement {
     let mut order: Vec<(f64, usize)> = list
         .iter()
@@ -148,6 +150,9 @@ pub(super) fn refine(
                 Some(Ok(x)) => x,
             };
             out.solved += 1;
+            // A partition the caller cannot use (one an export format cannot write) is not
+            // adopted; the plan keeps its start.
+            let new = new.filter(|e| keep(&e.plan));
             let adopted = new.is_some();
             if let Some(new) = new {
                 list[i].0 = new;

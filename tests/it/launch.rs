@@ -7,7 +7,8 @@ use planner::spec::launch::megatron_args::{KNOWN, Role, split_words};
 use planner::spec::launch::megatron_plan::from_megatron;
 use planner::spec::launch::{LaunchFormat, MegatronVersion, export};
 use planner::spec::{
-    AttentionImpl, Framework, ModelSpec, Plan, Recompute, Schedule, TpOverlap, load_model,
+    AttentionImpl, Framework, ModelSpec, Plan, Recompute, Schedule, TpOverlap, load_cluster,
+    load_model,
 };
 use planner::units::Dtype;
 use std::collections::BTreeMap;
@@ -458,7 +459,8 @@ fn megatron_export_of_uneven_stages_round_trips_or_is_refused() {
         e.contains("`recompute_layers`: 4×4 layers recomputed per stage with vpp=5"),
         "{e}"
     );
-    // Megatron-LM 2021 splits evenly; torchtitan and DeepSpeed take one split for all stages.
+    // Megatron-LM 2021 splits evenly; DeepSpeed by its partition method; torchtitan writes
+    // 23,25 (two layers' allowance for the embedding: pipeline_parallel_first_stage_less_layers).
     let legacy = Plan {
         grad_accumulation_fusion: true,
         dtype: Dtype::Fp16,
@@ -483,10 +485,7 @@ fn megatron_export_of_uneven_stages_round_trips_or_is_refused() {
         "{e}"
     );
     let e = refused(&gpt, &two, LaunchFormat::Torchtitan);
-    assert!(
-        e.contains("`stage_layers`: 23,25: planner writes torchtitan's"),
-        "{e}"
-    );
+    assert!(!e.contains("`stage_layers`"), "{e}");
     assert!(
         e.contains("`recompute_layers`: 23,24 layers recomputed per stage: torchtitan"),
         "{e}"
@@ -730,8 +729,8 @@ fn suggest_exports_the_best_plan_the_format_can_express() {
         .map(|e| serde_json::from_value(e["plan"].clone()).unwrap())
         .collect();
     // Megatron-LM has no ZeRO-2, and sets only the first and last stage's layers and one
-    // recompute count for every stage: the first plan it can express is exported, and that
-    // is said. Here the fastest plans split the stages unevenly, so one further down is.
+    // recompute count for every stage. Here the fastest plans split the stages unevenly in
+    // ways it cannot write.
     let m = load_model("llama3-70b").unwrap();
     let core = LaunchFormat::Megatron(MegatronVersion::Core);
     let rank = plans
@@ -742,14 +741,17 @@ fn suggest_exports_the_best_plan_the_format_can_express() {
         rank > 0,
         "the test needs a fastest plan Megatron cannot express"
     );
+    // `--export` searches only what the format writes — ILP 2's partitions included, adopted
+    // only when Megatron can write them — so its best is exported without a fallback, and is
+    // no slower than the best writable plan of the unrestricted top list.
     let o = planner(&[&["suggest"][..], &target, &["--export", "megatron"]].concat());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(
-        from_megatron(&stdout(&o), &m, 64).unwrap().plan,
-        plans[rank]
-    );
-    let expected = format!("cannot be written for megatron; exporting #{}", rank + 1);
-    assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("cannot be written"), "{}", stderr(&o));
+    let exported = from_megatron(&stdout(&o), &m, 64).unwrap().plan;
+    let cluster = load_cluster("h100-x1024").unwrap().with_gpus(64).unwrap();
+    let t = planner::cost::estimate(&m, &cluster, &exported, None).step_time_s;
+    let best_writable = v["plans"][rank]["step_time_s"].as_f64().unwrap();
+    assert!(t <= best_writable * (1.0 + 1e-9), "{t} vs {best_writable}");
 }
 
 #[test]

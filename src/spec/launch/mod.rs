@@ -57,14 +57,6 @@ impl LaunchFormat {
             LaunchFormat::Deepspeed => Framework::DeepSpeed,
         }
     }
-
-    /// Whether the format can place uneven pipeline stages and recompute part of each stage,
-    /// as ILP 2 chooses (Megatron-Core's `--decoder-first/last-pipeline-num-layers` and
-    /// `--recompute-num-layers`, for the splits they describe); torchtitan, DeepSpeed and
-    /// Megatron-LM 2021 configurations split the layers evenly.
-    pub fn sets_stage_layers(self) -> bool {
-        self == LaunchFormat::Megatron(MegatronVersion::Core)
-    }
 }
 
 /// An exported configuration and what it only approximates.

@@ -12,7 +12,7 @@
 //! refused, and so are per-stage recomputation counts (torchtitan checkpoints every block or
 //! every k-th block of the model).
 
-use super::{Collect, Export, partial_recompute, uneven_stages};
+use super::{Collect, Export, partial_recompute, stage_counts};
 use crate::spec::SpecError;
 use crate::spec::model::ModelSpec;
 use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule, fold_counts};
@@ -86,13 +86,29 @@ fn parallelism(c: &mut Collect, model: &ModelSpec, plan: &Plan) -> String {
     if plan.ep > 1 {
         c.refuse("ep", "torchtitan's expert parallelism borrows FSDP and TP ranks (dp2ep), a layout planner does not price", "export --format megatron, or price ep 1");
     }
-    if let Some(v) = uneven_stages(plan) {
-        c.refuse(
-            "stage_layers",
-            format!("{}: planner writes torchtitan's pipeline split as one pipeline_parallel_layers_per_stage, the same on every stage", fold_counts(v, ",")),
-            "export --format megatron, or price a pp that divides the layers",
-        );
-    }
+    let split = if plan.pp > 1 {
+        let counts = stage_counts(model, plan);
+        let keys = if plan.vpp > 1 {
+            // Virtual stages split evenly (the plan prices no uneven interleaving).
+            Some(SplitKeys {
+                first_less: 0,
+                last_less: 0,
+                per_stage: model.layers / (plan.pp * plan.vpp),
+            })
+        } else {
+            split_keys(model.layers, &counts)
+        };
+        if keys.is_none() {
+            c.refuse(
+                "stage_layers",
+                format!("{}: torchtitan splits the layers (and the embedding and output, counted as pipeline_parallel_first/last_stage_less_layers each) evenly, the first stages taking the remainder", fold_counts(&counts, ",")),
+                "export --format megatron, or price a split torchtitan makes (e.g. one fewer layer on the first and last stage)",
+            );
+        }
+        keys
+    } else {
+        None
+    };
     let mut s = format!(
         "data_parallel_replicate_degree = {replicate}\ndata_parallel_shard_degree = {shard}\n"
     );
@@ -109,12 +125,14 @@ fn parallelism(c: &mut Collect, model: &ModelSpec, plan: &Plan) -> String {
             Schedule::OneFOneB => "1F1B",
             Schedule::Interleaved => "Interleaved1F1B",
         };
-        s += &format!(
-            "pipeline_parallel_schedule = \"{schedule}\"\npipeline_parallel_layers_per_stage = {}\npipeline_parallel_microbatch_size = {}\n",
-            model.layers / (plan.pp * plan.vpp),
-            plan.mbs
-        );
-        c.warn("torchtitan counts the embedding and the output layer as a layer each when it splits stages; the plan was priced with layers split evenly");
+        s += &format!("pipeline_parallel_schedule = \"{schedule}\"\n");
+        if let Some(k) = split {
+            s += &format!(
+                "pipeline_parallel_layers_per_stage = {}\npipeline_parallel_first_stage_less_layers = {}\npipeline_parallel_last_stage_less_layers = {}\n",
+                k.per_stage, k.first_less, k.last_less
+            );
+        }
+        s += &format!("pipeline_parallel_microbatch_size = {}\n", plan.mbs);
     }
     s += &format!(
         "context_parallel_degree = {}\nexpert_parallel_degree = {}\n",
@@ -145,4 +163,79 @@ fn training(c: &mut Collect, plan: &Plan) -> String {
         "local_batch_size = {local}\nglobal_batch_size = {}\nseq_len = {}\nmixed_precision_param = \"{precision}\"\n",
         plan.global_batch, plan.seq_len
     )
+}
+
+/// The `[parallelism]` keys that make torchtitan split the layers over the stages as a plan
+/// does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SplitKeys {
+    /// `pipeline_parallel_first_stage_less_layers`: layers the embedding counts for.
+    first_less: u64,
+    /// `pipeline_parallel_last_stage_less_layers`: layers the norm and output count for.
+    last_less: u64,
+    /// `pipeline_parallel_layers_per_stage`.
+    per_stage: u64,
+}
+
+/// torchtitan's split of `layers` over its stages (pytorch/torchtitan
+/// `distributed/pipeline_parallel.py`): `ceil((layers + first + last) / per_stage)` stages
+/// share the layers plus `first` and `last` (what the embedding and the output count for)
+/// evenly, the first stages taking the remainder one each; the first and the last stage then
+/// hold `first` and `last` fewer layers. `None` where a stage would hold none.
+fn torchtitan_split(layers: u64, k: SplitKeys) -> Option<Vec<u64>> {
+    let units = layers + k.first_less + k.last_less;
+    let stages = units.div_ceil(k.per_stage.max(1));
+    let (base, extra) = (units / stages, units % stages);
+    let mut v: Vec<u64> = (0..stages).map(|i| base + u64::from(i < extra)).collect();
+    let n = v.len();
+    v[0] = v[0].checked_sub(k.first_less)?;
+    v[n - 1] = v[n - 1].checked_sub(k.last_less)?;
+    v.iter().all(|&x| x > 0).then_some(v)
+}
+
+/// The smallest keys under which torchtitan splits `layers` as `counts` (one stage per
+/// pipeline rank), if any: the even split needs no allowance for the embedding and output,
+/// an uneven one the allowances that leave the other stages even.
+fn split_keys(layers: u64, counts: &[u64]) -> Option<SplitKeys> {
+    let top = counts.iter().copied().max()?;
+    (0..=top).find_map(|first_less| {
+        (0..=top).find_map(|last_less| {
+            (1..=top + 1)
+                .map(|per_stage| SplitKeys {
+                    first_less,
+                    last_less,
+                    per_stage,
+                })
+                .find(|&k| torchtitan_split(layers, k).as_deref() == Some(counts))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// torchtitan's own splits: Llama 3 405B (126 layers) over 16 stages with the defaults
+    /// (embedding and output one layer each) is 7, 8×14, 7, the Llama 3 paper's layout; 32
+    /// layers over 4 stages evenly needs both allowances at 0 (with the defaults, 8 layers per
+    /// stage made ceil(34/8) = 5 stages, which torchtitan refuses on 4 ranks).
+    #[test]
+    fn keys_reproduce_the_split() {
+        let mut llama405 = vec![8; 16];
+        (llama405[0], llama405[15]) = (7, 7);
+        let k = split_keys(126, &llama405).unwrap();
+        assert_eq!(torchtitan_split(126, k).unwrap(), llama405);
+        assert_eq!(k.per_stage, 8);
+        let even = split_keys(32, &[8; 4]).unwrap();
+        assert_eq!((even.first_less, even.last_less, even.per_stage), (0, 0, 8));
+        let defaults = SplitKeys {
+            first_less: 1,
+            last_less: 1,
+            per_stage: 8,
+        };
+        assert_eq!(torchtitan_split(32, defaults).unwrap().len(), 5);
+        // The remainder goes to the first stages: 10 layers on 3 stages is 4, 3, 3.
+        assert!(split_keys(10, &[4, 3, 3]).is_some());
+        assert_eq!(split_keys(10, &[3, 3, 4]), None);
+    }
 }
