@@ -133,6 +133,17 @@ pub enum Infeasible {
         /// Pipeline stages.
         pp: u64,
     },
+    /// The framework has no implementation of a parallelism the plan uses.
+    FrameworkLacks {
+        /// The framework's name.
+        framework: &'static str,
+        /// The plan field.
+        field: &'static str,
+        /// Its size.
+        size: u64,
+        /// What the framework lacks.
+        what: &'static str,
+    },
     /// Peak memory exceeds the device.
     OutOfMemory {
         /// Predicted peak, GiB.
@@ -164,6 +175,7 @@ impl Infeasible {
             I::InterleavedMicroBatches { .. } => "interleaved: micro-batches not a multiple of pp",
             I::ZeroStage { .. } => "zero stage out of range",
             I::ZeroWithPipeline { .. } => "zero 2/3 with pipeline",
+            I::FrameworkLacks { .. } => "parallelism the framework lacks",
             I::OutOfMemory { .. } => OUT_OF_MEMORY,
         }
     }
@@ -184,6 +196,7 @@ impl Infeasible {
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
             I::InterleavedNeedsChunks { .. } | I::InterleavedMicroBatches { .. } => "vpp",
             I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
+            I::FrameworkLacks { field, .. } => field,
             I::OutOfMemory { .. } => "memory",
         }
     }
@@ -265,6 +278,15 @@ impl fmt::Display for Infeasible {
             I::ZeroWithPipeline { zero, pp } => write!(
                 f,
                 "ZeRO-{zero} with pp={pp}: gradient/parameter sharding does not combine with this framework's pipelining (torchtitan's FSDP does); use zero ≤ 1"
+            ),
+            I::FrameworkLacks {
+                framework,
+                field,
+                size,
+                what,
+            } => write!(
+                f,
+                "{field}={size}: {framework} has no {what}; use {field} 1, or price for another --framework"
             ),
             I::OutOfMemory { need_gib, have_gib } => {
                 write!(

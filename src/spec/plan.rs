@@ -117,6 +117,19 @@ impl Framework {
         matches!(self, Framework::Torchtitan | Framework::LlmFoundry)
     }
 
+    /// The parallelisms the framework has no implementation of, as (plan field, what it is):
+    /// Composer, which runs llm-foundry, trains with FSDP and has no pipeline or context
+    /// parallelism (mosaicml/composer `parallelism_config` holds `fsdp` and `tp` only).
+    pub fn lacks(self) -> &'static [Lack] {
+        match self {
+            Framework::LlmFoundry => &[
+                ("pp", |p| p.pp, "pipeline parallelism"),
+                ("cp", |p| p.cp, "context parallelism"),
+            ],
+            _ => &[],
+        }
+    }
+
     /// Whether the framework pipelines with sharded data parallelism (ZeRO-2/3 with pp > 1):
     /// torchtitan runs FSDP2 under `torch.distributed.pipelining`, which skips the gradient
     /// reduction until each step's last backward (`stage.py` `_configure_data_parallel_mode`:
@@ -174,6 +187,9 @@ impl Framework {
         Framework::LlmFoundry,
     ];
 }
+
+/// A parallelism a framework lacks: the plan field, its size in a plan, what it is.
+pub type Lack = (&'static str, fn(&Plan) -> u64, &'static str);
 
 /// How much tensor-parallel communication the framework hides behind GEMMs.
 #[derive(
@@ -488,6 +504,17 @@ impl Plan {
                 });
             }
         }
+        for &(field, size_of, what) in self.framework.lacks() {
+            let size = size_of(self);
+            if size > 1 {
+                out.push(I::FrameworkLacks {
+                    framework: self.framework.name(),
+                    field,
+                    size,
+                    what,
+                });
+            }
+        }
         if self.zero > 3 {
             out.push(I::ZeroStage { zero: self.zero });
         } else if self.zero >= 2 && self.pp > 1 && !self.framework.pipelines_sharded_data() {
@@ -536,6 +563,34 @@ mod tests {
         );
         assert_eq!(fold_counts(&[12; 8], " "), "12×8");
         assert_eq!(fold_counts(&[], ","), "");
+    }
+
+    /// What a framework cannot run is infeasible, naming the field: llm-foundry (Composer)
+    /// has no pipeline or context parallelism; ZeRO-3 under pipelining is torchtitan's alone.
+    #[test]
+    fn frameworks_refuse_what_they_cannot_run() {
+        let m = crate::spec::load_model("llama3-8b").unwrap();
+        let cluster = crate::spec::load_cluster("h100x8").unwrap();
+        let labels = |p: &Plan| -> Vec<(&str, String)> {
+            p.check(&m, &cluster)
+                .iter()
+                .map(|i| (i.field(), i.to_string()))
+                .collect()
+        };
+        let mut p = Plan::new(4, 1, 2, 1, 64, 8192);
+        p.framework = Framework::LlmFoundry;
+        assert_eq!(
+            labels(&p),
+            [("pp", "pp=2: llm-foundry has no pipeline parallelism; use pp 1, or price for another --framework".to_string())]
+        );
+        (p.pp, p.cp) = (1, 2);
+        assert_eq!(labels(&p)[0].0, "cp");
+        (p.cp, p.pp, p.zero) = (1, 2, 3);
+        for (fw, ok) in Framework::ALL.map(|f| (f, f == Framework::Torchtitan)) {
+            p.framework = fw;
+            let l = labels(&p);
+            assert_eq!(l.is_empty(), ok, "{fw:?}: {l:?}");
+        }
     }
 
     /// Every TP rank holds ffn/tp columns of each expert too: an expert width tp does not
