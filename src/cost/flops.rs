@@ -102,23 +102,14 @@ mod tests {
     #[test]
     fn selective_recompute_flops_follow_the_graph() {
         use crate::graph::{Kernel, Shard, transformer_layer};
-        use crate::spec::{AttentionImpl, TpOverlap};
+        use crate::spec::AttentionImpl;
         let m = crate::spec::load_model("llama2-70b").unwrap();
         let (s, h) = (4096.0, 8192.0);
         let mg = selective_recompute_flops_per_sequence(&m, 4096, Framework::Megatron);
         assert_eq!(mg, 4.0 * s * s * h * 80.0);
-        let sh = Shard {
-            b: 1,
-            s: 4096,
-            tp: 1,
-            sp: false,
-            cp: 1,
-            ep: 1,
-            attention: AttentionImpl::Flash,
-            dtype: crate::units::Dtype::Bf16,
-            tp_overlap: TpOverlap::Backward,
-            framework: Framework::Torchtitan,
-        };
+        let mut p = crate::spec::Plan::new(1, 1, 1, 1, 1, 4096);
+        (p.framework, p.attention) = (Framework::Torchtitan, AttentionImpl::Flash);
+        let sh = Shard::of(&p);
         let g = transformer_layer(&m, &sh, false);
         let per_layer: f64 = g
             .ops()
