@@ -34,9 +34,15 @@ pub struct DpSchedule {
     pub reduce_per_micro: bool,
     /// What the step adds.
     pub step: StepReduce,
+    /// The step's reduction can overlap the last backward (where the plan overlaps it): not
+    /// a gather after the optimizer step, nor a reduction called after the backward ends.
+    pub step_overlappable: bool,
     /// Whole gradients accumulate over the micro-batches in the reduction precision, on top
     /// of the sharded state (FSDP under pipelining: FSDP2's `unsharded_accumulated_grad`).
     pub whole_grads: bool,
+    /// The whole 16-bit weights stay gathered between micro-batches (FSDP under
+    /// pipelining), besides ZeRO-2's gathered weights that the state layout already counts.
+    pub whole_weights: bool,
 }
 
 /// The schedule of `plan`'s ZeRO stage (Rajbhandari et al. 2020 §5) as its framework runs it:
@@ -50,23 +56,28 @@ pub struct DpSchedule {
 ///   docs: "parameters are resharded after backward"; FSDP2 `fully_shard`
 ///   `reshard_after_forward`). Nothing at the step.
 /// - 3: gathered for every forward and again for its backward, reduce-scattered after it.
-/// - FSDP (2 or 3) under pipelining (torchtitan): gathered as above, but the gradients
-///   accumulate whole over the micro-batches and are reduce-scattered with the step's last
-///   backward (`torch.distributed.pipelining` `stage.py` `_configure_data_parallel_mode`:
-///   `set_requires_gradient_sync(last_backward)`; FSDP2 `FSDPParamGroup.post_backward` keeps
-///   `unsharded_accumulated_grad` in the reduction dtype until then).
+/// - FSDP (2 or 3) under pipelining (torchtitan): `torch.distributed.pipelining` runs every
+///   backward without gradient sync and without resharding (`stage.py`
+///   `backward_maybe_with_nosync`: `set_requires_gradient_sync(False)`,
+///   `set_reshard_after_backward(False)`), then, after the last one, the reduce-scatter of
+///   the whole accumulated gradients (FSDP2 keeps `unsharded_accumulated_grad` in the
+///   reduction dtype) in a manual `post_backward`, which nothing overlaps. The stage's
+///   weights therefore stay gathered from a backward to the next forward: ZeRO-2 gathers once
+///   per step, ZeRO-3 (resharded after every forward) again for every backward.
 pub fn schedule(plan: &Plan) -> DpSchedule {
     let fsdp = plan.framework.fsdp();
     let no_sync = fsdp && plan.zero >= 2 && plan.pp > 1;
     let (fwd, bwd, micro) = match plan.zero {
         0 | 1 => (false, false, false),
-        2 if fsdp => (true, false, !no_sync),
+        _ if no_sync => (false, plan.zero >= 3, false),
+        2 if fsdp => (true, false, true),
         2 => (false, false, true),
-        _ => (true, true, !no_sync),
+        _ => (true, true, true),
     };
     let step = match plan.zero {
         0 => StepReduce::AllReduce,
         1 => StepReduce::ReduceScatterGather,
+        2 if no_sync => StepReduce::ReduceScatterGather,
         _ if no_sync => StepReduce::ReduceScatter,
         2 if !fsdp => StepReduce::Gather,
         _ => StepReduce::Nothing,
@@ -76,7 +87,9 @@ pub fn schedule(plan: &Plan) -> DpSchedule {
         gather_bwd: bwd,
         reduce_per_micro: micro,
         step,
+        step_overlappable: !no_sync && step != StepReduce::Gather,
         whole_grads: no_sync,
+        whole_weights: no_sync,
     }
 }
 
@@ -111,15 +124,19 @@ mod tests {
             };
             assert_eq!(s(&p), want, "{fw:?}");
         }
-        // torchtitan's FSDP under pipelining: gathers as without it, one reduce-scatter of
-        // the whole accumulated gradients with the step's last backward.
+        // torchtitan's FSDP under pipelining: the weights stay gathered from a backward to
+        // the next forward (ZeRO-2: one gather per step; ZeRO-3: one per backward), and one
+        // reduce-scatter of the whole accumulated gradients follows the last backward,
+        // overlapping nothing.
         (p.framework, p.pp) = (Framework::Torchtitan, 2);
-        for (zero, bwd) in [(2, false), (3, true)] {
-            p.zero = zero;
-            assert_eq!(s(&p), (true, bwd, false, ReduceScatter));
-            assert!(schedule(&p).whole_grads);
-        }
+        p.zero = 2;
+        assert_eq!(s(&p), (false, false, false, ReduceScatterGather));
+        p.zero = 3;
+        assert_eq!(s(&p), (false, true, false, ReduceScatter));
+        let d = schedule(&p);
+        assert!(d.whole_grads && d.whole_weights && !d.step_overlappable);
         p.zero = 1;
-        assert!(!schedule(&p).whole_grads);
+        let d = schedule(&p);
+        assert!(!d.whole_grads && !d.whole_weights && d.step_overlappable);
     }
 }

@@ -33,8 +33,8 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
 /// policy: Megatron-LM's attention core, 4s²h per layer (Korthikanti et al. 2022 §5), or
 /// torchtitan's op-level policy (`graph::layer` `op_level_selective`), which re-runs every
 /// second matmul of a block — of wq, wk, wv, wo, [router], w1, w3, w2 that is wk, wo and w3
-/// of a dense Llama block — and, in an MoE block, its grouped expert GEMMs (not `aten.mm`);
-/// never SDPA.
+/// of a dense Llama block — the linears with a bias (`addmm`) and, in an MoE block, its
+/// grouped expert GEMMs (not `aten.mm`); never SDPA.
 pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Framework) -> f64 {
     let (s, h) = (s as f64, model.hidden as f64);
     if !fw.op_level_selective() {
@@ -43,18 +43,41 @@ pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Fra
     let kv = model.kv_hidden() as f64;
     let f = model.ffn_hidden as f64;
     let gated = model.arch.gated_mlp();
-    let every_second = |mms: &[f64]| -> f64 { mms.iter().skip(1).step_by(2).sum::<f64>() * s };
-    let attn = [2.0 * h * h, 2.0 * h * kv, 2.0 * h * kv, 2.0 * h * h];
-    let dense_mlp: Vec<f64> = if gated {
-        vec![2.0 * h * f, 2.0 * h * f, 2.0 * f * h]
+    // (forward FLOPs per token, dispatched as `aten.mm`): a linear with a bias is `addmm`,
+    // which the policy neither counts nor keeps.
+    let (qkv_mm, mm) = (
+        !model.arch.biases() && !model.qkv_bias,
+        !model.arch.biases(),
+    );
+    let attn = [
+        (2.0 * h * h, qkv_mm),
+        (2.0 * h * kv, qkv_mm),
+        (2.0 * h * kv, qkv_mm),
+        (2.0 * h * h, mm),
+    ];
+    let mlp: Vec<(f64, bool)> = if gated {
+        vec![(2.0 * h * f, mm), (2.0 * h * f, mm), (2.0 * f * h, mm)]
     } else {
-        vec![2.0 * h * f, 2.0 * f * h]
+        vec![(2.0 * h * f, mm), (2.0 * f * h, mm)]
     };
-    let dense = every_second(&[&attn[..], &dense_mlp].concat());
+    // Re-run: every linear that is not `aten.mm`, and every second one that is.
+    let rerun = |ops: &[(f64, bool)]| -> f64 {
+        let mut count = 0;
+        let per_token: f64 = ops
+            .iter()
+            .filter(|&&(_, is_mm)| {
+                count += u32::from(is_mm);
+                !is_mm || count % 2 == 0
+            })
+            .map(|&(flops, _)| flops)
+            .sum();
+        per_token * s
+    };
+    let dense = rerun(&[&attn[..], &mlp].concat());
     let moe = model.moe.as_ref().map_or(0.0, |m| {
         let mats = if gated { 3.0 } else { 2.0 };
         let experts = m.top_k as f64 * 2.0 * h * m.expert_ffn_hidden as f64 * mats * s;
-        every_second(&[&attn[..], &[2.0 * h * m.experts as f64]].concat()) + experts
+        rerun(&[&attn[..], &[(2.0 * h * m.experts as f64, true)]].concat()) + experts
     });
     let n_moe = model.moe_layers() as f64;
     (model.layers as f64 - n_moe) * dense + n_moe * moe
@@ -120,6 +143,28 @@ mod tests {
         let tt = selective_recompute_flops_per_sequence(&m, 4096, Framework::Torchtitan);
         assert_eq!(tt, 80.0 * per_layer);
         assert_eq!(tt, 80.0 * 2.0 * s * (h * 1024.0 + h * h + h * 28672.0));
+        // gpt2-xl's linears carry biases (`addmm`): all of them re-run, the graph agrees.
+        let g2 = crate::spec::load_model("gpt2-xl").unwrap();
+        let g = transformer_layer(
+            &g2,
+            &Shard::of(&crate::spec::Plan { seq_len: 1024, ..p }),
+            false,
+        );
+        let per_layer: f64 = g
+            .ops()
+            .iter()
+            .flat_map(|o| &o.selective_fwd)
+            .map(Kernel::flops)
+            .sum();
+        let (s2, h2) = (1024.0, 1600.0);
+        assert_eq!(
+            per_layer,
+            2.0 * s2 * (3.0 * h2 * h2 + h2 * h2 + 2.0 * 4.0 * h2 * h2)
+        );
+        assert_eq!(
+            selective_recompute_flops_per_sequence(&g2, 1024, Framework::Torchtitan),
+            48.0 * per_layer
+        );
     }
 
     /// Narayanan et al. SC'21: model FLOPs 72·B·s·l·h²·(1 + s/6h + V/12lh) and, with the

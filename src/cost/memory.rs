@@ -151,11 +151,15 @@ pub fn stage_memory(
     let mut weights = dense_params * wd + expert_params * we;
     let mut grads = dense_params * gd + expert_params * ge;
     let optimizer = dense_params * od + expert_params * oe;
-    if plan.zero >= 3 {
+    let dp = super::dp::schedule(plan);
+    if plan.zero >= 3 && dp.whole_weights {
+        // Under pipelining the whole stage stays gathered from a backward to the next forward.
+        weights += (dense_params + expert_params) * plan.dtype.bytes();
+    } else if plan.zero >= 3 {
         // FSDP gathers a layer's weights and prefetches the next (2 layers in 16-bit).
         weights += 2.0 * largest_layer_params * plan.dtype.bytes();
     }
-    if super::dp::schedule(plan).whole_grads {
+    if dp.whole_grads {
         // Under pipelining FSDP accumulates every parameter's whole gradient, in the
         // reduction precision, until the step's last backward.
         grads += (dense_params + expert_params) * super::grad_reduce_bytes(plan);

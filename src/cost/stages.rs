@@ -308,11 +308,12 @@ pub fn dp_exposed_s(plan: &Plan, work: &[StageWork]) -> f64 {
 
 /// Whether the once-per-step reduction ([`StageWork::dp_reduce_s`]) overlaps the last
 /// backward: where the framework overlaps it (Megatron-LM `--overlap-grad-reduce`, DDP, FSDP),
-/// except when the step's only work is gathering the updated weights after the optimizer
-/// step, the gradients having been reduced with every micro-batch (DeepSpeed ZeRO-2,
-/// `stage_1_and_2.py` `step`: `all_gather_dp_groups` once the partitions are updated).
+/// except where [`dp::schedule`](super::dp::schedule) says it cannot: the step's only work is
+/// gathering the updated weights after the optimizer step (DeepSpeed ZeRO-2,
+/// `stage_1_and_2.py` `step`: `all_gather_dp_groups` once the partitions are updated), or a
+/// reduction called once the backward is over (FSDP under pipelining).
 pub fn reduction_overlaps(plan: &Plan) -> bool {
-    plan.overlap_grad_reduce && super::dp::schedule(plan).step != StepReduce::Gather
+    plan.overlap_grad_reduce && super::dp::schedule(plan).step_overlappable
 }
 
 /// Every stage's work for `plan`, from graphs priced for it. The plan must pass

@@ -386,12 +386,16 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
 /// The matmuls (`aten.mm` calls) operator `name` makes in a torchtitan block, in call order,
 /// as output widths: `wq`, `wk`, `wv` in the QKV operator; `w1`, `w3` for a gated MLP's fc1
 /// (`w2(silu(w1(x)) * w3(x))` evaluates `w1` first); one for the others. Row-parallel outputs
-/// are full width before their reduction. Expert GEMMs are grouped (not `aten.mm`) and the
-/// attention core is SDPA: none.
+/// are full width before their reduction. Expert GEMMs are grouped (not `aten.mm`), the
+/// attention core is SDPA, and a linear with a bias dispatches `aten.addmm`, which the policy
+/// neither counts nor keeps: none.
 fn matmul_widths(name: &str, model: &ModelSpec, sh: &Shard) -> Vec<u64> {
     let (h, t) = (model.hidden, sh.tp);
     let kv = model.kv_hidden() / t;
+    let biased = model.arch.biases();
     match name {
+        "qkv" if biased || model.qkv_bias => Vec::new(),
+        "proj" | "fc1" | "fc2" if biased => Vec::new(),
         "qkv" => vec![h / t, kv, kv],
         "fc1" if model.arch.gated_mlp() => vec![model.ffn_hidden / t; 2],
         "fc1" => vec![model.ffn_hidden / t],
@@ -619,6 +623,20 @@ mod tests {
             .map(|o| o.name)
             .collect();
         assert_eq!(names, ["attention"]);
+        // Tensor-parallel over 2 with sequence parallelism: the block input and the
+        // reduce-scatter outputs (after wo and w2) are sequence shards (t/2 × h); wq, wv, w1
+        // and SDPA's output are this rank's column shards (h/2, KV/2, f/2, h/2); w2's own
+        // output is full width before its reduction.
+        let tp = Shard {
+            tp: 2,
+            sp: true,
+            ..sh
+        };
+        let g = transformer_layer(&m, &tp, false);
+        let seq_shard = 2.0 * (t / 2.0) * h;
+        let want =
+            3.0 * seq_shard + 2.0 * t * (h / 2.0 + kv / 2.0 + h / 2.0 + f / 2.0 + h) + lse / 2.0;
+        assert_eq!(g.saved_selective_bytes(), want);
         // An MoE block under the op-level policy keeps its expert-parallel exchanges (their
         // received tokens) and re-runs the grouped expert GEMMs, not the all-to-alls.
         let mx = crate::spec::load_model("mixtral-8x7b").unwrap();

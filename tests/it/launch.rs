@@ -830,6 +830,30 @@ fn torchtitan_and_deepspeed_carry_the_plan() {
         .concat(),
     );
     assert!(stderr(&o).contains("`sequence_parallel`"), "{}", stderr(&o));
+    // torchtitan runs DDP alone: replicated data parallelism beside TP is refused.
+    let o = planner(
+        &[
+            &["export"][..],
+            &target,
+            &[
+                "--tp",
+                "2",
+                "--sequence-parallel",
+                "--zero",
+                "0",
+                "--format",
+                "torchtitan",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o)
+            .contains("`zero`: ZeRO-0 with dp > 1 beside TP/PP/CP: torchtitan runs DDP alone"),
+        "{}",
+        stderr(&o)
+    );
     // Selective recomputation exports as torchtitan's op-level policy: as priced when the plan
     // was priced for torchtitan; a plan priced for Megatron-LM (whose selective recomputation
     // is the attention core, whose kernels are fused) is written with a warning saying so.

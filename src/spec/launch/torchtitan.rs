@@ -78,7 +78,7 @@ fn parallelism(c: &mut Collect, model: &ModelSpec, plan: &Plan) -> String {
         }
     };
     if plan.zero == 0 && plan.dp > 1 && plan.tp * plan.pp * plan.cp > 1 {
-        c.warn("torchtitan releases of 2025 refuse DDP combined with TP/PP/CP (\"DDP has not supported > 1D parallelism\"); price zero 3 (FSDP) if yours does");
+        c.refuse("zero", "ZeRO-0 with dp > 1 beside TP/PP/CP: torchtitan runs DDP alone (\"DDP has not supported > 1D parallelism\", parallelize.py `apply_ddp`)", "price zero 2 or 3 (FSDP), or dp 1");
     }
     if plan.tp > 1 && !plan.sequence_parallel {
         c.refuse("sequence_parallel", "false: torchtitan's tensor parallelism always shards norms and dropout over the sequence (Megatron SP)", "price the plan with --sequence-parallel");
@@ -89,12 +89,15 @@ fn parallelism(c: &mut Collect, model: &ModelSpec, plan: &Plan) -> String {
     let split = if plan.pp > 1 {
         let counts = stage_counts(model, plan);
         let keys = if plan.vpp > 1 {
-            // Virtual stages split evenly (the plan prices no uneven interleaving).
-            Some(SplitKeys {
+            // Virtual stages split evenly (the plan prices no uneven interleaving); written
+            // only where torchtitan makes that split.
+            let k = SplitKeys {
                 first_less: 0,
                 last_less: 0,
                 per_stage: model.layers / (plan.pp * plan.vpp),
-            })
+            };
+            let even = vec![k.per_stage; (plan.pp * plan.vpp) as usize];
+            (k.per_stage > 0 && torchtitan_split(model.layers, k) == Some(even)).then_some(k)
         } else {
             split_keys(model.layers, &counts)
         };
@@ -223,9 +226,7 @@ mod tests {
     fn keys_reproduce_the_split() {
         let mut llama405 = vec![8; 16];
         (llama405[0], llama405[15]) = (7, 7);
-        let k = split_keys(126, &llama405).unwrap();
-        assert_eq!(torchtitan_split(126, k).unwrap(), llama405);
-        assert_eq!(k.per_stage, 8);
+        assert_eq!(split_keys(126, &llama405).unwrap().per_stage, 8);
         let even = split_keys(32, &[8; 4]).unwrap();
         assert_eq!((even.first_less, even.last_less, even.per_stage), (0, 0, 8));
         let defaults = SplitKeys {
