@@ -124,7 +124,7 @@ mod tests {
     /// sequence) over the layers.
     #[test]
     fn selective_recompute_flops_follow_the_graph() {
-        use crate::graph::{Kernel, Shard, transformer_layer};
+        use crate::graph::{Shard, transformer_layer};
         use crate::spec::AttentionImpl;
         let m = crate::spec::load_model("llama2-70b").unwrap();
         let (s, h) = (4096.0, 8192.0);
@@ -134,12 +134,7 @@ mod tests {
         (p.framework, p.attention) = (Framework::Torchtitan, AttentionImpl::Flash);
         let sh = Shard::of(&p);
         let g = transformer_layer(&m, &sh, false);
-        let per_layer: f64 = g
-            .ops()
-            .iter()
-            .flat_map(|o| &o.selective_fwd)
-            .map(Kernel::flops)
-            .sum();
+        let per_layer = g.selective_flops();
         let tt = selective_recompute_flops_per_sequence(&m, 4096, Framework::Torchtitan);
         assert_eq!(tt, 80.0 * per_layer);
         assert_eq!(tt, 80.0 * 2.0 * s * (h * 1024.0 + h * h + h * 28672.0));
@@ -150,12 +145,7 @@ mod tests {
             &Shard::of(&crate::spec::Plan { seq_len: 1024, ..p }),
             false,
         );
-        let per_layer: f64 = g
-            .ops()
-            .iter()
-            .flat_map(|o| &o.selective_fwd)
-            .map(Kernel::flops)
-            .sum();
+        let per_layer = g.selective_flops();
         let (s2, h2) = (1024.0, 1600.0);
         assert_eq!(
             per_layer,

@@ -585,12 +585,7 @@ mod tests {
             g.saved_selective_bytes(),
             2.0 * t * (4.0 * h + kv + f) + lse
         );
-        let rerun: f64 = g
-            .ops()
-            .iter()
-            .flat_map(|o| &o.selective_fwd)
-            .map(Kernel::flops)
-            .sum();
+        let rerun = g.selective_flops();
         assert_eq!(rerun, 2.0 * t * (h * kv + h * h + h * f));
         assert!(
             g.op("attention")

@@ -434,6 +434,12 @@ impl OpGraph {
         self.sum(Op::bwd_flops)
     }
 
+    /// FLOPs selective recomputation re-runs (`Op::selective_fwd`).
+    #[cfg(test)]
+    pub fn selective_flops(&self) -> f64 {
+        self.sum(|o| o.selective_fwd.iter().map(Kernel::flops).sum())
+    }
+
     /// Activation bytes saved without recomputation.
     pub fn saved_bytes(&self) -> f64 {
         self.sum(|o| o.saved_bytes)
