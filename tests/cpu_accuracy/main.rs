@@ -130,7 +130,7 @@ fn verify(model: &str, cluster: &str, prof: &str, plan: &'static str, flag: &str
 /// The Done-when of issue 7. When a plan misses by 15%, the cores are calibrated again and
 /// that plan verified again, twice at most. The retry was kept to runs something else
 /// disturbed (`Row::disturbed`, still logged); on this shared machine undisturbed tp=2 runs
-/// also came out −12…−23% about one time in three, the session-start build too: the probes
+/// also came out −12…−23% about one time in three, the session-start build too; likely the probes
 /// time GEMMs and copies on warm caches, which the executor's interleaved kernels do not
 /// find (memory-bound class −38%, optimizer −36%, GEMMs −5% on one such run).
 #[test]
