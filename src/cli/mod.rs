@@ -327,8 +327,11 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             );
             let elapsed = t0.elapsed().as_secs_f64();
             if res.top.is_empty() {
+                let among = export.map_or(String::new(), |f| {
+                    format!(" among the plans --export {} can write", f.name())
+                });
                 return Err(CliError::NoFeasiblePlan(format!(
-                    "no plan fits {} on {} ({} GPUs, global batch {gb}, seq {seq}).\n{}",
+                    "no plan fits {} on {} ({} GPUs, global batch {gb}, seq {seq}){among}.\n{}",
                     r.model.name,
                     r.cluster.name,
                     r.cluster.n_gpus(),

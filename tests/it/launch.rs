@@ -691,6 +691,22 @@ fn suggest_export_prices_plans_for_the_framework_that_runs_them() {
     );
     let e: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(!e["fits"].as_bool().unwrap(), "{e}");
+    // Nothing that fits: said as a search among what the format can write (exit 1).
+    let o = planner(&[
+        "suggest",
+        "--model",
+        "llama3-405b",
+        "--cluster",
+        "h100x8",
+        "--export",
+        "torchtitan",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("among the plans --export torchtitan can write"),
+        "{}",
+        stderr(&o)
+    );
     // Pricing for one framework and exporting for another is refused.
     let o = planner(
         &[
