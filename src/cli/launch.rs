@@ -3,11 +3,12 @@
 //! this file reads and writes files and prints warnings to stderr.
 
 use super::CliError;
-use super::args::{PlanArgs, Target};
+use super::args::{FrameworkArg, PlanArgs, Target};
 use crate::cost::Estimate;
+use crate::search::Space;
 use crate::spec::hf::{HfOptions, import};
 use crate::spec::launch::{self, LaunchFormat, MegatronVersion};
-use crate::spec::{ModelSpec, Plan, SpecError};
+use crate::spec::{Framework, ModelSpec, Plan, SpecError};
 use crate::units::fmt_secs;
 use clap::ValueEnum;
 
@@ -106,6 +107,28 @@ pub fn export_plan(
         eprintln!("warning: {w}");
     }
     Ok(e.text)
+}
+
+/// `suggest --export`: the search space priced as the framework that runs `format`
+/// (`LaunchFormat::framework`), unless `--framework` named it already; a different one is
+/// refused, since the plan would be exported as it was not priced.
+pub fn space_for_export(
+    space: Space,
+    format: LaunchFormatArg,
+    version: MegatronVersionArg,
+    framework: Option<FrameworkArg>,
+) -> Result<Space, CliError> {
+    let fw = format.with(version).framework();
+    match framework.map(Framework::from) {
+        None => Ok(space.for_framework(fw)),
+        Some(x) if x == fw => Ok(space),
+        Some(x) => Err(CliError::BadInput(format!(
+            "--framework {x} prices plans as {x} runs them, but --export {} writes a configuration {fw} runs: drop --framework (suggest then prices for {fw}), or export for the framework you priced",
+            format.name(),
+            x = x.name(),
+            fw = fw.name(),
+        ))),
+    }
 }
 
 /// `suggest --export`: the best-ranked of `ranked` that `format` can express (said on stderr

@@ -293,25 +293,9 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 space.overlap_grad_reduce = false;
                 space.tp_overlap = crate::spec::TpOverlap::None;
             }
-            // An exported plan is priced as the framework that runs it, among the plans its
-            // configuration can express.
             let launch_format = export.map(|f| f.with(megatron_version));
-            if let Some(f) = launch_format {
-                let fw = f.framework();
-                match search.framework.map(crate::spec::Framework::from) {
-                    Some(x) if x != fw => {
-                        return Err(CliError::BadInput(format!(
-                            "--framework {} prices plans as {} runs them, but --export {} writes a configuration {} runs: drop --framework (suggest then prices for {}), or export for the framework you priced",
-                            x.name(),
-                            x.name(),
-                            export.map_or("", |e| e.name()),
-                            fw.name(),
-                            fw.name()
-                        )));
-                    }
-                    Some(_) => {}
-                    None => space = space.for_framework(fw),
-                }
+            if let Some(f) = export {
+                space = launch::space_for_export(space, f, megatron_version, search.framework)?;
             }
             let expressible = |p: &crate::spec::Plan| {
                 launch_format.is_none_or(|f| crate::spec::launch::export(&r.model, p, f).is_ok())

@@ -37,12 +37,11 @@ pub struct DpSchedule {
     /// The step's reduction can overlap the last backward (where the plan overlaps it): not
     /// a gather after the optimizer step, nor a reduction called after the backward ends.
     pub step_overlappable: bool,
-    /// Whole gradients accumulate over the micro-batches in the reduction precision, on top
-    /// of the sharded state (FSDP under pipelining: FSDP2's `unsharded_accumulated_grad`).
-    pub whole_grads: bool,
-    /// The whole 16-bit weights stay gathered between micro-batches (FSDP under
-    /// pipelining), besides ZeRO-2's gathered weights that the state layout already counts.
-    pub whole_weights: bool,
+    /// Weights and gradients stay whole between micro-batches besides the sharded state
+    /// (FSDP under pipelining): the gradients accumulate in the reduction precision (FSDP2's
+    /// `unsharded_accumulated_grad`) and the 16-bit weights stay gathered
+    /// ([`memory::whole_state_bytes`](super::memory::whole_state_bytes)).
+    pub holds_whole: bool,
 }
 
 /// The schedule of `plan`'s ZeRO stage (Rajbhandari et al. 2020 §5) as its framework runs it:
@@ -88,8 +87,7 @@ pub fn schedule(plan: &Plan) -> DpSchedule {
         reduce_per_micro: micro,
         step,
         step_overlappable: !no_sync && step != StepReduce::Gather,
-        whole_grads: no_sync,
-        whole_weights: no_sync,
+        holds_whole: no_sync,
     }
 }
 
@@ -134,9 +132,9 @@ mod tests {
         p.zero = 3;
         assert_eq!(s(&p), (false, true, false, ReduceScatter));
         let d = schedule(&p);
-        assert!(d.whole_grads && d.whole_weights && !d.step_overlappable);
+        assert!(d.holds_whole && !d.step_overlappable);
         p.zero = 1;
         let d = schedule(&p);
-        assert!(!d.whole_grads && !d.whole_weights && d.step_overlappable);
+        assert!(!d.holds_whole && d.step_overlappable);
     }
 }

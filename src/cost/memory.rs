@@ -80,6 +80,22 @@ pub fn sharded_state_bytes(
     }
 }
 
+/// Bytes a rank keeps whole, besides its sharded state, of `params` parameters where the
+/// schedule holds them whole between micro-batches (FSDP under pipelining,
+/// [`dp::schedule`](super::dp::schedule)): (the 16-bit weights under ZeRO-3, which ZeRO-2's
+/// layout already counts; every gradient in the reduction precision). Zeros otherwise.
+pub fn whole_state_bytes(plan: &Plan, params: f64) -> (f64, f64) {
+    if !super::dp::schedule(plan).holds_whole {
+        return (0.0, 0.0);
+    }
+    let weights = if plan.zero >= 3 {
+        params * plan.dtype.bytes()
+    } else {
+        0.0
+    };
+    (weights, params * super::grad_reduce_bytes(plan))
+}
+
 /// Micro-batches whose activations stage `stage` holds at once (counted in model chunks of
 /// L/(p·v) layers for interleaving, else in whole stages).
 ///
@@ -151,19 +167,15 @@ pub fn stage_memory(
     let mut weights = dense_params * wd + expert_params * we;
     let mut grads = dense_params * gd + expert_params * ge;
     let optimizer = dense_params * od + expert_params * oe;
-    let dp = super::dp::schedule(plan);
-    if plan.zero >= 3 && dp.whole_weights {
-        // Under pipelining the whole stage stays gathered from a backward to the next forward.
-        weights += (dense_params + expert_params) * plan.dtype.bytes();
-    } else if plan.zero >= 3 {
+    let (whole_w, whole_g) = whole_state_bytes(plan, dense_params + expert_params);
+    weights += whole_w;
+    grads += whole_g;
+    let holds_whole = super::dp::schedule(plan).holds_whole;
+    if plan.zero >= 3 && !holds_whole {
         // FSDP gathers a layer's weights and prefetches the next (2 layers in 16-bit).
         weights += 2.0 * largest_layer_params * plan.dtype.bytes();
     }
-    if dp.whole_grads {
-        // Under pipelining FSDP accumulates every parameter's whole gradient, in the
-        // reduction precision, until the step's last backward.
-        grads += (dense_params + expert_params) * super::grad_reduce_bytes(plan);
-    } else if plan.zero >= 3 || (plan.zero == 2 && plan.framework.fsdp()) {
+    if !holds_whole && (plan.zero >= 3 || (plan.zero == 2 && plan.framework.fsdp())) {
         // FSDP holds one layer's unsharded gradients in the reduction precision before
         // reduce-scattering them.
         grads += largest_layer_params * super::grad_reduce_bytes(plan);

@@ -7,7 +7,7 @@
 //! backends (cpu threads, cuda processes) only interpret it.
 
 use crate::cost::dp::{self, StepReduce};
-use crate::cost::memory::{layer_activation_bytes, sharded_state_bytes};
+use crate::cost::memory::{layer_activation_bytes, sharded_state_bytes, whole_state_bytes};
 use crate::cost::stages::{chunk_layers, chunk_params};
 use crate::cost::{
     GroupShape, Machine, Placement, PricedGraphs, StageLayout, grad_reduce_bytes,
@@ -472,16 +472,7 @@ impl Ctx<'_> {
         out.push(Self::instr(Op::Memory { bytes }, Class::Optimizer, t));
         let (wd, gd, od) = sharded_state_bytes(plan.framework, plan.dtype, plan.zero, n_dp);
         let (we, ge, oe) = sharded_state_bytes(plan.framework, plan.dtype, plan.zero, n_ep);
-        // What the schedule keeps whole besides the sharded state, as the memory model counts
-        // it (FSDP under pipelining: the accumulated gradients, and ZeRO-3's gathered weights).
-        let dp = dp::schedule(plan);
-        let whole = dense + experts;
-        let whole_grads = if dp.whole_grads { whole * grad_b } else { 0.0 };
-        let whole_weights = if dp.whole_weights && plan.zero >= 3 {
-            whole * e
-        } else {
-            0.0
-        };
+        let (whole_weights, whole_grads) = whole_state_bytes(plan, dense + experts);
         StateBytes {
             weights: dense * wd + experts * we + whole_weights,
             grads: dense * gd + experts * ge + whole_grads,

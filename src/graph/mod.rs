@@ -5,6 +5,7 @@
 mod ends;
 mod layer;
 mod linear;
+mod selective;
 
 pub use ends::{embedding, head};
 pub use layer::transformer_layer;

@@ -2,6 +2,7 @@
 //! with every problem reported at once. Only this module reads models/ and hardware/.
 
 pub mod error;
+pub mod framework;
 pub mod hardware;
 pub mod hf;
 pub mod infeasible;

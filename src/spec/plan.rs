@@ -6,6 +6,7 @@ use super::model::ModelSpec;
 use crate::units::Dtype;
 use serde::{Deserialize, Serialize};
 
+pub use super::framework::Framework;
 pub use super::infeasible::Infeasible;
 
 /// Activation recomputation (Korthikanti et al. 2022, "Reducing Activation Recomputation").
@@ -69,127 +70,6 @@ pub enum AttentionImpl {
     /// FlashAttention-2 is 1.3–1.5× faster forward and about 2× faster backward (Dao 2023 §4.1).
     FlashTriton,
 }
-
-/// The training framework, which decides kernels, loss, optimizer-state layout and gradient
-/// reduction precision — each the documented behaviour of that codebase.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Framework {
-    /// Megatron-LM / Megatron-Core: fused kernels (norms, bias-GeLU, bias-dropout-add,
-    /// scale-mask-softmax), cross-entropy on fp32 vocab-parallel logits, fp32 main gradients
-    /// (18 bytes/param, 6 + 12/dp with the distributed optimizer).
-    #[default]
-    Megatron,
-    /// Megatron-DeepSpeed: Megatron's kernels; DeepSpeed's BF16 optimizer keeps 16-bit
-    /// gradients plus unsharded fp32 accumulation buffers (BigScience tr11 chronicles: "the
-    /// additional memory usage is 4bytes x params and it's not sharded").
-    DeepSpeed,
-    /// torchtitan (FSDP2): eager PyTorch RMSNorm, rotary embedding and SwiGLU (several
-    /// elementwise kernels each, fp32 upcasts), fp32 cross-entropy, sharded fp32 master state.
-    Torchtitan,
-    /// MosaicML llm-foundry (FSDP): aten LayerNorm and GeLU kernels, flash-attn's fused
-    /// cross-entropy, sharded fp32 master state.
-    LlmFoundry,
-}
-
-impl Framework {
-    /// Name as written on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Framework::Megatron => "megatron",
-            Framework::DeepSpeed => "deepspeed",
-            Framework::Torchtitan => "torchtitan",
-            Framework::LlmFoundry => "llm-foundry",
-        }
-    }
-
-    /// Whether norms, rotary embedding and gated activations run as single fused kernels
-    /// (false: composed of eager PyTorch elementwise ops).
-    pub fn fused_kernels(self) -> bool {
-        self != Framework::Torchtitan
-    }
-
-    /// Whether data parallelism is PyTorch FSDP (torchtitan's FSDP2, Composer's FSDP): ZeRO-2
-    /// and 3 shard the parameters at rest, with fp32 master weights as the sharded parameters.
-    pub fn fsdp(self) -> bool {
-        matches!(self, Framework::Torchtitan | Framework::LlmFoundry)
-    }
-
-    /// The parallelisms the framework has no implementation of, as (plan field, what it is):
-    /// Composer, which runs llm-foundry, trains with FSDP and has no pipeline or context
-    /// parallelism (mosaicml/composer `parallelism_config` holds `fsdp` and `tp` only).
-    pub fn lacks(self) -> &'static [Lack] {
-        match self {
-            Framework::LlmFoundry => &[
-                ("pp", |p| p.pp, "pipeline parallelism"),
-                ("cp", |p| p.cp, "context parallelism"),
-            ],
-            _ => &[],
-        }
-    }
-
-    /// Whether the framework pipelines with sharded data parallelism (ZeRO-2/3 with pp > 1):
-    /// torchtitan runs FSDP2 under `torch.distributed.pipelining`, which skips the gradient
-    /// reduction until each step's last backward (`stage.py` `_configure_data_parallel_mode`:
-    /// `set_requires_gradient_sync(last_backward)`). DeepSpeed's pipeline engine refuses
-    /// ZeRO-2/3, Megatron-LM shards only the optimizer state under pipelining, and Composer
-    /// has no pipeline parallelism.
-    pub fn pipelines_sharded_data(self) -> bool {
-        self == Framework::Torchtitan
-    }
-
-    /// The ZeRO stages the framework runs: torchtitan's FSDP2 shards parameters with their
-    /// optimizer state (`fully_shard`, ZeRO-3), keeps them gathered after the forward
-    /// (`reshard_after_forward=False`, ZeRO-2) or replicates (DDP); Composer's FSDP likewise
-    /// (`FULL_SHARD`, `SHARD_GRAD_OP`, `NO_SHARD`). Neither shards optimizer state alone
-    /// (ZeRO-1). Megatron-LM (distributed optimizer, FSDP) and DeepSpeed (ZeRO 1–3): all.
-    pub fn zero_stages(self) -> &'static [u8] {
-        match self {
-            Framework::Torchtitan | Framework::LlmFoundry => &[0, 2, 3],
-            Framework::Megatron | Framework::DeepSpeed => &[0, 1, 2, 3],
-        }
-    }
-
-    /// Whether selective recomputation is torchtitan's op-level policy (keep the outputs of
-    /// matmuls, SDPA and reduce-scatters except every second matmul; re-run the rest) rather
-    /// than Megatron-LM's attention-core recomputation (Korthikanti et al. 2022 §5).
-    pub fn op_level_selective(self) -> bool {
-        self == Framework::Torchtitan
-    }
-
-    /// Whether the loss is a fused kernel on 16-bit logits (flash-attn's cross-entropy) rather
-    /// than a softmax over an fp32 copy of the logits.
-    pub fn fused_loss(self) -> bool {
-        self == Framework::LlmFoundry
-    }
-
-    /// Cross-entropy passes over the logits that each micro-batch runs for training metrics,
-    /// beside its loss. Composer's Trainer updates the model's training metrics after every
-    /// micro-batch's backward (mosaicml/composer `composer/trainer/trainer.py`
-    /// `_train_microbatch` → `_eval_train_metrics`, @ef6e6918); llm-foundry's MPT defines two,
-    /// `LanguageCrossEntropy` and `LanguagePerplexity`, each a `torch.nn.CrossEntropyLoss` over
-    /// the whole logits (llmfoundry/models/mpt/modeling_mpt.py `ComposerMPTCausalLM`; on by
-    /// default, `use_train_metrics` from PR #642, October 2023, only adds a switch).
-    pub fn train_metric_passes(self) -> u64 {
-        match self {
-            Framework::LlmFoundry => 2,
-            _ => 0,
-        }
-    }
-
-    /// All frameworks.
-    pub const ALL: [Framework; 4] = [
-        Framework::Megatron,
-        Framework::DeepSpeed,
-        Framework::Torchtitan,
-        Framework::LlmFoundry,
-    ];
-}
-
-/// A parallelism a framework lacks: the plan field, its size in a plan, what it is.
-pub type Lack = (&'static str, fn(&Plan) -> u64, &'static str);
 
 /// How much tensor-parallel communication the framework hides behind GEMMs.
 #[derive(

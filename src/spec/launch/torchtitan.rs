@@ -196,20 +196,24 @@ fn torchtitan_split(layers: u64, k: SplitKeys) -> Option<Vec<u64>> {
     v.iter().all(|&x| x > 0).then_some(v)
 }
 
-/// The smallest keys under which torchtitan splits `layers` as `counts` (one stage per
-/// pipeline rank), if any: the even split needs no allowance for the embedding and output,
-/// an uneven one the allowances that leave the other stages even.
+/// The smallest allowances under which torchtitan splits `layers` as `counts` (one stage per
+/// pipeline rank), if any: the even split needs none, an uneven one those that leave the other
+/// stages even. The split depends on the layers per stage only through the stage count, so
+/// `ceil(units / stages)` stands for every value that gives it.
 fn split_keys(layers: u64, counts: &[u64]) -> Option<SplitKeys> {
-    let top = counts.iter().copied().max()?;
+    let (top, stages) = (counts.iter().copied().max()?, counts.len() as u64);
     (0..=top).find_map(|first_less| {
         (0..=top).find_map(|last_less| {
-            (1..=top + 1)
-                .map(|per_stage| SplitKeys {
-                    first_less,
-                    last_less,
-                    per_stage,
-                })
-                .find(|&k| torchtitan_split(layers, k).as_deref() == Some(counts))
+            let units = layers + first_less + last_less;
+            let per_stage = units.div_ceil(stages);
+            let k = SplitKeys {
+                first_less,
+                last_less,
+                per_stage,
+            };
+            (units.div_ceil(per_stage) == stages
+                && torchtitan_split(layers, k).as_deref() == Some(counts))
+            .then_some(k)
         })
     })
 }
