@@ -37,6 +37,9 @@ pub fn pipeline_time(schedule: Schedule, t: &[f64], m: u64, v: u64) -> f64 {
 /// (compute stalls while a collective runs) is none, `comm` — how the verify backends run a
 /// rank's communication, after its compute on one stream.
 pub fn overlap_exposed_s(comm: f64, window: f64, idle: f64, interference: f64) -> f64 {
+    if interference >= 1.0 {
+        return comm;
+    }
     if comm * (1.0 - interference) < window {
         interference * comm
     } else {
@@ -65,6 +68,8 @@ mod tests {
             8e-3 * 0.16 / 0.84,
         );
         close(overlap_exposed_s(12e-3, 8e-3, 3e-3, 0.0), 1e-3);
+        // ι = 1 exposes the whole collective, with or without compute or idle time beside it.
+        close(overlap_exposed_s(2e-3, 0.0, 5e-3, 1.0), 2e-3);
         close(overlap_exposed_s(0.0, 8e-3, 0.0, 0.16), 0.0);
         close(overlap_exposed_s(12e-3, 8e-3, 3e-3, 1.0), 12e-3);
         close(overlap_exposed_s(5e-3, 8e-3, 0.0, 1.0), 5e-3);
