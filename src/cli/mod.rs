@@ -208,6 +208,14 @@ pub enum Command {
         /// Only this group.
         #[arg(long)]
         group: Option<String>,
+        /// Explain one run (by its `id`): the model, cluster and plan it was priced as, the
+        /// estimate's time and memory, per stage and per operator.
+        #[arg(long, value_name = "ID")]
+        explain: Option<String>,
+        /// With --explain: write the run's model.yaml, cluster.yaml and plan.json into DIR, for
+        /// `planner estimate` (and any other command) to reproduce and vary the prediction.
+        #[arg(long, value_name = "DIR", requires = "explain")]
+        save_case: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -511,8 +519,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
         Command::Validate {
             runs,
             group,
+            explain,
+            save_case,
             format,
-        } => validate::run(runs.as_deref(), group.as_deref(), format),
+        } => match explain {
+            Some(id) => validate::explain(runs.as_deref(), &id, save_case.as_deref(), format),
+            None => validate::run(runs.as_deref(), group.as_deref(), format),
+        },
         Command::Calibrate(a) => calibrate::run(a),
         Command::Report(a) => report::run(&a),
         Command::Verify(a) => verify::run(a),

@@ -1,20 +1,29 @@
 //! `planner validate`: predicted vs measured for published runs, with per-group accuracy.
 
+mod explain;
+
+pub use explain::explain;
+
 use super::render::table;
 use super::{CliError, Format};
-use crate::spec::runs::{PUBLISHED_RUNS, parse_runs};
+use crate::spec::runs::{PUBLISHED_RUNS, RunRecord, parse_runs};
 use crate::validate::{GroupSummary, Report, validate};
 
-/// Runs the validation and renders it.
-pub fn run(runs: Option<&str>, group: Option<&str>, format: Format) -> Result<String, CliError> {
-    let records = match runs {
+/// The runs file's records (the built-in set by default).
+fn records(runs: Option<&str>) -> Result<Vec<RunRecord>, CliError> {
+    Ok(match runs {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| CliError::BadInput(format!("--runs {path}: {e}")))?;
             parse_runs(path, &text)?
         }
         None => parse_runs("validation/published-runs.yaml (built in)", PUBLISHED_RUNS)?,
-    };
+    })
+}
+
+/// Runs the validation and renders it.
+pub fn run(runs: Option<&str>, group: Option<&str>, format: Format) -> Result<String, CliError> {
+    let records = records(runs)?;
     if let Some(g) = group
         && !records.iter().any(|r| r.group == g)
     {

@@ -20,6 +20,7 @@ pub enum Framework {
     /// Megatron-DeepSpeed: Megatron's kernels; DeepSpeed's BF16 optimizer keeps 16-bit
     /// gradients plus unsharded fp32 accumulation buffers (BigScience tr11 chronicles: "the
     /// additional memory usage is 4bytes x params and it's not sharded").
+    #[serde(rename = "deepspeed")]
     DeepSpeed,
     /// torchtitan (FSDP2): eager PyTorch RMSNorm, rotary embedding and SwiGLU (several
     /// elementwise kernels each, fp32 upcasts), fp32 cross-entropy, sharded fp32 master state.

@@ -214,6 +214,25 @@ impl ClusterSpec {
         Some(c)
     }
 
+    /// The cluster as a document that [`ClusterSpec::from_yaml`] reads back to an equal
+    /// cluster, its device written inline, each `comments` line a `#` comment on top. The body
+    /// is JSON, which is YAML; absent optional keys are left out.
+    pub fn to_yaml(&self, comments: &[String]) -> String {
+        fn drop_nulls(v: &mut serde_json::Value) {
+            if let serde_json::Value::Object(m) = v {
+                m.retain(|_, x| !x.is_null());
+                m.values_mut().for_each(drop_nulls);
+            }
+        }
+        let mut v = serde_json::to_value(self).expect("a cluster serialises");
+        drop_nulls(&mut v);
+        let body = serde_json::to_string_pretty(&v).expect("a value serialises");
+        let mut out: String = comments.iter().map(|c| format!("# {c}\n")).collect();
+        out += &body;
+        out.push('\n');
+        out
+    }
+
     /// Parses a cluster YAML document; `resolve_gpu` turns a device name into a device.
     pub fn from_yaml(
         file: &str,
@@ -567,5 +586,21 @@ mod tests {
             e.contains("`intra_node.efficiency`: expected an efficiency"),
             "{e}"
         );
+    }
+
+    /// Every preset cluster (H100 with its FP8 peak, A100 without; one node and several)
+    /// written by `to_yaml` reads back equal, its device inline; the calibration key and the
+    /// absent network stay absent.
+    #[test]
+    fn to_yaml_round_trips_every_preset() {
+        for (name, _) in crate::spec::presets::CLUSTERS {
+            let c = crate::spec::load_cluster(name).unwrap();
+            let text = c.to_yaml(&["from a test".into()]);
+            assert!(text.starts_with("# from a test\n{"), "{text}");
+            assert!(!text.contains("null"), "{text}");
+            let back = ClusterSpec::from_yaml("c.yaml", &text, &|g| panic!("inline, not {g}"))
+                .unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+            assert_eq!(back, c, "{name}");
+        }
     }
 }

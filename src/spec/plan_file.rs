@@ -179,6 +179,29 @@ mod tests {
         assert_eq!(Plan::from_json("r.json", &r.to_json()).unwrap(), r);
     }
 
+    /// A plan of every framework reads back from its JSON: serde's spelling of a framework is
+    /// the one the reader and the command line take (`deepspeed` had been written
+    /// `deep-speed`, which `--plan` then refused).
+    #[test]
+    fn every_framework_round_trips_through_json() {
+        for f in Framework::ALL {
+            let p = Plan {
+                framework: f,
+                ..Plan::from_json(
+                    "p.json",
+                    r#"{"dp": 1, "tp": 1, "pp": 1, "mbs": 1, "global_batch": 8, "seq_len": 512}"#,
+                )
+                .unwrap()
+            };
+            let text = p.to_json();
+            assert!(
+                text.contains(&format!(r#""framework": "{}""#, f.name())),
+                "{text}"
+            );
+            assert_eq!(Plan::from_json("p.json", &text).unwrap(), p, "{}", f.name());
+        }
+    }
+
     #[test]
     fn every_problem_at_once_with_unknown_keys() {
         let e = Plan::from_json(

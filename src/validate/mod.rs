@@ -388,6 +388,33 @@ fn summarise(group: &str, rows: &[&RowResult]) -> GroupSummary {
     }
 }
 
+/// One run with what its prediction rests on: the case as adapted (model, cluster, plan) and
+/// the estimate of the plan the row reports (`planner validate --explain`).
+pub struct Explained {
+    /// The row as `validate` reports it.
+    pub row: RowResult,
+    /// The run made predictable.
+    pub case: Case,
+    /// The estimate behind the row: the published plan, or the fastest choice of its
+    /// unpublished knobs that fits.
+    pub estimate: Estimate,
+}
+
+/// [`validate_run`] with its case and estimate; the skip reason when the run is skipped.
+pub fn explain(run: &RunRecord) -> Result<Explained, String> {
+    let row = validate_run(run);
+    if let Some(why) = &row.skipped {
+        return Err(why.clone());
+    }
+    let case = case(run)?;
+    let (estimate, _) = resolve_plan(&case)?;
+    Ok(Explained {
+        row,
+        case,
+        estimate,
+    })
+}
+
 /// Predicts every run (of `group`, when given) and summarises per group.
 pub fn validate(runs: &[RunRecord], group: Option<&str>) -> Report {
     let rows: Vec<RowResult> = runs
