@@ -314,6 +314,40 @@ fn terms(b: &Breakdown) -> [(&'static str, f64); 8] {
     ]
 }
 
+/// The two largest terms by `share` of the step, each with the change that alone would remove
+/// `error` (a throughput error: predicted/measured − 1, or measured/predicted − 1 for time, so
+/// the step would have to grow by `error` of itself): `error / share`.
+fn dominant_terms(share: &[f64; 8], error: f64, what: &str) -> Vec<String> {
+    let names = terms(&Breakdown::default()).map(|t| t.0);
+    let mut order: Vec<usize> = (0..8).collect();
+    order.sort_by(|&a, &b| share[b].total_cmp(&share[a]));
+    order
+        .iter()
+        .take(2)
+        .filter(|&&i| share[i] > 0.0)
+        .map(|&i| {
+            format!(
+                "{} ({:.0}% of the step) would have to be {:+.1}% to remove {what}",
+                names[i],
+                100.0 * share[i],
+                100.0 * error / share[i]
+            )
+        })
+        .collect()
+}
+
+/// What would have to change to remove one row's error (empty for a memory-only row).
+pub fn row_residual(r: &RowResult) -> Vec<String> {
+    let Some(error) = r.error else {
+        return Vec::new();
+    };
+    let mut share = [0.0f64; 8];
+    for (i, (_, t)) in terms(&r.breakdown).iter().enumerate() {
+        share[i] = t / r.step_time_s.max(1e-12);
+    }
+    dominant_terms(&share, error, "this row's error")
+}
+
 fn summarise(group: &str, rows: &[&RowResult]) -> GroupSummary {
     let compared: Vec<&&RowResult> = rows.iter().filter(|r| r.error.is_some()).collect();
     let errs: Vec<f64> = compared.iter().filter_map(|r| r.error).collect();
@@ -343,22 +377,11 @@ fn summarise(group: &str, rows: &[&RowResult]) -> GroupSummary {
             share[i] += t / r.step_time_s.max(1e-12) / n;
         }
     }
-    let names = terms(&Breakdown::default()).map(|t| t.0);
-    let mut order: Vec<usize> = (0..8).collect();
-    order.sort_by(|&a, &b| share[b].total_cmp(&share[a]));
-    let residual = order
-        .iter()
-        .take(2)
-        .filter(|&&i| share[i] > 0.0 && !errs.is_empty())
-        .map(|&i| {
-            format!(
-                "{} ({:.0}% of the step) would have to be {:+.1}% to remove the mean error",
-                names[i],
-                100.0 * share[i],
-                100.0 * mean_error / share[i]
-            )
-        })
-        .collect();
+    let residual = if errs.is_empty() {
+        Vec::new()
+    } else {
+        dominant_terms(&share, mean_error, "the mean error")
+    };
     GroupSummary {
         group: group.to_string(),
         compared: errs.len(),
@@ -438,4 +461,47 @@ pub fn validate(runs: &[RunRecord], group: Option<&str>) -> Report {
         })
         .collect();
     Report { rows, groups }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row predicted 10% fast over a 1 s step of 0.8 s compute and 0.2 s DP communication:
+    /// the step must grow by 0.1 s, which is +12.5% of the compute or +50% of the
+    /// communication; the other terms are zero and not named. A memory-only row has none.
+    #[test]
+    fn row_residual_names_the_change_each_term_would_need() {
+        let row = RowResult {
+            id: "r".into(),
+            group: "g".into(),
+            metric: "iteration_time_s",
+            measured: Some(1.1),
+            predicted: Some(1.0),
+            error: Some(0.1),
+            measured_oom: false,
+            predicted_fits: true,
+            predicted_memory_gib: 1.0,
+            measured_memory_gb: None,
+            plan: String::new(),
+            searched: Vec::new(),
+            predicted_range: None,
+            step_time_s: 1.0,
+            breakdown: Breakdown {
+                compute_s: 0.8,
+                dp_comm_s: 0.2,
+                ..Breakdown::default()
+            },
+            skipped: None,
+        };
+        assert_eq!(
+            row_residual(&row),
+            [
+                "compute (80% of the step) would have to be +12.5% to remove this row's error",
+                "dp_comm (20% of the step) would have to be +50.0% to remove this row's error",
+            ]
+        );
+        let memory_only = RowResult { error: None, ..row };
+        assert!(row_residual(&memory_only).is_empty());
+    }
 }

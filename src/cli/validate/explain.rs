@@ -49,6 +49,7 @@ pub fn explain(
                 "model": x.case.model,
                 "cluster": x.case.cluster,
                 "estimate": estimate_json(&x.estimate),
+                "residual": crate::validate::row_residual(&x.row),
                 "ops": ops.iter().map(|(g, o, f, b)| serde_json::json!({"graph": g, "op": o, "fwd_s": f, "bwd_s": b})).collect::<Vec<_>>(),
             });
             if let Some(cmd) = saved {
@@ -122,6 +123,9 @@ fn row_line(x: &Explained) -> String {
     );
     if let Some(gb) = r.measured_memory_gb {
         s += &format!(" at {gb} GB measured");
+    }
+    for line in crate::validate::row_residual(r) {
+        s += &format!("\n{line}");
     }
     if !r.searched.is_empty() {
         s += &format!(
