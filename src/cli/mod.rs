@@ -210,7 +210,7 @@ pub enum Command {
         group: Option<String>,
         /// Explain one run (by its `id`): the model, cluster and plan it was priced as, the
         /// estimate's time and memory, per stage and per operator.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "group")]
         explain: Option<String>,
         /// With --explain: write the run's model.yaml, cluster.yaml and plan.json into DIR, for
         /// `planner estimate` (and any other command) to reproduce and vary the prediction.

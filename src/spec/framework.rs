@@ -20,7 +20,7 @@ pub enum Framework {
     /// Megatron-DeepSpeed: Megatron's kernels; DeepSpeed's BF16 optimizer keeps 16-bit
     /// gradients plus unsharded fp32 accumulation buffers (BigScience tr11 chronicles: "the
     /// additional memory usage is 4bytes x params and it's not sharded").
-    #[serde(rename = "deepspeed")]
+    #[serde(rename = "deepspeed", alias = "deep-speed")]
     DeepSpeed,
     /// torchtitan (FSDP2): eager PyTorch RMSNorm, rotary embedding and SwiGLU (several
     /// elementwise kernels each, fp32 upcasts), fp32 cross-entropy, sharded fp32 master state.
@@ -126,3 +126,21 @@ impl Framework {
 
 /// A parallelism a framework lacks: the plan field, its size in a plan, what it is.
 pub type Lack = (&'static str, fn(&Plan) -> u64, &'static str);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serde writes each framework as the command line spells it (`deepspeed`, once
+    /// `deep-speed`), and still reads the old spelling in JSON written before.
+    #[test]
+    fn serde_spelling_is_the_command_line_name() {
+        for f in Framework::ALL {
+            let text = serde_json::to_string(&f).unwrap();
+            assert_eq!(text, format!("\"{}\"", f.name()));
+            assert_eq!(serde_json::from_str::<Framework>(&text).unwrap(), f);
+        }
+        let old: Framework = serde_json::from_str("\"deep-speed\"").unwrap();
+        assert_eq!(old, Framework::DeepSpeed);
+    }
+}

@@ -238,10 +238,12 @@ fn skipped(run: &RunRecord, why: String) -> RowResult {
 
 /// Predicts one run.
 pub fn validate_run(run: &RunRecord) -> RowResult {
-    let c = match case(run) {
-        Ok(c) => c,
-        Err(why) => return skipped(run, why),
-    };
+    priced_run(run).map_or_else(|why| skipped(run, why), |x| x.row)
+}
+
+/// [`validate_run`] with the case and the estimate behind the row; the reason to skip it.
+fn priced_run(run: &RunRecord) -> Result<Explained, String> {
+    let c = case(run)?;
     let why: Vec<String> = c
         .plan
         .check(&c.model, &c.cluster)
@@ -249,15 +251,9 @@ pub fn validate_run(run: &RunRecord) -> RowResult {
         .map(|w| w.to_string())
         .collect();
     if !why.is_empty() && c.searched.is_empty() {
-        return skipped(
-            run,
-            format!("published plan does not check: {}", why.join("; ")),
-        );
+        return Err(format!("published plan does not check: {}", why.join("; ")));
     }
-    let (e, others) = match resolve_plan(&c) {
-        Ok(r) => r,
-        Err(why) => return skipped(run, why),
-    };
+    let (e, others) = resolve_plan(&c)?;
     let cmp = if run.measured.oom() {
         None
     } else {
@@ -280,7 +276,7 @@ pub fn validate_run(run: &RunRecord) -> RowResult {
             }),
     );
     let predicted_range = predicted_range.filter(|_| fitting.len() > 1);
-    RowResult {
+    let row = RowResult {
         id: run.id.clone(),
         group: run.group.clone(),
         metric: cmp.map_or("memory verdict", |c| c.0),
@@ -297,7 +293,12 @@ pub fn validate_run(run: &RunRecord) -> RowResult {
         step_time_s: e.step_time_s,
         breakdown: e.breakdown,
         skipped: None,
-    }
+    };
+    Ok(Explained {
+        row,
+        case: c,
+        estimate: e,
+    })
 }
 
 /// The breakdown's terms with their names, for residual analysis.
@@ -425,17 +426,7 @@ pub struct Explained {
 
 /// [`validate_run`] with its case and estimate; the skip reason when the run is skipped.
 pub fn explain(run: &RunRecord) -> Result<Explained, String> {
-    let row = validate_run(run);
-    if let Some(why) = &row.skipped {
-        return Err(why.clone());
-    }
-    let case = case(run)?;
-    let (estimate, _) = resolve_plan(&case)?;
-    Ok(Explained {
-        row,
-        case,
-        estimate,
-    })
+    priced_run(run)
 }
 
 /// Predicts every run (of `group`, when given) and summarises per group.

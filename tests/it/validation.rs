@@ -414,7 +414,6 @@ fn explain_saves_a_case_that_estimate_reprices() {
         let x: serde_json::Value = serde_json::from_str(&crate::cli::stdout(&o)).unwrap();
         assert_eq!(x["row"]["id"], id);
         let step = x["estimate"]["step_time_s"].as_f64().unwrap();
-        assert_eq!(x["row"]["step_time_s"].as_f64(), Some(step), "{id}");
         let file = |f: &str| dir.join(f).to_str().unwrap().to_string();
         let (m, c, p) = (file("model.yaml"), file("cluster.yaml"), file("plan.json"));
         let o = crate::cli::planner(&[
@@ -446,4 +445,76 @@ fn explain_saves_a_case_that_estimate_reprices() {
     let err = crate::cli::stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("did you mean `mlm-h100-weak-1.7b`"), "{err}");
+}
+
+/// `--explain` refuses before writing anything: CSV (it prints a table or JSON, and the case
+/// directory stays unmade), a skipped run (naming why and what to do), and `--group` beside
+/// it; each exits 2.
+#[test]
+fn explain_refusals_exit_2_and_write_nothing() {
+    let dir = std::env::temp_dir().join(format!("planner-case-csv-{}", std::process::id()));
+    let d = dir.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec![
+                "--explain",
+                "mlm-h100-weak-70b",
+                "--format",
+                "csv",
+                "--save-case",
+                d,
+            ],
+            "prints a table or JSON",
+        ),
+        (
+            vec!["--explain", "mlm-h100-strong-177b-96gpu", "--save-case", d],
+            "skipped: tensor/pipeline parallel sizes not published; explain a run",
+        ),
+        (
+            vec!["--explain", "mlm-h100-weak-70b", "--group", "bloom-176b"],
+            "cannot be used with",
+        ),
+    ] {
+        let o = crate::cli::planner(&[&["validate"], &args[..]].concat());
+        let err = crate::cli::stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!dir.exists(), "{args:?} wrote {d}");
+    }
+}
+
+/// One priced run of every group, its case written as `--save-case` writes it and read back
+/// in process: the model, cluster (presets' devices inline, Omni-Path and RoCE networks, the
+/// older CUDA contexts) and plan come back equal and price to the row's own step time and
+/// memory.
+#[test]
+fn every_group_case_reads_back_to_the_same_prediction() {
+    use planner::cost::estimate;
+    use planner::spec::{ClusterSpec, ModelSpec, Plan, load_device};
+    let runs = parse_runs("published-runs.yaml", PUBLISHED_RUNS).unwrap();
+    let mut groups: Vec<&str> = Vec::new();
+    for run in &runs {
+        if groups.contains(&run.group.as_str()) {
+            continue;
+        }
+        let Ok(x) = planner::validate::explain(run) else {
+            continue;
+        };
+        groups.push(&run.group);
+        let (id, c) = (&run.id, &x.case);
+        let model = ModelSpec::from_yaml("m.yaml", &c.model.to_yaml(&[])).unwrap();
+        let cluster =
+            ClusterSpec::from_yaml("c.yaml", &c.cluster.to_yaml(&[]), &|g| load_device(g))
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+        let plan = Plan::from_json("p.json", &x.estimate.plan.to_json()).unwrap();
+        assert_eq!(
+            (&model, &cluster, &plan),
+            (&c.model, &c.cluster, &x.estimate.plan),
+            "{id}"
+        );
+        let e = estimate(&model, &cluster, &plan, None);
+        assert_eq!(e.step_time_s, x.row.step_time_s, "{id}");
+        assert_eq!(e.memory_gib_per_gpu, x.row.predicted_memory_gib, "{id}");
+    }
+    assert_eq!(groups.len(), 10, "{groups:?}");
 }

@@ -22,6 +22,11 @@ pub fn explain(
     save: Option<&str>,
     format: Format,
 ) -> Result<String, CliError> {
+    if format == Format::Csv {
+        return Err(CliError::BadInput(
+            "--explain prints a table or JSON; use --format table or --format json".into(),
+        ));
+    }
     let records = records(runs)?;
     let Some(run) = records.iter().find(|r| r.id == id) else {
         let hint = closest(id, records.iter().map(|r| r.id.as_str()))
@@ -31,8 +36,12 @@ pub fn explain(
             "--explain {id}: no run has this id; {hint}`planner validate` lists the ids"
         )));
     };
-    let x = explain_run(run)
-        .map_err(|why| CliError::BadInput(format!("--explain {id}: the run is skipped: {why}")))?;
+    let x = explain_run(run).map_err(|why| {
+        CliError::BadInput(format!(
+            "--explain {id}: the run is skipped: {why}; explain a run that `planner validate` \
+             prices, or complete this one in a --runs file"
+        ))
+    })?;
     let saved = match save {
         Some(dir) => Some(save_case(&x, id, Path::new(dir))?),
         None => None,
@@ -57,11 +66,7 @@ pub fn explain(
             }
             json(&v)
         }
-        Format::Csv => {
-            return Err(CliError::BadInput(
-                "--explain prints a table or JSON; use --format table or --format json".into(),
-            ));
-        }
+        Format::Csv => unreachable!("refused above"),
         Format::Table => {
             let (m, c) = (&x.case.model, &x.case.cluster);
             let mut s = format!("## {id}\n\n{}\n\n", row_line(&x));
@@ -189,6 +194,12 @@ fn save_case(x: &Explained, id: &str, dir: &Path) -> Result<String, CliError> {
     let note = vec![format!(
         "published run `{id}` as `planner validate` prices it"
     )];
+    // Validation prices with the presets' figures, never a measured profile: a cluster that
+    // named one would be re-priced differently by `estimate`.
+    let cluster_spec = crate::spec::ClusterSpec {
+        calibration: None,
+        ..x.case.cluster.clone()
+    };
     let [model, cluster, plan] = CASE_FILES.map(|f| dir.join(f));
     write_output(
         "--save-case",
@@ -198,13 +209,26 @@ fn save_case(x: &Explained, id: &str, dir: &Path) -> Result<String, CliError> {
     write_output(
         "--save-case",
         &cluster,
-        x.case.cluster.to_yaml(&note).as_bytes(),
+        cluster_spec.to_yaml(&note).as_bytes(),
     )?;
     launch::save_plan(&plan.to_string_lossy(), &x.estimate.plan)?;
     Ok(format!(
         "planner estimate --model {} --cluster {} --plan {} --ops",
-        model.display(),
-        cluster.display(),
-        plan.display()
+        shell_word(&model),
+        shell_word(&cluster),
+        shell_word(&plan)
     ))
+}
+
+/// `path` as one shell word: as is when it holds only safe characters, else single-quoted.
+fn shell_word(path: &Path) -> String {
+    let s = path.display().to_string();
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,@".contains(c))
+    {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
