@@ -481,7 +481,7 @@ pub struct SearchArgs {
     pub dtype: DtypeArg,
     /// Percent of device memory every suggested plan leaves free, for the estimate's error and
     /// the allocator (0 plans to the last byte).
-    #[arg(long = "memory-headroom", value_name = "PERCENT",
+    #[arg(long = "memory-headroom", value_name = "PERCENT", allow_negative_numbers = true,
           default_value_t = 100.0 * crate::search::MEMORY_HEADROOM)]
     pub memory_headroom: f64,
     /// Framework the plans are priced for (kernels, checkpointing policy, optimizer-state
@@ -492,7 +492,12 @@ pub struct SearchArgs {
 
 impl SearchArgs {
     /// The search space; the default global batch is a multiple of `batch_gpus`.
-    pub fn space(&self, model: &ModelSpec, batch_gpus: u64) -> Result<Space, CliError> {
+    pub fn space(
+        &self,
+        model: &ModelSpec,
+        device: &spec::DeviceSpec,
+        batch_gpus: u64,
+    ) -> Result<Space, CliError> {
         let seq = self.seq_len.unwrap_or(model.seq_len);
         let gb = self
             .global_batch
@@ -523,6 +528,13 @@ impl SearchArgs {
                 100.0 * crate::search::MEMORY_HEADROOM
             ));
         }
+        let dtype: crate::units::Dtype = self.dtype.into();
+        if dtype == crate::units::Dtype::Fp8 && device.peak_tflops.fp8.is_none() {
+            bad.push(format!(
+                "--dtype fp8: {} has no FP8 tensor cores (no fp8 peak in its description); use --dtype bf16, or a device with FP8 (H100, H200)",
+                device.name
+            ));
+        }
         if !bad.is_empty() {
             return Err(CliError::BadInput(bad.join("\n")));
         }
@@ -530,7 +542,7 @@ impl SearchArgs {
         if let Some(f) = self.framework {
             space = space.for_framework(f.into());
         }
-        space.dtype = self.dtype.into();
+        space.dtype = dtype;
         space.memory_headroom = self.memory_headroom / 100.0;
         Ok(space)
     }

@@ -286,6 +286,11 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             verify: verify_k,
             run: run_args,
         } => {
+            if top == 0 {
+                return Err(CliError::BadInput(
+                    "--top 0: give at least 1 (how many plans to print)".into(),
+                ));
+            }
             let r = target.resolve()?;
             let r = match verify_k {
                 Some(k) => {
@@ -294,7 +299,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 }
                 None => r,
             };
-            let mut space = search.space(&r.model, r.cluster.n_gpus())?;
+            let mut space = search.space(&r.model, &r.cluster.gpu, r.cluster.n_gpus())?;
             let (gb, seq) = (space.global_batch, space.seq_len);
             if verify_k.is_some() {
                 // Verify runs communication exposed: rank the plans as they will run.
@@ -314,7 +319,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 &r.cluster,
                 r.profile.as_ref(),
                 &space,
-                top.max(1),
+                top,
                 &expressible,
             );
             let elapsed = t0.elapsed().as_secs_f64();
@@ -426,7 +431,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             format,
         } => {
             let r = target.resolve()?;
-            let space = search.space(&r.model, r.cluster.n_gpus())?;
+            let space = search.space(&r.model, &r.cluster.gpu, r.cluster.n_gpus())?;
             let (gb, seq) = (space.global_batch, space.seq_len);
             let c = search::compare(&r.model, &r.cluster, r.profile.as_ref(), &space)
                 .map_err(CliError::BadInput)?;

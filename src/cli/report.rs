@@ -233,7 +233,7 @@ fn config(a: &ReportArgs, r: &Resolved) -> Result<Config, CliError> {
             c.n_gpus, c.speedup, c.n_gpus
         )));
     }
-    let space = a.search.space(&r.model, 1)?;
+    let space = a.search.space(&r.model, &r.cluster.gpu, 1)?;
     Ok(Config {
         gpus,
         tokens: a.tokens,

@@ -144,6 +144,18 @@ pub enum Infeasible {
         /// What the framework lacks.
         what: &'static str,
     },
+    /// The plan computes in a type the device has no tensor-core rate for (FP8 on an A100).
+    DtypeUnsupported {
+        /// The type.
+        dtype: &'static str,
+        /// The device.
+        device: String,
+    },
+    /// Gradients reduced in a type no framework reduces them in (FP8).
+    GradReduceDtype {
+        /// The type.
+        dtype: &'static str,
+    },
     /// Peak memory exceeds the device.
     OutOfMemory {
         /// Predicted peak, GiB.
@@ -173,6 +185,8 @@ impl Infeasible {
             I::EpWithoutExperts { .. } => "ep on a dense model",
             I::InterleavedNeedsChunks { .. } => "interleaving needs pp≥2, vpp≥2",
             I::InterleavedMicroBatches { .. } => "interleaved: micro-batches not a multiple of pp",
+            I::DtypeUnsupported { .. } => "type without tensor cores on the device",
+            I::GradReduceDtype { .. } => "gradient reduction type",
             I::ZeroStage { .. } => "zero stage out of range",
             I::ZeroWithPipeline { .. } => "zero 2/3 with pipeline",
             I::FrameworkLacks { .. } => "parallelism the framework lacks",
@@ -197,6 +211,8 @@ impl Infeasible {
             I::InterleavedNeedsChunks { .. } | I::InterleavedMicroBatches { .. } => "vpp",
             I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
             I::FrameworkLacks { field, .. } => field,
+            I::DtypeUnsupported { .. } => "dtype",
+            I::GradReduceDtype { .. } => "grad_reduce_dtype",
             I::OutOfMemory { .. } => "memory",
         }
     }
@@ -254,7 +270,7 @@ impl fmt::Display for Infeasible {
             I::SeqNotDivisible { seq_len, by } => {
                 write!(
                     f,
-                    "seq_len={seq_len} is not divisible by {by} (cp ×2 for causal balance, × tp with sp)"
+                    "seq_len={seq_len} is not divisible by {by} (cp ×2 for causal balance, × tp with sp); use a seq_len that is a multiple of {by}"
                 )
             }
             I::SeqBeyondPositions { seq_len, positions } => write!(
@@ -266,9 +282,13 @@ impl fmt::Display for Infeasible {
                 "ep={ep} must divide experts={experts} and dp={dp}; choose a common divisor"
             ),
             I::EpWithoutExperts { ep } => write!(f, "ep={ep} on a model without experts; use ep=1"),
+            I::InterleavedNeedsChunks { pp, vpp } if *pp >= 2 && *vpp >= 2 => write!(
+                f,
+                "vpp={vpp} with pp={pp} runs only under the interleaved schedule; use --schedule interleaved, or vpp 1"
+            ),
             I::InterleavedNeedsChunks { pp, vpp } => write!(
                 f,
-                "vpp={vpp} with pp={pp}: interleaving needs pp ≥ 2 and vpp ≥ 2 (and vpp>1 needs --schedule interleaved)"
+                "vpp={vpp} with pp={pp}: interleaving needs pp ≥ 2 and vpp ≥ 2; use vpp 1, or pp ≥ 2 with vpp ≥ 2"
             ),
             I::InterleavedMicroBatches { n_micro, pp } => write!(
                 f,
@@ -287,6 +307,14 @@ impl fmt::Display for Infeasible {
             } => write!(
                 f,
                 "{field}={size}: {framework} has no {what}; use {field} 1, or price for another --framework"
+            ),
+            I::DtypeUnsupported { dtype, device } => write!(
+                f,
+                "dtype={dtype} on {device}: the device has no {dtype} tensor cores (no {dtype} peak in its description); use dtype bf16, or a device with {dtype} (H100, H200)"
+            ),
+            I::GradReduceDtype { dtype } => write!(
+                f,
+                "grad_reduce_dtype={dtype}: gradients are reduced in fp32 or in the 16-bit training type; use fp32 or bf16"
             ),
             I::OutOfMemory { need_gib, have_gib } => {
                 write!(

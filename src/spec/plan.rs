@@ -395,6 +395,19 @@ impl Plan {
                 });
             }
         }
+        // FP8 GEMMs need the device's FP8 tensor cores (Hopper on; the A100 has none: NVIDIA
+        // A100 datasheet lists no FP8 rate), and no framework reduces gradients in FP8.
+        if self.dtype == Dtype::Fp8 && cluster.gpu.peak_tflops.fp8.is_none() {
+            out.push(I::DtypeUnsupported {
+                dtype: self.dtype.name(),
+                device: cluster.gpu.name.clone(),
+            });
+        }
+        if self.grad_reduce_dtype == Some(Dtype::Fp8) {
+            out.push(I::GradReduceDtype {
+                dtype: Dtype::Fp8.name(),
+            });
+        }
         if self.zero > 3 {
             out.push(I::ZeroStage { zero: self.zero });
         } else if self.zero >= 2 && self.pp > 1 && !self.framework.pipelines_sharded_data() {

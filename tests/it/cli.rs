@@ -502,3 +502,113 @@ fn every_preset_pair_runs_through_suggest() {
         }
     }
 }
+
+/// FP8 on a device without FP8 tensor cores (the A100) is bad input naming `dtype`, for one
+/// plan and for the search alike; gradients reduced in FP8 name `grad_reduce_dtype`. (Before,
+/// the A100 priced FP8 GEMMs at its bf16 rate with FP8 activations: a number no run has.)
+#[test]
+fn fp8_needs_an_fp8_device() {
+    let plan = ["--tp", "2", "--global-batch", "64"];
+    bad_input(
+        &[
+            &[
+                "estimate",
+                "--model",
+                "llama3-8b",
+                "--cluster",
+                "a100x8",
+                "--dtype",
+                "fp8",
+            ][..],
+            &plan,
+        ]
+        .concat(),
+        &[
+            "`dtype`",
+            "a100-sxm4-80gb",
+            "no fp8 tensor cores",
+            "use dtype bf16",
+        ],
+    );
+    bad_input(
+        &[
+            "suggest",
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "a100x8",
+            "--dtype",
+            "fp8",
+        ],
+        &[
+            "--dtype fp8",
+            "a100-sxm4-80gb has no FP8 tensor cores",
+            "--dtype bf16",
+        ],
+    );
+    bad_input(
+        &[
+            &[
+                "estimate",
+                "--model",
+                "llama3-8b",
+                "--cluster",
+                "h100x8",
+                "--grad-reduce-dtype",
+                "fp8",
+            ][..],
+            &plan,
+        ]
+        .concat(),
+        &["`grad_reduce_dtype`", "use fp32 or bf16"],
+    );
+    let o = planner(
+        &[
+            &[
+                "estimate",
+                "--model",
+                "llama3-8b",
+                "--cluster",
+                "h100x8",
+                "--dtype",
+                "fp8",
+            ][..],
+            &plan,
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// Search flags out of range say so: no plans to print, a negative headroom (read as a
+/// number, not as an unknown flag), and vpp without the interleaved schedule names the fix.
+#[test]
+fn search_flags_out_of_range_name_the_fix() {
+    let s = ["suggest", "--model", "gpt-1.7b", "--cluster", "a100x8"];
+    bad_input(
+        &[&s[..], &["--top", "0"]].concat(),
+        &["--top 0", "at least 1"],
+    );
+    bad_input(
+        &[&s[..], &["--memory-headroom", "-1"]].concat(),
+        &["--memory-headroom -1", "from 0 to below 50"],
+    );
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "gpt-1.7b",
+            "--cluster",
+            "a100x8",
+            "--pp",
+            "2",
+            "--vpp",
+            "2",
+            "--schedule",
+            "1f1b",
+            "--global-batch",
+            "64",
+        ],
+        &["`vpp`", "use --schedule interleaved"],
+    );
+}

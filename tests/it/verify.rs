@@ -95,7 +95,13 @@ fn issue_7_verify_names_the_missing_backend_and_profile() {
 fn verify_refuses_fp8_plans() {
     let dir = tmp("fp8");
     let tiny = write(&dir, "tiny.yaml", TINY);
-    let two = write(&dir, "two.yaml", TWO);
+    // An FP8-capable device, so that the plan passes its checks and the cpu backend's own
+    // refusal is what answers.
+    let two = write(
+        &dir,
+        "two.yaml",
+        &TWO.replace("a100-sxm4-80gb", "h100-sxm5-80gb"),
+    );
     let prof = write(&dir, "profile.json", FAKE_CPU_PROFILE);
     let o = planner(&[
         "verify",
