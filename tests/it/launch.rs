@@ -207,7 +207,18 @@ fn megatron_core_round_trip_over_every_feature() {
         overlap_grad_reduce: false,
         ..base.clone()
     };
-    for (model, plan, gpus) in [(&llama, &base, 256), (&mixtral, &moe, 16)] {
+    // TE userbuffers and bf16 gradient reduction: --tp-comm-overlap, --grad-reduce-in-bf16
+    // (once dropped by the export, so the launch ran another plan than the one priced).
+    let overlapped = Plan {
+        tp_overlap: TpOverlap::Full,
+        grad_reduce_dtype: Some(Dtype::Bf16),
+        ..base.clone()
+    };
+    for (model, plan, gpus) in [
+        (&llama, &base, 256),
+        (&mixtral, &moe, 16),
+        (&llama, &overlapped, 256),
+    ] {
         let v = LaunchFormat::Megatron(MegatronVersion::Core);
         let text = export(model, plan, v).unwrap().text;
         let parsed = from_megatron(&text, model, gpus).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -229,6 +240,63 @@ fn megatron_core_round_trip_over_every_feature() {
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
+}
+
+/// Megatron-LM 2021 runs every TP collective exposed and reduces fp16 gradients in fp16 unless
+/// told to accumulate them in fp32: a plan priced so round-trips (with
+/// `--accumulate-allreduce-grads-in-fp32`), and a plan priced with overlap it lacks is written
+/// with a warning (backward) or refused (full, naming `tp_overlap`).
+#[test]
+fn megatron_2021_round_trip_of_tp_overlap_and_gradient_precision() {
+    let gpt = load_model("gpt-1.7b").unwrap();
+    let plan = Plan {
+        dp: 2,
+        tp: 2,
+        pp: 2,
+        cp: 1,
+        vpp: 1,
+        schedule: Schedule::OneFOneB,
+        seq_len: 2048,
+        recompute: Recompute::Full,
+        zero: 0,
+        sequence_parallel: false,
+        overlap_grad_reduce: false,
+        dtype: Dtype::Fp16,
+        attention: AttentionImpl::Unfused,
+        tp_overlap: TpOverlap::None,
+        grad_reduce_dtype: Some(Dtype::Fp32),
+        ..llama70b_plan()
+    };
+    let v = LaunchFormat::Megatron(MegatronVersion::V2021);
+    let out = export(&gpt, &plan, v).unwrap();
+    assert!(
+        out.text.contains("--accumulate-allreduce-grads-in-fp32"),
+        "{}",
+        out.text
+    );
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let parsed = from_megatron(&out.text, &gpt, 8).unwrap_or_else(|e| panic!("{e}\n{}", out.text));
+    assert_eq!(parsed.version, MegatronVersion::V2021);
+    assert_eq!(parsed.plan, plan, "{}", out.text);
+    let backward = Plan {
+        tp_overlap: TpOverlap::Backward,
+        ..plan.clone()
+    };
+    let w = export(&gpt, &backward, v).unwrap().warnings;
+    assert!(
+        w.iter()
+            .any(|w| w.contains("tp_overlap backward") && w.contains("--tp-overlap none")),
+        "{w:?}"
+    );
+    let full = Plan {
+        tp_overlap: TpOverlap::Full,
+        ..plan
+    };
+    let e = export(&gpt, &full, v).unwrap_err().to_string();
+    assert!(
+        e.contains("`tp_overlap`") && e.contains("--megatron-version core"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use super::{Collect, Export, MegatronVersion, partial_recompute, stage_counts, uneven_stages};
 use crate::spec::model::{Arch, ModelSpec, Positions};
-use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule, fold_counts};
+use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule, TpOverlap, fold_counts};
 use crate::units::{Dtype, fmt_count};
 
 type Args = Vec<(&'static str, Option<String>)>;
@@ -105,8 +105,43 @@ fn parallel(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Me
             new(c, "ep", "expert parallelism (2023)");
         }
     }
+    tp_overlap(c, a, plan, v);
     arg(a, "--micro-batch-size", plan.mbs);
     arg(a, "--global-batch-size", plan.global_batch);
+}
+
+/// How much TP communication the launch hides, as priced (`plan.tp_overlap`): Megatron-Core
+/// overlaps the input-gradient collective with the weight-gradient GEMM by default and hides
+/// the rest with `--tp-comm-overlap` (Transformer Engine userbuffers, which needs sequence
+/// parallelism: `megatron/training/arguments.py`); Megatron-LM 2021 overlaps nothing. A plan
+/// priced otherwise would launch faster or slower than priced.
+fn tp_overlap(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
+    if plan.tp == 1 {
+        return;
+    }
+    match (v, plan.tp_overlap) {
+        (MegatronVersion::Core, TpOverlap::Full) if plan.sp() => flag(a, "--tp-comm-overlap"),
+        (MegatronVersion::Core, TpOverlap::Full) => c.refuse(
+            "tp_overlap",
+            "full: --tp-comm-overlap needs sequence parallelism",
+            "price the plan with --sequence-parallel, or --tp-overlap backward",
+        ),
+        (MegatronVersion::Core, TpOverlap::None) => c.warn(
+            "tp_overlap none: Megatron-Core always overlaps the input-gradient all-reduce with \
+             the weight-gradient GEMM, so the launch runs a little faster than priced; price \
+             --tp-overlap backward to match",
+        ),
+        (MegatronVersion::V2021, TpOverlap::Full) => c.refuse(
+            "tp_overlap",
+            "full (Transformer Engine userbuffers, 2023) is not in Megatron-LM 2021",
+            "use --megatron-version core, or price --tp-overlap none",
+        ),
+        (MegatronVersion::V2021, TpOverlap::Backward) => c.warn(
+            "tp_overlap backward: Megatron-LM 2021 runs every TP collective exposed, so the \
+             launch runs slower than priced; price --tp-overlap none to match",
+        ),
+        _ => {}
+    }
 }
 
 /// Uneven pipeline stages (`plan.stage_layers`). Megatron-Core sets the first and the last
@@ -364,6 +399,7 @@ fn numerics(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
             "price --dtype fp32 or bf16",
         ),
     }
+    grad_reduce(c, a, plan, v);
     match (plan.attention, core) {
         (AttentionImpl::Flash, true) => flag(a, "--use-flash-attn"),
         (AttentionImpl::Unfused, true) => arg(a, "--attention-backend", "unfused"),
@@ -377,6 +413,42 @@ fn numerics(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
             "attention",
             "FlashAttention in Triton is llm-foundry's kernel, not a Megatron-LM option",
             "price --attention flash",
+        ),
+    }
+}
+
+/// The gradient-reduction precision as priced (`plan.grad_reduce_dtype`; unset: Megatron's
+/// default, fp32 for bf16, which `arguments.py` forces through
+/// `accumulate_allreduce_grads_in_fp32`, and 16-bit for fp16). `--grad-reduce-in-bf16`
+/// (Megatron-Core) reduces bf16 gradients in bf16; `--accumulate-allreduce-grads-in-fp32`
+/// reduces fp16 ones in fp32. Any other pairing has no switch.
+fn grad_reduce(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
+    let Some(g) = plan.grad_reduce_dtype else {
+        return;
+    };
+    let training = match plan.dtype {
+        Dtype::Fp8 => Dtype::Bf16,
+        d => d,
+    };
+    match (training, g) {
+        (Dtype::Bf16, Dtype::Fp32) | (Dtype::Fp16, Dtype::Fp16) => {}
+        (Dtype::Bf16, Dtype::Bf16) if v == MegatronVersion::Core => {
+            flag(a, "--grad-reduce-in-bf16")
+        }
+        (Dtype::Bf16, Dtype::Bf16) => c.refuse(
+            "grad_reduce_dtype",
+            "bf16: Megatron-LM 2021 reduces bf16 gradients in fp32 only",
+            "use --megatron-version core, or price --grad-reduce-dtype fp32",
+        ),
+        (Dtype::Fp16, Dtype::Fp32) => flag(a, "--accumulate-allreduce-grads-in-fp32"),
+        (t, g) => c.refuse(
+            "grad_reduce_dtype",
+            format!(
+                "{} with {} training: Megatron-LM reduces in fp32 or in the training type",
+                g.name(),
+                t.name()
+            ),
+            "price --grad-reduce-dtype fp32",
         ),
     }
 }

@@ -61,6 +61,9 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--fp16", false, P),
     ("--fp8-format", true, P),
     ("--use-flash-attn", false, P),
+    ("--grad-reduce-in-bf16", false, P),
+    ("--accumulate-allreduce-grads-in-fp32", false, P),
+    ("--no-gradient-accumulation-fusion", false, P),
     ("--attention-backend", true, P),
     // Model shape and template.
     ("--num-layers", true, Model),
@@ -89,12 +92,11 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     (
         "--overlap-param-gather",
         false,
-        Nm("the parameter all-gather of the distributed optimizer is priced exposed"),
-    ),
-    (
-        "--accumulate-allreduce-grads-in-fp32",
-        false,
-        Nm("gradients are priced as reduced in the training precision"),
+        Nm(
+            "the distributed optimizer's parameter all-gather is priced beside the gradient \
+             reduction (overlapped with the last backward under --overlap-grad-reduce, which \
+             Megatron requires with it), not with the next forward",
+        ),
     ),
     (
         "--no-masked-softmax-fusion",
@@ -110,11 +112,6 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
         "--no-bias-dropout-fusion",
         false,
         Nm("bias + dropout + add is priced fused"),
-    ),
-    (
-        "--no-gradient-accumulation-fusion",
-        false,
-        Nm("weight-gradient accumulation is priced fused"),
     ),
     (
         "--no-contiguous-buffers-in-local-ddp",

@@ -141,8 +141,9 @@ fn plan(
         // Megatron-LM 2021 accumulated in a backward hook; later versions fuse it by default.
         grad_accumulation_fusion: v != MegatronVersion::V2021
             && !a.has("--no-gradient-accumulation-fusion"),
-        // Megatron reduces in fp32 with bf16 (its default, `grad_reduce_bytes`).
-        grad_reduce_dtype: None,
+        // Megatron reduces in fp32 with bf16 (its default, `grad_reduce_bytes`) unless told to
+        // reduce in bf16; fp16 gradients in fp16 unless told to accumulate them in fp32.
+        grad_reduce_dtype: grad_reduce(a),
     })
 }
 
@@ -380,6 +381,18 @@ fn overlap(a: &ArgMap, c: &mut Collect) -> bool {
         }
     };
     ddp_torch || a.has("--overlap-grad-reduce")
+}
+
+/// The reduction precision a command line sets, where it sets one: `--grad-reduce-in-bf16`
+/// (Megatron-Core), `--accumulate-allreduce-grads-in-fp32`.
+fn grad_reduce(a: &ArgMap) -> Option<Dtype> {
+    if a.has("--grad-reduce-in-bf16") {
+        Some(Dtype::Bf16)
+    } else if a.has("--accumulate-allreduce-grads-in-fp32") {
+        Some(Dtype::Fp32)
+    } else {
+        None
+    }
 }
 
 fn dtype(a: &ArgMap, c: &mut Collect) -> Dtype {
