@@ -424,11 +424,14 @@ mod tests {
 
     #[test]
     fn headroom_keeps_memory_free_and_costs_speed_only_when_it_binds() {
-        // GPT-3 175B on 1,024 A100-80GB with 4 M tokens per step: the fastest plans (ZeRO-3,
-        // ILP 2 trading recomputed layers for memory) fill the devices to the last GiB, so
-        // keeping 6% (4.8 GiB of 80) free must move the answer, never below it.
+        // GPT-3 175B on 128 A100-80GB with 4 M tokens per step: the fastest plans (ILP 2
+        // trading recomputed layers for memory) fill the devices to the last GiB, so keeping
+        // 6% (4.8 GiB of 80) free must move the answer, never below it.
         let m = load_model("gpt3-175b").unwrap();
-        let c = load_cluster("a100-80g-x1024").unwrap();
+        let c = load_cluster("a100-80g-x1024")
+            .unwrap()
+            .with_gpus(128)
+            .unwrap();
         let mut space = Space::new(2048, 2048);
         space.memory_headroom = 0.0;
         let tight = search(&m, &c, None, &space, 3);

@@ -144,6 +144,11 @@ pub enum Infeasible {
         /// What the framework lacks.
         what: &'static str,
     },
+    /// Part of a stage recomputed under interleaving, which no framework runs as priced.
+    PartialRecomputeInterleaved {
+        /// Virtual stages.
+        vpp: u64,
+    },
     /// The plan computes in a type the device has no tensor-core rate for (FP8 on an A100).
     DtypeUnsupported {
         /// The type.
@@ -185,6 +190,7 @@ impl Infeasible {
             I::EpWithoutExperts { .. } => "ep on a dense model",
             I::InterleavedNeedsChunks { .. } => "interleaving needs pp≥2, vpp≥2",
             I::InterleavedMicroBatches { .. } => "interleaved: micro-batches not a multiple of pp",
+            I::PartialRecomputeInterleaved { .. } => "part of an interleaved stage recomputed",
             I::DtypeUnsupported { .. } => "type without tensor cores on the device",
             I::GradReduceDtype { .. } => "gradient reduction type",
             I::ZeroStage { .. } => "zero stage out of range",
@@ -211,6 +217,7 @@ impl Infeasible {
             I::InterleavedNeedsChunks { .. } | I::InterleavedMicroBatches { .. } => "vpp",
             I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
             I::FrameworkLacks { field, .. } => field,
+            I::PartialRecomputeInterleaved { .. } => "recompute_layers",
             I::DtypeUnsupported { .. } => "dtype",
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
             I::OutOfMemory { .. } => "memory",
@@ -307,6 +314,10 @@ impl fmt::Display for Infeasible {
             } => write!(
                 f,
                 "{field}={size}: {framework} has no {what}; use {field} 1, or price for another --framework"
+            ),
+            I::PartialRecomputeInterleaved { vpp } => write!(
+                f,
+                "part of each stage recomputed with vpp={vpp}: Megatron-LM's block method recomputes the first N layers of every model chunk, not the first layers of a stage; recompute every layer, or use vpp 1"
             ),
             I::DtypeUnsupported { dtype, device } => write!(
                 f,

@@ -382,6 +382,11 @@ impl Plan {
                     given: r.clone(),
                     pp: self.pp,
                 });
+            } else if self.vpp > 1 && r.iter().enumerate().any(|(i, &n)| n < per_stage(i)) {
+                // Megatron's block method recomputes the first N layers of every model chunk
+                // (`transformer_block.py` `_checkpointed_forward`), not the first of a stage;
+                // no framework recomputes part of an interleaved stage the way it is priced.
+                out.push(I::PartialRecomputeInterleaved { vpp: self.vpp });
             }
         }
         for &(field, size_of, what) in self.framework.lacks() {
@@ -439,6 +444,36 @@ pub fn fold_counts(v: &[u64], sep: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Recomputing part of each stage is a plan only without virtual stages: with vpp > 1 the
+    /// priced "first r layers of the stage" is no framework's layout (Megatron's block method
+    /// counts per model chunk), and the closed form and the simulator disagreed on its memory
+    /// (the chunks then differ, and interleaving keeps more of the first in flight). Every
+    /// layer recomputed, or none, stays a plan.
+    #[test]
+    fn partial_recompute_needs_one_chunk_per_stage() {
+        let m = crate::spec::load_model("llama3-70b").unwrap();
+        let c = crate::spec::load_cluster("h100-x1024").unwrap();
+        let mut p = Plan::new(32, 2, 4, 1, 1024, 8192);
+        p.cp = 4;
+        p.vpp = 5;
+        p.schedule = Schedule::Interleaved;
+        p.recompute = Recompute::Full;
+        p.recompute_layers = Some(vec![3; 4]);
+        let why = p.check(&m, &c);
+        assert!(
+            why.iter().any(
+                |w| matches!(w, Infeasible::PartialRecomputeInterleaved { vpp: 5 })
+                    && w.field() == "recompute_layers"
+            ),
+            "{why:?}"
+        );
+        p.recompute_layers = Some(vec![20; 4]);
+        assert!(p.check(&m, &c).is_empty(), "{:?}", p.check(&m, &c));
+        p.recompute_layers = Some(vec![3; 4]);
+        (p.vpp, p.schedule) = (1, Schedule::OneFOneB);
+        assert!(p.check(&m, &c).is_empty(), "{:?}", p.check(&m, &c));
+    }
 
     /// The one-line form names every knob a launch needs, uneven stages included.
     #[test]
