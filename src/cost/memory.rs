@@ -80,6 +80,29 @@ pub fn sharded_state_bytes(
     }
 }
 
+/// [`sharded_state_bytes`] of `plan` over `n` ranks, with Megatron's gradient buffer in the
+/// precision the plan reduces in ([`grad_reduce_bytes`](super::grad_reduce_bytes)): Megatron
+/// allocates its `main_grad` buffers in fp32 when `accumulate_allreduce_grads_in_fp32` (forced
+/// for bf16 by `arguments.py`, off with `--grad-reduce-in-bf16`), else in the parameters' type
+/// (`megatron/core/distributed/distributed_data_parallel.py`: `torch.float if
+/// grad_reduce_in_fp32 else param_dtype`) — 2 bytes for fp16 by default.
+pub fn plan_state_bytes(plan: &Plan, n: u64) -> (f64, f64, f64) {
+    let (w, g, o) = sharded_state_bytes(plan.framework, plan.dtype, plan.zero, n);
+    if plan.framework != Framework::Megatron || matches!(plan.dtype, Dtype::Fp32 | Dtype::Tf32) {
+        return (w, g, o);
+    }
+    let per = super::grad_reduce_bytes(plan);
+    (
+        w,
+        if plan.zero >= 2 {
+            per / n.max(1) as f64
+        } else {
+            per
+        },
+        o,
+    )
+}
+
 /// Bytes a rank keeps whole, besides its sharded state, of `params` parameters where the
 /// schedule holds them whole between micro-batches (FSDP under pipelining,
 /// [`dp::schedule`](super::dp::schedule)): (the 16-bit weights under ZeRO-3, which ZeRO-2's
@@ -157,13 +180,8 @@ pub fn stage_memory(
 ) -> MemoryBytes {
     let sh = Shard::of(plan);
     let dp_ranks = plan.dp * plan.cp;
-    let (wd, gd, od) = sharded_state_bytes(plan.framework, plan.dtype, plan.zero, dp_ranks);
-    let (we, ge, oe) = sharded_state_bytes(
-        plan.framework,
-        plan.dtype,
-        plan.zero,
-        (dp_ranks / plan.ep).max(1),
-    );
+    let (wd, gd, od) = plan_state_bytes(plan, dp_ranks);
+    let (we, ge, oe) = plan_state_bytes(plan, (dp_ranks / plan.ep).max(1));
     let mut weights = dense_params * wd + expert_params * we;
     let mut grads = dense_params * gd + expert_params * ge;
     let optimizer = dense_params * od + expert_params * oe;
@@ -281,6 +299,31 @@ mod tests {
                 64
             )),
             16.0 / 64.0
+        );
+    }
+
+    /// Megatron's gradient buffer follows the reduction precision: fp32 for bf16 (4 bytes,
+    /// the 18 of a bf16 plan), bf16 under `--grad-reduce-in-bf16` (2), fp16 by default for an
+    /// fp16 plan (2) and fp32 with `--accumulate-allreduce-grads-in-fp32` (4); ZeRO-2 shards
+    /// it over the 64 ranks. Other frameworks keep their own layout.
+    #[test]
+    fn megatron_gradient_buffer_in_the_reduction_precision() {
+        let grads = |dtype, reduce, zero| {
+            let mut p = Plan::new(64, 1, 1, 1, 64, 2048);
+            (p.dtype, p.grad_reduce_dtype, p.zero) = (dtype, reduce, zero);
+            plan_state_bytes(&p, 64).1
+        };
+        assert_eq!(grads(Dtype::Bf16, None, 1), 4.0);
+        assert_eq!(grads(Dtype::Bf16, Some(Dtype::Bf16), 1), 2.0);
+        assert_eq!(grads(Dtype::Fp16, None, 0), 2.0);
+        assert_eq!(grads(Dtype::Fp16, Some(Dtype::Fp32), 0), 4.0);
+        assert_eq!(grads(Dtype::Bf16, Some(Dtype::Bf16), 2), 2.0 / 64.0);
+        assert_eq!(grads(Dtype::Fp32, None, 0), 4.0);
+        let mut t = Plan::new(64, 1, 1, 1, 64, 2048);
+        (t.framework, t.zero, t.grad_reduce_dtype) = (Framework::Torchtitan, 3, Some(Dtype::Bf16));
+        assert_eq!(
+            plan_state_bytes(&t, 64),
+            sharded_state_bytes(Framework::Torchtitan, Dtype::Bf16, 3, 64)
         );
     }
 

@@ -7,7 +7,7 @@
 //! backends (cpu threads, cuda processes) only interpret it.
 
 use crate::cost::dp::{self, StepReduce};
-use crate::cost::memory::{layer_activation_bytes, sharded_state_bytes, whole_state_bytes};
+use crate::cost::memory::{layer_activation_bytes, plan_state_bytes, whole_state_bytes};
 use crate::cost::stages::{chunk_layers, chunk_params};
 use crate::cost::{
     GroupShape, Machine, Placement, PricedGraphs, StageLayout, grad_reduce_bytes,
@@ -470,8 +470,8 @@ impl Ctx<'_> {
             .memory_s(bytes, crate::graph::MemClass::Elementwise)
             .0;
         out.push(Self::instr(Op::Memory { bytes }, Class::Optimizer, t));
-        let (wd, gd, od) = sharded_state_bytes(plan.framework, plan.dtype, plan.zero, n_dp);
-        let (we, ge, oe) = sharded_state_bytes(plan.framework, plan.dtype, plan.zero, n_ep);
+        let (wd, gd, od) = plan_state_bytes(plan, n_dp);
+        let (we, ge, oe) = plan_state_bytes(plan, n_ep);
         let (whole_weights, whole_grads) = whole_state_bytes(plan, dense + experts);
         StateBytes {
             weights: dense * wd + experts * we + whole_weights,

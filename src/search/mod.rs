@@ -203,14 +203,8 @@ pub fn memory_lower_bound_gib(model: &ModelSpec, plan: &Plan) -> f64 {
     });
     let dense = (model.params() - expert_params) / (plan.tp * plan.pp) as f64;
     let experts = expert_params / (plan.tp * plan.pp * plan.ep) as f64;
-    let (w, g, o) =
-        memory::sharded_state_bytes(plan.framework, plan.dtype, plan.zero, plan.dp * plan.cp);
-    let (we, ge, oe) = memory::sharded_state_bytes(
-        plan.framework,
-        plan.dtype,
-        plan.zero,
-        (plan.dp * plan.cp / plan.ep).max(1),
-    );
+    let (w, g, o) = memory::plan_state_bytes(plan, plan.dp * plan.cp);
+    let (we, ge, oe) = memory::plan_state_bytes(plan, (plan.dp * plan.cp / plan.ep).max(1));
     (dense * (w + g + o) + experts * (we + ge + oe)) / GIB
 }
 

@@ -173,12 +173,7 @@ fn price_choice(cx: &Ctx, op: &Op, v: Variant, first: bool, input: Layout) -> Ch
         label: "",
         time_s: plan.n_micro() as f64 * micro_s(cx, op, v) + sync_s(cx, op, v),
         mem_bytes: op.params * {
-            let (w, g, o) = memory::sharded_state_bytes(
-                plan.framework,
-                plan.dtype,
-                plan.zero,
-                plan.dp * plan.cp,
-            );
+            let (w, g, o) = memory::plan_state_bytes(plan, plan.dp * plan.cp);
             w + g + o
         } + memory::in_flight_chunks(plan, 0) * saved_bytes(cx, op, first, input),
     }
