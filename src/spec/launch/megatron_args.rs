@@ -434,9 +434,10 @@ fn next_arg(words: &[String], i: &mut usize, c: &mut Collect) -> Option<(String,
     Some((name, value))
 }
 
-/// Ranks a torchrun prefix starts (`--nproc_per_node` × `--nnodes`), when it says.
+/// Ranks a torchrun prefix starts (`--nproc_per_node` × `--nnodes`), when it says: not for an
+/// elastic node range (`--nnodes=1:2`), whose world size is decided at launch.
 pub fn launcher_world(launcher: &[String]) -> Option<u64> {
-    let get = |names: &[&str]| -> Option<u64> {
+    let raw = |names: &[&str]| -> Option<&str> {
         launcher.iter().enumerate().find_map(|(i, w)| {
             let (name, inline) = w
                 .split_once('=')
@@ -444,14 +445,15 @@ pub fn launcher_world(launcher: &[String]) -> Option<u64> {
             if !names.contains(&name) {
                 return None;
             }
-            inline
-                .or(launcher.get(i + 1).map(String::as_str))?
-                .parse()
-                .ok()
+            inline.or(launcher.get(i + 1).map(String::as_str))
         })
     };
-    let per_node = get(&["--nproc_per_node", "--nproc-per-node"])?;
-    Some(per_node * get(&["--nnodes"]).unwrap_or(1))
+    let per_node: u64 = raw(&["--nproc_per_node", "--nproc-per-node"])?.parse().ok()?;
+    let nodes: u64 = match raw(&["--nnodes"]) {
+        None => 1,
+        Some(v) => v.parse().ok()?,
+    };
+    Some(per_node * nodes)
 }
 
 fn unknown(c: &mut Collect, name: &str) {
@@ -501,6 +503,8 @@ mod tests {
         );
         assert_eq!(w("torchrun --nproc-per-node=4"), Some(4));
         assert_eq!(w("python"), None);
+        // An elastic range fixes no world size (it was read as one node).
+        assert_eq!(w("torchrun --nproc_per_node 8 --nnodes=1:2"), None);
     }
 
     #[test]
