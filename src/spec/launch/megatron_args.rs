@@ -448,7 +448,9 @@ pub fn launcher_world(launcher: &[String]) -> Option<u64> {
             inline.or(launcher.get(i + 1).map(String::as_str))
         })
     };
-    let per_node: u64 = raw(&["--nproc_per_node", "--nproc-per-node"])?.parse().ok()?;
+    let per_node: u64 = raw(&["--nproc_per_node", "--nproc-per-node"])?
+        .parse()
+        .ok()?;
     let nodes: u64 = match raw(&["--nnodes"]) {
         None => 1,
         Some(v) => v.parse().ok()?,
