@@ -508,21 +508,18 @@ fn every_preset_pair_runs_through_suggest() {
 /// the A100 priced FP8 GEMMs at its bf16 rate with FP8 activations: a number no run has.)
 #[test]
 fn fp8_needs_an_fp8_device() {
-    let plan = ["--tp", "2", "--global-batch", "64"];
+    // llama3-8b at tp 2 on one node of `cluster`, then `extra`.
+    let args = |cmd: &'static str, cluster: &'static str, extra: &[&'static str]| {
+        let mut a = vec![cmd, "--model", "llama3-8b", "--cluster", cluster];
+        if cmd == "estimate" {
+            a.extend(["--tp", "2", "--global-batch", "64"]);
+        }
+        a.extend(extra);
+        a
+    };
+    let fp8 = ["--dtype", "fp8"];
     bad_input(
-        &[
-            &[
-                "estimate",
-                "--model",
-                "llama3-8b",
-                "--cluster",
-                "a100x8",
-                "--dtype",
-                "fp8",
-            ][..],
-            &plan,
-        ]
-        .concat(),
+        &args("estimate", "a100x8", &fp8),
         &[
             "`dtype`",
             "a100-sxm4-80gb",
@@ -531,15 +528,7 @@ fn fp8_needs_an_fp8_device() {
         ],
     );
     bad_input(
-        &[
-            "suggest",
-            "--model",
-            "llama3-8b",
-            "--cluster",
-            "a100x8",
-            "--dtype",
-            "fp8",
-        ],
+        &args("suggest", "a100x8", &fp8),
         &[
             "--dtype fp8",
             "a100-sxm4-80gb has no FP8 tensor cores",
@@ -547,36 +536,10 @@ fn fp8_needs_an_fp8_device() {
         ],
     );
     bad_input(
-        &[
-            &[
-                "estimate",
-                "--model",
-                "llama3-8b",
-                "--cluster",
-                "h100x8",
-                "--grad-reduce-dtype",
-                "fp8",
-            ][..],
-            &plan,
-        ]
-        .concat(),
+        &args("estimate", "h100x8", &["--grad-reduce-dtype", "fp8"]),
         &["`grad_reduce_dtype`", "use fp32 or bf16"],
     );
-    let o = planner(
-        &[
-            &[
-                "estimate",
-                "--model",
-                "llama3-8b",
-                "--cluster",
-                "h100x8",
-                "--dtype",
-                "fp8",
-            ][..],
-            &plan,
-        ]
-        .concat(),
-    );
+    let o = planner(&args("estimate", "h100x8", &fp8));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
