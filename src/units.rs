@@ -117,8 +117,19 @@ pub fn fmt_count(x: f64) -> String {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename,
-/// so a reader never sees half a file and a failed write leaves the old one.
+/// so a reader never sees half a file and a failed write leaves the old one. A symbolic link
+/// is written through (its target replaced, the link kept); a path that exists and is no
+/// regular file (`/dev/stdout`, a pipe) is written in place, never replaced by a file.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let resolved;
+    let mut path = path;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        resolved = std::fs::canonicalize(path)?;
+        path = &resolved;
+    }
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return std::fs::write(path, bytes);
+    }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -133,6 +144,29 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link is written through and stays a link; a file is replaced whole.
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_keep_links() {
+        let dir = std::env::temp_dir().join(format!("planner-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (target, link) = (dir.join("target.json"), dir.join("link.json"));
+        std::fs::write(&target, "old").unwrap();
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        write_atomic(&target, b"newer").unwrap();
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "newer");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn formats_pick_readable_units() {

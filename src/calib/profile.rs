@@ -390,8 +390,150 @@ pub fn load_profile(arg: &str) -> Result<Profile, CalibError> {
         path: path.display().to_string(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| CalibError::Format {
+    let p: Profile = serde_json::from_str(&text).map_err(|e| CalibError::Format {
         path: path.display().to_string(),
         message: e.to_string(),
+    })?;
+    p.check(&path.display().to_string())?;
+    Ok(p)
+}
+
+/// Why `profile` may price another device than `device`, when it can tell: the device's GPU
+/// family (a100, h100, …, read from its name) absent from the profile's device, or a cpu
+/// profile (a stand-in that prices threads). Nothing when the family is unknown.
+pub fn device_mismatch(profile: &Profile, device: &str) -> Option<String> {
+    const FAMILIES: [&str; 8] = [
+        "gh200", "gb200", "a100", "h100", "h200", "b200", "l40", "mi300",
+    ];
+    let family = FAMILIES
+        .iter()
+        .find(|f| device.to_ascii_lowercase().contains(*f))?;
+    let measured = &profile.meta.device;
+    if measured.to_ascii_lowercase().contains(family) {
+        return None;
+    }
+    Some(if profile.meta.backend == "cpu" {
+        format!(
+            "measured by the cpu backend ({measured}), a stand-in that prices threads, not {device} GPUs"
+        )
+    } else {
+        format!(
+            "measured on {measured}, but the cluster's GPUs are {device}: its measured GEMMs and collectives price another device; calibrate on the cluster's GPUs, or drop the profile"
+        )
     })
+}
+
+impl Profile {
+    /// The first value that cannot price anything, named by its place in the file: a GEMM or
+    /// copy time that is not a positive number, a bandwidth that is not positive, a collective
+    /// line that predicts no positive time over its own sizes (fitted lines may have a
+    /// negative α or β; they must still predict positive times where they apply).
+    pub fn check(&self, path: &str) -> Result<(), CalibError> {
+        let bad = |field: String, value: f64, what: &str| CalibError::Input {
+            path: path.to_string(),
+            message: format!("`{field}` = {value}: {what}"),
+            fix: "calibrate again, or correct the file".to_string(),
+        };
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        for (i, g) in self.gemm.iter().enumerate() {
+            if !positive(g.seconds) {
+                return Err(bad(
+                    format!("gemm[{i}].seconds"),
+                    g.seconds,
+                    "a GEMM's time must be positive",
+                ));
+            }
+        }
+        for (i, c) in self.copies.iter().enumerate() {
+            for (name, v) in [("bytes", c.bytes), ("seconds", c.seconds)] {
+                if !positive(v) {
+                    return Err(bad(
+                        format!("copies[{i}].{name}"),
+                        v,
+                        "a copy probe's size and time must be positive",
+                    ));
+                }
+            }
+        }
+        if let Some(h) = self.hbm_gbytes_s.filter(|&h| !positive(h)) {
+            return Err(bad(
+                "hbm_gbytes_s".into(),
+                h,
+                "a memory bandwidth must be positive",
+            ));
+        }
+        for (i, f) in self.collectives.iter().enumerate() {
+            for (j, s) in f.segments.iter().enumerate() {
+                let field = |k: &str| format!("collectives[{i}].segments[{j}].{k}");
+                for (k, v) in [
+                    ("alpha_s", s.alpha_s),
+                    ("beta_s_per_byte", s.beta_s_per_byte),
+                ] {
+                    if !v.is_finite() {
+                        return Err(bad(field(k), v, "not a number"));
+                    }
+                }
+                for (k, bytes) in [("lo_bytes", s.lo_bytes), ("hi_bytes", s.hi_bytes)] {
+                    let t = s.alpha_s + s.beta_s_per_byte * bytes;
+                    if !positive(bytes) || !positive(t) {
+                        return Err(bad(
+                            field(k),
+                            bytes,
+                            &format!(
+                                "the line α + β·bytes gives {t:e} s there; a collective's time must be positive over its sizes"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A profile names its device; a cluster of another GPU family is told, a cpu stand-in
+    /// too, the same family is not, and an unknown family says nothing.
+    #[test]
+    fn profiles_of_another_device_are_named() {
+        let h100 = load_profile("h100-published").unwrap();
+        assert_eq!(device_mismatch(&h100, "h100-sxm5-80gb"), None);
+        let w = device_mismatch(&h100, "a100-sxm4-80gb").unwrap();
+        assert!(w.contains("H100") && w.contains("a100-sxm4-80gb"), "{w}");
+        let mut cpu = h100.clone();
+        cpu.meta.backend = "cpu".into();
+        cpu.meta.device = "cpu: AMD EPYC".into();
+        assert!(
+            device_mismatch(&cpu, "a100-sxm4-80gb")
+                .unwrap()
+                .contains("cpu backend")
+        );
+        assert_eq!(device_mismatch(&cpu, "cpu-thread"), None);
+    }
+
+    /// The committed A100 profile (whose fitted lines include a negative α and β) passes;
+    /// each corruption is refused naming its place: a negative GEMM time, a zero bandwidth, a
+    /// line that predicts a negative time at its smallest size.
+    #[test]
+    fn loading_refuses_values_that_price_nothing() {
+        let p = load_profile("a100-published").unwrap();
+        assert!(p.check("p.json").is_ok());
+        let msg = |q: &Profile| q.check("p.json").unwrap_err().to_string();
+        let mut q = p.clone();
+        q.gemm[0].seconds = -1.0;
+        assert!(msg(&q).contains("`gemm[0].seconds` = -1"), "{}", msg(&q));
+        let mut q = p.clone();
+        q.hbm_gbytes_s = Some(0.0);
+        assert!(msg(&q).contains("`hbm_gbytes_s` = 0"), "{}", msg(&q));
+        let mut q = p.clone();
+        q.collectives[0].segments[0].alpha_s = -1.0;
+        let m = msg(&q);
+        assert!(
+            m.contains("`collectives[0].segments[0].lo_bytes`") && m.contains("calibrate again"),
+            "{m}"
+        );
+    }
 }

@@ -85,7 +85,17 @@ impl Target {
             .calibration
             .clone()
             .or_else(|| cluster.calibration.clone());
-        let profile = name.map(|n| load_profile(&n)).transpose()?;
+        let profile = name.as_deref().map(load_profile).transpose()?;
+        if let (Some(p), Some(n)) = (&profile, &name)
+            && let Some(w) = crate::calib::device_mismatch(p, &cluster.gpu.name)
+        {
+            // A cpu profile stands in for GPUs on purpose (issue 6's calibrate → estimate
+            // loop); another GPU's profile prices a device the cluster does not have.
+            if p.meta.backend != "cpu" {
+                return Err(CliError::BadInput(format!("calibration `{n}`: {w}")));
+            }
+            eprintln!("warning: calibration `{n}`: {w}");
+        }
         Ok(Resolved {
             model,
             cluster,

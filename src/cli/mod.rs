@@ -243,8 +243,20 @@ pub fn main() -> ExitCode {
     };
     match run(cli.command) {
         Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                // A reader that stopped early (`| head`) wanted no more.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the output ({e}); check where stdout goes");
+                    ExitCode::from(2)
+                }
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -435,6 +447,20 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             let (gb, seq) = (space.global_batch, space.seq_len);
             let c = search::compare(&r.model, &r.cluster, r.profile.as_ref(), &space)
                 .map_err(CliError::BadInput)?;
+            if c.strategies.iter().all(|s| s.best.is_none()) {
+                let why: Vec<String> = c
+                    .strategies
+                    .iter()
+                    .map(|s| format!("{}: {}", s.name, s.why_none.as_deref().unwrap_or("-")))
+                    .collect();
+                return Err(CliError::NoFeasiblePlan(format!(
+                    "no method fits {} on {} ({} GPUs):\n  {}",
+                    r.model.name,
+                    r.cluster.name,
+                    c.n_gpus,
+                    why.join("\n  ")
+                )));
+            }
             let rows: Vec<Vec<String>> = c
                 .strategies
                 .iter()

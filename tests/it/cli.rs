@@ -575,3 +575,63 @@ fn search_flags_out_of_range_name_the_fix() {
         &["`vpp`", "use --schedule interleaved"],
     );
 }
+
+/// A GPU profile of another device than the cluster's is bad input naming both (an H100
+/// profile had priced A100s at 113.6% MFU); the H200 node, whose profile it partly is, and the
+/// cluster's own family pass; closed pipes and full disks end the output cleanly.
+#[test]
+fn calibration_of_another_gpu_and_output_errors() {
+    let est = |cluster: &'static str, prof: &'static str| {
+        planner(&[
+            "estimate",
+            "--model",
+            "gpt-1.7b",
+            "--cluster",
+            cluster,
+            "--global-batch",
+            "64",
+            "--calibration",
+            prof,
+        ])
+    };
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "gpt-1.7b",
+            "--cluster",
+            "a100x8",
+            "--global-batch",
+            "64",
+            "--calibration",
+            "h100-published",
+        ],
+        &[
+            "calibration `h100-published`",
+            "a100-sxm4-80gb",
+            "calibrate on the cluster's GPUs",
+        ],
+    );
+    for (cluster, prof) in [
+        ("h100x8", "h100-published"),
+        ("h200x8", "h100-published"),
+        ("a100x8", "a100-published"),
+    ] {
+        let o = est(cluster, prof);
+        assert_eq!(o.status.code(), Some(0), "{cluster} {prof}: {}", stderr(&o));
+    }
+    // Output that cannot be written (a full device) is an error, not a panic (exit 101).
+    if let Ok(full) = std::fs::File::create("/dev/full") {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_planner"))
+            .arg("models")
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("cannot write the output") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+}
