@@ -158,8 +158,12 @@ fn parse_rank_line(run: &mut NcclTestsRun, line: &str) {
 
 /// Parses one nccl-tests output, table or CSV.
 pub fn parse(path: &str, text: &str) -> Result<NcclTestsRun, CalibError> {
+    // The file's own name, not its folders' (`h100-2gpu-runs/ag-8gpu.txt` is 8 ranks).
+    let file_name = std::path::Path::new(path)
+        .file_name()
+        .map_or(path.to_string(), |n| n.to_string_lossy().to_string());
     let mut run = NcclTestsRun {
-        coll: coll_from_name(path),
+        coll: coll_from_name(&file_name),
         ..Default::default()
     };
     let mut cols: Option<Columns> = None;
@@ -224,7 +228,7 @@ pub fn parse(path: &str, text: &str) -> Result<NcclTestsRun, CalibError> {
         ));
     }
     if run.ranks.is_none() {
-        run.ranks = ranks_from_name(path);
+        run.ranks = ranks_from_name(&file_name);
     }
     Ok(run)
 }
@@ -333,6 +337,10 @@ node7:4242:4242 [0] NCCL INFO NCCL version 2.21.5+cuda12.4
         let csv = "size(B),count,type,time(ns),busbw(GB/s),time(ns),busbw(GB/s)\n\
                    1048576,262144,float,92790,19.78,92150,19.91\n";
         let r = parse("a100-node-allreduce-8gpu.csv", csv).unwrap();
+        assert_eq!((r.coll, r.ranks), (Some(Coll::AllReduce), Some(8)));
+        // The file's name decides, not its folder's (which had made this 2 ranks and an
+        // all-gather).
+        let r = parse("runs/h100-2gpu-allgather/a100-node-allreduce-8gpu.csv", csv).unwrap();
         assert_eq!((r.coll, r.ranks), (Some(Coll::AllReduce), Some(8)));
         assert!((r.points[0].seconds - 92.79e-6).abs() < 1e-15);
     }

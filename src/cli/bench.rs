@@ -93,7 +93,7 @@ fn gpt3_event_loop() -> Box<dyn FnMut()> {
 /// Median, min and mean milliseconds of `iters` timed runs of `work` after one warm-up.
 fn time(iters: u32, mut work: impl FnMut()) -> (f64, f64, f64) {
     work();
-    let mut ms: Vec<f64> = (0..iters.max(1))
+    let mut ms: Vec<f64> = (0..iters)
         .map(|_| {
             let t0 = Instant::now();
             work();
@@ -120,6 +120,11 @@ fn goal(median_ms: f64, goal_ms: Option<f64>) -> String {
 /// warm-up (at most 3 for the searches, which take up to seconds), with min/median/mean wall
 /// time against each goal and, for searches, plans priced per second.
 pub fn run(name: Option<&str>, iters: u32) -> Result<String, CliError> {
+    if iters == 0 {
+        return Err(CliError::BadInput(
+            "--iters 0: give at least 1 timed run".into(),
+        ));
+    }
     let searches = bench::cases()?;
     let wanted = |n: &str| name.is_none_or(|x| x == n);
     let sims: Vec<&Bench> = BENCHES.iter().filter(|b| wanted(b.name)).collect();

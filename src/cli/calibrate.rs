@@ -272,6 +272,12 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
              cluster's GPUs per node, at most 8)"
         )));
     }
+    if a.max_mbs == Some(0) {
+        return Err(CliError::BadInput(
+            "--max-mbs 0: give at least 1 (the largest micro-batch whose GEMM shapes are probed)"
+                .into(),
+        ));
+    }
     let models = a
         .model
         .iter()

@@ -146,8 +146,22 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
         ],
         vec![
             "peak memory per GPU".into(),
-            format!("{:.1} GiB (stage {})", peak.peak_memory_gib, peak.stage_idx),
-            format!("{:.1} of {:.0} GiB", e.memory_gib_per_gpu, e.capacity_gib),
+            format!(
+                "{:.1} GiB (stage {}){}",
+                peak.peak_memory_gib,
+                peak.stage_idx,
+                if peak.peak_memory_gib > e.capacity_gib {
+                    ", OUT OF MEMORY"
+                } else {
+                    ""
+                }
+            ),
+            format!(
+                "{:.1} of {:.0} GiB ({})",
+                e.memory_gib_per_gpu,
+                e.capacity_gib,
+                if e.fits { "fits" } else { "OUT OF MEMORY" }
+            ),
         ],
     ];
     format!(

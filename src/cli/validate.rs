@@ -36,7 +36,7 @@ pub fn run(runs: Option<&str>, group: Option<&str>, format: Format) -> Result<St
     }
     let report = validate(&records, group);
     Ok(match format {
-        Format::Json => super::json(&report),
+        Format::Json => super::json(&skipped_as_null(&report)),
         Format::Csv => csv(&report),
         Format::Table => render(&report),
     })
@@ -182,6 +182,34 @@ fn render(report: &Report) -> String {
     out
 }
 
+/// The report as JSON, a skipped row's prediction fields null (it was not predicted; the
+/// row type holds placeholders there).
+fn skipped_as_null(report: &Report) -> serde_json::Value {
+    let mut v = serde_json::to_value(report).expect("reports serialise");
+    for row in v["rows"].as_array_mut().into_iter().flatten() {
+        if !row["skipped"].is_null() {
+            for key in [
+                "predicted_fits",
+                "predicted_memory_gib",
+                "step_time_s",
+                "breakdown",
+            ] {
+                row[key] = serde_json::Value::Null;
+            }
+        }
+    }
+    v
+}
+
+/// A prediction cell: empty for a skipped row.
+fn predicted(r: &crate::validate::RowResult, cell: String) -> String {
+    if r.skipped.is_some() {
+        String::new()
+    } else {
+        cell
+    }
+}
+
 fn csv(report: &Report) -> String {
     let rows = report
         .rows
@@ -194,9 +222,9 @@ fn csv(report: &Report) -> String {
                 num(r.measured),
                 num(r.predicted),
                 r.error.map_or(String::new(), |e| format!("{e:.4}")),
-                r.predicted_fits.to_string(),
+                predicted(r, r.predicted_fits.to_string()),
                 r.measured_oom.to_string(),
-                format!("{:.2}", r.predicted_memory_gib),
+                predicted(r, format!("{:.2}", r.predicted_memory_gib)),
                 r.skipped.clone().unwrap_or_default(),
             ]
         })

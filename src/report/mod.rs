@@ -58,7 +58,7 @@ pub enum ReportError {
     #[error("chart: {0}")]
     Chart(String),
     /// A file could not be written.
-    #[error("{path}: {source}")]
+    #[error("--out: {path}: cannot write it ({source}); give a writable directory")]
     Io {
         /// File.
         path: String,

@@ -293,9 +293,13 @@ impl fmt::Display for Infeasible {
                 f,
                 "vpp={vpp} with pp={pp} runs only under the interleaved schedule; use --schedule interleaved, or vpp 1"
             ),
+            I::InterleavedNeedsChunks { pp, vpp } if *vpp < 2 => write!(
+                f,
+                "vpp={vpp} with pp={pp}: the interleaved schedule needs vpp ≥ 2 (and pp ≥ 2); set vpp ≥ 2, or use --schedule 1f1b"
+            ),
             I::InterleavedNeedsChunks { pp, vpp } => write!(
                 f,
-                "vpp={vpp} with pp={pp}: interleaving needs pp ≥ 2 and vpp ≥ 2; use vpp 1, or pp ≥ 2 with vpp ≥ 2"
+                "vpp={vpp} with pp={pp}: interleaving needs pp ≥ 2; use pp ≥ 2, or vpp 1"
             ),
             I::InterleavedMicroBatches { n_micro, pp } => write!(
                 f,

@@ -635,3 +635,69 @@ fn calibration_of_another_gpu_and_output_errors() {
         );
     }
 }
+
+/// Counts and paths that cannot work say so with exit 2: no timed runs, no micro-batch to
+/// probe, a report directory that is a device; a simulated plan beyond the device is marked
+/// out of memory as estimate marks it.
+#[test]
+fn more_flags_out_of_range_name_the_fix() {
+    bad_input(&["bench", "--iters", "0"], &["--iters 0", "at least 1"]);
+    bad_input(
+        &[
+            "calibrate",
+            "--cluster",
+            "a100x8",
+            "--backend",
+            "cpu",
+            "--max-mbs",
+            "0",
+            "--out",
+            "/tmp/planner-never",
+        ],
+        &["--max-mbs 0", "at least 1"],
+    );
+    bad_input(
+        &[
+            "report",
+            "--model",
+            "gpt2-xl",
+            "--cluster",
+            "a100x8",
+            "--gpus",
+            "1",
+            "--out",
+            "/dev/null",
+        ],
+        &["--out: /dev/null", "give a writable directory"],
+    );
+    let o = planner(&[
+        "simulate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--pp",
+        "2",
+        "--global-batch",
+        "64",
+        "--schedule",
+        "gpipe",
+    ]);
+    assert!(stdout(&o).contains("OUT OF MEMORY"), "{}", stdout(&o));
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "gpt-1.7b",
+            "--cluster",
+            "a100x8",
+            "--pp",
+            "2",
+            "--schedule",
+            "interleaved",
+            "--global-batch",
+            "64",
+        ],
+        &["`vpp`", "set vpp ≥ 2, or use --schedule 1f1b"],
+    );
+}

@@ -518,3 +518,42 @@ fn every_group_case_reads_back_to_the_same_prediction() {
     }
     assert_eq!(groups.len(), 10, "{groups:?}");
 }
+
+/// A skipped row was not predicted: its prediction fields are null in JSON and empty in CSV
+/// (they had read `predicted_fits: true`, 0 GiB, a 0 s step).
+#[test]
+fn skipped_rows_carry_no_prediction() {
+    let args = [
+        "validate",
+        "--group",
+        "megatron-core-h100-readme",
+        "--format",
+    ];
+    let v: serde_json::Value = serde_json::from_str(&crate::cli::stdout(&crate::cli::planner(
+        &[&args[..], &["json"]].concat(),
+    )))
+    .unwrap();
+    let skipped: Vec<&serde_json::Value> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["skipped"].is_null())
+        .collect();
+    assert_eq!(skipped.len(), 2);
+    for r in skipped {
+        for key in [
+            "predicted_fits",
+            "predicted_memory_gib",
+            "step_time_s",
+            "breakdown",
+        ] {
+            assert!(r[key].is_null(), "{key}: {r}");
+        }
+    }
+    let csv = crate::cli::stdout(&crate::cli::planner(&[&args[..], &["csv"]].concat()));
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with("mlm-h100-strong-177b-96gpu,"))
+        .unwrap();
+    assert!(row.contains(",,,false,,tensor/pipeline"), "{row}");
+}
