@@ -323,7 +323,18 @@ pub fn estimate_with_work(
         .iter()
         .map(|s| sum(s, &|c| c.fwd_s() + c.bwd_s()) + 2.0 * s.p2p_s * v)
         .collect();
-    let pipeline = step::pipeline_time(plan.schedule, &per_micro, plan.n_micro(), plan.vpp);
+    let pipeline = if plan.schedule == crate::spec::Schedule::Gpipe && work.len() > 1 {
+        let phase = |f: &dyn Fn(&stages::ChunkWork) -> f64| -> Vec<f64> {
+            work.iter().map(|s| sum(s, f) + s.p2p_s * v).collect()
+        };
+        step::gpipe_time(
+            &phase(&|c| c.fwd_s()),
+            &phase(&|c| c.bwd_s()),
+            plan.n_micro(),
+        )
+    } else {
+        step::pipeline_time(plan.schedule, &per_micro, plan.n_micro(), plan.vpp)
+    };
     let slow = per_micro
         .iter()
         .enumerate()

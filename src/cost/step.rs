@@ -23,6 +23,18 @@ pub fn pipeline_time(schedule: Schedule, t: &[f64], m: u64, v: u64) -> f64 {
     sum / v + (m as f64 * v - 1.0) * max / v
 }
 
+/// GPipe (Huang et al. 2019) with stage `i` taking `f[i]` forward and `b[i]` backward per
+/// micro-batch: all `m` forwards flow through the stages, then all backwards back. Each phase
+/// is a flow shop of identical jobs, whose makespan is the sum of the stage times plus (m − 1)
+/// of the slowest: Σ (f_i + b_i) + (m − 1)·(max f + max b). With uniform stages this is
+/// (m + p − 1)·(f + b), as [`pipeline_time`]; when the slowest forward and the slowest
+/// backward are on different stages it exceeds (m − 1)·max(f + b), which under-counted it.
+pub fn gpipe_time(f: &[f64], b: &[f64], m: u64) -> f64 {
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let sum: f64 = f.iter().chain(b).sum();
+    sum + (m.max(1) - 1) as f64 * (max(f) + max(b))
+}
+
 /// Seconds a collective of `comm` seconds adds to the compute stream when issued beside
 /// `window` seconds of compute, with `idle` further seconds in which the rank computes nothing
 /// yet the collective may still run (a pipeline stage waiting for its drain).
@@ -73,6 +85,18 @@ mod tests {
         close(overlap_exposed_s(0.0, 8e-3, 0.0, 0.16), 0.0);
         close(overlap_exposed_s(12e-3, 8e-3, 3e-3, 1.0), 12e-3);
         close(overlap_exposed_s(5e-3, 8e-3, 0.0, 1.0), 5e-3);
+    }
+
+    /// Forwards 1, 2, 1 s and backwards 3, 1, 1 s over 4 micro-batches: 9 s through every
+    /// stage once, then 3 more of the slowest forward (2) and the slowest backward (3): 24 s,
+    /// where max(f + b) = 4 gave 21. Uniform stages give (m + p − 1)·(f + b).
+    #[test]
+    fn gpipe_waits_for_the_slowest_forward_and_backward() {
+        assert_eq!(gpipe_time(&[1.0, 2.0, 1.0], &[3.0, 1.0, 1.0], 4), 24.0);
+        assert_eq!(
+            gpipe_time(&[1.0; 4], &[2.0; 4], 8),
+            pipeline_time(Schedule::Gpipe, &[3.0; 4], 8, 1)
+        );
     }
 
     #[test]

@@ -144,6 +144,16 @@ pub enum Infeasible {
         /// What the framework lacks.
         what: &'static str,
     },
+    /// A ZeRO stage the framework has no implementation of (FSDP has no optimizer-only
+    /// sharding: torchtitan and llm-foundry run 0, 2 and 3).
+    FrameworkZero {
+        /// The framework's name.
+        framework: &'static str,
+        /// Stage given.
+        zero: u8,
+        /// Stages it runs.
+        stages: &'static [u8],
+    },
     /// Part of a stage recomputed under interleaving, which no framework runs as priced.
     PartialRecomputeInterleaved {
         /// Virtual stages.
@@ -191,6 +201,7 @@ impl Infeasible {
             I::InterleavedNeedsChunks { .. } => "interleaving needs pp≥2, vpp≥2",
             I::InterleavedMicroBatches { .. } => "interleaved: micro-batches not a multiple of pp",
             I::PartialRecomputeInterleaved { .. } => "part of an interleaved stage recomputed",
+            I::FrameworkZero { .. } => "ZeRO stage the framework lacks",
             I::DtypeUnsupported { .. } => "type without tensor cores on the device",
             I::GradReduceDtype { .. } => "gradient reduction type",
             I::ZeroStage { .. } => "zero stage out of range",
@@ -218,6 +229,7 @@ impl Infeasible {
             I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
             I::FrameworkLacks { field, .. } => field,
             I::PartialRecomputeInterleaved { .. } => "recompute_layers",
+            I::FrameworkZero { .. } => "zero",
             I::DtypeUnsupported { .. } => "dtype",
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
             I::OutOfMemory { .. } => "memory",
@@ -318,6 +330,19 @@ impl fmt::Display for Infeasible {
             } => write!(
                 f,
                 "{field}={size}: {framework} has no {what}; use {field} 1, or price for another --framework"
+            ),
+            I::FrameworkZero {
+                framework,
+                zero,
+                stages,
+            } => write!(
+                f,
+                "zero={zero}: {framework} runs ZeRO stages {} (its FSDP has no optimizer-only sharding); use one of them, or price for another --framework",
+                stages
+                    .iter()
+                    .map(u8::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             I::PartialRecomputeInterleaved { vpp } => write!(
                 f,

@@ -415,6 +415,12 @@ impl Plan {
         }
         if self.zero > 3 {
             out.push(I::ZeroStage { zero: self.zero });
+        } else if !self.framework.zero_stages().contains(&self.zero) {
+            out.push(I::FrameworkZero {
+                framework: self.framework.name(),
+                zero: self.zero,
+                stages: self.framework.zero_stages(),
+            });
         } else if self.zero >= 2 && self.pp > 1 && !self.framework.pipelines_sharded_data() {
             out.push(I::ZeroWithPipeline {
                 zero: self.zero,

@@ -642,6 +642,23 @@ fn calibration_of_another_gpu_and_output_errors() {
 #[test]
 fn more_flags_out_of_range_name_the_fix() {
     bad_input(&["bench", "--iters", "0"], &["--iters 0", "at least 1"]);
+    // FSDP frameworks have no ZeRO-1 (suggest never searched it; estimate priced it).
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "h100x8",
+            "--zero",
+            "1",
+            "--framework",
+            "torchtitan",
+            "--global-batch",
+            "64",
+        ],
+        &["`zero`", "torchtitan runs ZeRO stages 0, 2, 3"],
+    );
     bad_input(
         &[
             "calibrate",
