@@ -32,8 +32,8 @@ struct Buffers {
 enum Job {
     /// `iters` GEMMs (m, n, k).
     Gemm((usize, usize, usize), u32),
-    /// `iters` copies of this many bytes.
-    Copy(usize, u32),
+    /// `iters` copies of this many bytes, moving through an arena of the last size.
+    Copy(usize, u32, usize),
 }
 
 /// One long-lived thread standing for a device (like a rank of `verify`), owning its buffers.
@@ -77,7 +77,7 @@ impl Cpu {
                     for job in rx {
                         let s = match job {
                             Job::Gemm(shape, iters) => gemm_on(&mut b, &start, shape, iters),
-                            Job::Copy(n, iters) => copy_on(&mut b, &start, n, iters),
+                            Job::Copy(n, iters, arena) => copy_on(&mut b, &start, n, iters, arena),
                         };
                         if tx.send(s).is_err() {
                             break;
@@ -190,16 +190,28 @@ pub(super) fn sgemm(a: &[f32], b: &[f32], c: &mut [f32], (m, n, k): (usize, usiz
     }
 }
 
-/// Device seconds of `iters` copies of `n` bytes on `b`, timed after `start`.
-fn copy_on(b: &mut Buffers, start: &Barrier, n: usize, iters: u32) -> f64 {
-    b.src.resize(n.max(b.src.len()), 1);
-    b.dst.resize(n.max(b.dst.len()), 0);
+/// Device seconds of `iters` copies of `n` bytes on `b`, timed after `start`. Each copy moves
+/// on through source and destination arenas of `arena` bytes (at least `n`), so every copy
+/// reads and writes memory the caches do not hold — as `verify`'s memory-bound kernels stream
+/// through a rank's memory (`cpu_run::memory_kernel`). Repeating one small copy in place had
+/// timed the caches; and chunks run slower than one copy of the whole arena, which the C
+/// library writes with non-temporal stores (no read for ownership), about 25% slower on the
+/// machines these probes ran on.
+fn copy_on(b: &mut Buffers, start: &Barrier, n: usize, iters: u32, arena: usize) -> f64 {
+    let arena = arena.max(n);
+    b.src.resize(arena.max(b.src.len()), 1);
+    b.dst.resize(arena.max(b.dst.len()), 0);
+    let mut at = 0;
     start.wait();
     let t0 = thread_cpu_s();
     for i in 0..iters {
-        b.src[i as usize % n.max(1)] = i as u8;
-        b.dst[..n].copy_from_slice(&b.src[..n]);
+        if at + n > arena {
+            at = 0;
+        }
+        b.src[at] = i as u8;
+        b.dst[at..at + n].copy_from_slice(&b.src[at..at + n]);
         std::hint::black_box(&b.dst);
+        at += n;
     }
     thread_cpu_s() - t0
 }
@@ -272,7 +284,11 @@ impl Backend for Cpu {
     }
 
     fn copy(&mut self, bytes: f64, iters: u32) -> Result<f64, ExecError> {
-        self.on_every_device(Job::Copy(bytes as usize, iters))
+        // The arena every copy moves through: as large as the executor's streams
+        // (`cpu_run::ARENA_BYTES`, beyond the caches), within the device's allowance for two
+        // buffers (as `copy_phase` sizes them).
+        let arena = super::cpu_run::ARENA_BYTES.min((self.max_gemm_bytes() / 2.0) as usize);
+        self.on_every_device(Job::Copy(bytes as usize, iters, arena))
     }
 
     fn collective(

@@ -28,7 +28,7 @@ fn gone(e: PeerGone) -> ExecError {
 /// Model state at least this large (per half) holds the memory-bound kernels' streams:
 /// twice the host's last-level cache of a typical server core complex, so they run from
 /// main memory.
-const ARENA_BYTES: usize = 64 << 20;
+pub(super) const ARENA_BYTES: usize = 64 << 20;
 
 /// A rank's buffers and its place in the mesh.
 struct Rank<'a> {

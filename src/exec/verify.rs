@@ -146,11 +146,13 @@ pub fn cpu_cluster(
 }
 
 /// A cpu profile as the cpu device is priced with it: its memory bandwidth is that of the
-/// largest copy probe (main memory) rather than the best one (which ran in the caches), since
-/// the cpu backend streams memory-bound kernels from main memory (`cpu_run`).
+/// smallest copy probe — chunks moving through an arena beyond the caches (`cpu::copy_on`),
+/// as the cpu backend's memory-bound kernels copy activation-sized chunks through a rank's
+/// memory (`cpu_run`). The best probe overstated them by about a third: the whole-arena copy
+/// runs on the C library's non-temporal stores, which those chunks do not get.
 pub fn cpu_profile(profile: &Profile) -> Profile {
     let mut p = profile.clone();
-    if let Some(c) = p.copies.iter().max_by(|a, b| a.bytes.total_cmp(&b.bytes)) {
+    if let Some(c) = p.copies.iter().min_by(|a, b| a.bytes.total_cmp(&b.bytes)) {
         p.hbm_gbytes_s = Some(c.gbytes_s());
     }
     p

@@ -130,9 +130,11 @@ fn verify(model: &str, cluster: &str, prof: &str, plan: &'static str, flag: &str
 /// The Done-when of issue 7. When a plan misses by 15%, the cores are calibrated again and
 /// that plan verified again, twice at most. The retry was kept to runs something else
 /// disturbed (`Row::disturbed`, still logged); on this shared machine undisturbed tp=2 runs
-/// also came out −12…−23% about one time in three, the session-start build too; likely the probes
-/// time GEMMs and copies on warm caches, which the executor's interleaved kernels do not
-/// find (memory-bound class −38%, optimizer −36%, GEMMs −5% on one such run).
+/// also came out −12…−27%. Part of that was the copy probe: it timed one copy repeated in
+/// place (the caches) or of a whole arena (non-temporal stores), faster by a third than the
+/// executor's chunk-by-chunk memory-bound kernels; chunks through an arena now price them
+/// (memory-bound class −37% → −1…−5%). What remains on tp=2 is its TP all-reduces, about
+/// −35% (the probes time both ranks arriving together; a run's ranks arrive apart).
 #[test]
 fn issue_7_cpu_verify_predicts_three_plans_on_two_ranks_within_15_percent() {
     let dir = tmp("three");
