@@ -4,6 +4,7 @@
 mod args;
 mod bench;
 mod calibrate;
+mod compare;
 mod launch;
 mod render;
 mod report;
@@ -19,7 +20,7 @@ use crate::calib::CalibError;
 use crate::cost::estimate;
 use crate::search;
 use crate::spec::{self, SpecError, presets};
-use crate::units::{fmt_count, fmt_secs};
+use crate::units::fmt_count;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -441,112 +442,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             target,
             search,
             format,
-        } => {
-            let r = target.resolve()?;
-            let space = search.space(&r.model, &r.cluster.gpu, r.cluster.n_gpus())?;
-            let (gb, seq) = (space.global_batch, space.seq_len);
-            let c = search::compare(&r.model, &r.cluster, r.profile.as_ref(), &space)
-                .map_err(CliError::BadInput)?;
-            if c.strategies.iter().all(|s| s.best.is_none()) {
-                let why: Vec<String> = c
-                    .strategies
-                    .iter()
-                    .map(|s| format!("{}: {}", s.name, s.why_none.as_deref().unwrap_or("-")))
-                    .collect();
-                return Err(CliError::NoFeasiblePlan(format!(
-                    "no method fits {} on {} ({} GPUs):\n  {}",
-                    r.model.name,
-                    r.cluster.name,
-                    c.n_gpus,
-                    why.join("\n  ")
-                )));
-            }
-            let rows: Vec<Vec<String>> = c
-                .strategies
-                .iter()
-                .map(|s| match &s.best {
-                    Some(e) => vec![
-                        s.name.to_string(),
-                        e.plan.short(),
-                        format!("{:.3}", e.step_time_s),
-                        format!("{:.2}", c.speedup(e)),
-                        format!("{:.1}%", 100.0 * c.efficiency(e)),
-                        format!("{:.1}", e.memory_gib_per_gpu),
-                        "yes".into(),
-                        render::numbers_from(e),
-                    ],
-                    None => vec![
-                        s.name.to_string(),
-                        format!("none: {}", s.why_none.clone().unwrap_or_default()),
-                        "-".into(),
-                        "-".into(),
-                        "-".into(),
-                        "-".into(),
-                        "no".into(),
-                        "-".into(),
-                    ],
-                })
-                .collect();
-            let header = [
-                "method",
-                "best plan",
-                "step_time_s",
-                "speedup",
-                "scaling_eff",
-                "memory_gib",
-                "fits",
-                "numbers_from",
-            ];
-            Ok(match format {
-                Format::Json => json(&serde_json::json!({
-                    "model": r.model.name, "cluster": r.cluster.name, "n_gpus": c.n_gpus,
-                    "global_batch": gb, "seq_len": seq,
-                    "single_gpu": {"step_time_s": c.single.step_time_s, "fits": c.single.fits, "plan": c.single.plan},
-                    "methods": c.strategies.iter().map(|s| serde_json::json!({
-                        "method": s.name,
-                        "plan": s.best.as_ref().map(|e| &e.plan),
-                        "step_time_s": s.best.as_ref().map(|e| e.step_time_s),
-                        "speedup": s.best.as_ref().map(|e| c.speedup(e)),
-                        "scaling_efficiency": s.best.as_ref().map(|e| c.efficiency(e)),
-                        "memory_gib_per_gpu": s.best.as_ref().map(|e| e.memory_gib_per_gpu),
-                        "fits": s.best.is_some(),
-                        "why_none": s.why_none,
-                        "numbers_from": s.best.as_ref().map(|e| e.provenance.summary()),
-                    })).collect::<Vec<_>>(),
-                })),
-                Format::Csv => render::csv(&header, rows),
-                Format::Table => format!(
-                    "{} on {} ({} GPUs), global batch {gb} × {seq}; one GPU: {} per step{}\n\n{}\n\
-                     numbers from ({}\n",
-                    r.model.name,
-                    r.cluster.name,
-                    c.n_gpus,
-                    fmt_secs(c.single.step_time_s),
-                    if c.single.fits {
-                        ""
-                    } else {
-                        " (does not fit one GPU: speedups are against one GPU with unbounded memory)"
-                    },
-                    render::table(
-                        &header[..header.len() - 1],
-                        rows.into_iter()
-                            .map(|mut r| {
-                                r.pop();
-                                r
-                            })
-                            .collect()
-                    ),
-                    match c
-                        .strategies
-                        .iter()
-                        .find_map(|s| s.best.as_ref().filter(|_| s.name == "hybrid"))
-                    {
-                        Some(e) => format!("the hybrid plan): {}", render::numbers_from(e)),
-                        None => format!("one GPU): {}", render::numbers_from(&c.single)),
-                    }
-                ),
-            })
-        }
+        } => compare::run(&target, &search, format),
         Command::Validate {
             runs,
             group,

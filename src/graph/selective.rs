@@ -96,22 +96,13 @@ pub(super) fn op_level_selective(ops: &mut [Op], model: &ModelSpec, sh: &Shard) 
 mod tests {
     use super::super::transformer_layer;
     use super::*;
-    use crate::spec::{AttentionImpl, Framework, TpOverlap};
-    use crate::units::Dtype;
+    use crate::spec::{Framework, Plan};
 
+    /// One 4096-token sequence at tp 1, priced for torchtitan.
     fn shard() -> Shard {
-        Shard {
-            b: 1,
-            s: 4096,
-            tp: 1,
-            sp: false,
-            cp: 1,
-            ep: 1,
-            attention: AttentionImpl::Flash,
-            dtype: Dtype::Bf16,
-            tp_overlap: TpOverlap::Backward,
-            framework: Framework::Torchtitan,
-        }
+        let mut p = Plan::new(1, 1, 1, 1, 1, 4096);
+        p.framework = Framework::Torchtitan;
+        Shard::of(&p)
     }
 
     /// torchtitan's op-level selective checkpointing on a Llama 2 70B block (h 8192, KV 1024,
