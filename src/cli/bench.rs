@@ -84,7 +84,7 @@ fn gpt3_event_loop() -> Box<dyn FnMut()> {
             stages: &work,
             schedule: plan.schedule,
             n_micro: plan.n_micro(),
-            overlap_grad_reduce: plan.overlap_grad_reduce,
+            grad_sync: crate::cost::stages::grad_sync(&plan),
         };
         black_box(sim::simulate(&pipe, false).expect("valid pipeline"));
     })

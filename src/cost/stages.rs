@@ -268,39 +268,127 @@ impl Ctx<'_> {
     }
 }
 
+/// When a stage starts reducing each chunk's gradients over the data-parallel group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradSync {
+    /// After the stage's last backward: no overlap.
+    AfterDrain,
+    /// With each chunk's last backward, its buckets reduced as the backward fills them
+    /// (Megatron-LM `--overlap-grad-reduce` without pipelining, DDP, FSDP).
+    WithLastBackward,
+    /// Megatron-LM's default under pipelining with `--overlap-grad-reduce` (since September
+    /// 2023: `--no-delay-grad-reduce` unset, renamed `--no-align-grad-reduce` in August 2024:
+    /// "all PP stages will launch gradient reduces simultaneously"): the schedule calls a
+    /// chunk's `grad_sync_func` after the backward `rank` steps past the chunk's last one
+    /// (`schedules.py`, `forward_backward_pipelining_with_interleaving`:
+    /// `grad_sync_virtual_microbatch_id = virtual_microbatch_id - pipeline_parallel_rank`),
+    /// or, where that is past the stage's last backward, once the stage is done ("Launch any
+    /// remaining grad reductions"). Without interleaving only stage 0 reduces during its last
+    /// backward; the others "do grad reduction during pipeline bubble" (the 1F1B schedule's
+    /// cooldown: `if config.grad_sync_func is None or rank == 0: enable_grad_sync()`).
+    Aligned,
+}
+
+/// How `plan`'s framework issues the once-per-step reduction ([`GradSync`]).
+pub fn grad_sync(plan: &Plan) -> GradSync {
+    if !reduction_overlaps(plan) {
+        GradSync::AfterDrain
+    } else if plan.framework == Framework::Megatron && plan.pp > 1 {
+        GradSync::Aligned
+    } else {
+        GradSync::WithLastBackward
+    }
+}
+
+/// When chunk `c` of pipeline stage `stage` starts its reduction, in seconds before the
+/// stage's final backward ends (the undisturbed schedule), under `sync`; `bwd[c]` is the
+/// chunk's backward (with recomputation) for one micro-batch, `group` the micro-batch group
+/// of the interleaved schedule (p). Interleaved 1F1B runs the backwards of the last group
+/// chunk by chunk in reverse (Megatron-Core `forward_backward_pipelining_with_interleaving`;
+/// the simulator's schedule orders them the same), so chunk c's last backward ends
+/// `group · Σ_{c'<c} bwd[c']` before the stage's final one, taking the drain's backwards as
+/// back to back (conservative: its bubbles only widen the windows).
+/// - [`GradSync::WithLastBackward`]: with the chunk's last backward.
+/// - [`GradSync::Aligned`]: `stage` backwards after it (of chunk c − 1, as stage < group),
+///   or at the end for chunk 0; without interleaving, stage 0 with its last backward and the
+///   others at the end.
+pub fn grad_sync_lead_s(sync: GradSync, stage: u64, bwd: &[f64], group: f64, c: usize) -> f64 {
+    let ends_before = group * bwd[..c].iter().sum::<f64>();
+    match sync {
+        GradSync::AfterDrain => 0.0,
+        GradSync::WithLastBackward => ends_before + bwd[c],
+        GradSync::Aligned if bwd.len() == 1 && stage == 0 => bwd[0],
+        GradSync::Aligned if c == 0 => 0.0,
+        GradSync::Aligned => (ends_before - stage as f64 * bwd[c - 1]).max(0.0),
+    }
+}
+
 /// Seconds the once-per-step data-parallel reduction adds after the pipeline drains.
 ///
-/// Stage i runs its last backward (`b_i`: one micro-batch's backward and recomputation over
-/// its chunks) `slack_i = Σ_{j<i} b_j` before stage 0 ends, and without overlap reduces
-/// afterwards: `dp_i − slack_i`. With overlap the reduction starts with that last backward
-/// and slows it by `e_i = ι · min(dp_i, b_i)`, the interference over the time they run
-/// together (as the simulator charges it); the last micro-batch's backward passes from stage
-/// p − 1 down to stage 0, so stage i's last backward ends
-/// `D_i = Σ_{j≥i} e_j` late and its reduction, started `D_{i+1}` late, ends at
-/// `max(D_i − slack_i, dp_i − b_i − slack_i + D_{i+1})` past the undisturbed drain. The step
-/// waits for the latest stage (0 when none outlasts the drain).
+/// The last micro-batch's backward of chunk 0 passes from stage p − 1 down to stage 0, so
+/// stage i runs its final backward `slack_i = Σ_{j<i} b_j` before stage 0 ends, `b_j` being
+/// chunk 0's backward (with recomputation) on stage j. Without overlap the stage reduces its
+/// whole gradients afterwards: `dp_i − slack_i`.
+///
+/// With overlap each chunk's reduction starts [`grad_sync_lead_s`] before the stage's final
+/// backward ends, on one data-parallel stream (as the simulator runs it, `sim::engine`), each
+/// queued behind the one before: the chain ends at `t_0 = max(−lead_0 + D_{i+1}, t_1) +
+/// dp_0`, with `t_c` built the same way from chunk v − 1 down.
+///
+/// A reduction slows the compute beside it by the interference `ι` over the time they run
+/// together (as the simulator charges it). One issued with the stage's final backward slows
+/// that backward, which every stage below waits for: `e_i = ι · min(dp, b_i)`, added to the
+/// delay the stage inherits. Those issued earlier slow the drain's other backwards, in
+/// parallel with the stages below doing the same: `E_i = ι · min(Σ dp_c, max lead_c)` over
+/// the chunks issued before the final backward, the data-parallel stream being busy from the
+/// first issue on. Stage i's final backward then ends `D_i = max(D_{i+1}, E_i) + e_i` late;
+/// its reductions start `D_{i+1}` late, or `D_i` for those issued at the end. The stage
+/// outlasts the undisturbed drain by `max(D_i, t_0) − slack_i`; the step waits for the latest
+/// stage (0 when none outlasts the drain). With one chunk reduced with its last backward this
+/// is `max(D_i − slack_i, dp_i − b_i − slack_i + D_{i+1})`, `D_i = D_{i+1} + e_i`.
 pub fn dp_exposed_s(plan: &Plan, work: &[StageWork]) -> f64 {
-    let overlap = reduction_overlaps(plan);
-    let bwd = |s: &StageWork| -> f64 {
-        s.chunks
-            .iter()
-            .map(|c| c.bwd.total() + c.recompute.total())
-            .sum()
-    };
+    dp_exposed_with_s(grad_sync(plan), work)
+}
+
+/// [`dp_exposed_s`] for stages that issue their reductions as `sync` says (the interleaved
+/// micro-batch group is the pipeline depth, `work.len()`).
+pub fn dp_exposed_with_s(sync: GradSync, work: &[StageWork]) -> f64 {
+    let group = work.len() as f64;
+    let bwd = |c: &ChunkWork| c.bwd.total() + c.recompute.total();
+    let last_bwd = |s: &StageWork| s.chunks.first().map_or(0.0, bwd);
     // Walking from the last stage, `slack` starts at Σ b_j over all stages and loses each
     // stage's own b before it is used: Σ_{j<i} b_j.
-    let mut slack: f64 = work.iter().map(bwd).sum();
-    let (mut exposed, mut delay_after) = (0.0f64, 0.0);
+    let mut slack: f64 = work.iter().map(last_bwd).sum();
+    let (mut exposed, mut delay_after) = (0.0f64, 0.0f64);
     for s in work.iter().rev() {
-        let (b, dp) = (bwd(s), s.dp_reduce_s);
-        slack -= b;
-        if !overlap {
-            exposed = exposed.max(dp - slack);
+        slack -= last_bwd(s);
+        if sync == GradSync::AfterDrain {
+            exposed = exposed.max(s.dp_reduce_s - slack);
             continue;
         }
+        let b: Vec<f64> = s.chunks.iter().map(bwd).collect();
+        let lead = |c| grad_sync_lead_s(sync, s.stage_idx, &b, group, c);
         let iota = s.chunks.first().map_or(0.0, |c| c.overlap_interference);
-        let delay = delay_after + iota * dp.min(b);
-        exposed = exposed.max(delay - slack).max(dp - b - slack + delay_after);
+        // The final backward is chunk 0's: what is issued with it, and what before.
+        let (mut early_dp, mut early_window, mut chain) = (0.0f64, 0.0f64, 0.0);
+        for (c, w) in s.chunks.iter().enumerate() {
+            if c == 0 {
+                chain = iota * w.dp_reduce_s.min(lead(0));
+            } else if lead(c) > 0.0 {
+                early_dp += w.dp_reduce_s;
+                early_window = early_window.max(lead(c));
+            }
+        }
+        let delay = delay_after.max(iota * early_dp.min(early_window)) + chain;
+        let mut end = f64::NEG_INFINITY;
+        for (c, w) in s.chunks.iter().enumerate().rev() {
+            let start = match lead(c) {
+                0.0 => delay,
+                l => delay_after - l,
+            };
+            end = end.max(start) + w.dp_reduce_s;
+        }
+        exposed = exposed.max(delay - slack).max(end - slack);
         delay_after = delay;
     }
     exposed

@@ -7,14 +7,15 @@
 //! prices them. After a pass the rank sends its output (activations forward, gradients
 //! backward) and waits for the send; the receiver's pass can start once the data has
 //! arrived. Gradient reduction runs on the data-parallel stream, after the rank's last
-//! backward, or from the start of each chunk's last backward with `overlap_grad_reduce`.
+//! backward, from the start of each chunk's last backward, or where Megatron-LM's aligned
+//! grad sync issues it ([`GradSync`]).
 //! The optimizer step starts on every rank once every rank has reduced (its gradient-norm
 //! all-reduce spans all stages).
 
 use super::schedule::{self, Pass, Task};
 use super::trace::{Slice, Stream, Trace};
 use super::{Pipeline, SimError, Simulation, StageSim, memory_with};
-use crate::cost::stages::ChunkWork;
+use crate::cost::stages::{ChunkWork, GradSync};
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -66,6 +67,11 @@ struct Rank {
     running: bool,
     /// Position of the last backward of each chunk.
     last_bwd: Vec<usize>,
+    /// Under [`GradSync::Aligned`], the position of the backward after which each chunk's
+    /// reduction is issued (`None`: once the stage is done).
+    sync_after: Vec<Option<usize>>,
+    /// Whether each chunk's reduction has been issued.
+    issued: Vec<bool>,
     act: f64,
     in_flight: u32,
     peak_act: f64,
@@ -118,12 +124,23 @@ impl<'a> Engine<'a> {
             let order = schedule::order(pipe.schedule, p as u64, i as u64, m as u64, v as u64)?;
             let mut pos = vec![0; 2 * v * m];
             let mut last_bwd = vec![0; v];
+            let mut bwds = Vec::with_capacity(v * m);
             for (k, t) in order.iter().enumerate() {
                 pos[slot(v, m, t)] = k;
                 if t.pass == Pass::Bwd {
                     last_bwd[t.chunk as usize] = k;
+                    bwds.push(k);
                 }
             }
+            // Megatron-LM issues chunk c's reduction after the backward `rank` steps past the
+            // chunk's last one (`cost::stages::GradSync::Aligned`).
+            let sync_after = last_bwd
+                .iter()
+                .map(|&l| {
+                    let ord = bwds.iter().position(|&k| k == l).unwrap_or(0);
+                    bwds.get(ord + i).copied()
+                })
+                .collect();
             ranks.push(Rank {
                 ready: vec![f64::INFINITY; order.len()],
                 order,
@@ -131,6 +148,8 @@ impl<'a> Engine<'a> {
                 next: 0,
                 running: false,
                 last_bwd,
+                sync_after,
+                issued: vec![false; v],
                 act: 0.0,
                 in_flight: 0,
                 peak_act: 0.0,
@@ -265,12 +284,18 @@ impl<'a> Engine<'a> {
         self.zero_comm(stage, task, t, &z3);
         let r = &self.ranks[stage];
         let last = r.last_bwd[task.chunk as usize] == r.next;
+        let sync = self.with_last_backward(stage);
         // The chunk's gradient reduction runs beside its last backward when overlapping.
-        let reduce = self.pipe.overlap_grad_reduce && last && w.dp_reduce_s > 0.0;
+        let reduce = sync && last && w.dp_reduce_s > 0.0;
         let start = t.max(r.dp_free);
         if reduce {
             // The reduction slows the backward it overlaps (`stages::dp_exposed_s`).
             let beside = (end - start).clamp(0.0, w.dp_reduce_s);
+            let slowed = [("overlap interference", w.overlap_interference * beside)];
+            end = self.compute(stage, task, end, &slowed);
+        } else if self.pipe.grad_sync == GradSync::Aligned && r.dp_free > t {
+            // Reductions issued earlier run beside this backward and slow it.
+            let beside = (end - t).min(r.dp_free - t);
             let slowed = [("overlap interference", w.overlap_interference * beside)];
             end = self.compute(stage, task, end, &slowed);
         }
@@ -289,8 +314,39 @@ impl<'a> Engine<'a> {
             r.dp_s += done - start;
             let s = Slice::new(stage, Stream::Dp, "dp grad reduce", start, done - start);
             self.record(s.task(task));
+        } else if self.pipe.grad_sync == GradSync::Aligned && !sync {
+            let here = self.ranks[stage].next;
+            for c in 0..self.v {
+                if self.ranks[stage].sync_after[c] == Some(here) {
+                    self.issue_reduction(stage, c, end);
+                }
+            }
         }
         end
+    }
+
+    /// Whether `stage` reduces each chunk's gradients beside that chunk's last backward:
+    /// [`GradSync::WithLastBackward`], and Megatron-LM's aligned sync on stage 0 of a pipeline
+    /// without interleaving.
+    fn with_last_backward(&self, stage: usize) -> bool {
+        match self.pipe.grad_sync {
+            GradSync::WithLastBackward => true,
+            GradSync::Aligned => stage == 0 && self.v == 1,
+            GradSync::AfterDrain => false,
+        }
+    }
+
+    /// Issues chunk `c`'s reduction on `stage`'s data-parallel stream at `t` (once).
+    fn issue_reduction(&mut self, stage: usize, c: usize, t: f64) {
+        let d = self.pipe.stages[stage].chunks[c].dp_reduce_s;
+        let r = &mut self.ranks[stage];
+        if std::mem::replace(&mut r.issued[c], true) || d <= 0.0 {
+            return;
+        }
+        let start = t.max(r.dp_free);
+        r.dp_free = start + d;
+        r.dp_s += d;
+        self.record(Slice::new(stage, Stream::Dp, "dp grad reduce", start, d));
     }
 
     /// Lays `segments` end to end on the compute stream from `t`; returns the end.
@@ -370,7 +426,14 @@ impl<'a> Engine<'a> {
         let d = self.pipe.stages[stage].dp_reduce_s;
         let r = &mut self.ranks[stage];
         r.drained = t;
-        if self.pipe.overlap_grad_reduce {
+        if self.pipe.grad_sync == GradSync::Aligned && !self.with_last_backward(stage) {
+            // "Launch any remaining grad reductions" once the schedule is done.
+            for c in 0..self.v {
+                self.issue_reduction(stage, c, t);
+            }
+        }
+        let r = &mut self.ranks[stage];
+        if self.pipe.grad_sync != GradSync::AfterDrain {
             return vec![(t.max(r.dp_free), Event::Reduced)];
         }
         let start = t.max(r.dp_free);

@@ -13,7 +13,7 @@ pub use schedule::{Pass, Task};
 pub use trace::Trace;
 
 use crate::calib::Profile;
-use crate::cost::stages::StageWork;
+use crate::cost::stages::{GradSync, StageWork};
 use crate::cost::{Estimate, Machine, PricedGraphs, estimate_with_work, memory};
 use crate::spec::{ClusterSpec, ModelSpec, Plan, Schedule};
 use crate::units::GIB;
@@ -65,9 +65,10 @@ pub struct Pipeline<'a> {
     pub schedule: Schedule,
     /// Micro-batches per step.
     pub n_micro: u64,
-    /// Reduce gradients during the last micro-batch's backward (Megatron-LM
-    /// `--overlap-grad-reduce`) rather than after the pipeline drains.
-    pub overlap_grad_reduce: bool,
+    /// When each stage issues its gradient reduction: after the pipeline drains, with each
+    /// chunk's last backward (`--overlap-grad-reduce`), or as Megatron-LM aligns it across
+    /// the pipeline ([`stages::grad_sync`](crate::cost::stages::grad_sync)).
+    pub grad_sync: GradSync,
 }
 
 /// One stage over the simulated step.
@@ -192,7 +193,7 @@ pub fn simulate_plan(
             stages: &work,
             schedule: plan.schedule,
             n_micro: plan.n_micro(),
-            overlap_grad_reduce: crate::cost::stages::reduction_overlaps(plan),
+            grad_sync: crate::cost::stages::grad_sync(plan),
         },
         trace,
     )?;

@@ -2,7 +2,7 @@
 //! sweep, hand-derived timelines, and the cost model's own numbers for a real plan.
 
 use super::*;
-use crate::cost::stages::ChunkWork;
+use crate::cost::stages::{ChunkWork, GradSync, dp_exposed_with_s};
 use crate::cost::{PassCost, step};
 use crate::spec::{Recompute, load_cluster, load_model};
 
@@ -60,7 +60,7 @@ fn run(stages: &[StageWork], schedule: Schedule, m: u64) -> Simulation {
         stages,
         schedule,
         n_micro: m,
-        overlap_grad_reduce: false,
+        grad_sync: GradSync::AfterDrain,
     };
     simulate(&pipe, false).unwrap()
 }
@@ -188,7 +188,11 @@ fn gradient_reduction_overlaps_only_when_asked() {
             stages: &st,
             schedule: Schedule::OneFOneB,
             n_micro: 4,
-            overlap_grad_reduce: overlap,
+            grad_sync: if overlap {
+                GradSync::WithLastBackward
+            } else {
+                GradSync::AfterDrain
+            },
         };
         let sim = simulate(&pipe, false).unwrap();
         assert_eq!(sim.pipeline_s, 15.0);
@@ -216,13 +220,11 @@ fn overlapped_reduction_slows_the_backward_down_the_pipeline() {
             stages: &st,
             schedule: Schedule::OneFOneB,
             n_micro: 4,
-            overlap_grad_reduce: true,
+            grad_sync: GradSync::WithLastBackward,
         };
         let sim = simulate(&pipe, false).unwrap();
         assert_eq!(sim.step_time_s, want, "dp {dp}");
-        let mut plan = shape(Schedule::OneFOneB, 2, 4, 1);
-        plan.overlap_grad_reduce = true;
-        let closed = crate::cost::stages::dp_exposed_s(&plan, &st);
+        let closed = dp_exposed_with_s(GradSync::WithLastBackward, &st);
         assert_eq!(15.0 + closed, want, "dp {dp}");
     }
 }
@@ -337,9 +339,77 @@ fn bad_plans_are_errors() {
             stages: &st,
             schedule: Schedule::OneFOneB,
             n_micro: 4,
-            overlap_grad_reduce: false,
+            grad_sync: GradSync::AfterDrain,
         },
         false,
     );
     assert!(matches!(e, Err(SimError::Chunks { expected: 1, .. })));
+}
+
+/// Megatron-LM's aligned grad sync (`GradSync::Aligned`), the case above with the 3 s
+/// reduction: stage 0 still reduces during its last backward (13..15, slowed 0.25 × 2 = 0.5
+/// s), but stage 1 waits for its own last backward to end (13) and then runs beside no
+/// compute of its own: both reductions end at 16, the drain at 15.5.
+#[test]
+fn aligned_grad_sync_reduces_later_stages_in_the_drain() {
+    let mut st = uniform(2, 1, 1.0, 2.0, 1.0);
+    for s in &mut st {
+        s.dp_reduce_s = 3.0;
+        s.chunks[0].dp_reduce_s = 3.0;
+        s.chunks[0].overlap_interference = 0.25;
+    }
+    let pipe = Pipeline {
+        stages: &st,
+        schedule: Schedule::OneFOneB,
+        n_micro: 4,
+        grad_sync: GradSync::Aligned,
+    };
+    let sim = simulate(&pipe, false).unwrap();
+    assert_eq!((sim.pipeline_s, sim.step_time_s), (15.5, 16.0));
+    assert_eq!(15.0 + dp_exposed_with_s(GradSync::Aligned, &st), 16.0);
+}
+
+/// Interleaved 1F1B, p = 2, v = 2, m = 4, each chunk 1 s forward and 2 s backward, each
+/// chunk's reduction `d` overlapped (no interference). Stage 0 ends the pipeline at 27: the
+/// last group's backwards run chunk 1 (mb 2 at 18..20, mb 3 at 21..23), then chunk 0 (mb 2
+/// at 23..25, mb 3 at 25..27); stage 1 runs chunk 1's mb 3 at 19..21 and chunk 0's at
+/// 21..23 and 23..25.
+/// - With each chunk's last backward: stage 0's chunk 1 reduces from 21 to 21 + d, chunk 0
+///   queues behind it from max(25, 21 + d): 28, 33, 41 for d = 3, 6, 10 (1, 6 and 14 s past
+///   the pipeline). Pricing the stage's whole 2d against one micro-batch's 4 s backward, as
+///   the closed form once did, gave 2, 8 and 16.
+/// - Aligned (Megatron-LM): a chunk's reduction is issued after the backward `rank` steps
+///   past its last one, chunk 0's once the stage is done. Stage 0: chunk 1 from 23, chunk 0
+///   from max(27, 23 + d): 30, 35, 43. Stage 1: chunk 1 from 23 (after chunk 0's mb 2),
+///   chunk 0 from max(25, 23 + d): 29, 35, 43. Past the pipeline: 3, 8, 16.
+#[test]
+fn interleaved_chunks_reduce_after_their_own_last_backward() {
+    let cases = [
+        (GradSync::WithLastBackward, [1.0, 6.0, 14.0]),
+        (GradSync::Aligned, [3.0, 8.0, 16.0]),
+    ];
+    for (sync, want) in cases {
+        for (d, want) in [3.0, 6.0, 10.0].into_iter().zip(want) {
+            let mut st = uniform(2, 2, 2.0, 4.0, 1.0);
+            for s in &mut st {
+                s.dp_reduce_s = 2.0 * d;
+                for c in &mut s.chunks {
+                    c.dp_reduce_s = d;
+                }
+            }
+            let pipe = Pipeline {
+                stages: &st,
+                schedule: Schedule::Interleaved,
+                n_micro: 4,
+                grad_sync: sync,
+            };
+            let sim = simulate(&pipe, false).unwrap();
+            assert_eq!(
+                (sim.pipeline_s, sim.dp_exposed_s),
+                (27.0, want),
+                "{sync:?} d {d}"
+            );
+            assert_eq!(dp_exposed_with_s(sync, &st), want, "{sync:?} d {d}");
+        }
+    }
 }

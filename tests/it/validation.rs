@@ -169,12 +169,17 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
         guard(Some(0.09), None, Some(0.65), false),
     );
     check(&r, "bloom-176b", guard(None, Some(0.06), None, false));
-    // 9.7% since overlapped collectives (gradient reduce-scatter, TP overlap) slow the compute
-    // beside them and attention runs at the sustained clock; 16.6% without either.
+    // 11.7%, ρ 0.80, since Megatron-LM's aligned gradient sync is priced as it runs (under
+    // pipelining a chunk's reduction is issued after the chunk's last backward, interleaved
+    // chunks' in the drain): the closed form had charged a stage's whole reduction against
+    // one micro-batch's backward, up to 18% slower than the simulator on interleaved plans,
+    // which hid part of what the rows are still missing (9.7%, ρ 0.50, then). 9.7% came from
+    // 16.6% once overlapped collectives slowed the compute beside them and attention ran at
+    // the sustained clock.
     check(
         &r,
         "megatron-core-h100-readme",
-        guard(Some(0.10), None, None, true),
+        guard(Some(0.12), None, Some(0.75), true),
     );
     let mc = group(&r, "megatron-core-h100-readme");
     assert_eq!(
@@ -184,9 +189,9 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
     // NeMo's FP8 H100 tables, held out (no constant set from them). The same GPT-3 175B
     // layout (TP4 PP8 VP6, MBS 2, 512 GPUs) measured 842 TFLOP/s on NeMo 24.07 and 932 on
     // 25.02: 10.7% apart, so no prediction is within 5% of both; the model sits at the slower
-    // release (−1.2% and −10.9%; +2.8% and −7.3% before overlapped collectives slowed the
-    // compute beside them and attention ran at burst clocks). NeMo 24.07's nine runs: 5.7%
-    // mean, ρ 0.93.
+    // release (+1.0% and −8.9%; +2.8% and −7.3% before overlapped collectives slowed the
+    // compute beside them and attention ran at burst clocks). NeMo 24.07's nine runs: 6.3%
+    // mean, ρ 0.98 (5.7%, ρ 0.93, before Megatron's aligned gradient sync was priced).
     check(
         &r,
         "nemo-h100-performance-summary",
@@ -196,7 +201,7 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
     check(
         &r,
         "nemo-24.07-h100-performance-summary",
-        guard(Some(0.06), None, Some(0.9), true),
+        guard(Some(0.065), None, Some(0.9), true),
     );
 }
 
