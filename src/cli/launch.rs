@@ -111,24 +111,32 @@ pub fn export_plan(
 
 /// `suggest --export`: the search space priced as the framework that runs `format`
 /// (`LaunchFormat::framework`), unless `--framework` named it already; a different one is
-/// refused, since the plan would be exported as it was not priced.
+/// refused, since the plan would be exported as it was not priced. Megatron-LM 2021 is
+/// searched over what it runs (`Space::for_megatron_2021`).
 pub fn space_for_export(
     space: Space,
     format: LaunchFormatArg,
     version: MegatronVersionArg,
     framework: Option<FrameworkArg>,
 ) -> Result<Space, CliError> {
-    let fw = format.with(version).framework();
-    match framework.map(Framework::from) {
-        None => Ok(space.for_framework(fw)),
-        Some(x) if x == fw => Ok(space),
-        Some(x) => Err(CliError::BadInput(format!(
-            "--framework {x} prices plans as {x} runs them, but --export {} writes a configuration {fw} runs: drop --framework (suggest then prices for {fw}), or export for the framework you priced",
-            format.name(),
-            x = x.name(),
-            fw = fw.name(),
-        ))),
-    }
+    let launch = format.with(version);
+    let fw = launch.framework();
+    let space = match framework.map(Framework::from) {
+        None => space.for_framework(fw),
+        Some(x) if x == fw => space,
+        Some(x) => {
+            return Err(CliError::BadInput(format!(
+                "--framework {x} prices plans as {x} runs them, but --export {} writes a configuration {fw} runs: drop --framework (suggest then prices for {fw}), or export for the framework you priced",
+                format.name(),
+                x = x.name(),
+                fw = fw.name(),
+            )));
+        }
+    };
+    Ok(match launch {
+        LaunchFormat::Megatron(MegatronVersion::V2021) => space.for_megatron_2021(),
+        _ => space,
+    })
 }
 
 /// `suggest --export`: the best-ranked of `ranked` that `format` can express (said on stderr

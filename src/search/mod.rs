@@ -7,7 +7,7 @@ use crate::cost::{Estimate, Machine, Placement, PricedGraphs, estimate_priced, m
 use crate::graph::Shard;
 use crate::spec::{
     AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
-    infeasible::OUT_OF_MEMORY,
+    infeasible::OUT_OF_MEMORY, launch,
 };
 use crate::units::{Dtype, GIB};
 use rayon::prelude::*;
@@ -46,6 +46,8 @@ pub struct Space {
     pub overlap_grad_reduce: bool,
     /// TP communication overlap the framework provides.
     pub tp_overlap: TpOverlap,
+    /// Weight gradients accumulated inside the GEMM (Megatron-LM's fused wgrad kernels).
+    pub grad_accumulation_fusion: bool,
     /// Training framework.
     pub framework: Framework,
     /// Refine stage partitions and per-stage recomputation with ILP 2 (and admit pipeline
@@ -83,6 +85,7 @@ impl Space {
             max_cp: 16,
             overlap_grad_reduce: true,
             tp_overlap: TpOverlap::Backward,
+            grad_accumulation_fusion: true,
             framework: Framework::Megatron,
             stage_ilp: true,
             ilp: ilp::IlpOptions::default(),
@@ -95,6 +98,20 @@ impl Space {
     pub fn for_framework(mut self, framework: Framework) -> Space {
         self.framework = framework;
         self.zero = framework.zero_stages().to_vec();
+        self
+    }
+
+    /// The space Megatron-LM 2021 runs (the SC'21 paper's code): unfused attention, every TP
+    /// collective exposed, gradients accumulated in a backward hook, no optimizer sharding
+    /// and no selective recomputation (what `export --megatron-version 2021` writes; sequence,
+    /// context and expert parallelism, which it lacks too, are left to that filter).
+    pub fn for_megatron_2021(mut self) -> Space {
+        self = self.for_framework(Framework::Megatron);
+        self.attention = AttentionImpl::Unfused;
+        self.tp_overlap = TpOverlap::None;
+        self.grad_accumulation_fusion = false;
+        self.zero = vec![0];
+        self.recompute.retain(|&r| r != Recompute::Selective);
         self
     }
 
@@ -190,6 +207,7 @@ fn bare(space: &Space, [dp, tp, pp, cp, ep, vpp, mbs]: [u64; 7]) -> Plan {
         },
         attention: space.attention,
         tp_overlap: space.tp_overlap,
+        grad_accumulation_fusion: space.grad_accumulation_fusion,
         framework: space.framework,
         ..Plan::new(dp, tp, pp, mbs, space.global_batch, space.seq_len)
     }
@@ -273,7 +291,8 @@ pub fn search_where(
         .collect();
     let priced = estimates.len();
     let refined = if space.stage_ilp {
-        refine::refine(model, &machine, &mut estimates, top_k, space, keep)
+        let keep = |p: &Plan| keep(p) && launch::runnable(model, p);
+        refine::refine(model, &machine, &mut estimates, top_k, space, &keep)
     } else {
         Default::default()
     };
@@ -344,6 +363,8 @@ fn admit(
         let why = p.check(model, cluster);
         if let Some(first) = why.first() {
             *infeasible.entry(first.label()).or_default() += 1;
+        } else if !launch::runnable(model, &p) {
+            *infeasible.entry(NOT_LAUNCHABLE).or_default() += 1;
         } else if memory_lower_bound_gib(model, &p) > cluster.gpu.memory_gib {
             *infeasible.entry(OUT_OF_MEMORY).or_default() += 1;
         } else {
@@ -353,6 +374,12 @@ fn admit(
     }
     (groups, infeasible, kept)
 }
+
+/// The tally label of plans the framework they were priced for cannot launch as priced
+/// ([`launch::runnable`]): an uneven split or per-stage recomputation it has no setting for,
+/// a parallelism or ZeRO stage it lacks. Kept out of the ranking, so the plan `suggest` ranks
+/// first is one `export` writes.
+pub const NOT_LAUNCHABLE: &str = "framework cannot launch it as priced";
 
 /// Sort key: faster first, then less memory.
 fn rank(e: &Estimate) -> (f64, f64) {

@@ -56,11 +56,21 @@ impl Framework {
     /// The parallelisms the framework has no implementation of, as (plan field, what it is):
     /// Composer, which runs llm-foundry, trains with FSDP and has no pipeline or context
     /// parallelism (mosaicml/composer `parallelism_config` holds `fsdp` and `tp` only).
+    /// DeepSpeed (Megatron-DeepSpeed's pipeline engine) has no context parallelism, no
+    /// interleaved schedule (`deepspeed/runtime/pipe/schedule.py` `TrainSchedule` runs one
+    /// chunk per stage) and no expert parallelism of the kind priced here (Megatron-style, its
+    /// experts sharded over the data-parallel ranks of the dense layers); its exporter refuses
+    /// the same.
     pub fn lacks(self) -> &'static [Lack] {
         match self {
             Framework::LlmFoundry => &[
                 ("pp", |p| p.pp, "pipeline parallelism"),
                 ("cp", |p| p.cp, "context parallelism"),
+            ],
+            Framework::DeepSpeed => &[
+                ("cp", |p| p.cp, "context parallelism"),
+                ("vpp", |p| p.vpp, "interleaved pipeline schedule"),
+                ("ep", |p| p.ep, "Megatron-style expert parallelism"),
             ],
             _ => &[],
         }

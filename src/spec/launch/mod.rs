@@ -59,6 +59,25 @@ impl LaunchFormat {
     }
 }
 
+/// The format that launches plans priced for `fw`, if planner writes one (Composer's YAML,
+/// which runs llm-foundry, it does not).
+pub fn format_of(fw: Framework) -> Option<LaunchFormat> {
+    match fw {
+        Framework::Megatron => Some(LaunchFormat::Megatron(MegatronVersion::Core)),
+        Framework::Torchtitan => Some(LaunchFormat::Torchtitan),
+        Framework::DeepSpeed => Some(LaunchFormat::Deepspeed),
+        Framework::LlmFoundry => None,
+    }
+}
+
+/// Whether the framework `plan` was priced for can launch it as priced: its launch format
+/// expresses every field (uneven stages only where the framework sets them, per-stage
+/// recomputation only in its form, parallelisms and ZeRO stages it has). The search keeps
+/// only such plans, so what `suggest` ranks first is what `export` writes.
+pub fn runnable(model: &ModelSpec, plan: &Plan) -> bool {
+    format_of(plan.framework).is_none_or(|f| export(model, plan, f).is_ok())
+}
+
 /// An exported configuration and what it only approximates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Export {
