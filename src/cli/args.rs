@@ -175,7 +175,8 @@ pub struct PlanArgs {
     /// Micro-batch size in sequences.
     #[arg(long = "micro-batch", default_value_t = 1)]
     pub micro_batch: u64,
-    /// Global batch in sequences (default: 4 M tokens, a multiple of the GPU count).
+    /// Global batch in sequences (default: 4 M tokens rounded up to a multiple of dp ×
+    /// micro-batch, so it changes with --micro-batch; give it to compare plans).
     #[arg(long = "global-batch")]
     pub global_batch: Option<u64>,
     /// Sequence length (default: the model's).

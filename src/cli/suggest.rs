@@ -206,12 +206,13 @@ pub fn render(
         }
         Format::Table => {
             let mut s = format!(
-                "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\n\n{}\n\n{}\nnumbers from: {}\n",
+                "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\npriced with {} (give `estimate` these flags to re-price a row)\n\n{}\n\n{}\nnumbers from: {}\n",
                 r.model.name,
                 fmt_count(r.model.params()),
                 r.cluster.name,
                 r.cluster.n_gpus(),
                 r.cluster.gpu.name,
+                render::label_flags(&res.top[0].plan),
                 render::table(&header(), rows()),
                 render::search_footer(res, elapsed_s),
                 res.top[0].provenance.summary().join("; ")

@@ -56,14 +56,32 @@ fn training_desc(cfg: &Config) -> String {
     )
 }
 
+/// The plan space in words, with the settings every plan shares that its label leaves out
+/// (`Plan::short`): re-pricing a label with `estimate` needs them as flags.
 fn space_desc(space: &Space) -> String {
+    let names = |v: Vec<String>| v.join("/");
     format!(
-        "{} GEMMs, {} attention, {} framework; recompute none/selective/full, ZeRO 0–3, \
-         sequence parallelism, micro-batch ≤ {}, virtual stages ≤ {}, context parallelism ≤ {}; \
-         plans leave {:.0}% of device memory free",
+        "{} GEMMs, {} attention, {} framework, gradient reduction {} (`estimate {}`), \
+         TP overlap {} (`--tp-overlap {}`); recompute {}, ZeRO {}, sequence parallelism, \
+         micro-batch ≤ {}, virtual stages ≤ {}, context parallelism ≤ {}; plans leave {:.0}% \
+         of device memory free",
         space.dtype,
         format!("{:?}", space.attention).to_lowercase(),
         space.framework.name(),
+        if space.overlap_grad_reduce {
+            "overlapped with the backward"
+        } else {
+            "after the backward"
+        },
+        if space.overlap_grad_reduce {
+            "--overlap-grad-reduce"
+        } else {
+            "without --overlap-grad-reduce"
+        },
+        space.tp_overlap.name(),
+        space.tp_overlap.name(),
+        names(space.recompute.iter().map(|r| r.name().to_string()).collect()),
+        names(space.zero.iter().map(u8::to_string).collect()),
         space.max_mbs,
         space.max_vpp,
         space.max_cp,

@@ -519,6 +519,15 @@ mod tests {
         );
         (p.pp, p.cp) = (1, 2);
         assert_eq!(labels(&p)[0].0, "cp");
+        // DeepSpeed's pipeline engine: no context parallelism, no interleaving.
+        p.framework = Framework::DeepSpeed;
+        assert_eq!(
+            labels(&p),
+            [("cp", "cp=2: deepspeed has no context parallelism; use cp 1, or price for another --framework".to_string())]
+        );
+        (p.dp, p.cp, p.pp, p.vpp, p.schedule) = (4, 1, 2, 2, Schedule::Interleaved);
+        assert_eq!(labels(&p)[0].0, "vpp");
+        (p.vpp, p.schedule) = (1, Schedule::OneFOneB);
         (p.cp, p.pp, p.zero) = (1, 2, 3);
         for (fw, ok) in Framework::ALL.map(|f| (f, f == Framework::Torchtitan)) {
             p.framework = fw;
