@@ -2,8 +2,8 @@
 
 use crate::cost::Estimate;
 use crate::search::SearchResult;
-use crate::units::fmt_secs;
 use crate::spec::{AttentionImpl, Plan};
+use crate::units::fmt_secs;
 use comfy_table::{Table, presets::ASCII_MARKDOWN};
 
 /// A Markdown-style ASCII table (readable in a terminal, pasteable into reports).

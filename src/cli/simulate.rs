@@ -125,8 +125,10 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
             fmt_secs(e.step_time_s),
         ],
         vec![
-            "bubble (busiest stage)".into(),
-            pct(s.bubble_fraction),
+            // Both over the whole step (the simulator's own fraction is over the pipeline
+            // phase, before the exposed reduction and the optimizer step).
+            "bubble (busiest stage, share of the step)".into(),
+            pct(s.bubble_fraction * s.pipeline_s / s.step_time_s.max(f64::MIN_POSITIVE)),
             pct(closed_form_bubble(e)),
         ],
         vec![

@@ -80,7 +80,13 @@ fn space_desc(space: &Space) -> String {
         },
         space.tp_overlap.name(),
         space.tp_overlap.name(),
-        names(space.recompute.iter().map(|r| r.name().to_string()).collect()),
+        names(
+            space
+                .recompute
+                .iter()
+                .map(|r| r.name().to_string())
+                .collect()
+        ),
         names(space.zero.iter().map(u8::to_string).collect()),
         space.max_mbs,
         space.max_vpp,

@@ -441,6 +441,17 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         let top_k = m.req_count("top_k", 1 << 16, "add `top_k: N`");
         let every = m.opt_count("every", MAX_LAYERS).unwrap_or(1);
         let ffn = m.opt_count("expert_ffn_hidden", 16 * MAX_HIDDEN);
+        // Shared experts (DeepSeek-MoE, Qwen-MoE) run beside the routed ones on every token:
+        // not a routed-expert count, and not modelled.
+        for key in ["shared_experts", "n_shared_experts", "shared_expert_ffn_hidden"] {
+            if m.raw(key).is_some() {
+                m.problem(
+                    key,
+                    "shared experts (an MLP every token runs beside the routed experts, as in DeepSeek-MoE and Qwen-MoE) are not modelled",
+                    "planner prices routed experts only; it cannot price this model",
+                );
+            }
+        }
         (experts, top_k, every, ffn)
     });
 
@@ -556,5 +567,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.problems()[0].field, "heads");
+    }
+
+    /// A shared expert is not a routed-expert count: refused with what it is, not answered
+    /// with "did you mean `experts`?", which would mislead into pricing it as routed.
+    #[test]
+    fn shared_experts_are_refused_as_such() {
+        let e = ModelSpec::from_yaml(
+            "m.yaml",
+            "name: m\narch: llama\nlayers: 2\nhidden: 64\nheads: 4\nffn_hidden: 128\nvocab: 10\n\
+             seq_len: 8\nmoe: {experts: 4, top_k: 2, shared_experts: 1}\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.problems().len(), 1, "{e}");
+        assert_eq!(e.problems()[0].field, "moe.shared_experts");
+        assert!(e.to_string().contains("not modelled"), "{e}");
     }
 }
