@@ -72,6 +72,8 @@ pub struct PartitionProblem {
     pub fixed_layers: Option<u64>,
     /// Whether layers may recompute (full recomputation plans).
     pub recompute: bool,
+    /// Only assignments Megatron-LM can launch ([`PartitionProblem::megatron_form`]).
+    pub megatron: bool,
 }
 
 impl PartitionProblem {
@@ -105,10 +107,23 @@ impl PartitionProblem {
         layer.min(0.5 * least(|s| s.time_per_recomputed_s).max(0.0) / v / freed)
     }
 
+    /// Whether `(n, r)` is an assignment Megatron-LM can launch: it sets the first and the
+    /// last stage's layers (`--decoder-first-pipeline-num-layers`,
+    /// `--decoder-last-pipeline-num-layers`) and splits the rest evenly over the middle
+    /// stages, and its `block` recomputation recomputes the first N layers of every stage, all
+    /// of a stage with fewer (`--recompute-num-layers N`): r_i = min(N, n_i) for one N
+    /// (`spec::launch::megatron` writes exactly these).
+    pub fn megatron_form(n: &[u64], r: &[u64]) -> bool {
+        let middle = n.get(1..n.len().saturating_sub(1)).unwrap_or(&[]);
+        let top = r.iter().copied().max().unwrap_or(0);
+        middle.iter().all(|&x| x == middle[0]) && r.iter().zip(n).all(|(&r, &n)| r == top.min(n))
+    }
+
     /// Objective of an assignment: pipeline time plus the memory tie-break; `None` when a
     /// stage does not fit or the counts are invalid.
     pub fn objective(&self, n: &[u64], r: &[u64]) -> Option<f64> {
-        let ok = n.len() == self.stages.len()
+        let ok = (!self.megatron || Self::megatron_form(n, r))
+            && n.len() == self.stages.len()
             && r.len() == n.len()
             && n.iter().sum::<u64>() == self.layers
             && n.iter()
@@ -161,6 +176,7 @@ impl PartitionProblem {
             .f(self.capacity_bytes)
             .u(self.fixed_layers.map_or(0, |f| f + 1))
             .u(u64::from(self.recompute))
+            .u(u64::from(self.megatron))
             .u(opts.solver as u64)
             .f(opts.time_limit_s)
             .f(opts.mip_gap);
@@ -195,7 +211,94 @@ static MEMO: LazyLock<Memo<Result<Partition, IlpError>>> = LazyLock::new(Memo::d
 
 /// Solves `p` (memoised by its inputs).
 pub fn solve(p: &PartitionProblem, opts: &IlpOptions) -> Result<Partition, IlpError> {
-    MEMO.get_or_compute(p.key(opts), || solve_uncached(p, opts))
+    MEMO.get_or_compute(p.key(opts), || {
+        if p.megatron {
+            Ok(solve_megatron(p, opts))
+        } else {
+            solve_uncached(p, opts)
+        }
+    })
+}
+
+/// The optimum among the assignments Megatron-LM can launch
+/// ([`PartitionProblem::megatron_form`]), by enumeration: they are few (the first stage's
+/// layers f, the middle stages' m and the last's l with f + (p − 2)·m + l = L, and the
+/// recompute count N), so every one is priced, exactly, without a solver. For given counts
+/// the least N with which every stage fits is best (more only adds recomputation, which the
+/// tie-break never pays for), starting from the largest of the stages' own least counts.
+fn solve_megatron(p: &PartitionProblem, opts: &IlpOptions) -> Partition {
+    let k = p.stages.len() as u64;
+    let lo = p.min_layers();
+    let mut best: Option<(f64, Vec<u64>, Vec<u64>)> = None;
+    let mut consider = |n: Vec<u64>| {
+        let least = (0..n.len()).map(|i| p.min_recompute(i, n[i]));
+        let Some(start) = least
+            .collect::<Option<Vec<u64>>>()
+            .map(|r| r.into_iter().max())
+        else {
+            return;
+        };
+        let top = if p.recompute {
+            n.iter().copied().max().unwrap_or(0)
+        } else {
+            0
+        };
+        for big_n in start.unwrap_or(0)..=top {
+            let r: Vec<u64> = n.iter().map(|&x| big_n.min(x)).collect();
+            if let Some(t) = p.objective(&n, &r) {
+                if best.as_ref().is_none_or(|b| t < b.0) {
+                    best = Some((t, n.clone(), r));
+                }
+                break;
+            }
+        }
+    };
+    match k {
+        0 => {}
+        1 => consider(vec![p.layers]),
+        _ => {
+            // f + (k − 2)·m + l = L with every count at least `lo`.
+            let middle = k - 2;
+            let ms: Vec<u64> = if middle == 0 {
+                vec![0]
+            } else {
+                (lo..)
+                    .take_while(|&m| middle * m + 2 * lo <= p.layers)
+                    .collect()
+            };
+            for m in ms {
+                let rest = p.layers.saturating_sub(middle * m);
+                for f in lo..=rest.saturating_sub(lo) {
+                    let mut n = vec![m; k as usize];
+                    (n[0], n[k as usize - 1]) = (f, rest - f);
+                    consider(n);
+                }
+            }
+        }
+    }
+    let Some((objective, n, r)) = best else {
+        return infeasible(opts);
+    };
+    let times: Vec<f64> = p
+        .stages
+        .iter()
+        .zip(n.iter().zip(&r))
+        .map(|(s, (&n, &r))| s.time_s(n, r))
+        .collect();
+    Partition {
+        pipeline_s: p.pipeline_s(&times),
+        stage_layers: n,
+        recompute_layers: r,
+        report: IlpReport {
+            solver: opts.solver,
+            status: IlpStatus::Optimal,
+            objective,
+            best_bound: objective,
+            gap: 0.0,
+            variables: 0,
+            constraints: 0,
+        },
+    }
 }
 
 /// Builds and solves the model. A stage's recompute count is the least with which its layers
@@ -418,6 +521,7 @@ mod tests {
             capacity_bytes: rng.uniform(0.6, 2.0) * per_layer * layers as f64,
             fixed_layers: fixed,
             recompute: rng.int(0, 2) > 0,
+            megatron: false,
         }
     }
 
@@ -454,6 +558,48 @@ mod tests {
         assert!(partial >= 5, "{partial}");
     }
 
+    /// Restricted to what Megatron-LM launches (first and last stage free, the middle ones
+    /// equal, one recompute count N with r_i = min(N, n_i)), the enumeration's optimum equals
+    /// brute force over the same assignments on 120 seeded random instances, and is never
+    /// better than the unrestricted optimum.
+    #[test]
+    fn megatron_form_optimum_equals_brute_force() {
+        let mut rng = SplitMix(0x3E6A);
+        let (mut feasible, mut uneven, mut partial, mut dearer) = (0, 0, 0, 0);
+        for case in 0..120 {
+            let mut p = random(&mut rng);
+            let free = brute_force(&p);
+            p.megatron = true;
+            let got = solve(&p, &IlpOptions::default()).unwrap();
+            match brute_force(&p) {
+                None => assert!(got.stage_layers.is_empty(), "case {case}: {got:?} {p:?}"),
+                Some((best, n, r)) => {
+                    feasible += 1;
+                    let (gn, gr) = (&got.stage_layers, &got.recompute_layers);
+                    assert!(
+                        PartitionProblem::megatron_form(gn, gr),
+                        "case {case}: {gn:?} {gr:?}"
+                    );
+                    let t = p.objective(gn, gr).expect("feasible");
+                    assert!(
+                        (t - best).abs() <= 1e-9 * best,
+                        "case {case}: {t} vs {best} {n:?} {r:?}"
+                    );
+                    let unrestricted = free.as_ref().expect("a restricted answer is one").0;
+                    assert!(unrestricted <= best * (1.0 + 1e-12), "case {case}");
+                    dearer += usize::from(unrestricted < best * (1.0 - 1e-9));
+                    uneven += usize::from(n.iter().any(|&x| x != n[0]));
+                    partial += usize::from(r.iter().zip(&n).any(|(r, n)| *r > 0 && r < n));
+                }
+            }
+        }
+        assert!(feasible >= 70, "{feasible}");
+        assert!(
+            uneven >= 20 && partial >= 5 && dearer >= 5,
+            "{uneven} {partial} {dearer}"
+        );
+    }
+
     /// Two stages, 4 layers, 8 micro-batches, hand-derived. Stage times 1 + n (first) and
     /// 3 + n (last, the head): 3|1 gives max(4, 4) = 4 → (4 + 4) + 7·4 = 36; 2|2 gives
     /// max(3, 5) → 8 + 35 = 43. Memory 10·n GiB on the first stage against 25 GiB allows at
@@ -478,6 +624,7 @@ mod tests {
             capacity_bytes: 100.0 * GIB,
             fixed_layers: None,
             recompute: true,
+            megatron: false,
         };
         let opts = IlpOptions::default();
         let a = solve_uncached(&p, &opts).unwrap();

@@ -6,7 +6,7 @@
 
 use super::partition::{Partition, PartitionProblem, StageCoeffs};
 use crate::cost::{Machine, PricedGraphs, estimate_priced};
-use crate::spec::{ModelSpec, Plan, Recompute};
+use crate::spec::{Framework, ModelSpec, Plan, Recompute};
 use crate::units::GIB;
 
 /// Whether ILP 2 has anything to choose for `plan`: layers all alike (dense, or an expert
@@ -88,6 +88,8 @@ pub fn problem(
         capacity_bytes: m.cluster.gpu.memory_gib * GIB,
         fixed_layers: (v > 1).then(|| model.layers / plan.pp),
         recompute,
+        // Megatron-LM launches only its own form of split and recomputation.
+        megatron: plan.framework == Framework::Megatron,
     })
 }
 
@@ -207,7 +209,11 @@ mod tests {
             let m = load_model(name).unwrap();
             let p = plan(&m, shape, Recompute::None);
             let pg = PricedGraphs::new(&m, &p, &mach);
-            let prob = problem(&m, &p, &mach, &pg).unwrap();
+            // Any split, not only Megatron-LM's form (its own test is in `partition`).
+            let prob = PartitionProblem {
+                megatron: false,
+                ..problem(&m, &p, &mach, &pg).unwrap()
+            };
             let part = partition::solve(&prob, &IlpOptions::default()).unwrap();
             let even = m.layers / p.pp;
             let n = &part.stage_layers;
