@@ -32,6 +32,9 @@ pub struct ImportOptions {
     pub span: Option<Span>,
     /// Collective of every file (overrides what the files say).
     pub coll: Option<Coll>,
+    /// The GPU that ran them, where the files do not say (CSV exports carry no `# Rank`
+    /// lines): a profile must name its device to price a cluster.
+    pub device: Option<String>,
 }
 
 /// The collective a name mentions (`allreduce`, `all_reduce_perf`, `alltoall`, `sendrecv`).
@@ -121,12 +124,31 @@ fn columns(names: &[String], path: &str, line: usize) -> Result<Columns, CalibEr
             "give nccl-tests output (the table it prints, or its CSV form)",
         ));
     };
-    let unit_s = if names[time].contains("ns") {
-        1e-9
-    } else if names[time].contains("ms") {
-        1e-3
-    } else {
-        US
+    // The unit in the header's parentheses: nccl-tests prints `size` in bytes and `time` in
+    // µs (its table) or `size(B)` and `time(ns)` (CSV exports); anything else is refused
+    // rather than read as those.
+    let unit = |name: &str| -> String {
+        name.split_once('(')
+            .map_or("", |(_, u)| u.trim_end_matches(')'))
+            .to_ascii_lowercase()
+    };
+    let bad_unit = |what: &str, u: &str, known: &str| {
+        input_err(
+            path,
+            format!("line {line}: `{what}` in `{u}`, which the importer does not read"),
+            &format!("give {what} in {known}, as nccl-tests prints it"),
+        )
+    };
+    let size_unit = unit(&names[size]);
+    if !["", "b", "bytes"].contains(&size_unit.as_str()) {
+        return Err(bad_unit("size", &size_unit, "bytes"));
+    }
+    let unit_s = match unit(&names[time]).as_str() {
+        "ns" => 1e-9,
+        "" | "us" | "µs" => US,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        u => return Err(bad_unit("time", u, "ns, us, ms or s")),
     };
     Ok(Columns {
         size,
@@ -156,8 +178,51 @@ fn parse_rank_line(run: &mut NcclTestsRun, line: &str) {
     }
 }
 
+/// One row's time against what it says of itself: nccl-tests reports the bus bandwidth
+/// `busbw = size/time · f`, the collective's bus factor f between 1/2 (all-gather and
+/// reduce-scatter over two ranks) and 2 (all-reduce over many) (nccl-tests
+/// `doc/PERFORMANCE.md`), so a time that disagrees with its own row's busbw beyond that range
+/// was cut short or written in another unit; and no interconnect moves 10 TB/s. Either would
+/// give the fit a segment of its own, and the profile an absurdly fast collective.
+fn check_row(
+    path: &str,
+    line: usize,
+    bytes: f64,
+    seconds: f64,
+    busbw: Option<f64>,
+) -> Result<(), CalibError> {
+    let alg = bytes / seconds / 1e9;
+    let bad = |why: String| {
+        input_err(
+            path,
+            format!("line {line}: {why}"),
+            "give the output unchanged (a cut or edited row, or a time in another unit than its header's, is wrong)",
+        )
+    };
+    if alg > 10_000.0 {
+        return Err(bad(format!(
+            "{bytes} bytes in {seconds:.3e} s is {alg:.0} GB/s, beyond any interconnect"
+        )));
+    }
+    // Two decimals: above 1 GB/s the rounding is under 0.5%.
+    if let Some(bw) = busbw.filter(|b| *b >= 1.0) {
+        let factor = bw / alg;
+        if !(0.4..=2.1).contains(&factor) {
+            return Err(bad(format!(
+                "busbw {bw} GB/s but size/time is {alg:.2} GB/s (a bus factor of {factor:.3}, where \
+                 collectives have 0.5 to 2)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A profile's device when neither the nccl-tests output nor `--device` named it.
+pub const UNKNOWN_DEVICE: &str = "unknown (not in the nccl-tests output)";
+
 /// Parses one nccl-tests output, table or CSV.
 pub fn parse(path: &str, text: &str) -> Result<NcclTestsRun, CalibError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // The file's own name, not its folders' (`h100-2gpu-runs/ag-8gpu.txt` is 8 ranks).
     let file_name = std::path::Path::new(path)
         .file_name()
@@ -212,10 +277,12 @@ pub fn parse(path: &str, text: &str) -> Result<NcclTestsRun, CalibError> {
         let bytes = num(c.size, "size")?;
         let seconds = num(c.time, "time")? * c.unit_s;
         if bytes > 0.0 && seconds > 0.0 {
+            let busbw: Option<f64> = c.busbw.and_then(|j| fields.get(j)?.parse().ok());
+            check_row(path, i + 1, bytes, seconds, busbw)?;
             run.points.push(CollectivePoint {
                 bytes,
                 seconds,
-                busbw_gbytes_s: c.busbw.and_then(|j| fields.get(j)?.parse().ok()),
+                busbw_gbytes_s: busbw,
                 residual: 0.0,
             });
         }
@@ -277,7 +344,7 @@ pub fn import(
         } else {
             Span::Intra
         });
-        if let Some(d) = run.device {
+        if let Some(d) = run.device.or_else(|| opt.device.clone()) {
             meta.device = d;
         }
         meta.nccl = run.nccl.or(meta.nccl.take());
@@ -286,7 +353,7 @@ pub fn import(
         g.1.push(path.clone());
     }
     if meta.device.is_empty() {
-        meta.device = "unknown (not in the nccl-tests output)".into();
+        meta.device = UNKNOWN_DEVICE.into();
     }
     let mut p = Profile::new(name, meta);
     for ((coll, ranks, span), (points, paths)) in groups {
@@ -343,6 +410,79 @@ node7:4242:4242 [0] NCCL INFO NCCL version 2.21.5+cuda12.4
         let r = parse("runs/h100-2gpu-allgather/a100-node-allreduce-8gpu.csv", csv).unwrap();
         assert_eq!((r.coll, r.ranks), (Some(Coll::AllReduce), Some(8)));
         assert!((r.points[0].seconds - 92.79e-6).abs() < 1e-15);
+    }
+
+    /// A row whose time disagrees with its own busbw (cut short, or in another unit than the
+    /// header's) or moves more than any interconnect is refused, naming the line, as are size
+    /// and time units the importer does not read; a byte-order mark is skipped. 1 MiB at
+    /// 92.79 µs is 11.30 GB/s, busbw 19.78 (an 8-rank all-reduce's bus factor 1.75).
+    #[test]
+    fn rows_must_agree_with_themselves() {
+        let head = "size(B),count,type,time(ns),busbw(GB/s)\n";
+        let ok = format!("{head}1048576,262144,float,92790,19.78\n");
+        assert_eq!(parse("ar-8gpu.csv", &ok).unwrap().points.len(), 1);
+        assert_eq!(
+            parse("ar-8gpu.csv", &format!("\u{feff}{ok}"))
+                .unwrap()
+                .points
+                .len(),
+            1
+        );
+        // Ten times too slow for its busbw (a time in 10 ns ticks, say).
+        let e = parse(
+            "ar-8gpu.csv",
+            &format!("{head}1048576,262144,float,927900,19.78\n"),
+        );
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("line 2: busbw 19.78 GB/s")
+        );
+        // The same time in µs under a `time(ns)` header: 1000 times too fast.
+        let e = parse(
+            "ar-8gpu.csv",
+            &format!("{head}1048576,262144,float,92.79,19.78\n"),
+        );
+        assert!(e.unwrap_err().to_string().contains("line 2: 1048576 bytes"));
+        // Cut inside the time field, no busbw left: 700 MB in 56 ns.
+        let e = parse(
+            "ar-8gpu.csv",
+            &format!("{ok}734003200,183500800,float,56\n"),
+        );
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("line 3: 734003200 bytes")
+        );
+        let e = parse(
+            "ar-8gpu.csv",
+            "size(KB),count,type,time(ns)\n1024,1,float,92790\n",
+        );
+        assert!(e.unwrap_err().to_string().contains("`size` in `kb`"));
+        let e = parse(
+            "ar-8gpu.csv",
+            "size(B),count,type,time(min)\n1024,1,float,9\n",
+        );
+        assert!(e.unwrap_err().to_string().contains("`time` in `min`"));
+    }
+
+    /// A CSV export names no GPU: the profile says so, pricing with it asks for `--device`,
+    /// and `--device` makes it usable on that GPU's clusters.
+    #[test]
+    fn csv_profiles_take_their_device_from_the_flag() {
+        let csv = "size(B),count,type,time(ns),busbw(GB/s)\n\
+                   1048576,262144,float,92790,19.78\n2097152,524288,float,93250,39.36\n";
+        let files = [("a100-allreduce-8gpu.csv".to_string(), csv.to_string())];
+        let p = import("x", &files, &ImportOptions::default()).unwrap();
+        assert_eq!(p.meta.device, UNKNOWN_DEVICE);
+        let why = crate::calib::device_mismatch(&p, "a100-sxm4-80gb").unwrap();
+        assert!(why.contains("--device"), "{why}");
+        let opt = ImportOptions {
+            device: Some("NVIDIA A100-SXM4-80GB".into()),
+            ..Default::default()
+        };
+        let p = import("x", &files, &opt).unwrap();
+        assert_eq!(crate::calib::device_mismatch(&p, "a100-sxm4-80gb"), None);
     }
 
     #[test]

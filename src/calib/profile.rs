@@ -412,6 +412,11 @@ pub fn device_mismatch(profile: &Profile, device: &str) -> Option<String> {
     if measured.to_ascii_lowercase().contains(family) {
         return None;
     }
+    if measured == super::nccl_tests::UNKNOWN_DEVICE {
+        return Some(format!(
+            "the profile does not say which GPU measured it (its nccl-tests output had no `# Rank` lines): re-import it with `planner calibrate import-nccl-tests --device \"<GPU name>\" …` naming the {device}s it ran on"
+        ));
+    }
     Some(if profile.meta.backend == "cpu" {
         format!(
             "measured by the cpu backend ({measured}), a stand-in that prices threads, not {device} GPUs"

@@ -101,6 +101,10 @@ pub enum CalibrateCmd {
         /// Collective of every file (default: from the output or the file name).
         #[arg(long, value_enum)]
         coll: Option<CollArg>,
+        /// The GPU that ran them, e.g. "NVIDIA A100-SXM4-80GB" (default: from the `# Rank`
+        /// lines, which CSV exports lack; a profile must name its GPU to be used).
+        #[arg(long)]
+        device: Option<String>,
         /// Output folder, e.g. calibrate/a100-nccl.
         #[arg(long)]
         out: PathBuf,
@@ -134,6 +138,7 @@ pub fn run(a: CalibrateArgs) -> Result<String, CliError> {
             ranks,
             span,
             coll,
+            device,
             out,
         }) => {
             let texts = files
@@ -150,6 +155,7 @@ pub fn run(a: CalibrateArgs) -> Result<String, CliError> {
                 ranks,
                 span: span.map(span_of),
                 coll: coll.map(coll_of),
+                device,
             };
             let p = nccl_tests::import(&name_of(&out)?, &texts, &opt)?;
             saved(&p, &out)

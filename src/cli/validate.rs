@@ -154,8 +154,8 @@ fn render(report: &Report) -> String {
         &[
             "group",
             "rows",
-            "mean |err|",
-            "max |err|",
+            "mean abs err",
+            "max abs err",
             "mean err",
             "spearman",
             "memory verdicts",

@@ -43,19 +43,30 @@ impl Stack {
     }
 
     /// The framework of a run's group.
-    pub fn of(run: &RunRecord) -> Stack {
+    /// The stack a run's group names (its prefix), or why the row cannot be predicted: the
+    /// group is how a runs file says which software ran, and guessing one would price the
+    /// run as a framework it did not use.
+    pub fn of(run: &RunRecord) -> Result<Stack, String> {
         let g = run.group.as_str();
-        if g.starts_with("megatron-sc21") {
-            Stack::Megatron2021
-        } else if g.starts_with("korthikanti") {
-            Stack::Megatron2022
-        } else if g.starts_with("bloom") {
-            Stack::MegatronDeepSpeed
-        } else if g.starts_with("megatron-core") || g.starts_with("nemo") {
-            Stack::MegatronCore
-        } else {
-            Stack::Fsdp
-        }
+        let stack = [
+            ("megatron-sc21", Stack::Megatron2021),
+            ("korthikanti", Stack::Megatron2022),
+            ("bloom", Stack::MegatronDeepSpeed),
+            ("megatron-core", Stack::MegatronCore),
+            ("nemo", Stack::MegatronCore),
+            ("torchtitan", Stack::Fsdp),
+            ("mosaicml", Stack::Fsdp),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| g.starts_with(prefix));
+        stack.map(|(_, s)| s).ok_or_else(|| {
+            format!(
+                "group `{g}` names no software stack the validator knows: it reads the stack from \
+                 the group's prefix (megatron-sc21 = Megatron-LM 2021, korthikanti = Megatron-LM \
+                 2022, bloom = Megatron-DeepSpeed, megatron-core or nemo = Megatron-Core, \
+                 torchtitan, mosaicml = llm-foundry); start the group name with the one that ran"
+            )
+        })
     }
 }
 
@@ -74,9 +85,15 @@ pub struct Case {
     pub stack: Stack,
 }
 
+/// The device preset of a run's GPU name: the A100's memory size read as a whole token
+/// (`40GB`, `40 GB`, `-40G`), so that `(400W)` is not 40 GB.
 fn device_for(gpu: &str) -> Option<&'static str> {
     let g = gpu.to_ascii_lowercase();
-    if g.contains("a100") && g.contains("40") {
+    let forty = g
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|t| t == "40gb" || t == "40g")
+        || g.contains("40 gb");
+    if g.contains("a100") && forty {
         Some("a100-sxm4-40gb")
     } else if g.contains("a100") {
         Some("a100-sxm4-80gb")
@@ -213,10 +230,55 @@ fn check_sizes(run: &RunRecord) -> Result<(), String> {
 /// is a typo, and the products of sizes stay far from overflow.
 const MAX_RUN_GPUS: u64 = 1 << 20;
 
+/// The measured figures of a run within physical range, and consistent where two of them
+/// say the same thing: a negative or zero time, throughput or memory, an unknown `status`,
+/// or an iteration time that disagrees with the tokens per second would be compared as if
+/// measured.
+fn check_measured(run: &RunRecord) -> Result<(), String> {
+    let m = &run.measured;
+    for (name, v) in [
+        ("measured.tflops_per_gpu", m.tflops_per_gpu),
+        ("measured.iteration_time_s", m.iteration_time_s),
+        ("measured.tokens_per_s", m.tokens_per_s),
+        ("measured.peak_memory_gb_per_gpu", m.peak_memory_gb_per_gpu),
+        ("measured.mfu", m.mfu),
+        ("measured.hfu", m.hfu),
+    ] {
+        match v {
+            Some(x) if !(x.is_finite() && x > 0.0 && x < 1e12) => {
+                return Err(format!(
+                    "{name} = {x}: a measurement is a positive number; fix it or leave it out"
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = m.status.as_deref()
+        && !["ok", "oom"].contains(&s.to_ascii_lowercase().as_str())
+    {
+        return Err(format!(
+            "measured.status `{s}`: write ok (the run trained) or OOM (it ran out of memory)"
+        ));
+    }
+    let tokens = (run.batch.global_batch as f64) * (run.model.seq_len as f64);
+    if let (Some(t), Some(x)) = (m.iteration_time_s, m.tokens_per_s) {
+        let implied = tokens / t;
+        if (implied / x - 1.0).abs() > 0.02 {
+            return Err(format!(
+                "measured.iteration_time_s = {t} implies {implied:.0} tokens/s for {tokens} \
+                 tokens per batch, but measured.tokens_per_s = {x}: keep the one the source \
+                 reports (the validator compares the iteration time when both are given)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Builds the case for `run`, or says why it cannot be predicted.
 pub fn case(run: &RunRecord) -> Result<Case, String> {
     check_sizes(run)?;
-    let fw = Stack::of(run);
+    check_measured(run)?;
+    let fw = Stack::of(run)?;
     let device = device_for(&run.hardware.gpu)
         .ok_or_else(|| format!("no device preset for GPU `{}`", run.hardware.gpu))?;
     let base = spec::load_cluster(if device.starts_with('h') {
@@ -323,7 +385,10 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         searched.push("vpp");
     }
     let zero = match &p.zero_stage {
-        Some(ZeroField::Stage(z)) => *z as u8,
+        Some(ZeroField::Stage(z)) => u8::try_from(*z)
+            .ok()
+            .filter(|z| *z <= 3)
+            .ok_or_else(|| format!("parallel.zero_stage = {z}: ZeRO stages are 0 to 3"))?,
         Some(ZeroField::Text(t)) if t.to_ascii_lowercase().contains("full") => 3,
         _ if fw == Stack::MegatronCore => 1, // --use-distributed-optimizer in the README runs
         _ => 0,

@@ -259,7 +259,7 @@ fn malformed_sizes_in_a_runs_file_are_skipped_rows_not_panics() {
     for (id, layers, heads, count, gpn, tp, pp, dp, mbs, gb) in rows {
         yaml += &format!(
             "- id: {id}
-  group: user
+  group: torchtitan-user
   model: {{name: tiny, layers: {layers}, hidden: 512, heads: {heads}, vocab: 32000, seq_len: 1024}}
   hardware: {{gpu: A100-SXM4-80GB, count: {count}, gpus_per_node: {gpn}}}
   parallel: {{tp: {tp}, pp: {pp}, dp: {dp}, recompute: full}}
@@ -561,4 +561,89 @@ fn skipped_rows_carry_no_prediction() {
         .find(|l| l.starts_with("mlm-h100-strong-177b-96gpu,"))
         .unwrap();
     assert!(row.contains(",,,false,,tensor/pipeline"), "{row}");
+}
+
+/// A runs file's silent misreadings are skipped rows naming the field: a group that names no
+/// known stack (it had been priced as torchtitan FSDP, +56.8% on an SC'21 row), a ZeRO stage
+/// that wrapped into range as a byte (259 → 3), measurements that are not positive, a status
+/// other than ok/OOM, and an iteration time that contradicts the tokens per second. An A100
+/// named with its power limit "(400W)" is the 80 GB part, not the 40 GB one.
+#[test]
+fn runs_file_misreadings_are_skipped_with_the_field() {
+    let row = |id: &str, group: &str, gpu: &str, zero: &str, measured: &str| {
+        format!(
+            "- id: {id}
+  group: {group}
+  model: {{name: tiny, layers: 4, hidden: 512, heads: 8, vocab: 32000, seq_len: 1024}}
+  hardware: {{gpu: '{gpu}', count: 8, gpus_per_node: 8}}
+  parallel: {{tp: 2, pp: 1, dp: 4, recompute: full, zero_stage: {zero}}}
+  batch: {{micro_batch: 2, global_batch: 64}}
+  precision: bf16
+  measured: {measured}
+"
+        )
+    };
+    let sound = "{iteration_time_s: 1.0}";
+    let yaml = [
+        row(
+            "sound",
+            "megatron-sc21-user",
+            "A100-SXM4-80GB (400W)",
+            "0",
+            sound,
+        ),
+        row("no-stack", "my-own-runs", "A100-SXM4-80GB", "0", sound),
+        row(
+            "zero-259",
+            "megatron-core-user",
+            "H100-SXM-80GB",
+            "259",
+            sound,
+        ),
+        row(
+            "negative",
+            "megatron-core-user",
+            "H100-SXM-80GB",
+            "1",
+            "{tokens_per_s: -5.0}",
+        ),
+        row(
+            "crashed",
+            "megatron-core-user",
+            "H100-SXM-80GB",
+            "1",
+            "{iteration_time_s: 1.0, status: crashed}",
+        ),
+        // 64 × 1024 tokens in 1 s is 65536 tokens/s, not 30000.
+        row(
+            "disagree",
+            "megatron-core-user",
+            "H100-SXM-80GB",
+            "1",
+            "{iteration_time_s: 1.0, tokens_per_s: 30000}",
+        ),
+    ]
+    .concat();
+    let runs = parse_runs("runs.yaml", &yaml).unwrap();
+    let report = validate(&runs, None);
+    let why = |id: &str| {
+        let r = report.rows.iter().find(|r| r.id == id).unwrap();
+        r.skipped.clone().unwrap_or_default()
+    };
+    assert_eq!(why("sound"), "");
+    let c = planner::validate::adapt::case(&runs[0]).unwrap();
+    assert_eq!(c.cluster.gpu.name, "a100-sxm4-80gb");
+    for (id, needle) in [
+        ("no-stack", "group `my-own-runs` names no software stack"),
+        ("zero-259", "parallel.zero_stage = 259"),
+        ("negative", "measured.tokens_per_s = -5"),
+        ("crashed", "measured.status `crashed`"),
+        ("disagree", "implies 65536 tokens/s"),
+    ] {
+        assert!(
+            why(id).contains(needle),
+            "{id}: `{needle}` not in `{}`",
+            why(id)
+        );
+    }
 }
