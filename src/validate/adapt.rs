@@ -139,15 +139,22 @@ fn network(run: &RunRecord, base: &ClusterSpec) -> Option<InterNode> {
     }
 }
 
-fn recompute_of(text: Option<&str>) -> Option<Recompute> {
-    let t = text?.to_ascii_lowercase();
-    Some(if t.starts_with("full") {
+/// A run's recomputation as written: `full…`, `selective…` or `none…`; anything else (such
+/// as `yes`) is a reason to skip the row, not no recomputation.
+fn recompute_of(text: Option<&str>) -> Result<Option<Recompute>, String> {
+    let Some(raw) = text else { return Ok(None) };
+    let t = raw.to_ascii_lowercase();
+    Ok(Some(if t.starts_with("full") {
         Recompute::Full
     } else if t.starts_with("selective") {
         Recompute::Selective
-    } else {
+    } else if t.starts_with("none") {
         Recompute::None
-    })
+    } else {
+        return Err(format!(
+            "parallel.recompute `{raw}`: write full, selective or none (optionally followed by how)"
+        ));
+    }))
 }
 
 /// Every size of a run record within range, and the parallel sizes consistent with the GPU
@@ -359,7 +366,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         searched.push("mbs");
         1
     });
-    let recompute = recompute_of(p.recompute.as_deref()).unwrap_or_else(|| {
+    let recompute = recompute_of(p.recompute.as_deref())?.unwrap_or_else(|| {
         searched.push("recompute");
         Recompute::None
     });
@@ -407,10 +414,24 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
     } else {
         recompute
     };
-    let dtype = match run.precision.as_deref() {
-        Some(s) if s.starts_with("fp16") => Dtype::Fp16,
-        Some(s) if s.starts_with("fp8") => Dtype::Fp8,
-        _ => Dtype::Bf16,
+    // The 16-bit type is bf16 where the source leaves it open ("mixed (16-bit; bf16 assumed)"),
+    // read case-insensitively; a precision naming neither is a reason to skip the row.
+    let precision = run
+        .precision
+        .as_deref()
+        .unwrap_or("bf16")
+        .to_ascii_lowercase();
+    let dtype = if precision.starts_with("fp16") {
+        Dtype::Fp16
+    } else if precision.starts_with("fp8") {
+        Dtype::Fp8
+    } else if precision.contains("bf16") {
+        Dtype::Bf16
+    } else {
+        return Err(format!(
+            "precision `{}`: write bf16, fp16 or fp8 (optionally followed by how)",
+            run.precision.as_deref().unwrap_or_default()
+        ));
     };
     let plan = Plan {
         dp,

@@ -570,19 +570,20 @@ fn skipped_rows_carry_no_prediction() {
 /// named with its power limit "(400W)" is the 80 GB part, not the 40 GB one.
 #[test]
 fn runs_file_misreadings_are_skipped_with_the_field() {
-    let row = |id: &str, group: &str, gpu: &str, zero: &str, measured: &str| {
+    let with = |id: &str, group: &str, gpu: &str, zero: &str, measured: &str, rc, prec| {
         format!(
             "- id: {id}
   group: {group}
   model: {{name: tiny, layers: 4, hidden: 512, heads: 8, vocab: 32000, seq_len: 1024}}
   hardware: {{gpu: '{gpu}', count: 8, gpus_per_node: 8}}
-  parallel: {{tp: 2, pp: 1, dp: 4, recompute: full, zero_stage: {zero}}}
+  parallel: {{tp: 2, pp: 1, dp: 4, recompute: {rc}, zero_stage: {zero}}}
   batch: {{micro_batch: 2, global_batch: 64}}
-  precision: bf16
+  precision: {prec}
   measured: {measured}
 "
         )
     };
+    let row = |id, group, gpu, zero, measured| with(id, group, gpu, zero, measured, "full", "bf16");
     let sound = "{iteration_time_s: 1.0}";
     let yaml = [
         row(
@@ -622,6 +623,33 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
             "1",
             "{iteration_time_s: 1.0, tokens_per_s: 30000}",
         ),
+        with(
+            "fp16",
+            "megatron-sc21-user",
+            "A100-SXM4-80GB",
+            "0",
+            sound,
+            "full",
+            "FP16",
+        ),
+        with(
+            "rc-yes",
+            "megatron-sc21-user",
+            "A100-SXM4-80GB",
+            "0",
+            sound,
+            "yes",
+            "bf16",
+        ),
+        with(
+            "int8",
+            "megatron-sc21-user",
+            "A100-SXM4-80GB",
+            "0",
+            sound,
+            "full",
+            "int8",
+        ),
     ]
     .concat();
     let runs = parse_runs("runs.yaml", &yaml).unwrap();
@@ -633,7 +661,11 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
     assert_eq!(why("sound"), "");
     let c = planner::validate::adapt::case(&runs[0]).unwrap();
     assert_eq!(c.cluster.gpu.name, "a100-sxm4-80gb");
+    let fp16 = planner::validate::adapt::case(&runs[6]).unwrap();
+    assert_eq!(fp16.plan.dtype, planner::units::Dtype::Fp16);
     for (id, needle) in [
+        ("rc-yes", "parallel.recompute `yes`"),
+        ("int8", "precision `int8`"),
         ("no-stack", "group `my-own-runs` names no software stack"),
         ("zero-259", "parallel.zero_stage = 259"),
         ("negative", "measured.tokens_per_s = -5"),
