@@ -2,7 +2,7 @@
 
 use crate::cost::Estimate;
 use crate::search::SearchResult;
-use crate::spec::{AttentionImpl, Plan};
+use crate::spec::Plan;
 use crate::units::fmt_secs;
 use comfy_table::{Table, presets::ASCII_MARKDOWN};
 
@@ -69,15 +69,11 @@ pub fn estimate_json(e: &Estimate) -> serde_json::Value {
 /// be re-priced as it was ranked (the search overlaps the gradient reduction, which
 /// `estimate` leaves off unless asked).
 pub fn label_flags(p: &Plan) -> String {
-    let attention = match p.attention {
-        AttentionImpl::Flash => "flash",
-        AttentionImpl::Unfused => "unfused",
-        AttentionImpl::FlashTriton => "flash-triton",
-    };
     let mut f = format!(
-        "--framework {} --dtype {} --attention {attention} --tp-overlap {}",
+        "--framework {} --dtype {} --attention {} --tp-overlap {}",
         p.framework.name(),
         p.dtype.name(),
+        p.attention.name(),
         p.tp_overlap.name()
     );
     if p.overlap_grad_reduce {

@@ -336,16 +336,19 @@ pub fn grad_sync_lead_s(sync: GradSync, stage: u64, bwd: &[f64], group: f64, c: 
 /// dp_0`, with `t_c` built the same way from chunk v − 1 down.
 ///
 /// A reduction slows the compute beside it by the interference `ι` over the time they run
-/// together (as the simulator charges it). One issued with the stage's final backward slows
-/// that backward, which every stage below waits for: `e_i = ι · min(dp, b_i)`, added to the
-/// delay the stage inherits. Those issued earlier slow the drain's other backwards, in
-/// parallel with the stages below doing the same: `E_i = ι · min(Σ dp_c, max lead_c)` over
-/// the chunks issued before the final backward, the data-parallel stream being busy from the
-/// first issue on. Stage i's final backward then ends `D_i = max(D_{i+1}, E_i) + e_i` late;
-/// its reductions start `D_{i+1}` late, or `D_i` for those issued at the end. The stage
-/// outlasts the undisturbed drain by `max(D_i, t_0) − slack_i`; the step waits for the latest
-/// stage (0 when none outlasts the drain). With one chunk reduced with its last backward this
-/// is `max(D_i − slack_i, dp_i − b_i − slack_i + D_{i+1})`, `D_i = D_{i+1} + e_i`.
+/// together (as the simulator charges it). What it slows during the stage's final backward
+/// (the last micro-batch's, on the chain every stage below waits for) adds to the delay the
+/// stage inherits, `chain_i`; what it slows before, while the stages below are busy with their
+/// own drain, overlaps that delay, `early_i`: stage i's final backward ends
+/// `D_i = max(D_{i+1}, early_i) + chain_i` late. A reduction issued `lead` before the
+/// stage's end starts at that end less `lead`, the end counted with the delays so far. The
+/// chain of reductions on the stage's one data-parallel stream ends at `t_0`; the stage
+/// outlasts the undisturbed drain by `max(D_i, t_0) − slack_i`, and the step waits for the
+/// latest stage (0 when none outlasts the drain). With one chunk reduced with its last
+/// backward this is `max(D_i − slack_i, dp_i − b_i − slack_i + D_{i+1})`,
+/// `D_i = D_{i+1} + ι · min(dp_i, b_i)`. (Early slowdowns also delay the inputs of the
+/// stages below earlier in the drain, which the simulator follows and this does not: on
+/// random interleaved pipelines it may read a little below the simulator.)
 pub fn dp_exposed_s(plan: &Plan, work: &[StageWork]) -> f64 {
     dp_exposed_with_s(grad_sync(plan), work)
 }
@@ -367,27 +370,24 @@ pub fn dp_exposed_with_s(sync: GradSync, work: &[StageWork]) -> f64 {
             continue;
         }
         let b: Vec<f64> = s.chunks.iter().map(bwd).collect();
-        let lead = |c| grad_sync_lead_s(sync, s.stage_idx, &b, group, c);
         let iota = s.chunks.first().map_or(0.0, |c| c.overlap_interference);
-        // The final backward is chunk 0's: what is issued with it, and what before.
-        let (mut early_dp, mut early_window, mut chain) = (0.0f64, 0.0f64, 0.0);
-        for (c, w) in s.chunks.iter().enumerate() {
-            if c == 0 {
-                chain = iota * w.dp_reduce_s.min(lead(0));
-            } else if lead(c) > 0.0 {
-                early_dp += w.dp_reduce_s;
-                early_window = early_window.max(lead(c));
-            }
-        }
-        let delay = delay_after.max(iota * early_dp.min(early_window)) + chain;
-        let mut end = f64::NEG_INFINITY;
+        let final_bwd = b.first().copied().unwrap_or(0.0);
+        let (mut early, mut chain, mut end) = (0.0f64, 0.0f64, f64::NEG_INFINITY);
+        // Chunks in the order their reductions are issued: the largest lead first.
         for (c, w) in s.chunks.iter().enumerate().rev() {
-            let start = match lead(c) {
-                0.0 => delay,
-                l => delay_after - l,
-            };
-            end = end.max(start) + w.dp_reduce_s;
+            let lead = grad_sync_lead_s(sync, s.stage_idx, &b, group, c);
+            // The stage's delay before its final backward, and its end so far.
+            let shift = delay_after.max(early);
+            let stage_end = shift + chain;
+            let start = end.max(stage_end - lead);
+            end = start + w.dp_reduce_s;
+            let beside = (end.min(stage_end) - start).max(0.0);
+            let in_final = (end.min(stage_end) - start.max(stage_end - final_bwd)).max(0.0);
+            early += iota * (beside - in_final);
+            chain += iota * in_final;
         }
+        let own = delay_after.max(early) + chain - delay_after;
+        let delay = delay_after + own;
         exposed = exposed.max(delay - slack).max(end - slack);
         delay_after = delay;
     }

@@ -60,26 +60,23 @@ fn training_desc(cfg: &Config) -> String {
 /// (`Plan::short`): re-pricing a label with `estimate` needs them as flags.
 fn space_desc(space: &Space) -> String {
     let names = |v: Vec<String>| v.join("/");
-    format!(
-        "{} GEMMs, {} attention, {} framework, gradient reduction {} (`estimate {}`), \
-         TP overlap {} (`--tp-overlap {}`); recompute {}, ZeRO {}, sequence parallelism, \
-         micro-batch ≤ {}, virtual stages ≤ {}, context parallelism ≤ {}; plans leave {:.0}% \
-         of device memory free",
-        space.dtype,
-        format!("{:?}", space.attention).to_lowercase(),
+    let mut flags = format!(
+        "--framework {} --dtype {} --attention {} --tp-overlap {}",
         space.framework.name(),
-        if space.overlap_grad_reduce {
-            "overlapped with the backward"
-        } else {
-            "after the backward"
-        },
-        if space.overlap_grad_reduce {
-            "--overlap-grad-reduce"
-        } else {
-            "without --overlap-grad-reduce"
-        },
-        space.tp_overlap.name(),
-        space.tp_overlap.name(),
+        space.dtype,
+        space.attention.name(),
+        space.tp_overlap.name()
+    );
+    if space.overlap_grad_reduce {
+        flags += " --overlap-grad-reduce";
+    }
+    if !space.grad_accumulation_fusion {
+        flags += " --no-gradient-accumulation-fusion";
+    }
+    format!(
+        "priced with `{flags}` (give `estimate` these to re-price a plan's label); recompute \
+         {}, ZeRO {}, sequence parallelism, micro-batch ≤ {}, virtual stages ≤ {}, context \
+         parallelism ≤ {}; plans leave {:.0}% of device memory free",
         names(
             space
                 .recompute

@@ -104,9 +104,13 @@ impl Space {
     /// The space Megatron-LM 2021 runs (the SC'21 paper's code): unfused attention, every TP
     /// collective exposed, gradients accumulated in a backward hook, no optimizer sharding
     /// and no selective recomputation (what `export --megatron-version 2021` writes; sequence,
-    /// context and expert parallelism, which it lacks too, are left to that filter).
+    /// context and expert parallelism, which it lacks too, are left to that filter), and its
+    /// default local DDP, which reduces after the backward (`--DDP-impl local`): its pipeline
+    /// schedule has none of Megatron-Core's aligned gradient sync
+    /// (`cost::stages::GradSync::Aligned`) to price an overlap with.
     pub fn for_megatron_2021(mut self) -> Space {
         self = self.for_framework(Framework::Megatron);
+        self.overlap_grad_reduce = false;
         self.attention = AttentionImpl::Unfused;
         self.tp_overlap = TpOverlap::None;
         self.grad_accumulation_fusion = false;
@@ -354,7 +358,7 @@ fn admit(
             && model.layers % p.pp != 0
             && p.stage_layers.is_none()
         {
-            p.stage_layers = Some(ilp::stages::balanced(model.layers, p.pp));
+            p.stage_layers = Some(ilp::stages::start_split(model.layers, p.pp, p.framework));
         }
         if !keep(&p) {
             continue;

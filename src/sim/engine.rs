@@ -72,6 +72,9 @@ struct Rank {
     sync_after: Vec<Option<usize>>,
     /// Whether each chunk's reduction has been issued.
     issued: Vec<bool>,
+    /// When each issued step reduction runs on the data-parallel stream (ZeRO collectives,
+    /// priced inside their passes, are not in it).
+    reductions: Vec<(f64, f64)>,
     act: f64,
     in_flight: u32,
     peak_act: f64,
@@ -150,6 +153,7 @@ impl<'a> Engine<'a> {
                 last_bwd,
                 sync_after,
                 issued: vec![false; v],
+                reductions: Vec::new(),
                 act: 0.0,
                 in_flight: 0,
                 peak_act: 0.0,
@@ -284,18 +288,23 @@ impl<'a> Engine<'a> {
         self.zero_comm(stage, task, t, &z3);
         let r = &self.ranks[stage];
         let last = r.last_bwd[task.chunk as usize] == r.next;
-        let sync = self.with_last_backward(stage);
-        // The chunk's gradient reduction runs beside its last backward when overlapping.
-        let reduce = sync && last && w.dp_reduce_s > 0.0;
+        let with_last = self.with_last_backward(stage);
+        // The chunk's gradient reduction starts with its last backward where the framework
+        // issues it so (its buckets fill as the backward runs).
+        let reduce = with_last && last && w.dp_reduce_s > 0.0;
         let start = t.max(r.dp_free);
         if reduce {
-            // The reduction slows the backward it overlaps (`stages::dp_exposed_s`).
-            let beside = (end - start).clamp(0.0, w.dp_reduce_s);
-            let slowed = [("overlap interference", w.overlap_interference * beside)];
-            end = self.compute(stage, task, end, &slowed);
-        } else if self.pipe.grad_sync == GradSync::Aligned && r.dp_free > t {
-            // Reductions issued earlier run beside this backward and slow it.
-            let beside = (end - t).min(r.dp_free - t);
+            let r = &mut self.ranks[stage];
+            r.reductions.push((start, start + w.dp_reduce_s));
+        }
+        // Every step reduction in flight slows this backward by the interference over the
+        // time it runs beside it (`stages::dp_exposed_s`).
+        let beside: f64 = self.ranks[stage]
+            .reductions
+            .iter()
+            .map(|&(a, b)| (end.min(b) - t.max(a)).max(0.0))
+            .sum();
+        if beside > 0.0 {
             let slowed = [("overlap interference", w.overlap_interference * beside)];
             end = self.compute(stage, task, end, &slowed);
         }
@@ -312,9 +321,12 @@ impl<'a> Engine<'a> {
             let done = (start + w.dp_reduce_s).max(end);
             r.dp_free = done;
             r.dp_s += done - start;
+            if let Some(last) = r.reductions.last_mut() {
+                last.1 = done;
+            }
             let s = Slice::new(stage, Stream::Dp, "dp grad reduce", start, done - start);
             self.record(s.task(task));
-        } else if self.pipe.grad_sync == GradSync::Aligned && !sync {
+        } else if self.pipe.grad_sync == GradSync::Aligned && !with_last {
             let here = self.ranks[stage].next;
             for c in 0..self.v {
                 if self.ranks[stage].sync_after[c] == Some(here) {
@@ -346,6 +358,7 @@ impl<'a> Engine<'a> {
         let start = t.max(r.dp_free);
         r.dp_free = start + d;
         r.dp_s += d;
+        r.reductions.push((start, start + d));
         self.record(Slice::new(stage, Stream::Dp, "dp grad reduce", start, d));
     }
 

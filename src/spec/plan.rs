@@ -71,6 +71,17 @@ pub enum AttentionImpl {
     FlashTriton,
 }
 
+impl AttentionImpl {
+    /// Name as written on the command line (and in plan JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionImpl::Flash => "flash",
+            AttentionImpl::Unfused => "unfused",
+            AttentionImpl::FlashTriton => "flash-triton",
+        }
+    }
+}
+
 /// How much tensor-parallel communication the framework hides behind GEMMs.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord,

@@ -255,6 +255,8 @@ fn malformed_sizes_in_a_runs_file_are_skipped_rows_not_panics() {
         ("pp-above-layers", 2, 8, 4, "8", 1, 4, "null", "2", 64),
         ("batch-below-dp", 4, 8, 8, "8", 1, 1, "null", "null", 4),
     ];
+    // The group names the stack (an unknown one is itself a skipped row, see
+    // `runs_file_misreadings_are_skipped_with_the_field`): torchtitan's FSDP here.
     let mut yaml = String::new();
     for (id, layers, heads, count, gpn, tp, pp, dp, mbs, gb) in rows {
         yaml += &format!(

@@ -112,7 +112,8 @@ impl PartitionProblem {
     /// `--decoder-last-pipeline-num-layers`) and splits the rest evenly over the middle
     /// stages, and its `block` recomputation recomputes the first N layers of every stage, all
     /// of a stage with fewer (`--recompute-num-layers N`): r_i = min(N, n_i) for one N
-    /// (`spec::launch::megatron` writes exactly these).
+    /// (`spec::launch::megatron` writes exactly these; with virtual stages, where N counts
+    /// per chunk, only none or all, which the solver keeps to).
     pub fn megatron_form(n: &[u64], r: &[u64]) -> bool {
         let middle = n.get(1..n.len().saturating_sub(1)).unwrap_or(&[]);
         let top = r.iter().copied().max().unwrap_or(0);
@@ -122,7 +123,8 @@ impl PartitionProblem {
     /// Objective of an assignment: pipeline time plus the memory tie-break; `None` when a
     /// stage does not fit or the counts are invalid.
     pub fn objective(&self, n: &[u64], r: &[u64]) -> Option<f64> {
-        let ok = (!self.megatron || Self::megatron_form(n, r))
+        let chunked = self.vpp > 1 && r.iter().zip(n).any(|(&r, &n)| r != 0 && r != n);
+        let ok = (!self.megatron || (Self::megatron_form(n, r) && !chunked))
             && n.len() == self.stages.len()
             && r.len() == n.len()
             && n.iter().sum::<u64>() == self.layers
@@ -243,7 +245,10 @@ fn solve_megatron(p: &PartitionProblem, opts: &IlpOptions) -> Partition {
         } else {
             0
         };
-        for big_n in start.unwrap_or(0)..=top {
+        // With virtual stages Megatron's N counts per model chunk, the plan per stage: only
+        // none or all of every stage is the same on both (`spec::launch::megatron` `block`).
+        let expressible = |big_n: &u64| p.vpp <= 1 || *big_n == 0 || *big_n == top;
+        for big_n in (start.unwrap_or(0)..=top).filter(expressible) {
             let r: Vec<u64> = n.iter().map(|&x| big_n.min(x)).collect();
             if let Some(t) = p.objective(&n, &r) {
                 if best.as_ref().is_none_or(|b| t < b.0) {

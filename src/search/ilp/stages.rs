@@ -115,6 +115,26 @@ pub fn apply(model: &ModelSpec, plan: &Plan, part: &Partition) -> Plan {
     p
 }
 
+/// Layers per stage when pp does not divide them, as `framework` can set them (a start that
+/// prices; ILP 2 then balances it): Megatron-LM sets only the first and last stage's counts
+/// and splits the rest evenly, so the middle stages take ⌈L/p⌉ each (⌊L/p⌋ where that leaves
+/// the ends less than a layer each) and the ends share the rest; otherwise the remainder goes
+/// to the middle stages, away from the embedding and the head.
+pub fn start_split(layers: u64, pp: u64, framework: Framework) -> Vec<u64> {
+    if framework != Framework::Megatron || pp < 3 {
+        return balanced(layers, pp);
+    }
+    let middle = pp - 2;
+    let m = [layers.div_ceil(pp), layers / pp]
+        .into_iter()
+        .find(|&m| m >= 1 && layers >= middle * m + 2)
+        .unwrap_or(1);
+    let rest = layers.saturating_sub(middle * m);
+    let mut n = vec![m; pp as usize];
+    (n[0], n[pp as usize - 1]) = (rest / 2, rest - rest / 2);
+    n
+}
+
 /// Layers per stage when pp does not divide them: the remainder goes to the middle stages,
 /// away from the embedding and the head (a start that prices; ILP 2 then balances it).
 pub fn balanced(layers: u64, pp: u64) -> Vec<u64> {
@@ -273,5 +293,28 @@ mod tests {
         assert_eq!(balanced(128, 5), vec![25, 26, 26, 26, 25]);
         assert_eq!(balanced(10, 4), vec![2, 3, 3, 2]);
         assert_eq!(balanced(8, 4), vec![2, 2, 2, 2]);
+    }
+
+    /// Megatron-LM's start keeps the middle stages equal, so every pipeline depth reaches the
+    /// search (the middle-remainder start had made BERT-large's 24 layers over 7 stages,
+    /// 3,3,4,4,4,3,3, a split Megatron cannot set, and dropped pp = 7 whole): 24 over 7 is
+    /// 2, 4×5, 2 (⌈24/7⌉ = 4 in the middle); over 16, ⌈24/16⌉ = 2 leaves the ends −4, so 1
+    /// in the middle and 5 at each end; the Megatron exporter writes each.
+    #[test]
+    fn megatron_start_splits_are_ones_it_sets() {
+        assert_eq!(
+            start_split(24, 7, Framework::Megatron),
+            [2, 4, 4, 4, 4, 4, 2]
+        );
+        let mut sixteen = vec![1; 16];
+        (sixteen[0], sixteen[15]) = (5, 5);
+        assert_eq!(start_split(24, 16, Framework::Megatron), sixteen);
+        assert_eq!(start_split(10, 4, Framework::DeepSpeed), balanced(10, 4));
+        let m = load_model("bert-large").unwrap();
+        for pp in [5, 7, 9, 10, 11, 16] {
+            let mut p = Plan::new(1, 1, pp, 1, 64, m.seq_len);
+            p.stage_layers = Some(start_split(m.layers, pp, Framework::Megatron));
+            assert!(crate::spec::launch::runnable(&m, &p), "pp {pp}");
+        }
     }
 }
