@@ -143,8 +143,10 @@ pub struct RunBatch {
     pub global_batch: u64,
 }
 
-/// Measurements of a run.
+/// Measurements of a run. Unknown keys are refused: a misspelt measurement
+/// (`iteration_tme_s`) would otherwise leave the row with nothing to compare, silently.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunMeasured {
     /// TFLOP/s per GPU, in `tflops_convention`.
     #[serde(default)]
@@ -170,6 +172,18 @@ pub struct RunMeasured {
     /// What the TFLOP/s count.
     #[serde(default)]
     pub tflops_convention: Option<String>,
+    /// Tokens per second per GPU (as the source reports it; not compared).
+    #[serde(default)]
+    pub tokens_per_s_per_gpu: Option<f64>,
+    /// Samples (sequences) per second (not compared).
+    #[serde(default)]
+    pub samples_per_s: Option<f64>,
+    /// Whole-job PFLOP/s (not compared).
+    #[serde(default)]
+    pub aggregate_pflops: Option<f64>,
+    /// Share of peak FLOP/s (not compared).
+    #[serde(default)]
+    pub percent_of_peak: Option<f64>,
 }
 
 impl RunMeasured {
@@ -179,6 +193,41 @@ impl RunMeasured {
             .as_deref()
             .is_some_and(|s| s.eq_ignore_ascii_case("oom"))
     }
+}
+
+/// Where in `row` a record's error lies, as ` section.key`, and the message: the section
+/// whose own record fails, and within it the key holding the value the message quotes
+/// (serde's messages name the value or the missing field, not where it is).
+fn locate(row: &serde_json::Value, message: String) -> (String, String) {
+    use serde_json::from_value as read;
+    type Check = fn(serde_json::Value) -> Result<(), serde_json::Error>;
+    let sections: [(&str, Check); 6] = [
+        ("model", |v| read::<RunModel>(v).map(drop)),
+        ("hardware", |v| read::<RunHardware>(v).map(drop)),
+        ("parallel", |v| read::<RunParallel>(v).map(drop)),
+        ("batch", |v| read::<RunBatch>(v).map(drop)),
+        ("measured", |v| read::<RunMeasured>(v).map(drop)),
+        ("source", |v| read::<RunSource>(v).map(drop)),
+    ];
+    for (name, check) in sections {
+        let Some(section) = row.get(name) else {
+            continue;
+        };
+        let Err(e) = check(section.clone()) else {
+            continue;
+        };
+        let e = e.to_string();
+        // `invalid type: string "twenty", expected u64`: the key holding "twenty".
+        let quoted = e.split('"').nth(1);
+        let key = section.as_object().and_then(|o| {
+            o.iter()
+                .find(|(_, v)| quoted.is_some_and(|q| v.as_str() == Some(q)))
+                .map(|(k, _)| k.clone())
+        });
+        let path = key.map_or(format!(" {name}"), |k| format!(" {name}.{k}"));
+        return (path, e);
+    }
+    (String::new(), message)
 }
 
 /// Parses a runs file.
@@ -197,15 +246,28 @@ pub fn parse_runs(file: &str, text: &str) -> Result<Vec<RunRecord>, SpecError> {
     for (i, v) in list.iter().enumerate() {
         match serde_json::from_value::<RunRecord>(v.clone()) {
             Ok(r) => out.push(r),
-            Err(e) => problems.push(Problem {
+            Err(e) => {
+                let id = v.get("id").and_then(|x| x.as_str()).unwrap_or("?");
+                let (path, message) = locate(v, e.to_string());
+                problems.push(Problem {
+                    file: file.into(),
+                    field: format!("[{i}] {id}{path}"),
+                    message,
+                    fix: "see validation/README.md for the run schema".into(),
+                });
+            }
+        }
+    }
+    // Ids name rows (`validate --explain ID`): each once.
+    let mut seen = std::collections::HashMap::new();
+    for (i, r) in out.iter().enumerate() {
+        if let Some(first) = seen.insert(r.id.as_str(), i) {
+            problems.push(Problem {
                 file: file.into(),
-                field: format!(
-                    "[{i}] {}",
-                    v.get("id").and_then(|x| x.as_str()).unwrap_or("?")
-                ),
-                message: e.to_string(),
-                fix: "see validation/README.md for the run schema".into(),
-            }),
+                field: format!("[{i}] {}", r.id),
+                message: format!("id `{}` is also run [{first}]'s", r.id),
+                fix: "give every run its own id".into(),
+            });
         }
     }
     if problems.is_empty() {
@@ -232,5 +294,33 @@ mod tests {
         // BLOOM's sweep (3) and torchtitan's Llama 2 70B at local batch 2 with op-level
         // selective checkpointing.
         assert_eq!(runs.iter().filter(|r| r.measured.oom()).count(), 4);
+    }
+
+    /// A runs file's mistakes name the row and the field: a misspelt measurement (which had
+    /// left the row silently without a figure to compare), a value of the wrong type inside a
+    /// section, an id used twice.
+    #[test]
+    fn mistakes_name_the_row_and_field() {
+        let row = |id: &str, layers: &str, measured: &str| {
+            format!(
+                "- id: {id}\n  group: g\n  model: {{name: m, layers: {layers}, hidden: 64, heads: 4, vocab: 10, seq_len: 8}}\n  hardware: {{gpu: A100, count: 8}}\n  parallel: {{tp: 1, pp: 1}}\n  batch: {{global_batch: 8}}\n  measured: {{{measured}}}\n"
+            )
+        };
+        let fields = |text: &str| -> Vec<String> {
+            match parse_runs("r.yaml", text) {
+                Err(SpecError::Invalid(p)) => p.into_iter().map(|p| p.field).collect(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            fields(&row("a", "2", "iteration_tme_s: 1.0")),
+            ["[0] a measured"]
+        );
+        assert_eq!(
+            fields(&row("a", "two", "iteration_time_s: 1.0")),
+            ["[0] a model.layers"]
+        );
+        let twice = row("a", "2", "iteration_time_s: 1.0").repeat(2);
+        assert_eq!(fields(&twice), ["[1] a"]);
     }
 }

@@ -74,7 +74,8 @@ pub struct GroupSummary {
     pub max_abs_error: f64,
     /// Mean signed error.
     pub mean_error: f64,
-    /// Spearman ρ of predicted vs measured throughput.
+    /// Spearman ρ of predicted vs measured throughput (none when the rows measure different
+    /// things).
     pub spearman: Option<f64>,
     /// Memory verdicts that agree with what happened.
     pub verdicts_correct: usize,
@@ -390,7 +391,13 @@ fn summarise(group: &str, rows: &[&RowResult]) -> GroupSummary {
         mean_abs_error: errs.iter().map(|e| e.abs()).sum::<f64>() / n,
         max_abs_error: errs.iter().map(|e| e.abs()).fold(0.0, f64::max),
         mean_error,
-        spearman: stats::spearman(&pred, &meas),
+        // Ranks compare within one measure: throughput in tokens/s and in TFLOP/s per GPU
+        // (or per-step times of different batches) are not one scale.
+        spearman: compared
+            .windows(2)
+            .all(|w| w[0].metric == w[1].metric)
+            .then(|| stats::spearman(&pred, &meas))
+            .flatten(),
         verdicts_correct: rows
             .iter()
             .filter(|r| r.skipped.is_none() && r.verdict_ok())

@@ -652,6 +652,21 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
             "full",
             "int8",
         ),
+        // One group measured in two units has no throughput rank.
+        row(
+            "t",
+            "megatron-sc21-mixed",
+            "A100-SXM4-80GB",
+            "0",
+            "{iteration_time_s: 2.0}",
+        ),
+        row(
+            "f",
+            "megatron-sc21-mixed",
+            "A100-SXM4-80GB",
+            "0",
+            "{tflops_per_gpu: 90.0}",
+        ),
     ]
     .concat();
     let runs = parse_runs("runs.yaml", &yaml).unwrap();
@@ -661,6 +676,12 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
         r.skipped.clone().unwrap_or_default()
     };
     assert_eq!(why("sound"), "");
+    let mixed = report
+        .groups
+        .iter()
+        .find(|g| g.group == "megatron-sc21-mixed")
+        .unwrap();
+    assert_eq!((mixed.compared, mixed.spearman), (2, None));
     let c = planner::validate::adapt::case(&runs[0]).unwrap();
     assert_eq!(c.cluster.gpu.name, "a100-sxm4-80gb");
     let fp16 = planner::validate::adapt::case(&runs[6]).unwrap();
