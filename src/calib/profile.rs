@@ -460,11 +460,11 @@ impl Profile {
                 }
             }
         }
-        if let Some(h) = self.hbm_gbytes_s.filter(|&h| !positive(h)) {
+        if let Some(h) = self.hbm_gbytes_s.filter(|&h| !positive(h) || h > 1e5) {
             return Err(bad(
                 "hbm_gbytes_s".into(),
                 h,
-                "a memory bandwidth must be positive",
+                "a memory bandwidth must be positive and below 100 TB/s",
             ));
         }
         for (i, f) in self.collectives.iter().enumerate() {
@@ -478,6 +478,15 @@ impl Profile {
                         return Err(bad(field(k), v, "not a number"));
                     }
                 }
+                // Plausible, too: no interconnect moves 10 TB/s, and no collective waits a
+                // second before moving a byte (latencies are micro- to milliseconds).
+                if s.alpha_s > 1.0 {
+                    return Err(bad(
+                        field("alpha_s"),
+                        s.alpha_s,
+                        "a collective's fixed cost of over a second is no measurement",
+                    ));
+                }
                 for (k, bytes) in [("lo_bytes", s.lo_bytes), ("hi_bytes", s.hi_bytes)] {
                     let t = s.alpha_s + s.beta_s_per_byte * bytes;
                     if !positive(bytes) || !positive(t) {
@@ -486,6 +495,16 @@ impl Profile {
                             bytes,
                             &format!(
                                 "the line α + β·bytes gives {t:e} s there; a collective's time must be positive over its sizes"
+                            ),
+                        ));
+                    }
+                    if bytes / t > 1e13 {
+                        return Err(bad(
+                            field(k),
+                            bytes,
+                            &format!(
+                                "the line gives {t:e} s there, {:.0} GB/s, beyond any interconnect",
+                                bytes / t / 1e9
                             ),
                         ));
                     }
@@ -540,5 +559,17 @@ mod tests {
             m.contains("`collectives[0].segments[0].lo_bytes`") && m.contains("calibrate again"),
             "{m}"
         );
+        // Implausible values too: an hour of latency, a line 1000 times faster than NVLink
+        // at its largest size, a memory of 1 PB/s.
+        let mut q = p.clone();
+        q.collectives[0].segments[0].alpha_s = 3600.0;
+        assert!(msg(&q).contains("alpha_s` = 3600"), "{}", msg(&q));
+        let mut q = p.clone();
+        let seg = &mut q.collectives[0].segments[0];
+        (seg.alpha_s, seg.beta_s_per_byte) = (1e-6, 1e-15);
+        assert!(msg(&q).contains("beyond any interconnect"), "{}", msg(&q));
+        let mut q = p.clone();
+        q.hbm_gbytes_s = Some(1e6);
+        assert!(msg(&q).contains("below 100 TB/s"), "{}", msg(&q));
     }
 }
