@@ -2,7 +2,6 @@
 
 use crate::cost::Estimate;
 use crate::search::SearchResult;
-use crate::spec::Plan;
 use crate::units::fmt_secs;
 use comfy_table::{Table, presets::ASCII_MARKDOWN};
 
@@ -63,26 +62,6 @@ pub fn estimate_json(e: &Estimate) -> serde_json::Value {
     let mut v = serde_json::to_value(e).expect("estimates serialise");
     v["numbers_from"] = e.provenance.summary().into();
     v
-}
-
-/// The `estimate` flags of what a plan's label (`Plan::short`) leaves out, so a table row can
-/// be re-priced as it was ranked (the search overlaps the gradient reduction, which
-/// `estimate` leaves off unless asked).
-pub fn label_flags(p: &Plan) -> String {
-    let mut f = format!(
-        "--framework {} --dtype {} --attention {} --tp-overlap {}",
-        p.framework.name(),
-        p.dtype.name(),
-        p.attention.name(),
-        p.tp_overlap.name()
-    );
-    if p.overlap_grad_reduce {
-        f += " --overlap-grad-reduce";
-    }
-    if !p.grad_accumulation_fusion {
-        f += " --no-gradient-accumulation-fusion";
-    }
-    f
 }
 
 /// Where each kernel class's seconds came from, one CSV cell.

@@ -212,7 +212,7 @@ pub fn render(
                 r.cluster.name,
                 r.cluster.n_gpus(),
                 r.cluster.gpu.name,
-                render::label_flags(&res.top[0].plan),
+                res.top[0].plan.label_flags(),
                 render::table(&header(), rows()),
                 render::search_footer(res, elapsed_s),
                 res.top[0].provenance.summary().join("; ")

@@ -60,19 +60,17 @@ fn training_desc(cfg: &Config) -> String {
 /// (`Plan::short`): re-pricing a label with `estimate` needs them as flags.
 fn space_desc(space: &Space) -> String {
     let names = |v: Vec<String>| v.join("/");
-    let mut flags = format!(
-        "--framework {} --dtype {} --attention {} --tp-overlap {}",
-        space.framework.name(),
-        space.dtype,
-        space.attention.name(),
-        space.tp_overlap.name()
-    );
-    if space.overlap_grad_reduce {
-        flags += " --overlap-grad-reduce";
+    // Every plan of the space shares these.
+    let flags = crate::spec::Plan {
+        framework: space.framework,
+        dtype: space.dtype,
+        attention: space.attention,
+        tp_overlap: space.tp_overlap,
+        overlap_grad_reduce: space.overlap_grad_reduce,
+        grad_accumulation_fusion: space.grad_accumulation_fusion,
+        ..crate::spec::Plan::new(1, 1, 1, 1, 1, 1)
     }
-    if !space.grad_accumulation_fusion {
-        flags += " --no-gradient-accumulation-fusion";
-    }
+    .label_flags();
     format!(
         "priced with `{flags}` (give `estimate` these to re-price a plan's label); recompute \
          {}, ZeRO {}, sequence parallelism, micro-batch ≤ {}, virtual stages ≤ {}, context \

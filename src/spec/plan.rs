@@ -222,6 +222,26 @@ impl Plan {
         self.sequence_parallel && self.tp > 1
     }
 
+    /// The `planner estimate` flags of what [`Plan::short`] leaves out (framework, dtype,
+    /// attention kernel, TP overlap, gradient-reduction overlap and accumulation fusion), so
+    /// a label can be re-priced as it was ranked.
+    pub fn label_flags(&self) -> String {
+        let mut f = format!(
+            "--framework {} --dtype {} --attention {} --tp-overlap {}",
+            self.framework.name(),
+            self.dtype.name(),
+            self.attention.name(),
+            self.tp_overlap.name()
+        );
+        if self.overlap_grad_reduce {
+            f += " --overlap-grad-reduce";
+        }
+        if !self.grad_accumulation_fusion {
+            f += " --no-gradient-accumulation-fusion";
+        }
+        f
+    }
+
     /// A one-line summary such as `dp=8 tp=4 pp=2 mbs=1 full zero1 sp`.
     pub fn short(&self) -> String {
         let mut s = format!("dp={} tp={} pp={}", self.dp, self.tp, self.pp);
@@ -508,6 +528,23 @@ mod tests {
         );
         assert_eq!(fold_counts(&[12; 8], " "), "12×8");
         assert_eq!(fold_counts(&[], ","), "");
+    }
+
+    /// The flags a label leaves out: the defaults spelled as `estimate` reads them, and the
+    /// overlaps only when on and fusion only when off.
+    #[test]
+    fn label_flags_spell_what_the_label_omits() {
+        let mut p = Plan::new(8, 1, 1, 1, 64, 2048);
+        assert_eq!(
+            p.label_flags(),
+            "--framework megatron --dtype bf16 --attention flash --tp-overlap backward"
+        );
+        (p.overlap_grad_reduce, p.grad_accumulation_fusion) = (true, false);
+        (p.attention, p.framework) = (AttentionImpl::FlashTriton, Framework::LlmFoundry);
+        assert_eq!(
+            p.label_flags(),
+            "--framework llm-foundry --dtype bf16 --attention flash-triton --tp-overlap backward --overlap-grad-reduce --no-gradient-accumulation-fusion"
+        );
     }
 
     /// What a framework cannot run is infeasible, naming the field: llm-foundry (Composer)

@@ -284,6 +284,21 @@ fn solve_megatron(p: &PartitionProblem, opts: &IlpOptions) -> Partition {
     let Some((objective, n, r)) = best else {
         return infeasible(opts);
     };
+    // Every assignment priced: proven optimal, with no solver variables.
+    let report = IlpReport {
+        solver: opts.solver,
+        status: IlpStatus::Optimal,
+        objective,
+        best_bound: objective,
+        gap: 0.0,
+        variables: 0,
+        constraints: 0,
+    };
+    answer(p, n, r, report)
+}
+
+/// The partition `(n, r)` of `p` with its pipeline time.
+fn answer(p: &PartitionProblem, n: Vec<u64>, r: Vec<u64>, report: IlpReport) -> Partition {
     let times: Vec<f64> = p
         .stages
         .iter()
@@ -294,15 +309,7 @@ fn solve_megatron(p: &PartitionProblem, opts: &IlpOptions) -> Partition {
         pipeline_s: p.pipeline_s(&times),
         stage_layers: n,
         recompute_layers: r,
-        report: IlpReport {
-            solver: opts.solver,
-            status: IlpStatus::Optimal,
-            objective,
-            best_bound: objective,
-            gap: 0.0,
-            variables: 0,
-            constraints: 0,
-        },
+        report,
     }
 }
 
@@ -352,18 +359,7 @@ fn solve_uncached(p: &PartitionProblem, opts: &IlpOptions) -> Result<Partition, 
             (k, r)
         })
         .unzip();
-    let times: Vec<f64> = p
-        .stages
-        .iter()
-        .zip(n.iter().zip(&r))
-        .map(|(s, (&n, &r))| s.time_s(n, r))
-        .collect();
-    Ok(Partition {
-        pipeline_s: p.pipeline_s(&times),
-        stage_layers: n,
-        recompute_layers: r,
-        report,
-    })
+    Ok(answer(p, n, r, report))
 }
 
 /// A stage's candidates: (variable index, layer count, recompute count).
