@@ -171,6 +171,17 @@ pub enum Infeasible {
         /// The type.
         dtype: &'static str,
     },
+    /// Megatron-LM runs a mixture-of-experts model with tensor parallelism only with sequence
+    /// parallelism.
+    MoeTpNeedsSp {
+        /// Tensor parallelism.
+        tp: u64,
+    },
+    /// Context parallelism with the materialised-softmax attention, which has no ring.
+    CpNeedsFlash {
+        /// Context parallelism.
+        cp: u64,
+    },
     /// Peak memory exceeds the device.
     OutOfMemory {
         /// Predicted peak, GiB.
@@ -207,6 +218,8 @@ impl Infeasible {
             I::ZeroStage { .. } => "zero stage out of range",
             I::ZeroWithPipeline { .. } => "zero 2/3 with pipeline",
             I::FrameworkLacks { .. } => "parallelism the framework lacks",
+            I::MoeTpNeedsSp { .. } => "MoE with tp needs sequence parallelism",
+            I::CpNeedsFlash { .. } => "cp needs fused attention",
             I::OutOfMemory { .. } => OUT_OF_MEMORY,
         }
     }
@@ -232,6 +245,8 @@ impl Infeasible {
             I::FrameworkZero { .. } => "zero",
             I::DtypeUnsupported { .. } => "dtype",
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
+            I::MoeTpNeedsSp { .. } => "sequence_parallel",
+            I::CpNeedsFlash { .. } => "attention",
             I::OutOfMemory { .. } => "memory",
         }
     }
@@ -355,6 +370,14 @@ impl fmt::Display for Infeasible {
             I::GradReduceDtype { dtype } => write!(
                 f,
                 "grad_reduce_dtype={dtype}: gradients are reduced in fp32 or in the 16-bit training type; use fp32 or bf16"
+            ),
+            I::MoeTpNeedsSp { tp } => write!(
+                f,
+                "tp={tp} on a mixture-of-experts model without sequence parallelism: Megatron-LM refuses it (\"When using expert parallelism and tensor parallelism, sequence parallelism must be used\", TransformerConfig; its arguments.py asserts it for every MoE with tp > 1); add --sequence-parallel, or use tp 1"
+            ),
+            I::CpNeedsFlash { cp } => write!(
+                f,
+                "cp={cp} with unfused attention: context parallelism passes K/V around a ring inside the fused attention kernel (Megatron-LM's local DotProductAttention asserts context_parallel_size == 1); use --attention flash, or cp 1"
             ),
             I::OutOfMemory { need_gib, have_gib } => {
                 write!(

@@ -377,6 +377,13 @@ impl Plan {
             None if self.ep > 1 => out.push(I::EpWithoutExperts { ep: self.ep }),
             None => {}
         }
+        if model.moe.is_some() && self.tp > 1 && !self.sp() && self.framework == Framework::Megatron
+        {
+            out.push(I::MoeTpNeedsSp { tp: self.tp });
+        }
+        if self.cp > 1 && self.attention == AttentionImpl::Unfused {
+            out.push(I::CpNeedsFlash { cp: self.cp });
+        }
         match self.schedule {
             Schedule::Interleaved => {
                 if self.vpp < 2 || self.pp < 2 {
@@ -567,6 +574,10 @@ mod tests {
         );
         (p.pp, p.cp) = (1, 2);
         assert_eq!(labels(&p)[0].0, "cp");
+        // Context parallelism runs inside the fused attention kernel.
+        (p.framework, p.attention) = (Framework::Megatron, AttentionImpl::Unfused);
+        assert_eq!(labels(&p)[0].0, "attention");
+        (p.framework, p.attention) = (Framework::LlmFoundry, AttentionImpl::Flash);
         // DeepSpeed's pipeline engine: no context parallelism, no interleaving.
         p.framework = Framework::DeepSpeed;
         assert_eq!(
@@ -590,7 +601,13 @@ mod tests {
     fn tp_must_divide_the_expert_mlp_width() {
         let mut m = crate::spec::load_model("mixtral-8x7b").unwrap();
         let cluster = crate::spec::load_cluster("h100x8").unwrap();
-        let plan = Plan::new(4, 2, 1, 1, 64, 4096);
+        let mut plan = Plan::new(4, 2, 1, 1, 64, 4096);
+        // Megatron runs an MoE model with tp > 1 only with sequence parallelism.
+        assert_eq!(
+            plan.check(&m, &cluster),
+            [Infeasible::MoeTpNeedsSp { tp: 2 }]
+        );
+        plan.sequence_parallel = true;
         assert!(
             plan.check(&m, &cluster).is_empty(),
             "{:?}",

@@ -1023,3 +1023,57 @@ fn suggest_exports_for_megatron_2021() {
         assert!(!out.contains(absent), "{absent} in {out}");
     }
 }
+
+/// What Megatron-LM itself refuses or reads otherwise is refused naming the argument, not
+/// priced: a switch given a value (`--sequence-parallel=false` had turned SP on), a value
+/// after a switch, a recompute method with selective granularity, an FP8 recipe Megatron
+/// does not have, a sequence longer than the position table, and expert arguments that
+/// contradict the model without the shape arguments beside them (they had been ignored).
+/// The official Mixtral example's router arguments are read.
+#[test]
+fn megatron_arguments_megatron_refuses_are_refused() {
+    let m = load_model("gpt-39b").unwrap();
+    let base = "--num-layers 48 --tensor-model-parallel-size 8 --pipeline-model-parallel-size 2 --micro-batch-size 1 --fp16";
+    let err = |extra: &str| {
+        from_megatron(&format!("{base} {extra}"), &m, 512)
+            .unwrap_err()
+            .to_string()
+    };
+    for (extra, needle) in [
+        (
+            "--sequence-parallel=false",
+            "`--sequence-parallel`: takes no value, but `=false`",
+        ),
+        (
+            "--sequence-parallel true",
+            "`--sequence-parallel`: takes no value, but `true` follows",
+        ),
+        (
+            "--recompute-granularity selective --recompute-method uniform",
+            "`--recompute-method`: given with selective granularity",
+        ),
+        ("--fp8-format bogus", "`--fp8-format`: `bogus`"),
+        (
+            "--seq-length 4096 --max-position-embeddings 2048",
+            "`--seq-length`: 4096 exceeds --max-position-embeddings 2048",
+        ),
+        (
+            "--num-experts 8",
+            "`--num-experts`: 8, but the model `gpt-39b` has experts: none",
+        ),
+    ] {
+        let e = err(extra);
+        assert!(e.contains(needle), "{extra}: {e}");
+    }
+    let mixtral = load_model("mixtral-8x7b").unwrap();
+    let moe = "--tensor-model-parallel-size 2 --sequence-parallel --expert-model-parallel-size 8 --micro-batch-size 1 --bf16 --num-experts 8 --moe-router-topk 2 --moe-router-load-balancing-type aux_loss --moe-aux-loss-coeff 1e-2 --moe-token-dispatcher-type alltoall";
+    let p = from_megatron(moe, &mixtral, 16).unwrap();
+    assert_eq!((p.plan.tp, p.plan.ep), (2, 8));
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("--moe-token-dispatcher-type")),
+        "{:?}",
+        p.warnings
+    );
+}

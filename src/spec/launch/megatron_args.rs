@@ -133,6 +133,13 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
         true,
         Nm("routing is priced without token dropping"),
     ),
+    (
+        "--moe-token-dispatcher-type",
+        true,
+        Nm(
+            "tokens are priced as dispatched by all-to-all over the expert-parallel ranks, whichever dispatcher is named",
+        ),
+    ),
     // Cannot express.
     (
         "--distribute-saved-activations",
@@ -244,6 +251,8 @@ const IGNORED: &[(&str, bool)] = &[
     ("--lr-warmup-samples", true), ("--weight-decay", true), ("--clip-grad", true),
     ("--adam-beta1", true), ("--adam-beta2", true), ("--adam-eps", true), ("--optimizer", true),
     ("--init-method-std", true), ("--seed", true), ("--loss-scale", true),
+    ("--moe-router-load-balancing-type", true), ("--moe-aux-loss-coeff", true),
+    ("--moe-z-loss-coeff", true),
     ("--initial-loss-scale", true), ("--min-loss-scale", true), ("--loss-scale-window", true),
     ("--hysteresis", true), ("--distributed-backend", true),
     ("--distributed-timeout-minutes", true), ("--tensorboard-dir", true),
@@ -402,11 +411,22 @@ fn next_arg(words: &[String], i: &mut usize, c: &mut Collect) -> Option<(String,
         return None;
     }
     let Some(body) = w.strip_prefix("--") else {
-        c.refuse(
-            "--megatron-args",
-            format!("stray word `{w}`"),
-            "give arguments as --name value",
-        );
+        // A value after a switch (`--sequence-parallel true`) is the likeliest stray word.
+        let after_switch = (*i >= 2)
+            .then(|| words[*i - 2].as_str())
+            .filter(|p| lookup(p).is_some_and(|(v, _)| !v));
+        match after_switch {
+            Some(p) => c.refuse(
+                p,
+                format!("takes no value, but `{w}` follows it"),
+                format!("write {p} to set it, or leave it out to keep it off"),
+            ),
+            None => c.refuse(
+                "--megatron-args",
+                format!("stray word `{w}`"),
+                "give arguments as --name value",
+            ),
+        }
         return None;
     };
     let (name, inline) = match body.split_once('=') {
@@ -414,8 +434,18 @@ fn next_arg(words: &[String], i: &mut usize, c: &mut Collect) -> Option<(String,
         None => (w.clone(), None),
     };
     let next_is_value = words.get(*i).is_some_and(|n| !n.starts_with("--"));
-    let wants_value = lookup(&name).map_or(next_is_value, |(v, _)| v);
+    let known = lookup(&name);
+    let wants_value = known.map_or(next_is_value, |(v, _)| v);
     let value = match (wants_value, inline) {
+        // argparse refuses a value for a switch (`--sequence-parallel=false` is no "off").
+        (false, Some(v)) if known.is_some() => {
+            c.refuse(
+                &name,
+                format!("takes no value, but `={v}` was given"),
+                format!("write {name} to set it, or leave it out to keep it off"),
+            );
+            return None;
+        }
         (_, Some(v)) => Some(v),
         (true, None) if next_is_value => {
             *i += 1;

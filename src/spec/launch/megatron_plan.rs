@@ -6,7 +6,7 @@
 //! scripts) and the Megatron-Core ones are read.
 
 use super::megatron_args::{ArgMap, SPELLINGS_2021, launcher_world, read};
-use super::megatron_shape::{check_shape, check_template};
+use super::megatron_shape::{MOE_ARGS, check_experts, check_shape, check_template};
 use super::{Collect, MegatronVersion};
 use crate::spec::SpecError;
 use crate::spec::model::ModelSpec;
@@ -40,6 +40,9 @@ pub fn from_megatron(text: &str, model: &ModelSpec, n_gpus: u64) -> Result<Parse
         .any(|n| a.has(n))
     {
         check_template(&a, model, &mut c);
+    } else if MOE_ARGS.iter().any(|n| a.has(n)) {
+        // Expert arguments without the shape still describe the model: they must match it.
+        check_experts(&a, model, &mut c);
     }
     let plan = plan(&a, model, n_gpus, version, &mut c);
     let (problems, warnings) = c.into_parts();
@@ -283,6 +286,16 @@ fn recompute(
     }
     let only = |r: Recompute| (r, None);
     match a.get("--recompute-granularity") {
+        Some("selective") if a.has("--recompute-method") => {
+            // arguments.py: "recompute method is not yet supported for selective
+            // recomputing granularity".
+            c.refuse(
+                "--recompute-method",
+                "given with selective granularity, which Megatron-LM refuses",
+                "drop --recompute-method (it applies to full granularity)",
+            );
+            only(Recompute::Selective)
+        }
         Some("selective") => match a.get("--recompute-modules") {
             None | Some("core_attn") => only(Recompute::Selective),
             Some(m) => {
@@ -396,6 +409,17 @@ fn grad_reduce(a: &ArgMap) -> Option<Dtype> {
 }
 
 fn dtype(a: &ArgMap, c: &mut Collect) -> Dtype {
+    // Transformer Engine's recipes Megatron-LM offers (`--fp8-format` choices).
+    if let Some(f) = a
+        .get("--fp8-format")
+        .filter(|f| !["e4m3", "hybrid"].contains(f))
+    {
+        c.refuse(
+            "--fp8-format",
+            format!("`{f}`: Megatron-LM takes e4m3 or hybrid"),
+            "write --fp8-format hybrid (or e4m3)",
+        );
+    }
     match (a.has("--bf16"), a.has("--fp16"), a.has("--fp8-format")) {
         (true, true, _) => {
             c.refuse("--fp16", "given with --bf16", "keep one");

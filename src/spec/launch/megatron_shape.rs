@@ -62,6 +62,17 @@ pub(super) fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             model.seq_len,
         );
     }
+    // arguments.py asserts max_position_embeddings >= seq_length, whatever the positions.
+    let quiet = |n: &str| a.get(n).and_then(|v| v.parse::<u64>().ok());
+    if let (Some(seq), Some(table)) = (quiet("--seq-length"), quiet("--max-position-embeddings"))
+        && seq > table
+    {
+        c.refuse(
+            "--seq-length",
+            format!("{seq} exceeds --max-position-embeddings {table}, which Megatron-LM refuses"),
+            "raise --max-position-embeddings to at least the sequence length",
+        );
+    }
     if let Some(v) = num(a, c, "--vocab-size").filter(|v| *v != model.vocab) {
         c.warn(format!("--vocab-size {v}: Megatron-LM pads it (to a multiple of 128·tp); the model prices vocab {}", model.vocab));
     }
@@ -163,7 +174,16 @@ fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     }
 }
 
-fn check_experts(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
+/// The arguments that describe a model's experts.
+pub(super) const MOE_ARGS: [&str; 4] = [
+    "--num-experts",
+    "--moe-router-topk",
+    "--moe-ffn-hidden-size",
+    "--moe-layer-freq",
+];
+
+/// The expert arguments (Megatron-LM's defaults where absent), against the model.
+pub(super) fn check_experts(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     let experts = num(a, c, "--num-experts");
     let Some(m) = &model.moe else {
         if let Some(e) = experts {
