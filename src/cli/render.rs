@@ -193,7 +193,12 @@ pub fn estimate_report(e: &Estimate, model: &str, cluster: &str) -> String {
             ],
             vec![
                 "MFU / HFU".into(),
-                format!("{:.1}% / {:.1}%", 100.0 * e.mfu, 100.0 * e.hfu),
+                format!(
+                    "{:.1}% / {:.1}% (of the dense {} peak)",
+                    100.0 * e.mfu,
+                    100.0 * e.hfu,
+                    e.plan.dtype.name()
+                ),
             ],
             vec![
                 "memory per GPU".into(),
