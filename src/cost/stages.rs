@@ -386,8 +386,7 @@ pub fn dp_exposed_with_s(sync: GradSync, work: &[StageWork]) -> f64 {
             early += iota * (beside - in_final);
             chain += iota * in_final;
         }
-        let own = delay_after.max(early) + chain - delay_after;
-        let delay = delay_after + own;
+        let delay = delay_after.max(early) + chain;
         exposed = exposed.max(delay - slack).max(end - slack);
         delay_after = delay;
     }

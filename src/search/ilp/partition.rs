@@ -113,18 +113,20 @@ impl PartitionProblem {
     /// stages, and its `block` recomputation recomputes the first N layers of every stage, all
     /// of a stage with fewer (`--recompute-num-layers N`): r_i = min(N, n_i) for one N
     /// (`spec::launch::megatron` writes exactly these; with virtual stages, where N counts
-    /// per chunk, only none or all, which the solver keeps to).
-    pub fn megatron_form(n: &[u64], r: &[u64]) -> bool {
+    /// per chunk and the plan per stage, only none or all).
+    pub fn megatron_form(&self, n: &[u64], r: &[u64]) -> bool {
         let middle = n.get(1..n.len().saturating_sub(1)).unwrap_or(&[]);
         let top = r.iter().copied().max().unwrap_or(0);
-        middle.iter().all(|&x| x == middle[0]) && r.iter().zip(n).all(|(&r, &n)| r == top.min(n))
+        let chunked = self.vpp > 1 && r.iter().zip(n).any(|(&r, &n)| r != 0 && r != n);
+        middle.iter().all(|&x| x == middle[0])
+            && r.iter().zip(n).all(|(&r, &n)| r == top.min(n))
+            && !chunked
     }
 
     /// Objective of an assignment: pipeline time plus the memory tie-break; `None` when a
     /// stage does not fit or the counts are invalid.
     pub fn objective(&self, n: &[u64], r: &[u64]) -> Option<f64> {
-        let chunked = self.vpp > 1 && r.iter().zip(n).any(|(&r, &n)| r != 0 && r != n);
-        let ok = (!self.megatron || (Self::megatron_form(n, r) && !chunked))
+        let ok = (!self.megatron || self.megatron_form(n, r))
             && n.len() == self.stages.len()
             && r.len() == n.len()
             && n.iter().sum::<u64>() == self.layers
@@ -245,10 +247,9 @@ fn solve_megatron(p: &PartitionProblem, opts: &IlpOptions) -> Partition {
         } else {
             0
         };
-        // With virtual stages Megatron's N counts per model chunk, the plan per stage: only
-        // none or all of every stage is the same on both (`spec::launch::megatron` `block`).
-        let expressible = |big_n: &u64| p.vpp <= 1 || *big_n == 0 || *big_n == top;
-        for big_n in (start.unwrap_or(0)..=top).filter(expressible) {
+        // The objective refuses the counts Megatron cannot set (partial ones with virtual
+        // stages): the next N is tried.
+        for big_n in start.unwrap_or(0)..=top {
             let r: Vec<u64> = n.iter().map(|&x| big_n.min(x)).collect();
             if let Some(t) = p.objective(&n, &r) {
                 if best.as_ref().is_none_or(|b| t < b.0) {
@@ -577,10 +578,7 @@ mod tests {
                 Some((best, n, r)) => {
                     feasible += 1;
                     let (gn, gr) = (&got.stage_layers, &got.recompute_layers);
-                    assert!(
-                        PartitionProblem::megatron_form(gn, gr),
-                        "case {case}: {gn:?} {gr:?}"
-                    );
+                    assert!(p.megatron_form(gn, gr), "case {case}: {gn:?} {gr:?}");
                     let t = p.objective(gn, gr).expect("feasible");
                     assert!(
                         (t - best).abs() <= 1e-9 * best,
