@@ -367,10 +367,11 @@ fn admit(
         let why = p.check(model, cluster);
         if let Some(first) = why.first() {
             *infeasible.entry(first.label()).or_default() += 1;
-        } else if !launch::runnable(model, &p) {
-            *infeasible.entry(NOT_LAUNCHABLE).or_default() += 1;
         } else if memory_lower_bound_gib(model, &p) > cluster.gpu.memory_gib {
             *infeasible.entry(OUT_OF_MEMORY).or_default() += 1;
+        } else if !launch::runnable(model, &p) {
+            // After the cheap bound: writing the launch configuration is the dearer test.
+            *infeasible.entry(NOT_LAUNCHABLE).or_default() += 1;
         } else {
             let key = (Shard::of(&p), Placement::of(&p, cluster.gpus_per_node));
             groups.entry(key).or_default().push(p);
