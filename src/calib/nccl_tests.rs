@@ -199,7 +199,7 @@ fn check_row(
             "give the output unchanged (a cut or edited row, or a time in another unit than its header's, is wrong)",
         )
     };
-    if alg > 10_000.0 {
+    if alg * 1e9 > super::profile::MAX_LINK_BYTES_S {
         return Err(bad(format!(
             "{bytes} bytes in {seconds:.3e} s is {alg:.0} GB/s, beyond any interconnect"
         )));

@@ -398,6 +398,11 @@ pub fn load_profile(arg: &str) -> Result<Profile, CalibError> {
     Ok(p)
 }
 
+/// The fastest any collective can move bytes, per rank: 10 TB/s, over five times NVLink 5's
+/// 1.8 TB/s per GPU (NVIDIA GB200 NVL72 datasheet). A measurement or fitted line beyond it
+/// is a cut or mis-scaled row, not a link.
+pub const MAX_LINK_BYTES_S: f64 = 1e13;
+
 /// Why `profile` may price another device than `device`, when it can tell: the device's GPU
 /// family (a100, h100, …, read from its name) absent from the profile's device, or a cpu
 /// profile (a stand-in that prices threads). Nothing when the family is unknown.
@@ -498,7 +503,7 @@ impl Profile {
                             ),
                         ));
                     }
-                    if bytes / t > 1e13 {
+                    if bytes / t > MAX_LINK_BYTES_S {
                         return Err(bad(
                             field(k),
                             bytes,
