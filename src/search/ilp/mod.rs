@@ -1,13 +1,15 @@
 //! The search's integer linear programs (DESIGN.md §4): ILP 1 chooses each operator's
 //! sharding on a (dp × tp) mesh (`sharding`, built from the cost model by `layouts`); ILP 2
 //! partitions layers into pipeline stages and chooses per-stage recomputation (`partition`,
-//! built from the cost model by `stages`). Both report status, objective and gap, and are
+//! built from the cost model by `stages`; for Megatron plans solved over the splits it sets by
+//! `megatron_split`). Both report status, objective and gap, and are
 //! memoised by their inputs (`cache`). Solvers: microlp by default, HiGHS with
 //! `--features highs` (`solve`).
 
 pub mod bounds;
 pub mod cache;
 pub mod layouts;
+mod megatron_split;
 pub mod partition;
 pub mod sharding;
 mod solve;

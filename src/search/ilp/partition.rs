@@ -168,7 +168,8 @@ impl PartitionProblem {
             && same(a.mem_per_recomputed_bytes, b.mem_per_recomputed_bytes)
     }
 
-    fn min_layers(&self) -> u64 {
+    /// The fewest layers a stage holds: one, or the fixed count of interleaved chunks.
+    pub(super) fn min_layers(&self) -> u64 {
         self.fixed_layers.unwrap_or(1)
     }
 
@@ -217,89 +218,20 @@ static MEMO: LazyLock<Memo<Result<Partition, IlpError>>> = LazyLock::new(Memo::d
 pub fn solve(p: &PartitionProblem, opts: &IlpOptions) -> Result<Partition, IlpError> {
     MEMO.get_or_compute(p.key(opts), || {
         if p.megatron {
-            Ok(solve_megatron(p, opts))
+            Ok(super::megatron_split::solve(p, opts))
         } else {
             solve_uncached(p, opts)
         }
     })
 }
 
-/// The optimum among the assignments Megatron-LM can launch
-/// ([`PartitionProblem::megatron_form`]), by enumeration: they are few (the first stage's
-/// layers f, the middle stages' m and the last's l with f + (p − 2)·m + l = L, and the
-/// recompute count N), so every one is priced, exactly, without a solver. For given counts
-/// the least N with which every stage fits is best (more only adds recomputation, which the
-/// tie-break never pays for), starting from the largest of the stages' own least counts.
-fn solve_megatron(p: &PartitionProblem, opts: &IlpOptions) -> Partition {
-    let k = p.stages.len() as u64;
-    let lo = p.min_layers();
-    let mut best: Option<(f64, Vec<u64>, Vec<u64>)> = None;
-    let mut consider = |n: Vec<u64>| {
-        let least = (0..n.len()).map(|i| p.min_recompute(i, n[i]));
-        let Some(start) = least
-            .collect::<Option<Vec<u64>>>()
-            .map(|r| r.into_iter().max())
-        else {
-            return;
-        };
-        let top = if p.recompute {
-            n.iter().copied().max().unwrap_or(0)
-        } else {
-            0
-        };
-        // The objective refuses the counts Megatron cannot set (partial ones with virtual
-        // stages): the next N is tried.
-        for big_n in start.unwrap_or(0)..=top {
-            let r: Vec<u64> = n.iter().map(|&x| big_n.min(x)).collect();
-            if let Some(t) = p.objective(&n, &r) {
-                if best.as_ref().is_none_or(|b| t < b.0) {
-                    best = Some((t, n.clone(), r));
-                }
-                break;
-            }
-        }
-    };
-    match k {
-        0 => {}
-        1 => consider(vec![p.layers]),
-        _ => {
-            // f + (k − 2)·m + l = L with every count at least `lo`.
-            let middle = k - 2;
-            let ms: Vec<u64> = if middle == 0 {
-                vec![0]
-            } else {
-                (lo..)
-                    .take_while(|&m| middle * m + 2 * lo <= p.layers)
-                    .collect()
-            };
-            for m in ms {
-                let rest = p.layers.saturating_sub(middle * m);
-                for f in lo..=rest.saturating_sub(lo) {
-                    let mut n = vec![m; k as usize];
-                    (n[0], n[k as usize - 1]) = (f, rest - f);
-                    consider(n);
-                }
-            }
-        }
-    }
-    let Some((objective, n, r)) = best else {
-        return infeasible(opts);
-    };
-    // Every assignment priced: proven optimal, with no solver variables.
-    let report = IlpReport {
-        solver: opts.solver,
-        status: IlpStatus::Optimal,
-        objective,
-        best_bound: objective,
-        gap: 0.0,
-        variables: 0,
-        constraints: 0,
-    };
-    answer(p, n, r, report)
-}
-
 /// The partition `(n, r)` of `p` with its pipeline time.
-fn answer(p: &PartitionProblem, n: Vec<u64>, r: Vec<u64>, report: IlpReport) -> Partition {
+pub(super) fn answer(
+    p: &PartitionProblem,
+    n: Vec<u64>,
+    r: Vec<u64>,
+    report: IlpReport,
+) -> Partition {
     let times: Vec<f64> = p
         .stages
         .iter()
@@ -422,7 +354,7 @@ fn build(p: &PartitionProblem, z_min: f64, z_max: f64, n0: &[u64]) -> (Model, Ve
     (m, picks)
 }
 
-fn infeasible(opts: &IlpOptions) -> Partition {
+pub(super) fn infeasible(opts: &IlpOptions) -> Partition {
     Partition {
         stage_layers: Vec::new(),
         recompute_layers: Vec::new(),
@@ -487,45 +419,48 @@ fn compositions(i: usize, left: u64, n: &mut Vec<u64>, f: &mut dyn FnMut(&[u64])
     }
 }
 
+/// A seeded random instance (1–4 stages, a few layers each, some memory-bound, some with
+/// fixed chunks) for checking the solvers against [`brute_force`].
+#[cfg(test)]
+pub(super) fn random(rng: &mut crate::search::ilp::SplitMix) -> PartitionProblem {
+    let pp = rng.int(1, 4);
+    let layers = rng.int(pp, pp + 6);
+    let fixed = (layers % pp == 0 && rng.int(0, 3) == 0).then_some(layers / pp);
+    let per_layer = rng.uniform(1.0, 4.0) * GIB;
+    let mut stages: Vec<StageCoeffs> = (0..pp)
+        .map(|i| StageCoeffs {
+            time_fixed_s: rng.uniform(0.0, 2.0),
+            time_per_layer_s: rng.uniform(0.8, 1.2),
+            time_per_recomputed_s: rng.uniform(0.2, 0.5),
+            // Earlier stages hold more micro-batches in flight.
+            mem_fixed_bytes: rng.uniform(0.0, 6.0) * GIB,
+            mem_recompute_fixed_bytes: rng.uniform(0.0, 1.0) * GIB,
+            mem_per_layer_bytes: per_layer * (pp - i) as f64,
+            mem_per_recomputed_bytes: -rng.uniform(0.3, 0.9) * per_layer * (pp - i) as f64,
+        })
+        .collect();
+    // Stages holding as many micro-batches as their neighbour are interchangeable.
+    for i in 1..stages.len() {
+        if rng.int(0, 2) == 0 {
+            stages[i] = stages[i - 1];
+        }
+    }
+    PartitionProblem {
+        layers,
+        stages,
+        n_micro: rng.int(1, 16),
+        vpp: if fixed.is_some() { rng.int(1, 2) } else { 1 },
+        capacity_bytes: rng.uniform(0.6, 2.0) * per_layer * layers as f64,
+        fixed_layers: fixed,
+        recompute: rng.int(0, 2) > 0,
+        megatron: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::search::ilp::SplitMix;
-
-    fn random(rng: &mut SplitMix) -> PartitionProblem {
-        let pp = rng.int(1, 4);
-        let layers = rng.int(pp, pp + 6);
-        let fixed = (layers % pp == 0 && rng.int(0, 3) == 0).then_some(layers / pp);
-        let per_layer = rng.uniform(1.0, 4.0) * GIB;
-        let mut stages: Vec<StageCoeffs> = (0..pp)
-            .map(|i| StageCoeffs {
-                time_fixed_s: rng.uniform(0.0, 2.0),
-                time_per_layer_s: rng.uniform(0.8, 1.2),
-                time_per_recomputed_s: rng.uniform(0.2, 0.5),
-                // Earlier stages hold more micro-batches in flight.
-                mem_fixed_bytes: rng.uniform(0.0, 6.0) * GIB,
-                mem_recompute_fixed_bytes: rng.uniform(0.0, 1.0) * GIB,
-                mem_per_layer_bytes: per_layer * (pp - i) as f64,
-                mem_per_recomputed_bytes: -rng.uniform(0.3, 0.9) * per_layer * (pp - i) as f64,
-            })
-            .collect();
-        // Stages holding as many micro-batches as their neighbour are interchangeable.
-        for i in 1..stages.len() {
-            if rng.int(0, 2) == 0 {
-                stages[i] = stages[i - 1];
-            }
-        }
-        PartitionProblem {
-            layers,
-            stages,
-            n_micro: rng.int(1, 16),
-            vpp: if fixed.is_some() { rng.int(1, 2) } else { 1 },
-            capacity_bytes: rng.uniform(0.6, 2.0) * per_layer * layers as f64,
-            fixed_layers: fixed,
-            recompute: rng.int(0, 2) > 0,
-            megatron: false,
-        }
-    }
 
     /// Issue 4: ILP 2's optimum equals brute force on 80 seeded random instances (some
     /// infeasible, some memory-bound, some with fixed chunks), under the build's solver.
@@ -558,45 +493,6 @@ mod tests {
         assert!((50..80).contains(&feasible), "{feasible}");
         assert!(nonuniform >= 20, "{nonuniform}");
         assert!(partial >= 5, "{partial}");
-    }
-
-    /// Restricted to what Megatron-LM launches (first and last stage free, the middle ones
-    /// equal, one recompute count N with r_i = min(N, n_i)), the enumeration's optimum equals
-    /// brute force over the same assignments on 120 seeded random instances, and is never
-    /// better than the unrestricted optimum.
-    #[test]
-    fn megatron_form_optimum_equals_brute_force() {
-        let mut rng = SplitMix(0x3E6A);
-        let (mut feasible, mut uneven, mut partial, mut dearer) = (0, 0, 0, 0);
-        for case in 0..120 {
-            let mut p = random(&mut rng);
-            let free = brute_force(&p);
-            p.megatron = true;
-            let got = solve(&p, &IlpOptions::default()).unwrap();
-            match brute_force(&p) {
-                None => assert!(got.stage_layers.is_empty(), "case {case}: {got:?} {p:?}"),
-                Some((best, n, r)) => {
-                    feasible += 1;
-                    let (gn, gr) = (&got.stage_layers, &got.recompute_layers);
-                    assert!(p.megatron_form(gn, gr), "case {case}: {gn:?} {gr:?}");
-                    let t = p.objective(gn, gr).expect("feasible");
-                    assert!(
-                        (t - best).abs() <= 1e-9 * best,
-                        "case {case}: {t} vs {best} {n:?} {r:?}"
-                    );
-                    let unrestricted = free.as_ref().expect("a restricted answer is one").0;
-                    assert!(unrestricted <= best * (1.0 + 1e-12), "case {case}");
-                    dearer += usize::from(unrestricted < best * (1.0 - 1e-9));
-                    uneven += usize::from(n.iter().any(|&x| x != n[0]));
-                    partial += usize::from(r.iter().zip(&n).any(|(r, n)| *r > 0 && r < n));
-                }
-            }
-        }
-        assert!(feasible >= 70, "{feasible}");
-        assert!(
-            uneven >= 20 && partial >= 5 && dearer >= 5,
-            "{uneven} {partial} {dearer}"
-        );
     }
 
     /// Two stages, 4 layers, 8 micro-batches, hand-derived. Stage times 1 + n (first) and
