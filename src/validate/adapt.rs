@@ -358,6 +358,13 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
     let mut searched = Vec::new();
     let (tp, pp) = match (p.tp, p.pp) {
         (Some(t), Some(q)) => (t, q),
+        // The Megatron-Core README's strong-scaling runs publish neither: the validator
+        // searches the layout as the planner would choose it for a user (tensor parallelism
+        // inside a node, `resolve_plan`), starting from one node of tensor parallelism.
+        (None, None) if fw == Stack::MegatronCore => {
+            searched.extend(["tp", "pp"]);
+            (cluster.gpus_per_node, 1)
+        }
         _ => return Err("tensor/pipeline parallel sizes not published".into()),
     };
     let cp = p.cp.unwrap_or(1);
@@ -388,7 +395,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         false
     });
     let vpp = p.virtual_stages.unwrap_or(1);
-    if fw == Stack::MegatronCore && pp > 1 && p.virtual_stages.is_none() {
+    if fw == Stack::MegatronCore && (pp > 1 || p.pp.is_none()) && p.virtual_stages.is_none() {
         searched.push("vpp");
     }
     let zero = match &p.zero_stage {
