@@ -113,7 +113,7 @@ const MAX_SIZE: u64 = 1 << 24;
 const MAX_MICRO_BATCHES: u64 = 1 << 16;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 22] = [
+const PLAN_FLAGS: [&str; 23] = [
     "tp",
     "pp",
     "dp",
@@ -134,6 +134,7 @@ const PLAN_FLAGS: [&str; 22] = [
     "attention",
     "tp_overlap",
     "recompute_num_layers",
+    "recompute_layers",
     "framework",
     "stage_layers",
 ];
@@ -216,14 +217,27 @@ pub struct PlanArgs {
     #[arg(long = "tp-overlap", value_enum, default_value_t = TpOverlapArg::Backward)]
     pub tp_overlap: TpOverlapArg,
     /// With --recompute full: layers per stage that recompute (the rest keep activations).
-    #[arg(long = "recompute-num-layers")]
+    #[arg(long = "recompute-num-layers", conflicts_with = "recompute_layers")]
     pub recompute_num_layers: Option<u64>,
+    /// With --recompute full: recomputed layers of each stage, comma-separated, runs as N×k
+    /// (as a plan label's `rc_layers=` prints them).
+    #[arg(long = "recompute-layers", value_parser = counts)]
+    pub recompute_layers: Option<Counts>,
     /// Training framework: kernels, loss and optimizer-state layout.
     #[arg(long, value_enum, default_value_t = FrameworkArg::Megatron)]
     pub framework: FrameworkArg,
-    /// Transformer layers per pipeline stage, comma-separated (default: even split).
-    #[arg(long = "stage-layers", value_delimiter = ',')]
-    pub stage_layers: Option<Vec<u64>>,
+    /// Transformer layers per pipeline stage, comma-separated, runs as N×k (as a plan label's
+    /// `layers=` prints them; default: even split).
+    #[arg(long = "stage-layers", value_parser = counts)]
+    pub stage_layers: Option<Counts>,
+}
+
+/// Per-stage counts of `--stage-layers` and `--recompute-layers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counts(pub Vec<u64>);
+
+fn counts(text: &str) -> Result<Counts, String> {
+    crate::spec::unfold_counts(text).map(Counts)
 }
 
 /// `--framework` values.
@@ -424,8 +438,11 @@ impl PlanArgs {
             attention: self.attention.into(),
             tp_overlap: self.tp_overlap.into(),
             framework: self.framework.into(),
-            stage_layers: self.stage_layers.clone(),
-            recompute_layers: self.recompute_num_layers.map(|n| vec![n; self.pp as usize]),
+            stage_layers: self.stage_layers.clone().map(|c| c.0),
+            recompute_layers: match (&self.recompute_layers, self.recompute_num_layers) {
+                (Some(c), _) => Some(c.0.clone()),
+                (None, n) => n.map(|n| vec![n; self.pp as usize]),
+            },
             grad_accumulation_fusion: !self.no_grad_accumulation_fusion,
             grad_reduce_dtype: self.grad_reduce_dtype.map(Into::into),
         };
@@ -528,6 +545,15 @@ impl SearchArgs {
                 spec::Infeasible::SeqBeyondPositions {
                     seq_len: seq,
                     positions,
+                }
+                .to_string(),
+            );
+        }
+        if let Some(window) = model.max_priced_seq_len().filter(|&w| seq > w) {
+            bad.push(
+                spec::Infeasible::SeqBeyondWindow {
+                    seq_len: seq,
+                    window,
                 }
                 .to_string(),
             );

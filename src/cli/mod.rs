@@ -419,7 +419,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     None => render::plan_csv(std::iter::once(&e)),
                 },
                 Format::Table => {
-                    let mut s = render::estimate_report(&e, &r.model.name, &r.cluster.name);
+                    let mut s = render::estimate_report(&e, &r.model, &r.cluster.name);
                     if ops {
                         let instances = |g: &str| crate::cost::graph_instances(&r.model, g);
                         s = s + "\n" + &render::ops_table(&op_rows(), instances);

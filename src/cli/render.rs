@@ -169,12 +169,23 @@ pub fn search_footer(r: &SearchResult, elapsed_s: f64) -> String {
     s
 }
 
-/// A single estimate as a readable report.
-pub fn estimate_report(e: &Estimate, model: &str, cluster: &str) -> String {
+/// A single estimate as a readable report, headed by the model's parameter count (and the
+/// parameters each token runs through, for a mixture of experts).
+pub fn estimate_report(e: &Estimate, model: &crate::spec::ModelSpec, cluster: &str) -> String {
     let b = &e.breakdown;
     let m = &e.memory_gib;
+    let active = if model.moe.is_some() {
+        format!(
+            ", {} active",
+            crate::units::fmt_count(model.active_params())
+        )
+    } else {
+        String::new()
+    };
     let mut s = format!(
-        "{model} on {cluster} ({} GPUs): {}\n\n",
+        "{} ({} params{active}) on {cluster} ({} GPUs): {}\n\n",
+        model.name,
+        crate::units::fmt_count(model.params()),
         e.n_gpus,
         e.plan.short()
     );

@@ -3,9 +3,9 @@
 //! [`ModelSpec`], every missing field reported at once and every approximation said in words.
 //!
 //! Templates (the closest [`Arch`], and what differs):
-//! - `llama`, `mistral`, `mixtral` → llama (RMSNorm, SwiGLU, rotary, no biases). Mistral's
-//!   sliding-window attention is priced as full causal attention (exact when seq_len ≤ window,
-//!   an overestimate beyond).
+//! - `llama`, `mistral`, `mixtral` → llama (RMSNorm, SwiGLU, rotary, no biases). A sliding
+//!   attention window is kept (`sliding_window`) and sequences are priced up to it: full causal
+//!   attention is exact there, and longer sequences are refused.
 //! - `qwen2` → llama with `qkv_bias: true` (`Qwen2Attention` puts biases on Q, K, V only).
 //! - `gpt2` → gpt (LayerNorm, GeLU, learned positions, biases, tied head).
 //! - `gpt_neox` (GPT-NeoX-20B, Pythia) → gpt with `positions: rotary` and an untied head. NeoX
@@ -14,11 +14,17 @@
 //!   layer where NeoX's own trainer sums both branches before one, so TP communication is
 //!   over-, never under-estimated. Partial rotary (`rotary_pct`) is priced as full rotary.
 //! - `bert` → bert (post-LayerNorm encoder, two token types, MLM head and pooler).
+//!
+//! Only the language-model classes of these families are imported (`architectures`): task
+//! heads, headless bodies, another family's class and custom code (`auto_map`) are refused.
 
-use super::error::{Problem, SpecError};
+mod fields;
+
+use super::error::SpecError;
 use super::model::{
     Arch, MAX_HIDDEN, MAX_LAYERS, MAX_SEQ, MAX_VOCAB, ModelSpec, MoeSpec, Positions,
 };
+use fields::Fields;
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -66,17 +72,23 @@ const FAMILIES: [(&str, &[&str], Family); 7] = [
     ("mistral", &["MistralForCausalLM"], Family::Mistral),
     ("mixtral", &["MixtralForCausalLM"], Family::Mixtral),
     ("qwen2", &["Qwen2ForCausalLM"], Family::Qwen2),
-    ("gpt2", &["GPT2LMHeadModel", "GPT2Model"], Family::Gpt2),
-    (
-        "gpt_neox",
-        &["GPTNeoXForCausalLM", "GPTNeoXModel"],
-        Family::GptNeox,
-    ),
+    ("gpt2", &["GPT2LMHeadModel"], Family::Gpt2),
+    ("gpt_neox", &["GPTNeoXForCausalLM"], Family::GptNeox),
     (
         "bert",
-        &["BertForMaskedLM", "BertForPreTraining", "BertModel"],
+        &["BertForMaskedLM", "BertForPreTraining"],
         Family::Bert,
     ),
+];
+
+/// Class-name endings of the task heads transformers puts on a family's body in place of its
+/// language-model head (`LlamaForSequenceClassification`, `BertForQuestionAnswering`, …).
+const TASK_HEADS: [&str; 5] = [
+    "ForSequenceClassification",
+    "ForTokenClassification",
+    "ForQuestionAnswering",
+    "ForMultipleChoice",
+    "ForNextSentencePrediction",
 ];
 
 const SUPPORTED: &str = "llama, mistral, mixtral, qwen2, gpt2, gpt_neox, bert";
@@ -166,8 +178,8 @@ fn family(f: &mut Fields<'_>) -> Option<Family> {
             return None;
         }
     };
-    if let Some((_, _, fam)) = found {
-        return Some(*fam);
+    if let Some((mt, classes, fam)) = found {
+        return classes_agree(f, mt, classes).then_some(*fam);
     }
     let (field, value) = match model_type {
         Some(t) => ("model_type", t),
@@ -184,6 +196,64 @@ fn family(f: &mut Fields<'_>) -> Option<Family> {
         &format!("planner imports {SUPPORTED}; write the model YAML by hand for others (`planner models` lists the preset YAMLs under models/ to start from)"),
     );
     None
+}
+
+/// Whether every class `architectures` names is the language-model class of `model_type`'s
+/// family, which the import's template describes; otherwise a problem each. transformers
+/// builds a config's model from its classes, not from `model_type`: a task head replaces the
+/// LM head (a reward model's `LlamaForSequenceClassification` has no vocabulary projection), a
+/// headless body has none, and another family's class or custom code (`auto_map`, e.g.
+/// SantaCoder's multi-query `GPT2LMHeadCustomModel` under `model_type: gpt2`) has other layers
+/// — each would be priced silently wrong as the family's LM.
+fn classes_agree(f: &mut Fields<'_>, model_type: &str, classes: &[&str]) -> bool {
+    let named: Vec<String> = match f.map.get("architectures") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
+        Some(Value::String(c)) => vec![c.clone()],
+        _ => Vec::new(),
+    };
+    let lm = classes.join(" or ");
+    let mut ok = true;
+    for class in named.iter().filter(|c| !classes.contains(&c.as_str())) {
+        ok = false;
+        let head = TASK_HEADS.iter().find(|h| class.ends_with(*h));
+        let headless = class.ends_with("Model") && !class.ends_with("LMHeadModel");
+        let (why, fix) = if let Some(h) = head {
+            (
+                format!(
+                    "`{class}`: a task head ({h}) in place of the language-model head planner prices (its FLOPs, logits and memory would be overstated)"
+                ),
+                format!(
+                    "planner prices language-model training: import the same model as {lm} (the body is the same)"
+                ),
+            )
+        } else if headless {
+            (
+                format!(
+                    "`{class}`: the body without a head, where planner prices a language-model head"
+                ),
+                format!("if it trains as a language model, import it as {lm}"),
+            )
+        } else {
+            (
+                format!("`{class}` is not the `{model_type}` family's {lm}, whose layers the import describes"),
+                "correct model_type or architectures, whichever is wrong; for a class of its own, write the model YAML by hand".to_string(),
+            )
+        };
+        f.bad("architectures", &why, &fix);
+    }
+    if let Some(code) = f.map.get("auto_map") {
+        ok = false;
+        f.bad(
+            "auto_map",
+            &format!("the model loads custom code ({code}), whose layers may differ from transformers' `{model_type}` classes"),
+            "remove auto_map if the code is transformers' own class; otherwise write the model YAML by hand",
+        );
+    }
+    ok
 }
 
 /// Template of a family: arch, positions, default `tie_word_embeddings` (the transformers
@@ -213,10 +283,34 @@ fn build(
     notes: &mut Vec<String>,
 ) -> Option<ModelSpec> {
     let (arch, positions, tied_default, qkv_bias, drop_keys, drop_default) = template(fam);
+    if f.get(&["hidden_size", "n_embd"]).is_none()
+        && f.map.get("text_config").is_some_and(Value::is_object)
+    {
+        f.bad(
+            "text_config",
+            "the language model's fields are nested under text_config (a multimodal or wrapper config)",
+            "import the text model's own config.json, or move text_config's fields to the top level",
+        );
+    }
     let hidden = f.need(&["hidden_size", "n_embd"], MAX_HIDDEN);
     let layers = f.need(&["num_hidden_layers", "n_layer"], MAX_LAYERS);
     let heads = f.need(&["num_attention_heads", "n_head"], MAX_HIDDEN);
-    let kv_heads = f.count(&["num_key_value_heads"], MAX_HIDDEN);
+    // Only the Llama-style classes read `num_key_value_heads`; GPT-2, GPT-NeoX and BERT
+    // attention has a key/value head per query head whatever the config says.
+    let gqa = matches!(
+        fam,
+        Family::Llama | Family::Mistral | Family::Mixtral | Family::Qwen2
+    );
+    let kv_heads = if gqa {
+        f.count(&["num_key_value_heads"], MAX_HIDDEN)
+    } else {
+        if let Some((_, v)) = f.get(&["num_key_value_heads"]) {
+            notes.push(format!(
+                "num_key_value_heads {v}: ignored, as transformers' class for this family ignores it (no grouped-query attention)"
+            ));
+        }
+        None
+    };
     let ffn = match fam {
         Family::Gpt2 => f.count(&["n_inner"], 16 * MAX_HIDDEN),
         _ => f.need(&["intermediate_size"], 16 * MAX_HIDDEN),
@@ -232,7 +326,8 @@ fn build(
              by the residual masks"
         ));
     }
-    let seq_len = seq_len(f, positions, opts, notes);
+    let window = sliding_window(f, fam);
+    let seq_len = seq_len(f, positions, window, opts, notes);
     let moe = if fam == Family::Mixtral {
         let experts = f.need(&["num_local_experts"], 1 << 16);
         let top_k = f.need(&["num_experts_per_tok"], 1 << 16);
@@ -240,7 +335,7 @@ fn build(
     } else {
         None
     };
-    family_checks(f, fam, hidden.zip(heads), seq_len, notes);
+    family_checks(f, fam, hidden.zip(heads), notes);
     let (hidden, heads) = (hidden?, heads?);
     let ffn_hidden = ffn.unwrap_or(4 * hidden);
     Some(ModelSpec {
@@ -263,7 +358,23 @@ fn build(
             every: 1,
             expert_ffn_hidden: ffn_hidden,
         }),
+        attention_window: window,
     })
+}
+
+/// The sliding attention window of a Llama-style family: Mistral's and Mixtral's
+/// `sliding_window` (null: none), Qwen2's only with `use_sliding_window`.
+fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<u64> {
+    let llama_style = matches!(
+        fam,
+        Family::Llama | Family::Mistral | Family::Mixtral | Family::Qwen2
+    );
+    let on = llama_style && (fam != Family::Qwen2 || f.flag("use_sliding_window") == Some(true));
+    if on {
+        f.count(&["sliding_window"], MAX_SEQ)
+    } else {
+        None
+    }
 }
 
 /// One dropout probability for the model: the family's dropout fields, their largest value
@@ -291,14 +402,34 @@ fn dropout(
 
 /// The model's sequence length: the position table's length for learned positions (which
 /// `--seq-len` may not change: it would change the parameter count), else `--seq-len` or
-/// `max_position_embeddings`.
+/// `max_position_embeddings` — or the sliding `window`, if shorter: attention is priced as
+/// full causal attention, exact only up to the window.
 fn seq_len(
     f: &mut Fields<'_>,
     positions: Positions,
+    window: Option<u64>,
     opts: &HfOptions,
     notes: &mut Vec<String>,
 ) -> Option<u64> {
     let table = f.count(&["max_position_embeddings", "n_positions"], MAX_SEQ);
+    if let (Some(w), Some(s)) = (window, opts.seq_len)
+        && s > w
+    {
+        f.bad(
+            "--seq-len",
+            &format!("{s} exceeds the model's sliding_window {w}: sliding-window attention is not modelled (full causal attention would be priced, overstating the attention work)"),
+            &format!("give --seq-len ≤ {w}"),
+        );
+        return None;
+    }
+    if let (Some(w), None, Some(t)) = (window, opts.seq_len, table)
+        && w < t
+    {
+        notes.push(format!(
+            "seq_len {w} is the sliding_window (max_position_embeddings is {t}): sliding-window attention is not modelled, so sequences are priced up to the window"
+        ));
+        return Some(w);
+    }
     match (positions, opts.seq_len, table) {
         (Positions::Learned, Some(s), Some(t)) if s != t => {
             f.bad(
@@ -320,7 +451,7 @@ fn seq_len(
         (_, None, Some(t)) => {
             if positions == Positions::Rotary {
                 notes.push(format!(
-                    "seq_len {t} is max_position_embeddings, the longest context the model supports; pass --seq-len for the length you train at"
+                    "seq_len {t} is max_position_embeddings, the longest context the model supports; without --seq-len, that is the length priced"
                 ));
             }
             Some(t)
@@ -342,14 +473,13 @@ fn family_checks(
     f: &mut Fields<'_>,
     fam: Family,
     hidden_heads: Option<(u64, u64)>,
-    seq_len: Option<u64>,
     notes: &mut Vec<String>,
 ) {
     match fam {
         Family::GptNeox => neox_checks(f, notes),
         Family::Bert => bert_checks(f),
         Family::Gpt2 => {}
-        _ => llama_checks(f, fam, hidden_heads, seq_len, notes),
+        _ => llama_checks(f, hidden_heads),
     }
     // GPT-2 and BERT configs can add a cross-attention block to every layer (an
     // encoder-decoder's decoder, `add_cross_attention`), which none of the templates has.
@@ -362,13 +492,7 @@ fn family_checks(
     }
 }
 
-fn llama_checks(
-    f: &mut Fields<'_>,
-    fam: Family,
-    hidden_heads: Option<(u64, u64)>,
-    seq_len: Option<u64>,
-    notes: &mut Vec<String>,
-) {
+fn llama_checks(f: &mut Fields<'_>, hidden_heads: Option<(u64, u64)>) {
     for key in ["attention_bias", "mlp_bias"] {
         if f.flag(key) == Some(true) {
             f.bad(
@@ -387,15 +511,6 @@ fn llama_checks(
             &format!("{d} differs from hidden_size/num_attention_heads = {h}/{a}"),
             "planner needs head_dim = hidden/heads",
         );
-    }
-    let sliding = fam != Family::Qwen2 || f.flag("use_sliding_window") == Some(true);
-    let window = f.count(&["sliding_window"], MAX_SEQ);
-    if let (true, Some(w), Some(s)) = (sliding, window, seq_len)
-        && w < s
-    {
-        notes.push(format!(
-            "sliding_window {w} < seq_len {s}: attention is priced as full causal attention (an overestimate)"
-        ));
     }
 }
 
@@ -472,227 +587,5 @@ fn name(f: &Fields<'_>, opts: &HfOptions) -> String {
     }
 }
 
-/// Typed access to a config's fields, collecting problems.
-struct Fields<'a> {
-    file: &'a str,
-    map: &'a Map<String, Value>,
-    problems: Vec<Problem>,
-}
-
-impl Fields<'_> {
-    fn bad(&mut self, field: &str, message: &str, fix: &str) {
-        self.problems.push(Problem {
-            file: self.file.to_string(),
-            field: field.to_string(),
-            message: message.to_string(),
-            fix: fix.to_string(),
-        });
-    }
-
-    /// The first of `names` that is present and not null.
-    fn get(&self, names: &[&'static str]) -> Option<(&'static str, &Value)> {
-        names
-            .iter()
-            .find_map(|n| self.map.get(*n).filter(|v| !v.is_null()).map(|v| (*n, v)))
-    }
-
-    /// An optional positive whole number under any of `names`.
-    fn count(&mut self, names: &[&'static str], max: u64) -> Option<u64> {
-        let (key, v) = self.get(names)?;
-        match v.as_u64() {
-            Some(n) if (1..=max).contains(&n) => Some(n),
-            _ => {
-                let msg = format!("expected a whole number from 1 to {max}, found {v}");
-                self.bad(key, &msg, "fix the value");
-                None
-            }
-        }
-    }
-
-    /// A required positive whole number under any of `names`.
-    fn need(&mut self, names: &[&'static str], max: u64) -> Option<u64> {
-        if self.get(names).is_none() {
-            let also = if names.len() > 1 {
-                format!(" (or `{}`)", names[1..].join("`, `"))
-            } else {
-                String::new()
-            };
-            self.bad(
-                names[0],
-                &format!("missing required field{also}"),
-                &format!("add `\"{}\": N`", names[0]),
-            );
-            return None;
-        }
-        self.count(names, max)
-    }
-
-    fn flag(&mut self, key: &'static str) -> Option<bool> {
-        let (_, v) = self.get(&[key])?;
-        match v.as_bool() {
-            Some(b) => Some(b),
-            None => {
-                let msg = format!("expected true or false, found {v}");
-                self.bad(key, &msg, "write true or false");
-                None
-            }
-        }
-    }
-
-    fn prob(&mut self, key: &'static str) -> Option<f64> {
-        let (_, v) = self.get(&[key])?;
-        match v.as_f64() {
-            Some(p) if (0.0..1.0).contains(&p) => Some(p),
-            _ => {
-                let msg = format!("expected a probability in [0, 1), found {v}");
-                self.bad(key, &msg, "fix the value");
-                None
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn imp(text: &str) -> Result<Imported, SpecError> {
-        import("dir/config.json", text, &HfOptions::default())
-    }
-
-    #[test]
-    fn missing_fields_are_all_named_with_aliases() {
-        let e = imp(r#"{"model_type": "gpt2", "n_layer": 2}"#).unwrap_err();
-        let fields: Vec<&str> = e.problems().iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "hidden_size",
-                "num_attention_heads",
-                "vocab_size",
-                "max_position_embeddings"
-            ]
-        );
-        assert!(e.to_string().contains("(or `n_embd`)"), "{e}");
-    }
-
-    #[test]
-    fn unsupported_architectures_are_named() {
-        let e = imp(r#"{"model_type": "gemma", "hidden_size": 8}"#).unwrap_err();
-        assert_eq!(e.problems()[0].field, "model_type");
-        assert!(
-            e.to_string().contains("unsupported model_type `gemma`"),
-            "{e}"
-        );
-        let e = imp(r#"{"architectures": ["Qwen2MoeForCausalLM"]}"#).unwrap_err();
-        assert!(
-            e.to_string().contains("shared_expert_intermediate_size"),
-            "{e}"
-        );
-        let e = imp(r#"{"hidden_size": 8}"#).unwrap_err();
-        assert!(
-            e.to_string().contains("not a Hugging Face model config"),
-            "{e}"
-        );
-        assert!(matches!(imp("{"), Err(SpecError::Json { .. })));
-    }
-
-    #[test]
-    fn learned_positions_keep_their_table() {
-        let cfg = r#"{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4,
-                      "vocab_size": 100, "n_positions": 128}"#;
-        let opts = HfOptions {
-            name: None,
-            seq_len: Some(64),
-        };
-        let e = import("gpt2.json", cfg, &opts).unwrap_err();
-        assert_eq!(e.problems()[0].field, "--seq-len");
-        let m = imp(cfg).unwrap().model;
-        // n_inner absent: 4h; tied by default; dropout 0.1; name from the directory.
-        assert_eq!(
-            (m.ffn_hidden, m.tied_embeddings, m.dropout),
-            (256, true, 0.1)
-        );
-        assert_eq!((m.name.as_str(), m.seq_len), ("dir", 128));
-    }
-
-    #[test]
-    fn llama_biases_and_head_dim_are_refused() {
-        let e = imp(
-            r#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 10,
-                "max_position_embeddings": 32, "attention_bias": true, "head_dim": 32}"#,
-        )
-        .unwrap_err();
-        let fields: Vec<&str> = e.problems().iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["attention_bias", "head_dim"]);
-    }
-
-    /// A cross-attention block (an encoder-decoder's decoder) and a causal BERT would be
-    /// priced without it, 18.6% fewer parameters for GPT-2 small: refused, naming the field.
-    #[test]
-    fn cross_attention_and_bert_decoders_are_refused() {
-        let gpt2 = r#"{"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4,
-                       "vocab_size": 100, "n_positions": 128, "add_cross_attention": true}"#;
-        let e = imp(gpt2).unwrap_err();
-        assert_eq!(e.problems()[0].field, "add_cross_attention");
-        let bert = r#"{"model_type": "bert", "hidden_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 4, "intermediate_size": 256, "vocab_size": 100,
-                       "max_position_embeddings": 128, "is_decoder": true}"#;
-        let e = imp(bert).unwrap_err();
-        assert_eq!(e.problems()[0].field, "is_decoder");
-    }
-
-    /// What the import prices differently from the model is said: Llama's attention-only
-    /// dropout priced on the residuals too, NeoX's partial rotary as full (and missing from a
-    /// Megatron launch).
-    #[test]
-    fn approximations_are_noted() {
-        let llama = r#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
-                        "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 10,
-                        "max_position_embeddings": 32, "attention_dropout": 0.1}"#;
-        let i = imp(llama).unwrap();
-        assert_eq!(i.model.dropout, 0.1);
-        assert!(
-            i.notes
-                .iter()
-                .any(|n| n.starts_with("attention_dropout 0.1")),
-            "{:?}",
-            i.notes
-        );
-        let neox = r#"{"model_type": "gpt_neox", "hidden_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 4, "intermediate_size": 256, "vocab_size": 100,
-                       "max_position_embeddings": 128, "rotary_pct": 0.25}"#;
-        let i = imp(neox).unwrap();
-        assert!(
-            i.notes.iter().any(|n| n.contains("--rotary-percent 0.25")),
-            "{:?}",
-            i.notes
-        );
-        let full = neox.replace("0.25", "1.0");
-        assert!(
-            !imp(&full)
-                .unwrap()
-                .notes
-                .iter()
-                .any(|n| n.contains("rotary_pct"))
-        );
-    }
-
-    /// A non-string `model_type` is an error, not skipped for `architectures`; a string
-    /// `architectures` is read; planner keys without `arch` are told apart from a broken
-    /// Hugging Face config.
-    #[test]
-    fn family_fields_are_read_or_refused_by_what_they_hold() {
-        let e = imp(r#"{"model_type": 7, "architectures": ["LlamaForCausalLM"]}"#).unwrap_err();
-        assert_eq!(e.problems()[0].field, "model_type");
-        let e = imp(r#"{"architectures": "GemmaForCausalLM"}"#).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("unsupported architectures `GemmaForCausalLM`"),
-            "{e}"
-        );
-        let e = imp(r#"{"name": "x", "layers": 2, "hidden": 64}"#).unwrap_err();
-        assert_eq!(e.problems()[0].field, "arch");
-    }
-}
+mod tests;

@@ -92,6 +92,13 @@ pub enum Infeasible {
         /// Positions the model has.
         positions: u64,
     },
+    /// Sequence longer than the model's sliding attention window.
+    SeqBeyondWindow {
+        /// Requested length.
+        seq_len: u64,
+        /// The window.
+        window: u64,
+    },
     /// ep does not divide the experts or the data-parallel ranks.
     ExpertsNotDivisible {
         /// Experts.
@@ -207,6 +214,7 @@ impl Infeasible {
             I::BatchNotDivisible { .. } => "dp·mbs does not divide global batch",
             I::SeqNotDivisible { .. } => "sequence not divisible by cp/sp",
             I::SeqBeyondPositions { .. } => "sequence beyond position embeddings",
+            I::SeqBeyondWindow { .. } => "sequence beyond the sliding window",
             I::ExpertsNotDivisible { .. } => "ep does not divide experts or dp",
             I::EpWithoutExperts { .. } => "ep on a dense model",
             I::InterleavedNeedsChunks { .. } => "interleaving needs pp≥2, vpp≥2",
@@ -236,7 +244,9 @@ impl Infeasible {
             I::LayersNotDivisible { .. } | I::StageLayers { .. } => "pp",
             I::RecomputeLayers { .. } => "recompute_layers",
             I::BatchNotDivisible { .. } => "global_batch",
-            I::SeqNotDivisible { .. } | I::SeqBeyondPositions { .. } => "seq_len",
+            I::SeqNotDivisible { .. }
+            | I::SeqBeyondPositions { .. }
+            | I::SeqBeyondWindow { .. } => "seq_len",
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
             I::InterleavedNeedsChunks { .. } | I::InterleavedMicroBatches { .. } => "vpp",
             I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
@@ -310,6 +320,10 @@ impl fmt::Display for Infeasible {
             I::SeqBeyondPositions { seq_len, positions } => write!(
                 f,
                 "seq_len={seq_len} exceeds the model's {positions} learned positions; use seq_len ≤ {positions} or raise the model's seq_len"
+            ),
+            I::SeqBeyondWindow { seq_len, window } => write!(
+                f,
+                "seq_len={seq_len} exceeds the model's sliding attention window of {window}: sliding-window attention is not modelled (full causal attention would be priced, overstating the attention work); use seq_len ≤ {window}"
             ),
             I::ExpertsNotDivisible { experts, ep, dp } => write!(
                 f,

@@ -19,6 +19,7 @@ pub use hardware::{ClusterSpec, DeviceEfficiency, DeviceSpec, InterNode, IntraNo
 pub use model::{Arch, ModelSpec, MoeSpec, Positions};
 pub use plan::{
     AttentionImpl, Framework, Infeasible, Plan, Recompute, Schedule, TpOverlap, fold_counts,
+    unfold_counts,
 };
 pub use plan_file::load_plan;
 

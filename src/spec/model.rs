@@ -123,6 +123,11 @@ pub struct ModelSpec {
     pub dropout: f64,
     /// Mixture-of-experts settings, if any.
     pub moe: Option<MoeSpec>,
+    /// Sliding attention window (Mistral's `sliding_window`): each query attends to at most
+    /// this many keys. Optional in YAML (`sliding_window: N`), default none. The planner prices
+    /// full causal attention, exact up to the window; longer sequences are refused
+    /// ([`Infeasible::SeqBeyondWindow`](super::Infeasible::SeqBeyondWindow)).
+    pub attention_window: Option<u64>,
 }
 
 /// Upper bounds beyond which a value is a typo rather than a model.
@@ -323,6 +328,13 @@ impl ModelSpec {
         (self.positions == Positions::Learned).then_some(self.seq_len)
     }
 
+    /// The longest sequence whose attention the planner prices as the model computes it: up
+    /// to its sliding window, if it has one (beyond, the window skips keys that full causal
+    /// attention would price).
+    pub fn max_priced_seq_len(&self) -> Option<u64> {
+        self.attention_window
+    }
+
     /// All parameters, counted once (a tied embedding counts once).
     pub fn params(&self) -> f64 {
         (0..self.layers).map(|i| self.layer_params(i)).sum::<f64>()
@@ -375,6 +387,9 @@ impl ModelSpec {
                 m.experts, m.top_k, m.every, m.expert_ffn_hidden
             );
         }
+        if let Some(w) = self.attention_window {
+            out += &format!("sliding_window: {w}\n");
+        }
         out
     }
 }
@@ -415,6 +430,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     );
     let tied = r.opt_bool("tied_embeddings");
     let qkv_bias = r.opt_bool("qkv_bias");
+    let attention_window = r.opt_count("sliding_window", MAX_SEQ);
     let positions = match r.opt_str("positions").as_deref() {
         None => None,
         Some("learned") => Some(Positions::Learned),
@@ -495,6 +511,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
             Arch::Llama => 0.0,
         }),
         moe,
+        attention_window,
     })
 }
 
@@ -518,6 +535,7 @@ mod tests {
             positions: Positions::Learned,
             dropout: 0.1,
             moe: None,
+            attention_window: None,
         }
     }
 

@@ -227,7 +227,9 @@ impl Plan {
     /// a label can be re-priced as it was ranked.
     pub fn label_flags(&self) -> String {
         let mut f = format!(
-            "--framework {} --dtype {} --attention {} --tp-overlap {}",
+            "--global-batch {} --seq-len {} --framework {} --dtype {} --attention {} --tp-overlap {}",
+            self.global_batch,
+            self.seq_len,
             self.framework.name(),
             self.dtype.name(),
             self.attention.name(),
@@ -365,6 +367,12 @@ impl Plan {
                 positions,
             });
         }
+        if let Some(window) = model.max_priced_seq_len().filter(|&w| self.seq_len > w) {
+            out.push(I::SeqBeyondWindow {
+                seq_len: self.seq_len,
+                window,
+            });
+        }
         match &model.moe {
             Some(m) if m.experts % self.ep != 0 || self.dp % self.ep != 0 => {
                 out.push(I::ExpertsNotDivisible {
@@ -485,9 +493,50 @@ pub fn fold_counts(v: &[u64], sep: &str) -> String {
     out.join(sep)
 }
 
+/// Reads counts as [`fold_counts`] writes them, separated by commas or spaces (as labels and
+/// tables print them), with runs as `N×k` (`x` or `*` for `×`): `5,3×6,1` is 5, 3, 3, 3, 3, 3,
+/// 3, 1. The error says which part is wrong.
+pub fn unfold_counts(text: &str) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    let parts = text
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|p| !p.is_empty());
+    for part in parts {
+        let (n, k) = match part.split_once(['×', 'x', '*']) {
+            Some((n, k)) => (n.trim(), k.trim()),
+            None => (part, "1"),
+        };
+        let (Ok(n), Ok(k)) = (n.parse::<u64>(), k.parse::<u64>()) else {
+            return Err(format!(
+                "`{part}` is not a count or a run N×k (e.g. 5,3×6,1)"
+            ));
+        };
+        if k == 0 || k > 1 << 16 {
+            return Err(format!("`{part}`: a run repeats 1 to 65536 times"));
+        }
+        out.extend(std::iter::repeat_n(n, k as usize));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The folded counts a label prints read back: runs, single counts, `x` for `×`; a part
+    /// that is not a count is named.
+    #[test]
+    fn folded_counts_read_back() {
+        let v = [5, 3, 3, 3, 3, 3, 3, 1];
+        assert_eq!(fold_counts(&v, ","), "5,3×6,1");
+        assert_eq!(unfold_counts("5,3×6,1").unwrap(), v);
+        assert_eq!(unfold_counts("21x2").unwrap(), [21, 21]);
+        assert_eq!(unfold_counts(" 4 , 4*2 ").unwrap(), [4, 4, 4]);
+        assert_eq!(unfold_counts("12×2 8").unwrap(), [12, 12, 8]);
+        assert!(unfold_counts("5,three").unwrap_err().contains("`three`"));
+        assert!(unfold_counts("3×0").is_err());
+    }
 
     /// Recomputing part of each stage is a plan only without virtual stages: with vpp > 1 the
     /// priced "first r layers of the stage" is no framework's layout (Megatron's block method
@@ -544,13 +593,13 @@ mod tests {
         let mut p = Plan::new(8, 1, 1, 1, 64, 2048);
         assert_eq!(
             p.label_flags(),
-            "--framework megatron --dtype bf16 --attention flash --tp-overlap backward"
+            "--global-batch 64 --seq-len 2048 --framework megatron --dtype bf16 --attention flash --tp-overlap backward"
         );
         (p.overlap_grad_reduce, p.grad_accumulation_fusion) = (true, false);
         (p.attention, p.framework) = (AttentionImpl::FlashTriton, Framework::LlmFoundry);
         assert_eq!(
             p.label_flags(),
-            "--framework llm-foundry --dtype bf16 --attention flash-triton --tp-overlap backward --overlap-grad-reduce --no-gradient-accumulation-fusion"
+            "--global-batch 64 --seq-len 2048 --framework llm-foundry --dtype bf16 --attention flash-triton --tp-overlap backward --overlap-grad-reduce --no-gradient-accumulation-fusion"
         );
     }
 

@@ -336,6 +336,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         tied_embeddings: !llama,
         dropout,
         moe: None,
+        attention_window: None,
         qkv_bias: arch.biases(),
         // BLOOM's ALiBi has neither a position table nor rotary embeddings; the learned table
         // it is priced with adds s·h parameters (<0.02% of the model) and one add.

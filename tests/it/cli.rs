@@ -700,3 +700,92 @@ fn more_flags_out_of_range_name_the_fix() {
     ]);
     assert!(stdout(&o).contains("OUT OF MEMORY"), "{}", stdout(&o));
 }
+
+/// Every row `suggest` prints re-prices to its own step time with `estimate`, given the flags
+/// its header prints and the row's own cells — per-stage layer and recomputation counts
+/// included, in the folded form the table prints (`12×2 8`). The header had left out the
+/// global batch, whose defaults differ between the two commands (2× on a Llama 3 70B row),
+/// and per-stage recomputation and folded counts could not be given to `estimate`.
+#[test]
+fn suggest_rows_reprice_from_what_suggest_prints() {
+    let common = ["--model", "llama3-8b", "--cluster", "h100x8", "--gpus", "3"];
+    let out = planner(&[&["suggest"], &common[..], &["--top", "10"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let flags: Vec<&str> = text
+        .split("priced with ")
+        .nth(1)
+        .and_then(|t| t.split(" (give").next())
+        .expect("header flags")
+        .split_whitespace()
+        .collect();
+    // The ranked table: the first run of table lines.
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'));
+    let header: Vec<String> = cells(lines.next().unwrap());
+    let col =
+        |row: &[String], name: &str| row[header.iter().position(|h| h == name).unwrap()].clone();
+    let mut folded = false;
+    for line in lines.skip(1) {
+        let row = cells(line);
+        let mut args: Vec<String> = ["estimate"]
+            .iter()
+            .chain(&common)
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(flags.iter().map(|s| s.to_string()));
+        for (flag, name) in [
+            ("--dp", "dp"),
+            ("--tp", "tp"),
+            ("--pp", "pp"),
+            ("--cp", "cp"),
+            ("--ep", "ep"),
+            ("--vpp", "vpp"),
+            ("--micro-batch", "mbs"),
+            ("--recompute", "recompute"),
+            ("--zero", "zero"),
+        ] {
+            args.extend([flag.to_string(), col(&row, name)]);
+        }
+        if col(&row, "sp") == "yes" {
+            args.push("--sequence-parallel".into());
+        }
+        let (stages, recompute) = (col(&row, "stage_layers"), col(&row, "recompute_layers"));
+        folded |= stages.contains('×') || recompute.contains('×');
+        if col(&row, "pp") != "1" {
+            args.extend(["--stage-layers".into(), stages]);
+        }
+        if recompute != "-" && col(&row, "pp") != "1" {
+            args.extend(["--recompute-layers".into(), recompute]);
+        } else if recompute != "-" {
+            args.extend(["--recompute-num-layers".into(), recompute]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = planner(&refs);
+        assert_eq!(o.status.code(), Some(0), "{line}\n{}", stderr(&o));
+        let priced = stdout(&o);
+        let step = priced
+            .lines()
+            .find(|l| l.starts_with("| step time"))
+            .and_then(|l| l.split('|').nth(2))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" s")
+            .to_string();
+        assert_eq!(
+            format!("{:.3}", step.parse::<f64>().unwrap()),
+            col(&row, "step_time_s"),
+            "{line}"
+        );
+    }
+    assert!(folded, "no row with folded counts:\n{text}");
+}
+
+fn cells(line: &str) -> Vec<String> {
+    line.trim_matches('|')
+        .split('|')
+        .map(|c| c.trim().to_string())
+        .collect()
+}

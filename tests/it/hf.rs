@@ -99,14 +99,81 @@ fn bert_base_counts_mlm_head_and_pooler() {
 
 #[test]
 fn rotary_seq_len_defaults_to_max_positions_with_a_note() {
-    let i = load_model_noted(&fixture("mistral-7b")).unwrap();
-    assert_eq!(i.model.seq_len, 32768);
+    let i = load_model_noted(&fixture("llama-3-8b")).unwrap();
+    assert_eq!(i.model.seq_len, 8192);
     let notes = i.notes.join("\n");
-    assert!(notes.contains("pass --seq-len"), "{notes}");
     assert!(
-        notes.contains("sliding_window 4096 < seq_len 32768"),
+        notes.contains("without --seq-len, that is the length priced"),
         "{notes}"
     );
+}
+
+/// Mistral-7B attends over a 4,096-token sliding window, which the planner does not model: the
+/// model keeps its window, its length defaults to the window (not max_position_embeddings'
+/// 32,768) with a note, and longer sequences are refused — at import, and when a model YAML
+/// written by `import-hf` is priced at a longer `--seq-len` (the window had been lost there
+/// and full attention priced: about +90% FLOPs per token at 32k).
+#[test]
+fn sliding_window_is_kept_and_bounds_the_sequence() {
+    let i = load_model_noted(&fixture("mistral-7b")).unwrap();
+    assert_eq!(
+        (i.model.seq_len, i.model.attention_window),
+        (4096, Some(4096))
+    );
+    let notes = i.notes.join("\n");
+    assert!(
+        notes.contains("seq_len 4096 is the sliding_window"),
+        "{notes}"
+    );
+    // Qwen2 names a window but does not use it; Mixtral's is null.
+    assert_eq!(model("qwen2-7b").attention_window, None);
+    assert_eq!(model("mixtral-8x7b").attention_window, None);
+
+    let o = planner(&["import-hf", &fixture("mistral-7b"), "--seq-len", "8192"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--seq-len"), "{}", stderr(&o));
+
+    let dir = std::env::temp_dir().join(format!("planner-hf-window-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = dir.join("mistral.yaml");
+    let o = planner(&[
+        "import-hf",
+        &fixture("mistral-7b"),
+        "--out",
+        yaml.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        std::fs::read_to_string(&yaml)
+            .unwrap()
+            .contains("sliding_window: 4096\n")
+    );
+    let price = |seq: &str| {
+        planner(&[
+            "estimate",
+            "--model",
+            yaml.to_str().unwrap(),
+            "--cluster",
+            "h100x8",
+            "--tp",
+            "8",
+            "--seq-len",
+            seq,
+            "--global-batch",
+            "8",
+        ])
+    };
+    assert_eq!(
+        price("4096").status.code(),
+        Some(0),
+        "{}",
+        stderr(&price("4096"))
+    );
+    let o = price("32768");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("sliding attention window of 4096"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -115,6 +182,7 @@ fn import_hf_writes_yaml_that_reads_back_equal() {
     std::fs::create_dir_all(&dir).unwrap();
     for name in [
         "qwen2-7b",
+        "mistral-7b",
         "gpt-neox-20b",
         "mixtral-8x7b",
         "bert-base-uncased",

@@ -617,7 +617,7 @@ fn strong_scaling_rows_search_their_layout() {
         let mut best_other = 0.0f64;
         for (tp, pp) in [(4, 8), (8, 4), (8, 8), (4, 12), (8, 12)] {
             let dp = n / (tp * pp);
-            if n % (tp * pp) != 0 || c.plan.global_batch % dp != 0 {
+            if !n.is_multiple_of(tp * pp) || !c.plan.global_batch.is_multiple_of(dp) {
                 continue;
             }
             for v in [1, 2, 4] {
