@@ -138,6 +138,32 @@ pub fn in_flight_chunks(plan: &Plan, stage: u64) -> f64 {
     }
 }
 
+/// Micro-batches whose chunk-`c` activations stage `stage` holds at most at once: the whole
+/// stage's [`in_flight_chunks`] without interleaving. Interleaved, the schedule runs forward k
+/// on chunk (k / p) mod v and backward j on chunk v − 1 − (j / p) mod v (Megatron-LM
+/// `get_model_chunk_id`), W = (p − i − 1)·2 + (v − 1)·p forwards ahead of the first backward
+/// and then one of each (`forward_backward_pipelining_with_interleaving`): after forward W + t,
+/// chunk c holds its share of the first W + t + 1 forwards less its share of t backwards. Chunk
+/// 0's forwards come first and its backwards last, so it holds more micro-batches than the
+/// stage's average — all m of them on stage 0 of a deep pipeline. The difference is periodic
+/// in t with period p·v, so one period gives the maximum.
+pub fn chunk_in_flight(plan: &Plan, stage: u64, c: u64) -> f64 {
+    if plan.schedule != Schedule::Interleaved {
+        return in_flight_chunks(plan, stage);
+    }
+    let (p, m, v) = (plan.pp, plan.n_micro(), plan.vpp);
+    let total = m * v;
+    let warmup = ((p - stage - 1) * 2 + (v - 1) * p).min(total);
+    let group = p * v;
+    // Chunk `k`'s share of the first `n` passes issued chunk-major in groups of p.
+    let share = |n: u64, k: u64| (n / group) * p + (n % group).saturating_sub(k * p).min(p);
+    // Backward j runs chunk v − 1 − (j / p) mod v: chunk c's are the share of chunk v − 1 − c.
+    (0..=group.min(total))
+        .map(|t| share((warmup + t + 1).min(total), c).saturating_sub(share(t, v - 1 - c)))
+        .max()
+        .unwrap_or(0) as f64
+}
+
 /// Activation bytes one layer keeps per micro-batch under `rc`: all saved tensors, those
 /// outside the attention core (selective), or only the layer input (full, Korthikanti et al.
 /// §4.2: 2sbh, /t with sequence parallelism).
@@ -207,7 +233,9 @@ pub fn stage_memory(
         .sum();
     let mut activations = in_flight * per_micro;
     if st.embedding {
-        activations += in_flight * graphs.embedding.saved_bytes();
+        // The embedding runs in the first model chunk, which holds more micro-batches than
+        // the stage's average under interleaving.
+        activations += chunk_in_flight(plan, st.stage, 0) * graphs.embedding.saved_bytes();
     }
     if st.head {
         // The head runs in the last model chunk, whose backward follows each forward at once

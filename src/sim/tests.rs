@@ -148,6 +148,35 @@ fn peak_activations_follow_the_in_flight_formula() {
     }
 }
 
+/// A chunk's own peak: with activations in chunk 0 only (where the embedding runs), the
+/// simulator's peak on every stage is `chunk_in_flight(…, 0)` micro-batches of them — above the
+/// stage's average under interleaving. Hand-derived: p = 4, v = 2, m = 8, stage 0 runs 10
+/// warm-up forwards (chunk 0: micro-batches 0–3 and 4–6), then a forward of micro-batch 7 on
+/// chunk 0 before its first backward, which is chunk 1's: all 8 chunk-0 micro-batches are
+/// held, against 5.5 stages' worth on average.
+#[test]
+fn first_chunk_holds_its_own_in_flight_count() {
+    let plan = shape(Schedule::Interleaved, 4, 8, 2);
+    assert_eq!(memory::chunk_in_flight(&plan, 0, 0), 8.0);
+    assert_eq!(memory::in_flight_chunks(&plan, 0), 5.5);
+    for (schedule, p, m, v, tf, tb) in sweep() {
+        let mut st = uniform(p, v, tf, tb, 0.0);
+        for s in &mut st {
+            s.chunks[0].activation_bytes = 1.0;
+        }
+        let sim = run(&st, schedule, m);
+        let plan = shape(schedule, p, m, v);
+        for s in &sim.stages {
+            let want = memory::chunk_in_flight(&plan, s.stage_idx, 0);
+            assert_eq!(
+                s.peak_activation_bytes, want,
+                "{schedule:?} p={p} m={m} v={v} stage {}",
+                s.stage_idx
+            );
+        }
+    }
+}
+
 /// Hand-derived timeline with pipeline sends: p = 2, m = 1, t_f = 1, t_b = 2, a send takes
 /// 0.5. Stage 0 forwards [0, 1] and sends [1, 1.5]; stage 1 forwards [1.5, 2.5], backwards
 /// [2.5, 4.5] and sends [4.5, 5]; stage 0 backwards [5, 7]. Each stage is busy 3 s and
