@@ -92,6 +92,28 @@ pub fn export(
 ) -> Result<String, CliError> {
     let r = target.resolve()?;
     let plan = plan.resolve(&r.model, &r.cluster)?;
+    // A plan priced for another framework is written with a warning — unless the framework
+    // that runs the format cannot run it at all (Megatron refuses an MoE with tp > 1 and no
+    // sequence parallelism, a ZeRO-3 plan under pipelining is torchtitan's alone): that would
+    // be a configuration that fails at launch.
+    let runs = format.with(version).framework();
+    if plan.framework != runs {
+        let as_run = Plan {
+            framework: runs,
+            ..plan.clone()
+        };
+        let problems = as_run.check(&r.model, &r.cluster);
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+            return Err(CliError::BadInput(format!(
+                "the plan was priced for {priced}, and {runs} cannot run it:\n{}\nexport it for {priced}, or price a plan for {runs} (`--framework {runs}`, or `suggest --export {}`)",
+                list.join("\n"),
+                format.name(),
+                priced = plan.framework.name(),
+                runs = runs.name(),
+            )));
+        }
+    }
     export_plan(&r.model, &plan, format, version)
 }
 

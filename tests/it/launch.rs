@@ -1077,3 +1077,72 @@ fn megatron_arguments_megatron_refuses_are_refused() {
         p.warnings
     );
 }
+
+/// `export` refuses a plan priced for one framework in a format another framework runs when
+/// that framework cannot run it at all, naming why (QA: a Mixtral plan priced for DeepSpeed,
+/// tp 2 without sequence parallelism, had been written as Megatron arguments Megatron refuses;
+/// a torchtitan ZeRO-3 pipeline as a DeepSpeed stage-3 config); one it can run is written with
+/// the pricing warning.
+#[test]
+fn export_refuses_what_the_target_framework_cannot_run() {
+    for (args, needle) in [
+        (
+            &[
+                "--model",
+                "mixtral-8x7b",
+                "--cluster",
+                "h100-x1024",
+                "--tp",
+                "2",
+                "--zero",
+                "3",
+                "--framework",
+                "deepspeed",
+                "--format",
+                "megatron",
+            ][..],
+            "sequence parallelism",
+        ),
+        (
+            &[
+                "--model",
+                "llama3-8b",
+                "--cluster",
+                "h100x8",
+                "--pp",
+                "4",
+                "--zero",
+                "3",
+                "--framework",
+                "torchtitan",
+                "--format",
+                "deepspeed",
+            ][..],
+            "ZeRO-3 with pp=4",
+        ),
+    ] {
+        let o = planner(&[&["export"], args].concat());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("cannot run it") && err.contains(needle),
+            "{err}"
+        );
+        assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    }
+    let o = planner(&[
+        "export",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--tp",
+        "2",
+        "--framework",
+        "deepspeed",
+        "--format",
+        "megatron",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("priced as deepspeed"), "{}", stderr(&o));
+}
