@@ -328,8 +328,10 @@ impl Plan {
             });
         }
         if let Some(v) = &self.stage_layers {
+            // Checked: counts near u64::MAX must not wrap to the layer count.
+            let sum = v.iter().try_fold(0u64, |a, &n| a.checked_add(n));
             if v.len() as u64 != self.pp
-                || v.iter().sum::<u64>() != model.layers
+                || sum != Some(model.layers)
                 || v.contains(&0)
                 || self.vpp > 1
             {

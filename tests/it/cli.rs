@@ -98,6 +98,34 @@ fn global_batch_not_divisible_names_it() {
 
 #[test]
 fn zero_and_absurd_sizes_are_rejected() {
+    // Stage counts whose sum wraps around u64 to the layer count (2^64 − 1 + 33 = 32) had
+    // passed the check and panicked laying the stages out.
+    for stages in [
+        "18446744073709551615,33",
+        "9223372036854775808,9223372036854775840",
+    ] {
+        for cmd in [
+            &["estimate"][..],
+            &["simulate"],
+            &["export", "--format", "megatron"],
+        ] {
+            let args = [
+                "--model",
+                "llama3-8b",
+                "--cluster",
+                "h100x8",
+                "--pp",
+                "2",
+                "--dp",
+                "4",
+                "--global-batch",
+                "8",
+                "--stage-layers",
+                stages,
+            ];
+            bad_input(&[cmd, &args[..]].concat(), &["stage layers"]);
+        }
+    }
     bad_input(
         &[
             "estimate",
