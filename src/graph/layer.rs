@@ -125,7 +125,8 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
             }]
         }
         AttentionImpl::Unfused => {
-            let elems = (bh * s_q * s_kv) as f64;
+            // In f64: b·heads·s² leaves u64 for the longest sequences.
+            let elems = bh as f64 * s_q as f64 * s_kv as f64;
             let bgemm = |name, m, n, k, saved, kept| Op {
                 name,
                 fwd: vec![Kernel::Gemm { batch: bh, m, n, k }],

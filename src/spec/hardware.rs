@@ -556,16 +556,25 @@ mod tests {
     }
 
     /// Times divide by efficiencies: 0 would price every kernel (or transfer) at infinity, so
-    /// an efficiency must be in (0, 1], and the error names the field.
+    /// an efficiency must be in [0.001, 1] (5e-324 had priced infinite steps), and the error
+    /// names the field. Rates nine orders of magnitude below their ceiling are refused too.
     #[test]
     fn zero_efficiency_is_an_error_naming_the_field() {
-        let e = DeviceSpec::from_yaml("g.yaml", &format!("{DEVICE}efficiency: {{gemm: 0}}\n"))
+        for tiny in ["0", "5e-324"] {
+            let e =
+                DeviceSpec::from_yaml("g.yaml", &format!("{DEVICE}efficiency: {{gemm: {tiny}}}\n"))
+                    .unwrap_err()
+                    .to_string();
+            assert!(
+                e.contains("g.yaml: `efficiency.gemm`: expected an efficiency from 0.001 to 1"),
+                "{e}"
+            );
+        }
+        let e = DeviceSpec::from_yaml("g.yaml", &DEVICE.replace("2000", "5e-324"))
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains(
-                "g.yaml: `efficiency.gemm`: expected an efficiency above 0 and at most 1, found 0"
-            ),
+            e.contains("`hbm_gbytes_s`: 5e-324 is implausibly small (at least 1e-4)"),
             "{e}"
         );
         let e = DeviceSpec::from_yaml("g.yaml", &format!("{DEVICE}efficiency: {{hbm: 1.5}}\n"))

@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+/// Most tokens one micro-batch may hold: 2^26 (67 M, 64× a million-token context). Past it
+/// the graph's element counts (tokens × widths up to 2^24) leave u64.
+pub const MAX_MICRO_BATCH_TOKENS: u64 = 1 << 26;
+
 /// The label of [`Infeasible::OutOfMemory`], for tallies that count plans the memory estimate
 /// rejects without building the value.
 pub const OUT_OF_MEMORY: &str = "out of memory";
@@ -91,6 +95,12 @@ pub enum Infeasible {
         seq_len: u64,
         /// Positions the model has.
         positions: u64,
+    },
+    /// More tokens in one micro-batch than any run holds: a typo, and past it the graph's
+    /// byte and FLOP counts would overflow.
+    MicroBatchTokens {
+        /// mbs · seq_len.
+        tokens: u64,
     },
     /// Sequence longer than the model's sliding attention window.
     SeqBeyondWindow {
@@ -215,6 +225,7 @@ impl Infeasible {
             I::SeqNotDivisible { .. } => "sequence not divisible by cp/sp",
             I::SeqBeyondPositions { .. } => "sequence beyond position embeddings",
             I::SeqBeyondWindow { .. } => "sequence beyond the sliding window",
+            I::MicroBatchTokens { .. } => "micro-batch tokens beyond any run",
             I::ExpertsNotDivisible { .. } => "ep does not divide experts or dp",
             I::EpWithoutExperts { .. } => "ep on a dense model",
             I::InterleavedNeedsChunks { .. } => "interleaving needs pp≥2, vpp≥2",
@@ -247,6 +258,7 @@ impl Infeasible {
             I::SeqNotDivisible { .. }
             | I::SeqBeyondPositions { .. }
             | I::SeqBeyondWindow { .. } => "seq_len",
+            I::MicroBatchTokens { .. } => "micro_batch",
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
             I::InterleavedNeedsChunks { .. } | I::InterleavedMicroBatches { .. } => "vpp",
             I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
@@ -320,6 +332,10 @@ impl fmt::Display for Infeasible {
             I::SeqBeyondPositions { seq_len, positions } => write!(
                 f,
                 "seq_len={seq_len} exceeds the model's {positions} learned positions; use seq_len ≤ {positions} or raise the model's seq_len"
+            ),
+            I::MicroBatchTokens { tokens } => write!(
+                f,
+                "micro-batch × seq_len = {tokens} tokens in one micro-batch, beyond the {MAX_MICRO_BATCH_TOKENS} planner prices (a typo?); use a smaller micro-batch or sequence"
             ),
             I::SeqBeyondWindow { seq_len, window } => write!(
                 f,

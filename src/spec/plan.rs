@@ -294,6 +294,11 @@ impl Plan {
             out.push(I::Zero);
             return out;
         }
+        let tokens = self.mbs.saturating_mul(self.seq_len);
+        if tokens > super::infeasible::MAX_MICRO_BATCH_TOKENS {
+            out.push(I::MicroBatchTokens { tokens });
+            return out;
+        }
         if self.n_gpus() != cluster.n_gpus() {
             out.push(I::GpuCount {
                 product: self.n_gpus(),

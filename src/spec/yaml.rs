@@ -201,11 +201,22 @@ impl<'a> Reader<'a> {
         v
     }
 
-    /// An optional positive real number in `(0, max]`.
+    /// An optional positive real number in `[max·1e-9, max]`: nine orders of magnitude below
+    /// the plausible ceiling is a typo too, and rates that small (5e-324 GB/s) made step times
+    /// infinite and ratios NaN.
     pub fn opt_pos(&mut self, key: &'static str, max: f64) -> Option<f64> {
         let v = self.raw(key)?;
+        let min = max * 1e-9;
         match v.as_f64() {
-            Some(x) if x > 0.0 && x <= max && x.is_finite() => Some(x),
+            Some(x) if x >= min && x <= max && x.is_finite() => Some(x),
+            Some(x) if x > 0.0 && x < min => {
+                self.problem(
+                    key,
+                    format!("{x:e} is implausibly small (at least {min:e})"),
+                    "check the units",
+                );
+                None
+            }
             Some(x) if x > max => {
                 self.problem(
                     key,
@@ -233,19 +244,17 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An optional efficiency: a fraction of a peak in `(0, 1]`. Times divide by it, so 0
+    /// An optional efficiency: a fraction of a peak in `[0.001, 1]`. Times divide by it, so 0
     /// (infinite times) is refused with everything above 1.
     pub fn opt_efficiency(&mut self, key: &'static str) -> Option<f64> {
         let v = self.raw(key)?;
         match v.as_f64() {
-            Some(x) if x > 0.0 && x <= 1.0 => Some(x),
+            // Below 0.1% of the peak is a typo (5e-324 had priced infinite steps).
+            Some(x) if (1e-3..=1.0).contains(&x) => Some(x),
             _ => {
                 self.problem(
                     key,
-                    format!(
-                        "expected an efficiency above 0 and at most 1, found {}",
-                        show(&v)
-                    ),
+                    format!("expected an efficiency from 0.001 to 1, found {}", show(&v)),
                     "give the achieved fraction of the peak, e.g. 0.8",
                 );
                 None

@@ -98,6 +98,28 @@ fn global_batch_not_divisible_names_it() {
 
 #[test]
 fn zero_and_absurd_sizes_are_rejected() {
+    // 2^24 tokens × 1024 sequences: past 2^26 tokens per micro-batch the graph's counts had
+    // wrapped around u64, and memory fell as the micro-batch grew.
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "h100x8",
+            "--gpus",
+            "1",
+            "--seq-len",
+            "16777216",
+            "--attention",
+            "unfused",
+            "--micro-batch",
+            "1024",
+            "--global-batch",
+            "1024",
+        ],
+        &["`micro_batch`", "tokens in one micro-batch"],
+    );
     // Stage counts whose sum wraps around u64 to the layer count (2^64 − 1 + 33 = 32) had
     // passed the check and panicked laying the stages out.
     for stages in [
