@@ -65,6 +65,7 @@ impl Span {
 
 /// Provenance of a profile.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Meta {
     /// GPU (or CPU) name.
     pub device: String,
@@ -101,6 +102,7 @@ pub struct Meta {
 
 /// One measured GEMM.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GemmPoint {
     /// Data type.
     pub dtype: Dtype,
@@ -123,6 +125,7 @@ impl GemmPoint {
 
 /// One measured device-to-device copy (HBM bandwidth probe).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CopyPoint {
     /// Bytes copied (each is read once and written once).
     pub bytes: f64,
@@ -139,6 +142,7 @@ impl CopyPoint {
 
 /// One measured collective.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CollectivePoint {
     /// Message size S in bytes (nccl-tests' "size").
     pub bytes: f64,
@@ -154,6 +158,7 @@ pub struct CollectivePoint {
 
 /// One α-β line over a range of message sizes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Segment {
     /// Smallest measured size the line was fitted on, bytes.
     pub lo_bytes: f64,
@@ -178,6 +183,7 @@ impl Segment {
 
 /// Measured points and the piecewise α-β fit of one (collective, ranks, span).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CollectiveFit {
     /// Collective.
     pub coll: Coll,
@@ -296,6 +302,7 @@ pub fn bus_factor(coll: Coll, n: u64) -> f64 {
 
 /// A calibration profile.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Profile {
     /// Name (its folder under calibrate/).
     pub name: String,
@@ -358,6 +365,9 @@ impl Profile {
             path: path.display().to_string(),
             source,
         };
+        // What would be refused on reading is refused before writing (an import of a 1e30
+        // GB/s point had written a profile every command then refused).
+        self.check(&path.display().to_string())?;
         std::fs::create_dir_all(dir).map_err(io)?;
         let text = serde_json::to_string_pretty(self).expect("profiles serialise") + "\n";
         crate::units::write_atomic(path, text.as_bytes()).map_err(io)
@@ -403,6 +413,32 @@ pub fn load_profile(arg: &str) -> Result<Profile, CalibError> {
 /// is a cut or mis-scaled row, not a link.
 pub const MAX_LINK_BYTES_S: f64 = 1e13;
 
+/// The fastest any GEMM can run: 20 PFLOP/s, twice the dense FP4 peak of a Blackwell GPU
+/// (NVIDIA B200 datasheet: 9 PFLOP/s dense FP4). A measured point beyond it is a mis-timed
+/// or mis-sized row (a time of 1e-300 s had priced a step at 252% MFU).
+pub const MAX_GEMM_FLOPS_S: f64 = 2e16;
+
+/// The first of `profile`'s GEMMs that ran faster than `device`'s dense peak for its type
+/// (5% allowed for clocks above the datasheet's): a measurement no such device can make, which
+/// would price steps above 100% MFU.
+pub fn gemm_beyond_peak(profile: &Profile, device: &crate::spec::DeviceSpec) -> Option<String> {
+    profile.gemm.iter().enumerate().find_map(|(i, g)| {
+        let peak = device.peak_flops(g.dtype);
+        (g.flops_s() > 1.05 * peak).then(|| {
+            format!(
+                "gemm[{i}] ({} {}×{}×{}) ran at {:.0} TFLOP/s, above {}'s {:.0} TFLOP/s peak",
+                g.dtype.name(),
+                g.m,
+                g.n,
+                g.k,
+                g.flops_s() / 1e12,
+                device.name,
+                peak / 1e12
+            )
+        })
+    })
+}
+
 /// Why `profile` may price another device than `device`, when it can tell: the device's GPU
 /// family (a100, h100, …, read from its name) absent from the profile's device, or a cpu
 /// profile (a stand-in that prices threads). Nothing when the family is unknown.
@@ -446,11 +482,30 @@ impl Profile {
         };
         let positive = |v: f64| v.is_finite() && v > 0.0;
         for (i, g) in self.gemm.iter().enumerate() {
+            for (name, d) in [("m", g.m), ("n", g.n), ("k", g.k)] {
+                if d == 0 {
+                    return Err(bad(
+                        format!("gemm[{i}].{name}"),
+                        0.0,
+                        "a GEMM's dimensions are at least 1",
+                    ));
+                }
+            }
             if !positive(g.seconds) {
                 return Err(bad(
                     format!("gemm[{i}].seconds"),
                     g.seconds,
                     "a GEMM's time must be positive",
+                ));
+            }
+            if g.flops_s() > MAX_GEMM_FLOPS_S {
+                return Err(bad(
+                    format!("gemm[{i}].seconds"),
+                    g.seconds,
+                    &format!(
+                        "{:.0} TFLOP/s, beyond any accelerator's dense peak",
+                        g.flops_s() / 1e12
+                    ),
                 ));
             }
         }
@@ -473,7 +528,21 @@ impl Profile {
             ));
         }
         for (i, f) in self.collectives.iter().enumerate() {
+            if f.ranks < 2 {
+                return Err(bad(
+                    format!("collectives[{i}].ranks"),
+                    f.ranks as f64,
+                    "a collective has at least 2 ranks",
+                ));
+            }
             for (j, s) in f.segments.iter().enumerate() {
+                if s.lo_bytes > s.hi_bytes {
+                    return Err(bad(
+                        format!("collectives[{i}].segments[{j}].lo_bytes"),
+                        s.lo_bytes,
+                        &format!("above the segment's hi_bytes {}", s.hi_bytes),
+                    ));
+                }
                 let field = |k: &str| format!("collectives[{i}].segments[{j}].{k}");
                 for (k, v) in [
                     ("alpha_s", s.alpha_s),
@@ -576,5 +645,50 @@ mod tests {
         let mut q = p.clone();
         q.hbm_gbytes_s = Some(1e6);
         assert!(msg(&q).contains("below 100 TB/s"), "{}", msg(&q));
+        // QA: a GEMM of no rows, a GEMM at 1e-300 s (252% MFU), a one-rank collective
+        // (infinite times), a segment running backwards.
+        let mut q = p.clone();
+        q.gemm[0].m = 0;
+        assert!(msg(&q).contains("`gemm[0].m`"), "{}", msg(&q));
+        let mut q = p.clone();
+        q.gemm[0].seconds = 1e-300;
+        assert!(msg(&q).contains("beyond any accelerator"), "{}", msg(&q));
+        let mut q = p.clone();
+        q.collectives[0].ranks = 1;
+        assert!(
+            msg(&q).contains("`collectives[0].ranks` = 1"),
+            "{}",
+            msg(&q)
+        );
+        let mut q = p.clone();
+        let seg = &mut q.collectives[0].segments[0];
+        seg.lo_bytes = seg.hi_bytes * 2.0;
+        assert!(
+            msg(&q).contains("above the segment's hi_bytes"),
+            "{}",
+            msg(&q)
+        );
+        // What reading refuses, writing refuses.
+        let dir = std::env::temp_dir().join(format!("planner-profile-{}", std::process::id()));
+        assert!(q.save(&dir).is_err());
+        assert!(!dir.join("profile.json").exists());
+        // A key the format does not have is refused, not ignored.
+        let text = serde_json::to_string(&p)
+            .unwrap()
+            .replacen('{', "{\"colectives\": [],", 1);
+        assert!(serde_json::from_str::<Profile>(&text).is_err());
+    }
+
+    /// A GEMM faster than the device's dense peak is no measurement of that device: the
+    /// published H100 profile's best bf16 point (794.5 TFLOP/s) is below the H100's 989 and
+    /// above the A100's 312.
+    #[test]
+    fn gemms_beyond_the_devices_peak_are_named() {
+        let p = load_profile("h100-published").unwrap();
+        let h100 = crate::spec::load_device("h100-sxm5-80gb").unwrap();
+        let a100 = crate::spec::load_device("a100-sxm4-80gb").unwrap();
+        assert_eq!(gemm_beyond_peak(&p, &h100), None);
+        let w = gemm_beyond_peak(&p, &a100).unwrap();
+        assert!(w.contains("above a100-sxm4-80gb's 312 TFLOP/s peak"), "{w}");
     }
 }

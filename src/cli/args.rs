@@ -96,6 +96,13 @@ impl Target {
             }
             eprintln!("warning: calibration `{n}`: {w}");
         }
+        if let (Some(p), Some(n)) = (&profile, &name)
+            && let Some(w) = crate::calib::gemm_beyond_peak(p, &cluster.gpu)
+        {
+            return Err(CliError::BadInput(format!(
+                "calibration `{n}`: {w}: no such device measures that; calibrate again, or correct the profile"
+            )));
+        }
         Ok(Resolved {
             model,
             cluster,
