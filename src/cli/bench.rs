@@ -120,10 +120,10 @@ fn goal(median_ms: f64, goal_ms: Option<f64>) -> String {
 /// warm-up (at most 3 for the searches, which take up to seconds), with min/median/mean wall
 /// time against each goal and, for searches, plans priced per second.
 pub fn run(name: Option<&str>, iters: u32) -> Result<String, CliError> {
-    if iters == 0 {
-        return Err(CliError::BadInput(
-            "--iters 0: give at least 1 timed run".into(),
-        ));
+    if iters == 0 || iters > 10_000 {
+        return Err(CliError::BadInput(format!(
+            "--iters {iters}: give 1 to 10000 timed runs (each benchmark keeps every time to take the median)"
+        )));
     }
     let searches = bench::cases()?;
     let wanted = |n: &str| name.is_none_or(|x| x == n);

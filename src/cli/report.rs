@@ -256,7 +256,7 @@ pub fn run(a: &ReportArgs) -> Result<String, CliError> {
     let cfg = config(a, &r)?;
     let verified = read_verify(a.verify.as_ref())?;
     let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from("reports").join(format!("{}-on-{}", r.model.name, r.cluster.name))
+        PathBuf::from("reports").join(slug(&format!("{}-on-{}", r.model.name, r.cluster.name)))
     });
     let cmd = command(a, &cfg, &out);
     let inputs = Inputs {
@@ -288,6 +288,26 @@ pub fn run(a: &ReportArgs) -> Result<String, CliError> {
             e.plan.short(),
             e.step_time_s
         ))
+}
+
+/// A folder name from model and cluster names: letters, digits, `.`, `_` and `-` kept, any
+/// other run of characters one `-`, no leading `.` or `-` — so a name such as `../../x`
+/// cannot put the default output outside reports/ (QA).
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_start_matches(['.', '-']).trim_end_matches('-');
+    if out.is_empty() {
+        "report".to_string()
+    } else {
+        out.replace("..", "-")
+    }
 }
 
 #[cfg(test)]
@@ -335,5 +355,21 @@ mod tests {
                 .to_string()
                 .contains("--claim")
         );
+    }
+
+    /// The default folder stays under reports/ whatever the model is named.
+    #[test]
+    fn default_folder_names_stay_inside_reports() {
+        assert_eq!(
+            slug("gpt3-175b-on-a100-80g-x1024"),
+            "gpt3-175b-on-a100-80g-x1024"
+        );
+        assert_eq!(
+            slug("../../escape_test/x-on-h100x8"),
+            "escape_test-x-on-h100x8"
+        );
+        assert_eq!(slug("a\nb\0c"), "a-b-c");
+        assert_eq!(slug("..."), "report");
+        assert_eq!(slug("48 × h100"), "48-h100");
     }
 }

@@ -17,6 +17,10 @@ fn closed_form_bubble(e: &Estimate) -> f64 {
     e.breakdown.bubble_s / e.step_time_s
 }
 
+/// Most forward and backward passes a trace may hold: about 2 M slices, a few hundred MB of
+/// JSON, what Perfetto's UI loads in a browser tab.
+const MAX_TRACE_PASSES: u64 = 2_000_000;
+
 /// Simulates the plan of `plan` and renders it; writes the Chrome trace to `trace`.
 pub fn run(
     target: &Target,
@@ -26,6 +30,17 @@ pub fn run(
 ) -> Result<String, CliError> {
     let r = target.resolve()?;
     let plan = plan.resolve(&r.model, &r.cluster)?;
+    // Each stage's passes are a trace slice or more; past a few million slices the file (built
+    // in memory) takes gigabytes and no trace viewer opens it.
+    let passes = 2 * plan.pp * plan.vpp * plan.n_micro();
+    if trace.is_some() && passes > MAX_TRACE_PASSES {
+        return Err(CliError::BadInput(format!(
+            "--trace: {passes} pipeline passes (2 × pp {} × vpp {} × {} micro-batches) would be a trace of gigabytes, beyond the {MAX_TRACE_PASSES} a trace viewer opens; trace a smaller global batch (--global-batch), the schedule's shape is the same",
+            plan.pp,
+            plan.vpp,
+            plan.n_micro()
+        )));
+    }
     let ps = simulate(&r, &plan, trace.is_some())?;
     let mut note = String::new();
     if let (Some(path), Some(t)) = (trace, &ps.sim.trace) {

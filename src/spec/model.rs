@@ -171,6 +171,16 @@ impl ModelSpec {
                 fix,
             })
         };
+        if self.name.chars().any(char::is_control) || self.name.trim().is_empty() {
+            bad(
+                "name",
+                format!(
+                    "{:?} is empty or holds control characters (newlines, NUL)",
+                    self.name
+                ),
+                "give a printable name; it heads reports and names their folder".into(),
+            );
+        }
         if self.heads > self.hidden {
             bad(
                 "heads",

@@ -689,7 +689,40 @@ fn calibration_of_another_gpu_and_output_errors() {
 /// out of memory as estimate marks it.
 #[test]
 fn more_flags_out_of_range_name_the_fix() {
-    bad_input(&["bench", "--iters", "0"], &["--iters 0", "at least 1"]);
+    bad_input(&["bench", "--iters", "0"], &["--iters 0", "1 to 10000"]);
+    // Unbounded, 2^32 − 1 runs had aborted allocating their times (QA).
+    bad_input(
+        &["bench", "--iters", "4294967295"],
+        &["--iters 4294967295", "1 to 10000"],
+    );
+    // A trace of 16.8 M passes had run out of memory building its JSON (QA).
+    bad_input(
+        &[
+            "simulate",
+            "--model",
+            "gpt-1t",
+            "--cluster",
+            "h100-x1024",
+            "--pp",
+            "128",
+            "--dp",
+            "8",
+            "--global-batch",
+            "524288",
+            "--trace",
+            "/dev/null",
+        ],
+        &["--trace", "--global-batch"],
+    );
+    // A model name with a newline (it names report folders and heads reports).
+    let model = write_tmp(
+        "newline-name.yaml",
+        "name: \"a\\nb\"\narch: gpt\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 32\n",
+    );
+    bad_input(
+        &["estimate", "--model", &model, "--cluster", "h100x8"],
+        &["`name`", "control characters"],
+    );
     // FSDP frameworks have no ZeRO-1 (suggest never searched it; estimate priced it).
     bad_input(
         &[
