@@ -141,9 +141,12 @@ fn render(report: &Report) -> String {
                         String::new()
                     }
                 ),
-                format!("{:.1}%", 100.0 * g.mean_abs_error),
-                format!("{:.1}%", 100.0 * g.max_abs_error),
-                format!("{:+.1}%", 100.0 * g.mean_error),
+                g.mean_abs_error
+                    .map_or("-".into(), |e| format!("{:.1}%", 100.0 * e)),
+                g.max_abs_error
+                    .map_or("-".into(), |e| format!("{:.1}%", 100.0 * e)),
+                g.mean_error
+                    .map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e)),
                 g.spearman.map_or("-".into(), |r| format!("{r:.2}")),
                 format!("{}/{}", g.verdicts_correct, g.verdicts),
             ]
@@ -162,7 +165,12 @@ fn render(report: &Report) -> String {
         ],
         rows,
     );
-    out += "\n\nwhat dominates the residuals:\n";
+    out += "\n";
+    if report.groups.iter().any(|g| !g.residual.is_empty()) {
+        out += "\nwhat dominates the residuals:\n";
+    } else {
+        out += "\nno run was compared: see each row's reason to skip\n";
+    }
     for g in &report.groups {
         for r in &g.residual {
             out += &format!("  {}: {r}\n", g.group);

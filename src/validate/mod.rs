@@ -68,12 +68,12 @@ pub struct GroupSummary {
     pub compared: usize,
     /// Rows skipped.
     pub skipped: usize,
-    /// Mean |error|.
-    pub mean_abs_error: f64,
-    /// Max |error|.
-    pub max_abs_error: f64,
-    /// Mean signed error.
-    pub mean_error: f64,
+    /// Mean |error| (none when no row was compared: not 0%).
+    pub mean_abs_error: Option<f64>,
+    /// Max |error| (none when no row was compared).
+    pub max_abs_error: Option<f64>,
+    /// Mean signed error (none when no row was compared).
+    pub mean_error: Option<f64>,
     /// Spearman ρ of predicted vs measured throughput (none when the rows measure different
     /// things).
     pub spearman: Option<f64>,
@@ -382,6 +382,7 @@ fn summarise(group: &str, rows: &[&RowResult]) -> GroupSummary {
     let compared: Vec<&&RowResult> = rows.iter().filter(|r| r.error.is_some()).collect();
     let errs: Vec<f64> = compared.iter().filter_map(|r| r.error).collect();
     let n = errs.len().max(1) as f64;
+    let some = !errs.is_empty();
     let mean_error = errs.iter().sum::<f64>() / n;
     // Throughput ranks: time rows invert.
     let thr = |r: &RowResult, v: f64| {
@@ -416,9 +417,9 @@ fn summarise(group: &str, rows: &[&RowResult]) -> GroupSummary {
         group: group.to_string(),
         compared: errs.len(),
         skipped: rows.iter().filter(|r| r.skipped.is_some()).count(),
-        mean_abs_error: errs.iter().map(|e| e.abs()).sum::<f64>() / n,
-        max_abs_error: errs.iter().map(|e| e.abs()).fold(0.0, f64::max),
-        mean_error,
+        mean_abs_error: some.then(|| errs.iter().map(|e| e.abs()).sum::<f64>() / n),
+        max_abs_error: some.then(|| errs.iter().map(|e| e.abs()).fold(0.0, f64::max)),
+        mean_error: some.then_some(mean_error),
         // Ranks compare within one measure: throughput in tokens/s and in TFLOP/s per GPU
         // (or per-step times of different batches) are not one scale.
         spearman: compared

@@ -60,11 +60,11 @@ fn check(r: &Report, name: &str, b: Bounds) {
     let g = group(r, name);
     let pct = |x: f64| format!("{:.1}%", 100.0 * x);
     if let Some(m) = b.mean {
-        let e = g.mean_abs_error;
+        let e = g.mean_abs_error.expect("rows compared");
         assert!(e <= m, "{name}: mean |err| {} > {}", pct(e), pct(m));
     }
     if let Some(m) = b.max {
-        let e = g.max_abs_error;
+        let e = g.max_abs_error.expect("rows compared");
         assert!(e <= m, "{name}: max |err| {} > {}", pct(e), pct(m));
     }
     if let Some(rho) = b.rho {
@@ -574,6 +574,10 @@ fn skipped_rows_carry_no_prediction() {
         .filter(|r| !r["skipped"].is_null())
         .collect();
     assert_eq!(skipped.len(), 1);
+    // Nothing compared is no error statistic, not 0% (it had read "-0.0%").
+    for key in ["mean_abs_error", "max_abs_error", "mean_error", "spearman"] {
+        assert!(v["groups"][0][key].is_null(), "{key}: {}", v["groups"][0]);
+    }
     for r in skipped {
         for key in [
             "predicted_fits",
