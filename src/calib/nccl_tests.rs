@@ -276,6 +276,18 @@ pub fn parse(path: &str, text: &str) -> Result<NcclTestsRun, CalibError> {
         };
         let bytes = num(c.size, "size")?;
         let seconds = num(c.time, "time")? * c.unit_s;
+        // Zero-byte rows and times below the printed resolution carry nothing to fit; a
+        // negative or non-finite size or time is no measurement (it had been dropped silently).
+        if !(bytes.is_finite() && seconds.is_finite() && bytes >= 0.0 && seconds >= 0.0) {
+            return Err(input_err(
+                path,
+                format!(
+                    "line {}: size {bytes} and time {seconds:e} s: neither may be negative or not a number",
+                    i + 1
+                ),
+                "give the output unchanged (one row per size)",
+            ));
+        }
         if bytes > 0.0 && seconds > 0.0 {
             let busbw: Option<f64> = c.busbw.and_then(|j| fields.get(j)?.parse().ok());
             check_row(path, i + 1, bytes, seconds, busbw)?;
@@ -453,6 +465,18 @@ node7:4242:4242 [0] NCCL INFO NCCL version 2.21.5+cuda12.4
             e.unwrap_err()
                 .to_string()
                 .contains("line 3: 734003200 bytes")
+        );
+        // A negative time (QA: it had been dropped silently, leaving a one-point fit).
+        let e = parse(
+            "ar-8gpu.csv",
+            &format!(
+                "{head}1048576,262144,float,-92790,19.78\n{}",
+                &ok[head.len()..]
+            ),
+        );
+        assert!(
+            e.unwrap_err().to_string().contains("line 2: size 1048576"),
+            "negative time"
         );
         let e = parse(
             "ar-8gpu.csv",
