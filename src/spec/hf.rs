@@ -105,9 +105,9 @@ pub fn looks_like_hf(text: &str) -> bool {
 /// Reads a transformers `config.json`. `file` names it in messages and, without a name in
 /// `opts` or the config, gives the model its name.
 pub fn import(file: &str, text: &str, opts: &HfOptions) -> Result<Imported, SpecError> {
-    let doc: Value = serde_json::from_str(text).map_err(|e| SpecError::Json {
+    let doc: Value = super::json::parse(text).map_err(|message| SpecError::Json {
         file: file.to_string(),
-        message: e.to_string(),
+        message,
     })?;
     let empty = Map::new();
     let mut f = Fields {

@@ -6,6 +6,7 @@ pub mod framework;
 pub mod hardware;
 pub mod hf;
 pub mod infeasible;
+mod json;
 pub mod launch;
 pub mod model;
 pub mod plan;

@@ -20,9 +20,9 @@ impl Plan {
     /// global_batch, seq_len; the rest default as on the command line (cp, ep, vpp 1; no
     /// recompute; zero 0; bf16; flash attention; interleaved schedule when vpp > 1, else 1f1b).
     pub fn from_json(file: &str, text: &str) -> Result<Plan, SpecError> {
-        let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| SpecError::Json {
+        let doc = super::json::parse(text).map_err(|message| SpecError::Json {
             file: file.to_string(),
-            message: e.to_string(),
+            message,
         })?;
         let mut problems = Vec::new();
         let plan = {
