@@ -505,7 +505,8 @@ pub fn check_plan(plan: &Plan, model: &ModelSpec, cluster: &ClusterSpec) -> Resu
 /// What a search covers: batch, sequence length, data type and the memory a plan leaves free.
 #[derive(Args, Clone, Debug)]
 pub struct SearchArgs {
-    /// Global batch in sequences (default: 4 M tokens, a multiple of the GPU count).
+    /// Global batch in sequences (default: 4 M tokens rounded up to a multiple of the GPU
+    /// count; for `report`, of its largest GPU count, one batch for every count).
     #[arg(long = "global-batch")]
     pub global_batch: Option<u64>,
     /// Sequence length (default: the model's).

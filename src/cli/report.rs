@@ -233,7 +233,12 @@ fn config(a: &ReportArgs, r: &Resolved) -> Result<Config, CliError> {
             c.n_gpus, c.speedup, c.n_gpus
         )));
     }
-    let space = a.search.space(&r.model, &r.cluster.gpu, 1)?;
+    // One global batch for every GPU count (a scaling study compares the same work), a
+    // multiple of the largest so that data parallelism alone can use every GPU there (the
+    // default had been a multiple of 1: 512 sequences at 1,024 GPUs, where the report then
+    // said DP-only had no plan).
+    let largest = gpus.iter().copied().max().unwrap_or(1);
+    let space = a.search.space(&r.model, &r.cluster.gpu, largest)?;
     Ok(Config {
         gpus,
         tokens: a.tokens,

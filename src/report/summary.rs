@@ -68,6 +68,8 @@ fn space_desc(space: &Space) -> String {
         tp_overlap: space.tp_overlap,
         overlap_grad_reduce: space.overlap_grad_reduce,
         grad_accumulation_fusion: space.grad_accumulation_fusion,
+        global_batch: space.global_batch,
+        seq_len: space.seq_len,
         ..crate::spec::Plan::new(1, 1, 1, 1, 1, 1)
     }
     .label_flags();

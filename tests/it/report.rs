@@ -334,6 +334,35 @@ fn report_files_decode_parse_and_match_estimate() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Without --global-batch a report studies one batch of about 4 M tokens for every GPU
+/// count, a multiple of the largest: 4,194,304 / 1,000 → 4,195 sequences → 4,200 for 8 GPUs
+/// (it had been a multiple of 1, so that at 1,024 GPUs DP-only found no plan that `compare`
+/// found). The plan-space line carries it with the sequence length, as flags `estimate` reads.
+#[test]
+fn default_global_batch_is_a_multiple_of_the_largest_gpu_count() {
+    let dir = out_dir("default-batch");
+    let o = planner(&[
+        "report",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "a100-4x2",
+        "--gpus",
+        "1,8",
+        "--seq-len",
+        "1000",
+        "--out",
+        &dir.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("--global-batch 4200 --seq-len 1000 --framework"),
+        "{md}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_model_that_fits_nowhere_still_gets_a_report_and_exit_1() {
     let dir = out_dir("gpt3");
