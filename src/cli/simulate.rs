@@ -88,9 +88,11 @@ pub fn sim_json(s: &Simulation, e: &Estimate) -> Value {
     {
         out["peak_activations_gib"] = json!(st.peak_activations_gib());
     }
+    // Comparable with the closed form's: both shares of the step.
+    v["bubble_share_of_step"] = json!(s.bubble_share_of_step());
     v["closed_form"] = json!({
         "step_time_s": e.step_time_s,
-        "bubble_fraction": closed_form_bubble(e),
+        "bubble_share_of_step": closed_form_bubble(e),
     });
     v
 }
@@ -143,7 +145,7 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
             // Both over the whole step (the simulator's own fraction is over the pipeline
             // phase, before the exposed reduction and the optimizer step).
             "bubble (busiest stage, share of the step)".into(),
-            pct(s.bubble_fraction * s.pipeline_s / s.step_time_s.max(f64::MIN_POSITIVE)),
+            pct(s.bubble_share_of_step()),
             pct(closed_form_bubble(e)),
         ],
         vec![
@@ -203,11 +205,15 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
 /// the numbers came from.
 pub(super) fn estimate_csv(s: &Simulation, e: &Estimate) -> String {
     let mut header = render::PLAN_HEADER.to_vec();
-    header.extend(["sim_step_time_s", "sim_bubble_fraction", "numbers_from"]);
+    header.extend([
+        "sim_step_time_s",
+        "sim_bubble_share_of_step",
+        "numbers_from",
+    ]);
     let mut row = render::plan_row(0, e);
     row.extend([
         format!("{:.3}", s.step_time_s),
-        format!("{:.4}", s.bubble_fraction),
+        format!("{:.4}", s.bubble_share_of_step()),
         render::numbers_from(e),
     ]);
     render::csv(&header, vec![row])
@@ -216,13 +222,13 @@ pub(super) fn estimate_csv(s: &Simulation, e: &Estimate) -> String {
 pub(super) fn sim_line(s: &Simulation, e: &Estimate) -> String {
     let peak = s.peak_memory_gib();
     format!(
-        "simulated ({}, {} micro-batches): step {} ({:+.2}% vs closed form), bubble {}, \
-         peak memory {peak:.1} GiB\n",
+        "simulated ({}, {} micro-batches): step {} ({:+.2}% vs closed form), bubble {} of the \
+         step, peak memory {peak:.1} GiB\n",
         s.schedule.name(),
         s.n_micro,
         fmt_secs(s.step_time_s),
         100.0 * (s.step_time_s / e.step_time_s - 1.0),
-        pct(s.bubble_fraction),
+        pct(s.bubble_share_of_step()),
     )
 }
 
@@ -243,7 +249,7 @@ pub fn rerank_json(rr: &Rerank) -> Value {
                 "plan": p.estimate.plan.short(),
                 "step_time_s": p.sim.step_time_s,
                 "closed_form_step_time_s": p.estimate.step_time_s,
-                "bubble_fraction": p.sim.bubble_fraction,
+                "bubble_share_of_step": p.sim.bubble_share_of_step(),
                 "peak_memory_gib": p.sim.peak_memory_gib(),
             }))
             .collect::<Vec<_>>()
@@ -278,7 +284,7 @@ pub fn rerank_table(rr: &Rerank) -> String {
                 p.estimate.plan.short(),
                 format!("{:.3}", p.sim.step_time_s),
                 format!("{:.3}", p.estimate.step_time_s),
-                pct(p.sim.bubble_fraction),
+                pct(p.sim.bubble_share_of_step()),
                 format!("{:.1}", p.sim.peak_memory_gib()),
             ]
         })

@@ -53,7 +53,9 @@ pub fn sig(x: f64, digits: i32) -> String {
     if !x.is_finite() {
         return "-".into();
     }
-    if x == 0.0 {
+    // Below 1e-12 is the rounding of a difference (a step's DP comm read 1.388e-17 s), not a
+    // quantity any report states.
+    if x.abs() < 1e-12 {
         return "0".into();
     }
     let decimals = (digits - 1 - x.abs().log10().floor() as i32).max(0) as usize;
@@ -244,6 +246,8 @@ mod tests {
         assert_eq!(sig(12.345, 4), "12.35");
         assert_eq!(sig(123_456.7, 4), "123457");
         assert_eq!(sig(0.0, 4), "0");
+        // Rounding noise of a difference is 0, not 0.00000000000000001388.
+        assert_eq!(sig(1.388e-17, 4), "0");
         assert_eq!(thousands(1_234_567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
         assert_eq!(pct(0.9734), "97.3%");

@@ -20,10 +20,12 @@ pub fn why_none(inputs: &Inputs, p: &Point, method: &str) -> String {
     let s = p.method(method);
     let raw = s.why_none.clone().unwrap_or_default();
     let n = p.n_gpus();
-    let limit = 2 * inputs.cluster.gpus_per_node;
+    let limit = inputs.cluster.gpus_per_node;
     match method {
         "tp-only" if n > limit && raw == "no plan of this kind" => {
-            format!("tp = {n} is beyond the search's limit of 2 nodes ({limit} GPUs)")
+            format!(
+                "tp = {n} is beyond one node ({limit} GPUs): tensor parallelism stays on a node's NVLink"
+            )
         }
         "pp-only" if n > inputs.model.layers => {
             format!(
@@ -79,11 +81,14 @@ pub fn plan_cell(e: Option<&Estimate>) -> String {
 /// A loss against linear scaling below this share of the step time is not worth naming.
 pub const NEAR_LINEAR: f64 = 0.01;
 
-/// The term that limits scaling from `base` to `e`, or a dash when within 1% of linear.
+/// The term that limits scaling from `base` to `e`, or a dash when within 1% of linear or
+/// better than linear.
 pub fn limited_by(base: &Estimate, e: &Estimate) -> String {
     let (term, _, gap) = limiting(base, e);
     if e.n_gpus <= base.n_gpus {
         "-".into()
+    } else if gap < -NEAR_LINEAR * e.step_time_s {
+        "- (better than linear)".into()
     } else if gap <= NEAR_LINEAR * e.step_time_s {
         "- (within 1% of linear)".into()
     } else {

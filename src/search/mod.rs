@@ -422,7 +422,7 @@ mod tests {
         );
         assert!(r.top.iter().all(|e| e.fits && e.n_gpus == 8));
         // gpt2-xl has 25 heads: tp = 2, 4, 8 never divide them.
-        assert!(r.infeasible["tp does not divide heads"] > 0);
+        assert!(r.infeasible["tp does not divide heads or kv heads"] > 0);
         assert_eq!(
             r.priced + r.infeasible.values().sum::<usize>(),
             r.enumerated

@@ -126,6 +126,13 @@ pub struct Simulation {
 }
 
 impl Simulation {
+    /// The busiest stage's bubble as a share of the whole step, as the closed form's is
+    /// (`bubble_fraction` is a share of the pipeline phase, before the gradient reduction and
+    /// the optimizer).
+    pub fn bubble_share_of_step(&self) -> f64 {
+        self.bubble_fraction * self.pipeline_s / self.step_time_s.max(f64::MIN_POSITIVE)
+    }
+
     /// The fullest stage's peak memory, GiB.
     pub fn peak_memory_gib(&self) -> f64 {
         self.stages

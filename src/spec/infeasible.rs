@@ -215,7 +215,7 @@ impl Infeasible {
         match self {
             I::Zero => "zero size",
             I::GpuCount { .. } => "dp·tp·pp·cp ≠ GPUs",
-            I::HeadsNotDivisible { .. } => "tp does not divide heads",
+            I::HeadsNotDivisible { .. } => "tp does not divide heads or kv heads",
             I::FfnNotDivisible { .. } => "tp does not divide an MLP width",
             I::TpAcrossNodes { .. } => "tp larger than a node",
             I::LayersNotDivisible { .. } => "pp·vpp does not divide layers",
@@ -303,8 +303,13 @@ impl fmt::Display for Infeasible {
             ),
             I::LayersNotDivisible { layers, pp, vpp } => write!(
                 f,
-                "pp·vpp = {} does not divide layers={layers}; pick pp (and vpp) dividing {layers}",
-                pp * vpp
+                "pp·vpp = {} does not divide layers={layers}; pick pp (and vpp) dividing {layers}{}",
+                pp * vpp,
+                if *vpp == 1 {
+                    ", or give each stage its layers (--stage-layers)"
+                } else {
+                    ""
+                }
             ),
             I::StageLayers { given, layers, pp } => write!(
                 f,

@@ -192,7 +192,7 @@ fn data_parallel(a: &ArgMap, c: &mut Collect, n_gpus: u64, model_parallel: u64) 
         ),
         Some(_) => {}
         None => c.warn(format!(
-            "dp = {n_gpus} GPUs / (tp·pp·cp) = {dp}, as Megatron-LM derives it from WORLD_SIZE; pass --gpus when you launch on fewer GPUs"
+            "dp = {n_gpus} GPUs / (tp·pp·cp) = {dp}, as Megatron-LM derives it from WORLD_SIZE: the GPUs priced (--gpus, else the whole cluster) are the ranks launched"
         )),
     }
     dp
