@@ -156,7 +156,7 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
         vec![
             "dp comm past the pipeline".into(),
             fmt_secs(s.dp_exposed_s),
-            fmt_secs(e.breakdown.dp_comm_s),
+            fmt_secs(ps.closed_form_dp_exposed_s),
         ],
         vec![
             "optimizer".into(),

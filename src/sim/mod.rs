@@ -174,6 +174,12 @@ pub struct PlanSim {
     pub estimate: Estimate,
     /// The simulation.
     pub sim: Simulation,
+    /// The closed form's gradient reduction past the pipeline ([`dp_exposed_s`]), the part
+    /// of its `dp_comm_s` the simulation's `dp_exposed_s` compares with (ZeRO-3's gathers
+    /// and reduce-scatters run inside the pipeline).
+    ///
+    /// [`dp_exposed_s`]: crate::cost::stages::dp_exposed_s
+    pub closed_form_dp_exposed_s: f64,
 }
 
 /// Prices `plan` with the closed form and simulates it (same priced graphs for both).
@@ -204,7 +210,11 @@ pub fn simulate_plan(
         },
         trace,
     )?;
-    Ok(PlanSim { estimate, sim })
+    Ok(PlanSim {
+        closed_form_dp_exposed_s: crate::cost::stages::dp_exposed_s(plan, &work),
+        estimate,
+        sim,
+    })
 }
 
 impl StageSim {
