@@ -125,7 +125,8 @@ fn parse_claim(s: &str) -> Result<Claim, CliError> {
     let parsed = s.split_once('=').and_then(|(n, x)| {
         let n: u64 = n.trim().parse().ok()?;
         let x: f64 = x.trim().trim_end_matches(['x', '×']).parse().ok()?;
-        (n >= 1 && x.is_finite() && x > 0.0).then_some(Claim {
+        // A speedup beyond a million is a typo (1e300 had been charted).
+        (n >= 1 && x.is_finite() && x > 0.0 && x <= 1e6).then_some(Claim {
             n_gpus: n,
             speedup: x,
         })
@@ -138,17 +139,19 @@ fn parse_claim(s: &str) -> Result<Claim, CliError> {
 }
 
 fn check_numbers(a: &ReportArgs) -> Result<(), CliError> {
-    if !(a.tokens.is_finite() && a.tokens >= 1.0) {
+    // From a million tokens (a report of one step prints nothing worth reading) to 10^16,
+    // a thousand times the largest published training runs (15 T tokens).
+    if !(a.tokens.is_finite() && (1e6..=1e16).contains(&a.tokens)) {
         return Err(bad(format!(
-            "--tokens {}: give the training tokens, e.g. 300e9",
+            "--tokens {}: give the training tokens, 1e6 to 1e16, e.g. 300e9",
             a.tokens
         )));
     }
     if let Some(p) = a.gpu_hour_price
-        && !(p.is_finite() && p >= 0.0)
+        && !(p.is_finite() && (0.0..=1e4).contains(&p))
     {
         return Err(bad(format!(
-            "--gpu-hour-price {p}: give dollars per GPU-hour, e.g. 2.5"
+            "--gpu-hour-price {p}: give dollars per GPU-hour, 0 to 10000, e.g. 2.5"
         )));
     }
     if !(a.knee_efficiency > 0.0 && a.knee_efficiency <= 1.0) {

@@ -79,18 +79,27 @@ impl RunArgs {
                 self.steps
             )));
         }
-        for (name, v) in [
-            ("--cpu-memory-gib", self.cpu_memory_gib),
-            ("--time-limit-s", self.time_limit_s),
+        // Refused like --steps, not capped silently at 100 as it had been.
+        if self.warmup > 100 {
+            return Err(CliError::BadInput(format!(
+                "--warmup {}: give 0 to 100 untimed steps",
+                self.warmup
+            )));
+        }
+        // The cpu stand-in device takes --cpu-memory-gib as its memory, which a device file
+        // caps at 4096 GiB: named here, not as the device table's field.
+        for (name, v, max) in [
+            ("--cpu-memory-gib", self.cpu_memory_gib, 4096.0),
+            ("--time-limit-s", self.time_limit_s, 1e6),
         ] {
-            if !(v.is_finite() && v > 0.0) {
+            if !(v.is_finite() && v > 0.0 && v <= max) {
                 return Err(CliError::BadInput(format!(
-                    "{name} {v}: give a positive number"
+                    "{name} {v}: give a positive number up to {max}"
                 )));
             }
         }
         let cfg = RunConfig {
-            warmup: self.warmup.min(100),
+            warmup: self.warmup,
             steps: self.steps,
         };
         let limits = CpuLimits {

@@ -104,6 +104,19 @@ pub fn parse(file: &str, text: &str) -> Result<Verified, ReportError> {
         number(file, &v, "predicted.step_time_s")?,
         number(file, &v, "measured.step_time_s")?,
     );
+    // A class may take no time; a whole step cannot (0 had been accepted and compared).
+    for (path, x) in [
+        ("predicted.step_time_s", step_s.0),
+        ("measured.step_time_s", step_s.1),
+    ] {
+        if x <= 0.0 {
+            return Err(ReportError::Verify {
+                file: file.into(),
+                field: path.into(),
+                problem: "not a positive number: a step takes time".into(),
+            });
+        }
+    }
     let mut classes = Vec::new();
     for name in class_names(&v["predicted"]) {
         let p = number(file, &v, &format!("predicted.classes.{name}"))?;
@@ -172,6 +185,20 @@ mod tests {
             "{msg}"
         );
         assert!(parse("v.json", "[1,").is_err());
+    }
+
+    /// A measured step of no time is no measurement (QA: it had been accepted).
+    #[test]
+    fn a_step_takes_time() {
+        let e = parse(
+            "v.json",
+            r#"{"predicted": {"step_time_s": 1}, "measured": {"step_time_s": 0}}"#,
+        );
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("`measured.step_time_s`")
+        );
     }
 
     #[test]

@@ -243,18 +243,41 @@ const MAX_RUN_GPUS: u64 = 1 << 20;
 /// measured.
 fn check_measured(run: &RunRecord) -> Result<(), String> {
     let m = &run.measured;
-    for (name, v) in [
-        ("measured.tflops_per_gpu", m.tflops_per_gpu),
-        ("measured.iteration_time_s", m.iteration_time_s),
-        ("measured.tokens_per_s", m.tokens_per_s),
-        ("measured.peak_memory_gb_per_gpu", m.peak_memory_gb_per_gpu),
-        ("measured.mfu", m.mfu),
-        ("measured.hfu", m.hfu),
+    // Positive, and within what a training step can measure: a millisecond to a day per
+    // step (1e-300 s had been compared at −100%), under 100 PFLOP/s per GPU, utilisations
+    // of at most 1.
+    for (name, v, lo, hi) in [
+        ("measured.tflops_per_gpu", m.tflops_per_gpu, 0.0, 1e5),
+        (
+            "measured.iteration_time_s",
+            m.iteration_time_s,
+            1e-3,
+            86_400.0,
+        ),
+        ("measured.tokens_per_s", m.tokens_per_s, 0.0, 1e12),
+        (
+            "measured.peak_memory_gb_per_gpu",
+            m.peak_memory_gb_per_gpu,
+            0.0,
+            1e5,
+        ),
+        ("measured.mfu", m.mfu, 0.0, 1.0),
+        ("measured.hfu", m.hfu, 0.0, 1.0),
     ] {
         match v {
-            Some(x) if !(x.is_finite() && x > 0.0 && x < 1e12) => {
+            Some(x) if !(x.is_finite() && x > 0.0 && x >= lo && x <= hi) => {
+                let x = if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e12) {
+                    format!("{x:e}")
+                } else {
+                    x.to_string()
+                };
                 return Err(format!(
-                    "{name} = {x}: a measurement is a positive number; fix it or leave it out"
+                    "{name} = {x}: a measurement is a positive number up to {hi}{}; fix it or leave it out",
+                    if lo > 0.0 {
+                        format!(" and at least {lo}")
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             _ => {}

@@ -695,6 +695,34 @@ fn more_flags_out_of_range_name_the_fix() {
         &["bench", "--iters", "4294967295"],
         &["--iters 4294967295", "1 to 10000"],
     );
+    // Refused, not capped silently at 100; and the cpu stand-in's memory named as the flag.
+    for (flag, value, needle) in [
+        ("--warmup", "1000000000", "0 to 100 untimed steps"),
+        (
+            "--cpu-memory-gib",
+            "1e30",
+            "--cpu-memory-gib 1000000000000000000000000000000",
+        ),
+    ] {
+        bad_input(
+            &[
+                "verify",
+                "--backend",
+                "cpu",
+                "--model",
+                "gpt2-xl",
+                "--cluster",
+                "a100x8",
+                "--gpus",
+                "2",
+                "--calibration",
+                "a100-published",
+                flag,
+                value,
+            ],
+            &[needle],
+        );
+    }
     // A trace of 16.8 M passes had run out of memory building its JSON (QA).
     bad_input(
         &[

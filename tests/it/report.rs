@@ -404,13 +404,19 @@ fn report_input_mistakes_are_exit_2_naming_the_flag() {
         "--out",
         &dir,
     ];
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--gpus", "3"],
             "--gpus: 3 is not a valid part of cluster `a100-4x2`",
         ),
         (&["--gpus", "2,4,...,10"], "does not reach 10"),
         (&["--tokens", "0"], "--tokens"),
+        (&["--tokens", "1e300"], "1e6 to 1e16"),
+        (&["--gpu-hour-price", "1e300"], "0 to 10000"),
+        (
+            &["--gpus", "2,4", "--claim", "4=1e300"],
+            "--claim `4=1e300`",
+        ),
         (&["--gpus", "2,4", "--claim", "8=6"], "not among --gpus"),
         (&["--knee-efficiency", "1.5"], "--knee-efficiency"),
         (&["--verify", "Cargo.toml"], "`(document)` not JSON"),

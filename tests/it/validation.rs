@@ -699,6 +699,14 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
             "1",
             "{tokens_per_s: -5.0}",
         ),
+        // A step of 1e-300 s had been compared at −100%.
+        row(
+            "instant",
+            "megatron-core-user",
+            "H100-SXM-80GB",
+            "1",
+            "{iteration_time_s: 1.0e-300}",
+        ),
         row(
             "crashed",
             "megatron-core-user",
@@ -773,7 +781,7 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
     assert_eq!((mixed.compared, mixed.spearman), (2, None));
     let c = planner::validate::adapt::case(&runs[0]).unwrap();
     assert_eq!(c.cluster.gpu.name, "a100-sxm4-80gb");
-    let fp16 = planner::validate::adapt::case(&runs[6]).unwrap();
+    let fp16 = planner::validate::adapt::case(&runs[7]).unwrap();
     assert_eq!(fp16.plan.dtype, planner::units::Dtype::Fp16);
     for (id, needle) in [
         ("rc-yes", "parallel.recompute `yes`"),
@@ -781,6 +789,7 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
         ("no-stack", "group `my-own-runs` names no software stack"),
         ("zero-259", "parallel.zero_stage = 259"),
         ("negative", "measured.tokens_per_s = -5"),
+        ("instant", "measured.iteration_time_s = 1e-300"),
         ("crashed", "measured.status `crashed`"),
         ("disagree", "implies 65536 tokens/s"),
     ] {
