@@ -130,8 +130,11 @@ pub struct ModelSpec {
     pub attention_window: Option<u64>,
 }
 
-/// Upper bounds beyond which a value is a typo rather than a model.
-pub(crate) const MAX_LAYERS: u64 = 10_000;
+/// Upper bounds beyond which a value is a typo rather than a model. Layers: twice the deepest
+/// Transformer published (DeepNet, Wang et al. 2022: 1,000 layers); a report's study grows
+/// with the square of the depth (2,048 layers take about 2 minutes, 10,000 had not finished
+/// in 10).
+pub(crate) const MAX_LAYERS: u64 = 2048;
 pub(crate) const MAX_HIDDEN: u64 = 1 << 20;
 pub(crate) const MAX_VOCAB: u64 = 20_000_000;
 pub(crate) const MAX_SEQ: u64 = 1 << 24;
