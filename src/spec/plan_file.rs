@@ -20,6 +20,8 @@ impl Plan {
     /// global_batch, seq_len; the rest default as on the command line (cp, ep, vpp 1; no
     /// recompute; zero 0; bf16; flash attention; interleaved schedule when vpp > 1, else 1f1b).
     pub fn from_json(file: &str, text: &str) -> Result<Plan, SpecError> {
+        // A byte-order mark (editors on Windows write one) is no JSON value.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let doc = super::json::parse(text).map_err(|message| SpecError::Json {
             file: file.to_string(),
             message,
@@ -182,6 +184,14 @@ mod tests {
     /// A plan of every framework reads back from its JSON: serde's spelling of a framework is
     /// the one the reader and the command line take (`deepspeed` had been written
     /// `deep-speed`, which `--plan` then refused).
+    /// A byte-order mark before the JSON is skipped (it had read "expected value at line 1
+    /// column 1").
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let text = "\u{feff}{\"dp\": 8, \"tp\": 1, \"pp\": 1, \"mbs\": 1, \"global_batch\": 8, \"seq_len\": 2048}";
+        assert_eq!(Plan::from_json("p.json", text).unwrap().dp, 8);
+    }
+
     #[test]
     fn every_framework_round_trips_through_json() {
         for f in Framework::ALL {

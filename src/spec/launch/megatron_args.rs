@@ -370,6 +370,16 @@ pub(crate) fn read(text: &str, c: &mut Collect) -> ArgMap {
         let Some((name, value)) = next_arg(&words, &mut i, c) else {
             continue;
         };
+        // argparse keeps the last of a repeated argument (scripts append overrides); one given
+        // two different values is said, not taken silently.
+        if let Some(v0) = out.get(&name)
+            && value.as_deref().is_some_and(|v| v != v0)
+        {
+            c.warn(format!(
+                "{name} is given twice ({v0}, then {}): Megatron-LM's argparse keeps the last",
+                value.as_deref().unwrap_or_default()
+            ));
+        }
         match lookup(&name).map(|(_, r)| r) {
             Some(P | Model) => out.args.push((name, value)),
             Some(Ignore) => ignored.push(name),
@@ -524,6 +534,23 @@ mod tests {
             ]
         );
         assert!(split_words("--a 'oops").is_err());
+    }
+
+    /// argparse keeps the last of a repeated argument; two different values are said (QA:
+    /// `--tensor-model-parallel-size 2 … 4` had been taken as 4 silently), the same value
+    /// twice is not.
+    #[test]
+    fn a_repeated_argument_keeps_the_last_and_says_so() {
+        let mut c = Collect::new("--megatron-args");
+        let m = read(
+            "--tensor-model-parallel-size 2 --micro-batch-size 1 --tensor-model-parallel-size 4 \
+             --micro-batch-size 1",
+            &mut c,
+        );
+        assert_eq!(m.get("--tensor-model-parallel-size"), Some("4"));
+        let said: Vec<&String> = c.warnings.iter().filter(|w| w.contains("twice")).collect();
+        assert_eq!(said.len(), 1, "{:?}", c.warnings);
+        assert!(said[0].contains("(2, then 4)"), "{}", said[0]);
     }
 
     #[test]
