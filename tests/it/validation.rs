@@ -16,6 +16,18 @@ fn group<'a>(r: &'a Report, name: &str) -> &'a GroupSummary {
         .unwrap_or_else(|| panic!("group {name}"))
 }
 
+/// A torchtitan run that publishes no layout: the validator skips it (only the Megatron-Core
+/// README's rows have their tensor and pipeline sizes searched).
+const NO_LAYOUT_RUN: &str = "- id: no-layout
+  group: torchtitan-user
+  model: {name: tiny, layers: 4, hidden: 512, heads: 8, vocab: 32000, seq_len: 1024}
+  hardware: {gpu: A100-SXM4-80GB, count: 8, gpus_per_node: 8}
+  parallel: {recompute: full}
+  batch: {micro_batch: 1, global_batch: 8}
+  precision: bf16
+  measured: {iteration_time_s: 1.0}
+";
+
 /// Issue 2: every SC'21 Table 1 row within 15% of the published TFLOP/s per GPU (the paper's
 /// hardware-FLOP convention, eq. 3), and every published configuration fits in 80 GB.
 #[test]
@@ -464,19 +476,7 @@ fn explain_refusals_exit_2_and_write_nothing() {
     let runs_dir = std::env::temp_dir().join(format!("planner-case-runs-{}", std::process::id()));
     std::fs::create_dir_all(&runs_dir).unwrap();
     let runs = runs_dir.join("runs.yaml");
-    std::fs::write(
-        &runs,
-        "- id: no-layout
-  group: torchtitan-user
-  model: {name: tiny, layers: 4, hidden: 512, heads: 8, vocab: 32000, seq_len: 1024}
-  hardware: {gpu: A100-SXM4-80GB, count: 8, gpus_per_node: 8}
-  parallel: {recompute: full}
-  batch: {micro_batch: 1, global_batch: 8}
-  precision: bf16
-  measured: {iteration_time_s: 1.0}
-",
-    )
-    .unwrap();
+    std::fs::write(&runs, NO_LAYOUT_RUN).unwrap();
     let runs = runs.to_str().unwrap();
     for (args, needle) in [
         (
@@ -549,15 +549,7 @@ fn every_group_case_reads_back_to_the_same_prediction() {
 /// no layout is skipped (only Megatron-Core's README rows have theirs searched).
 #[test]
 fn skipped_rows_carry_no_prediction() {
-    let yaml = "- id: no-layout
-  group: torchtitan-user
-  model: {name: tiny, layers: 4, hidden: 512, heads: 8, vocab: 32000, seq_len: 1024}
-  hardware: {gpu: A100-SXM4-80GB, count: 8, gpus_per_node: 8}
-  parallel: {recompute: full}
-  batch: {micro_batch: 1, global_batch: 8}
-  precision: bf16
-  measured: {iteration_time_s: 1.0}
-";
+    let yaml = NO_LAYOUT_RUN;
     let dir = std::env::temp_dir().join(format!("planner-skipped-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("runs.yaml");
