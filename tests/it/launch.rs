@@ -325,6 +325,15 @@ fn megatron_arguments_planner_cannot_price_are_refused() {
         e.contains("`--swiglu`: the arguments say a gated (SwiGLU) MLP"),
         "{e}"
     );
+    // Sizes whose product does not divide the GPUs are named, all of them (it had always
+    // blamed the TP size): 8 · 2 · 3 = 48 does not divide 512.
+    let e = err("--context-parallel-size 3");
+    assert!(
+        e.contains(
+            "`--tensor-model-parallel-size × --pipeline-model-parallel-size × --context-parallel-size`: tp·pp·cp = 48"
+        ),
+        "{e}"
+    );
     // A launcher that starts another number of ranks than the GPUs priced.
     let launch = format!("torchrun --nproc_per_node 8 --nnodes 32 pretrain_gpt.py {base}");
     let e = from_megatron(&launch, &m, 512).unwrap_err().to_string();

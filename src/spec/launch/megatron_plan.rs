@@ -172,8 +172,23 @@ fn sizes(a: &ArgMap, c: &mut Collect) -> (u64, u64, u64, u64) {
 /// starts another number of ranks is an error.
 fn data_parallel(a: &ArgMap, c: &mut Collect, n_gpus: u64, model_parallel: u64) -> u64 {
     if n_gpus % model_parallel != 0 {
-        c.refuse(
+        // Name the sizes that make up the product (it had always blamed the TP size, also
+        // for `--context-parallel-size 3` alone).
+        let given: Vec<&str> = [
             "--tensor-model-parallel-size",
+            "--pipeline-model-parallel-size",
+            "--context-parallel-size",
+        ]
+        .into_iter()
+        .filter(|n| a.get(n).is_some_and(|v| v != "1"))
+        .collect();
+        let field = if given.is_empty() {
+            "--tensor-model-parallel-size".to_string()
+        } else {
+            given.join(" × ")
+        };
+        c.refuse(
+            &field,
             match model_parallel {
                 u64::MAX => "tp·pp·cp overflows: no cluster is that large".to_string(),
                 m => {
