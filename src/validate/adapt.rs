@@ -319,6 +319,12 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
     .map_err(|e: SpecError| e.to_string())?;
     let gpn = run.hardware.gpus_per_node.unwrap_or(8);
     let n = run.hardware.count;
+    if n > gpn && n % gpn != 0 {
+        // It had been priced on whole nodes and refused as "the cluster has 16 GPUs".
+        return Err(format!(
+            "hardware.count {n} on nodes of {gpn}: a part-filled node is not modelled; give a              multiple of hardware.gpus_per_node (or fewer GPUs than one node)"
+        ));
+    }
     let mut cluster = base.clone();
     cluster.name = format!("{} × {}", n, device);
     cluster.gpu = spec::load_device(device).map_err(|e| e.to_string())?;

@@ -691,6 +691,17 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
             "1",
             "{tokens_per_s: -5.0}",
         ),
+        // 12 GPUs on 8-GPU nodes (it had read "the cluster has 16 GPUs").
+        "- id: twelve
+  group: torchtitan-user
+  model: {name: tiny, layers: 4, hidden: 512, heads: 8, vocab: 32000, seq_len: 1024}
+  hardware: {gpu: A100-SXM4-80GB, count: 12, gpus_per_node: 8}
+  parallel: {tp: 1, pp: 1, dp: 12, recompute: full}
+  batch: {micro_batch: 1, global_batch: 12}
+  precision: bf16
+  measured: {iteration_time_s: 1.0}
+"
+        .to_string(),
         // A step of 1e-300 s had been compared at −100%.
         row(
             "instant",
@@ -773,7 +784,8 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
     assert_eq!((mixed.compared, mixed.spearman), (2, None));
     let c = planner::validate::adapt::case(&runs[0]).unwrap();
     assert_eq!(c.cluster.gpu.name, "a100-sxm4-80gb");
-    let fp16 = planner::validate::adapt::case(&runs[7]).unwrap();
+    let fp16 = runs.iter().find(|r| r.id == "fp16").unwrap();
+    let fp16 = planner::validate::adapt::case(fp16).unwrap();
     assert_eq!(fp16.plan.dtype, planner::units::Dtype::Fp16);
     for (id, needle) in [
         ("rc-yes", "parallel.recompute `yes`"),
@@ -782,6 +794,7 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
         ("zero-259", "parallel.zero_stage = 259"),
         ("negative", "measured.tokens_per_s = -5"),
         ("instant", "measured.iteration_time_s = 1e-300"),
+        ("twelve", "a part-filled node is not modelled"),
         ("crashed", "measured.status `crashed`"),
         ("disagree", "implies 65536 tokens/s"),
     ] {
