@@ -423,6 +423,11 @@ pub const MAX_GEMM_FLOPS_S: f64 = 2e16;
 /// would price steps above 100% MFU.
 pub fn gemm_beyond_peak(profile: &Profile, device: &crate::spec::DeviceSpec) -> Option<String> {
     profile.gemm.iter().enumerate().find_map(|(i, g)| {
+        // A type the device file gives no peak for (fp8 without `fp8:`) cannot be judged:
+        // `peak_flops` would answer the bf16 peak.
+        if g.dtype == crate::units::Dtype::Fp8 && device.peak_tflops.fp8.is_none() {
+            return None;
+        }
         let peak = device.peak_flops(g.dtype);
         (g.flops_s() > 1.05 * peak).then(|| {
             format!(
@@ -536,6 +541,17 @@ impl Profile {
                 ));
             }
             for (j, s) in f.segments.iter().enumerate() {
+                // Ascending: the lookup walks the segments in order.
+                if j > 0 && s.lo_bytes < f.segments[j - 1].hi_bytes {
+                    return Err(bad(
+                        format!("collectives[{i}].segments[{j}].lo_bytes"),
+                        s.lo_bytes,
+                        &format!(
+                            "below the previous segment's hi_bytes {}: segments ascend",
+                            f.segments[j - 1].hi_bytes
+                        ),
+                    ));
+                }
                 if s.lo_bytes > s.hi_bytes {
                     return Err(bad(
                         format!("collectives[{i}].segments[{j}].lo_bytes"),
@@ -668,6 +684,10 @@ mod tests {
             "{}",
             msg(&q)
         );
+        // Segments ascend: the lookup walks them in order.
+        let mut q = p.clone();
+        q.collectives[0].segments.swap(0, 1);
+        assert!(msg(&q).contains("segments ascend"), "{}", msg(&q));
         // What reading refuses, writing refuses.
         let dir = std::env::temp_dir().join(format!("planner-profile-{}", std::process::id()));
         assert!(q.save(&dir).is_err());
@@ -690,5 +710,10 @@ mod tests {
         assert_eq!(gemm_beyond_peak(&p, &h100), None);
         let w = gemm_beyond_peak(&p, &a100).unwrap();
         assert!(w.contains("above a100-sxm4-80gb's 312 TFLOP/s peak"), "{w}");
+        // A device file without an fp8 peak cannot judge the fp8 points (its bf16 peak had
+        // refused the profile's 1403 TFLOP/s fp8 GEMM, and so every estimate with it).
+        let mut no_fp8 = h100.clone();
+        no_fp8.peak_tflops.fp8 = None;
+        assert_eq!(gemm_beyond_peak(&p, &no_fp8), None);
     }
 }

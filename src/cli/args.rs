@@ -100,7 +100,7 @@ impl Target {
             && let Some(w) = crate::calib::gemm_beyond_peak(p, &cluster.gpu)
         {
             return Err(CliError::BadInput(format!(
-                "calibration `{n}`: {w}: no such device measures that; calibrate again, or correct the profile"
+                "calibration `{n}`: {w}: the profile was not measured on this device (or is mis-timed); calibrate on it, or correct the profile"
             )));
         }
         Ok(Resolved {
@@ -506,7 +506,8 @@ pub fn check_plan(plan: &Plan, model: &ModelSpec, cluster: &ClusterSpec) -> Resu
 #[derive(Args, Clone, Debug)]
 pub struct SearchArgs {
     /// Global batch in sequences (default: 4 M tokens rounded up to a multiple of the GPU
-    /// count; for `report`, of its largest GPU count, one batch for every count).
+    /// count; for `report`, one batch for every count, a multiple of all of them where that
+    /// at most doubles it, else of the largest).
     #[arg(long = "global-batch")]
     pub global_batch: Option<u64>,
     /// Sequence length (default: the model's).

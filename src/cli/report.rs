@@ -236,12 +236,26 @@ fn config(a: &ReportArgs, r: &Resolved) -> Result<Config, CliError> {
             c.n_gpus, c.speedup, c.n_gpus
         )));
     }
-    // One global batch for every GPU count (a scaling study compares the same work), a
-    // multiple of the largest so that data parallelism alone can use every GPU there (the
+    // One global batch for every GPU count (a scaling study compares the same work): a
+    // multiple of every count, so that data parallelism alone can use all GPUs at each (the
     // default had been a multiple of 1: 512 sequences at 1,024 GPUs, where the report then
-    // said DP-only had no plan).
+    // said DP-only had no plan) — unless that would more than double the ~4 M tokens, when it
+    // is a multiple of the largest count.
     let largest = gpus.iter().copied().max().unwrap_or(1);
-    let space = a.search.space(&r.model, &r.cluster.gpu, largest)?;
+    let lcm = gpus
+        .iter()
+        .try_fold(1u64, |l, &n| l.checked_mul(n / gcd(l, n)))
+        .unwrap_or(u64::MAX);
+    let seq = a.search.seq_len.unwrap_or(r.model.seq_len);
+    let by_largest = crate::search::default_global_batch(seq, largest);
+    let batch_gpus = if lcm <= 2 * by_largest
+        && crate::search::default_global_batch(seq, lcm) <= 2 * by_largest
+    {
+        lcm
+    } else {
+        largest
+    };
+    let space = a.search.space(&r.model, &r.cluster.gpu, batch_gpus)?;
     Ok(Config {
         gpus,
         tokens: a.tokens,
@@ -296,6 +310,11 @@ pub fn run(a: &ReportArgs) -> Result<String, CliError> {
             e.plan.short(),
             e.step_time_s
         ))
+}
+
+/// Greatest common divisor.
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// A folder name from model and cluster names: letters, digits, `.`, `_` and `-` kept, any

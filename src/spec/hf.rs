@@ -362,14 +362,21 @@ fn build(
     })
 }
 
-/// The sliding attention window of a Llama-style family: Mistral's and Mixtral's
-/// `sliding_window` (null: none), Qwen2's only with `use_sliding_window`.
+/// The sliding attention window, where transformers' class applies one: Mistral's and
+/// Mixtral's `sliding_window` (null: none); Qwen2's only with `use_sliding_window` and on
+/// some layers (`max_window_layers` below the layer count: layers from it on slide). Llama's
+/// class ignores the key.
 fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<u64> {
-    let llama_style = matches!(
-        fam,
-        Family::Llama | Family::Mistral | Family::Mixtral | Family::Qwen2
-    );
-    let on = llama_style && (fam != Family::Qwen2 || f.flag("use_sliding_window") == Some(true));
+    let on = match fam {
+        Family::Mistral | Family::Mixtral => true,
+        Family::Qwen2 => {
+            let layers = f.count(&["num_hidden_layers"], MAX_LAYERS);
+            let from = f.count(&["max_window_layers"], MAX_LAYERS);
+            f.flag("use_sliding_window") == Some(true)
+                && layers.is_some_and(|l| from.is_none_or(|m| m < l))
+        }
+        _ => false,
+    };
     if on {
         f.count(&["sliding_window"], MAX_SEQ)
     } else {

@@ -335,11 +335,11 @@ fn report_files_decode_parse_and_match_estimate() {
 }
 
 /// Without --global-batch a report studies one batch of about 4 M tokens for every GPU
-/// count, a multiple of the largest: 4,194,304 / 1,000 → 4,195 sequences → 4,200 for 8 GPUs
+/// count, a multiple of all of them: 4,194,304 / 1,000 → 4,195 sequences → 4,200 for 1 and 8 GPUs
 /// (it had been a multiple of 1, so that at 1,024 GPUs DP-only found no plan that `compare`
 /// found). The plan-space line carries it with the sequence length, as flags `estimate` reads.
 #[test]
-fn default_global_batch_is_a_multiple_of_the_largest_gpu_count() {
+fn default_global_batch_is_a_multiple_of_every_gpu_count() {
     let dir = out_dir("default-batch");
     let o = planner(&[
         "report",
@@ -360,6 +360,26 @@ fn default_global_batch_is_a_multiple_of_the_largest_gpu_count() {
         md.contains("--global-batch 4200 --seq-len 1000 --framework"),
         "{md}"
     );
+    // A multiple of every count, not only the largest: 32 and 40 GPUs share lcm 160, so 4,195
+    // sequences round to 4,320 (a multiple of 40 alone, 4,200, left DP-only without a plan at
+    // 32).
+    let o = planner(&[
+        "report",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "a100-80g-x1024",
+        "--gpus",
+        "32,40",
+        "--seq-len",
+        "1000",
+        "--out",
+        &dir.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("--global-batch 4320 --seq-len 1000"), "{md}");
+    assert!(!md.contains("DP-only | no feasible plan"), "{md}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

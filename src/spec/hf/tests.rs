@@ -218,3 +218,30 @@ fn family_fields_are_read_or_refused_by_what_they_hold() {
     let e = imp(r#"{"name": "x", "layers": 2, "hidden": 64}"#).unwrap_err();
     assert_eq!(e.problems()[0].field, "arch");
 }
+
+/// The window is read where transformers' class slides: Mistral's always, Qwen2's with
+/// `use_sliding_window` on some layers, Llama's never (it had capped a Llama config's
+/// sequence at a key its class ignores).
+#[test]
+fn sliding_windows_are_read_where_the_class_slides() {
+    let body = r#""hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+                  "intermediate_size": 128, "vocab_size": 10, "max_position_embeddings": 8192,
+                  "sliding_window": 4096"#;
+    let window = |extra: &str| {
+        imp(&format!("{{{body}, {extra}}}"))
+            .unwrap()
+            .model
+            .attention_window
+    };
+    assert_eq!(window(r#""model_type": "mistral""#), Some(4096));
+    assert_eq!(window(r#""model_type": "llama""#), None);
+    assert_eq!(window(r#""model_type": "qwen2""#), None);
+    assert_eq!(
+        window(r#""model_type": "qwen2", "use_sliding_window": true, "max_window_layers": 4"#),
+        None
+    );
+    assert_eq!(
+        window(r#""model_type": "qwen2", "use_sliding_window": true, "max_window_layers": 2"#),
+        Some(4096)
+    );
+}
