@@ -106,8 +106,14 @@ pub fn export(
         if !problems.is_empty() {
             let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
             return Err(CliError::BadInput(format!(
-                "the plan was priced for {priced}, and {runs} cannot run it:\n{}\nexport it for {priced}, or price a plan for {runs} (`--framework {runs}`, or `suggest --export {}`)",
+                "the plan was priced for {priced}, and {runs} cannot run it:\n{}\n{}price a plan for {runs} (`--framework {runs}`, or `suggest --export {}`)",
                 list.join("\n"),
+                // llm-foundry has no launch format planner writes.
+                if crate::spec::launch::format_of(plan.framework).is_some() {
+                    format!("export it for {}, or ", plan.framework.name())
+                } else {
+                    String::new()
+                },
                 format.name(),
                 priced = plan.framework.name(),
                 runs = runs.name(),

@@ -108,7 +108,7 @@ pub fn hardware_flops_per_step(
             global_batch as f64 * selective_recompute_flops_per_sequence(model, s, fw)
         }
         Recompute::Full => {
-            fwd - global_batch as f64 * 2.0 * (s * model.hidden * model.vocab) as f64
+            fwd - global_batch as f64 * 2.0 * s as f64 * model.hidden as f64 * model.vocab as f64
         }
     };
     3.0 * fwd + fraction * extra

@@ -152,6 +152,7 @@ pub fn chunk_in_flight(plan: &Plan, stage: u64, c: u64) -> f64 {
         return in_flight_chunks(plan, stage);
     }
     let (p, m, v) = (plan.pp, plan.n_micro(), plan.vpp);
+    debug_assert!(c < v && stage < p, "chunk {c} of {v}, stage {stage} of {p}");
     let total = m * v;
     let warmup = ((p - stage - 1) * 2 + (v - 1) * p).min(total);
     let group = p * v;

@@ -105,6 +105,7 @@ pub fn looks_like_hf(text: &str) -> bool {
 /// Reads a transformers `config.json`. `file` names it in messages and, without a name in
 /// `opts` or the config, gives the model its name.
 pub fn import(file: &str, text: &str, opts: &HfOptions) -> Result<Imported, SpecError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let doc: Value = super::json::parse(text).map_err(|message| SpecError::Json {
         file: file.to_string(),
         message,
@@ -199,8 +200,8 @@ fn family(f: &mut Fields<'_>) -> Option<Family> {
 }
 
 /// Whether every class `architectures` names is the language-model class of `model_type`'s
-/// family, which the import's template describes; otherwise a problem each. transformers
-/// builds a config's model from its classes, not from `model_type`: a task head replaces the
+/// family, which the import's template describes; otherwise a problem each. The classes say
+/// what was trained and saved, which `model_type` alone does not: a task head replaces the
 /// LM head (a reward model's `LlamaForSequenceClassification` has no vocabulary projection), a
 /// headless body has none, and another family's class or custom code (`auto_map`, e.g.
 /// SantaCoder's multi-query `GPT2LMHeadCustomModel` under `model_type: gpt2`) has other layers

@@ -181,9 +181,6 @@ mod tests {
         assert_eq!(Plan::from_json("r.json", &r.to_json()).unwrap(), r);
     }
 
-    /// A plan of every framework reads back from its JSON: serde's spelling of a framework is
-    /// the one the reader and the command line take (`deepspeed` had been written
-    /// `deep-speed`, which `--plan` then refused).
     /// A byte-order mark before the JSON is skipped (it had read "expected value at line 1
     /// column 1").
     #[test]
@@ -192,6 +189,9 @@ mod tests {
         assert_eq!(Plan::from_json("p.json", text).unwrap().dp, 8);
     }
 
+    /// A plan of every framework reads back from its JSON: serde's spelling of a framework is
+    /// the one the reader and the command line take (`deepspeed` had been written
+    /// `deep-speed`, which `--plan` then refused).
     #[test]
     fn every_framework_round_trips_through_json() {
         for f in Framework::ALL {

@@ -192,7 +192,7 @@ impl<'a> Reader<'a> {
         list
     }
 
-    /// A required positive real number in `(0, max]`.
+    /// A required positive real number in `[max·1e-9, max]` (see [`Reader::opt_pos`]).
     pub fn req_pos(&mut self, key: &'static str, max: f64, fix: &str) -> Option<f64> {
         let v = self.opt_pos(key, max);
         if v.is_none() {

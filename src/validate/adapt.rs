@@ -393,6 +393,9 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         // inside a node, `resolve_plan`), starting from one node of tensor parallelism.
         (None, None) if fw == Stack::MegatronCore => {
             searched.extend(["tp", "pp"]);
+            if p.dp.is_none() {
+                searched.push("dp");
+            }
             (cluster.gpus_per_node, 1)
         }
         _ => return Err("tensor/pipeline parallel sizes not published".into()),

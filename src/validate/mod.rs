@@ -146,6 +146,8 @@ fn resolve_plan(c: &Case) -> Result<(Estimate, Vec<Estimate>), String> {
             .filter(|&(t, q)| n % (t * q * cp) == 0)
             .map(|(t, q)| (t, q, n / (t * q * cp)))
             .filter(|&(_, _, d)| c.plan.global_batch % d == 0)
+            // A published dp stays (only tp and pp unknown).
+            .filter(|&(_, _, d)| searched("dp") || d == c.plan.dp)
             .collect()
     } else {
         vec![(c.plan.tp, c.plan.pp, c.plan.dp)]

@@ -742,6 +742,16 @@ fn more_flags_out_of_range_name_the_fix() {
         ],
         &["--trace", "--global-batch"],
     );
+    // 2,049 layers: past twice the deepest published Transformer (a report on 10,000 had
+    // not finished in 10 minutes).
+    let deep = write_tmp(
+        "deep.yaml",
+        "name: deep\narch: gpt\nlayers: 2049\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 32\n",
+    );
+    bad_input(
+        &["estimate", "--model", &deep, "--cluster", "h100x8"],
+        &["`layers`", "2048"],
+    );
     // A model name with a newline (it names report folders and heads reports).
     let model = write_tmp(
         "newline-name.yaml",

@@ -236,3 +236,31 @@ fn bench_runs_named_benchmarks() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("sim-loop-gpt3-175b-pp16-m192"));
 }
+
+/// `simulate`'s "dp comm past the pipeline" compares like with like: a ZeRO-3 plan reduces
+/// nothing after its pipeline on either side (the closed form's column had shown all of its
+/// exposed DP communication, 964 ms, beside the simulator's 0 with equal steps).
+#[test]
+fn dp_comm_past_the_pipeline_is_one_quantity_on_both_sides() {
+    let o = planner(&[
+        "simulate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--zero",
+        "3",
+        "--framework",
+        "torchtitan",
+        "--global-batch",
+        "16",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("| dp comm past the pipeline"))
+        .unwrap();
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!((cells[2], cells[3]), ("0.0 us", "0.0 us"), "{row}");
+}

@@ -603,7 +603,7 @@ fn strong_scaling_rows_search_their_layout() {
         let run = runs.iter().find(|r| r.id == id).unwrap();
         let row = planner::validate::validate_run(run);
         assert!(row.skipped.is_none(), "{id}: {:?}", row.skipped);
-        for knob in ["tp", "pp", "mbs", "recompute", "vpp"] {
+        for knob in ["tp", "pp", "dp", "mbs", "recompute", "vpp"] {
             assert!(row.searched.contains(&knob), "{id}: {:?}", row.searched);
         }
         let c = case(run).unwrap();

@@ -125,7 +125,7 @@ fn approximations_are_noted() {
     );
 }
 
-/// transformers builds the model from `architectures`, not `model_type`: each class that
+/// The classes say what was trained and saved, which `model_type` alone does not: each class that
 /// is not the family's language-model class is refused naming it — a task head (a reward
 /// model's score head: 8.03 B priced where it has 7.50 B), a headless body, another
 /// family's class (Mixtral under `model_type: mistral` had imported as a dense 7.24 B), and
