@@ -173,7 +173,7 @@ fn family(f: &mut Fields<'_>) -> Option<Family> {
         (None, None) => {
             f.bad(
                 "model_type",
-                "missing, and no `architectures` either: not a Hugging Face model config",
+                "missing, and `architectures` names no class either: not a Hugging Face model config",
                 "give the config.json of a transformers model",
             );
             return None;
@@ -419,7 +419,33 @@ fn seq_len(
     opts: &HfOptions,
     notes: &mut Vec<String>,
 ) -> Option<u64> {
-    let table = f.count(&["max_position_embeddings", "n_positions"], MAX_SEQ);
+    // A rotary model given --seq-len needs no position table: its
+    // max_position_embeddings, however large (a 1e9 "unlimited" placeholder), is not read.
+    let positions_key = ["max_position_embeddings", "n_positions"];
+    let odd = f
+        .get(&positions_key)
+        .filter(|(_, v)| v.as_u64().is_none_or(|n| n > MAX_SEQ))
+        .map(|(_, v)| v.to_string());
+    if let (Positions::Rotary, Some(_), Some(v)) = (positions, opts.seq_len, &odd) {
+        notes.push(format!(
+            "max_position_embeddings {v} is not read: the model's rotary positions have no table, and --seq-len is priced"
+        ));
+    } else if positions == Positions::Rotary
+        && f.get(&positions_key)
+            .is_some_and(|(_, v)| v.as_u64().is_some_and(|n| n > MAX_SEQ))
+    {
+        f.bad(
+            "max_position_embeddings",
+            &format!("beyond the {MAX_SEQ} tokens planner prices"),
+            "pass --seq-len with the length you train at",
+        );
+        return None;
+    }
+    let table = if positions == Positions::Rotary && opts.seq_len.is_some() {
+        None
+    } else {
+        f.count(&positions_key, MAX_SEQ)
+    };
     if let (Some(w), Some(s)) = (window, opts.seq_len)
         && s > w
     {

@@ -245,3 +245,27 @@ fn sliding_windows_are_read_where_the_class_slides() {
         Some(4096)
     );
 }
+
+/// A rotary model's oversized max_position_embeddings (a 1e9 "unlimited" placeholder) is
+/// refused naming --seq-len, and --seq-len then imports it (it had been refused either way,
+/// also as "missing").
+#[test]
+fn an_oversized_position_count_yields_to_seq_len() {
+    let text = r#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+                   "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 10,
+                   "max_position_embeddings": 1000000000}"#;
+    let e = imp(text).unwrap_err();
+    assert_eq!(e.problems().len(), 1, "{e}");
+    assert!(e.problems()[0].fix.contains("--seq-len"), "{e}");
+    let opts = HfOptions {
+        seq_len: Some(4096),
+        ..HfOptions::default()
+    };
+    let i = import("dir/config.json", text, &opts).unwrap();
+    assert_eq!(i.model.seq_len, 4096);
+    assert!(
+        i.notes.iter().any(|n| n.contains("is not read")),
+        "{:?}",
+        i.notes
+    );
+}
