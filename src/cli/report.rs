@@ -248,9 +248,7 @@ fn config(a: &ReportArgs, r: &Resolved) -> Result<Config, CliError> {
         .unwrap_or(u64::MAX);
     let seq = a.search.seq_len.unwrap_or(r.model.seq_len);
     let by_largest = crate::search::default_global_batch(seq, largest);
-    let batch_gpus = if lcm <= 2 * by_largest
-        && crate::search::default_global_batch(seq, lcm) <= 2 * by_largest
-    {
+    let batch_gpus = if crate::search::default_global_batch(seq, lcm) <= 2 * by_largest {
         lcm
     } else {
         largest

@@ -419,32 +419,36 @@ fn seq_len(
     opts: &HfOptions,
     notes: &mut Vec<String>,
 ) -> Option<u64> {
-    // A rotary model given --seq-len needs no position table: its
-    // max_position_embeddings, however large (a 1e9 "unlimited" placeholder), is not read.
-    let positions_key = ["max_position_embeddings", "n_positions"];
-    let odd = f
-        .get(&positions_key)
-        .filter(|(_, v)| v.as_u64().is_none_or(|n| n > MAX_SEQ))
-        .map(|(_, v)| v.to_string());
-    if let (Positions::Rotary, Some(_), Some(v)) = (positions, opts.seq_len, &odd) {
-        notes.push(format!(
-            "max_position_embeddings {v} is not read: the model's rotary positions have no table, and --seq-len is priced"
-        ));
-    } else if positions == Positions::Rotary
-        && f.get(&positions_key)
-            .is_some_and(|(_, v)| v.as_u64().is_some_and(|n| n > MAX_SEQ))
-    {
-        f.bad(
-            "max_position_embeddings",
-            &format!("beyond the {MAX_SEQ} tokens planner prices"),
-            "pass --seq-len with the length you train at",
-        );
-        return None;
-    }
-    let table = if positions == Positions::Rotary && opts.seq_len.is_some() {
-        None
-    } else {
-        f.count(&positions_key, MAX_SEQ)
+    let key = ["max_position_embeddings", "n_positions"];
+    let given = f.get(&key).map(|(_, v)| v.clone());
+    let oversized = given
+        .as_ref()
+        .is_some_and(|v| v.as_u64().is_none_or(|n| n > MAX_SEQ));
+    let table = match (positions, opts.seq_len) {
+        // Rotary positions have no table: given --seq-len, max_position_embeddings is not
+        // read, however large (a 1e9 "unlimited" placeholder).
+        (Positions::Rotary, Some(_)) => {
+            if let Some(v) = given.filter(|_| oversized) {
+                notes.push(format!(
+                    "max_position_embeddings {v} is not read: the model's rotary positions have no table, and --seq-len is priced"
+                ));
+            }
+            None
+        }
+        (Positions::Rotary, None)
+            if given
+                .as_ref()
+                .and_then(Value::as_u64)
+                .is_some_and(|n| n > MAX_SEQ) =>
+        {
+            f.bad(
+                "max_position_embeddings",
+                &format!("beyond the {MAX_SEQ} tokens planner prices"),
+                "pass --seq-len with the length you train at",
+            );
+            return None;
+        }
+        _ => f.count(&key, MAX_SEQ),
     };
     if let (Some(w), Some(s)) = (window, opts.seq_len)
         && s > w
