@@ -316,8 +316,17 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
             exec::cpu::TIMING
         },
     };
+    let env = if cuda {
+        exec::rendezvous::Env::from_vars(|k| std::env::var(k).ok())?
+    } else {
+        None
+    };
+    // The process that writes the profile checks its folder first: the probes take the
+    // whole budget (minutes), and an unwritable --out had failed only after them.
+    if env.as_ref().is_none_or(|e| e.rank == 0) {
+        writable_folder(&out)?;
+    }
     let mut b: Box<dyn Backend> = if cuda {
-        let env = exec::rendezvous::Env::from_vars(|k| std::env::var(k).ok())?;
         Box::new(Cuda::open(a.devices, max_bytes, env)?)
     } else {
         Box::new(Cpu::new(
@@ -333,6 +342,22 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
         Some(p) => saved(&p, &out),
         None => Ok("took part in the inter-node probes; rank 0 writes the profile\n".into()),
     }
+}
+
+/// Creates `out` and writes and removes a scratch file in it, so that a folder the profile
+/// cannot be written to is refused before the probes run.
+fn writable_folder(out: &Path) -> Result<(), CliError> {
+    let refuse = |e: std::io::Error| {
+        CliError::BadInput(format!(
+            "--out {}: cannot write the profile there ({e}); give a folder you can write, \
+             such as calibrate/NAME",
+            out.display()
+        ))
+    };
+    std::fs::create_dir_all(out).map_err(refuse)?;
+    let scratch = out.join(format!(".write-check-{}", std::process::id()));
+    std::fs::write(&scratch, b"").map_err(refuse)?;
+    std::fs::remove_file(&scratch).map_err(refuse)
 }
 
 /// The text of `planner calibrate show`.

@@ -310,7 +310,17 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     verify::check_suggest(k, &run_args)?;
                     verify::cpu_target(r, &run_args)?
                 }
-                None => r,
+                None => {
+                    let given = run_args.given();
+                    if !given.is_empty() {
+                        return Err(CliError::BadInput(format!(
+                            "{}: these run the top plans, so give --verify K with them (or \
+                             drop them)",
+                            given.join(", ")
+                        )));
+                    }
+                    r
+                }
             };
             let mut space = search.space(&r.model, &r.cluster.gpu, r.cluster.n_gpus())?;
             let (gb, seq) = (space.global_batch, space.seq_len);
@@ -383,6 +393,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             simulate,
             save_plan,
         } => {
+            if ops && format == Format::Csv {
+                return Err(CliError::BadInput(
+                    "--ops with --format csv: the operator list has no CSV form; give --format \
+                     json or table with --ops"
+                        .into(),
+                ));
+            }
             let r = target.resolve()?;
             let plan = plan.resolve(&r.model, &r.cluster)?;
             if let Some(path) = &save_plan {

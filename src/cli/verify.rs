@@ -32,19 +32,19 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
     /// Timed steps (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = RunArgs::STEPS)]
     pub steps: u32,
     /// Untimed steps first.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = RunArgs::WARMUP)]
     pub warmup: u32,
     /// Store the measured GEMM and collective times in the calibration profile.
     #[arg(long = "write-back")]
     pub write_back: bool,
     /// cpu backend: memory all ranks may allocate together, GiB.
-    #[arg(long = "cpu-memory-gib", default_value_t = 8.0)]
+    #[arg(long = "cpu-memory-gib", default_value_t = RunArgs::CPU_MEMORY_GIB)]
     pub cpu_memory_gib: f64,
     /// cpu backend: refuse runs predicted to take longer, seconds.
-    #[arg(long = "time-limit-s", default_value_t = 600.0)]
+    #[arg(long = "time-limit-s", default_value_t = RunArgs::TIME_LIMIT_S)]
     pub time_limit_s: f64,
 }
 
@@ -66,6 +66,30 @@ pub struct VerifyArgs {
 }
 
 impl RunArgs {
+    const STEPS: u32 = 3;
+    const WARMUP: u32 = 1;
+    const CPU_MEMORY_GIB: f64 = 8.0;
+    const TIME_LIMIT_S: f64 = 600.0;
+
+    /// The run flags given other than at their defaults: `suggest` refuses them without
+    /// `--verify`, where they had been accepted and did nothing.
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            (self.backend.is_some(), "--backend"),
+            (self.steps != Self::STEPS, "--steps"),
+            (self.warmup != Self::WARMUP, "--warmup"),
+            (self.write_back, "--write-back"),
+            (
+                self.cpu_memory_gib != Self::CPU_MEMORY_GIB,
+                "--cpu-memory-gib",
+            ),
+            (self.time_limit_s != Self::TIME_LIMIT_S, "--time-limit-s"),
+        ]
+        .into_iter()
+        .filter_map(|(given, flag)| given.then_some(flag))
+        .collect()
+    }
+
     fn config(&self) -> Result<(BackendArg, RunConfig, CpuLimits), CliError> {
         let backend = self.backend.ok_or_else(|| {
             CliError::BadInput(

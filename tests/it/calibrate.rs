@@ -207,6 +207,34 @@ fn issue_6_calibrate_needs_cluster_backend_and_out() {
 }
 
 #[test]
+fn calibrate_refuses_an_unwritable_out_before_probing() {
+    // A folder under a regular file cannot be created; the probes would run the whole
+    // budget first, so the refusal must name --out (the save error after probing did not).
+    let dir = tmp("unwritable-out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = file.join("profile-folder").display().to_string();
+    let o = planner(&[
+        "calibrate",
+        "--cluster",
+        "a100x8",
+        "--backend",
+        "cpu",
+        "--budget-s",
+        "1",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--out") && err.contains("cannot write the profile there"),
+        "{err}"
+    );
+}
+
+#[test]
 fn issue_6_published_profiles_are_what_their_command_makes() {
     // calibrate/README.md: each published profile is regenerated from its sources.yaml; the
     // committed profile.json must be exactly what the command writes.

@@ -910,3 +910,36 @@ fn cells(line: &str) -> Vec<String> {
         .map(|c| c.trim().to_string())
         .collect()
 }
+
+#[test]
+fn flags_that_would_do_nothing_are_refused() {
+    // suggest's run flags act only on the plans --verify runs; estimate's operator list
+    // has no CSV form. Both had been accepted and silently ignored.
+    bad_input(
+        &[
+            "suggest",
+            "--model",
+            "gpt-1.7b",
+            "--cluster",
+            "a100x8",
+            "--backend",
+            "cpu",
+            "--steps",
+            "5",
+        ],
+        &["--backend, --steps", "--verify K"],
+    );
+    bad_input(
+        &[
+            "estimate",
+            "--model",
+            "gpt-1.7b",
+            "--cluster",
+            "a100x8",
+            "--ops",
+            "--format",
+            "csv",
+        ],
+        &["--ops with --format csv", "json or table"],
+    );
+}
