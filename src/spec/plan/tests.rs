@@ -1,0 +1,156 @@
+use super::*;
+
+/// The folded counts a label prints read back: runs, single counts, `x` for `×`; a part
+/// that is not a count is named.
+#[test]
+fn folded_counts_read_back() {
+    let v = [5, 3, 3, 3, 3, 3, 3, 1];
+    assert_eq!(fold_counts(&v, ","), "5,3×6,1");
+    assert_eq!(unfold_counts("5,3×6,1").unwrap(), v);
+    assert_eq!(unfold_counts("21x2").unwrap(), [21, 21]);
+    assert_eq!(unfold_counts(" 4 , 4*2 ").unwrap(), [4, 4, 4]);
+    assert_eq!(unfold_counts("12×2 8").unwrap(), [12, 12, 8]);
+    assert!(unfold_counts("5,three").unwrap_err().contains("`three`"));
+    assert!(unfold_counts("3×0").is_err());
+}
+
+/// Recomputing part of each stage is a plan only without virtual stages: with vpp > 1 the
+/// priced "first r layers of the stage" is no framework's layout (Megatron's block method
+/// counts per model chunk), and the closed form and the simulator disagreed on its memory
+/// (the chunks then differ, and interleaving keeps more of the first in flight). Every
+/// layer recomputed, or none, stays a plan.
+#[test]
+fn partial_recompute_needs_one_chunk_per_stage() {
+    let m = crate::spec::load_model("llama3-70b").unwrap();
+    let c = crate::spec::load_cluster("h100-x1024").unwrap();
+    let mut p = Plan::new(32, 2, 4, 1, 1024, 8192);
+    p.cp = 4;
+    p.vpp = 5;
+    p.schedule = Schedule::Interleaved;
+    p.recompute = Recompute::Full;
+    p.recompute_layers = Some(vec![3; 4]);
+    let why = p.check(&m, &c);
+    assert!(
+        why.iter().any(
+            |w| matches!(w, Infeasible::PartialRecomputeInterleaved { vpp: 5 })
+                && w.field() == "recompute_layers"
+        ),
+        "{why:?}"
+    );
+    p.recompute_layers = Some(vec![20; 4]);
+    assert!(p.check(&m, &c).is_empty(), "{:?}", p.check(&m, &c));
+    p.recompute_layers = Some(vec![3; 4]);
+    (p.vpp, p.schedule) = (1, Schedule::OneFOneB);
+    assert!(p.check(&m, &c).is_empty(), "{:?}", p.check(&m, &c));
+}
+
+/// The one-line form names every knob a launch needs, uneven stages included.
+#[test]
+fn short_form_shows_stage_layers_and_recomputed_layers() {
+    let mut p = Plan::new(8, 4, 4, 2, 512, 2048);
+    p.recompute = Recompute::Full;
+    p.zero = 1;
+    p.sequence_parallel = true;
+    assert_eq!(p.short(), "dp=8 tp=4 pp=4 mbs=2 rc=full zero1 sp");
+    p.stage_layers = Some(vec![23, 24, 24, 25]);
+    p.recompute_layers = Some(vec![23, 12, 0, 0]);
+    assert_eq!(
+        p.short(),
+        "dp=8 tp=4 pp=4 mbs=2 rc=full zero1 sp layers=23,24×2,25 rc_layers=23,12,0×2"
+    );
+    assert_eq!(fold_counts(&[12; 8], " "), "12×8");
+    assert_eq!(fold_counts(&[], ","), "");
+}
+
+/// The flags a label leaves out: the defaults spelled as `estimate` reads them, and the
+/// overlaps only when on and fusion only when off.
+#[test]
+fn label_flags_spell_what_the_label_omits() {
+    let mut p = Plan::new(8, 1, 1, 1, 64, 2048);
+    assert_eq!(
+        p.label_flags(),
+        "--global-batch 64 --seq-len 2048 --framework megatron --dtype bf16 --attention flash --tp-overlap backward"
+    );
+    (p.overlap_grad_reduce, p.grad_accumulation_fusion) = (true, false);
+    (p.attention, p.framework) = (AttentionImpl::FlashTriton, Framework::LlmFoundry);
+    assert_eq!(
+        p.label_flags(),
+        "--global-batch 64 --seq-len 2048 --framework llm-foundry --dtype bf16 --attention flash-triton --tp-overlap backward --overlap-grad-reduce --no-gradient-accumulation-fusion"
+    );
+}
+
+/// What a framework cannot run is infeasible, naming the field: llm-foundry (Composer)
+/// has no pipeline or context parallelism; ZeRO-3 under pipelining is torchtitan's alone.
+#[test]
+fn frameworks_refuse_what_they_cannot_run() {
+    let m = crate::spec::load_model("llama3-8b").unwrap();
+    let cluster = crate::spec::load_cluster("h100x8").unwrap();
+    let labels = |p: &Plan| -> Vec<(&str, String)> {
+        p.check(&m, &cluster)
+            .iter()
+            .map(|i| (i.field(), i.to_string()))
+            .collect()
+    };
+    let mut p = Plan::new(4, 1, 2, 1, 64, 8192);
+    p.framework = Framework::LlmFoundry;
+    assert_eq!(
+        labels(&p),
+        [("pp", "pp=2: llm-foundry has no pipeline parallelism; use pp 1, or price for another --framework".to_string())]
+    );
+    (p.pp, p.cp) = (1, 2);
+    assert_eq!(labels(&p)[0].0, "cp");
+    // Context parallelism runs inside the fused attention kernel.
+    (p.framework, p.attention) = (Framework::Megatron, AttentionImpl::Unfused);
+    assert_eq!(labels(&p)[0].0, "attention");
+    (p.framework, p.attention) = (Framework::LlmFoundry, AttentionImpl::Flash);
+    // DeepSpeed's pipeline engine: no context parallelism, no interleaving.
+    p.framework = Framework::DeepSpeed;
+    assert_eq!(
+        labels(&p),
+        [("cp", "cp=2: deepspeed has no context parallelism; use cp 1, or price for another --framework".to_string())]
+    );
+    (p.dp, p.cp, p.pp, p.vpp, p.schedule) = (4, 1, 2, 2, Schedule::Interleaved);
+    assert_eq!(labels(&p)[0].0, "vpp");
+    (p.vpp, p.schedule) = (1, Schedule::OneFOneB);
+    (p.cp, p.pp, p.zero) = (1, 2, 3);
+    for (fw, ok) in Framework::ALL.map(|f| (f, f == Framework::Torchtitan)) {
+        p.framework = fw;
+        let l = labels(&p);
+        assert_eq!(l.is_empty(), ok, "{fw:?}: {l:?}");
+    }
+}
+
+/// Every TP rank holds ffn/tp columns of each expert too: an expert width tp does not
+/// divide is infeasible, naming the field, even when the dense width divides.
+#[test]
+fn tp_must_divide_the_expert_mlp_width() {
+    let mut m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let cluster = crate::spec::load_cluster("h100x8").unwrap();
+    let mut plan = Plan::new(4, 2, 1, 1, 64, 4096);
+    // Megatron runs an MoE model with tp > 1 only with sequence parallelism.
+    assert_eq!(
+        plan.check(&m, &cluster),
+        [Infeasible::MoeTpNeedsSp { tp: 2 }]
+    );
+    plan.sequence_parallel = true;
+    assert!(
+        plan.check(&m, &cluster).is_empty(),
+        "{:?}",
+        plan.check(&m, &cluster)
+    );
+    // 14335 = 5·47·61 is odd: tp=2 leaves half a column; ffn_hidden 14336 still divides.
+    m.moe.as_mut().unwrap().expert_ffn_hidden = 14335;
+    let why = plan.check(&m, &cluster);
+    assert_eq!(
+        why,
+        [Infeasible::FfnNotDivisible {
+            field: "moe.expert_ffn_hidden",
+            ffn: 14335,
+            tp: 2
+        }]
+    );
+    assert_eq!(
+        why[0].to_string(),
+        "tp=2 does not divide moe.expert_ffn_hidden=14335; use a tp that divides it"
+    );
+}
