@@ -244,12 +244,16 @@ pub fn p2p_bytes(model: &ModelSpec, plan: &Plan) -> f64 {
 ///   DDP, moves 6 from the second micro-batch on; priced at the same 10.)
 /// - Fused Megatron adds into the fp32 `main_grad` in the weight-gradient GEMM's epilogue
 ///   (TE `fuse_wgrad_accumulation`); FSDP accumulates reduced *sharded* gradients (1/dp of
-///   the parameters): no separate pass is priced for them.
+///   the parameters): no separate pass is priced for them. Megatron's ZeRO-3 is FSDP2
+///   (`--use-torch-fsdp2`, which runs without gradient-accumulation fusion), priced so
+///   whatever the fusion flag says.
 pub fn grad_accumulate_bytes(plan: &Plan) -> f64 {
     let low_precision = !matches!(plan.dtype, Dtype::Fp32 | Dtype::Tf32);
     match plan.framework {
         Framework::DeepSpeed if plan.dtype == Dtype::Bf16 => 18.0,
-        Framework::Megatron if low_precision && !plan.grad_accumulation_fusion => 10.0,
+        Framework::Megatron if low_precision && !plan.grad_accumulation_fusion && plan.zero < 3 => {
+            10.0
+        }
         _ => 0.0,
     }
 }

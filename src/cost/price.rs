@@ -26,7 +26,9 @@ impl GroupShape {
 
 /// The shapes of every group of a plan, from Megatron-Core's rank order tp-cp-ep-dp-pp
 /// (`parallel_state.initialize_model_parallel`: TP ranks are adjacent, then CP, then DP, and
-/// pipeline stages are farthest apart). EP is carved out of the DP ranks.
+/// pipeline stages are farthest apart). The expert layers have their own order, tp-ep-dp-pp
+/// with the expert-TP size equal to tp (its `expert_decoder_rank_generator`): EP ranks are
+/// strided by tp and carved out of the dp·cp ranks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Placement {
     /// Tensor-parallel group.
@@ -55,7 +57,7 @@ impl Placement {
         Placement {
             tp: shape(1, plan.tp),
             cp: shape(plan.tp, plan.cp),
-            ep: shape(plan.tp * plan.cp, plan.ep),
+            ep: shape(plan.tp, plan.ep),
             dp: {
                 // DP×CP ranks: CP ranks are adjacent, DP ranks strided by tp·cp.
                 let g = shape(plan.tp, plan.cp * plan.dp);

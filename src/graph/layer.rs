@@ -216,9 +216,16 @@ fn activation(gated: bool, tokens: f64, f: f64, sh: &Shard) -> Op {
     }
 }
 
-/// The MLP of an MoE layer: router, token dispatch (all-to-all over the EP group), the local
-/// experts as grouped GEMMs, and the combine (Fedus et al. 2021; Megatron-Core MoE). Tokens
-/// are assumed balanced: each rank's experts receive b·s·top_k tokens in total.
+/// The MLP of an MoE layer as Megatron-Core's all-to-all dispatcher runs it (Fedus et al.
+/// 2021; `MoEAlltoAllTokenDispatcher`, megatron/core/transformer/moe/token_dispatcher.py:
+/// "permute → A2A(EP) → AG(TP) → sort_chunk", and back "sort_chunk → RS(TP) → A2A(EP) →
+/// unpermute"). Each rank routes its own sequence-parallel shard of the tokens; the
+/// all-to-all moves its top-k copies over the EP group; the expert-TP group (tp, Megatron's
+/// default `--expert-tensor-parallel-size`) then all-gathers the routed tokens so each rank's
+/// expert shard (width f/tp) sees all of them, and reduce-scatters the outputs back. Tokens
+/// are assumed balanced: the local experts receive b·s·top_k tokens in total. Without
+/// sequence parallelism and tp > 1 (which Megatron refuses for MoE) every TP rank holds all
+/// tokens: conjugates wrap the block and nothing is gathered inside it.
 fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let m = model
         .moe
@@ -227,42 +234,51 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let e = sh.dtype.bytes();
     let (h, t) = (model.hidden, sh.tp);
     let local = m.experts / sh.ep;
+    // Tokens this rank routes, and those its expert shards compute after the TP gather.
+    let own = sh.tokens_sp();
+    let own_routed = own * m.top_k;
     let routed = sh.tokens() * m.top_k;
     let per_expert = routed.div_ceil(local);
     let gated = model.arch.gated_mlp();
     let f = m.expert_ffn_hidden / t;
     let width = if gated { 2 * f } else { f };
-    let tokens = sh.tokens() as f64;
-    let moved = routed as f64 * h as f64 * e;
+    let own_f = own as f64;
+    let sent = own_routed as f64 * h as f64 * e;
+    let gathered = routed as f64 * h as f64 * e;
+    // The router's GEMM keeps its input for the weight gradient, and the fp32 logits for the
+    // softmax/top-k backward.
     let mut router = Op::linear(
         "router",
-        sh.tokens(),
+        own,
         m.experts,
         h,
         (h * m.experts) as f64,
-        0.0,
+        own_f * h as f64 * e + own_f * m.experts as f64 * 4.0,
     );
     // Megatron-Core's TopKRouter multiplies by its weight outside Transformer Engine.
     router.fp8 = false;
-    router.saved_bytes = tokens * m.experts as f64 * 4.0;
-    router.saved_selective_bytes = router.saved_bytes;
     router.fwd.push(Kernel::Memory {
         class: super::MemClass::Reduction,
-        bytes: tokens * m.experts as f64 * 8.0,
+        bytes: own_f * m.experts as f64 * 8.0,
     });
     let a2a = |name| {
         let k = Kernel::Comm {
             coll: Coll::AllToAll,
             group: Group::Ep,
-            bytes: moved,
+            bytes: sent,
             overlapped: false,
         };
-        let mut op = Op::memory(name, 2.0 * moved, 2.0 * moved, 0.0);
+        let mut op = Op::memory(name, 2.0 * sent, 2.0 * sent, 0.0);
         if sh.ep > 1 {
             op.fwd.push(k.clone());
             op.bwd.insert(0, k);
         }
         op
+    };
+    let (gather, scatter) = if sh.sp {
+        tp_conjugates(sh, gathered)
+    } else {
+        (None, None)
     };
     let grouped = |name, n, k, params: f64, saved: f64| Op {
         name,
@@ -293,16 +309,24 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         fp8: true,
     };
     let r = routed as f64;
-    let fc1 = grouped("expert_fc1", width, h, (local * h * width) as f64, moved);
+    let fc1 = grouped("expert_fc1", width, h, (local * h * width) as f64, gathered);
     let fc2 = grouped("expert_fc2", h, f, (local * f * h) as f64, r * f as f64 * e);
-    vec![
-        router,
-        a2a("dispatch"),
+    let mut ops = vec![router, a2a("dispatch")];
+    ops.extend(gather.map(|mut op| {
+        op.name = "expert_tp_gather";
+        op
+    }));
+    ops.extend([
         fp8_casts(fc1, sh, r * h as f64, r * width as f64, false),
         activation(gated, r, f as f64, sh),
         fp8_casts(fc2, sh, r * f as f64, r * h as f64, false),
-        a2a("combine"),
-    ]
+    ]);
+    ops.extend(scatter.map(|mut op| {
+        op.name = "expert_tp_scatter";
+        op
+    }));
+    ops.push(a2a("combine"));
+    ops
 }
 
 /// One transformer layer (dense, or MoE when `moe`) for one rank and one micro-batch.
@@ -341,13 +365,15 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
     attn.push(residual("residual_attn", model, sh.tokens_sp(), e));
 
     let mut mlp: Vec<Op> = Vec::new();
-    if moe {
-        // The conjugates wrap the whole MoE block: tokens enter full and leave reduced.
+    if moe && !sh.sp {
+        // Without SP every TP rank holds all tokens: the conjugates wrap the whole block.
         let full = (sh.tokens() * h) as f64 * e;
         let (enter, exit) = tp_conjugates(sh, full);
         mlp.extend(enter);
         mlp.extend(moe_mlp(model, sh));
         mlp.extend(exit);
+    } else if moe {
+        mlp.extend(moe_mlp(model, sh));
     } else {
         mlp.extend(dense_mlp(model, sh));
     }
@@ -526,5 +552,61 @@ mod tests {
             g.op("expert_fc1").unwrap().params
         );
         assert!(ep.op("dispatch").unwrap().fwd.iter().any(Kernel::is_comm));
+    }
+
+    /// Megatron-Core's all-to-all dispatcher at tp 4 with SP, ep 4 (Mixtral, b = 1,
+    /// s = 4096, bf16): each rank routes its 4096/4 = 1024 tokens, so the all-to-all sends
+    /// 1024 × top-2 × 4096 × 2 B = 16,777,216 B; the expert-TP all-gather then assembles all
+    /// 4096 × 2 routed tokens, 67,108,864 B, and reduce-scatters the outputs back. Nothing
+    /// is gathered around the block. The router keeps its 1024 × 4096 × 2 B input and the
+    /// 1024 × 8 fp32 logits: 8,388,608 + 32,768 B.
+    #[test]
+    fn moe_routes_the_sequence_parallel_shard_and_gathers_routed_tokens() {
+        let m = crate::spec::load_model("mixtral-8x7b").unwrap();
+        let sh = Shard {
+            b: 1,
+            s: 4096,
+            tp: 4,
+            sp: true,
+            cp: 1,
+            ep: 4,
+            attention: AttentionImpl::Flash,
+            dtype: Dtype::Bf16,
+            tp_overlap: crate::spec::TpOverlap::Backward,
+            framework: crate::spec::Framework::Megatron,
+        };
+        let g = transformer_layer(&m, &sh, true);
+        let comm = |op: &str| -> Vec<(Coll, Group, f64)> {
+            g.op(op)
+                .unwrap()
+                .fwd
+                .iter()
+                .filter_map(|k| match k {
+                    Kernel::Comm {
+                        coll, group, bytes, ..
+                    } => Some((*coll, *group, *bytes)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(
+            comm("dispatch"),
+            [(Coll::AllToAll, Group::Ep, 16_777_216.0)]
+        );
+        assert_eq!(
+            comm("expert_tp_gather"),
+            [(Coll::AllGather, Group::Tp, 67_108_864.0)]
+        );
+        assert_eq!(
+            comm("expert_tp_scatter"),
+            [(Coll::ReduceScatter, Group::Tp, 67_108_864.0)]
+        );
+        assert!(g.op("tp_enter").is_none() && g.op("tp_exit").is_none());
+        assert_eq!(g.op("router").unwrap().saved_bytes, 8_388_608.0 + 32_768.0);
+        // The experts still compute every routed token: 4096 × 2 over 8 / 4 local experts.
+        match &g.op("expert_fc1").unwrap().fwd[..] {
+            [.., Kernel::Gemm { batch, m, .. }] => assert_eq!((*batch, *m), (2, 4096)),
+            k => panic!("{k:?}"),
+        }
     }
 }

@@ -161,7 +161,7 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                     continue;
                 }
                 let local = space.global_batch / dp;
-                for ep in divisors(dp).into_iter().filter(|e| experts % e == 0) {
+                for ep in divisors(dp * cp).into_iter().filter(|e| experts % e == 0) {
                     for mbs in divisors(local).into_iter().filter(|&b| b <= space.max_mbs) {
                         let vpps: Vec<u64> = if pp > 1 {
                             divisors(model.layers / pp.min(model.layers))

@@ -63,6 +63,22 @@ impl Framework {
     /// the same.
     pub fn lacks(self) -> &'static [Lack] {
         match self {
+            // `--use-torch-fsdp2` asserts expert_model_parallel_size == 1 (Megatron-LM
+            // megatron/training/arguments.py); the distributed optimizer (ZeRO-1) runs with it.
+            Framework::Megatron => &[(
+                "ep",
+                |p| if p.zero == 3 { p.ep } else { 1 },
+                "expert parallelism under ZeRO-3 (--use-torch-fsdp2 asserts \
+                 expert_model_parallel_size == 1; ZeRO-1 runs with it)",
+            )],
+            // torchtitan's expert parallelism borrows FSDP and TP ranks (dp2ep), a layout
+            // not priced here; its exporter refuses it too.
+            Framework::Torchtitan => &[(
+                "ep",
+                |p| p.ep,
+                "Megatron-style expert parallelism (its own, dp2ep, borrows FSDP and TP ranks \
+                 and is not priced)",
+            )],
             Framework::LlmFoundry => &[
                 ("pp", |p| p.pp, "pipeline parallelism"),
                 ("cp", |p| p.cp, "context parallelism"),
@@ -72,7 +88,6 @@ impl Framework {
                 ("vpp", |p| p.vpp, "interleaved pipeline schedule"),
                 ("ep", |p| p.ep, "Megatron-style expert parallelism"),
             ],
-            _ => &[],
         }
     }
 

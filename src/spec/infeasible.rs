@@ -115,8 +115,8 @@ pub enum Infeasible {
         experts: u64,
         /// Expert parallelism.
         ep: u64,
-        /// Data parallelism.
-        dp: u64,
+        /// Data × context parallelism, the ranks EP is carved out of.
+        dp_cp: u64,
     },
     /// ep > 1 on a dense model.
     EpWithoutExperts {
@@ -226,7 +226,7 @@ impl Infeasible {
             I::SeqBeyondPositions { .. } => "sequence beyond position embeddings",
             I::SeqBeyondWindow { .. } => "sequence beyond the sliding window",
             I::MicroBatchTokens { .. } => "micro-batch tokens beyond any run",
-            I::ExpertsNotDivisible { .. } => "ep does not divide experts or dp",
+            I::ExpertsNotDivisible { .. } => "ep does not divide experts or dp·cp",
             I::EpWithoutExperts { .. } => "ep on a dense model",
             I::InterleavedNeedsChunks { .. } => "interleaving needs pp≥2, vpp≥2",
             I::InterleavedMicroBatches { .. } => "interleaved: micro-batches not a multiple of pp",
@@ -346,9 +346,9 @@ impl fmt::Display for Infeasible {
                 f,
                 "seq_len={seq_len} exceeds the model's sliding attention window of {window}: sliding-window attention is not modelled (full causal attention would be priced, overstating the attention work); use seq_len ≤ {window}"
             ),
-            I::ExpertsNotDivisible { experts, ep, dp } => write!(
+            I::ExpertsNotDivisible { experts, ep, dp_cp } => write!(
                 f,
-                "ep={ep} must divide experts={experts} and dp={dp}; choose a common divisor"
+                "ep={ep} must divide experts={experts} and dp·cp={dp_cp} (expert parallelism is carved out of the data- and context-parallel ranks); choose a common divisor"
             ),
             I::EpWithoutExperts { ep } => write!(f, "ep={ep} on a model without experts; use ep=1"),
             I::InterleavedNeedsChunks { pp, vpp } if *pp >= 2 && *vpp >= 2 => write!(

@@ -381,11 +381,11 @@ impl Plan {
             });
         }
         match &model.moe {
-            Some(m) if m.experts % self.ep != 0 || self.dp % self.ep != 0 => {
+            Some(m) if m.experts % self.ep != 0 || (self.dp * self.cp) % self.ep != 0 => {
                 out.push(I::ExpertsNotDivisible {
                     experts: m.experts,
                     ep: self.ep,
-                    dp: self.dp,
+                    dp_cp: self.dp * self.cp,
                 });
             }
             Some(_) => {}

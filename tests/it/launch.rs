@@ -240,6 +240,47 @@ fn megatron_core_round_trip_over_every_feature() {
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
+    // Experts are priced as the all-to-all dispatcher and grouped GEMMs run them; Megatron's
+    // defaults (allgather, SequentialMLP) are not what is priced.
+    let text = export(
+        &mixtral,
+        &moe,
+        LaunchFormat::Megatron(MegatronVersion::Core),
+    )
+    .unwrap()
+    .text;
+    for line in [
+        "--moe-token-dispatcher-type alltoall \\",
+        "--moe-grouped-gemm \\",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    // `--use-torch-fsdp2` asserts no gradient-accumulation fusion; ZeRO-3 prices the same
+    // with the flag either way, so the re-import prices identically.
+    let z3 = Plan {
+        pp: 1,
+        vpp: 1,
+        dp: 16,
+        zero: 3,
+        schedule: Schedule::OneFOneB,
+        grad_accumulation_fusion: true,
+        ..base.clone()
+    };
+    let text = export(&llama, &z3, LaunchFormat::Megatron(MegatronVersion::Core))
+        .unwrap()
+        .text;
+    assert!(
+        text.contains("--use-torch-fsdp2 \\") && text.contains("--no-gradient-accumulation-fusion"),
+        "{text}"
+    );
+    let parsed = from_megatron(&text, &llama, 256).unwrap();
+    assert_eq!(
+        parsed.plan,
+        Plan {
+            grad_accumulation_fusion: false,
+            ..z3
+        }
+    );
 }
 
 /// Megatron-LM 2021 runs every TP collective exposed and reduces fp16 gradients in fp16 unless
@@ -1080,13 +1121,16 @@ fn megatron_arguments_megatron_refuses_are_refused() {
     let moe = "--tensor-model-parallel-size 2 --sequence-parallel --expert-model-parallel-size 8 --micro-batch-size 1 --bf16 --num-experts 8 --moe-router-topk 2 --moe-router-load-balancing-type aux_loss --moe-aux-loss-coeff 1e-2 --moe-token-dispatcher-type alltoall";
     let p = from_megatron(moe, &mixtral, 16).unwrap();
     assert_eq!((p.plan.tp, p.plan.ep), (2, 8));
-    assert!(
-        p.warnings
+    // The all-to-all dispatcher is what is priced; Megatron's default `allgather` is said.
+    let warned = |args: &str| {
+        from_megatron(args, &mixtral, 16)
+            .unwrap()
+            .warnings
             .iter()
-            .any(|w| w.contains("--moe-token-dispatcher-type")),
-        "{:?}",
-        p.warnings
-    );
+            .any(|w| w.contains("--moe-token-dispatcher-type"))
+    };
+    assert!(!warned(moe));
+    assert!(warned(&moe.replace("alltoall", "allgather")));
 }
 
 /// `export` refuses a plan priced for one framework in a format another framework runs when
@@ -1156,4 +1200,16 @@ fn export_refuses_what_the_target_framework_cannot_run() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("priced as deepspeed"), "{}", stderr(&o));
+}
+
+/// Megatron asserts `--moe-layer-freq`'s pattern has one entry per layer. planner's expert
+/// layers are every 4th counting from 1 (layers 3, 7, …, 27 of 30): seven `[0,0,0,1]` groups
+/// then the two dense layers left, 30 entries; an `every` that divides the layers needs no
+/// tail, and every layer an expert layer is the integer 1.
+#[test]
+fn moe_layer_freq_has_one_entry_per_layer() {
+    use planner::spec::launch::megatron::moe_layer_freq;
+    assert_eq!(moe_layer_freq(4, 30), "([0]*3+[1])*7+[0]*2");
+    assert_eq!(moe_layer_freq(2, 32), "([0]*1+[1])*16");
+    assert_eq!(moe_layer_freq(1, 30), "1");
 }

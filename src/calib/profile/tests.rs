@@ -1,3 +1,5 @@
+//! The profile format: device matching, checks and saving.
+
 use super::*;
 
 /// A profile names its device; a cluster of another GPU family is told, a cpu stand-in

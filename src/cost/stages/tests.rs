@@ -51,10 +51,12 @@ fn stage_work_recomposes_the_estimate() {
     let mixtral = load_model("mixtral-8x7b").unwrap();
     let mut moe = plan(32, 8, 4, 1, 1024);
     moe.ep = 8;
-    // ZeRO-3 on experts too: they gather and reduce over their own group.
+    // ZeRO-3 on experts too: they gather and reduce over their own group (llm-foundry's
+    // FSDP with MegaBlocks experts; Megatron's FSDP2 refuses expert parallelism).
     let mut moe_z3 = plan(256, 4, 1, 1, 1024);
     moe_z3.ep = 8;
     moe_z3.zero = 3;
+    moe_z3.framework = crate::spec::Framework::LlmFoundry;
     // Uneven stages, recomputing fewer layers where fewer micro-batches are in flight.
     let mut uneven = plan(32, 8, 4, 1, 1024);
     uneven.stage_layers = Some(vec![23, 24, 24, 25]);

@@ -24,12 +24,20 @@ pub fn default_ffn(hidden: u64, swiglu: bool) -> u64 {
 
 /// `--moe-layer-freq` for MoE every `every` layers. Megatron puts an expert layer where
 /// i % freq == 0 (layer 0 first); planner's MoE layers are i + 1 ≡ 0 (mod every), so for
-/// every > 1 the exact pattern is written as a list expression.
+/// every > 1 the exact pattern is written as a list expression, one entry per layer
+/// (Megatron asserts the pattern's length is `--num-layers`): dense layers after the last
+/// expert layer when `every` does not divide the layers.
 pub fn moe_layer_freq(every: u64, layers: u64) -> String {
-    if every == 1 {
+    let rest = if every > 1 { layers % every } else { 0 };
+    let pattern = if every == 1 {
         "1".into()
     } else {
         format!("([0]*{}+[1])*{}", every - 1, layers / every)
+    };
+    if rest == 0 {
+        pattern
+    } else {
+        format!("{pattern}+[0]*{rest}")
     }
 }
 
@@ -282,8 +290,11 @@ fn memory(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Mega
             },
         );
     }
+    // `--use-torch-fsdp2` asserts `not gradient_accumulation_fusion` (arguments.py); its
+    // FSDP accumulates sharded gradients, priced alike either way.
     match (plan.grad_accumulation_fusion, core) {
         (false, true) => flag(a, "--no-gradient-accumulation-fusion"),
+        (true, true) if plan.zero == 3 => flag(a, "--no-gradient-accumulation-fusion"),
         (true, false) => c.refuse(
             "grad_accumulation_fusion",
             "Megatron-LM 2021 accumulates gradients in a backward hook, not in the GEMM",
@@ -328,6 +339,10 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
         if m.every > 1 {
             arg(a, "--moe-layer-freq", moe_layer_freq(m.every, model.layers));
         }
+        // What is priced: the all-to-all dispatcher (Megatron's default is `allgather`) and
+        // the local experts as one grouped GEMM (without the flag, SequentialMLP).
+        arg(a, "--moe-token-dispatcher-type", "alltoall");
+        flag(a, "--moe-grouped-gemm");
     }
     if model.dropout != 0.1 {
         // Megatron-LM defaults both to 0.1.

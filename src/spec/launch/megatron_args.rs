@@ -123,23 +123,14 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
         true,
         Nm("the allocator margin is priced without emptying the cache"),
     ),
-    (
-        "--moe-grouped-gemm",
-        false,
-        Nm("expert GEMMs are priced as one batched GEMM either way"),
-    ),
+    // What the expert layers are priced as (`export` writes both).
+    ("--moe-grouped-gemm", false, P),
     (
         "--moe-expert-capacity-factor",
         true,
         Nm("routing is priced without token dropping"),
     ),
-    (
-        "--moe-token-dispatcher-type",
-        true,
-        Nm(
-            "tokens are priced as dispatched by all-to-all over the expert-parallel ranks, whichever dispatcher is named",
-        ),
-    ),
+    ("--moe-token-dispatcher-type", true, P),
     // Cannot express.
     (
         "--distribute-saved-activations",
@@ -377,6 +368,14 @@ pub(crate) fn read(text: &str, c: &mut Collect) -> ArgMap {
         {
             c.warn(format!(
                 "{name} is given twice ({v0}, then {}): Megatron-LM's argparse keeps the last",
+                value.as_deref().unwrap_or_default()
+            ));
+        }
+        if name == "--moe-token-dispatcher-type" && value.as_deref() != Some("alltoall") {
+            c.warn(format!(
+                "{name} {}: not modelled (tokens are priced as Megatron-Core's all-to-all \
+                 dispatcher moves them; the default `allgather` gathers every token over the \
+                 TP × EP ranks, ep/top_k times the traffic)",
                 value.as_deref().unwrap_or_default()
             ));
         }

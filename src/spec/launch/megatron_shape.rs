@@ -211,9 +211,13 @@ pub(super) fn check_experts(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
         );
     }
     let freq = a.get("--moe-layer-freq").unwrap_or("1");
-    if freq != moe_layer_freq(m.every, model.layers) && freq != m.every.to_string() {
+    // An integer frequency puts experts in layers 0, freq, …: ⌈layers/freq⌉ of them, the
+    // model's ⌊layers/every⌋ only when every divides the layers.
+    let exact = freq == moe_layer_freq(m.every, model.layers);
+    let same_count = freq == m.every.to_string() && model.layers % m.every == 0;
+    if !exact && !same_count {
         mismatch(c, "--moe-layer-freq", freq, model, "moe.every", m.every);
-    } else if freq != "1" && freq == m.every.to_string() {
+    } else if !exact {
         c.warn(format!("--moe-layer-freq {freq} puts experts in layers 0, {freq}, …; the model has them in layers {}, …: the same count, priced alike except for stage balance", m.every - 1));
     }
 }

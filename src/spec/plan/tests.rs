@@ -1,3 +1,5 @@
+//! `Plan`: its checks, labels and the folded counts it prints and reads.
+
 use super::*;
 
 /// The folded counts a label prints read back: runs, single counts, `x` for `×`; a part
@@ -153,4 +155,35 @@ fn tp_must_divide_the_expert_mlp_width() {
         why[0].to_string(),
         "tp=2 does not divide moe.expert_ffn_hidden=14335; use a tp that divides it"
     );
+}
+
+/// Expert parallelism is carved out of dp·cp (Megatron-Core folds CP into the expert
+/// groups): cp 8 × ep 8 on one node runs, ep 3 does not divide 8. Megatron's ZeRO-3
+/// (`--use-torch-fsdp2`) asserts ep == 1; its distributed optimizer (ZeRO-1) runs with EP;
+/// torchtitan's own expert parallelism is not the one priced.
+#[test]
+fn expert_parallelism_rules_follow_the_frameworks() {
+    let m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let cluster = crate::spec::load_cluster("h100x8").unwrap();
+    let fields =
+        |p: &Plan| -> Vec<&str> { p.check(&m, &cluster).iter().map(|i| i.field()).collect() };
+    let mut p = Plan::new(1, 1, 1, 1, 8, 8192);
+    (p.cp, p.ep) = (8, 8);
+    assert!(fields(&p).is_empty(), "{:?}", p.check(&m, &cluster));
+    (p.dp, p.cp, p.ep) = (8, 1, 8);
+    p.zero = 1;
+    assert!(fields(&p).is_empty());
+    p.zero = 3;
+    assert_eq!(fields(&p), ["ep"]);
+    assert!(
+        p.check(&m, &cluster)[0]
+            .to_string()
+            .contains("--use-torch-fsdp2")
+    );
+    (p.zero, p.framework) = (3, Framework::Torchtitan);
+    assert_eq!(fields(&p), ["ep"]);
+    (p.framework, p.zero, p.ep) = (Framework::Megatron, 1, 1);
+    (p.dp, p.tp, p.sequence_parallel) = (4, 2, true);
+    p.ep = 8;
+    assert_eq!(fields(&p), ["ep"], "ep 8 over dp·cp = 4");
 }
