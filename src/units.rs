@@ -116,6 +116,11 @@ pub fn fmt_count(x: f64) -> String {
     }
 }
 
+/// Greatest common divisor (Euclid).
+pub fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename,
 /// so a reader never sees half a file and a failed write leaves the old one. A symbolic link
 /// is written through (its target replaced, the link kept); a path that exists and is no

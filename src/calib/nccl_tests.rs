@@ -328,6 +328,8 @@ pub fn import(
         tool_version: Some(env!("CARGO_PKG_VERSION").into()),
         ..Default::default()
     };
+    // The first file that names its GPU, and the first that does not.
+    let (mut named, mut unnamed): (Option<(String, String)>, Option<String>) = (None, None);
     for (path, text) in files {
         let run = parse(path, text)?;
         let coll = opt.coll.or(run.coll).ok_or_else(|| {
@@ -356,6 +358,33 @@ pub fn import(
         } else {
             Span::Intra
         });
+        // One profile prices one device: a file naming another GPU than --device or than an
+        // earlier file is refused (the last file's name had labelled every file's points).
+        match (&run.device, &opt.device) {
+            (Some(d), Some(given)) if d != given => {
+                return Err(input_err(
+                    path,
+                    format!("ran on {d}, but --device says {given}"),
+                    "drop --device (the file names its GPU), or import this file separately",
+                ));
+            }
+            (Some(d), _) if !meta.device.is_empty() && *d != meta.device => {
+                return Err(input_err(
+                    path,
+                    format!("ran on {d}, but an earlier file ran on {}", meta.device),
+                    "import each GPU's files into its own profile",
+                ));
+            }
+            _ => {}
+        }
+        match &run.device {
+            Some(d) => {
+                named.get_or_insert((path.clone(), d.clone()));
+            }
+            None => {
+                unnamed.get_or_insert(path.clone());
+            }
+        }
         if let Some(d) = run.device.or_else(|| opt.device.clone()) {
             meta.device = d;
         }
@@ -363,6 +392,13 @@ pub fn import(
         let g = groups.entry((coll, ranks, span)).or_default();
         g.0.extend(run.points);
         g.1.push(path.clone());
+    }
+    if let (Some((_, d)), Some(path), None) = (&named, &unnamed, &opt.device) {
+        return Err(input_err(
+            path,
+            format!("names no GPU, and another file ran on {d}: the profile would say {d} for it"),
+            "pass --device to say what it ran on, or import it separately",
+        ));
     }
     if meta.device.is_empty() {
         meta.device = UNKNOWN_DEVICE.into();
@@ -507,6 +543,50 @@ node7:4242:4242 [0] NCCL INFO NCCL version 2.21.5+cuda12.4
         };
         let p = import("x", &files, &opt).unwrap();
         assert_eq!(crate::calib::device_mismatch(&p, "a100-sxm4-80gb"), None);
+    }
+
+    /// One profile prices one GPU: a file naming another GPU than `--device`, or than an
+    /// earlier file, is refused, and so is a file naming none beside one that names its GPU
+    /// (the last file's GPU had labelled them all: an A100's points priced as an H100's).
+    #[test]
+    fn files_of_different_gpus_are_not_merged() {
+        let table = ("h100-allreduce-2gpu.txt".to_string(), TABLE.to_string());
+        let csv = (
+            "a100-allreduce-8gpu.csv".to_string(),
+            "size(B),count,type,time(ns),busbw(GB/s)\n1048576,262144,float,92790,19.78\n"
+                .to_string(),
+        );
+        let a100 = ImportOptions {
+            device: Some("NVIDIA A100-SXM4-80GB".into()),
+            ..Default::default()
+        };
+        let none = ImportOptions::default();
+        let err = |files: &[(String, String)], opt: &ImportOptions| {
+            import("x", files, opt).unwrap_err().to_string()
+        };
+        let e = err(std::slice::from_ref(&table), &a100);
+        assert!(
+            e.contains("ran on NVIDIA H100 80GB HBM3, but --device says"),
+            "{e}"
+        );
+        let e = err(&[csv.clone(), table.clone()], &none);
+        assert!(
+            e.contains("a100-allreduce-8gpu.csv") && e.contains("names no GPU"),
+            "{e}"
+        );
+        let mut a100_table = table.clone();
+        a100_table.1 = TABLE.replace("NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB");
+        let e = err(&[a100_table, table.clone()], &none);
+        assert!(
+            e.contains("an earlier file ran on NVIDIA A100-SXM4-80GB"),
+            "{e}"
+        );
+        // Files of one GPU, or an unnamed file labelled by --device, still import.
+        assert!(import("x", &[table.clone(), table], &none).is_ok());
+        assert_eq!(
+            import("x", &[csv], &a100).unwrap().meta.device,
+            "NVIDIA A100-SXM4-80GB"
+        );
     }
 
     #[test]

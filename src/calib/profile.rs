@@ -418,10 +418,22 @@ pub const MAX_LINK_BYTES_S: f64 = 1e13;
 /// or mis-sized row (a time of 1e-300 s had priced a step at 252% MFU).
 pub const MAX_GEMM_FLOPS_S: f64 = 2e16;
 
+/// How far a measurement may pass the datasheet: 5%, for clocks above the datasheet's.
+pub const PEAK_ALLOWANCE: f64 = 1.05;
+
 /// The first of `profile`'s GEMMs that ran faster than `device`'s dense peak for its type
-/// (5% allowed for clocks above the datasheet's): a measurement no such device can make, which
-/// would price steps above 100% MFU.
+/// ([`PEAK_ALLOWANCE`] allowed), or a copy bandwidth above the device's HBM bandwidth: a
+/// measurement no such device can make, which would price steps above 100% MFU (a copy at
+/// 44× an A100's 2,039 GB/s had been priced).
 pub fn gemm_beyond_peak(profile: &Profile, device: &crate::spec::DeviceSpec) -> Option<String> {
+    if let Some(hbm) = profile.hbm_gbytes_s
+        && hbm > PEAK_ALLOWANCE * device.hbm_gbytes_s
+    {
+        return Some(format!(
+            "hbm_gbytes_s {hbm} is above {}'s {} GB/s of HBM bandwidth",
+            device.name, device.hbm_gbytes_s
+        ));
+    }
     profile.gemm.iter().enumerate().find_map(|(i, g)| {
         // A type the device file gives no peak for (fp8 without `fp8:`) cannot be judged:
         // `peak_flops` would answer the bf16 peak.
@@ -429,7 +441,7 @@ pub fn gemm_beyond_peak(profile: &Profile, device: &crate::spec::DeviceSpec) -> 
             return None;
         }
         let peak = device.peak_flops(g.dtype);
-        (g.flops_s() > 1.05 * peak).then(|| {
+        (g.flops_s() > PEAK_ALLOWANCE * peak).then(|| {
             format!(
                 "gemm[{i}] ({} {}×{}×{}) ran at {:.0} TFLOP/s, above {}'s {:.0} TFLOP/s peak",
                 g.dtype.name(),

@@ -244,7 +244,7 @@ fn config(a: &ReportArgs, r: &Resolved) -> Result<Config, CliError> {
     let largest = gpus.iter().copied().max().unwrap_or(1);
     let lcm = gpus
         .iter()
-        .try_fold(1u64, |l, &n| l.checked_mul(n / gcd(l, n)))
+        .try_fold(1u64, |l, &n| l.checked_mul(n / crate::units::gcd(l, n)))
         .unwrap_or(u64::MAX);
     let seq = a.search.seq_len.unwrap_or(r.model.seq_len);
     let by_largest = crate::search::default_global_batch(seq, largest);
@@ -308,11 +308,6 @@ pub fn run(a: &ReportArgs) -> Result<String, CliError> {
             e.plan.short(),
             e.step_time_s
         ))
-}
-
-/// Greatest common divisor.
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// A folder name from model and cluster names: letters, digits, `.`, `_` and `-` kept, any

@@ -45,13 +45,20 @@ pub struct Placement {
 
 impl Placement {
     /// Placement of `plan` on nodes of `gpus_per_node` GPUs.
+    ///
+    /// A group of `n` ranks `stride` apart meets q = gpus_per_node / stride of its lattice in
+    /// each node. Groups start at multiples of n, so a node boundary cuts each into pieces
+    /// that are multiples of gcd(n, q): that many per node, over n / gcd(n, q) nodes, is the
+    /// worst group (all of it in one node when n divides q; q per node when q divides n; tp 4
+    /// on nodes of 6 leaves ranks 4–7 two per node). A stride that does not divide the node
+    /// is priced as one rank per node.
     pub fn of(plan: &Plan, gpus_per_node: u64) -> Placement {
         let shape = |stride: u64, n: u64| GroupShape {
             n,
-            per_node: if stride >= gpus_per_node {
+            per_node: if stride >= gpus_per_node || gpus_per_node % stride != 0 {
                 1
             } else {
-                n.min(gpus_per_node / stride).max(1)
+                crate::units::gcd(n, gpus_per_node / stride).max(1)
             },
         };
         Placement {
@@ -184,7 +191,9 @@ impl<'a> Machine<'a> {
 
     /// Time of `batch` GEMMs m×n×k in `dtype`, plus a launch: the preset model
     /// [`Machine::gemm_preset_s`], or with a profile the preset throughput of the shape scaled
-    /// by the measured/preset ratio of the nearest measured shapes (`Profile::gemm_flops_s`).
+    /// by the measured/preset ratio of the nearest measured shapes (`Profile::gemm_flops_s`),
+    /// at most the device's peak (with `calib::PEAK_ALLOWANCE`): the ratio of a small shape
+    /// measured well above the preset's small-shape rate had carried large shapes to 146% MFU.
     pub fn gemm_s(&self, dtype: Dtype, batch: u64, m: u64, n: u64, k: u64) -> (f64, Source) {
         let flops = 2.0 * batch as f64 * m as f64 * n as f64 * k as f64;
         let preset = |b: u64, m: u64, n: u64, k: u64| {
@@ -194,7 +203,8 @@ impl<'a> Machine<'a> {
             .profile
             .and_then(|p| p.gemm_flops_s(dtype, batch, m, n, k, &preset))
         {
-            return (flops / fs + self.launch_s(), src);
+            let ceiling = crate::calib::PEAK_ALLOWANCE * self.device().peak_flops(dtype);
+            return (flops / fs.min(ceiling) + self.launch_s(), src);
         }
         (
             self.gemm_preset_s(dtype, batch, m, n, k) + self.launch_s(),
@@ -482,5 +492,12 @@ mod tests {
         assert_eq!(p.tp, GroupShape { n: 4, per_node: 4 });
         assert_eq!(p.dp, GroupShape { n: 16, per_node: 2 });
         assert_eq!(p.pp, GroupShape { n: 2, per_node: 1 });
+        // TP groups that a node boundary cuts: tp 4 on nodes of 6 (ranks 4–7 are 4, 5 | 6,
+        // 7), tp 3 on nodes of 8 (6, 7 | 8): the worst group spans two nodes.
+        let p = |tp, gpn| Placement::of(&Plan::new(48 / tp, tp, 1, 1, 48, 2048), gpn).tp;
+        assert_eq!(p(4, 6), GroupShape { n: 4, per_node: 2 });
+        assert_eq!(p(3, 8), GroupShape { n: 3, per_node: 1 });
+        assert_eq!(p(2, 6), GroupShape { n: 2, per_node: 2 });
+        assert_eq!(p(8, 8), GroupShape { n: 8, per_node: 8 });
     }
 }

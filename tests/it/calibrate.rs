@@ -294,3 +294,54 @@ fn issue_6_published_a100_profile_prices_estimates_with_its_sources() {
         "{from}"
     );
 }
+
+/// A profile's measured/preset ratio is carried to shapes it did not measure, but never past
+/// the device's peak: one 256³ bf16 GEMM at 100 TFLOP/s on an A100 (1/3 of its peak, far
+/// above the preset's rate for so small a shape) had priced GPT 1.7B at 227% MFU. A copy
+/// bandwidth above the device's HBM is refused, naming it.
+#[test]
+fn profile_ratios_stop_at_the_device_peak() {
+    let dir = tmp("peak-cap");
+    std::fs::create_dir_all(&dir).unwrap();
+    // 2 × 256³ = 33,554,432 FLOP in 3.3554432e-7 s: 100 TFLOP/s.
+    let gemm = r#"{"name":"cap","meta":{"device":"NVIDIA A100-SXM4-80GB","backend":"cuda"},
+        "gemm":[{"dtype":"bf16","m":256,"n":256,"k":256,"seconds":3.3554432e-7}]HBM}"#;
+    let write = |name: &str, hbm: &str| {
+        let p = dir.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("profile.json"), gemm.replace("HBM", hbm)).unwrap();
+        p.display().to_string()
+    };
+    let capped = write("cap", "");
+    let o = planner(&[
+        "estimate",
+        "--model",
+        "gpt-1.7b",
+        "--cluster",
+        "a100x8",
+        "--calibration",
+        &capped,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let mfu = v["mfu"].as_f64().unwrap();
+    assert!(mfu > 0.5 && mfu <= 1.05, "mfu {mfu}");
+    let fast_copy = write("fast-copy", r#","hbm_gbytes_s":90000"#);
+    let o = planner(&[
+        "estimate",
+        "--model",
+        "gpt-1.7b",
+        "--cluster",
+        "a100x8",
+        "--calibration",
+        &fast_copy,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("hbm_gbytes_s 90000 is above"),
+        "{}",
+        stderr(&o)
+    );
+}
