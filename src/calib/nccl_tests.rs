@@ -204,6 +204,13 @@ fn check_row(
             "{bytes} bytes in {seconds:.3e} s is {alg:.0} GB/s, beyond any interconnect"
         )));
     }
+    if bytes >= super::profile::MIN_LINK_CHECK_BYTES && alg * 1e9 < super::profile::MIN_LINK_BYTES_S
+    {
+        return Err(bad(format!(
+            "{bytes} bytes in {seconds:.3e} s is {:.3e} B/s, slower than any link",
+            alg * 1e9
+        )));
+    }
     // Two decimals: above 1 GB/s the rounding is under 0.5%.
     if let Some(bw) = busbw.filter(|b| *b >= 1.0) {
         let factor = bw / alg;
@@ -513,6 +520,16 @@ node7:4242:4242 [0] NCCL INFO NCCL version 2.21.5+cuda12.4
         assert!(
             e.unwrap_err().to_string().contains("line 2: size 1048576"),
             "negative time"
+        );
+        // A time in the wrong unit the other way: 1 MiB in 1e15 ns is 1 B/s (it had priced a
+        // step at 6.3e9 s).
+        let e = parse(
+            "ar-8gpu.csv",
+            "size(B),count,type,time(ns),busbw(GB/s)\n1048576,262144,float,1e15,\n",
+        );
+        assert!(
+            e.unwrap_err().to_string().contains("slower than any link"),
+            "slow row"
         );
         let e = parse(
             "ar-8gpu.csv",

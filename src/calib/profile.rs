@@ -413,6 +413,15 @@ pub fn load_profile(arg: &str) -> Result<Profile, CalibError> {
 /// is a cut or mis-scaled row, not a link.
 pub const MAX_LINK_BYTES_S: f64 = 1e13;
 
+/// The slowest a collective of at least [`MIN_LINK_CHECK_BYTES`] may move them: 1 MB/s, under
+/// 10 Mb/s Ethernet's 1.25 MB/s. Slower is a row timed in another unit or a hung run (a time
+/// of 1e15 ns had priced a step at 6.3e9 s).
+pub const MIN_LINK_BYTES_S: f64 = 1e6;
+
+/// Messages from which [`MIN_LINK_BYTES_S`] applies: 1 MiB (below it a latency of up to the
+/// allowed second may dominate).
+pub const MIN_LINK_CHECK_BYTES: f64 = 1_048_576.0;
+
 /// The fastest any GEMM can run: 20 PFLOP/s, twice the dense FP4 peak of a Blackwell GPU
 /// (NVIDIA B200 datasheet: 9 PFLOP/s dense FP4). A measured point beyond it is a mis-timed
 /// or mis-sized row (a time of 1e-300 s had priced a step at 252% MFU).
@@ -597,6 +606,16 @@ impl Profile {
                             bytes,
                             &format!(
                                 "the line α + β·bytes gives {t:e} s there; a collective's time must be positive over its sizes"
+                            ),
+                        ));
+                    }
+                    if bytes >= MIN_LINK_CHECK_BYTES && bytes / t < MIN_LINK_BYTES_S {
+                        return Err(bad(
+                            field(k),
+                            bytes,
+                            &format!(
+                                "the line gives {t:e} s there, {:.3e} B/s, slower than any link",
+                                bytes / t
                             ),
                         ));
                     }

@@ -247,9 +247,11 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
     let cluster = spec::load_cluster(&a.cluster.ok_or_else(|| missing("--cluster C"))?)?;
     let backend = a.backend.ok_or_else(|| missing("--backend cuda|cpu"))?;
     let out = a.out.ok_or_else(|| missing("--out calibrate/NAME"))?;
-    if !(a.budget_s.is_finite() && a.budget_s > 0.0) {
+    // Up to a week: beyond ~1.8e19 s the probe clock's Duration overflowed (a panic).
+    const MAX_BUDGET_S: f64 = 7.0 * 86400.0;
+    if !(a.budget_s.is_finite() && a.budget_s > 0.0 && a.budget_s <= MAX_BUDGET_S) {
         return Err(CliError::BadInput(format!(
-            "--budget-s {}: give a positive number of seconds",
+            "--budget-s {}: give a positive number of seconds, at most {MAX_BUDGET_S} (a week)",
             a.budget_s
         )));
     }

@@ -91,7 +91,9 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         /// Print the best of the top plans this format can express, as a launch configuration.
-        #[arg(long, value_enum)]
+        /// (Not with --verify, which re-ranks by measured time: export the verified plan with
+        /// `planner export --plan`.)
+        #[arg(long, value_enum, conflicts_with = "verify")]
         export: Option<launch::LaunchFormatArg>,
         /// Megatron-LM argument spellings for `--export megatron`.
         #[arg(long = "megatron-version", value_enum, default_value = "core")]
@@ -302,6 +304,13 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             if top == 0 {
                 return Err(CliError::BadInput(
                     "--top 0: give at least 1 (how many plans to print)".into(),
+                ));
+            }
+            if explain && format == Format::Csv {
+                return Err(CliError::BadInput(
+                    "--explain with --format csv: the per-operator sharding has no CSV form; \
+                     give --format table or json with --explain"
+                        .into(),
                 ));
             }
             let r = target.resolve()?;

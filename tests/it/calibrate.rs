@@ -232,6 +232,20 @@ fn calibrate_refuses_an_unwritable_out_before_probing() {
         err.contains("--out") && err.contains("cannot write the profile there"),
         "{err}"
     );
+    // A budget past what the probe clock holds had panicked.
+    let o = planner(&[
+        "calibrate",
+        "--cluster",
+        "a100x8",
+        "--backend",
+        "cpu",
+        "--budget-s",
+        "1e20",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("at most 604800"), "{}", stderr(&o));
 }
 
 #[test]

@@ -942,4 +942,34 @@ fn flags_that_would_do_nothing_are_refused() {
         ],
         &["--ops with --format csv", "json or table"],
     );
+    // suggest's export had returned before --verify ran, and --explain was dropped from CSV.
+    bad_input(
+        &[
+            "suggest",
+            "--model",
+            "gpt-1.7b",
+            "--cluster",
+            "a100x8",
+            "--export",
+            "megatron",
+            "--verify",
+            "2",
+            "--backend",
+            "cpu",
+        ],
+        &["'--export <EXPORT>' cannot be used with '--verify <K>'"],
+    );
+    bad_input(
+        &[
+            "suggest",
+            "--model",
+            "gpt-1.7b",
+            "--cluster",
+            "a100x8",
+            "--explain",
+            "--format",
+            "csv",
+        ],
+        &["--explain with --format csv"],
+    );
 }

@@ -380,6 +380,33 @@ fn default_global_batch_is_a_multiple_of_every_gpu_count() {
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("--global-batch 4320 --seq-len 1000"), "{md}");
     assert!(!md.contains("DP-only | no feasible plan"), "{md}");
+    // The regenerate command carries the framework the report was priced for (it had been
+    // dropped, regenerating a Megatron report of a torchtitan one).
+    let o = planner(&[
+        "report",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "a100-4x2",
+        "--gpus",
+        "1,8",
+        "--seq-len",
+        "1000",
+        "--framework",
+        "torchtitan",
+        "--out",
+        &dir.display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let regenerate = md
+        .lines()
+        .find(|l| l.starts_with("| regenerate |"))
+        .unwrap();
+    assert!(
+        regenerate.contains(" --framework torchtitan "),
+        "{regenerate}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

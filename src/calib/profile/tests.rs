@@ -81,6 +81,11 @@ fn loading_refuses_values_that_price_nothing() {
     let mut q = p.clone();
     q.collectives[0].segments.swap(0, 1);
     assert!(msg(&q).contains("segments ascend"), "{}", msg(&q));
+    // A line slower than any link over a megabyte: 1 s per byte.
+    let mut q = p.clone();
+    let last = q.collectives[0].segments.len() - 1;
+    q.collectives[0].segments[last].beta_s_per_byte = 1.0;
+    assert!(msg(&q).contains("slower than any link"), "{}", msg(&q));
     // What reading refuses, writing refuses.
     let dir = std::env::temp_dir().join(format!("planner-profile-{}", std::process::id()));
     assert!(q.save(&dir).is_err());
