@@ -68,7 +68,11 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub model: Vec<String>,
     /// Time budget for all probes, seconds.
-    #[arg(long = "budget-s", default_value_t = 240.0)]
+    #[arg(
+        long = "budget-s",
+        default_value_t = 240.0,
+        allow_negative_numbers = true
+    )]
     pub budget_s: f64,
     /// Output folder, e.g. calibrate/h100-node7 (the profile's name is its last part).
     #[arg(long, required = true)]

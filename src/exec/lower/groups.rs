@@ -14,7 +14,7 @@ pub enum GroupKind {
     Tp,
     /// Context-parallel ranks.
     Cp,
-    /// Expert-parallel ranks (carved out of the data-parallel ones).
+    /// Expert-parallel ranks (carved out of the data × context parallel ones).
     Ep,
     /// Gradient reduction of dense parameters: data × context parallel ranks.
     Dp,
@@ -69,12 +69,16 @@ impl Coords {
     fn key(&self, plan: &Plan, kind: GroupKind) -> Option<[u64; 4]> {
         let Coords { tp, cp, dp, pp } = *self;
         let last = plan.pp - 1;
+        // The expert layers' ranks fold CP into data parallelism (Megatron-Core's expert
+        // rank generator, order tp-ep-dp-pp with cp 1): EP groups are runs of `ep`
+        // consecutive indices over the dp·cp ranks, expert-DP groups share the residue.
+        let dp_cp = cp + plan.cp * dp;
         Some(match kind {
             GroupKind::Tp => [cp, dp, pp, 0],
             GroupKind::Cp => [tp, dp, pp, 0],
-            GroupKind::Ep => [tp, cp, pp, dp / plan.ep],
+            GroupKind::Ep => [tp, pp, dp_cp / plan.ep, 0],
             GroupKind::Dp => [tp, pp, 0, 0],
-            GroupKind::ExpertDp => [tp, pp, dp % plan.ep, 0],
+            GroupKind::ExpertDp => [tp, pp, dp_cp % plan.ep, 0],
             GroupKind::Tied if pp == 0 || pp == last => [tp, cp, dp, 0],
             GroupKind::Tied => return None,
             GroupKind::Pp => [tp, cp, dp, 0],

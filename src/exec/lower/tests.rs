@@ -72,6 +72,30 @@ fn ranks_follow_megatron_order_and_groups_their_coordinates() {
     assert!(of(GroupKind::Cp).is_empty() && of(GroupKind::Ep).is_empty());
 }
 
+/// Megatron-Core folds CP into the expert layers' data parallelism: with tp 2, cp 2, dp 2 and
+/// ep 4, each TP rank's four dp·cp ranks (tp + 2·(cp + 2·dp)) form one EP group, ep dividing
+/// dp·cp = 4 though not dp = 2; the CP groups stay the attention's.
+#[test]
+fn expert_groups_span_the_context_parallel_ranks() {
+    let mut p = Plan::new(2, 2, 1, 1, 8, 4096);
+    (p.cp, p.ep) = (2, 4);
+    let (groups, _) = make_groups(&p);
+    let of = |kind| {
+        groups
+            .iter()
+            .filter(|g| g.kind == kind)
+            .map(|g| g.members.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(GroupKind::Ep), vec![vec![0, 2, 4, 6], vec![1, 3, 5, 7]]);
+    assert_eq!(
+        of(GroupKind::Cp),
+        vec![vec![0, 2], vec![1, 3], vec![4, 6], vec![5, 7]]
+    );
+    // One expert copy per EP group: no expert-DP reduction.
+    assert!(of(GroupKind::ExpertDp).is_empty());
+}
+
 /// Runs every program with sends that never block, receives that wait for their message and
 /// collectives that wait for every member; returns the number of instructions run, or the
 /// ranks still waiting when nothing can move (a deadlock).
