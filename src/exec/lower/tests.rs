@@ -49,13 +49,7 @@ fn ranks_follow_megatron_order_and_groups_their_coordinates() {
         }
     );
     let (groups, _) = make_groups(&p);
-    let of = |kind| {
-        groups
-            .iter()
-            .filter(|g| g.kind == kind)
-            .map(|g| g.members.clone())
-            .collect::<Vec<_>>()
-    };
+    let of = |kind| members(&groups, kind);
     assert_eq!(
         of(GroupKind::Tp),
         vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]]
@@ -72,6 +66,15 @@ fn ranks_follow_megatron_order_and_groups_their_coordinates() {
     assert!(of(GroupKind::Cp).is_empty() && of(GroupKind::Ep).is_empty());
 }
 
+/// The members of every `kind` group, in group order.
+fn members(groups: &[GroupDef], kind: GroupKind) -> Vec<Vec<u64>> {
+    groups
+        .iter()
+        .filter(|g| g.kind == kind)
+        .map(|g| g.members.clone())
+        .collect()
+}
+
 /// Megatron-Core folds CP into the expert layers' data parallelism: with tp 2, cp 2, dp 2 and
 /// ep 4, each TP rank's four dp·cp ranks (tp + 2·(cp + 2·dp)) form one EP group, ep dividing
 /// dp·cp = 4 though not dp = 2; the CP groups stay the attention's.
@@ -80,13 +83,7 @@ fn expert_groups_span_the_context_parallel_ranks() {
     let mut p = Plan::new(2, 2, 1, 1, 8, 4096);
     (p.cp, p.ep) = (2, 4);
     let (groups, _) = make_groups(&p);
-    let of = |kind| {
-        groups
-            .iter()
-            .filter(|g| g.kind == kind)
-            .map(|g| g.members.clone())
-            .collect::<Vec<_>>()
-    };
+    let of = |kind| members(&groups, kind);
     assert_eq!(of(GroupKind::Ep), vec![vec![0, 2, 4, 6], vec![1, 3, 5, 7]]);
     assert_eq!(
         of(GroupKind::Cp),
