@@ -345,6 +345,15 @@ fn probe(a: ProbeArgs) -> Result<String, CliError> {
     let profile = exec::run_probes(b.as_mut(), &cfg, &mut tick)?;
     bar.finish_and_clear();
     match profile {
+        // A profile with no measurement prices nothing; it had been written with exit 0 and
+        // failed only where used (`verify`).
+        Some(p) if p.gemm.is_empty() && p.collectives.is_empty() && p.hbm_gbytes_s.is_none() => {
+            Err(CliError::BadInput(format!(
+                "--budget-s {}: the budget ran out before any probe finished, so there is no \
+                 profile to write; give a larger --budget-s (the default is 240)",
+                a.budget_s
+            )))
+        }
         Some(p) => saved(&p, &out),
         None => Ok("took part in the inter-node probes; rank 0 writes the profile\n".into()),
     }

@@ -246,6 +246,26 @@ fn calibrate_refuses_an_unwritable_out_before_probing() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("at most 604800"), "{}", stderr(&o));
+    // A budget too short for any probe leaves nothing to write: refused, not an empty profile.
+    let empty = dir.join("empty").display().to_string();
+    let o = planner(&[
+        "calibrate",
+        "--cluster",
+        "a100x8",
+        "--backend",
+        "cpu",
+        "--budget-s",
+        "1e-300",
+        "--out",
+        &empty,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("before any probe finished"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.join("empty").join("profile.json").exists());
 }
 
 #[test]
