@@ -12,8 +12,7 @@ pub use fit::{SEGMENT_TOLERANCE, alpha_beta, median};
 pub use lookup::PresetGemm;
 pub use profile::{
     CalibError, CollectiveFit, CollectivePoint, CopyPoint, GemmPoint, Meta, PEAK_ALLOWANCE,
-    Profile, Segment, Span, bus_factor, device_mismatch, gemm_beyond_peak, load_profile,
-    profile_path,
+    Profile, Segment, Span, beyond_device, bus_factor, device_mismatch, load_profile, profile_path,
 };
 
 use serde::Serialize;

@@ -430,11 +430,11 @@ pub const MAX_GEMM_FLOPS_S: f64 = 2e16;
 /// How far a measurement may pass the datasheet: 5%, for clocks above the datasheet's.
 pub const PEAK_ALLOWANCE: f64 = 1.05;
 
-/// The first of `profile`'s GEMMs that ran faster than `device`'s dense peak for its type
-/// ([`PEAK_ALLOWANCE`] allowed), or a copy bandwidth above the device's HBM bandwidth: a
-/// measurement no such device can make, which would price steps above 100% MFU (a copy at
-/// 44× an A100's 2,039 GB/s had been priced).
-pub fn gemm_beyond_peak(profile: &Profile, device: &crate::spec::DeviceSpec) -> Option<String> {
+/// A measurement in `profile` no such `device` can make, which would price steps above 100%
+/// MFU: a copy bandwidth above the device's HBM bandwidth (a copy at 44× an A100's 2,039 GB/s
+/// had been priced), or the first GEMM faster than the device's dense peak for its type
+/// ([`PEAK_ALLOWANCE`] allowed on both).
+pub fn beyond_device(profile: &Profile, device: &crate::spec::DeviceSpec) -> Option<String> {
     if let Some(hbm) = profile.hbm_gbytes_s
         && hbm > PEAK_ALLOWANCE * device.hbm_gbytes_s
     {

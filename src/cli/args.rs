@@ -97,7 +97,7 @@ impl Target {
             eprintln!("warning: calibration `{n}`: {w}");
         }
         if let (Some(p), Some(n)) = (&profile, &name)
-            && let Some(w) = crate::calib::gemm_beyond_peak(p, &cluster.gpu)
+            && let Some(w) = crate::calib::beyond_device(p, &cluster.gpu)
         {
             return Err(CliError::BadInput(format!(
                 "calibration `{n}`: {w}: the profile was not measured on this device (or is mis-timed); calibrate on it, or correct the profile"

@@ -105,12 +105,12 @@ fn gemms_beyond_the_devices_peak_are_named() {
     let p = load_profile("h100-published").unwrap();
     let h100 = crate::spec::load_device("h100-sxm5-80gb").unwrap();
     let a100 = crate::spec::load_device("a100-sxm4-80gb").unwrap();
-    assert_eq!(gemm_beyond_peak(&p, &h100), None);
-    let w = gemm_beyond_peak(&p, &a100).unwrap();
+    assert_eq!(beyond_device(&p, &h100), None);
+    let w = beyond_device(&p, &a100).unwrap();
     assert!(w.contains("above a100-sxm4-80gb's 312 TFLOP/s peak"), "{w}");
     // A device file without an fp8 peak cannot judge the fp8 points (its bf16 peak had
     // refused the profile's 1403 TFLOP/s fp8 GEMM, and so every estimate with it).
     let mut no_fp8 = h100.clone();
     no_fp8.peak_tflops.fp8 = None;
-    assert_eq!(gemm_beyond_peak(&p, &no_fp8), None);
+    assert_eq!(beyond_device(&p, &no_fp8), None);
 }
