@@ -1,0 +1,199 @@
+//! The layer graph: parameters, saved activations, FP8 casts and MoE dispatch per shard.
+
+use super::*;
+use crate::units::Dtype;
+
+fn gpt() -> ModelSpec {
+    crate::spec::load_model("gpt3-175b").unwrap()
+}
+
+fn shard(tp: u64, sp: bool, attention: AttentionImpl) -> Shard {
+    Shard {
+        b: 1,
+        s: 2048,
+        tp,
+        sp,
+        cp: 1,
+        ep: 1,
+        attention,
+        dtype: Dtype::Fp16,
+        tp_overlap: crate::spec::TpOverlap::Backward,
+        framework: crate::spec::Framework::Megatron,
+    }
+}
+
+/// FP8 casts of Llama 3 8B's linears on b·s = 2048 tokens (tp = 1): QKV's input comes
+/// from its fused norm, 1 byte × 2048 × 4096 = 8,388,608 forward; its output gradient is
+/// cast and transposed, 4 × 2048 × (4096 + 2·1024) = 50,331,648 backward; fc2's input
+/// (the 14,336-wide activation) is cast and transposed, 4 × 2048 × 14,336 = 117,440,512,
+/// and its gradient 4 × 2048 × 4096 = 33,554,432. A BF16 plan casts nothing.
+#[test]
+fn fp8_linears_cast_and_transpose_their_operands() {
+    let m = crate::spec::load_model("llama3-8b").unwrap();
+    let cast_bytes = |dtype, op: &str| -> (f64, f64) {
+        let sh = Shard {
+            dtype,
+            ..shard(1, false, AttentionImpl::Flash)
+        };
+        let g = transformer_layer(&m, &sh, false);
+        let o = g.op(op).unwrap();
+        (Kernel::memory_bytes(&o.fwd), Kernel::memory_bytes(&o.bwd))
+    };
+    assert_eq!(cast_bytes(Dtype::Fp8, "qkv"), (8_388_608.0, 50_331_648.0));
+    assert_eq!(cast_bytes(Dtype::Fp8, "fc2"), (117_440_512.0, 33_554_432.0));
+    assert_eq!(cast_bytes(Dtype::Bf16, "qkv"), (0.0, 0.0));
+}
+
+/// Korthikanti et al. 2022, Table 2: activation bytes per layer for each TP/SP/recompute mode.
+#[test]
+fn korthikanti_activation_bytes() {
+    let m = gpt();
+    let (s, b, h, a) = (2048.0, 1.0, 12288.0, 96.0);
+    let t = 8.0;
+    let sbh = s * b * h;
+    let attn = 5.0 * a * s / h;
+    let un = transformer_layer(&m, &shard(1, false, AttentionImpl::Unfused), false);
+    assert_eq!(un.saved_bytes(), sbh * (34.0 + attn)); // sbh(34 + 5as/h)
+    let tp = transformer_layer(&m, &shard(8, false, AttentionImpl::Unfused), false);
+    assert_eq!(tp.saved_bytes(), sbh * (10.0 + 24.0 / t + attn / t)); // sbh(10 + 24/t + 5as/ht)
+    let sp = transformer_layer(&m, &shard(8, true, AttentionImpl::Unfused), false);
+    assert_eq!(sp.saved_bytes(), sbh / t * (34.0 + attn)); // sbh/t(34 + 5as/h)
+    assert_eq!(sp.saved_selective_bytes(), 34.0 * sbh / t); // 34sbh/t
+    assert_eq!(tp.saved_selective_bytes(), sbh * (10.0 + 24.0 / t));
+}
+
+/// Per-layer forward FLOPs of DESIGN.md §3: 24bsh² + 4bs²h for a GPT layer with f = 4h.
+#[test]
+fn gpt_layer_forward_flops() {
+    let m = gpt();
+    let g = transformer_layer(&m, &shard(1, false, AttentionImpl::Unfused), false);
+    let (b, s, h) = (1.0, 2048.0, 12288.0);
+    // QKV 6bsh² + scores 2bs²h + context 2bs²h + projection 2bsh² + MLP 16bsh²
+    assert_eq!(g.fwd_flops(), 24.0 * b * s * h * h + 4.0 * b * s * s * h);
+    assert_eq!(g.bwd_flops(), 2.0 * g.fwd_flops());
+    // TP splits every GEMM evenly.
+    let g8 = transformer_layer(&m, &shard(8, false, AttentionImpl::Unfused), false);
+    assert_eq!(g8.fwd_flops() * 8.0, g.fwd_flops());
+    // Per rank at tp=8: QKV 3h²/8 + 3h/8, projection h²/8 + h (bias unsplit), fc1 4h²/8
+    // + 4h/8, fc2 4h²/8 + h, two LayerNorms 4h: 1.5h² + 6.875h.
+    assert_eq!(g8.params(), 1.5 * h * h + 6.875 * h);
+}
+
+/// Flash attention executes half the causal score blocks and 2.5× that backward.
+#[test]
+fn flash_attention_flops_and_memory() {
+    let m = gpt();
+    let g = transformer_layer(&m, &shard(1, false, AttentionImpl::Flash), false);
+    let a = g.op("attention").unwrap();
+    let (s, h) = (2048.0, 12288.0);
+    assert_eq!(a.fwd_flops(), 4.0 * s * s * h / 2.0);
+    assert_eq!(a.bwd_flops(), 2.5 * a.fwd_flops());
+    // No s² term: Q, K, V (6sbh) + log-sum-exp (4·a·s).
+    assert_eq!(a.saved_bytes, 6.0 * s * h + 4.0 * 96.0 * s);
+}
+
+#[test]
+fn llama_gqa_layer_params_match_spec() {
+    let m = crate::spec::load_model("llama2-70b").unwrap();
+    let g = transformer_layer(&m, &shard(1, false, AttentionImpl::Flash), false);
+    assert_eq!(g.params(), m.layer_params(0));
+    let g8 = transformer_layer(&m, &shard(8, true, AttentionImpl::Flash), false);
+    // Everything but the two RMSNorms (2h, replicated) is split 8 ways.
+    assert_eq!(
+        g8.params(),
+        (m.layer_params(0) - 2.0 * 8192.0) / 8.0 + 2.0 * 8192.0
+    );
+}
+
+#[test]
+fn moe_layer_params_match_spec() {
+    let m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let sh = Shard {
+        b: 1,
+        s: 4096,
+        tp: 1,
+        sp: false,
+        cp: 1,
+        ep: 1,
+        attention: AttentionImpl::Flash,
+        dtype: Dtype::Bf16,
+        tp_overlap: crate::spec::TpOverlap::Backward,
+        framework: crate::spec::Framework::Megatron,
+    };
+    let g = transformer_layer(&m, &sh, true);
+    assert_eq!(g.params(), m.layer_params(0));
+    // Top-2 routing: expert GEMM FLOPs are twice a dense MLP of the same width.
+    let dense = transformer_layer(&m, &sh, false);
+    let mlp = |g: &OpGraph, names: &[&str]| {
+        names
+            .iter()
+            .map(|n| g.op(n).unwrap().fwd_flops())
+            .sum::<f64>()
+    };
+    assert_eq!(
+        mlp(&g, &["expert_fc1", "expert_fc2"]),
+        2.0 * mlp(&dense, &["fc1", "fc2"])
+    );
+    let ep = transformer_layer(&m, &Shard { ep: 4, ..sh }, true);
+    assert_eq!(
+        ep.op("expert_fc1").unwrap().params * 4.0,
+        g.op("expert_fc1").unwrap().params
+    );
+    assert!(ep.op("dispatch").unwrap().fwd.iter().any(Kernel::is_comm));
+}
+
+/// Megatron-Core's all-to-all dispatcher at tp 4 with SP, ep 4 (Mixtral, b = 1,
+/// s = 4096, bf16): each rank routes its 4096/4 = 1024 tokens, so the all-to-all sends
+/// 1024 × top-2 × 4096 × 2 B = 16,777,216 B; the expert-TP all-gather then assembles all
+/// 4096 × 2 routed tokens, 67,108,864 B, and reduce-scatters the outputs back. Nothing
+/// is gathered around the block. The router keeps its 1024 × 4096 × 2 B input and the
+/// 1024 × 8 fp32 logits: 8,388,608 + 32,768 B.
+#[test]
+fn moe_routes_the_sequence_parallel_shard_and_gathers_routed_tokens() {
+    let m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let sh = Shard {
+        b: 1,
+        s: 4096,
+        tp: 4,
+        sp: true,
+        cp: 1,
+        ep: 4,
+        attention: AttentionImpl::Flash,
+        dtype: Dtype::Bf16,
+        tp_overlap: crate::spec::TpOverlap::Backward,
+        framework: crate::spec::Framework::Megatron,
+    };
+    let g = transformer_layer(&m, &sh, true);
+    let comm = |op: &str| -> Vec<(Coll, Group, f64)> {
+        g.op(op)
+            .unwrap()
+            .fwd
+            .iter()
+            .filter_map(|k| match k {
+                Kernel::Comm {
+                    coll, group, bytes, ..
+                } => Some((*coll, *group, *bytes)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        comm("dispatch"),
+        [(Coll::AllToAll, Group::Ep, 16_777_216.0)]
+    );
+    assert_eq!(
+        comm("expert_tp_gather"),
+        [(Coll::AllGather, Group::Tp, 67_108_864.0)]
+    );
+    assert_eq!(
+        comm("expert_tp_scatter"),
+        [(Coll::ReduceScatter, Group::Tp, 67_108_864.0)]
+    );
+    assert!(g.op("tp_enter").is_none() && g.op("tp_exit").is_none());
+    assert_eq!(g.op("router").unwrap().saved_bytes, 8_388_608.0 + 32_768.0);
+    // The experts still compute every routed token: 4096 × 2 over 8 / 4 local experts.
+    match &g.op("expert_fc1").unwrap().fwd[..] {
+        [.., Kernel::Gemm { batch, m, .. }] => assert_eq!((*batch, *m), (2, 4096)),
+        k => panic!("{k:?}"),
+    }
+}

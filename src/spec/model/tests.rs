@@ -1,0 +1,86 @@
+//! Parameter counts, YAML defaults, and the checks that name a field.
+
+use super::*;
+
+fn gpt(layers: u64, h: u64, a: u64, v: u64, s: u64) -> ModelSpec {
+    ModelSpec {
+        name: "t".into(),
+        arch: Arch::Gpt,
+        layers,
+        hidden: h,
+        heads: a,
+        kv_heads: a,
+        ffn_hidden: 4 * h,
+        vocab: v,
+        seq_len: s,
+        tied_embeddings: true,
+        qkv_bias: true,
+        positions: Positions::Learned,
+        dropout: 0.1,
+        moe: None,
+        attention_window: None,
+    }
+}
+
+#[test]
+fn gpt_layer_is_12h2_plus_13h() {
+    let m = gpt(1, 1024, 16, 1000, 10);
+    // 12·1024² + 13·1024 = 12_582_912 + 13_312
+    assert_eq!(m.layer_params(0), 12_596_224.0);
+}
+
+#[test]
+fn gpt3_175b_parameter_count() {
+    let m = gpt(96, 12288, 96, 51200, 2048);
+    // 96·(12h² + 13h) + V·h + s·h + 2h (final LayerNorm), h = 12288:
+    // 173_961_510_912 + 629_145_600 + 25_165_824 + 24_576 = 174_615_846_912
+    assert_eq!(m.params(), 174_615_846_912.0);
+}
+
+#[test]
+fn yaml_defaults_and_every_problem() {
+    let m = ModelSpec::from_yaml(
+        "g.yaml",
+        "name: g\narch: gpt\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 16\n",
+    )
+    .unwrap();
+    assert_eq!(
+        (m.kv_heads, m.ffn_hidden, m.tied_embeddings),
+        (4, 256, true)
+    );
+    let e = ModelSpec::from_yaml(
+        "b.yaml",
+        "name: b\narch: llama\nlayers: 0\nhidden: 64\nheads: 4\nvocab: 100\nseqlen: 16\n",
+    )
+    .unwrap_err();
+    let fields: Vec<_> = e.problems().iter().map(|p| p.field.clone()).collect();
+    assert!(fields.contains(&"layers".to_string()), "{fields:?}");
+    assert!(fields.contains(&"seq_len".to_string()), "{fields:?}");
+    assert!(fields.contains(&"ffn_hidden".to_string()), "{fields:?}");
+    assert!(e.to_string().contains("did you mean `seq_len`"), "{e}");
+}
+
+#[test]
+fn heads_must_divide_hidden() {
+    let e = ModelSpec::from_yaml(
+        "x.yaml",
+        "name: x\narch: gpt\nlayers: 2\nhidden: 100\nheads: 3\nvocab: 10\nseq_len: 8\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.problems()[0].field, "heads");
+}
+
+/// A shared expert is not a routed-expert count: refused with what it is, not answered
+/// with "did you mean `experts`?", which would mislead into pricing it as routed.
+#[test]
+fn shared_experts_are_refused_as_such() {
+    let e = ModelSpec::from_yaml(
+        "m.yaml",
+        "name: m\narch: llama\nlayers: 2\nhidden: 64\nheads: 4\nffn_hidden: 128\nvocab: 10\n\
+         seq_len: 8\nmoe: {experts: 4, top_k: 2, shared_experts: 1}\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.problems().len(), 1, "{e}");
+    assert_eq!(e.problems()[0].field, "moe.shared_experts");
+    assert!(e.to_string().contains("not modelled"), "{e}");
+}
