@@ -60,7 +60,9 @@ impl Framework {
     /// interleaved schedule (`deepspeed/runtime/pipe/schedule.py` `TrainSchedule` runs one
     /// chunk per stage) and no expert parallelism of the kind priced here (Megatron-style, its
     /// experts sharded over the data-parallel ranks of the dense layers); its exporter refuses
-    /// the same.
+    /// the same. The size function may depend on the rest of the plan: Megatron-LM has
+    /// expert parallelism except under its ZeRO-3 (FSDP2), where the size counts as given.
+    /// torchtitan's own expert parallelism is another layout than the one priced.
     pub fn lacks(self) -> &'static [Lack] {
         match self {
             // `--use-torch-fsdp2` asserts expert_model_parallel_size == 1 (Megatron-LM
