@@ -215,17 +215,20 @@ fn calibrate_refuses_an_unwritable_out_before_probing() {
     let file = dir.join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let out = file.join("profile-folder").display().to_string();
-    let o = planner(&[
-        "calibrate",
-        "--cluster",
-        "a100x8",
-        "--backend",
-        "cpu",
-        "--budget-s",
-        "1",
-        "--out",
-        &out,
-    ]);
+    let probe = |budget: &str, out: &str| {
+        planner(&[
+            "calibrate",
+            "--cluster",
+            "a100x8",
+            "--backend",
+            "cpu",
+            "--budget-s",
+            budget,
+            "--out",
+            out,
+        ])
+    };
+    let o = probe("1", &out);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -233,32 +236,12 @@ fn calibrate_refuses_an_unwritable_out_before_probing() {
         "{err}"
     );
     // A budget past what the probe clock holds had panicked.
-    let o = planner(&[
-        "calibrate",
-        "--cluster",
-        "a100x8",
-        "--backend",
-        "cpu",
-        "--budget-s",
-        "1e20",
-        "--out",
-        &out,
-    ]);
+    let o = probe("1e20", &out);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("at most 604800"), "{}", stderr(&o));
     // A budget too short for any probe leaves nothing to write: refused, not an empty profile.
     let empty = dir.join("empty").display().to_string();
-    let o = planner(&[
-        "calibrate",
-        "--cluster",
-        "a100x8",
-        "--backend",
-        "cpu",
-        "--budget-s",
-        "1e-300",
-        "--out",
-        &empty,
-    ]);
+    let o = probe("1e-300", &empty);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("before any probe finished"),
