@@ -68,6 +68,11 @@ pub struct RunModel {
     /// Attention kernel, when the source says.
     #[serde(default)]
     pub attention: Option<String>,
+    /// Whether the LM head shares the embedding matrix, where the source settles it (a
+    /// parameter count that only one choice reproduces); unset: tied for GPT-style models,
+    /// untied for Llama, as their reference implementations do.
+    #[serde(default)]
+    pub tied_embeddings: Option<bool>,
 }
 
 /// Hardware of a run.

@@ -362,7 +362,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         ffn_hidden: m.ffn_hidden.unwrap_or(4 * m.hidden),
         vocab: m.vocab,
         seq_len: m.seq_len,
-        tied_embeddings: !llama,
+        tied_embeddings: m.tied_embeddings.unwrap_or(!llama),
         dropout,
         moe: None,
         attention_window: None,

@@ -366,6 +366,41 @@ fn implied_knobs_are_set_not_searched() {
     assert!(row.plan.ends_with(" sp"), "{}", row.plan);
 }
 
+/// The Megatron-Core README's size labels are untied parameter counts, and the validator
+/// prices them so: GPT 1.7B (24 layers, h 2048, V 131072) holds 24·(12·2048² + 13·2048) +
+/// 2·131072·2048 + 4096·2048 (learned positions) + 2·2048 (final norm) = 1,208,598,528 +
+/// 536,870,912 + 8,388,608 + 4,096 = 1,753,862,144; tied it would be 268,435,456 fewer,
+/// 1.485 B, which the label "1.7B" does not round to. In every row of the group the untied
+/// count is the nearer to the label, and within 3.5% of it (labels are rounded: 1.75 → 1.7).
+#[test]
+fn megatron_core_readme_sizes_are_untied_counts() {
+    use planner::validate::adapt::case;
+    let runs = parse_runs("published-runs.yaml", PUBLISHED_RUNS).unwrap();
+    let mut seen = 0;
+    for run in runs
+        .iter()
+        .filter(|r| r.group == "megatron-core-h100-readme")
+    {
+        let c = case(run).unwrap();
+        assert!(!c.model.tied_embeddings, "{}", run.id);
+        let label: f64 = run
+            .model
+            .name
+            .split_whitespace()
+            .find_map(|w| w.strip_suffix('B').and_then(|x| x.parse().ok()))
+            .expect("a size label");
+        let params = c.model.params() / 1e9;
+        let tied = params - (run.model.vocab * run.model.hidden) as f64 / 1e9;
+        assert!((params / label - 1.0).abs() < 0.035, "{}: {params} vs {label}", run.id);
+        assert!((params - label).abs() < (tied - label).abs(), "{}", run.id);
+        if run.id == "mlm-h100-weak-1.7b" {
+            assert_eq!(c.model.params(), 1_753_862_144.0);
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 11);
+}
+
 /// A row's unpublished layout knobs span a range of predictions: the Megatron-Core README's
 /// GPT 32B (dp = 48, tp = 8, 192 sequences: 4 per replica) is priced at its fastest choice,
 /// one micro-batch of 4, and its slowest that fits is 4 micro-batches of 1, where the DP
