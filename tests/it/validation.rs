@@ -391,7 +391,11 @@ fn megatron_core_readme_sizes_are_untied_counts() {
             .expect("a size label");
         let params = c.model.params() / 1e9;
         let tied = params - (run.model.vocab * run.model.hidden) as f64 / 1e9;
-        assert!((params / label - 1.0).abs() < 0.035, "{}: {params} vs {label}", run.id);
+        assert!(
+            (params / label - 1.0).abs() < 0.035,
+            "{}: {params} vs {label}",
+            run.id
+        );
         assert!((params - label).abs() < (tied - label).abs(), "{}", run.id);
         if run.id == "mlm-h100-weak-1.7b" {
             assert_eq!(c.model.params(), 1_753_862_144.0);
