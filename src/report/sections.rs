@@ -15,26 +15,9 @@ pub const METHODS: [(&str, &str); 4] = [
     ("hybrid", "best hybrid"),
 ];
 
-/// Why `method` has no plan at `p`, in words a reader can act on.
-pub fn why_none(inputs: &Inputs, p: &Point, method: &str) -> String {
-    let s = p.method(method);
-    let raw = s.why_none.clone().unwrap_or_default();
-    let n = p.n_gpus();
-    let limit = inputs.cluster.gpus_per_node;
-    match method {
-        "tp-only" if n > limit && raw == "no plan of this kind" => {
-            format!(
-                "tp = {n} is beyond one node ({limit} GPUs): tensor parallelism stays on a node's NVLink"
-            )
-        }
-        "pp-only" if n > inputs.model.layers => {
-            format!(
-                "pp = {n} exceeds the model's {} layers",
-                inputs.model.layers
-            )
-        }
-        _ => raw,
-    }
+/// Why `method` has no plan at `p` (`compare` words it for a reader).
+pub fn why_none(p: &Point, method: &str) -> String {
+    p.method(method).why_none.clone().unwrap_or_default()
 }
 
 /// Where `method` has no plan, as runs of the counts studied: `at 8–32, 1024–4096 GPUs`, or
@@ -127,7 +110,7 @@ fn scaling_lines(study: &Study) -> Vec<Line> {
 }
 
 /// Every method at every count: plan, step time, throughput, speedup, memory.
-fn scaling_table(inputs: &Inputs, study: &Study) -> Table {
+fn scaling_table(study: &Study) -> Table {
     let mut t = Table::new(&[
         "GPUs",
         "method",
@@ -153,7 +136,7 @@ fn scaling_table(inputs: &Inputs, study: &Study) -> Table {
                     limited_by(&p.cmp.single, e),
                 ]),
                 None => {
-                    r.push(format!("no feasible plan: {}", why_none(inputs, p, m)));
+                    r.push(format!("no feasible plan: {}", why_none(p, m)));
                     r.extend(std::iter::repeat_n("-".to_string(), 6));
                 }
             }
@@ -192,7 +175,7 @@ pub fn scaling(
             name: "speedup",
             alt: "Speedup and scaling efficiency against GPU count".into(),
         },
-        Block::Table(scaling_table(inputs, study)),
+        Block::Table(scaling_table(study)),
     ])
 }
 
@@ -210,7 +193,7 @@ fn training_header(cfg: &Config) -> Vec<&'static str> {
     if cfg.gpu_hour_price.is_some() {
         header.push("cost ($)");
     }
-    header.extend(["marginal efficiency", "what grew most", ""]);
+    header.extend(["marginal efficiency", "what grew most", "knee"]);
     header
 }
 
@@ -245,9 +228,9 @@ fn training_row(cfg: &Config, study: &Study, i: usize) -> (Vec<String>, Option<(
         None => r.extend(["-".to_string(), "-".to_string()]),
     }
     let knee = if study.knee == Some(i) {
-        "**knee**"
+        "**the knee**"
     } else {
-        ""
+        "-"
     };
     r.push(knee.into());
     (r, Some((p.n_gpus(), tr.days, tr.gpu_hours)))

@@ -43,6 +43,21 @@ impl Comparison {
     }
 }
 
+/// Why a single-dimension method cannot use `n` GPUs at all, in words a reader can act on:
+/// the search never enumerates tensor parallelism beyond twice a node (so no rejection says
+/// why there is no TP-only plan on 8 GPUs of 2-GPU nodes), and pipeline stages need a layer
+/// each.
+fn beyond_reach(method: &str, n: u64, gpus_per_node: u64, layers: u64) -> Option<String> {
+    match method {
+        "tp-only" if n > gpus_per_node => Some(format!(
+            "tp = {n} is beyond one node ({gpus_per_node} GPUs): tensor parallelism stays on a \
+             node's NVLink"
+        )),
+        "pp-only" if n > layers => Some(format!("pp = {n} exceeds the model's {layers} layers")),
+        _ => None,
+    }
+}
+
 /// Compares the methods on `cluster` (all its GPUs) for `space`'s batch and sequence; an
 /// error (the first reason) when no single-GPU plan is valid at all, whatever its memory —
 /// the model, batch or sequence length is then wrong for every layout.
@@ -66,9 +81,11 @@ pub fn compare(
             let why_none = r.top.is_empty().then(|| {
                 let mut reasons: Vec<_> = r.infeasible.iter().collect();
                 reasons.sort_by(|a, b| b.1.cmp(a.1));
-                reasons
-                    .first()
-                    .map_or("no plan of this kind".to_string(), |(w, _)| w.to_string())
+                beyond_reach(name, n, cluster.gpus_per_node, model.layers).unwrap_or_else(|| {
+                    reasons
+                        .first()
+                        .map_or("no plan of this kind".to_string(), |(w, _)| w.to_string())
+                })
             });
             Strategy {
                 name,
@@ -132,5 +149,28 @@ mod tests {
         assert_eq!(cmp.single.plan.recompute, Recompute::None);
         let hybrid = cmp.strategies[3].best.as_ref().unwrap();
         assert!(cmp.efficiency(hybrid) < 1.0, "{}", cmp.efficiency(hybrid));
+    }
+
+    /// On 4 nodes of 2 GPUs TP-only would need tp = 8 across nodes, which the search never
+    /// enumerates: the reason names the node, not "no plan of this kind" (nothing had been
+    /// rejected, so there was no reason to show); a 4-layer model has no PP-only plan on 8.
+    #[test]
+    fn methods_that_cannot_use_the_gpus_say_why() {
+        let m = load_model("gpt2-xl").unwrap();
+        let c = load_cluster("a100-4x2").unwrap();
+        assert_eq!((c.n_gpus(), c.gpus_per_node), (8, 2));
+        let cmp = compare(&m, &c, None, &Space::new(64, 1024)).unwrap();
+        let tp = &cmp.strategies[1];
+        assert!(tp.best.is_none());
+        assert_eq!(
+            tp.why_none.as_deref(),
+            Some("tp = 8 is beyond one node (2 GPUs): tensor parallelism stays on a node's NVLink")
+        );
+        assert_eq!(
+            beyond_reach("pp-only", 8, 2, 4).as_deref(),
+            Some("pp = 8 exceeds the model's 4 layers")
+        );
+        assert_eq!(beyond_reach("pp-only", 8, 2, 48), None);
+        assert_eq!(beyond_reach("dp-only", 8, 2, 4), None);
     }
 }
