@@ -13,9 +13,10 @@ use serde_json::{Value, json};
 /// How many of the best plans `--explain` lays out operator by operator.
 const EXPLAINED: usize = 3;
 
-/// A list of counts with repeats folded: `9,9,10,11,11,11` → `9×2 10 11×3`.
+/// A list of counts with repeats folded as plan labels write them and `--stage-layers` /
+/// `--recompute-layers` read them back: `9,9,10,11,11,11` → `9×2,10,11×3`.
 pub fn runs(v: &[u64]) -> String {
-    crate::spec::fold_counts(v, " ")
+    crate::spec::fold_counts(v, ",")
 }
 
 /// (layers per stage, recomputed layers per stage) of a ranked plan: `-` for recomputation
@@ -232,7 +233,7 @@ mod tests {
 
     #[test]
     fn runs_fold_repeats() {
-        assert_eq!(runs(&[9, 9, 10, 11, 11, 11]), "9×2 10 11×3");
+        assert_eq!(runs(&[9, 9, 10, 11, 11, 11]), "9×2,10,11×3");
         assert_eq!(runs(&[12; 8]), "12×8");
         assert_eq!(runs(&[7]), "7");
     }

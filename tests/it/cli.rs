@@ -824,7 +824,7 @@ fn more_flags_out_of_range_name_the_fix() {
 
 /// Every row `suggest` prints re-prices to its own step time with `estimate`, given the flags
 /// its header prints and the row's own cells — per-stage layer and recomputation counts
-/// included, in the folded form the table prints (`12×2 8`). The header had left out the
+/// included, in the folded form the table prints and plan labels use (`12×2,8`). The header had left out the
 /// global batch, whose defaults differ between the two commands (2× on a Llama 3 70B row),
 /// and per-stage recomputation and folded counts could not be given to `estimate`.
 #[test]
