@@ -100,6 +100,21 @@ pub fn fmt_secs(s: f64) -> String {
     }
 }
 
+/// Formats a size given in bytes with the binary unit (B, KiB, MiB, GiB) that keeps it at
+/// least 1, one decimal: a small limit reads `104.9 KiB`, not `0.0 GiB`.
+pub fn fmt_bytes(b: f64) -> String {
+    let a = b.abs();
+    if a >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else if a >= MIB {
+        format!("{:.1} MiB", b / MIB)
+    } else if a >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
 /// Formats a large count with an SI suffix (K, M, B, T), e.g. parameters or tokens.
 pub fn fmt_count(x: f64) -> String {
     let a = x.abs();
@@ -180,6 +195,11 @@ mod tests {
         assert_eq!(fmt_secs(7200.0), "2.0 h");
         assert_eq!(fmt_count(174.6e9), "174.60B");
         assert_eq!(fmt_count(1.5e6), "1.5M");
+        // 0.0001 GiB = 107,374.18 B = 104.86 KiB.
+        assert_eq!(fmt_bytes(0.0001 * GIB), "104.9 KiB");
+        assert_eq!(fmt_bytes(1.5 * GIB), "1.5 GiB");
+        assert_eq!(fmt_bytes(3.0 * MIB), "3.0 MiB");
+        assert_eq!(fmt_bytes(12.0), "12 B");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::run::RunResult;
 use crate::calib::{GemmPoint, Profile, Span, median};
 use crate::cost::{Estimate, Machine, estimate};
 use crate::spec::{ClusterSpec, ModelSpec, Plan, TpOverlap};
-use crate::units::{Dtype, GIB, TFLOP};
+use crate::units::{Dtype, GIB, TFLOP, fmt_bytes};
 use serde::Serialize;
 
 /// Where a plan runs.
@@ -179,11 +179,12 @@ pub fn check_cpu_limits(e: &Estimate, steps: u32, limits: &CpuLimits) -> Result<
     let total_gib = per_stage.iter().sum::<f64>() * ranks_per_stage / GIB;
     if total_gib > limits.memory_gib {
         return Err(ExecError::Config(format!(
-            "the cpu backend would allocate about {total_gib:.1} GiB for this plan's buffers \
-             (model state and activations of {} ranks), above the limit of {:.1} GiB: verify \
-             a smaller model or micro-batch on the cpu, use --backend cuda, or raise \
-             --cpu-memory-gib",
-            e.n_gpus, limits.memory_gib
+            "the cpu backend would allocate about {} for this plan's buffers (model state and \
+             activations of {} ranks), above the limit of {}: verify a smaller model or \
+             micro-batch on the cpu, use --backend cuda, or raise --cpu-memory-gib",
+            fmt_bytes(total_gib * GIB),
+            e.n_gpus,
+            fmt_bytes(limits.memory_gib * GIB)
         )));
     }
     let run_s = e.step_time_s * f64::from(steps);

@@ -135,29 +135,37 @@ fn verify_refuses_fp8_plans() {
 fn issue_7_cpu_refuses_plans_past_its_memory_limit() {
     let dir = tmp("limit");
     let prof = write(&dir, "profile.json", FAKE_CPU_PROFILE);
-    let o = planner(&[
-        "verify",
-        "--model",
-        "gpt3-175b",
-        "--cluster",
-        "a100x8",
-        "--gpus",
-        "2",
-        "--tp",
-        "2",
-        "--global-batch",
-        "2",
-        "--backend",
-        "cpu",
-        "--calibration",
-        &prof,
-    ]);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let verify = |extra: &[&str]| {
+        let args = [
+            "verify",
+            "--model",
+            "gpt3-175b",
+            "--cluster",
+            "a100x8",
+            "--gpus",
+            "2",
+            "--tp",
+            "2",
+            "--global-batch",
+            "2",
+            "--backend",
+            "cpu",
+            "--calibration",
+            &prof,
+        ];
+        let o = planner(&[&args[..], extra].concat());
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let err = verify(&[]);
     assert!(
         err.contains("--cpu-memory-gib") && err.contains("GiB"),
         "{err}"
     );
+    // A small limit is written in a unit that shows it: 0.0001 GiB = 107,374 B = 104.9 KiB
+    // (it had read "the limit of 0.0 GiB").
+    let err = verify(&["--cpu-memory-gib", "0.0001"]);
+    assert!(err.contains("above the limit of 104.9 KiB"), "{err}");
 }
 
 #[test]
