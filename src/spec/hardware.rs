@@ -465,6 +465,22 @@ pub fn check_cluster(c: &ClusterSpec, file: &str) -> Vec<Problem> {
             fix: "check nodes and gpus_per_node".into(),
         });
     }
+    // Every plan would be out of memory before its first byte of model state, which `suggest`
+    // had reported as "no plan fits" among thousands of rejections.
+    if c.gpu.memory_gib <= c.cuda_context_gib {
+        out.push(Problem {
+            file: file.into(),
+            field: "cuda_context_gib".into(),
+            message: format!(
+                "the CUDA context ({} GiB per GPU) takes all of the device's {} GiB ({}): \
+                 nothing is left for a model",
+                c.cuda_context_gib, c.gpu.memory_gib, c.gpu.name
+            ),
+            fix: "check the device's memory_gib, or lower cuda_context_gib (0.5 with lazy \
+                  loading)"
+                .into(),
+        });
+    }
     out
 }
 

@@ -140,3 +140,27 @@ fn to_yaml_round_trips_every_preset() {
         assert_eq!(back, c, "{name}");
     }
 }
+
+/// A device no larger than the CUDA context is refused by the field that collides with it:
+/// 0.4 GiB against the default 0.5 GiB context; 0.6 GiB passes, as does 0.4 GiB with a
+/// 0.3 GiB context.
+#[test]
+fn device_memory_must_exceed_the_cuda_context() {
+    let cluster = |mem: &str, ctx: &str| {
+        let yaml = format!(
+            "name: c\ngpu: {{name: g, memory_gib: {mem}, hbm_gbytes_s: 2000, peak_tflops: \
+             {{bf16: 300}}}}\nnodes: 1\ngpus_per_node: 8\nintra_node: {{bw_gbytes_s: 300}}\n{ctx}"
+        );
+        let c = ClusterSpec::from_yaml("c.yaml", &yaml, &|_| unreachable!()).unwrap();
+        check_cluster(&c, "c.yaml")
+    };
+    let p = cluster("0.4", "");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].field, "cuda_context_gib");
+    assert!(
+        p[0].message
+            .contains("0.5 GiB per GPU) takes all of the device's 0.4 GiB")
+    );
+    assert!(cluster("0.6", "").is_empty());
+    assert!(cluster("0.4", "cuda_context_gib: 0.3\n").is_empty());
+}
