@@ -131,7 +131,7 @@ pub fn import(file: &str, text: &str, opts: &HfOptions) -> Result<Imported, Spec
             if more.is_empty() {
                 Ok(Imported { model: m, notes })
             } else {
-                Err(SpecError::Invalid(more))
+                Err(SpecError::Invalid(f.in_config_terms(more)))
             }
         }
         _ => Err(SpecError::Invalid(f.problems)),

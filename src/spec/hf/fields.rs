@@ -82,3 +82,50 @@ impl Fields<'_> {
         }
     }
 }
+
+/// Config keys each model field is read from, in the order the import tries them.
+const CONFIG_KEYS: [(&str, &[&str]); 7] = [
+    ("hidden", &["hidden_size", "n_embd"]),
+    ("layers", &["num_hidden_layers", "n_layer"]),
+    ("heads", &["num_attention_heads", "n_head"]),
+    ("kv_heads", &["num_key_value_heads"]),
+    ("ffn_hidden", &["intermediate_size", "n_inner"]),
+    ("vocab", &["vocab_size"]),
+    ("moe.top_k", &["num_experts_per_tok"]),
+];
+
+impl Fields<'_> {
+    /// The config key `field` was read from (the first of its keys the config holds).
+    fn config_key(&self, field: &str) -> Option<&'static str> {
+        let (_, keys) = CONFIG_KEYS.iter().find(|(f, _)| *f == field)?;
+        keys.iter().copied().find(|k| self.map.contains_key(*k))
+    }
+
+    /// `problems` of the imported model, which name the planner's fields, told in the
+    /// config's terms: the field becomes the key it was read from, and the message says which
+    /// key each planner field it mentions came from (`kv_heads 5` was `num_key_value_heads`).
+    pub(super) fn in_config_terms(&self, problems: Vec<Problem>) -> Vec<Problem> {
+        problems
+            .into_iter()
+            .map(|mut p| {
+                let named: Vec<String> = p
+                    .message
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+                    .filter_map(|w| Some(format!("{w} is {}", self.config_key(w)?)))
+                    .fold(Vec::new(), |mut v, s| {
+                        if !v.contains(&s) {
+                            v.push(s);
+                        }
+                        v
+                    });
+                if !named.is_empty() {
+                    p.message = format!("{} (in the config: {})", p.message, named.join(", "));
+                }
+                if let Some(k) = self.config_key(&p.field) {
+                    p.field = k.to_string();
+                }
+                p
+            })
+            .collect()
+    }
+}

@@ -269,3 +269,37 @@ fn an_oversized_position_count_yields_to_seq_len() {
         i.notes
     );
 }
+
+/// A model that reads but does not hold together is refused in the config's own terms: the
+/// field is the key it was read from and the message says where each name it uses came from
+/// (it had named only the planner's `kv_heads`, a key the config does not have).
+#[test]
+fn model_check_problems_name_the_config_keys() {
+    let e = imp(
+        r#"{"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008,
+            "num_attention_heads": 32, "num_hidden_layers": 2, "num_key_value_heads": 5,
+            "vocab_size": 32000, "max_position_embeddings": 4096}"#,
+    )
+    .unwrap_err();
+    let p = &e.problems()[0];
+    assert_eq!(p.field, "num_key_value_heads");
+    assert_eq!(
+        p.message,
+        "heads 32 is not a multiple of kv_heads 5 (in the config: heads is \
+         num_attention_heads, kv_heads is num_key_value_heads)"
+    );
+    // GPT-2's keys: hidden 1600 over 24 heads.
+    let e = imp(
+        r#"{"model_type": "gpt2", "n_embd": 1600, "n_head": 24, "n_layer": 2,
+            "vocab_size": 50257, "n_positions": 1024}"#,
+    )
+    .unwrap_err();
+    let p = &e.problems()[0];
+    assert_eq!(p.field, "n_head");
+    assert!(
+        p.message
+            .ends_with("(in the config: hidden is n_embd, heads is n_head)"),
+        "{}",
+        p.message
+    );
+}
