@@ -260,7 +260,18 @@ pub fn stage_memory(
             g.saved_bytes() - layer_activation_bytes(g, model, &sh, rc)
         })
         .fold(0.0, f64::max);
-    let widest = (model.ffn_hidden / plan.tp).max(model.hidden) as f64;
+    // Per token of the micro-batch: the MLP's hidden width on this rank, which in an MoE
+    // layer holds top_k routed copies of every token at the expert's width (the expert-TP
+    // group gathers the routed tokens, `graph::layer::moe_mlp`).
+    let mlp_width = |i: u64| match &model.moe {
+        Some(m) if model.is_moe_layer(i) => m.top_k * m.expert_ffn_hidden / plan.tp,
+        _ => model.ffn_hidden / plan.tp,
+    };
+    let widest = st
+        .layers
+        .iter()
+        .map(|&(i, _)| mlp_width(i))
+        .fold(model.hidden, u64::max) as f64;
     let grad_buffers = 2.0 * sh.tokens() as f64 * widest * sh.dtype.bytes();
     let mut working = rematerialised + grad_buffers;
     if st.head {
@@ -399,6 +410,30 @@ mod tests {
         };
         assert_eq!(working(Framework::LlmFoundry), 823_410_688.0);
         assert_eq!(working(Framework::Torchtitan), 3.0 * 823_410_688.0);
+    }
+
+    /// The activation-gradient buffers of a stage are as wide as its widest MLP on the rank:
+    /// in a Mixtral layer the experts see top_k = 2 routed copies of each token at width
+    /// 14,336, so stage 0 of a 4-layer Mixtral at pp = 2 (1,024 tokens, no recomputation, no
+    /// head) works in 2 buffers × 1,024 × 2·14,336 × 2 bytes = 117,440,512; the same model
+    /// dense has half of that, and with tp = 2 each rank's share halves again.
+    #[test]
+    fn moe_gradient_buffers_hold_the_routed_tokens() {
+        use crate::spec::{load_cluster, load_model};
+        let mut model = load_model("mixtral-8x7b").unwrap();
+        model.layers = 4;
+        let cluster = load_cluster("a100x8").unwrap();
+        let working = |model: &ModelSpec, tp: u64| {
+            let p = Plan::new(1, tp, 2, 1, 8, 1024);
+            crate::cost::estimate(model, &cluster.with_gpus(2 * tp).unwrap(), &p, None).stages[0]
+                .memory
+                .working
+        };
+        assert_eq!(working(&model, 1), 117_440_512.0);
+        assert_eq!(working(&model, 2), 117_440_512.0 / 2.0);
+        let mut dense = model.clone();
+        dense.moe = None;
+        assert_eq!(working(&dense, 1), 117_440_512.0 / 2.0);
     }
 
     /// GPipe runs every forward before any backward, so each stage holds all m micro-batches
