@@ -367,21 +367,31 @@ fn build(
 /// Mixtral's `sliding_window` (null: none); Qwen2's only with `use_sliding_window` and on
 /// some layers (`max_window_layers` below the layer count: layers from it on slide). Llama's
 /// class ignores the key.
+///
+/// A key the config leaves out takes its configuration class's default, as transformers
+/// would load it: `MistralConfig` and `Qwen2Config` default `sliding_window` to 4096, and
+/// `Qwen2Config` `max_window_layers` to 28; `MixtralConfig` has no window by default. (An
+/// explicit `null` is no window.)
 fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<u64> {
+    let absent = |f: &Fields<'_>, key: &str| !f.map.contains_key(key);
     let on = match fam {
         Family::Mistral | Family::Mixtral => true,
         Family::Qwen2 => {
             let layers = f.count(&["num_hidden_layers"], MAX_LAYERS);
-            let from = f.count(&["max_window_layers"], MAX_LAYERS);
+            let from = if absent(f, "max_window_layers") {
+                Some(28)
+            } else {
+                f.count(&["max_window_layers"], MAX_LAYERS)
+            };
             f.flag("use_sliding_window") == Some(true)
                 && layers.is_some_and(|l| from.is_none_or(|m| m < l))
         }
         _ => false,
     };
-    if on {
-        f.count(&["sliding_window"], MAX_SEQ)
-    } else {
-        None
+    match fam {
+        _ if !on => None,
+        Family::Mistral | Family::Qwen2 if absent(f, "sliding_window") => Some(4096),
+        _ => f.count(&["sliding_window"], MAX_SEQ),
     }
 }
 
@@ -494,6 +504,8 @@ fn seq_len(
             }
             Some(t)
         }
+        // A value that was there but unreadable has been reported already.
+        (_, None, None) if f.get(&key).is_some() => None,
         (_, None, None) => {
             f.bad(
                 "max_position_embeddings",
@@ -517,7 +529,7 @@ fn family_checks(
         Family::GptNeox => neox_checks(f, notes),
         Family::Bert => bert_checks(f),
         Family::Gpt2 => {}
-        _ => llama_checks(f, hidden_heads),
+        _ => llama_checks(f, fam, hidden_heads),
     }
     // GPT-2 and BERT configs can add a cross-attention block to every layer (an
     // encoder-decoder's decoder, `add_cross_attention`), which none of the templates has.
@@ -530,9 +542,13 @@ fn family_checks(
     }
 }
 
-fn llama_checks(f: &mut Fields<'_>, hidden_heads: Option<(u64, u64)>) {
+/// Only `LlamaConfig` reads `attention_bias` and `mlp_bias`: Mistral's and Mixtral's
+/// classes build their projections without biases and Qwen2's with biases on Q, K and V
+/// whatever the config says (transformers `modeling_mistral.py`, `modeling_qwen2.py`), so
+/// there the keys change nothing and are not refused.
+fn llama_checks(f: &mut Fields<'_>, fam: Family, hidden_heads: Option<(u64, u64)>) {
     for key in ["attention_bias", "mlp_bias"] {
-        if f.flag(key) == Some(true) {
+        if fam == Family::Llama && f.flag(key) == Some(true) {
             f.bad(
                 key,
                 "true: planner's llama template has no biases on these projections",

@@ -303,3 +303,60 @@ fn model_check_problems_name_the_config_keys() {
         p.message
     );
 }
+
+/// Keys a config leaves out take their class's default, as transformers loads them:
+/// `MistralConfig` slides a 4096-token window (priced up to it, and a longer `--seq-len`
+/// refused, as when the key is written out), an explicit `null` is no window; `Qwen2Config`
+/// slides from layer `max_window_layers` = 28, so a 28-layer Qwen2 with `use_sliding_window`
+/// has no sliding layer. A value that is there but unreadable is one problem, not also a
+/// missing field.
+#[test]
+fn absent_keys_take_the_class_defaults() {
+    let mistral = r#"{"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
+        "num_attention_heads": 32, "num_hidden_layers": 2, "num_key_value_heads": 8,
+        "vocab_size": 32000, "max_position_embeddings": 32768"#;
+    let m = imp(&format!("{mistral}}}")).unwrap().model;
+    assert_eq!((m.attention_window, m.seq_len), (Some(4096), 4096));
+    let m = imp(&format!(r#"{mistral}, "sliding_window": null}}"#))
+        .unwrap()
+        .model;
+    assert_eq!((m.attention_window, m.seq_len), (None, 32768));
+    let qwen = |layers: u64| {
+        format!(
+            r#"{{"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
+            "num_attention_heads": 28, "num_hidden_layers": {layers}, "num_key_value_heads": 4,
+            "vocab_size": 152064, "max_position_embeddings": 32768, "use_sliding_window": true}}"#
+        )
+    };
+    assert_eq!(imp(&qwen(28)).unwrap().model.attention_window, None);
+    assert_eq!(imp(&qwen(29)).unwrap().model.attention_window, Some(4096));
+    let e = imp(
+        r#"{"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100,
+            "max_position_embeddings": -1}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.problems().len(), 1, "{e}");
+    assert_eq!(e.problems()[0].field, "max_position_embeddings");
+    assert!(!e.to_string().contains("missing"), "{e}");
+}
+
+/// `attention_bias` and `mlp_bias` are `LlamaConfig` keys: Mistral's and Qwen2's classes fix
+/// their biases whatever the config says, so those configs import, while Llama's with a
+/// bias is still refused.
+#[test]
+fn bias_keys_are_refused_only_where_the_class_reads_them() {
+    let cfg = |ty: &str| {
+        format!(
+            r#"{{"model_type": "{ty}", "hidden_size": 64, "intermediate_size": 128,
+            "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100,
+            "max_position_embeddings": 256, "attention_bias": true, "mlp_bias": true}}"#
+        )
+    };
+    assert!(imp(&cfg("mistral")).is_ok());
+    let q = imp(&cfg("qwen2")).unwrap().model;
+    assert!(q.qkv_bias);
+    let e = imp(&cfg("llama")).unwrap_err();
+    let fields: Vec<&str> = e.problems().iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["attention_bias", "mlp_bias"]);
+}
