@@ -219,6 +219,16 @@ pub fn stage_memory(
     if plan.zero >= 3 && !holds_whole {
         // FSDP gathers a layer's weights and prefetches the next (2 layers in 16-bit).
         weights += 2.0 * largest_layer_params * plan.dtype.bytes();
+        if plan.framework == Framework::Torchtitan && (st.embedding || st.head) {
+            // torchtitan shards the embedding, final norm and head as the root module, whose
+            // parameters FSDP2 keeps gathered from the forward through the backward
+            // (`fully_shard`: "The root FSDP state has its value specially set to False as a
+            // heuristic since its parameters would typically be immediately all-gathered for
+            // backward"). Counted beside two layers: one more than at the loss, where only
+            // the last layer (which torchtitan keeps unsharded after its forward) is gathered.
+            let root = graphs.embedding.params() + graphs.head.params();
+            weights += root * plan.dtype.bytes();
+        }
     }
     if !holds_whole && (plan.zero >= 3 || (plan.zero == 2 && plan.framework.fsdp())) {
         // FSDP holds one layer's unsharded gradients in the reduction precision before
@@ -277,12 +287,7 @@ pub fn stage_memory(
     if st.head {
         let e = sh.dtype.bytes();
         let logits = sh.tokens() as f64 * model.vocab.div_ceil(plan.tp) as f64;
-        let loss = if plan.framework.fused_loss() {
-            e
-        } else {
-            e + 4.0
-        };
-        working = working.max(loss * logits);
+        working = working.max(plan.framework.loss_working_bytes(e) * logits);
         if plan.framework.train_metric_passes() > 0 {
             // Training metrics run after the backward, when one micro-batch's activations
             // are gone but its 16-bit logits stay with the outputs, beside one metric's fp32
@@ -388,14 +393,17 @@ mod tests {
         };
         let m = mem(Framework::LlmFoundry);
         assert_eq!(m.activations + m.working, 4_117_053_440.0);
-        // Without training metrics the working set is the loss's: (2 + 4) · 411,705,344.
-        assert_eq!(mem(Framework::Torchtitan).working, 2_470_232_064.0);
+        // Without training metrics the working set is the loss's: torchtitan's eager
+        // cross-entropy holds 8 bytes per logit beside its saved output, 8 · 411,705,344.
+        assert_eq!(mem(Framework::Torchtitan).working, 3_293_642_752.0);
+        assert_eq!(mem(Framework::Megatron).working, 2_470_232_064.0);
     }
 
     /// A fused loss (flash-attn's cross-entropy, llm-foundry) keeps no fp32 copy of the
     /// logits: with all 48 GPT-2 XL layers' activations held (no recomputation) the metrics'
     /// moment no longer sets the peak, and the working set is the loss's bf16 logit gradient,
-    /// 2 · 8,192 · 50,257 = 823,410,688 bytes (an unfused loss adds the fp32 copy: 6 bytes).
+    /// 2 · 8,192 · 50,257 = 823,410,688 bytes (Megatron's unfused loss adds the fp32 copy: 6
+    /// bytes; torchtitan's eager one holds two fp32 gradients beside its saved output: 8).
     #[test]
     fn a_fused_loss_keeps_no_fp32_logits() {
         use crate::spec::{load_cluster, load_model};
@@ -409,7 +417,8 @@ mod tests {
                 .working
         };
         assert_eq!(working(Framework::LlmFoundry), 823_410_688.0);
-        assert_eq!(working(Framework::Torchtitan), 3.0 * 823_410_688.0);
+        assert_eq!(working(Framework::Megatron), 3.0 * 823_410_688.0);
+        assert_eq!(working(Framework::Torchtitan), 4.0 * 823_410_688.0);
     }
 
     /// The activation-gradient buffers of a stage are as wide as its widest MLP on the rank:

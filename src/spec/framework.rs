@@ -128,6 +128,27 @@ impl Framework {
         self == Framework::LlmFoundry
     }
 
+    /// Bytes per logit the loss holds at its peak besides what it saves for the backward
+    /// (the saved fp32 softmax of an unfused loss is counted with the activations), for
+    /// `e`-byte logits:
+    /// - fused (flash-attn's cross-entropy, llm-foundry): the 16-bit logits, `e`;
+    /// - Megatron's `vocab_parallel_cross_entropy` (Megatron-LM and Megatron-DeepSpeed): the
+    ///   16-bit logits beside the fp32 copy that becomes the saved softmax, `e + 4`; its
+    ///   backward works in place on the softmax and casts it to a 16-bit gradient (`e`);
+    /// - torchtitan's eager `cross_entropy(pred.flatten(0, 1).float(), labels)`
+    ///   (torchtitan/components/loss.py; train.py deletes `pred` before `loss.backward()`,
+    ///   "need to free to before bwd to avoid peaking memory"): forward holds the 16-bit
+    ///   logits and their fp32 copy beside the saved fp32 log-softmax output (`e + 4`);
+    ///   backward holds that output with the nll's dense fp32 gradient and log-softmax's fp32
+    ///   input gradient (8). The peak is the larger, 8 bytes for 16-bit logits.
+    pub fn loss_working_bytes(self, e: f64) -> f64 {
+        match self {
+            Framework::LlmFoundry => e,
+            Framework::Torchtitan => (e + 4.0).max(8.0),
+            Framework::Megatron | Framework::DeepSpeed => e + 4.0,
+        }
+    }
+
     /// Cross-entropy passes over the logits that each micro-batch runs for training metrics,
     /// beside its loss. Composer's Trainer updates the model's training metrics after every
     /// micro-batch's backward (mosaicml/composer `composer/trainer/trainer.py`
