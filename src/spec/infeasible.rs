@@ -22,6 +22,8 @@ pub enum Infeasible {
         product: u64,
         /// GPUs in the cluster.
         gpus: u64,
+        /// tp·pp·cp.
+        model_parallel: u64,
     },
     /// tp does not divide the (key/value) heads.
     HeadsNotDivisible {
@@ -65,6 +67,8 @@ pub enum Infeasible {
         layers: u64,
         /// Pipeline stages.
         pp: u64,
+        /// Chunks per stage (an explicit partition needs 1).
+        vpp: u64,
     },
     /// Per-stage recompute counts that do not fit the stages (or full recompute is off).
     RecomputeLayers {
@@ -72,6 +76,10 @@ pub enum Infeasible {
         given: Vec<u64>,
         /// Pipeline stages.
         pp: u64,
+        /// Layers of each stage.
+        per_stage: Vec<u64>,
+        /// Whether the plan recomputes fully (the counts say which layers).
+        full: bool,
     },
     /// dp·mbs does not divide the global batch.
     BatchNotDivisible {
@@ -129,6 +137,18 @@ pub enum Infeasible {
         pp: u64,
         /// Chunks per stage.
         vpp: u64,
+    },
+    /// GPipe on one stage: there is no pipeline, and every framework runs gradient
+    /// accumulation one micro-batch's forward and backward at a time.
+    GpipeNeedsStages {
+        /// Pipeline stages.
+        pp: u64,
+    },
+    /// GPipe in a framework whose pipelines run 1F1B (Megatron-LM's
+    /// `forward_backward_pipelining_*`, DeepSpeed's `TrainSchedule`).
+    FrameworkGpipe {
+        /// The framework's name.
+        framework: &'static str,
     },
     /// Megatron's interleaved schedule needs the micro-batch count to be a multiple of pp.
     InterleavedMicroBatches {
@@ -230,6 +250,8 @@ impl Infeasible {
             I::EpWithoutExperts { .. } => "ep on a dense model",
             I::InterleavedNeedsChunks { .. } => "interleaving needs pp≥2, vpp≥2",
             I::InterleavedMicroBatches { .. } => "interleaved: micro-batches not a multiple of pp",
+            I::GpipeNeedsStages { .. } => "gpipe needs pp≥2",
+            I::FrameworkGpipe { .. } => "GPipe in a framework without it",
             I::PartialRecomputeInterleaved { .. } => "part of an interleaved stage recomputed",
             I::FrameworkZero { .. } => "ZeRO stage the framework lacks",
             I::DtypeUnsupported { .. } => "type without tensor cores on the device",
@@ -252,7 +274,8 @@ impl Infeasible {
             I::HeadsNotDivisible { .. } | I::FfnNotDivisible { .. } | I::TpAcrossNodes { .. } => {
                 "tp"
             }
-            I::LayersNotDivisible { .. } | I::StageLayers { .. } => "pp",
+            I::LayersNotDivisible { .. } => "pp",
+            I::StageLayers { .. } => "stage_layers",
             I::RecomputeLayers { .. } => "recompute_layers",
             I::BatchNotDivisible { .. } => "global_batch",
             I::SeqNotDivisible { .. }
@@ -261,6 +284,7 @@ impl Infeasible {
             I::MicroBatchTokens { .. } => "micro_batch",
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
             I::InterleavedNeedsChunks { .. } | I::InterleavedMicroBatches { .. } => "vpp",
+            I::GpipeNeedsStages { .. } | I::FrameworkGpipe { .. } => "schedule",
             I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
             I::FrameworkLacks { field, .. } => field,
             I::PartialRecomputeInterleaved { .. } => "recompute_layers",
@@ -279,9 +303,24 @@ impl fmt::Display for Infeasible {
         use Infeasible as I;
         match self {
             I::Zero => write!(f, "every size must be at least 1"),
-            I::GpuCount { product, gpus } => write!(
+            I::GpuCount {
+                product,
+                gpus,
+                model_parallel,
+            } if gpus % model_parallel == 0 => write!(
                 f,
-                "dp·tp·pp·cp = {product} but the cluster has {gpus} GPUs; choose dp = {gpus}/(tp·pp·cp)"
+                "dp·tp·pp·cp = {product} but the cluster has {gpus} GPUs; choose dp = {gpus}/(tp·pp·cp) = {}",
+                gpus / model_parallel
+            ),
+            I::GpuCount {
+                product,
+                gpus,
+                model_parallel,
+            } => write!(
+                f,
+                "dp·tp·pp·cp = {product} but the cluster has {gpus} GPUs, and tp·pp·cp = \
+                 {model_parallel} does not divide {gpus}: choose tp, pp and cp whose product \
+                 divides it, or another --gpus"
             ),
             I::HeadsNotDivisible {
                 heads,
@@ -311,14 +350,59 @@ impl fmt::Display for Infeasible {
                     ""
                 }
             ),
-            I::StageLayers { given, layers, pp } => write!(
-                f,
-                "stage layers {given:?} must be {pp} positive counts summing to layers={layers} (and need vpp=1)"
-            ),
-            I::RecomputeLayers { given, pp } => write!(
-                f,
-                "recompute layers {given:?} need full recompute and {pp} counts, each at most its stage's layers"
-            ),
+            I::StageLayers {
+                given,
+                layers,
+                pp,
+                vpp,
+            } => {
+                let mut why = Vec::new();
+                if given.len() as u64 != *pp {
+                    why.push(format!("{} counts for pp={pp}", given.len()));
+                }
+                match given.iter().try_fold(0u64, |a, &n| a.checked_add(n)) {
+                    Some(sum) if sum == *layers => {}
+                    Some(sum) => why.push(format!("they sum to {sum}, not layers={layers}")),
+                    None => why.push(format!("they sum past any count, not layers={layers}")),
+                }
+                if given.contains(&0) {
+                    why.push("a stage of 0 layers".into());
+                }
+                if *vpp > 1 {
+                    why.push(format!(
+                        "vpp={vpp}: an explicit partition is of whole stages (vpp 1)"
+                    ));
+                }
+                write!(
+                    f,
+                    "stage layers {given:?}: {}; give {pp} positive counts summing to {layers}",
+                    why.join(", ")
+                )
+            }
+            I::RecomputeLayers {
+                given,
+                pp,
+                per_stage,
+                full,
+            } => {
+                let mut why = Vec::new();
+                if !full {
+                    why.push("they say which layers full recomputation covers, and recompute is not full".to_string());
+                }
+                if given.len() as u64 != *pp {
+                    why.push(format!("{} counts for pp={pp}", given.len()));
+                }
+                for (i, (n, of)) in given.iter().zip(per_stage).enumerate() {
+                    if n > of {
+                        why.push(format!("stage {i} has {of} layers, not {n}"));
+                    }
+                }
+                write!(
+                    f,
+                    "recompute layers {given:?}: {}; give --recompute full and one count per stage, each at most its stage's layers",
+                    why.join(", ")
+                )
+            }
             I::BatchNotDivisible {
                 global_batch,
                 dp,
@@ -351,6 +435,17 @@ impl fmt::Display for Infeasible {
                 "ep={ep} must divide experts={experts} and dp·cp={dp_cp} (expert parallelism is carved out of the data- and context-parallel ranks); choose a common divisor"
             ),
             I::EpWithoutExperts { ep } => write!(f, "ep={ep} on a model without experts; use ep=1"),
+            I::GpipeNeedsStages { pp } => write!(
+                f,
+                "schedule=gpipe with pp={pp}: without a pipeline each micro-batch runs its forward \
+                 and backward in turn (gradient accumulation), holding one micro-batch, not all; \
+                 use --schedule 1f1b, or pp ≥ 2"
+            ),
+            I::FrameworkGpipe { framework } => write!(
+                f,
+                "schedule=gpipe: {framework} has no GPipe schedule (its pipelines run 1F1B); use \
+                 --schedule 1f1b, or price for --framework torchtitan"
+            ),
             I::InterleavedNeedsChunks { pp, vpp } if *pp >= 2 && *vpp >= 2 => write!(
                 f,
                 "vpp={vpp} with pp={pp} runs only under the interleaved schedule; use --schedule interleaved, or vpp 1"

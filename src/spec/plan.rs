@@ -303,6 +303,7 @@ impl Plan {
             out.push(I::GpuCount {
                 product: self.n_gpus(),
                 gpus: cluster.n_gpus(),
+                model_parallel: self.tp * self.pp * self.cp,
             });
         }
         if model.heads % self.tp != 0 || model.kv_heads % self.tp != 0 {
@@ -344,6 +345,7 @@ impl Plan {
                     given: v.clone(),
                     layers: model.layers,
                     pp: self.pp,
+                    vpp: self.vpp,
                 });
             }
         } else if model.layers % (self.pp * self.vpp) != 0 {
@@ -419,6 +421,16 @@ impl Plan {
                 pp: self.pp,
                 vpp: self.vpp,
             }),
+            Schedule::Gpipe if self.pp < 2 => out.push(I::GpipeNeedsStages { pp: self.pp }),
+            // torchtitan's `ScheduleGPipe`; Megatron-LM and DeepSpeed pipeline with 1F1B only
+            // (Composer has no pipeline, refused by `Framework::lacks`).
+            Schedule::Gpipe
+                if matches!(self.framework, Framework::Megatron | Framework::DeepSpeed) =>
+            {
+                out.push(I::FrameworkGpipe {
+                    framework: self.framework.name(),
+                })
+            }
             _ => {}
         }
         if let Some(r) = &self.recompute_layers {
@@ -434,6 +446,8 @@ impl Plan {
                 out.push(I::RecomputeLayers {
                     given: r.clone(),
                     pp: self.pp,
+                    per_stage: (0..r.len()).map(per_stage).collect(),
+                    full: self.recompute == Recompute::Full,
                 });
             } else if self.vpp > 1 && r.iter().enumerate().any(|(i, &n)| n < per_stage(i)) {
                 // Megatron's block method recomputes the first N layers of every model chunk
@@ -502,13 +516,19 @@ pub fn fold_counts(v: &[u64], sep: &str) -> String {
 
 /// Reads counts as [`fold_counts`] writes them, separated by commas or spaces (as labels and
 /// tables print them), with runs as `N×k` (`x` or `*` for `×`): `5,3×6,1` is 5, 3, 3, 3, 3, 3,
-/// 3, 1. The error says which part is wrong.
+/// 3, 1. The error says which part is wrong; an empty entry between commas (`5,,3`) is one,
+/// not a count to skip.
 pub fn unfold_counts(text: &str) -> Result<Vec<u64>, String> {
     let mut out = Vec::new();
-    let parts = text
-        .split([',', ' '])
-        .map(str::trim)
-        .filter(|p| !p.is_empty());
+    let mut parts = Vec::new();
+    for entry in text.split(',') {
+        if entry.trim().is_empty() {
+            return Err(format!(
+                "`{text}` has an empty entry: give counts or runs N×k between the commas (e.g. 5,3×6,1)"
+            ));
+        }
+        parts.extend(entry.split_whitespace());
+    }
     for part in parts {
         let (n, k) = match part.split_once(['×', 'x', '*']) {
             Some((n, k)) => (n.trim(), k.trim()),

@@ -806,20 +806,35 @@ fn more_flags_out_of_range_name_the_fix() {
         ],
         &["--out: /dev/null", "give a writable directory"],
     );
-    let o = planner(&[
-        "simulate",
-        "--model",
-        "llama3-8b",
-        "--cluster",
-        "h100x8",
-        "--pp",
-        "2",
-        "--global-batch",
-        "64",
-        "--schedule",
-        "gpipe",
-    ]);
+    let gpipe = |extra: &[&str]| {
+        let args = [
+            "simulate",
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "h100x8",
+            "--global-batch",
+            "64",
+            "--schedule",
+            "gpipe",
+        ];
+        planner(&[&args[..], extra].concat())
+    };
+    let o = gpipe(&["--pp", "2", "--framework", "torchtitan"]);
     assert!(stdout(&o).contains("OUT OF MEMORY"), "{}", stdout(&o));
+    // GPipe exists in torchtitan only, and needs a pipeline: on one stage it had been priced
+    // holding every micro-batch, which gradient accumulation never does.
+    for (extra, said) in [
+        (&["--pp", "2"][..], "megatron has no GPipe schedule"),
+        (
+            &["--framework", "torchtitan"][..],
+            "schedule=gpipe with pp=1",
+        ),
+    ] {
+        let o = gpipe(extra);
+        assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+        assert!(stderr(&o).contains(said), "{}", stderr(&o));
+    }
 }
 
 /// Every row `suggest` prints re-prices to its own step time with `estimate`, given the flags

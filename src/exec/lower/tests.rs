@@ -164,6 +164,7 @@ fn every_schedule_runs_to_the_end_with_every_message_received() {
     let mut cases = vec![plan(2, 2, 2, 8), plan(1, 1, 4, 8), plan(2, 1, 2, 4)];
     let mut gpipe = plan(1, 2, 2, 6);
     gpipe.schedule = Schedule::Gpipe;
+    gpipe.framework = crate::spec::Framework::Torchtitan;
     cases.push(gpipe);
     let mut inter = plan(1, 1, 2, 4);
     inter.vpp = 2;

@@ -14,6 +14,13 @@ fn folded_counts_read_back() {
     assert_eq!(unfold_counts("12×2 8").unwrap(), [12, 12, 8]);
     assert!(unfold_counts("5,three").unwrap_err().contains("`three`"));
     assert!(unfold_counts("3×0").is_err());
+    // An empty entry is an error, not a count dropped: `5,,5x7` had read as 5, 5×7.
+    for bad in ["5,,5x7", "5,5x7,", ""] {
+        assert!(
+            unfold_counts(bad).unwrap_err().contains("empty entry"),
+            "{bad}"
+        );
+    }
 }
 
 /// Recomputing part of each stage is a plan only without virtual stages: with vpp > 1 the
@@ -186,4 +193,63 @@ fn expert_parallelism_rules_follow_the_frameworks() {
     (p.dp, p.tp, p.sequence_parallel) = (4, 2, true);
     p.ep = 8;
     assert_eq!(fields(&p), ["ep"], "ep 8 over dp·cp = 4");
+}
+
+/// A partition or recomputation list that does not fit is refused naming its own flag and
+/// each condition it breaks, not `pp` and a list of every rule: llama3-8b has 32 layers.
+#[test]
+fn stage_and_recompute_lists_say_what_is_wrong() {
+    let m = crate::spec::load_model("llama3-8b").unwrap();
+    let c = crate::spec::load_cluster("h100x8").unwrap();
+    let reasons = |p: &Plan| -> Vec<(String, String)> {
+        p.check(&m, &c)
+            .iter()
+            .map(|i| (i.field().to_string(), i.to_string()))
+            .collect()
+    };
+    let mut p = Plan::new(2, 1, 4, 1, 8, 2048);
+    p.stage_layers = Some(vec![8, 8, 8]);
+    assert_eq!(
+        reasons(&p),
+        [(
+            "stage_layers".to_string(),
+            "stage layers [8, 8, 8]: 3 counts for pp=4, they sum to 24, not layers=32; give 4 \
+             positive counts summing to 32"
+                .to_string()
+        )]
+    );
+    p.stage_layers = Some(vec![8; 4]);
+    p.recompute_layers = Some(vec![2, 9, 0, 0]);
+    let r = reasons(&p);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].0, "recompute_layers");
+    assert!(
+        r[0].1.contains("recompute is not full") && r[0].1.contains("stage 1 has 8 layers, not 9"),
+        "{}",
+        r[0].1
+    );
+}
+
+/// The GPU-count refusal suggests a dp only where one exists: 8 GPUs at tp 2 → dp = 4; at
+/// tp 3 no dp makes 8, and the fix is the model-parallel sizes or the GPU count.
+#[test]
+fn gpu_count_refusal_suggests_a_whole_dp() {
+    let m = crate::spec::load_model("llama3-8b").unwrap();
+    let c = crate::spec::load_cluster("h100x8").unwrap();
+    let text = |dp, tp| {
+        Plan::new(dp, tp, 1, 1, 24, 2048)
+            .check(&m, &c)
+            .iter()
+            .find(|i| i.field() == "dp")
+            .map(|i| i.to_string())
+            .unwrap()
+    };
+    assert!(
+        text(1, 2).ends_with("choose dp = 8/(tp·pp·cp) = 4"),
+        "{}",
+        text(1, 2)
+    );
+    let t = text(2, 3);
+    assert!(t.contains("tp·pp·cp = 3 does not divide 8"), "{t}");
+    assert!(!t.contains("choose dp"), "{t}");
 }
