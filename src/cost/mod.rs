@@ -319,21 +319,24 @@ pub fn estimate_with_work(
     pg: &PricedGraphs,
 ) -> (Estimate, Vec<stages::StageWork>) {
     let (work, comm_provenance) = stages::stage_work_with_provenance(model, plan, m, pg);
-    let (nm, v) = (plan.n_micro() as f64, plan.vpp as f64);
+    let nm = plan.n_micro() as f64;
     let sum = |s: &stages::StageWork, f: &dyn Fn(&stages::ChunkWork) -> f64| {
         s.chunks.iter().map(f).sum::<f64>()
     };
     let per_micro: Vec<f64> = work
         .iter()
-        .map(|s| sum(s, &|c| c.fwd_s() + c.bwd_s()) + 2.0 * s.p2p_s * v)
+        .map(|s| sum(s, &|c| c.fwd_s() + c.bwd_s()) + s.p2p_s * (s.sends.0 + s.sends.1))
         .collect();
     let pipeline = if plan.schedule == crate::spec::Schedule::Gpipe && work.len() > 1 {
-        let phase = |f: &dyn Fn(&stages::ChunkWork) -> f64| -> Vec<f64> {
-            work.iter().map(|s| sum(s, f) + s.p2p_s * v).collect()
+        let phase = |f: &dyn Fn(&stages::ChunkWork) -> f64,
+                     sends: fn(&stages::StageWork) -> f64| {
+            work.iter()
+                .map(|s| sum(s, f) + s.p2p_s * sends(s))
+                .collect::<Vec<f64>>()
         };
         step::gpipe_time(
-            &phase(&|c| c.fwd_s()),
-            &phase(&|c| c.bwd_s()),
+            &phase(&|c| c.fwd_s(), |s| s.sends.0),
+            &phase(&|c| c.bwd_s(), |s| s.sends.1),
             plan.n_micro(),
         )
     } else {
@@ -351,7 +354,7 @@ pub fn estimate_with_work(
         compute_s: nm * sum(ws, &|c| c.fwd.compute_s + c.bwd.compute_s),
         recompute_s: nm * sum(ws, &|c| c.recompute.compute_s),
         tp_comm_s: nm * sum(ws, &|c| c.fwd.tp_s + c.bwd.tp_s + c.recompute.tp_s),
-        pp_comm_s: nm * 2.0 * ws.p2p_s * v,
+        pp_comm_s: nm * ws.p2p_s * (ws.sends.0 + ws.sends.1),
         dp_comm_s: dp_exposed + nm * sum(ws, &|c| c.zero_fwd_exposed_s() + c.zero_bwd_exposed_s()),
         other_comm_s: nm * sum(ws, &|c| c.fwd.other_s + c.bwd.other_s + c.recompute.other_s),
         bubble_s: pipeline - nm * per_micro[slow],
@@ -362,8 +365,8 @@ pub fn estimate_with_work(
         .map(|s| StageCost {
             stage_idx: s.stage_idx,
             layers: s.chunks.iter().map(|c| c.layers).sum(),
-            fwd_s: sum(s, &|c| c.fwd_s()) + s.p2p_s * v,
-            bwd_s: sum(s, &|c| c.bwd_s()) + s.p2p_s * v,
+            fwd_s: sum(s, &|c| c.fwd_s()) + s.p2p_s * s.sends.0,
+            bwd_s: sum(s, &|c| c.bwd_s()) + s.p2p_s * s.sends.1,
             memory_gib: s.memory.total() / GIB,
             memory: s.memory,
         })

@@ -88,6 +88,12 @@ pub struct StageWork {
     /// and send are separate blocking calls (DeepSpeed, [`p2p_pass_s`]); 0 without
     /// pipelining.
     pub p2p_s: f64,
+    /// Transfers of [`p2p_s`](Self::p2p_s) each micro-batch puts on the stage's timeline in
+    /// its forward and in its backward: one per chunk, less the forward send of the
+    /// pipeline's last virtual stage and the backward send of its first (which have no one
+    /// to send to; what they receive is a wait, part of the bubble). Middle stages 2v in
+    /// all, the two ends 2v − 1 (with pp = 2, each end one fewer).
+    pub sends: (f64, f64),
     /// The stage's whole gradient reduction after its last backward, as the closed form
     /// prices it (one collective per kind rather than one per chunk).
     pub dp_reduce_s: f64,
@@ -239,10 +245,15 @@ impl Ctx<'_> {
         let shard = |n: u64| if plan.zero >= 1 { n.max(1) as f64 } else { 1.0 };
         let local = dense / shard(self.place.dp.n) + experts / shard(self.ep_group.n);
         let ends = st.embedding || st.head;
+        let v = plan.vpp as f64;
         StageWork {
             stage_idx: st.stage,
             chunks,
             p2p_s,
+            sends: (
+                v - f64::from(u8::from(st.stage + 1 == plan.pp)),
+                v - f64::from(u8::from(st.stage == 0)),
+            ),
             dp_reduce_s: self.reduce_s(dense, self.place.dp, 1.0)
                 + self.reduce_s(experts, self.ep_group, 1.0)
                 + if ends { self.tied_s } else { 0.0 },
@@ -450,8 +461,9 @@ pub fn stage_work_with_provenance(
     let mut provenance = Provenance::default();
     let p2p_s = if plan.pp > 1 {
         let (t, src) = p2p_pass_s(model, plan, m, &place);
-        // Each way once per micro-batch and chunk.
-        provenance.communication[src as usize] += 2.0 * (plan.n_micro() * plan.vpp) as f64 * t;
+        // Each way once per micro-batch and chunk, but into and out of the pipeline.
+        provenance.communication[src as usize] +=
+            (2 * plan.vpp - 1) as f64 * plan.n_micro() as f64 * t;
         t
     } else {
         0.0

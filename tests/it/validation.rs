@@ -174,11 +174,15 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
     // its engine runs them (TP-partitioned tensors gathered by the receiver, receive and send
     // as separate blocking calls). The model had sent the whole tensor from every TP rank,
     // which made the tp = 8 rows slow enough to hide what they are still missing (they remain
-    // the +8…+27% rows); it was 5.2% and ρ 0.75 with that error in.
+    // the +8…+27% rows); it was 5.2% and ρ 0.75 with that error in. 9.5%, ρ 0.71 since the
+    // two end stages are charged the one transfer per pass they make (DeepSpeed's first stage
+    // only sends activations and receives gradients, its last the reverse), not a middle
+    // stage's two: the last stage, heavy with the 250,880-word head, sets the pace (it had
+    // been 8.7%, the closed form 2.6% slower than the simulator on such plans).
     check(
         &r,
         "bloom-176b-topology-sweep",
-        guard(Some(0.09), None, Some(0.65), false),
+        guard(Some(0.10), None, Some(0.65), false),
     );
     check(&r, "bloom-176b", guard(None, Some(0.06), None, false));
     // 11.7%, ρ 0.80, since Megatron-LM's aligned gradient sync is priced as it runs (under

@@ -19,13 +19,17 @@ fn plan(dp: u64, tp: u64, pp: u64, vpp: u64, gb: u64) -> Plan {
 }
 
 /// The closed form of `estimate_priced`, recomposed from the stage work: pipeline time of
-/// the per-micro-batch stage times (2 transfers per chunk), the exposed gradient
-/// reduction, the slowest optimizer step.
+/// the per-micro-batch stage times (2 transfers per chunk, one fewer at either end of the
+/// pipeline), the exposed gradient reduction, the slowest optimizer step.
 fn closed_form(plan: &Plan, w: &[StageWork]) -> f64 {
-    let v = plan.vpp as f64;
+    let (v, p) = (plan.vpp as f64, plan.pp as usize);
     let per_micro: Vec<f64> = w
         .iter()
-        .map(|s| s.chunks.iter().map(|c| c.fwd_s() + c.bwd_s()).sum::<f64>() + 2.0 * s.p2p_s * v)
+        .enumerate()
+        .map(|(i, s)| {
+            let sends = 2.0 * v - f64::from(u8::from(i == 0)) - f64::from(u8::from(i + 1 == p));
+            s.chunks.iter().map(|c| c.fwd_s() + c.bwd_s()).sum::<f64>() + sends * s.p2p_s
+        })
         .collect();
     let pipe = step::pipeline_time(plan.schedule, &per_micro, plan.n_micro(), plan.vpp);
     let opt = w.iter().map(|s| s.optimizer_s).fold(0.0, f64::max);
