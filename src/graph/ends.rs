@@ -85,20 +85,22 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     let mut ops = Vec::new();
     let bert = model.arch == Arch::Bert;
     if bert {
-        // Pooler: one token per sequence, so b rows; tanh reads and writes them, saving its
-        // output.
-        let pooled = (sh.b * h) as f64 * e;
-        // Megatron's BERT pooler and MLM dense layers are torch Linear modules (16-bit even
-        // under FP8 training, `Op::fp8`).
-        let mut pooler = Op::linear("pooler", sh.b, h, h, (h * h + h) as f64, pooled);
-        pooler.fp8 = false;
-        ops.push(pooler);
-        ops.push(Op::memory(
-            "pooler_tanh",
-            2.0 * pooled,
-            3.0 * pooled,
-            pooled,
-        ));
+        if model.pooler {
+            // Pooler: one token per sequence, so b rows; tanh reads and writes them, saving
+            // its output.
+            let pooled = (sh.b * h) as f64 * e;
+            // Megatron's BERT pooler and MLM dense layers are torch Linear modules (16-bit
+            // even under FP8 training, `Op::fp8`).
+            let mut pooler = Op::linear("pooler", sh.b, h, h, (h * h + h) as f64, pooled);
+            pooler.fp8 = false;
+            ops.push(pooler);
+            ops.push(Op::memory(
+                "pooler_tanh",
+                2.0 * pooled,
+                3.0 * pooled,
+                pooled,
+            ));
+        }
         // BERT's MLM transform: dense h×h + GeLU + LayerNorm before the tied decoder.
         let mut transform = Op::linear("mlm_transform", sh.tokens(), h, h, (h * h + h) as f64, x);
         transform.fp8 = false;

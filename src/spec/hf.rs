@@ -13,7 +13,8 @@
 //!   price them one after the other: the same FLOPs and weights, and two TP all-reduces per
 //!   layer where NeoX's own trainer sums both branches before one, so TP communication is
 //!   over-, never under-estimated. Partial rotary (`rotary_pct`) is priced as full rotary.
-//! - `bert` → bert (post-LayerNorm encoder, two token types, MLM head and pooler).
+//! - `bert` → bert (post-LayerNorm encoder, two token types, MLM head; the pooler only for
+//!   `BertForPreTraining`, as `BertForMaskedLM` builds none).
 //!
 //! Only the language-model classes of these families are imported (`architectures`): task
 //! heads, headless bodies, another family's class and custom code (`auto_map`) are refused.
@@ -337,6 +338,15 @@ fn build(
         None
     };
     family_checks(f, fam, hidden.zip(heads), notes);
+    // Only `BertForPreTraining` builds the pooler (with the next-sentence head, 2h + 2
+    // parameters, not modelled); `BertForMaskedLM` passes `add_pooling_layer=False`. A
+    // config naming no class is priced as the masked-LM class the Hub's BERT configs name.
+    let pooler = fam == Family::Bert
+        && match f.map.get("architectures") {
+            Some(Value::Array(a)) => a.iter().any(|c| c.as_str() == Some("BertForPreTraining")),
+            Some(Value::String(c)) => c == "BertForPreTraining",
+            _ => false,
+        };
     let (hidden, heads) = (hidden?, heads?);
     let ffn_hidden = ffn.unwrap_or(4 * hidden);
     Some(ModelSpec {
@@ -360,6 +370,7 @@ fn build(
             expert_ffn_hidden: ffn_hidden,
         }),
         attention_window: window,
+        pooler,
     })
 }
 

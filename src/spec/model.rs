@@ -128,6 +128,11 @@ pub struct ModelSpec {
     /// full causal attention, exact up to the window; longer sequences are refused
     /// ([`Infeasible::SeqBeyondWindow`](super::Infeasible::SeqBeyondWindow)).
     pub attention_window: Option<u64>,
+    /// BERT's pooler, a dense h×h + bias and tanh on each sequence's first token: built by
+    /// Megatron-LM's `BertModel` and transformers' `BertForPreTraining`, not by
+    /// `BertForMaskedLM` (`BertModel(config, add_pooling_layer=False)`). Optional in YAML for
+    /// bert (`pooler: false`), default true; always false for the other architectures.
+    pub pooler: bool,
 }
 
 /// Upper bounds beyond which a value is a typo rather than a model. Layers: twice the deepest
@@ -318,7 +323,7 @@ impl ModelSpec {
     }
 
     /// Output-side parameters: final norm, the LM head when untied, and BERT's MLM transform
-    /// (dense h×h + bias + LayerNorm + output bias V) and pooler (h×h + h).
+    /// (dense h×h + bias + LayerNorm + output bias V) and, where it has one, pooler (h×h + h).
     pub fn head_params(&self) -> f64 {
         let (h, v) = (self.hidden as f64, self.vocab as f64);
         let final_norm = if self.arch == Arch::Bert {
@@ -328,11 +333,12 @@ impl ModelSpec {
         };
         let lm_head = if self.tied_embeddings { 0.0 } else { v * h };
         let bert_extra = if self.arch == Arch::Bert {
-            (h * h + h + 2.0 * h + v) + (h * h + h)
+            h * h + h + 2.0 * h + v
         } else {
             0.0
         };
-        final_norm + lm_head + bert_extra
+        let pooler = if self.pooler { h * h + h } else { 0.0 };
+        final_norm + lm_head + bert_extra + pooler
     }
 
     /// The longest sequence the model can take: learned position embeddings cover `seq_len`
@@ -403,6 +409,9 @@ impl ModelSpec {
         if let Some(w) = self.attention_window {
             out += &format!("sliding_window: {w}\n");
         }
+        if self.arch == Arch::Bert && !self.pooler {
+            out += "pooler: false\n";
+        }
         out
     }
 }
@@ -444,6 +453,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let tied = r.opt_bool("tied_embeddings");
     let qkv_bias = r.opt_bool("qkv_bias");
     let attention_window = r.opt_count("sliding_window", MAX_SEQ);
+    let pooler = r.opt_bool("pooler");
     let positions = match r.opt_str("positions").as_deref() {
         None => None,
         Some("learned") => Some(Positions::Learned),
@@ -485,6 +495,13 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     });
 
     let arch = arch?;
+    if pooler == Some(true) && arch != Arch::Bert {
+        r.problem(
+            "pooler",
+            "only bert has a pooler",
+            "remove `pooler`, or use arch: bert",
+        );
+    }
     if arch == Arch::Llama && ffn_hidden.is_none() {
         r.problem(
             "ffn_hidden",
@@ -525,6 +542,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         }),
         moe,
         attention_window,
+        pooler: arch == Arch::Bert && pooler.unwrap_or(true),
     })
 }
 

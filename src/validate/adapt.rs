@@ -374,6 +374,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         } else {
             Positions::Learned
         },
+        pooler: false,
     };
     let problems = model.check(&run.id);
     if !problems.is_empty() {

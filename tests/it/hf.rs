@@ -88,13 +88,34 @@ fn gpt_neox_is_gpt_with_rotary_and_untied_head() {
 }
 
 #[test]
-fn bert_base_counts_mlm_head_and_pooler() {
+fn bert_base_counts_mlm_head_and_pooler_where_the_class_has_one() {
     let m = model("bert-base-uncased");
-    // Layers 12·(12h² + 13h) = 85_054_464; embeddings 30522·768 + 512·768 + 2·768 (token types)
-    // + 2·768 (LayerNorm) = 23_837_184; MLM transform h² + h + 2h + 30522 = 622_650; pooler
-    // h² + h = 590_592: 110_104_890 — BertForPreTraining's 110_106_428 less its 1_538-parameter
-    // next-sentence head (Devlin et al.: 110 M).
+    // The config names BertForMaskedLM, which builds no pooler (`add_pooling_layer=False`):
+    // layers 12·(12h² + 13h) = 85_054_464; embeddings 30522·768 + 512·768 + 2·768 (token
+    // types) + 2·768 (LayerNorm) = 23_837_184; MLM transform h² + h + 2h + 30522 = 622_650:
+    // 109_514_298 (it had been counted with the pooler, 590_592 more).
+    assert!(!m.pooler);
+    assert_eq!(m.params(), 109_514_298.0);
+    // BertForPreTraining adds the pooler, h² + h = 590_592: 110_104_890 — the class's
+    // 110_106_428 less its 1_538-parameter next-sentence head (Devlin et al.: 110 M).
+    let text = std::fs::read_to_string(fixture("bert-base-uncased")).unwrap();
+    let pre = text.replace("BertForMaskedLM", "BertForPreTraining");
+    assert_ne!(pre, text);
+    let dir = std::env::temp_dir().join(format!("planner-bert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    std::fs::write(&path, pre).unwrap();
+    let m = load_model(path.to_str().unwrap()).unwrap();
+    assert!(m.pooler);
     assert_eq!(m.params(), 110_104_890.0);
+    // Written as YAML and read back, each keeps its head.
+    for pooler in [false, true] {
+        let mut b = m.clone();
+        b.pooler = pooler;
+        let back = ModelSpec::from_yaml("b.yaml", &b.to_yaml(&[])).unwrap();
+        assert_eq!(back, b);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -19,6 +19,7 @@ fn gpt(layers: u64, h: u64, a: u64, v: u64, s: u64) -> ModelSpec {
         dropout: 0.1,
         moe: None,
         attention_window: None,
+        pooler: false,
     }
 }
 
@@ -83,4 +84,22 @@ fn shared_experts_are_refused_as_such() {
     assert_eq!(e.problems().len(), 1, "{e}");
     assert_eq!(e.problems()[0].field, "moe.shared_experts");
     assert!(e.to_string().contains("not modelled"), "{e}");
+}
+
+/// `pooler` is BERT's: `pooler: false` drops it (h² + h fewer parameters for bert-large,
+/// 1024² + 1024 = 1,049,600), and on another architecture the key is refused by name.
+#[test]
+fn only_bert_has_a_pooler() {
+    let yaml = crate::spec::presets::MODELS
+        .iter()
+        .find(|(n, _)| *n == "bert-large")
+        .map(|(_, y)| *y)
+        .unwrap();
+    let with = ModelSpec::from_yaml("b.yaml", yaml).unwrap();
+    let without = ModelSpec::from_yaml("b.yaml", &format!("{yaml}\npooler: false\n")).unwrap();
+    assert!(with.pooler && !without.pooler);
+    assert_eq!(with.params() - without.params(), 1_049_600.0);
+    let gpt = "name: g\narch: gpt\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 32\npooler: true\n";
+    let e = ModelSpec::from_yaml("g.yaml", gpt).unwrap_err().to_string();
+    assert!(e.contains("`pooler`: only bert has a pooler"), "{e}");
 }
