@@ -120,6 +120,17 @@ pub fn export(
             )));
         }
     }
+    // A configuration that will run out of memory is still written (the user may know a
+    // calibration does not), but said: it had been written silently.
+    let e = crate::cost::estimate(&r.model, &r.cluster, &plan, r.profile.as_ref());
+    if !e.fits {
+        eprintln!(
+            "warning: the plan is priced at {:.1} GiB per GPU, above the {:.1} GiB the device \
+             offers: it will run out of memory (`planner estimate` with the same flags shows \
+             where the memory goes; `planner suggest` finds plans that fit)",
+            e.memory_gib_per_gpu, e.capacity_gib
+        );
+    }
     export_plan(&r.model, &plan, format, version)
 }
 

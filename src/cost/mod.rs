@@ -269,20 +269,10 @@ pub fn grad_accumulate_s(plan: &Plan, m: &Machine, params: f64) -> f64 {
     }
 }
 
-/// Bytes per gradient element in the data-parallel reduction: the plan's own reduction
-/// precision where it sets one (`Plan::grad_reduce_dtype`), else fp32 for bf16 training
-/// (Megatron-LM forces `accumulate_allreduce_grads_in_fp32` with bf16; DeepSpeed's BF16
-/// optimizer reduces its fp32 accumulation buffers; torchtitan's FSDP2 `reduce_dtype` is fp32;
-/// Composer's default FSDP mixed precision, `DEFAULT`, reduces in fp32 — mosaicml/composer
-/// `get_mixed_precision`) and 16-bit for fp16 (Megatron-LM 2021 reduces fp16 gradients).
+/// Bytes per gradient element in the data-parallel reduction ([`Plan::grad_reduce_bytes`],
+/// where the precision rules and their sources live, beside the plan the exporters read).
 pub fn grad_reduce_bytes(plan: &Plan) -> f64 {
-    if let Some(d) = plan.grad_reduce_dtype {
-        return d.bytes();
-    }
-    match plan.dtype {
-        Dtype::Fp16 => 2.0,
-        _ => 4.0,
-    }
+    plan.grad_reduce_bytes()
 }
 
 /// Bytes one parameter's Adam step reads and writes: fp32 gradient (4) for the norm and

@@ -177,6 +177,23 @@ fn yes() -> bool {
 }
 
 impl Plan {
+    /// Bytes per gradient element in the data-parallel reduction: the plan's own reduction
+    /// precision where it sets one (`grad_reduce_dtype`), else fp32 for bf16 training
+    /// (Megatron-LM forces `accumulate_allreduce_grads_in_fp32` with bf16; DeepSpeed's BF16
+    /// optimizer reduces its fp32 accumulation buffers; torchtitan's FSDP2 `reduce_dtype` is
+    /// fp32; Composer's default FSDP mixed precision, `DEFAULT`, reduces in fp32 —
+    /// mosaicml/composer `get_mixed_precision`) and 16-bit for fp16 (Megatron-LM 2021 reduces
+    /// fp16 gradients).
+    pub fn grad_reduce_bytes(&self) -> f64 {
+        if let Some(d) = self.grad_reduce_dtype {
+            return d.bytes();
+        }
+        match self.dtype {
+            Dtype::Fp16 => 2.0,
+            _ => 4.0,
+        }
+    }
+
     /// A plan with the given layout and batch and every option at its default: no
     /// recomputation, ZeRO-0, no sequence parallelism, bf16, 1F1B (interleaved when vpp > 1),
     /// flash attention, Megatron.

@@ -914,7 +914,8 @@ fn torchtitan_and_deepspeed_carry_the_plan() {
     ] {
         assert!(toml.contains(line), "{line} in\n{toml}");
     }
-    // DeepSpeed: ZeRO-2 on 8 ranks, 64 = 2 per GPU × 4 accumulation steps × 8.
+    // DeepSpeed: ZeRO-2 on 8 ranks, 64 = 2 per GPU × 4 accumulation steps × 8; gradients
+    // reduced in fp32 as priced (DeepSpeed's own default would follow bf16).
     let ds = run_ok(
         &[
             &["export"][..],
@@ -937,7 +938,35 @@ fn torchtitan_and_deepspeed_carry_the_plan() {
         v,
         serde_json::json!({"train_batch_size": 64, "train_micro_batch_size_per_gpu": 2,
             "gradient_accumulation_steps": 4, "zero_optimization": {"stage": 2, "overlap_comm": false},
-            "bf16": {"enabled": true}})
+            "bf16": {"enabled": true}, "communication_data_type": "fp32"})
+    );
+    let o = planner(
+        &[
+            &["export"][..],
+            &target,
+            &[
+                "--zero",
+                "2",
+                "--micro-batch",
+                "2",
+                "--global-batch",
+                "64",
+                "--grad-reduce-dtype",
+                "bf16",
+                "--format",
+                "deepspeed",
+            ],
+        ]
+        .concat(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["communication_data_type"], "bf16");
+    // At pp 1, Megatron-DeepSpeed must be told not to build its pipeline model, whose engine
+    // refuses ZeRO-2 and 3.
+    assert!(
+        stderr(&o).contains("--no-pipeline-parallel"),
+        "{}",
+        stderr(&o)
     );
     // What a format cannot express is exit 2 naming the plan field.
     let o = planner(
@@ -1212,4 +1241,146 @@ fn moe_layer_freq_has_one_entry_per_layer() {
     assert_eq!(moe_layer_freq(4, 30), "([0]*3+[1])*7+[0]*2");
     assert_eq!(moe_layer_freq(2, 32), "([0]*1+[1])*16");
     assert_eq!(moe_layer_freq(1, 30), "1");
+}
+
+/// What Megatron-LM's `validate_args` asserts is refused at export, naming the field: ZeRO-3
+/// (`--use-torch-fsdp2`) with a tied head or fp16, and experts in fp16 (grouped GEMM and
+/// expert parallelism are bf16 only). The distributed optimizer overlapping its reduction
+/// also overlaps the weights' all-gather, as priced (`--overlap-param-gather`).
+#[test]
+fn megatron_export_refuses_what_validate_args_asserts() {
+    let export = |args: &[&str]| planner(&[&["export", "--format", "megatron"][..], args].concat());
+    for (args, needle) in [
+        (
+            &["--model", "gpt-1.7b", "--cluster", "a100x8", "--zero", "3"][..],
+            "`tied_embeddings`: true with ZeRO-3",
+        ),
+        (
+            &[
+                "--model",
+                "llama3-8b",
+                "--cluster",
+                "h100x8",
+                "--zero",
+                "3",
+                "--dtype",
+                "fp16",
+            ],
+            "`dtype`: fp16 with ZeRO-3",
+        ),
+        (
+            &[
+                "--model",
+                "mixtral-8x7b",
+                "--cluster",
+                "h100x8",
+                "--ep",
+                "2",
+                "--dtype",
+                "fp16",
+            ],
+            "`dtype`: fp16 with experts",
+        ),
+    ] {
+        let o = export(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stdout(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+    let o = export(&[
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--zero",
+        "1",
+        "--overlap-grad-reduce",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("--overlap-grad-reduce") && text.contains("--overlap-param-gather"),
+        "{text}"
+    );
+    assert!(!text.contains("CUDA_DEVICE_MAX_CONNECTIONS"), "{text}");
+    // TP needs CUDA_DEVICE_MAX_CONNECTIONS=1; FSDP2 (an untied Llama at ZeRO-3) refuses it.
+    for (zero, needle) in [
+        ("1", "CUDA_DEVICE_MAX_CONNECTIONS=1"),
+        ("3", "CUDA_DEVICE_MAX_CONNECTIONS unset or other than 1"),
+    ] {
+        let o = export(&[
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "h100x8",
+            "--tp",
+            "2",
+            "--zero",
+            zero,
+        ]);
+        assert!(stdout(&o).contains(needle), "{}{}", stdout(&o), stderr(&o));
+    }
+    // A plan priced past the device's memory is written with a warning, not silently:
+    // GPT-3 at tp 4, pp 8 on 64 A100s is priced at 121 GiB.
+    let o = export(&[
+        "--model",
+        "gpt3-175b",
+        "--cluster",
+        "a100-80g-x1024",
+        "--gpus",
+        "64",
+        "--tp",
+        "4",
+        "--pp",
+        "8",
+        "--global-batch",
+        "512",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("above the 80.0 GiB the device offers: it will run out of memory"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Argument sets Megatron-LM refuses are refused when read, not priced as if they ran; the
+/// distributed optimizer without `--overlap-param-gather` is priced as exported but warned,
+/// since Megatron then gathers the weights exposed.
+#[test]
+fn megatron_arguments_validate_args_asserts_on_are_refused() {
+    let m = load_model("llama3-8b").unwrap();
+    let base = "--tensor-model-parallel-size 2 --micro-batch-size 1 --bf16";
+    let err = |extra: &str| {
+        from_megatron(&format!("{base} {extra}"), &m, 8)
+            .unwrap_err()
+            .to_string()
+    };
+    for (extra, needle) in [
+        (
+            "--tp-comm-overlap",
+            "`--tp-comm-overlap`: without --sequence-parallel",
+        ),
+        (
+            "--overlap-param-gather",
+            "`--overlap-param-gather`: needs --use-distributed-optimizer",
+        ),
+        (
+            "--pipeline-model-parallel-size 2 --num-layers-per-virtual-pipeline-stage 4 --num-virtual-stages-per-pipeline-rank 4",
+            "`--num-virtual-stages-per-pipeline-rank`: given with",
+        ),
+    ] {
+        let e = err(extra);
+        assert!(e.contains(needle), "{extra}: {e}");
+    }
+    let warned = |extra: &str| {
+        from_megatron(&format!("{base} {extra}"), &m, 8)
+            .unwrap()
+            .warnings
+            .iter()
+            .any(|w| w.contains("no --overlap-param-gather"))
+    };
+    assert!(warned("--use-distributed-optimizer --overlap-grad-reduce"));
+    assert!(!warned(
+        "--use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather"
+    ));
 }

@@ -29,6 +29,13 @@ pub fn to_deepspeed(model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError>
         "gradient_accumulation_steps": plan.n_micro(),
         "zero_optimization": {"stage": plan.zero, "overlap_comm": plan.overlap_grad_reduce},
     });
+    // The reduction precision as priced (`Plan::grad_reduce_bytes`), written out: DeepSpeed's
+    // own default follows the training type (`engine.py` `communication_data_type`).
+    cfg["communication_data_type"] = json!(match plan.grad_reduce_bytes() {
+        b if b >= 4.0 => "fp32",
+        _ if plan.dtype == Dtype::Fp16 => "fp16",
+        _ => "bf16",
+    });
     match plan.dtype {
         Dtype::Bf16 => cfg["bf16"] = json!({"enabled": true}),
         Dtype::Fp16 => cfg["fp16"] = json!({"enabled": true}),
@@ -73,6 +80,13 @@ fn outside_config(c: &mut Collect, model: &ModelSpec, plan: &Plan) {
         c.warn(format!(
             "tp={} pp={} are not DeepSpeed config keys: launch through Megatron-DeepSpeed with --tensor-model-parallel-size {} --pipeline-model-parallel-size {}",
             plan.tp, plan.pp, plan.tp, plan.pp
+        ));
+    }
+    if plan.pp == 1 && plan.zero >= 2 {
+        c.warn(format!(
+            "zero {}: launch Megatron-DeepSpeed with --no-pipeline-parallel; otherwise it builds \
+             its pipeline model even at pp 1, and DeepSpeed's pipeline engine refuses ZeRO-2 and 3",
+            plan.zero
         ));
     }
     if let Some(v) = uneven_stages(plan) {

@@ -269,6 +269,19 @@ fn memory(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Mega
     match (plan.zero, core) {
         (0, _) => {}
         (1, true) => flag(a, "--use-distributed-optimizer"),
+        // `--use-torch-fsdp2` asserts "--use-torch-fsdp2 requires
+        // --untie-embeddings-and-output-weights" and "--use-torch-fsdp2 not supported with
+        // fp16 yet" (megatron/training/arguments.py `validate_args`).
+        (3, true) if model.tied_embeddings => c.refuse(
+            "tied_embeddings",
+            "true with ZeRO-3: Megatron-LM's --use-torch-fsdp2 requires --untie-embeddings-and-output-weights",
+            "write the model with tied_embeddings: false, or price zero 1",
+        ),
+        (3, true) if plan.dtype == Dtype::Fp16 => c.refuse(
+            "dtype",
+            "fp16 with ZeRO-3: Megatron-LM's --use-torch-fsdp2 is not supported with fp16",
+            "price --dtype bf16, or zero 1",
+        ),
         (3, true) => flag(a, "--use-torch-fsdp2"),
         (2, true) => c.refuse("zero", "ZeRO-2: Megatron-LM shards optimizer state (--use-distributed-optimizer, ZeRO-1) or everything (--use-torch-fsdp2, ZeRO-3)", "price zero 1 or 3, or export --format deepspeed"),
         (z, _) => c.refuse("zero", format!("ZeRO-{z}: Megatron-LM 2021 has no optimizer sharding"), "use --megatron-version core, or price zero 0"),
@@ -276,6 +289,12 @@ fn memory(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Mega
     if core {
         if plan.overlap_grad_reduce {
             flag(a, "--overlap-grad-reduce");
+            // The distributed optimizer's all-gather of the updated weights is priced hidden
+            // beside the reduction; without this flag Megatron runs it exposed after the
+            // optimizer step (it needs the distributed optimizer and --overlap-grad-reduce).
+            if plan.zero == 1 {
+                flag(a, "--overlap-param-gather");
+            }
         }
     } else {
         // PyTorch DDP overlaps the bucketed all-reduce with backward; Megatron's local DDP
@@ -343,6 +362,15 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
         // the local experts as one grouped GEMM (without the flag, SequentialMLP).
         arg(a, "--moe-token-dispatcher-type", "alltoall");
         flag(a, "--moe-grouped-gemm");
+        // arguments.py: "Currently GroupedGEMM for MoE only supports bf16 dtype." and
+        // "Expert parallelism is not supported with fp16 training."
+        if plan.dtype == Dtype::Fp16 {
+            c.refuse(
+                "dtype",
+                "fp16 with experts: Megatron-LM's grouped expert GEMM and expert parallelism run in bf16 only",
+                "price --dtype bf16",
+            );
+        }
     }
     if model.dropout != 0.1 {
         // Megatron-LM defaults both to 0.1.
@@ -496,6 +524,13 @@ fn render(model: &ModelSpec, plan: &Plan, v: MegatronVersion, a: &Args) -> Strin
         plan.dp,
         model.vocab,
     );
+    // Megatron-LM asserts the environment too (arguments.py `validate_args`): FSDP2 refuses
+    // CUDA_DEVICE_MAX_CONNECTIONS=1, which TP or CP overlap needs on Hopper and earlier.
+    if v == MegatronVersion::Core && plan.zero == 3 {
+        out += "# Launch with CUDA_DEVICE_MAX_CONNECTIONS unset or other than 1 (--use-torch-fsdp2 asserts it).\n";
+    } else if plan.tp > 1 || plan.cp > 1 {
+        out += "# Launch with CUDA_DEVICE_MAX_CONNECTIONS=1 (Megatron-LM orders TP/CP communication before compute with it).\n";
+    }
     let lines: Vec<String> = a
         .iter()
         .map(|(k, v)| match v {

@@ -80,6 +80,7 @@ fn plan(
     c: &mut Collect,
 ) -> Option<Plan> {
     let (tp, pp, cp, ep) = sizes(a, c);
+    consistent(a, c);
     let vpp = vpp(a, c, model.layers, pp);
     let dp = data_parallel(a, c, n_gpus, tp.saturating_mul(pp).saturating_mul(cp));
     let mbs = num(a, c, "--micro-batch-size");
@@ -148,6 +149,45 @@ fn plan(
         // reduce in bf16; fp16 gradients in fp16 unless told to accumulate them in fp32.
         grad_reduce_dtype: grad_reduce(a),
     })
+}
+
+/// Argument combinations Megatron-LM's `validate_args` refuses (megatron/training/
+/// arguments.py), refused here rather than priced as if they ran; and the one it runs
+/// differently from the price, warned.
+fn consistent(a: &ArgMap, c: &mut Collect) {
+    if a.has("--tp-comm-overlap") && !a.has("--sequence-parallel") {
+        c.refuse(
+            "--tp-comm-overlap",
+            "without --sequence-parallel: \"Tensor parallel communication/GEMM overlap can happen only when sequence parallelism is enabled\"",
+            "add --sequence-parallel, or drop --tp-comm-overlap",
+        );
+    }
+    let distributed = a.has("--use-distributed-optimizer");
+    if a.has("--overlap-param-gather") && !(distributed && a.has("--overlap-grad-reduce")) {
+        c.refuse(
+            "--overlap-param-gather",
+            "needs --use-distributed-optimizer and --overlap-grad-reduce (Megatron-LM asserts both)",
+            "add them, or drop --overlap-param-gather",
+        );
+    }
+    if distributed && a.has("--overlap-grad-reduce") && !a.has("--overlap-param-gather") {
+        c.warn(
+            "--use-distributed-optimizer with --overlap-grad-reduce but no --overlap-param-gather: \
+             Megatron-LM gathers the updated weights after the optimizer step, exposed, while the \
+             plan is priced with that all-gather hidden; add --overlap-param-gather to match",
+        );
+    }
+    let vpp_args = [
+        "--num-layers-per-virtual-pipeline-stage",
+        "--num-virtual-stages-per-pipeline-rank",
+    ];
+    if vpp_args.iter().all(|n| a.has(n)) {
+        c.refuse(
+            vpp_args[1],
+            "given with --num-layers-per-virtual-pipeline-stage: Megatron-LM accepts no more than one of them",
+            "keep one",
+        );
+    }
 }
 
 /// tp, pp, cp and ep (1 when absent); experts split over the TP ranks.
