@@ -115,6 +115,13 @@ pub fn fmt_bytes(b: f64) -> String {
     }
 }
 
+/// A value to one decimal, without a trailing `.0`: a device's 80 GiB reads `80`, the H100's
+/// 79.647 GiB `79.6` (rounded to a whole number it had read `80`, beside a 79.8 GiB plan out
+/// of memory).
+pub fn fmt_tenths(x: f64) -> String {
+    format!("{}", (x * 10.0).round() / 10.0)
+}
+
 /// Formats a large count with an SI suffix (K, M, B, T), e.g. parameters or tokens.
 pub fn fmt_count(x: f64) -> String {
     let a = x.abs();
@@ -200,6 +207,10 @@ mod tests {
         assert_eq!(fmt_bytes(1.5 * GIB), "1.5 GiB");
         assert_eq!(fmt_bytes(3.0 * MIB), "3.0 MiB");
         assert_eq!(fmt_bytes(12.0), "12 B");
+        assert_eq!(
+            (fmt_tenths(80.0), fmt_tenths(79.647)),
+            ("80".into(), "79.6".into())
+        );
     }
 
     #[test]

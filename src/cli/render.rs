@@ -2,7 +2,7 @@
 
 use crate::cost::Estimate;
 use crate::search::SearchResult;
-use crate::units::fmt_secs;
+use crate::units::{fmt_secs, fmt_tenths};
 use comfy_table::{Table, presets::ASCII_MARKDOWN};
 
 /// A Markdown-style ASCII table (readable in a terminal, pasteable into reports).
@@ -109,7 +109,7 @@ pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
         format!("{:.0}", e.tokens_per_s),
         format!("{:.1}", e.tflops_per_gpu),
         format!("{:.3}", e.mfu),
-        format!("{:.1}/{:.0}", e.memory_gib_per_gpu, e.capacity_gib),
+        format!("{:.1}/{}", e.memory_gib_per_gpu, fmt_tenths(e.capacity_gib)),
         e.bottleneck.to_string(),
     ]
 }
@@ -214,9 +214,9 @@ pub fn estimate_report(e: &Estimate, model: &crate::spec::ModelSpec, cluster: &s
             vec![
                 "memory per GPU".into(),
                 format!(
-                    "{:.1} of {:.0} GiB ({})",
+                    "{:.1} of {} GiB ({})",
                     e.memory_gib_per_gpu,
-                    e.capacity_gib,
+                    crate::units::fmt_tenths(e.capacity_gib),
                     if e.fits { "fits" } else { "OUT OF MEMORY" }
                 ),
             ],

@@ -176,9 +176,9 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
                 }
             ),
             format!(
-                "{:.1} of {:.0} GiB ({})",
+                "{:.1} of {} GiB ({})",
                 e.memory_gib_per_gpu,
-                e.capacity_gib,
+                crate::units::fmt_tenths(e.capacity_gib),
                 if e.fits { "fits" } else { "OUT OF MEMORY" }
             ),
         ],

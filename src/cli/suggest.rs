@@ -44,7 +44,13 @@ fn ilp_cell(ilp: Option<&StageIlp>) -> String {
 fn row(model: &ModelSpec, res: &SearchResult, i: usize, e: &Estimate) -> Vec<String> {
     let (layers, rc) = stage_counts(model, e);
     let mut r = render::plan_row(i, e);
-    r.push(runs(&layers));
+    // Interleaved stages hold v chunks each, which `--stage-layers` (whole stages) cannot
+    // give back: `-`, as `estimate` prices the even split without it.
+    r.push(if e.plan.vpp > 1 {
+        "-".into()
+    } else {
+        runs(&layers)
+    });
     r.push(rc.map_or("-".into(), |v| runs(&v)));
     r.push(ilp_cell(res.stage_ilp.get(&e.plan)));
     r

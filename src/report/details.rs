@@ -110,7 +110,7 @@ fn memory_table(study: &Study) -> (Table, Vec<BarRow>) {
             format!("{:.2}", e.memory_gib_per_gpu),
         ];
         r.extend(parts.iter().map(|x| format!("{x:.2}")));
-        r.push(format!("{:.0}", e.capacity_gib));
+        r.push(crate::units::fmt_tenths(e.capacity_gib));
         r.push(if e.fits { "yes" } else { "no" }.into());
         t.row(r);
         rows.push((format!("{}  {}", l.label, e.plan.short()), parts.to_vec()));

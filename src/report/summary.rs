@@ -30,13 +30,13 @@ fn cluster_desc(c: &ClusterSpec) -> String {
         )
     });
     format!(
-        "`{}`: {} node(s) × {} {} ({:.0} GiB, {:.0} dense bf16 TFLOP/s); {} {:.0} GB/s per GPU \
+        "`{}`: {} node(s) × {} {} ({} GiB, {:.0} dense bf16 TFLOP/s); {} {:.0} GB/s per GPU \
          inside a node; network {net}",
         c.name,
         c.nodes,
         c.gpus_per_node,
         c.gpu.name,
-        c.gpu.memory_gib,
+        crate::units::fmt_tenths(c.gpu.memory_gib),
         c.gpu.peak_tflops.bf16,
         c.intra_node.fabric,
         c.intra_node.bw_gbytes_s

@@ -844,8 +844,27 @@ fn more_flags_out_of_range_name_the_fix() {
 /// and per-stage recomputation and folded counts could not be given to `estimate`.
 #[test]
 fn suggest_rows_reprice_from_what_suggest_prints() {
-    let common = ["--model", "llama3-8b", "--cluster", "h100x8", "--gpus", "3"];
-    let out = planner(&[&["suggest"], &common[..], &["--top", "10"]].concat());
+    reprice_suggested(
+        &["--model", "llama3-8b", "--cluster", "h100x8", "--gpus", "3"],
+        true,
+    );
+    // Interleaved rows print no stage counts (`-`): an even split of v chunks per stage is
+    // no `--stage-layers` (whole stages), which `estimate` had refused when given it.
+    reprice_suggested(
+        &[
+            "--model",
+            "llama3-70b",
+            "--cluster",
+            "h100-x1024",
+            "--gpus",
+            "64",
+        ],
+        false,
+    );
+}
+
+fn reprice_suggested(common: &[&str], expect_folded: bool) {
+    let out = planner(&[&["suggest"], common, &["--top", "10"]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     let flags: Vec<&str> = text
@@ -868,7 +887,7 @@ fn suggest_rows_reprice_from_what_suggest_prints() {
         let row = cells(line);
         let mut args: Vec<String> = ["estimate"]
             .iter()
-            .chain(&common)
+            .chain(common)
             .map(|s| s.to_string())
             .collect();
         args.extend(flags.iter().map(|s| s.to_string()));
@@ -890,7 +909,9 @@ fn suggest_rows_reprice_from_what_suggest_prints() {
         }
         let (stages, recompute) = (col(&row, "stage_layers"), col(&row, "recompute_layers"));
         folded |= stages.contains('×') || recompute.contains('×');
-        if col(&row, "pp") != "1" {
+        let interleaved = col(&row, "vpp") != "1";
+        assert_eq!(stages == "-", interleaved, "{line}");
+        if col(&row, "pp") != "1" && !interleaved {
             args.extend(["--stage-layers".into(), stages]);
         }
         if recompute != "-" && col(&row, "pp") != "1" {
@@ -916,7 +937,10 @@ fn suggest_rows_reprice_from_what_suggest_prints() {
             "{line}"
         );
     }
-    assert!(folded, "no row with folded counts:\n{text}");
+    assert!(
+        folded || !expect_folded,
+        "no row with folded counts:\n{text}"
+    );
 }
 
 fn cells(line: &str) -> Vec<String> {
