@@ -1012,3 +1012,43 @@ fn flags_that_would_do_nothing_are_refused() {
         &["--explain with --format csv"],
     );
 }
+
+/// `compare`'s step times carry four significant digits, so the speedup printed beside each
+/// is its own quotient: BERT-large on 1,024 A100s steps in 0.06136 s against one GPU's
+/// 54.612 s, 890× (three decimals had printed 0.061, from which 54.612 / 0.061 = 895).
+#[test]
+fn compare_speedups_follow_from_the_printed_times() {
+    let o = planner(&[
+        "compare",
+        "--model",
+        "bert-large",
+        "--cluster",
+        "a100-80g-x1024",
+        "--gpus",
+        "1024",
+        "--global-batch",
+        "8192",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    let single: f64 = text
+        .split("one GPU: ")
+        .nth(1)
+        .and_then(|t| t.split(" s per step").next())
+        .and_then(|t| t.parse().ok())
+        .expect("single-GPU time");
+    let mut rows = 0;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("| dp-only") || l.starts_with("| hybrid"))
+    {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (t, speedup): (f64, f64) = (cells[3].parse().unwrap(), cells[4].parse().unwrap());
+        assert!(
+            (single / t / speedup - 1.0).abs() < 1e-3,
+            "{line}: {single} / {t} vs {speedup}"
+        );
+        rows += 1;
+    }
+    assert_eq!(rows, 2, "{text}");
+}
