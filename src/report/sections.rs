@@ -293,7 +293,7 @@ pub fn time_to_train(
     Ok(vec![
         Block::Heading(2, "2. Time to train and GPU-hours".into()),
         Block::Para(format!(
-            "Best plan at each count, training {} tokens: days = tokens / (tokens/s) / 86,400; \
+            "Best plan at each count, training {} tokens: days = steps × step time / 86,400 (steps = ⌈tokens / tokens per step⌉); \
              GPU-hours = GPUs × hours{}. “What grew most” names the step-time term that loses \
              the most against linear scaling from the previous count.",
             count(cfg.tokens),

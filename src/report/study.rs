@@ -153,9 +153,12 @@ pub struct Training {
 const DAY_S: f64 = 86_400.0;
 const HOUR_S: f64 = 3_600.0;
 
-/// Days, GPU-hours and cost of training `tokens` at `e`'s throughput.
+/// Days, GPU-hours and cost of training `tokens` with `e`'s plan: whole steps of its global
+/// batch (⌈tokens / tokens per step⌉, the step count the report states), each `e`'s step
+/// time. (Tokens over tokens/s had priced a run shorter than one step at 1e6 tokens.)
 pub fn training(e: &Estimate, tokens: f64, price: Option<f64>) -> Training {
-    let secs = tokens / e.tokens_per_s;
+    let per_step = (e.plan.global_batch * e.plan.seq_len) as f64;
+    let secs = (tokens / per_step).ceil() * e.step_time_s;
     let gpu_hours = secs / HOUR_S * e.n_gpus as f64;
     Training {
         days: secs / DAY_S,
@@ -313,15 +316,17 @@ mod tests {
     }
 
     #[test]
-    fn training_time_follows_throughput() {
+    fn training_time_is_whole_steps() {
         let m = load_model("bert-large").unwrap();
         let c = load_cluster("a100x8").unwrap();
         let e = estimate(&m, &c, &Plan::new(8, 1, 1, 8, 256, 512), None);
         let t = training(&e, 1e9, Some(2.0));
-        // 1e9 tokens at tokens_per_s: seconds = 1e9 / tps; 8 GPUs.
-        let secs = 1e9 / e.tokens_per_s;
+        // 1e9 tokens in steps of 256 × 512 = 131,072: 7,629.39, so 7,630 steps; 8 GPUs.
+        let secs = 7630.0 * e.step_time_s;
         assert!((t.days - secs / 86_400.0).abs() < 1e-12);
         assert!((t.gpu_hours - 8.0 * secs / 3600.0).abs() < 1e-9);
         assert!((t.cost.unwrap() - 2.0 * t.gpu_hours).abs() < 1e-9);
+        // Fewer tokens than one batch still take the one step the report counts.
+        assert_eq!(training(&e, 1e3, None).days, e.step_time_s / 86_400.0);
     }
 }

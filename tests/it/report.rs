@@ -326,7 +326,9 @@ fn report_files_decode_parse_and_match_estimate() {
     check_breakdown_and_memory(&md, &model, &cluster, knee);
     // Time to train: GPU-hours and cost follow the plan's throughput.
     let e = methods(&model, &cluster, knee)["best hybrid"].clone();
-    let secs = 131e9 / e.tokens_per_s;
+    // Whole steps of the plan's global batch, each its step time.
+    let per_step = (e.plan.global_batch * e.plan.seq_len) as f64;
+    let secs = (131e9 / per_step).ceil() * e.step_time_s;
     same(&knee_row[6], knee as f64 * secs / 3600.0, "GPU-hours");
     same(&knee_row[7], 2.5 * knee as f64 * secs / 3600.0, "cost");
     check_charts(&dir, &md);
