@@ -1332,6 +1332,28 @@ fn megatron_export_refuses_what_validate_args_asserts() {
         ]);
         assert!(stdout(&o).contains(needle), "{}{}", stdout(&o), stderr(&o));
     }
+    // Megatron-LM 2021 asserted neither: its launch header says nothing of it.
+    let o = export(&[
+        "--model",
+        "gpt-18b",
+        "--cluster",
+        "a100x8",
+        "--tp",
+        "8",
+        "--megatron-version",
+        "2021",
+        "--attention",
+        "unfused",
+        "--tp-overlap",
+        "none",
+        "--no-gradient-accumulation-fusion",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        !stdout(&o).contains("CUDA_DEVICE_MAX_CONNECTIONS"),
+        "{}",
+        stdout(&o)
+    );
     // A plan priced past the device's memory is written with a warning, not silently:
     // GPT-3 at tp 4, pp 8 on 64 A100s is priced at 121 GiB.
     let o = export(&[

@@ -526,9 +526,10 @@ fn render(model: &ModelSpec, plan: &Plan, v: MegatronVersion, a: &Args) -> Strin
     );
     // Megatron-LM asserts the environment too (arguments.py `validate_args`): FSDP2 refuses
     // CUDA_DEVICE_MAX_CONNECTIONS=1, which TP or CP overlap needs on Hopper and earlier.
+    // (Megatron-LM 2021 asserted neither.)
     if v == MegatronVersion::Core && plan.zero == 3 {
         out += "# Launch with CUDA_DEVICE_MAX_CONNECTIONS unset or other than 1 (--use-torch-fsdp2 asserts it).\n";
-    } else if plan.tp > 1 || plan.cp > 1 {
+    } else if v == MegatronVersion::Core && (plan.tp > 1 || plan.cp > 1) {
         out += "# Launch with CUDA_DEVICE_MAX_CONNECTIONS=1 (Megatron-LM orders TP/CP communication before compute with it).\n";
     }
     let lines: Vec<String> = a
