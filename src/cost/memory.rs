@@ -81,7 +81,7 @@ pub fn sharded_state_bytes(
 }
 
 /// [`sharded_state_bytes`] of `plan` over `n` ranks, with Megatron's gradient buffer in the
-/// precision the plan reduces in ([`grad_reduce_bytes`](super::grad_reduce_bytes)): Megatron
+/// precision the plan reduces in ([`Plan::grad_reduce_bytes`]): Megatron
 /// allocates its `main_grad` buffers in fp32 when `accumulate_allreduce_grads_in_fp32` (forced
 /// for bf16 by `arguments.py`, off with `--grad-reduce-in-bf16`), else in the parameters' type
 /// (`megatron/core/distributed/distributed_data_parallel.py`: `torch.float if
@@ -91,7 +91,7 @@ pub fn plan_state_bytes(plan: &Plan, n: u64) -> (f64, f64, f64) {
     if plan.framework != Framework::Megatron || matches!(plan.dtype, Dtype::Fp32 | Dtype::Tf32) {
         return (w, g, o);
     }
-    let per = super::grad_reduce_bytes(plan);
+    let per = plan.grad_reduce_bytes();
     (
         w,
         if plan.zero >= 2 {
@@ -116,7 +116,7 @@ pub fn whole_state_bytes(plan: &Plan, params: f64) -> (f64, f64) {
     } else {
         0.0
     };
-    (weights, params * super::grad_reduce_bytes(plan))
+    (weights, params * plan.grad_reduce_bytes())
 }
 
 /// Micro-batches whose activations stage `stage` holds at once (counted in model chunks of
@@ -233,7 +233,7 @@ pub fn stage_memory(
     if !holds_whole && (plan.zero >= 3 || (plan.zero == 2 && plan.framework.fsdp())) {
         // FSDP holds one layer's unsharded gradients in the reduction precision before
         // reduce-scattering them.
-        grads += largest_layer_params * super::grad_reduce_bytes(plan);
+        grads += largest_layer_params * plan.grad_reduce_bytes();
     }
 
     let in_flight = in_flight_chunks(plan, st.stage);

@@ -269,12 +269,6 @@ pub fn grad_accumulate_s(plan: &Plan, m: &Machine, params: f64) -> f64 {
     }
 }
 
-/// Bytes per gradient element in the data-parallel reduction ([`Plan::grad_reduce_bytes`],
-/// where the precision rules and their sources live, beside the plan the exporters read).
-pub fn grad_reduce_bytes(plan: &Plan) -> f64 {
-    plan.grad_reduce_bytes()
-}
-
 /// Bytes one parameter's Adam step reads and writes: fp32 gradient (4) for the norm and
 /// again for the update, master weight, first and second moment read and written (24), and
 /// the 16-bit copy written (2) — Apex/Megatron fused multi-tensor Adam, memory-bound.
@@ -315,18 +309,23 @@ pub fn estimate_with_work(
     };
     let per_micro: Vec<f64> = work
         .iter()
-        .map(|s| sum(s, &|c| c.fwd_s() + c.bwd_s()) + s.p2p_s * (s.sends.0 + s.sends.1))
+        .map(|s| {
+            let (f, b) = s.sends(plan);
+            sum(s, &|c| c.fwd_s() + c.bwd_s()) + s.p2p_s * (f + b)
+        })
         .collect();
     let pipeline = if plan.schedule == crate::spec::Schedule::Gpipe && work.len() > 1 {
-        let phase = |f: &dyn Fn(&stages::ChunkWork) -> f64,
-                     sends: fn(&stages::StageWork) -> f64| {
+        let phase = |f: &dyn Fn(&stages::ChunkWork) -> f64, backward: bool| {
             work.iter()
-                .map(|s| sum(s, f) + s.p2p_s * sends(s))
+                .map(|s| {
+                    let (fs, bs) = s.sends(plan);
+                    sum(s, f) + s.p2p_s * if backward { bs } else { fs }
+                })
                 .collect::<Vec<f64>>()
         };
         step::gpipe_time(
-            &phase(&|c| c.fwd_s(), |s| s.sends.0),
-            &phase(&|c| c.bwd_s(), |s| s.sends.1),
+            &phase(&|c| c.fwd_s(), false),
+            &phase(&|c| c.bwd_s(), true),
             plan.n_micro(),
         )
     } else {
@@ -337,6 +336,8 @@ pub fn estimate_with_work(
         .enumerate()
         .fold(0, |b, (i, t)| if *t > per_micro[b] { i } else { b });
     let ws = &work[slow];
+    let (fs, bs) = ws.sends(plan);
+    let slow_sends = fs + bs;
 
     let dp_exposed = stages::dp_exposed_s(plan, &work);
 
@@ -344,7 +345,7 @@ pub fn estimate_with_work(
         compute_s: nm * sum(ws, &|c| c.fwd.compute_s + c.bwd.compute_s),
         recompute_s: nm * sum(ws, &|c| c.recompute.compute_s),
         tp_comm_s: nm * sum(ws, &|c| c.fwd.tp_s + c.bwd.tp_s + c.recompute.tp_s),
-        pp_comm_s: nm * ws.p2p_s * (ws.sends.0 + ws.sends.1),
+        pp_comm_s: nm * ws.p2p_s * slow_sends,
         dp_comm_s: dp_exposed + nm * sum(ws, &|c| c.zero_fwd_exposed_s() + c.zero_bwd_exposed_s()),
         other_comm_s: nm * sum(ws, &|c| c.fwd.other_s + c.bwd.other_s + c.recompute.other_s),
         bubble_s: pipeline - nm * per_micro[slow],
@@ -355,8 +356,8 @@ pub fn estimate_with_work(
         .map(|s| StageCost {
             stage_idx: s.stage_idx,
             layers: s.chunks.iter().map(|c| c.layers).sum(),
-            fwd_s: sum(s, &|c| c.fwd_s()) + s.p2p_s * s.sends.0,
-            bwd_s: sum(s, &|c| c.bwd_s()) + s.p2p_s * s.sends.1,
+            fwd_s: sum(s, &|c| c.fwd_s()) + s.p2p_s * s.sends(plan).0,
+            bwd_s: sum(s, &|c| c.bwd_s()) + s.p2p_s * s.sends(plan).1,
             memory_gib: s.memory.total() / GIB,
             memory: s.memory,
         })

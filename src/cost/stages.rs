@@ -7,7 +7,7 @@ use super::memory::{self, MemoryBytes, StageLayout};
 use super::step::overlap_exposed_s;
 use super::{
     GroupShape, Machine, PassCost, Placement, PricedGraphs, Provenance, grad_accumulate_s,
-    grad_reduce_bytes, optimizer_bytes_per_param,
+    optimizer_bytes_per_param,
 };
 use crate::calib::Source;
 use crate::graph::{Coll, MemClass, OpGraph, Shard};
@@ -88,12 +88,6 @@ pub struct StageWork {
     /// and send are separate blocking calls (DeepSpeed, [`p2p_pass_s`]); 0 without
     /// pipelining.
     pub p2p_s: f64,
-    /// Transfers of [`p2p_s`](Self::p2p_s) each micro-batch puts on the stage's timeline in
-    /// its forward and in its backward: one per chunk, less the forward send of the
-    /// pipeline's last virtual stage and the backward send of its first (which have no one
-    /// to send to; what they receive is a wait, part of the bubble). Middle stages 2v in
-    /// all, the two ends 2v − 1 (with pp = 2, each end one fewer).
-    pub sends: (f64, f64),
     /// The stage's whole gradient reduction after its last backward, as the closed form
     /// prices it (one collective per kind rather than one per chunk).
     pub dp_reduce_s: f64,
@@ -101,6 +95,22 @@ pub struct StageWork {
     pub optimizer_s: f64,
     /// Peak memory of one rank by the closed form (activations: the in-flight formula).
     pub memory: MemoryBytes,
+}
+
+impl StageWork {
+    /// Transfers of [`p2p_s`](Self::p2p_s) each micro-batch puts on the stage's timeline in
+    /// its forward and in its backward under `plan`: one per chunk, less the forward send of
+    /// the pipeline's last virtual stage and the backward send of its first (which have no
+    /// one to send to; what they receive is a wait, part of the bubble). Middle stages 2v in
+    /// all, the two ends 2v − 1.
+    pub fn sends(&self, plan: &Plan) -> (f64, f64) {
+        let v = plan.vpp as f64;
+        let (first, last) = (self.stage_idx == 0, self.stage_idx + 1 == plan.pp);
+        (
+            v - f64::from(u8::from(last)),
+            v - f64::from(u8::from(first)),
+        )
+    }
 }
 
 /// Layers (with their recomputation) of chunk `c` of stage `st`: `stage_layouts` lists a
@@ -181,7 +191,7 @@ impl Ctx<'_> {
     /// for the step.
     /// `times`: how often the step runs it, for the provenance (0: priced, not recorded).
     fn reduce_s(&self, params: f64, g: GroupShape, times: f64) -> f64 {
-        let (grad_b, e) = (grad_reduce_bytes(self.plan), self.plan.dtype.bytes());
+        let (grad_b, e) = (self.plan.grad_reduce_bytes(), self.plan.dtype.bytes());
         match super::dp::schedule(self.plan).step {
             StepReduce::AllReduce => self.coll(Coll::AllReduce, g, params * grad_b, times),
             StepReduce::ReduceScatterGather => {
@@ -209,7 +219,7 @@ impl Ctx<'_> {
         let groups = [(d, self.place.dp), (x, self.ep_group)];
         for (params, g) in groups.into_iter().filter(|&(p, _)| p > 0.0) {
             if dp.reduce_per_micro {
-                let grads = params * grad_reduce_bytes(plan);
+                let grads = params * plan.grad_reduce_bytes();
                 w.zero_reduce_s += self.coll(Coll::ReduceScatter, g, grads, nm);
             }
             let passes = f64::from(u8::from(dp.gather_fwd) + u8::from(dp.gather_bwd));
@@ -245,15 +255,10 @@ impl Ctx<'_> {
         let shard = |n: u64| if plan.zero >= 1 { n.max(1) as f64 } else { 1.0 };
         let local = dense / shard(self.place.dp.n) + experts / shard(self.ep_group.n);
         let ends = st.embedding || st.head;
-        let v = plan.vpp as f64;
         StageWork {
             stage_idx: st.stage,
             chunks,
             p2p_s,
-            sends: (
-                v - f64::from(u8::from(st.stage + 1 == plan.pp)),
-                v - f64::from(u8::from(st.stage == 0)),
-            ),
             dp_reduce_s: self.reduce_s(dense, self.place.dp, 1.0)
                 + self.reduce_s(experts, self.ep_group, 1.0)
                 + if ends { self.tied_s } else { 0.0 },
@@ -461,15 +466,16 @@ pub fn stage_work_with_provenance(
     let mut provenance = Provenance::default();
     let p2p_s = if plan.pp > 1 {
         let (t, src) = p2p_pass_s(model, plan, m, &place);
-        // Each way once per micro-batch and chunk, but into and out of the pipeline.
-        provenance.communication[src as usize] +=
-            (2 * plan.vpp - 1) as f64 * plan.n_micro() as f64 * t;
+        // A middle stage's count, each way once per micro-batch and chunk (the two ends send
+        // one fewer, `StageWork::sends`).
+        provenance.communication[src as usize] += 2.0 * (plan.n_micro() * plan.vpp) as f64 * t;
         t
     } else {
         0.0
     };
     let tied_s = if model.tied_embeddings && plan.pp > 1 {
-        let bytes = (model.vocab.div_ceil(plan.tp) * model.hidden) as f64 * grad_reduce_bytes(plan);
+        let bytes =
+            (model.vocab.div_ceil(plan.tp) * model.hidden) as f64 * plan.grad_reduce_bytes();
         let pair = Placement::tied_pair(plan, m.cluster.gpus_per_node);
         m.collective_s(Coll::AllReduce, pair, bytes).0
     } else {

@@ -10,8 +10,8 @@ use crate::cost::dp::{self, StepReduce};
 use crate::cost::memory::{layer_activation_bytes, plan_state_bytes, whole_state_bytes};
 use crate::cost::stages::{chunk_layers, chunk_params};
 use crate::cost::{
-    GroupShape, Machine, Placement, PricedGraphs, StageLayout, grad_reduce_bytes,
-    optimizer_bytes_per_param, p2p_bytes, stage_layouts,
+    GroupShape, Machine, Placement, PricedGraphs, StageLayout, optimizer_bytes_per_param,
+    p2p_bytes, stage_layouts,
 };
 use crate::graph::{Coll, Group, Kernel, Op as GraphOp, OpGraph, Shard};
 
@@ -317,7 +317,7 @@ impl Ctx<'_> {
         let (dense, experts) = chunk_params(self.model, self.plan, self.pg, st, c);
         let per = match coll {
             Coll::AllGather => self.plan.dtype.bytes(),
-            _ => grad_reduce_bytes(self.plan),
+            _ => self.plan.grad_reduce_bytes(),
         };
         [(dense, GroupKind::Dp), (experts, GroupKind::ExpertDp)]
             .into_iter()
@@ -434,7 +434,7 @@ impl Ctx<'_> {
             dense += d;
             experts += x;
         }
-        let (grad_b, e) = (grad_reduce_bytes(plan), plan.dtype.bytes());
+        let (grad_b, e) = (plan.grad_reduce_bytes(), plan.dtype.bytes());
         for (params, kind) in [(dense, GroupKind::Dp), (experts, GroupKind::ExpertDp)] {
             if params <= 0.0 {
                 continue;

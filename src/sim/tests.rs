@@ -48,7 +48,6 @@ fn uniform(p: u64, v: u64, tf: f64, tb: f64, act: f64) -> Vec<StageWork> {
             stage_idx: i,
             chunks: vec![chunk.clone(); v as usize],
             p2p_s: 0.0,
-            sends: (v as f64, v as f64),
             dp_reduce_s: 0.0,
             optimizer_s: 0.0,
             memory: memory::MemoryBytes::default(),

@@ -143,9 +143,9 @@ impl Framework {
     ///   input gradient (8). The peak is the larger, 8 bytes for 16-bit logits.
     pub fn loss_working_bytes(self, e: f64) -> f64 {
         match self {
-            Framework::LlmFoundry => e,
+            _ if self.fused_loss() => e,
             Framework::Torchtitan => (e + 4.0).max(8.0),
-            Framework::Megatron | Framework::DeepSpeed => e + 4.0,
+            _ => e + 4.0,
         }
     }
 

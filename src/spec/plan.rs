@@ -166,7 +166,7 @@ pub struct Plan {
     #[serde(default = "yes")]
     pub grad_accumulation_fusion: bool,
     /// Precision of the data-parallel gradient reduction where the run sets it apart from the
-    /// framework's default (`cost::grad_reduce_bytes`): Composer's FSDP `mixed_precision:
+    /// framework's default ([`Plan::grad_reduce_bytes`]): Composer's FSDP `mixed_precision:
     /// PURE` reduces in bf16 where its `DEFAULT` reduces in fp32. `None`: the framework's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grad_reduce_dtype: Option<Dtype>,

@@ -11,7 +11,7 @@
 //! between splits), with each forward collective's conjugate in backward.
 
 use super::sharding::{Choice, Edge, OpChoices, ShardingProblem};
-use crate::cost::{Estimate, GroupShape, Machine, Placement, grad_reduce_bytes, memory, op_cost};
+use crate::cost::{Estimate, GroupShape, Machine, Placement, memory, op_cost};
 use crate::graph::{Coll, Group, Kernel, Op, OpGraph, Shard, transformer_layer};
 use crate::spec::{ModelSpec, Plan, Recompute};
 
@@ -222,7 +222,7 @@ fn micro_s(cx: &Ctx, op: &Op, v: Variant) -> f64 {
 /// it with backward, and over the tp axis too when the weights are replicated there while the
 /// data is split (Alpa §4.2: data-parallel gradient synchronisation).
 fn sync_s(cx: &Ctx, op: &Op, v: Variant) -> f64 {
-    let grad = op.params * grad_reduce_bytes(cx.plan);
+    let grad = op.params * cx.plan.grad_reduce_bytes();
     let mut sync = 0.0;
     if !cx.plan.overlap_grad_reduce {
         sync += cx.m.collective_s(Coll::AllReduce, cx.place.dp, grad).0;

@@ -145,7 +145,7 @@ fn plan(
         // Megatron-LM 2021 accumulated in a backward hook; later versions fuse it by default.
         grad_accumulation_fusion: v != MegatronVersion::V2021
             && !a.has("--no-gradient-accumulation-fusion"),
-        // Megatron reduces in fp32 with bf16 (its default, `grad_reduce_bytes`) unless told to
+        // Megatron reduces in fp32 with bf16 (its default, `Plan::grad_reduce_bytes`) unless told to
         // reduce in bf16; fp16 gradients in fp16 unless told to accumulate them in fp32.
         grad_reduce_dtype: grad_reduce(a),
     })
