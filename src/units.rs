@@ -138,6 +138,15 @@ pub fn fmt_count(x: f64) -> String {
     }
 }
 
+/// "1 GPU", "8 GPUs": a count of GPUs as a sentence writes it (reports had said "1 GPUs").
+pub fn fmt_gpus(n: u64) -> String {
+    if n == 1 {
+        "1 GPU".into()
+    } else {
+        format!("{n} GPUs")
+    }
+}
+
 /// Greatest common divisor (Euclid).
 pub fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
@@ -211,6 +220,7 @@ mod tests {
             (fmt_tenths(80.0), fmt_tenths(79.647)),
             ("80".into(), "79.6".into())
         );
+        assert_eq!((fmt_gpus(1), fmt_gpus(8)), ("1 GPU".into(), "8 GPUs".into()));
     }
 
     #[test]

@@ -92,9 +92,19 @@ pub fn parse_gpus(s: &str) -> Result<Vec<u64>, CliError> {
                 out.push(x);
             }
             if out.last() != Some(&n) {
+                let doubling = b % a == 0 && b > a;
+                let hint = if doubling && n > b && (n - b) % (b - a) == 0 {
+                    // `8,16,...,48` doubles (8, 16, 32, 64); the user meant steps of 8.
+                    let c = b + (b - a);
+                    format!(
+                        "`{a},{b},...` doubles; for even steps give a third count: \
+                         `{a},{b},{c},...,{n}`"
+                    )
+                } else {
+                    "end it on a count of the run".to_string()
+                };
                 return Err(bad(format!(
-                    "--gpus `{s}`: the run {a}, {b}, … does not reach {n}; end it on a count \
-                     of the run"
+                    "--gpus `{s}`: the run {a}, {b}, … does not reach {n}; {hint}"
                 )));
             }
             pending = false;
@@ -361,6 +371,15 @@ mod tests {
             let e = parse_gpus(bad).unwrap_err().to_string();
             assert!(e.contains("--gpus"), "{bad}: {e}");
         }
+        // A doubling that misses its end says how to write even steps (8, 16, 32, 64 ≠ 48).
+        let e = parse_gpus("8,16,...,48").unwrap_err().to_string();
+        assert!(e.contains("`8,16,24,...,48`"), "{e}");
+        assert_eq!(
+            parse_gpus("8,16,24,...,48").unwrap(),
+            vec![8, 16, 24, 32, 40, 48]
+        );
+        // An end below the run is refused, not an underflow.
+        assert!(parse_gpus("8,16,...,12").is_err());
         assert_eq!(default_gpus(8), vec![1, 2, 4, 8]);
         assert_eq!(default_gpus(12), vec![1, 2, 4, 8, 12]);
     }

@@ -8,6 +8,7 @@ use super::study::{Study, terms};
 use super::verify::{Verified, class_label, error};
 use super::{Inputs, Rendered, ReportError};
 use crate::sim::Simulation;
+use crate::units::{fmt_gpus, fmt_tenths};
 use plotters::style::RGBColor;
 
 /// Section 3: where the step time goes in the top plans.
@@ -57,7 +58,7 @@ pub fn breakdown(
     };
     charts_out.push(("breakdown", charts::render(&chart)?));
     Ok(vec![
-        Block::Heading(2, format!("3. Step-time breakdown at the knee ({n} GPUs)")),
+        Block::Heading(2, format!("3. Step-time breakdown at the knee ({})", fmt_gpus(n))),
         Block::Para(
             "The fastest plans (#1, #2, …), then the best DP-only, TP-only and PP-only plans, \
              each split into its cost-model terms: compute and recompute of the slowest stage, \
@@ -130,7 +131,7 @@ pub fn memory(
     let cap = first.estimate.capacity_gib;
     let (t, rows) = memory_table(study);
     let chart = Stacked {
-        title: format!("Memory per GPU at {n} GPUs (fullest rank)"),
+        title: format!("Memory per GPU at {} (fullest rank)", fmt_gpus(n)),
         unit: "GiB per GPU".into(),
         parts: MEMORY_PARTS
             .iter()
@@ -138,12 +139,12 @@ pub fn memory(
             .map(|(n, c)| (n.to_string(), c))
             .collect(),
         rows,
-        limit: Some((cap, format!("device memory {cap:.0} GiB"))),
+        limit: Some((cap, format!("device memory {} GiB", fmt_tenths(cap)))),
         total_suffix: " GiB".into(),
     };
     charts_out.push(("memory", charts::render(&chart)?));
     Ok(vec![
-        Block::Heading(2, format!("4. Memory per GPU at the knee ({n} GPUs)")),
+        Block::Heading(2, format!("4. Memory per GPU at the knee ({})", fmt_gpus(n))),
         Block::Para(
             "Peak memory of the fullest rank of each plan, by holder: 16-bit weights, gradient \
              buffers, optimizer state (fp32 master weights and Adam moments, sharded by ZeRO), \

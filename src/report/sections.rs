@@ -53,7 +53,8 @@ pub fn no_plan_at(study: &Study, method: &str) -> Option<String> {
         });
         i = j + 1;
     }
-    Some(format!("at {} GPUs", runs.join(", ")))
+    let noun = if runs == ["1"] { "GPU" } else { "GPUs" };
+    Some(format!("at {} {noun}", runs.join(", ")))
 }
 
 /// "dp=8 tp=1 …" in backticks, or a dash.

@@ -269,7 +269,7 @@ where
     };
     let style = label_style().color(&red).pos(Pos::new(h, VPos::Top));
     chart.draw_series(std::iter::once(Text::new(
-        format!("knee: {} GPUs", knee.0),
+        format!("knee: {}", crate::units::fmt_gpus(knee.0)),
         (x + dx, y1),
         style,
     )))?;
