@@ -24,7 +24,7 @@ mod fields;
 
 use super::error::SpecError;
 use super::model::{
-    Arch, MAX_HIDDEN, MAX_LAYERS, MAX_SEQ, MAX_VOCAB, ModelSpec, MoeSpec, Positions,
+    Arch, MAX_HIDDEN, MAX_LAYERS, MAX_ROPE_THETA, MAX_SEQ, MAX_VOCAB, ModelSpec, MoeSpec, Positions,
 };
 pub use family::Family;
 use family::family;
@@ -175,6 +175,7 @@ fn build(
     } else {
         None
     };
+    let rope_theta = rope_theta(f, fam, notes);
     family_checks(f, fam, hidden.zip(heads), notes);
     // Only `BertForPreTraining` builds the pooler (with the next-sentence head, 2h + 2
     // parameters, not modelled); `BertForMaskedLM` passes `add_pooling_layer=False`. A
@@ -209,7 +210,27 @@ fn build(
         }),
         attention_window: window,
         pooler,
+        rope_theta,
     })
+}
+
+/// The rotary base θ: `rope_theta` (Llama-style classes) or `rotary_emb_base` (GPT-NeoX),
+/// else the class's default (transformers: `LlamaConfig`, `MistralConfig`, `Qwen2Config`
+/// and `GPTNeoXConfig` 10,000; `MixtralConfig` 1,000,000). `None` for learned positions.
+fn rope_theta(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) -> Option<f64> {
+    let (keys, default): (&[&'static str], f64) = match fam {
+        Family::Llama | Family::Mistral | Family::Qwen2 => (&["rope_theta"], 1e4),
+        Family::Mixtral => (&["rope_theta"], 1e6),
+        Family::GptNeox => (&["rotary_emb_base"], 1e4),
+        Family::Gpt2 | Family::Bert => return None,
+    };
+    if let Some((_, v)) = f.get(&["rope_scaling"]) {
+        notes.push(format!(
+            "rope_scaling {v}: not modelled (no cost depends on it); a Megatron-LM export \
+             writes no rope scaling, so add it (`--use-rope-scaling` for Llama 3.1)"
+        ));
+    }
+    Some(f.above_one(keys, MAX_ROPE_THETA).unwrap_or(default))
 }
 
 /// The sliding attention window, where transformers' class applies one: Mistral's and

@@ -133,6 +133,12 @@ pub struct ModelSpec {
     /// `BertForMaskedLM` (`BertModel(config, add_pooling_layer=False)`). Optional in YAML for
     /// bert (`pooler: false`), default true; always false for the other architectures.
     pub pooler: bool,
+    /// Base θ of the rotary position angles (`rope_theta` in Hugging Face configs): Llama 2
+    /// 10,000, Llama 3 500,000, Mixtral 1,000,000. No cost depends on it; exports write it
+    /// (Megatron-LM `--rotary-base`, default 10,000) so the launch trains the model named.
+    /// Optional in YAML (`rope_theta: 500000`), only with rotary positions; `None` where the
+    /// model does not say.
+    pub rope_theta: Option<f64>,
 }
 
 /// Upper bounds beyond which a value is a typo rather than a model. Layers: twice the deepest
@@ -143,6 +149,9 @@ pub(crate) const MAX_LAYERS: u64 = 2048;
 pub(crate) const MAX_HIDDEN: u64 = 1 << 20;
 pub(crate) const MAX_VOCAB: u64 = 20_000_000;
 pub(crate) const MAX_SEQ: u64 = 1 << 24;
+/// Rotary bases beyond this are typos: the largest published is 1e8 or so (long-context
+/// variants; Llama 3 uses 5e5).
+pub(crate) const MAX_ROPE_THETA: f64 = 1e10;
 
 impl ModelSpec {
     /// Parses and validates a model YAML document. `file` names it in messages.
@@ -412,6 +421,9 @@ impl ModelSpec {
         if self.arch == Arch::Bert && !self.pooler {
             out += "pooler: false\n";
         }
+        if let Some(t) = self.rope_theta {
+            out += &format!("rope_theta: {t}\n");
+        }
         out
     }
 }
@@ -467,6 +479,14 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
             None
         }
     };
+    let rope_theta = r.raw("rope_theta").map(|v| v.as_f64().unwrap_or(f64::NAN));
+    if rope_theta.is_some_and(|t| !(t > 1.0 && t <= MAX_ROPE_THETA)) {
+        r.problem(
+            "rope_theta",
+            format!("expected a number above 1 and at most {MAX_ROPE_THETA:e}"),
+            "give the config's rope_theta, e.g. 500000 for Llama 3",
+        );
+    }
     let dropout = r.raw("dropout").map(|v| v.as_f64().unwrap_or(f64::NAN));
     if dropout.is_some_and(|d| d.is_nan()) {
         r.problem(
@@ -509,6 +529,14 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
             "add `ffn_hidden: N` (e.g. 11008 for Llama-2-7B)",
         );
     }
+    let positions = positions.unwrap_or(Positions::default_for(arch));
+    if rope_theta.is_some() && positions != Positions::Rotary {
+        r.problem(
+            "rope_theta",
+            format!("the model has {} positions, not rotary", positions.name()),
+            "remove `rope_theta`, or add `positions: rotary`",
+        );
+    }
     let (hidden, heads) = (hidden?, heads?);
     let ffn_hidden = ffn_hidden.unwrap_or(4 * hidden);
     let moe = match moe_raw {
@@ -533,7 +561,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         seq_len: seq_len?,
         tied_embeddings: tied.unwrap_or(arch != Arch::Llama),
         qkv_bias: qkv_bias.unwrap_or(arch.biases()),
-        positions: positions.unwrap_or(Positions::default_for(arch)),
+        positions,
         dropout: dropout.unwrap_or(match arch {
             // Megatron-LM defaults --hidden-dropout 0.1 --attention-dropout 0.1
             // (megatron/training/arguments.py); Llama trains without dropout (Touvron et al. 2023).
@@ -543,6 +571,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         moe,
         attention_window,
         pooler: arch == Arch::Bert && pooler.unwrap_or(true),
+        rope_theta: rope_theta.filter(|t| t.is_finite()),
     })
 }
 

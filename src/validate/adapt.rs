@@ -366,6 +366,8 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         dropout,
         moe: None,
         attention_window: None,
+        // No cost depends on the rotary base; validation writes no launch.
+        rope_theta: None,
         qkv_bias: arch.biases(),
         // BLOOM's ALiBi has neither a position table nor rotary embeddings; the learned table
         // it is priced with adds s·h parameters (<0.02% of the model) and one add.

@@ -41,6 +41,23 @@ fn mixtral_counts_experts_and_router() {
     assert_eq!((moe.experts, moe.top_k, moe.every), (8, 2, 1));
 }
 
+/// The rotary base is the config's, else the class default (transformers' `LlamaConfig`
+/// 10,000: Llama-2-7b's config predates the key); learned positions have none.
+#[test]
+fn rope_theta_is_the_configs_or_the_class_default() {
+    for (name, theta) in [
+        ("llama-3-8b", Some(500_000.0)),
+        ("llama-2-7b", Some(10_000.0)),
+        ("mixtral-8x7b", Some(1_000_000.0)),
+        ("qwen2-7b", Some(1_000_000.0)),
+        ("gpt-neox-20b", Some(10_000.0)),
+        ("gpt2", None),
+        ("bert-base-uncased", None),
+    ] {
+        assert_eq!(model(name).rope_theta, theta, "{name}");
+    }
+}
+
 #[test]
 fn qwen2_has_qkv_biases() {
     let m = model("qwen2-7b");

@@ -237,6 +237,8 @@ fn megatron_core_round_trip_over_every_feature() {
         "--ffn-hidden-size 28672 \\",
         "--use-distributed-optimizer \\\n--overlap-grad-reduce \\",
         "--no-gradient-accumulation-fusion \\",
+        // Llama 3's rotary base: Megatron's default 10000 trains another model.
+        "--rotary-base 500000 \\",
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
@@ -252,9 +254,17 @@ fn megatron_core_round_trip_over_every_feature() {
     for line in [
         "--moe-token-dispatcher-type alltoall \\",
         "--moe-grouped-gemm \\",
+        "--rotary-base 1000000 \\",
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
+    // Megatron parses `--rotary-base` as an int: a fractional base cannot be written.
+    let odd = ModelSpec {
+        rope_theta: Some(12_345.5),
+        ..llama.clone()
+    };
+    let e = export(&odd, &base, LaunchFormat::Megatron(MegatronVersion::Core)).unwrap_err();
+    assert!(e.to_string().contains("`rope_theta`"), "{e}");
     // `--use-torch-fsdp2` asserts no gradient-accumulation fusion; ZeRO-3 prices the same
     // with the flag either way, so the re-import prices identically.
     let z3 = Plan {

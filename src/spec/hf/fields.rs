@@ -70,6 +70,19 @@ impl Fields<'_> {
         }
     }
 
+    /// An optional number above 1 and at most `max` under any of `names`.
+    pub(super) fn above_one(&mut self, names: &[&'static str], max: f64) -> Option<f64> {
+        let (key, v) = self.get(names)?;
+        match v.as_f64() {
+            Some(x) if x > 1.0 && x <= max => Some(x),
+            _ => {
+                let msg = format!("expected a number above 1 and at most {max:e}, found {v}");
+                self.bad(key, &msg, "fix the value");
+                None
+            }
+        }
+    }
+
     pub(super) fn prob(&mut self, key: &'static str) -> Option<f64> {
         let (_, v) = self.get(&[key])?;
         match v.as_f64() {

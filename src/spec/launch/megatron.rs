@@ -409,6 +409,18 @@ fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion
             (true, MegatronVersion::Core, None) => flag(a, name),
         }
     }
+    // Megatron-LM reads `--rotary-base` as a whole number (`type=int`, default 10000).
+    match model.rope_theta {
+        Some(t) if rotary && v == MegatronVersion::Core && t.fract() == 0.0 => {
+            arg(a, "--rotary-base", t as u64)
+        }
+        Some(t) if rotary && v == MegatronVersion::Core => c.refuse(
+            "rope_theta",
+            format!("{t}: Megatron-LM reads --rotary-base as a whole number"),
+            "round rope_theta in the model YAML",
+        ),
+        _ => {}
+    }
     if model.qkv_bias && !model.arch.biases() {
         flag(a, "--add-qkv-bias");
     } else if !model.qkv_bias && model.arch.biases() {
