@@ -220,7 +220,10 @@ mod tests {
             (fmt_tenths(80.0), fmt_tenths(79.647)),
             ("80".into(), "79.6".into())
         );
-        assert_eq!((fmt_gpus(1), fmt_gpus(8)), ("1 GPU".into(), "8 GPUs".into()));
+        assert_eq!(
+            (fmt_gpus(1), fmt_gpus(8)),
+            ("1 GPU".into(), "8 GPUs".into())
+        );
     }
 
     #[test]

@@ -120,12 +120,13 @@ const MAX_SIZE: u64 = 1 << 24;
 const MAX_MICRO_BATCHES: u64 = 1 << 16;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 23] = [
+const PLAN_FLAGS: [&str; 24] = [
     "tp",
     "pp",
     "dp",
     "cp",
     "ep",
+    "etp",
     "vpp",
     "micro_batch",
     "global_batch",
@@ -177,6 +178,10 @@ pub struct PlanArgs {
     /// Expert-parallel size.
     #[arg(long, default_value_t = 1)]
     pub ep: u64,
+    /// Expert tensor-parallel size, 1 or tp (default: tp, as Megatron-LM): with 1 each rank
+    /// computes whole experts, its expert-parallel ranks taken from the TP ranks too.
+    #[arg(long)]
+    pub etp: Option<u64>,
     /// Virtual pipeline stages per rank (interleaved 1F1B when > 1).
     #[arg(long, default_value_t = 1)]
     pub vpp: u64,
@@ -398,6 +403,7 @@ impl PlanArgs {
             ("--dp", self.dp),
             ("--cp", Some(self.cp)),
             ("--ep", Some(self.ep)),
+            ("--etp", self.etp),
             ("--vpp", Some(self.vpp)),
             ("--micro-batch", Some(self.micro_batch)),
             ("--global-batch", self.global_batch),
@@ -424,6 +430,7 @@ impl PlanArgs {
             pp: self.pp,
             cp: self.cp,
             ep: self.ep,
+            etp: self.etp,
             vpp: self.vpp,
             mbs: self.micro_batch,
             global_batch: self.global_batch.unwrap_or_else(|| {

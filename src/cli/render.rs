@@ -70,13 +70,14 @@ pub fn numbers_from(e: &Estimate) -> String {
 }
 
 /// Column names of the plan tables (DESIGN.md §9 spelling).
-pub const PLAN_HEADER: [&str; 17] = [
+pub const PLAN_HEADER: [&str; 18] = [
     "rank",
     "dp",
     "tp",
     "pp",
     "cp",
     "ep",
+    "etp",
     "vpp",
     "mbs",
     "recompute",
@@ -90,7 +91,7 @@ pub const PLAN_HEADER: [&str; 17] = [
     "bottleneck",
 ];
 
-/// One row of a plan table.
+/// One row of a plan table (`etp` reads `-` where the plan keeps Megatron's default, tp).
 pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
     let p = &e.plan;
     vec![
@@ -100,6 +101,8 @@ pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
         p.pp.to_string(),
         p.cp.to_string(),
         p.ep.to_string(),
+        // Experts split over the TP ranks unless the plan says otherwise (`-`: tp).
+        p.etp.map_or("-".to_string(), |e| e.to_string()),
         p.vpp.to_string(),
         p.mbs.to_string(),
         p.recompute.name().to_string(),

@@ -208,7 +208,7 @@ pub fn stage_memory(
     let sh = Shard::of(plan);
     let dp_ranks = plan.dp * plan.cp;
     let (wd, gd, od) = plan_state_bytes(plan, dp_ranks);
-    let (we, ge, oe) = plan_state_bytes(plan, (dp_ranks / plan.ep).max(1));
+    let (we, ge, oe) = plan_state_bytes(plan, plan.expert_dp());
     let mut weights = dense_params * wd + expert_params * we;
     let mut grads = dense_params * gd + expert_params * ge;
     let optimizer = dense_params * od + expert_params * oe;

@@ -27,8 +27,9 @@ impl GroupShape {
 /// The shapes of every group of a plan, from Megatron-Core's rank order tp-cp-ep-dp-pp
 /// (`parallel_state.initialize_model_parallel`: TP ranks are adjacent, then CP, then DP, and
 /// pipeline stages are farthest apart). The expert layers have their own order, tp-ep-dp-pp
-/// with the expert-TP size equal to tp (its `expert_decoder_rank_generator`): EP ranks are
-/// strided by tp and carved out of the dp·cp ranks.
+/// with the expert-TP size etp in place of tp (its `expert_decoder_rank_generator`): EP ranks
+/// are strided by etp (by tp, out of the dp·cp ranks, at Megatron's default etp = tp;
+/// adjacent at etp 1), expert-DP ranks by etp·ep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Placement {
     /// Tensor-parallel group.
@@ -37,6 +38,9 @@ pub struct Placement {
     pub cp: GroupShape,
     /// Expert-parallel group.
     pub ep: GroupShape,
+    /// Expert-data-parallel group: the ranks holding the same expert shard, which reduce its
+    /// gradients ([`Plan::expert_dp`]).
+    pub edp: GroupShape,
     /// Gradient-reduction group: data × context parallel ranks.
     pub dp: GroupShape,
     /// Pipeline neighbours.
@@ -64,7 +68,8 @@ impl Placement {
         Placement {
             tp: shape(1, plan.tp),
             cp: shape(plan.tp, plan.cp),
-            ep: shape(plan.tp, plan.ep),
+            ep: shape(plan.etp(), plan.ep),
+            edp: shape(plan.etp() * plan.ep, plan.expert_dp()),
             dp: {
                 // DP×CP ranks: CP ranks are adjacent, DP ranks strided by tp·cp.
                 let g = shape(plan.tp, plan.cp * plan.dp);
@@ -499,5 +504,17 @@ mod tests {
         assert_eq!(p(3, 8), GroupShape { n: 3, per_node: 1 });
         assert_eq!(p(2, 6), GroupShape { n: 2, per_node: 2 });
         assert_eq!(p(8, 8), GroupShape { n: 8, per_node: 8 });
+        // Experts (tp 4, cp 2, dp 8: 64 ranks a stage; ep 8) split over the TP ranks stride EP
+        // by 4, two ranks a node over four nodes; whole experts (etp 1) keep EP in one node and
+        // stride the expert-DP group (64 / 8 = 8 ranks) by a node.
+        let mut plan = Plan::new(8, 4, 1, 1, 64, 8192);
+        (plan.cp, plan.ep) = (2, 8);
+        let p = Placement::of(&plan, 8);
+        assert_eq!(p.ep, GroupShape { n: 8, per_node: 2 });
+        assert_eq!(p.edp, GroupShape { n: 2, per_node: 1 });
+        plan.etp = Some(1);
+        let p = Placement::of(&plan, 8);
+        assert_eq!(p.ep, GroupShape { n: 8, per_node: 8 });
+        assert_eq!(p.edp, GroupShape { n: 8, per_node: 1 });
     }
 }

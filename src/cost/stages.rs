@@ -487,10 +487,7 @@ pub fn stage_work_with_provenance(
         m,
         pg,
         place,
-        ep_group: GroupShape {
-            n: (place.dp.n / plan.ep).max(1),
-            per_node: (place.dp.per_node / plan.ep).max(1),
-        },
+        ep_group: place.edp,
         tied_s,
         provenance: RefCell::new(provenance),
     };

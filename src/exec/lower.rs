@@ -10,8 +10,8 @@ use crate::cost::dp::{self, StepReduce};
 use crate::cost::memory::{layer_activation_bytes, plan_state_bytes, whole_state_bytes};
 use crate::cost::stages::{chunk_layers, chunk_params};
 use crate::cost::{
-    GroupShape, Machine, Placement, PricedGraphs, StageLayout, optimizer_bytes_per_param,
-    p2p_bytes, stage_layouts,
+    Machine, Placement, PricedGraphs, StageLayout, optimizer_bytes_per_param, p2p_bytes,
+    stage_layouts,
 };
 use crate::graph::{Coll, Group, Kernel, Op as GraphOp, OpGraph, Shard};
 
@@ -246,10 +246,7 @@ impl Ctx<'_> {
     fn coll(&self, rank: u64, kind: GroupKind, coll: Coll, bytes: f64) -> Option<Instr> {
         let id = *self.groups.get(&(kind, rank))?;
         let shape = match kind {
-            GroupKind::ExpertDp => GroupShape {
-                n: (self.place.dp.n / self.plan.ep).max(1),
-                per_node: (self.place.dp.per_node / self.plan.ep).max(1),
-            },
+            GroupKind::ExpertDp => self.place.edp,
             GroupKind::Tied => Placement::tied_pair(self.plan, self.m.cluster.gpus_per_node),
             _ => self.place.dp,
         };
@@ -461,7 +458,7 @@ impl Ctx<'_> {
             out.extend(self.coll(rank, GroupKind::Tied, Coll::AllReduce, emb * grad_b));
         }
         let n_dp = plan.dp * plan.cp;
-        let n_ep = (n_dp / plan.ep).max(1);
+        let n_ep = plan.expert_dp();
         let shard = |n: u64| if plan.zero >= 1 { n as f64 } else { 1.0 };
         let local = dense / shard(n_dp) + experts / shard(n_ep);
         let bytes = local * optimizer_bytes_per_param(plan.dtype);

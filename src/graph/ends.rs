@@ -176,6 +176,7 @@ mod tests {
             sp: false,
             cp: 1,
             ep: 1,
+            etp: tp,
             attention: AttentionImpl::Flash,
             dtype: Dtype::Bf16,
             tp_overlap: crate::spec::TpOverlap::Backward,

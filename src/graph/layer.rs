@@ -220,24 +220,31 @@ fn activation(gated: bool, tokens: f64, f: f64, sh: &Shard) -> Op {
 /// 2021; `MoEAlltoAllTokenDispatcher`, megatron/core/transformer/moe/token_dispatcher.py:
 /// "permute → A2A(EP) → AG(TP) → sort_chunk", and back "sort_chunk → RS(TP) → A2A(EP) →
 /// unpermute"). Each rank routes its own sequence-parallel shard of the tokens; the
-/// all-to-all moves its top-k copies over the EP group; the expert-TP group (tp, Megatron's
-/// default `--expert-tensor-parallel-size`) then all-gathers the routed tokens so each rank's
-/// expert shard (width f/tp) sees all of them, and reduce-scatters the outputs back. Tokens
-/// are assumed balanced: the local experts receive b·s·top_k tokens in total. Without
-/// sequence parallelism and tp > 1 (which Megatron refuses for MoE) every TP rank holds all
-/// tokens: conjugates wrap the block and nothing is gathered inside it.
+/// all-to-all moves its top-k copies over the EP group; the expert-TP group (etp ranks: tp,
+/// Megatron's default `--expert-tensor-parallel-size`, or 1) then all-gathers the routed
+/// tokens so each rank's expert shard (width f/etp) sees all of them, and reduce-scatters the
+/// outputs back; with etp 1 nothing is gathered and each rank computes whole experts on the
+/// tokens routed to it. Tokens are assumed balanced: the local experts receive etp times the
+/// rank's own routed tokens in total. Without sequence parallelism and tp > 1 (which
+/// Megatron refuses for MoE) every TP rank holds all tokens: conjugates wrap the block and
+/// nothing is gathered inside it.
 fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let m = model
         .moe
         .as_ref()
         .expect("moe layer of a model with experts");
     let e = sh.dtype.bytes();
-    let (h, t) = (model.hidden, sh.tp);
+    let (h, t) = (model.hidden, sh.etp);
     let local = m.experts / sh.ep;
-    // Tokens this rank routes, and those its expert shards compute after the TP gather.
+    // Tokens this rank routes, and those its expert shards compute after the expert-TP
+    // gather (all of the TP group's with etp = tp; its own with etp 1).
     let own = sh.tokens_sp();
     let own_routed = own * m.top_k;
-    let routed = sh.tokens() * m.top_k;
+    let routed = if sh.sp {
+        own_routed * t
+    } else {
+        sh.tokens() * m.top_k
+    };
     let per_expert = routed.div_ceil(local);
     let gated = model.arch.gated_mlp();
     let f = m.expert_ffn_hidden / t;
@@ -275,7 +282,7 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         }
         op
     };
-    let (gather, scatter) = if sh.sp {
+    let (gather, scatter) = if sh.sp && t > 1 {
         tp_conjugates(sh, gathered)
     } else {
         (None, None)

@@ -322,6 +322,8 @@ pub struct Shard {
     pub cp: u64,
     /// Expert parallelism.
     pub ep: u64,
+    /// Expert tensor parallelism (1 or tp, [`Plan::etp`]).
+    pub etp: u64,
     /// Attention kernel.
     pub attention: AttentionImpl,
     /// Activation/GEMM data type.
@@ -342,6 +344,7 @@ impl Shard {
             sp: plan.sp(),
             cp: plan.cp,
             ep: plan.ep,
+            etp: plan.etp(),
             attention: plan.attention,
             dtype: plan.dtype,
             tp_overlap: plan.tp_overlap,

@@ -58,7 +58,10 @@ pub fn breakdown(
     };
     charts_out.push(("breakdown", charts::render(&chart)?));
     Ok(vec![
-        Block::Heading(2, format!("3. Step-time breakdown at the knee ({})", fmt_gpus(n))),
+        Block::Heading(
+            2,
+            format!("3. Step-time breakdown at the knee ({})", fmt_gpus(n)),
+        ),
         Block::Para(
             "The fastest plans (#1, #2, …), then the best DP-only, TP-only and PP-only plans, \
              each split into its cost-model terms: compute and recompute of the slowest stage, \
@@ -144,7 +147,10 @@ pub fn memory(
     };
     charts_out.push(("memory", charts::render(&chart)?));
     Ok(vec![
-        Block::Heading(2, format!("4. Memory per GPU at the knee ({})", fmt_gpus(n))),
+        Block::Heading(
+            2,
+            format!("4. Memory per GPU at the knee ({})", fmt_gpus(n)),
+        ),
         Block::Para(
             "Peak memory of the fullest rank of each plan, by holder: 16-bit weights, gradient \
              buffers, optimizer state (fp32 master weights and Adam moments, sharded by ZeRO), \

@@ -161,7 +161,21 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                     continue;
                 }
                 let local = space.global_batch / dp;
-                for ep in divisors(dp * cp).into_iter().filter(|e| experts % e == 0) {
+                // Experts split over the TP ranks (Megatron's default, ep out of dp·cp) or
+                // whole on each rank (etp 1, ep out of all the stage's tp·cp·dp ranks).
+                let etps: &[Option<u64>] = if model.moe.is_some() && tp > 1 {
+                    &[None, Some(1)]
+                } else {
+                    &[None]
+                };
+                let expert_layouts = etps.iter().flat_map(|&etp| {
+                    let per_expert_shard = tp / etp.unwrap_or(tp);
+                    divisors(dp * cp * per_expert_shard)
+                        .into_iter()
+                        .filter(|e| experts % e == 0)
+                        .map(move |ep| (etp, ep))
+                });
+                for (etp, ep) in expert_layouts {
                     for mbs in divisors(local).into_iter().filter(|&b| b <= space.max_mbs) {
                         let vpps: Vec<u64> = if pp > 1 {
                             divisors(model.layers / pp.min(model.layers))
@@ -179,6 +193,7 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                                             continue;
                                         }
                                         let mut p = bare(space, [dp, tp, pp, cp, ep, vpp, mbs]);
+                                        p.etp = etp;
                                         p.recompute = rc;
                                         p.zero = zero;
                                         p.sequence_parallel = sp;
@@ -224,9 +239,9 @@ pub fn memory_lower_bound_gib(model: &ModelSpec, plan: &Plan) -> f64 {
         model.moe_layers() as f64 * m.experts as f64 * model.mlp_params(m.expert_ffn_hidden)
     });
     let dense = (model.params() - expert_params) / (plan.tp * plan.pp) as f64;
-    let experts = expert_params / (plan.tp * plan.pp * plan.ep) as f64;
+    let experts = expert_params / (plan.etp() * plan.pp * plan.ep) as f64;
     let (w, g, o) = memory::plan_state_bytes(plan, plan.dp * plan.cp);
-    let (we, ge, oe) = memory::plan_state_bytes(plan, (plan.dp * plan.cp / plan.ep).max(1));
+    let (we, ge, oe) = memory::plan_state_bytes(plan, plan.expert_dp());
     (dense * (w + g + o) + experts * (we + ge + oe)) / GIB
 }
 

@@ -123,8 +123,26 @@ pub enum Infeasible {
         experts: u64,
         /// Expert parallelism.
         ep: u64,
-        /// Data × context parallelism, the ranks EP is carved out of.
-        dp_cp: u64,
+        /// Expert tensor parallelism.
+        etp: u64,
+        /// Ranks of one pipeline stage, tp·cp·dp, which the expert layers lay out as
+        /// etp × ep × expert-dp.
+        stage_ranks: u64,
+    },
+    /// Whole experts per rank (etp 1 under tp > 1) in a framework priced only with experts
+    /// split over the TP ranks.
+    FrameworkEtp {
+        /// Framework name.
+        framework: &'static str,
+    },
+    /// An expert tensor-parallel size other than 1 or tp.
+    ExpertTp {
+        /// Expert tensor parallelism.
+        etp: u64,
+        /// Tensor parallelism.
+        tp: u64,
+        /// Whether the model has experts.
+        moe: bool,
     },
     /// ep > 1 on a dense model.
     EpWithoutExperts {
@@ -246,7 +264,9 @@ impl Infeasible {
             I::SeqBeyondPositions { .. } => "sequence beyond position embeddings",
             I::SeqBeyondWindow { .. } => "sequence beyond the sliding window",
             I::MicroBatchTokens { .. } => "micro-batch tokens beyond any run",
-            I::ExpertsNotDivisible { .. } => "ep does not divide experts or dp·cp",
+            I::ExpertsNotDivisible { .. } => "ep does not divide experts or the stage's ranks",
+            I::ExpertTp { .. } => "expert tp other than 1 or tp",
+            I::FrameworkEtp { .. } => "whole experts in a framework without them",
             I::EpWithoutExperts { .. } => "ep on a dense model",
             I::InterleavedNeedsChunks { .. } => "interleaving needs pp≥2, vpp≥2",
             I::InterleavedMicroBatches { .. } => "interleaved: micro-batches not a multiple of pp",
@@ -283,6 +303,7 @@ impl Infeasible {
             | I::SeqBeyondWindow { .. } => "seq_len",
             I::MicroBatchTokens { .. } => "micro_batch",
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
+            I::ExpertTp { .. } | I::FrameworkEtp { .. } => "etp",
             I::InterleavedNeedsChunks { .. } | I::InterleavedMicroBatches { .. } => "vpp",
             I::GpipeNeedsStages { .. } | I::FrameworkGpipe { .. } => "schedule",
             I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
@@ -430,9 +451,31 @@ impl fmt::Display for Infeasible {
                 f,
                 "seq_len={seq_len} exceeds the model's sliding attention window of {window}: sliding-window attention is not modelled (full causal attention would be priced, overstating the attention work); use seq_len ≤ {window}"
             ),
-            I::ExpertsNotDivisible { experts, ep, dp_cp } => write!(
+            I::ExpertsNotDivisible {
+                experts,
+                ep,
+                etp,
+                stage_ranks,
+            } => write!(
                 f,
-                "ep={ep} must divide experts={experts} and dp·cp={dp_cp} (expert parallelism is carved out of the data- and context-parallel ranks); choose a common divisor"
+                "ep={ep} must divide experts={experts}, and etp·ep={} the {stage_ranks} ranks of a \
+                 pipeline stage (tp·cp·dp, which the expert layers lay out as etp × ep × \
+                 expert-dp); choose an ep that divides both",
+                etp * ep
+            ),
+            I::ExpertTp {
+                etp, moe: false, ..
+            } => write!(f, "etp={etp} on a model without experts; leave --etp out"),
+            I::FrameworkEtp { framework } => write!(
+                f,
+                "etp=1: {framework} is priced with its experts split over the TP ranks (whole \
+                 experts per rank, Megatron-LM's --expert-tensor-parallel-size 1, are priced \
+                 for Megatron only); leave --etp out, or price for --framework megatron"
+            ),
+            I::ExpertTp { etp, tp, .. } => write!(
+                f,
+                "etp={etp} with tp={tp}: planner splits experts over all the TP ranks or none \
+                 (Megatron-LM's two common settings); use --etp 1 or --etp {tp}"
             ),
             I::EpWithoutExperts { ep } => write!(f, "ep={ep} on a model without experts; use ep=1"),
             I::GpipeNeedsStages { pp } => write!(

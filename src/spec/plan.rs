@@ -121,8 +121,18 @@ pub struct Plan {
     pub pp: u64,
     /// Context-parallel ranks (sequence split in attention, ring exchange of K/V).
     pub cp: u64,
-    /// Expert-parallel ranks, carved out of the data-parallel ranks.
+    /// Expert-parallel ranks: the experts are spread over `ep` ranks of each pipeline stage,
+    /// `etp` apart ([`Plan::etp`]).
     pub ep: u64,
+    /// Expert tensor parallelism: how many ranks split each expert's weights (Megatron-Core
+    /// `--expert-tensor-parallel-size`, 1 or tp here). `None`: tp, Megatron-LM's default.
+    /// Megatron-Core lays a pipeline stage's tp·cp·dp ranks out for the expert layers as
+    /// etp × ep × expert-dp, in that order (`expert_decoder_rank_generator`, order
+    /// `tp-ep-dp-pp`): with etp 1 the expert-parallel ranks are adjacent and include the TP
+    /// ranks, and each rank computes whole experts on the tokens routed to it, with no
+    /// gather over the TP ranks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etp: Option<u64>,
     /// Virtual pipeline stages (model chunks) per pipeline rank; 1 unless interleaved.
     pub vpp: u64,
     /// Micro-batch size in sequences.
@@ -204,6 +214,7 @@ impl Plan {
             pp,
             cp: 1,
             ep: 1,
+            etp: None,
             vpp: 1,
             mbs,
             global_batch,
@@ -261,6 +272,17 @@ impl Plan {
         f
     }
 
+    /// Expert tensor parallelism: [`Plan::etp`](Plan#structfield.etp), or tp where unset.
+    pub fn etp(&self) -> u64 {
+        self.etp.unwrap_or(self.tp)
+    }
+
+    /// Expert data parallelism: the ranks of a pipeline stage that hold the same expert
+    /// shard and reduce its gradients, tp·cp·dp / (etp·ep) (dp·cp / ep where etp = tp).
+    pub fn expert_dp(&self) -> u64 {
+        (self.tp * self.cp * self.dp / (self.etp() * self.ep).max(1)).max(1)
+    }
+
     /// A one-line summary such as `dp=8 tp=4 pp=2 mbs=1 full zero1 sp`.
     pub fn short(&self) -> String {
         let mut s = format!("dp={} tp={} pp={}", self.dp, self.tp, self.pp);
@@ -269,6 +291,9 @@ impl Plan {
         }
         if self.ep > 1 {
             s += &format!(" ep={}", self.ep);
+        }
+        if self.etp() != self.tp {
+            s += &format!(" etp={}", self.etp());
         }
         if self.vpp > 1 {
             s += &format!(" vpp={}", self.vpp);
@@ -301,6 +326,7 @@ impl Plan {
             self.pp,
             self.cp,
             self.ep,
+            self.etp(),
             self.vpp,
             self.mbs,
             self.global_batch,
@@ -330,17 +356,18 @@ impl Plan {
                 tp: self.tp,
             });
         }
-        // Each TP rank holds ffn/tp columns of every MLP, experts included (graph::layer).
-        let mut widths = vec![("ffn_hidden", model.ffn_hidden)];
+        // Each TP rank holds ffn/tp columns of every dense MLP, and ffn/etp of every expert
+        // (graph::layer).
+        let mut widths = vec![("ffn_hidden", model.ffn_hidden, self.tp)];
         if let Some(m) = &model.moe {
-            widths.push(("moe.expert_ffn_hidden", m.expert_ffn_hidden));
+            widths.push(("moe.expert_ffn_hidden", m.expert_ffn_hidden, self.etp()));
         }
-        for (field, ffn) in widths {
-            if ffn % self.tp != 0 {
+        for (field, ffn, split) in widths {
+            if ffn % split != 0 {
                 out.push(I::FfnNotDivisible {
                     field,
                     ffn,
-                    tp: self.tp,
+                    tp: split,
                 });
             }
         }
@@ -399,12 +426,26 @@ impl Plan {
                 window,
             });
         }
+        let (etp, stage_ranks) = (self.etp(), self.tp * self.cp * self.dp);
+        if etp != self.tp && (etp != 1 || model.moe.is_none()) {
+            out.push(I::ExpertTp {
+                etp,
+                tp: self.tp,
+                moe: model.moe.is_some(),
+            });
+        }
+        if etp == 1 && self.tp > 1 && self.framework != Framework::Megatron {
+            out.push(I::FrameworkEtp {
+                framework: self.framework.name(),
+            });
+        }
         match &model.moe {
-            Some(m) if m.experts % self.ep != 0 || (self.dp * self.cp) % self.ep != 0 => {
+            Some(m) if m.experts % self.ep != 0 || stage_ranks % (etp * self.ep) != 0 => {
                 out.push(I::ExpertsNotDivisible {
                     experts: m.experts,
                     ep: self.ep,
-                    dp_cp: self.dp * self.cp,
+                    etp,
+                    stage_ranks,
                 });
             }
             Some(_) => {}

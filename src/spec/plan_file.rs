@@ -58,6 +58,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         (need(r, "mbs"), need(r, "global_batch"), need(r, "seq_len"));
     let cp = r.opt_count("cp", MAX_SIZE).unwrap_or(1);
     let ep = r.opt_count("ep", MAX_SIZE).unwrap_or(1);
+    let etp = r.opt_count("etp", MAX_SIZE);
     let vpp = r.opt_count("vpp", MAX_SIZE).unwrap_or(1);
     let recompute = choice(r, "recompute", &Recompute::ALL.map(|x| (x.name(), x)));
     let zero = zero_stage(r);
@@ -88,6 +89,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         pp: pp?,
         cp,
         ep,
+        etp,
         vpp,
         mbs: mbs?,
         global_batch: global_batch?,
@@ -171,8 +173,15 @@ mod tests {
             ..p
         };
         assert_eq!(Plan::from_json("q.json", &q.to_json()).unwrap(), q);
-        // The reduction precision is written only when the plan sets one.
-        assert!(!q.to_json().contains("grad_reduce_dtype"));
+        // The reduction precision and the expert TP size are written only when set.
+        assert!(!q.to_json().contains("grad_reduce_dtype") && !q.to_json().contains("etp"));
+        assert_eq!(p.etp, None);
+        let e = Plan {
+            etp: Some(1),
+            ..q.clone()
+        };
+        assert!(e.to_json().contains(r#""etp": 1"#));
+        assert_eq!(Plan::from_json("e.json", &e.to_json()).unwrap(), e);
         let r = Plan {
             grad_reduce_dtype: Some(Dtype::Bf16),
             ..q

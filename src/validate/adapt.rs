@@ -482,6 +482,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         pp,
         cp,
         ep: p.ep.unwrap_or(1),
+        etp: None,
         vpp,
         mbs,
         global_batch: run.batch.global_batch,

@@ -863,6 +863,48 @@ fn suggest_rows_reprice_from_what_suggest_prints() {
     );
 }
 
+/// An MoE model's rows re-price too, whole experts (`etp` 1) among them: Grok-1 as NVIDIA's
+/// DGX Cloud recipe trains it, on 512 H100s (4 M-token batches, 512 sequences; the recipe
+/// runs 1024), where the search ranks whole-expert layouts
+/// first (their expert all-to-all stays inside a node) and finds the recipe's own (tp 4,
+/// pp 8, cp 2, ep 8, etp 1, vpp 8) among the top five.
+#[test]
+fn suggest_rows_with_whole_experts_reprice() {
+    let model = format!(
+        "{}/tests/data/models/grok1-dgxc.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let common = [
+        "--model",
+        model.as_str(),
+        "--cluster",
+        "h100-x1024",
+        "--gpus",
+        "512",
+    ];
+    reprice_suggested(&common, false);
+    let out = planner(
+        &[
+            &["suggest"],
+            &common[..],
+            &["--top", "5", "--format", "csv"],
+        ]
+        .concat(),
+    );
+    let text = stdout(&out);
+    // dp, tp, pp, cp, ep, etp, vpp, mbs of each ranked row.
+    let layouts: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').skip(1).take(8).collect())
+        .collect();
+    assert!(
+        layouts.contains(&vec!["8", "4", "8", "2", "8", "1", "8", "1"]),
+        "the recipe's layout in the top five:\n{text}"
+    );
+    assert_eq!(layouts[0][5], "1", "whole experts first:\n{text}");
+}
+
 fn reprice_suggested(common: &[&str], expect_folded: bool) {
     let out = planner(&[&["suggest"], common, &["--top", "10"]].concat());
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -906,6 +948,9 @@ fn reprice_suggested(common: &[&str], expect_folded: bool) {
         }
         if col(&row, "sp") == "yes" {
             args.push("--sequence-parallel".into());
+        }
+        if col(&row, "etp") != "-" {
+            args.extend(["--etp".into(), col(&row, "etp")]);
         }
         let (stages, recompute) = (col(&row, "stage_layers"), col(&row, "recompute_layers"));
         folded |= stages.contains('×') || recompute.contains('×');

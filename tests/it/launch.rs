@@ -79,6 +79,7 @@ fn sc21_rows() -> Vec<Row> {
                 pp: n("pp"),
                 cp: 1,
                 ep: 1,
+                etp: None,
                 vpp,
                 mbs: n("mbs"),
                 global_batch: n("gbs"),
@@ -165,6 +166,7 @@ fn llama70b_plan() -> Plan {
         pp: 4,
         cp: 2,
         ep: 1,
+        etp: None,
         vpp: 5,
         mbs: 1,
         global_batch: 64,
@@ -214,9 +216,18 @@ fn megatron_core_round_trip_over_every_feature() {
         grad_reduce_dtype: Some(Dtype::Bf16),
         ..base.clone()
     };
+    // Whole experts per rank, their EP ranks taken from the TP ranks too (ep 8 > dp 4):
+    // `--expert-tensor-parallel-size 1`.
+    let whole = Plan {
+        dp: 4,
+        ep: 8,
+        etp: Some(1),
+        ..moe.clone()
+    };
     for (model, plan, gpus) in [
         (&llama, &base, 256),
         (&mixtral, &moe, 16),
+        (&mixtral, &whole, 8),
         (&llama, &overlapped, 256),
     ] {
         let v = LaunchFormat::Megatron(MegatronVersion::Core);
@@ -258,6 +269,17 @@ fn megatron_core_round_trip_over_every_feature() {
     ] {
         assert!(text.contains(line), "{line} in\n{text}");
     }
+    let text = export(
+        &mixtral,
+        &whole,
+        LaunchFormat::Megatron(MegatronVersion::Core),
+    )
+    .unwrap()
+    .text;
+    assert!(
+        text.contains("--expert-tensor-parallel-size 1 \\"),
+        "{text}"
+    );
     // Megatron parses `--rotary-base` as an int: a fractional base cannot be written.
     let odd = ModelSpec {
         rope_theta: Some(12_345.5),

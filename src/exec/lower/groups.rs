@@ -69,16 +69,21 @@ impl Coords {
     fn key(&self, plan: &Plan, kind: GroupKind) -> Option<[u64; 4]> {
         let Coords { tp, cp, dp, pp } = *self;
         let last = plan.pp - 1;
-        // The expert layers' ranks fold CP into data parallelism (Megatron-Core's expert
-        // rank generator, order tp-ep-dp-pp with cp 1): EP groups are runs of `ep`
-        // consecutive indices over the dp·cp ranks, expert-DP groups share the residue.
-        let dp_cp = cp + plan.cp * dp;
+        // The expert layers lay a stage's tp·cp·dp ranks out again (Megatron-Core's expert
+        // rank generator, order tp-ep-dp-pp with the expert TP size etp and cp folded in):
+        // the stage-local index is (expert-TP index, EP index, expert-DP index), etp
+        // fastest. EP groups share the expert-TP and expert-DP indices, expert-DP groups the
+        // expert-TP and EP ones. At etp = tp this is EP as runs of `ep` over the dp·cp ranks.
+        let etp = plan.etp();
+        let local = tp + plan.tp * (cp + plan.cp * dp);
+        let (e_tp, rest) = (local % etp, local / etp);
+        let (e_ep, e_dp) = (rest % plan.ep, rest / plan.ep);
         Some(match kind {
             GroupKind::Tp => [cp, dp, pp, 0],
             GroupKind::Cp => [tp, dp, pp, 0],
-            GroupKind::Ep => [tp, pp, dp_cp / plan.ep, 0],
+            GroupKind::Ep => [e_tp, pp, e_dp, 0],
             GroupKind::Dp => [tp, pp, 0, 0],
-            GroupKind::ExpertDp => [tp, pp, dp_cp % plan.ep, 0],
+            GroupKind::ExpertDp => [e_tp, pp, e_ep, 0],
             GroupKind::Tied if pp == 0 || pp == last => [tp, cp, dp, 0],
             GroupKind::Tied => return None,
             GroupKind::Pp => [tp, cp, dp, 0],

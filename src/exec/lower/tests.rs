@@ -93,6 +93,28 @@ fn expert_groups_span_the_context_parallel_ranks() {
     assert!(of(GroupKind::ExpertDp).is_empty());
 }
 
+/// Whole experts per rank (etp 1) lay the stage's tp·cp·dp ranks out as ep × expert-dp,
+/// the TP ranks included: tp 2, dp 4, ep 4 makes EP groups of four adjacent ranks and pairs
+/// them across for the expert gradients; at etp = tp the same sizes stride EP by tp.
+#[test]
+fn whole_experts_take_adjacent_ranks_for_expert_parallelism() {
+    let mut p = Plan::new(4, 2, 1, 1, 8, 4096);
+    (p.ep, p.etp) = (4, Some(1));
+    let (groups, _) = make_groups(&p);
+    let of = |kind| members(&groups, kind);
+    assert_eq!(of(GroupKind::Ep), vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
+    assert_eq!(
+        of(GroupKind::ExpertDp),
+        vec![vec![0, 4], vec![1, 5], vec![2, 6], vec![3, 7]]
+    );
+    assert_eq!(p.expert_dp(), 2);
+    p.etp = None;
+    let (groups, _) = make_groups(&p);
+    let of = |kind| members(&groups, kind);
+    assert_eq!(of(GroupKind::Ep), vec![vec![0, 2, 4, 6], vec![1, 3, 5, 7]]);
+    assert!(of(GroupKind::ExpertDp).is_empty());
+}
+
 /// Runs every program with sends that never block, receives that wait for their message and
 /// collectives that wait for every member; returns the number of instructions run, or the
 /// ranks still waiting when nothing can move (a deadlock).
@@ -178,6 +200,31 @@ fn every_schedule_runs_to_the_end_with_every_message_received() {
     for p in cases {
         let (l, c) = lowered(&p);
         assert!(p.check(&small(), &c).is_empty(), "{}", p.short());
+        let total: usize = l.programs.iter().map(|x| x.instrs.len()).sum();
+        assert_eq!(run_abstract(&l), Ok(total), "{}", p.short());
+    }
+}
+
+/// Experts run to the end too, split over the TP ranks or whole (etp 1, whose EP group of
+/// four takes both TP ranks of two data-parallel replicas), with ZeRO-1 reducing the expert
+/// gradients over their own expert-DP groups.
+#[test]
+fn expert_layouts_run_to_the_end() {
+    let moe = ModelSpec::from_yaml(
+        "moe.yaml",
+        "name: moe\narch: llama\nlayers: 2\nhidden: 256\nheads: 4\nffn_hidden: 512\nvocab: 1024\nseq_len: 128\nmoe: {experts: 4, top_k: 2}\n",
+    )
+    .unwrap();
+    let c = load_cluster("a100x8").unwrap().with_gpus(8).unwrap();
+    let m = Machine {
+        cluster: &c,
+        profile: None,
+    };
+    for (ep, etp) in [(2, None), (4, Some(1))] {
+        let mut p = Plan::new(4, 2, 1, 1, 8, 128);
+        (p.ep, p.etp, p.sequence_parallel, p.zero) = (ep, etp, true, 1);
+        assert!(p.check(&moe, &c).is_empty(), "{:?}", p.check(&moe, &c));
+        let l = lower(&moe, &p, &m).unwrap();
         let total: usize = l.programs.iter().map(|x| x.instrs.len()).sum();
         assert_eq!(run_abstract(&l), Ok(total), "{}", p.short());
     }

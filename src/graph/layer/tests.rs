@@ -15,6 +15,7 @@ fn shard(tp: u64, sp: bool, attention: AttentionImpl) -> Shard {
         sp,
         cp: 1,
         ep: 1,
+        etp: tp,
         attention,
         dtype: Dtype::Fp16,
         tp_overlap: crate::spec::TpOverlap::Backward,
@@ -115,6 +116,7 @@ fn moe_layer_params_match_spec() {
         sp: false,
         cp: 1,
         ep: 1,
+        etp: 1,
         attention: AttentionImpl::Flash,
         dtype: Dtype::Bf16,
         tp_overlap: crate::spec::TpOverlap::Backward,
@@ -158,6 +160,7 @@ fn moe_routes_the_sequence_parallel_shard_and_gathers_routed_tokens() {
         sp: true,
         cp: 1,
         ep: 4,
+        etp: 4,
         attention: AttentionImpl::Flash,
         dtype: Dtype::Bf16,
         tp_overlap: crate::spec::TpOverlap::Backward,
@@ -196,4 +199,56 @@ fn moe_routes_the_sequence_parallel_shard_and_gathers_routed_tokens() {
         [.., Kernel::Gemm { batch, m, .. }] => assert_eq!((*batch, *m), (2, 4096)),
         k => panic!("{k:?}"),
     }
+}
+
+/// Whole experts on each rank (etp 1, Mixtral, tp 4 with SP, ep 4, b·s = 4096): the rank
+/// routes its own 1024 tokens' 2 × 1024 copies (dispatch 2048 × 4096 × 2 B = 16,777,216 B, as
+/// with experts split over TP), gathers nothing over the TP ranks, and its 8 / 4 = 2 experts
+/// compute the 2048 routed tokens, 1024 each, at full width: fc1 n = 2 × 14336 = 28672 (the
+/// split layout's 4096-token GEMMs at 7168 wide do the same 2·1024·28672·4096 FLOPs per
+/// expert). Each rank holds its two experts whole: 2 × 3 × 4096 × 14336 = 352,321,536
+/// parameters, four times the split layout's.
+#[test]
+fn whole_experts_gather_nothing_and_compute_their_own_routed_tokens() {
+    let m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let split = Shard {
+        b: 1,
+        s: 4096,
+        tp: 4,
+        sp: true,
+        cp: 1,
+        ep: 4,
+        etp: 4,
+        attention: AttentionImpl::Flash,
+        dtype: Dtype::Bf16,
+        tp_overlap: crate::spec::TpOverlap::Backward,
+        framework: crate::spec::Framework::Megatron,
+    };
+    let whole = Shard { etp: 1, ..split };
+    let g = transformer_layer(&m, &whole, true);
+    assert!(g.op("expert_tp_gather").is_none() && g.op("expert_tp_scatter").is_none());
+    let dispatch: f64 = g
+        .op("dispatch")
+        .unwrap()
+        .fwd
+        .iter()
+        .map(|k| match k {
+            Kernel::Comm { bytes, .. } => *bytes,
+            _ => 0.0,
+        })
+        .sum();
+    assert_eq!(dispatch, 16_777_216.0);
+    match &g.op("expert_fc1").unwrap().fwd[..] {
+        [.., Kernel::Gemm { batch, m, n, k }] => {
+            assert_eq!((*batch, *m, *n, *k), (2, 1024, 28672, 4096))
+        }
+        k => panic!("{k:?}"),
+    }
+    let experts =
+        |g: &OpGraph| g.op("expert_fc1").unwrap().params + g.op("expert_fc2").unwrap().params;
+    let s = transformer_layer(&m, &split, true);
+    assert_eq!(experts(&g), 352_321_536.0);
+    assert_eq!(experts(&g), 4.0 * experts(&s));
+    let flops = |g: &OpGraph| g.op("expert_fc1").unwrap().fwd_flops();
+    assert_eq!(flops(&g), flops(&s));
 }

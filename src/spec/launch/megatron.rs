@@ -113,6 +113,13 @@ fn parallel(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Me
             new(c, "ep", "expert parallelism (2023)");
         }
     }
+    if plan.etp() != plan.tp {
+        if core {
+            arg(a, "--expert-tensor-parallel-size", plan.etp());
+        } else {
+            new(c, "etp", "expert tensor parallelism (2024)");
+        }
+    }
     tp_overlap(c, a, plan, v);
     arg(a, "--micro-batch-size", plan.mbs);
     arg(a, "--global-batch-size", plan.global_batch);

@@ -79,7 +79,7 @@ fn plan(
     v: MegatronVersion,
     c: &mut Collect,
 ) -> Option<Plan> {
-    let (tp, pp, cp, ep) = sizes(a, c);
+    let (tp, pp, cp, ep, etp) = sizes(a, c);
     consistent(a, c);
     let vpp = vpp(a, c, model.layers, pp);
     let dp = data_parallel(a, c, n_gpus, tp.saturating_mul(pp).saturating_mul(cp));
@@ -105,6 +105,7 @@ fn plan(
         .unwrap_or_else(|| vec![model.layers / pp.max(1); pp.min(model.layers) as usize]);
     let (recompute, recompute_layers) = recompute(a, c, &counts, vpp);
     Some(Plan {
+        etp,
         dp,
         tp,
         pp,
@@ -190,22 +191,23 @@ fn consistent(a: &ArgMap, c: &mut Collect) {
     }
 }
 
-/// tp, pp, cp and ep (1 when absent); experts split over the TP ranks.
-fn sizes(a: &ArgMap, c: &mut Collect) -> (u64, u64, u64, u64) {
+/// tp, pp, cp and ep (1 when absent), and the expert TP size where it differs from tp.
+fn sizes(a: &ArgMap, c: &mut Collect) -> (u64, u64, u64, u64, Option<u64>) {
     let tp = num(a, c, "--tensor-model-parallel-size")
         .or_else(|| num(a, c, "--model-parallel-size"))
         .unwrap_or(1);
     let pp = num(a, c, "--pipeline-model-parallel-size").unwrap_or(1);
     let cp = num(a, c, "--context-parallel-size").unwrap_or(1);
     let ep = num(a, c, "--expert-model-parallel-size").unwrap_or(1);
-    if let Some(etp) = num(a, c, "--expert-tensor-parallel-size").filter(|e| *e != tp) {
+    let etp = num(a, c, "--expert-tensor-parallel-size").filter(|e| *e != tp);
+    if let Some(etp) = etp.filter(|e| *e != 1) {
         c.refuse(
             "--expert-tensor-parallel-size",
-            format!("{etp} differs from tp={tp}: planner splits experts over the TP ranks"),
-            "remove it (Megatron then uses tp)",
+            format!("{etp} with tp={tp}: planner splits experts over all the TP ranks or none"),
+            "use 1, or remove it (Megatron then uses tp)",
         );
     }
-    (tp, pp, cp, ep)
+    (tp, pp, cp, ep, etp)
 }
 
 /// dp = WORLD_SIZE / (tp·pp·cp), WORLD_SIZE being the GPUs priced; a torchrun prefix that

@@ -95,18 +95,30 @@ fn rope_theta_is_read_checked_and_written() {
     let m = ModelSpec::from_yaml("l.yaml", &format!("{yaml}rope_theta: 500000\n")).unwrap();
     assert_eq!(m.rope_theta, Some(500_000.0));
     assert!(m.to_yaml(&[]).contains("rope_theta: 500000\n"));
-    assert_eq!(ModelSpec::from_yaml("l.yaml", yaml).unwrap().rope_theta, None);
+    assert_eq!(
+        ModelSpec::from_yaml("l.yaml", yaml).unwrap().rope_theta,
+        None
+    );
     for bad in ["0", "1", "-5", "1e20", "x"] {
         let e = ModelSpec::from_yaml("l.yaml", &format!("{yaml}rope_theta: {bad}\n"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`rope_theta`: expected a number above 1"), "{bad}: {e}");
+        assert!(
+            e.contains("`rope_theta`: expected a number above 1"),
+            "{bad}: {e}"
+        );
     }
     let gpt = "name: g\narch: gpt\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 32\nrope_theta: 10000\n";
     let e = ModelSpec::from_yaml("g.yaml", gpt).unwrap_err().to_string();
-    assert!(e.contains("the model has learned positions, not rotary"), "{e}");
+    assert!(
+        e.contains("the model has learned positions, not rotary"),
+        "{e}"
+    );
     let neox = format!("{gpt}positions: rotary\n");
-    assert_eq!(ModelSpec::from_yaml("g.yaml", &neox).unwrap().rope_theta, Some(1e4));
+    assert_eq!(
+        ModelSpec::from_yaml("g.yaml", &neox).unwrap().rope_theta,
+        Some(1e4)
+    );
 }
 
 /// `pooler` is BERT's: `pooler: false` drops it (h² + h fewer parameters for bert-large,

@@ -193,6 +193,50 @@ fn expert_parallelism_rules_follow_the_frameworks() {
     (p.dp, p.tp, p.sequence_parallel) = (4, 2, true);
     p.ep = 8;
     assert_eq!(fields(&p), ["ep"], "ep 8 over dp·cp = 4");
+    // Whole experts (etp 1) take their EP ranks from all tp·cp·dp = 8 of the stage.
+    p.etp = Some(1);
+    assert!(fields(&p).is_empty(), "{:?}", p.check(&m, &cluster));
+    assert_eq!(
+        p.short(),
+        "dp=4 tp=2 pp=1 ep=8 etp=1 mbs=1 rc=none zero1 sp"
+    );
+    // Only 1 or tp; only on a model with experts; only where Megatron prices it.
+    (p.dp, p.tp, p.ep, p.etp) = (2, 4, 4, Some(2));
+    let why = p.check(&m, &cluster);
+    assert_eq!(fields(&p), ["etp"], "{why:?}");
+    assert!(
+        why[0].to_string().contains("use --etp 1 or --etp 4"),
+        "{}",
+        why[0]
+    );
+    (p.etp, p.framework, p.zero) = (Some(1), Framework::Torchtitan, 0);
+    assert_eq!(fields(&p), ["etp", "ep"]);
+    let dense = crate::spec::load_model("llama3-8b").unwrap();
+    (p.framework, p.ep) = (Framework::Megatron, 1);
+    let why = p.check(&dense, &cluster);
+    assert!(
+        why.iter()
+            .any(|i| i.to_string().contains("etp=1 on a model without experts")),
+        "{why:?}"
+    );
+    // A zero etp is a zero size, not a division by zero.
+    p.etp = Some(0);
+    assert_eq!(p.check(&m, &cluster), [Infeasible::Zero]);
+}
+
+/// Whole experts need no TP split of the expert width: 14335 (odd) runs at tp 2 with etp 1.
+#[test]
+fn whole_experts_need_no_tp_split_of_their_width() {
+    let mut m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    m.moe.as_mut().unwrap().expert_ffn_hidden = 14335;
+    let cluster = crate::spec::load_cluster("h100x8").unwrap();
+    let mut plan = Plan::new(4, 2, 1, 1, 64, 4096);
+    (plan.sequence_parallel, plan.etp) = (true, Some(1));
+    assert!(
+        plan.check(&m, &cluster).is_empty(),
+        "{:?}",
+        plan.check(&m, &cluster)
+    );
 }
 
 /// A partition or recomputation list that does not fit is refused naming its own flag and
