@@ -73,6 +73,13 @@ pub struct RunModel {
     /// untied for Llama, as their reference implementations do.
     #[serde(default)]
     pub tied_embeddings: Option<bool>,
+    /// Routed experts of every layer (a mixture of experts), with `top_k`; `ffn_hidden` is
+    /// then each expert's width.
+    #[serde(default)]
+    pub experts: Option<u64>,
+    /// Experts each token is routed to.
+    #[serde(default)]
+    pub top_k: Option<u64>,
 }
 
 /// Hardware of a run.
@@ -118,6 +125,10 @@ pub struct RunParallel {
     /// Expert parallelism.
     #[serde(default)]
     pub ep: Option<u64>,
+    /// Expert tensor parallelism (Megatron-Core `--expert-tensor-parallel-size`); unset: tp,
+    /// Megatron's default (and the only layout before Megatron-Core 0.10).
+    #[serde(default)]
+    pub etp: Option<u64>,
     /// Virtual pipeline stages.
     #[serde(default)]
     pub virtual_stages: Option<u64>,

@@ -5,8 +5,8 @@
 
 use crate::spec::runs::{RunRecord, ZeroField};
 use crate::spec::{
-    self, Arch, AttentionImpl, ClusterSpec, Framework, InterNode, ModelSpec, Plan, Positions,
-    Recompute, Schedule, SpecError, TpOverlap,
+    self, Arch, AttentionImpl, ClusterSpec, Framework, InterNode, ModelSpec, MoeSpec, Plan,
+    Positions, Recompute, Schedule, SpecError, TpOverlap,
 };
 use crate::units::Dtype;
 
@@ -364,7 +364,20 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         seq_len: m.seq_len,
         tied_embeddings: m.tied_embeddings.unwrap_or(!llama),
         dropout,
-        moe: None,
+        moe: match (m.experts, m.top_k) {
+            (None, None) => None,
+            (Some(experts), Some(top_k)) => Some(MoeSpec {
+                experts,
+                top_k,
+                every: 1,
+                expert_ffn_hidden: m.ffn_hidden.unwrap_or(4 * m.hidden),
+            }),
+            _ => {
+                return Err(
+                    "model.experts and model.top_k: a mixture of experts needs both".into(),
+                );
+            }
+        },
         attention_window: None,
         // No cost depends on the rotary base; validation writes no launch.
         rope_theta: None,
@@ -482,7 +495,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         pp,
         cp,
         ep: p.ep.unwrap_or(1),
-        etp: None,
+        etp: p.etp,
         vpp,
         mbs,
         global_batch: run.batch.global_batch,
