@@ -271,8 +271,9 @@ pub fn stage_memory(
         })
         .fold(0.0, f64::max);
     // Per token of the micro-batch: the MLP's hidden width on this rank, which in an MoE
-    // layer holds top_k routed copies of every token at the expert's width (the expert-TP
-    // group gathers the routed tokens, `graph::layer::moe_mlp`).
+    // layer holds top_k routed copies of every token at the expert's width over tp (the
+    // expert-TP group gathers the routed tokens for shards f/tp wide, `graph::layer::moe_mlp`;
+    // whole experts, etp 1, take a tp-th of them at full width: the same bytes).
     let mlp_width = |i: u64| match &model.moe {
         Some(m) if model.is_moe_layer(i) => m.top_k * m.expert_ffn_hidden / plan.tp,
         _ => model.ffn_hidden / plan.tp,

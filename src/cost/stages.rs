@@ -166,7 +166,8 @@ struct Ctx<'a> {
     m: &'a Machine<'a>,
     pg: &'a PricedGraphs,
     place: Placement,
-    /// Expert-parallel ranks' gradient-reduction group: DP×CP ranks / ep.
+    /// Expert-parallel ranks' gradient-reduction group: the expert-DP ranks,
+    /// tp·cp·dp / (etp·ep) (`Placement::edp`).
     ep_group: GroupShape,
     /// First and last stage all-reduce the tied embedding's gradient.
     tied_s: f64,

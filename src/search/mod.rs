@@ -163,11 +163,13 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                 let local = space.global_batch / dp;
                 // Experts split over the TP ranks (Megatron's default, ep out of dp·cp) or
                 // whole on each rank (etp 1, ep out of all the stage's tp·cp·dp ranks).
-                let etps: &[Option<u64>] = if model.moe.is_some() && tp > 1 {
-                    &[None, Some(1)]
-                } else {
-                    &[None]
-                };
+                // Only Megatron-LM is priced with whole experts (`Infeasible::FrameworkEtp`).
+                let etps: &[Option<u64>] =
+                    if model.moe.is_some() && tp > 1 && space.framework == Framework::Megatron {
+                        &[None, Some(1)]
+                    } else {
+                        &[None]
+                    };
                 let expert_layouts = etps.iter().flat_map(|&etp| {
                     let per_expert_shard = tp / etp.unwrap_or(tp);
                     divisors(dp * cp * per_expert_shard)
@@ -423,6 +425,25 @@ fn pareto_front(sorted: &[Estimate]) -> Vec<Estimate> {
 mod tests {
     use super::*;
     use crate::spec::{load_cluster, load_model};
+
+    /// Whole experts (etp 1) are enumerated where Megatron-LM runs them, their EP ranks
+    /// drawn from all tp·cp·dp ranks of a stage (ep 8 with tp 4 on 8 GPUs, dp 2), and not
+    /// for torchtitan, which refuses them: its search had rejected half its plans so.
+    #[test]
+    fn whole_experts_are_enumerated_for_megatron_only() {
+        let m = load_model("mixtral-8x7b").unwrap();
+        let c = load_cluster("h100x8").unwrap();
+        let space = Space::new(64, 4096);
+        let plans = enumerate(&m, &c, &space);
+        assert!(
+            plans
+                .iter()
+                .any(|p| (p.tp, p.ep, p.etp) == (4, 8, Some(1)) && p.dp == 2)
+        );
+        assert!(plans.iter().all(|p| p.etp.is_none() || p.tp > 1));
+        let tt = enumerate(&m, &c, &space.clone().for_framework(Framework::Torchtitan));
+        assert!(tt.iter().all(|p| p.etp.is_none()));
+    }
 
     #[test]
     fn search_ranks_fitting_plans_and_tallies_the_rest() {

@@ -117,7 +117,7 @@ pub enum Infeasible {
         /// The window.
         window: u64,
     },
-    /// ep does not divide the experts or the data-parallel ranks.
+    /// ep does not divide the experts, or etp·ep the ranks of a pipeline stage.
     ExpertsNotDivisible {
         /// Experts.
         experts: u64,

@@ -191,10 +191,15 @@ fn check_sizes(run: &RunRecord) -> Result<(), String> {
         ("parallel.dp", p.dp),
         ("parallel.cp", p.cp),
         ("parallel.ep", p.ep),
+        ("parallel.etp", p.etp),
         ("parallel.virtual_stages", p.virtual_stages),
     ] {
         sizes.push((name, v, MAX_RUN_GPUS));
     }
+    // A mixture of experts needs at least one expert and one per token (0 had panicked in the
+    // graph, dividing the routed tokens among no local experts).
+    sizes.push(("model.experts", run.model.experts, 1 << 16));
+    sizes.push(("model.top_k", run.model.top_k, 1 << 16));
     for (name, v, max) in sizes {
         match v {
             Some(0) => {

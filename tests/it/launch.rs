@@ -1429,3 +1429,35 @@ fn megatron_distributed_optimizer_without_param_gather_is_warned() {
         "--use-distributed-optimizer --overlap-grad-reduce --overlap-param-gather"
     ));
 }
+
+/// `--expert-tensor-parallel-size` on a dense model changes nothing in Megatron (its
+/// arguments only default it): read with a warning, not refused. With the `alltoall_seq`
+/// dispatcher and an expert TP size unlike tp, Megatron-Core's `TransformerConfig` raises:
+/// refused.
+#[test]
+fn megatron_expert_tp_argument_is_read_as_megatron_reads_it() {
+    let dense = load_model("llama3-8b").unwrap();
+    let args = "--tensor-model-parallel-size 2 --expert-tensor-parallel-size 1 \
+                --micro-batch-size 1 --global-batch-size 8 --seq-length 8192 --bf16";
+    let parsed = from_megatron(args, &dense, 8).unwrap();
+    assert_eq!(parsed.plan.etp, None);
+    assert!(
+        parsed
+            .warnings
+            .iter()
+            .any(|w| w.contains("the model has no experts; ignored")),
+        "{:?}",
+        parsed.warnings
+    );
+    let mixtral = load_model("mixtral-8x7b").unwrap();
+    let moe = "--tensor-model-parallel-size 2 --sequence-parallel --expert-model-parallel-size 8 \
+               --expert-tensor-parallel-size 1 --micro-batch-size 1 --global-batch-size 8 \
+               --seq-length 4096 --bf16";
+    assert_eq!(from_megatron(moe, &mixtral, 8).unwrap().plan.etp, Some(1));
+    let seq = format!("{moe} --moe-token-dispatcher-type alltoall_seq");
+    let e = from_megatron(&seq, &mixtral, 8).unwrap_err().to_string();
+    assert!(
+        e.contains("alltoall_seq with --expert-tensor-parallel-size"),
+        "{e}"
+    );
+}

@@ -264,6 +264,66 @@ fn no_row_is_silently_dropped() {
 /// still predicted, and nothing panics (before, tp: 0 or tp·pp·cp above the GPU count divided
 /// by zero, and a run whose searched knobs never checked was priced unchecked).
 #[test]
+fn moe_rows_name_their_bad_expert_fields() {
+    // (id, experts, top_k, etp): zero experts had panicked dividing the routed tokens.
+    let rows = [
+        ("experts-zero", "0", "0", "null"),
+        ("etp-zero", "8", "2", "0"),
+        ("top-k-missing", "8", "null", "null"),
+        ("sound", "8", "2", "1"),
+    ];
+    let mut yaml = String::new();
+    for (id, experts, top_k, etp) in rows {
+        yaml += &format!(
+            "- id: {id}
+  group: nemo-user
+  model: {{name: tiny-moe, layers: 4, hidden: 512, heads: 8, kv_heads: 8, ffn_hidden: 1024, vocab: 32000, seq_len: 1024, experts: {experts}, top_k: {top_k}}}
+  hardware: {{gpu: H100-SXM-80GB, count: 8, gpus_per_node: 8}}
+  parallel: {{tp: 2, pp: 1, cp: 1, ep: 8, etp: {etp}, sequence_parallel: true, recompute: none, virtual_stages: 1}}
+  batch: {{micro_batch: 1, global_batch: 64}}
+  precision: bf16
+  measured: {{iteration_time_s: 1.0}}
+"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("planner-moe-runs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let o = crate::cli::planner(&[
+        "validate",
+        "--runs",
+        path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let err = crate::cli::stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&crate::cli::stdout(&o)).unwrap();
+    let skipped = |id: &str| {
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap()["skipped"]
+            .as_str()
+            .map(str::to_string)
+    };
+    for (id, needle) in [
+        ("experts-zero", "model.experts is 0"),
+        ("etp-zero", "parallel.etp is 0"),
+        ("top-k-missing", "model.experts and model.top_k"),
+    ] {
+        let why = skipped(id).unwrap_or_else(|| panic!("{id} was predicted"));
+        assert!(why.contains(needle), "{id}: `{needle}` not in `{why}`");
+    }
+    // Whole experts, their EP group of 8 taken from all 8 ranks (dp 4 · tp 2).
+    assert_eq!(skipped("sound"), None, "{}", report["rows"]);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn malformed_sizes_in_a_runs_file_are_skipped_rows_not_panics() {
     // (id, layers, heads, count, gpus_per_node, tp, pp, dp, micro_batch, global_batch)
     type Row<'a> = (

@@ -14,7 +14,7 @@ pub enum GroupKind {
     Tp,
     /// Context-parallel ranks.
     Cp,
-    /// Expert-parallel ranks (carved out of the data × context parallel ones).
+    /// Expert-parallel ranks: `ep` of a stage's tp·cp·dp ranks, `etp` apart.
     Ep,
     /// Gradient reduction of dense parameters: data × context parallel ranks.
     Dp,

@@ -80,6 +80,26 @@ fn plan(
     c: &mut Collect,
 ) -> Option<Plan> {
     let (tp, pp, cp, ep, etp) = sizes(a, c);
+    // Megatron takes the flag on a dense model too (arguments.py only defaults it); it
+    // changes nothing there.
+    let etp = etp.filter(|e| {
+        let dense = model.moe.is_none();
+        if dense {
+            c.warn(format!(
+                "--expert-tensor-parallel-size {e}: the model has no experts; ignored"
+            ));
+        }
+        !dense
+    });
+    if etp.is_some() && a.get("--moe-token-dispatcher-type") == Some("alltoall_seq") {
+        c.refuse(
+            "--moe-token-dispatcher-type",
+            "alltoall_seq with --expert-tensor-parallel-size unlike tp: Megatron-Core refuses \
+             it (\"alltoall_seq dispatcher not support different TP size for MoE and Dense \
+             layer\", TransformerConfig)",
+            "use --moe-token-dispatcher-type alltoall",
+        );
+    }
     consistent(a, c);
     let vpp = vpp(a, c, model.layers, pp);
     let dp = data_parallel(a, c, n_gpus, tp.saturating_mul(pp).saturating_mul(cp));
