@@ -4,13 +4,14 @@ use crate::spec::{Framework, ModelSpec, Recompute};
 
 /// Forward FLOPs of one sequence of `s` tokens through the whole model, counting the full s×s
 /// attention (no causal halving), as Megatron-LM's `num_floating_point_operations` and the
-/// SC'21 paper do: per layer QKV 2sh(h + 2h_kv), scores and context 4s²h, projection 2sh², MLP
-/// 2shf·(2 or 3), MoE router 2shE and top_k experts; plus the LM head 2shV.
+/// SC'21 paper do: per layer QKV 2sh(q + 2h_kv), scores and context 4s²q, projection 2sqh
+/// (q = a·d, which is h unless the head size is set apart), MLP 2shf·(2 or 3), MoE router
+/// 2shE and top_k experts; plus the LM head 2shV.
 pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
     let (s, h) = (s as f64, model.hidden as f64);
-    let kv = model.kv_hidden() as f64;
+    let (q, kv) = (model.q_hidden() as f64, model.kv_hidden() as f64);
     let mats = if model.arch.gated_mlp() { 3.0 } else { 2.0 };
-    let attn = 2.0 * s * h * (h + 2.0 * kv) + 4.0 * s * s * h + 2.0 * s * h * h;
+    let attn = 2.0 * s * h * (q + 2.0 * kv) + 4.0 * s * s * q + 2.0 * s * q * h;
     let dense_mlp = 2.0 * s * h * model.ffn_hidden as f64 * mats;
     let moe_mlp = model.moe.as_ref().map_or(0.0, |m| {
         2.0 * s * h * m.experts as f64
@@ -37,8 +38,9 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
 /// grouped expert GEMMs (not `aten.mm`); never SDPA.
 pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Framework) -> f64 {
     let (s, h) = (s as f64, model.hidden as f64);
+    let q = model.q_hidden() as f64;
     if !fw.op_level_selective() {
-        return 4.0 * s * s * h * model.layers as f64;
+        return 4.0 * s * s * q * model.layers as f64;
     }
     let kv = model.kv_hidden() as f64;
     let f = model.ffn_hidden as f64;
@@ -50,10 +52,10 @@ pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Fra
         !model.arch.biases(),
     );
     let attn = [
-        (2.0 * h * h, qkv_mm),
+        (2.0 * h * q, qkv_mm),
         (2.0 * h * kv, qkv_mm),
         (2.0 * h * kv, qkv_mm),
-        (2.0 * h * h, mm),
+        (2.0 * q * h, mm),
     ];
     let mlp: Vec<(f64, bool)> = if gated {
         vec![(2.0 * h * f, mm), (2.0 * h * f, mm), (2.0 * f * h, mm)]

@@ -16,14 +16,21 @@ use crate::spec::{Arch, AttentionImpl, ModelSpec, Positions};
 /// element forward (2+4, 4+4, 4, 4+4, 4+2, 2+2) and about 66 backward through autograd, and
 /// keeps the fp32 upcast (4 bytes) and the normalised 16-bit output (2) for backward.
 pub(super) fn norm(name: &'static str, model: &ModelSpec, sh: &Shard, tokens: u64) -> Op {
-    let e = sh.dtype.bytes();
     let n = (tokens * model.hidden) as f64;
+    let params = model.arch.norm_params_per_hidden() * model.hidden as f64;
+    norm_over(name, model, sh, n, params)
+}
+
+/// A norm over `n` elements with `params` weights: fused, or torchtitan's eager RMSNorm
+/// (fp32 upcast, 6 bytes per element kept).
+fn norm_over(name: &'static str, model: &ModelSpec, sh: &Shard, n: f64, params: f64) -> Op {
+    let e = sh.dtype.bytes();
     let mut op = if sh.framework.fused_kernels() || model.arch != Arch::Llama {
         Op::reduction(name, 2.0 * e * n, 3.0 * e * n, e * n)
     } else {
         Op::reduction(name, 36.0 * n, 66.0 * n, 6.0 * n)
     };
-    op.params = model.arch.norm_params_per_hidden() * model.hidden as f64;
+    op.params = params;
     op
 }
 
@@ -61,7 +68,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let heads = model.heads / t;
     let (s_q, s_kv) = (sh.s / sh.cp, sh.s);
     let tokens = sh.tokens() as f64;
-    let q = tokens * (model.hidden / t) as f64 * e;
+    let q = tokens * (model.q_hidden() / t) as f64 * e;
     let kv = tokens * (model.kv_hidden() / t) as f64 * e;
     let bh = sh.b * heads;
     let causal = model.arch.causal();
@@ -340,11 +347,13 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
 pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
     let e = sh.dtype.bytes();
     let (h, t) = (model.hidden, sh.tp);
+    // The query (and attention output) width: h, or a·d where the head size is set apart.
+    let q_w = model.q_hidden();
     let bias = model.arch.biases();
-    let qkv_n = (h + 2 * model.kv_hidden()) / t;
+    let qkv_n = (q_w + 2 * model.kv_hidden()) / t;
     let qkv_bias = if model.qkv_bias { qkv_n as f64 } else { 0.0 };
     let qkv_params = (h * qkv_n) as f64 + qkv_bias;
-    let proj_params = (h / t * h) as f64 + if bias { h as f64 } else { 0.0 };
+    let proj_params = (q_w / t * h) as f64 + if bias { h as f64 } else { 0.0 };
 
     let tokens = sh.tokens() as f64;
     let qkv = column_linear("qkv", sh, (qkv_n, h), qkv_params, true);
@@ -355,17 +364,29 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
         tokens * qkv_n as f64,
         true,
     )];
+    // Q and K of this rank's heads, which QK-norm and the rotary embedding rewrite.
+    let qk = sh.tokens() as f64 * ((q_w + model.kv_hidden()) / t) as f64;
+    if model.qk_norm {
+        // One RMSNorm per query and key head (Qwen3 `q_norm`, `k_norm`), keeping its input
+        // for the backward; its two d-wide weights are replicated on every TP rank.
+        attn.push(norm_over(
+            "qk_norm",
+            model,
+            sh,
+            qk,
+            2.0 * model.head_dim() as f64,
+        ));
+    }
     if model.positions == Positions::Rotary {
         // Rotary embedding rewrites Q and K in place (Su et al. 2021); linear, nothing saved.
-        let qk = sh.tokens() as f64 * ((h + model.kv_hidden()) / t) as f64;
         attn.push(rope(sh, qk));
     }
     attn.extend(attention_core(model, sh));
-    let proj = row_linear("proj", sh, h, h / t, proj_params);
+    let proj = row_linear("proj", sh, h, q_w / t, proj_params);
     attn.push(fp8_casts(
         proj,
         sh,
-        tokens * (h / t) as f64,
+        tokens * (q_w / t) as f64,
         tokens * h as f64,
         false,
     ));

@@ -19,7 +19,7 @@ fn matmul_widths(name: &str, model: &ModelSpec, sh: &Shard) -> Vec<u64> {
     match name {
         "qkv" if biased || model.qkv_bias => Vec::new(),
         "proj" | "fc1" | "fc2" if biased => Vec::new(),
-        "qkv" => vec![h / t, kv, kv],
+        "qkv" => vec![model.q_hidden() / t, kv, kv],
         "fc1" if model.arch.gated_mlp() => vec![model.ffn_hidden / t; 2],
         "fc1" => vec![model.ffn_hidden / t],
         "proj" | "fc2" => vec![h],
@@ -67,7 +67,7 @@ pub(super) fn op_level_selective(ops: &mut [Op], model: &ModelSpec, sh: &Shard) 
                 }
                 Kernel::Attention { .. } => {
                     // SDPA keeps its output and log-sum-exp.
-                    saved += (sh.tokens() * model.hidden / sh.tp) as f64 * e
+                    saved += (sh.tokens() * model.q_hidden() / sh.tp) as f64 * e
                         + (sh.b * (model.heads / sh.tp) * (sh.s / sh.cp)) as f64 * 4.0;
                 }
                 Kernel::Comm {

@@ -24,7 +24,8 @@ mod fields;
 
 use super::error::SpecError;
 use super::model::{
-    Arch, MAX_HIDDEN, MAX_LAYERS, MAX_ROPE_THETA, MAX_SEQ, MAX_VOCAB, ModelSpec, MoeSpec, Positions,
+    Arch, MAX_HEAD_DIM, MAX_HIDDEN, MAX_LAYERS, MAX_ROPE_THETA, MAX_SEQ, MAX_VOCAB, ModelSpec,
+    MoeSpec, Positions,
 };
 pub use family::Family;
 use family::family;
@@ -107,6 +108,8 @@ fn template(fam: Family) -> Template {
         Family::Llama | Family::Mistral | Family::Mixtral =>
             (A::Llama, P::Rotary, false, false, &["attention_dropout"], 0.0),
         Family::Qwen2 => (A::Llama, P::Rotary, false, true, &["attention_dropout"], 0.0),
+        Family::Qwen3 | Family::Qwen3Moe =>
+            (A::Llama, P::Rotary, false, false, &["attention_dropout"], 0.0),
         Family::Gpt2 =>
             (A::Gpt, P::Learned, true, true, &["resid_pdrop", "embd_pdrop", "attn_pdrop"], 0.1),
         Family::GptNeox =>
@@ -139,7 +142,12 @@ fn build(
     // attention has a key/value head per query head whatever the config says.
     let gqa = matches!(
         fam,
-        Family::Llama | Family::Mistral | Family::Mixtral | Family::Qwen2
+        Family::Llama
+            | Family::Mistral
+            | Family::Mixtral
+            | Family::Qwen2
+            | Family::Qwen3
+            | Family::Qwen3Moe
     );
     let kv_heads = if gqa {
         f.count(&["num_key_value_heads"], MAX_HIDDEN)
@@ -168,15 +176,19 @@ fn build(
     }
     let window = sliding_window(f, fam);
     let seq_len = seq_len(f, positions, window, opts, notes);
-    let moe = if fam == Family::Mixtral {
-        let experts = f.need(&["num_local_experts"], 1 << 16);
-        let top_k = f.need(&["num_experts_per_tok"], 1 << 16);
-        Some((experts?, top_k?))
-    } else {
-        None
+    let moe = match fam {
+        Family::Mixtral => {
+            let experts = f.need(&["num_local_experts"], 1 << 16);
+            let top_k = f.need(&["num_experts_per_tok"], 1 << 16);
+            Some((experts?, top_k?, 1, None))
+        }
+        Family::Qwen3Moe => qwen3_moe(f),
+        _ => None,
     };
+    let head_size = head_size(f, fam, hidden.zip(heads));
+    let qk_norm = matches!(fam, Family::Qwen3 | Family::Qwen3Moe);
     let rope_theta = rope_theta(f, fam, notes);
-    family_checks(f, fam, hidden.zip(heads), notes);
+    family_checks(f, fam, notes);
     // Only `BertForPreTraining` builds the pooler (with the next-sentence head, 2h + 2
     // parameters, not modelled); `BertForMaskedLM` passes `add_pooling_layer=False`. A
     // config naming no class is priced as the masked-LM class the Hub's BERT configs name.
@@ -195,6 +207,8 @@ fn build(
         hidden,
         heads,
         kv_heads: kv_heads.unwrap_or(heads),
+        head_size,
+        qk_norm,
         ffn_hidden,
         vocab: vocab?,
         seq_len: seq_len?,
@@ -202,11 +216,11 @@ fn build(
         qkv_bias,
         positions,
         dropout,
-        moe: moe.map(|(experts, top_k)| MoeSpec {
+        moe: moe.map(|(experts, top_k, every, expert_ffn)| MoeSpec {
             experts,
             top_k,
-            every: 1,
-            expert_ffn_hidden: ffn_hidden,
+            every,
+            expert_ffn_hidden: expert_ffn.unwrap_or(ffn_hidden),
         }),
         attention_window: window,
         pooler,
@@ -214,12 +228,61 @@ fn build(
     })
 }
 
+/// Qwen3-MoE's experts, as `Qwen3MoeConfig` reads them (transformers, class defaults where
+/// a key is absent): `num_experts` (128) routed experts of width `moe_intermediate_size`
+/// (768), `num_experts_per_tok` (8) per token, in every `decoder_sparse_step`-th layer (1;
+/// the others dense at `intermediate_size`). Layers listed in `mlp_only_layers` are dense
+/// whatever the step, which planner's every-k-th pattern cannot say: refused unless empty.
+fn qwen3_moe(f: &mut Fields<'_>) -> Option<(u64, u64, u64, Option<u64>)> {
+    let or = |f: &mut Fields<'_>, key: &'static str, default: u64| {
+        if f.map.get(key).is_none_or(Value::is_null) {
+            Some(default)
+        } else {
+            f.count(&[key], 1 << 20)
+        }
+    };
+    let experts = or(f, "num_experts", 128);
+    let top_k = or(f, "num_experts_per_tok", 8);
+    let every = or(f, "decoder_sparse_step", 1);
+    let width = or(f, "moe_intermediate_size", 768);
+    if let Some(Value::Array(a)) = f.map.get("mlp_only_layers")
+        && !a.is_empty()
+    {
+        f.bad(
+            "mlp_only_layers",
+            "dense layers at listed indices: planner's experts sit in every k-th layer \
+             (decoder_sparse_step), with no exceptions",
+            "empty the list, or write the model YAML by hand with moe.every",
+        );
+    }
+    Some((experts?, top_k?, every?, Some(width?)))
+}
+
+/// The head size where it is set apart from hidden/heads (`head_dim`; Qwen3's classes
+/// default it to 128, the others to hidden/heads), else `None`.
+fn head_size(f: &mut Fields<'_>, fam: Family, hidden_heads: Option<(u64, u64)>) -> Option<u64> {
+    let default = match fam {
+        Family::Qwen3 | Family::Qwen3Moe => Some(128),
+        Family::Llama | Family::Mistral | Family::Mixtral | Family::Qwen2 => None,
+        Family::Gpt2 | Family::GptNeox | Family::Bert => return None,
+    };
+    let d = if f.map.get("head_dim").is_none_or(Value::is_null) {
+        default
+    } else {
+        f.count(&["head_dim"], MAX_HEAD_DIM)
+    };
+    let (h, a) = hidden_heads?;
+    d.filter(|&d| d * a != h)
+}
+
 /// The rotary base θ: `rope_theta` (Llama-style classes) or `rotary_emb_base` (GPT-NeoX),
 /// else the class's default (transformers: `LlamaConfig`, `MistralConfig`, `Qwen2Config`
 /// and `GPTNeoXConfig` 10,000; `MixtralConfig` 1,000,000). `None` for learned positions.
 fn rope_theta(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) -> Option<f64> {
     let (keys, default): (&[&'static str], f64) = match fam {
-        Family::Llama | Family::Mistral | Family::Qwen2 => (&["rope_theta"], 1e4),
+        Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
+            (&["rope_theta"], 1e4)
+        }
         Family::Mixtral => (&["rope_theta"], 1e6),
         Family::GptNeox => (&["rotary_emb_base"], 1e4),
         Family::Gpt2 | Family::Bert => return None,
@@ -246,7 +309,9 @@ fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<u64> {
     let absent = |f: &Fields<'_>, key: &str| !f.map.contains_key(key);
     let on = match fam {
         Family::Mistral | Family::Mixtral => true,
-        Family::Qwen2 => {
+        // Qwen3's classes read the window as Qwen2's: from layer `max_window_layers` on, when
+        // `use_sliding_window`.
+        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
             let layers = f.count(&["num_hidden_layers"], MAX_LAYERS);
             let from = if absent(f, "max_window_layers") {
                 Some(28)
@@ -260,7 +325,11 @@ fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<u64> {
     };
     match fam {
         _ if !on => None,
-        Family::Mistral | Family::Qwen2 if absent(f, "sliding_window") => Some(4096),
+        Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe
+            if absent(f, "sliding_window") =>
+        {
+            Some(4096)
+        }
         _ => f.count(&["sliding_window"], MAX_SEQ),
     }
 }
@@ -389,17 +458,12 @@ fn seq_len(
 
 /// What a family may set that planner does not model: an error when it changes the shape, a
 /// note when only the price is approximate.
-fn family_checks(
-    f: &mut Fields<'_>,
-    fam: Family,
-    hidden_heads: Option<(u64, u64)>,
-    notes: &mut Vec<String>,
-) {
+fn family_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) {
     match fam {
         Family::GptNeox => neox_checks(f, notes),
         Family::Bert => bert_checks(f),
         Family::Gpt2 => {}
-        _ => llama_checks(f, fam, hidden_heads),
+        _ => llama_checks(f, fam),
     }
     // GPT-2 and BERT configs can add a cross-attention block to every layer (an
     // encoder-decoder's decoder, `add_cross_attention`), which none of the templates has.
@@ -416,25 +480,21 @@ fn family_checks(
 /// classes build their projections without biases and Qwen2's with biases on Q, K and V
 /// whatever the config says (transformers `modeling_mistral.py`, `modeling_qwen2.py`), so
 /// there the keys change nothing and are not refused.
-fn llama_checks(f: &mut Fields<'_>, fam: Family, hidden_heads: Option<(u64, u64)>) {
+fn llama_checks(f: &mut Fields<'_>, fam: Family) {
     for key in ["attention_bias", "mlp_bias"] {
-        if fam == Family::Llama && f.flag(key) == Some(true) {
+        let reads = match fam {
+            Family::Llama => true,
+            // Qwen3's attention puts `attention_bias` on Q, K, V and the output projection.
+            Family::Qwen3 | Family::Qwen3Moe => key == "attention_bias",
+            _ => false,
+        };
+        if reads && f.flag(key) == Some(true) {
             f.bad(
                 key,
                 "true: planner's llama template has no biases on these projections",
                 "write the model YAML by hand (arch gpt has biases everywhere)",
             );
         }
-    }
-    let head_dim = f.count(&["head_dim"], MAX_HIDDEN);
-    if let (Some(d), Some((h, a))) = (head_dim, hidden_heads)
-        && d * a != h
-    {
-        f.bad(
-            "head_dim",
-            &format!("{d} differs from hidden_size/num_attention_heads = {h}/{a}"),
-            "planner needs head_dim = hidden/heads",
-        );
     }
 }
 

@@ -102,6 +102,15 @@ pub struct ModelSpec {
     pub hidden: u64,
     /// Attention (query) heads a.
     pub heads: u64,
+    /// Size of one attention head where it is not h/a (transformers' `head_dim`: Qwen3's
+    /// 30B-A3B and 235B-A22B, 32 and 64 heads of 128 on hidden 2048 and 4096; Mistral-Nemo).
+    /// The query projection is then a·d wide, not h. Optional in YAML (`head_dim: 128`);
+    /// `None`: h/a.
+    pub head_size: Option<u64>,
+    /// RMSNorm on every query and key head before the rotary embedding (Qwen3's `q_norm` and
+    /// `k_norm`, one d-wide weight each; Dehghani et al. 2023, "Scaling Vision Transformers to
+    /// 22 Billion Parameters", §3.1). Optional in YAML (`qk_norm: true`), llama only.
+    pub qk_norm: bool,
     /// Key/value heads (GQA when fewer than `heads`).
     pub kv_heads: u64,
     /// MLP hidden size f.
@@ -149,6 +158,9 @@ pub(crate) const MAX_LAYERS: u64 = 2048;
 pub(crate) const MAX_HIDDEN: u64 = 1 << 20;
 pub(crate) const MAX_VOCAB: u64 = 20_000_000;
 pub(crate) const MAX_SEQ: u64 = 1 << 24;
+/// Head sizes beyond this are typos: published models use 64 to 256 (Gemma 2 27B: 128; the
+/// largest FlashAttention supports is 256).
+pub(crate) const MAX_HEAD_DIM: u64 = 1024;
 /// Rotary bases beyond this are typos: the largest published is 1e8 or so (long-context
 /// variants; Llama 3 uses 5e5).
 pub(crate) const MAX_ROPE_THETA: f64 = 1e10;
@@ -198,7 +210,9 @@ impl ModelSpec {
                 "give a printable name; it heads reports and names their folder".into(),
             );
         }
-        if self.heads > self.hidden {
+        if self.head_size.is_some() {
+            // The head size is given: the query width a·d need not be the hidden size.
+        } else if self.heads > self.hidden {
             bad(
                 "heads",
                 format!("{} heads exceed hidden {}", self.heads, self.hidden),
@@ -211,7 +225,9 @@ impl ModelSpec {
                     "hidden {} is not divisible by heads {}",
                     self.hidden, self.heads
                 ),
-                "choose heads so that hidden/heads is a whole head size (e.g. 64 or 128)".into(),
+                "choose heads so that hidden/heads is a whole head size (e.g. 64 or 128), or \
+                 give head_dim"
+                    .into(),
             );
         }
         if self.kv_heads > self.heads || self.heads % self.kv_heads != 0 {
@@ -250,12 +266,18 @@ impl ModelSpec {
         out
     }
 
-    /// Size of one attention head, h/a.
+    /// Size of one attention head d: `head_size`, else h/a.
     pub fn head_dim(&self) -> u64 {
-        self.hidden / self.heads
+        self.head_size.unwrap_or(self.hidden / self.heads.max(1))
     }
 
-    /// Width of the key (and of the value) projection, kv_heads·h/a.
+    /// Width of the query projection (and of the attention output), a·d: h unless the head
+    /// size is set apart from it.
+    pub fn q_hidden(&self) -> u64 {
+        self.heads * self.head_dim()
+    }
+
+    /// Width of the key (and of the value) projection, kv_heads·d.
     pub fn kv_hidden(&self) -> u64 {
         self.kv_heads * self.head_dim()
     }
@@ -272,15 +294,25 @@ impl ModelSpec {
 
     /// Parameters of the attention block of one layer (QKV, output projection, their biases).
     ///
-    /// QKV is h×(h + 2·h_kv) (GQA shrinks K and V; Ainslie et al. 2023 §2), output h×h;
-    /// biases add h + 2h_kv (QKV, when `qkv_bias`) + h (output, when the arch has biases)
-    /// (Megatron-LM `ParallelAttention`; Qwen2 `Qwen2Attention` has the QKV biases only).
+    /// QKV is h×(q + 2·h_kv) with q = a·d (= h unless the head size is set apart; GQA shrinks
+    /// K and V; Ainslie et al. 2023 §2), output q×h; biases add q + 2h_kv (QKV, when
+    /// `qkv_bias`) + h (output, when the arch has biases) (Megatron-LM `ParallelAttention`;
+    /// Qwen2 `Qwen2Attention` has the QKV biases only); QK-norm adds its two d-wide weights.
     pub fn attention_params(&self) -> f64 {
-        let (h, kv) = (self.hidden as f64, self.kv_hidden() as f64);
-        let weights = h * (h + 2.0 * kv) + h * h;
-        let qkv_bias = if self.qkv_bias { h + 2.0 * kv } else { 0.0 };
+        let (h, q, kv) = (
+            self.hidden as f64,
+            self.q_hidden() as f64,
+            self.kv_hidden() as f64,
+        );
+        let weights = h * (q + 2.0 * kv) + q * h;
+        let qkv_bias = if self.qkv_bias { q + 2.0 * kv } else { 0.0 };
         let proj_bias = if self.arch.biases() { h } else { 0.0 };
-        weights + qkv_bias + proj_bias
+        let qk_norm = if self.qk_norm {
+            2.0 * self.head_dim() as f64
+        } else {
+            0.0
+        };
+        weights + qkv_bias + proj_bias + qk_norm
     }
 
     /// Parameters of one dense MLP of hidden size `f`: 2hf (+ f + h biases) for GeLU,
@@ -421,6 +453,12 @@ impl ModelSpec {
         if self.arch == Arch::Bert && !self.pooler {
             out += "pooler: false\n";
         }
+        if let Some(d) = self.head_size {
+            out += &format!("head_dim: {d}\n");
+        }
+        if self.qk_norm {
+            out += "qk_norm: true\n";
+        }
         if let Some(t) = self.rope_theta {
             out += &format!("rope_theta: {t}\n");
         }
@@ -451,6 +489,8 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let hidden = r.req_count("hidden", MAX_HIDDEN, "add `hidden: N` (model width)");
     let heads = r.req_count("heads", MAX_HIDDEN, "add `heads: N` (attention heads)");
     let kv_heads = r.opt_count("kv_heads", MAX_HIDDEN);
+    let head_size = r.opt_count("head_dim", MAX_HEAD_DIM);
+    let qk_norm = r.opt_bool("qk_norm");
     let ffn_hidden = r.opt_count("ffn_hidden", 16 * MAX_HIDDEN);
     let vocab = r.req_count(
         "vocab",
@@ -515,6 +555,13 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     });
 
     let arch = arch?;
+    if qk_norm == Some(true) && arch != Arch::Llama {
+        r.problem(
+            "qk_norm",
+            "only llama models take a norm on the query and key heads here",
+            "remove `qk_norm`, or use arch: llama",
+        );
+    }
     if pooler == Some(true) && arch != Arch::Bert {
         r.problem(
             "pooler",
@@ -556,6 +603,8 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         hidden,
         heads,
         kv_heads: kv_heads.unwrap_or(heads),
+        head_size,
+        qk_norm: qk_norm.unwrap_or(false),
         ffn_hidden,
         vocab: vocab?,
         seq_len: seq_len?,

@@ -364,6 +364,8 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         hidden: m.hidden,
         heads: m.heads,
         kv_heads: m.kv_heads.unwrap_or(m.heads),
+        head_size: None,
+        qk_norm: false,
         ffn_hidden: m.ffn_hidden.unwrap_or(4 * m.hidden),
         vocab: m.vocab,
         seq_len: m.seq_len,

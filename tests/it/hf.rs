@@ -41,6 +41,43 @@ fn mixtral_counts_experts_and_router() {
     assert_eq!((moe.experts, moe.top_k, moe.every), (8, 2, 1));
 }
 
+/// Qwen3 sets its head size apart from hidden/heads and norms every query and key head
+/// (`q_norm`, `k_norm`, 128 weights each). Qwen3-8B (d = 128 = 4096/32): per layer QKV
+/// 4096·(4096 + 2·1024) = 25,165,824, output 16,777,216, QK-norm 256, SwiGLU 3·4096·12288 =
+/// 150,994,944, norms 8,192: 192,946,432; ×36 = 6,946,071,552 (the model card's 6.95 B
+/// non-embedding); + untied 2·151936·4096 + 4096 = 8,190,735,360 (8.2 B). Qwen3-30B-A3B: 32
+/// heads of 128 on hidden 2048 (q = 4096): QKV 2048·(4096 + 1024) = 10,485,760, output
+/// 4096·2048 = 8,388,608, QK-norm 256, 128 experts 3·2048·768 = 603,979,776, router 262,144,
+/// norms 4,096: 623,120,640; ×48 + 2·151936·2048 + 2048 = 30,532,122,624 (30.5 B); 8 of 128
+/// experts active: 3,353,032,704 (3.3 B).
+#[test]
+fn qwen3_counts_its_head_size_and_qk_norm() {
+    let dense = model("qwen3-8b");
+    assert_eq!(
+        (dense.head_dim(), dense.q_hidden(), dense.qk_norm),
+        (128, 4096, true)
+    );
+    assert_eq!(
+        dense.head_size, None,
+        "128 is hidden/heads: nothing set apart"
+    );
+    assert_eq!(dense.params(), 8_190_735_360.0);
+    let moe = model("qwen3-30b-a3b");
+    assert_eq!(
+        (moe.head_size, moe.q_hidden(), moe.kv_hidden()),
+        (Some(128), 4096, 512)
+    );
+    assert_eq!(moe.layer_params(0), 623_120_640.0);
+    assert_eq!(moe.params(), 30_532_122_624.0);
+    assert_eq!(moe.active_params(), 3_353_032_704.0);
+    let m = moe.moe.unwrap();
+    assert_eq!(
+        (m.experts, m.top_k, m.every, m.expert_ffn_hidden),
+        (128, 8, 1, 768)
+    );
+    assert_eq!(moe.rope_theta, Some(1e6));
+}
+
 /// The rotary base is the config's, else the class default (transformers' `LlamaConfig`
 /// 10,000: Llama-2-7b's config predates the key); learned positions have none.
 #[test]
@@ -225,6 +262,7 @@ fn import_hf_writes_yaml_that_reads_back_equal() {
         "mixtral-8x7b",
         "bert-base-uncased",
         "gpt2",
+        "qwen3-30b-a3b",
     ] {
         let out = dir.join(format!("{name}.yaml"));
         let o = planner(&["import-hf", &fixture(name), "--out", out.to_str().unwrap()]);

@@ -1461,3 +1461,41 @@ fn megatron_expert_tp_argument_is_read_as_megatron_reads_it() {
         "{e}"
     );
 }
+
+/// Qwen3-30B-A3B's head size (128 on hidden 2048 / 32 heads = 64) and QK-norm are written as
+/// Megatron-Core spells them (`--kv-channels 128`, `--qk-layernorm`, as slime's Qwen3
+/// arguments do) and read back; arguments that leave either out describe another model.
+#[test]
+fn megatron_writes_and_reads_the_head_size_and_qk_norm() {
+    let qwen = load_model(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hf/qwen3-30b-a3b.json"
+    ))
+    .unwrap();
+    let plan = Plan {
+        ep: 8,
+        etp: Some(1),
+        sequence_parallel: true,
+        ..Plan::new(32, 2, 1, 1, 1024, 4096)
+    };
+    let text = export(&qwen, &plan, LaunchFormat::Megatron(MegatronVersion::Core))
+        .unwrap()
+        .text;
+    for line in [
+        "--kv-channels 128 \\",
+        "--qk-layernorm \\",
+        "--moe-ffn-hidden-size 768 \\",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    assert_eq!(from_megatron(&text, &qwen, 64).unwrap().plan, plan);
+    for (drop, field) in [
+        ("--kv-channels 128 \\\n", "--kv-channels"),
+        ("--qk-layernorm \\\n", "--qk-layernorm"),
+    ] {
+        let e = from_megatron(&text.replace(drop, ""), &qwen, 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("`{field}`")), "{field}: {e}");
+    }
+}

@@ -252,3 +252,51 @@ fn whole_experts_gather_nothing_and_compute_their_own_routed_tokens() {
     let flops = |g: &OpGraph| g.op("expert_fc1").unwrap().fwd_flops();
     assert_eq!(flops(&g), flops(&s));
 }
+
+/// A head size set apart from hidden/heads (Qwen3-30B-A3B: 32 heads of 128 on hidden 2048)
+/// widens Q and the attention output to a·d = 4096: at tp 2 QKV is 2048 → (4096 + 2·512)/2 =
+/// 2560 and the projection 2048 ← 4096/2 = 2048; QK-norm rewrites Q and K, (4096 + 512)/2 =
+/// 2304 per token, with its two 128-wide weights (replicated on the TP ranks). On one rank
+/// the graph's parameters are the spec's.
+#[test]
+fn head_size_set_apart_widens_q_and_the_projection() {
+    let m = crate::spec::load_model(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hf/qwen3-30b-a3b.json"
+    ))
+    .unwrap();
+    let sh = Shard {
+        b: 1,
+        s: 4096,
+        tp: 2,
+        sp: true,
+        cp: 1,
+        ep: 1,
+        etp: 2,
+        attention: AttentionImpl::Flash,
+        dtype: Dtype::Bf16,
+        tp_overlap: crate::spec::TpOverlap::Backward,
+        framework: crate::spec::Framework::Megatron,
+    };
+    let g = transformer_layer(&m, &sh, true);
+    let gemm = |op: &str| match &g.op(op).unwrap().fwd[..] {
+        [.., Kernel::Gemm { n, k, .. }] | [Kernel::Gemm { n, k, .. }, ..] => (*n, *k),
+        k => panic!("{op}: {k:?}"),
+    };
+    assert_eq!(gemm("qkv"), (2560, 2048));
+    assert_eq!(gemm("proj"), (2048, 2048));
+    let qk = g.op("qk_norm").unwrap();
+    assert_eq!(qk.params, 256.0);
+    // Tokens 4096 × 2304 elements, 2 bytes each, kept for the backward.
+    assert_eq!(qk.saved_bytes, 4096.0 * 2304.0 * 2.0);
+    let one = Shard {
+        tp: 1,
+        sp: false,
+        etp: 1,
+        ..sh
+    };
+    assert_eq!(
+        transformer_layer(&m, &one, true).params(),
+        m.layer_params(0)
+    );
+}

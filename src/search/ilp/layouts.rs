@@ -55,8 +55,8 @@ fn role(name: &str) -> Role {
     match name {
         "qkv" | "fc1" => Role::Column,
         "proj" | "fc2" => Role::Row,
-        "scores" | "softmax" | "attn_dropout" | "context" | "attention" | "rope" | "gelu"
-        | "swiglu" => Role::Split,
+        "scores" | "softmax" | "attn_dropout" | "context" | "attention" | "qk_norm" | "rope"
+        | "gelu" | "swiglu" => Role::Split,
         _ => Role::Local,
     }
 }
@@ -155,10 +155,11 @@ impl Ctx<'_> {
 /// outputs for one micro-batch.
 fn out_bytes(model: &ModelSpec, sh: &Shard, name: &str) -> f64 {
     let (tok, s, h) = (sh.tokens() as f64, sh.s as f64, model.hidden as f64);
-    let f = model.ffn_hidden as f64;
+    let (f, q) = (model.ffn_hidden as f64, model.q_hidden() as f64);
     let elems = match name {
         "scores" | "softmax" | "attn_dropout" => tok * model.heads as f64 * s,
-        "qkv" | "rope" => tok * (h + 2.0 * model.kv_hidden() as f64),
+        "qkv" | "qk_norm" | "rope" => tok * (q + 2.0 * model.kv_hidden() as f64),
+        "context" | "attention" => tok * q,
         "fc1" if model.arch.gated_mlp() => tok * 2.0 * f,
         "fc1" | "gelu" | "swiglu" => tok * f,
         _ => tok * h,

@@ -62,16 +62,26 @@ fn learned_positions_keep_their_table() {
     assert_eq!((m.name.as_str(), m.seq_len), ("dir", 128));
 }
 
+/// Llama's biases are refused; a head size set apart from hidden/heads is kept (Mistral-Nemo:
+/// 32 heads of 128 on hidden 5120), and one equal to it is no override.
 #[test]
-fn llama_biases_and_head_dim_are_refused() {
-    let e = imp(
-        r#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 10,
-            "max_position_embeddings": 32, "attention_bias": true, "head_dim": 32}"#,
-    )
-    .unwrap_err();
+fn llama_biases_are_refused_and_head_dim_kept() {
+    let cfg = |extra: &str| {
+        format!(
+            r#"{{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 10,
+                "max_position_embeddings": 32 {extra}}}"#
+        )
+    };
+    let e = imp(&cfg(r#", "attention_bias": true, "head_dim": 32"#)).unwrap_err();
     let fields: Vec<&str> = e.problems().iter().map(|p| p.field.as_str()).collect();
-    assert_eq!(fields, ["attention_bias", "head_dim"]);
+    assert_eq!(fields, ["attention_bias"]);
+    let m = imp(&cfg(r#", "head_dim": 32"#)).unwrap().model;
+    assert_eq!((m.head_size, m.q_hidden()), (Some(32), 128));
+    let m = imp(&cfg(r#", "head_dim": 16"#)).unwrap().model;
+    assert_eq!((m.head_size, m.q_hidden()), (None, 64));
+    let e = imp(&cfg(r#", "head_dim": 0"#)).unwrap_err();
+    assert_eq!(e.problems()[0].field, "head_dim");
 }
 
 /// A cross-attention block (an encoder-decoder's decoder) and a causal BERT would be
@@ -359,4 +369,31 @@ fn bias_keys_are_refused_only_where_the_class_reads_them() {
     let e = imp(&cfg("llama")).unwrap_err();
     let fields: Vec<&str> = e.problems().iter().map(|p| p.field.as_str()).collect();
     assert_eq!(fields, ["attention_bias", "mlp_bias"]);
+}
+
+/// Qwen3-MoE takes `Qwen3MoeConfig`'s defaults where keys are absent (128 experts of 768,
+/// top 8, head size 128, QK-norm) and refuses layers `mlp_only_layers` makes dense, which an
+/// every-k-th pattern cannot say; Qwen3's `attention_bias` would bias all four projections.
+#[test]
+fn qwen3_moe_takes_class_defaults_and_refuses_what_it_cannot_say() {
+    let base = r#""model_type": "qwen3_moe", "hidden_size": 256, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 512,
+        "vocab_size": 1000, "max_position_embeddings": 64"#;
+    let m = imp(&format!("{{{base}}}")).unwrap().model;
+    let e = m.moe.clone().unwrap();
+    assert_eq!(
+        (e.experts, e.top_k, e.every, e.expert_ffn_hidden),
+        (128, 8, 1, 768)
+    );
+    assert_eq!(
+        (m.head_size, m.q_hidden(), m.qk_norm),
+        (Some(128), 512, true)
+    );
+    for (extra, field) in [
+        (r#", "mlp_only_layers": [0]"#, "mlp_only_layers"),
+        (r#", "attention_bias": true"#, "attention_bias"),
+    ] {
+        let e = imp(&format!("{{{base}{extra}}}")).unwrap_err();
+        assert_eq!(e.problems()[0].field, field, "{e}");
+    }
 }

@@ -342,6 +342,10 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
     if model.ffn_hidden != default_ffn(model.hidden, model.arch.gated_mlp()) {
         arg(a, "--ffn-hidden-size", model.ffn_hidden);
     }
+    if let Some(d) = model.head_size {
+        // Megatron's head size, hidden/heads unless given.
+        arg(a, "--kv-channels", d);
+    }
     arg(a, "--seq-length", plan.seq_len);
     let positions = match model.positions {
         Positions::Learned => model.seq_len,
@@ -391,7 +395,7 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
 fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion) {
     let llama = model.arch == Arch::Llama;
     let rotary = model.positions == Positions::Rotary;
-    let flags: [(bool, &str, &'static str, Option<&str>); 5] = [
+    let flags: [(bool, &str, &'static str, Option<&str>); 6] = [
         (model.arch.gated_mlp(), "arch", "--swiglu", None),
         (llama, "arch", "--normalization", Some("RMSNorm")),
         (
@@ -407,6 +411,7 @@ fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion
             None,
         ),
         (!model.arch.biases(), "arch", "--disable-bias-linear", None),
+        (model.qk_norm, "qk_norm", "--qk-layernorm", None),
     ];
     for (on, field, name, value) in flags {
         match (on, v, value) {

@@ -81,6 +81,7 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--untie-embeddings-and-output-weights", false, Model),
     ("--disable-bias-linear", false, Model),
     ("--add-qkv-bias", false, Model),
+    ("--qk-layernorm", false, Model),
     ("--num-experts", true, Model),
     ("--moe-router-topk", true, Model),
     ("--moe-ffn-hidden-size", true, Model),

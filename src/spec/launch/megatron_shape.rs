@@ -31,7 +31,7 @@ pub(super) fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
         ("--hidden-size", "hidden", model.hidden),
         ("--num-attention-heads", "heads", model.heads),
         ("--ffn-hidden-size", "ffn_hidden", model.ffn_hidden),
-        ("--kv-channels", "hidden/heads", model.head_dim()),
+        ("--kv-channels", "head_dim", model.head_dim()),
     ] {
         if let Some(v) = num(a, c, arg).filter(|v| *v != want) {
             mismatch(c, arg, v, model, field, want);
@@ -121,6 +121,12 @@ pub(super) fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             "no linear biases",
         ),
         ("--add-qkv-bias", qkv_bias, model.qkv_bias, "Q/K/V biases"),
+        (
+            "--qk-layernorm",
+            a.has("--qk-layernorm"),
+            model.qk_norm,
+            "a norm on the query and key heads",
+        ),
     ];
     for (arg, args_say, model_says, what) in checks {
         if args_say != model_says {
@@ -154,6 +160,19 @@ fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             model,
             "ffn_hidden",
             model.ffn_hidden,
+        );
+    }
+    if !a.has("--kv-channels") && model.head_size.is_some() {
+        mismatch(
+            c,
+            "--kv-channels",
+            format!(
+                "absent (Megatron-LM's default is hidden/heads = {})",
+                model.hidden / model.heads
+            ),
+            model,
+            "head_dim",
+            model.head_dim(),
         );
     }
     if !a.has("--group-query-attention") && model.kv_heads != model.heads {

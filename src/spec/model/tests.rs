@@ -10,6 +10,8 @@ fn gpt(layers: u64, h: u64, a: u64, v: u64, s: u64) -> ModelSpec {
         hidden: h,
         heads: a,
         kv_heads: a,
+        head_size: None,
+        qk_norm: false,
         ffn_hidden: 4 * h,
         vocab: v,
         seq_len: s,
