@@ -221,9 +221,10 @@ pub struct PlanArgs {
     /// Pipeline schedule (default: interleaved when vpp > 1, else 1f1b).
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
-    /// Attention kernel.
-    #[arg(long, value_enum, default_value_t = AttentionArg::Flash)]
-    pub attention: AttentionArg,
+    /// Attention kernel (default: flash, or unfused where the framework's fused attention
+    /// does not take the data type: fp32/tf32 under Megatron-LM and DeepSpeed).
+    #[arg(long, value_enum)]
+    pub attention: Option<AttentionArg>,
     /// TP communication hidden behind GEMMs: none, backward (Megatron async all-reduce),
     /// full (Transformer Engine userbuffers, --tp-comm-overlap).
     #[arg(long = "tp-overlap", value_enum, default_value_t = TpOverlapArg::Backward)]
@@ -449,7 +450,17 @@ impl PlanArgs {
                 None if self.vpp > 1 => Schedule::Interleaved,
                 None => Schedule::OneFOneB,
             },
-            attention: self.attention.into(),
+            attention: self.attention.map_or_else(
+                || {
+                    let fw: Framework = self.framework.into();
+                    if fw.fused_attention_takes(AttentionImpl::Flash, self.dtype.into()) {
+                        AttentionImpl::Flash
+                    } else {
+                        AttentionImpl::Unfused
+                    }
+                },
+                Into::into,
+            ),
             tp_overlap: self.tp_overlap.into(),
             framework: self.framework.into(),
             stage_layers: self.stage_layers.clone().map(|c| c.0),
@@ -595,7 +606,7 @@ impl SearchArgs {
         if let Some(f) = self.framework {
             space = space.for_framework(f.into());
         }
-        space.dtype = dtype;
+        space = space.with_dtype(dtype);
         space.memory_headroom = self.memory_headroom / 100.0;
         Ok(space)
     }

@@ -98,6 +98,24 @@ impl Space {
     pub fn for_framework(mut self, framework: Framework) -> Space {
         self.framework = framework;
         self.zero = framework.zero_stages().to_vec();
+        self.fit_attention()
+    }
+
+    /// The space trained in `dtype`.
+    pub fn with_dtype(mut self, dtype: Dtype) -> Space {
+        self.dtype = dtype;
+        self.fit_attention()
+    }
+
+    /// Unfused attention where the framework's fused kernel does not take the data type
+    /// ([`Framework::fused_attention_takes`]: fp32 under Megatron-LM and DeepSpeed).
+    fn fit_attention(mut self) -> Space {
+        if !self
+            .framework
+            .fused_attention_takes(self.attention, self.dtype)
+        {
+            self.attention = AttentionImpl::Unfused;
+        }
         self
     }
 

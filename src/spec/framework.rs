@@ -2,7 +2,8 @@
 //! the graph, the cost model, the checks and the exporters read (kernels, loss, recomputation
 //! policy, ZeRO stages and what it cannot run).
 
-use super::plan::Plan;
+use super::plan::{AttentionImpl, Plan};
+use crate::units::Dtype;
 use serde::{Deserialize, Serialize};
 
 /// The training framework, which decides kernels, loss, optimizer-state layout and gradient
@@ -38,6 +39,21 @@ impl Framework {
             Framework::DeepSpeed => "deepspeed",
             Framework::Torchtitan => "torchtitan",
             Framework::LlmFoundry => "llm-foundry",
+        }
+    }
+
+    /// Whether the framework's fused attention `kernel` takes `dtype` inputs. FlashAttention
+    /// (Dao 2023; `flash_attn` asserts fp16 or bf16 inputs), Transformer Engine's fused
+    /// attention (fp16/bf16, and fp8 on Hopper) and llm-foundry's Triton kernel run 16-bit
+    /// tensors only: fp32 (or TF32) training runs the materialised softmax in Megatron-LM and
+    /// DeepSpeed. torchtitan and Composer call PyTorch's SDPA, whose memory-efficient kernel
+    /// takes fp32 too (`torch.nn.functional.scaled_dot_product_attention` backends).
+    pub fn fused_attention_takes(self, kernel: AttentionImpl, dtype: Dtype) -> bool {
+        match kernel {
+            AttentionImpl::Unfused => true,
+            _ if dtype.bytes() <= 2.0 => true,
+            AttentionImpl::FlashTriton => false,
+            AttentionImpl::Flash => matches!(self, Framework::Torchtitan | Framework::LlmFoundry),
         }
     }
 

@@ -237,6 +237,16 @@ pub enum Infeasible {
         /// Context parallelism.
         cp: u64,
     },
+    /// A fused attention kernel given 32-bit tensors it does not take
+    /// ([`Framework::fused_attention_takes`](super::Framework::fused_attention_takes)).
+    FusedAttentionDtype {
+        /// Framework name.
+        framework: &'static str,
+        /// Attention kernel name.
+        kernel: &'static str,
+        /// Training type.
+        dtype: &'static str,
+    },
     /// Peak memory exceeds the device.
     OutOfMemory {
         /// Predicted peak, GiB.
@@ -281,6 +291,7 @@ impl Infeasible {
             I::FrameworkLacks { .. } => "parallelism the framework lacks",
             I::MoeTpNeedsSp { .. } => "MoE with tp needs sequence parallelism",
             I::CpNeedsFlash { .. } => "cp needs fused attention",
+            I::FusedAttentionDtype { .. } => "fused attention on 32-bit tensors",
             I::OutOfMemory { .. } => OUT_OF_MEMORY,
         }
     }
@@ -313,7 +324,7 @@ impl Infeasible {
             I::DtypeUnsupported { .. } => "dtype",
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
             I::MoeTpNeedsSp { .. } => "sequence_parallel",
-            I::CpNeedsFlash { .. } => "attention",
+            I::CpNeedsFlash { .. } | I::FusedAttentionDtype { .. } => "attention",
             I::OutOfMemory { .. } => "memory",
         }
     }
@@ -551,6 +562,16 @@ impl fmt::Display for Infeasible {
             I::CpNeedsFlash { cp } => write!(
                 f,
                 "cp={cp} with unfused attention: context parallelism passes K/V around a ring inside the fused attention kernel (Megatron-LM's local DotProductAttention asserts context_parallel_size == 1); use --attention flash, or cp 1"
+            ),
+            I::FusedAttentionDtype {
+                framework,
+                kernel,
+                dtype,
+            } => write!(
+                f,
+                "attention={kernel} with dtype={dtype}: {framework}'s fused attention takes 16-bit \
+                 tensors only (FlashAttention and Transformer Engine assert fp16 or bf16); use \
+                 --attention unfused, or --dtype bf16"
             ),
             I::OutOfMemory { need_gib, have_gib } => {
                 write!(

@@ -459,6 +459,16 @@ impl Plan {
         if self.cp > 1 && self.attention == AttentionImpl::Unfused {
             out.push(I::CpNeedsFlash { cp: self.cp });
         }
+        if !self
+            .framework
+            .fused_attention_takes(self.attention, self.dtype)
+        {
+            out.push(I::FusedAttentionDtype {
+                framework: self.framework.name(),
+                kernel: self.attention.name(),
+                dtype: self.dtype.name(),
+            });
+        }
         match self.schedule {
             Schedule::Interleaved => {
                 if self.vpp < 2 || self.pp < 2 {

@@ -1499,3 +1499,45 @@ fn megatron_writes_and_reads_the_head_size_and_qk_norm() {
         assert!(e.contains(&format!("`{field}`")), "{field}: {e}");
     }
 }
+
+/// fp32 training (no --bf16/--fp16) with no kernel named: Megatron-Core's auto backend falls
+/// back to the unfused attention, which is what is priced (flash had been, which takes 16-bit
+/// tensors only); `estimate --dtype fp32` defaults to it too, and flash is refused.
+#[test]
+fn fp32_attention_is_the_unfused_one() {
+    let gpt = load_model("gpt-1.7b").unwrap();
+    let args = "--micro-batch-size 1 --global-batch-size 64 --seq-length 2048";
+    let parsed = from_megatron(args, &gpt, 8).unwrap();
+    assert_eq!(
+        (parsed.plan.dtype, parsed.plan.attention),
+        (Dtype::Fp32, AttentionImpl::Unfused)
+    );
+    let est = |extra: &[&str]| {
+        planner(
+            &[
+                &[
+                    "estimate",
+                    "--model",
+                    "gpt-1.7b",
+                    "--cluster",
+                    "a100x8",
+                    "--dtype",
+                    "fp32",
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    let o = est(&["--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["plan"]["attention"], "unfused", "{v}");
+    let o = est(&["--attention", "flash"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("attention=flash with dtype=fp32"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -80,6 +80,7 @@ fn plan(
     c: &mut Collect,
 ) -> Option<Plan> {
     let (tp, pp, cp, ep, etp) = sizes(a, c);
+    let dtype = dtype(a, c);
     // Megatron takes the flag on a dense model too (arguments.py only defaults it); it
     // changes nothing there.
     let etp = etp.filter(|e| {
@@ -143,13 +144,13 @@ fn plan(
         },
         sequence_parallel: a.has("--sequence-parallel"),
         overlap_grad_reduce: overlap(a, c),
-        dtype: dtype(a, c),
+        dtype,
         schedule: if vpp > 1 {
             Schedule::Interleaved
         } else {
             Schedule::OneFOneB
         },
-        attention: attention(a, c, v),
+        attention: attention(a, c, v, dtype),
         // Megatron-Core overlaps the input-gradient all-reduce with the weight-gradient GEMM by
         // default; --tp-comm-overlap (Transformer Engine userbuffers) hides the rest; 2021
         // Megatron-LM had neither.
@@ -512,8 +513,15 @@ fn dtype(a: &ArgMap, c: &mut Collect) -> Dtype {
     }
 }
 
-fn attention(a: &ArgMap, c: &mut Collect, v: MegatronVersion) -> AttentionImpl {
+fn attention(a: &ArgMap, c: &mut Collect, v: MegatronVersion, dtype: Dtype) -> AttentionImpl {
+    // Transformer Engine's fused and flash backends take 16-bit tensors only; in fp32 the
+    // auto backend falls back to the unfused one.
+    let wide = dtype.bytes() > 2.0;
     match (a.has("--use-flash-attn"), a.get("--attention-backend")) {
+        (false, Some("auto") | None) if wide && v == MegatronVersion::Core => {
+            c.warn("fp32 training: Megatron-Core's auto attention backend runs the unfused attention (priced unfused)");
+            AttentionImpl::Unfused
+        }
         (true, None | Some("flash" | "fused" | "auto")) => AttentionImpl::Flash,
         (false, Some("flash" | "fused" | "auto")) => AttentionImpl::Flash,
         (false, Some("unfused" | "local")) => AttentionImpl::Unfused,

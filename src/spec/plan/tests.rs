@@ -297,3 +297,29 @@ fn gpu_count_refusal_suggests_a_whole_dp() {
     assert!(t.contains("tp·pp·cp = 3 does not divide 8"), "{t}");
     assert!(!t.contains("choose dp"), "{t}");
 }
+
+/// FlashAttention and Transformer Engine's fused attention take 16-bit tensors only: an fp32
+/// plan with them is refused for Megatron-LM and DeepSpeed (and llm-foundry's Triton kernel
+/// everywhere), while torchtitan's SDPA runs fp32 in its memory-efficient kernel.
+#[test]
+fn fused_attention_needs_16_bit_tensors_where_the_framework_says() {
+    let m = crate::spec::load_model("gpt-1.7b").unwrap();
+    let c = crate::spec::load_cluster("a100x8").unwrap();
+    let mut p = Plan::new(8, 1, 1, 1, 64, 2048);
+    p.dtype = Dtype::Fp32;
+    let fields = |p: &Plan| -> Vec<&str> { p.check(&m, &c).iter().map(|i| i.field()).collect() };
+    assert_eq!(fields(&p), ["attention"]);
+    assert!(
+        p.check(&m, &c)[0]
+            .to_string()
+            .contains("use --attention unfused")
+    );
+    p.attention = AttentionImpl::Unfused;
+    assert!(fields(&p).is_empty());
+    (p.attention, p.framework) = (AttentionImpl::Flash, Framework::Torchtitan);
+    assert!(fields(&p).is_empty());
+    (p.attention, p.framework) = (AttentionImpl::FlashTriton, Framework::LlmFoundry);
+    assert_eq!(fields(&p), ["attention"]);
+    p.dtype = Dtype::Bf16;
+    assert!(fields(&p).is_empty());
+}
