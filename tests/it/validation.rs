@@ -286,30 +286,8 @@ fn moe_rows_name_their_bad_expert_fields() {
 "
         );
     }
-    let dir = std::env::temp_dir().join(format!("planner-moe-runs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("runs.yaml");
-    std::fs::write(&path, &yaml).unwrap();
-    let o = crate::cli::planner(&[
-        "validate",
-        "--runs",
-        path.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    let err = crate::cli::stderr(&o);
-    assert_eq!(o.status.code(), Some(0), "{err}");
-    let report: serde_json::Value = serde_json::from_str(&crate::cli::stdout(&o)).unwrap();
-    let skipped = |id: &str| {
-        report["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == id)
-            .unwrap()["skipped"]
-            .as_str()
-            .map(str::to_string)
-    };
+    let report = validate_runs_json("moe", &yaml);
+    let skipped = |id: &str| skipped_reason(&report, id);
     for (id, needle) in [
         ("experts-zero", "model.experts is 0"),
         ("etp-zero", "parallel.etp is 0"),
@@ -320,7 +298,38 @@ fn moe_rows_name_their_bad_expert_fields() {
     }
     // Whole experts, their EP group of 8 taken from all 8 ranks (dp 4 · tp 2).
     assert_eq!(skipped("sound"), None, "{}", report["rows"]);
+}
+
+/// `planner validate --runs` on `yaml` (written to a temporary file named by `tag`), which
+/// must exit 0 without a panic: its JSON report.
+fn validate_runs_json(tag: &str, yaml: &str) -> serde_json::Value {
+    let dir = std::env::temp_dir().join(format!("planner-{tag}-runs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let o = crate::cli::planner(&[
+        "validate",
+        "--runs",
+        path.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     std::fs::remove_dir_all(&dir).ok();
+    let err = crate::cli::stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    serde_json::from_str(&crate::cli::stdout(&o)).unwrap()
+}
+
+/// Why row `id` of a validate JSON report was skipped (`None`: it was predicted).
+fn skipped_reason(report: &serde_json::Value, id: &str) -> Option<String> {
+    let row = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("row {id}"));
+    row["skipped"].as_str().map(str::to_string)
 }
 
 #[test]
@@ -365,31 +374,8 @@ fn malformed_sizes_in_a_runs_file_are_skipped_rows_not_panics() {
 "
         );
     }
-    let dir = std::env::temp_dir().join(format!("planner-runs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("runs.yaml");
-    std::fs::write(&path, &yaml).unwrap();
-
-    let o = crate::cli::planner(&[
-        "validate",
-        "--runs",
-        path.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
-    let err = crate::cli::stderr(&o);
-    assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    let report: serde_json::Value = serde_json::from_str(&crate::cli::stdout(&o)).unwrap();
-    let skipped = |id: &str| -> Option<String> {
-        let row = report["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["id"] == id)
-            .unwrap_or_else(|| panic!("row {id}"));
-        row["skipped"].as_str().map(str::to_string)
-    };
+    let report = validate_runs_json("sizes", &yaml);
+    let skipped = |id: &str| skipped_reason(&report, id);
     for (id, needle) in [
         ("tp-zero", "parallel.tp is 0"),
         ("gpn-zero", "hardware.gpus_per_node is 0"),

@@ -144,16 +144,10 @@ fn moe_layer_params_match_spec() {
     assert!(ep.op("dispatch").unwrap().fwd.iter().any(Kernel::is_comm));
 }
 
-/// Megatron-Core's all-to-all dispatcher at tp 4 with SP, ep 4 (Mixtral, b = 1,
-/// s = 4096, bf16): each rank routes its 4096/4 = 1024 tokens, so the all-to-all sends
-/// 1024 × top-2 × 4096 × 2 B = 16,777,216 B; the expert-TP all-gather then assembles all
-/// 4096 × 2 routed tokens, 67,108,864 B, and reduce-scatters the outputs back. Nothing
-/// is gathered around the block. The router keeps its 1024 × 4096 × 2 B input and the
-/// 1024 × 8 fp32 logits: 8,388,608 + 32,768 B.
-#[test]
-fn moe_routes_the_sequence_parallel_shard_and_gathers_routed_tokens() {
-    let m = crate::spec::load_model("mixtral-8x7b").unwrap();
-    let sh = Shard {
+/// One Mixtral micro-batch (b = 1, s = 4096, bf16) at tp 4 with SP and ep 4, experts split
+/// over the TP ranks.
+fn moe_shard() -> Shard {
+    Shard {
         b: 1,
         s: 4096,
         tp: 4,
@@ -165,7 +159,19 @@ fn moe_routes_the_sequence_parallel_shard_and_gathers_routed_tokens() {
         dtype: Dtype::Bf16,
         tp_overlap: crate::spec::TpOverlap::Backward,
         framework: crate::spec::Framework::Megatron,
-    };
+    }
+}
+
+/// Megatron-Core's all-to-all dispatcher at tp 4 with SP, ep 4 (Mixtral, b = 1,
+/// s = 4096, bf16): each rank routes its 4096/4 = 1024 tokens, so the all-to-all sends
+/// 1024 × top-2 × 4096 × 2 B = 16,777,216 B; the expert-TP all-gather then assembles all
+/// 4096 × 2 routed tokens, 67,108,864 B, and reduce-scatters the outputs back. Nothing
+/// is gathered around the block. The router keeps its 1024 × 4096 × 2 B input and the
+/// 1024 × 8 fp32 logits: 8,388,608 + 32,768 B.
+#[test]
+fn moe_routes_the_sequence_parallel_shard_and_gathers_routed_tokens() {
+    let m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let sh = moe_shard();
     let g = transformer_layer(&m, &sh, true);
     let comm = |op: &str| -> Vec<(Coll, Group, f64)> {
         g.op(op)
@@ -211,19 +217,7 @@ fn moe_routes_the_sequence_parallel_shard_and_gathers_routed_tokens() {
 #[test]
 fn whole_experts_gather_nothing_and_compute_their_own_routed_tokens() {
     let m = crate::spec::load_model("mixtral-8x7b").unwrap();
-    let split = Shard {
-        b: 1,
-        s: 4096,
-        tp: 4,
-        sp: true,
-        cp: 1,
-        ep: 4,
-        etp: 4,
-        attention: AttentionImpl::Flash,
-        dtype: Dtype::Bf16,
-        tp_overlap: crate::spec::TpOverlap::Backward,
-        framework: crate::spec::Framework::Megatron,
-    };
+    let split = moe_shard();
     let whole = Shard { etp: 1, ..split };
     let g = transformer_layer(&m, &whole, true);
     assert!(g.op("expert_tp_gather").is_none() && g.op("expert_tp_scatter").is_none());
@@ -266,17 +260,10 @@ fn head_size_set_apart_widens_q_and_the_projection() {
     ))
     .unwrap();
     let sh = Shard {
-        b: 1,
-        s: 4096,
         tp: 2,
-        sp: true,
-        cp: 1,
         ep: 1,
         etp: 2,
-        attention: AttentionImpl::Flash,
-        dtype: Dtype::Bf16,
-        tp_overlap: crate::spec::TpOverlap::Backward,
-        framework: crate::spec::Framework::Megatron,
+        ..moe_shard()
     };
     let g = transformer_layer(&m, &sh, true);
     let gemm = |op: &str| match &g.op(op).unwrap().fwd[..] {
