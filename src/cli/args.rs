@@ -222,7 +222,7 @@ pub struct PlanArgs {
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
     /// Attention kernel (default: flash, or unfused where the framework's fused attention
-    /// does not take the data type: fp32/tf32 under Megatron-LM and DeepSpeed).
+    /// does not take the data type: fp32 except under torchtitan).
     #[arg(long, value_enum)]
     pub attention: Option<AttentionArg>,
     /// TP communication hidden behind GEMMs: none, backward (Megatron async all-reduce),
@@ -453,7 +453,9 @@ impl PlanArgs {
             attention: self.attention.map_or_else(
                 || {
                     let fw: Framework = self.framework.into();
-                    if fw.fused_attention_takes(AttentionImpl::Flash, self.dtype.into()) {
+                    if fw.fused_attention_takes(AttentionImpl::Flash, self.dtype.into())
+                        && model.head_dim() <= crate::spec::plan::MAX_FUSED_HEAD_DIM
+                    {
                         AttentionImpl::Flash
                     } else {
                         AttentionImpl::Unfused
@@ -512,10 +514,10 @@ pub fn check_plan(plan: &Plan, model: &ModelSpec, cluster: &ClusterSpec) -> Resu
         .map(|w| format!("plan: `{}`: {w}", w.field()))
         .collect();
     Err(CliError::BadInput(format!(
-        "the plan cannot run {} on {} ({} GPUs):\n  - {}",
+        "the plan cannot run {} on {} ({}):\n  - {}",
         model.name,
         cluster.name,
-        cluster.n_gpus(),
+        crate::units::fmt_gpus(cluster.n_gpus()),
         lines.join("\n  - ")
     )))
 }
@@ -602,7 +604,7 @@ impl SearchArgs {
         if !bad.is_empty() {
             return Err(CliError::BadInput(bad.join("\n")));
         }
-        let mut space = Space::new(gb, seq);
+        let mut space = Space::new(gb, seq).with_head_dim(model.head_dim());
         if let Some(f) = self.framework {
             space = space.for_framework(f.into());
         }

@@ -19,10 +19,10 @@ pub fn run(target: &Target, search: &SearchArgs, format: Format) -> Result<Strin
             .map(|s| format!("{}: {}", s.name, s.why_none.as_deref().unwrap_or("-")))
             .collect();
         return Err(CliError::NoFeasiblePlan(format!(
-            "no method fits {} on {} ({} GPUs):\n  {}",
+            "no method fits {} on {} ({}):\n  {}",
             r.model.name,
             r.cluster.name,
-            c.n_gpus,
+            crate::units::fmt_gpus(c.n_gpus),
             why.join("\n  ")
         )));
     }
@@ -83,11 +83,11 @@ pub fn run(target: &Target, search: &SearchArgs, format: Format) -> Result<Strin
         })),
         Format::Csv => render::csv(&header, rows),
         Format::Table => format!(
-            "{} on {} ({} GPUs), global batch {gb} × {seq}; one GPU: {} per step{}\n\n{}\n\
+            "{} on {} ({}), global batch {gb} × {seq}; one GPU: {} per step{}\n\n{}\n\
              numbers from ({}\n",
             r.model.name,
             r.cluster.name,
-            c.n_gpus,
+            crate::units::fmt_gpus(c.n_gpus),
             fmt_secs(c.single.step_time_s),
             if c.single.fits {
                 ""

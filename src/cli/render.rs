@@ -186,10 +186,10 @@ pub fn estimate_report(e: &Estimate, model: &crate::spec::ModelSpec, cluster: &s
         String::new()
     };
     let mut s = format!(
-        "{} ({} params{active}) on {cluster} ({} GPUs): {}\n\n",
+        "{} ({} params{active}) on {cluster} ({}): {}\n\n",
         model.name,
         crate::units::fmt_count(model.params()),
-        e.n_gpus,
+        crate::units::fmt_gpus(e.n_gpus),
         e.plan.short()
     );
     s += &table(

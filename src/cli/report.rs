@@ -96,10 +96,14 @@ pub fn parse_gpus(s: &str) -> Result<Vec<u64>, CliError> {
                 let hint = if doubling && n > b && (n - b) % (b - a) == 0 {
                     // `8,16,...,48` doubles (8, 16, 32, 64); the user meant steps of 8.
                     let c = b + (b - a);
-                    format!(
-                        "`{a},{b},...` doubles; for even steps give a third count: \
-                         `{a},{b},{c},...,{n}`"
-                    )
+                    if c < n {
+                        format!(
+                            "`{a},{b},...` doubles; for even steps give a third count: \
+                             `{a},{b},{c},...,{n}`"
+                        )
+                    } else {
+                        format!("`{a},{b},...` doubles; for even steps list them: `{a},{b},{c}`")
+                    }
                 } else {
                     "end it on a count of the run".to_string()
                 };
@@ -319,8 +323,8 @@ pub fn run(a: &ReportArgs) -> Result<String, CliError> {
     let e = p.hybrid().expect("the knee has a plan");
     Ok(summary
         + &format!(
-            "knee: {} GPUs with {} ({:.4} s per step)\n",
-            p.n_gpus(),
+            "knee: {} with {} ({:.4} s per step)\n",
+            crate::units::fmt_gpus(p.n_gpus()),
             e.plan.short(),
             e.step_time_s
         ))
@@ -378,6 +382,8 @@ mod tests {
             parse_gpus("8,16,24,...,48").unwrap(),
             vec![8, 16, 24, 32, 40, 48]
         );
+        let e = parse_gpus("2,4,...,6").unwrap_err().to_string();
+        assert!(e.contains("list them: `2,4,6`"), "{e}");
         // An end below the run is refused, not an underflow.
         assert!(parse_gpus("8,16,...,12").is_err());
         assert_eq!(default_gpus(8), vec![1, 2, 4, 8]);

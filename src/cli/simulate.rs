@@ -184,9 +184,9 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
         ],
     ];
     format!(
-        "{model} on {cluster} ({} GPUs): {}\n{} schedule, {} micro-batches{}\n\n{}\n\n{}\n\
+        "{model} on {cluster} ({}): {}\n{} schedule, {} micro-batches{}\n\n{}\n\n{}\n\
          numbers from: {}\n",
-        e.n_gpus,
+        crate::units::fmt_gpus(e.n_gpus),
         e.plan.short(),
         s.schedule.name(),
         s.n_micro,

@@ -44,7 +44,8 @@ pub fn breakdown(
     }
     let chart = Stacked {
         title: format!(
-            "Step-time breakdown at {n} GPUs (fastest plans, then the best of each method)"
+            "Step-time breakdown at {} (fastest plans, then the best of each method)",
+            fmt_gpus(n)
         ),
         unit: "seconds per step".into(),
         parts: names

@@ -243,10 +243,11 @@ fn knee_text(cfg: &Config, study: &Study) -> String {
         return "No count has a plan that fits, so there is no knee.".into();
     };
     let n = study.points[k].n_gpus();
+    let ng = crate::units::fmt_gpus(n);
     let last = study.points.iter().rev().find(|p| p.hybrid().is_some());
     let end = if last.map(|p| p.n_gpus()) == Some(n) {
         format!(
-            " Scaling has not dropped below that by {n} GPUs, the largest count studied: \
+            " Scaling has not dropped below that by {ng}, the largest count studied: \
              study larger counts to find where it bends."
         )
     } else {
@@ -255,7 +256,7 @@ fn knee_text(cfg: &Config, study: &Study) -> String {
             .to_string()
     };
     format!(
-        "**The knee is {n} GPUs.** Definition: walking up the GPU counts that have a plan, the \
+        "**The knee is {ng}.** Definition: walking up the GPU counts that have a plan, the \
          marginal efficiency of a step from n₁ to n₂ GPUs is (T(n₁) / T(n₂)) / (n₂ / n₁), the \
          share of the ideal speedup that the extra GPUs deliver; the knee is the largest count \
          reached while every step keeps it ≥ {}.{end}",

@@ -234,9 +234,9 @@ pub fn summary(inputs: &Inputs, cfg: &Config, study: &Study) -> Vec<Block> {
             let e = p.hybrid().expect("the knee has a plan");
             let t = training(e, cfg.tokens, cfg.gpu_hour_price);
             items.push(format!(
-                "**Recommended: {} GPUs** (the knee) with `{}`: {} s per step, {} tokens/s, MFU \
+                "**Recommended: {}** (the knee) with `{}`: {} s per step, {} tokens/s, MFU \
                  {}; {} tokens in {} days, {} GPU-hours{}.",
-                p.n_gpus(),
+                crate::units::fmt_gpus(p.n_gpus()),
                 e.plan.short(),
                 sig(e.step_time_s, 4),
                 thousands(e.tokens_per_s),
@@ -252,8 +252,8 @@ pub fn summary(inputs: &Inputs, cfg: &Config, study: &Study) -> Vec<Block> {
     if let Some(last) = study.points.iter().rev().find(|p| p.hybrid().is_some()) {
         let e = last.hybrid().expect("found");
         items.push(format!(
-            "At {} GPUs the best plan is {}× faster than one GPU ({} efficiency); {}.",
-            last.n_gpus(),
+            "At {} the best plan is {}× faster than one GPU ({} efficiency); {}.",
+            crate::units::fmt_gpus(last.n_gpus()),
             sig(last.cmp.speedup(e), 3),
             pct(last.cmp.efficiency(e)),
             why_sentence(single, e, inputs.cluster.gpus_per_node)

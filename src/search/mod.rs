@@ -57,6 +57,9 @@ pub struct Space {
     pub ilp: ilp::IlpOptions,
     /// Fraction of device memory a suggested plan leaves free (see [`MEMORY_HEADROOM`]).
     pub memory_headroom: f64,
+    /// The model's head size (0: not known), which fused attention caps
+    /// ([`crate::spec::plan::MAX_FUSED_HEAD_DIM`]).
+    pub head_dim: u64,
 }
 
 /// Default share of device memory the search keeps free: 6%, the memory estimate's largest
@@ -90,6 +93,7 @@ impl Space {
             stage_ilp: true,
             ilp: ilp::IlpOptions::default(),
             memory_headroom: MEMORY_HEADROOM,
+            head_dim: 0,
         }
     }
 
@@ -98,6 +102,7 @@ impl Space {
     pub fn for_framework(mut self, framework: Framework) -> Space {
         self.framework = framework;
         self.zero = framework.zero_stages().to_vec();
+        self.attention = AttentionImpl::Flash;
         self.fit_attention()
     }
 
@@ -107,12 +112,19 @@ impl Space {
         self.fit_attention()
     }
 
+    /// The space of a model whose heads are `head_dim` wide.
+    pub fn with_head_dim(mut self, head_dim: u64) -> Space {
+        self.head_dim = head_dim;
+        self.fit_attention()
+    }
+
     /// Unfused attention where the framework's fused kernel does not take the data type
-    /// ([`Framework::fused_attention_takes`]: fp32 under Megatron-LM and DeepSpeed).
+    /// ([`Framework::fused_attention_takes`]: fp32 except under torchtitan) or the head size.
     fn fit_attention(mut self) -> Space {
         if !self
             .framework
             .fused_attention_takes(self.attention, self.dtype)
+            || self.head_dim > crate::spec::plan::MAX_FUSED_HEAD_DIM
         {
             self.attention = AttentionImpl::Unfused;
         }
@@ -443,6 +455,23 @@ fn pareto_front(sorted: &[Estimate]) -> Vec<Estimate> {
 mod tests {
     use super::*;
     use crate::spec::{load_cluster, load_model};
+
+    /// The space's attention follows the framework and the data type in either order: fp32
+    /// under Megatron prices unfused, under torchtitan (SDPA) flash, even when the framework
+    /// comes after the type (`suggest --dtype fp32 --export torchtitan` had priced unfused);
+    /// heads over 256 wide price unfused everywhere.
+    #[test]
+    fn space_attention_follows_framework_dtype_and_head_size() {
+        let fp32 = Space::new(64, 2048).with_dtype(Dtype::Fp32);
+        assert_eq!(fp32.attention, AttentionImpl::Unfused);
+        let tt = fp32.clone().for_framework(Framework::Torchtitan);
+        assert_eq!(tt.attention, AttentionImpl::Flash);
+        assert_eq!(tt.with_head_dim(512).attention, AttentionImpl::Unfused);
+        assert_eq!(
+            Space::new(64, 2048).with_head_dim(128).attention,
+            AttentionImpl::Flash
+        );
+    }
 
     /// Whole experts (etp 1) are enumerated where Megatron-LM runs them, their EP ranks
     /// drawn from all tp·cp·dp ranks of a stage (ep 8 with tp 4 on 8 GPUs, dp 2), and not

@@ -45,15 +45,16 @@ impl Framework {
     /// Whether the framework's fused attention `kernel` takes `dtype` inputs. FlashAttention
     /// (Dao 2023; `flash_attn` asserts fp16 or bf16 inputs), Transformer Engine's fused
     /// attention (fp16/bf16, and fp8 on Hopper) and llm-foundry's Triton kernel run 16-bit
-    /// tensors only: fp32 (or TF32) training runs the materialised softmax in Megatron-LM and
-    /// DeepSpeed. torchtitan and Composer call PyTorch's SDPA, whose memory-efficient kernel
-    /// takes fp32 too (`torch.nn.functional.scaled_dot_product_attention` backends).
+    /// tensors only: fp32 (or TF32) training runs the materialised softmax in Megatron-LM,
+    /// DeepSpeed and llm-foundry (whose `flash_attn_fn` checks for fp16/bf16 inputs).
+    /// torchtitan calls PyTorch's SDPA, whose memory-efficient kernel takes fp32 too
+    /// (`torch.nn.functional.scaled_dot_product_attention` backends).
     pub fn fused_attention_takes(self, kernel: AttentionImpl, dtype: Dtype) -> bool {
         match kernel {
             AttentionImpl::Unfused => true,
             _ if dtype.bytes() <= 2.0 => true,
             AttentionImpl::FlashTriton => false,
-            AttentionImpl::Flash => matches!(self, Framework::Torchtitan | Framework::LlmFoundry),
+            AttentionImpl::Flash => self == Framework::Torchtitan,
         }
     }
 

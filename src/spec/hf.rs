@@ -1,5 +1,6 @@
 //! Hugging Face `config.json` import: the transformers configurations of the Llama 2/3,
-//! Mistral, Mixtral, Qwen2, GPT-2, GPT-NeoX (Pythia) and BERT families mapped onto a
+//! Mistral, Mixtral, Qwen2, Qwen3, Qwen3-MoE, GPT-2, GPT-NeoX (Pythia) and BERT families
+//! mapped onto a
 //! [`ModelSpec`], every missing field reported at once and every approximation said in words.
 //!
 //! Templates (the closest [`Arch`], and what differs):
@@ -7,6 +8,10 @@
 //!   attention window is kept (`sliding_window`) and sequences are priced up to it: full causal
 //!   attention is exact there, and longer sequences are refused.
 //! - `qwen2` → llama with `qkv_bias: true` (`Qwen2Attention` puts biases on Q, K, V only).
+//! - `qwen3`, `qwen3_moe` → llama with `qk_norm` (an RMSNorm on every query and key head) and
+//!   the head size `head_dim` where it differs from hidden/heads; `qwen3_moe` adds routed
+//!   experts (`num_experts`, `num_experts_per_tok`, `moe_intermediate_size`, in every
+//!   `decoder_sparse_step`-th layer), no shared ones.
 //! - `gpt2` → gpt (LayerNorm, GeLU, learned positions, biases, tied head).
 //! - `gpt_neox` (GPT-NeoX-20B, Pythia) → gpt with `positions: rotary` and an untied head. NeoX
 //!   computes attention and MLP in parallel from the same input (`use_parallel_residual`); we
@@ -245,25 +250,32 @@ fn qwen3_moe(f: &mut Fields<'_>) -> Option<(u64, u64, u64, Option<u64>)> {
     let top_k = or(f, "num_experts_per_tok", 8);
     let every = or(f, "decoder_sparse_step", 1);
     let width = or(f, "moe_intermediate_size", 768);
-    if let Some(Value::Array(a)) = f.map.get("mlp_only_layers")
-        && !a.is_empty()
-    {
-        f.bad(
+    match f.map.get("mlp_only_layers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.is_empty() => {}
+        Some(Value::Array(_)) => f.bad(
             "mlp_only_layers",
             "dense layers at listed indices: planner's experts sit in every k-th layer \
              (decoder_sparse_step), with no exceptions",
             "empty the list, or write the model YAML by hand with moe.every",
-        );
+        ),
+        Some(v) => {
+            let msg = format!("expected a list of layer indices, found {v}");
+            f.bad("mlp_only_layers", &msg, "write a list, e.g. []");
+        }
     }
     Some((experts?, top_k?, every?, Some(width?)))
 }
 
-/// The head size where it is set apart from hidden/heads (`head_dim`; Qwen3's classes
-/// default it to 128, the others to hidden/heads), else `None`.
+/// The head size where it is set apart from hidden/heads (`head_dim`; `Qwen3Config` defaults
+/// it to 128, `Qwen3MoeConfig` has no default and its attention reads hidden/heads, as the
+/// others do), else `None`.
 fn head_size(f: &mut Fields<'_>, fam: Family, hidden_heads: Option<(u64, u64)>) -> Option<u64> {
     let default = match fam {
-        Family::Qwen3 | Family::Qwen3Moe => Some(128),
-        Family::Llama | Family::Mistral | Family::Mixtral | Family::Qwen2 => None,
+        Family::Qwen3 => Some(128),
+        Family::Llama | Family::Mistral | Family::Mixtral | Family::Qwen2 | Family::Qwen3Moe => {
+            None
+        }
         Family::Gpt2 | Family::GptNeox | Family::Bert => return None,
     };
     let d = if f.map.get("head_dim").is_none_or(Value::is_null) {
@@ -293,6 +305,26 @@ fn rope_theta(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) -> Optio
              writes no rope scaling, so add it (`--use-rope-scaling` for Llama 3.1)"
         ));
     }
+    // transformers 5 keeps the base under `rope_parameters` (`rope_theta`, with `rope_type`).
+    if let Some(Value::Object(p)) = f.map.get("rope_parameters") {
+        let kind = p.get("rope_type").and_then(Value::as_str);
+        if let Some(kind) = kind.filter(|k| *k != "default") {
+            notes.push(format!(
+                "rope_parameters rope_type {kind}: not modelled (no cost depends on it); a \
+                 Megatron-LM export writes no rope scaling"
+            ));
+        }
+        if let Some(t) = p.get("rope_theta") {
+            return match t.as_f64().filter(|t| *t > 1.0 && *t <= MAX_ROPE_THETA) {
+                Some(t) => Some(t),
+                None => {
+                    let msg = format!("rope_theta: expected a number above 1, found {t}");
+                    f.bad("rope_parameters", &msg, "fix the value");
+                    None
+                }
+            };
+        }
+    }
     Some(f.above_one(keys, MAX_ROPE_THETA).unwrap_or(default))
 }
 
@@ -309,14 +341,24 @@ fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<u64> {
     let absent = |f: &Fields<'_>, key: &str| !f.map.contains_key(key);
     let on = match fam {
         Family::Mistral | Family::Mixtral => true,
+        // `Qwen3MoeAttention` slides in every layer when `use_sliding_window`.
+        Family::Qwen3Moe => f.flag("use_sliding_window") == Some(true),
         // Qwen3's classes read the window as Qwen2's: from layer `max_window_layers` on, when
         // `use_sliding_window`.
-        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
+        Family::Qwen2 | Family::Qwen3 => {
             let layers = f.count(&["num_hidden_layers"], MAX_LAYERS);
-            let from = if absent(f, "max_window_layers") {
-                Some(28)
-            } else {
-                f.count(&["max_window_layers"], MAX_LAYERS)
+            // 0 is valid: every layer slides.
+            let from = match f.map.get("max_window_layers") {
+                None | Some(Value::Null) => Some(28),
+                Some(v) => match v.as_u64().filter(|n| *n <= MAX_LAYERS) {
+                    Some(n) => Some(n),
+                    None => {
+                        let msg =
+                            format!("expected a whole number from 0 to {MAX_LAYERS}, found {v}");
+                        f.bad("max_window_layers", &msg, "fix the value");
+                        None
+                    }
+                },
             };
             f.flag("use_sliding_window") == Some(true)
                 && layers.is_some_and(|l| from.is_none_or(|m| m < l))

@@ -237,6 +237,11 @@ pub enum Infeasible {
         /// Context parallelism.
         cp: u64,
     },
+    /// A fused attention kernel given heads wider than it takes.
+    FusedAttentionHeadDim {
+        /// The model's head size.
+        head_dim: u64,
+    },
     /// A fused attention kernel given 32-bit tensors it does not take
     /// ([`Framework::fused_attention_takes`](super::Framework::fused_attention_takes)).
     FusedAttentionDtype {
@@ -292,6 +297,7 @@ impl Infeasible {
             I::MoeTpNeedsSp { .. } => "MoE with tp needs sequence parallelism",
             I::CpNeedsFlash { .. } => "cp needs fused attention",
             I::FusedAttentionDtype { .. } => "fused attention on 32-bit tensors",
+            I::FusedAttentionHeadDim { .. } => "fused attention beyond head size 256",
             I::OutOfMemory { .. } => OUT_OF_MEMORY,
         }
     }
@@ -324,7 +330,9 @@ impl Infeasible {
             I::DtypeUnsupported { .. } => "dtype",
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
             I::MoeTpNeedsSp { .. } => "sequence_parallel",
-            I::CpNeedsFlash { .. } | I::FusedAttentionDtype { .. } => "attention",
+            I::CpNeedsFlash { .. }
+            | I::FusedAttentionDtype { .. }
+            | I::FusedAttentionHeadDim { .. } => "attention",
             I::OutOfMemory { .. } => "memory",
         }
     }
@@ -363,9 +371,14 @@ impl fmt::Display for Infeasible {
                 "tp={tp} does not divide heads={heads} (kv_heads={kv_heads}); use a tp that divides both"
             ),
             I::FfnNotDivisible { field, ffn, tp } => {
+                let whole = if field.starts_with("moe.") {
+                    ", or --etp 1 (whole experts on each rank)"
+                } else {
+                    ""
+                };
                 write!(
                     f,
-                    "tp={tp} does not divide {field}={ffn}; use a tp that divides it"
+                    "tp={tp} does not divide {field}={ffn}; use a tp that divides it{whole}"
                 )
             }
             I::TpAcrossNodes { tp, gpus_per_node } => write!(
@@ -483,6 +496,11 @@ impl fmt::Display for Infeasible {
                  experts per rank, Megatron-LM's --expert-tensor-parallel-size 1, are priced \
                  for Megatron only); leave --etp out, or price for --framework megatron"
             ),
+            I::ExpertTp { etp, tp: 1, .. } => write!(
+                f,
+                "etp={etp} with tp=1: experts are split over the TP ranks or not at all; leave \
+                 --etp out (or use 1)"
+            ),
             I::ExpertTp { etp, tp, .. } => write!(
                 f,
                 "etp={etp} with tp={tp}: planner splits experts over all the TP ranks or none \
@@ -562,6 +580,12 @@ impl fmt::Display for Infeasible {
             I::CpNeedsFlash { cp } => write!(
                 f,
                 "cp={cp} with unfused attention: context parallelism passes K/V around a ring inside the fused attention kernel (Megatron-LM's local DotProductAttention asserts context_parallel_size == 1); use --attention flash, or cp 1"
+            ),
+            I::FusedAttentionHeadDim { head_dim } => write!(
+                f,
+                "head_dim={head_dim} with fused attention: FlashAttention and cuDNN's fused \
+                 attention take heads up to {} wide; use --attention unfused",
+                super::plan::MAX_FUSED_HEAD_DIM
             ),
             I::FusedAttentionDtype {
                 framework,

@@ -210,8 +210,23 @@ impl ModelSpec {
                 "give a printable name; it heads reports and names their folder".into(),
             );
         }
-        if self.head_size.is_some() {
-            // The head size is given: the query width a·d need not be the hidden size.
+        if let Some(d) = self.head_size {
+            // The head size is given: the query width a·d need not be the hidden size, but it
+            // is bounded as the hidden size is.
+            if self.heads.saturating_mul(d) > MAX_HIDDEN {
+                bad(
+                    "head_dim",
+                    format!("heads·head_dim = {}·{d} is beyond any model", self.heads),
+                    format!("keep heads·head_dim ≤ {MAX_HIDDEN}"),
+                );
+            }
+            if self.positions == Positions::Rotary && d % 2 != 0 {
+                bad(
+                    "head_dim",
+                    format!("{d} is odd: rotary embeddings rotate pairs of a head's channels"),
+                    "give an even head size".into(),
+                );
+            }
         } else if self.heads > self.hidden {
             bad(
                 "heads",

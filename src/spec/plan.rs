@@ -110,6 +110,11 @@ impl TpOverlap {
     }
 }
 
+/// The widest head fused attention kernels take: FlashAttention-2 "supports all head
+/// dimensions up to 256" (Dao-AILab/flash-attention README), as do FlashAttention-3 and
+/// cuDNN's fused attention on Hopper.
+pub const MAX_FUSED_HEAD_DIM: u64 = 256;
+
 /// One way of laying a model out on a cluster, with its memory and overlap options.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Plan {
@@ -363,7 +368,7 @@ impl Plan {
             widths.push(("moe.expert_ffn_hidden", m.expert_ffn_hidden, self.etp()));
         }
         for (field, ffn, split) in widths {
-            if ffn % split != 0 {
+            if ffn % split != 0 && (split == self.tp || split == 1) {
                 out.push(I::FfnNotDivisible {
                     field,
                     ffn,
@@ -427,7 +432,10 @@ impl Plan {
             });
         }
         let (etp, stage_ranks) = (self.etp(), self.tp * self.cp * self.dp);
-        if etp != self.tp && (etp != 1 || model.moe.is_none()) {
+        // An etp that is neither 1 nor tp is refused alone: the expert checks below would
+        // only repeat it in other words.
+        let etp_ok = etp == self.tp || (etp == 1 && model.moe.is_some());
+        if !etp_ok {
             out.push(I::ExpertTp {
                 etp,
                 tp: self.tp,
@@ -440,7 +448,9 @@ impl Plan {
             });
         }
         match &model.moe {
-            Some(m) if m.experts % self.ep != 0 || stage_ranks % (etp * self.ep) != 0 => {
+            Some(m)
+                if etp_ok && (m.experts % self.ep != 0 || stage_ranks % (etp * self.ep) != 0) =>
+            {
                 out.push(I::ExpertsNotDivisible {
                     experts: m.experts,
                     ep: self.ep,
@@ -458,6 +468,11 @@ impl Plan {
         }
         if self.cp > 1 && self.attention == AttentionImpl::Unfused {
             out.push(I::CpNeedsFlash { cp: self.cp });
+        }
+        if self.attention != AttentionImpl::Unfused && model.head_dim() > MAX_FUSED_HEAD_DIM {
+            out.push(I::FusedAttentionHeadDim {
+                head_dim: model.head_dim(),
+            });
         }
         if !self
             .framework

@@ -1541,3 +1541,44 @@ fn fp32_attention_is_the_unfused_one() {
         stderr(&o)
     );
 }
+
+/// `--rotary-base` is the model's (Megatron's default 10000 when absent), checked with the
+/// other shape arguments: Llama 3's arguments without it describe another model. A YAML head
+/// size equal to hidden/heads needs no `--kv-channels`. Experts in fp32 cannot be exported:
+/// Megatron's grouped expert GEMM runs bf16 only.
+#[test]
+fn megatron_rotary_base_head_size_and_expert_dtype() {
+    let llama = load_model("llama3-8b").unwrap();
+    let plan = Plan::new(4, 2, 1, 1, 8, 8192);
+    let text = export(&llama, &plan, LaunchFormat::Megatron(MegatronVersion::Core))
+        .unwrap()
+        .text;
+    assert!(from_megatron(&text, &llama, 8).is_ok());
+    let e = from_megatron(&text.replace("--rotary-base 500000 \\\n", ""), &llama, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`--rotary-base`: absent"), "{e}");
+    let e = from_megatron(&text.replace("500000", "10000"), &llama, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("rope_theta: 500000"), "{e}");
+    let same = ModelSpec {
+        head_size: Some(128),
+        ..llama.clone()
+    };
+    assert!(from_megatron(&text, &same, 8).is_ok());
+    let mixtral = load_model("mixtral-8x7b").unwrap();
+    let fp32 = Plan {
+        dtype: Dtype::Fp32,
+        attention: AttentionImpl::Unfused,
+        ep: 4,
+        ..Plan::new(8, 1, 1, 1, 64, 4096)
+    };
+    let e = export(
+        &mixtral,
+        &fp32,
+        LaunchFormat::Megatron(MegatronVersion::Core),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("fp32 with experts"), "{e}");
+}

@@ -372,7 +372,8 @@ fn bias_keys_are_refused_only_where_the_class_reads_them() {
 }
 
 /// Qwen3-MoE takes `Qwen3MoeConfig`'s defaults where keys are absent (128 experts of 768,
-/// top 8, head size 128, QK-norm) and refuses layers `mlp_only_layers` makes dense, which an
+/// top 8, QK-norm; no head size of its own: its attention reads hidden/heads, where dense
+/// Qwen3's config defaults to 128) and refuses layers `mlp_only_layers` makes dense, which an
 /// every-k-th pattern cannot say; Qwen3's `attention_bias` would bias all four projections.
 #[test]
 fn qwen3_moe_takes_class_defaults_and_refuses_what_it_cannot_say() {
@@ -385,10 +386,11 @@ fn qwen3_moe_takes_class_defaults_and_refuses_what_it_cannot_say() {
         (e.experts, e.top_k, e.every, e.expert_ffn_hidden),
         (128, 8, 1, 768)
     );
-    assert_eq!(
-        (m.head_size, m.q_hidden(), m.qk_norm),
-        (Some(128), 512, true)
-    );
+    assert_eq!((m.head_size, m.q_hidden(), m.qk_norm), (None, 256, true));
+    let dense = imp(&format!("{{{}}}", base.replace("qwen3_moe", "qwen3")))
+        .unwrap()
+        .model;
+    assert_eq!((dense.head_size, dense.q_hidden()), (Some(128), 512));
     for (extra, field) in [
         (r#", "mlp_only_layers": [0]"#, "mlp_only_layers"),
         (r#", "attention_bias": true"#, "attention_bias"),
@@ -396,4 +398,56 @@ fn qwen3_moe_takes_class_defaults_and_refuses_what_it_cannot_say() {
         let e = imp(&format!("{{{base}{extra}}}")).unwrap_err();
         assert_eq!(e.problems()[0].field, field, "{e}");
     }
+}
+
+/// transformers 5 keeps the rotary base under `rope_parameters`: read there (it had fallen
+/// back to the class default, 10,000, and the export had written that), with a note for a
+/// scaled rope type.
+#[test]
+fn rope_theta_is_read_from_rope_parameters() {
+    let cfg = |params: &str| {
+        format!(
+            r#"{{"model_type": "qwen3", "hidden_size": 256, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 512,
+                "vocab_size": 1000, "max_position_embeddings": 64, "rope_parameters": {params}}}"#
+        )
+    };
+    let i = imp(&cfg(r#"{"rope_theta": 1000000.0, "rope_type": "default"}"#)).unwrap();
+    assert_eq!(i.model.rope_theta, Some(1e6));
+    assert!(
+        i.notes.iter().all(|n| !n.contains("rope_type")),
+        "{:?}",
+        i.notes
+    );
+    let i = imp(&cfg(
+        r#"{"rope_theta": 500000.0, "rope_type": "yarn", "factor": 4.0}"#,
+    ))
+    .unwrap();
+    assert_eq!(i.model.rope_theta, Some(5e5));
+    assert!(
+        i.notes.iter().any(|n| n.contains("rope_type yarn")),
+        "{:?}",
+        i.notes
+    );
+    let e = imp(&cfg(r#"{"rope_theta": 0}"#)).unwrap_err();
+    assert_eq!(e.problems()[0].field, "rope_parameters");
+}
+
+/// `max_window_layers: 0` (every layer slides) is a valid Qwen2 value; `mlp_only_layers` must
+/// be a list.
+#[test]
+fn qwen_window_from_layer_zero_and_mlp_only_layers_as_a_list() {
+    let base = r#""hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 64"#;
+    let m = imp(&format!(
+        r#"{{"model_type": "qwen2", {base}, "use_sliding_window": true, "max_window_layers": 0, "sliding_window": 32}}"#
+    ))
+    .unwrap()
+    .model;
+    assert_eq!(m.attention_window, Some(32));
+    let e = imp(&format!(
+        r#"{{"model_type": "qwen3_moe", {base}, "mlp_only_layers": "0"}}"#
+    ))
+    .unwrap_err();
+    assert_eq!(e.problems()[0].field, "mlp_only_layers");
 }

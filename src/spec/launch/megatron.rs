@@ -375,10 +375,10 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
         flag(a, "--moe-grouped-gemm");
         // arguments.py: "Currently GroupedGEMM for MoE only supports bf16 dtype." and
         // "Expert parallelism is not supported with fp16 training."
-        if plan.dtype == Dtype::Fp16 {
+        if !matches!(plan.dtype, Dtype::Bf16 | Dtype::Fp8) {
             c.refuse(
                 "dtype",
-                "fp16 with experts: Megatron-LM's grouped expert GEMM and expert parallelism run in bf16 only",
+                format!("{} with experts: Megatron-LM's grouped expert GEMM runs in bf16 only (and expert parallelism refuses fp16)", plan.dtype.name()),
                 "price --dtype bf16",
             );
         }

@@ -162,14 +162,29 @@ fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             model.ffn_hidden,
         );
     }
-    if !a.has("--kv-channels") && model.head_size.is_some() {
+    // Megatron-LM's rotary base, 10000 unless given, against the model's where it says one.
+    if let Some(theta) = model
+        .rope_theta
+        .filter(|_| model.positions == Positions::Rotary)
+    {
+        let given = match a.get("--rotary-base") {
+            Some(v) => v.parse::<f64>().ok(),
+            None => Some(10_000.0),
+        };
+        if given != Some(theta) {
+            let said = a.get("--rotary-base").map_or(
+                "absent (Megatron-LM's default is 10000)".to_string(),
+                str::to_string,
+            );
+            mismatch(c, "--rotary-base", said, model, "rope_theta", theta);
+        }
+    }
+    // Without it Megatron takes hidden/heads, asserting they divide.
+    if !a.has("--kv-channels") && model.head_dim() * model.heads != model.hidden {
         mismatch(
             c,
             "--kv-channels",
-            format!(
-                "absent (Megatron-LM's default is hidden/heads = {})",
-                model.hidden / model.heads
-            ),
+            "absent (Megatron-LM then takes hidden/heads)",
             model,
             "head_dim",
             model.head_dim(),

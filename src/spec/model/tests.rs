@@ -89,6 +89,23 @@ fn shared_experts_are_refused_as_such() {
     assert!(e.to_string().contains("not modelled"), "{e}");
 }
 
+/// A head size set apart is bounded (heads·head_dim as the hidden size) and even under
+/// rotary positions, which rotate channel pairs.
+#[test]
+fn head_dim_is_bounded_and_even_under_rotary() {
+    let yaml = "name: l\narch: llama\nlayers: 2\nhidden: 64\nheads: 4\nffn_hidden: 128\nvocab: 100\nseq_len: 32\n";
+    let m = ModelSpec::from_yaml("l.yaml", &format!("{yaml}head_dim: 32\n")).unwrap();
+    assert_eq!((m.head_dim(), m.q_hidden()), (32, 128));
+    for (heads, d, needle) in [(4, 33, "33 is odd"), (4096, 1024, "beyond any model")] {
+        let text =
+            format!("{yaml}head_dim: {d}\n").replace("heads: 4\n", &format!("heads: {heads}\n"));
+        let e = ModelSpec::from_yaml("l.yaml", &text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{d}: {e}");
+    }
+}
+
 /// `rope_theta` is read, written back, and refused where it means nothing (learned
 /// positions) or is a typo.
 #[test]

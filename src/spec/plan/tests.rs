@@ -160,7 +160,8 @@ fn tp_must_divide_the_expert_mlp_width() {
     );
     assert_eq!(
         why[0].to_string(),
-        "tp=2 does not divide moe.expert_ffn_hidden=14335; use a tp that divides it"
+        "tp=2 does not divide moe.expert_ffn_hidden=14335; use a tp that divides it, or \
+         --etp 1 (whole experts on each rank)"
     );
 }
 
@@ -320,6 +321,41 @@ fn fused_attention_needs_16_bit_tensors_where_the_framework_says() {
     assert!(fields(&p).is_empty());
     (p.attention, p.framework) = (AttentionImpl::FlashTriton, Framework::LlmFoundry);
     assert_eq!(fields(&p), ["attention"]);
+    // llm-foundry's `flash_attn_fn` checks for fp16/bf16 inputs too.
+    p.attention = AttentionImpl::Flash;
+    assert_eq!(fields(&p), ["attention"]);
     p.dtype = Dtype::Bf16;
     assert!(fields(&p).is_empty());
+    // Heads wider than 256 take no fused kernel (FlashAttention, cuDNN).
+    let mut wide = m.clone();
+    wide.head_size = Some(512);
+    let why = p.check(&wide, &c);
+    assert_eq!(
+        why.iter().map(|i| i.field()).collect::<Vec<_>>(),
+        ["attention"]
+    );
+    assert!(why[0].to_string().contains("head_dim=512"), "{}", why[0]);
+    p.attention = AttentionImpl::Unfused;
+    assert!(p.check(&wide, &c).is_empty());
+}
+
+/// An expert TP size that is neither 1 nor tp is said once, not again as the expert width
+/// and the EP layout it breaks; at tp 1 the fix is to leave it out. A width tp does not
+/// divide runs with whole experts, which the fix says.
+#[test]
+fn bad_etp_is_refused_once_and_expert_widths_offer_whole_experts() {
+    let mut m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let c = crate::spec::load_cluster("h100x8").unwrap();
+    let mut p = Plan::new(8, 1, 1, 1, 64, 4096);
+    p.etp = Some(4096);
+    let why = p.check(&m, &c);
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(why[0].to_string().contains("leave --etp out"), "{}", why[0]);
+    m.moe.as_mut().unwrap().expert_ffn_hidden = 770;
+    let mut p = Plan::new(2, 4, 1, 1, 64, 4096);
+    p.sequence_parallel = true;
+    let why = p.check(&m, &c);
+    assert!(why[0].to_string().contains("or --etp 1"), "{why:?}");
+    p.etp = Some(1);
+    assert!(p.check(&m, &c).is_empty(), "{:?}", p.check(&m, &c));
 }
