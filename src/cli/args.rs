@@ -320,6 +320,8 @@ pub enum DtypeArg {
     Fp8,
     /// fp32.
     Fp32,
+    /// fp32 tensors with TF32 tensor-core GEMMs (PyTorch `allow_tf32`).
+    Tf32,
 }
 
 /// `--schedule` values.
@@ -362,6 +364,7 @@ impl From<DtypeArg> for Dtype {
             DtypeArg::Fp16 => Dtype::Fp16,
             DtypeArg::Fp8 => Dtype::Fp8,
             DtypeArg::Fp32 => Dtype::Fp32,
+            DtypeArg::Tf32 => Dtype::Tf32,
         }
     }
 }

@@ -314,9 +314,13 @@ pub fn run(a: &ReportArgs) -> Result<String, CliError> {
         rep.charts.len()
     );
     let Some(k) = rep.study.knee else {
+        // Said as the error it is, the report written all the same (it had read "error:
+        // wrote 6 files …").
         return Err(CliError::NoFeasiblePlan(format!(
-            "{summary}no GPU count studied has a plan that fits {} on {}",
-            r.model.name, r.cluster.name
+            "no GPU count studied has a plan that fits {} on {}; the report says why: {}",
+            r.model.name,
+            r.cluster.name,
+            summary.trim_end()
         )));
     };
     let p = &rep.study.points[k];

@@ -505,7 +505,7 @@ fn family_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) {
         Family::GptNeox => neox_checks(f, notes),
         Family::Bert => bert_checks(f),
         Family::Gpt2 => {}
-        _ => llama_checks(f, fam),
+        _ => llama_checks(f, fam, notes),
     }
     // GPT-2 and BERT configs can add a cross-attention block to every layer (an
     // encoder-decoder's decoder, `add_cross_attention`), which none of the templates has.
@@ -522,7 +522,21 @@ fn family_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) {
 /// classes build their projections without biases and Qwen2's with biases on Q, K and V
 /// whatever the config says (transformers `modeling_mistral.py`, `modeling_qwen2.py`), so
 /// there the keys change nothing and are not refused.
-fn llama_checks(f: &mut Fields<'_>, fam: Family) {
+fn llama_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) {
+    // The gated MLP `act(gate(x)) * up(x)` costs the same whatever `act` is; only the
+    // Megatron-LM export, which writes SwiGLU, would train another activation.
+    if let Some(act) = f
+        .map
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .filter(|a| !matches!(*a, "silu" | "swish"))
+    {
+        notes.push(format!(
+            "hidden_act {act}: priced as the gated MLP the class builds (the same GEMMs and \
+             elementwise passes as SwiGLU); a Megatron-LM export writes --swiglu, which trains \
+             SiLU"
+        ));
+    }
     for key in ["attention_bias", "mlp_bias"] {
         let reads = match fam {
             Family::Llama => true,

@@ -1540,6 +1540,30 @@ fn fp32_attention_is_the_unfused_one() {
         "{}",
         stderr(&o)
     );
+    // TF32 GEMMs (`--dtype tf32`, which the command line had refused) on the same fp32
+    // tensors: unfused attention too, and the A100's 156 TF32 TFLOP/s against 19.5 fp32.
+    let o = planner(&[
+        "estimate",
+        "--model",
+        "gpt-1.7b",
+        "--cluster",
+        "a100x8",
+        "--dtype",
+        "tf32",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let t: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (&t["plan"]["dtype"], &t["plan"]["attention"]),
+        (&serde_json::json!("tf32"), &serde_json::json!("unfused"))
+    );
+    let (fp32, tf32) = (
+        v["step_time_s"].as_f64().unwrap(),
+        t["step_time_s"].as_f64().unwrap(),
+    );
+    assert!(tf32 < fp32 / 3.0, "tf32 {tf32} s, fp32 {fp32} s");
 }
 
 /// `--rotary-base` is the model's (Megatron's default 10000 when absent), checked with the

@@ -429,7 +429,11 @@ fn a_model_that_fits_nowhere_still_gets_a_report_and_exit_1() {
         &dir.display().to_string(),
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no GPU count studied has a plan that fits"));
+    assert!(
+        stderr(&o).starts_with("error: no GPU count studied has a plan that fits"),
+        "{}",
+        stderr(&o)
+    );
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("**No GPU count studied has a plan that fits**"));
     assert!(

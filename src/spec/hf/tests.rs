@@ -451,3 +451,20 @@ fn qwen_window_from_layer_zero_and_mlp_only_layers_as_a_list() {
     .unwrap_err();
     assert_eq!(e.problems()[0].field, "mlp_only_layers");
 }
+
+/// A gated MLP with another activation (GeGLU) costs what SwiGLU does: imported with a note
+/// that the Megatron export trains SiLU.
+#[test]
+fn another_gated_activation_is_noted() {
+    let i = imp(
+        r#"{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 10,
+            "max_position_embeddings": 32, "hidden_act": "gelu"}"#,
+    )
+    .unwrap();
+    assert!(
+        i.notes.iter().any(|n| n.contains("hidden_act gelu")),
+        "{:?}",
+        i.notes
+    );
+}
