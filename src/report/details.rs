@@ -153,8 +153,9 @@ pub fn memory(
             format!("4. Memory per GPU at the knee ({})", fmt_gpus(n)),
         ),
         Block::Para(
-            "Peak memory of the fullest rank of each plan, by holder: 16-bit weights, gradient \
-             buffers, optimizer state (fp32 master weights and Adam moments, sharded by ZeRO), \
+            "Peak memory of the fullest rank of each plan, by holder: weights in the training \
+             type, gradient buffers, optimizer state (Adam moments, and fp32 master weights \
+             where training is in 16 or 8 bits; sharded by ZeRO), \
              activations (saved ones and the working set at the peak), and other (CUDA context, \
              NCCL buffers, allocator fragmentation), against the device's memory. GiB."
                 .into(),
