@@ -456,8 +456,7 @@ impl PlanArgs {
             attention: self.attention.map_or_else(
                 || {
                     let fw: Framework = self.framework.into();
-                    if fw.fused_attention_takes(AttentionImpl::Flash, self.dtype.into())
-                        && model.head_dim() <= crate::spec::plan::MAX_FUSED_HEAD_DIM
+                    if fw.attention_runs(AttentionImpl::Flash, self.dtype.into(), model.head_dim())
                     {
                         AttentionImpl::Flash
                     } else {

@@ -166,9 +166,6 @@ struct Ctx<'a> {
     m: &'a Machine<'a>,
     pg: &'a PricedGraphs,
     place: Placement,
-    /// Expert-parallel ranks' gradient-reduction group: the expert-DP ranks,
-    /// tp·cp·dp / (etp·ep) (`Placement::edp`).
-    ep_group: GroupShape,
     /// First and last stage all-reduce the tied embedding's gradient.
     tied_s: f64,
     /// Seconds of the collectives priced here, by source, weighted by how often a step runs
@@ -217,7 +214,7 @@ impl Ctx<'_> {
         // Dense parameters shard over the data-parallel group, experts over theirs.
         let nm = plan.n_micro() as f64;
         let dp = super::dp::schedule(plan);
-        let groups = [(d, self.place.dp), (x, self.ep_group)];
+        let groups = [(d, self.place.dp), (x, self.place.edp)];
         for (params, g) in groups.into_iter().filter(|&(p, _)| p > 0.0) {
             if dp.reduce_per_micro {
                 let grads = params * plan.grad_reduce_bytes();
@@ -236,7 +233,7 @@ impl Ctx<'_> {
         }
         let ends = (st.stage, c) == (0, 0) || (st.stage, c) == (plan.pp - 1, plan.vpp - 1);
         w.dp_reduce_s = self.reduce_s(d, self.place.dp, 0.0)
-            + self.reduce_s(x, self.ep_group, 0.0)
+            + self.reduce_s(x, self.place.edp, 0.0)
             + if ends { self.tied_s } else { 0.0 };
         (w, d, x)
     }
@@ -254,14 +251,14 @@ impl Ctx<'_> {
             })
             .collect();
         let shard = |n: u64| if plan.zero >= 1 { n.max(1) as f64 } else { 1.0 };
-        let local = dense / shard(self.place.dp.n) + experts / shard(self.ep_group.n);
+        let local = dense / shard(self.place.dp.n) + experts / shard(self.place.edp.n);
         let ends = st.embedding || st.head;
         StageWork {
             stage_idx: st.stage,
             chunks,
             p2p_s,
             dp_reduce_s: self.reduce_s(dense, self.place.dp, 1.0)
-                + self.reduce_s(experts, self.ep_group, 1.0)
+                + self.reduce_s(experts, self.place.edp, 1.0)
                 + if ends { self.tied_s } else { 0.0 },
             optimizer_s: self
                 .m
@@ -488,7 +485,6 @@ pub fn stage_work_with_provenance(
         m,
         pg,
         place,
-        ep_group: place.edp,
         tied_s,
         provenance: RefCell::new(provenance),
     };

@@ -123,8 +123,7 @@ impl Space {
     fn fit_attention(mut self) -> Space {
         if !self
             .framework
-            .fused_attention_takes(self.attention, self.dtype)
-            || self.head_dim > crate::spec::plan::MAX_FUSED_HEAD_DIM
+            .attention_runs(self.attention, self.dtype, self.head_dim)
         {
             self.attention = AttentionImpl::Unfused;
         }

@@ -2,7 +2,7 @@
 //! the graph, the cost model, the checks and the exporters read (kernels, loss, recomputation
 //! policy, ZeRO stages and what it cannot run).
 
-use super::plan::{AttentionImpl, Plan};
+use super::plan::{AttentionImpl, MAX_FUSED_HEAD_DIM, Plan};
 use crate::units::Dtype;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,14 @@ impl Framework {
             AttentionImpl::FlashTriton => false,
             AttentionImpl::Flash => self == Framework::Torchtitan,
         }
+    }
+
+    /// Whether `kernel` runs a model whose heads are `head_dim` wide, trained in `dtype`:
+    /// [`Framework::fused_attention_takes`] the type, and a fused kernel's heads are at most
+    /// [`MAX_FUSED_HEAD_DIM`] wide.
+    pub fn attention_runs(self, kernel: AttentionImpl, dtype: Dtype, head_dim: u64) -> bool {
+        self.fused_attention_takes(kernel, dtype)
+            && (kernel == AttentionImpl::Unfused || head_dim <= MAX_FUSED_HEAD_DIM)
     }
 
     /// Whether norms, rotary embedding and gated activations run as single fused kernels
