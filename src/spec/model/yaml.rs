@@ -1,0 +1,239 @@
+//! A model as YAML: reading a document into a [`ModelSpec`] (every problem collected, then
+//! the cross-field checks) and writing one back.
+
+use super::*;
+use crate::spec::error::SpecError;
+use crate::spec::yaml::{Reader, parse};
+
+impl ModelSpec {
+    /// Parses and validates a model YAML document. `file` names it in messages.
+    pub fn from_yaml(file: &str, text: &str) -> Result<ModelSpec, SpecError> {
+        let doc = parse(file, text)?;
+        let mut problems = Vec::new();
+        let spec = {
+            let mut r = Reader::new(file, "", &doc, &mut problems);
+            let spec = read_model(&mut r);
+            r.finish();
+            spec
+        };
+        match spec {
+            Some(s) if problems.is_empty() => {
+                let more = s.check(file);
+                if more.is_empty() {
+                    Ok(s)
+                } else {
+                    Err(SpecError::Invalid(more))
+                }
+            }
+            _ => Err(SpecError::Invalid(problems)),
+        }
+    }
+
+    /// The model as a YAML document that [`ModelSpec::from_yaml`] reads back to an equal model,
+    /// each `comments` line written as a `#` comment on top. Optional keys are written when
+    /// they differ from the arch's defaults (`qkv_bias`, `positions`) or always (the rest).
+    pub fn to_yaml(&self, comments: &[String]) -> String {
+        let mut out: String = comments.iter().map(|c| format!("# {c}\n")).collect();
+        let name = serde_json::to_string(&self.name).expect("a string serialises");
+        out += &format!("name: {name}\narch: {}\n", self.arch.name());
+        for (key, v) in [
+            ("layers", self.layers),
+            ("hidden", self.hidden),
+            ("heads", self.heads),
+            ("kv_heads", self.kv_heads),
+            ("ffn_hidden", self.ffn_hidden),
+            ("vocab", self.vocab),
+            ("seq_len", self.seq_len),
+        ] {
+            out += &format!("{key}: {v}\n");
+        }
+        out += &format!("tied_embeddings: {}\n", self.tied_embeddings);
+        if self.qkv_bias != self.arch.biases() {
+            out += &format!("qkv_bias: {}\n", self.qkv_bias);
+        }
+        if self.positions != Positions::default_for(self.arch) {
+            out += &format!("positions: {}\n", self.positions.name());
+        }
+        out += &format!("dropout: {:?}\n", self.dropout);
+        if let Some(m) = &self.moe {
+            out += &format!(
+                "moe: {{experts: {}, top_k: {}, every: {}, expert_ffn_hidden: {}}}\n",
+                m.experts, m.top_k, m.every, m.expert_ffn_hidden
+            );
+        }
+        if let Some(w) = self.attention_window {
+            out += &format!("sliding_window: {w}\n");
+        }
+        if self.arch == Arch::Bert && !self.pooler {
+            out += "pooler: false\n";
+        }
+        if let Some(d) = self.head_size {
+            out += &format!("head_dim: {d}\n");
+        }
+        if self.qk_norm {
+            out += "qk_norm: true\n";
+        }
+        if let Some(t) = self.rope_theta {
+            out += &format!("rope_theta: {t}\n");
+        }
+        out
+    }
+}
+
+fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
+    let name = r.req_str("name", "add `name: my-model`");
+    let arch = match r
+        .req_str("arch", "add `arch: gpt` (or llama, bert)")
+        .as_deref()
+    {
+        Some("gpt") => Some(Arch::Gpt),
+        Some("llama") => Some(Arch::Llama),
+        Some("bert") => Some(Arch::Bert),
+        Some(other) => {
+            r.problem(
+                "arch",
+                format!("unknown architecture `{other}`"),
+                "use gpt, llama or bert",
+            );
+            None
+        }
+        None => None,
+    };
+    let layers = r.req_count("layers", MAX_LAYERS, "add `layers: N` (transformer layers)");
+    let hidden = r.req_count("hidden", MAX_HIDDEN, "add `hidden: N` (model width)");
+    let heads = r.req_count("heads", MAX_HIDDEN, "add `heads: N` (attention heads)");
+    let kv_heads = r.opt_count("kv_heads", MAX_HIDDEN);
+    let head_size = r.opt_count("head_dim", MAX_HEAD_DIM);
+    let qk_norm = r.opt_bool("qk_norm");
+    let ffn_hidden = r.opt_count("ffn_hidden", 16 * MAX_HIDDEN);
+    let vocab = r.req_count(
+        "vocab",
+        MAX_VOCAB,
+        "add `vocab: N` (padded vocabulary size)",
+    );
+    let seq_len = r.req_count(
+        "seq_len",
+        MAX_SEQ,
+        "add `seq_len: N` (training sequence length)",
+    );
+    let tied = r.opt_bool("tied_embeddings");
+    let qkv_bias = r.opt_bool("qkv_bias");
+    let attention_window = r.opt_count("sliding_window", MAX_SEQ);
+    let pooler = r.opt_bool("pooler");
+    let positions = match r.opt_str("positions").as_deref() {
+        None => None,
+        Some("learned") => Some(Positions::Learned),
+        Some("rotary") => Some(Positions::Rotary),
+        Some(other) => {
+            r.problem(
+                "positions",
+                format!("unknown position embedding `{other}`"),
+                "use learned or rotary",
+            );
+            None
+        }
+    };
+    let rope_theta = r.raw("rope_theta").map(|v| v.as_f64().unwrap_or(f64::NAN));
+    if rope_theta.is_some_and(|t| !(t > 1.0 && t <= MAX_ROPE_THETA)) {
+        r.problem(
+            "rope_theta",
+            format!("expected a number above 1 and at most {MAX_ROPE_THETA:e}"),
+            "give the config's rope_theta, e.g. 500000 for Llama 3",
+        );
+    }
+    let dropout = r.raw("dropout").map(|v| v.as_f64().unwrap_or(f64::NAN));
+    if dropout.is_some_and(|d| d.is_nan()) {
+        r.problem(
+            "dropout",
+            "expected a number",
+            "give a probability such as 0.1",
+        );
+    }
+    let moe_raw = r.nested("moe", |m| {
+        let experts = m.req_count("experts", 1 << 16, "add `experts: N`");
+        let top_k = m.req_count("top_k", 1 << 16, "add `top_k: N`");
+        let every = m.opt_count("every", MAX_LAYERS).unwrap_or(1);
+        let ffn = m.opt_count("expert_ffn_hidden", 16 * MAX_HIDDEN);
+        // Shared experts (DeepSeek-MoE, Qwen-MoE) run beside the routed ones on every token:
+        // not a routed-expert count, and not modelled.
+        for key in ["shared_experts", "n_shared_experts", "shared_expert_ffn_hidden"] {
+            if m.raw(key).is_some() {
+                m.problem(
+                    key,
+                    "shared experts (an MLP every token runs beside the routed experts, as in DeepSeek-MoE and Qwen-MoE) are not modelled",
+                    "planner prices routed experts only; it cannot price this model",
+                );
+            }
+        }
+        (experts, top_k, every, ffn)
+    });
+
+    let arch = arch?;
+    if qk_norm == Some(true) && arch != Arch::Llama {
+        r.problem(
+            "qk_norm",
+            "only llama models take a norm on the query and key heads here",
+            "remove `qk_norm`, or use arch: llama",
+        );
+    }
+    if pooler == Some(true) && arch != Arch::Bert {
+        r.problem(
+            "pooler",
+            "only bert has a pooler",
+            "remove `pooler`, or use arch: bert",
+        );
+    }
+    if arch == Arch::Llama && ffn_hidden.is_none() {
+        r.problem(
+            "ffn_hidden",
+            "llama models need an explicit MLP size",
+            "add `ffn_hidden: N` (e.g. 11008 for Llama-2-7B)",
+        );
+    }
+    let positions = positions.unwrap_or(Positions::default_for(arch));
+    if rope_theta.is_some() && positions != Positions::Rotary {
+        r.problem(
+            "rope_theta",
+            format!("the model has {} positions, not rotary", positions.name()),
+            "remove `rope_theta`, or add `positions: rotary`",
+        );
+    }
+    let (hidden, heads) = (hidden?, heads?);
+    let ffn_hidden = ffn_hidden.unwrap_or(4 * hidden);
+    let moe = match moe_raw {
+        Some((Some(experts), Some(top_k), every, ffn)) => Some(MoeSpec {
+            experts,
+            top_k,
+            every,
+            expert_ffn_hidden: ffn.unwrap_or(ffn_hidden),
+        }),
+        Some(_) => return None,
+        None => None,
+    };
+    Some(ModelSpec {
+        name: name?,
+        arch,
+        layers: layers?,
+        hidden,
+        heads,
+        kv_heads: kv_heads.unwrap_or(heads),
+        head_size,
+        qk_norm: qk_norm.unwrap_or(false),
+        ffn_hidden,
+        vocab: vocab?,
+        seq_len: seq_len?,
+        tied_embeddings: tied.unwrap_or(arch != Arch::Llama),
+        qkv_bias: qkv_bias.unwrap_or(arch.biases()),
+        positions,
+        dropout: dropout.unwrap_or(match arch {
+            // Megatron-LM defaults --hidden-dropout 0.1 --attention-dropout 0.1
+            // (megatron/training/arguments.py); Llama trains without dropout (Touvron et al. 2023).
+            Arch::Gpt | Arch::Bert => 0.1,
+            Arch::Llama => 0.0,
+        }),
+        moe,
+        attention_window,
+        pooler: arch == Arch::Bert && pooler.unwrap_or(true),
+        rope_theta: rope_theta.filter(|t| t.is_finite()),
+    })
+}
