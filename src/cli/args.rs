@@ -580,15 +580,6 @@ impl SearchArgs {
                 .to_string(),
             );
         }
-        if let Some(window) = model.max_priced_seq_len().filter(|&w| seq > w) {
-            bad.push(
-                spec::Infeasible::SeqBeyondWindow {
-                    seq_len: seq,
-                    window,
-                }
-                .to_string(),
-            );
-        }
         if !(0.0..50.0).contains(&self.memory_headroom) {
             bad.push(format!(
                 "--memory-headroom {}: give a percent from 0 to below 50 (default {})",

@@ -1,5 +1,6 @@
 //! Model FLOPs (for MFU) and hardware FLOPs (for HFU), the conventions published runs use.
 
+use crate::graph::{AttnWindow, causal_share};
 use crate::spec::{Framework, ModelSpec, Recompute};
 
 /// Forward FLOPs of one sequence of `s` tokens through the whole model, counting the full s×s
@@ -8,10 +9,11 @@ use crate::spec::{Framework, ModelSpec, Recompute};
 /// (q = a·d, which is h unless the head size is set apart), MLP 2shf·(2 or 3), MoE router
 /// 2shE and top_k experts; plus the LM head 2shV.
 pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
+    let window = window_share(model, s);
     let (s, h) = (s as f64, model.hidden as f64);
     let (q, kv) = (model.q_hidden() as f64, model.kv_hidden() as f64);
     let mats = if model.arch.gated_mlp() { 3.0 } else { 2.0 };
-    let attn = 2.0 * s * h * (q + 2.0 * kv) + 4.0 * s * s * q + 2.0 * s * q * h;
+    let attn = 2.0 * s * h * (q + 2.0 * kv) + 4.0 * s * s * q * window + 2.0 * s * q * h;
     let dense_mlp = 2.0 * s * h * model.ffn_hidden as f64 * mats;
     let moe_mlp = model.moe.as_ref().map_or(0.0, |m| {
         2.0 * s * h * m.experts as f64
@@ -30,6 +32,14 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
         + bert_head
 }
 
+/// The share of the s×s score FLOPs a sliding window leaves, in the full-matrix convention
+/// above: twice the causal share the mask keeps ([`causal_share`], the layers' mean), so 1
+/// without a window; a window of w < s on every layer counts (2sw − w²)/s², the pairs it
+/// keeps doubled as the full count doubles the causal triangle's.
+fn window_share(model: &ModelSpec, s: u64) -> f64 {
+    AttnWindow::of(model, s).map_or(1.0, |w| 2.0 * causal_share(s, Some(w)))
+}
+
 /// Forward FLOPs of one sequence that selective recomputation re-runs, by the framework's
 /// policy: Megatron-LM's attention core, 4s²h per layer (Korthikanti et al. 2022 §5), or
 /// torchtitan's op-level policy (`graph::layer` `op_level_selective`), which re-runs every
@@ -40,7 +50,7 @@ pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Fra
     let (s, h) = (s as f64, model.hidden as f64);
     let q = model.q_hidden() as f64;
     if !fw.op_level_selective() {
-        return 4.0 * s * s * q * model.layers as f64;
+        return 4.0 * s * s * q * model.layers as f64 * window_share(model, s as u64);
     }
     let kv = model.kv_hidden() as f64;
     let f = model.ffn_hidden as f64;
@@ -156,6 +166,39 @@ mod tests {
         assert_eq!(
             selective_recompute_flops_per_sequence(&g2, 1024, Framework::Torchtitan),
             48.0 * per_layer
+        );
+    }
+
+    /// A window counts the score pairs it keeps, doubled as the full-matrix convention
+    /// doubles the causal triangle: Mistral 7B (32 layers, q = 4096) at s = 8192 with a
+    /// 4096-key window on every layer counts 2·(8192·4096 − 4096²/2) = 0.75·8192² pairs, so
+    /// its forward is 0.25 · 4s²q · 32 below the same model's without the window; with only
+    /// layers from 16 on sliding, half that.
+    #[test]
+    fn a_window_counts_the_scores_it_keeps() {
+        use crate::spec::{SlidingWindow, WindowLayers};
+        let mut m = crate::spec::load_model("llama3-8b").unwrap();
+        let (s, q) = (8192.0, 4096.0);
+        let full = forward_flops_per_sequence(&m, 8192);
+        m.attention_window = Some(SlidingWindow {
+            size: 4096,
+            layers: WindowLayers::All,
+        });
+        let cut = 0.25 * 4.0 * s * s * q * 32.0;
+        assert_eq!(full - forward_flops_per_sequence(&m, 8192), cut);
+        assert_eq!(
+            selective_recompute_flops_per_sequence(&m, 8192, Framework::Megatron),
+            0.75 * 4.0 * s * s * q * 32.0
+        );
+        m.attention_window = Some(SlidingWindow {
+            size: 4096,
+            layers: WindowLayers::From(16),
+        });
+        assert_eq!(full - forward_flops_per_sequence(&m, 8192), cut / 2.0);
+        // At the window's length the window is the whole causal triangle.
+        assert_eq!(
+            forward_flops_per_sequence(&m, 4096),
+            forward_flops_per_sequence(&crate::spec::load_model("llama3-8b").unwrap(), 4096)
         );
     }
 

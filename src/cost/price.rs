@@ -4,7 +4,7 @@
 //! hierarchical groups (DESIGN.md §3).
 
 use crate::calib::{Profile, Source, Span, bus_factor};
-use crate::graph::{Coll, Group, Kernel, MemClass};
+use crate::graph::{Coll, Group, Kernel, MemClass, causal_share};
 use crate::spec::{AttentionImpl, ClusterSpec, DeviceSpec, Plan};
 use crate::units::{Dtype, GB, US};
 
@@ -275,6 +275,7 @@ impl<'a> Machine<'a> {
             causal,
             backward,
             kernel,
+            window,
         } = *k
         else {
             unreachable!("attention_s on a non-attention kernel")
@@ -292,7 +293,11 @@ impl<'a> Machine<'a> {
             s_kv.div_ceil(ATTENTION_BLOCK) as f64,
         );
         let (useful, visited) = if causal {
-            (nq * nk / 2.0, nq * nk / 2.0 + nq / 2.0)
+            // Blocks the mask cuts are computed whole: half a block per query block on the
+            // diagonal, and another half at a sliding window's far edge.
+            let useful = nq * nk * causal_share(s_kv, window);
+            let edge = window.filter(|w| w.size < s_kv).map_or(0.0, |w| w.share());
+            (useful, useful + nq / 2.0 * (1.0 + edge))
         } else {
             (nq * nk, nq * nk)
         };
@@ -445,6 +450,7 @@ mod tests {
             causal: true,
             backward,
             kernel,
+            window: None,
         };
         // Forward FLOPs 4·132·2048²·128 / 2; the backward 2.5 times that.
         let fwd = 4.0 * 132.0 * 2048.0 * 2048.0 * 128.0 / 2.0;
@@ -463,6 +469,45 @@ mod tests {
                 (t / want - 1.0).abs() < 1e-12,
                 "{imp:?} {backward}: {t} vs {want}"
             );
+        }
+    }
+
+    /// A 1024-key window over s = 4096 (32 × 32 blocks of 128, 132 heads: 32 whole waves):
+    /// useful blocks 1024 · 0.21875 = 224 (`causal_share`), visited 224 + 32/2 · 2 = 256
+    /// (half a block on the diagonal and half at the window's edge per query block) and 32
+    /// fixed: overhead 288/224; full causal attention visits 512 + 16 and pays 32 over 512.
+    #[test]
+    fn a_window_prices_its_band_and_both_edges() {
+        use crate::graph::AttnWindow;
+        let c = load_cluster("h100x8").unwrap();
+        let m = Machine {
+            cluster: &c,
+            profile: None,
+        };
+        let kernel = |window| Kernel::Attention {
+            batch_heads: 132,
+            s_q: 4096,
+            s_kv: 4096,
+            head_dim: 128,
+            causal: true,
+            backward: false,
+            kernel: AttentionImpl::Flash,
+            window,
+        };
+        let scores = 4.0 * 132.0 * 4096.0 * 4096.0 * 128.0;
+        let launch = 4e-6;
+        let w = AttnWindow {
+            size: 1024,
+            sliding: 4,
+            layers: 4,
+        };
+        for (window, useful, overhead) in [
+            (None, 0.5, 560.0 / 512.0),
+            (Some(w), 0.21875, 288.0 / 224.0),
+        ] {
+            let (t, _) = m.attention_s(Dtype::Bf16, &kernel(window));
+            let want = scores * useful * overhead / (989e12 * 0.51) + launch;
+            assert!((t / want - 1.0).abs() < 1e-12, "{window:?}: {t} vs {want}");
         }
     }
 

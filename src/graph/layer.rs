@@ -5,7 +5,7 @@
 //! sbh(34 + 5as/h) bytes for a 16-bit GPT layer with dropout.
 
 use super::linear::{column_linear, fp8_casts, row_linear, tp_conjugates};
-use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
+use super::{AttnWindow, Coll, Group, Kernel, Op, OpGraph, Shard};
 use crate::spec::{Arch, AttentionImpl, ModelSpec, Positions};
 
 /// A norm (LayerNorm or RMSNorm) over `tokens` rows of width h.
@@ -91,6 +91,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
                 causal,
                 backward,
                 kernel: sh.attention,
+                window: AttnWindow::of(model, sh.s),
             };
             let mut fwd = vec![k(false)];
             let mut bwd = vec![k(true)];

@@ -103,6 +103,8 @@ pub enum Kernel {
         backward: bool,
         /// Which fused kernel (FlashAttention-2 class, or FlashAttention in Triton).
         kernel: AttentionImpl,
+        /// The sliding window, where it shortens this attention ([`AttnWindow`]).
+        window: Option<AttnWindow>,
     },
     /// A bandwidth-bound kernel (norm, softmax, activation, dropout, residual add).
     Memory {
@@ -126,12 +128,59 @@ pub enum Kernel {
     },
 }
 
+/// A sliding attention window in the attention kernel of a layer graph, which stands for
+/// every layer of the model: `sliding` of its `layers` layers attend to at most `size` keys
+/// before each query, the rest to all of them. The kernel is priced, and run, at the layers'
+/// mean, exact for a stage that holds the model's mix of layers (gpt-oss alternates; any
+/// even count of its layers holds the mix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct AttnWindow {
+    /// Keys each query attends to at most.
+    pub size: u64,
+    /// Layers that slide.
+    pub sliding: u64,
+    /// Layers of the model.
+    pub layers: u64,
+}
+
+impl AttnWindow {
+    /// The window of `model`'s layers at sequence length `s`, where it shortens attention
+    /// ([`ModelSpec::window_at`]).
+    pub fn of(model: &ModelSpec, s: u64) -> Option<AttnWindow> {
+        model.window_at(s).map(|w| AttnWindow {
+            size: w.size,
+            sliding: w.sliding_layers(model.layers),
+            layers: model.layers,
+        })
+    }
+
+    /// Share of the model's layers that slide.
+    pub fn share(&self) -> f64 {
+        self.sliding as f64 / self.layers.max(1) as f64
+    }
+}
+
+/// Share of the s_q·s_kv score matrix of causal attention that the mask keeps, over `s_kv`
+/// keys, under `window`: 1/2 with no window (as FLOP counts write causal attention); a
+/// window of w < s keeps w·s − w²/2 of s² pairs, (w/s)(1 − w/2s) (each of the last s − w
+/// queries sees w keys, the first w a triangle; continuous form, which meets 1/2 at w = s).
+/// A window's kernel stands for the layers' mean ([`AttnWindow`]). Context parallelism
+/// splits the queries and keeps the share.
+pub fn causal_share(s_kv: u64, window: Option<AttnWindow>) -> f64 {
+    let Some(w) = window.filter(|w| w.size < s_kv) else {
+        return 0.5;
+    };
+    let r = w.size as f64 / s_kv as f64;
+    w.share() * r * (1.0 - r / 2.0) + (1.0 - w.share()) * 0.5
+}
+
 impl Kernel {
     /// Floating-point operations this kernel executes.
     ///
     /// GEMM: 2·batch·m·n·k. Attention forward: two GEMMs (QKᵀ and PV) of 2·s_q·s_kv·d each,
-    /// halved when causal (FlashAttention skips fully masked blocks); backward: five such
-    /// GEMMs (recomputed QKᵀ, dV, dP, dQ, dK), i.e. 2.5× the forward (Dao 2023, §3.1.2).
+    /// halved when causal (FlashAttention skips fully masked blocks), less under a sliding
+    /// window ([`causal_share`]); backward: five such GEMMs (recomputed QKᵀ, dV, dP, dQ, dK),
+    /// i.e. 2.5× the forward (Dao 2023, §3.1.2).
     pub fn flops(&self) -> f64 {
         match *self {
             Kernel::Gemm { batch, m, n, k } => 2.0 * (batch * m) as f64 * n as f64 * k as f64,
@@ -142,10 +191,15 @@ impl Kernel {
                 head_dim,
                 causal,
                 backward,
+                window,
                 ..
             } => {
                 let fwd = 4.0 * batch_heads as f64 * s_q as f64 * s_kv as f64 * head_dim as f64;
-                let fwd = if causal { fwd / 2.0 } else { fwd };
+                let fwd = if causal {
+                    fwd * causal_share(s_kv, window)
+                } else {
+                    fwd
+                };
                 if backward { 2.5 * fwd } else { fwd }
             }
             Kernel::Memory { .. } | Kernel::Comm { .. } => 0.0,

@@ -66,6 +66,15 @@ impl Framework {
             && (kernel == AttentionImpl::Unfused || head_dim <= MAX_FUSED_HEAD_DIM)
     }
 
+    /// Whether the framework trains a sliding attention window: Megatron-Core passes
+    /// `--window-size` to Transformer Engine's attention (`TransformerConfig.window_size`),
+    /// llm-foundry its `sliding_window_size` to FlashAttention (`flash_attn_fn`); torchtitan's
+    /// SDPA and Megatron-DeepSpeed's attention take no window, and would train full causal
+    /// attention instead.
+    pub fn runs_sliding_window(self) -> bool {
+        matches!(self, Framework::Megatron | Framework::LlmFoundry)
+    }
+
     /// Whether norms, rotary embedding and gated activations run as single fused kernels
     /// (false: composed of eager PyTorch elementwise ops).
     pub fn fused_kernels(self) -> bool {

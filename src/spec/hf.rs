@@ -5,8 +5,7 @@
 //!
 //! Templates (the closest [`Arch`], and what differs):
 //! - `llama`, `mistral`, `mixtral` → llama (RMSNorm, SwiGLU, rotary, no biases). A sliding
-//!   attention window is kept (`sliding_window`) and sequences are priced up to it: full causal
-//!   attention is exact there, and longer sequences are refused.
+//!   attention window is kept (`sliding_window`, and which layers slide) and priced.
 //! - `qwen2` → llama with `qkv_bias: true` (`Qwen2Attention` puts biases on Q, K, V only).
 //! - `qwen3`, `qwen3_moe` → llama with `qk_norm` (an RMSNorm on every query and key head) and
 //!   the head size `head_dim` where it differs from hidden/heads; `qwen3_moe` adds routed
@@ -31,7 +30,7 @@ mod fields;
 use super::error::SpecError;
 use super::model::{
     Arch, MAX_HEAD_DIM, MAX_HIDDEN, MAX_LAYERS, MAX_ROPE_THETA, MAX_SEQ, MAX_VOCAB, ModelSpec,
-    MoeSpec, Positions,
+    MoeSpec, Positions, SlidingWindow, WindowLayers,
 };
 use checks::family_checks;
 pub use family::Family;
@@ -182,7 +181,7 @@ fn build(
         ));
     }
     let window = sliding_window(f, fam);
-    let seq_len = seq_len(f, positions, window, opts, notes);
+    let seq_len = seq_len(f, positions, opts, notes);
     let moe = match fam {
         Family::Mixtral => {
             let experts = f.need(&["num_local_experts"], 1 << 16);
@@ -339,8 +338,9 @@ fn rope_theta(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) -> Optio
 /// would load it: `MistralConfig` and `Qwen2Config` default `sliding_window` to 4096, and
 /// `Qwen2Config` `max_window_layers` to 28; `MixtralConfig` has no window by default. (An
 /// explicit `null` is no window.)
-fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<u64> {
+fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<SlidingWindow> {
     let absent = |f: &Fields<'_>, key: &str| !f.map.contains_key(key);
+    let mut layers = WindowLayers::All;
     let on = match fam {
         Family::Mistral | Family::Mixtral => true,
         // `Qwen3MoeAttention` slides in every layer when `use_sliding_window`.
@@ -348,7 +348,7 @@ fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<u64> {
         // Qwen3's classes read the window as Qwen2's: from layer `max_window_layers` on, when
         // `use_sliding_window`.
         Family::Qwen2 | Family::Qwen3 => {
-            let layers = f.count(&["num_hidden_layers"], MAX_LAYERS);
+            let n_layers = f.count(&["num_hidden_layers"], MAX_LAYERS);
             // 0 is valid: every layer slides.
             let from = match f.map.get("max_window_layers") {
                 None | Some(Value::Null) => Some(28),
@@ -362,12 +362,15 @@ fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<u64> {
                     }
                 },
             };
+            if let Some(first) = from.filter(|&m| m > 0) {
+                layers = WindowLayers::From(first);
+            }
             f.flag("use_sliding_window") == Some(true)
-                && layers.is_some_and(|l| from.is_none_or(|m| m < l))
+                && n_layers.is_some_and(|l| from.is_none_or(|m| m < l))
         }
         _ => false,
     };
-    match fam {
+    let size = match fam {
         _ if !on => None,
         Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe
             if absent(f, "sliding_window") =>
@@ -375,7 +378,8 @@ fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<u64> {
             Some(4096)
         }
         _ => f.count(&["sliding_window"], MAX_SEQ),
-    }
+    };
+    size.map(|size| SlidingWindow { size, layers })
 }
 
 /// One dropout probability for the model: the family's dropout fields, their largest value
@@ -403,12 +407,10 @@ fn dropout(
 
 /// The model's sequence length: the position table's length for learned positions (which
 /// `--seq-len` may not change: it would change the parameter count), else `--seq-len` or
-/// `max_position_embeddings` — or the sliding `window`, if shorter: attention is priced as
-/// full causal attention, exact only up to the window.
+/// `max_position_embeddings`.
 fn seq_len(
     f: &mut Fields<'_>,
     positions: Positions,
-    window: Option<u64>,
     opts: &HfOptions,
     notes: &mut Vec<String>,
 ) -> Option<u64> {
@@ -443,24 +445,6 @@ fn seq_len(
         }
         _ => f.count(&key, MAX_SEQ),
     };
-    if let (Some(w), Some(s)) = (window, opts.seq_len)
-        && s > w
-    {
-        f.bad(
-            "--seq-len",
-            &format!("{s} exceeds the model's sliding_window {w}: sliding-window attention is not modelled (full causal attention would be priced, overstating the attention work)"),
-            &format!("give --seq-len ≤ {w}"),
-        );
-        return None;
-    }
-    if let (Some(w), None, Some(t)) = (window, opts.seq_len, table)
-        && w < t
-    {
-        notes.push(format!(
-            "seq_len {w} is the sliding_window (max_position_embeddings is {t}): sliding-window attention is not modelled, so sequences are priced up to the window"
-        ));
-        return Some(w);
-    }
     match (positions, opts.seq_len, table) {
         (Positions::Learned, Some(s), Some(t)) if s != t => {
             f.bad(

@@ -110,10 +110,25 @@ pub enum Infeasible {
         /// mbs · seq_len.
         tokens: u64,
     },
-    /// Sequence longer than the model's sliding attention window.
-    SeqBeyondWindow {
-        /// Requested length.
-        seq_len: u64,
+    /// A sliding window shorter than the sequence in a framework that runs none.
+    FrameworkWindow {
+        /// Framework name.
+        framework: &'static str,
+        /// The window.
+        window: u64,
+    },
+    /// A sliding window shorter than the sequence under an attention kernel that planner
+    /// does not price it in.
+    WindowKernel {
+        /// Attention kernel name.
+        kernel: &'static str,
+        /// The window.
+        window: u64,
+    },
+    /// A sliding window shorter than the sequence with context parallelism.
+    WindowWithCp {
+        /// Context parallelism.
+        cp: u64,
         /// The window.
         window: u64,
     },
@@ -277,7 +292,9 @@ impl Infeasible {
             I::BatchNotDivisible { .. } => "dp·mbs does not divide global batch",
             I::SeqNotDivisible { .. } => "sequence not divisible by cp/sp",
             I::SeqBeyondPositions { .. } => "sequence beyond position embeddings",
-            I::SeqBeyondWindow { .. } => "sequence beyond the sliding window",
+            I::FrameworkWindow { .. } => "sliding window in a framework without one",
+            I::WindowKernel { .. } => "sliding window outside FlashAttention",
+            I::WindowWithCp { .. } => "sliding window with context parallelism",
             I::MicroBatchTokens { .. } => "micro-batch tokens beyond any run",
             I::ExpertsNotDivisible { .. } => "ep does not divide experts or the stage's ranks",
             I::ExpertTp { .. } => "expert tp other than 1 or tp",
@@ -315,9 +332,10 @@ impl Infeasible {
             I::StageLayers { .. } => "stage_layers",
             I::RecomputeLayers { .. } => "recompute_layers",
             I::BatchNotDivisible { .. } => "global_batch",
-            I::SeqNotDivisible { .. }
-            | I::SeqBeyondPositions { .. }
-            | I::SeqBeyondWindow { .. } => "seq_len",
+            I::SeqNotDivisible { .. } | I::SeqBeyondPositions { .. } => "seq_len",
+            I::FrameworkWindow { .. } => "framework",
+            I::WindowKernel { .. } => "attention",
+            I::WindowWithCp { .. } => "cp",
             I::MicroBatchTokens { .. } => "micro_batch",
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
             I::ExpertTp { .. } | I::FrameworkEtp { .. } => "etp",
@@ -471,9 +489,26 @@ impl fmt::Display for Infeasible {
                 f,
                 "micro-batch × seq_len = {tokens} tokens in one micro-batch, beyond the {MAX_MICRO_BATCH_TOKENS} planner prices (a typo?); use a smaller micro-batch or sequence"
             ),
-            I::SeqBeyondWindow { seq_len, window } => write!(
+            I::FrameworkWindow { framework, window } => write!(
                 f,
-                "seq_len={seq_len} exceeds the model's sliding attention window of {window}: sliding-window attention is not modelled (full causal attention would be priced, overstating the attention work); use seq_len ≤ {window}"
+                "{framework} runs no sliding attention window (it would train full causal \
+                 attention where the model attends to {window} keys); price for --framework \
+                 megatron or llm-foundry, or train at --seq-len ≤ {window}"
+            ),
+            I::WindowKernel { kernel, window } => write!(
+                f,
+                "attention={kernel} with the model's sliding window of {window} keys: planner \
+                 prices a window in FlashAttention's kernels only (its window_size, Transformer \
+                 Engine's), which skip the blocks outside it; Megatron-LM's local attention \
+                 drops the window where its fused softmax runs; use --attention flash, or \
+                 --seq-len ≤ {window}"
+            ),
+            I::WindowWithCp { cp, window } => write!(
+                f,
+                "cp={cp} with the model's sliding window of {window} keys: Transformer Engine \
+                 slides a window under context parallelism only with --cp-comm-type a2a or \
+                 all_gather (its ring asserts), which planner does not price; use cp 1, or \
+                 --seq-len ≤ {window}"
             ),
             I::ExpertsNotDivisible {
                 experts,

@@ -88,6 +88,62 @@ pub struct MoeSpec {
     pub expert_ffn_hidden: u64,
 }
 
+/// Which layers of a model attend through a sliding window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowLayers {
+    /// Every layer (Mistral 7B v0.1).
+    All,
+    /// Every layer but each n-th (1-based: layers n, 2n, … attend to the whole sequence):
+    /// gpt-oss alternates, n = 2 (transformers `layer_types`); Megatron-Core
+    /// `--window-attn-skip-freq n`. YAML `full_attention_every: n`.
+    FullEvery(u64),
+    /// The layers from this one on (0-based), as transformers' Qwen2 attention reads
+    /// `max_window_layers`. YAML `sliding_from_layer: i`.
+    From(u64),
+}
+
+/// A sliding attention window and the layers that use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SlidingWindow {
+    /// Keys each query attends to at most (transformers' `sliding_window`).
+    pub size: u64,
+    /// Which layers slide.
+    pub layers: WindowLayers,
+}
+
+impl SlidingWindow {
+    /// Whether layer `i` (0-based) attends through the window.
+    pub fn slides(&self, i: u64) -> bool {
+        match self.layers {
+            WindowLayers::All => true,
+            WindowLayers::FullEvery(n) => (i + 1) % n != 0,
+            WindowLayers::From(first) => i >= first,
+        }
+    }
+
+    /// In words: "4096 keys in every layer", "128 keys, one layer in 2 full", "4096 keys
+    /// from layer 28" (0-based, as `sliding_from_layer`).
+    pub fn describe(&self) -> String {
+        match self.layers {
+            WindowLayers::All => format!("{} keys in every layer", self.size),
+            WindowLayers::FullEvery(n) => {
+                format!("{} keys, one layer in {n} full", self.size)
+            }
+            WindowLayers::From(i) => format!("{} keys from layer {i}", self.size),
+        }
+    }
+
+    /// How many of a model's `layers` layers slide.
+    pub fn sliding_layers(&self, layers: u64) -> u64 {
+        match self.layers {
+            WindowLayers::All => layers,
+            WindowLayers::FullEvery(n) => layers - layers / n.max(1),
+            WindowLayers::From(first) => layers.saturating_sub(first),
+        }
+    }
+}
+
 /// A validated model description, with every optional field resolved to its default.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ModelSpec {
@@ -131,11 +187,11 @@ pub struct ModelSpec {
     pub dropout: f64,
     /// Mixture-of-experts settings, if any.
     pub moe: Option<MoeSpec>,
-    /// Sliding attention window (Mistral's `sliding_window`): each query attends to at most
-    /// this many keys. Optional in YAML (`sliding_window: N`), default none. The planner prices
-    /// full causal attention, exact up to the window; longer sequences are refused
-    /// ([`Infeasible::SeqBeyondWindow`](super::Infeasible::SeqBeyondWindow)).
-    pub attention_window: Option<u64>,
+    /// Sliding attention window (Mistral's and gpt-oss's `sliding_window`), if any: in the
+    /// layers it names, each query attends to at most `size` keys. Optional in YAML
+    /// (`sliding_window: N`, with `full_attention_every: n` or `sliding_from_layer: i` where
+    /// not every layer slides), default none.
+    pub attention_window: Option<SlidingWindow>,
     /// BERT's pooler, a dense h×h + bias and tanh on each sequence's first token: built by
     /// Megatron-LM's `BertModel` and transformers' `BertForPreTraining`, not by
     /// `BertForMaskedLM` (`BertModel(config, add_pooling_layer=False)`). Optional in YAML for
@@ -245,6 +301,35 @@ impl ModelSpec {
                     format!("every {} exceeds layers {}", m.every, self.layers),
                     "every ≤ layers".into(),
                 );
+            }
+        }
+        if let Some(w) = self.attention_window {
+            if !self.arch.causal() {
+                bad(
+                    "sliding_window",
+                    format!("{} attention is bidirectional", self.arch.name()),
+                    "remove `sliding_window`: planner prices windows on causal attention".into(),
+                );
+            }
+            match w.layers {
+                WindowLayers::FullEvery(n) if n < 2 || n > self.layers => bad(
+                    "full_attention_every",
+                    format!("{n} with {} layers", self.layers),
+                    format!(
+                        "give n from 2 to {} (every n-th layer attends to the whole sequence); \
+                         remove it if every layer slides",
+                        self.layers
+                    ),
+                ),
+                WindowLayers::From(i) if i >= self.layers => bad(
+                    "sliding_from_layer",
+                    format!("{i} with {} layers (0-based): no layer slides", self.layers),
+                    format!(
+                        "give a layer below {}, or remove `sliding_window`",
+                        self.layers
+                    ),
+                ),
+                _ => {}
             }
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -379,11 +464,12 @@ impl ModelSpec {
         (self.positions == Positions::Learned).then_some(self.seq_len)
     }
 
-    /// The longest sequence whose attention the planner prices as the model computes it: up
-    /// to its sliding window, if it has one (beyond, the window skips keys that full causal
-    /// attention would price).
-    pub fn max_priced_seq_len(&self) -> Option<u64> {
+    /// The sliding window where it shortens attention at sequence length `s`: the window,
+    /// when it is shorter than `s` and some layer slides (else every query already sees all
+    /// the keys the window allows, and attention is full causal attention).
+    pub fn window_at(&self, s: u64) -> Option<SlidingWindow> {
         self.attention_window
+            .filter(|w| w.size < s && w.sliding_layers(self.layers) > 0)
     }
 
     /// All parameters, counted once (a tied embedding counts once).

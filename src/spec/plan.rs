@@ -425,11 +425,26 @@ impl Plan {
                 positions,
             });
         }
-        if let Some(window) = model.max_priced_seq_len().filter(|&w| self.seq_len > w) {
-            out.push(I::SeqBeyondWindow {
-                seq_len: self.seq_len,
-                window,
-            });
+        if let Some(w) = model.window_at(self.seq_len) {
+            let window = w.size;
+            if !self.framework.runs_sliding_window() {
+                out.push(I::FrameworkWindow {
+                    framework: self.framework.name(),
+                    window,
+                });
+            }
+            if self.attention != AttentionImpl::Flash {
+                out.push(I::WindowKernel {
+                    kernel: self.attention.name(),
+                    window,
+                });
+            }
+            if self.cp > 1 {
+                out.push(I::WindowWithCp {
+                    cp: self.cp,
+                    window,
+                });
+            }
         }
         let (etp, stage_ranks) = (self.etp(), self.tp * self.cp * self.dp);
         // An etp that is neither 1 nor tp is refused alone: the expert checks below would

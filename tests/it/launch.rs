@@ -1606,3 +1606,53 @@ fn megatron_rotary_base_head_size_and_expert_dtype() {
     .unwrap_err();
     assert!(e.to_string().contains("fp32 with experts"), "{e}");
 }
+
+/// A sliding window exports as Transformer Engine's (left, right) pair, W − 1 keys before
+/// each query and none after, with the layer pattern as `--window-attn-skip-freq`: n (gpt-oss
+/// alternates: 2) or the first layers full as a list. The arguments read back to the plan;
+/// without the window they describe another model, and are refused naming `--window-size`.
+/// Where the window is no shorter than the sequence, a plan with context parallelism writes
+/// none (Transformer Engine's ring asserts on any window; the attention is the same).
+#[test]
+fn megatron_writes_and_reads_the_sliding_window() {
+    use planner::spec::{SlidingWindow, WindowLayers};
+    let mut m = load_model("llama3-8b").unwrap();
+    let plan = Plan::new(4, 2, 1, 1, 64, 8192);
+    let text_for = |m: &ModelSpec, plan: &Plan| {
+        export(m, plan, LaunchFormat::Megatron(MegatronVersion::Core))
+            .unwrap()
+            .text
+    };
+    for (layers, pattern) in [
+        (WindowLayers::All, None),
+        (WindowLayers::FullEvery(2), Some("2")),
+        (WindowLayers::From(30), Some("([0]*30+[1]*2)")),
+    ] {
+        m.attention_window = Some(SlidingWindow { size: 128, layers });
+        let text = text_for(&m, &plan);
+        let args = arg_map(&text);
+        assert_eq!(args["--window-size"], "127,0", "{text}");
+        assert_eq!(
+            args.get("--window-attn-skip-freq").map(String::as_str),
+            pattern,
+            "{text}"
+        );
+        assert_eq!(from_megatron(&text, &m, 8).unwrap().plan, plan);
+        let e = from_megatron(&text.replace("--window-size 127,0 \\\n", ""), &m, 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`--window-size`"), "{e}");
+    }
+    m.attention_window = Some(SlidingWindow {
+        size: 8192,
+        layers: WindowLayers::All,
+    });
+    let cp = Plan {
+        cp: 2,
+        ..Plan::new(2, 2, 1, 1, 64, 8192)
+    };
+    let text = text_for(&m, &cp);
+    assert!(!text.contains("--window-size"), "{text}");
+    assert_eq!(from_megatron(&text, &m, 8).unwrap().plan, cp);
+    assert!(text_for(&m, &plan).contains("--window-size 8191,0"));
+}

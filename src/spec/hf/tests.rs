@@ -243,7 +243,13 @@ fn sliding_windows_are_read_where_the_class_slides() {
             .model
             .attention_window
     };
-    assert_eq!(window(r#""model_type": "mistral""#), Some(4096));
+    let all = |size| {
+        Some(SlidingWindow {
+            size,
+            layers: WindowLayers::All,
+        })
+    };
+    assert_eq!(window(r#""model_type": "mistral""#), all(4096));
     assert_eq!(window(r#""model_type": "llama""#), None);
     assert_eq!(window(r#""model_type": "qwen2""#), None);
     assert_eq!(
@@ -252,7 +258,10 @@ fn sliding_windows_are_read_where_the_class_slides() {
     );
     assert_eq!(
         window(r#""model_type": "qwen2", "use_sliding_window": true, "max_window_layers": 2"#),
-        Some(4096)
+        Some(SlidingWindow {
+            size: 4096,
+            layers: WindowLayers::From(2)
+        })
     );
 }
 
@@ -315,8 +324,8 @@ fn model_check_problems_name_the_config_keys() {
 }
 
 /// Keys a config leaves out take their class's default, as transformers loads them:
-/// `MistralConfig` slides a 4096-token window (priced up to it, and a longer `--seq-len`
-/// refused, as when the key is written out), an explicit `null` is no window; `Qwen2Config`
+/// `MistralConfig` slides a 4096-token window in every layer, and the sequence is still
+/// `max_position_embeddings` (the window is priced), an explicit `null` is no window; `Qwen2Config`
 /// slides from layer `max_window_layers` = 28, so a 28-layer Qwen2 with `use_sliding_window`
 /// has no sliding layer. A value that is there but unreadable is one problem, not also a
 /// missing field.
@@ -326,7 +335,11 @@ fn absent_keys_take_the_class_defaults() {
         "num_attention_heads": 32, "num_hidden_layers": 2, "num_key_value_heads": 8,
         "vocab_size": 32000, "max_position_embeddings": 32768"#;
     let m = imp(&format!("{mistral}}}")).unwrap().model;
-    assert_eq!((m.attention_window, m.seq_len), (Some(4096), 4096));
+    let all = Some(SlidingWindow {
+        size: 4096,
+        layers: WindowLayers::All,
+    });
+    assert_eq!((m.attention_window, m.seq_len), (all, 32768));
     let m = imp(&format!(r#"{mistral}, "sliding_window": null}}"#))
         .unwrap()
         .model;
@@ -339,7 +352,15 @@ fn absent_keys_take_the_class_defaults() {
         )
     };
     assert_eq!(imp(&qwen(28)).unwrap().model.attention_window, None);
-    assert_eq!(imp(&qwen(29)).unwrap().model.attention_window, Some(4096));
+    let from_28 = SlidingWindow {
+        size: 4096,
+        layers: WindowLayers::From(28),
+    };
+    assert_eq!(
+        imp(&qwen(29)).unwrap().model.attention_window,
+        Some(from_28)
+    );
+    assert_eq!(from_28.sliding_layers(29), 1);
     let e = imp(
         r#"{"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
             "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 100,
@@ -444,7 +465,13 @@ fn qwen_window_from_layer_zero_and_mlp_only_layers_as_a_list() {
     ))
     .unwrap()
     .model;
-    assert_eq!(m.attention_window, Some(32));
+    assert_eq!(
+        m.attention_window,
+        Some(SlidingWindow {
+            size: 32,
+            layers: WindowLayers::All
+        })
+    );
     let e = imp(&format!(
         r#"{{"model_type": "qwen3_moe", {base}, "mlp_only_layers": "0"}}"#
     ))

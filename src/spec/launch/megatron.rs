@@ -6,7 +6,7 @@
 //! multiple of 128·tp), so it is a comment, not an argument.
 
 use super::{Collect, Export, MegatronVersion, partial_recompute, stage_counts, uneven_stages};
-use crate::spec::model::{Arch, ModelSpec, Positions};
+use crate::spec::model::{Arch, ModelSpec, Positions, WindowLayers};
 use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule, TpOverlap, fold_counts};
 use crate::units::{Dtype, fmt_count};
 
@@ -353,6 +353,7 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
     };
     arg(a, "--max-position-embeddings", positions);
     template(c, a, model, v);
+    sliding_window(c, a, model, plan, v);
     if (model.kv_heads != model.heads || model.moe.is_some()) && v == MegatronVersion::V2021 {
         c.refuse(
             "model",
@@ -441,6 +442,46 @@ fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion
             "false with biases elsewhere: Megatron-LM has no such switch",
             "write the model with qkv_bias true",
         );
+    }
+}
+
+/// The model's sliding window: Megatron-Core `--window-size W−1,0` (Transformer Engine's
+/// (left, right): the W−1 keys before each query and the query's own; Megatron-LM
+/// `megatron/training/arguments.py` reads a comma-separated pair) and, where not every layer
+/// slides, `--window-attn-skip-freq`: n (layers n, 2n, … full, 1-based;
+/// `megatron/core/transformer/utils.py` `is_layer_window_attention`), or a list pattern, 1
+/// for a sliding layer and 0 for a full one. Left out where the window is no shorter than the
+/// sequence and the plan splits it over context parallelism: the attention is the same, and
+/// Transformer Engine's ring refuses any window.
+fn sliding_window(
+    c: &mut Collect,
+    a: &mut Args,
+    model: &ModelSpec,
+    plan: &Plan,
+    v: MegatronVersion,
+) {
+    let Some(w) = model.attention_window else {
+        return;
+    };
+    if plan.cp > 1 && model.window_at(plan.seq_len).is_none() {
+        return;
+    }
+    if v == MegatronVersion::V2021 {
+        return c.refuse(
+            "sliding_window",
+            "sliding-window attention is not in Megatron-LM 2021",
+            "use --megatron-version core",
+        );
+    }
+    arg(a, "--window-size", format!("{},0", w.size - 1));
+    match w.layers {
+        WindowLayers::All => {}
+        WindowLayers::FullEvery(n) => arg(a, "--window-attn-skip-freq", n),
+        WindowLayers::From(first) => arg(
+            a,
+            "--window-attn-skip-freq",
+            format!("([0]*{first}+[1]*{})", model.layers - first),
+        ),
     }
 }
 

@@ -83,6 +83,8 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--add-qkv-bias", false, Model),
     ("--qk-layernorm", false, Model),
     ("--rotary-base", true, Model),
+    ("--window-size", true, Model),
+    ("--window-attn-skip-freq", true, Model),
     ("--num-experts", true, Model),
     ("--moe-router-topk", true, Model),
     ("--moe-ffn-hidden-size", true, Model),

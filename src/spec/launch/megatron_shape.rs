@@ -6,7 +6,7 @@ use super::Collect;
 use super::megatron::{default_ffn, moe_layer_freq};
 use super::megatron_args::ArgMap;
 use super::megatron_plan::num;
-use crate::spec::model::{Arch, ModelSpec, Positions};
+use crate::spec::model::{Arch, ModelSpec, Positions, SlidingWindow, WindowLayers};
 use std::fmt::Display;
 
 fn mismatch(
@@ -147,6 +147,83 @@ pub(super) fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     }
     check_defaults(a, model, c);
     check_experts(a, model, c);
+    check_window(a, model, c);
+}
+
+/// The sliding window the arguments describe (`--window-size L,0`: L keys before each query
+/// and its own; `--window-attn-skip-freq` n, or the pattern the export writes), against the
+/// model's. Arguments without a window fit a model with one where the window is no shorter
+/// than `--seq-length` (the attention is the same).
+fn check_window(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
+    let size = match a.get("--window-size") {
+        None => None,
+        Some(v) => {
+            let pair: Vec<Option<i64>> = v
+                .trim_matches(|ch| ch == '(' || ch == ')')
+                .split(',')
+                .map(|x| x.trim().parse::<i64>().ok())
+                .collect();
+            match pair[..] {
+                [Some(-1), Some(0)] => None,
+                [Some(left), Some(0)] if (0..1 << 24).contains(&left) => Some(left as u64 + 1),
+                _ => {
+                    c.refuse(
+                        "--window-size",
+                        format!("`{v}`: planner reads a causal window as `L,0` (L keys before each query)"),
+                        "write the window as L,0",
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    let layers = match a.get("--window-attn-skip-freq") {
+        None => WindowLayers::All,
+        Some(v) => match skip_freq(v, model.layers) {
+            Some(l) => l,
+            None => {
+                return c.refuse(
+                    "--window-attn-skip-freq",
+                    format!("`{v}`: planner reads a whole number n (layers n, 2n, … full) or `([0]*i+[1]*k)` (the first i layers full)"),
+                    "write one of those forms",
+                );
+            }
+        },
+    };
+    let given = size.map(|size| SlidingWindow { size, layers });
+    let seq = a.get("--seq-length").and_then(|s| s.parse::<u64>().ok());
+    let equivalent =
+        given.is_none() && seq.is_some_and(|s| model.attention_window.is_none_or(|w| w.size >= s));
+    if given != model.attention_window && !equivalent {
+        let show = |w: Option<SlidingWindow>| w.map_or("none".to_string(), |w| w.describe());
+        let same_size = given
+            .zip(model.attention_window)
+            .is_some_and(|(g, m)| g.size == m.size);
+        let arg = if same_size {
+            "--window-attn-skip-freq"
+        } else {
+            "--window-size"
+        };
+        mismatch(
+            c,
+            arg,
+            show(given),
+            model,
+            "sliding_window",
+            show(model.attention_window),
+        );
+    }
+}
+
+/// `--window-attn-skip-freq` as layers: n, or `([0]*i+[1]*k)` over i + k = `layers`.
+fn skip_freq(v: &str, layers: u64) -> Option<WindowLayers> {
+    if let Ok(n) = v.trim().parse::<u64>() {
+        return Some(WindowLayers::FullEvery(n));
+    }
+    let inner = v.trim().strip_prefix("([0]*")?.strip_suffix(')')?;
+    let (full, rest) = inner.split_once("+[1]*")?;
+    let (full, sliding) = (full.parse::<u64>().ok()?, rest.parse::<u64>().ok()?);
+    (full + sliding == layers && full > 0).then_some(WindowLayers::From(full))
 }
 
 /// Sizes the arguments leave to Megatron-LM's defaults, against the model.

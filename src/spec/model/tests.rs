@@ -157,3 +157,52 @@ fn only_bert_has_a_pooler() {
     let e = ModelSpec::from_yaml("g.yaml", gpt).unwrap_err().to_string();
     assert!(e.contains("`pooler`: only bert has a pooler"), "{e}");
 }
+
+/// The window's layer pattern reads and writes back: `full_attention_every: 2` (gpt-oss:
+/// layers 0, 2, … slide, 1, 3, … attend to all) or `sliding_from_layer: i`; both at once,
+/// either without a window, a window on bert, or a pattern outside the layers is a problem
+/// naming the key.
+#[test]
+fn window_patterns_read_write_and_check() {
+    let base = "name: w\narch: llama\nlayers: 4\nhidden: 64\nheads: 4\nffn_hidden: 128\nvocab: 100\nseq_len: 512\n";
+    let read = |extra: &str| ModelSpec::from_yaml("w.yaml", &format!("{base}{extra}"));
+    let m = read("sliding_window: 128\nfull_attention_every: 2\n").unwrap();
+    let w = m.attention_window.unwrap();
+    assert_eq!(w.layers, WindowLayers::FullEvery(2));
+    assert_eq!(
+        (0..4).map(|i| w.slides(i)).collect::<Vec<_>>(),
+        [true, false, true, false]
+    );
+    assert_eq!(w.sliding_layers(4), 2);
+    assert_eq!(ModelSpec::from_yaml("w.yaml", &m.to_yaml(&[])).unwrap(), m);
+    let m = read("sliding_window: 128\nsliding_from_layer: 3\n").unwrap();
+    let w = m.attention_window.unwrap();
+    assert_eq!((w.layers, w.sliding_layers(4)), (WindowLayers::From(3), 1));
+    assert_eq!(ModelSpec::from_yaml("w.yaml", &m.to_yaml(&[])).unwrap(), m);
+    assert_eq!(m.window_at(512), Some(w));
+    assert_eq!(m.window_at(128), None);
+    let field = |extra: &str| -> Vec<String> {
+        read(extra)
+            .unwrap_err()
+            .problems()
+            .iter()
+            .map(|p| p.field.clone())
+            .collect()
+    };
+    assert_eq!(
+        field("sliding_window: 128\nfull_attention_every: 2\nsliding_from_layer: 1\n"),
+        ["sliding_from_layer"]
+    );
+    assert_eq!(field("full_attention_every: 2\n"), ["full_attention_every"]);
+    assert_eq!(
+        field("sliding_window: 128\nfull_attention_every: 1\n"),
+        ["full_attention_every"]
+    );
+    assert_eq!(
+        field("sliding_window: 128\nsliding_from_layer: 4\n"),
+        ["sliding_from_layer"]
+    );
+    let bert = "name: b\narch: bert\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 512\nsliding_window: 64\n";
+    let e = ModelSpec::from_yaml("b.yaml", bert).unwrap_err();
+    assert_eq!(e.problems()[0].field, "sliding_window");
+}

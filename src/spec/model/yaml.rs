@@ -62,7 +62,12 @@ impl ModelSpec {
             );
         }
         if let Some(w) = self.attention_window {
-            out += &format!("sliding_window: {w}\n");
+            out += &format!("sliding_window: {}\n", w.size);
+            match w.layers {
+                WindowLayers::All => {}
+                WindowLayers::FullEvery(n) => out += &format!("full_attention_every: {n}\n"),
+                WindowLayers::From(i) => out += &format!("sliding_from_layer: {i}\n"),
+            }
         }
         if self.arch == Arch::Bert && !self.pooler {
             out += "pooler: false\n";
@@ -118,7 +123,37 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     );
     let tied = r.opt_bool("tied_embeddings");
     let qkv_bias = r.opt_bool("qkv_bias");
-    let attention_window = r.opt_count("sliding_window", MAX_SEQ);
+    let window_size = r.opt_count("sliding_window", MAX_SEQ);
+    let full_every = r.opt_count("full_attention_every", MAX_LAYERS);
+    let sliding_from = r.opt_count("sliding_from_layer", MAX_LAYERS);
+    let window_layers = match (full_every, sliding_from) {
+        (Some(_), Some(_)) => {
+            r.problem(
+                "sliding_from_layer",
+                "given with `full_attention_every`: the two describe different layer patterns",
+                "keep one of them",
+            );
+            None
+        }
+        (Some(n), None) => Some(WindowLayers::FullEvery(n)),
+        (None, Some(i)) => Some(WindowLayers::From(i)),
+        (None, None) => Some(WindowLayers::All),
+    };
+    if window_size.is_none() && window_layers != Some(WindowLayers::All) {
+        let key = if full_every.is_some() {
+            "full_attention_every"
+        } else {
+            "sliding_from_layer"
+        };
+        r.problem(
+            key,
+            "says which layers slide, but the model has no `sliding_window`",
+            "add `sliding_window: N` (keys per query), or remove it",
+        );
+    }
+    let attention_window = window_size
+        .zip(window_layers)
+        .map(|(size, layers)| SlidingWindow { size, layers });
     let pooler = r.opt_bool("pooler");
     let positions = match r.opt_str("positions").as_deref() {
         None => None,
