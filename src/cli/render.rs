@@ -186,12 +186,20 @@ pub fn estimate_report(e: &Estimate, model: &crate::spec::ModelSpec, cluster: &s
         String::new()
     };
     let mut s = format!(
-        "{} ({} params{active}) on {cluster} ({}): {}\n\n",
+        "{} ({} params{active}) on {cluster} ({}): {}\n",
         model.name,
         crate::units::fmt_count(model.params()),
         crate::units::fmt_gpus(e.n_gpus),
         e.plan.short()
     );
+    if let Some(w) = model.window_at(e.plan.seq_len) {
+        s += &format!(
+            "sliding attention window: {}, shorter than the {}-token sequence (priced)\n",
+            w.describe(),
+            e.plan.seq_len
+        );
+    }
+    s += "\n";
     s += &table(
         &["metric", "value"],
         vec![

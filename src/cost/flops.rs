@@ -1,6 +1,6 @@
 //! Model FLOPs (for MFU) and hardware FLOPs (for HFU), the conventions published runs use.
 
-use crate::graph::{AttnWindow, causal_share};
+use crate::graph::causal_share;
 use crate::spec::{Framework, ModelSpec, Recompute};
 
 /// Forward FLOPs of one sequence of `s` tokens through the whole model, counting the full s×s
@@ -37,7 +37,10 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
 /// without a window; a window of w < s on every layer counts (2sw − w²)/s², the pairs it
 /// keeps doubled as the full count doubles the causal triangle's.
 fn window_share(model: &ModelSpec, s: u64) -> f64 {
-    AttnWindow::of(model, s).map_or(1.0, |w| 2.0 * causal_share(s, Some(w)))
+    model.window_at(s).map_or(1.0, |w| {
+        let sliding = w.sliding_layers(model.layers) as f64 / model.layers as f64;
+        2.0 * (sliding * causal_share(s, Some(w.size)) + (1.0 - sliding) * 0.5)
+    })
 }
 
 /// Forward FLOPs of one sequence that selective recomputation re-runs, by the framework's

@@ -295,9 +295,14 @@ impl<'a> Machine<'a> {
         let (useful, visited) = if causal {
             // Blocks the mask cuts are computed whole: half a block per query block on the
             // diagonal, and another half at a sliding window's far edge.
+            // The far edge cuts a block for the query blocks whose window starts past the
+            // first key, about 1 − w/s of them; never more blocks than full causal attention.
             let useful = nq * nk * causal_share(s_kv, window);
-            let edge = window.filter(|w| w.size < s_kv).map_or(0.0, |w| w.share());
-            (useful, useful + nq / 2.0 * (1.0 + edge))
+            let edge = window
+                .filter(|&w| w < s_kv)
+                .map_or(0.0, |w| 1.0 - w as f64 / s_kv as f64);
+            let visited = (useful + nq / 2.0 * (1.0 + edge)).min(nq * nk / 2.0 + nq / 2.0);
+            (useful, visited)
         } else {
             (nq * nk, nq * nk)
         };
@@ -473,12 +478,13 @@ mod tests {
     }
 
     /// A 1024-key window over s = 4096 (32 × 32 blocks of 128, 132 heads: 32 whole waves):
-    /// useful blocks 1024 · 0.21875 = 224 (`causal_share`), visited 224 + 32/2 · 2 = 256
-    /// (half a block on the diagonal and half at the window's edge per query block) and 32
-    /// fixed: overhead 288/224; full causal attention visits 512 + 16 and pays 32 over 512.
+    /// useful blocks 1024 · 0.21875 = 224 (`causal_share`), visited 224 + 32/2 · (1 + 0.75)
+    /// = 252 (half a block on the diagonal per query block, and half at the window's edge for
+    /// the 3/4 of them whose window starts past the first key) and 32 fixed: overhead
+    /// 284/224; full causal attention visits 512 + 16 and pays 32 over 512. A window one key
+    /// short of the sequence is priced as full attention, never above it.
     #[test]
     fn a_window_prices_its_band_and_both_edges() {
-        use crate::graph::AttnWindow;
         let c = load_cluster("h100x8").unwrap();
         let m = Machine {
             cluster: &c,
@@ -496,19 +502,16 @@ mod tests {
         };
         let scores = 4.0 * 132.0 * 4096.0 * 4096.0 * 128.0;
         let launch = 4e-6;
-        let w = AttnWindow {
-            size: 1024,
-            sliding: 4,
-            layers: 4,
-        };
         for (window, useful, overhead) in [
             (None, 0.5, 560.0 / 512.0),
-            (Some(w), 0.21875, 288.0 / 224.0),
+            (Some(1024), 0.21875, 284.0 / 224.0),
         ] {
             let (t, _) = m.attention_s(Dtype::Bf16, &kernel(window));
             let want = scores * useful * overhead / (989e12 * 0.51) + launch;
             assert!((t / want - 1.0).abs() < 1e-12, "{window:?}: {t} vs {want}");
         }
+        let full = m.attention_s(Dtype::Bf16, &kernel(None)).0;
+        assert!(m.attention_s(Dtype::Bf16, &kernel(Some(4095))).0 <= full * (1.0 + 1e-12));
     }
 
     #[test]

@@ -226,6 +226,9 @@ pub struct PricedGraphs {
     pub dense: GraphCost,
     /// MoE layer prices.
     pub moe: Option<GraphCost>,
+    /// The dense and MoE layers' prices with sliding-window attention, where the graphs have
+    /// them ([`ModelGraph::sliding`]).
+    pub sliding: Option<(GraphCost, Option<GraphCost>)>,
     /// Head prices.
     pub head: GraphCost,
 }
@@ -238,16 +241,19 @@ impl PricedGraphs {
         let graphs = ModelGraph::build(model, &sh);
         let embedding = price_graph(&graphs.embedding, m, plan.dtype, &place);
         let dense = price_graph(&graphs.dense, m, plan.dtype, &place);
-        let moe = graphs
-            .moe
+        let price = |g: &crate::graph::OpGraph| price_graph(g, m, plan.dtype, &place);
+        let moe = graphs.moe.as_ref().map(price);
+        let sliding = graphs
+            .sliding
             .as_ref()
-            .map(|g| price_graph(g, m, plan.dtype, &place));
-        let head = price_graph(&graphs.head, m, plan.dtype, &place);
+            .map(|(d, moe)| (price(d), moe.as_ref().map(price)));
+        let head = price(&graphs.head);
         PricedGraphs {
             graphs,
             embedding,
             dense,
             moe,
+            sliding,
             head,
         }
     }
@@ -266,10 +272,15 @@ impl PricedGraphs {
             .scaled(n_micro)
     }
 
+    /// The prices of layer `i`'s graph ([`ModelGraph::layer`]).
     pub(super) fn layer(&self, model: &ModelSpec, i: u64) -> &GraphCost {
-        match &self.moe {
+        let (dense, moe) = match &self.sliding {
+            Some((d, m)) if model.slides(i) => (d, m),
+            _ => (&self.dense, &self.moe),
+        };
+        match moe {
             Some(c) if model.is_moe_layer(i) => c,
-            _ => &self.dense,
+            _ => dense,
         }
     }
 }
@@ -289,6 +300,12 @@ pub fn op_times(
     if let Some(moe) = &g.moe {
         graphs.push(("moe layer", moe));
     }
+    if let Some((dense, moe)) = &g.sliding {
+        graphs.push(("sliding layer", dense));
+        if let Some(moe) = moe {
+            graphs.push(("sliding moe layer", moe));
+        }
+    }
     graphs.push(("head", &g.head));
     graphs
         .into_iter()
@@ -305,12 +322,22 @@ pub fn op_times(
         .collect()
 }
 
-/// How many times a micro-batch through the whole model runs graph `name` of [`op_times`]:
-/// the dense layer graph once per dense layer, the MoE one once per MoE layer, the ends once.
-pub fn graph_instances(model: &ModelSpec, name: &str) -> f64 {
+/// How many times a micro-batch through the whole model at sequence length `s` runs graph
+/// `name` of [`op_times`]: the dense layer graph once per dense layer, the MoE one once per
+/// MoE layer (the sliding ones once per such layer that slides, where the window is shorter
+/// than `s`), the ends once.
+pub fn graph_instances(model: &ModelSpec, s: u64, name: &str) -> f64 {
+    let windowed = model.window_at(s).is_some();
+    let count = |moe: bool, sliding: bool| {
+        (0..model.layers)
+            .filter(|&i| model.is_moe_layer(i) == moe && (windowed && model.slides(i)) == sliding)
+            .count() as f64
+    };
     match name {
-        "layer" => (model.layers - model.moe_layers()) as f64,
-        "moe layer" => model.moe_layers() as f64,
+        "layer" => count(false, false),
+        "moe layer" => count(true, false),
+        "sliding layer" => count(false, true),
+        "sliding moe layer" => count(true, true),
         _ => 1.0,
     }
 }

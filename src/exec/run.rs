@@ -4,7 +4,7 @@
 
 use super::lower::{Class, Instr, Op, Program};
 use crate::graph::Coll;
-use crate::graph::{AttnWindow, Kernel};
+use crate::graph::Kernel;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -181,20 +181,13 @@ pub const BLOCK: u64 = 128;
 
 /// (query block, key block, visited block pairs) of an attention kernel: all pairs, or with a
 /// causal mask those on or below the diagonal (whole diagonal blocks, as FlashAttention-2
-/// computes them) and, under a sliding `window`, from the block holding the window's first
-/// key (FlashAttention's `window_size` skips the blocks before it). A window's kernel stands
-/// for the model's layers ([`AttnWindow`]): the sliding and the full layers' block counts,
-/// weighed by their shares and rounded.
-pub fn attention_blocks(
-    s_q: u64,
-    s_kv: u64,
-    causal: bool,
-    window: Option<AttnWindow>,
-) -> (u64, u64, u64) {
+/// computes them) and, under a sliding `window` of keys, from the block holding the window's
+/// first key (FlashAttention's `window_size` skips the blocks before it).
+pub fn attention_blocks(s_q: u64, s_kv: u64, causal: bool, window: Option<u64>) -> (u64, u64, u64) {
     let (bq, bk) = (BLOCK.min(s_q), BLOCK.min(s_kv));
     let (nq, nk) = (s_q.div_ceil(bq), s_kv.div_ceil(bk));
-    // Key blocks query block i visits when each query sees at most `w` keys.
-    let span = |w: u64| -> u64 {
+    let w = window.unwrap_or(u64::MAX);
+    let visited = if causal {
         (0..nq)
             .map(|i| {
                 let last = nk.min(((i + 1) * nk).div_ceil(nq));
@@ -203,14 +196,8 @@ pub fn attention_blocks(
                 last - first.min(last)
             })
             .sum()
-    };
-    let visited = match (causal, window.filter(|w| w.size < s_kv)) {
-        (false, _) => nq * nk,
-        (true, None) => span(u64::MAX),
-        (true, Some(w)) => {
-            let mean = w.share() * span(w.size) as f64 + (1.0 - w.share()) * span(u64::MAX) as f64;
-            mean.round() as u64
-        }
+    } else {
+        nq * nk
     };
     (bq, bk, visited)
 }
@@ -304,22 +291,13 @@ mod tests {
     /// s = 1024 in blocks of 128 (8 × 8). Causal: query block i visits i + 1 key blocks, 36 in
     /// all. A 256-key window: block i's first query (128i) reaches back to key 128i − 255, in
     /// block i − 2, so blocks from 2 on visit 3 (i − 2 … i), block 0 one and block 1 two: 21.
-    /// Half the layers sliding: (21 + 36)/2 = 28.5, run as 29. Unmasked: 64.
+    /// Unmasked: 64.
     #[test]
     fn a_window_visits_the_blocks_of_its_band() {
-        let w = |sliding| AttnWindow {
-            size: 256,
-            sliding,
-            layers: 2,
-        };
         assert_eq!(attention_blocks(1024, 1024, true, None), (128, 128, 36));
         assert_eq!(
-            attention_blocks(1024, 1024, true, Some(w(2))),
+            attention_blocks(1024, 1024, true, Some(256)),
             (128, 128, 21)
-        );
-        assert_eq!(
-            attention_blocks(1024, 1024, true, Some(w(1))),
-            (128, 128, 29)
         );
         assert_eq!(attention_blocks(1024, 1024, false, None), (128, 128, 64));
     }

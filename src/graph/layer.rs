@@ -5,7 +5,7 @@
 //! sbh(34 + 5as/h) bytes for a 16-bit GPT layer with dropout.
 
 use super::linear::{column_linear, fp8_casts, row_linear, tp_conjugates};
-use super::{AttnWindow, Coll, Group, Kernel, Op, OpGraph, Shard};
+use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
 use crate::spec::{Arch, AttentionImpl, ModelSpec, Positions};
 
 /// A norm (LayerNorm or RMSNorm) over `tokens` rows of width h.
@@ -62,7 +62,7 @@ fn residual(name: &'static str, model: &ModelSpec, tokens: u64, e: f64) -> Op {
 
 /// Operators of the attention core for `sh`, Megatron's `CoreAttention` (unfused) or one
 /// flash-attention kernel.
-fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
+fn attention_core(model: &ModelSpec, sh: &Shard, sliding: bool) -> Vec<Op> {
     let e = sh.dtype.bytes();
     let (t, d) = (sh.tp, model.head_dim());
     let heads = model.heads / t;
@@ -91,7 +91,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
                 causal,
                 backward,
                 kernel: sh.attention,
-                window: AttnWindow::of(model, sh.s),
+                window: model.window_at(sh.s).filter(|_| sliding).map(|w| w.size),
             };
             let mut fwd = vec![k(false)];
             let mut bwd = vec![k(true)];
@@ -344,8 +344,16 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     ops
 }
 
-/// One transformer layer (dense, or MoE when `moe`) for one rank and one micro-batch.
+/// One transformer layer (dense, or MoE when `moe`) for one rank and one micro-batch, with
+/// the attention of the model's first layer (sliding, where its window is shorter than the
+/// sequence and layer 0 slides).
 pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
+    layer_graph(model, sh, moe, model.slides(0))
+}
+
+/// One transformer layer (dense, or MoE when `moe`) for one rank and one micro-batch, its
+/// attention through the model's sliding window when `sliding`.
+pub fn layer_graph(model: &ModelSpec, sh: &Shard, moe: bool, sliding: bool) -> OpGraph {
     let e = sh.dtype.bytes();
     let (h, t) = (model.hidden, sh.tp);
     // The query (and attention output) width: h, or a·d where the head size is set apart.
@@ -382,7 +390,7 @@ pub fn transformer_layer(model: &ModelSpec, sh: &Shard, moe: bool) -> OpGraph {
         // Rotary embedding rewrites Q and K in place (Su et al. 2021); linear, nothing saved.
         attn.push(rope(sh, qk));
     }
-    attn.extend(attention_core(model, sh));
+    attn.extend(attention_core(model, sh, sliding));
     let proj = row_linear("proj", sh, h, q_w / t, proj_params);
     attn.push(fp8_casts(
         proj,

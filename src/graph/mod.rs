@@ -8,7 +8,7 @@ mod linear;
 mod selective;
 
 pub use ends::{embedding, head};
-pub use layer::transformer_layer;
+pub use layer::{layer_graph, transformer_layer};
 
 use crate::spec::{AttentionImpl, Framework, ModelSpec, Plan, TpOverlap};
 use crate::units::Dtype;
@@ -103,8 +103,9 @@ pub enum Kernel {
         backward: bool,
         /// Which fused kernel (FlashAttention-2 class, or FlashAttention in Triton).
         kernel: AttentionImpl,
-        /// The sliding window, where it shortens this attention ([`AttnWindow`]).
-        window: Option<AttnWindow>,
+        /// Keys each query attends to at most, where a sliding window shortens this
+        /// layer's attention.
+        window: Option<u64>,
     },
     /// A bandwidth-bound kernel (norm, softmax, activation, dropout, residual add).
     Memory {
@@ -128,50 +129,19 @@ pub enum Kernel {
     },
 }
 
-/// A sliding attention window in the attention kernel of a layer graph, which stands for
-/// every layer of the model: `sliding` of its `layers` layers attend to at most `size` keys
-/// before each query, the rest to all of them. The kernel is priced, and run, at the layers'
-/// mean, exact for a stage that holds the model's mix of layers (gpt-oss alternates; any
-/// even count of its layers holds the mix).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct AttnWindow {
-    /// Keys each query attends to at most.
-    pub size: u64,
-    /// Layers that slide.
-    pub sliding: u64,
-    /// Layers of the model.
-    pub layers: u64,
-}
-
-impl AttnWindow {
-    /// The window of `model`'s layers at sequence length `s`, where it shortens attention
-    /// ([`ModelSpec::window_at`]).
-    pub fn of(model: &ModelSpec, s: u64) -> Option<AttnWindow> {
-        model.window_at(s).map(|w| AttnWindow {
-            size: w.size,
-            sliding: w.sliding_layers(model.layers),
-            layers: model.layers,
-        })
-    }
-
-    /// Share of the model's layers that slide.
-    pub fn share(&self) -> f64 {
-        self.sliding as f64 / self.layers.max(1) as f64
-    }
-}
-
 /// Share of the s_q·s_kv score matrix of causal attention that the mask keeps, over `s_kv`
-/// keys, under `window`: 1/2 with no window (as FLOP counts write causal attention); a
-/// window of w < s keeps w·s − w²/2 of s² pairs, (w/s)(1 − w/2s) (each of the last s − w
-/// queries sees w keys, the first w a triangle; continuous form, which meets 1/2 at w = s).
-/// A window's kernel stands for the layers' mean ([`AttnWindow`]). Context parallelism
-/// splits the queries and keeps the share.
-pub fn causal_share(s_kv: u64, window: Option<AttnWindow>) -> f64 {
-    let Some(w) = window.filter(|w| w.size < s_kv) else {
-        return 0.5;
-    };
-    let r = w.size as f64 / s_kv as f64;
-    w.share() * r * (1.0 - r / 2.0) + (1.0 - w.share()) * 0.5
+/// keys, with a sliding window of `window` keys: 1/2 with none (as FLOP counts write causal
+/// attention); a window of w < s keeps w·s − w²/2 of s² pairs, (w/s)(1 − w/2s) (each of the
+/// last s − w queries sees w keys, the first w a triangle; continuous form, which meets 1/2
+/// at w = s). Context parallelism splits the queries and keeps the share.
+pub fn causal_share(s_kv: u64, window: Option<u64>) -> f64 {
+    match window.filter(|&w| w < s_kv) {
+        None => 0.5,
+        Some(w) => {
+            let r = w as f64 / s_kv as f64;
+            r * (1.0 - r / 2.0)
+        }
+    }
 }
 
 impl Kernel {
@@ -518,6 +488,9 @@ pub struct ModelGraph {
     pub dense: OpGraph,
     /// An MoE transformer layer, when the model has experts.
     pub moe: Option<OpGraph>,
+    /// The dense and MoE layers again, attending through the sliding window, where the
+    /// model's window is shorter than the sequence.
+    pub sliding: Option<(OpGraph, Option<OpGraph>)>,
     /// Final norm, LM head and loss (last stage).
     pub head: OpGraph,
 }
@@ -525,22 +498,35 @@ pub struct ModelGraph {
 impl ModelGraph {
     /// Builds every graph of `model` for `shard`.
     pub fn build(model: &ModelSpec, shard: &Shard) -> ModelGraph {
+        let layers = |sliding| {
+            (
+                layer_graph(model, shard, false, sliding),
+                model
+                    .moe
+                    .as_ref()
+                    .map(|_| layer_graph(model, shard, true, sliding)),
+            )
+        };
+        let (dense, moe) = layers(false);
         ModelGraph {
             embedding: embedding(model, shard),
-            dense: transformer_layer(model, shard, false),
-            moe: model
-                .moe
-                .as_ref()
-                .map(|_| transformer_layer(model, shard, true)),
+            dense,
+            moe,
+            sliding: model.window_at(shard.s).map(|_| layers(true)),
             head: head(model, shard),
         }
     }
 
-    /// The graph of layer `i`.
+    /// The graph of layer `i`: dense or MoE, full or sliding attention, as the model lays
+    /// its layers out.
     pub fn layer(&self, model: &ModelSpec, i: u64) -> &OpGraph {
-        match &self.moe {
+        let (dense, moe) = match &self.sliding {
+            Some((d, m)) if model.slides(i) => (d, m),
+            _ => (&self.dense, &self.moe),
+        };
+        match moe {
             Some(g) if model.is_moe_layer(i) => g,
-            _ => &self.dense,
+            _ => dense,
         }
     }
 }

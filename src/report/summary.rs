@@ -11,8 +11,11 @@ use crate::spec::{ClusterSpec, ModelSpec};
 use crate::units::fmt_count;
 
 fn model_desc(m: &ModelSpec) -> String {
+    let window = m.attention_window.map_or(String::new(), |w| {
+        format!(", sliding attention window of {}", w.describe())
+    });
     format!(
-        "`{}`: {} parameters, {} layers, hidden {}, {} heads, {} architecture",
+        "`{}`: {} parameters, {} layers, hidden {}, {} heads, {} architecture{window}",
         m.name,
         fmt_count(m.params()),
         m.layers,

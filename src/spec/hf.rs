@@ -337,11 +337,29 @@ fn rope_theta(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) -> Optio
 /// A key the config leaves out takes its configuration class's default, as transformers
 /// would load it: `MistralConfig` and `Qwen2Config` default `sliding_window` to 4096, and
 /// `Qwen2Config` `max_window_layers` to 28; `MixtralConfig` has no window by default. (An
-/// explicit `null` is no window.)
+/// explicit `null` is no window.) Where a Qwen config writes `layer_types` (transformers
+/// 4.53 on), that list says which layers slide, over `max_window_layers`.
 fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<SlidingWindow> {
     let absent = |f: &Fields<'_>, key: &str| !f.map.contains_key(key);
     let mut layers = WindowLayers::All;
+    let listed = match fam {
+        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
+            let n_layers = f.count(&["num_hidden_layers"], MAX_LAYERS);
+            layer_types(f, n_layers)
+        }
+        _ => None,
+    };
     let on = match fam {
+        _ if listed.is_some() => {
+            let use_window = f.flag("use_sliding_window") == Some(true);
+            match listed {
+                Some(Some(l)) if use_window => {
+                    layers = l;
+                    true
+                }
+                _ => false,
+            }
+        }
         Family::Mistral | Family::Mixtral => true,
         // `Qwen3MoeAttention` slides in every layer when `use_sliding_window`.
         Family::Qwen3Moe => f.flag("use_sliding_window") == Some(true),
@@ -380,6 +398,46 @@ fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<SlidingWindow> {
         _ => f.count(&["sliding_window"], MAX_SEQ),
     };
     size.map(|size| SlidingWindow { size, layers })
+}
+
+/// transformers' `layer_types`, where the config writes it: `"sliding_attention"` or
+/// `"full_attention"` per layer. `Some(None)`: no layer slides (or the list is bad, which is
+/// recorded); `Some(Some(pattern))`: every layer, all but every n-th, or those from one on —
+/// the patterns planner prices; another pattern is refused naming the key.
+fn layer_types(f: &mut Fields<'_>, n_layers: Option<u64>) -> Option<Option<WindowLayers>> {
+    let v = f.map.get("layer_types").filter(|v| !v.is_null())?.clone();
+    let kinds: Option<Vec<bool>> = v.as_array().and_then(|a| {
+        a.iter()
+            .map(|k| match k.as_str() {
+                Some("sliding_attention") => Some(true),
+                Some("full_attention") => Some(false),
+                _ => None,
+            })
+            .collect()
+    });
+    let Some(slides) = kinds else {
+        f.bad(
+            "layer_types",
+            "expected a list of \"sliding_attention\" and \"full_attention\"",
+            "fix the list",
+        );
+        return Some(None);
+    };
+    if let Some(n) = n_layers.filter(|&n| n != slides.len() as u64) {
+        let msg = format!("{} entries for {n} layers", slides.len());
+        f.bad("layer_types", &msg, "give one entry per layer");
+        return Some(None);
+    }
+    let pattern = WindowLayers::from_slides(&slides);
+    if pattern.is_none() {
+        f.bad(
+            "layer_types",
+            "a pattern of sliding and full layers planner does not price",
+            "planner prices a window on every layer, on all but every n-th layer, or on the layers from one on",
+        );
+        return Some(None);
+    }
+    pattern
 }
 
 /// One dropout probability for the model: the family's dropout fields, their largest value

@@ -492,20 +492,21 @@ impl fmt::Display for Infeasible {
             I::FrameworkWindow { framework, window } => write!(
                 f,
                 "{framework} runs no sliding attention window (it would train full causal \
-                 attention where the model attends to {window} keys); price for --framework \
-                 megatron or llm-foundry, or train at --seq-len ≤ {window}"
+                 attention where the model's layers attend to at most {window} keys); price \
+                 for --framework megatron or llm-foundry, or train at --seq-len ≤ {window}"
             ),
             I::WindowKernel { kernel, window } => write!(
                 f,
-                "attention={kernel} with the model's sliding window of {window} keys: planner \
+                "attention={kernel} with the model's {window}-key sliding window: planner \
                  prices a window in FlashAttention's kernels only (its window_size, Transformer \
                  Engine's), which skip the blocks outside it; Megatron-LM's local attention \
-                 drops the window where its fused softmax runs; use --attention flash, or \
+                 drops the window where its fused softmax runs; price FlashAttention \
+                 (--attention flash, which takes 16-bit tensors: --dtype bf16 or fp16), or \
                  --seq-len ≤ {window}"
             ),
             I::WindowWithCp { cp, window } => write!(
                 f,
-                "cp={cp} with the model's sliding window of {window} keys: Transformer Engine \
+                "cp={cp} with the model's {window}-key sliding window: Transformer Engine \
                  slides a window under context parallelism only with --cp-comm-type a2a or \
                  all_gather (its ring asserts), which planner does not price; use cp 1, or \
                  --seq-len ≤ {window}"

@@ -103,6 +103,33 @@ pub enum WindowLayers {
     From(u64),
 }
 
+impl WindowLayers {
+    /// The pattern of a list saying, per layer, whether it slides: `Some(None)` where no
+    /// layer does, `Some(Some(p))` for every layer, all but every n-th, or those from one
+    /// on; `None` for another pattern, which planner does not price.
+    pub fn from_slides(slides: &[bool]) -> Option<Option<WindowLayers>> {
+        if !slides.contains(&true) {
+            return Some(None);
+        }
+        let first_full = slides.iter().position(|s| !s).unwrap_or(slides.len()) as u64;
+        let first_sliding = slides.iter().position(|s| *s).unwrap_or(0) as u64;
+        [
+            WindowLayers::All,
+            WindowLayers::FullEvery(first_full + 1),
+            WindowLayers::From(first_sliding),
+        ]
+        .into_iter()
+        .find(|&layers| {
+            let w = SlidingWindow { size: 1, layers };
+            slides
+                .iter()
+                .enumerate()
+                .all(|(i, &s)| w.slides(i as u64) == s)
+        })
+        .map(Some)
+    }
+}
+
 /// A sliding attention window and the layers that use it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct SlidingWindow {
@@ -462,6 +489,11 @@ impl ModelSpec {
     /// positions only; rotary and sinusoidal positions have no table (`None`).
     pub fn max_seq_len(&self) -> Option<u64> {
         (self.positions == Positions::Learned).then_some(self.seq_len)
+    }
+
+    /// Whether layer `i` (0-based) attends through the sliding window.
+    pub fn slides(&self, i: u64) -> bool {
+        self.attention_window.is_some_and(|w| w.slides(i))
     }
 
     /// The sliding window where it shortens attention at sequence length `s`: the window,

@@ -249,7 +249,7 @@ fn sliding_window_is_kept_and_priced() {
     for (extra, says) in [
         (
             &["--cp", "2", "--tp", "4"][..],
-            "cp=2 with the model's sliding window of 4096",
+            "cp=2 with the model's 4096-key sliding window",
         ),
         (
             &["--framework", "torchtitan"][..],
@@ -257,7 +257,7 @@ fn sliding_window_is_kept_and_priced() {
         ),
         (
             &["--attention", "unfused"][..],
-            "attention=unfused with the model's sliding window",
+            "attention=unfused with the model's 4096-key sliding window",
         ),
     ] {
         let o = price(&yaml, extra);
@@ -265,6 +265,24 @@ fn sliding_window_is_kept_and_priced() {
         assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
         assert!(err.contains(says), "{extra:?}: {err}");
     }
+    // Every plan refused for that one reason: `suggest` says it with its fix, as bad input.
+    let o = planner(&[
+        "suggest",
+        "--model",
+        yaml.to_str().unwrap(),
+        "--cluster",
+        "h100x8",
+        "--seq-len",
+        "8192",
+        "--framework",
+        "torchtitan",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("torchtitan runs no sliding attention window"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

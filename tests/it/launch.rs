@@ -1643,6 +1643,54 @@ fn megatron_writes_and_reads_the_sliding_window() {
             .to_string();
         assert!(e.contains("`--window-size`"), "{e}");
     }
+    // Megatron-LM's other spellings of the same layers: any list expression it evaluates,
+    // and a frequency past the layers (no layer full). A 0 frequency (Megatron divides by
+    // it), a list shorter than the layers, or a pattern planner does not price are refused.
+    m.attention_window = Some(SlidingWindow {
+        size: 128,
+        layers: WindowLayers::FullEvery(2),
+    });
+    let text = text_for(&m, &plan);
+    let with_freq = |freq: &str| {
+        text.replace(
+            "--window-attn-skip-freq 2 \\\n",
+            &format!("--window-attn-skip-freq '{freq}' \\\n"),
+        )
+    };
+    assert_eq!(
+        from_megatron(&with_freq("[1,0]*16"), &m, 8).unwrap().plan,
+        plan
+    );
+    assert_eq!(
+        from_megatron(&with_freq("16 * [1, 0]"), &m, 8)
+            .unwrap()
+            .plan,
+        plan
+    );
+    for (freq, says) in [
+        ("0", "modulo"),
+        ("([1,0]*15)", "30 entries for 32 layers"),
+        ("[1,0,0,1]*8", "does not price"),
+        ("[1,2]*16", "other than 0 and 1"),
+        ("abc", "not a whole number"),
+        ("[1,0]*16 + 1", "not a whole number"),
+    ] {
+        let e = from_megatron(&with_freq(freq), &m, 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{freq}: {e}");
+    }
+    m.attention_window = Some(SlidingWindow {
+        size: 128,
+        layers: WindowLayers::All,
+    });
+    for freq in ["33", "([0]*0+[1]*32)", "[1]*40"] {
+        assert_eq!(
+            from_megatron(&with_freq(freq), &m, 8).unwrap().plan,
+            plan,
+            "{freq}"
+        );
+    }
     m.attention_window = Some(SlidingWindow {
         size: 8192,
         layers: WindowLayers::All,
@@ -1655,4 +1703,26 @@ fn megatron_writes_and_reads_the_sliding_window() {
     assert!(!text.contains("--window-size"), "{text}");
     assert_eq!(from_megatron(&text, &m, 8).unwrap().plan, cp);
     assert!(text_for(&m, &plan).contains("--window-size 8191,0"));
+}
+
+/// `--transformer-impl local` builds Megatron-Core's own `DotProductAttention`: the plan is
+/// priced unfused whatever the kernel flags say (it had been ignored, and flash priced); an
+/// unknown implementation is refused naming the argument.
+#[test]
+fn megatron_local_transformer_impl_is_the_unfused_attention() {
+    let m = load_model("llama3-8b").unwrap();
+    let plan = Plan::new(4, 2, 1, 1, 64, 8192);
+    let text = export(&m, &plan, LaunchFormat::Megatron(MegatronVersion::Core))
+        .unwrap()
+        .text;
+    assert_eq!(
+        from_megatron(&text, &m, 8).unwrap().plan.attention,
+        AttentionImpl::Flash
+    );
+    let local = from_megatron(&format!("{text} --transformer-impl local"), &m, 8).unwrap();
+    assert_eq!(local.plan.attention, AttentionImpl::Unfused);
+    let e = from_megatron(&format!("{text} --transformer-impl bogus"), &m, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`--transformer-impl`"), "{e}");
 }

@@ -94,7 +94,7 @@ pub fn explain(
             s += "\n";
             s += &stages_table(&x.estimate);
             s += "\n\n";
-            s += &ops_table(&ops, |g| graph_instances(m, g));
+            s += &ops_table(&ops, |g| graph_instances(m, x.estimate.plan.seq_len, g));
             if let Some(cmd) = saved {
                 s += &format!("\nreproduce: {cmd}\n");
             }

@@ -390,3 +390,36 @@ fn tied_embedding_reduction_stays_on_the_node_when_both_stages_do() {
     let two_nodes = pair_s(&c, 8);
     assert!((two_nodes - 13.41e-3).abs() < 0.05e-3, "{two_nodes}");
 }
+
+/// Each stage is priced with its own layers' attention: Llama 3 8B (32 layers) at s = 8192
+/// with a 1024-key window from layer 16 on, pp 2: stage 0 holds the 16 full layers and is
+/// priced as the model without a window, stage 1 the 16 sliding ones and is priced as the
+/// model with a window on every layer (it had been priced at the layers' mean on both).
+#[test]
+fn each_stage_prices_its_own_layers_windows() {
+    use crate::spec::{SlidingWindow, WindowLayers};
+    let cluster = load_cluster("h100x8").unwrap();
+    let mut p = plan(1, 4, 2, 1, 8);
+    p.seq_len = 8192;
+    let full = load_model("llama3-8b").unwrap();
+    let with = |layers| {
+        let mut m = full.clone();
+        m.attention_window = Some(SlidingWindow { size: 1024, layers });
+        m
+    };
+    let fwd = |m: &crate::spec::ModelSpec| -> Vec<f64> {
+        crate::cost::estimate(m, &cluster, &p, None)
+            .stages
+            .iter()
+            .map(|s| s.fwd_s)
+            .collect()
+    };
+    let (from16, all, none) = (
+        fwd(&with(WindowLayers::From(16))),
+        fwd(&with(WindowLayers::All)),
+        fwd(&full),
+    );
+    assert_eq!(from16[0], none[0]);
+    assert_eq!(from16[1], all[1]);
+    assert!(all[1] < none[1], "{all:?} vs {none:?}");
+}

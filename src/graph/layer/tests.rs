@@ -288,22 +288,22 @@ fn head_size_set_apart_widens_q_and_the_projection() {
     );
 }
 
-/// A sliding window of w = 1024 keys on every layer of Llama 3 8B at s = 4096 (tp 1, b = 1):
-/// the attention kernel keeps (w/s)(1 − w/2s) = 0.25 · 0.875 = 0.21875 of the s² score pairs
-/// (4096·1024 − 1024²/2 = 3,670,016 = 0.21875 · 4096²), against 1/2 causal: forward FLOPs
-/// 4 · 32 heads · 4096² · 128 · 0.21875. With every second layer full, the kernel stands for
-/// the mean, (0.21875 + 0.5)/2 = 0.359375. A window no shorter than the sequence changes
-/// nothing.
+/// A sliding window of w = 1024 keys on Llama 3 8B at s = 4096 (tp 1, b = 1): a sliding
+/// layer's attention kernel keeps (w/s)(1 − w/2s) = 0.25 · 0.875 = 0.21875 of the s² score
+/// pairs (4096·1024 − 1024²/2 = 3,670,016 = 0.21875 · 4096²), against 1/2 causal: forward
+/// FLOPs 4 · 32 heads · 4096² · 128 · 0.21875. With every second layer full, the model's
+/// graphs give layer 0 the sliding graph and layer 1 the full one. A window no shorter than
+/// the sequence changes nothing, and builds no sliding graph.
 #[test]
 fn sliding_window_keeps_the_band_of_scores() {
+    use crate::graph::ModelGraph;
     use crate::spec::{SlidingWindow, WindowLayers};
     let mut m = crate::spec::load_model("llama3-8b").unwrap();
     let sh = Shard {
         s: 4096,
         ..shard(1, false, AttentionImpl::Flash)
     };
-    let attention_flops = |m: &ModelSpec| {
-        let g = transformer_layer(m, &sh, false);
+    let flops = |g: &OpGraph| {
         g.op("attention")
             .unwrap()
             .fwd
@@ -312,20 +312,21 @@ fn sliding_window_keeps_the_band_of_scores() {
             .sum::<f64>()
     };
     let scores = 4.0 * 32.0 * 4096.0 * 4096.0 * 128.0;
-    assert_eq!(attention_flops(&m), scores * 0.5);
-    m.attention_window = Some(SlidingWindow {
-        size: 1024,
-        layers: WindowLayers::All,
-    });
-    assert_eq!(attention_flops(&m), scores * 0.21875);
+    assert_eq!(flops(&transformer_layer(&m, &sh, false)), scores * 0.5);
     m.attention_window = Some(SlidingWindow {
         size: 1024,
         layers: WindowLayers::FullEvery(2),
     });
-    assert_eq!(attention_flops(&m), scores * 0.359375);
+    assert_eq!(flops(&layer_graph(&m, &sh, false, true)), scores * 0.21875);
+    assert_eq!(flops(&layer_graph(&m, &sh, false, false)), scores * 0.5);
+    let g = ModelGraph::build(&m, &sh);
+    assert_eq!(flops(g.layer(&m, 0)), scores * 0.21875);
+    assert_eq!(flops(g.layer(&m, 1)), scores * 0.5);
     m.attention_window = Some(SlidingWindow {
         size: 4096,
         layers: WindowLayers::All,
     });
-    assert_eq!(attention_flops(&m), scores * 0.5);
+    let g = ModelGraph::build(&m, &sh);
+    assert!(g.sliding.is_none());
+    assert_eq!(flops(g.layer(&m, 0)), scores * 0.5);
 }

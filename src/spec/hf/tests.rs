@@ -495,3 +495,50 @@ fn another_gated_activation_is_noted() {
         i.notes
     );
 }
+
+/// A Qwen config that writes `layer_types` (transformers 4.53 on) says with it which layers
+/// slide, over `max_window_layers` (it had been ignored: an alternating list imported with
+/// no window, an all-sliding one from layer 28): alternating is one layer in 2 full, all
+/// sliding every layer; a pattern planner does not price, or a list of the wrong length, is
+/// refused naming the key; without `use_sliding_window` no layer slides.
+#[test]
+fn layer_types_say_which_layers_slide() {
+    let base = r#""hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 8192,
+        "sliding_window": 128"#;
+    let with = |family: &str, on: bool, types: &str| {
+        imp(&format!(
+            r#"{{"model_type": "{family}", {base}, "use_sliding_window": {on}, "layer_types": [{types}]}}"#
+        ))
+    };
+    let (s, f) = (r#""sliding_attention""#, r#""full_attention""#);
+    let window = |family: &str, on: bool, types: &str| {
+        with(family, on, types)
+            .unwrap()
+            .model
+            .attention_window
+            .map(|w| w.layers)
+    };
+    assert_eq!(
+        window("qwen2", true, &[s, f, s, f].join(",")),
+        Some(WindowLayers::FullEvery(2))
+    );
+    assert_eq!(
+        window("qwen3", true, &[s, s, s, s].join(",")),
+        Some(WindowLayers::All)
+    );
+    assert_eq!(
+        window("qwen3_moe", true, &[f, f, s, s].join(",")),
+        Some(WindowLayers::From(2))
+    );
+    assert_eq!(window("qwen2", false, &[s, s, s, s].join(",")), None);
+    assert_eq!(window("qwen2", true, &[f, f, f, f].join(",")), None);
+    for types in [
+        [s, f, f, s].join(","),
+        [s, s].join(","),
+        "1, 2, 3, 4".to_string(),
+    ] {
+        let e = with("qwen2", true, &types).unwrap_err();
+        assert_eq!(e.problems()[0].field, "layer_types", "{types}: {e}");
+    }
+}

@@ -65,6 +65,7 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--accumulate-allreduce-grads-in-fp32", false, P),
     ("--no-gradient-accumulation-fusion", false, P),
     ("--attention-backend", true, P),
+    ("--transformer-impl", true, P),
     // Model shape and template.
     ("--num-layers", true, Model),
     ("--hidden-size", true, Model),
@@ -255,7 +256,7 @@ const IGNORED: &[(&str, bool)] = &[
     ("--log-throughput", false), ("--log-timers-to-tensorboard", false),
     ("--log-validation-ppl-to-tensorboard", false), ("--log-memory-to-tensorboard", false),
     ("--timing-log-level", true), ("--use-mcore-models", false), ("--use-legacy-models", false),
-    ("--transformer-impl", true), ("--rotary-percent", true),
+    ("--rotary-percent", true),
     ("--norm-epsilon", true), ("--layernorm-epsilon", true),
     ("--attention-softmax-in-fp32", false), ("--apply-query-key-layer-scaling", false),
     ("--no-async-tensor-model-parallel-allreduce", false), ("--no-position-embedding", false),

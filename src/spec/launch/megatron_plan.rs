@@ -517,6 +517,22 @@ fn attention(a: &ArgMap, c: &mut Collect, v: MegatronVersion, dtype: Dtype) -> A
     // Transformer Engine's fused and flash backends take 16-bit tensors only; in fp32 the
     // auto backend falls back to the unfused one.
     let wide = dtype.bytes() > 2.0;
+    // Megatron-Core's local layer spec builds its own `DotProductAttention` (the
+    // materialised softmax), whatever the backend flags say.
+    match a.get("--transformer-impl") {
+        None | Some("transformer_engine") => {}
+        Some("local") => {
+            if a.has("--use-flash-attn") || a.get("--attention-backend").is_some() {
+                c.warn("--transformer-impl local builds Megatron-Core's own DotProductAttention: the attention kernel flags are not read (priced unfused)");
+            }
+            return AttentionImpl::Unfused;
+        }
+        Some(other) => c.refuse(
+            "--transformer-impl",
+            format!("`{other}`"),
+            "use transformer_engine or local",
+        ),
+    }
     match (a.has("--use-flash-attn"), a.get("--attention-backend")) {
         (false, Some("auto") | None) if wide && v == MegatronVersion::Core => {
             c.warn("fp32 training: Megatron-Core's auto attention backend runs the unfused attention (priced unfused)");

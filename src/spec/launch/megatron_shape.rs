@@ -6,7 +6,7 @@ use super::Collect;
 use super::megatron::{default_ffn, moe_layer_freq};
 use super::megatron_args::ArgMap;
 use super::megatron_plan::num;
-use crate::spec::model::{Arch, ModelSpec, Positions, SlidingWindow, WindowLayers};
+use crate::spec::model::{Arch, MAX_LAYERS, ModelSpec, Positions, SlidingWindow, WindowLayers};
 use std::fmt::Display;
 
 fn mismatch(
@@ -178,24 +178,25 @@ fn check_window(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
         }
     };
     let layers = match a.get("--window-attn-skip-freq") {
-        None => WindowLayers::All,
+        None => Some(WindowLayers::All),
         Some(v) => match skip_freq(v, model.layers) {
-            Some(l) => l,
-            None => {
+            Ok(l) => l,
+            Err(why) => {
                 return c.refuse(
                     "--window-attn-skip-freq",
-                    format!("`{v}`: planner reads a whole number n (layers n, 2n, … full) or `([0]*i+[1]*k)` (the first i layers full)"),
-                    "write one of those forms",
+                    format!("`{v}`: {why}"),
+                    "write a whole number n ≥ 1 (layers n, 2n, … full) or a list of one 1 (sliding) or 0 (full) per layer, such as `([0]*4+[1]*28)`",
                 );
             }
         },
     };
-    let given = size.map(|size| SlidingWindow { size, layers });
+    let given = size
+        .zip(layers)
+        .map(|(size, layers)| SlidingWindow { size, layers });
     let seq = a.get("--seq-length").and_then(|s| s.parse::<u64>().ok());
     let equivalent =
         given.is_none() && seq.is_some_and(|s| model.attention_window.is_none_or(|w| w.size >= s));
     if given != model.attention_window && !equivalent {
-        let show = |w: Option<SlidingWindow>| w.map_or("none".to_string(), |w| w.describe());
         let same_size = given
             .zip(model.attention_window)
             .is_some_and(|(g, m)| g.size == m.size);
@@ -204,26 +205,153 @@ fn check_window(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
         } else {
             "--window-size"
         };
+        let said = match (given, a.get("--window-size")) {
+            (None, Some(v)) => format!("no window (`{v}`: full attention)"),
+            (None, None) => "no window".to_string(),
+            (Some(w), _) => w.describe(),
+        };
         mismatch(
             c,
             arg,
-            show(given),
+            said,
             model,
             "sliding_window",
-            show(model.attention_window),
+            model
+                .attention_window
+                .map_or("none".to_string(), |w| w.describe()),
         );
     }
 }
 
-/// `--window-attn-skip-freq` as layers: n, or `([0]*i+[1]*k)` over i + k = `layers`.
-fn skip_freq(v: &str, layers: u64) -> Option<WindowLayers> {
-    if let Ok(n) = v.trim().parse::<u64>() {
-        return Some(WindowLayers::FullEvery(n));
+/// `--window-attn-skip-freq` over a model of `layers` layers, as Megatron-LM reads it
+/// (`moe_freq_type`): a whole number n (layer numbers 1, 2, … with l % n = 0 attend to all,
+/// `is_layer_window_attention`), or a list expression of 1 (sliding) and 0 (full) per
+/// layer, indexed by layer number − 1. `Ok(None)`: no layer slides; `Ok(Some(pattern))`: a
+/// pattern planner prices ([`WindowLayers::from_slides`]).
+fn skip_freq(v: &str, layers: u64) -> Result<Option<WindowLayers>, String> {
+    let slides: Vec<bool> = if let Ok(n) = v.trim().parse::<u64>() {
+        if n == 0 {
+            return Err("0: Megatron-LM takes each layer number modulo it".into());
+        }
+        (1..=layers).map(|l| l % n != 0).collect()
+    } else {
+        let list = pattern_list(v).ok_or("not a whole number or a list of 0 and 1")?;
+        if list.iter().any(|&x| x > 1) {
+            return Err("entries other than 0 and 1".into());
+        }
+        if (list.len() as u64) < layers {
+            return Err(format!("{} entries for {layers} layers", list.len()));
+        }
+        list.iter().take(layers as usize).map(|&x| x == 1).collect()
+    };
+    WindowLayers::from_slides(&slides)
+        .ok_or_else(|| "a pattern of sliding and full layers planner does not price (every layer, all but every n-th, or the layers from one on)".into())
+}
+
+/// A list pattern as Megatron-LM evaluates it (Python on digits, commas, brackets,
+/// parentheses, `+` and `*`: `[1,0]*16`, `([0]*4+[1]*28)`, `3*[1]`); `None` where it is not
+/// one, or longer than any model.
+fn pattern_list(v: &str) -> Option<Vec<u64>> {
+    #[derive(Clone)]
+    enum Val {
+        Int(u64),
+        List(Vec<u64>),
     }
-    let inner = v.trim().strip_prefix("([0]*")?.strip_suffix(')')?;
-    let (full, rest) = inner.split_once("+[1]*")?;
-    let (full, sliding) = (full.parse::<u64>().ok()?, rest.parse::<u64>().ok()?);
-    (full + sliding == layers && full > 0).then_some(WindowLayers::From(full))
+    struct P<'a> {
+        s: &'a [u8],
+        i: usize,
+    }
+    impl P<'_> {
+        fn peek(&mut self) -> Option<u8> {
+            while self.s.get(self.i) == Some(&b' ') {
+                self.i += 1;
+            }
+            self.s.get(self.i).copied()
+        }
+        fn eat(&mut self, c: u8) -> bool {
+            let ok = self.peek() == Some(c);
+            self.i += usize::from(ok);
+            ok
+        }
+        fn expr(&mut self) -> Option<Val> {
+            let mut v = self.term()?;
+            while self.eat(b'+') {
+                v = match (v, self.term()?) {
+                    (Val::List(mut a), Val::List(b)) => {
+                        a.extend(b);
+                        Val::List(a)
+                    }
+                    (Val::Int(a), Val::Int(b)) => Val::Int(a.checked_add(b)?),
+                    _ => return None,
+                };
+            }
+            Some(v)
+        }
+        fn term(&mut self) -> Option<Val> {
+            let mut v = self.factor()?;
+            while self.eat(b'*') {
+                v = match (v, self.factor()?) {
+                    (Val::List(l), Val::Int(n)) | (Val::Int(n), Val::List(l)) => {
+                        if (l.len() as u64).checked_mul(n)? > MAX_LAYERS {
+                            return None;
+                        }
+                        Val::List(l.repeat(n as usize))
+                    }
+                    (Val::Int(a), Val::Int(b)) => Val::Int(a.checked_mul(b)?),
+                    _ => return None,
+                };
+            }
+            Some(v)
+        }
+        fn factor(&mut self) -> Option<Val> {
+            match self.peek()? {
+                b'(' => {
+                    self.i += 1;
+                    let v = self.expr()?;
+                    self.eat(b')').then_some(v)
+                }
+                b'[' => {
+                    self.i += 1;
+                    let mut l = Vec::new();
+                    if !self.eat(b']') {
+                        loop {
+                            match self.expr()? {
+                                Val::Int(n) => l.push(n),
+                                Val::List(_) => return None,
+                            }
+                            if self.eat(b']') {
+                                break;
+                            }
+                            if !self.eat(b',') {
+                                return None;
+                            }
+                        }
+                    }
+                    Some(Val::List(l))
+                }
+                b'0'..=b'9' => {
+                    let start = self.i;
+                    while self.s.get(self.i).is_some_and(u8::is_ascii_digit) {
+                        self.i += 1;
+                    }
+                    std::str::from_utf8(&self.s[start..self.i])
+                        .ok()?
+                        .parse()
+                        .ok()
+                        .map(Val::Int)
+                }
+                _ => None,
+            }
+        }
+    }
+    let mut p = P {
+        s: v.trim().trim_matches(['\'', '"']).as_bytes(),
+        i: 0,
+    };
+    match p.expr()? {
+        Val::List(l) if p.peek().is_none() => Some(l),
+        _ => None,
+    }
 }
 
 /// Sizes the arguments leave to Megatron-LM's defaults, against the model.

@@ -125,7 +125,15 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let qkv_bias = r.opt_bool("qkv_bias");
     let window_size = r.opt_count("sliding_window", MAX_SEQ);
     let full_every = r.opt_count("full_attention_every", MAX_LAYERS);
-    let sliding_from = r.opt_count("sliding_from_layer", MAX_LAYERS);
+    // 0-based: 0 is every layer, as transformers' `max_window_layers: 0` (no key needed).
+    let from_zero = r
+        .raw("sliding_from_layer")
+        .is_some_and(|v| v.as_u64() == Some(0));
+    let sliding_from = if from_zero {
+        None
+    } else {
+        r.opt_count("sliding_from_layer", MAX_LAYERS)
+    };
     let window_layers = match (full_every, sliding_from) {
         (Some(_), Some(_)) => {
             r.problem(
