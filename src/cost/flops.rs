@@ -60,15 +60,12 @@ pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Fra
     let gated = model.arch.gated_mlp();
     // (forward FLOPs per token, dispatched as `aten.mm`): a linear with a bias is `addmm`,
     // which the policy neither counts nor keeps.
-    let (qkv_mm, mm) = (
-        !model.arch.biases() && !model.qkv_bias,
-        !model.arch.biases(),
-    );
+    let (qkv_mm, proj_mm, mm) = (!model.qkv_bias, !model.proj_bias, !model.mlp_bias);
     let attn = [
         (2.0 * h * q, qkv_mm),
         (2.0 * h * kv, qkv_mm),
         (2.0 * h * kv, qkv_mm),
-        (2.0 * q * h, mm),
+        (2.0 * q * h, proj_mm),
     ];
     let mlp: Vec<(f64, bool)> = if gated {
         vec![(2.0 * h * f, mm), (2.0 * h * f, mm), (2.0 * f * h, mm)]
@@ -92,7 +89,7 @@ pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Fra
     let moe = model.moe.as_ref().map_or(0.0, |m| {
         let mats = if gated { 3.0 } else { 2.0 };
         let experts = m.top_k as f64 * 2.0 * h * m.expert_ffn_hidden as f64 * mats * s;
-        rerun(&[&attn[..], &[(2.0 * h * m.experts as f64, true)]].concat()) + experts
+        rerun(&[&attn[..], &[(2.0 * h * m.experts as f64, !m.router_bias)]].concat()) + experts
     });
     let n_moe = model.moe_layers() as f64;
     (model.layers as f64 - n_moe) * dense + n_moe * moe

@@ -197,7 +197,7 @@ fn dense_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let (h, t) = (model.hidden, sh.tp);
     let f = model.ffn_hidden / t;
     let gated = model.arch.gated_mlp();
-    let bias = model.arch.biases();
+    let bias = model.mlp_bias;
     let width = if gated { 2 * f } else { f };
     let fc1_params = (h * width) as f64 + if bias { width as f64 } else { 0.0 };
     let fc2_params = (f * h) as f64 + if bias { h as f64 } else { 0.0 };
@@ -262,12 +262,13 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let gathered = routed as f64 * h as f64 * e;
     // The router's GEMM keeps its input for the weight gradient, and the fp32 logits for the
     // softmax/top-k backward.
+    let router_params = (h * m.experts) as f64 + if m.router_bias { m.experts as f64 } else { 0.0 };
     let mut router = Op::linear(
         "router",
         own,
         m.experts,
         h,
-        (h * m.experts) as f64,
+        router_params,
         own_f * h as f64 * e + own_f * m.experts as f64 * 4.0,
     );
     // Megatron-Core's TopKRouter multiplies by its weight outside Transformer Engine.
@@ -324,8 +325,23 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         fp8: true,
     };
     let r = routed as f64;
-    let fc1 = grouped("expert_fc1", width, h, (local * h * width) as f64, gathered);
-    let fc2 = grouped("expert_fc2", h, f, (local * f * h) as f64, r * f as f64 * e);
+    // Biases (gpt-oss's experts): fc1's split over the expert-TP ranks with its columns, fc2's
+    // whole on each, as a row-parallel linear keeps it.
+    let (b1, b2) = if model.mlp_bias { (width, h) } else { (0, 0) };
+    let fc1 = grouped(
+        "expert_fc1",
+        width,
+        h,
+        (local * (h * width + b1)) as f64,
+        gathered,
+    );
+    let fc2 = grouped(
+        "expert_fc2",
+        h,
+        f,
+        (local * (f * h + b2)) as f64,
+        r * f as f64 * e,
+    );
     let mut ops = vec![router, a2a("dispatch")];
     ops.extend(gather.map(|mut op| {
         op.name = "expert_tp_gather";
@@ -358,7 +374,7 @@ pub fn layer_graph(model: &ModelSpec, sh: &Shard, moe: bool, sliding: bool) -> O
     let (h, t) = (model.hidden, sh.tp);
     // The query (and attention output) width: h, or a·d where the head size is set apart.
     let q_w = model.q_hidden();
-    let bias = model.arch.biases();
+    let bias = model.proj_bias;
     let qkv_n = (q_w + 2 * model.kv_hidden()) / t;
     let qkv_bias = if model.qkv_bias { qkv_n as f64 } else { 0.0 };
     let qkv_params = (h * qkv_n) as f64 + qkv_bias;
@@ -390,7 +406,12 @@ pub fn layer_graph(model: &ModelSpec, sh: &Shard, moe: bool, sliding: bool) -> O
         // Rotary embedding rewrites Q and K in place (Su et al. 2021); linear, nothing saved.
         attn.push(rope(sh, qk));
     }
-    attn.extend(attention_core(model, sh, sliding));
+    let mut core = attention_core(model, sh, sliding);
+    if model.attention_sinks {
+        // A sink logit per local head (Megatron-Core's `softmax_offset`, heads/tp wide).
+        core[0].params += (model.heads / t) as f64;
+    }
+    attn.extend(core);
     let proj = row_linear("proj", sh, h, q_w / t, proj_params);
     attn.push(fp8_casts(
         proj,

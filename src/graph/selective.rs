@@ -15,10 +15,11 @@ use crate::spec::ModelSpec;
 fn matmul_widths(name: &str, model: &ModelSpec, sh: &Shard) -> Vec<u64> {
     let (h, t) = (model.hidden, sh.tp);
     let kv = model.kv_hidden() / t;
-    let biased = model.arch.biases();
     match name {
-        "qkv" if biased || model.qkv_bias => Vec::new(),
-        "proj" | "fc1" | "fc2" if biased => Vec::new(),
+        "qkv" if model.qkv_bias => Vec::new(),
+        "proj" if model.proj_bias => Vec::new(),
+        "fc1" | "fc2" if model.mlp_bias => Vec::new(),
+        "router" if model.moe.as_ref().is_some_and(|m| m.router_bias) => Vec::new(),
         "qkv" => vec![model.q_hidden() / t, kv, kv],
         "fc1" if model.arch.gated_mlp() => vec![model.ffn_hidden / t; 2],
         "fc1" => vec![model.ffn_hidden / t],

@@ -114,7 +114,7 @@ fn template(fam: Family) -> Template {
         Family::Llama | Family::Mistral | Family::Mixtral =>
             (A::Llama, P::Rotary, false, false, &["attention_dropout"], 0.0),
         Family::Qwen2 => (A::Llama, P::Rotary, false, true, &["attention_dropout"], 0.0),
-        Family::Qwen3 | Family::Qwen3Moe =>
+        Family::Qwen3 | Family::Qwen3Moe | Family::GptOss =>
             (A::Llama, P::Rotary, false, false, &["attention_dropout"], 0.0),
         Family::Gpt2 =>
             (A::Gpt, P::Learned, true, true, &["resid_pdrop", "embd_pdrop", "attn_pdrop"], 0.1),
@@ -154,6 +154,7 @@ fn build(
             | Family::Qwen2
             | Family::Qwen3
             | Family::Qwen3Moe
+            | Family::GptOss
     );
     let kv_heads = if gqa {
         f.count(&["num_key_value_heads"], MAX_HIDDEN)
@@ -189,8 +190,16 @@ fn build(
             Some((experts?, top_k?, 1, None))
         }
         Family::Qwen3Moe => qwen3_moe(f),
+        // `GptOssConfig`: 128 local experts, 4 per token, in every layer, each
+        // `intermediate_size` wide.
+        Family::GptOss => {
+            let experts = f.count(&["num_local_experts"], 1 << 16).unwrap_or(128);
+            let top_k = f.count(&["num_experts_per_tok"], 1 << 16).unwrap_or(4);
+            Some((experts, top_k, 1, None))
+        }
         _ => None,
     };
+    let biases = biases(f, fam, qkv_bias);
     let head_size = head_size(f, fam, hidden.zip(heads));
     let qk_norm = matches!(fam, Family::Qwen3 | Family::Qwen3Moe);
     let rope_theta = rope_theta(f, fam, notes);
@@ -219,7 +228,12 @@ fn build(
         vocab: vocab?,
         seq_len: seq_len?,
         tied_embeddings: tied,
-        qkv_bias,
+        qkv_bias: biases.qkv,
+        proj_bias: biases.proj,
+        mlp_bias: biases.mlp,
+        attention_sinks: fam == Family::GptOss,
+        swiglu_limit: (fam == Family::GptOss)
+            .then(|| f.above_one(&["swiglu_limit"], 1e6).unwrap_or(7.0)),
         positions,
         dropout,
         moe: moe.map(|(experts, top_k, every, expert_ffn)| MoeSpec {
@@ -227,11 +241,65 @@ fn build(
             top_k,
             every,
             expert_ffn_hidden: expert_ffn.unwrap_or(ffn_hidden),
+            router_bias: fam == Family::GptOss,
         }),
         attention_window: window,
         pooler,
         rope_theta,
     })
+}
+
+/// Which linears carry biases.
+struct Biases {
+    qkv: bool,
+    proj: bool,
+    mlp: bool,
+}
+
+/// The biases the family's classes build: `LlamaConfig`'s `attention_bias` (Q, K, V and the
+/// output projection; default false) and `mlp_bias` (gate, up, down; default false); Qwen3's
+/// `attention_bias` likewise (no `mlp_bias`); `GptOssConfig`'s `attention_bias` (default
+/// true) and always the experts' (`gate_up_proj_bias`, `down_proj_bias`); Qwen2's Q, K and V
+/// whatever the config says; Mistral's and Mixtral's none; the gpt and bert templates
+/// everywhere (`qkv_default`, the template's).
+fn biases(f: &mut Fields<'_>, fam: Family, qkv_default: bool) -> Biases {
+    let mut flag = |key, default| f.flag(key).unwrap_or(default);
+    match fam {
+        Family::Llama => {
+            let attention = flag("attention_bias", false);
+            Biases {
+                qkv: attention,
+                proj: attention,
+                mlp: flag("mlp_bias", false),
+            }
+        }
+        Family::Qwen3 | Family::Qwen3Moe => {
+            let attention = flag("attention_bias", false);
+            Biases {
+                qkv: attention,
+                proj: attention,
+                mlp: false,
+            }
+        }
+        Family::GptOss => {
+            let attention = flag("attention_bias", true);
+            Biases {
+                qkv: attention,
+                proj: attention,
+                mlp: true,
+            }
+        }
+        Family::Mistral | Family::Mixtral | Family::Qwen2 => Biases {
+            qkv: qkv_default,
+            proj: false,
+            mlp: false,
+        },
+        Family::Gpt2 | Family::GptNeox | Family::Bert => Biases {
+            qkv: true,
+            proj: true,
+            mlp: true,
+        },
+    }
 }
 
 /// Qwen3-MoE's experts, as `Qwen3MoeConfig` reads them (transformers, class defaults where
@@ -274,6 +342,7 @@ fn qwen3_moe(f: &mut Fields<'_>) -> Option<(u64, u64, u64, Option<u64>)> {
 fn head_size(f: &mut Fields<'_>, fam: Family, hidden_heads: Option<(u64, u64)>) -> Option<u64> {
     let default = match fam {
         Family::Qwen3 => Some(128),
+        Family::GptOss => Some(64),
         Family::Llama | Family::Mistral | Family::Mixtral | Family::Qwen2 | Family::Qwen3Moe => {
             None
         }
@@ -297,13 +366,23 @@ fn rope_theta(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) -> Optio
             (&["rope_theta"], 1e4)
         }
         Family::Mixtral => (&["rope_theta"], 1e6),
+        Family::GptOss => (&["rope_theta"], 1.5e5),
         Family::GptNeox => (&["rotary_emb_base"], 1e4),
         Family::Gpt2 | Family::Bert => return None,
     };
     if let Some((_, v)) = f.get(&["rope_scaling"]) {
+        let kind = v
+            .get("rope_type")
+            .or_else(|| v.get("type"))
+            .and_then(Value::as_str);
+        let fix = if kind == Some("llama3") {
+            "add `--use-rope-scaling`"
+        } else {
+            "configure it where the launch allows (Megatron-Bridge's providers set YaRN)"
+        };
         notes.push(format!(
             "rope_scaling {v}: not modelled (no cost depends on it); a Megatron-LM export \
-             writes no rope scaling, so add it (`--use-rope-scaling` for Llama 3.1)"
+             writes no rope scaling: {fix}"
         ));
     }
     // transformers 5 keeps the base under `rope_parameters` (`rope_theta`, with `rope_type`).
@@ -343,13 +422,23 @@ fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<SlidingWindow> {
     let absent = |f: &Fields<'_>, key: &str| !f.map.contains_key(key);
     let mut layers = WindowLayers::All;
     let listed = match fam {
-        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
+        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe | Family::GptOss => {
             let n_layers = f.count(&["num_hidden_layers"], MAX_LAYERS);
             layer_types(f, n_layers)
         }
         _ => None,
     };
     let on = match fam {
+        // `GptOssAttention` slides wherever `layer_types` says: by default every other layer
+        // from layer 0 (`GptOssConfig`), one layer in 2 full.
+        Family::GptOss => {
+            layers = match listed {
+                Some(Some(l)) => l,
+                Some(None) => return None,
+                None => WindowLayers::FullEvery(2),
+            };
+            true
+        }
         _ if listed.is_some() => {
             let use_window = f.flag("use_sliding_window") == Some(true);
             match listed {
@@ -395,6 +484,7 @@ fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<SlidingWindow> {
         {
             Some(4096)
         }
+        Family::GptOss if absent(f, "sliding_window") => Some(128),
         _ => f.count(&["sliding_window"], MAX_SEQ),
     };
     size.map(|size| SlidingWindow { size, layers })

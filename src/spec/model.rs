@@ -86,6 +86,9 @@ pub struct MoeSpec {
     pub every: u64,
     /// Hidden size of one expert's MLP.
     pub expert_ffn_hidden: u64,
+    /// Whether the router's linear carries a bias, one per expert (gpt-oss's `router.bias`).
+    /// Optional in YAML (`moe.router_bias: true`), default false.
+    pub router_bias: bool,
 }
 
 /// Which layers of a model attend through a sliding window.
@@ -206,6 +209,26 @@ pub struct ModelSpec {
     /// Whether the Q, K and V projections carry biases. Optional in YAML, default: the arch's
     /// `biases()`. `true` on a llama model gives Qwen2's attention (biases on Q, K, V only).
     pub qkv_bias: bool,
+    /// Whether the attention's output projection carries a bias. Optional in YAML
+    /// (`proj_bias`), default: the arch's `biases()` (transformers' `attention_bias` sets it
+    /// with `qkv_bias`: Llama's and gpt-oss's).
+    pub proj_bias: bool,
+    /// Whether the MLP's (and the experts') linears carry biases. Optional in YAML
+    /// (`mlp_bias`), default: the arch's `biases()` (gpt-oss's experts have them).
+    pub mlp_bias: bool,
+    /// A learnable sink logit per attention head, added to each softmax's denominator
+    /// (gpt-oss's `sinks`; Xiao et al. 2024, "Efficient Streaming Language Models with
+    /// Attention Sinks"; Megatron-Core `--softmax-type learnable`): a heads-wide weight per
+    /// layer, no cost planner prices. Optional in YAML (`attention_sinks: true`), default
+    /// false.
+    pub attention_sinks: bool,
+    /// gpt-oss's gated activation in place of SwiGLU, clamped at this limit:
+    /// `(clamp(up, ±l) + 1) · g·σ(1.702·g)` with `g = min(gate, l)` (transformers
+    /// `GptOssExperts`; Megatron-Core `--quick-geglu --glu-linear-offset 1
+    /// --activation-func-clamp-value l`). The same GEMMs and elementwise passes as SwiGLU, so
+    /// no cost depends on it; exports write it. Optional in YAML (`swiglu_limit: 7.0`), llama
+    /// only; `None`: SwiGLU.
+    pub swiglu_limit: Option<f64>,
     /// Position embedding. Optional in YAML, default: [`Positions::default_for`] the arch;
     /// `rotary` on a gpt model gives GPT-NeoX / Pythia (no position table).
     pub positions: Positions,
@@ -409,24 +432,28 @@ impl ModelSpec {
         );
         let weights = h * (q + 2.0 * kv) + q * h;
         let qkv_bias = if self.qkv_bias { q + 2.0 * kv } else { 0.0 };
-        let proj_bias = if self.arch.biases() { h } else { 0.0 };
+        let proj_bias = if self.proj_bias { h } else { 0.0 };
         let qk_norm = if self.qk_norm {
             2.0 * self.head_dim() as f64
         } else {
             0.0
         };
-        weights + qkv_bias + proj_bias + qk_norm
+        let sinks = if self.attention_sinks {
+            self.heads as f64
+        } else {
+            0.0
+        };
+        weights + qkv_bias + proj_bias + qk_norm + sinks
     }
 
     /// Parameters of one dense MLP of hidden size `f`: 2hf (+ f + h biases) for GeLU,
-    /// 3hf for SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer", eq. 6).
+    /// 3hf (+ 2f + h biases) for SwiGLU (Shazeer 2020, "GLU Variants Improve Transformer",
+    /// eq. 6).
     pub fn mlp_params(&self, f: u64) -> f64 {
         let (h, f) = (self.hidden as f64, f as f64);
-        if self.arch.gated_mlp() {
-            3.0 * h * f
-        } else {
-            2.0 * h * f + if self.arch.biases() { f + h } else { 0.0 }
-        }
+        let up = if self.arch.gated_mlp() { 2.0 * f } else { f };
+        let bias = if self.mlp_bias { up + h } else { 0.0 };
+        up * h + f * h + bias
     }
 
     /// Parameters of the two norms of one layer.
@@ -443,6 +470,7 @@ impl ModelSpec {
             Some(m) if self.is_moe_layer(i) => {
                 m.experts as f64 * self.mlp_params(m.expert_ffn_hidden)
                     + (self.hidden * m.experts) as f64
+                    + if m.router_bias { m.experts as f64 } else { 0.0 }
             }
             _ => self.mlp_params(self.ffn_hidden),
         };

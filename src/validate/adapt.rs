@@ -378,6 +378,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
                 top_k,
                 every: 1,
                 expert_ffn_hidden: m.ffn_hidden.unwrap_or(4 * m.hidden),
+                router_bias: false,
             }),
             _ => {
                 return Err(
@@ -389,6 +390,10 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         // No cost depends on the rotary base; validation writes no launch.
         rope_theta: None,
         qkv_bias: arch.biases(),
+        proj_bias: arch.biases(),
+        mlp_bias: arch.biases(),
+        attention_sinks: false,
+        swiglu_limit: None,
         // BLOOM's ALiBi has neither a position table nor rotary embeddings; the learned table
         // it is priced with adds s·h parameters (<0.02% of the model) and one add.
         positions: if llama {

@@ -78,6 +78,40 @@ fn qwen3_counts_its_head_size_and_qk_norm() {
     assert_eq!(moe.rope_theta, Some(1e6));
 }
 
+/// gpt-oss (transformers `GptOssConfig`, the Hub configs of openai/gpt-oss-20b and -120b):
+/// 64 heads of 64 on hidden 2880 (q = 4096), 8 KV heads, biases on Q, K, V and the output
+/// projection: QKV 2880·(4096 + 1024) + 5120, output 4096·2880 + 2880, a sink per head 64:
+/// 26,550,144; norms 5,760; router 2880·E + E; experts with biases E·(2880·5760 + 5760 +
+/// 2880·2880 + 2880) = E·24,891,840. 20b (24 layers, E = 32): 823,186,976 a layer; + untied
+/// 2·201088·2880 + 2880 = 20,914,757,184, the model card's 20.91 B. 120b (36, E = 128):
+/// 3,213,080,192 a layer, 116,829,156,672 (116.83 B). Four experts active: 4,187,440,704 and
+/// 5,711,982,912, which are the card's 3.61 B and 5.13 B with the input embedding (579 M,
+/// which the card leaves out). Every other layer slides over 128 keys, from layer 0.
+#[test]
+fn gpt_oss_counts_biases_sinks_and_its_window() {
+    use planner::spec::WindowLayers;
+    let small = model("gpt-oss-20b");
+    assert_eq!(small.attention_params(), 26_550_144.0);
+    assert_eq!(small.layer_params(0), 823_186_976.0);
+    assert_eq!(small.params(), 20_914_757_184.0);
+    assert_eq!(small.active_params(), 4_187_440_704.0);
+    let embedding = 201_088.0 * 2880.0;
+    assert_eq!(small.active_params() - embedding, 3_608_307_264.0);
+    let big = model("gpt-oss-120b");
+    assert_eq!(big.layer_params(0), 3_213_080_192.0);
+    assert_eq!(big.params(), 116_829_156_672.0);
+    assert_eq!(big.active_params() - embedding, 5_132_849_472.0);
+    let w = big.attention_window.unwrap();
+    assert_eq!((w.size, w.layers), (128, WindowLayers::FullEvery(2)));
+    assert!(big.slides(0) && !big.slides(1));
+    assert_eq!(
+        (big.head_size, big.swiglu_limit, big.rope_theta),
+        (Some(64), Some(7.0), Some(150_000.0))
+    );
+    let m = big.moe.unwrap();
+    assert_eq!((m.experts, m.top_k, m.router_bias), (128, 4, true));
+}
+
 /// The rotary base is the config's, else the class default (transformers' `LlamaConfig`
 /// 10,000: Llama-2-7b's config predates the key); learned positions have none.
 #[test]
@@ -295,6 +329,7 @@ fn import_hf_writes_yaml_that_reads_back_equal() {
         "mistral-7b",
         "gpt-neox-20b",
         "mixtral-8x7b",
+        "gpt-oss-20b",
         "bert-base-uncased",
         "gpt2",
         "qwen3-30b-a3b",

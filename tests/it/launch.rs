@@ -395,7 +395,7 @@ fn megatron_arguments_planner_cannot_price_are_refused() {
     let e = err("--sequence-paralel --swiglu");
     assert!(e.contains("did you mean `--sequence-parallel`"), "{e}");
     assert!(
-        e.contains("`--swiglu`: the arguments say a gated (SwiGLU) MLP"),
+        e.contains("`--swiglu`: the arguments say a gated MLP"),
         "{e}"
     );
     // Sizes whose product does not divide the GPUs are named, all of them (it had always
@@ -1725,4 +1725,74 @@ fn megatron_local_transformer_impl_is_the_unfused_attention() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("`--transformer-impl`"), "{e}");
+}
+
+/// gpt-oss exports as Megatron-Bridge's `GPTOSSProvider` configures it: biases on every
+/// linear (Megatron's default; its router and grouped experts take them with
+/// `add_bias_linear`), learnable attention sinks, the clamped quick-GELU GLU with its +1
+/// offset, a 128-key window (127 before each query) on every other layer. The arguments
+/// read back to the plan; without the activation's arguments they describe another model.
+/// A model with biases on some linears only has no Megatron switch, and is refused.
+#[test]
+fn megatron_writes_and_reads_gpt_oss() {
+    let m = load_model(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hf/gpt-oss-20b.json"
+    ))
+    .unwrap();
+    let plan = Plan {
+        ep: 8,
+        ..Plan::new(8, 1, 1, 1, 64, 8192)
+    };
+    let text = export(&m, &plan, LaunchFormat::Megatron(MegatronVersion::Core))
+        .unwrap()
+        .text;
+    let args = arg_map(&text);
+    for (k, v) in [
+        ("--softmax-type", "learnable"),
+        ("--quick-geglu", ""),
+        ("--glu-linear-offset", "1.0"),
+        ("--activation-func-clamp-value", "7.0"),
+        ("--window-size", "127,0"),
+        ("--window-attn-skip-freq", "2"),
+        ("--kv-channels", "64"),
+        ("--num-experts", "32"),
+        ("--moe-router-topk", "4"),
+    ] {
+        assert_eq!(args.get(k).map(String::as_str), Some(v), "{k} in\n{text}");
+    }
+    for absent in ["--swiglu", "--disable-bias-linear", "--add-qkv-bias"] {
+        assert!(!args.contains_key(absent), "{absent} in\n{text}");
+    }
+    assert_eq!(from_megatron(&text, &m, 8).unwrap().plan, plan);
+    for (drop, field) in [
+        ("--quick-geglu \\\n", "--quick-geglu"),
+        ("--softmax-type learnable \\\n", "--softmax-type"),
+        (
+            "--activation-func-clamp-value 7.0 \\\n",
+            "--activation-func-clamp-value",
+        ),
+    ] {
+        let e = from_megatron(&text.replace(drop, ""), &m, 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("`{field}`")), "{field}: {e}");
+    }
+    let mut some = load_model("llama3-8b").unwrap();
+    (some.qkv_bias, some.proj_bias) = (true, true);
+    let e = export(
+        &some,
+        &plan_dense(),
+        LaunchFormat::Megatron(MegatronVersion::Core),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("biases every linear, none, or Q/K/V only"),
+        "{e}"
+    );
+}
+
+fn plan_dense() -> Plan {
+    Plan::new(4, 2, 1, 1, 64, 8192)
 }

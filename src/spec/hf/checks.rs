@@ -25,10 +25,7 @@ pub(super) fn family_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<Str
     }
 }
 
-/// Only `LlamaConfig` reads `attention_bias` and `mlp_bias`: Mistral's and Mixtral's
-/// classes build their projections without biases and Qwen2's with biases on Q, K and V
-/// whatever the config says (transformers `modeling_mistral.py`, `modeling_qwen2.py`), so
-/// there the keys change nothing and are not refused.
+/// The gated MLP's activation, and gpt-oss's approximations.
 fn llama_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) {
     // The gated MLP `act(gate(x)) * up(x)` costs the same whatever `act` is; only the
     // Megatron-LM export, which writes SwiGLU, would train another activation.
@@ -44,20 +41,13 @@ fn llama_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) {
              SiLU"
         ));
     }
-    for key in ["attention_bias", "mlp_bias"] {
-        let reads = match fam {
-            Family::Llama => true,
-            // Qwen3's attention puts `attention_bias` on Q, K, V and the output projection.
-            Family::Qwen3 | Family::Qwen3Moe => key == "attention_bias",
-            _ => false,
-        };
-        if reads && f.flag(key) == Some(true) {
-            f.bad(
-                key,
-                "true: planner's llama template has no biases on these projections",
-                "write the model YAML by hand (arch gpt has biases everywhere)",
-            );
-        }
+    if fam == Family::GptOss {
+        notes.push(
+            "gpt_oss: the experts' clamped SwiGLU (gate·σ(1.702·gate)·(up + 1), clamped at \
+             swiglu_limit) is priced as SwiGLU (the same GEMMs and elementwise passes); the \
+             attention sinks as weights only (a logit per head in each softmax)"
+                .into(),
+        );
     }
 }
 

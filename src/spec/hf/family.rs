@@ -20,6 +20,9 @@ pub enum Family {
     Qwen3,
     /// `qwen3_moe` (Qwen3-30B-A3B, Qwen3-235B-A22B: routed experts, no shared ones).
     Qwen3Moe,
+    /// `gpt_oss` (gpt-oss-20b, gpt-oss-120b: routed experts with biases, attention sinks,
+    /// a sliding window on every other layer).
+    GptOss,
     /// `gpt2`.
     Gpt2,
     /// `gpt_neox` (GPT-NeoX-20B, Pythia).
@@ -29,13 +32,14 @@ pub enum Family {
 }
 
 /// `model_type`, the `architectures` class names, and the family.
-const FAMILIES: [(&str, &[&str], Family); 9] = [
+const FAMILIES: [(&str, &[&str], Family); 10] = [
     ("llama", &["LlamaForCausalLM"], Family::Llama),
     ("mistral", &["MistralForCausalLM"], Family::Mistral),
     ("mixtral", &["MixtralForCausalLM"], Family::Mixtral),
     ("qwen2", &["Qwen2ForCausalLM"], Family::Qwen2),
     ("qwen3", &["Qwen3ForCausalLM"], Family::Qwen3),
     ("qwen3_moe", &["Qwen3MoeForCausalLM"], Family::Qwen3Moe),
+    ("gpt_oss", &["GptOssForCausalLM"], Family::GptOss),
     ("gpt2", &["GPT2LMHeadModel"], Family::Gpt2),
     ("gpt_neox", &["GPTNeoXForCausalLM"], Family::GptNeox),
     (
@@ -55,7 +59,8 @@ const TASK_HEADS: [&str; 5] = [
     "ForNextSentencePrediction",
 ];
 
-const SUPPORTED: &str = "llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, gpt2, gpt_neox, bert";
+const SUPPORTED: &str =
+    "llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, gpt_oss, gpt2, gpt_neox, bert";
 
 /// The family from `model_type`, else from the first `architectures` entry.
 pub(super) fn family(f: &mut Fields<'_>) -> Option<Family> {

@@ -65,7 +65,7 @@ fn learned_positions_keep_their_table() {
 /// Llama's biases are refused; a head size set apart from hidden/heads is kept (Mistral-Nemo:
 /// 32 heads of 128 on hidden 5120), and one equal to it is no override.
 #[test]
-fn llama_biases_are_refused_and_head_dim_kept() {
+fn llama_biases_and_head_dim_are_kept() {
     let cfg = |extra: &str| {
         format!(
             r#"{{"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
@@ -73,9 +73,13 @@ fn llama_biases_are_refused_and_head_dim_kept() {
                 "max_position_embeddings": 32 {extra}}}"#
         )
     };
-    let e = imp(&cfg(r#", "attention_bias": true, "head_dim": 32"#)).unwrap_err();
-    let fields: Vec<&str> = e.problems().iter().map(|p| p.field.as_str()).collect();
-    assert_eq!(fields, ["attention_bias"]);
+    let m = imp(&cfg(r#", "attention_bias": true, "head_dim": 32"#))
+        .unwrap()
+        .model;
+    assert_eq!(
+        (m.qkv_bias, m.proj_bias, m.mlp_bias, m.q_hidden()),
+        (true, true, false, 128)
+    );
     let m = imp(&cfg(r#", "head_dim": 32"#)).unwrap().model;
     assert_eq!((m.head_size, m.q_hidden()), (Some(32), 128));
     let m = imp(&cfg(r#", "head_dim": 16"#)).unwrap().model;
@@ -373,10 +377,11 @@ fn absent_keys_take_the_class_defaults() {
 }
 
 /// `attention_bias` and `mlp_bias` are `LlamaConfig` keys: Mistral's and Qwen2's classes fix
-/// their biases whatever the config says, so those configs import, while Llama's with a
-/// bias is still refused.
+/// their biases whatever the config says (none; Q, K and V), while Llama's take them: Q, K,
+/// V and the output projection, and the MLP's three linears (they had been refused). At
+/// h = 64, f = 128: attention 4·64² + 4·64 biases, MLP 3·64·128 + 2·128 + 64.
 #[test]
-fn bias_keys_are_refused_only_where_the_class_reads_them() {
+fn bias_keys_are_read_where_the_class_reads_them() {
     let cfg = |ty: &str| {
         format!(
             r#"{{"model_type": "{ty}", "hidden_size": 64, "intermediate_size": 128,
@@ -384,18 +389,25 @@ fn bias_keys_are_refused_only_where_the_class_reads_them() {
             "max_position_embeddings": 256, "attention_bias": true, "mlp_bias": true}}"#
         )
     };
-    assert!(imp(&cfg("mistral")).is_ok());
-    let q = imp(&cfg("qwen2")).unwrap().model;
-    assert!(q.qkv_bias);
-    let e = imp(&cfg("llama")).unwrap_err();
-    let fields: Vec<&str> = e.problems().iter().map(|p| p.field.as_str()).collect();
-    assert_eq!(fields, ["attention_bias", "mlp_bias"]);
+    let biases = |m: &ModelSpec| (m.qkv_bias, m.proj_bias, m.mlp_bias);
+    assert_eq!(
+        biases(&imp(&cfg("mistral")).unwrap().model),
+        (false, false, false)
+    );
+    assert_eq!(
+        biases(&imp(&cfg("qwen2")).unwrap().model),
+        (true, false, false)
+    );
+    let l = imp(&cfg("llama")).unwrap().model;
+    assert_eq!(biases(&l), (true, true, true));
+    assert_eq!(l.attention_params(), 4.0 * 64.0 * 64.0 + 4.0 * 64.0);
+    assert_eq!(l.mlp_params(128), 3.0 * 64.0 * 128.0 + 2.0 * 128.0 + 64.0);
 }
 
 /// Qwen3-MoE takes `Qwen3MoeConfig`'s defaults where keys are absent (128 experts of 768,
 /// top 8, QK-norm; no head size of its own: its attention reads hidden/heads, where dense
 /// Qwen3's config defaults to 128) and refuses layers `mlp_only_layers` makes dense, which an
-/// every-k-th pattern cannot say; Qwen3's `attention_bias` would bias all four projections.
+/// every-k-th pattern cannot say; Qwen3's `attention_bias` biases all four projections.
 #[test]
 fn qwen3_moe_takes_class_defaults_and_refuses_what_it_cannot_say() {
     let base = r#""model_type": "qwen3_moe", "hidden_size": 256, "num_hidden_layers": 4,
@@ -412,13 +424,12 @@ fn qwen3_moe_takes_class_defaults_and_refuses_what_it_cannot_say() {
         .unwrap()
         .model;
     assert_eq!((dense.head_size, dense.q_hidden()), (Some(128), 512));
-    for (extra, field) in [
-        (r#", "mlp_only_layers": [0]"#, "mlp_only_layers"),
-        (r#", "attention_bias": true"#, "attention_bias"),
-    ] {
-        let e = imp(&format!("{{{base}{extra}}}")).unwrap_err();
-        assert_eq!(e.problems()[0].field, field, "{e}");
-    }
+    let e = imp(&format!(r#"{{{base}, "mlp_only_layers": [0]}}"#)).unwrap_err();
+    assert_eq!(e.problems()[0].field, "mlp_only_layers", "{e}");
+    let b = imp(&format!(r#"{{{base}, "attention_bias": true}}"#))
+        .unwrap()
+        .model;
+    assert_eq!((b.qkv_bias, b.proj_bias, b.mlp_bias), (true, true, false));
 }
 
 /// transformers 5 keeps the rotary base under `rope_parameters`: read there (it had fallen

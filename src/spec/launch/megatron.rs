@@ -396,8 +396,13 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
 fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion) {
     let llama = model.arch == Arch::Llama;
     let rotary = model.positions == Positions::Rotary;
-    let flags: [(bool, &str, &'static str, Option<&str>); 6] = [
-        (model.arch.gated_mlp(), "arch", "--swiglu", None),
+    let flags: [(bool, &str, &'static str, Option<&str>); 7] = [
+        (
+            model.arch.gated_mlp() && model.swiglu_limit.is_none(),
+            "arch",
+            "--swiglu",
+            None,
+        ),
         (llama, "arch", "--normalization", Some("RMSNorm")),
         (
             rotary,
@@ -411,8 +416,19 @@ fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion
             "--untie-embeddings-and-output-weights",
             None,
         ),
-        (!model.arch.biases(), "arch", "--disable-bias-linear", None),
+        (
+            !model.proj_bias && !model.mlp_bias,
+            "mlp_bias",
+            "--disable-bias-linear",
+            None,
+        ),
         (model.qk_norm, "qk_norm", "--qk-layernorm", None),
+        (
+            model.attention_sinks,
+            "attention_sinks",
+            "--softmax-type",
+            Some("learnable"),
+        ),
     ];
     for (on, field, name, value) in flags {
         match (on, v, value) {
@@ -420,6 +436,22 @@ fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion
             (true, MegatronVersion::V2021, _) => c.refuse(field, format!("{name} is not in Megatron-LM 2021 (its GPT has GeLU, LayerNorm, learned positions, a tied head and biases)"), "use --megatron-version core"),
             (true, MegatronVersion::Core, Some(val)) => arg(a, name, val),
             (true, MegatronVersion::Core, None) => flag(a, name),
+        }
+    }
+    // gpt-oss's activation: quick-GELU gate, the up projection offset by 1, both clamped
+    // (Megatron-Core `TransformerConfig.glu_linear_offset`, `activation_func_clamp_value`;
+    // NVIDIA-NeMo/Megatron-Bridge `gpt_oss_provider.py`).
+    if let Some(l) = model.swiglu_limit {
+        if v == MegatronVersion::V2021 {
+            c.refuse(
+                "swiglu_limit",
+                "gpt-oss's clamped activation is not in Megatron-LM 2021",
+                "use --megatron-version core",
+            );
+        } else {
+            flag(a, "--quick-geglu");
+            arg(a, "--glu-linear-offset", "1.0");
+            arg(a, "--activation-func-clamp-value", format!("{l:?}"));
         }
     }
     // Megatron-LM reads `--rotary-base` as a whole number (`type=int`, default 10000).
@@ -434,14 +466,16 @@ fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion
         ),
         _ => {}
     }
-    if model.qkv_bias && !model.arch.biases() {
-        flag(a, "--add-qkv-bias");
-    } else if !model.qkv_bias && model.arch.biases() {
-        c.refuse(
-            "qkv_bias",
-            "false with biases elsewhere: Megatron-LM has no such switch",
-            "write the model with qkv_bias true",
-        );
+    // Megatron-LM biases every linear (`add_bias_linear`, the default), none
+    // (`--disable-bias-linear`), or Q, K and V only (with `--add-qkv-bias`).
+    match (model.qkv_bias, model.proj_bias, model.mlp_bias) {
+        (true, true, true) | (false, false, false) => {}
+        (true, false, false) => flag(a, "--add-qkv-bias"),
+        (qkv, proj, mlp) => c.refuse(
+            "mlp_bias",
+            format!("biases on Q/K/V {qkv}, the output projection {proj}, the MLP {mlp}: Megatron-LM biases every linear, none, or Q/K/V only"),
+            "write the model's biases as one of those",
+        ),
     }
 }
 

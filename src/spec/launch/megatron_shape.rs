@@ -94,12 +94,19 @@ pub(super) fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
         || a.has("--use-rotary-position-embeddings");
     let biases = !a.has("--disable-bias-linear");
     let qkv_bias = biases || a.has("--add-qkv-bias");
+    let sinks = a.get("--softmax-type") == Some("learnable");
     let checks = [
         (
             "--swiglu",
-            a.has("--swiglu"),
+            a.has("--swiglu") || a.has("--quick-geglu"),
             model.arch.gated_mlp(),
-            "a gated (SwiGLU) MLP",
+            "a gated MLP",
+        ),
+        (
+            "--quick-geglu",
+            a.has("--quick-geglu"),
+            model.swiglu_limit.is_some(),
+            "gpt-oss's clamped activation",
         ),
         ("--normalization", rms, model.arch == Arch::Llama, "RMSNorm"),
         (
@@ -117,8 +124,14 @@ pub(super) fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
         (
             "--disable-bias-linear",
             !biases,
-            !model.arch.biases(),
-            "no linear biases",
+            !model.proj_bias && !model.mlp_bias,
+            "no biases on the output projection and the MLP",
+        ),
+        (
+            "--softmax-type",
+            sinks,
+            model.attention_sinks,
+            "learnable attention sinks",
         ),
         ("--add-qkv-bias", qkv_bias, model.qkv_bias, "Q/K/V biases"),
         (
@@ -148,6 +161,35 @@ pub(super) fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     check_defaults(a, model, c);
     check_experts(a, model, c);
     check_window(a, model, c);
+    if let Some(limit) = model.swiglu_limit.filter(|_| a.has("--quick-geglu")) {
+        let said = |arg: &str| a.get(arg).and_then(|v| v.parse::<f64>().ok());
+        if said("--glu-linear-offset") != Some(1.0) {
+            let v = a
+                .get("--glu-linear-offset")
+                .unwrap_or("absent (Megatron-LM's default is 0)");
+            mismatch(
+                c,
+                "--glu-linear-offset",
+                v,
+                model,
+                "swiglu_limit's offset",
+                1,
+            );
+        }
+        if said("--activation-func-clamp-value") != Some(limit) {
+            let v = a
+                .get("--activation-func-clamp-value")
+                .unwrap_or("absent (no clamp)");
+            mismatch(
+                c,
+                "--activation-func-clamp-value",
+                v,
+                model,
+                "swiglu_limit",
+                limit,
+            );
+        }
+    }
 }
 
 /// The sliding window the arguments describe (`--window-size L,0`: L keys before each query
@@ -356,7 +398,7 @@ fn pattern_list(v: &str) -> Option<Vec<u64>> {
 
 /// Sizes the arguments leave to Megatron-LM's defaults, against the model.
 fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
-    let d = default_ffn(model.hidden, a.has("--swiglu"));
+    let d = default_ffn(model.hidden, a.has("--swiglu") || a.has("--quick-geglu"));
     if !a.has("--ffn-hidden-size") && d != model.ffn_hidden {
         mismatch(
             c,

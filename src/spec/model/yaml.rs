@@ -51,13 +51,30 @@ impl ModelSpec {
         if self.qkv_bias != self.arch.biases() {
             out += &format!("qkv_bias: {}\n", self.qkv_bias);
         }
+        if self.proj_bias != self.arch.biases() {
+            out += &format!("proj_bias: {}\n", self.proj_bias);
+        }
+        if self.mlp_bias != self.arch.biases() {
+            out += &format!("mlp_bias: {}\n", self.mlp_bias);
+        }
+        if self.attention_sinks {
+            out += "attention_sinks: true\n";
+        }
+        if let Some(l) = self.swiglu_limit {
+            out += &format!("swiglu_limit: {l:?}\n");
+        }
         if self.positions != Positions::default_for(self.arch) {
             out += &format!("positions: {}\n", self.positions.name());
         }
         out += &format!("dropout: {:?}\n", self.dropout);
         if let Some(m) = &self.moe {
+            let router_bias = if m.router_bias {
+                ", router_bias: true"
+            } else {
+                ""
+            };
             out += &format!(
-                "moe: {{experts: {}, top_k: {}, every: {}, expert_ffn_hidden: {}}}\n",
+                "moe: {{experts: {}, top_k: {}, every: {}, expert_ffn_hidden: {}{router_bias}}}\n",
                 m.experts, m.top_k, m.every, m.expert_ffn_hidden
             );
         }
@@ -123,6 +140,19 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     );
     let tied = r.opt_bool("tied_embeddings");
     let qkv_bias = r.opt_bool("qkv_bias");
+    let proj_bias = r.opt_bool("proj_bias");
+    let mlp_bias = r.opt_bool("mlp_bias");
+    let attention_sinks = r.opt_bool("attention_sinks");
+    let swiglu_limit = r
+        .raw("swiglu_limit")
+        .map(|v| v.as_f64().unwrap_or(f64::NAN));
+    if swiglu_limit.is_some_and(|l| !(l > 0.0 && l <= 1e6)) {
+        r.problem(
+            "swiglu_limit",
+            "expected a positive number",
+            "give gpt-oss's clamp, e.g. 7.0",
+        );
+    }
     let window_size = r.opt_count("sliding_window", MAX_SEQ);
     let full_every = r.opt_count("full_attention_every", MAX_LAYERS);
     // 0-based: 0 is every layer, as transformers' `max_window_layers: 0` (no key needed).
@@ -197,6 +227,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         let top_k = m.req_count("top_k", 1 << 16, "add `top_k: N`");
         let every = m.opt_count("every", MAX_LAYERS).unwrap_or(1);
         let ffn = m.opt_count("expert_ffn_hidden", 16 * MAX_HIDDEN);
+        let router_bias = m.opt_bool("router_bias").unwrap_or(false);
         // Shared experts (DeepSeek-MoE, Qwen-MoE) run beside the routed ones on every token:
         // not a routed-expert count, and not modelled.
         for key in ["shared_experts", "n_shared_experts", "shared_expert_ffn_hidden"] {
@@ -208,10 +239,17 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
                 );
             }
         }
-        (experts, top_k, every, ffn)
+        (experts, top_k, every, ffn, router_bias)
     });
 
     let arch = arch?;
+    if swiglu_limit.is_some() && arch != Arch::Llama {
+        r.problem(
+            "swiglu_limit",
+            "only llama models have a gated activation to clamp",
+            "remove `swiglu_limit`, or use arch: llama",
+        );
+    }
     if qk_norm == Some(true) && arch != Arch::Llama {
         r.problem(
             "qk_norm",
@@ -244,11 +282,12 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let (hidden, heads) = (hidden?, heads?);
     let ffn_hidden = ffn_hidden.unwrap_or(4 * hidden);
     let moe = match moe_raw {
-        Some((Some(experts), Some(top_k), every, ffn)) => Some(MoeSpec {
+        Some((Some(experts), Some(top_k), every, ffn, router_bias)) => Some(MoeSpec {
             experts,
             top_k,
             every,
             expert_ffn_hidden: ffn.unwrap_or(ffn_hidden),
+            router_bias,
         }),
         Some(_) => return None,
         None => None,
@@ -267,6 +306,10 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         seq_len: seq_len?,
         tied_embeddings: tied.unwrap_or(arch != Arch::Llama),
         qkv_bias: qkv_bias.unwrap_or(arch.biases()),
+        proj_bias: proj_bias.unwrap_or(arch.biases()),
+        mlp_bias: mlp_bias.unwrap_or(arch.biases()),
+        attention_sinks: attention_sinks.unwrap_or(false),
+        swiglu_limit: swiglu_limit.filter(|l| l.is_finite()),
         positions,
         dropout: dropout.unwrap_or(match arch {
             // Megatron-LM defaults --hidden-dropout 0.1 --attention-dropout 0.1
