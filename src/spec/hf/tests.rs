@@ -1,6 +1,7 @@
 //! The import's refusals, notes and field reading.
 
 use super::*;
+use crate::spec::{SlidingWindow, WindowLayers};
 
 fn imp(text: &str) -> Result<Imported, SpecError> {
     import("dir/config.json", text, &HfOptions::default())

@@ -8,6 +8,7 @@ pub mod megatron;
 pub mod megatron_args;
 pub mod megatron_plan;
 mod megatron_shape;
+mod megatron_template;
 pub mod torchtitan;
 
 use super::error::{Problem, SpecError};
