@@ -356,21 +356,9 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             );
             let elapsed = t0.elapsed().as_secs_f64();
             if res.top.is_empty() {
-                // Every plan refused for one reason before any was priced: an input that no
-                // layout can change (a framework, type or length the model cannot take), said
-                // as the reason with its fix.
-                let reasons: Vec<&str> = res.infeasible.keys().copied().collect();
-                if let (0, [only]) = (res.priced, reasons.as_slice()) {
-                    let why = search::enumerate(&r.model, &r.cluster, &space)
-                        .iter()
-                        .flat_map(|p| p.check(&r.model, &r.cluster))
-                        .find(|w| w.label() == *only);
-                    if let Some(why) = why {
-                        return Err(CliError::BadInput(format!(
-                            "no plan of {} on {} can run: {why}",
-                            r.model.name, r.cluster.name
-                        )));
-                    }
+                let unwritable = launch_format.filter(|_| res.enumerated == 0);
+                if let Some(why) = suggest::input_refusal(&r, &space, unwritable) {
+                    return Err(CliError::BadInput(why));
                 }
                 let among = export.map_or(String::new(), |f| {
                     format!(" among the plans --export {} can write", f.name())

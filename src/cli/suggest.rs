@@ -10,6 +10,42 @@ use crate::spec::{ModelSpec, Recompute};
 use crate::units::{fmt_count, fmt_secs};
 use serde_json::{Value, json};
 
+/// Why no plan can run whatever its layout, when that is so: a refusal every enumerated plan
+/// shares (a framework, type or sequence length the model cannot take: what a flag, not the
+/// search, must change), with its fix; else, given the `format` that wrote none of the plans
+/// (the search enumerated none it could write), why it cannot write the first that passes
+/// the checks. `None` where some layout could run, and
+/// the search's tallies say why none did.
+pub fn input_refusal(
+    r: &Resolved,
+    space: &Space,
+    format: Option<crate::spec::launch::LaunchFormat>,
+) -> Option<String> {
+    let (model, cluster) = (&r.model, &r.cluster);
+    let plans = crate::search::enumerate(model, cluster, space);
+    let (first, rest) = plans.split_first()?;
+    let mut common = first.check(model, cluster);
+    for p in rest {
+        if common.is_empty() {
+            break;
+        }
+        let labels: Vec<&str> = p.check(model, cluster).iter().map(|w| w.label()).collect();
+        common.retain(|w| labels.contains(&w.label()));
+    }
+    if let Some(why) = common.first() {
+        return Some(format!(
+            "no plan of {} on {} can run: {why}",
+            model.name, cluster.name
+        ));
+    }
+    let fits = plans.iter().find(|p| p.check(model, cluster).is_empty())?;
+    let why = crate::spec::launch::export(model, fits, format?).err()?;
+    Some(format!(
+        "--export can write no plan of {}: {why}",
+        model.name
+    ))
+}
+
 /// How many of the best plans `--explain` lays out operator by operator.
 const EXPLAINED: usize = 3;
 

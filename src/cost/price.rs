@@ -288,23 +288,28 @@ impl<'a> Machine<'a> {
             (true, _) => (dev.efficiency.attention_bwd, 1.0),
         };
         let eff = attention_efficiency(eff, head_dim, backward, dev.tensor_flops_per_exp);
+        // Blocks computed, whole (a last, partial block is computed whole too), against the
+        // useful work in block units, which `flops` counts exactly: a sequence one token past
+        // a block costs a block more, never less.
         let (nq, nk) = (
             s_q.div_ceil(ATTENTION_BLOCK) as f64,
             s_kv.div_ceil(ATTENTION_BLOCK) as f64,
         );
+        let b = ATTENTION_BLOCK as f64;
+        let exact = s_q as f64 / b * (s_kv as f64 / b);
         let (useful, visited) = if causal {
             // Blocks the mask cuts are computed whole: half a block per query block on the
-            // diagonal, and another half at a sliding window's far edge.
-            // The far edge cuts a block for the query blocks whose window starts past the
-            // first key, about 1 − w/s of them; never more blocks than full causal attention.
-            let useful = nq * nk * causal_share(s_kv, window);
+            // diagonal, and, for the query blocks whose window starts past the first key
+            // (about 1 − w/s of them), another half at a sliding window's far edge; never
+            // more blocks than full causal attention.
+            let share = causal_share(s_kv, window);
             let edge = window
                 .filter(|&w| w < s_kv)
                 .map_or(0.0, |w| 1.0 - w as f64 / s_kv as f64);
-            let visited = (useful + nq / 2.0 * (1.0 + edge)).min(nq * nk / 2.0 + nq / 2.0);
-            (useful, visited)
+            let visited = (nq * nk * share + nq / 2.0 * (1.0 + edge)).min(nq * nk / 2.0 + nq / 2.0);
+            (exact * share, visited)
         } else {
-            (nq * nk, nq * nk)
+            (exact, nq * nk)
         };
         let overhead = (visited + nq * QUERY_BLOCK_FIXED_COST) / useful;
         let wave = wave_efficiency(batch_heads * s_q.div_ceil(ATTENTION_BLOCK), dev.sms);
@@ -512,6 +517,19 @@ mod tests {
         }
         let full = m.attention_s(Dtype::Bf16, &kernel(None)).0;
         assert!(m.attention_s(Dtype::Bf16, &kernel(Some(4095))).0 <= full * (1.0 + 1e-12));
+        // One token past the last block costs a block more (33 query blocks), not less: the
+        // useful work is the exact score count, the blocks are whole.
+        let longer = Kernel::Attention {
+            batch_heads: 132,
+            s_q: 4097,
+            s_kv: 4097,
+            head_dim: 128,
+            causal: true,
+            backward: false,
+            kernel: AttentionImpl::Flash,
+            window: None,
+        };
+        assert!(m.attention_s(Dtype::Bf16, &longer).0 > full);
     }
 
     #[test]

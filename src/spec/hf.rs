@@ -223,7 +223,8 @@ fn build(
         layers: layers?,
         hidden,
         heads,
-        kv_heads: kv_heads.unwrap_or(heads),
+        // `GptOssConfig` defaults to 8 KV heads; the others' classes to one per query head.
+        kv_heads: kv_heads.unwrap_or(if fam == Family::GptOss { 8 } else { heads }),
         head_size,
         qk_norm,
         ffn_hidden,
@@ -234,8 +235,7 @@ fn build(
         proj_bias: biases.proj,
         mlp_bias: biases.mlp,
         attention_sinks: fam == Family::GptOss,
-        swiglu_limit: (fam == Family::GptOss)
-            .then(|| f.above_one(&["swiglu_limit"], 1e6).unwrap_or(7.0)),
+        swiglu_limit: (fam == Family::GptOss).then(|| swiglu_limit(f)),
         positions,
         dropout,
         moe: moe.map(|(experts, top_k, every, expert_ffn)| MoeSpec {
@@ -249,6 +249,22 @@ fn build(
         pooler,
         rope_theta,
     })
+}
+
+/// gpt-oss's clamp (`swiglu_limit`, `GptOssConfig` default 7.0), a positive number.
+fn swiglu_limit(f: &mut Fields<'_>) -> f64 {
+    match f.get(&["swiglu_limit"]).map(|(_, v)| v.as_f64()) {
+        None => 7.0,
+        Some(Some(l)) if l > 0.0 && l <= 1e6 => l,
+        Some(_) => {
+            f.bad(
+                "swiglu_limit",
+                "expected a positive number",
+                "fix the value",
+            );
+            7.0
+        }
+    }
 }
 
 /// Which linears carry biases.
@@ -350,8 +366,12 @@ fn head_size(f: &mut Fields<'_>, fam: Family, hidden_heads: Option<(u64, u64)>) 
         }
         Family::Gpt2 | Family::GptNeox | Family::Bert => return None,
     };
-    let d = if f.map.get("head_dim").is_none_or(Value::is_null) {
+    // An explicit null is hidden/heads where the class falls back to it (gpt-oss's
+    // attention), else the class default.
+    let d = if f.map.get("head_dim").is_none() {
         default
+    } else if f.map.get("head_dim").is_some_and(Value::is_null) {
+        default.filter(|_| fam != Family::GptOss)
     } else {
         f.count(&["head_dim"], MAX_HEAD_DIM)
     };

@@ -500,8 +500,8 @@ impl fmt::Display for Infeasible {
                 "attention={kernel} with the model's {window}-key sliding window: planner \
                  prices a window in FlashAttention's kernels only (its window_size, Transformer \
                  Engine's), which skip the blocks outside it; Megatron-LM's local attention \
-                 drops the window where its fused softmax runs; price FlashAttention \
-                 (--attention flash, which takes 16-bit tensors: --dtype bf16 or fp16), or \
+                 drops the window where its fused softmax runs; price FlashAttention, which \
+                 takes 16-bit tensors (--dtype bf16; `estimate --attention flash`), or \
                  --seq-len ≤ {window}"
             ),
             I::WindowWithCp { cp, window } => write!(

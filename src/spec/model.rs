@@ -86,8 +86,9 @@ pub struct MoeSpec {
     pub every: u64,
     /// Hidden size of one expert's MLP.
     pub expert_ffn_hidden: u64,
-    /// Whether the router's linear carries a bias, one per expert (gpt-oss's `router.bias`).
-    /// Optional in YAML (`moe.router_bias: true`), default false.
+    /// Whether the router's linear carries a bias, one per expert (gpt-oss's `router.bias`;
+    /// Megatron-Core's `TopKRouter` takes one with `add_bias_linear`, as the other linears).
+    /// Optional in YAML (`moe.router_bias: true`), default: the model's `mlp_bias`.
     pub router_bias: bool,
 }
 
@@ -302,13 +303,6 @@ impl ModelSpec {
                     format!("keep heads·head_dim ≤ {MAX_HIDDEN}"),
                 );
             }
-            if self.positions == Positions::Rotary && d % 2 != 0 {
-                bad(
-                    "head_dim",
-                    format!("{d} is odd: rotary embeddings rotate pairs of a head's channels"),
-                    "give an even head size".into(),
-                );
-            }
         } else if self.heads > self.hidden {
             bad(
                 "heads",
@@ -325,6 +319,23 @@ impl ModelSpec {
                 "choose heads so that hidden/heads is a whole head size (e.g. 64 or 128), or \
                  give head_dim"
                     .into(),
+            );
+        }
+        let d = self.head_dim();
+        if self.positions == Positions::Rotary && d % 2 != 0 && d > 0 {
+            let (field, fix) = match self.head_size {
+                Some(_) => ("head_dim", "give an even head size"),
+                None => (
+                    "heads",
+                    "choose heads so that hidden/heads is even, or give head_dim",
+                ),
+            };
+            bad(
+                field,
+                format!(
+                    "head size {d} is odd: rotary embeddings rotate pairs of a head's channels"
+                ),
+                fix.into(),
             );
         }
         if self.kv_heads > self.heads || self.heads % self.kv_heads != 0 {

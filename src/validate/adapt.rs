@@ -378,7 +378,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
                 top_k,
                 every: 1,
                 expert_ffn_hidden: m.ffn_hidden.unwrap_or(4 * m.hidden),
-                router_bias: false,
+                router_bias: arch.biases(),
             }),
             _ => {
                 return Err(

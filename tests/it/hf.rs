@@ -317,6 +317,27 @@ fn sliding_window_is_kept_and_priced() {
         err.contains("torchtitan runs no sliding attention window"),
         "{err}"
     );
+    // On 64 GPUs other refusals depend on the layout (tp not dividing the heads): the one
+    // every layout shares is still the one said.
+    let o = planner(&[
+        "suggest",
+        "--model",
+        yaml.to_str().unwrap(),
+        "--cluster",
+        "h100-x1024",
+        "--gpus",
+        "64",
+        "--seq-len",
+        "8192",
+        "--dtype",
+        "fp32",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("attention=unfused with the model's 4096-key sliding window"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -403,4 +424,24 @@ fn unsupported_config_is_exit_2_naming_the_field() {
         assert!(err.contains(field), "{field} in {err}");
     }
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// gpt-oss keys left out take `GptOssConfig`'s defaults: 8 KV heads (not one per query
+/// head), head_dim 64, the same 20.91 B; an explicit null head_dim is hidden/heads = 45,
+/// odd under rotary positions: refused.
+#[test]
+fn gpt_oss_missing_keys_take_the_class_defaults() {
+    let small = model("gpt-oss-20b");
+    let text = std::fs::read_to_string(fixture("gpt-oss-20b")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let map = cfg.as_object_mut().unwrap();
+    map.remove("num_key_value_heads");
+    map.remove("head_dim");
+    let import = |cfg: &serde_json::Value| {
+        planner::spec::hf::import("c.json", &cfg.to_string(), &Default::default())
+    };
+    assert_eq!(import(&cfg).unwrap().model.params(), small.params());
+    cfg["head_dim"] = serde_json::Value::Null;
+    let e = import(&cfg).unwrap_err().to_string();
+    assert!(e.contains("head_dim"), "{e}");
 }

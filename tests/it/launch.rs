@@ -1796,3 +1796,58 @@ fn megatron_writes_and_reads_gpt_oss() {
 fn plan_dense() -> Plan {
     Plan::new(4, 2, 1, 1, 64, 8192)
 }
+
+/// Megatron-Core biases the router with the other linears (`add_bias_linear`): gpt-oss with
+/// a router that has no bias is another model, refused in the export and in the arguments
+/// read; `--window-attn-skip-freq 1` (every layer full) is named as the argument at fault;
+/// and `suggest --export` for a model the format cannot write says why (it had said "0
+/// plans enumerated", exit 1).
+#[test]
+fn megatron_router_bias_skip_freq_and_unwritable_models() {
+    let m = load_model(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hf/gpt-oss-20b.json"
+    ))
+    .unwrap();
+    let plan = Plan {
+        ep: 8,
+        ..Plan::new(8, 1, 1, 1, 64, 8192)
+    };
+    let core = LaunchFormat::Megatron(MegatronVersion::Core);
+    let text = export(&m, &plan, core).unwrap().text;
+    let mut plain_router = m.clone();
+    plain_router.moe.as_mut().unwrap().router_bias = false;
+    let e = export(&plain_router, &plan, core).unwrap_err().to_string();
+    assert!(e.contains("`moe.router_bias`"), "{e}");
+    let e = from_megatron(&text, &plain_router, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("router bias"), "{e}");
+    let every_full = text.replace("--window-attn-skip-freq 2", "--window-attn-skip-freq 1");
+    let e = from_megatron(&every_full, &m, 8).unwrap_err().to_string();
+    assert!(
+        e.contains("`--window-attn-skip-freq`: a window on no layer"),
+        "{e}"
+    );
+    let mut some = load_model("llama3-8b").unwrap();
+    (some.qkv_bias, some.proj_bias) = (true, true);
+    let dir = std::env::temp_dir().join(format!("planner-oss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yaml = dir.join("some.yaml");
+    std::fs::write(&yaml, some.to_yaml(&[])).unwrap();
+    let o = planner(&[
+        "suggest",
+        "--model",
+        yaml.to_str().unwrap(),
+        "--cluster",
+        "h100x8",
+        "--seq-len",
+        "2048",
+        "--export",
+        "megatron",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--export can write no plan of"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -29,11 +29,12 @@ pub(super) fn family_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<Str
 fn llama_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) {
     // The gated MLP `act(gate(x)) * up(x)` costs the same whatever `act` is; only the
     // Megatron-LM export, which writes SwiGLU, would train another activation.
+    // gpt-oss's experts ignore `hidden_act` (their activation is fixed, said below).
     if let Some(act) = f
         .map
         .get("hidden_act")
         .and_then(Value::as_str)
-        .filter(|a| !matches!(*a, "silu" | "swish"))
+        .filter(|a| !matches!(*a, "silu" | "swish") && fam != Family::GptOss)
     {
         notes.push(format!(
             "hidden_act {act}: priced as the gated MLP the class builds (the same GEMMs and \

@@ -158,6 +158,22 @@ pub(super) fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             );
         }
     }
+    if let Some(m) = model.moe.as_ref().filter(|m| m.router_bias != biases) {
+        let say = if biases { "say" } else { "do not say" };
+        let has = if m.router_bias {
+            "has"
+        } else {
+            "does not have"
+        };
+        c.refuse(
+            "--disable-bias-linear",
+            format!(
+                "the arguments {say} biases on every linear, the router's with them, but the model `{}` {has} a router bias",
+                model.name
+            ),
+            "use the --model these arguments were written for, or correct the arguments",
+        );
+    }
     check_defaults(a, model, c);
     check_experts(a, model, c);
     check_window(a, model, c);
@@ -239,15 +255,18 @@ fn check_window(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     let equivalent =
         given.is_none() && seq.is_some_and(|s| model.attention_window.is_none_or(|w| w.size >= s));
     if given != model.attention_window && !equivalent {
+        // The sizes agree, or the layer pattern left no layer sliding.
         let same_size = given
             .zip(model.attention_window)
-            .is_some_and(|(g, m)| g.size == m.size);
+            .is_some_and(|(g, m)| g.size == m.size)
+            || (given.is_none() && size.is_some());
         let arg = if same_size {
             "--window-attn-skip-freq"
         } else {
             "--window-size"
         };
         let said = match (given, a.get("--window-size")) {
+            (None, Some(_)) if size.is_some() => "a window on no layer".to_string(),
             (None, Some(v)) => format!("no window (`{v}`: full attention)"),
             (None, None) => "no window".to_string(),
             (Some(w), _) => w.describe(),

@@ -85,6 +85,20 @@ pub(super) fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: Mega
     }
     // Megatron-LM biases every linear (`add_bias_linear`, the default), none
     // (`--disable-bias-linear`), or Q, K and V only (with `--add-qkv-bias`).
+    if let Some(m) = model
+        .moe
+        .as_ref()
+        .filter(|m| m.router_bias != model.mlp_bias)
+    {
+        c.refuse(
+            "moe.router_bias",
+            format!(
+                "{} with mlp_bias {}: Megatron-Core biases the router exactly when it biases the other linears (add_bias_linear)",
+                m.router_bias, model.mlp_bias
+            ),
+            "write the model with router_bias as mlp_bias",
+        );
+    }
     match (model.qkv_bias, model.proj_bias, model.mlp_bias) {
         (true, true, true) | (false, false, false) => {}
         (true, false, false) => flag(a, "--add-qkv-bias"),

@@ -68,10 +68,10 @@ impl ModelSpec {
         }
         out += &format!("dropout: {:?}\n", self.dropout);
         if let Some(m) = &self.moe {
-            let router_bias = if m.router_bias {
-                ", router_bias: true"
+            let router_bias = if m.router_bias != self.mlp_bias {
+                format!(", router_bias: {}", m.router_bias)
             } else {
-                ""
+                String::new()
             };
             out += &format!(
                 "moe: {{experts: {}, top_k: {}, every: {}, expert_ffn_hidden: {}{router_bias}}}\n",
@@ -227,7 +227,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         let top_k = m.req_count("top_k", 1 << 16, "add `top_k: N`");
         let every = m.opt_count("every", MAX_LAYERS).unwrap_or(1);
         let ffn = m.opt_count("expert_ffn_hidden", 16 * MAX_HIDDEN);
-        let router_bias = m.opt_bool("router_bias").unwrap_or(false);
+        let router_bias = m.opt_bool("router_bias");
         // Shared experts (DeepSeek-MoE, Qwen-MoE) run beside the routed ones on every token:
         // not a routed-expert count, and not modelled.
         for key in ["shared_experts", "n_shared_experts", "shared_expert_ffn_hidden"] {
@@ -287,7 +287,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
             top_k,
             every,
             expert_ffn_hidden: ffn.unwrap_or(ffn_hidden),
-            router_bias,
+            router_bias: router_bias.unwrap_or(mlp_bias.unwrap_or(arch.biases())),
         }),
         Some(_) => return None,
         None => None,
