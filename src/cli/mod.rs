@@ -364,10 +364,10 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     format!(" among the plans --export {} can write", f.name())
                 });
                 return Err(CliError::NoFeasiblePlan(format!(
-                    "no plan fits {} on {} ({} GPUs, global batch {gb}, seq {seq}){among}.\n{}",
+                    "no plan fits {} on {} ({}, global batch {gb}, seq {seq}){among}.\n{}",
                     r.model.name,
                     r.cluster.name,
-                    r.cluster.n_gpus(),
+                    crate::units::fmt_gpus(r.cluster.n_gpus()),
                     render::search_footer(&res, elapsed)
                 )));
             }

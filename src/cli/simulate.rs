@@ -118,7 +118,11 @@ fn stage_rows(s: &Simulation) -> Vec<Vec<String>> {
                 format!("{:.4}", st.p2p_s),
                 format!("{:.4}", st.idle_s),
                 format!("{:.4}", st.dp_comm_s),
-                format!("{}", st.peak_in_flight),
+                // Micro-batch equivalents: chunks over v, a fraction when interleaved.
+                match st.peak_in_flight {
+                    x if x.fract() == 0.0 => format!("{x}"),
+                    x => format!("{x:.2}"),
+                },
                 format!("{:.2}", st.peak_activations_gib()),
                 format!("{:.2}", st.peak_memory_gib),
             ]

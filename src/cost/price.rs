@@ -4,7 +4,7 @@
 //! hierarchical groups (DESIGN.md §3).
 
 use crate::calib::{Profile, Source, Span, bus_factor};
-use crate::graph::{Coll, Group, Kernel, MemClass, causal_share};
+use crate::graph::{Coll, Group, Kernel, MemClass, causal_blocks, causal_share};
 use crate::spec::{AttentionImpl, ClusterSpec, DeviceSpec, Plan};
 use crate::units::{Dtype, GB, US};
 
@@ -299,14 +299,20 @@ impl<'a> Machine<'a> {
         let exact = s_q as f64 / b * (s_kv as f64 / b);
         let (useful, visited) = if causal {
             // Blocks the mask cuts are computed whole: half a block per query block on the
-            // diagonal, and, for the query blocks whose window starts past the first key
-            // (about 1 − w/s of them), another half at a sliding window's far edge; never
-            // more blocks than full causal attention.
+            // diagonal; under a sliding window, the blocks each query block's band touches,
+            // counted as they run ([`causal_blocks`]), never more than full causal attention.
             let share = causal_share(s_kv, window);
-            let edge = window
-                .filter(|&w| w < s_kv)
-                .map_or(0.0, |w| 1.0 - w as f64 / s_kv as f64);
-            let visited = (nq * nk * share + nq / 2.0 * (1.0 + edge)).min(nq * nk / 2.0 + nq / 2.0);
+            let full = nq * nk / 2.0 + nq / 2.0;
+            let visited = match window.filter(|&w| w < s_kv) {
+                None => full,
+                Some(w) => {
+                    let (q, k) = (
+                        s_q.div_ceil(ATTENTION_BLOCK),
+                        s_kv.div_ceil(ATTENTION_BLOCK),
+                    );
+                    (causal_blocks(q, k, ATTENTION_BLOCK, Some(w)) as f64).min(full)
+                }
+            };
             (exact * share, visited)
         } else {
             (exact, nq * nk)

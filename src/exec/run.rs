@@ -186,16 +186,8 @@ pub const BLOCK: u64 = 128;
 pub fn attention_blocks(s_q: u64, s_kv: u64, causal: bool, window: Option<u64>) -> (u64, u64, u64) {
     let (bq, bk) = (BLOCK.min(s_q), BLOCK.min(s_kv));
     let (nq, nk) = (s_q.div_ceil(bq), s_kv.div_ceil(bk));
-    let w = window.unwrap_or(u64::MAX);
     let visited = if causal {
-        (0..nq)
-            .map(|i| {
-                let last = nk.min(((i + 1) * nk).div_ceil(nq));
-                let first_query = i * nk / nq * bk;
-                let first = first_query.saturating_sub(w.saturating_sub(1)) / bk;
-                last - first.min(last)
-            })
-            .sum()
+        crate::graph::causal_blocks(nq, nk, bk, window)
     } else {
         nq * nk
     };

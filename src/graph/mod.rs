@@ -144,6 +144,23 @@ pub fn causal_share(s_kv: u64, window: Option<u64>) -> f64 {
     }
 }
 
+/// Key blocks FlashAttention visits under a causal mask for `nq` query blocks over `nk` key
+/// blocks of `bk` keys, each query attending to at most `window` keys: query block i, whose
+/// first query sits at key ⌊i·nk/nq⌋·bk (context parallelism spreads the queries over the
+/// keys), visits the blocks from the one holding that query's first key up to the diagonal
+/// block, whole (FlashAttention's `window_size` skips the blocks before it; Dao 2023,
+/// Algorithm 1). Without a window, every block up to the diagonal.
+pub fn causal_blocks(nq: u64, nk: u64, bk: u64, window: Option<u64>) -> u64 {
+    let reach = window.map_or(u64::MAX, |w| w.saturating_sub(1));
+    (0..nq)
+        .map(|i| {
+            let last = nk.min(((i + 1) * nk).div_ceil(nq));
+            let first = (i * nk / nq * bk).saturating_sub(reach) / bk;
+            last - first.min(last)
+        })
+        .sum()
+}
+
 impl Kernel {
     /// Floating-point operations this kernel executes.
     ///

@@ -1829,6 +1829,14 @@ fn megatron_router_bias_skip_freq_and_unwritable_models() {
         e.contains("`--window-attn-skip-freq`: a window on no layer"),
         "{e}"
     );
+    // With gpt-oss's activation Megatron-LM's default MLP is 4h (its SwiGLU default holds
+    // under --swiglu only): a width equal to the SwiGLU default is written out.
+    let mut clamped = load_model("llama3-8b").unwrap();
+    (clamped.ffn_hidden, clamped.swiglu_limit) = (10880, Some(7.0));
+    let text = export(&clamped, &Plan::new(4, 2, 1, 1, 64, 8192), core)
+        .unwrap()
+        .text;
+    assert_eq!(arg_map(&text)["--ffn-hidden-size"], "10880", "{text}");
     let mut some = load_model("llama3-8b").unwrap();
     (some.qkv_bias, some.proj_bias) = (true, true);
     let dir = std::env::temp_dir().join(format!("planner-oss-{}", std::process::id()));

@@ -1,22 +1,37 @@
 //! ILP 2's instance for one plan, read off the cost model itself: each stage's time and
 //! memory are affine in its layer and recompute counts, so pricing a few probe partitions
 //! with `cost::estimate_priced` gives every coefficient exactly — the ILP and the estimate
-//! can never disagree about a stage. The answer goes back into the plan as
+//! can never disagree about a stage (of whole periods, where a sliding window on one layer in
+//! n makes the layers repeat every n: [`period`]). The answer goes back into the plan as
 //! `Plan::stage_layers` / `Plan::recompute_layers`, which the cost model honours.
 
 use super::partition::{Partition, PartitionProblem, StageCoeffs};
 use crate::cost::{Machine, PricedGraphs, estimate_priced};
-use crate::spec::{Framework, ModelSpec, Plan, Recompute};
+use crate::spec::{Framework, ModelSpec, Plan, Recompute, WindowLayers};
 use crate::units::GIB;
 
-/// Whether ILP 2 has anything to choose for `plan`: layers all alike (dense, or an expert
-/// MLP in every layer), and a partition to choose (pp > 1, no interleaving) or recomputation
-/// to choose (full recomputation).
+/// Whether ILP 2 has anything to choose for `plan`: layers alike, or alike over a period
+/// ([`period`]), and a partition to choose (pp > 1, no interleaving) or recomputation to
+/// choose (full recomputation).
 pub fn applies(model: &ModelSpec, plan: &Plan) -> bool {
     let alike = (0..model.layers).all(|i| model.is_moe_layer(i) == model.is_moe_layer(0));
     let partition = plan.pp > 1 && plan.vpp == 1;
     let recompute = plan.recompute == Recompute::Full;
-    alike && plan.pp <= model.layers && (partition || recompute)
+    alike && period(model, plan).is_some() && plan.pp <= model.layers && (partition || recompute)
+}
+
+/// Layers after which the layer kinds repeat: 1 where every layer is alike (a sliding window
+/// on all layers, or one no shorter than the sequence), n where one layer in n attends to
+/// the whole sequence (`WindowLayers::FullEvery`), `None` where the layers from one on slide
+/// (`WindowLayers::From`). The probes hold whole periods, so their per-layer coefficients are
+/// the period's mean, exact for stages of whole periods; other stages are near it, and every
+/// answer is priced again by the cost model before it is adopted (`refine`).
+fn period(model: &ModelSpec, plan: &Plan) -> Option<u64> {
+    match model.window_at(plan.seq_len).map(|w| w.layers) {
+        None | Some(WindowLayers::All) => Some(1),
+        Some(WindowLayers::FullEvery(n)) => Some(n),
+        Some(WindowLayers::From(_)) => None,
+    }
 }
 
 /// Per-stage (time per micro-batch, memory bytes) of `plan` with every stage holding `n`
@@ -52,18 +67,20 @@ pub fn problem(
         return None;
     }
     let v = plan.vpp;
+    // Probes of whole interleaved chunks, and of whole periods of layers.
+    let step = v * period(model, plan)?;
     let recompute = plan.recompute == Recompute::Full;
-    let a = probe(model, plan, m, pg, v, 0);
-    let b = probe(model, plan, m, pg, 2 * v, 0);
+    let a = probe(model, plan, m, pg, step, 0);
+    let b = probe(model, plan, m, pg, 2 * step, 0);
     let (c, d) = if recompute {
         (
-            probe(model, plan, m, pg, 2 * v, 1),
-            probe(model, plan, m, pg, 2 * v, 2),
+            probe(model, plan, m, pg, 2 * step, 1),
+            probe(model, plan, m, pg, 2 * step, 2),
         )
     } else {
         (b.clone(), b.clone())
     };
-    let vf = v as f64;
+    let vf = step as f64;
     let stages = (0..plan.pp as usize)
         .map(|i| {
             let time_per_layer_s = (b[i].0 - a[i].0) / vf;
@@ -286,6 +303,43 @@ mod tests {
         let q = apply(&m, &p, &tight);
         let e = estimate(&m, &c, &q, None);
         assert!(e.fits, "{} GiB", e.memory_gib_per_gpu);
+    }
+
+    /// Windows and ILP 2: a window on every layer keeps the layers alike; one layer in 2
+    /// full repeats every 2 layers, so the probes hold whole pairs and a stage of whole pairs
+    /// is priced by the ILP's coefficients exactly as by the cost model; windows from a layer
+    /// on make the stages unlike, and the ILP stands aside.
+    #[test]
+    fn windows_repeat_over_a_period_or_make_layers_unlike() {
+        use crate::spec::SlidingWindow;
+        let c = x1024();
+        let mut m = load_model("llama3-8b").unwrap();
+        let p = plan(&m, (1, 8, 4, 1), Recompute::None);
+        let window = |size, layers| Some(SlidingWindow { size, layers });
+        m.attention_window = window(1024, WindowLayers::All);
+        assert_eq!((applies(&m, &p), period(&m, &p)), (true, Some(1)));
+        m.attention_window = window(1024, WindowLayers::From(16));
+        assert!(!applies(&m, &p));
+        m.attention_window = window(1024, WindowLayers::FullEvery(2));
+        assert_eq!((applies(&m, &p), period(&m, &p)), (true, Some(2)));
+        let mach = Machine {
+            cluster: &c,
+            profile: None,
+        };
+        let pg = PricedGraphs::new(&m, &p, &mach);
+        let prob = problem(&m, &p, &mach, &pg).unwrap();
+        let mut even = p.clone();
+        even.stage_layers = Some(vec![6, 10, 8, 8]);
+        let est = estimate_priced(&m, &even, &mach, &pg);
+        for (i, n) in [6.0, 10.0, 8.0, 8.0].into_iter().enumerate() {
+            let k = &prob.stages[i];
+            let ilp = k.time_fixed_s + n * k.time_per_layer_s;
+            let cost = est.stages[i].fwd_s + est.stages[i].bwd_s;
+            assert!(
+                (ilp / cost - 1.0).abs() < 1e-9,
+                "stage {i}: {ilp} vs {cost}"
+            );
+        }
     }
 
     #[test]

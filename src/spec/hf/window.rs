@@ -34,6 +34,8 @@ pub(super) fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<SlidingW
             layers = match listed {
                 Some(Some(l)) => l,
                 Some(None) => return None,
+                // (One layer alone slides.)
+                None if f.count(&["num_hidden_layers"], MAX_LAYERS) == Some(1) => WindowLayers::All,
                 None => WindowLayers::FullEvery(2),
             };
             true

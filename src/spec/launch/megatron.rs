@@ -340,7 +340,10 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
         flag(a, "--group-query-attention");
         arg(a, "--num-query-groups", model.kv_heads);
     }
-    if model.ffn_hidden != default_ffn(model.hidden, model.arch.gated_mlp()) {
+    // Megatron-LM's SwiGLU default applies under `--swiglu` only: gpt-oss's `--quick-geglu`
+    // keeps 4h.
+    let swiglu = model.arch.gated_mlp() && model.swiglu_limit.is_none();
+    if model.ffn_hidden != default_ffn(model.hidden, swiglu) {
         arg(a, "--ffn-hidden-size", model.ffn_hidden);
     }
     if let Some(d) = model.head_size {

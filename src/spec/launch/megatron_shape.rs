@@ -417,7 +417,8 @@ fn pattern_list(v: &str) -> Option<Vec<u64>> {
 
 /// Sizes the arguments leave to Megatron-LM's defaults, against the model.
 fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
-    let d = default_ffn(model.hidden, a.has("--swiglu") || a.has("--quick-geglu"));
+    // `validate_args` takes the SwiGLU width under `--swiglu` only, else 4h.
+    let d = default_ffn(model.hidden, a.has("--swiglu"));
     if !a.has("--ffn-hidden-size") && d != model.ffn_hidden {
         mismatch(
             c,

@@ -116,8 +116,8 @@ pub(super) fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: Mega
 /// slides, `--window-attn-skip-freq`: n (layers n, 2n, … full, 1-based;
 /// `megatron/core/transformer/utils.py` `is_layer_window_attention`), or a list pattern, 1
 /// for a sliding layer and 0 for a full one. Left out where the window is no shorter than the
-/// sequence and the plan splits it over context parallelism: the attention is the same, and
-/// Transformer Engine's ring refuses any window.
+/// sequence and the plan splits it over context parallelism (Transformer Engine's ring
+/// refuses any window) or runs Megatron-LM 2021 (which has none): the attention is the same.
 pub(super) fn sliding_window(
     c: &mut Collect,
     a: &mut Args,
@@ -128,7 +128,11 @@ pub(super) fn sliding_window(
     let Some(w) = model.attention_window else {
         return;
     };
-    if plan.cp > 1 && model.window_at(plan.seq_len).is_none() {
+    // Where the window is no shorter than the sequence the attention is the same without
+    // it: left out under context parallelism (Transformer Engine's ring refuses any window)
+    // and for Megatron-LM 2021 (which has none).
+    let bites = model.window_at(plan.seq_len).is_some();
+    if !bites && (plan.cp > 1 || v == MegatronVersion::V2021) {
         return;
     }
     if v == MegatronVersion::V2021 {

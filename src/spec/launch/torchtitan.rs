@@ -51,11 +51,11 @@ pub fn to_torchtitan(model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError
     }
     let mut text = format!(
         "# torchtitan job config sections for {} ({} params): {}\n\
-         # Run on {} GPUs (NGPU={}); merge into a train config that sets [model], [optimizer] and the data.\n\n",
+         # Run on {} (NGPU={}); merge into a train config that sets [model], [optimizer] and the data.\n\n",
         model.name,
         fmt_count(model.params()),
         plan.short(),
-        plan.n_gpus(),
+        crate::units::fmt_gpus(plan.n_gpus()),
         plan.n_gpus()
     );
     text += &format!(

@@ -160,7 +160,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         .raw("sliding_from_layer")
         .is_some_and(|v| v.as_u64() == Some(0));
     let sliding_from = if from_zero {
-        None
+        Some(0)
     } else {
         r.opt_count("sliding_from_layer", MAX_LAYERS)
     };
@@ -174,10 +174,10 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
             None
         }
         (Some(n), None) => Some(WindowLayers::FullEvery(n)),
+        (None, Some(0)) | (None, None) => Some(WindowLayers::All),
         (None, Some(i)) => Some(WindowLayers::From(i)),
-        (None, None) => Some(WindowLayers::All),
     };
-    if window_size.is_none() && window_layers != Some(WindowLayers::All) {
+    if window_size.is_none() && (full_every.is_some() || sliding_from.is_some()) {
         let key = if full_every.is_some() {
             "full_attention_every"
         } else {
