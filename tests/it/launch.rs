@@ -1735,15 +1735,7 @@ fn megatron_local_transformer_impl_is_the_unfused_attention() {
 /// A model with biases on some linears only has no Megatron switch, and is refused.
 #[test]
 fn megatron_writes_and_reads_gpt_oss() {
-    let m = load_model(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/hf/gpt-oss-20b.json"
-    ))
-    .unwrap();
-    let plan = Plan {
-        ep: 8,
-        ..Plan::new(8, 1, 1, 1, 64, 8192)
-    };
+    let (m, plan) = gpt_oss_20b();
     let text = export(&m, &plan, LaunchFormat::Megatron(MegatronVersion::Core))
         .unwrap()
         .text;
@@ -1782,7 +1774,7 @@ fn megatron_writes_and_reads_gpt_oss() {
     (some.qkv_bias, some.proj_bias) = (true, true);
     let e = export(
         &some,
-        &plan_dense(),
+        &Plan::new(4, 2, 1, 1, 64, 8192),
         LaunchFormat::Megatron(MegatronVersion::Core),
     )
     .unwrap_err()
@@ -1793,17 +1785,8 @@ fn megatron_writes_and_reads_gpt_oss() {
     );
 }
 
-fn plan_dense() -> Plan {
-    Plan::new(4, 2, 1, 1, 64, 8192)
-}
-
-/// Megatron-Core biases the router with the other linears (`add_bias_linear`): gpt-oss with
-/// a router that has no bias is another model, refused in the export and in the arguments
-/// read; `--window-attn-skip-freq 1` (every layer full) is named as the argument at fault;
-/// and `suggest --export` for a model the format cannot write says why (it had said "0
-/// plans enumerated", exit 1).
-#[test]
-fn megatron_router_bias_skip_freq_and_unwritable_models() {
+/// gpt-oss-20b (the Hub config) on 8 GPUs with its 32 experts over EP 8, 8k sequences.
+fn gpt_oss_20b() -> (ModelSpec, Plan) {
     let m = load_model(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/hf/gpt-oss-20b.json"
@@ -1813,6 +1796,17 @@ fn megatron_router_bias_skip_freq_and_unwritable_models() {
         ep: 8,
         ..Plan::new(8, 1, 1, 1, 64, 8192)
     };
+    (m, plan)
+}
+
+/// Megatron-Core biases the router with the other linears (`add_bias_linear`): gpt-oss with
+/// a router that has no bias is another model, refused in the export and in the arguments
+/// read; `--window-attn-skip-freq 1` (every layer full) is named as the argument at fault;
+/// and `suggest --export` for a model the format cannot write says why (it had said "0
+/// plans enumerated", exit 1).
+#[test]
+fn megatron_router_bias_skip_freq_and_unwritable_models() {
+    let (m, plan) = gpt_oss_20b();
     let core = LaunchFormat::Megatron(MegatronVersion::Core);
     let text = export(&m, &plan, core).unwrap().text;
     let mut plain_router = m.clone();
