@@ -7,7 +7,8 @@ use crate::spec::{Framework, ModelSpec, Recompute};
 /// attention (no causal halving), as Megatron-LM's `num_floating_point_operations` and the
 /// SC'21 paper do: per layer QKV 2sh(q + 2h_kv), scores and context 4s²q, projection 2sqh
 /// (q = a·d, which is h unless the head size is set apart), MLP 2shf·(2 or 3), MoE router
-/// 2shE and top_k experts; plus the LM head 2shV.
+/// 2shE, top_k experts and the shared experts (of total width f_s: 2shf_s·(2 or 3)); plus
+/// the LM head 2shV.
 pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
     let window = window_share(model, s);
     let (s, h) = (s as f64, model.hidden as f64);
@@ -17,7 +18,7 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
     let dense_mlp = 2.0 * s * h * model.ffn_hidden as f64 * mats;
     let moe_mlp = model.moe.as_ref().map_or(0.0, |m| {
         2.0 * s * h * m.experts as f64
-            + m.top_k as f64 * 2.0 * s * h * m.expert_ffn_hidden as f64 * mats
+            + (m.top_k * m.expert_ffn_hidden + m.shared_ffn_hidden) as f64 * 2.0 * s * h * mats
     });
     let n_moe = model.moe_layers() as f64;
     let n_dense = model.layers as f64 - n_moe;
@@ -89,7 +90,14 @@ pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Fra
     let moe = model.moe.as_ref().map_or(0.0, |m| {
         let mats = if gated { 3.0 } else { 2.0 };
         let experts = m.top_k as f64 * 2.0 * h * m.expert_ffn_hidden as f64 * mats * s;
-        rerun(&[&attn[..], &[(2.0 * h * m.experts as f64, !m.router_bias)]].concat()) + experts
+        let fs = m.shared_ffn_hidden as f64;
+        let shared: Vec<(f64, bool)> = match (fs > 0.0, gated) {
+            (false, _) => Vec::new(),
+            (true, true) => vec![(2.0 * h * fs, mm), (2.0 * h * fs, mm), (2.0 * fs * h, mm)],
+            (true, false) => vec![(2.0 * h * fs, mm), (2.0 * fs * h, mm)],
+        };
+        let router = [(2.0 * h * m.experts as f64, !m.router_bias)];
+        rerun(&[&attn[..], &router, &shared].concat()) + experts
     });
     let n_moe = model.moe_layers() as f64;
     (model.layers as f64 - n_moe) * dense + n_moe * moe
@@ -166,6 +174,31 @@ mod tests {
         assert_eq!(
             selective_recompute_flops_per_sequence(&g2, 1024, Framework::Torchtitan),
             48.0 * per_layer
+        );
+    }
+
+    /// Shared experts add their MLP to every MoE layer's forward, 2·s·h·f_s·3 for SwiGLU
+    /// (Mixtral with a 14336-wide shared MLP, s = 4096: 32 layers × 2·4096·4096·14336·3),
+    /// and torchtitan's op-level policy re-runs every second of their matmuls as the graph
+    /// does (one MoE layer at tp 1, one sequence).
+    #[test]
+    fn shared_experts_count_in_every_moe_layer() {
+        use crate::graph::{Shard, transformer_layer};
+        use crate::spec::AttentionImpl;
+        let plain = crate::spec::load_model("mixtral-8x7b").unwrap();
+        let mut m = plain.clone();
+        m.moe.as_mut().unwrap().shared_ffn_hidden = 14336;
+        let extra = 32.0 * 2.0 * 4096.0 * 4096.0 * 14336.0 * 3.0;
+        assert_eq!(
+            forward_flops_per_sequence(&m, 4096) - forward_flops_per_sequence(&plain, 4096),
+            extra
+        );
+        let mut p = crate::spec::Plan::new(1, 1, 1, 1, 1, 4096);
+        (p.framework, p.attention) = (Framework::Torchtitan, AttentionImpl::Flash);
+        let g = transformer_layer(&m, &Shard::of(&p), true);
+        assert_eq!(
+            selective_recompute_flops_per_sequence(&m, 4096, Framework::Torchtitan),
+            32.0 * g.selective_flops()
         );
     }
 

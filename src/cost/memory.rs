@@ -275,7 +275,9 @@ pub fn stage_memory(
     // expert-TP group gathers the routed tokens for shards f/tp wide, `graph::layer::moe_mlp`;
     // whole experts, etp 1, take a tp-th of them at full width: the same bytes).
     let mlp_width = |i: u64| match &model.moe {
-        Some(m) if model.is_moe_layer(i) => m.top_k * m.expert_ffn_hidden / plan.tp,
+        Some(m) if model.is_moe_layer(i) => {
+            (m.top_k * m.expert_ffn_hidden).max(m.shared_ffn_hidden) / plan.tp
+        }
         _ => model.ffn_hidden / plan.tp,
     };
     let widest = st

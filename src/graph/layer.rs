@@ -194,21 +194,66 @@ fn attention_core(model: &ModelSpec, sh: &Shard, sliding: bool) -> Vec<Op> {
 
 /// The MLP of a dense layer: fc1, activation, fc2 (GeLU) or gate/up, SwiGLU, down (Llama).
 fn dense_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
+    mlp_ops(model, sh, model.ffn_hidden, ["fc1", "fc2"], true)
+}
+
+/// A tensor-parallel MLP of width `ffn` named `names` (fc1, fc2), its fc1 fused with the
+/// norm before it where `norm_fused` (Transformer Engine's `LayerNormLinear`).
+fn mlp_ops(
+    model: &ModelSpec,
+    sh: &Shard,
+    ffn: u64,
+    names: [&'static str; 2],
+    norm_fused: bool,
+) -> Vec<Op> {
     let (h, t) = (model.hidden, sh.tp);
-    let f = model.ffn_hidden / t;
+    let f = ffn / t;
     let gated = model.arch.gated_mlp();
     let bias = model.mlp_bias;
     let width = if gated { 2 * f } else { f };
     let fc1_params = (h * width) as f64 + if bias { width as f64 } else { 0.0 };
     let fc2_params = (f * h) as f64 + if bias { h as f64 } else { 0.0 };
     let tokens = sh.tokens() as f64;
-    let fc1 = column_linear("fc1", sh, (width, h), fc1_params, true);
-    let fc2 = row_linear("fc2", sh, h, f, fc2_params);
+    let fc1 = column_linear(names[0], sh, (width, h), fc1_params, true);
+    let fc2 = row_linear(names[1], sh, h, f, fc2_params);
     vec![
-        fp8_casts(fc1, sh, tokens * h as f64, tokens * width as f64, true),
+        fp8_casts(
+            fc1,
+            sh,
+            tokens * h as f64,
+            tokens * width as f64,
+            norm_fused,
+        ),
         activation(gated, tokens, f as f64, sh),
         fp8_casts(fc2, sh, tokens * f as f64, tokens * h as f64, false),
     ]
+}
+
+/// The shared experts of an MoE layer, as Megatron-Core's `MoELayer` runs them without
+/// `--moe-shared-expert-overlap`: after the routed experts' combine, a tensor-parallel MLP
+/// (`SharedExpertMLP`, an `MLP`) on the layer's input, its output scaled by a sigmoid gate
+/// where the model has one (Qwen2-MoE: `sigmoid(x·w)` per token, `shared_experts.py`), then
+/// added to the routed output (`output = output + self.shared_experts(hidden_states)`:
+/// reads both, writes the sum; its backward passes the gradient to both unchanged).
+fn shared_experts(model: &ModelSpec, sh: &Shard, ffn: u64, gate: bool) -> Vec<Op> {
+    let e = sh.dtype.bytes();
+    let x = (sh.tokens_sp() * model.hidden) as f64 * e;
+    let mut ops = mlp_ops(model, sh, ffn, ["shared_fc1", "shared_fc2"], false);
+    ops[1].name = if model.arch.gated_mlp() {
+        "shared_swiglu"
+    } else {
+        "shared_gelu"
+    };
+    if gate {
+        // The 1×h gate's GEMV reads the input (its logits are negligible), and the scaling
+        // reads and writes the output, keeping it for the gate's gradient; backward the
+        // same again.
+        let mut g = Op::memory("shared_gate", 3.0 * x, 3.0 * x, x);
+        g.params = model.hidden as f64;
+        ops.push(g);
+    }
+    ops.push(Op::memory("shared_add", 3.0 * x, 0.0, 0.0));
+    ops
 }
 
 /// Elementwise activation over `tokens` × `f`: fused bias-GeLU (reads and writes f wide, saves
@@ -357,6 +402,14 @@ fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         op
     }));
     ops.push(a2a("combine"));
+    if m.shared_ffn_hidden > 0 {
+        ops.extend(shared_experts(
+            model,
+            sh,
+            m.shared_ffn_hidden,
+            m.shared_gate,
+        ));
+    }
     ops
 }
 

@@ -8,7 +8,8 @@ use crate::spec::ModelSpec;
 
 /// The matmuls (`aten.mm` calls) operator `name` makes in a torchtitan block, in call order,
 /// as output widths: `wq`, `wk`, `wv` in the QKV operator; `w1`, `w3` for a gated MLP's fc1
-/// (`w2(silu(w1(x)) * w3(x))` evaluates `w1` first); one for the others. Row-parallel outputs
+/// (`w2(silu(w1(x)) * w3(x))` evaluates `w1` first), and the same for shared experts (a
+/// `FeedForward` after the routed ones in torchtitan's `MoE`); one for the others. Row-parallel outputs
 /// are full width before their reduction. Expert GEMMs are grouped (not `aten.mm`), the
 /// attention core is SDPA, and a linear with a bias dispatches `aten.addmm`, which the policy
 /// neither counts nor keeps: none.
@@ -18,12 +19,16 @@ fn matmul_widths(name: &str, model: &ModelSpec, sh: &Shard) -> Vec<u64> {
     match name {
         "qkv" if model.qkv_bias => Vec::new(),
         "proj" if model.proj_bias => Vec::new(),
-        "fc1" | "fc2" if model.mlp_bias => Vec::new(),
+        "fc1" | "fc2" | "shared_fc1" | "shared_fc2" if model.mlp_bias => Vec::new(),
         "router" if model.moe.as_ref().is_some_and(|m| m.router_bias) => Vec::new(),
         "qkv" => vec![model.q_hidden() / t, kv, kv],
         "fc1" if model.arch.gated_mlp() => vec![model.ffn_hidden / t; 2],
         "fc1" => vec![model.ffn_hidden / t],
-        "proj" | "fc2" => vec![h],
+        "shared_fc1" => {
+            let f = model.moe.as_ref().map_or(0, |m| m.shared_ffn_hidden) / t;
+            vec![f; if model.arch.gated_mlp() { 2 } else { 1 }]
+        }
+        "proj" | "fc2" | "shared_fc2" => vec![h],
         "router" => vec![model.moe.as_ref().map_or(0, |m| m.experts)],
         _ => Vec::new(),
     }

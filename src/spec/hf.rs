@@ -1,12 +1,14 @@
 //! Hugging Face `config.json` import: the transformers configurations of the Llama 2/3,
-//! Mistral, Mixtral, Qwen2, Qwen3, Qwen3-MoE, GPT-2, GPT-NeoX (Pythia) and BERT families
+//! Mistral, Mixtral, Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, GPT-2, GPT-NeoX (Pythia) and BERT families
 //! mapped onto a
 //! [`ModelSpec`], every missing field reported at once and every approximation said in words.
 //!
 //! Templates (the closest [`Arch`], and what differs):
 //! - `llama`, `mistral`, `mixtral` → llama (RMSNorm, SwiGLU, rotary, no biases). A sliding
 //!   attention window is kept (`sliding_window`, and which layers slide) and priced.
-//! - `qwen2` → llama with `qkv_bias: true` (`Qwen2Attention` puts biases on Q, K, V only).
+//! - `qwen2` → llama with `qkv_bias: true` (`Qwen2Attention` puts biases on Q, K, V only);
+//!   `qwen2_moe` adds routed experts as `qwen3_moe` reads them and a shared expert
+//!   (`shared_expert_intermediate_size`) with its sigmoid gate.
 //! - `qwen3`, `qwen3_moe` → llama with `qk_norm` (an RMSNorm on every query and key head) and
 //!   the head size `head_dim` where it differs from hidden/heads; `qwen3_moe` adds routed
 //!   experts (`num_experts`, `num_experts_per_tok`, `moe_intermediate_size`, in every
@@ -115,7 +117,8 @@ fn template(fam: Family) -> Template {
     match fam {
         Family::Llama | Family::Mistral | Family::Mixtral =>
             (A::Llama, P::Rotary, false, false, &["attention_dropout"], 0.0),
-        Family::Qwen2 => (A::Llama, P::Rotary, false, true, &["attention_dropout"], 0.0),
+        Family::Qwen2 | Family::Qwen2Moe =>
+            (A::Llama, P::Rotary, false, true, &["attention_dropout"], 0.0),
         Family::Qwen3 | Family::Qwen3Moe | Family::GptOss =>
             (A::Llama, P::Rotary, false, false, &["attention_dropout"], 0.0),
         Family::Gpt2 =>
@@ -154,6 +157,7 @@ fn build(
             | Family::Mistral
             | Family::Mixtral
             | Family::Qwen2
+            | Family::Qwen2Moe
             | Family::Qwen3
             | Family::Qwen3Moe
             | Family::GptOss
@@ -189,15 +193,16 @@ fn build(
         Family::Mixtral => {
             let experts = f.need(&["num_local_experts"], 1 << 16);
             let top_k = f.need(&["num_experts_per_tok"], 1 << 16);
-            Some((experts?, top_k?, 1, None))
+            Some(HfMoe::routed(experts?, top_k?, 1, None))
         }
-        Family::Qwen3Moe => qwen3_moe(f),
+        Family::Qwen3Moe => qwen_moe(f, [128, 8, 768]),
+        Family::Qwen2Moe => qwen2_moe(f),
         // `GptOssConfig`: 128 local experts, 4 per token, in every layer, each
         // `intermediate_size` wide.
         Family::GptOss => {
             let experts = f.count(&["num_local_experts"], 1 << 16).unwrap_or(128);
             let top_k = f.count(&["num_experts_per_tok"], 1 << 16).unwrap_or(4);
-            Some((experts, top_k, 1, None))
+            Some(HfMoe::routed(experts, top_k, 1, None))
         }
         _ => None,
     };
@@ -238,12 +243,15 @@ fn build(
         swiglu_limit: (fam == Family::GptOss).then(|| swiglu_limit(f)),
         positions,
         dropout,
-        moe: moe.map(|(experts, top_k, every, expert_ffn)| MoeSpec {
-            experts,
-            top_k,
-            every,
-            expert_ffn_hidden: expert_ffn.unwrap_or(ffn_hidden),
+        moe: moe.map(|m| MoeSpec {
+            experts: m.experts,
+            top_k: m.top_k,
+            every: m.every,
+            expert_ffn_hidden: m.width.unwrap_or(ffn_hidden),
             router_bias: fam == Family::GptOss,
+            shared_ffn_hidden: m.shared,
+            shared_gate: m.gate,
+            first_dense: m.first_dense,
         }),
         attention_window: window,
         pooler,
@@ -307,7 +315,7 @@ fn biases(f: &mut Fields<'_>, fam: Family, qkv_default: bool) -> Biases {
                 mlp: true,
             }
         }
-        Family::Mistral | Family::Mixtral | Family::Qwen2 => Biases {
+        Family::Mistral | Family::Mixtral | Family::Qwen2 | Family::Qwen2Moe => Biases {
             qkv: qkv_default,
             proj: false,
             mlp: false,
@@ -320,23 +328,67 @@ fn biases(f: &mut Fields<'_>, fam: Family, qkv_default: bool) -> Biases {
     }
 }
 
-/// Qwen3-MoE's experts, as `Qwen3MoeConfig` reads them (transformers, class defaults where
-/// a key is absent): `num_experts` (128) routed experts of width `moe_intermediate_size`
-/// (768), `num_experts_per_tok` (8) per token, in every `decoder_sparse_step`-th layer (1;
-/// the others dense at `intermediate_size`). Layers listed in `mlp_only_layers` are dense
-/// whatever the step, which planner's every-k-th pattern cannot say: refused unless empty.
-fn qwen3_moe(f: &mut Fields<'_>) -> Option<(u64, u64, u64, Option<u64>)> {
-    let or = |f: &mut Fields<'_>, key: &'static str, default: u64| {
-        if f.map.get(key).is_none_or(Value::is_null) {
-            Some(default)
-        } else {
-            f.count(&[key], 1 << 20)
+/// A config's experts, as the import reads them.
+struct HfMoe {
+    experts: u64,
+    top_k: u64,
+    every: u64,
+    /// Each routed expert's width; `None`: `intermediate_size`.
+    width: Option<u64>,
+    /// The shared experts' total width (0: none), and whether a gate scales them.
+    shared: u64,
+    gate: bool,
+    /// Dense layers before the first expert layer.
+    first_dense: u64,
+}
+
+impl HfMoe {
+    /// Routed experts only, in every `every`-th layer.
+    fn routed(experts: u64, top_k: u64, every: u64, width: Option<u64>) -> HfMoe {
+        HfMoe {
+            experts,
+            top_k,
+            every,
+            width,
+            shared: 0,
+            gate: false,
+            first_dense: 0,
         }
-    };
-    let experts = or(f, "num_experts", 128);
-    let top_k = or(f, "num_experts_per_tok", 8);
-    let every = or(f, "decoder_sparse_step", 1);
-    let width = or(f, "moe_intermediate_size", 768);
+    }
+}
+
+/// `key`'s whole number, or `default` where the config leaves it out (or writes null), as
+/// the transformers class reads it.
+fn count_or(f: &mut Fields<'_>, key: &'static str, default: u64) -> Option<u64> {
+    if f.map.get(key).is_none_or(Value::is_null) {
+        Some(default)
+    } else {
+        f.count(&[key], 1 << 20)
+    }
+}
+
+/// Qwen2-MoE's experts (`Qwen2MoeConfig`: 60 of 1408, 4 per token) and its shared expert,
+/// `shared_expert_intermediate_size` wide (5632), whose output a sigmoid gate scales
+/// (`Qwen2MoeSparseMoeBlock`: `sigmoid(shared_expert_gate(x)) * shared_expert(x)`, a
+/// hidden→1 linear).
+fn qwen2_moe(f: &mut Fields<'_>) -> Option<HfMoe> {
+    let mut m = qwen_moe(f, [60, 4, 1408])?;
+    m.shared = count_or(f, "shared_expert_intermediate_size", 5632)?;
+    m.gate = m.shared > 0;
+    Some(m)
+}
+
+/// Qwen-MoE's routed experts, as `Qwen3MoeConfig` and `Qwen2MoeConfig` read them
+/// (transformers, class defaults where a key is absent: `defaults` = experts, per token,
+/// width): `num_experts` routed experts of width `moe_intermediate_size`,
+/// `num_experts_per_tok` per token, in every `decoder_sparse_step`-th layer (1; the others
+/// dense at `intermediate_size`). Layers listed in `mlp_only_layers` are dense whatever the
+/// step, which planner's every-k-th pattern cannot say: refused unless empty.
+fn qwen_moe(f: &mut Fields<'_>, defaults: [u64; 3]) -> Option<HfMoe> {
+    let experts = count_or(f, "num_experts", defaults[0]);
+    let top_k = count_or(f, "num_experts_per_tok", defaults[1]);
+    let every = count_or(f, "decoder_sparse_step", 1);
+    let width = count_or(f, "moe_intermediate_size", defaults[2]);
     match f.map.get("mlp_only_layers") {
         None | Some(Value::Null) => {}
         Some(Value::Array(a)) if a.is_empty() => {}
@@ -351,7 +403,7 @@ fn qwen3_moe(f: &mut Fields<'_>) -> Option<(u64, u64, u64, Option<u64>)> {
             f.bad("mlp_only_layers", &msg, "write a list, e.g. []");
         }
     }
-    Some((experts?, top_k?, every?, Some(width?)))
+    Some(HfMoe::routed(experts?, top_k?, every?, Some(width?)))
 }
 
 /// The head size where it is set apart from hidden/heads (`head_dim`; `Qwen3Config` defaults
@@ -361,9 +413,12 @@ fn head_size(f: &mut Fields<'_>, fam: Family, hidden_heads: Option<(u64, u64)>) 
     let default = match fam {
         Family::Qwen3 => Some(128),
         Family::GptOss => Some(64),
-        Family::Llama | Family::Mistral | Family::Mixtral | Family::Qwen2 | Family::Qwen3Moe => {
-            None
-        }
+        Family::Llama
+        | Family::Mistral
+        | Family::Mixtral
+        | Family::Qwen2
+        | Family::Qwen2Moe
+        | Family::Qwen3Moe => None,
         Family::Gpt2 | Family::GptNeox | Family::Bert => return None,
     };
     // An explicit null is hidden/heads where the class falls back to it (gpt-oss's
@@ -384,9 +439,12 @@ fn head_size(f: &mut Fields<'_>, fam: Family, hidden_heads: Option<(u64, u64)>) 
 /// and `GPTNeoXConfig` 10,000; `MixtralConfig` 1,000,000). `None` for learned positions.
 fn rope_theta(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) -> Option<f64> {
     let (keys, default): (&[&'static str], f64) = match fam {
-        Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
-            (&["rope_theta"], 1e4)
-        }
+        Family::Llama
+        | Family::Mistral
+        | Family::Qwen2
+        | Family::Qwen2Moe
+        | Family::Qwen3
+        | Family::Qwen3Moe => (&["rope_theta"], 1e4),
         Family::Mixtral => (&["rope_theta"], 1e6),
         Family::GptOss => (&["rope_theta"], 1.5e5),
         Family::GptNeox => (&["rotary_emb_base"], 1e4),

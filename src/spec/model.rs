@@ -90,6 +90,35 @@ pub struct MoeSpec {
     /// Megatron-Core's `TopKRouter` takes one with `add_bias_linear`, as the other linears).
     /// Optional in YAML (`moe.router_bias: true`), default: the model's `mlp_bias`.
     pub router_bias: bool,
+    /// Width of the shared experts, one MLP every token runs beside the routed ones, split
+    /// over tensor parallelism as a dense MLP is (Dai et al. 2024, "DeepSeekMoE", §3.2;
+    /// Megatron-Core `SharedExpertMLP`, `--moe-shared-expert-intermediate-size`: DeepSeek's
+    /// `n_shared_experts · moe_intermediate_size`, Qwen2-MoE's
+    /// `shared_expert_intermediate_size`). Optional in YAML (`moe.shared_ffn_hidden`),
+    /// default 0: none.
+    pub shared_ffn_hidden: u64,
+    /// A sigmoid gate scales the shared experts' output per token: a 1×h weight (Qwen2-MoE's
+    /// `shared_expert_gate`; Megatron-Core `--moe-shared-expert-gate`). Optional in YAML
+    /// (`moe.shared_gate: true`), default false.
+    pub shared_gate: bool,
+    /// Layers before this one (0-based) are dense whatever `every` says (DeepSeek-V2/V3's
+    /// `first_k_dense_replace`: 1 and 3). Optional in YAML (`moe.first_dense`), default 0.
+    pub first_dense: u64,
+}
+
+impl MoeSpec {
+    /// Parameters of the shared experts of one MoE layer, with their gate.
+    pub fn shared_params(&self, model: &ModelSpec) -> f64 {
+        if self.shared_ffn_hidden == 0 {
+            return 0.0;
+        }
+        let gate = if self.shared_gate {
+            model.hidden as f64
+        } else {
+            0.0
+        };
+        model.mlp_params(self.shared_ffn_hidden) + gate
+    }
 }
 
 /// Which layers of a model attend through a sliding window.
@@ -362,6 +391,22 @@ impl ModelSpec {
                     format!("every {} exceeds layers {}", m.every, self.layers),
                     "every ≤ layers".into(),
                 );
+            } else if self.moe_layers() == 0 {
+                bad(
+                    "moe.first_dense",
+                    format!(
+                        "{} dense layers first leave no expert layer among {}",
+                        m.first_dense, self.layers
+                    ),
+                    "give fewer dense layers first, or remove `moe`".into(),
+                );
+            }
+            if m.shared_gate && m.shared_ffn_hidden == 0 {
+                bad(
+                    "moe.shared_gate",
+                    "gates shared experts, but the model has none".into(),
+                    "add `shared_ffn_hidden: N`, or remove `shared_gate`".into(),
+                );
             }
         }
         if let Some(w) = self.attention_window {
@@ -419,14 +464,17 @@ impl ModelSpec {
         self.kv_heads * self.head_dim()
     }
 
-    /// Whether layer `i` (0-based) is a mixture-of-experts layer.
+    /// Whether layer `i` (0-based) is a mixture-of-experts layer: every `every`-th layer
+    /// (layers every−1, 2·every−1, …) from `first_dense` on.
     pub fn is_moe_layer(&self, i: u64) -> bool {
-        self.moe.as_ref().is_some_and(|m| (i + 1) % m.every == 0)
+        self.moe
+            .as_ref()
+            .is_some_and(|m| i >= m.first_dense && (i + 1) % m.every == 0)
     }
 
     /// Number of MoE layers.
     pub fn moe_layers(&self) -> u64 {
-        self.moe.as_ref().map_or(0, |m| self.layers / m.every)
+        (0..self.layers).filter(|&i| self.is_moe_layer(i)).count() as u64
     }
 
     /// Parameters of the attention block of one layer (QKV, output projection, their biases).
@@ -482,6 +530,7 @@ impl ModelSpec {
                 m.experts as f64 * self.mlp_params(m.expert_ffn_hidden)
                     + (self.hidden * m.experts) as f64
                     + if m.router_bias { m.experts as f64 } else { 0.0 }
+                    + m.shared_params(self)
             }
             _ => self.mlp_params(self.ffn_hidden),
         };

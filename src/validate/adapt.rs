@@ -379,6 +379,9 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
                 every: 1,
                 expert_ffn_hidden: m.ffn_hidden.unwrap_or(4 * m.hidden),
                 router_bias: arch.biases(),
+                shared_ffn_hidden: 0,
+                shared_gate: false,
+                first_dense: 0,
             }),
             _ => {
                 return Err(

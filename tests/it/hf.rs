@@ -78,6 +78,31 @@ fn qwen3_counts_its_head_size_and_qk_norm() {
     assert_eq!(moe.rope_theta, Some(1e6));
 }
 
+/// Qwen1.5-MoE-A2.7B (`Qwen2MoeConfig`): Qwen2's attention, 4·2048² + Q, K, V biases 3·2048
+/// = 16,783,360; 60 experts of 1408, 60·3·2048·1408 = 519,045,120, router 2048·60 = 122,880;
+/// the shared expert 3·2048·5632 = 34,603,008 and its gate 2048; norms 4,096: 570,560,512 a
+/// layer. 24 layers + untied 2·151936·2048 + 2048 = 14,315,784,192 (the card's 14.3 B); four
+/// of 60 experts active: 14,315,784,192 − 24·56·8,650,752 = 2,689,173,504 (its "A2.7B").
+#[test]
+fn qwen2_moe_counts_its_shared_expert_and_gate() {
+    let m = model("qwen1.5-moe-a2.7b");
+    assert_eq!(m.layer_params(0), 570_560_512.0);
+    assert_eq!(m.params(), 14_315_784_192.0);
+    assert_eq!(m.active_params(), 2_689_173_504.0);
+    let e = m.moe.as_ref().unwrap();
+    assert_eq!(
+        (
+            e.experts,
+            e.top_k,
+            e.expert_ffn_hidden,
+            e.shared_ffn_hidden,
+            e.shared_gate
+        ),
+        (60, 4, 1408, 5632, true)
+    );
+    assert!(m.qkv_bias && !m.proj_bias && m.attention_window.is_none());
+}
+
 /// gpt-oss (transformers `GptOssConfig`, the Hub configs of openai/gpt-oss-20b and -120b):
 /// 64 heads of 64 on hidden 2880 (q = 4096), 8 KV heads, biases on Q, K, V and the output
 /// projection: QKV 2880·(4096 + 1024) + 5120, output 4096·2880 + 2880, a sink per head 64:
@@ -354,6 +379,7 @@ fn import_hf_writes_yaml_that_reads_back_equal() {
         "bert-base-uncased",
         "gpt2",
         "qwen3-30b-a3b",
+        "qwen1.5-moe-a2.7b",
     ] {
         let out = dir.join(format!("{name}.yaml"));
         let o = planner(&["import-hf", &fixture(name), "--out", out.to_str().unwrap()]);

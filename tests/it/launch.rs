@@ -1853,3 +1853,62 @@ fn megatron_router_bias_skip_freq_and_unwritable_models() {
     assert!(err.contains("--export can write no plan of"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Shared experts and dense layers first (Mixtral's shape with DeepSeek's layout: layers 0–2
+/// dense, a 14336-wide shared MLP) export as DeepSeek-V3's Megatron-LM recipes write them,
+/// `--moe-layer-freq ([0]*3+[1]*29)` and `--moe-shared-expert-intermediate-size`, and read
+/// back against the model: experts moved to other layers of the same count warn, another
+/// count or another shared width is refused; a shared gate has no Megatron-LM flag, which the
+/// export says.
+#[test]
+fn shared_experts_and_dense_first_layers_round_trip_through_megatron() {
+    let mut m = load_model("mixtral-8x7b").unwrap();
+    let e = m.moe.as_mut().unwrap();
+    (e.first_dense, e.shared_ffn_hidden) = (3, 14336);
+    let plan = Plan {
+        ep: 8,
+        ..Plan::new(8, 1, 1, 1, 64, 4096)
+    };
+    let text = export(&m, &plan, LaunchFormat::Megatron(MegatronVersion::Core))
+        .unwrap()
+        .text;
+    let args = arg_map(&text);
+    assert_eq!(args["--moe-layer-freq"], "([0]*3+[1]*29)");
+    assert_eq!(args["--moe-shared-expert-intermediate-size"], "14336");
+    let parsed = from_megatron(&text, &m, 8).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(
+        !parsed.warnings.iter().any(|w| w.contains("--moe")),
+        "{:?}",
+        parsed.warnings
+    );
+    let moved = text.replace("([0]*3+[1]*29)", "([1]*29+[0]*3)");
+    let parsed = from_megatron(&moved, &m, 8).unwrap();
+    assert!(
+        parsed.warnings.iter().any(|w| w.contains("same count")),
+        "{:?}",
+        parsed.warnings
+    );
+    for (from, to, needle) in [
+        ("([0]*3+[1]*29)", "1", "--moe-layer-freq"),
+        ("([0]*3+[1]*29)", "([0]*3+[1]*28)", "--moe-layer-freq"),
+        (
+            "--moe-shared-expert-intermediate-size 14336",
+            "",
+            "moe.shared_ffn_hidden",
+        ),
+    ] {
+        let e = from_megatron(&text.replace(from, to), &m, 8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{to}: {e}");
+    }
+    m.moe.as_mut().unwrap().shared_gate = true;
+    let out = export(&m, &plan, LaunchFormat::Megatron(MegatronVersion::Core)).unwrap();
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("moe_shared_expert_gate")),
+        "{:?}",
+        out.warnings
+    );
+}

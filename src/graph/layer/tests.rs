@@ -247,6 +247,67 @@ fn whole_experts_gather_nothing_and_compute_their_own_routed_tokens() {
     assert_eq!(flops(&g), flops(&s));
 }
 
+/// Shared experts (Mixtral's shape with a 2 × 14336 shared MLP and its gate, tp 4 with SP, ep
+/// 4): a dense MLP split over the TP ranks as fc1/fc2 are, after the combine, gathering the
+/// rank's 1024 tokens (all-gather of 4096 × 4096 × 2 B = 33,554,432 B) and reduce-scattering
+/// its output; fc1 computes 2·4096·(2·28672/4)·4096 FLOPs. The gate adds h weights
+/// (replicated), the add reads two 1024 × 4096 × 2 B inputs and writes one. On one rank the
+/// layer's parameters are the spec's.
+#[test]
+fn shared_experts_run_as_a_tensor_parallel_mlp_after_the_combine() {
+    let mut m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let e = m.moe.as_mut().unwrap();
+    (e.shared_ffn_hidden, e.shared_gate) = (28672, true);
+    let g = transformer_layer(&m, &moe_shard(), true);
+    let names: Vec<&str> = g.ops().iter().map(|o| o.name).collect();
+    let at = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(at("combine") < at("shared_fc1"));
+    assert_eq!(
+        &names[at("shared_fc1")..=at("shared_add")],
+        [
+            "shared_fc1",
+            "shared_swiglu",
+            "shared_fc2",
+            "shared_gate",
+            "shared_add"
+        ]
+    );
+    let fc1 = g.op("shared_fc1").unwrap();
+    assert_eq!(
+        fc1.fwd_flops(),
+        2.0 * 4096.0 * (2.0 * 28672.0 / 4.0) * 4096.0
+    );
+    let comms = |ks: &[Kernel]| -> Vec<(Coll, f64)> {
+        ks.iter()
+            .filter_map(|k| match k {
+                Kernel::Comm { coll, bytes, .. } => Some((*coll, *bytes)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(comms(&fc1.fwd), [(Coll::AllGather, 33_554_432.0)]);
+    assert_eq!(
+        comms(&g.op("shared_fc2").unwrap().fwd),
+        [(Coll::ReduceScatter, 33_554_432.0)]
+    );
+    assert_eq!(g.op("shared_gate").unwrap().params, 4096.0);
+    assert_eq!(
+        Kernel::memory_bytes(&g.op("shared_add").unwrap().fwd),
+        3.0 * 1024.0 * 4096.0 * 2.0
+    );
+    let one = Shard {
+        tp: 1,
+        sp: false,
+        ep: 1,
+        etp: 1,
+        ..moe_shard()
+    };
+    assert_eq!(
+        transformer_layer(&m, &one, true).params(),
+        m.layer_params(0)
+    );
+}
+
 /// A head size set apart from hidden/heads (Qwen3-30B-A3B: 32 heads of 128 on hidden 2048)
 /// widens Q and the attention output to a·d = 4096: at tp 2 QKV is 2048 → (4096 + 2·512)/2 =
 /// 2560 and the projection 2048 ← 4096/2 = 2048; QK-norm rewrites Q and K, (4096 + 512)/2 =

@@ -16,6 +16,9 @@ pub enum Family {
     Mixtral,
     /// `qwen2`.
     Qwen2,
+    /// `qwen2_moe` (Qwen1.5-MoE, Qwen2-57B-A14B: Qwen2's attention, routed experts and a
+    /// gated shared expert).
+    Qwen2Moe,
     /// `qwen3` (dense; QK-norm, head size set apart from hidden/heads).
     Qwen3,
     /// `qwen3_moe` (Qwen3-30B-A3B, Qwen3-235B-A22B: routed experts, no shared ones).
@@ -32,11 +35,12 @@ pub enum Family {
 }
 
 /// `model_type`, the `architectures` class names, and the family.
-const FAMILIES: [(&str, &[&str], Family); 10] = [
+const FAMILIES: [(&str, &[&str], Family); 11] = [
     ("llama", &["LlamaForCausalLM"], Family::Llama),
     ("mistral", &["MistralForCausalLM"], Family::Mistral),
     ("mixtral", &["MixtralForCausalLM"], Family::Mixtral),
     ("qwen2", &["Qwen2ForCausalLM"], Family::Qwen2),
+    ("qwen2_moe", &["Qwen2MoeForCausalLM"], Family::Qwen2Moe),
     ("qwen3", &["Qwen3ForCausalLM"], Family::Qwen3),
     ("qwen3_moe", &["Qwen3MoeForCausalLM"], Family::Qwen3Moe),
     ("gpt_oss", &["GptOssForCausalLM"], Family::GptOss),
@@ -60,7 +64,7 @@ const TASK_HEADS: [&str; 5] = [
 ];
 
 const SUPPORTED: &str =
-    "llama, mistral, mixtral, qwen2, qwen3, qwen3_moe, gpt_oss, gpt2, gpt_neox, bert";
+    "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gpt_oss, gpt2, gpt_neox, bert";
 
 /// The family from `model_type`, else from the first `architectures` entry.
 pub(super) fn family(f: &mut Fields<'_>) -> Option<Family> {
@@ -110,14 +114,9 @@ pub(super) fn family(f: &mut Fields<'_>) -> Option<Family> {
         Some(t) => ("model_type", t),
         None => ("architectures", class.unwrap_or_default()),
     };
-    let why = if value.starts_with("qwen2_moe") || value.starts_with("Qwen2Moe") {
-        "Qwen2-MoE's shared experts (shared_expert_intermediate_size) are not modelled".to_string()
-    } else {
-        format!("unsupported {field} `{value}`")
-    };
     f.bad(
         field,
-        &why,
+        &format!("unsupported {field} `{value}`"),
         &format!("planner imports {SUPPORTED}; write the model YAML by hand for others (`planner models` lists the preset YAMLs under models/ to start from)"),
     );
     None

@@ -21,7 +21,7 @@ pub(super) fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<SlidingW
     let absent = |f: &Fields<'_>, key: &str| !f.map.contains_key(key);
     let mut layers = WindowLayers::All;
     let listed = match fam {
-        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe | Family::GptOss => {
+        Family::Qwen2 | Family::Qwen2Moe | Family::Qwen3 | Family::Qwen3Moe | Family::GptOss => {
             let n_layers = f.count(&["num_hidden_layers"], MAX_LAYERS);
             layer_types(f, n_layers)
         }
@@ -53,9 +53,9 @@ pub(super) fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<SlidingW
         Family::Mistral | Family::Mixtral => true,
         // `Qwen3MoeAttention` slides in every layer when `use_sliding_window`.
         Family::Qwen3Moe => f.flag("use_sliding_window") == Some(true),
-        // Qwen3's classes read the window as Qwen2's: from layer `max_window_layers` on, when
-        // `use_sliding_window`.
-        Family::Qwen2 | Family::Qwen3 => {
+        // Qwen3's and Qwen2-MoE's classes read the window as Qwen2's: from layer
+        // `max_window_layers` on, when `use_sliding_window`.
+        Family::Qwen2 | Family::Qwen2Moe | Family::Qwen3 => {
             let n_layers = f.count(&["num_hidden_layers"], MAX_LAYERS);
             // 0 is valid: every layer slides.
             let from = match f.map.get("max_window_layers") {
@@ -80,7 +80,7 @@ pub(super) fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<SlidingW
     };
     let size = match fam {
         _ if !on => None,
-        Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe
+        Family::Mistral | Family::Qwen2 | Family::Qwen2Moe | Family::Qwen3 | Family::Qwen3Moe
             if absent(f, "sliding_window") =>
         {
             Some(4096)

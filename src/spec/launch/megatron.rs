@@ -42,6 +42,31 @@ pub fn moe_layer_freq(every: u64, layers: u64) -> String {
     }
 }
 
+/// `--moe-layer-freq` for `model`'s expert layers: [`moe_layer_freq`] where no dense layers
+/// come first, else the per-layer list run-length encoded (DeepSeek-V3's `([0]*3+[1]*58)`,
+/// the form its Megatron-LM recipes write).
+pub fn moe_layer_pattern(model: &ModelSpec) -> String {
+    let Some(m) = &model.moe else {
+        return "1".into();
+    };
+    if m.first_dense == 0 {
+        return moe_layer_freq(m.every, model.layers);
+    }
+    let mut runs: Vec<(bool, u64)> = Vec::new();
+    for i in 0..model.layers {
+        let e = model.is_moe_layer(i);
+        match runs.last_mut() {
+            Some((k, n)) if *k == e => *n += 1,
+            _ => runs.push((e, 1)),
+        }
+    }
+    let parts: Vec<String> = runs
+        .iter()
+        .map(|&(e, n)| format!("[{}]*{n}", u8::from(e)))
+        .collect();
+    format!("({})", parts.join("+"))
+}
+
 /// Writes `plan` for `model` as Megatron-LM arguments of `version`.
 pub fn to_megatron(
     model: &ModelSpec,
@@ -371,8 +396,22 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
         if m.expert_ffn_hidden != model.ffn_hidden {
             arg(a, "--moe-ffn-hidden-size", m.expert_ffn_hidden);
         }
-        if m.every > 1 {
-            arg(a, "--moe-layer-freq", moe_layer_freq(m.every, model.layers));
+        if m.every > 1 || m.first_dense > 0 {
+            arg(a, "--moe-layer-freq", moe_layer_pattern(model));
+        }
+        if m.shared_ffn_hidden > 0 {
+            arg(
+                a,
+                "--moe-shared-expert-intermediate-size",
+                m.shared_ffn_hidden,
+            );
+        }
+        if m.shared_gate {
+            // The gate is h weights and an elementwise scaling per layer: the launch is
+            // written, and says what to add.
+            c.warn(
+                "moe.shared_gate: Megatron-LM's arguments.py (@000c4ac) has no flag for the shared experts' sigmoid gate; set TransformerConfig.moe_shared_expert_gate = True in the launcher (without it Megatron trains the model without the gate)",
+            );
         }
         // What is priced: the all-to-all dispatcher (Megatron's default is `allgather`) and
         // the local experts as one grouped GEMM (without the flag, SequentialMLP).

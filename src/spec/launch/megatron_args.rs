@@ -94,6 +94,7 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--moe-router-topk", true, Model),
     ("--moe-ffn-hidden-size", true, Model),
     ("--moe-layer-freq", true, Model),
+    ("--moe-shared-expert-intermediate-size", true, Model),
     ("--hidden-dropout", true, Model),
     ("--attention-dropout", true, Model),
     ("--vocab-size", true, Model),
@@ -202,9 +203,11 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
         Un("partial optimizer sharding is not modelled"),
     ),
     (
-        "--moe-shared-expert-intermediate-size",
-        true,
-        Un("shared experts are not modelled"),
+        "--moe-shared-expert-overlap",
+        false,
+        Nm(
+            "the shared experts are priced after the routed ones, not overlapped with the token exchange",
+        ),
     ),
     (
         "--multi-latent-attention",

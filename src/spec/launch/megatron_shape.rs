@@ -3,7 +3,7 @@
 //! differ from the model, and the experts. Each mismatch is refused with the argument named.
 
 use super::Collect;
-use super::megatron::{default_ffn, moe_layer_freq};
+use super::megatron::{default_ffn, moe_layer_pattern};
 use super::megatron_args::ArgMap;
 use super::megatron_plan::num;
 use crate::spec::model::{Arch, MAX_LAYERS, ModelSpec, Positions, SlidingWindow, WindowLayers};
@@ -476,11 +476,12 @@ fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
 }
 
 /// The arguments that describe a model's experts.
-pub(super) const MOE_ARGS: [&str; 4] = [
+pub(super) const MOE_ARGS: [&str; 5] = [
     "--num-experts",
     "--moe-router-topk",
     "--moe-ffn-hidden-size",
     "--moe-layer-freq",
+    "--moe-shared-expert-intermediate-size",
 ];
 
 /// The expert arguments (Megatron-LM's defaults where absent), against the model.
@@ -511,14 +512,51 @@ pub(super) fn check_experts(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             m.expert_ffn_hidden,
         );
     }
+    let shared = num(a, c, "--moe-shared-expert-intermediate-size").unwrap_or(0);
+    if shared != m.shared_ffn_hidden {
+        mismatch(
+            c,
+            "--moe-shared-expert-intermediate-size",
+            shared,
+            model,
+            "moe.shared_ffn_hidden",
+            m.shared_ffn_hidden,
+        );
+    }
     let freq = a.get("--moe-layer-freq").unwrap_or("1");
-    // An integer frequency puts experts in layers 0, freq, …: ⌈layers/freq⌉ of them, the
-    // model's ⌊layers/every⌋ only when every divides the layers.
-    let exact = freq == moe_layer_freq(m.every, model.layers);
-    let same_count = freq == m.every.to_string() && model.layers % m.every == 0;
-    if !exact && !same_count {
-        mismatch(c, "--moe-layer-freq", freq, model, "moe.every", m.every);
-    } else if !exact {
-        c.warn(format!("--moe-layer-freq {freq} puts experts in layers 0, {freq}, …; the model has them in layers {}, …: the same count, priced alike except for stage balance", m.every - 1));
+    let want: Vec<bool> = (0..model.layers).map(|i| model.is_moe_layer(i)).collect();
+    // Megatron-LM's `moe_freq_type`: a whole number n puts experts in layers 0, n, 2n, …;
+    // a list expression gives 1 (experts) or 0 per layer, exactly `--num-layers` long.
+    let given: Option<Vec<bool>> = match freq.trim().parse::<u64>() {
+        Ok(0) => None,
+        Ok(n) => Some((0..model.layers).map(|i| i % n == 0).collect()),
+        Err(_) => pattern_list(freq)
+            .filter(|l| l.len() as u64 == model.layers && l.iter().all(|&x| x <= 1))
+            .map(|l| l.iter().map(|&x| x == 1).collect()),
+    };
+    let count = |l: &[bool]| l.iter().filter(|&&e| e).count();
+    let layers = |l: &[bool]| {
+        let at: Vec<String> = (0..l.len())
+            .filter(|&i| l[i])
+            .take(3)
+            .map(|i| i.to_string())
+            .collect();
+        format!("{}, …", at.join(", "))
+    };
+    match given {
+        Some(g) if g == want => {}
+        Some(g) if count(&g) == count(&want) => c.warn(format!(
+            "--moe-layer-freq {freq} puts experts in layers {}; the model has them in layers {}: the same count, priced alike except for stage balance",
+            layers(&g),
+            layers(&want)
+        )),
+        _ => mismatch(
+            c,
+            "--moe-layer-freq",
+            freq,
+            model,
+            "expert layers (moe.every, moe.first_dense)",
+            moe_layer_pattern(model),
+        ),
     }
 }

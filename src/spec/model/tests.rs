@@ -78,19 +78,57 @@ fn heads_must_divide_hidden() {
     assert_eq!(e.problems()[0].field, "heads");
 }
 
-/// A shared expert is not a routed-expert count: refused with what it is, not answered
-/// with "did you mean `experts`?", which would mislead into pricing it as routed.
+/// Shared experts and dense layers first (DeepSeek-MoE, Qwen2-MoE): read, counted and
+/// written back. h 64, 3 layers, the first dense, 4 experts of 32 (top 2), shared 96 with a
+/// gate, llama (3hf per MLP, no biases):
+/// - dense layer: attention 4·64² = 16,384, MLP 3·64·128 = 24,576, norms 128: 41,088;
+/// - MoE layer: 4 experts 4·3·64·32 = 24,576, router 64·4 = 256, shared 3·64·96 = 18,432 +
+///   gate 64: 16,384 + 43,328 + 128 = 59,840;
+/// - embedding 640, head 64 + 640: 41,088 + 2·59,840 + 1,344 = 162,112;
+/// - active: 162,112 − 2 layers · 2 idle experts · 6,144 = 137,536.
 #[test]
-fn shared_experts_are_refused_as_such() {
-    let e = ModelSpec::from_yaml(
-        "m.yaml",
-        "name: m\narch: llama\nlayers: 2\nhidden: 64\nheads: 4\nffn_hidden: 128\nvocab: 10\n\
-         seq_len: 8\nmoe: {experts: 4, top_k: 2, shared_experts: 1}\n",
-    )
-    .unwrap_err();
-    assert_eq!(e.problems().len(), 1, "{e}");
-    assert_eq!(e.problems()[0].field, "moe.shared_experts");
-    assert!(e.to_string().contains("not modelled"), "{e}");
+fn shared_experts_and_dense_layers_first() {
+    let yaml = "name: m\narch: llama\nlayers: 3\nhidden: 64\nheads: 4\nffn_hidden: 128\n\
+                vocab: 10\nseq_len: 8\n";
+    let moe = "moe: {experts: 4, top_k: 2, expert_ffn_hidden: 32, shared_ffn_hidden: 96, \
+               shared_gate: true, first_dense: 1}\n";
+    let m = ModelSpec::from_yaml("m.yaml", &format!("{yaml}{moe}")).unwrap();
+    let e = m.moe.as_ref().unwrap();
+    assert_eq!(
+        (e.shared_ffn_hidden, e.shared_gate, e.first_dense),
+        (96, true, 1)
+    );
+    assert_eq!(
+        (0..3).map(|i| m.is_moe_layer(i)).collect::<Vec<_>>(),
+        [false, true, true]
+    );
+    assert_eq!(m.moe_layers(), 2);
+    assert_eq!(m.params(), 162_112.0);
+    assert_eq!(m.active_params(), 137_536.0);
+    assert_eq!(ModelSpec::from_yaml("m.yaml", &m.to_yaml(&[])).unwrap(), m);
+    // Zero is none, as leaving the keys out.
+    let zero = moe.replace(
+        "shared_ffn_hidden: 96, shared_gate: true, first_dense: 1",
+        "shared_ffn_hidden: 0, first_dense: 0",
+    );
+    let z = ModelSpec::from_yaml("m.yaml", &format!("{yaml}{zero}")).unwrap();
+    assert_eq!(z.moe_layers(), 3);
+    assert_eq!(z.moe.as_ref().unwrap().shared_ffn_hidden, 0);
+    for (bad, field, needle) in [
+        ("shared_experts: 1", "moe.shared_experts", "total width"),
+        ("first_dense: 3", "moe.first_dense", "no expert layer"),
+        (
+            "shared_ffn_hidden: 0, shared_gate: true",
+            "moe.shared_gate",
+            "has none",
+        ),
+    ] {
+        let text = format!("{yaml}moe: {{experts: 4, top_k: 2, {bad}}}\n");
+        let e = ModelSpec::from_yaml("m.yaml", &text).unwrap_err();
+        assert_eq!(e.problems().len(), 1, "{e}");
+        assert_eq!(e.problems()[0].field, field);
+        assert!(e.to_string().contains(needle), "{e}");
+    }
 }
 
 /// A head size set apart is bounded (heads·head_dim as the hidden size) and even under

@@ -73,8 +73,18 @@ impl ModelSpec {
             } else {
                 String::new()
             };
+            let mut shared = String::new();
+            if m.shared_ffn_hidden > 0 {
+                shared += &format!(", shared_ffn_hidden: {}", m.shared_ffn_hidden);
+            }
+            if m.shared_gate {
+                shared += ", shared_gate: true";
+            }
+            if m.first_dense > 0 {
+                shared += &format!(", first_dense: {}", m.first_dense);
+            }
             out += &format!(
-                "moe: {{experts: {}, top_k: {}, every: {}, expert_ffn_hidden: {}{router_bias}}}\n",
+                "moe: {{experts: {}, top_k: {}, every: {}, expert_ffn_hidden: {}{router_bias}{shared}}}\n",
                 m.experts, m.top_k, m.every, m.expert_ffn_hidden
             );
         }
@@ -228,18 +238,28 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         let every = m.opt_count("every", MAX_LAYERS).unwrap_or(1);
         let ffn = m.opt_count("expert_ffn_hidden", 16 * MAX_HIDDEN);
         let router_bias = m.opt_bool("router_bias");
-        // Shared experts (DeepSeek-MoE, Qwen-MoE) run beside the routed ones on every token:
-        // not a routed-expert count, and not modelled.
+        // Shared experts are described by their total width: DeepSeek's count of them is
+        // not a routed-expert count, nor a width.
         for key in ["shared_experts", "n_shared_experts", "shared_expert_ffn_hidden"] {
             if m.raw(key).is_some() {
                 m.problem(
                     key,
-                    "shared experts (an MLP every token runs beside the routed experts, as in DeepSeek-MoE and Qwen-MoE) are not modelled",
-                    "planner prices routed experts only; it cannot price this model",
+                    "not a key planner reads: shared experts are given by their total width",
+                    "write `shared_ffn_hidden: N` (DeepSeek: n_shared_experts × moe_intermediate_size; Qwen2-MoE: shared_expert_intermediate_size)",
                 );
             }
         }
-        (experts, top_k, every, ffn, router_bias)
+        // 0 is none, as leaving the key out.
+        let mut count_or_zero = |key, max| match m.raw(key) {
+            Some(v) if v.as_u64() == Some(0) => Some(0),
+            _ => m.opt_count(key, max),
+        };
+        let shared = (
+            count_or_zero("shared_ffn_hidden", 16 * MAX_HIDDEN),
+            count_or_zero("first_dense", MAX_LAYERS),
+            m.opt_bool("shared_gate"),
+        );
+        (experts, top_k, every, ffn, router_bias, shared)
     });
 
     let arch = arch?;
@@ -282,12 +302,15 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let (hidden, heads) = (hidden?, heads?);
     let ffn_hidden = ffn_hidden.unwrap_or(4 * hidden);
     let moe = match moe_raw {
-        Some((Some(experts), Some(top_k), every, ffn, router_bias)) => Some(MoeSpec {
+        Some((Some(experts), Some(top_k), every, ffn, router_bias, shared)) => Some(MoeSpec {
             experts,
             top_k,
             every,
             expert_ffn_hidden: ffn.unwrap_or(ffn_hidden),
             router_bias: router_bias.unwrap_or(mlp_bias.unwrap_or(arch.biases())),
+            shared_ffn_hidden: shared.0.unwrap_or(0),
+            first_dense: shared.1.unwrap_or(0),
+            shared_gate: shared.2.unwrap_or(false),
         }),
         Some(_) => return None,
         None => None,
