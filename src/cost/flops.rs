@@ -6,7 +6,8 @@ use crate::spec::{Framework, ModelSpec, Recompute};
 /// Forward FLOPs of one sequence of `s` tokens through the whole model, counting the full s×s
 /// attention (no causal halving), as Megatron-LM's `num_floating_point_operations` and the
 /// SC'21 paper do: per layer QKV 2sh(q + 2h_kv), scores and context 4s²q, projection 2sqh
-/// (q = a·d, which is h unless the head size is set apart), MLP 2shf·(2 or 3), MoE router
+/// (q = a·d, which is h unless the head size is set apart; under MLA its linears and
+/// 2s²·a·(d + d_v)), MLP 2shf·(2 or 3), MoE router
 /// 2shE, top_k experts and the shared experts (of total width f_s: 2shf_s·(2 or 3)); plus
 /// the LM head 2shV.
 pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
@@ -14,7 +15,12 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
     let (s, h) = (s as f64, model.hidden as f64);
     let (q, kv) = (model.q_hidden() as f64, model.kv_hidden() as f64);
     let mats = if model.arch.gated_mlp() { 3.0 } else { 2.0 };
-    let attn = 2.0 * s * h * (q + 2.0 * kv) + 4.0 * s * s * q * window + 2.0 * s * q * h;
+    // Scores and context: 2s²·a·(d + d_v), 4s²q where the value heads are the query's.
+    let scores = 2.0 * s * s * (q + model.attn_out_hidden() as f64) * window;
+    let attn = match model.mla {
+        Some(m) => 2.0 * s * mla_linear_params(model, m) + scores,
+        None => 2.0 * s * h * (q + 2.0 * kv) + scores + 2.0 * s * q * h,
+    };
     let dense_mlp = 2.0 * s * h * model.ffn_hidden as f64 * mats;
     let moe_mlp = model.moe.as_ref().map_or(0.0, |m| {
         2.0 * s * h * m.experts as f64
@@ -31,6 +37,23 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
         + n_moe * (attn + moe_mlp)
         + 2.0 * s * h * model.vocab as f64
         + bert_head
+}
+
+/// Weights of MLA's linears a token passes through (its norms left out): the query's
+/// down- and up-projections h·r_q + r_q·a·d (or h·a·d), the key/value down-projection
+/// h·(r_kv + d_r), its up-projection r_kv·a·(d_n + d_v) and the output a·d_v·h (NeMo
+/// `flops_formulas.py` `deepseekv3`, `per_layer_mla_params`, counts the same).
+fn mla_linear_params(model: &ModelSpec, m: crate::spec::Mla) -> f64 {
+    let (h, a) = (model.hidden as f64, model.heads as f64);
+    let dq = (m.qk_nope_dim + m.qk_rope_dim) as f64;
+    let kv = m.kv_lora_rank as f64;
+    let q = match m.q_lora_rank {
+        Some(r) => h * r as f64 + r as f64 * a * dq,
+        None => h * a * dq,
+    };
+    q + h * (kv + m.qk_rope_dim as f64)
+        + kv * a * (m.qk_nope_dim + m.v_dim) as f64
+        + a * m.v_dim as f64 * h
 }
 
 /// The share of the s×s score FLOPs a sliding window leaves, in the full-matrix convention
@@ -54,7 +77,8 @@ pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Fra
     let (s, h) = (s as f64, model.hidden as f64);
     let q = model.q_hidden() as f64;
     if !fw.op_level_selective() {
-        return 4.0 * s * s * q * model.layers as f64 * window_share(model, s as u64);
+        let scores = 2.0 * s * s * (q + model.attn_out_hidden() as f64);
+        return scores * model.layers as f64 * window_share(model, s as u64);
     }
     let kv = model.kv_hidden() as f64;
     let f = model.ffn_hidden as f64;
@@ -199,6 +223,35 @@ mod tests {
         assert_eq!(
             selective_recompute_flops_per_sequence(&m, 4096, Framework::Torchtitan),
             32.0 * g.selective_flops()
+        );
+    }
+
+    /// DeepSeek-V3 at s = 4096, term by term: per layer MLA's linears 2s·187,105,280
+    /// (7168·1536 + 1536·128·192 + 7168·576 + 512·128·256 + 128·128·7168, NeMo's
+    /// `per_layer_mla_params`) and scores and context 2s²·128·(192 + 128); 3 dense MLPs
+    /// 2s·7168·18432·3; 58 MoE layers' router 2s·7168·256 and 8 routed + 1 shared experts
+    /// 2s·7168·(9·2048)·3; the head 2s·7168·129280. Selective recomputation re-runs the
+    /// scores and context.
+    #[test]
+    fn latent_attention_counts_its_linears_and_unequal_heads() {
+        let m = crate::spec::load_model(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/hf/deepseek-v3.json"
+        ))
+        .unwrap();
+        let s = 4096.0;
+        let scores = 2.0 * s * s * 128.0 * (192.0 + 128.0);
+        let attn = 61.0 * (2.0 * s * 187_105_280.0 + scores);
+        let dense = 3.0 * 2.0 * s * 7168.0 * 18432.0 * 3.0;
+        let moe = 58.0 * (2.0 * s * 7168.0 * 256.0 + 2.0 * s * 7168.0 * 9.0 * 2048.0 * 3.0);
+        let head = 2.0 * s * 7168.0 * 129280.0;
+        assert_eq!(
+            forward_flops_per_sequence(&m, 4096),
+            attn + dense + moe + head
+        );
+        assert_eq!(
+            selective_recompute_flops_per_sequence(&m, 4096, Framework::Megatron),
+            61.0 * scores
         );
     }
 

@@ -272,6 +272,7 @@ impl<'a> Machine<'a> {
             s_q,
             s_kv,
             head_dim,
+            v_dim,
             causal,
             backward,
             kernel,
@@ -287,7 +288,14 @@ impl<'a> Machine<'a> {
             (false, _) => (dev.efficiency.attention_fwd, 1.0),
             (true, _) => (dev.efficiency.attention_bwd, 1.0),
         };
-        let eff = attention_efficiency(eff, head_dim, backward, dev.tensor_flops_per_exp);
+        // The exponentials weigh against the MMA FLOPs per score: at the mean of the GEMMs'
+        // head sizes, (d + d_v)/2 forward and (3d + 2d_v)/5 backward (`Kernel::flops`).
+        let mean_dim = if backward {
+            (3 * head_dim + 2 * v_dim) / 5
+        } else {
+            (head_dim + v_dim) / 2
+        };
+        let eff = attention_efficiency(eff, mean_dim, backward, dev.tensor_flops_per_exp);
         // Blocks computed, whole (a last, partial block is computed whole too), against the
         // useful work in block units, which `flops` counts exactly: a sequence one token past
         // a block costs a block more, never less.
@@ -463,6 +471,7 @@ mod tests {
             s_q: 2048,
             s_kv: 2048,
             head_dim: 128,
+            v_dim: 128,
             causal: true,
             backward,
             kernel,
@@ -488,6 +497,47 @@ mod tests {
         }
     }
 
+    /// Values narrower than the keys (MLA: 192 and 128): forward 2·s²·(192 + 128) a head,
+    /// backward 2·s²·(3·192 + 2·128), each at the efficiency of its mean head size (160 and
+    /// 166); equal sizes give the 2.5 ratio.
+    #[test]
+    fn unequal_value_heads_count_each_gemm_at_its_size() {
+        let c = load_cluster("h100x8").unwrap();
+        let m = Machine {
+            cluster: &c,
+            profile: None,
+        };
+        let kernel = |backward, v_dim| Kernel::Attention {
+            batch_heads: 132,
+            s_q: 4096,
+            s_kv: 4096,
+            head_dim: 192,
+            v_dim,
+            causal: false,
+            backward,
+            kernel: AttentionImpl::Flash,
+            window: None,
+        };
+        let pairs = 132.0 * 4096.0 * 4096.0;
+        assert_eq!(kernel(false, 128).flops(), 2.0 * pairs * 320.0);
+        assert_eq!(kernel(true, 128).flops(), 2.0 * pairs * (576.0 + 256.0));
+        assert_eq!(kernel(true, 192).flops(), 2.5 * kernel(false, 192).flops());
+        let dev = &c.gpu;
+        let r = dev.tensor_flops_per_exp;
+        for (backward, mean, eff) in [
+            (false, 160, dev.efficiency.attention_fwd),
+            (true, 166, dev.efficiency.attention_bwd),
+        ] {
+            let k = kernel(backward, 128);
+            let want = k.flops() * (1024.0 + 32.0)
+                / 1024.0
+                / (989e12 * attention_efficiency(eff, mean, backward, r))
+                + 4e-6;
+            let t = m.attention_s(Dtype::Bf16, &k).0;
+            assert!((t / want - 1.0).abs() < 1e-12, "{backward}: {t} vs {want}");
+        }
+    }
+
     /// A 1024-key window over s = 4096 (32 × 32 blocks of 128, 132 heads: 32 whole waves):
     /// useful blocks 1024 · 0.21875 = 224 (`causal_share`), visited 224 + 32/2 · (1 + 0.75)
     /// = 252 (half a block on the diagonal per query block, and half at the window's edge for
@@ -506,6 +556,7 @@ mod tests {
             s_q: 4096,
             s_kv: 4096,
             head_dim: 128,
+            v_dim: 128,
             causal: true,
             backward: false,
             kernel: AttentionImpl::Flash,
@@ -530,6 +581,7 @@ mod tests {
             s_q: 4097,
             s_kv: 4097,
             head_dim: 128,
+            v_dim: 128,
             causal: true,
             backward: false,
             kernel: AttentionImpl::Flash,

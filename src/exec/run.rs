@@ -207,6 +207,7 @@ pub fn attention_gemms(k: &Kernel) -> Option<(u64, u64, Vec<GemmShape>)> {
         s_q,
         s_kv,
         head_dim: d,
+        v_dim: v,
         causal,
         backward,
         window,
@@ -219,13 +220,13 @@ pub fn attention_gemms(k: &Kernel) -> Option<(u64, u64, Vec<GemmShape>)> {
     let shapes = if backward {
         vec![
             (bq, bk, d),
-            (bk, d, bq),
-            (bq, bk, d),
+            (bk, v, bq),
+            (bq, bk, v),
             (bq, d, bk),
             (bk, d, bq),
         ]
     } else {
-        vec![(bq, bk, d), (bq, d, bk)]
+        vec![(bq, bk, d), (bq, v, bk)]
     };
     Some((batch_heads, visited, shapes))
 }
@@ -249,10 +250,11 @@ impl Sizes {
                     s_q,
                     s_kv,
                     head_dim,
+                    v_dim,
                     ..
                 }) => {
                     let (bq, bk, _) = attention_blocks(s_q, s_kv, false, None);
-                    let side = bq.max(bk).max(head_dim);
+                    let side = bq.max(bk).max(head_dim).max(v_dim);
                     gemm(batch_heads, side, side, side);
                 }
                 _ => {}

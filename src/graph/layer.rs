@@ -6,7 +6,7 @@
 
 use super::linear::{column_linear, fp8_casts, row_linear, tp_conjugates};
 use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
-use crate::spec::{Arch, AttentionImpl, ModelSpec, Positions};
+use crate::spec::{Arch, AttentionImpl, Mla, ModelSpec, Positions};
 
 /// A norm (LayerNorm or RMSNorm) over `tokens` rows of width h.
 ///
@@ -60,6 +60,75 @@ fn residual(name: &'static str, model: &ModelSpec, tokens: u64, e: f64) -> Op {
     }
 }
 
+/// MLA's projections up to the attention core, as Megatron-Core's `MLASelfAttention` runs
+/// them with Transformer Engine (DeepSeek-V2 §2.1): the down-projections of the queries
+/// (h → r_q) and of the keys and values (h → r_kv + d_r, with the rotary key) are
+/// duplicated on every TP rank (`TELinear`, `parallel_mode="duplicated"`) and run on the
+/// rank's own sequence-parallel tokens, gathering nothing; each latent's RMSNorm, then the
+/// column-parallel up-projections (r_q → a·(d_n + d_r), r_kv → a·(d_n + d_v)), which gather
+/// the latents (not the hidden state) under sequence parallelism, the rotary key with them.
+/// Without a query latent, queries come from a column-parallel h → a·(d_n + d_r). The
+/// rotary embedding and the concatenation of each head's query and key follow
+/// (`rope` in [`layer_graph`]). The two down-projections read the same input, which autograd
+/// keeps once (with the query's).
+fn mla_projections(model: &ModelSpec, sh: &Shard, m: Mla) -> Vec<Op> {
+    let (h, t) = (model.hidden, sh.tp);
+    let own = sh.tokens_sp();
+    let a = model.heads / t;
+    let dq = m.qk_nope_dim + m.qk_rope_dim;
+    let input = (own * h) as f64 * sh.saved_gemm_input_bytes();
+    // A duplicated down-projection h → `n` on the rank's own tokens, the latent's norm
+    // (`rank` wide) and the column-parallel up-projection `rank` → `up`.
+    let latent = |names: [&'static str; 3], rank: u64, n: u64, up: u64, saved: f64| {
+        let mut down = Op::linear(names[0], own, n, h, (h * n) as f64, saved);
+        down.fp8 = true;
+        let norm = norm_over(names[1], model, sh, (own * rank) as f64, rank as f64);
+        let up_op = column_linear(names[2], sh, (up, rank), (rank * up) as f64, true);
+        let tokens = sh.tokens() as f64;
+        let up_op = fp8_casts(up_op, sh, tokens * rank as f64, tokens * up as f64, false);
+        [down, norm, up_op]
+    };
+    let mut ops = Vec::new();
+    match m.q_lora_rank {
+        Some(r) => ops.extend(latent(["q_down", "q_norm", "q_up"], r, r, a * dq, input)),
+        None => {
+            let q = column_linear("q_proj", sh, (a * dq, h), (h * a * dq) as f64, true);
+            let tokens = sh.tokens() as f64;
+            ops.push(fp8_casts(
+                q,
+                sh,
+                tokens * h as f64,
+                tokens * (a * dq) as f64,
+                true,
+            ));
+        }
+    }
+    // The keys' and values' down-projection reads the input the queries' already keeps.
+    let kv = m.kv_lora_rank;
+    let mut kv_ops = latent(
+        ["kv_down", "kv_norm", "kv_up"],
+        kv,
+        kv + m.qk_rope_dim,
+        a * (m.qk_nope_dim + m.v_dim),
+        0.0,
+    );
+    if sh.sp && t > 1 {
+        // The rotary key, one per token, is gathered beside the latent
+        // (`gather_from_sequence_parallel_region`), its gradient reduce-scattered.
+        let bytes = (sh.tokens() * m.qk_rope_dim) as f64 * sh.dtype.bytes();
+        let comm = |coll| Kernel::Comm {
+            coll,
+            group: Group::Tp,
+            bytes,
+            overlapped: false,
+        };
+        kv_ops[2].fwd.insert(0, comm(Coll::AllGather));
+        kv_ops[2].bwd.push(comm(Coll::ReduceScatter));
+    }
+    ops.extend(kv_ops);
+    ops
+}
+
 /// Operators of the attention core for `sh`, Megatron's `CoreAttention` (unfused) or one
 /// flash-attention kernel.
 fn attention_core(model: &ModelSpec, sh: &Shard, sliding: bool) -> Vec<Op> {
@@ -70,6 +139,8 @@ fn attention_core(model: &ModelSpec, sh: &Shard, sliding: bool) -> Vec<Op> {
     let tokens = sh.tokens() as f64;
     let q = tokens * (model.q_hidden() / t) as f64 * e;
     let kv = tokens * (model.kv_hidden() / t) as f64 * e;
+    // V's bytes: K's, but for MLA's narrower value heads.
+    let v = kv * model.v_head_dim() as f64 / d as f64;
     let bh = sh.b * heads;
     let causal = model.arch.causal();
     // Context parallelism: a ring passes each K/V block to the next rank, cp−1 hops forward,
@@ -78,7 +149,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard, sliding: bool) -> Vec<Op> {
     let ring = |mult: f64| Kernel::Comm {
         coll: Coll::SendRecv,
         group: Group::Cp,
-        bytes: mult * (sh.cp - 1) as f64 * 2.0 * kv,
+        bytes: mult * (sh.cp - 1) as f64 * (kv + v),
         overlapped: true,
     };
     match sh.attention {
@@ -88,6 +159,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard, sliding: bool) -> Vec<Op> {
                 s_q,
                 s_kv,
                 head_dim: d,
+                v_dim: model.v_head_dim(),
                 causal,
                 backward,
                 kernel: sh.attention,
@@ -101,7 +173,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard, sliding: bool) -> Vec<Op> {
             }
             // Saves Q, K, V and the fp32 log-sum-exp per query row (Dao 2023, Algorithm 1).
             let lse = (bh * s_q) as f64 * 4.0;
-            let mut saved = q + 2.0 * kv + lse;
+            let mut saved = q + kv + v + lse;
             if !sh.framework.fused_kernels() {
                 // torchtitan's eager attention (`Attention.forward`): `repeat_kv` copies K and
                 // V up to every query head when heads are grouped, so SDPA saves them at Q's
@@ -431,17 +503,22 @@ pub fn layer_graph(model: &ModelSpec, sh: &Shard, moe: bool, sliding: bool) -> O
     let qkv_n = (q_w + 2 * model.kv_hidden()) / t;
     let qkv_bias = if model.qkv_bias { qkv_n as f64 } else { 0.0 };
     let qkv_params = (h * qkv_n) as f64 + qkv_bias;
-    let proj_params = (q_w / t * h) as f64 + if bias { h as f64 } else { 0.0 };
+    let proj_params = (model.attn_out_hidden() / t * h) as f64 + if bias { h as f64 } else { 0.0 };
 
     let tokens = sh.tokens() as f64;
-    let qkv = column_linear("qkv", sh, (qkv_n, h), qkv_params, true);
-    let mut attn: Vec<Op> = vec![fp8_casts(
-        qkv,
-        sh,
-        tokens * h as f64,
-        tokens * qkv_n as f64,
-        true,
-    )];
+    let mut attn: Vec<Op> = Vec::new();
+    if let Some(m) = model.mla {
+        attn.extend(mla_projections(model, sh, m));
+    } else {
+        let qkv = column_linear("qkv", sh, (qkv_n, h), qkv_params, true);
+        attn.push(fp8_casts(
+            qkv,
+            sh,
+            tokens * h as f64,
+            tokens * qkv_n as f64,
+            true,
+        ));
+    }
     // Q and K of this rank's heads, which QK-norm and the rotary embedding rewrite.
     let qk = sh.tokens() as f64 * ((q_w + model.kv_hidden()) / t) as f64;
     if model.qk_norm {
@@ -465,11 +542,12 @@ pub fn layer_graph(model: &ModelSpec, sh: &Shard, moe: bool, sliding: bool) -> O
         core[0].params += (model.heads / t) as f64;
     }
     attn.extend(core);
-    let proj = row_linear("proj", sh, h, q_w / t, proj_params);
+    let o_w = model.attn_out_hidden() / t;
+    let proj = row_linear("proj", sh, h, o_w, proj_params);
     attn.push(fp8_casts(
         proj,
         sh,
-        tokens * (q_w / t) as f64,
+        tokens * o_w as f64,
         tokens * h as f64,
         false,
     ));

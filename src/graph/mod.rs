@@ -95,8 +95,11 @@ pub enum Kernel {
         s_q: u64,
         /// Key/value length.
         s_kv: u64,
-        /// Head size.
+        /// Head size of the queries and keys.
         head_dim: u64,
+        /// Head size of the values (and outputs): `head_dim`, but for MLA's (DeepSeek-V3:
+        /// 192 and 128).
+        v_dim: u64,
         /// Causal mask (half the score blocks are skipped).
         causal: bool,
         /// Backward pass (dQ, dK, dV) rather than forward.
@@ -164,10 +167,11 @@ pub fn causal_blocks(nq: u64, nk: u64, bk: u64, window: Option<u64>) -> u64 {
 impl Kernel {
     /// Floating-point operations this kernel executes.
     ///
-    /// GEMM: 2·batch·m·n·k. Attention forward: two GEMMs (QKᵀ and PV) of 2·s_q·s_kv·d each,
-    /// halved when causal (FlashAttention skips fully masked blocks), less under a sliding
-    /// window ([`causal_share`]); backward: five such GEMMs (recomputed QKᵀ, dV, dP, dQ, dK),
-    /// i.e. 2.5× the forward (Dao 2023, §3.1.2).
+    /// GEMM: 2·batch·m·n·k. Attention forward: two GEMMs, QKᵀ of 2·s_q·s_kv·d and PV of
+    /// 2·s_q·s_kv·d_v, halved when causal (FlashAttention skips fully masked blocks), less
+    /// under a sliding window ([`causal_share`]); backward: five such GEMMs, recomputed QKᵀ,
+    /// dQ and dK at d, dV and dP at d_v: 2·s_q·s_kv·(3d + 2d_v), 2.5× the forward where
+    /// d_v = d (Dao 2023, §3.1.2).
     pub fn flops(&self) -> f64 {
         match *self {
             Kernel::Gemm { batch, m, n, k } => 2.0 * (batch * m) as f64 * n as f64 * k as f64,
@@ -176,18 +180,20 @@ impl Kernel {
                 s_q,
                 s_kv,
                 head_dim,
+                v_dim,
                 causal,
                 backward,
                 window,
                 ..
             } => {
-                let fwd = 4.0 * batch_heads as f64 * s_q as f64 * s_kv as f64 * head_dim as f64;
-                let fwd = if causal {
-                    fwd * causal_share(s_kv, window)
+                let (d, v) = (head_dim as f64, v_dim as f64);
+                let dims = if backward { 3.0 * d + 2.0 * v } else { d + v };
+                let all = 2.0 * batch_heads as f64 * s_q as f64 * s_kv as f64 * dims;
+                if causal {
+                    all * causal_share(s_kv, window)
                 } else {
-                    fwd
-                };
-                if backward { 2.5 * fwd } else { fwd }
+                    all
+                }
             }
             Kernel::Memory { .. } | Kernel::Comm { .. } => 0.0,
         }

@@ -32,7 +32,7 @@ mod window;
 
 use super::error::SpecError;
 use super::model::{
-    Arch, MAX_HEAD_DIM, MAX_HIDDEN, MAX_LAYERS, MAX_ROPE_THETA, MAX_SEQ, MAX_VOCAB, ModelSpec,
+    Arch, MAX_HEAD_DIM, MAX_HIDDEN, MAX_LAYERS, MAX_ROPE_THETA, MAX_SEQ, MAX_VOCAB, Mla, ModelSpec,
     MoeSpec, Positions,
 };
 use checks::family_checks;
@@ -119,7 +119,8 @@ fn template(fam: Family) -> Template {
             (A::Llama, P::Rotary, false, false, &["attention_dropout"], 0.0),
         Family::Qwen2 | Family::Qwen2Moe =>
             (A::Llama, P::Rotary, false, true, &["attention_dropout"], 0.0),
-        Family::Qwen3 | Family::Qwen3Moe | Family::GptOss =>
+        Family::Qwen3 | Family::Qwen3Moe | Family::GptOss | Family::DeepseekV2
+            | Family::DeepseekV3 =>
             (A::Llama, P::Rotary, false, false, &["attention_dropout"], 0.0),
         Family::Gpt2 =>
             (A::Gpt, P::Learned, true, true, &["resid_pdrop", "embd_pdrop", "attn_pdrop"], 0.1),
@@ -165,7 +166,16 @@ fn build(
     let kv_heads = if gqa {
         f.count(&["num_key_value_heads"], MAX_HIDDEN)
     } else {
-        if let Some((_, v)) = f.get(&["num_key_value_heads"]) {
+        // MLA gives every head its own key and value, as DeepSeek's configs say.
+        let mla_heads = |v: &Value| {
+            matches!(fam, Family::DeepseekV2 | Family::DeepseekV3)
+                && v.as_u64().is_some()
+                && v.as_u64() == f.map.get("num_attention_heads").and_then(Value::as_u64)
+        };
+        if let Some((_, v)) = f
+            .get(&["num_key_value_heads"])
+            .filter(|(_, v)| !mla_heads(v))
+        {
             notes.push(format!(
                 "num_key_value_heads {v}: ignored, as transformers' class for this family ignores it (no grouped-query attention)"
             ));
@@ -197,6 +207,7 @@ fn build(
         }
         Family::Qwen3Moe => qwen_moe(f, [128, 8, 768]),
         Family::Qwen2Moe => qwen2_moe(f),
+        Family::DeepseekV2 | Family::DeepseekV3 => deepseek_moe(f, fam),
         // `GptOssConfig`: 128 local experts, 4 per token, in every layer, each
         // `intermediate_size` wide.
         Family::GptOss => {
@@ -229,6 +240,8 @@ fn build(
         hidden,
         heads,
         // `GptOssConfig` defaults to 8 KV heads; the others' classes to one per query head.
+        // `GptOssConfig` defaults to 8 KV heads; the others' classes to one per query head,
+        // as MLA has.
         kv_heads: kv_heads.unwrap_or(if fam == Family::GptOss { 8 } else { heads }),
         head_size,
         qk_norm,
@@ -253,6 +266,9 @@ fn build(
             shared_gate: m.gate,
             first_dense: m.first_dense,
         }),
+        mla: matches!(fam, Family::DeepseekV2 | Family::DeepseekV3)
+            .then(|| deepseek_mla(f, fam))
+            .flatten(),
         attention_window: window,
         pooler,
         rope_theta,
@@ -300,6 +316,16 @@ fn biases(f: &mut Fields<'_>, fam: Family, qkv_default: bool) -> Biases {
             }
         }
         Family::Qwen3 | Family::Qwen3Moe => {
+            let attention = flag("attention_bias", false);
+            Biases {
+                qkv: attention,
+                proj: attention,
+                mlp: false,
+            }
+        }
+        // `DeepseekV3Attention`'s linears have no bias but the query latent's and output's
+        // under `attention_bias` (which MLA's check then refuses).
+        Family::DeepseekV2 | Family::DeepseekV3 => {
             let attention = flag("attention_bias", false);
             Biases {
                 qkv: attention,
@@ -367,6 +393,92 @@ fn count_or(f: &mut Fields<'_>, key: &'static str, default: u64) -> Option<u64> 
     }
 }
 
+/// DeepSeek's experts (`DeepseekV3Config`, transformers; V3's class defaults where a key is
+/// absent, V2's keys required): `n_routed_experts` (256) of `moe_intermediate_size` (2048),
+/// `num_experts_per_tok` (8) per token, `n_shared_experts` (1) of the same width beside
+/// them, in every layer from `first_k_dense_replace` (3) on (`DeepseekV3DecoderLayer`:
+/// `layer_idx >= first_k_dense_replace`; the remote code also reads `moe_layer_freq`, which
+/// every published config sets to 1). Routing by groups (`n_group`, `topk_group`) and the
+/// score function change which experts a token meets, not the work: planner prices balanced
+/// routing.
+fn deepseek_moe(f: &mut Fields<'_>, fam: Family) -> Option<HfMoe> {
+    let v3 = fam == Family::DeepseekV3;
+    let key = |f: &mut Fields<'_>, k: &'static str, v3_default: u64| {
+        if v3 {
+            count_or(f, k, v3_default)
+        } else {
+            f.need(&[k], 1 << 20)
+        }
+    };
+    let experts = key(f, "n_routed_experts", 256);
+    let top_k = key(f, "num_experts_per_tok", 8);
+    let width = key(f, "moe_intermediate_size", 2048);
+    let shared = key(f, "n_shared_experts", 1);
+    // 0 is valid: no dense layer first.
+    let first_dense = match f.map.get("first_k_dense_replace") {
+        None | Some(Value::Null) => Some(if v3 { 3 } else { 0 }),
+        Some(v) => match v.as_u64().filter(|n| *n <= MAX_LAYERS) {
+            Some(n) => Some(n),
+            None => {
+                let msg = format!("expected a whole number from 0 to {MAX_LAYERS}, found {v}");
+                f.bad("first_k_dense_replace", &msg, "fix the value");
+                None
+            }
+        },
+    };
+    if let Some(v) = f
+        .map
+        .get("moe_layer_freq")
+        .filter(|v| v.as_u64() != Some(1) && !v.is_null())
+    {
+        let msg = format!(
+            "{v}: expert layers at another frequency than every layer after the dense ones"
+        );
+        f.bad(
+            "moe_layer_freq",
+            &msg,
+            "write the model YAML by hand with moe.every and moe.first_dense",
+        );
+    }
+    let (width, shared) = (width?, shared?);
+    Some(HfMoe {
+        shared: shared * width,
+        first_dense: first_dense?,
+        ..HfMoe::routed(experts?, top_k?, 1, Some(width))
+    })
+}
+
+/// DeepSeek's multi-head latent attention (`DeepseekV3Config` defaults where a key is absent,
+/// V2's keys required): `q_lora_rank` (1536; null: queries from the hidden state, as
+/// V2-Lite), `kv_lora_rank` (512), `qk_nope_head_dim` (128), `qk_rope_head_dim` (64),
+/// `v_head_dim` (128).
+fn deepseek_mla(f: &mut Fields<'_>, fam: Family) -> Option<Mla> {
+    let v3 = fam == Family::DeepseekV3;
+    let key = |f: &mut Fields<'_>, k: &'static str, v3_default: u64| {
+        if v3 {
+            count_or(f, k, v3_default)
+        } else {
+            f.need(&[k], MAX_HIDDEN)
+        }
+    };
+    let q_lora_rank = match f.map.get("q_lora_rank") {
+        Some(Value::Null) => None,
+        None if v3 => Some(1536),
+        _ => Some(f.need(&["q_lora_rank"], MAX_HIDDEN)?),
+    };
+    let kv = key(f, "kv_lora_rank", 512);
+    let nope = key(f, "qk_nope_head_dim", 128);
+    let rope = key(f, "qk_rope_head_dim", 64);
+    let v = key(f, "v_head_dim", 128);
+    Some(Mla {
+        q_lora_rank,
+        kv_lora_rank: kv?,
+        qk_nope_dim: nope?,
+        qk_rope_dim: rope?,
+        v_dim: v?,
+    })
+}
+
 /// Qwen2-MoE's experts (`Qwen2MoeConfig`: 60 of 1408, 4 per token) and its shared expert,
 /// `shared_expert_intermediate_size` wide (5632), whose output a sigmoid gate scales
 /// (`Qwen2MoeSparseMoeBlock`: `sigmoid(shared_expert_gate(x)) * shared_expert(x)`, a
@@ -419,7 +531,10 @@ fn head_size(f: &mut Fields<'_>, fam: Family, hidden_heads: Option<(u64, u64)>) 
         | Family::Qwen2
         | Family::Qwen2Moe
         | Family::Qwen3Moe => None,
-        Family::Gpt2 | Family::GptNeox | Family::Bert => return None,
+        // MLA sizes its heads itself (`mla`).
+        Family::Gpt2 | Family::GptNeox | Family::Bert | Family::DeepseekV2 | Family::DeepseekV3 => {
+            return None;
+        }
     };
     // An explicit null is hidden/heads where the class falls back to it (gpt-oss's
     // attention), else the class default.
@@ -447,6 +562,7 @@ fn rope_theta(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) -> Optio
         | Family::Qwen3Moe => (&["rope_theta"], 1e4),
         Family::Mixtral => (&["rope_theta"], 1e6),
         Family::GptOss => (&["rope_theta"], 1.5e5),
+        Family::DeepseekV2 | Family::DeepseekV3 => (&["rope_theta"], 1e4),
         Family::GptNeox => (&["rotary_emb_base"], 1e4),
         Family::Gpt2 | Family::Bert => return None,
     };

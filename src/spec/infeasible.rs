@@ -132,6 +132,15 @@ pub enum Infeasible {
         /// The window.
         window: u64,
     },
+    /// Multi-head latent attention in a plan planner does not price it under: another
+    /// framework than Megatron-LM, another kernel than fused attention, or context
+    /// parallelism.
+    MlaUnpriced {
+        /// The plan field (`framework`, `attention`, `cp`).
+        field: &'static str,
+        /// Its value.
+        given: String,
+    },
     /// ep does not divide the experts, or etp·ep the ranks of a pipeline stage.
     ExpertsNotDivisible {
         /// Experts.
@@ -295,6 +304,7 @@ impl Infeasible {
             I::FrameworkWindow { .. } => "sliding window in a framework without one",
             I::WindowKernel { .. } => "sliding window outside FlashAttention",
             I::WindowWithCp { .. } => "sliding window with context parallelism",
+            I::MlaUnpriced { .. } => "latent attention outside Megatron's fused kernel, cp 1",
             I::MicroBatchTokens { .. } => "micro-batch tokens beyond any run",
             I::ExpertsNotDivisible { .. } => "ep does not divide experts or the stage's ranks",
             I::ExpertTp { .. } => "expert tp other than 1 or tp",
@@ -336,6 +346,7 @@ impl Infeasible {
             I::FrameworkWindow { .. } => "framework",
             I::WindowKernel { .. } => "attention",
             I::WindowWithCp { .. } => "cp",
+            I::MlaUnpriced { field, .. } => field,
             I::MicroBatchTokens { .. } => "micro_batch",
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
             I::ExpertTp { .. } | I::FrameworkEtp { .. } => "etp",
@@ -511,6 +522,23 @@ impl fmt::Display for Infeasible {
                  all_gather (its ring asserts), which planner does not price; use cp 1, or \
                  --seq-len ≤ {window}"
             ),
+            I::MlaUnpriced { field, given } => {
+                let why = match *field {
+                    "framework" => {
+                        "planner prices multi-head latent attention as Megatron-Core's MLASelfAttention runs it (duplicated down-projections, column-parallel up-projections); price --framework megatron"
+                    }
+                    "attention" => {
+                        "planner prices multi-head latent attention in a fused kernel (Transformer Engine's, whose query/key and value head sizes may differ); price --attention flash"
+                    }
+                    _ => {
+                        "planner does not price context parallelism under multi-head latent attention (its value heads are narrower than its keys); use cp 1"
+                    }
+                };
+                write!(
+                    f,
+                    "{field}={given} with the model's multi-head latent attention: {why}"
+                )
+            }
             I::ExpertsNotDivisible {
                 experts,
                 ep,

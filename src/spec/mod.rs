@@ -17,7 +17,7 @@ pub mod yaml;
 
 pub use error::{Problem, SpecError};
 pub use hardware::{ClusterSpec, DeviceEfficiency, DeviceSpec, InterNode, IntraNode, PeakTflops};
-pub use model::{Arch, ModelSpec, MoeSpec, Positions, SlidingWindow, WindowLayers};
+pub use model::{Arch, Mla, ModelSpec, MoeSpec, Positions, SlidingWindow, WindowLayers};
 pub use plan::{
     AttentionImpl, Framework, Infeasible, Plan, Recompute, Schedule, TpOverlap, fold_counts,
     unfold_counts,

@@ -121,6 +121,28 @@ impl MoeSpec {
     }
 }
 
+/// Multi-head latent attention (DeepSeek-V2 §2.1, arXiv:2405.04434): keys and values are
+/// projected up from one shared latent of `kv_lora_rank` channels per token, queries from one
+/// of `q_lora_rank` (or straight from the hidden state), and each head's query and key carry
+/// `qk_nope_dim` channels without position plus `qk_rope_dim` rotary ones (the rotary key is
+/// one per token, shared by the heads); values have `v_dim` channels a head. Megatron-Core
+/// `MLASelfAttention` (`--multi-latent-attention`, `--q-lora-rank`, `--kv-lora-rank`,
+/// `--qk-head-dim`, `--qk-pos-emb-head-dim`, `--v-head-dim`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Mla {
+    /// Rank of the query's latent (DeepSeek-V3 1536); `None`: queries projected from the
+    /// hidden state (DeepSeek-V2-Lite).
+    pub q_lora_rank: Option<u64>,
+    /// Rank of the key/value latent (512).
+    pub kv_lora_rank: u64,
+    /// Query/key channels a head without position (128).
+    pub qk_nope_dim: u64,
+    /// Rotary query/key channels a head (64).
+    pub qk_rope_dim: u64,
+    /// Value channels a head (128).
+    pub v_dim: u64,
+}
+
 /// Which layers of a model attend through a sliding window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -267,6 +289,10 @@ pub struct ModelSpec {
     pub dropout: f64,
     /// Mixture-of-experts settings, if any.
     pub moe: Option<MoeSpec>,
+    /// Multi-head latent attention in place of the Q, K, V projections (DeepSeek-V2/V3), if
+    /// any. Optional in YAML (`mla: {q_lora_rank: 1536, kv_lora_rank: 512, qk_nope_dim: 128,
+    /// qk_rope_dim: 64, v_dim: 128}`), llama only; `None`: multi-head (or grouped) attention.
+    pub mla: Option<Mla>,
     /// Sliding attention window (Mistral's and gpt-oss's `sliding_window`), if any: in the
     /// layers it names, each query attends to at most `size` keys. Optional in YAML
     /// (`sliding_window: N`, with `full_attention_every: n` or `sliding_from_layer: i` where
@@ -332,6 +358,8 @@ impl ModelSpec {
                     format!("keep heads·head_dim ≤ {MAX_HIDDEN}"),
                 );
             }
+        } else if self.mla.is_some() {
+            // MLA sizes its heads itself, apart from the hidden size.
         } else if self.heads > self.hidden {
             bad(
                 "heads",
@@ -351,7 +379,8 @@ impl ModelSpec {
             );
         }
         let d = self.head_dim();
-        if self.positions == Positions::Rotary && d % 2 != 0 && d > 0 {
+        // (MLA rotates its own rotary channels only: `check_mla`.)
+        if self.positions == Positions::Rotary && d % 2 != 0 && d > 0 && self.mla.is_none() {
             let (field, fix) = match self.head_size {
                 Some(_) => ("head_dim", "give an even head size"),
                 None => (
@@ -438,6 +467,9 @@ impl ModelSpec {
                 _ => {}
             }
         }
+        if let Some(m) = self.mla {
+            self.check_mla(m, &mut bad);
+        }
         if !(0.0..1.0).contains(&self.dropout) {
             bad(
                 "dropout",
@@ -448,9 +480,82 @@ impl ModelSpec {
         out
     }
 
-    /// Size of one attention head d: `head_size`, else h/a.
+    /// What MLA rules out: its heads are all key/value heads, sized by its own fields, its
+    /// queries and keys rotary, with no bias, QK-norm or window planner prices beside it.
+    fn check_mla(&self, m: Mla, bad: &mut impl FnMut(&str, String, String)) {
+        let mut refuse = |field: &str, why: &str| {
+            bad(
+                field,
+                format!("{why} under multi-head latent attention (`mla`)"),
+                format!("remove `{field}`, or `mla`"),
+            )
+        };
+        if self.arch != Arch::Llama || self.positions != Positions::Rotary {
+            refuse("arch", "only llama models with rotary positions are priced");
+        }
+        if self.kv_heads != self.heads {
+            refuse("kv_heads", "every head has its own key and value");
+        }
+        if self.head_size.is_some() {
+            refuse(
+                "head_dim",
+                "the head sizes are mla's qk_nope_dim, qk_rope_dim and v_dim",
+            );
+        }
+        if self.qk_norm {
+            refuse("qk_norm", "no norm on the query and key heads is priced");
+        }
+        if self.qkv_bias || self.proj_bias {
+            refuse("qkv_bias", "attention biases are not priced");
+        }
+        if self.attention_window.is_some() {
+            refuse("sliding_window", "a sliding window is not priced");
+        }
+        let ranks = [
+            ("mla.kv_lora_rank", m.kv_lora_rank),
+            ("mla.qk_nope_dim", m.qk_nope_dim),
+            ("mla.qk_rope_dim", m.qk_rope_dim),
+            ("mla.v_dim", m.v_dim),
+            ("mla.q_lora_rank", m.q_lora_rank.unwrap_or(1)),
+        ];
+        for (field, v) in ranks {
+            if v == 0 || v > MAX_HIDDEN {
+                bad(
+                    field,
+                    format!("{v} is not a size"),
+                    format!("give a size from 1 to {MAX_HIDDEN}"),
+                );
+            }
+        }
+        if m.qk_rope_dim % 2 != 0 {
+            bad(
+                "mla.qk_rope_dim",
+                format!(
+                    "{} is odd: rotary embeddings rotate pairs of channels",
+                    m.qk_rope_dim
+                ),
+                "give an even size".into(),
+            );
+        }
+    }
+
+    /// Size of one attention head's query and key d: under MLA its unpositioned and rotary
+    /// channels, else `head_size`, else h/a.
     pub fn head_dim(&self) -> u64 {
-        self.head_size.unwrap_or(self.hidden / self.heads.max(1))
+        match self.mla {
+            Some(m) => m.qk_nope_dim + m.qk_rope_dim,
+            None => self.head_size.unwrap_or(self.hidden / self.heads.max(1)),
+        }
+    }
+
+    /// Size of one attention head's value (and output): MLA's `v_dim`, else the head size.
+    pub fn v_head_dim(&self) -> u64 {
+        self.mla.map_or(self.head_dim(), |m| m.v_dim)
+    }
+
+    /// Width of the attention's output, the projection's input: a·d_v.
+    pub fn attn_out_hidden(&self) -> u64 {
+        self.heads * self.v_head_dim()
     }
 
     /// Width of the query projection (and of the attention output), a·d: h unless the head
@@ -484,6 +589,9 @@ impl ModelSpec {
     /// `qkv_bias`) + h (output, when the arch has biases) (Megatron-LM `ParallelAttention`;
     /// Qwen2 `Qwen2Attention` has the QKV biases only); QK-norm adds its two d-wide weights.
     pub fn attention_params(&self) -> f64 {
+        if let Some(m) = self.mla {
+            return self.mla_params(m);
+        }
         let (h, q, kv) = (
             self.hidden as f64,
             self.q_hidden() as f64,
@@ -503,6 +611,23 @@ impl ModelSpec {
             0.0
         };
         weights + qkv_bias + proj_bias + qk_norm + sinks
+    }
+
+    /// Parameters of MLA's attention block (DeepSeek-V2 §2.1.2, eqs. 9-10 and 12-13;
+    /// transformers `DeepseekV3Attention`): the query's down-projection h·r_q, its latent's
+    /// RMSNorm r_q and up-projection r_q·a·(d_n + d_r) (or h·a·(d_n + d_r) without a query
+    /// latent); the key/value down-projection h·(r_kv + d_r), with the rotary key, its
+    /// latent's RMSNorm r_kv and up-projection r_kv·a·(d_n + d_v); the output projection
+    /// a·d_v·h. DeepSeek-V3: 187,107,328.
+    fn mla_params(&self, m: Mla) -> f64 {
+        let (h, a) = (self.hidden as f64, self.heads as f64);
+        let (dn, dr, dv) = (m.qk_nope_dim as f64, m.qk_rope_dim as f64, m.v_dim as f64);
+        let kv = m.kv_lora_rank as f64;
+        let q = match m.q_lora_rank {
+            Some(r) => h * r as f64 + r as f64 + r as f64 * a * (dn + dr),
+            None => h * a * (dn + dr),
+        };
+        q + h * (kv + dr) + kv + kv * a * (dn + dv) + a * dv * h
     }
 
     /// Parameters of one dense MLP of hidden size `f`: 2hf (+ f + h biases) for GeLU,

@@ -446,6 +446,26 @@ impl Plan {
                 });
             }
         }
+        if model.mla.is_some() {
+            let unpriced = [
+                (
+                    "framework",
+                    self.framework != Framework::Megatron,
+                    self.framework.name().to_string(),
+                ),
+                (
+                    "attention",
+                    self.attention != AttentionImpl::Flash,
+                    self.attention.name().to_string(),
+                ),
+                ("cp", self.cp > 1, self.cp.to_string()),
+            ];
+            for (field, bad, given) in unpriced {
+                if bad {
+                    out.push(I::MlaUnpriced { field, given });
+                }
+            }
+        }
         let (etp, stage_ranks) = (self.etp(), self.tp * self.cp * self.dp);
         // An etp that is neither 1 nor tp is refused alone: the expert checks below would
         // only repeat it in other words.

@@ -389,6 +389,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
                 );
             }
         },
+        mla: None,
         attention_window: None,
         // No cost depends on the rotary base; validation writes no launch.
         rope_theta: None,

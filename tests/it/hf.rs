@@ -103,6 +103,39 @@ fn qwen2_moe_counts_its_shared_expert_and_gate() {
     assert!(m.qkv_bias && !m.proj_bias && m.attention_window.is_none());
 }
 
+/// DeepSeek-V3 (`DeepseekV3Config`): MLA 187,107,328 a layer with its two latent norms
+/// (q down 7168·1536, norm 1536, q up 1536·128·192, kv down 7168·576, norm 512, kv up
+/// 512·128·256, output 128·128·7168); 3 dense layers of 3·7168·18432 = 396,361,728; 58 MoE
+/// layers of 256 + 1 shared experts of 3·7168·2048 = 44,040,192 and a router 7168·256;
+/// norms 2·7168; untied 2·129280·7168 + 7168. Total 671,026,404,352: the README's 671 B
+/// (a per-module count of the checkpoint adds the routers' 58·256 correction biases,
+/// buffers no optimizer trains: 671,026,419,200). Active, 8 + 1 experts: 671,026,404,352 − 58·248·44,040,192 = 37,552,282,624
+/// (README_WEIGHTS: 36.7 B, counted otherwise). DeepSeek-V2-Lite: no query latent (q
+/// 2048·16·192), 26 MoE layers after one dense, 64 experts of 1408 (6 routed), two shared:
+/// 15,706,484,224, the card's 15.7 B.
+#[test]
+fn deepseek_counts_latent_attention_and_shared_experts() {
+    let v3 = model("deepseek-v3");
+    assert_eq!(v3.attention_params(), 187_107_328.0);
+    let e = v3.moe.as_ref().unwrap();
+    assert_eq!(
+        (
+            e.experts,
+            e.top_k,
+            e.expert_ffn_hidden,
+            e.shared_ffn_hidden,
+            e.first_dense
+        ),
+        (256, 8, 2048, 2048, 3)
+    );
+    assert_eq!(v3.moe_layers(), 58);
+    assert_eq!(v3.params(), 671_026_404_352.0);
+    assert_eq!(v3.active_params(), 37_552_282_624.0);
+    let lite = model("deepseek-v2-lite");
+    assert_eq!(lite.mla.unwrap().q_lora_rank, None);
+    assert_eq!(lite.params(), 15_706_484_224.0);
+}
+
 /// gpt-oss (transformers `GptOssConfig`, the Hub configs of openai/gpt-oss-20b and -120b):
 /// 64 heads of 64 on hidden 2880 (q = 4096), 8 KV heads, biases on Q, K, V and the output
 /// projection: QKV 2880·(4096 + 1024) + 5120, output 4096·2880 + 2880, a sink per head 64:
@@ -380,6 +413,8 @@ fn import_hf_writes_yaml_that_reads_back_equal() {
         "gpt2",
         "qwen3-30b-a3b",
         "qwen1.5-moe-a2.7b",
+        "deepseek-v3",
+        "deepseek-v2-lite",
     ] {
         let out = dir.join(format!("{name}.yaml"));
         let o = planner(&["import-hf", &fixture(name), "--out", out.to_str().unwrap()]);

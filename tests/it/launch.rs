@@ -1912,3 +1912,58 @@ fn shared_experts_and_dense_first_layers_round_trip_through_megatron() {
         out.warnings
     );
 }
+
+/// DeepSeek-V3 exports as its Megatron-LM recipes launch it: `--multi-latent-attention` with
+/// every size written (Megatron's defaults are not DeepSeek's: a 32-rank key/value latent),
+/// `--qk-layernorm` for the latents' norms, experts from layer 3 with a 2048-wide shared
+/// expert; it reads back against the model, a wrong latent rank is refused, and a launch
+/// leaving `--kv-lora-rank` out is read at Megatron's default, 32.
+#[test]
+fn deepseek_v3_round_trips_its_latent_attention_through_megatron() {
+    let m = load_model(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hf/deepseek-v3.json"
+    ))
+    .unwrap();
+    let plan = Plan {
+        tp: 2,
+        sequence_parallel: true,
+        ep: 8,
+        etp: Some(1),
+        stage_layers: Some(vec![31, 30]),
+        ..Plan::new(8, 2, 2, 1, 512, 4096)
+    };
+    let text = export(&m, &plan, LaunchFormat::Megatron(MegatronVersion::Core))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text;
+    let args = arg_map(&text);
+    for (k, v) in [
+        ("--multi-latent-attention", ""),
+        ("--qk-layernorm", ""),
+        ("--q-lora-rank", "1536"),
+        ("--kv-lora-rank", "512"),
+        ("--qk-head-dim", "128"),
+        ("--qk-pos-emb-head-dim", "64"),
+        ("--v-head-dim", "128"),
+        ("--moe-layer-freq", "([0]*3+[1]*58)"),
+        ("--moe-shared-expert-intermediate-size", "2048"),
+        ("--moe-ffn-hidden-size", "2048"),
+    ] {
+        assert_eq!(args.get(k).map(String::as_str), Some(v), "{k}\n{text}");
+    }
+    assert!(!args.contains_key("--kv-channels"), "{text}");
+    from_megatron(&text, &m, 32).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for (from, to) in [
+        ("--kv-lora-rank 512", "--kv-lora-rank 256"),
+        ("--kv-lora-rank 512", ""),
+        ("--multi-latent-attention", ""),
+    ] {
+        let e = from_megatron(&text.replace(from, to), &m, 32)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("kv-lora-rank") || e.contains("latent"),
+            "{to}: {e}"
+        );
+    }
+}

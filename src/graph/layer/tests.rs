@@ -308,6 +308,89 @@ fn shared_experts_run_as_a_tensor_parallel_mlp_after_the_combine() {
     );
 }
 
+/// DeepSeek-V3's latent attention at tp 2 with SP (b = 1, s = 4096, bf16): the two
+/// down-projections run duplicated on the rank's own 2048 tokens and gather nothing
+/// (q: 2048 × 1536 × 7168, kv: 2048 × 576 × 7168); the up-projections gather the latents,
+/// 4096 × 1536 × 2 B = 12,582,912 B for the query and 4096 × 512 × 2 B = 4,194,304 B plus
+/// the rotary key 4096 × 64 × 2 B = 524,288 B for keys and values, and compute this rank's
+/// 64 heads: 64·192 = 12,288 and 64·256 = 16,384 wide. The core attends at head size 192
+/// with values of 128; the projection reads 64·128 = 8192 channels. On one rank the
+/// graph's parameters are the spec's, for a dense and an MoE layer.
+#[test]
+fn latent_attention_projects_through_duplicated_downs_and_gathered_latents() {
+    let m = crate::spec::load_model(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hf/deepseek-v3.json"
+    ))
+    .unwrap();
+    let sh = Shard {
+        tp: 2,
+        sp: true,
+        ep: 1,
+        etp: 1,
+        ..moe_shard()
+    };
+    let g = transformer_layer(&m, &sh, false);
+    let gemm = |op: &str| -> (u64, u64, u64) {
+        g.op(op)
+            .unwrap()
+            .fwd
+            .iter()
+            .find_map(|k| match *k {
+                Kernel::Gemm { m, n, k, .. } => Some((m, n, k)),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let comms = |op: &str| -> Vec<(Coll, f64)> {
+        g.op(op)
+            .unwrap()
+            .fwd
+            .iter()
+            .filter_map(|k| match k {
+                Kernel::Comm { coll, bytes, .. } => Some((*coll, *bytes)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(gemm("q_down"), (2048, 1536, 7168));
+    assert_eq!(gemm("kv_down"), (2048, 576, 7168));
+    assert!(comms("q_down").is_empty() && comms("kv_down").is_empty());
+    assert_eq!(gemm("q_up"), (4096, 12288, 1536));
+    assert_eq!(comms("q_up"), [(Coll::AllGather, 12_582_912.0)]);
+    assert_eq!(gemm("kv_up"), (4096, 16384, 512));
+    assert_eq!(
+        comms("kv_up"),
+        [(Coll::AllGather, 524_288.0), (Coll::AllGather, 4_194_304.0)]
+    );
+    assert_eq!(gemm("proj"), (4096, 7168, 8192));
+    match g.op("attention").unwrap().fwd[..] {
+        [
+            Kernel::Attention {
+                batch_heads,
+                head_dim,
+                v_dim,
+                ..
+            },
+        ] => assert_eq!((batch_heads, head_dim, v_dim), (64, 192, 128)),
+        ref k => panic!("{k:?}"),
+    }
+    assert!(g.op("qkv").is_none());
+    let one = Shard {
+        tp: 1,
+        sp: false,
+        ..sh
+    };
+    assert_eq!(
+        transformer_layer(&m, &one, false).params(),
+        m.layer_params(0)
+    );
+    assert_eq!(
+        transformer_layer(&m, &one, true).params(),
+        m.layer_params(3)
+    );
+}
+
 /// A head size set apart from hidden/heads (Qwen3-30B-A3B: 32 heads of 128 on hidden 2048)
 /// widens Q and the attention output to a·d = 4096: at tp 2 QKV is 2048 → (4096 + 2·512)/2 =
 /// 2560 and the projection 2048 ← 4096/2 = 2048; QK-norm rewrites Q and K, (4096 + 512)/2 =

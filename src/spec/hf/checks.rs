@@ -42,6 +42,20 @@ fn llama_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) {
              SiLU"
         ));
     }
+    if matches!(fam, Family::DeepseekV2 | Family::DeepseekV3)
+        && let Some(n) = f
+            .map
+            .get("num_nextn_predict_layers")
+            .and_then(Value::as_u64)
+            .filter(|n| *n > 0)
+    {
+        notes.push(format!(
+            "num_nextn_predict_layers {n}: DeepSeek-V3's multi-token prediction module (a \
+             further layer and pass through the output head per depth, trained where the \
+             trainer turns it on: Megatron-LM --mtp-num-layers) is not priced; \
+             transformers' class does not build it either"
+        ));
+    }
     if fam == Family::GptOss {
         notes.push(
             "gpt_oss: the experts' clamped SwiGLU (gate·σ(1.702·gate)·(up + 1), clamped at \

@@ -26,6 +26,11 @@ pub enum Family {
     /// `gpt_oss` (gpt-oss-20b, gpt-oss-120b: routed experts with biases, attention sinks,
     /// a sliding window on every other layer).
     GptOss,
+    /// `deepseek_v2` (DeepSeek-V2, V2-Lite: multi-head latent attention, shared and routed
+    /// experts after dense layers first).
+    DeepseekV2,
+    /// `deepseek_v3` (DeepSeek-V3, R1; as V2, with a query latent).
+    DeepseekV3,
     /// `gpt2`.
     Gpt2,
     /// `gpt_neox` (GPT-NeoX-20B, Pythia).
@@ -35,7 +40,7 @@ pub enum Family {
 }
 
 /// `model_type`, the `architectures` class names, and the family.
-const FAMILIES: [(&str, &[&str], Family); 11] = [
+const FAMILIES: [(&str, &[&str], Family); 13] = [
     ("llama", &["LlamaForCausalLM"], Family::Llama),
     ("mistral", &["MistralForCausalLM"], Family::Mistral),
     ("mixtral", &["MixtralForCausalLM"], Family::Mixtral),
@@ -44,6 +49,16 @@ const FAMILIES: [(&str, &[&str], Family); 11] = [
     ("qwen3", &["Qwen3ForCausalLM"], Family::Qwen3),
     ("qwen3_moe", &["Qwen3MoeForCausalLM"], Family::Qwen3Moe),
     ("gpt_oss", &["GptOssForCausalLM"], Family::GptOss),
+    (
+        "deepseek_v2",
+        &["DeepseekV2ForCausalLM"],
+        Family::DeepseekV2,
+    ),
+    (
+        "deepseek_v3",
+        &["DeepseekV3ForCausalLM"],
+        Family::DeepseekV3,
+    ),
     ("gpt2", &["GPT2LMHeadModel"], Family::Gpt2),
     ("gpt_neox", &["GPTNeoXForCausalLM"], Family::GptNeox),
     (
@@ -63,8 +78,7 @@ const TASK_HEADS: [&str; 5] = [
     "ForNextSentencePrediction",
 ];
 
-const SUPPORTED: &str =
-    "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gpt_oss, gpt2, gpt_neox, bert";
+const SUPPORTED: &str = "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gpt_oss, deepseek_v2, deepseek_v3, gpt2, gpt_neox, bert";
 
 /// The family from `model_type`, else from the first `architectures` entry.
 pub(super) fn family(f: &mut Fields<'_>) -> Option<Family> {
@@ -169,7 +183,13 @@ fn classes_agree(f: &mut Fields<'_>, model_type: &str, classes: &[&str]) -> bool
         };
         f.bad("architectures", &why, &fix);
     }
-    if let Some(code) = f.map.get("auto_map") {
+    // DeepSeek's Hub configs name their remote code, which transformers' own `deepseek_v2`
+    // and `deepseek_v3` classes have replaced with the same layers.
+    if let Some(code) = f
+        .map
+        .get("auto_map")
+        .filter(|_| !model_type.starts_with("deepseek"))
+    {
         ok = false;
         f.bad(
             "auto_map",

@@ -6,7 +6,9 @@ use super::Collect;
 use super::megatron::{default_ffn, moe_layer_pattern};
 use super::megatron_args::ArgMap;
 use super::megatron_plan::num;
-use crate::spec::model::{Arch, MAX_LAYERS, ModelSpec, Positions, SlidingWindow, WindowLayers};
+use crate::spec::model::{
+    Arch, MAX_LAYERS, Mla, ModelSpec, Positions, SlidingWindow, WindowLayers,
+};
 use std::fmt::Display;
 
 fn mismatch(
@@ -31,10 +33,29 @@ pub(super) fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
         ("--hidden-size", "hidden", model.hidden),
         ("--num-attention-heads", "heads", model.heads),
         ("--ffn-hidden-size", "ffn_hidden", model.ffn_hidden),
-        ("--kv-channels", "head_dim", model.head_dim()),
     ] {
         if let Some(v) = num(a, c, arg).filter(|v| *v != want) {
             mismatch(c, arg, v, model, field, want);
+        }
+    }
+    match model.mla {
+        // MLA's heads are sized by its own arguments; `--kv-channels` is not read.
+        Some(m) => check_mla(a, model, m, c),
+        None => {
+            if let Some(v) = num(a, c, "--kv-channels").filter(|v| *v != model.head_dim()) {
+                mismatch(c, "--kv-channels", v, model, "head_dim", model.head_dim());
+            }
+            // Without it Megatron takes hidden/heads, asserting they divide.
+            if !a.has("--kv-channels") && model.head_dim() * model.heads != model.hidden {
+                mismatch(
+                    c,
+                    "--kv-channels",
+                    "absent (Megatron-LM then takes hidden/heads)",
+                    model,
+                    "head_dim",
+                    model.head_dim(),
+                );
+            }
         }
     }
     if a.has("--group-query-attention") {
@@ -137,8 +158,14 @@ pub(super) fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
         (
             "--qk-layernorm",
             a.has("--qk-layernorm"),
-            model.qk_norm,
-            "a norm on the query and key heads",
+            model.qk_norm || model.mla.is_some(),
+            "a norm on the query and key heads (or on MLA's latents)",
+        ),
+        (
+            "--multi-latent-attention",
+            a.has("--multi-latent-attention"),
+            model.mla.is_some(),
+            "multi-head latent attention",
         ),
     ];
     for (arg, args_say, model_says, what) in checks {
@@ -446,17 +473,6 @@ fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             mismatch(c, "--rotary-base", said, model, "rope_theta", theta);
         }
     }
-    // Without it Megatron takes hidden/heads, asserting they divide.
-    if !a.has("--kv-channels") && model.head_dim() * model.heads != model.hidden {
-        mismatch(
-            c,
-            "--kv-channels",
-            "absent (Megatron-LM then takes hidden/heads)",
-            model,
-            "head_dim",
-            model.head_dim(),
-        );
-    }
     if !a.has("--group-query-attention") && model.kv_heads != model.heads {
         mismatch(
             c,
@@ -472,6 +488,40 @@ fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             "no --hidden-dropout/--attention-dropout: Megatron-LM applies 0.1; the model prices {}",
             model.dropout
         ));
+    }
+}
+
+/// MLA's sizes (Megatron-LM's defaults where absent: `_add_mla_args` @000c4ac, no query
+/// latent, a key/value latent of 32, heads of 128 + 64 and values of 128), against the
+/// model's.
+fn check_mla(a: &ArgMap, model: &ModelSpec, m: Mla, c: &mut Collect) {
+    let q = num(a, c, "--q-lora-rank");
+    if q != m.q_lora_rank {
+        let show = |r: Option<u64>| r.map_or("none".to_string(), |r| r.to_string());
+        mismatch(
+            c,
+            "--q-lora-rank",
+            show(q),
+            model,
+            "mla.q_lora_rank",
+            show(m.q_lora_rank),
+        );
+    }
+    for (arg, field, default, want) in [
+        ("--kv-lora-rank", "mla.kv_lora_rank", 32, m.kv_lora_rank),
+        ("--qk-head-dim", "mla.qk_nope_dim", 128, m.qk_nope_dim),
+        (
+            "--qk-pos-emb-head-dim",
+            "mla.qk_rope_dim",
+            64,
+            m.qk_rope_dim,
+        ),
+        ("--v-head-dim", "mla.v_dim", 128, m.v_dim),
+    ] {
+        let given = num(a, c, arg).unwrap_or(default);
+        if given != want {
+            mismatch(c, arg, given, model, field, want);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::spec::plan::Plan;
 pub(super) fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: MegatronVersion) {
     let llama = model.arch == Arch::Llama;
     let rotary = model.positions == Positions::Rotary;
-    let flags: [(bool, &str, &'static str, Option<&str>); 7] = [
+    let flags: [(bool, &str, &'static str, Option<&str>); 8] = [
         (
             model.arch.gated_mlp() && model.swiglu_limit.is_none(),
             "arch",
@@ -39,7 +39,14 @@ pub(super) fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: Mega
             "--disable-bias-linear",
             None,
         ),
-        (model.qk_norm, "qk_norm", "--qk-layernorm", None),
+        // Megatron-Core's TE layer spec norms MLA's latents under the same flag.
+        (
+            model.qk_norm || model.mla.is_some(),
+            "qk_norm",
+            "--qk-layernorm",
+            None,
+        ),
+        (model.mla.is_some(), "mla", "--multi-latent-attention", None),
         (
             model.attention_sinks,
             "attention_sinks",
@@ -54,6 +61,17 @@ pub(super) fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: Mega
             (true, MegatronVersion::Core, Some(val)) => arg(a, name, val),
             (true, MegatronVersion::Core, None) => flag(a, name),
         }
+    }
+    if let (Some(m), MegatronVersion::Core) = (model.mla, v) {
+        // Every size written: Megatron-LM's defaults (`_add_mla_args`: no query latent, a
+        // 32-rank key/value latent, 128, 64, 128) are not DeepSeek's.
+        if let Some(r) = m.q_lora_rank {
+            arg(a, "--q-lora-rank", r);
+        }
+        arg(a, "--kv-lora-rank", m.kv_lora_rank);
+        arg(a, "--qk-head-dim", m.qk_nope_dim);
+        arg(a, "--qk-pos-emb-head-dim", m.qk_rope_dim);
+        arg(a, "--v-head-dim", m.v_dim);
     }
     // gpt-oss's activation: quick-GELU gate, the up projection offset by 1, both clamped
     // (Megatron-Core `TransformerConfig.glu_linear_offset`, `activation_func_clamp_value`;

@@ -24,6 +24,7 @@ fn gpt(layers: u64, h: u64, a: u64, v: u64, s: u64) -> ModelSpec {
         positions: Positions::Learned,
         dropout: 0.1,
         moe: None,
+        mla: None,
         attention_window: None,
         pooler: false,
         rope_theta: None,
@@ -247,4 +248,53 @@ fn window_patterns_read_write_and_check() {
     let bert = "name: b\narch: bert\nlayers: 2\nhidden: 64\nheads: 4\nvocab: 100\nseq_len: 512\nsliding_window: 64\n";
     let e = ModelSpec::from_yaml("b.yaml", bert).unwrap_err();
     assert_eq!(e.problems()[0].field, "sliding_window");
+}
+
+/// MLA reads and writes back, with or without a query latent; it refuses what it replaces
+/// or planner does not price beside it (grouped heads, a head size, a window), naming the
+/// field. A plan under it is priced in Megatron-LM's fused kernel without context
+/// parallelism.
+#[test]
+fn latent_attention_reads_back_and_refuses_what_it_replaces() {
+    let yaml = "name: m\narch: llama\nlayers: 2\nhidden: 256\nheads: 4\nffn_hidden: 512\n\
+                vocab: 100\nseq_len: 64\n";
+    let mla =
+        "mla: {q_lora_rank: 64, kv_lora_rank: 32, qk_nope_dim: 32, qk_rope_dim: 16, v_dim: 24}\n";
+    let m = ModelSpec::from_yaml("m.yaml", &format!("{yaml}{mla}")).unwrap();
+    assert_eq!(
+        (m.head_dim(), m.v_head_dim(), m.attn_out_hidden()),
+        (48, 24, 96)
+    );
+    // 256·64 + 64 + 64·4·48 + 256·(32 + 16) + 32 + 32·4·(32 + 24) + 4·24·256.
+    assert_eq!(
+        m.attention_params(),
+        16_384.0 + 64.0 + 12_288.0 + 12_288.0 + 32.0 + 7_168.0 + 24_576.0
+    );
+    assert_eq!(ModelSpec::from_yaml("m.yaml", &m.to_yaml(&[])).unwrap(), m);
+    let no_q = mla.replace("q_lora_rank: 64, ", "");
+    let n = ModelSpec::from_yaml("m.yaml", &format!("{yaml}{no_q}")).unwrap();
+    assert_eq!(n.mla.unwrap().q_lora_rank, None);
+    assert_eq!(ModelSpec::from_yaml("m.yaml", &n.to_yaml(&[])).unwrap(), n);
+    for (extra, field) in [
+        ("kv_heads: 2\n", "kv_heads"),
+        ("head_dim: 64\n", "head_dim"),
+        ("sliding_window: 16\n", "sliding_window"),
+    ] {
+        let e = ModelSpec::from_yaml("m.yaml", &format!("{yaml}{mla}{extra}")).unwrap_err();
+        assert_eq!(e.problems().len(), 1, "{e}");
+        assert_eq!(e.problems()[0].field, field, "{e}");
+    }
+    let odd = mla.replace("qk_rope_dim: 16", "qk_rope_dim: 15");
+    let e = ModelSpec::from_yaml("m.yaml", &format!("{yaml}{odd}")).unwrap_err();
+    assert_eq!(e.problems()[0].field, "mla.qk_rope_dim");
+    let c = crate::spec::load_cluster("h100x8").unwrap();
+    let mut p = crate::spec::Plan::new(8, 1, 1, 1, 8, 64);
+    assert!(p.check(&m, &c).is_empty(), "{:?}", p.check(&m, &c));
+    p.framework = crate::spec::Framework::Torchtitan;
+    (p.cp, p.dp) = (2, 4);
+    let fields: Vec<&str> = p.check(&m, &c).iter().map(|i| i.field()).collect();
+    assert!(
+        fields.contains(&"framework") && fields.contains(&"cp"),
+        "{fields:?}"
+    );
 }

@@ -88,6 +88,15 @@ impl ModelSpec {
                 m.experts, m.top_k, m.every, m.expert_ffn_hidden
             );
         }
+        if let Some(m) = self.mla {
+            let q = m
+                .q_lora_rank
+                .map_or(String::new(), |r| format!("q_lora_rank: {r}, "));
+            out += &format!(
+                "mla: {{{q}kv_lora_rank: {}, qk_nope_dim: {}, qk_rope_dim: {}, v_dim: {}}}\n",
+                m.kv_lora_rank, m.qk_nope_dim, m.qk_rope_dim, m.v_dim
+            );
+        }
         if let Some(w) = self.attention_window {
             out += &format!("sliding_window: {}\n", w.size);
             match w.layers {
@@ -202,6 +211,37 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let attention_window = window_size
         .zip(window_layers)
         .map(|(size, layers)| SlidingWindow { size, layers });
+    let mla_raw = r.nested("mla", |m| {
+        let q_lora_rank = m.opt_count("q_lora_rank", MAX_HIDDEN);
+        let fields = [
+            m.req_count(
+                "kv_lora_rank",
+                MAX_HIDDEN,
+                "add `kv_lora_rank: N` (DeepSeek-V3: 512)",
+            ),
+            m.req_count(
+                "qk_nope_dim",
+                MAX_HIDDEN,
+                "add `qk_nope_dim: N` (DeepSeek-V3: 128)",
+            ),
+            m.req_count(
+                "qk_rope_dim",
+                MAX_HIDDEN,
+                "add `qk_rope_dim: N` (DeepSeek-V3: 64)",
+            ),
+            m.req_count("v_dim", MAX_HIDDEN, "add `v_dim: N` (DeepSeek-V3: 128)"),
+        ];
+        match fields {
+            [Some(kv), Some(n), Some(r), Some(v)] => Some(Mla {
+                q_lora_rank,
+                kv_lora_rank: kv,
+                qk_nope_dim: n,
+                qk_rope_dim: r,
+                v_dim: v,
+            }),
+            _ => None,
+        }
+    });
     let pooler = r.opt_bool("pooler");
     let positions = match r.opt_str("positions").as_deref() {
         None => None,
@@ -315,6 +355,11 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         Some(_) => return None,
         None => None,
     };
+    let mla = match mla_raw {
+        Some(None) => return None,
+        Some(m) => m,
+        None => None,
+    };
     Some(ModelSpec {
         name: name?,
         arch,
@@ -341,6 +386,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
             Arch::Llama => 0.0,
         }),
         moe,
+        mla,
         attention_window,
         pooler: arch == Arch::Bert && pooler.unwrap_or(true),
         rope_theta: rope_theta.filter(|t| t.is_finite()),
