@@ -159,7 +159,18 @@ fn out_bytes(model: &ModelSpec, sh: &Shard, name: &str) -> f64 {
     let elems = match name {
         "scores" | "softmax" | "attn_dropout" => tok * model.heads as f64 * s,
         "qkv" | "qk_norm" | "rope" => tok * (q + 2.0 * model.kv_hidden() as f64),
-        "context" | "attention" => tok * q,
+        "context" | "attention" => tok * model.attn_out_hidden() as f64,
+        // MLA's latents and up-projections.
+        "q_down" | "q_norm" => tok * model.mla.and_then(|m| m.q_lora_rank).unwrap_or(0) as f64,
+        "kv_down" | "kv_norm" => {
+            tok * model.mla.map_or(0, |m| m.kv_lora_rank + m.qk_rope_dim) as f64
+        }
+        "q_up" | "q_proj" => tok * q,
+        "kv_up" => {
+            tok * model
+                .mla
+                .map_or(0, |m| model.heads * (m.qk_nope_dim + m.v_dim)) as f64
+        }
         "fc1" if model.arch.gated_mlp() => tok * 2.0 * f,
         "fc1" | "gelu" | "swiglu" => tok * f,
         _ => tok * h,
