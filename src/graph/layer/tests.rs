@@ -247,6 +247,19 @@ fn whole_experts_gather_nothing_and_compute_their_own_routed_tokens() {
     assert_eq!(flops(&g), flops(&s));
 }
 
+/// The collectives of operator `op`'s forward, with their bytes.
+fn fwd_comms(g: &OpGraph, op: &str) -> Vec<(Coll, f64)> {
+    g.op(op)
+        .unwrap()
+        .fwd
+        .iter()
+        .filter_map(|k| match k {
+            Kernel::Comm { coll, bytes, .. } => Some((*coll, *bytes)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Shared experts (Mixtral's shape with a 2 × 14336 shared MLP and its gate, tp 4 with SP, ep
 /// 4): a dense MLP split over the TP ranks as fc1/fc2 are, after the combine, gathering the
 /// rank's 1024 tokens (all-gather of 4096 × 4096 × 2 B = 33,554,432 B) and reduce-scattering
@@ -277,17 +290,12 @@ fn shared_experts_run_as_a_tensor_parallel_mlp_after_the_combine() {
         fc1.fwd_flops(),
         2.0 * 4096.0 * (2.0 * 28672.0 / 4.0) * 4096.0
     );
-    let comms = |ks: &[Kernel]| -> Vec<(Coll, f64)> {
-        ks.iter()
-            .filter_map(|k| match k {
-                Kernel::Comm { coll, bytes, .. } => Some((*coll, *bytes)),
-                _ => None,
-            })
-            .collect()
-    };
-    assert_eq!(comms(&fc1.fwd), [(Coll::AllGather, 33_554_432.0)]);
     assert_eq!(
-        comms(&g.op("shared_fc2").unwrap().fwd),
+        fwd_comms(&g, "shared_fc1"),
+        [(Coll::AllGather, 33_554_432.0)]
+    );
+    assert_eq!(
+        fwd_comms(&g, "shared_fc2"),
         [(Coll::ReduceScatter, 33_554_432.0)]
     );
     assert_eq!(g.op("shared_gate").unwrap().params, 4096.0);
@@ -342,17 +350,7 @@ fn latent_attention_projects_through_duplicated_downs_and_gathered_latents() {
             })
             .unwrap()
     };
-    let comms = |op: &str| -> Vec<(Coll, f64)> {
-        g.op(op)
-            .unwrap()
-            .fwd
-            .iter()
-            .filter_map(|k| match k {
-                Kernel::Comm { coll, bytes, .. } => Some((*coll, *bytes)),
-                _ => None,
-            })
-            .collect()
-    };
+    let comms = |op: &str| fwd_comms(&g, op);
     assert_eq!(gemm("q_down"), (2048, 1536, 7168));
     assert_eq!(gemm("kv_down"), (2048, 576, 7168));
     assert!(comms("q_down").is_empty() && comms("kv_down").is_empty());
