@@ -68,7 +68,8 @@ fn window_share(model: &ModelSpec, s: u64) -> f64 {
 }
 
 /// Forward FLOPs of one sequence that selective recomputation re-runs, by the framework's
-/// policy: Megatron-LM's attention core, 4s²h per layer (Korthikanti et al. 2022 §5), or
+/// policy: Megatron-LM's attention core, 4s²h per layer (Korthikanti et al. 2022 §5;
+/// 2s²·a·(d + d_v) where the value heads are narrower, MLA's), or
 /// torchtitan's op-level policy (`graph::layer` `op_level_selective`), which re-runs every
 /// second matmul of a block — of wq, wk, wv, wo, [router], w1, w3, w2 that is wk, wo and w3
 /// of a dense Llama block — the linears with a bias (`addmm`) and, in an MoE block, its

@@ -273,7 +273,11 @@ pub fn stage_memory(
     // Per token of the micro-batch: the MLP's hidden width on this rank, which in an MoE
     // layer holds top_k routed copies of every token at the expert's width over tp (the
     // expert-TP group gathers the routed tokens for shards f/tp wide, `graph::layer::moe_mlp`;
-    // whole experts, etp 1, take a tp-th of them at full width: the same bytes).
+    // whole experts, etp 1, take a tp-th of them at full width: the same bytes), or the
+    // shared experts' width where wider. (MLA's up-projections can be wider: DeepSeek-V3's keys and values 128·256 = 32768.)
+    let mla_width = model.mla.map_or(0, |m| {
+        model.heads * (m.qk_nope_dim + m.v_dim).max(m.qk_nope_dim + m.qk_rope_dim) / plan.tp
+    });
     let mlp_width = |i: u64| match &model.moe {
         Some(m) if model.is_moe_layer(i) => {
             (m.top_k * m.expert_ffn_hidden).max(m.shared_ffn_hidden) / plan.tp
@@ -284,7 +288,7 @@ pub fn stage_memory(
         .layers
         .iter()
         .map(|&(i, _)| mlp_width(i))
-        .fold(model.hidden, u64::max) as f64;
+        .fold(model.hidden.max(mla_width), u64::max) as f64;
     let grad_buffers = 2.0 * sh.tokens() as f64 * widest * sh.dtype.bytes();
     let mut working = rematerialised + grad_buffers;
     if st.head {

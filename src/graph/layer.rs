@@ -7,6 +7,7 @@
 use super::linear::{column_linear, fp8_casts, row_linear, tp_conjugates};
 use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
 use crate::spec::{Arch, AttentionImpl, Mla, ModelSpec, Positions};
+use crate::units::Dtype;
 
 /// A norm (LayerNorm or RMSNorm) over `tokens` rows of width h.
 ///
@@ -70,7 +71,8 @@ fn residual(name: &'static str, model: &ModelSpec, tokens: u64, e: f64) -> Op {
 /// Without a query latent, queries come from a column-parallel h → a·(d_n + d_r). The
 /// rotary embedding and the concatenation of each head's query and key follow
 /// (`rope` in [`layer_graph`]). The two down-projections read the same input, which autograd
-/// keeps once (with the query's).
+/// keeps once (with the query's) in 16 bits. The TP all-reduce of the duplicated weights'
+/// gradients once a step (as of the norms' under sequence parallelism) is not priced.
 fn mla_projections(model: &ModelSpec, sh: &Shard, m: Mla) -> Vec<Op> {
     let (h, t) = (model.hidden, sh.tp);
     let own = sh.tokens_sp();
@@ -78,14 +80,16 @@ fn mla_projections(model: &ModelSpec, sh: &Shard, m: Mla) -> Vec<Op> {
     let dq = m.qk_nope_dim + m.qk_rope_dim;
     let input = (own * h) as f64 * sh.saved_gemm_input_bytes();
     // A duplicated down-projection h → `n` on the rank's own tokens, the latent's norm
-    // (`rank` wide) and the column-parallel up-projection `rank` → `up`.
+    // (`rank` wide) and the column-parallel up-projection `rank` → `up`, which the exported
+    // `--qk-layernorm` fuses with that norm (`TELayerNormColumnParallelLinear`).
     let latent = |names: [&'static str; 3], rank: u64, n: u64, up: u64, saved: f64| {
         let mut down = Op::linear(names[0], own, n, h, (h * n) as f64, saved);
         down.fp8 = true;
+        let down = fp8_casts(down, sh, (own * h) as f64, (own * n) as f64, false);
         let norm = norm_over(names[1], model, sh, (own * rank) as f64, rank as f64);
         let up_op = column_linear(names[2], sh, (up, rank), (rank * up) as f64, true);
         let tokens = sh.tokens() as f64;
-        let up_op = fp8_casts(up_op, sh, tokens * rank as f64, tokens * up as f64, false);
+        let up_op = fp8_casts(up_op, sh, tokens * rank as f64, tokens * up as f64, true);
         [down, norm, up_op]
     };
     let mut ops = Vec::new();
@@ -99,18 +103,20 @@ fn mla_projections(model: &ModelSpec, sh: &Shard, m: Mla) -> Vec<Op> {
                 sh,
                 tokens * h as f64,
                 tokens * (a * dq) as f64,
-                true,
+                false,
             ));
         }
     }
-    // The keys' and values' down-projection reads the input the queries' already keeps.
+    // The keys' and values' down-projection reads the input the queries' already keeps in
+    // 16 bits; under FP8 each Transformer Engine linear keeps its own cast of it.
+    let kv_saved = if sh.dtype == Dtype::Fp8 { input } else { 0.0 };
     let kv = m.kv_lora_rank;
     let mut kv_ops = latent(
         ["kv_down", "kv_norm", "kv_up"],
         kv,
         kv + m.qk_rope_dim,
         a * (m.qk_nope_dim + m.v_dim),
-        0.0,
+        kv_saved,
     );
     if sh.sp && t > 1 {
         // The rotary key, one per token, is gathered beside the latent
@@ -302,15 +308,22 @@ fn mlp_ops(
 }
 
 /// The shared experts of an MoE layer, as Megatron-Core's `MoELayer` runs them without
-/// `--moe-shared-expert-overlap`: after the routed experts' combine, a tensor-parallel MLP
-/// (`SharedExpertMLP`, an `MLP`) on the layer's input, its output scaled by a sigmoid gate
-/// where the model has one (Qwen2-MoE: `sigmoid(x·w)` per token, `shared_experts.py`), then
-/// added to the routed output (`output = output + self.shared_experts(hidden_states)`:
-/// reads both, writes the sum; its backward passes the gradient to both unchanged).
+/// `--moe-shared-expert-overlap`: a tensor-parallel MLP (`SharedExpertMLP`, an `MLP`) on the
+/// layer's input, its output scaled by a sigmoid gate where the model has one (Qwen2-MoE:
+/// `sigmoid(x·w)` per token, `shared_experts.py`), then added to the routed output (reads
+/// both, writes the sum; its backward passes the gradient to both unchanged). Megatron-LM
+/// @000c4ac computes them before the router and adds them in the combine; earlier versions
+/// after the combine: the same work, which planner prices one after the other (no overlap
+/// with the token exchange). Their fc1 reads the input the router already keeps in 16 bits
+/// (under FP8, Transformer Engine keeps its own cast).
 fn shared_experts(model: &ModelSpec, sh: &Shard, ffn: u64, gate: bool) -> Vec<Op> {
     let e = sh.dtype.bytes();
     let x = (sh.tokens_sp() * model.hidden) as f64 * e;
     let mut ops = mlp_ops(model, sh, ffn, ["shared_fc1", "shared_fc2"], false);
+    if sh.dtype != Dtype::Fp8 {
+        ops[0].saved_bytes = 0.0;
+        ops[0].saved_selective_bytes = 0.0;
+    }
     ops[1].name = if model.arch.gated_mlp() {
         "shared_swiglu"
     } else {

@@ -13,6 +13,12 @@
 //!   the head size `head_dim` where it differs from hidden/heads; `qwen3_moe` adds routed
 //!   experts (`num_experts`, `num_experts_per_tok`, `moe_intermediate_size`, in every
 //!   `decoder_sparse_step`-th layer), no shared ones.
+//! - `deepseek_v2`, `deepseek_v3` → llama with multi-head latent attention (`mla`: the query
+//!   and key/value latents' ranks and head sizes), shared experts
+//!   (`n_shared_experts · moe_intermediate_size`) beside the routed ones, in every layer from
+//!   `first_k_dense_replace` on. Their Hub configs name remote code (`auto_map`), which
+//!   transformers' own classes replace with the same layers: accepted for these two.
+//!   Multi-token prediction (`num_nextn_predict_layers`) is noted, not priced.
 //! - `gpt2` → gpt (LayerNorm, GeLU, learned positions, biases, tied head).
 //! - `gpt_neox` (GPT-NeoX-20B, Pythia) → gpt with `positions: rotary` and an untied head. NeoX
 //!   computes attention and MLP in parallel from the same input (`use_parallel_residual`); we
@@ -396,7 +402,8 @@ fn count_or(f: &mut Fields<'_>, key: &'static str, default: u64) -> Option<u64> 
 /// DeepSeek's experts (`DeepseekV3Config`, transformers; V3's class defaults where a key is
 /// absent, V2's keys required): `n_routed_experts` (256) of `moe_intermediate_size` (2048),
 /// `num_experts_per_tok` (8) per token, `n_shared_experts` (1) of the same width beside
-/// them, in every layer from `first_k_dense_replace` (3) on (`DeepseekV3DecoderLayer`:
+/// them (null or 0: none), in every layer from `first_k_dense_replace` (3) on
+/// (`DeepseekV3DecoderLayer`:
 /// `layer_idx >= first_k_dense_replace`; the remote code also reads `moe_layer_freq`, which
 /// every published config sets to 1). Routing by groups (`n_group`, `topk_group`) and the
 /// score function change which experts a token meets, not the work: planner prices balanced
@@ -410,10 +417,19 @@ fn deepseek_moe(f: &mut Fields<'_>, fam: Family) -> Option<HfMoe> {
             f.need(&[k], 1 << 20)
         }
     };
+    // No routed experts (null): every layer dense, as `DeepseekV3DecoderLayer` builds it.
+    if f.map.get("n_routed_experts").is_some_and(Value::is_null) {
+        return None;
+    }
     let experts = key(f, "n_routed_experts", 256);
     let top_k = key(f, "num_experts_per_tok", 8);
     let width = key(f, "moe_intermediate_size", 2048);
-    let shared = key(f, "n_shared_experts", 1);
+    // None (null) or 0 shared experts: none.
+    let shared = match f.map.get("n_shared_experts") {
+        Some(Value::Null) => Some(0),
+        Some(v) if v.as_u64() == Some(0) => Some(0),
+        _ => key(f, "n_shared_experts", 1),
+    };
     // 0 is valid: no dense layer first.
     let first_dense = match f.map.get("first_k_dense_replace") {
         None | Some(Value::Null) => Some(if v3 { 3 } else { 0 }),
@@ -437,7 +453,7 @@ fn deepseek_moe(f: &mut Fields<'_>, fam: Family) -> Option<HfMoe> {
         f.bad(
             "moe_layer_freq",
             &msg,
-            "write the model YAML by hand with moe.every and moe.first_dense",
+            "write the model YAML by hand with moe.every and moe.first_dense (planner's expert layers are those with (i + 1) % every = 0 from first_dense on; DeepSeek's remote code reads i % moe_layer_freq = 0)",
         );
     }
     let (width, shared) = (width?, shared?);
@@ -461,17 +477,18 @@ fn deepseek_mla(f: &mut Fields<'_>, fam: Family) -> Option<Mla> {
             f.need(&[k], MAX_HIDDEN)
         }
     };
+    // Every key read before any is found missing, so all are reported at once.
     let q_lora_rank = match f.map.get("q_lora_rank") {
-        Some(Value::Null) => None,
-        None if v3 => Some(1536),
-        _ => Some(f.need(&["q_lora_rank"], MAX_HIDDEN)?),
+        Some(Value::Null) => Some(None),
+        None if v3 => Some(Some(1536)),
+        _ => f.need(&["q_lora_rank"], MAX_HIDDEN).map(Some),
     };
     let kv = key(f, "kv_lora_rank", 512);
     let nope = key(f, "qk_nope_head_dim", 128);
     let rope = key(f, "qk_rope_head_dim", 64);
     let v = key(f, "v_head_dim", 128);
     Some(Mla {
-        q_lora_rank,
+        q_lora_rank: q_lora_rank?,
         kv_lora_rank: kv?,
         qk_nope_dim: nope?,
         qk_rope_dim: rope?,
@@ -485,7 +502,11 @@ fn deepseek_mla(f: &mut Fields<'_>, fam: Family) -> Option<Mla> {
 /// hidden→1 linear).
 fn qwen2_moe(f: &mut Fields<'_>) -> Option<HfMoe> {
     let mut m = qwen_moe(f, [60, 4, 1408])?;
-    m.shared = count_or(f, "shared_expert_intermediate_size", 5632)?;
+    m.shared = match f.map.get("shared_expert_intermediate_size") {
+        // 0: no shared expert.
+        Some(v) if v.as_u64() == Some(0) => 0,
+        _ => count_or(f, "shared_expert_intermediate_size", 5632)?,
+    };
     m.gate = m.shared > 0;
     Some(m)
 }

@@ -528,7 +528,7 @@ impl fmt::Display for Infeasible {
                         "planner prices multi-head latent attention as Megatron-Core's MLASelfAttention runs it (duplicated down-projections, column-parallel up-projections); price --framework megatron"
                     }
                     "attention" => {
-                        "planner prices multi-head latent attention in a fused kernel (Transformer Engine's, whose query/key and value head sizes may differ); price --attention flash"
+                        "planner prices multi-head latent attention in a fused kernel (Transformer Engine's, whose query/key and value head sizes may differ), which takes 16-bit tensors; price --dtype bf16 (or fp16, fp8) with FlashAttention (`estimate --attention flash`)"
                     }
                     _ => {
                         "planner does not price context parallelism under multi-head latent attention (its value heads are narrower than its keys); use cp 1"

@@ -98,7 +98,8 @@ pub struct MoeSpec {
     /// default 0: none.
     pub shared_ffn_hidden: u64,
     /// A sigmoid gate scales the shared experts' output per token: a 1×h weight (Qwen2-MoE's
-    /// `shared_expert_gate`; Megatron-Core `--moe-shared-expert-gate`). Optional in YAML
+    /// `shared_expert_gate`; Megatron-Core `TransformerConfig.moe_shared_expert_gate`, which
+    /// Megatron-LM's arguments.py @000c4ac has no flag for). Optional in YAML
     /// (`moe.shared_gate: true`), default false.
     pub shared_gate: bool,
     /// Layers before this one (0-based) are dense whatever `every` says (DeepSeek-V2/V3's
@@ -490,8 +491,10 @@ impl ModelSpec {
                 format!("remove `{field}`, or `mla`"),
             )
         };
-        if self.arch != Arch::Llama || self.positions != Positions::Rotary {
-            refuse("arch", "only llama models with rotary positions are priced");
+        if self.arch != Arch::Llama {
+            refuse("arch", "only llama models are priced");
+        } else if self.positions != Positions::Rotary {
+            refuse("positions", "only rotary positions are priced");
         }
         if self.kv_heads != self.heads {
             refuse("kv_heads", "every head has its own key and value");
@@ -505,8 +508,14 @@ impl ModelSpec {
         if self.qk_norm {
             refuse("qk_norm", "no norm on the query and key heads is priced");
         }
-        if self.qkv_bias || self.proj_bias {
-            refuse("qkv_bias", "attention biases are not priced");
+        // (Another arch's default biases are its refusal's to report.)
+        if self.arch == Arch::Llama && (self.qkv_bias || self.proj_bias) {
+            let field = if self.qkv_bias {
+                "qkv_bias"
+            } else {
+                "proj_bias"
+            };
+            refuse(field, "attention biases are not priced");
         }
         if self.attention_window.is_some() {
             refuse("sliding_window", "a sliding window is not priced");
@@ -526,6 +535,30 @@ impl ModelSpec {
                     format!("give a size from 1 to {MAX_HIDDEN}"),
                 );
             }
+        }
+        let d = m.qk_nope_dim + m.qk_rope_dim;
+        if self.heads.saturating_mul(d.max(m.v_dim)) > MAX_HIDDEN {
+            bad(
+                "heads",
+                format!(
+                    "heads·head size = {}·{} is beyond any model",
+                    self.heads,
+                    d.max(m.v_dim)
+                ),
+                format!("keep heads·(qk_nope_dim + qk_rope_dim) ≤ {MAX_HIDDEN}"),
+            );
+        }
+        if d > crate::spec::plan::MAX_FUSED_HEAD_DIM {
+            bad(
+                "mla.qk_nope_dim",
+                format!(
+                    "query/key heads of {} + {} = {d} channels: the fused attention kernels MLA is priced in take heads up to {} wide",
+                    m.qk_nope_dim,
+                    m.qk_rope_dim,
+                    crate::spec::plan::MAX_FUSED_HEAD_DIM
+                ),
+                "give qk_nope_dim + qk_rope_dim ≤ 256 (DeepSeek: 128 + 64)".into(),
+            );
         }
         if m.qk_rope_dim % 2 != 0 {
             bad(

@@ -134,6 +134,24 @@ fn deepseek_counts_latent_attention_and_shared_experts() {
     let lite = model("deepseek-v2-lite");
     assert_eq!(lite.mla.unwrap().q_lora_rank, None);
     assert_eq!(lite.params(), 15_706_484_224.0);
+    // As transformers builds them: no shared experts where the config says null or 0, and
+    // no experts at all (every layer dense) where `n_routed_experts` is null.
+    let text = std::fs::read_to_string(fixture("deepseek-v2-lite")).unwrap();
+    let import = |from: &str, to: &str| {
+        let edited = text.replace(from, to);
+        planner::spec::hf::import("lite.json", &edited, &Default::default())
+            .unwrap()
+            .model
+    };
+    for shared in ["null", "0"] {
+        let m = import(
+            "\"n_shared_experts\": 2",
+            &format!("\"n_shared_experts\": {shared}"),
+        );
+        assert_eq!(m.moe.unwrap().shared_ffn_hidden, 0, "{shared}");
+    }
+    let dense = import("\"n_routed_experts\": 64", "\"n_routed_experts\": null");
+    assert!(dense.moe.is_none() && dense.mla.is_some());
 }
 
 /// gpt-oss (transformers `GptOssConfig`, the Hub configs of openai/gpt-oss-20b and -120b):

@@ -1951,7 +1951,15 @@ fn deepseek_v3_round_trips_its_latent_attention_through_megatron() {
     ] {
         assert_eq!(args.get(k).map(String::as_str), Some(v), "{k}\n{text}");
     }
-    assert!(!args.contains_key("--kv-channels"), "{text}");
+    assert_eq!(args["--kv-channels"], "128", "{text}");
+    // Dense layers first with experts every other layer after them: layers 3, 5, 7 of 8.
+    let mut sparse = load_model("mixtral-8x7b").unwrap();
+    (sparse.layers, sparse.moe.as_mut().unwrap().every) = (8, 2);
+    sparse.moe.as_mut().unwrap().first_dense = 3;
+    assert_eq!(
+        planner::spec::launch::megatron::moe_layer_pattern(&sparse),
+        "([0]*3+[1]*1+[0]*1+[1]*1+[0]*1+[1]*1)"
+    );
     from_megatron(&text, &m, 32).unwrap_or_else(|e| panic!("{e}\n{text}"));
     for (from, to) in [
         ("--kv-lora-rank 512", "--kv-lora-rank 256"),
@@ -1966,4 +1974,23 @@ fn deepseek_v3_round_trips_its_latent_attention_through_megatron() {
             "{to}: {e}"
         );
     }
+    let e = from_megatron(&text.replace("--kv-lora-rank 512", ""), &m, 32)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("absent (Megatron-LM's default is 32)"), "{e}");
+    let e = from_megatron(&text.replace("([0]*3+[1]*58)", "([0]*3+[1]*58"), &m, 32)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not a whole number"), "{e}");
+    // Latent-attention arguments describe another model than a Llama, shape given or not.
+    let llama = load_model("llama3-8b").unwrap();
+    let e = from_megatron(
+        "--tensor-model-parallel-size 1 --micro-batch-size 1 --multi-latent-attention \
+         --kv-lora-rank 512",
+        &llama,
+        8,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("does not have"), "{e}");
 }

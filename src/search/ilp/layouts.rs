@@ -53,7 +53,9 @@ enum Role {
 
 fn role(name: &str) -> Role {
     match name {
-        "qkv" | "fc1" => Role::Column,
+        // (MLA's up-projections are column-parallel; its down-projections, duplicated on
+        // every rank, stay local.)
+        "qkv" | "fc1" | "q_up" | "kv_up" | "q_proj" => Role::Column,
         "proj" | "fc2" => Role::Row,
         "scores" | "softmax" | "attn_dropout" | "context" | "attention" | "qk_norm" | "rope"
         | "gelu" | "swiglu" => Role::Split,
@@ -162,9 +164,8 @@ fn out_bytes(model: &ModelSpec, sh: &Shard, name: &str) -> f64 {
         "context" | "attention" => tok * model.attn_out_hidden() as f64,
         // MLA's latents and up-projections.
         "q_down" | "q_norm" => tok * model.mla.and_then(|m| m.q_lora_rank).unwrap_or(0) as f64,
-        "kv_down" | "kv_norm" => {
-            tok * model.mla.map_or(0, |m| m.kv_lora_rank + m.qk_rope_dim) as f64
-        }
+        "kv_down" => tok * model.mla.map_or(0, |m| m.kv_lora_rank + m.qk_rope_dim) as f64,
+        "kv_norm" => tok * model.mla.map_or(0, |m| m.kv_lora_rank) as f64,
         "q_up" | "q_proj" => tok * q,
         "kv_up" => {
             tok * model

@@ -374,6 +374,10 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
     if let Some(d) = model.head_size {
         // Megatron's head size, hidden/heads unless given.
         arg(a, "--kv-channels", d);
+    } else if let Some(m) = model.mla {
+        // MLA reads its own sizes; without `--kv-channels` `validate_args` asserts hidden/heads
+        // divides, which MLA does not need. DeepSeek-V3's recipes write the unpositioned size.
+        arg(a, "--kv-channels", m.qk_nope_dim);
     }
     arg(a, "--seq-length", plan.seq_len);
     let positions = match model.positions {

@@ -40,7 +40,23 @@ pub(super) fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     }
     match model.mla {
         // MLA's heads are sized by its own arguments; `--kv-channels` is not read.
-        Some(m) => check_mla(a, model, m, c),
+        Some(m) if a.has("--multi-latent-attention") => check_mla(a, model, m, c),
+        Some(_) => c.refuse(
+            "--multi-latent-attention",
+            format!(
+                "absent, but the model `{}` has multi-head latent attention",
+                model.name
+            ),
+            "add --multi-latent-attention with its sizes, or use the --model these arguments were written for",
+        ),
+        None if MLA_ARGS.iter().any(|n| a.has(n)) => c.refuse(
+            MLA_ARGS.iter().find(|n| a.has(n)).copied().unwrap_or_default(),
+            format!(
+                "the arguments describe multi-head latent attention, which the model `{}` does not have",
+                model.name
+            ),
+            "use the --model these arguments were written for, or remove the latent-attention arguments",
+        ),
         None => {
             if let Some(v) = num(a, c, "--kv-channels").filter(|v| *v != model.head_dim()) {
                 mismatch(c, "--kv-channels", v, model, "head_dim", model.head_dim());
@@ -160,12 +176,6 @@ pub(super) fn check_template(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             a.has("--qk-layernorm"),
             model.qk_norm || model.mla.is_some(),
             "a norm on the query and key heads (or on MLA's latents)",
-        ),
-        (
-            "--multi-latent-attention",
-            a.has("--multi-latent-attention"),
-            model.mla.is_some(),
-            "multi-head latent attention",
         ),
     ];
     for (arg, args_say, model_says, what) in checks {
@@ -491,6 +501,16 @@ fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     }
 }
 
+/// The arguments of multi-head latent attention.
+const MLA_ARGS: [&str; 6] = [
+    "--multi-latent-attention",
+    "--q-lora-rank",
+    "--kv-lora-rank",
+    "--qk-head-dim",
+    "--qk-pos-emb-head-dim",
+    "--v-head-dim",
+];
+
 /// MLA's sizes (Megatron-LM's defaults where absent: `_add_mla_args` @000c4ac, no query
 /// latent, a key/value latent of 32, heads of 128 + 64 and values of 128), against the
 /// model's.
@@ -518,9 +538,13 @@ fn check_mla(a: &ArgMap, model: &ModelSpec, m: Mla, c: &mut Collect) {
         ),
         ("--v-head-dim", "mla.v_dim", 128, m.v_dim),
     ] {
-        let given = num(a, c, arg).unwrap_or(default);
-        if given != want {
-            mismatch(c, arg, given, model, field, want);
+        match num(a, c, arg) {
+            Some(given) if given != want => mismatch(c, arg, given, model, field, want),
+            None if default != want => {
+                let said = format!("absent (Megatron-LM's default is {default})");
+                mismatch(c, arg, said, model, field, want);
+            }
+            _ => {}
         }
     }
 }
@@ -596,17 +620,26 @@ pub(super) fn check_experts(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     match given {
         Some(g) if g == want => {}
         Some(g) if count(&g) == count(&want) => c.warn(format!(
-            "--moe-layer-freq {freq} puts experts in layers {}; the model has them in layers {}: the same count, priced alike except for stage balance",
+            "--moe-layer-freq {freq} puts experts in layers {}; the model has them in layers {}: the same count, priced as the model lays them out (with pipeline stages, this launch's stages hold other layers than those priced; write --moe-layer-freq {} to launch what is priced)",
             layers(&g),
-            layers(&want)
+            layers(&want),
+            moe_layer_pattern(model)
         )),
-        _ => mismatch(
+        Some(_) => mismatch(
             c,
             "--moe-layer-freq",
             freq,
             model,
             "expert layers (moe.every, moe.first_dense)",
             moe_layer_pattern(model),
+        ),
+        None => c.refuse(
+            "--moe-layer-freq",
+            format!(
+                "`{freq}` is not a whole number above 0 or a list of 0 and 1 with one entry per layer ({})",
+                model.layers
+            ),
+            format!("write it as Megatron-LM reads it, e.g. {}", moe_layer_pattern(model)),
         ),
     }
 }

@@ -284,6 +284,21 @@ fn latent_attention_reads_back_and_refuses_what_it_replaces() {
         assert_eq!(e.problems().len(), 1, "{e}");
         assert_eq!(e.problems()[0].field, field, "{e}");
     }
+    // Another arch, or learned positions, is blamed on its own field alone; heads wider than
+    // the fused kernels take on MLA's.
+    let wide = mla.replace("qk_nope_dim: 32", "qk_nope_dim: 256");
+    for (text, field) in [
+        (
+            format!("{}{mla}", yaml.replace("arch: llama", "arch: gpt")),
+            "arch",
+        ),
+        (format!("{yaml}positions: learned\n{mla}"), "positions"),
+        (format!("{yaml}{wide}"), "mla.qk_nope_dim"),
+    ] {
+        let e = ModelSpec::from_yaml("m.yaml", &text).unwrap_err();
+        assert_eq!(e.problems().len(), 1, "{e}");
+        assert_eq!(e.problems()[0].field, field, "{e}");
+    }
     let odd = mla.replace("qk_rope_dim: 16", "qk_rope_dim: 15");
     let e = ModelSpec::from_yaml("m.yaml", &format!("{yaml}{odd}")).unwrap_err();
     assert_eq!(e.problems()[0].field, "mla.qk_rope_dim");
