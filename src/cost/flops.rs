@@ -18,7 +18,7 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
     // Scores and context: 2s²·a·(d + d_v), 4s²q where the value heads are the query's.
     let scores = 2.0 * s * s * (q + model.attn_out_hidden() as f64) * window;
     let attn = match model.mla {
-        Some(m) => 2.0 * s * mla_linear_params(model, m) + scores,
+        Some(m) => 2.0 * s * m.linear_params(model.hidden, model.heads) + scores,
         None => 2.0 * s * h * (q + 2.0 * kv) + scores + 2.0 * s * q * h,
     };
     let dense_mlp = 2.0 * s * h * model.ffn_hidden as f64 * mats;
@@ -37,23 +37,6 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
         + n_moe * (attn + moe_mlp)
         + 2.0 * s * h * model.vocab as f64
         + bert_head
-}
-
-/// Weights of MLA's linears a token passes through (its norms left out): the query's
-/// down- and up-projections h·r_q + r_q·a·d (or h·a·d), the key/value down-projection
-/// h·(r_kv + d_r), its up-projection r_kv·a·(d_n + d_v) and the output a·d_v·h (NeMo
-/// `flops_formulas.py` `deepseekv3`, `per_layer_mla_params`, counts the same).
-fn mla_linear_params(model: &ModelSpec, m: crate::spec::Mla) -> f64 {
-    let (h, a) = (model.hidden as f64, model.heads as f64);
-    let dq = (m.qk_nope_dim + m.qk_rope_dim) as f64;
-    let kv = m.kv_lora_rank as f64;
-    let q = match m.q_lora_rank {
-        Some(r) => h * r as f64 + r as f64 * a * dq,
-        None => h * a * dq,
-    };
-    q + h * (kv + m.qk_rope_dim as f64)
-        + kv * a * (m.qk_nope_dim + m.v_dim) as f64
-        + a * m.v_dim as f64 * h
 }
 
 /// The share of the s×s score FLOPs a sliding window leaves, in the full-matrix convention

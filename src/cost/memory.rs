@@ -274,7 +274,8 @@ pub fn stage_memory(
     // layer holds top_k routed copies of every token at the expert's width over tp (the
     // expert-TP group gathers the routed tokens for shards f/tp wide, `graph::layer::moe_mlp`;
     // whole experts, etp 1, take a tp-th of them at full width: the same bytes), or the
-    // shared experts' width where wider. (MLA's up-projections can be wider: DeepSeek-V3's keys and values 128·256 = 32768.)
+    // shared experts' width where wider. MLA's up-projections can be wider still
+    // (DeepSeek-V3's keys and values: 128·256 = 32768).
     let mla_width = model.mla.map_or(0, |m| {
         model.heads * (m.qk_nope_dim + m.v_dim).max(m.qk_nope_dim + m.qk_rope_dim) / plan.tp
     });

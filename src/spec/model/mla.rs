@@ -26,6 +26,28 @@ pub struct Mla {
     pub v_dim: u64,
 }
 
+impl Mla {
+    /// Weights of MLA's linears a token passes through, its latent norms left out (NeMo
+    /// `flops_formulas.py` `deepseekv3`, `per_layer_mla_params`, counts the same): the
+    /// query's down- and up-projections h·r_q + r_q·a·(d_n + d_r) (or h·a·(d_n + d_r)), the
+    /// key/value down-projection h·(r_kv + d_r), its up-projection r_kv·a·(d_n + d_v) and the
+    /// output a·d_v·h, for hidden size h and a heads. DeepSeek-V3: 187,105,280.
+    pub fn linear_params(&self, hidden: u64, heads: u64) -> f64 {
+        let (h, a) = (hidden as f64, heads as f64);
+        let (dn, dr, dv) = (
+            self.qk_nope_dim as f64,
+            self.qk_rope_dim as f64,
+            self.v_dim as f64,
+        );
+        let kv = self.kv_lora_rank as f64;
+        let q = match self.q_lora_rank {
+            Some(r) => h * r as f64 + r as f64 * a * (dn + dr),
+            None => h * a * (dn + dr),
+        };
+        q + h * (kv + dr) + kv * a * (dn + dv) + a * dv * h
+    }
+}
+
 impl ModelSpec {
     /// What MLA rules out: its heads are all key/value heads, sized by its own fields, its
     /// queries and keys rotary, with no bias, QK-norm or window planner prices beside it.
@@ -125,13 +147,7 @@ impl ModelSpec {
     /// latent's RMSNorm r_kv and up-projection r_kv·a·(d_n + d_v); the output projection
     /// a·d_v·h. DeepSeek-V3: 187,107,328.
     pub(super) fn mla_params(&self, m: Mla) -> f64 {
-        let (h, a) = (self.hidden as f64, self.heads as f64);
-        let (dn, dr, dv) = (m.qk_nope_dim as f64, m.qk_rope_dim as f64, m.v_dim as f64);
-        let kv = m.kv_lora_rank as f64;
-        let q = match m.q_lora_rank {
-            Some(r) => h * r as f64 + r as f64 + r as f64 * a * (dn + dr),
-            None => h * a * (dn + dr),
-        };
-        q + h * (kv + dr) + kv + kv * a * (dn + dv) + a * dv * h
+        let norms = m.q_lora_rank.unwrap_or(0) + m.kv_lora_rank;
+        m.linear_params(self.hidden, self.heads) + norms as f64
     }
 }
