@@ -1994,3 +1994,22 @@ fn deepseek_v3_round_trips_its_latent_attention_through_megatron() {
     .to_string();
     assert!(e.contains("does not have"), "{e}");
 }
+
+/// Arguments that give only the layout say nothing of the head size: a model whose heads are
+/// set apart from hidden/heads (Qwen3-30B-A3B: 32 of 128 on 2048) is not refused for an absent
+/// `--kv-channels` unless the arguments describe the shape.
+#[test]
+fn layout_only_arguments_leave_the_head_size_to_the_model() {
+    let m = load_model(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hf/qwen3-30b-a3b.json"
+    ))
+    .unwrap();
+    let args = "--tensor-model-parallel-size 2 --sequence-parallel \
+                --expert-model-parallel-size 4 --micro-batch-size 1 --global-batch-size 64 \
+                --seq-length 4096 --bf16";
+    from_megatron(args, &m, 8).unwrap_or_else(|e| panic!("{e}"));
+    let shaped = format!("{args} --num-layers 48 --hidden-size 2048");
+    let e = from_megatron(&shaped, &m, 8).unwrap_err().to_string();
+    assert!(e.contains("--kv-channels"), "{e}");
+}

@@ -61,17 +61,6 @@ pub(super) fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             if let Some(v) = num(a, c, "--kv-channels").filter(|v| *v != model.head_dim()) {
                 mismatch(c, "--kv-channels", v, model, "head_dim", model.head_dim());
             }
-            // Without it Megatron takes hidden/heads, asserting they divide.
-            if !a.has("--kv-channels") && model.head_dim() * model.heads != model.hidden {
-                mismatch(
-                    c,
-                    "--kv-channels",
-                    "absent (Megatron-LM then takes hidden/heads)",
-                    model,
-                    "head_dim",
-                    model.head_dim(),
-                );
-            }
         }
     }
     if a.has("--group-query-attention") {
@@ -482,6 +471,21 @@ fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             );
             mismatch(c, "--rotary-base", said, model, "rope_theta", theta);
         }
+    }
+    // Without it Megatron takes hidden/heads, asserting they divide (MLA sizes its heads
+    // with its own arguments).
+    if !a.has("--kv-channels")
+        && model.mla.is_none()
+        && model.head_dim() * model.heads != model.hidden
+    {
+        mismatch(
+            c,
+            "--kv-channels",
+            "absent (Megatron-LM then takes hidden/heads)",
+            model,
+            "head_dim",
+            model.head_dim(),
+        );
     }
     if !a.has("--group-query-attention") && model.kv_heads != model.heads {
         mismatch(
