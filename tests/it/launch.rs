@@ -1997,7 +1997,8 @@ fn deepseek_v3_round_trips_its_latent_attention_through_megatron() {
 
 /// Arguments that give only the layout say nothing of the head size: a model whose heads are
 /// set apart from hidden/heads (Qwen3-30B-A3B: 32 of 128 on 2048) is not refused for an absent
-/// `--kv-channels` unless the arguments describe the shape.
+/// `--kv-channels` unless the arguments describe the shape, nor one with latent attention for
+/// an absent `--multi-latent-attention`.
 #[test]
 fn layout_only_arguments_leave_the_head_size_to_the_model() {
     let m = load_model(concat!(
@@ -2012,4 +2013,15 @@ fn layout_only_arguments_leave_the_head_size_to_the_model() {
     let shaped = format!("{args} --num-layers 48 --hidden-size 2048");
     let e = from_megatron(&shaped, &m, 8).unwrap_err().to_string();
     assert!(e.contains("--kv-channels"), "{e}");
+    // Nor is latent attention (DeepSeek-V3) refused for an absent --multi-latent-attention.
+    let ds = load_model(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/hf/deepseek-v3.json"
+    ))
+    .unwrap();
+    from_megatron(args, &ds, 8).unwrap_or_else(|e| panic!("{e}"));
+    let e = from_megatron(&format!("{args} --num-layers 61"), &ds, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--multi-latent-attention"), "{e}");
 }

@@ -6,7 +6,7 @@
 //! scripts) and the Megatron-Core ones are read.
 
 use super::megatron_args::{ArgMap, SPELLINGS_2021, launcher_world, read};
-use super::megatron_shape::{MOE_ARGS, check_experts, check_shape, check_template};
+use super::megatron_shape::{MOE_ARGS, SHAPE_ARGS, check_experts, check_shape, check_template};
 use super::{Collect, MegatronVersion};
 use crate::spec::SpecError;
 use crate::spec::model::ModelSpec;
@@ -35,10 +35,7 @@ pub fn from_megatron(text: &str, model: &ModelSpec, n_gpus: u64) -> Result<Parse
         MegatronVersion::Core
     };
     check_shape(&a, model, &mut c);
-    if ["--num-layers", "--hidden-size", "--num-attention-heads"]
-        .iter()
-        .any(|n| a.has(n))
-    {
+    if SHAPE_ARGS.iter().any(|n| a.has(n)) {
         check_template(&a, model, &mut c);
     } else if MOE_ARGS.iter().any(|n| a.has(n)) {
         // Expert arguments without the shape still describe the model: they must match it.

@@ -41,6 +41,8 @@ pub(super) fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     match model.mla {
         // MLA's heads are sized by its own arguments; `--kv-channels` is not read.
         Some(m) if a.has("--multi-latent-attention") => check_mla(a, model, m, c),
+        // Layout-only arguments leave the attention to the model, as they leave its shape.
+        Some(_) if !SHAPE_ARGS.iter().chain(&MLA_ARGS).any(|n| a.has(n)) => {}
         Some(_) => c.refuse(
             "--multi-latent-attention",
             format!(
@@ -504,6 +506,9 @@ fn check_defaults(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
         ));
     }
 }
+
+/// The arguments that describe a model's shape: with any of them, the template is checked.
+pub(super) const SHAPE_ARGS: [&str; 3] = ["--num-layers", "--hidden-size", "--num-attention-heads"];
 
 /// The arguments of multi-head latent attention.
 const MLA_ARGS: [&str; 6] = [
