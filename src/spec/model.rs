@@ -501,7 +501,11 @@ impl ModelSpec {
 
     /// Number of MoE layers.
     pub fn moe_layers(&self) -> u64 {
-        (0..self.layers).filter(|&i| self.is_moe_layer(i)).count() as u64
+        // Layer numbers j = i + 1 in (first_dense, layers] that `every` divides.
+        self.moe.as_ref().map_or(0, |m| {
+            let e = m.every.max(1);
+            (self.layers / e).saturating_sub(m.first_dense.min(self.layers) / e)
+        })
     }
 
     /// Parameters of the attention block of one layer (QKV, output projection, their biases).

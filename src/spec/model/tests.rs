@@ -104,6 +104,19 @@ fn shared_experts_and_dense_layers_first() {
         [false, true, true]
     );
     assert_eq!(m.moe_layers(), 2);
+    // The count's closed form agrees with the layers, every pattern up to 12 layers.
+    let mut g = m.clone();
+    for layers in 1..=12 {
+        for every in 1..=layers {
+            for first in 0..=layers {
+                g.layers = layers;
+                let e = g.moe.as_mut().unwrap();
+                (e.every, e.first_dense) = (every, first);
+                let counted = (0..layers).filter(|&i| g.is_moe_layer(i)).count() as u64;
+                assert_eq!(g.moe_layers(), counted, "{layers} {every} {first}");
+            }
+        }
+    }
     assert_eq!(m.params(), 162_112.0);
     assert_eq!(m.active_params(), 137_536.0);
     assert_eq!(ModelSpec::from_yaml("m.yaml", &m.to_yaml(&[])).unwrap(), m);
