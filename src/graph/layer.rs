@@ -8,6 +8,7 @@ use super::linear::{column_linear, fp8_casts, row_linear, tp_conjugates};
 use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
 use crate::spec::{Arch, AttentionImpl, Mla, ModelSpec, Positions};
 use crate::units::Dtype;
+use moe::moe_mlp;
 
 /// A norm (LayerNorm or RMSNorm) over `tokens` rows of width h.
 ///
@@ -307,40 +308,6 @@ fn mlp_ops(
     ]
 }
 
-/// The shared experts of an MoE layer, as Megatron-Core's `MoELayer` runs them without
-/// `--moe-shared-expert-overlap`: a tensor-parallel MLP (`SharedExpertMLP`, an `MLP`) on the
-/// layer's input, its output scaled by a sigmoid gate where the model has one (Qwen2-MoE:
-/// `sigmoid(x·w)` per token, `shared_experts.py`), then added to the routed output (reads
-/// both, writes the sum; its backward passes the gradient to both unchanged). Megatron-LM
-/// @000c4ac computes them before the router and adds them in the combine; earlier versions
-/// after the combine: the same work, which planner prices one after the other (no overlap
-/// with the token exchange). Their fc1 reads the input the router already keeps in 16 bits
-/// (under FP8, Transformer Engine keeps its own cast).
-fn shared_experts(model: &ModelSpec, sh: &Shard, ffn: u64, gate: bool) -> Vec<Op> {
-    let e = sh.dtype.bytes();
-    let x = (sh.tokens_sp() * model.hidden) as f64 * e;
-    let mut ops = mlp_ops(model, sh, ffn, ["shared_fc1", "shared_fc2"], false);
-    if sh.dtype != Dtype::Fp8 {
-        ops[0].saved_bytes = 0.0;
-        ops[0].saved_selective_bytes = 0.0;
-    }
-    ops[1].name = if model.arch.gated_mlp() {
-        "shared_swiglu"
-    } else {
-        "shared_gelu"
-    };
-    if gate {
-        // The 1×h gate's GEMV reads the input (its logits are negligible), and the scaling
-        // reads and writes the output, keeping it for the gate's gradient; backward the
-        // same again.
-        let mut g = Op::memory("shared_gate", 3.0 * x, 3.0 * x, x);
-        g.params = model.hidden as f64;
-        ops.push(g);
-    }
-    ops.push(Op::memory("shared_add", 3.0 * x, 0.0, 0.0));
-    ops
-}
-
 /// Elementwise activation over `tokens` × `f`: fused bias-GeLU (reads and writes f wide, saves
 /// its input, Korthikanti's 8sbh) or SwiGLU (reads 2f, writes f, saves its 2f-wide input).
 /// Eager SwiGLU (torchtitan `F.silu(w1(x)) * w3(x)`) runs SiLU then a multiply: 10 units
@@ -352,150 +319,6 @@ fn activation(gated: bool, tokens: f64, f: f64, sh: &Shard) -> Op {
         (true, false) => Op::memory("swiglu", 5.0 * x, 8.0 * x, 3.0 * x),
         (false, _) => Op::memory("gelu", 2.0 * x, 3.0 * x, x),
     }
-}
-
-/// The MLP of an MoE layer as Megatron-Core's all-to-all dispatcher runs it (Fedus et al.
-/// 2021; `MoEAlltoAllTokenDispatcher`, megatron/core/transformer/moe/token_dispatcher.py:
-/// "permute → A2A(EP) → AG(TP) → sort_chunk", and back "sort_chunk → RS(TP) → A2A(EP) →
-/// unpermute"). Each rank routes its own sequence-parallel shard of the tokens; the
-/// all-to-all moves its top-k copies over the EP group; the expert-TP group (etp ranks: tp,
-/// Megatron's default `--expert-tensor-parallel-size`, or 1) then all-gathers the routed
-/// tokens so each rank's expert shard (width f/etp) sees all of them, and reduce-scatters the
-/// outputs back; with etp 1 nothing is gathered and each rank computes whole experts on the
-/// tokens routed to it. Tokens are assumed balanced: the local experts receive etp times the
-/// rank's own routed tokens in total. Without sequence parallelism and tp > 1 (which
-/// Megatron refuses for MoE) every TP rank holds all tokens: conjugates wrap the block and
-/// nothing is gathered inside it.
-fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
-    let m = model
-        .moe
-        .as_ref()
-        .expect("moe layer of a model with experts");
-    let e = sh.dtype.bytes();
-    let (h, t) = (model.hidden, sh.etp);
-    let local = m.experts / sh.ep;
-    // Tokens this rank routes, and those its expert shards compute after the expert-TP
-    // gather (all of the TP group's with etp = tp; its own with etp 1).
-    let own = sh.tokens_sp();
-    let own_routed = own * m.top_k;
-    let routed = if sh.sp {
-        own_routed * t
-    } else {
-        sh.tokens() * m.top_k
-    };
-    let per_expert = routed.div_ceil(local);
-    let gated = model.arch.gated_mlp();
-    let f = m.expert_ffn_hidden / t;
-    let width = if gated { 2 * f } else { f };
-    let own_f = own as f64;
-    let sent = own_routed as f64 * h as f64 * e;
-    let gathered = routed as f64 * h as f64 * e;
-    // The router's GEMM keeps its input for the weight gradient, and the fp32 logits for the
-    // softmax/top-k backward.
-    let router_params = (h * m.experts) as f64 + if m.router_bias { m.experts as f64 } else { 0.0 };
-    let mut router = Op::linear(
-        "router",
-        own,
-        m.experts,
-        h,
-        router_params,
-        own_f * h as f64 * e + own_f * m.experts as f64 * 4.0,
-    );
-    // Megatron-Core's TopKRouter multiplies by its weight outside Transformer Engine.
-    router.fp8 = false;
-    router.fwd.push(Kernel::Memory {
-        class: super::MemClass::Reduction,
-        bytes: own_f * m.experts as f64 * 8.0,
-    });
-    let a2a = |name| {
-        let k = Kernel::Comm {
-            coll: Coll::AllToAll,
-            group: Group::Ep,
-            bytes: sent,
-            overlapped: false,
-        };
-        let mut op = Op::memory(name, 2.0 * sent, 2.0 * sent, 0.0);
-        if sh.ep > 1 {
-            op.fwd.push(k.clone());
-            op.bwd.insert(0, k);
-        }
-        op
-    };
-    let (gather, scatter) = if sh.sp && t > 1 {
-        tp_conjugates(sh, gathered)
-    } else {
-        (None, None)
-    };
-    let grouped = |name, n, k, params: f64, saved: f64| Op {
-        name,
-        fwd: vec![Kernel::Gemm {
-            batch: local,
-            m: per_expert,
-            n,
-            k,
-        }],
-        bwd: vec![
-            Kernel::Gemm {
-                batch: local,
-                m: per_expert,
-                n: k,
-                k: n,
-            },
-            Kernel::Gemm {
-                batch: local,
-                m: k,
-                n,
-                k: per_expert,
-            },
-        ],
-        params,
-        saved_bytes: saved,
-        saved_selective_bytes: saved,
-        selective_fwd: Vec::new(),
-        fp8: true,
-    };
-    let r = routed as f64;
-    // Biases (gpt-oss's experts): fc1's split over the expert-TP ranks with its columns, fc2's
-    // whole on each, as a row-parallel linear keeps it.
-    let (b1, b2) = if model.mlp_bias { (width, h) } else { (0, 0) };
-    let fc1 = grouped(
-        "expert_fc1",
-        width,
-        h,
-        (local * (h * width + b1)) as f64,
-        gathered,
-    );
-    let fc2 = grouped(
-        "expert_fc2",
-        h,
-        f,
-        (local * (f * h + b2)) as f64,
-        r * f as f64 * e,
-    );
-    let mut ops = vec![router, a2a("dispatch")];
-    ops.extend(gather.map(|mut op| {
-        op.name = "expert_tp_gather";
-        op
-    }));
-    ops.extend([
-        fp8_casts(fc1, sh, r * h as f64, r * width as f64, false),
-        activation(gated, r, f as f64, sh),
-        fp8_casts(fc2, sh, r * f as f64, r * h as f64, false),
-    ]);
-    ops.extend(scatter.map(|mut op| {
-        op.name = "expert_tp_scatter";
-        op
-    }));
-    ops.push(a2a("combine"));
-    if m.shared_ffn_hidden > 0 {
-        ops.extend(shared_experts(
-            model,
-            sh,
-            m.shared_ffn_hidden,
-            m.shared_gate,
-        ));
-    }
-    ops
 }
 
 /// One transformer layer (dense, or MoE when `moe`) for one rank and one micro-batch, with
@@ -611,6 +434,8 @@ pub fn layer_graph(model: &ModelSpec, sh: &Shard, moe: bool, sliding: bool) -> O
     }
     OpGraph::new(ops, &edges)
 }
+
+mod moe;
 
 #[cfg(test)]
 mod tests;
