@@ -6,7 +6,8 @@ use crate::calib::{Profile, load_profile};
 use crate::search::Space;
 use crate::spec::launch::megatron_plan::from_megatron;
 use crate::spec::{
-    self, AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
+    self, AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, RecomputeModules,
+    Schedule, TpOverlap,
 };
 use crate::units::Dtype;
 use clap::{Args, ValueEnum};
@@ -120,7 +121,7 @@ const MAX_SIZE: u64 = 1 << 24;
 const MAX_MICRO_BATCHES: u64 = 1 << 16;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 24] = [
+const PLAN_FLAGS: [&str; 25] = [
     "tp",
     "pp",
     "dp",
@@ -132,6 +133,7 @@ const PLAN_FLAGS: [&str; 24] = [
     "global_batch",
     "seq_len",
     "recompute",
+    "recompute_modules",
     "sequence_parallel",
     "zero",
     "overlap_grad_reduce",
@@ -198,6 +200,11 @@ pub struct PlanArgs {
     /// Activation recomputation.
     #[arg(long, value_enum, default_value_t = RecomputeArg::None)]
     pub recompute: RecomputeArg,
+    /// With --recompute selective under Megatron: the Megatron-Core modules it re-runs,
+    /// comma-separated (core_attn, moe_act, layernorm, mla_up_proj, mlp, moe,
+    /// shared_experts; default core_attn, Megatron's `--recompute-modules`).
+    #[arg(long = "recompute-modules", value_parser = modules)]
+    pub recompute_modules: Option<RecomputeModules>,
     /// Megatron sequence parallelism.
     #[arg(long = "sequence-parallel")]
     pub sequence_parallel: bool,
@@ -251,6 +258,10 @@ pub struct Counts(pub Vec<u64>);
 
 fn counts(text: &str) -> Result<Counts, String> {
     crate::spec::unfold_counts(text).map(Counts)
+}
+
+fn modules(text: &str) -> Result<RecomputeModules, String> {
+    RecomputeModules::parse(text)
 }
 
 /// `--framework` values.
@@ -421,6 +432,11 @@ impl PlanArgs {
                 _ => {}
             }
         }
+        if self.recompute_modules.is_some() && self.recompute != RecomputeArg::Selective {
+            bad.push(
+                "--recompute-modules: the modules are what selective recomputation re-runs; add --recompute selective".to_string(),
+            );
+        }
         if !bad.is_empty() {
             return Err(CliError::BadInput(bad.join("\n")));
         }
@@ -442,6 +458,7 @@ impl PlanArgs {
             }),
             seq_len,
             recompute: self.recompute.into(),
+            recompute_modules: self.recompute_modules.unwrap_or_default(),
             zero: self.zero,
             sequence_parallel: self.sequence_parallel,
             overlap_grad_reduce: self.overlap_grad_reduce,

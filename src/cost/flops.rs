@@ -1,7 +1,7 @@
 //! Model FLOPs (for MFU) and hardware FLOPs (for HFU), the conventions published runs use.
 
-use crate::graph::causal_share;
-use crate::spec::{Framework, ModelSpec, Recompute};
+use crate::graph::{ATTENTION_CORE, Kernel, Shard, causal_share, layer_graph};
+use crate::spec::{Framework, ModelSpec, Plan, Recompute, RecomputeModules};
 
 /// Forward FLOPs of one sequence of `s` tokens through the whole model, counting the full s×s
 /// attention (no causal halving), as Megatron-LM's `num_floating_point_operations` and the
@@ -50,6 +50,43 @@ fn window_share(model: &ModelSpec, s: u64) -> f64 {
     })
 }
 
+/// Forward FLOPs of one sequence that Megatron-Core's recompute modules other than the
+/// attention core re-run (`graph::layer` `megatron_modules`: MLA's up-projections, the norms,
+/// the activation, whole MLPs), summed from each kind of layer's `selective_fwd` at tp 1.
+/// None for the default modules, the attention core alone.
+fn module_flops_per_sequence(
+    model: &ModelSpec,
+    s: u64,
+    fw: Framework,
+    modules: RecomputeModules,
+) -> f64 {
+    if modules.is_default() {
+        return 0.0;
+    }
+    let mut p = Plan::new(1, 1, 1, 1, 1, s);
+    (p.framework, p.recompute_modules) = (fw, modules);
+    let sh = Shard::of(&p);
+    let mut kinds: Vec<((bool, bool), f64)> = Vec::new();
+    (0..model.layers)
+        .map(|i| {
+            let kind = (model.is_moe_layer(i), model.slides(i));
+            if let Some(&(_, f)) = kinds.iter().find(|(k, _)| *k == kind) {
+                return f;
+            }
+            let g = layer_graph(model, &sh, kind.0, kind.1);
+            let f = g.sum(|o| {
+                if ATTENTION_CORE.contains(&o.name) {
+                    0.0
+                } else {
+                    o.selective_fwd.iter().map(Kernel::flops).sum()
+                }
+            });
+            kinds.push((kind, f));
+            f
+        })
+        .sum()
+}
+
 /// Forward FLOPs of one sequence that selective recomputation re-runs, by the framework's
 /// policy: Megatron-LM's attention core, 4s²h per layer (Korthikanti et al. 2022 §5;
 /// 2s²·a·(d + d_v) where the value heads are narrower, MLA's), or
@@ -57,12 +94,23 @@ fn window_share(model: &ModelSpec, s: u64) -> f64 {
 /// second matmul of a block — of wq, wk, wv, wo, [router], w1, w3, w2 that is wk, wo and w3
 /// of a dense Llama block — the linears with a bias (`addmm`) and, in an MoE block, its
 /// grouped expert GEMMs (not `aten.mm`); never SDPA.
-pub fn selective_recompute_flops_per_sequence(model: &ModelSpec, s: u64, fw: Framework) -> f64 {
+pub fn selective_recompute_flops_per_sequence(
+    model: &ModelSpec,
+    s: u64,
+    fw: Framework,
+    modules: RecomputeModules,
+) -> f64 {
+    let seq = s;
     let (s, h) = (s as f64, model.hidden as f64);
     let q = model.q_hidden() as f64;
     if !fw.op_level_selective() {
         let scores = 2.0 * s * s * (q + model.attn_out_hidden() as f64);
-        return scores * model.layers as f64 * window_share(model, s as u64);
+        let core = if modules.has(RecomputeModules::CORE_ATTN) {
+            scores * model.layers as f64 * window_share(model, seq)
+        } else {
+            0.0
+        };
+        return core + module_flops_per_sequence(model, seq, fw, modules);
     }
     let kv = model.kv_hidden() as f64;
     let f = model.ffn_hidden as f64;
@@ -126,14 +174,14 @@ pub fn hardware_flops_per_step(
     s: u64,
     global_batch: u64,
     rc: Recompute,
-    fw: Framework,
+    (fw, modules): (Framework, RecomputeModules),
     fraction: f64,
 ) -> f64 {
     let fwd = global_batch as f64 * forward_flops_per_sequence(model, s);
     let extra = match rc {
         Recompute::None => 0.0,
         Recompute::Selective => {
-            global_batch as f64 * selective_recompute_flops_per_sequence(model, s, fw)
+            global_batch as f64 * selective_recompute_flops_per_sequence(model, s, fw, modules)
         }
         Recompute::Full => {
             fwd - global_batch as f64 * 2.0 * s as f64 * model.hidden as f64 * model.vocab as f64
@@ -156,14 +204,24 @@ mod tests {
         use crate::spec::AttentionImpl;
         let m = crate::spec::load_model("llama2-70b").unwrap();
         let (s, h) = (4096.0, 8192.0);
-        let mg = selective_recompute_flops_per_sequence(&m, 4096, Framework::Megatron);
+        let mg = selective_recompute_flops_per_sequence(
+            &m,
+            4096,
+            Framework::Megatron,
+            RecomputeModules::CORE_ATTN,
+        );
         assert_eq!(mg, 4.0 * s * s * h * 80.0);
         let mut p = crate::spec::Plan::new(1, 1, 1, 1, 1, 4096);
         (p.framework, p.attention) = (Framework::Torchtitan, AttentionImpl::Flash);
         let sh = Shard::of(&p);
         let g = transformer_layer(&m, &sh, false);
         let per_layer = g.selective_flops();
-        let tt = selective_recompute_flops_per_sequence(&m, 4096, Framework::Torchtitan);
+        let tt = selective_recompute_flops_per_sequence(
+            &m,
+            4096,
+            Framework::Torchtitan,
+            RecomputeModules::CORE_ATTN,
+        );
         assert_eq!(tt, 80.0 * per_layer);
         assert_eq!(tt, 80.0 * 2.0 * s * (h * 1024.0 + h * h + h * 28672.0));
         // gpt2-xl's linears carry biases (`addmm`): all of them re-run, the graph agrees.
@@ -180,7 +238,12 @@ mod tests {
             2.0 * s2 * (3.0 * h2 * h2 + h2 * h2 + 2.0 * 4.0 * h2 * h2)
         );
         assert_eq!(
-            selective_recompute_flops_per_sequence(&g2, 1024, Framework::Torchtitan),
+            selective_recompute_flops_per_sequence(
+                &g2,
+                1024,
+                Framework::Torchtitan,
+                RecomputeModules::CORE_ATTN
+            ),
             48.0 * per_layer
         );
     }
@@ -205,7 +268,12 @@ mod tests {
         (p.framework, p.attention) = (Framework::Torchtitan, AttentionImpl::Flash);
         let g = transformer_layer(&m, &Shard::of(&p), true);
         assert_eq!(
-            selective_recompute_flops_per_sequence(&m, 4096, Framework::Torchtitan),
+            selective_recompute_flops_per_sequence(
+                &m,
+                4096,
+                Framework::Torchtitan,
+                RecomputeModules::CORE_ATTN
+            ),
             32.0 * g.selective_flops()
         );
     }
@@ -234,7 +302,12 @@ mod tests {
             attn + dense + moe + head
         );
         assert_eq!(
-            selective_recompute_flops_per_sequence(&m, 4096, Framework::Megatron),
+            selective_recompute_flops_per_sequence(
+                &m,
+                4096,
+                Framework::Megatron,
+                RecomputeModules::CORE_ATTN
+            ),
             61.0 * scores
         );
     }
@@ -257,7 +330,12 @@ mod tests {
         let cut = 0.25 * 4.0 * s * s * q * 32.0;
         assert_eq!(full - forward_flops_per_sequence(&m, 8192), cut);
         assert_eq!(
-            selective_recompute_flops_per_sequence(&m, 8192, Framework::Megatron),
+            selective_recompute_flops_per_sequence(
+                &m,
+                8192,
+                Framework::Megatron,
+                RecomputeModules::CORE_ATTN
+            ),
             0.75 * 4.0 * s * s * q * 32.0
         );
         m.attention_window = Some(SlidingWindow {
@@ -282,7 +360,14 @@ mod tests {
         let eq3 = 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h));
         let ours = model_flops_per_step(&m, 2048, 512);
         assert!((ours / model - 1.0).abs() < 1e-12, "{ours} vs {model}");
-        let hw = hardware_flops_per_step(&m, 2048, 512, Recompute::Full, Framework::Megatron, 1.0);
+        let hw = hardware_flops_per_step(
+            &m,
+            2048,
+            512,
+            Recompute::Full,
+            (Framework::Megatron, RecomputeModules::CORE_ATTN),
+            1.0,
+        );
         assert!((hw / eq3 - 1.0).abs() < 1e-12, "{hw} vs {eq3}");
         // The paper's Table 1 row: 137 TFLOP/s on 32 GPUs ⇒ 3.53 s per iteration.
         assert!((eq3 / (32.0 * 137e12) - 3.528).abs() < 0.001);

@@ -411,7 +411,7 @@ fn assemble(
         plan.seq_len,
         plan.global_batch,
         plan.recompute,
-        plan.framework,
+        (plan.framework, plan.recompute_modules),
         recomputed_fraction,
     );
     let peak_flops = cluster.gpu.peak_flops(plan.dtype);

@@ -181,6 +181,7 @@ mod tests {
             dtype: Dtype::Bf16,
             tp_overlap: crate::spec::TpOverlap::Backward,
             framework: crate::spec::Framework::Megatron,
+            modules: Default::default(),
         }
     }
 

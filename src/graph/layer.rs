@@ -431,10 +431,14 @@ pub fn layer_graph(model: &ModelSpec, sh: &Shard, moe: bool, sliding: bool) -> O
     edges.push((mlp_start, mlp_end));
     if sh.framework.op_level_selective() {
         super::selective::op_level_selective(&mut ops, model, sh);
+    } else {
+        modules::megatron_modules(&mut ops, model, sh, moe);
     }
     OpGraph::new(ops, &edges)
 }
 
+mod modules;
+pub use modules::ATTENTION_CORE;
 mod moe;
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ mod linear;
 mod selective;
 
 pub use ends::{embedding, head};
-pub use layer::{layer_graph, transformer_layer};
+pub use layer::{ATTENTION_CORE, layer_graph, transformer_layer};
 
-use crate::spec::{AttentionImpl, Framework, ModelSpec, Plan, TpOverlap};
+use crate::spec::{AttentionImpl, Framework, ModelSpec, Plan, RecomputeModules, TpOverlap};
 use crate::units::Dtype;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
@@ -379,6 +379,8 @@ pub struct Shard {
     pub tp_overlap: TpOverlap,
     /// Training framework (kernel fusion, loss kernel).
     pub framework: Framework,
+    /// What Megatron-Core's selective recomputation re-runs (`Plan::recompute_modules`).
+    pub modules: RecomputeModules,
 }
 
 impl Shard {
@@ -396,6 +398,7 @@ impl Shard {
             dtype: plan.dtype,
             tp_overlap: plan.tp_overlap,
             framework: plan.framework,
+            modules: plan.recompute_modules,
         }
     }
 

@@ -141,6 +141,16 @@ pub enum Infeasible {
         /// Its value.
         given: String,
     },
+    /// Megatron-Core recomputation modules the plan cannot have: outside Megatron, or
+    /// `mla_up_proj` without latent attention (Megatron-Core refuses it).
+    RecomputeModules {
+        /// The framework's name.
+        framework: &'static str,
+        /// The modules given.
+        given: String,
+        /// Whether `mla_up_proj` is given for a model without MLA.
+        mla_missing: bool,
+    },
     /// ep does not divide the experts, or etp·ep the ranks of a pipeline stage.
     ExpertsNotDivisible {
         /// Experts.
@@ -305,6 +315,7 @@ impl Infeasible {
             I::WindowKernel { .. } => "sliding window outside FlashAttention",
             I::WindowWithCp { .. } => "sliding window with context parallelism",
             I::MlaUnpriced { .. } => "latent attention outside Megatron's fused kernel, cp 1",
+            I::RecomputeModules { .. } => "recompute modules outside Megatron-Core's rules",
             I::MicroBatchTokens { .. } => "micro-batch tokens beyond any run",
             I::ExpertsNotDivisible { .. } => "ep does not divide experts or the stage's ranks",
             I::ExpertTp { .. } => "expert tp other than 1 or tp",
@@ -347,6 +358,7 @@ impl Infeasible {
             I::WindowKernel { .. } => "attention",
             I::WindowWithCp { .. } => "cp",
             I::MlaUnpriced { field, .. } => field,
+            I::RecomputeModules { .. } => "recompute_modules",
             I::MicroBatchTokens { .. } => "micro_batch",
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
             I::ExpertTp { .. } | I::FrameworkEtp { .. } => "etp",
@@ -521,6 +533,20 @@ impl fmt::Display for Infeasible {
                  slides a window under context parallelism only with --cp-comm-type a2a or \
                  all_gather (its ring asserts), which planner does not price; use cp 1, or \
                  --seq-len ≤ {window}"
+            ),
+            I::RecomputeModules {
+                framework,
+                given,
+                mla_missing: true,
+            } => write!(
+                f,
+                "recompute_modules [{given}] under {framework}: mla_up_proj recomputes multi-head latent attention's up-projections, and the model has none (Megatron-Core refuses it); drop mla_up_proj"
+            ),
+            I::RecomputeModules {
+                framework, given, ..
+            } => write!(
+                f,
+                "recompute_modules [{given}] under {framework}: the modules are Megatron-Core's (`--recompute-modules`); {framework}'s selective recomputation is its own policy, so drop recompute_modules or price --framework megatron"
             ),
             I::MlaUnpriced { field, given } => {
                 let why = match *field {

@@ -148,6 +148,10 @@ pub struct Plan {
     pub seq_len: u64,
     /// Activation recomputation.
     pub recompute: Recompute,
+    /// What selective recomputation re-runs under Megatron-Core (`--recompute-modules`):
+    /// the attention core by default.
+    #[serde(default, skip_serializing_if = "RecomputeModules::is_default")]
+    pub recompute_modules: RecomputeModules,
     /// ZeRO stage: 0 none, 1 optimizer states (Megatron distributed optimizer), 2 + gradients,
     /// 3 + parameters (FSDP full shard).
     pub zero: u8,
@@ -225,6 +229,7 @@ impl Plan {
             global_batch,
             seq_len,
             recompute: Recompute::None,
+            recompute_modules: RecomputeModules::CORE_ATTN,
             zero: 0,
             sequence_parallel: false,
             overlap_grad_reduce: false,
@@ -274,7 +279,20 @@ impl Plan {
         if !self.grad_accumulation_fusion {
             f += " --no-gradient-accumulation-fusion";
         }
+        if !self.recompute_modules.is_default() {
+            f += &format!(" --recompute-modules {}", self.recompute_modules);
+        }
         f
+    }
+
+    /// `(modules)` after `selective` where the plan recomputes other Megatron-Core modules
+    /// than the attention core; empty otherwise.
+    pub fn modules_suffix(&self) -> String {
+        if self.recompute == Recompute::Selective && !self.recompute_modules.is_default() {
+            format!("({})", self.recompute_modules)
+        } else {
+            String::new()
+        }
     }
 
     /// Expert tensor parallelism: [`Plan::etp`](Plan#structfield.etp), or tp where unset.
@@ -304,9 +322,10 @@ impl Plan {
             s += &format!(" vpp={}", self.vpp);
         }
         s += &format!(
-            " mbs={} rc={} zero{}",
+            " mbs={} rc={}{} zero{}",
             self.mbs,
             self.recompute.name(),
+            self.modules_suffix(),
             self.zero
         );
         if self.sp() {
@@ -466,6 +485,16 @@ impl Plan {
                 }
             }
         }
+        let mods = self.recompute_modules;
+        let mla_missing = mods.has(RecomputeModules::MLA_UP_PROJ) && model.mla.is_none();
+        let other_framework = self.framework != Framework::Megatron && !mods.is_default();
+        if self.recompute == Recompute::Selective && (mla_missing || other_framework) {
+            out.push(I::RecomputeModules {
+                framework: self.framework.name(),
+                given: mods.to_string(),
+                mla_missing: mla_missing && !other_framework,
+            });
+        }
         let (etp, stage_ranks) = (self.etp(), self.tp * self.cp * self.dp);
         // An etp that is neither 1 nor tp is refused alone: the expert checks below would
         // only repeat it in other words.
@@ -618,6 +647,8 @@ impl Plan {
 
 mod counts;
 pub use counts::{fold_counts, unfold_counts};
+mod modules;
+pub use modules::{RecomputeModules, choices as modules_choices};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,9 @@
 //! once and unknown keys named with the closest valid key, like model and cluster files.
 
 use super::error::SpecError;
-use super::plan::{AttentionImpl, Framework, Plan, Recompute, Schedule, TpOverlap};
+use super::plan::{
+    AttentionImpl, Framework, Plan, Recompute, RecomputeModules, Schedule, TpOverlap,
+};
 use super::yaml::Reader;
 use crate::units::Dtype;
 
@@ -83,6 +85,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
     let framework = choice(r, "framework", &Framework::ALL.map(|x| (x.name(), x)));
     let stage_layers = r.opt_counts("stage_layers", MAX_SIZE);
     let recompute_layers = r.opt_counts("recompute_layers", MAX_SIZE);
+    let recompute_modules = modules(r);
     Some(Plan {
         dp: dp?,
         tp: tp?,
@@ -95,6 +98,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         global_batch: global_batch?,
         seq_len: seq_len?,
         recompute: recompute.unwrap_or(Recompute::None),
+        recompute_modules: recompute_modules?,
         zero: zero.unwrap_or(0),
         sequence_parallel,
         overlap_grad_reduce,
@@ -112,6 +116,34 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         grad_accumulation_fusion,
         grad_reduce_dtype,
     })
+}
+
+/// `recompute_modules`: a list of Megatron-Core module names (default: the attention core).
+fn modules(r: &mut Reader<'_>) -> Option<RecomputeModules> {
+    let Some(v) = r.raw("recompute_modules") else {
+        return Some(RecomputeModules::default());
+    };
+    let names = v
+        .as_array()
+        .and_then(|a| a.iter().map(|x| x.as_str()).collect::<Option<Vec<&str>>>());
+    let parsed = match names {
+        Some(n) => RecomputeModules::parse(&n.join(",")),
+        None => Err("expected a list of module names".to_string()),
+    };
+    match parsed {
+        Ok(m) => Some(m),
+        Err(e) => {
+            r.problem(
+                "recompute_modules",
+                e,
+                format!(
+                    "write e.g. [\"core_attn\", \"mla_up_proj\"] ({})",
+                    super::plan::modules_choices()
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// An optional name out of `options`; anything else is a problem listing them.

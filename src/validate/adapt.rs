@@ -517,6 +517,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         global_batch: run.batch.global_batch,
         seq_len: m.seq_len,
         recompute,
+        recompute_modules: Default::default(),
         zero,
         sequence_parallel: sp,
         overlap_grad_reduce: match fw {

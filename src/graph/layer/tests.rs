@@ -20,6 +20,7 @@ fn shard(tp: u64, sp: bool, attention: AttentionImpl) -> Shard {
         dtype: Dtype::Fp16,
         tp_overlap: crate::spec::TpOverlap::Backward,
         framework: crate::spec::Framework::Megatron,
+        modules: Default::default(),
     }
 }
 
@@ -121,6 +122,7 @@ fn moe_layer_params_match_spec() {
         dtype: Dtype::Bf16,
         tp_overlap: crate::spec::TpOverlap::Backward,
         framework: crate::spec::Framework::Megatron,
+        modules: Default::default(),
     };
     let g = transformer_layer(&m, &sh, true);
     assert_eq!(g.params(), m.layer_params(0));
@@ -159,6 +161,7 @@ fn moe_shard() -> Shard {
         dtype: Dtype::Bf16,
         tp_overlap: crate::spec::TpOverlap::Backward,
         framework: crate::spec::Framework::Megatron,
+        modules: Default::default(),
     }
 }
 

@@ -292,7 +292,22 @@ fn memory(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Mega
             arg(a, "--recompute-num-layers", 1);
         }
         (Recompute::Full, false, None) => arg(a, "--activations-checkpoint-method", "uniform"),
-        (Recompute::Selective, true, _) => arg(a, "--recompute-granularity", "selective"),
+        (Recompute::Selective, true, _) => {
+            arg(a, "--recompute-granularity", "selective");
+            if !plan.recompute_modules.is_default() {
+                // argparse `nargs="*"`: the modules follow as separate words.
+                arg(
+                    a,
+                    "--recompute-modules",
+                    plan.recompute_modules.names().join(" "),
+                );
+            }
+        }
+        (Recompute::Selective, false, _) if !plan.recompute_modules.is_default() => c.refuse(
+            "recompute_modules",
+            "Megatron-Core's recompute modules are not in Megatron-LM 2021",
+            "use --megatron-version core",
+        ),
         (Recompute::Selective, false, _) => c.refuse(
             "recompute",
             "selective recomputation (2022) is not in Megatron-LM 2021",
@@ -553,6 +568,11 @@ fn render(model: &ModelSpec, plan: &Plan, v: MegatronVersion, a: &Args) -> Strin
     let lines: Vec<String> = a
         .iter()
         .map(|(k, v)| match v {
+            // A list argument's values are words of their own.
+            Some(v) if super::megatron_args::LIST_ARGS.contains(k) => {
+                let words: Vec<String> = v.split(' ').map(shell_quote).collect();
+                format!("{k} {}", words.join(" "))
+            }
             Some(v) => format!("{k} {}", shell_quote(v)),
             None => k.to_string(),
         })

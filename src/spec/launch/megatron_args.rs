@@ -271,6 +271,10 @@ const IGNORED: &[(&str, bool)] = &[
     ("--no-async-tensor-model-parallel-allreduce", false), ("--no-position-embedding", false),
 ];
 
+/// Arguments argparse reads as lists (`nargs="*"`): the value is every word up to the next
+/// argument, joined by spaces.
+pub(super) const LIST_ARGS: &[&str] = &["--recompute-modules"];
+
 /// Megatron-LM 2021 spellings: their presence marks a 2021 command line.
 pub const SPELLINGS_2021: &[&str] = &[
     "--DDP-impl",
@@ -472,7 +476,15 @@ fn next_arg(words: &[String], i: &mut usize, c: &mut Collect) -> Option<(String,
         (_, Some(v)) => Some(v),
         (true, None) if next_is_value => {
             *i += 1;
-            Some(words[*i - 1].clone())
+            let mut v = words[*i - 1].clone();
+            // argparse `nargs="*"`: every word up to the next argument is one more value.
+            while LIST_ARGS.contains(&name.as_str())
+                && let Some(more) = words.get(*i).filter(|n| !n.starts_with("--"))
+            {
+                v = format!("{v} {more}");
+                *i += 1;
+            }
+            Some(v)
         }
         (true, None) => {
             c.refuse(&name, "needs a value", format!("write {name} VALUE"));

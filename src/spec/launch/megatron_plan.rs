@@ -10,7 +10,9 @@ use super::megatron_shape::{MOE_ARGS, SHAPE_ARGS, check_experts, check_shape, ch
 use super::{Collect, MegatronVersion};
 use crate::spec::SpecError;
 use crate::spec::model::ModelSpec;
-use crate::spec::plan::{AttentionImpl, Framework, Plan, Recompute, Schedule, TpOverlap};
+use crate::spec::plan::{
+    AttentionImpl, Framework, Plan, Recompute, RecomputeModules, Schedule, TpOverlap,
+};
 use crate::units::Dtype;
 
 /// A plan read from Megatron-LM arguments.
@@ -122,6 +124,7 @@ fn plan(
         .clone()
         .unwrap_or_else(|| vec![model.layers / pp.max(1); pp.min(model.layers) as usize]);
     let (recompute, recompute_layers) = recompute(a, c, &counts, vpp);
+    let recompute_modules = modules(a, c, recompute);
     Some(Plan {
         etp,
         dp,
@@ -134,6 +137,7 @@ fn plan(
         global_batch: num(a, c, "--global-batch-size").unwrap_or(mbs.saturating_mul(dp)),
         seq_len,
         recompute,
+        recompute_modules,
         zero: if a.has("--use-torch-fsdp2") {
             3
         } else {
@@ -371,17 +375,7 @@ fn recompute(
             );
             only(Recompute::Selective)
         }
-        Some("selective") => match a.get("--recompute-modules") {
-            None | Some("core_attn") => only(Recompute::Selective),
-            Some(m) => {
-                c.refuse(
-                    "--recompute-modules",
-                    format!("`{m}`: planner's selective recomputation is the attention core only"),
-                    "use core_attn, or full granularity",
-                );
-                only(Recompute::None)
-            }
-        },
+        Some("selective") => only(Recompute::Selective),
         Some("full") => {
             let n = num(a, c, "--recompute-num-layers").unwrap_or(1);
             let method = a.get("--recompute-method");
@@ -412,6 +406,23 @@ fn recompute(
             only(Recompute::None)
         }
     }
+}
+
+/// `--recompute-modules` (argparse `nargs="*"`, read as one space-separated value): the
+/// Megatron-Core modules selective recomputation re-runs, `core_attn` where absent. Given
+/// without selective granularity Megatron-LM ignores it, and so does the plan (said).
+fn modules(a: &ArgMap, c: &mut Collect, rc: Recompute) -> RecomputeModules {
+    let Some(text) = a.get("--recompute-modules") else {
+        return RecomputeModules::default();
+    };
+    if rc != Recompute::Selective {
+        c.warn("--recompute-modules without --recompute-granularity selective: Megatron-LM re-runs no module, and neither does the priced plan");
+        return RecomputeModules::default();
+    }
+    RecomputeModules::parse(text).unwrap_or_else(|e| {
+        c.refuse("--recompute-modules", e, "give Megatron-Core module names");
+        RecomputeModules::default()
+    })
 }
 
 /// Full recomputation: `uniform` with 1 layer per unit recomputes every layer; `block` N
