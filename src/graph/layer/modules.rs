@@ -88,11 +88,8 @@ pub(super) fn megatron_modules(ops: &mut [Op], model: &ModelSpec, sh: &Shard, mo
             }
             "residual_mlp" => in_mlp = false,
             _ if !in_mlp => {}
-            _ if !moe => {
-                if m.has(M::MLP) {
-                    rerun(op, 0.0);
-                }
-            }
+            _ if !moe && m.has(M::MLP) => rerun(op, 0.0),
+            _ if !moe => {}
             "router" if m.has(M::MOE) => rerun(op, if ln { 0.0 } else { x }),
             _ if m.has(M::MOE) => rerun(op, 0.0),
             "router" if ln => op.saved_selective_bytes = op.saved_bytes - x,
