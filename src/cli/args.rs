@@ -614,7 +614,9 @@ impl SearchArgs {
         if !bad.is_empty() {
             return Err(CliError::BadInput(bad.join("\n")));
         }
-        let mut space = Space::new(gb, seq).with_head_dim(model.head_dim());
+        let mut space = Space::new(gb, seq)
+            .with_head_dim(model.head_dim())
+            .with_recipe_modules(model);
         if let Some(f) = self.framework {
             space = space.for_framework(f.into());
         }

@@ -105,7 +105,8 @@ pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
         p.etp.map_or("-".to_string(), |e| e.to_string()),
         p.vpp.to_string(),
         p.mbs.to_string(),
-        p.recompute.name().to_string(),
+        // Selective recomputation names its Megatron-Core modules unless the default.
+        format!("{}{}", p.recompute.name(), p.modules_suffix()),
         p.zero.to_string(),
         if p.sp() { "yes" } else { "no" }.to_string(),
         format!("{:.3}", e.step_time_s),

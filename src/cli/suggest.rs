@@ -248,8 +248,13 @@ pub fn render(
             render::csv(&h, rows)
         }
         Format::Table => {
+            let modules = if res.top.iter().any(|e| !e.plan.modules_suffix().is_empty()) {
+                "; selective(M) is --recompute selective --recompute-modules M"
+            } else {
+                ""
+            };
             let mut s = format!(
-                "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\npriced with {} (give `estimate` these flags to re-price a row)\n\n{}\n\n{}\nnumbers from: {}\n",
+                "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\npriced with {} (give `estimate` these flags to re-price a row{modules})\n\n{}\n\n{}\nnumbers from: {}\n",
                 r.model.name,
                 fmt_count(r.model.params()),
                 r.cluster.name,

@@ -310,6 +310,21 @@ mod tests {
             ),
             61.0 * scores
         );
+        // `mla_up_proj` adds the up-projections of every layer, 2s·(1536·128·192 +
+        // 512·128·256); `moe_act` and `layernorm` re-run no GEMM.
+        let up = 61.0 * 2.0 * s * (1536.0 * 128.0 * 192.0 + 512.0 * 128.0 * 256.0);
+        let recipe = RecomputeModules::parse("core_attn,mla_up_proj,moe_act,layernorm").unwrap();
+        let fw = Framework::Megatron;
+        assert_eq!(
+            selective_recompute_flops_per_sequence(&m, 4096, fw, recipe),
+            61.0 * scores + up
+        );
+        // `mlp` re-runs the 3 dense MLPs, `moe` the 58 MoE layers' router and experts.
+        let mlps = RecomputeModules::parse("mlp,moe").unwrap();
+        assert_eq!(
+            selective_recompute_flops_per_sequence(&m, 4096, fw, mlps),
+            dense + moe
+        );
     }
 
     /// A window counts the score pairs it keeps, doubled as the full-matrix convention

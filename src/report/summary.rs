@@ -215,7 +215,11 @@ fn detail(term: &str, single: &Estimate, e: &Estimate, gpus_per_node: u64) -> St
             pct(e.mfu),
             pct(single.mfu)
         ),
-        "recompute" => format!(" — {} recomputation", p.recompute.name()),
+        "recompute" => format!(
+            " — {}{} recomputation",
+            p.recompute.name(),
+            p.modules_suffix()
+        ),
         "optimizer" if p.zero == 0 => {
             format!(" — ZeRO-0: each of {} replicas updates every weight", p.dp)
         }

@@ -6,8 +6,8 @@ use crate::calib::Profile;
 use crate::cost::{Estimate, Machine, Placement, PricedGraphs, estimate_priced, memory};
 use crate::graph::Shard;
 use crate::spec::{
-    AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, Schedule, TpOverlap,
-    infeasible::OUT_OF_MEMORY, launch,
+    AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, RecomputeModules, Schedule,
+    TpOverlap, infeasible::OUT_OF_MEMORY, launch,
 };
 use crate::units::{Dtype, GIB};
 use rayon::prelude::*;
@@ -34,6 +34,10 @@ pub struct Space {
     pub attention: AttentionImpl,
     /// Recomputation modes to try.
     pub recompute: Vec<Recompute>,
+    /// What selective recomputation may re-run under Megatron (each set tried): the
+    /// attention core, and for MoE and latent-attention models the recipes' modules
+    /// ([`Space::with_recipe_modules`]).
+    pub recompute_modules: Vec<RecomputeModules>,
     /// ZeRO stages to try.
     pub zero: Vec<u8>,
     /// Largest micro-batch to try.
@@ -82,6 +86,7 @@ impl Space {
             dtype: Dtype::Bf16,
             attention: AttentionImpl::Flash,
             recompute: Recompute::ALL.to_vec(),
+            recompute_modules: vec![RecomputeModules::CORE_ATTN],
             zero: vec![0, 1, 2, 3],
             max_mbs: 64,
             max_vpp: 8,
@@ -104,6 +109,30 @@ impl Space {
         self.zero = framework.zero_stages().to_vec();
         self.attention = AttentionImpl::Flash;
         self.fit_attention()
+    }
+
+    /// Selective recomputation also as NVIDIA's Megatron-Core recipes for MoE and
+    /// latent-attention models run it: the modules that discard an output and re-run no
+    /// large GEMM but MLA's up-projections, `mla_up_proj` (DeepSeek-V3, Megatron-Bridge
+    /// `deepseek_v3` performance configs), `moe_act` and `layernorm` where the model has
+    /// them. Without the attention core: under fused attention it frees only the
+    /// log-sum-exp. Nothing for a dense model without MLA, whose norms Transformer Engine
+    /// fuses into the linears.
+    pub fn with_recipe_modules(mut self, model: &ModelSpec) -> Space {
+        let mut set = RecomputeModules::EMPTY;
+        if model.mla.is_some() {
+            set = set.with(RecomputeModules::MLA_UP_PROJ);
+        }
+        if model.moe.is_some() {
+            set = set.with(RecomputeModules::MOE_ACT);
+        }
+        if !set.is_empty() {
+            set = set.with(RecomputeModules::LAYERNORM);
+            if !self.recompute_modules.contains(&set) {
+                self.recompute_modules.push(set);
+            }
+        }
+        self
     }
 
     /// The space trained in `dtype`.
@@ -172,6 +201,17 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
     let n = cluster.n_gpus();
     let mut out = Vec::new();
     let experts = model.moe.as_ref().map_or(1, |m| m.experts);
+    // Each recomputation mode, selective once per module set (Megatron's alone has them).
+    let recomputes: Vec<(Recompute, RecomputeModules)> = space
+        .recompute
+        .iter()
+        .flat_map(|&rc| match rc {
+            Recompute::Selective if space.framework == Framework::Megatron => {
+                space.recompute_modules.iter().map(|&m| (rc, m)).collect()
+            }
+            _ => vec![(rc, RecomputeModules::CORE_ATTN)],
+        })
+        .collect();
     for tp in divisors(n)
         .into_iter()
         .filter(|&t| t <= cluster.gpus_per_node.max(1) * 2)
@@ -217,7 +257,7 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                             vec![1]
                         };
                         for &vpp in &vpps {
-                            for &rc in &space.recompute {
+                            for &(rc, modules) in &recomputes {
                                 for &zero in &space.zero {
                                     for sp in [false, true] {
                                         if sp && tp == 1 {
@@ -226,6 +266,7 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                                         let mut p = bare(space, [dp, tp, pp, cp, ep, vpp, mbs]);
                                         p.etp = etp;
                                         p.recompute = rc;
+                                        p.recompute_modules = modules;
                                         p.zero = zero;
                                         p.sequence_parallel = sp;
                                         out.push(p);

@@ -279,14 +279,12 @@ impl Plan {
         if !self.grad_accumulation_fusion {
             f += " --no-gradient-accumulation-fusion";
         }
-        if !self.recompute_modules.is_default() {
-            f += &format!(" --recompute-modules {}", self.recompute_modules);
-        }
         f
     }
 
     /// `(modules)` after `selective` where the plan recomputes other Megatron-Core modules
-    /// than the attention core; empty otherwise.
+    /// than the attention core (`estimate --recompute selective --recompute-modules
+    /// modules` re-prices it); empty otherwise.
     pub fn modules_suffix(&self) -> String {
         if self.recompute == Recompute::Selective && !self.recompute_modules.is_default() {
             format!("({})", self.recompute_modules)

@@ -12,6 +12,7 @@ mod hf;
 mod ilp;
 mod launch;
 mod layering;
+mod modules;
 mod report;
 mod sim;
 mod validation;

@@ -161,7 +161,10 @@ mod tests {
         assert_eq!(f - base_f, up_flops);
         // Without the attention core the core keeps only its log-sum-exp, 64·4096 fp32.
         let g = transformer_layer(&m, &shard(2, M::MLA_UP_PROJ), false);
-        assert_eq!(g.op("attention").unwrap().saved_selective_bytes, 64.0 * 4096.0 * 4.0);
+        assert_eq!(
+            g.op("attention").unwrap().saved_selective_bytes,
+            64.0 * 4096.0 * 4.0
+        );
         // `layernorm` on MLA re-runs the separate input norm and frees its 16-bit output,
         // which the query's down-projection keeps: 2048·7168·2 = 29,360,128 B.
         let ln = up.with(M::LAYERNORM);
