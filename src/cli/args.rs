@@ -203,8 +203,8 @@ pub struct PlanArgs {
     /// With --recompute selective under Megatron: the Megatron-Core modules it re-runs,
     /// comma-separated (core_attn, moe_act, layernorm, mla_up_proj, mlp, moe,
     /// shared_experts; default core_attn, Megatron's `--recompute-modules`).
-    #[arg(long = "recompute-modules", value_parser = modules)]
-    pub recompute_modules: Option<RecomputeModules>,
+    #[arg(long = "recompute-modules", num_args = 1.., value_delimiter = ',')]
+    pub recompute_modules: Option<Vec<String>>,
     /// Megatron sequence parallelism.
     #[arg(long = "sequence-parallel")]
     pub sequence_parallel: bool,
@@ -260,10 +260,6 @@ fn counts(text: &str) -> Result<Counts, String> {
     crate::spec::unfold_counts(text).map(Counts)
 }
 
-fn modules(text: &str) -> Result<RecomputeModules, String> {
-    RecomputeModules::parse(text)
-}
-
 /// `--framework` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FrameworkArg {
@@ -314,7 +310,8 @@ impl From<TpOverlapArg> for TpOverlap {
 pub enum RecomputeArg {
     /// No recomputation.
     None,
-    /// Attention core only.
+    /// Megatron: the --recompute-modules (default the attention core); torchtitan: its
+    /// op-level policy (every other matmul).
     Selective,
     /// Whole layers.
     Full,
@@ -432,7 +429,16 @@ impl PlanArgs {
                 _ => {}
             }
         }
-        if self.recompute_modules.is_some() && self.recompute != RecomputeArg::Selective {
+        let modules = self
+            .recompute_modules
+            .as_ref()
+            .map(|names| RecomputeModules::parse(&names.join(",")))
+            .transpose()
+            .unwrap_or_else(|e| {
+                bad.push(format!("--recompute-modules: {e}"));
+                None
+            });
+        if modules.is_some() && self.recompute != RecomputeArg::Selective {
             bad.push(
                 "--recompute-modules: the modules are what selective recomputation re-runs; add --recompute selective".to_string(),
             );
@@ -458,7 +464,7 @@ impl PlanArgs {
             }),
             seq_len,
             recompute: self.recompute.into(),
-            recompute_modules: self.recompute_modules.unwrap_or_default(),
+            recompute_modules: modules.unwrap_or_default(),
             zero: self.zero,
             sequence_parallel: self.sequence_parallel,
             overlap_grad_reduce: self.overlap_grad_reduce,

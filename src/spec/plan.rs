@@ -483,6 +483,12 @@ impl Plan {
                 }
             }
         }
+        if model.mtp_layers > 0 && self.framework != Framework::Megatron {
+            out.push(I::MtpUnpriced {
+                framework: self.framework.name(),
+                layers: model.mtp_layers,
+            });
+        }
         let mods = self.recompute_modules;
         let mla_missing = mods.has(RecomputeModules::MLA_UP_PROJ) && model.mla.is_none();
         let other_framework = self.framework != Framework::Megatron && !mods.is_default();
@@ -646,7 +652,7 @@ impl Plan {
 mod counts;
 pub use counts::{fold_counts, unfold_counts};
 mod modules;
-pub use modules::{RecomputeModules, choices as modules_choices};
+pub use modules::RecomputeModules;
 
 #[cfg(test)]
 mod tests;

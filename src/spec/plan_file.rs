@@ -86,6 +86,17 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
     let stage_layers = r.opt_counts("stage_layers", MAX_SIZE);
     let recompute_layers = r.opt_counts("recompute_layers", MAX_SIZE);
     let recompute_modules = modules(r);
+    if recompute_modules.is_some_and(|m| !m.is_default()) && recompute != Some(Recompute::Selective)
+    {
+        r.problem(
+            "recompute_modules",
+            format!(
+                "given with recompute {}: the modules are what selective recomputation re-runs",
+                recompute.unwrap_or(Recompute::None).name()
+            ),
+            "set \"recompute\": \"selective\", or remove recompute_modules",
+        );
+    }
     Some(Plan {
         dp: dp?,
         tp: tp?,
@@ -136,10 +147,7 @@ fn modules(r: &mut Reader<'_>) -> Option<RecomputeModules> {
             r.problem(
                 "recompute_modules",
                 e,
-                format!(
-                    "write e.g. [\"core_attn\", \"mla_up_proj\"] ({})",
-                    super::plan::modules_choices()
-                ),
+                "write e.g. [\"core_attn\", \"mla_up_proj\"]",
             );
             None
         }

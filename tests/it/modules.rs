@@ -36,10 +36,10 @@ fn dgxc_512() -> Plan {
 
 /// The run fits an 80 GB H100 only with its recompute module: the attention core alone keeps
 /// MLA's 128 query, key and value heads (192, 192 and 128 wide) of every layer in flight,
-/// 82 GiB on the first stage. `mla_up_proj` (the recipe's only module: the attention core
-/// is not re-run) frees them for 0.6 s more a step than no recomputation; planner's
-/// 37.6 s is 23% short of the measured 48.95 s (the run's multi-token-prediction layer is not
-/// priced). A regression in what the modules free fails here.
+/// 82 GiB on the second stage. `mla_up_proj` (the recipe's only module: the attention core
+/// is not re-run) frees them for 0.5 s more a step than no recomputation; planner's 39.3 s
+/// (its multi-token prediction depth priced on the last stage) is 20% short of the measured
+/// 48.95 s. A regression in what the modules free fails here.
 #[test]
 fn deepseek_v3_fits_512_h100s_only_with_its_recompute_module() {
     let m = deepseek_v3();
@@ -119,6 +119,15 @@ fn recompute_modules_round_trip_through_megatron_arguments() {
         "{:?}",
         read.warnings
     );
+    // argparse reads words: a comma-joined list is one unknown name to Megatron-Core.
+    let e = from_megatron(
+        &args.replace("mla_up_proj moe_act", "mla_up_proj,moe_act"),
+        &m,
+        512,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("separate the modules with spaces"), "{e}");
     // Megatron-LM 2021 had no modules.
     let e = export(
         &m,
@@ -187,12 +196,36 @@ fn recompute_modules_are_refused_where_megatron_core_refuses_them() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("`attn`"), "{}", stderr(&o));
-    let o = planner(
-        &[
+    // Commas or words, as Megatron's own list is written.
+    for words in [&["core_attn,mlp"][..], &["core_attn", "mlp"]] {
+        let args = [
             &base[..],
-            &["--recompute", "selective", "--recompute-modules", "mlp"],
+            &["--recompute", "selective", "--recompute-modules"],
+            words,
         ]
-        .concat(),
+        .concat();
+        let o = planner(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(crate::cli::stdout(&o).contains("rc=selective(core_attn,mlp)"));
+    }
+    // A plan file's modules need selective recomputation too.
+    plan.framework = planner::spec::Framework::Megatron;
+    plan.recompute = Recompute::Full;
+    let dir = crate::common::fresh_dir("modules-plan");
+    let file = crate::common::write_in(&dir, "plan.json", &plan.to_json());
+    let o = planner(&[
+        "estimate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--plan",
+        &file,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("recompute_modules") && err.contains("recompute full"),
+        "{err}"
     );
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }

@@ -3,7 +3,7 @@
 //! `Op::selective_fwd`).
 
 use super::super::{Op, Shard};
-use crate::spec::{ModelSpec, RecomputeModules as M};
+use crate::spec::{Arch, ModelSpec, RecomputeModules as M};
 
 /// The attention core's operators (flash, or the unfused scores, softmax, dropout, context).
 pub const ATTENTION_CORE: [&str; 5] = ["attention", "scores", "softmax", "attn_dropout", "context"];
@@ -56,6 +56,7 @@ pub(super) fn megatron_modules(ops: &mut [Op], model: &ModelSpec, sh: &Shard, mo
     let kv = tokens * (model.kv_hidden() / t) as f64 * e;
     let qkv = tokens * (model.q_hidden() / t) as f64 * e
         + kv * (1.0 + model.v_head_dim() as f64 / model.head_dim() as f64);
+    let post_norm = model.arch == Arch::Bert;
     let mut in_mlp = false;
     for op in ops.iter_mut() {
         let name = op.name;
@@ -71,6 +72,9 @@ pub(super) fn megatron_modules(ops: &mut [Op], model: &ModelSpec, sh: &Shard, mo
         }
         match name {
             "norm_attn" if ln && mla.is_some() => rerun(op, op.saved_bytes),
+            // BERT's post-norm of the attention block: its output is the MLP's input.
+            "norm_attn" => {}
+            "residual_attn" => in_mlp = true,
             "q_down" | "kv_down" if ln => op.saved_selective_bytes = 0.0,
             "q_proj" if up => rerun(op, if ln { 0.0 } else { op.saved_bytes }),
             "q_proj" if ln => op.saved_selective_bytes = 0.0,
@@ -80,14 +84,16 @@ pub(super) fn megatron_modules(ops: &mut [Op], model: &ModelSpec, sh: &Shard, mo
                 let rope_key = own * mla.map_or(0, |l| l.qk_rope_dim) as f64 * e;
                 rerun(op, rope_key)
             }
-            "norm_mlp" => {
-                in_mlp = true;
-                if (moe && ln) || (!moe && m.has(M::MLP)) {
-                    rerun(op, op.saved_bytes);
-                }
+            // A pre-norm (BERT's post-norm follows the block and stays).
+            "norm_mlp" if in_mlp && ((moe && ln) || (!moe && m.has(M::MLP))) => {
+                rerun(op, op.saved_bytes)
             }
+            "norm_mlp" => {}
             "residual_mlp" => in_mlp = false,
             _ if !in_mlp => {}
+            // The checkpoint keeps the MLP's input: the pre-norm hidden state the fused norm
+            // saves, or (BERT, post-norm) the attention block's output that fc1 saves.
+            "fc1" if !moe && m.has(M::MLP) && post_norm => rerun(op, op.saved_bytes),
             _ if !moe && m.has(M::MLP) => rerun(op, 0.0),
             _ if !moe => {}
             "router" if m.has(M::MOE) => rerun(op, if ln { 0.0 } else { x }),
@@ -203,7 +209,8 @@ mod tests {
     /// the checkpoint keeps the norm's input and frees fc1's input (4096·8192·2), the SwiGLU
     /// input (2·4096·28672·2) and fc2's input (4096·28672·2) = 771,751,936 B, re-running fc1
     /// and fc2, 3·2·4096·8192·28672 FLOPs. A module the layer lacks (`moe_act`, with no
-    /// attention core) leaves everything kept and nothing re-run.
+    /// attention core) leaves everything kept and nothing re-run. BERT's post-norm layer
+    /// checkpoints its MLP too.
     #[test]
     fn mlp_checkpoints_the_dense_mlp() {
         let m = model("llama2-70b");
@@ -214,5 +221,14 @@ mod tests {
         assert_eq!(f - base_f, 3.0 * 2.0 * 4096.0 * 8192.0 * 28672.0);
         let g = transformer_layer(&m, &shard(1, M::MOE_ACT), false);
         assert_eq!(selective(&g), (g.saved_bytes(), 0.0));
+        // BERT-large's post-norm layer (h 1024, f 4096, GeLU): the MLP's input is the
+        // attention block's normed output, which fc1 keeps; freed are the GeLU's input and
+        // fc2's, 2·4096·4096·2 = 67,108,864 B, for fc1 and fc2 again, 2·2·4096·1024·4096.
+        let bert = model("bert-large");
+        let run = |mods| selective(&transformer_layer(&bert, &shard(1, mods), false));
+        let (base_b, base_f) = run(M::CORE_ATTN);
+        let (b, f) = run(M::CORE_ATTN.with(M::MLP));
+        assert_eq!(base_b - b, 67_108_864.0);
+        assert_eq!(f - base_f, 2.0 * 2.0 * 4096.0 * 1024.0 * 4096.0);
     }
 }

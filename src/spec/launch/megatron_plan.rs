@@ -419,6 +419,15 @@ fn modules(a: &ArgMap, c: &mut Collect, rc: Recompute) -> RecomputeModules {
         c.warn("--recompute-modules without --recompute-granularity selective: Megatron-LM re-runs no module, and neither does the priced plan");
         return RecomputeModules::default();
     }
+    if text.contains(',') {
+        // argparse splits words, not commas: Megatron-Core would refuse `a,b` as one name.
+        c.refuse(
+            "--recompute-modules",
+            format!("`{text}`: Megatron-LM reads each word as one module name"),
+            "separate the modules with spaces (--recompute-modules mla_up_proj moe_act)",
+        );
+        return RecomputeModules::default();
+    }
     RecomputeModules::parse(text).unwrap_or_else(|e| {
         c.refuse("--recompute-modules", e, "give Megatron-Core module names");
         RecomputeModules::default()

@@ -103,7 +103,7 @@ impl RecomputeModules {
 }
 
 /// The module names, for messages.
-pub fn choices() -> String {
+fn choices() -> String {
     let n: Vec<&str> = RecomputeModules::NAMES.iter().map(|(n, _)| *n).collect();
     n.join(", ")
 }
