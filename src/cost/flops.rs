@@ -33,10 +33,25 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
     } else {
         0.0
     };
-    n_dense * (attn + dense_mlp)
-        + n_moe * (attn + moe_mlp)
-        + 2.0 * s * h * model.vocab as f64
-        + bert_head
+    // Multi-token prediction, per depth: the 2h → h projection, one layer of the last
+    // layer's kind and the output head again (DeepSeek-V3 §2.2; `graph::head`).
+    let last_mlp = if model.is_moe_layer(model.layers - 1) {
+        moe_mlp
+    } else {
+        dense_mlp
+    };
+    let head = 2.0 * s * h * model.vocab as f64;
+    let mtp = model.mtp_layers as f64 * (2.0 * s * 2.0 * h * h + attn + last_mlp + head);
+    n_dense * (attn + dense_mlp) + n_moe * (attn + moe_mlp) + head + bert_head + mtp
+}
+
+/// Forward FLOPs of one sequence on the last stage after the layers, which no recomputation
+/// re-runs: the LM head, and each multi-token prediction depth ([`forward_flops_per_sequence`]).
+fn head_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
+    let mut no_mtp = model.clone();
+    no_mtp.mtp_layers = 0;
+    let head = 2.0 * s as f64 * (model.hidden * model.vocab) as f64;
+    head + forward_flops_per_sequence(model, s) - forward_flops_per_sequence(&no_mtp, s)
 }
 
 /// The share of the s×s score FLOPs a sliding window leaves, in the full-matrix convention
@@ -183,9 +198,7 @@ pub fn hardware_flops_per_step(
         Recompute::Selective => {
             global_batch as f64 * selective_recompute_flops_per_sequence(model, s, fw, modules)
         }
-        Recompute::Full => {
-            fwd - global_batch as f64 * 2.0 * s as f64 * model.hidden as f64 * model.vocab as f64
-        }
+        Recompute::Full => fwd - global_batch as f64 * head_flops_per_sequence(model, s),
     };
     3.0 * fwd + fraction * extra
 }
@@ -282,8 +295,8 @@ mod tests {
     /// (7168·1536 + 1536·128·192 + 7168·576 + 512·128·256 + 128·128·7168, NeMo's
     /// `per_layer_mla_params`) and scores and context 2s²·128·(192 + 128); 3 dense MLPs
     /// 2s·7168·18432·3; 58 MoE layers' router 2s·7168·256 and 8 routed + 1 shared experts
-    /// 2s·7168·(9·2048)·3; the head 2s·7168·129280. Selective recomputation re-runs the
-    /// scores and context.
+    /// 2s·7168·(9·2048)·3; the head 2s·7168·129280; one multi-token prediction depth.
+    /// Selective recomputation re-runs the scores and context.
     #[test]
     fn latent_attention_counts_its_linears_and_unequal_heads() {
         let m = crate::spec::load_model(concat!(
@@ -297,9 +310,19 @@ mod tests {
         let dense = 3.0 * 2.0 * s * 7168.0 * 18432.0 * 3.0;
         let moe = 58.0 * (2.0 * s * 7168.0 * 256.0 + 2.0 * s * 7168.0 * 9.0 * 2048.0 * 3.0);
         let head = 2.0 * s * 7168.0 * 129280.0;
+        // One multi-token prediction depth: 2s·(2·7168)·7168, an MoE layer and the head.
+        let mtp = 2.0 * s * 2.0 * 7168.0 * 7168.0 + attn / 61.0 + moe / 58.0 + head;
+        assert_eq!(m.mtp_layers, 1);
         assert_eq!(
             forward_flops_per_sequence(&m, 4096),
-            attn + dense + moe + head
+            attn + dense + moe + head + mtp
+        );
+        // Full recomputation re-runs the layers alone, neither the head nor the depth.
+        let fw = Framework::Megatron;
+        let rc = (fw, RecomputeModules::CORE_ATTN);
+        assert_eq!(
+            hardware_flops_per_step(&m, 4096, 1, Recompute::Full, rc, 1.0),
+            3.0 * (attn + dense + moe + head + mtp) + attn + dense + moe
         );
         assert_eq!(
             selective_recompute_flops_per_sequence(
@@ -314,7 +337,6 @@ mod tests {
         // 512·128·256); `moe_act` and `layernorm` re-run no GEMM.
         let up = 61.0 * 2.0 * s * (1536.0 * 128.0 * 192.0 + 512.0 * 128.0 * 256.0);
         let recipe = RecomputeModules::parse("core_attn,mla_up_proj,moe_act,layernorm").unwrap();
-        let fw = Framework::Megatron;
         assert_eq!(
             selective_recompute_flops_per_sequence(&m, 4096, fw, recipe),
             61.0 * scores + up

@@ -150,9 +150,13 @@ pub fn chunk_params(
         dense += pg.graphs.embedding.params();
     }
     if last {
-        dense += pg.graphs.head.params();
-        if model.tied_embeddings && plan.pp > 1 {
-            // Megatron keeps a copy of the tied word embeddings on the last stage.
+        // The head's multi-token prediction layers hold experts of their own.
+        let e = expert_params(&pg.graphs.head);
+        experts += e;
+        dense += pg.graphs.head.params() - e;
+        if model.embedding_on_last_stage() && plan.pp > 1 {
+            // Megatron keeps a copy of the word embeddings on the last stage for a tied head
+            // and for multi-token prediction.
             dense += (model.vocab.div_ceil(plan.tp) * model.hidden) as f64;
         }
     }
@@ -471,7 +475,7 @@ pub fn stage_work_with_provenance(
     } else {
         0.0
     };
-    let tied_s = if model.tied_embeddings && plan.pp > 1 {
+    let tied_s = if model.embedding_on_last_stage() && plan.pp > 1 {
         let bytes =
             (model.vocab.div_ceil(plan.tp) * model.hidden) as f64 * plan.grad_reduce_bytes();
         let pair = Placement::tied_pair(plan, m.cluster.gpus_per_node);

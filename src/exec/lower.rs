@@ -453,7 +453,7 @@ impl Ctx<'_> {
                 StepReduce::Nothing => {}
             }
         }
-        if self.model.tied_embeddings && plan.pp > 1 && (st.embedding || st.head) {
+        if self.model.embedding_on_last_stage() && plan.pp > 1 && (st.embedding || st.head) {
             let emb = (self.model.vocab.div_ceil(plan.tp) * self.model.hidden) as f64;
             out.extend(self.coll(rank, GroupKind::Tied, Coll::AllReduce, emb * grad_b));
         }

@@ -2,8 +2,8 @@
 //! LM head and cross-entropy loss (last stage), vocabulary-parallel as in Megatron-LM
 //! (`VocabParallelEmbedding`, `vocab_parallel_cross_entropy`; Shoeybi et al. 2019 §3).
 
-use super::layer::norm;
-use super::linear::column_linear;
+use super::layer::{layer_graph, norm};
+use super::linear::{column_linear, fp8_casts};
 use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
 use crate::spec::{Arch, ModelSpec};
 
@@ -56,7 +56,9 @@ pub fn embedding(model: &ModelSpec, sh: &Shard) -> OpGraph {
     OpGraph::chain(ops)
 }
 
-/// Final norm, LM head GEMM (vocabulary split over TP) and cross-entropy on fp32 logits.
+/// Final norm, LM head GEMM (vocabulary split over TP) and cross-entropy on fp32 logits,
+/// then each multi-token prediction depth ([`ModelSpec::mtp_layers`], `mtp_depth`) with its
+/// own final norm and the shared head and loss again.
 ///
 /// The LM head carries parameters only when untied; a tied head reuses the embedding matrix
 /// (the cost model adds the copy Megatron keeps on the last stage when pp > 1).
@@ -159,7 +161,81 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
             0.0,
         ));
     }
+    if model.mtp_layers > 0 && !bert {
+        // Each depth ends as the main model does: its own final norm, then the shared output
+        // head (no weights of its own) and loss.
+        let tail: Vec<Op> = ops
+            .iter()
+            .filter(|o| o.name != "train_metrics")
+            .map(|o| Op {
+                params: if o.name == "lm_head" { 0.0 } else { o.params },
+                ..o.clone()
+            })
+            .collect();
+        for _ in 0..model.mtp_layers {
+            ops.extend(mtp_depth(model, sh));
+            ops.extend(tail.iter().cloned());
+        }
+    }
     OpGraph::chain(ops)
+}
+
+/// One multi-token prediction depth up to its final norm, on the last stage (DeepSeek-V3
+/// §2.2; Megatron-Core `MultiTokenPredictionLayer.forward`,
+/// megatron/core/transformer/multi_token_prediction.py): the lookup of the tokens one further
+/// ahead in the shared embedding (the first stage's table, or the copy the last stage keeps:
+/// no weights here), `enorm` and `hnorm` over the embedded and the hidden state, their
+/// concatenation (2h wide; its backward slices), the column-parallel `eh_proj` (2h → h/t,
+/// gathering its input under SP), the all-gather of its output along the hidden dimension
+/// (`all_gather_last_dim_from_tensor_parallel_region`, backward a reduce-scatter) and, under
+/// SP, the scatter back to the sequence shards (backward an all-gather), then one
+/// transformer layer of the last layer's kind.
+fn mtp_depth(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
+    let e = sh.dtype.bytes();
+    let h = model.hidden;
+    let x = (sh.tokens() * h) as f64 * e;
+    let x_sp = (sh.tokens_sp() * h) as f64 * e;
+    let mut ops: Vec<Op> = embedding(model, sh)
+        .ops()
+        .into_iter()
+        .map(|o| Op {
+            params: 0.0,
+            ..o.clone()
+        })
+        .collect();
+    ops.push(norm("mtp_enorm", model, sh, sh.tokens_sp()));
+    ops.push(norm("mtp_hnorm", model, sh, sh.tokens_sp()));
+    ops.push(Op::memory("mtp_concat", 4.0 * x_sp, 0.0, 0.0));
+    let w = (2 * h * h.div_ceil(sh.tp)) as f64;
+    let proj = column_linear("mtp_eh_proj", sh, (h.div_ceil(sh.tp), 2 * h), w, true);
+    let tokens = sh.tokens() as f64;
+    ops.push(fp8_casts(
+        proj,
+        sh,
+        tokens * 2.0 * h as f64,
+        tokens * h.div_ceil(sh.tp) as f64,
+        false,
+    ));
+    if sh.tp > 1 {
+        let k = |coll| Kernel::Comm {
+            coll,
+            group: Group::Tp,
+            bytes: x,
+            overlapped: false,
+        };
+        let mut bwd = vec![k(Coll::ReduceScatter)];
+        if sh.sp {
+            bwd.insert(0, k(Coll::AllGather));
+        }
+        ops.push(Op {
+            bwd,
+            ..Op::comm("mtp_gather", Some(k(Coll::AllGather)), None)
+        });
+    }
+    let last = model.layers - 1;
+    let layer = layer_graph(model, sh, model.is_moe_layer(last), model.slides(last));
+    ops.extend(layer.ops().into_iter().cloned());
+    ops
 }
 
 #[cfg(test)]
@@ -211,6 +287,50 @@ mod tests {
         assert_eq!(
             head(&m, &shard(2)).op("cross_entropy").unwrap().saved_bytes,
             4.0 * 2.0 * 2048.0 * 64128.0
+        );
+    }
+
+    /// DeepSeek-V3's multi-token prediction depth on one rank (tp 1, ep 1, b·s = 4096):
+    /// the head holds its own weights beside the final norm and untied head, 3·7168 for the
+    /// enorm, hnorm and its final norm, 2·7168² = 102,760,448 for eh_proj and an MoE layer's
+    /// 11,507,286,016 (MLA linears 187,105,280, latent norms 1536 + 512, two norms 2·7168,
+    /// router 256·7168, 256 routed experts 3·7168·2048 each and the shared one): 11,610,067,968,
+    /// `ModelSpec::mtp_params`; with the embedding and head DeepSeek's checkpoint copies
+    /// (2·129,280·7168) that is 13.46 B, its "14B of the MTP module". Forward it runs the
+    /// LM head twice; eh_proj reads 2h and writes h per token.
+    #[test]
+    fn multi_token_prediction_runs_a_layer_and_the_head_again() {
+        let m = crate::spec::load_model(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/hf/deepseek-v3.json"
+        ))
+        .unwrap();
+        assert_eq!(m.mtp_layers, 1);
+        assert_eq!(m.layer_params(60), 11_507_286_016.0);
+        assert_eq!(m.mtp_params(), 11_610_067_968.0);
+        let sh = Shard {
+            b: 1,
+            s: 4096,
+            ..shard(1)
+        };
+        let hd = head(&m, &sh);
+        assert_eq!(hd.params(), m.head_params() + m.mtp_params());
+        let lm: Vec<&Op> = hd
+            .ops()
+            .into_iter()
+            .filter(|o| o.name == "lm_head")
+            .collect();
+        assert_eq!(lm.len(), 2);
+        assert_eq!(lm[0].params + lm[1].params, 129_280.0 * 7168.0);
+        let proj = hd.op("mtp_eh_proj").unwrap();
+        assert_eq!(proj.fwd_flops(), 2.0 * 4096.0 * 2.0 * 7168.0 * 7168.0);
+        let mut none = m.clone();
+        none.mtp_layers = 0;
+        let per_token = (hd.fwd_flops() - head(&none, &sh).fwd_flops()) / 4096.0;
+        let layer = crate::graph::transformer_layer(&m, &sh, true).fwd_flops() / 4096.0;
+        assert_eq!(
+            per_token,
+            2.0 * 2.0 * 7168.0 * 7168.0 + layer + 2.0 * 7168.0 * 129_280.0
         );
     }
 

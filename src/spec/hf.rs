@@ -18,7 +18,8 @@
 //!   (`n_shared_experts · moe_intermediate_size`) beside the routed ones, in every layer from
 //!   `first_k_dense_replace` on. Their Hub configs name remote code (`auto_map`), which
 //!   transformers' own classes replace with the same layers: accepted for these two.
-//!   Multi-token prediction (`num_nextn_predict_layers`) is noted, not priced.
+//!   Multi-token prediction (`num_nextn_predict_layers`) becomes `mtp_layers`, priced as
+//!   Megatron-LM trains it.
 //! - `gpt2` → gpt (LayerNorm, GeLU, learned positions, biases, tied head).
 //! - `gpt_neox` (GPT-NeoX-20B, Pythia) → gpt with `positions: rotary` and an untied head. NeoX
 //!   computes attention and MLP in parallel from the same input (`use_parallel_residual`); we
@@ -39,8 +40,8 @@ mod window;
 
 use super::error::SpecError;
 use super::model::{
-    Arch, MAX_HEAD_DIM, MAX_HIDDEN, MAX_LAYERS, MAX_ROPE_THETA, MAX_SEQ, MAX_VOCAB, ModelSpec,
-    MoeSpec, Positions,
+    Arch, MAX_HEAD_DIM, MAX_HIDDEN, MAX_LAYERS, MAX_MTP_LAYERS, MAX_ROPE_THETA, MAX_SEQ, MAX_VOCAB,
+    ModelSpec, MoeSpec, Positions,
 };
 use checks::family_checks;
 pub use family::Family;
@@ -229,6 +230,15 @@ fn build(
     let head_size = head_size(f, fam, hidden.zip(heads));
     let qk_norm = matches!(fam, Family::Qwen3 | Family::Qwen3Moe);
     let rope_theta = rope_theta(f, fam, notes);
+    // DeepSeek-V3's multi-token prediction depths (`num_nextn_predict_layers`, 0 or absent
+    // none): priced as Megatron-LM trains them (`--mtp-num-layers`).
+    let mtp_layers = match f.map.get("num_nextn_predict_layers") {
+        Some(v) if v.as_u64() == Some(0) || v.is_null() => 0,
+        Some(_) if matches!(fam, Family::DeepseekV2 | Family::DeepseekV3) => f
+            .count(&["num_nextn_predict_layers"], MAX_MTP_LAYERS)
+            .unwrap_or(0),
+        _ => 0,
+    };
     family_checks(f, fam, notes);
     // Only `BertForPreTraining` builds the pooler (with the next-sentence head, 2h + 2
     // parameters, not modelled); `BertForMaskedLM` passes `add_pooling_layer=False`. A
@@ -247,7 +257,6 @@ fn build(
         layers: layers?,
         hidden,
         heads,
-        // `GptOssConfig` defaults to 8 KV heads; the others' classes to one per query head.
         // `GptOssConfig` defaults to 8 KV heads; the others' classes to one per query head,
         // as MLA has.
         kv_heads: kv_heads.unwrap_or(if fam == Family::GptOss { 8 } else { heads }),
@@ -262,6 +271,7 @@ fn build(
         mlp_bias: biases.mlp,
         attention_sinks: fam == Family::GptOss,
         swiglu_limit: (fam == Family::GptOss).then(|| swiglu_limit(f)),
+        mtp_layers,
         positions,
         dropout,
         moe: moe.map(|m| MoeSpec {

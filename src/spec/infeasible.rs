@@ -141,6 +141,13 @@ pub enum Infeasible {
         /// Its value.
         given: String,
     },
+    /// Multi-token prediction under a framework that does not train it.
+    MtpUnpriced {
+        /// The framework's name.
+        framework: &'static str,
+        /// Depths.
+        layers: u64,
+    },
     /// Megatron-Core recomputation modules the plan cannot have: outside Megatron, or
     /// `mla_up_proj` without latent attention (Megatron-Core refuses it).
     RecomputeModules {
@@ -316,6 +323,7 @@ impl Infeasible {
             I::WindowWithCp { .. } => "sliding window with context parallelism",
             I::MlaUnpriced { .. } => "latent attention outside Megatron's fused kernel, cp 1",
             I::RecomputeModules { .. } => "recompute modules outside Megatron-Core's rules",
+            I::MtpUnpriced { .. } => "multi-token prediction outside Megatron",
             I::MicroBatchTokens { .. } => "micro-batch tokens beyond any run",
             I::ExpertsNotDivisible { .. } => "ep does not divide experts or the stage's ranks",
             I::ExpertTp { .. } => "expert tp other than 1 or tp",
@@ -359,6 +367,7 @@ impl Infeasible {
             I::WindowWithCp { .. } => "cp",
             I::MlaUnpriced { field, .. } => field,
             I::RecomputeModules { .. } => "recompute_modules",
+            I::MtpUnpriced { .. } => "framework",
             I::MicroBatchTokens { .. } => "micro_batch",
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
             I::ExpertTp { .. } | I::FrameworkEtp { .. } => "etp",
@@ -533,6 +542,10 @@ impl fmt::Display for Infeasible {
                  slides a window under context parallelism only with --cp-comm-type a2a or \
                  all_gather (its ring asserts), which planner does not price; use cp 1, or \
                  --seq-len ≤ {window}"
+            ),
+            I::MtpUnpriced { framework, layers } => write!(
+                f,
+                "the model predicts {layers} further token(s) (mtp_layers {layers}), which planner prices as Megatron-LM trains them (--mtp-num-layers), not under {framework}; price --framework megatron, or set mtp_layers: 0 in the model to price training without them"
             ),
             I::RecomputeModules {
                 framework,

@@ -290,6 +290,15 @@ pub struct ModelSpec {
     /// Optional in YAML (`rope_theta: 500000`), only with rotary positions; `None` where the
     /// model does not say.
     pub rope_theta: Option<f64>,
+    /// Multi-token prediction depths (DeepSeek-V3 §2.2; Megatron-Core
+    /// `MultiTokenPredictionBlock`, `--mtp-num-layers`): after the main model each depth
+    /// embeds the tokens one further ahead, joins them with the previous depth's hidden
+    /// state (two norms and a 2h → h projection), runs one transformer layer of the last
+    /// layer's kind and the shared output head and loss, on the last pipeline stage
+    /// (`graph::head`). Optional in YAML (`mtp_layers: 1`), 0 none. [`ModelSpec::params`]
+    /// counts the main model, as DeepSeek's 671 B does; [`ModelSpec::mtp_params`] the
+    /// module's own weights.
+    pub mtp_layers: u64,
 }
 
 /// Upper bounds beyond which a value is a typo rather than a model. Layers: twice the deepest
@@ -303,6 +312,9 @@ pub(crate) const MAX_SEQ: u64 = 1 << 24;
 /// Head sizes beyond this are typos: published models use 64 to 256 (Gemma 2 27B: 128; the
 /// largest FlashAttention supports is 256).
 pub(crate) const MAX_HEAD_DIM: u64 = 1024;
+/// Multi-token prediction depths beyond this are typos: DeepSeek-V3 trains 1, its paper
+/// studies up to 4 (§2.2 and §5.4.1).
+pub(crate) const MAX_MTP_LAYERS: u64 = 16;
 /// Rotary bases beyond this are typos: the largest published is 1e8 or so (long-context
 /// variants; Llama 3 uses 5e5).
 pub(crate) const MAX_ROPE_THETA: f64 = 1e10;
@@ -631,6 +643,25 @@ impl ModelSpec {
         (0..self.layers).map(|i| self.layer_params(i)).sum::<f64>()
             + self.embedding_params()
             + self.head_params()
+    }
+
+    /// Whether the last pipeline stage uses the input embedding too: the output head reuses
+    /// it (tied), or multi-token prediction looks tokens up in it. With pp > 1 Megatron keeps
+    /// a copy there and all-reduces its gradient with the first stage's
+    /// (`LanguageModule.setup_embeddings_and_output_layer`, `_allreduce_word_embedding_grads`,
+    /// which covers MTP on the last stage as well).
+    pub fn embedding_on_last_stage(&self) -> bool {
+        self.tied_embeddings || self.mtp_layers > 0
+    }
+
+    /// Weights of the multi-token prediction module ([`ModelSpec::mtp_layers`]): per depth
+    /// the two input norms, the 2h × h projection, one layer of the last layer's kind and its
+    /// final norm; the embedding and output head are the main model's.
+    pub fn mtp_params(&self) -> f64 {
+        let h = self.hidden as f64;
+        let norm = self.arch.norm_params_per_hidden() * h;
+        let depth = 3.0 * norm + 2.0 * h * h + self.layer_params(self.layers - 1);
+        self.mtp_layers as f64 * depth
     }
 
     /// Parameters touched per token: experts count `top_k` times instead of `experts` times.

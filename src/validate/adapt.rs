@@ -393,6 +393,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         attention_window: None,
         // No cost depends on the rotary base; validation writes no launch.
         rope_theta: None,
+        mtp_layers: 0,
         qkv_bias: arch.biases(),
         proj_bias: arch.biases(),
         mlp_bias: arch.biases(),

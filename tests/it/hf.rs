@@ -131,9 +131,12 @@ fn deepseek_counts_latent_attention_and_shared_experts() {
     assert_eq!(v3.moe_layers(), 58);
     assert_eq!(v3.params(), 671_026_404_352.0);
     assert_eq!(v3.active_params(), 37_552_282_624.0);
+    // One multi-token prediction depth (`num_nextn_predict_layers`), counted apart.
+    assert_eq!(v3.mtp_layers, 1);
     let lite = model("deepseek-v2-lite");
     assert_eq!(lite.mla.unwrap().q_lora_rank, None);
     assert_eq!(lite.params(), 15_706_484_224.0);
+    assert_eq!(lite.mtp_layers, 0);
     // As transformers builds them: no shared experts where the config says null or 0, and
     // no experts at all (every layer dense) where `n_routed_experts` is null.
     let text = std::fs::read_to_string(fixture("deepseek-v2-lite")).unwrap();

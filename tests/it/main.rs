@@ -13,6 +13,7 @@ mod ilp;
 mod launch;
 mod layering;
 mod modules;
+mod mtp;
 mod report;
 mod sim;
 mod validation;

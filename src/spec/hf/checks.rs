@@ -51,9 +51,9 @@ fn llama_checks(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) {
     {
         notes.push(format!(
             "num_nextn_predict_layers {n}: DeepSeek-V3's multi-token prediction module (a \
-             further layer and pass through the output head per depth, trained where the \
-             trainer turns it on: Megatron-LM --mtp-num-layers) is not priced; \
-             transformers' class does not build it either"
+             further layer and pass through the output head per depth on the last pipeline \
+             stage) is priced as Megatron-LM trains it (--mtp-num-layers {n}); transformers' \
+             class does not build it: set `mtp_layers: 0` to price training without it"
         ));
     }
     if fam == Family::GptOss {

@@ -65,6 +65,27 @@ pub(super) fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
             }
         }
     }
+    // Multi-token prediction depths (Megatron-LM's default: none), which layout-only
+    // arguments leave to the model as they leave its shape.
+    match num(a, c, "--mtp-num-layers") {
+        Some(n) if n != model.mtp_layers => mismatch(
+            c,
+            "--mtp-num-layers",
+            n,
+            model,
+            "mtp_layers",
+            model.mtp_layers,
+        ),
+        None if model.mtp_layers > 0 && SHAPE_ARGS.iter().any(|n| a.has(n)) => mismatch(
+            c,
+            "--mtp-num-layers",
+            "absent (Megatron-LM's default: none)",
+            model,
+            "mtp_layers",
+            model.mtp_layers,
+        ),
+        _ => {}
+    }
     if a.has("--group-query-attention") {
         let groups = num(a, c, "--num-query-groups").unwrap_or(1);
         if groups != model.kv_heads {

@@ -73,6 +73,16 @@ pub(super) fn template(c: &mut Collect, a: &mut Args, model: &ModelSpec, v: Mega
         arg(a, "--qk-pos-emb-head-dim", m.qk_rope_dim);
         arg(a, "--v-head-dim", m.v_dim);
     }
+    // Multi-token prediction (Megatron-Core `MultiTokenPredictionBlock`, on the last stage).
+    match (model.mtp_layers, v) {
+        (0, _) => {}
+        (n, MegatronVersion::Core) => arg(a, "--mtp-num-layers", n),
+        (_, MegatronVersion::V2021) => c.refuse(
+            "mtp_layers",
+            "multi-token prediction is not in Megatron-LM 2021",
+            "use --megatron-version core",
+        ),
+    }
     // gpt-oss's activation: quick-GELU gate, the up projection offset by 1, both clamped
     // (Megatron-Core `TransformerConfig.glu_linear_offset`, `activation_func_clamp_value`;
     // NVIDIA-NeMo/Megatron-Bridge `gpt_oss_provider.py`).

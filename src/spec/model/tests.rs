@@ -28,6 +28,7 @@ fn gpt(layers: u64, h: u64, a: u64, v: u64, s: u64) -> ModelSpec {
         attention_window: None,
         pooler: false,
         rope_theta: None,
+        mtp_layers: 0,
     }
 }
 

@@ -117,6 +117,9 @@ impl ModelSpec {
         if let Some(t) = self.rope_theta {
             out += &format!("rope_theta: {t}\n");
         }
+        if self.mtp_layers > 0 {
+            out += &format!("mtp_layers: {}\n", self.mtp_layers);
+        }
         out
     }
 }
@@ -162,6 +165,11 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let proj_bias = r.opt_bool("proj_bias");
     let mlp_bias = r.opt_bool("mlp_bias");
     let attention_sinks = r.opt_bool("attention_sinks");
+    // 0 is none, as leaving the key out.
+    let mtp_layers = match r.raw("mtp_layers") {
+        Some(v) if v.as_u64() == Some(0) => Some(0),
+        _ => r.opt_count("mtp_layers", MAX_MTP_LAYERS),
+    };
     let swiglu_limit = r
         .raw("swiglu_limit")
         .map(|v| v.as_f64().unwrap_or(f64::NAN));
@@ -317,6 +325,13 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
             "remove `qk_norm`, or use arch: llama",
         );
     }
+    if mtp_layers.is_some_and(|n| n > 0) && arch == Arch::Bert {
+        r.problem(
+            "mtp_layers",
+            "multi-token prediction predicts further tokens of a causal language model; bert has none",
+            "remove `mtp_layers`, or use arch: gpt or llama",
+        );
+    }
     if pooler == Some(true) && arch != Arch::Bert {
         r.problem(
             "pooler",
@@ -390,5 +405,6 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
         attention_window,
         pooler: arch == Arch::Bert && pooler.unwrap_or(true),
         rope_theta: rope_theta.filter(|t| t.is_finite()),
+        mtp_layers: mtp_layers.unwrap_or(0),
     })
 }
