@@ -7,7 +7,7 @@ use super::sections::{METHODS, NEAR_LINEAR, no_plan_at, plan_cell};
 use super::study::{Claim, Config, Point, Study, limiting, term_meaning, training};
 use crate::cost::Estimate;
 use crate::search::Space;
-use crate::spec::{ClusterSpec, ModelSpec};
+use crate::spec::{ClusterSpec, Framework, ModelSpec, Plan, Recompute};
 use crate::units::fmt_count;
 
 fn model_desc(m: &ModelSpec) -> String {
@@ -64,7 +64,7 @@ fn training_desc(cfg: &Config) -> String {
 fn space_desc(space: &Space) -> String {
     let names = |v: Vec<String>| v.join("/");
     // Every plan of the space shares these.
-    let flags = crate::spec::Plan {
+    let flags = Plan {
         framework: space.framework,
         dtype: space.dtype,
         attention: space.attention,
@@ -73,20 +73,38 @@ fn space_desc(space: &Space) -> String {
         grad_accumulation_fusion: space.grad_accumulation_fusion,
         global_batch: space.global_batch,
         seq_len: space.seq_len,
-        ..crate::spec::Plan::new(1, 1, 1, 1, 1, 1)
+        ..Plan::new(1, 1, 1, 1, 1, 1)
     }
     .label_flags();
-    format!(
-        "priced with `{flags}` (give `estimate` these to re-price a plan's label); recompute \
-         {}, ZeRO {}, sequence parallelism, micro-batch ≤ {}, virtual stages ≤ {}, context \
-         parallelism ≤ {}; plans leave {:.0}% of device memory free",
-        names(
-            space
-                .recompute
+    // Selective recomputation once per module set the search tries, as labels print it.
+    let modules = |r: Recompute| -> Vec<String> {
+        match r {
+            Recompute::Selective if space.framework == Framework::Megatron => space
+                .recompute_modules
                 .iter()
-                .map(|r| r.name().to_string())
-                .collect()
-        ),
+                .map(|&m| {
+                    let p = Plan {
+                        recompute: r,
+                        recompute_modules: m,
+                        ..Plan::new(1, 1, 1, 1, 1, 1)
+                    };
+                    format!("{}{}", r.name(), p.modules_suffix())
+                })
+                .collect(),
+            _ => vec![r.name().to_string()],
+        }
+    };
+    let rcs: Vec<String> = space.recompute.iter().flat_map(|&r| modules(r)).collect();
+    let hint = if rcs.iter().any(|r| r.contains('(')) {
+        " (rc=selective(M) is --recompute selective --recompute-modules M)"
+    } else {
+        ""
+    };
+    format!(
+        "priced with `{flags}` (give `estimate` these to re-price a plan's label{hint}); \
+         recompute {}, ZeRO {}, sequence parallelism, micro-batch ≤ {}, virtual stages ≤ {}, \
+         context parallelism ≤ {}; plans leave {:.0}% of device memory free",
+        names(rcs),
         names(space.zero.iter().map(u8::to_string).collect()),
         space.max_mbs,
         space.max_vpp,
