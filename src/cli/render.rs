@@ -186,8 +186,18 @@ pub fn estimate_report(e: &Estimate, model: &crate::spec::ModelSpec, cluster: &s
     } else {
         String::new()
     };
+    let mtp = if model.mtp_layers > 0 {
+        format!(
+            ", {} more in {} multi-token prediction depth{}",
+            crate::units::fmt_count(model.mtp_params()),
+            model.mtp_layers,
+            if model.mtp_layers == 1 { "" } else { "s" }
+        )
+    } else {
+        String::new()
+    };
     let mut s = format!(
-        "{} ({} params{active}) on {cluster} ({}): {}\n",
+        "{} ({} params{active}{mtp}) on {cluster} ({}): {}\n",
         model.name,
         crate::units::fmt_count(model.params()),
         crate::units::fmt_gpus(e.n_gpus),

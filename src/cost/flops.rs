@@ -45,13 +45,10 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
     n_dense * (attn + dense_mlp) + n_moe * (attn + moe_mlp) + head + bert_head + mtp
 }
 
-/// Forward FLOPs of one sequence on the last stage after the layers, which no recomputation
-/// re-runs: the LM head, and each multi-token prediction depth ([`forward_flops_per_sequence`]).
+/// Forward FLOPs of one sequence that full recomputation does not re-run: the LM head, once
+/// and again for each multi-token prediction depth (whose bodies it re-runs as layers).
 fn head_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
-    let mut no_mtp = model.clone();
-    no_mtp.mtp_layers = 0;
-    let head = 2.0 * s as f64 * (model.hidden * model.vocab) as f64;
-    head + forward_flops_per_sequence(model, s) - forward_flops_per_sequence(&no_mtp, s)
+    (1 + model.mtp_layers) as f64 * 2.0 * s as f64 * (model.hidden * model.vocab) as f64
 }
 
 /// The share of the s×s score FLOPs a sliding window leaves, in the full-matrix convention
@@ -81,25 +78,28 @@ fn module_flops_per_sequence(
     let mut p = Plan::new(1, 1, 1, 1, 1, s);
     (p.framework, p.recompute_modules) = (fw, modules);
     let sh = Shard::of(&p);
+    let not_core = |g: &crate::graph::OpGraph| {
+        g.sum(|o| {
+            if ATTENTION_CORE.contains(&o.name) {
+                0.0
+            } else {
+                o.selective_fwd.iter().map(Kernel::flops).sum()
+            }
+        })
+    };
+    let mtp = crate::graph::mtp(model, &sh).map_or(0.0, |g| model.mtp_layers as f64 * not_core(&g));
     let mut kinds: Vec<((bool, bool), f64)> = Vec::new();
-    (0..model.layers)
+    mtp + (0..model.layers)
         .map(|i| {
             let kind = (model.is_moe_layer(i), model.slides(i));
             if let Some(&(_, f)) = kinds.iter().find(|(k, _)| *k == kind) {
                 return f;
             }
-            let g = layer_graph(model, &sh, kind.0, kind.1);
-            let f = g.sum(|o| {
-                if ATTENTION_CORE.contains(&o.name) {
-                    0.0
-                } else {
-                    o.selective_fwd.iter().map(Kernel::flops).sum()
-                }
-            });
+            let f = not_core(&layer_graph(model, &sh, kind.0, kind.1));
             kinds.push((kind, f));
             f
         })
-        .sum()
+        .sum::<f64>()
 }
 
 /// Forward FLOPs of one sequence that selective recomputation re-runs, by the framework's
@@ -120,8 +120,10 @@ pub fn selective_recompute_flops_per_sequence(
     let q = model.q_hidden() as f64;
     if !fw.op_level_selective() {
         let scores = 2.0 * s * s * (q + model.attn_out_hidden() as f64);
+        // Every layer's attention core, and each multi-token prediction depth's.
+        let cores = (model.layers + model.mtp_layers) as f64;
         let core = if modules.has(RecomputeModules::CORE_ATTN) {
-            scores * model.layers as f64 * window_share(model, seq)
+            scores * cores * window_share(model, seq)
         } else {
             0.0
         };
@@ -296,7 +298,8 @@ mod tests {
     /// `per_layer_mla_params`) and scores and context 2s²·128·(192 + 128); 3 dense MLPs
     /// 2s·7168·18432·3; 58 MoE layers' router 2s·7168·256 and 8 routed + 1 shared experts
     /// 2s·7168·(9·2048)·3; the head 2s·7168·129280; one multi-token prediction depth.
-    /// Selective recomputation re-runs the scores and context.
+    /// Selective recomputation re-runs the scores and context of the 61 layers and the
+    /// depth's.
     #[test]
     fn latent_attention_counts_its_linears_and_unequal_heads() {
         let m = crate::spec::load_model(concat!(
@@ -317,12 +320,12 @@ mod tests {
             forward_flops_per_sequence(&m, 4096),
             attn + dense + moe + head + mtp
         );
-        // Full recomputation re-runs the layers alone, neither the head nor the depth.
+        // Full recomputation re-runs the layers and the depth's body, not the heads.
         let fw = Framework::Megatron;
         let rc = (fw, RecomputeModules::CORE_ATTN);
         assert_eq!(
             hardware_flops_per_step(&m, 4096, 1, Recompute::Full, rc, 1.0),
-            3.0 * (attn + dense + moe + head + mtp) + attn + dense + moe
+            3.0 * (attn + dense + moe + head + mtp) + attn + dense + moe + (mtp - head)
         );
         assert_eq!(
             selective_recompute_flops_per_sequence(
@@ -331,21 +334,22 @@ mod tests {
                 Framework::Megatron,
                 RecomputeModules::CORE_ATTN
             ),
-            61.0 * scores
+            62.0 * scores
         );
-        // `mla_up_proj` adds the up-projections of every layer, 2s·(1536·128·192 +
-        // 512·128·256); `moe_act` and `layernorm` re-run no GEMM.
-        let up = 61.0 * 2.0 * s * (1536.0 * 128.0 * 192.0 + 512.0 * 128.0 * 256.0);
+        // `mla_up_proj` adds the up-projections of every layer and the depth's, 2s·(1536·128·192
+        // + 512·128·256); `moe_act` and `layernorm` re-run no GEMM.
+        let up = 62.0 * 2.0 * s * (1536.0 * 128.0 * 192.0 + 512.0 * 128.0 * 256.0);
         let recipe = RecomputeModules::parse("core_attn,mla_up_proj,moe_act,layernorm").unwrap();
         assert_eq!(
             selective_recompute_flops_per_sequence(&m, 4096, fw, recipe),
-            61.0 * scores + up
+            62.0 * scores + up
         );
-        // `mlp` re-runs the 3 dense MLPs, `moe` the 58 MoE layers' router and experts.
+        // `mlp` re-runs the 3 dense MLPs, `moe` the 58 MoE layers' router and experts and
+        // the depth's.
         let mlps = RecomputeModules::parse("mlp,moe").unwrap();
         assert_eq!(
             selective_recompute_flops_per_sequence(&m, 4096, fw, mlps),
-            dense + moe
+            dense + moe + moe / 58.0
         );
     }
 

@@ -256,19 +256,29 @@ pub fn stage_memory(
             Schedule::OneFOneB | Schedule::Interleaved => 1.0,
         };
         activations += head_in_flight * graphs.head.saved_bytes();
+        if let Some(g) = &graphs.mtp {
+            let rc = super::stages::mtp_recompute(plan);
+            activations += head_in_flight
+                * model.mtp_layers as f64
+                * layer_activation_bytes(g, model, &sh, rc);
+        }
     }
 
     // Working set at the peak: the layer being back-propagated re-materialises what
     // recomputation dropped, plus two activation-gradient buffers of its widest tensor; the
     // last stage also holds 16-bit logits next to their fp32 copy during the loss (a fused
     // loss keeps no copy: only the logits' 16-bit gradient appears beside them).
+    let mtp = graphs
+        .mtp
+        .as_ref()
+        .filter(|_| st.head)
+        .map(|g| (g, super::stages::mtp_recompute(plan)));
     let rematerialised = st
         .layers
         .iter()
-        .map(|&(i, rc)| {
-            let g = graphs.layer(model, i);
-            g.saved_bytes() - layer_activation_bytes(g, model, &sh, rc)
-        })
+        .map(|&(i, rc)| (graphs.layer(model, i), rc))
+        .chain(mtp)
+        .map(|(g, rc)| g.saved_bytes() - layer_activation_bytes(g, model, &sh, rc))
         .fold(0.0, f64::max);
     // Per token of the micro-batch: the MLP's hidden width on this rank, which in an MoE
     // layer holds top_k routed copies of every token at the expert's width over tp (the

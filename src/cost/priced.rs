@@ -231,6 +231,8 @@ pub struct PricedGraphs {
     pub sliding: Option<(GraphCost, Option<GraphCost>)>,
     /// Head prices.
     pub head: GraphCost,
+    /// One multi-token prediction depth's prices, where the model has depths.
+    pub mtp: Option<GraphCost>,
 }
 
 impl PricedGraphs {
@@ -248,6 +250,7 @@ impl PricedGraphs {
             .as_ref()
             .map(|(d, moe)| (price(d), moe.as_ref().map(price)));
         let head = price(&graphs.head);
+        let mtp = graphs.mtp.as_ref().map(price);
         PricedGraphs {
             graphs,
             embedding,
@@ -255,6 +258,7 @@ impl PricedGraphs {
             moe,
             sliding,
             head,
+            mtp,
         }
     }
 
@@ -265,10 +269,14 @@ impl PricedGraphs {
         let layers = (0..model.layers)
             .map(|i| &self.layer(model, i).provenance)
             .fold(Provenance::default(), |acc, p| acc.plus(p));
+        let mtp = self.mtp.as_ref().map_or(Provenance::default(), |c| {
+            c.provenance.scaled(model.mtp_layers as f64)
+        });
         self.embedding
             .provenance
             .plus(&self.head.provenance)
             .plus(&layers)
+            .plus(&mtp)
             .scaled(n_micro)
     }
 
@@ -306,6 +314,9 @@ pub fn op_times(
             graphs.push(("sliding moe layer", moe));
         }
     }
+    if let Some(mtp) = &g.mtp {
+        graphs.push(("mtp", mtp));
+    }
     graphs.push(("head", &g.head));
     graphs
         .into_iter()
@@ -338,6 +349,7 @@ pub fn graph_instances(model: &ModelSpec, s: u64, name: &str) -> f64 {
         "moe layer" => count(true, false),
         "sliding layer" => count(false, true),
         "sliding moe layer" => count(true, true),
+        "mtp" => model.mtp_layers as f64,
         _ => 1.0,
     }
 }

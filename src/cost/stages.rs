@@ -150,10 +150,13 @@ pub fn chunk_params(
         dense += pg.graphs.embedding.params();
     }
     if last {
-        // The head's multi-token prediction layers hold experts of their own.
-        let e = expert_params(&pg.graphs.head);
-        experts += e;
-        dense += pg.graphs.head.params() - e;
+        dense += pg.graphs.head.params();
+        if let Some(g) = &pg.graphs.mtp {
+            // Each multi-token prediction depth's layer holds experts of its own.
+            let (n, e) = (model.mtp_layers as f64, expert_params(g));
+            experts += n * e;
+            dense += n * (g.params() - e);
+        }
         if model.embedding_on_last_stage() && plan.pp > 1 {
             // Megatron keeps a copy of the word embeddings on the last stage for a tied head
             // and for multi-token prediction.
@@ -535,11 +538,33 @@ fn chunk_costs(
         w.activation_bytes += pg.graphs.embedding.saved_bytes();
     }
     if st.head && c == plan.vpp - 1 {
+        if let (Some(gc), Some(g)) = (&pg.mtp, &pg.graphs.mtp) {
+            let (n, rc) = (model.mtp_layers as f64, mtp_recompute(plan));
+            w.fwd.add(&gc.fwd, n);
+            w.bwd.add(&gc.bwd, n);
+            match rc {
+                Recompute::None => {}
+                Recompute::Selective => w.recompute.add(&gc.selective_fwd, n),
+                Recompute::Full => w.recompute.add(&gc.fwd, n),
+            }
+            w.activation_bytes += n * memory::layer_activation_bytes(g, model, sh, rc);
+        }
         w.fwd.add(&pg.head.fwd, 1.0);
         w.bwd.add(&pg.head.bwd, 1.0);
         w.activation_bytes += pg.graphs.head.saved_bytes();
     }
     w
+}
+
+/// How the multi-token prediction depths recompute: as the layers, Megatron-Core building
+/// them from the same config (`MultiTokenPredictionLayer` checkpoints its layer under full
+/// granularity with the uniform method, not the block method, which the partial
+/// `recompute_layers` stand for).
+pub fn mtp_recompute(plan: &Plan) -> Recompute {
+    match plan.recompute {
+        Recompute::Full if plan.recompute_layers.is_some() => Recompute::None,
+        rc => rc,
+    }
 }
 
 #[cfg(test)]

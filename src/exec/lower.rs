@@ -259,8 +259,8 @@ impl Ctx<'_> {
         Some(Self::instr(op, Class::DpComm, t))
     }
 
-    /// The graphs of chunk `c` of stage `st` in forward order, each layer with its
-    /// recomputation (`None` for the embedding and the head).
+    /// The graphs of chunk `c` of stage `st` in forward order, each layer (and multi-token
+    /// prediction depth) with its recomputation (`None` for the embedding and the head).
     fn chunk_graphs(&self, st: &StageLayout, c: u64) -> Vec<(&OpGraph, Option<Recompute>)> {
         let g = &self.pg.graphs;
         let mut out = Vec::new();
@@ -271,6 +271,10 @@ impl Ctx<'_> {
             out.push((g.layer(self.model, i), Some(rc)));
         }
         if st.head && c == self.plan.vpp - 1 {
+            if let Some(mtp) = &g.mtp {
+                let rc = crate::cost::stages::mtp_recompute(self.plan);
+                out.extend((0..self.model.mtp_layers).map(|_| (mtp, Some(rc))));
+            }
             out.push((&g.head, None));
         }
         out

@@ -57,8 +57,8 @@ pub fn embedding(model: &ModelSpec, sh: &Shard) -> OpGraph {
 }
 
 /// Final norm, LM head GEMM (vocabulary split over TP) and cross-entropy on fp32 logits,
-/// then each multi-token prediction depth ([`ModelSpec::mtp_layers`], `mtp_depth`) with its
-/// own final norm and the shared head and loss again.
+/// then each multi-token prediction depth's own final norm and the shared head and loss
+/// again ([`ModelSpec::mtp_layers`]; the depths' bodies are [`mtp`]).
 ///
 /// The LM head carries parameters only when untied; a tied head reuses the embedding matrix
 /// (the cost model adds the copy Megatron keeps on the last stage when pp > 1).
@@ -173,14 +173,14 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
             })
             .collect();
         for _ in 0..model.mtp_layers {
-            ops.extend(mtp_depth(model, sh));
             ops.extend(tail.iter().cloned());
         }
     }
     OpGraph::chain(ops)
 }
 
-/// One multi-token prediction depth up to its final norm, on the last stage (DeepSeek-V3
+/// The body of one multi-token prediction depth up to its final norm, on the last stage
+/// after the layers, where the model has depths ([`ModelSpec::mtp_layers`]; DeepSeek-V3
 /// §2.2; Megatron-Core `MultiTokenPredictionLayer.forward`,
 /// megatron/core/transformer/multi_token_prediction.py): the lookup of the tokens one further
 /// ahead in the shared embedding (the first stage's table, or the copy the last stage keeps:
@@ -189,7 +189,12 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
 /// gathering its input under SP), the all-gather of its output along the hidden dimension
 /// (`all_gather_last_dim_from_tensor_parallel_region`, backward a reduce-scatter) and, under
 /// SP, the scatter back to the sequence shards (backward an all-gather), then one
-/// transformer layer of the last layer's kind.
+/// transformer layer of the last layer's kind. The plan's recomputation applies to it as to
+/// the layers (Megatron-Core builds it from the same config; `cost::stages::mtp_recompute`).
+pub fn mtp(model: &ModelSpec, sh: &Shard) -> Option<OpGraph> {
+    (model.mtp_layers > 0 && model.arch != Arch::Bert).then(|| OpGraph::chain(mtp_depth(model, sh)))
+}
+
 fn mtp_depth(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let e = sh.dtype.bytes();
     let h = model.hidden;
@@ -313,8 +318,12 @@ mod tests {
             s: 4096,
             ..shard(1)
         };
-        let hd = head(&m, &sh);
-        assert_eq!(hd.params(), m.head_params() + m.mtp_params());
+        // The depth's body is a graph of its own; its final norm, head and loss the head's.
+        let (hd, body) = (head(&m, &sh), mtp(&m, &sh).unwrap());
+        assert_eq!(
+            hd.params() + body.params(),
+            m.head_params() + m.mtp_params()
+        );
         let lm: Vec<&Op> = hd
             .ops()
             .into_iter()
@@ -322,11 +331,13 @@ mod tests {
             .collect();
         assert_eq!(lm.len(), 2);
         assert_eq!(lm[0].params + lm[1].params, 129_280.0 * 7168.0);
-        let proj = hd.op("mtp_eh_proj").unwrap();
+        let proj = body.op("mtp_eh_proj").unwrap();
         assert_eq!(proj.fwd_flops(), 2.0 * 4096.0 * 2.0 * 7168.0 * 7168.0);
         let mut none = m.clone();
         none.mtp_layers = 0;
-        let per_token = (hd.fwd_flops() - head(&none, &sh).fwd_flops()) / 4096.0;
+        assert!(mtp(&none, &sh).is_none());
+        let extra = hd.fwd_flops() + body.fwd_flops() - head(&none, &sh).fwd_flops();
+        let per_token = extra / 4096.0;
         let layer = crate::graph::transformer_layer(&m, &sh, true).fwd_flops() / 4096.0;
         assert_eq!(
             per_token,

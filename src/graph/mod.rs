@@ -7,7 +7,7 @@ mod layer;
 mod linear;
 mod selective;
 
-pub use ends::{embedding, head};
+pub use ends::{embedding, head, mtp};
 pub use layer::{ATTENTION_CORE, layer_graph, transformer_layer};
 
 use crate::spec::{AttentionImpl, Framework, ModelSpec, Plan, RecomputeModules, TpOverlap};
@@ -517,8 +517,11 @@ pub struct ModelGraph {
     /// The dense and MoE layers again, attending through the sliding window, where the
     /// model's window is shorter than the sequence.
     pub sliding: Option<(OpGraph, Option<OpGraph>)>,
-    /// Final norm, LM head and loss (last stage).
+    /// Final norm, LM head and loss (last stage), with each multi-token prediction depth's.
     pub head: OpGraph,
+    /// One multi-token prediction depth's body (last stage, `mtp_layers` times), where the
+    /// model has depths.
+    pub mtp: Option<OpGraph>,
 }
 
 impl ModelGraph {
@@ -540,6 +543,7 @@ impl ModelGraph {
             moe,
             sliding: model.window_at(shard.s).map(|_| layers(true)),
             head: head(model, shard),
+            mtp: mtp(model, shard),
         }
     }
 

@@ -233,10 +233,18 @@ fn build(
     // DeepSeek-V3's multi-token prediction depths (`num_nextn_predict_layers`, 0 or absent
     // none): priced as Megatron-LM trains them (`--mtp-num-layers`).
     let mtp_layers = match f.map.get("num_nextn_predict_layers") {
-        Some(v) if v.as_u64() == Some(0) || v.is_null() => 0,
-        Some(_) if matches!(fam, Family::DeepseekV2 | Family::DeepseekV3) => f
-            .count(&["num_nextn_predict_layers"], MAX_MTP_LAYERS)
-            .unwrap_or(0),
+        Some(v) if v.is_null() => 0,
+        Some(v) if matches!(fam, Family::DeepseekV2 | Family::DeepseekV3) => {
+            match v.as_u64().filter(|n| *n <= MAX_MTP_LAYERS) {
+                Some(n) => n,
+                None => {
+                    let msg =
+                        format!("expected a whole number from 0 to {MAX_MTP_LAYERS}, found {v}");
+                    f.bad("num_nextn_predict_layers", &msg, "fix the value");
+                    0
+                }
+            }
+        }
         _ => 0,
     };
     family_checks(f, fam, notes);

@@ -545,7 +545,7 @@ impl fmt::Display for Infeasible {
             ),
             I::MtpUnpriced { framework, layers } => write!(
                 f,
-                "the model predicts {layers} further token(s) (mtp_layers {layers}), which planner prices as Megatron-LM trains them (--mtp-num-layers), not under {framework}; price --framework megatron, or set mtp_layers: 0 in the model to price training without them"
+                "the model predicts {layers} further token(s) (mtp_layers {layers}), which planner prices as Megatron-LM trains them (--mtp-num-layers), not under {framework}; price --framework megatron, or set mtp_layers: 0 in the model YAML to price training without them (`planner import-hf` writes one from a config.json)"
             ),
             I::RecomputeModules {
                 framework,

@@ -74,6 +74,14 @@ fn megatron_arguments_carry_the_depths_and_other_frameworks_are_refused() {
                   --expert-tensor-parallel-size 1 --micro-batch-size 1 --global-batch-size 512 \
                   --seq-length 4096 --bf16";
     from_megatron(layout, &m, 32).unwrap_or_else(|e| panic!("{e}"));
+    // 0 is none, as Megatron-LM reads it.
+    let llama = load_model("llama3-8b").unwrap();
+    let none = "--tensor-model-parallel-size 1 --micro-batch-size 1 --mtp-num-layers 0";
+    from_megatron(none, &llama, 8).unwrap_or_else(|e| panic!("{e}"));
+    let e = from_megatron(&none.replace(" 0", " x"), &llama, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`x` is not a whole number"), "{e}");
     assert!(export(&m, &plan, LaunchFormat::Megatron(MegatronVersion::V2021)).is_err());
     // torchtitan does not train the depths (nor latent attention): both are refused.
     let cluster = load_cluster("h100-x1024").unwrap().with_gpus(32).unwrap();
@@ -112,4 +120,42 @@ fn megatron_arguments_carry_the_depths_and_other_frameworks_are_refused() {
     ]);
     assert!(crate::cli::stdout(&o).contains("mtp_layers: 1\n"));
     assert!(stderr(&o).contains("set `mtp_layers: 0`"), "{}", stderr(&o));
+}
+
+/// The depth recomputes as the layers do (Megatron-Core builds it from the same config): on
+/// NVIDIA's 512-GPU DeepSeek-V3 layout (tp 2 with SP, ep 64, etp 1, stages 7, 8×6, 6) its
+/// addition to the last stage keeps 276,561,920 bytes less under `mla_up_proj` than without
+/// recomputation — one MLA layer's queries, keys and values at this rank's 64 heads,
+/// 4096·64·(192 + 192 + 128)·2, and its latents 2048·(1536 + 512)·2, less the rotary key
+/// 2048·64·2 — and re-runs its up-projections.
+#[test]
+fn the_prediction_depth_recomputes_as_the_layers() {
+    let with = deepseek_v3();
+    let mut without = with.clone();
+    without.mtp_layers = 0;
+    let cluster = load_cluster("h100-x1024").unwrap().with_gpus(512).unwrap();
+    let mut plan = Plan {
+        tp: 2,
+        ep: 64,
+        etp: Some(1),
+        sequence_parallel: true,
+        zero: 1,
+        stage_layers: Some(vec![7, 8, 8, 8, 8, 8, 8, 6]),
+        ..Plan::new(32, 2, 8, 1, 4096, 4096)
+    };
+    let added = |plan: &Plan| {
+        let last = |m: &ModelSpec| {
+            let e = planner::cost::estimate(m, &cluster, plan, None);
+            let s = e.stages.last().unwrap().clone();
+            (s.memory.activations, s.bwd_s)
+        };
+        let (a, b) = (last(&with), last(&without));
+        (a.0 - b.0, a.1 - b.1)
+    };
+    let (kept, bwd) = added(&plan);
+    plan.recompute = planner::spec::Recompute::Selective;
+    plan.recompute_modules = planner::spec::RecomputeModules::parse("mla_up_proj").unwrap();
+    let (kept_up, bwd_up) = added(&plan);
+    assert_eq!(kept - kept_up, 276_561_920.0);
+    assert!(bwd_up > bwd, "{bwd_up} {bwd}");
 }

@@ -67,14 +67,21 @@ pub(super) fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     }
     // Multi-token prediction depths (Megatron-LM's default: none), which layout-only
     // arguments leave to the model as they leave its shape.
-    match num(a, c, "--mtp-num-layers") {
-        Some(n) if n != model.mtp_layers => mismatch(
+    // 0 is none, as absent.
+    let given = a.get("--mtp-num-layers");
+    match given.map(|v| v.parse::<u64>()) {
+        Some(Ok(n)) if n != model.mtp_layers => mismatch(
             c,
             "--mtp-num-layers",
             n,
             model,
             "mtp_layers",
             model.mtp_layers,
+        ),
+        Some(Err(_)) => c.refuse(
+            "--mtp-num-layers",
+            format!("`{}` is not a whole number", given.unwrap_or_default()),
+            "write --mtp-num-layers N (0 or absent: none)",
         ),
         None if model.mtp_layers > 0 && SHAPE_ARGS.iter().any(|n| a.has(n)) => mismatch(
             c,

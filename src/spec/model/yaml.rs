@@ -167,8 +167,16 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let attention_sinks = r.opt_bool("attention_sinks");
     // 0 is none, as leaving the key out.
     let mtp_layers = match r.raw("mtp_layers") {
-        Some(v) if v.as_u64() == Some(0) => Some(0),
-        _ => r.opt_count("mtp_layers", MAX_MTP_LAYERS),
+        Some(v) if v.as_u64().is_some_and(|n| n <= MAX_MTP_LAYERS) => v.as_u64(),
+        Some(v) => {
+            r.problem(
+                "mtp_layers",
+                format!("expected a whole number from 0 to {MAX_MTP_LAYERS}, found {v}"),
+                "give the multi-token prediction depths (DeepSeek-V3: 1; 0: none)",
+            );
+            None
+        }
+        None => Some(0),
     };
     let swiglu_limit = r
         .raw("swiglu_limit")
