@@ -56,7 +56,7 @@ pub fn runs(v: &[u64]) -> String {
 }
 
 /// (layers per stage, recomputed layers per stage) of a ranked plan: `-` for recomputation
-/// other than full (selective recomputes the attention core of every layer).
+/// other than full (selective recomputes its modules in every layer).
 fn stage_counts(model: &ModelSpec, e: &Estimate) -> (Vec<u64>, Option<Vec<u64>>) {
     let st = stage_layouts(model, &e.plan);
     let layers = st.iter().map(|s| s.layers.len() as u64).collect();

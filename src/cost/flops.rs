@@ -35,7 +35,7 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
     };
     // Multi-token prediction, per depth: the 2h → h projection, one layer of the last
     // layer's kind and the output head again (DeepSeek-V3 §2.2; `graph::head`).
-    let last_mlp = if model.is_moe_layer(model.layers - 1) {
+    let last_mlp = if model.is_moe_layer(model.mtp_layer_kind()) {
         moe_mlp
     } else {
         dense_mlp
@@ -103,8 +103,9 @@ fn module_flops_per_sequence(
 }
 
 /// Forward FLOPs of one sequence that selective recomputation re-runs, by the framework's
-/// policy: Megatron-LM's attention core, 4s²h per layer (Korthikanti et al. 2022 §5;
-/// 2s²·a·(d + d_v) where the value heads are narrower, MLA's), or
+/// policy: Megatron-LM's attention core, 4s²h per layer and multi-token prediction depth
+/// (Korthikanti et al. 2022 §5; 2s²·a·(d + d_v) where the value heads are narrower, MLA's),
+/// with the plan's other Megatron-Core modules ([`module_flops_per_sequence`]), or
 /// torchtitan's op-level policy (`graph::layer` `op_level_selective`), which re-runs every
 /// second matmul of a block — of wq, wk, wv, wo, [router], w1, w3, w2 that is wk, wo and w3
 /// of a dense Llama block — the linears with a bias (`addmm`) and, in an MoE block, its
@@ -182,10 +183,11 @@ pub fn model_flops_per_step(model: &ModelSpec, s: u64, global_batch: u64) -> f64
 }
 
 /// Hardware FLOPs of one step: model FLOPs plus the recomputed forward work — one more forward
-/// of the recomputed layers under full recomputation (Narayanan et al. SC'21 eq. 3 counts it),
-/// what selective recomputation re-runs under the framework's policy
-/// ([`selective_recompute_flops_per_sequence`]: the attention core in Megatron-LM, Korthikanti
-/// et al. 2022 §5). `fraction` is the share of layers that recompute.
+/// of the recomputed layers and multi-token prediction bodies (not the heads) under full
+/// recomputation (Narayanan et al. SC'21 eq. 3 counts it), what selective recomputation
+/// re-runs under the framework's policy ([`selective_recompute_flops_per_sequence`]: the
+/// plan's Megatron-Core modules, the attention core by default, Korthikanti et al. 2022 §5).
+/// `fraction` is the share of layers that recompute (the depths are counted with them).
 pub fn hardware_flops_per_step(
     model: &ModelSpec,
     s: u64,

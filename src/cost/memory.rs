@@ -165,14 +165,26 @@ pub fn chunk_in_flight(plan: &Plan, stage: u64, c: u64) -> f64 {
         .unwrap_or(0) as f64
 }
 
-/// Activation bytes one layer keeps per micro-batch under `rc`: all saved tensors, those
-/// outside the attention core (selective), or only the layer input (full, Korthikanti et al.
-/// §4.2: 2sbh, /t with sequence parallelism).
+/// Activation bytes one layer keeps per micro-batch under `rc`: all saved tensors, those the
+/// selective policy keeps (outside the recomputed Megatron-Core modules, the attention core by
+/// default), or only the layer input (full, Korthikanti et al. §4.2: 2sbh, /t with sequence
+/// parallelism).
 pub fn layer_activation_bytes(g: &OpGraph, model: &ModelSpec, sh: &Shard, rc: Recompute) -> f64 {
     match rc {
         Recompute::None => g.saved_bytes(),
         Recompute::Selective => g.saved_selective_bytes(),
         Recompute::Full => (sh.tokens_sp() * model.hidden) as f64 * sh.dtype.bytes(),
+    }
+}
+
+/// Activation bytes one multi-token prediction depth keeps per micro-batch under `rc`: as a
+/// layer, but under full recomputation Megatron-Core checkpoints the depth's projection and
+/// layer (`MultiTokenPredictionLayer._proj_and_transformer_layer`) with two h-wide inputs,
+/// the hidden state and the embedded tokens, the lookup outside it.
+pub fn mtp_activation_bytes(g: &OpGraph, model: &ModelSpec, sh: &Shard, rc: Recompute) -> f64 {
+    match rc {
+        Recompute::Full => 2.0 * layer_activation_bytes(g, model, sh, rc),
+        _ => layer_activation_bytes(g, model, sh, rc),
     }
 }
 
@@ -258,9 +270,8 @@ pub fn stage_memory(
         activations += head_in_flight * graphs.head.saved_bytes();
         if let Some(g) = &graphs.mtp {
             let rc = super::stages::mtp_recompute(plan);
-            activations += head_in_flight
-                * model.mtp_layers as f64
-                * layer_activation_bytes(g, model, &sh, rc);
+            activations +=
+                head_in_flight * model.mtp_layers as f64 * mtp_activation_bytes(g, model, &sh, rc);
         }
     }
 
@@ -268,17 +279,18 @@ pub fn stage_memory(
     // recomputation dropped, plus two activation-gradient buffers of its widest tensor; the
     // last stage also holds 16-bit logits next to their fp32 copy during the loss (a fused
     // loss keeps no copy: only the logits' 16-bit gradient appears beside them).
-    let mtp = graphs
-        .mtp
-        .as_ref()
-        .filter(|_| st.head)
-        .map(|g| (g, super::stages::mtp_recompute(plan)));
+    let mtp = graphs.mtp.as_ref().filter(|_| st.head).map(|g| {
+        let rc = super::stages::mtp_recompute(plan);
+        g.saved_bytes() - mtp_activation_bytes(g, model, &sh, rc)
+    });
     let rematerialised = st
         .layers
         .iter()
-        .map(|&(i, rc)| (graphs.layer(model, i), rc))
+        .map(|&(i, rc)| {
+            let g = graphs.layer(model, i);
+            g.saved_bytes() - layer_activation_bytes(g, model, &sh, rc)
+        })
         .chain(mtp)
-        .map(|(g, rc)| g.saved_bytes() - layer_activation_bytes(g, model, &sh, rc))
         .fold(0.0, f64::max);
     // Per token of the micro-batch: the MLP's hidden width on this rank, which in an MoE
     // layer holds top_k routed copies of every token at the expert's width over tp (the

@@ -519,15 +519,18 @@ fn chunk_costs(
     c: u64,
 ) -> ChunkWork {
     let mut w = ChunkWork::default();
-    for &(i, rc) in chunk_layers(st, plan, c) {
-        let gc = pg.layer(model, i);
-        w.fwd.add(&gc.fwd, 1.0);
-        w.bwd.add(&gc.bwd, 1.0);
+    // `n` passes of a layer-like graph: forward, backward and what `rc` re-runs.
+    let passes = |w: &mut ChunkWork, gc: &super::GraphCost, rc: Recompute, n: f64| {
+        w.fwd.add(&gc.fwd, n);
+        w.bwd.add(&gc.bwd, n);
         match rc {
             Recompute::None => {}
-            Recompute::Selective => w.recompute.add(&gc.selective_fwd, 1.0),
-            Recompute::Full => w.recompute.add(&gc.fwd, 1.0),
+            Recompute::Selective => w.recompute.add(&gc.selective_fwd, n),
+            Recompute::Full => w.recompute.add(&gc.fwd, n),
         }
+    };
+    for &(i, rc) in chunk_layers(st, plan, c) {
+        passes(&mut w, pg.layer(model, i), rc, 1.0);
         let g = pg.graphs.layer(model, i);
         w.activation_bytes += memory::layer_activation_bytes(g, model, sh, rc);
         w.layers += 1;
@@ -540,14 +543,8 @@ fn chunk_costs(
     if st.head && c == plan.vpp - 1 {
         if let (Some(gc), Some(g)) = (&pg.mtp, &pg.graphs.mtp) {
             let (n, rc) = (model.mtp_layers as f64, mtp_recompute(plan));
-            w.fwd.add(&gc.fwd, n);
-            w.bwd.add(&gc.bwd, n);
-            match rc {
-                Recompute::None => {}
-                Recompute::Selective => w.recompute.add(&gc.selective_fwd, n),
-                Recompute::Full => w.recompute.add(&gc.fwd, n),
-            }
-            w.activation_bytes += n * memory::layer_activation_bytes(g, model, sh, rc);
+            passes(&mut w, gc, rc, n);
+            w.activation_bytes += n * memory::mtp_activation_bytes(g, model, sh, rc);
         }
         w.fwd.add(&pg.head.fwd, 1.0);
         w.bwd.add(&pg.head.bwd, 1.0);
@@ -558,8 +555,9 @@ fn chunk_costs(
 
 /// How the multi-token prediction depths recompute: as the layers, Megatron-Core building
 /// them from the same config (`MultiTokenPredictionLayer` checkpoints its layer under full
-/// granularity with the uniform method, not the block method, which the partial
-/// `recompute_layers` stand for).
+/// granularity with the uniform method, not the block method, which per-stage
+/// `recompute_layers` stand for: exports write them as block for such a model, and imports
+/// keep a block over every layer as counts).
 pub fn mtp_recompute(plan: &Plan) -> Recompute {
     match plan.recompute {
         Recompute::Full if plan.recompute_layers.is_some() => Recompute::None,

@@ -7,7 +7,9 @@
 //! backends (cpu threads, cuda processes) only interpret it.
 
 use crate::cost::dp::{self, StepReduce};
-use crate::cost::memory::{layer_activation_bytes, plan_state_bytes, whole_state_bytes};
+use crate::cost::memory::{
+    layer_activation_bytes, mtp_activation_bytes, plan_state_bytes, whole_state_bytes,
+};
 use crate::cost::stages::{chunk_layers, chunk_params};
 use crate::cost::{
     Machine, Placement, PricedGraphs, StageLayout, optimizer_bytes_per_param, p2p_bytes,
@@ -283,9 +285,13 @@ impl Ctx<'_> {
     /// Activation bytes one micro-batch leaves saved in chunk `c` (as `cost::stages` counts
     /// them).
     fn saved_bytes(&self, st: &StageLayout, c: u64) -> f64 {
+        let mtp = self.pg.graphs.mtp.as_ref();
         self.chunk_graphs(st, c)
             .iter()
             .map(|(g, rc)| match rc {
+                Some(rc) if mtp.is_some_and(|m| std::ptr::eq(*g, m)) => {
+                    mtp_activation_bytes(g, self.model, &self.sh, *rc)
+                }
                 Some(rc) => layer_activation_bytes(g, self.model, &self.sh, *rc),
                 None => g.saved_bytes(),
             })

@@ -135,6 +135,7 @@ fn graph_gemms(g: &ModelGraph) -> Vec<(u64, u64, u64)> {
         Some(&g.embedding),
         Some(&g.dense),
         g.moe.as_ref(),
+        g.mtp.as_ref(),
         Some(&g.head),
     ];
     let mut out = Vec::new();

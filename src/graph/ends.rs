@@ -3,7 +3,7 @@
 //! (`VocabParallelEmbedding`, `vocab_parallel_cross_entropy`; Shoeybi et al. 2019 §3).
 
 use super::layer::{layer_graph, norm};
-use super::linear::{column_linear, fp8_casts};
+use super::linear::{column_linear, fp8_casts, tp_comm};
 use super::{Coll, Group, Kernel, Op, OpGraph, Shard};
 use crate::spec::{Arch, ModelSpec};
 
@@ -187,9 +187,9 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
 /// no weights here), `enorm` and `hnorm` over the embedded and the hidden state, their
 /// concatenation (2h wide; its backward slices), the column-parallel `eh_proj` (2h → h/t,
 /// gathering its input under SP), the all-gather of its output along the hidden dimension
-/// (`all_gather_last_dim_from_tensor_parallel_region`, backward a reduce-scatter) and, under
-/// SP, the scatter back to the sequence shards (backward an all-gather), then one
-/// transformer layer of the last layer's kind. The plan's recomputation applies to it as to
+/// (`gather_from_tensor_model_parallel_region`, whose backward splits without
+/// communicating) and, under SP, the scatter back to the sequence shards (backward an
+/// all-gather), then one transformer layer of the last layer's kind. The plan's recomputation applies to it as to
 /// the layers (Megatron-Core builds it from the same config; `cost::stages::mtp_recompute`).
 pub fn mtp(model: &ModelSpec, sh: &Shard) -> Option<OpGraph> {
     (model.mtp_layers > 0 && model.arch != Arch::Bert).then(|| OpGraph::chain(mtp_depth(model, sh)))
@@ -222,22 +222,11 @@ fn mtp_depth(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         false,
     ));
     if sh.tp > 1 {
-        let k = |coll| Kernel::Comm {
-            coll,
-            group: Group::Tp,
-            bytes: x,
-            overlapped: false,
-        };
-        let mut bwd = vec![k(Coll::ReduceScatter)];
-        if sh.sp {
-            bwd.insert(0, k(Coll::AllGather));
-        }
-        ops.push(Op {
-            bwd,
-            ..Op::comm("mtp_gather", Some(k(Coll::AllGather)), None)
-        });
+        let k = |coll| tp_comm(coll, x, false);
+        let bwd = sh.sp.then(|| k(Coll::AllGather));
+        ops.push(Op::comm("mtp_gather", Some(k(Coll::AllGather)), bwd));
     }
-    let last = model.layers - 1;
+    let last = model.mtp_layer_kind();
     let layer = layer_graph(model, sh, model.is_moe_layer(last), model.slides(last));
     ops.extend(layer.ops().into_iter().cloned());
     ops

@@ -136,6 +136,20 @@ fn mla_projections(model: &ModelSpec, sh: &Shard, m: Mla) -> Vec<Op> {
     ops
 }
 
+/// Bytes of Q, K and V of this rank's heads for one micro-batch, as the attention core takes
+/// them: V is K's size but for MLA's narrower value heads.
+pub(super) fn qkv_bytes(model: &ModelSpec, sh: &Shard) -> (f64, f64, f64) {
+    let (e, t) = (sh.dtype.bytes(), sh.tp);
+    let tokens = sh.tokens() as f64;
+    let q = tokens * (model.q_hidden() / t) as f64 * e;
+    let kv = tokens * (model.kv_hidden() / t) as f64 * e;
+    (
+        q,
+        kv,
+        kv * model.v_head_dim() as f64 / model.head_dim() as f64,
+    )
+}
+
 /// Operators of the attention core for `sh`, Megatron's `CoreAttention` (unfused) or one
 /// flash-attention kernel.
 fn attention_core(model: &ModelSpec, sh: &Shard, sliding: bool) -> Vec<Op> {
@@ -143,11 +157,7 @@ fn attention_core(model: &ModelSpec, sh: &Shard, sliding: bool) -> Vec<Op> {
     let (t, d) = (sh.tp, model.head_dim());
     let heads = model.heads / t;
     let (s_q, s_kv) = (sh.s / sh.cp, sh.s);
-    let tokens = sh.tokens() as f64;
-    let q = tokens * (model.q_hidden() / t) as f64 * e;
-    let kv = tokens * (model.kv_hidden() / t) as f64 * e;
-    // V's bytes: K's, but for MLA's narrower value heads.
-    let v = kv * model.v_head_dim() as f64 / d as f64;
+    let (q, kv, v) = qkv_bytes(model, sh);
     let bh = sh.b * heads;
     let causal = model.arch.causal();
     // Context parallelism: a ring passes each K/V block to the next rank, cp−1 hops forward,

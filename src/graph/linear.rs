@@ -9,7 +9,7 @@ use crate::units::Dtype;
 
 /// A TP collective of `bytes` (the full, gathered size), overlapped with the GEMMs of its
 /// operator when `overlapped`.
-fn tp_comm(coll: Coll, bytes: f64, overlapped: bool) -> Kernel {
+pub(super) fn tp_comm(coll: Coll, bytes: f64, overlapped: bool) -> Kernel {
     Kernel::Comm {
         coll,
         group: Group::Tp,

@@ -232,9 +232,10 @@ pub struct Op {
     pub saved_bytes: f64,
     /// Of those, bytes still saved under selective recomputation (the framework's policy).
     pub saved_selective_bytes: f64,
-    /// Kernels re-run in backward under selective recomputation: all forward kernels of
-    /// Megatron-LM's attention core, or what torchtitan's op-level policy does not save
-    /// (see `layer::op_level_selective`); empty for an operator it keeps.
+    /// Kernels re-run in backward under selective recomputation: all forward kernels of the
+    /// Megatron-Core modules the plan recomputes (the attention core by default;
+    /// `layer::modules`), or what torchtitan's op-level policy does not save
+    /// (`selective::op_level_selective`); empty for an operator it keeps.
     pub selective_fwd: Vec<Kernel>,
     /// Its GEMMs run in FP8 when the plan trains in FP8: Transformer Engine's linear modules
     /// (QKV, projection, fc1/fc2, grouped experts) under `fp8_autocast`. The LM head

@@ -1,7 +1,8 @@
 //! torchtitan's op-level selective activation checkpointing as a recomputation policy over a
 //! block's operators: which outputs the policy keeps and which kernels it re-runs
-//! (`Op::saved_selective_bytes`, `Op::selective_fwd`). Megatron-LM's attention-core policy
-//! needs no pass: `layer.rs` marks the attention core as it builds it.
+//! (`Op::saved_selective_bytes`, `Op::selective_fwd`). Megatron-Core's modules are
+//! `layer/modules.rs`'s pass (the attention core, their default, `layer.rs` marks as it
+//! builds it).
 
 use super::{Coll, Group, Kernel, Op, Shard};
 use crate::spec::ModelSpec;

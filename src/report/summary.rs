@@ -7,7 +7,7 @@ use super::sections::{METHODS, NEAR_LINEAR, no_plan_at, plan_cell};
 use super::study::{Claim, Config, Point, Study, limiting, term_meaning, training};
 use crate::cost::Estimate;
 use crate::search::Space;
-use crate::spec::{ClusterSpec, Framework, ModelSpec, Plan, Recompute};
+use crate::spec::{ClusterSpec, ModelSpec, Plan};
 use crate::units::fmt_count;
 
 fn model_desc(m: &ModelSpec) -> String {
@@ -77,24 +77,18 @@ fn space_desc(space: &Space) -> String {
     }
     .label_flags();
     // Selective recomputation once per module set the search tries, as labels print it.
-    let modules = |r: Recompute| -> Vec<String> {
-        match r {
-            Recompute::Selective if space.framework == Framework::Megatron => space
-                .recompute_modules
-                .iter()
-                .map(|&m| {
-                    let p = Plan {
-                        recompute: r,
-                        recompute_modules: m,
-                        ..Plan::new(1, 1, 1, 1, 1, 1)
-                    };
-                    format!("{}{}", r.name(), p.modules_suffix())
-                })
-                .collect(),
-            _ => vec![r.name().to_string()],
-        }
-    };
-    let rcs: Vec<String> = space.recompute.iter().flat_map(|&r| modules(r)).collect();
+    let rcs: Vec<String> = space
+        .recompute_choices()
+        .into_iter()
+        .map(|(recompute, recompute_modules)| {
+            let p = Plan {
+                recompute,
+                recompute_modules,
+                ..Plan::new(1, 1, 1, 1, 1, 1)
+            };
+            format!("{}{}", recompute.name(), p.modules_suffix())
+        })
+        .collect();
     let hint = if rcs.iter().any(|r| r.contains('(')) {
         " (rc=selective(M) is --recompute selective --recompute-modules M)"
     } else {

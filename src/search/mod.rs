@@ -135,6 +135,20 @@ impl Space {
         self
     }
 
+    /// Each recomputation mode the space tries, selective once per module set (Megatron's
+    /// alone has them).
+    pub fn recompute_choices(&self) -> Vec<(Recompute, RecomputeModules)> {
+        self.recompute
+            .iter()
+            .flat_map(|&rc| match rc {
+                Recompute::Selective if self.framework == Framework::Megatron => {
+                    self.recompute_modules.iter().map(|&m| (rc, m)).collect()
+                }
+                _ => vec![(rc, RecomputeModules::CORE_ATTN)],
+            })
+            .collect()
+    }
+
     /// The space trained in `dtype`.
     pub fn with_dtype(mut self, dtype: Dtype) -> Space {
         self.dtype = dtype;
@@ -201,17 +215,7 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
     let n = cluster.n_gpus();
     let mut out = Vec::new();
     let experts = model.moe.as_ref().map_or(1, |m| m.experts);
-    // Each recomputation mode, selective once per module set (Megatron's alone has them).
-    let recomputes: Vec<(Recompute, RecomputeModules)> = space
-        .recompute
-        .iter()
-        .flat_map(|&rc| match rc {
-            Recompute::Selective if space.framework == Framework::Megatron => {
-                space.recompute_modules.iter().map(|&m| (rc, m)).collect()
-            }
-            _ => vec![(rc, RecomputeModules::CORE_ATTN)],
-        })
-        .collect();
+    let recomputes = space.recompute_choices();
     for tp in divisors(n)
         .into_iter()
         .filter(|&t| t <= cluster.gpus_per_node.max(1) * 2)

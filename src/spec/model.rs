@@ -658,10 +658,20 @@ impl ModelSpec {
     /// the two input norms, the 2h × h projection, one layer of the last layer's kind and its
     /// final norm; the embedding and output head are the main model's.
     pub fn mtp_params(&self) -> f64 {
+        if self.mtp_layers == 0 {
+            return 0.0;
+        }
         let h = self.hidden as f64;
         let norm = self.arch.norm_params_per_hidden() * h;
-        let depth = 3.0 * norm + 2.0 * h * h + self.layer_params(self.layers - 1);
+        let depth = 3.0 * norm + 2.0 * h * h + self.layer_params(self.mtp_layer_kind());
         self.mtp_layers as f64 * depth
+    }
+
+    /// The layer whose kind (dense or MoE, sliding or not) a multi-token prediction depth's
+    /// layer takes: the last (Megatron-Core builds the depth from the decoder's last layer
+    /// spec).
+    pub fn mtp_layer_kind(&self) -> u64 {
+        self.layers.saturating_sub(1)
     }
 
     /// Parameters touched per token: experts count `top_k` times instead of `experts` times.

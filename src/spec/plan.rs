@@ -15,7 +15,9 @@ pub use super::infeasible::Infeasible;
 pub enum Recompute {
     /// Keep every activation.
     None,
-    /// Recompute the attention core (scores, softmax, dropout, context) only (§5).
+    /// Recompute part of each layer (§5): under Megatron the plan's `recompute_modules`, the
+    /// attention core (scores, softmax, dropout, context) by default; torchtitan's op-level
+    /// policy.
     Selective,
     /// Keep only each layer's input and re-run the whole forward in backward (§4.2).
     Full,

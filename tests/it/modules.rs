@@ -128,13 +128,29 @@ fn recompute_modules_round_trip_through_megatron_arguments() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("separate the modules with spaces"), "{e}");
-    // Megatron-LM 2021 had no modules.
-    let e = export(
-        &m,
-        &read.plan,
-        LaunchFormat::Megatron(MegatronVersion::V2021),
+    // Megatron-LM 2021 had neither selective recomputation nor its modules: a GPT plan it
+    // launches is refused for the modules by name.
+    let gpt = load_model("gpt-1.7b").unwrap();
+    let mut p = Plan {
+        attention: planner::spec::AttentionImpl::Unfused,
+        grad_accumulation_fusion: false,
+        recompute: Recompute::Full,
+        ..Plan::new(8, 1, 1, 1, 64, 2048)
+    };
+    let v2021 = LaunchFormat::Megatron(MegatronVersion::V2021);
+    export(&gpt, &p, v2021).unwrap_or_else(|e| panic!("{e}"));
+    p.recompute = Recompute::Selective;
+    p.recompute_modules = RecomputeModules::parse("core_attn,mlp").unwrap();
+    let e = export(&gpt, &p, v2021).unwrap_err().to_string();
+    assert!(
+        e.contains("recompute modules are not in Megatron-LM 2021"),
+        "{e}"
     );
-    assert!(e.is_err());
+    let core = LaunchFormat::Megatron(MegatronVersion::Core);
+    let text = export(&gpt, &p, core)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text;
+    assert!(text.contains("--recompute-modules core_attn mlp"), "{text}");
 }
 
 /// Megatron-Core refuses `mla_up_proj` without latent attention, and the modules are

@@ -60,6 +60,23 @@ fn megatron_arguments_carry_the_depths_and_other_frameworks_are_refused() {
         .text;
     assert!(text.contains("--mtp-num-layers 1 \\\n"), "{text}");
     from_megatron(&text, &m, 32).unwrap_or_else(|e| panic!("{e}"));
+    // Megatron's block method never checkpoints the depth, even over every layer: read as
+    // per-stage counts (the depth keeps its activations) and written back as block.
+    let block = format!(
+        "{text} --recompute-granularity full --recompute-method block --recompute-num-layers 31"
+    );
+    let read = from_megatron(&block, &m, 32).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.plan.recompute_layers, Some(vec![31, 30]));
+    let rc = planner::cost::stages::mtp_recompute(&read.plan);
+    assert_eq!(rc, planner::spec::Recompute::None);
+    let again = export(
+        &m,
+        &read.plan,
+        LaunchFormat::Megatron(MegatronVersion::Core),
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .text;
+    assert!(again.contains("--recompute-method block"), "{again}");
     for (from, to, needle) in [
         ("--mtp-num-layers 1", "", "`--mtp-num-layers`: absent"),
         ("--mtp-num-layers 1", "--mtp-num-layers 2", "mtp_layers: 1"),
@@ -82,7 +99,18 @@ fn megatron_arguments_carry_the_depths_and_other_frameworks_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("`x` is not a whole number"), "{e}");
-    assert!(export(&m, &plan, LaunchFormat::Megatron(MegatronVersion::V2021)).is_err());
+    // Megatron-LM 2021 had no prediction depths: a GPT it launches is refused for them alone.
+    let mut gpt = load_model("gpt-1.7b").unwrap();
+    let p = Plan {
+        attention: planner::spec::AttentionImpl::Unfused,
+        grad_accumulation_fusion: false,
+        ..Plan::new(8, 1, 1, 1, 64, 2048)
+    };
+    let v2021 = LaunchFormat::Megatron(MegatronVersion::V2021);
+    export(&gpt, &p, v2021).unwrap_or_else(|e| panic!("{e}"));
+    gpt.mtp_layers = 1;
+    let e = export(&gpt, &p, v2021).unwrap_err().to_string();
+    assert!(e.contains("mtp_layers"), "{e}");
     // torchtitan does not train the depths (nor latent attention): both are refused.
     let cluster = load_cluster("h100-x1024").unwrap().with_gpus(32).unwrap();
     let tt = Plan {
@@ -124,10 +152,10 @@ fn megatron_arguments_carry_the_depths_and_other_frameworks_are_refused() {
 
 /// The depth recomputes as the layers do (Megatron-Core builds it from the same config): on
 /// NVIDIA's 512-GPU DeepSeek-V3 layout (tp 2 with SP, ep 64, etp 1, stages 7, 8×6, 6) its
-/// addition to the last stage keeps 276,561,920 bytes less under `mla_up_proj` than without
+/// addition to the last stage keeps 276,299,776 bytes less under `mla_up_proj` than without
 /// recomputation — one MLA layer's queries, keys and values at this rank's 64 heads,
 /// 4096·64·(192 + 192 + 128)·2, and its latents 2048·(1536 + 512)·2, less the rotary key
-/// 2048·64·2 — and re-runs its up-projections.
+/// (gathered) 4096·64·2 — and re-runs its up-projections.
 #[test]
 fn the_prediction_depth_recomputes_as_the_layers() {
     let with = deepseek_v3();
@@ -156,6 +184,6 @@ fn the_prediction_depth_recomputes_as_the_layers() {
     plan.recompute = planner::spec::Recompute::Selective;
     plan.recompute_modules = planner::spec::RecomputeModules::parse("mla_up_proj").unwrap();
     let (kept_up, bwd_up) = added(&plan);
-    assert_eq!(kept - kept_up, 276_561_920.0);
+    assert_eq!(kept - kept_up, 276_299_776.0);
     assert!(bwd_up > bwd, "{bwd_up} {bwd}");
 }

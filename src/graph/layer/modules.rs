@@ -2,7 +2,7 @@
 //! operator keeps and re-runs under selective recomputation (`Op::saved_selective_bytes`,
 //! `Op::selective_fwd`).
 
-use super::super::{Op, Shard};
+use super::super::{Coll, Kernel, Op, Shard};
 use crate::spec::{Arch, ModelSpec, RecomputeModules as M};
 
 /// The attention core's operators (flash, or the unfused scores, softmax, dropout, context).
@@ -45,17 +45,15 @@ pub(super) fn megatron_modules(ops: &mut [Op], model: &ModelSpec, sh: &Shard, mo
     }
     let e = sh.dtype.bytes();
     let own = sh.tokens_sp() as f64;
+    let tokens = sh.tokens() as f64;
     // The router's 16-bit input, the norm's output.
     let x = own * model.hidden as f64 * e;
     let mla = model.mla;
     let ln = m.has(M::LAYERNORM);
     let up = mla.is_some() && m.has(M::MLA_UP_PROJ);
-    // Q, K and V of this rank's heads as the attention core saves them (`attention_core`).
-    let t = sh.tp;
-    let tokens = sh.tokens() as f64;
-    let kv = tokens * (model.kv_hidden() / t) as f64 * e;
-    let qkv = tokens * (model.q_hidden() / t) as f64 * e
-        + kv * (1.0 + model.v_head_dim() as f64 / model.head_dim() as f64);
+    // Q, K and V of this rank's heads as the attention core saves them.
+    let (q, k, v) = super::qkv_bytes(model, sh);
+    let qkv = q + k + v;
     let post_norm = model.arch == Arch::Bert;
     let mut in_mlp = false;
     for op in ops.iter_mut() {
@@ -81,8 +79,14 @@ pub(super) fn megatron_modules(ops: &mut [Op], model: &ModelSpec, sh: &Shard, mo
             "q_norm" | "kv_norm" | "rope" if up => rerun(op, op.saved_bytes),
             "q_up" if up => rerun(op, 0.0),
             "kv_up" if up => {
-                let rope_key = own * mla.map_or(0, |l| l.qk_rope_dim) as f64 * e;
-                rerun(op, rope_key)
+                // The rotary key is gathered over the sequence before the checkpoint
+                // (`gather_from_sequence_parallel_region`): kept whole, not re-gathered.
+                let rope_key = tokens * mla.map_or(0, |l| l.qk_rope_dim) as f64 * e;
+                rerun(op, rope_key);
+                let gathered = |k: &Kernel| matches!(k, Kernel::Comm { coll: Coll::AllGather, bytes, .. } if *bytes == rope_key);
+                if sh.sp && sh.tp > 1 && op.selective_fwd.first().is_some_and(gathered) {
+                    op.selective_fwd.remove(0);
+                }
             }
             // A pre-norm (BERT's post-norm follows the block and stays).
             "norm_mlp" if in_mlp && ((moe && ln) || (!moe && m.has(M::MLP))) => {
@@ -151,7 +155,8 @@ mod tests {
     /// 2048 tokens and 64 heads, bf16). Freed: Q and K at head size 192 and V at 128 that
     /// the attention core keeps, 4096·64·(192 + 192 + 128)·2 = 268,435,456 B, and the
     /// up-projections' own inputs, the latents 2048·(1536 + 512)·2 = 8,388,608 B, less the
-    /// rotary key the checkpoint keeps, 2048·64·2 = 262,144 B: 276,561,920 B. Re-run: the
+    /// rotary key the checkpoint keeps, gathered over the sequence, 4096·64·2 = 524,288 B:
+    /// 276,299,776 B. Re-run: the
     /// up-projections, 2·4096·1536·(64·192) + 2·4096·512·(64·256) FLOPs.
     #[test]
     fn mla_up_proj_frees_queries_keys_and_values() {
@@ -162,7 +167,7 @@ mod tests {
         let (base_b, base_f) = selective(&transformer_layer(&m, &shard(2, M::CORE_ATTN), false));
         let up = M::CORE_ATTN.with(M::MLA_UP_PROJ);
         let (b, f) = selective(&transformer_layer(&m, &shard(2, up), false));
-        assert_eq!(base_b - b, 268_435_456.0 + 8_388_608.0 - 262_144.0);
+        assert_eq!(base_b - b, 268_435_456.0 + 8_388_608.0 - 524_288.0);
         let up_flops = 2.0 * 4096.0 * (1536.0 * 64.0 * 192.0 + 512.0 * 64.0 * 256.0);
         assert_eq!(f - base_f, up_flops);
         // Without the attention core the core keeps only its log-sum-exp, 64·4096 fp32.

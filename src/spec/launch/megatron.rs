@@ -283,7 +283,14 @@ fn block(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, r: &[u64
 /// Recomputation, optimizer sharding, gradient-reduction overlap.
 fn memory(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: MegatronVersion) {
     let core = v == MegatronVersion::Core;
-    match (plan.recompute, core, partial_recompute(model, plan)) {
+    // Per-stage counts of a model with multi-token prediction layers are the block method
+    // even where they cover every layer (`cost::stages::mtp_recompute`).
+    let block_counts = partial_recompute(model, plan).or_else(|| {
+        plan.recompute_layers
+            .clone()
+            .filter(|_| model.mtp_layers > 0)
+    });
+    match (plan.recompute, core, block_counts) {
         (Recompute::None, _, _) => {}
         (Recompute::Full, _, Some(r)) => block(c, a, model, plan, &r, core),
         (Recompute::Full, true, None) => {

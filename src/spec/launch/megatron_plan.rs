@@ -123,7 +123,18 @@ fn plan(
     let counts = stage_layers
         .clone()
         .unwrap_or_else(|| vec![model.layers / pp.max(1); pp.min(model.layers) as usize]);
-    let (recompute, recompute_layers) = recompute(a, c, &counts, vpp);
+    let (recompute, mut recompute_layers) = recompute(a, c, &counts, vpp);
+    // Megatron's block method never checkpoints the multi-token prediction layers, even when
+    // it covers every layer: kept as per-stage counts, which say block
+    // (`cost::stages::mtp_recompute`).
+    if model.mtp_layers > 0
+        && recompute == Recompute::Full
+        && recompute_layers.is_none()
+        && vpp == 1
+        && a.get("--recompute-method") == Some("block")
+    {
+        recompute_layers = Some(counts.clone());
+    }
     let recompute_modules = modules(a, c, recompute);
     Some(Plan {
         etp,
