@@ -163,5 +163,52 @@ pub(super) fn refine(
         bar = threshold(list, top_k);
     }
     out.pruned = order.len() - next;
+    refine_ends(model, m, list, top_k, space, keep);
     out
+}
+
+/// For the plans ILP 2 cannot model (layers of several kinds) under Megatron, pipelined
+/// without interleaving: the fastest of the partitions Megatron-LM launches near the even
+/// split ([`stages::end_splits`]) replaces the start split where it fits and `keep` accepts
+/// it, for plans whose lower bound could still beat the k-th best.
+fn refine_ends(
+    model: &ModelSpec,
+    m: &Machine,
+    list: &mut [Priced],
+    top_k: usize,
+    space: &Space,
+    keep: &(dyn Fn(&Plan) -> bool + Sync),
+) {
+    let bar = threshold(list, top_k);
+    let candidates: Vec<usize> = (0..list.len())
+        .filter(|&i| {
+            let p = &list[i].0.plan;
+            p.framework == crate::spec::Framework::Megatron
+                && space.framework == crate::spec::Framework::Megatron
+                && p.vpp == 1
+                && p.recompute_layers.is_none()
+                && !stages::applies(model, p)
+                && lower_bound(&list[i].0) < bar
+        })
+        .collect();
+    let better: Vec<(usize, Estimate)> = candidates
+        .par_iter()
+        .filter_map(|&i| {
+            let (e, pg) = &list[i];
+            stages::end_splits(model.layers, e.plan.pp)
+                .into_iter()
+                .map(|n| Plan {
+                    stage_layers: Some(n),
+                    ..e.plan.clone()
+                })
+                .filter(|p| *p != e.plan && keep(p) && p.check(model, m.cluster).is_empty())
+                .map(|p| estimate_priced(model, &p, m, pg))
+                .filter(|n| n.fits && (!e.fits || n.step_time_s < e.step_time_s * (1.0 - 1e-9)))
+                .min_by(|a, b| a.step_time_s.total_cmp(&b.step_time_s))
+                .map(|n| (i, n))
+        })
+        .collect();
+    for (i, e) in better {
+        list[i].0 = e;
+    }
 }

@@ -152,6 +152,34 @@ pub fn start_split(layers: u64, pp: u64, framework: Framework) -> Vec<u64> {
     n
 }
 
+/// The partitions Megatron-LM can launch (equal middle stages, the first and last set apart:
+/// `--decoder-first/last-pipeline-num-layers`) near the even split, for a plan ILP 2 cannot
+/// model (layers of several kinds, DeepSeek's dense layers first): middle stages of ⌈L/p⌉ − 1
+/// to ⌈L/p⌉ + 1 layers and every split of the rest between the ends, each end at least one
+/// layer and at most twice a middle stage. The search prices each (`refine`), so the ends'
+/// embedding, head and multi-token prediction weigh as the cost model weighs them.
+pub fn end_splits(layers: u64, pp: u64) -> Vec<Vec<u64>> {
+    if pp < 3 {
+        return Vec::new();
+    }
+    let mid = layers.div_ceil(pp);
+    let mut out = Vec::new();
+    for m in mid.saturating_sub(1).max(1)..=mid + 1 {
+        let Some(rest) = layers.checked_sub((pp - 2) * m).filter(|&r| r >= 2) else {
+            continue;
+        };
+        for first in 1..rest {
+            let last = rest - first;
+            if first <= 2 * m && last <= 2 * m {
+                let mut n = vec![m; pp as usize];
+                (n[0], n[pp as usize - 1]) = (first, last);
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
 /// Layers per stage when pp does not divide them: the remainder goes to the middle stages,
 /// away from the embedding and the head (a start that prices; ILP 2 then balances it).
 pub fn balanced(layers: u64, pp: u64) -> Vec<u64> {
@@ -347,6 +375,18 @@ mod tests {
         assert_eq!(balanced(128, 5), vec![25, 26, 26, 26, 25]);
         assert_eq!(balanced(10, 4), vec![2, 3, 3, 2]);
         assert_eq!(balanced(8, 4), vec![2, 2, 2, 2]);
+    }
+
+    /// The Megatron splits priced for DeepSeek-V3's 61 layers over 16 stages: middle stages of
+    /// ⌈61/16⌉ = 4 leave 61 − 14·4 = 5 for the ends, (1, 4) to (4, 1); 3 would leave 19, more
+    /// than twice 3 at an end, and 5 more layers than there are. Two stages have no middle.
+    #[test]
+    fn end_splits_keep_the_middle_stages_equal() {
+        let splits = end_splits(61, 16);
+        let ends: Vec<(u64, u64)> = splits.iter().map(|n| (n[0], n[15])).collect();
+        assert_eq!(ends, [(1, 4), (2, 3), (3, 2), (4, 1)]);
+        assert!(splits.iter().all(|n| n[1..15].iter().all(|&m| m == 4)));
+        assert!(end_splits(61, 2).is_empty());
     }
 
     /// Megatron-LM's start keeps the middle stages equal, so every pipeline depth reaches the
