@@ -187,21 +187,21 @@ pub fn model_flops_per_step(model: &ModelSpec, s: u64, global_batch: u64) -> f64
 /// recomputation (Narayanan et al. SC'21 eq. 3 counts it), what selective recomputation
 /// re-runs under the framework's policy ([`selective_recompute_flops_per_sequence`]: the
 /// plan's Megatron-Core modules, the attention core by default, Korthikanti et al. 2022 §5).
-/// `fraction` is the share of layers that recompute (the depths are counted with them).
+/// `fraction` is the share of layers that recompute (the depths are counted with them);
+/// `selective` the FLOPs per sequence selective recomputation re-runs, which the plan's priced
+/// graphs compute once for every plan that shares them (`PricedGraphs`).
 pub fn hardware_flops_per_step(
     model: &ModelSpec,
     s: u64,
     global_batch: u64,
     rc: Recompute,
-    (fw, modules): (Framework, RecomputeModules),
+    selective: f64,
     fraction: f64,
 ) -> f64 {
     let fwd = global_batch as f64 * forward_flops_per_sequence(model, s);
     let extra = match rc {
         Recompute::None => 0.0,
-        Recompute::Selective => {
-            global_batch as f64 * selective_recompute_flops_per_sequence(model, s, fw, modules)
-        }
+        Recompute::Selective => global_batch as f64 * selective,
         Recompute::Full => fwd - global_batch as f64 * head_flops_per_sequence(model, s),
     };
     3.0 * fwd + fraction * extra
@@ -324,9 +324,8 @@ mod tests {
         );
         // Full recomputation re-runs the layers and the depth's body, not the heads.
         let fw = Framework::Megatron;
-        let rc = (fw, RecomputeModules::CORE_ATTN);
         assert_eq!(
-            hardware_flops_per_step(&m, 4096, 1, Recompute::Full, rc, 1.0),
+            hardware_flops_per_step(&m, 4096, 1, Recompute::Full, 0.0, 1.0),
             3.0 * (attn + dense + moe + head + mtp) + attn + dense + moe + (mtp - head)
         );
         assert_eq!(
@@ -403,14 +402,7 @@ mod tests {
         let eq3 = 96.0 * b * s * l * h * h * (1.0 + s / (6.0 * h) + v / (16.0 * l * h));
         let ours = model_flops_per_step(&m, 2048, 512);
         assert!((ours / model - 1.0).abs() < 1e-12, "{ours} vs {model}");
-        let hw = hardware_flops_per_step(
-            &m,
-            2048,
-            512,
-            Recompute::Full,
-            (Framework::Megatron, RecomputeModules::CORE_ATTN),
-            1.0,
-        );
+        let hw = hardware_flops_per_step(&m, 2048, 512, Recompute::Full, 0.0, 1.0);
         assert!((hw / eq3 - 1.0).abs() < 1e-12, "{hw} vs {eq3}");
         // The paper's Table 1 row: 137 TFLOP/s on 32 GPUs ⇒ 3.53 s per iteration.
         assert!((eq3 / (32.0 * 137e12) - 3.528).abs() < 0.001);

@@ -375,14 +375,16 @@ pub fn estimate_with_work(
         .max(1);
     // Over every stage, as the communication's sources are counted.
     let provenance = pg.step_provenance(model, nm).plus(&comm_provenance);
-    let estimate = assemble(
+    let hw_flops = flops::hardware_flops_per_step(
         model,
-        plan,
-        m.cluster,
-        breakdown,
-        stages,
+        plan.seq_len,
+        plan.global_batch,
+        plan.recompute,
+        pg.selective_flops_per_sequence,
         recomputed as f64 / held as f64,
-        provenance,
+    );
+    let estimate = assemble(
+        model, plan, m.cluster, breakdown, stages, hw_flops, provenance,
     );
     (estimate, work)
 }
@@ -394,7 +396,7 @@ fn assemble(
     cluster: &ClusterSpec,
     breakdown: Breakdown,
     stages: Vec<StageCost>,
-    recomputed_fraction: f64,
+    hw_flops: f64,
     provenance: Provenance,
 ) -> Estimate {
     let step = breakdown.total();
@@ -406,14 +408,6 @@ fn assemble(
         });
     let n_gpus = plan.n_gpus();
     let model_flops = flops::model_flops_per_step(model, plan.seq_len, plan.global_batch);
-    let hw_flops = flops::hardware_flops_per_step(
-        model,
-        plan.seq_len,
-        plan.global_batch,
-        plan.recompute,
-        (plan.framework, plan.recompute_modules),
-        recomputed_fraction,
-    );
     let peak_flops = cluster.gpu.peak_flops(plan.dtype);
     let per_gpu = |f: f64| f / step / n_gpus as f64;
     Estimate {

@@ -233,6 +233,10 @@ pub struct PricedGraphs {
     pub head: GraphCost,
     /// One multi-token prediction depth's prices, where the model has depths.
     pub mtp: Option<GraphCost>,
+    /// Forward FLOPs per sequence selective recomputation re-runs under the shard's
+    /// framework and modules ([`super::flops::selective_recompute_flops_per_sequence`]),
+    /// computed once for every plan these graphs price.
+    pub selective_flops_per_sequence: f64,
 }
 
 impl PricedGraphs {
@@ -251,6 +255,12 @@ impl PricedGraphs {
             .map(|(d, moe)| (price(d), moe.as_ref().map(price)));
         let head = price(&graphs.head);
         let mtp = graphs.mtp.as_ref().map(price);
+        let selective_flops_per_sequence = super::flops::selective_recompute_flops_per_sequence(
+            model,
+            plan.seq_len,
+            plan.framework,
+            plan.recompute_modules,
+        );
         PricedGraphs {
             graphs,
             embedding,
@@ -259,6 +269,7 @@ impl PricedGraphs {
             sliding,
             head,
             mtp,
+            selective_flops_per_sequence,
         }
     }
 
