@@ -163,7 +163,7 @@ pub(super) fn refine(
         bar = threshold(list, top_k);
     }
     out.pruned = order.len() - next;
-    refine_ends(model, m, list, top_k, space, keep);
+    refine_ends(model, m, list, top_k, keep);
     out
 }
 
@@ -176,7 +176,6 @@ fn refine_ends(
     m: &Machine,
     list: &mut [Priced],
     top_k: usize,
-    space: &Space,
     keep: &(dyn Fn(&Plan) -> bool + Sync),
 ) {
     let bar = threshold(list, top_k);
@@ -184,7 +183,6 @@ fn refine_ends(
         .filter(|&i| {
             let p = &list[i].0.plan;
             p.framework == crate::spec::Framework::Megatron
-                && space.framework == crate::spec::Framework::Megatron
                 && p.vpp == 1
                 && p.recompute_layers.is_none()
                 && !stages::applies(model, p)
