@@ -1,0 +1,322 @@
+//! The structural checks of a plan against a model and a cluster: every reason it cannot run,
+//! each an [`Infeasible`] value naming the field to change.
+
+use super::{
+    AttentionImpl, Framework, Infeasible, MAX_FUSED_HEAD_DIM, Plan, Recompute, RecomputeModules,
+    Schedule,
+};
+use crate::spec::hardware::ClusterSpec;
+use crate::spec::model::ModelSpec;
+use crate::units::Dtype;
+
+impl Plan {
+    /// Every structural reason this plan cannot run `model` on `cluster`; empty when it can.
+    pub fn check(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Vec<Infeasible> {
+        use Infeasible as I;
+        let mut out = Vec::new();
+        if [
+            self.dp,
+            self.tp,
+            self.pp,
+            self.cp,
+            self.ep,
+            self.etp(),
+            self.vpp,
+            self.mbs,
+            self.global_batch,
+            self.seq_len,
+        ]
+        .contains(&0)
+        {
+            out.push(I::Zero);
+            return out;
+        }
+        let tokens = self.mbs.saturating_mul(self.seq_len);
+        if tokens > crate::spec::infeasible::MAX_MICRO_BATCH_TOKENS {
+            out.push(I::MicroBatchTokens { tokens });
+            return out;
+        }
+        if self.n_gpus() != cluster.n_gpus() {
+            out.push(I::GpuCount {
+                product: self.n_gpus(),
+                gpus: cluster.n_gpus(),
+                model_parallel: self.tp * self.pp * self.cp,
+            });
+        }
+        if model.heads % self.tp != 0 || model.kv_heads % self.tp != 0 {
+            out.push(I::HeadsNotDivisible {
+                heads: model.heads,
+                kv_heads: model.kv_heads,
+                tp: self.tp,
+            });
+        }
+        // Each TP rank holds ffn/tp columns of every dense MLP, and ffn/etp of every expert
+        // (graph::layer).
+        let mut widths = vec![("ffn_hidden", model.ffn_hidden, self.tp)];
+        if let Some(m) = &model.moe {
+            widths.push(("moe.expert_ffn_hidden", m.expert_ffn_hidden, self.etp()));
+        }
+        for (field, ffn, split) in widths {
+            if ffn % split != 0 && (split == self.tp || split == 1) {
+                out.push(I::FfnNotDivisible {
+                    field,
+                    ffn,
+                    tp: split,
+                });
+            }
+        }
+        if self.tp > cluster.gpus_per_node {
+            out.push(I::TpAcrossNodes {
+                tp: self.tp,
+                gpus_per_node: cluster.gpus_per_node,
+            });
+        }
+        if let Some(v) = &self.stage_layers {
+            // Checked: counts near u64::MAX must not wrap to the layer count.
+            let sum = v.iter().try_fold(0u64, |a, &n| a.checked_add(n));
+            if v.len() as u64 != self.pp
+                || sum != Some(model.layers)
+                || v.contains(&0)
+                || self.vpp > 1
+            {
+                out.push(I::StageLayers {
+                    given: v.clone(),
+                    layers: model.layers,
+                    pp: self.pp,
+                    vpp: self.vpp,
+                });
+            }
+        } else if model.layers % (self.pp * self.vpp) != 0 {
+            out.push(I::LayersNotDivisible {
+                layers: model.layers,
+                pp: self.pp,
+                vpp: self.vpp,
+            });
+        }
+        if self.global_batch % (self.dp * self.mbs) != 0 {
+            out.push(I::BatchNotDivisible {
+                global_batch: self.global_batch,
+                dp: self.dp,
+                mbs: self.mbs,
+            });
+        }
+        let seq_split =
+            self.cp * if self.sp() { self.tp } else { 1 } * if self.cp > 1 { 2 } else { 1 };
+        if self.seq_len % seq_split != 0 {
+            out.push(I::SeqNotDivisible {
+                seq_len: self.seq_len,
+                by: seq_split,
+            });
+        }
+        if let Some(positions) = model.max_seq_len().filter(|&n| self.seq_len > n) {
+            out.push(I::SeqBeyondPositions {
+                seq_len: self.seq_len,
+                positions,
+            });
+        }
+        if let Some(w) = model.window_at(self.seq_len) {
+            let window = w.size;
+            if !self.framework.runs_sliding_window() {
+                out.push(I::FrameworkWindow {
+                    framework: self.framework.name(),
+                    window,
+                });
+            }
+            if self.attention != AttentionImpl::Flash {
+                out.push(I::WindowKernel {
+                    kernel: self.attention.name(),
+                    window,
+                });
+            }
+            if self.cp > 1 {
+                out.push(I::WindowWithCp {
+                    cp: self.cp,
+                    window,
+                });
+            }
+        }
+        if model.mla.is_some() {
+            let unpriced = [
+                (
+                    "framework",
+                    self.framework != Framework::Megatron,
+                    self.framework.name().to_string(),
+                ),
+                (
+                    "attention",
+                    self.attention != AttentionImpl::Flash,
+                    self.attention.name().to_string(),
+                ),
+                ("cp", self.cp > 1, self.cp.to_string()),
+            ];
+            for (field, bad, given) in unpriced {
+                if bad {
+                    out.push(I::MlaUnpriced { field, given });
+                }
+            }
+        }
+        if model.mtp_layers > 0 && self.framework != Framework::Megatron {
+            out.push(I::MtpUnpriced {
+                framework: self.framework.name(),
+                layers: model.mtp_layers,
+            });
+        }
+        let mods = self.recompute_modules;
+        let mla_missing = mods.has(RecomputeModules::MLA_UP_PROJ) && model.mla.is_none();
+        let other_framework = self.framework != Framework::Megatron && !mods.is_default();
+        if self.recompute == Recompute::Selective && (mla_missing || other_framework) {
+            out.push(I::RecomputeModules {
+                framework: self.framework.name(),
+                given: mods.to_string(),
+                mla_missing: mla_missing && !other_framework,
+            });
+        }
+        let (etp, stage_ranks) = (self.etp(), self.tp * self.cp * self.dp);
+        // An etp that is neither 1 nor tp is refused alone: the expert checks below would
+        // only repeat it in other words.
+        let etp_ok = etp == self.tp || (etp == 1 && model.moe.is_some());
+        if !etp_ok {
+            out.push(I::ExpertTp {
+                etp,
+                tp: self.tp,
+                moe: model.moe.is_some(),
+            });
+        }
+        if etp == 1 && self.tp > 1 && self.framework != Framework::Megatron {
+            out.push(I::FrameworkEtp {
+                framework: self.framework.name(),
+            });
+        }
+        match &model.moe {
+            Some(m)
+                if etp_ok && (m.experts % self.ep != 0 || stage_ranks % (etp * self.ep) != 0) =>
+            {
+                out.push(I::ExpertsNotDivisible {
+                    experts: m.experts,
+                    ep: self.ep,
+                    etp,
+                    stage_ranks,
+                });
+            }
+            Some(_) => {}
+            None if self.ep > 1 => out.push(I::EpWithoutExperts { ep: self.ep }),
+            None => {}
+        }
+        if model.moe.is_some() && self.tp > 1 && !self.sp() && self.framework == Framework::Megatron
+        {
+            out.push(I::MoeTpNeedsSp { tp: self.tp });
+        }
+        if self.cp > 1 && self.attention == AttentionImpl::Unfused {
+            out.push(I::CpNeedsFlash { cp: self.cp });
+        }
+        if self.attention != AttentionImpl::Unfused && model.head_dim() > MAX_FUSED_HEAD_DIM {
+            out.push(I::FusedAttentionHeadDim {
+                head_dim: model.head_dim(),
+            });
+        }
+        if !self
+            .framework
+            .fused_attention_takes(self.attention, self.dtype)
+        {
+            out.push(I::FusedAttentionDtype {
+                framework: self.framework.name(),
+                kernel: self.attention.name(),
+                dtype: self.dtype.name(),
+            });
+        }
+        match self.schedule {
+            Schedule::Interleaved => {
+                if self.vpp < 2 || self.pp < 2 {
+                    out.push(I::InterleavedNeedsChunks {
+                        pp: self.pp,
+                        vpp: self.vpp,
+                    });
+                } else if self.global_batch % (self.dp * self.mbs) == 0
+                    && self.n_micro() % self.pp != 0
+                {
+                    out.push(I::InterleavedMicroBatches {
+                        n_micro: self.n_micro(),
+                        pp: self.pp,
+                    });
+                }
+            }
+            _ if self.vpp > 1 => out.push(I::InterleavedNeedsChunks {
+                pp: self.pp,
+                vpp: self.vpp,
+            }),
+            Schedule::Gpipe if self.pp < 2 => out.push(I::GpipeNeedsStages { pp: self.pp }),
+            // torchtitan's `ScheduleGPipe`; Megatron-LM and DeepSpeed pipeline with 1F1B only
+            // (Composer has no pipeline, refused by `Framework::lacks`).
+            Schedule::Gpipe
+                if matches!(self.framework, Framework::Megatron | Framework::DeepSpeed) =>
+            {
+                out.push(I::FrameworkGpipe {
+                    framework: self.framework.name(),
+                })
+            }
+            _ => {}
+        }
+        if let Some(r) = &self.recompute_layers {
+            let per_stage = |i: usize| {
+                self.stage_layers
+                    .as_ref()
+                    .map_or(model.layers / self.pp, |v| v.get(i).copied().unwrap_or(0))
+            };
+            let bad = r.len() as u64 != self.pp
+                || self.recompute != Recompute::Full
+                || r.iter().enumerate().any(|(i, &n)| n > per_stage(i));
+            if bad {
+                out.push(I::RecomputeLayers {
+                    given: r.clone(),
+                    pp: self.pp,
+                    per_stage: (0..r.len()).map(per_stage).collect(),
+                    full: self.recompute == Recompute::Full,
+                });
+            } else if self.vpp > 1 && r.iter().enumerate().any(|(i, &n)| n < per_stage(i)) {
+                // Megatron's block method recomputes the first N layers of every model chunk
+                // (`transformer_block.py` `_checkpointed_forward`), not the first of a stage;
+                // no framework recomputes part of an interleaved stage the way it is priced.
+                out.push(I::PartialRecomputeInterleaved { vpp: self.vpp });
+            }
+        }
+        for &(field, size_of, what) in self.framework.lacks() {
+            let size = size_of(self);
+            if size > 1 {
+                out.push(I::FrameworkLacks {
+                    framework: self.framework.name(),
+                    field,
+                    size,
+                    what,
+                });
+            }
+        }
+        // FP8 GEMMs need the device's FP8 tensor cores (Hopper on; the A100 has none: NVIDIA
+        // A100 datasheet lists no FP8 rate), and no framework reduces gradients in FP8.
+        if self.dtype == Dtype::Fp8 && cluster.gpu.peak_tflops.fp8.is_none() {
+            out.push(I::DtypeUnsupported {
+                dtype: self.dtype.name(),
+                device: cluster.gpu.name.clone(),
+            });
+        }
+        if self.grad_reduce_dtype == Some(Dtype::Fp8) {
+            out.push(I::GradReduceDtype {
+                dtype: Dtype::Fp8.name(),
+            });
+        }
+        if self.zero > 3 {
+            out.push(I::ZeroStage { zero: self.zero });
+        } else if !self.framework.zero_stages().contains(&self.zero) {
+            out.push(I::FrameworkZero {
+                framework: self.framework.name(),
+                zero: self.zero,
+                stages: self.framework.zero_stages(),
+            });
+        } else if self.zero >= 2 && self.pp > 1 && !self.framework.pipelines_sharded_data() {
+            out.push(I::ZeroWithPipeline {
+                zero: self.zero,
+                pp: self.pp,
+            });
+        }
+        out
+    }
+}
