@@ -273,6 +273,9 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                                         p.recompute_modules = modules;
                                         p.zero = zero;
                                         p.sequence_parallel = sp;
+                                        if zero_is_moot(&p, &space.zero) {
+                                            continue;
+                                        }
                                         out.push(p);
                                     }
                                 }
@@ -284,6 +287,15 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
         }
     }
     out
+}
+
+/// Whether `p`'s ZeRO stage repeats a plan the space already has: with one data-parallel
+/// rank per shard group (dp·cp = 1 and one expert replica) every stage shards over a group of
+/// one, so stage z prices and runs as the space's lowest stage does (the search had listed
+/// `dp=1 … zero0` and `dp=1 … zero1` as two ranks of one plan).
+fn zero_is_moot(p: &Plan, zeros: &[u8]) -> bool {
+    let lowest = zeros.iter().copied().min().unwrap_or(0);
+    p.zero > lowest && p.dp * p.cp == 1 && p.expert_dp() == 1
 }
 
 /// A plan of `space`'s settings with these sizes ([dp, tp, pp, cp, ep, vpp, mbs]), before
@@ -534,6 +546,27 @@ mod tests {
         assert!(plans.iter().all(|p| p.etp.is_none() || p.tp > 1));
         let tt = enumerate(&m, &c, &space.clone().for_framework(Framework::Torchtitan));
         assert!(tt.iter().all(|p| p.etp.is_none()));
+    }
+
+    /// With one rank per shard group a ZeRO stage shards nothing: the space's lowest stage
+    /// stands for all (GPT-3 on 64 GPUs had ranked `dp=1 tp=4 pp=16 … zero0` and `… zero1`
+    /// second and third at one step time), unless the space holds that stage alone.
+    #[test]
+    fn zero_stages_over_one_rank_are_enumerated_once() {
+        let m = load_model("gpt3-175b").unwrap();
+        let c = load_cluster("a100x8").unwrap();
+        let space = Space::new(64, 2048).for_framework(Framework::DeepSpeed);
+        let plans = enumerate(&m, &c, &space);
+        let alone = |p: &Plan| p.dp * p.cp == 1;
+        assert!(plans.iter().any(|p| alone(p) && p.zero == 0));
+        assert!(plans.iter().filter(|p| alone(p)).all(|p| p.zero == 0));
+        assert!(plans.iter().any(|p| !alone(p) && p.zero == 1));
+        let forced = Space {
+            zero: vec![1],
+            ..space
+        };
+        let plans = enumerate(&m, &c, &forced);
+        assert!(plans.iter().any(|p| alone(p) && p.zero == 1));
     }
 
     #[test]
