@@ -42,7 +42,6 @@ impl Stack {
         }
     }
 
-    /// The framework of a run's group.
     /// The stack a run's group names (its prefix), or why the row cannot be predicted: the
     /// group is how a runs file says which software ran, and guessing one would price the
     /// run as a framework it did not use.
