@@ -79,7 +79,20 @@ pub fn fmt_pct(x: f64) -> String {
 
 /// A relative error as a signed percentage, `-` when there is none: 0.05 → `+5.0%`.
 pub fn fmt_signed_pct(x: Option<f64>) -> String {
-    x.map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e))
+    x.map_or("-".into(), |e| signed_pct(e, 1))
+}
+
+/// A fraction as a signed percentage with `decimals` decimals: 0.05 → `+5.0%`. A value that
+/// rounds to zero reads `+0.0%`, never `-0.0%` (a tiny negative difference had printed as a
+/// negative zero).
+pub fn signed_pct(x: f64, decimals: usize) -> String {
+    let p = 100.0 * x;
+    let p = if (p * 10f64.powi(decimals as i32)).round() == 0.0 {
+        0.0
+    } else {
+        p
+    };
+    format!("{p:+.decimals$}%")
 }
 
 /// Formats a duration given in seconds with a unit that keeps 3–4 significant digits.

@@ -440,7 +440,7 @@ fn gemm_section(p: &Profile) -> String {
                     .chars()
                     .take(6)
                     .collect::<String>(),
-                r.map_or("-".into(), |r| format!("{:+.1}%", 100.0 * r)),
+                r.map_or("-".into(), |r| crate::units::signed_pct(r, 1)),
             ]
         })
         .collect();
@@ -532,7 +532,7 @@ fn fit_detail(f: &CollectiveFit, points: bool) -> String {
                     fmt_bytes(q.bytes),
                     fmt_secs(q.seconds),
                     fmt_secs(f.predict(q.bytes)),
-                    format!("{:+.1}%", 100.0 * q.residual),
+                    crate::units::signed_pct(q.residual, 1),
                     format!(
                         "{:.1}",
                         calib::bus_factor(f.coll, f.ranks) * q.bytes / q.seconds / GB

@@ -226,12 +226,12 @@ pub(super) fn estimate_csv(s: &Simulation, e: &Estimate) -> String {
 pub(super) fn sim_line(s: &Simulation, e: &Estimate) -> String {
     let peak = s.peak_memory_gib();
     format!(
-        "simulated ({}, {} micro-batches): step {} ({:+.2}% vs closed form), bubble {} of the \
+        "simulated ({}, {} micro-batches): step {} ({} vs closed form), bubble {} of the \
          step, peak memory {peak:.1} GiB\n",
         s.schedule.name(),
         s.n_micro,
         fmt_secs(s.step_time_s),
-        100.0 * (s.step_time_s / e.step_time_s - 1.0),
+        crate::units::signed_pct(s.step_time_s / e.step_time_s - 1.0, 2),
         pct(s.bubble_share_of_step()),
     )
 }

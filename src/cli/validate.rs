@@ -146,7 +146,7 @@ fn render(report: &Report) -> String {
                 g.max_abs_error
                     .map_or("-".into(), |e| format!("{:.1}%", 100.0 * e)),
                 g.mean_error
-                    .map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e)),
+                    .map_or("-".into(), |e| crate::units::signed_pct(e, 1)),
                 g.spearman.map_or("-".into(), |r| format!("{r:.2}")),
                 format!("{}/{}", g.verdicts_correct, g.verdicts),
             ]

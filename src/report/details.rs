@@ -255,7 +255,7 @@ fn verify_table(v: &Verified) -> (Table, Vec<(String, f64, Option<f64>)>) {
     let mut t = Table::new(&["", "predicted (s)", "measured (s)", "error"]);
     let err = |p: f64, m: Option<f64>| {
         m.and_then(|m| error(p, m))
-            .map_or("-".into(), |e| format!("{:+.1}%", 100.0 * e))
+            .map_or("-".into(), |e| crate::units::signed_pct(e, 1))
     };
     let mut rows = vec![("step".to_string(), v.step_s.0, Some(v.step_s.1))];
     rows.extend(v.classes.iter().map(|(n, p, m)| (class_label(n), *p, *m)));

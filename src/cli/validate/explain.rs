@@ -108,11 +108,11 @@ fn row_line(x: &Explained) -> String {
     let r = &x.row;
     let mut s = match r.error {
         Some(e) => format!(
-            "{}: measured {}, predicted {} ({:+.1}%)",
+            "{}: measured {}, predicted {} ({})",
             r.metric,
             super::num(r.measured),
             super::num(r.predicted),
-            100.0 * e
+            crate::units::signed_pct(e, 1)
         ),
         None => "measured: memory verdict only".to_string(),
     };
