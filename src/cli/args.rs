@@ -121,7 +121,7 @@ const MAX_SIZE: u64 = 1 << 24;
 const MAX_MICRO_BATCHES: u64 = 1 << 16;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 25] = [
+const PLAN_FLAGS: [&str; 26] = [
     "tp",
     "pp",
     "dp",
@@ -140,6 +140,7 @@ const PLAN_FLAGS: [&str; 25] = [
     "no_grad_accumulation_fusion",
     "dtype",
     "grad_reduce_dtype",
+    "fp8_param_gather",
     "schedule",
     "attention",
     "tp_overlap",
@@ -225,6 +226,11 @@ pub struct PlanArgs {
     /// for bf16 training; Composer's FSDP `mixed_precision: PURE` reduces in bf16).
     #[arg(long = "grad-reduce-dtype", value_enum)]
     pub grad_reduce_dtype: Option<DtypeArg>,
+    /// With --dtype fp8 under Megatron and --zero 1: keep the linear layers' weights in FP8
+    /// and all-gather them in FP8 (Megatron-LM `--fp8-param-gather`), rather than a 16-bit
+    /// weight with Transformer Engine's FP8 copy beside it.
+    #[arg(long = "fp8-param-gather")]
+    pub fp8_param_gather: bool,
     /// Pipeline schedule (default: interleaved when vpp > 1, else 1f1b).
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
@@ -497,6 +503,7 @@ impl PlanArgs {
             },
             grad_accumulation_fusion: !self.no_grad_accumulation_fusion,
             grad_reduce_dtype: self.grad_reduce_dtype.map(Into::into),
+            fp8_param_gather: self.fp8_param_gather,
         };
         check_plan(&plan, model, cluster)?;
         Ok(plan)
@@ -570,6 +577,11 @@ pub struct SearchArgs {
     /// layout, the ZeRO stages it runs); default: the one `--export` writes for, else megatron.
     #[arg(long, value_enum)]
     pub framework: Option<FrameworkArg>,
+    /// FP8 plans under Megatron's distributed optimizer: price a 16-bit weight with
+    /// Transformer Engine's FP8 copy beside it, rather than FP8 weights gathered in FP8
+    /// (`--fp8-param-gather`, the default the search prices).
+    #[arg(long = "no-fp8-param-gather")]
+    pub no_fp8_param_gather: bool,
 }
 
 impl SearchArgs {
@@ -628,6 +640,7 @@ impl SearchArgs {
         }
         space = space.with_dtype(dtype);
         space.memory_headroom = self.memory_headroom / 100.0;
+        space.fp8_param_gather = !self.no_fp8_param_gather;
         Ok(space)
     }
 }

@@ -107,7 +107,12 @@ pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
         p.mbs.to_string(),
         // Selective recomputation names its Megatron-Core modules unless the default.
         format!("{}{}", p.recompute.name(), p.modules_suffix()),
-        p.zero.to_string(),
+        // The distributed optimizer gathering FP8 weights (`--fp8-param-gather`).
+        if p.fp8_param_gather {
+            format!("{}+fp8", p.zero)
+        } else {
+            p.zero.to_string()
+        },
         if p.sp() { "yes" } else { "no" }.to_string(),
         format!("{:.3}", e.step_time_s),
         format!("{:.0}", e.tokens_per_s),

@@ -248,11 +248,15 @@ pub fn render(
             render::csv(&h, rows)
         }
         Format::Table => {
-            let modules = if res.top.iter().any(|e| !e.plan.modules_suffix().is_empty()) {
+            let mut modules = if res.top.iter().any(|e| !e.plan.modules_suffix().is_empty()) {
                 "; selective(M) is --recompute selective --recompute-modules M"
             } else {
                 ""
-            };
+            }
+            .to_string();
+            if res.top.iter().any(|e| e.plan.fp8_param_gather) {
+                modules += "; zero 1+fp8 is --zero 1 --fp8-param-gather";
+            }
             let mut s = format!(
                 "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\npriced with {} (give `estimate` these flags to re-price a row{modules})\n\n{}\n\n{}\nnumbers from: {}\n",
                 r.model.name,

@@ -35,6 +35,16 @@ impl MemoryBytes {
 /// systems).
 pub const NCCL_BYTES_PER_COMMUNICATOR: f64 = 2.0 * 16.0 * 4.0 * MIB;
 
+/// Bytes per parameter of Transformer Engine's FP8 weight cache on Hopper: a linear module
+/// under FP8 keeps the FP8 cast of its weight across micro-batches (Megatron-Core's TE
+/// linears pass `is_first_microbatch`, so TE keeps it in the module's `_fp8_workspaces`
+/// rather than re-casting each micro-batch: TE `pytorch/module/linear.py`, Megatron-Core
+/// `extensions/transformer_engine.py`, `disable_parameter_transpose_cache` off by default),
+/// next to the 16-bit weight; Hopper's FP8 GEMMs take only the TN layout, so the cache holds
+/// the transposed copy for the input-gradient GEMM too (TE `non_tn_fp8_gemm_supported`
+/// false before Blackwell): 1 + 1 bytes.
+pub const FP8_WEIGHT_CACHE_BYTES_PER_PARAM: f64 = 2.0;
+
 /// Share of dynamically allocated memory (activations and working buffers) lost to the
 /// caching allocator's fragmentation at peak (PyTorch reserved vs allocated).
 pub const ALLOCATOR_FRAGMENTATION: f64 = 0.05;
@@ -202,6 +212,39 @@ pub struct StageLayout {
     pub head: bool,
 }
 
+/// Transformer Engine's FP8 weight cache on one rank of stage `st`
+/// ([`FP8_WEIGHT_CACHE_BYTES_PER_PARAM`] of every TE linear's parameters, `Op::fp8`, the
+/// multi-token prediction depth's included): FP8 Megatron plans whose weights stay whole on
+/// the rank (ZeRO < 3). Zero otherwise: 16-bit plans keep no FP8 copy; with weights
+/// gathered per use (ZeRO-3, FSDP) the FP8 copy lives as long as the gathered weight; and
+/// with FP8 weights (`Plan::fp8_param_gather`) the FP8 weight and its transpose replace the
+/// 16-bit copy, 1 + 1 bytes where it took 2.
+pub fn fp8_weight_cache_bytes(
+    model: &ModelSpec,
+    plan: &Plan,
+    graphs: &ModelGraph,
+    st: &StageLayout,
+) -> f64 {
+    if plan.dtype != Dtype::Fp8
+        || plan.framework != Framework::Megatron
+        || plan.zero >= 3
+        || plan.fp8_param_gather
+    {
+        return 0.0;
+    }
+    let te = |g: &OpGraph| g.sum(|o| if o.fp8 { o.params } else { 0.0 });
+    let layers: f64 = st
+        .layers
+        .iter()
+        .map(|&(i, _)| te(graphs.layer(model, i)))
+        .sum();
+    let mtp = match &graphs.mtp {
+        Some(g) if st.head => model.mtp_layers as f64 * te(g),
+        _ => 0.0,
+    };
+    FP8_WEIGHT_CACHE_BYTES_PER_PARAM * (layers + mtp)
+}
+
 /// Peak memory of one rank of stage `st`. `dense_params`/`expert_params` are the rank's
 /// parameters; `comms` the number of NCCL communicators the rank belongs to;
 /// `cuda_context_bytes` the runtime's own share of the device.
@@ -227,6 +270,7 @@ pub fn stage_memory(
     let (whole_w, whole_g) = whole_state_bytes(plan, dense_params + expert_params);
     weights += whole_w;
     grads += whole_g;
+    weights += fp8_weight_cache_bytes(model, plan, graphs, st);
     let holds_whole = super::dp::schedule(plan).holds_whole;
     if plan.zero >= 3 && !holds_whole {
         // FSDP gathers a layer's weights and prefetches the next (2 layers in 16-bit).
@@ -400,6 +444,37 @@ mod tests {
             plan_state_bytes(&t, 64),
             sharded_state_bytes(Framework::Torchtitan, Dtype::Bf16, 3, 64)
         );
+    }
+
+    /// FP8 Megatron plans keep Transformer Engine's FP8 weight and its transpose beside the
+    /// 16-bit weight, 2 bytes per linear parameter (unless the weights themselves are FP8).
+    /// Llama 3 8B's linears per layer: Q and O
+    /// 4096² each, K and V 4096·1024 each, gate/up/down 3·4096·14336, 218,103,808; over 32
+    /// layers 6,979,321,856, so 13,958,643,712 bytes on one GPU and half at tp 2. Nothing in
+    /// bf16, and nothing under ZeRO-3, whose gathered weights are not kept.
+    #[test]
+    fn fp8_plans_cache_each_linear_weight_and_its_transpose() {
+        use crate::spec::{load_cluster, load_model};
+        let model = load_model("llama3-8b").unwrap();
+        let cluster = load_cluster("h100x8").unwrap();
+        let weights = |tp: u64, dtype: Dtype, zero: u8| {
+            let mut p = Plan::new(8 / tp, tp, 1, 1, 64, 8192);
+            (p.dtype, p.zero) = (dtype, zero);
+            crate::cost::estimate(&model, &cluster, &p, None).stages[0]
+                .memory
+                .weights
+        };
+        let bf16 = weights(1, Dtype::Bf16, 1);
+        assert_eq!(weights(1, Dtype::Fp8, 1) - bf16, 13_958_643_712.0);
+        let bf16_tp2 = weights(2, Dtype::Bf16, 1);
+        assert_eq!(weights(2, Dtype::Fp8, 1) - bf16_tp2, 6_979_321_856.0);
+        assert_eq!(weights(1, Dtype::Fp8, 3), weights(1, Dtype::Bf16, 3));
+        // FP8 weights (`--fp8-param-gather`): the FP8 weight and its transpose take the 16-bit
+        // copy's 2 bytes, and no cache sits beside them.
+        let mut p = Plan::new(8, 1, 1, 1, 64, 8192);
+        (p.dtype, p.zero, p.fp8_param_gather) = (Dtype::Fp8, 1, true);
+        let fp8_weights = crate::cost::estimate(&model, &cluster, &p, None).stages[0].memory;
+        assert_eq!(fp8_weights.weights, bf16);
     }
 
     /// llm-foundry's training metrics run after the backward: one micro-batch's activations

@@ -166,6 +166,47 @@ pub fn chunk_params(
     (dense, experts)
 }
 
+/// Of [`chunk_params`], the Transformer Engine linears' (`Op::fp8`) parameters, (dense,
+/// expert), where the plan keeps them in FP8 and gathers them so (`Plan::fp8_param_gather`):
+/// the distributed optimizer's all-gather moves one byte for each of them. Zeros otherwise.
+pub fn chunk_fp8_params(
+    model: &ModelSpec,
+    plan: &Plan,
+    pg: &PricedGraphs,
+    layout: &StageLayout,
+    c: u64,
+) -> (f64, f64) {
+    if !plan.fp8_param_gather {
+        return (0.0, 0.0);
+    }
+    let te = |g: &OpGraph, experts: bool| {
+        g.sum(|o| {
+            if o.fp8 && o.name.starts_with("expert_") == experts {
+                o.params
+            } else {
+                0.0
+            }
+        })
+    };
+    let (mut dense, mut experts) = (0.0, 0.0);
+    for &(i, _) in chunk_layers(layout, plan, c) {
+        let g = pg.graphs.layer(model, i);
+        dense += te(g, false);
+        experts += te(g, true);
+    }
+    if let Some(g) = pg
+        .graphs
+        .mtp
+        .as_ref()
+        .filter(|_| (layout.stage, c) == (plan.pp - 1, plan.vpp - 1))
+    {
+        let n = model.mtp_layers as f64;
+        dense += n * te(g, false);
+        experts += n * te(g, true);
+    }
+    (dense, experts)
+}
+
 /// What every stage shares: the plan's groups and the prices of its transfers.
 struct Ctx<'a> {
     model: &'a ModelSpec,
@@ -194,16 +235,18 @@ impl Ctx<'_> {
     /// gradients); DeepSpeed's ZeRO-2 gathers the updated weights only, its gradients reduced
     /// with every micro-batch (`ChunkWork::zero_reduce_s`); ZeRO-3 and FSDP have nothing left
     /// for the step.
+    /// `fp8`: of `params`, those gathered in FP8, one byte each (`chunk_fp8_params`).
     /// `times`: how often the step runs it, for the provenance (0: priced, not recorded).
-    fn reduce_s(&self, params: f64, g: GroupShape, times: f64) -> f64 {
+    fn reduce_s(&self, params: f64, fp8: f64, g: GroupShape, times: f64) -> f64 {
         let (grad_b, e) = (self.plan.grad_reduce_bytes(), self.plan.dtype.bytes());
+        let gathered = params * e - fp8 * (e - 1.0);
         match super::dp::schedule(self.plan).step {
             StepReduce::AllReduce => self.coll(Coll::AllReduce, g, params * grad_b, times),
             StepReduce::ReduceScatterGather => {
                 self.coll(Coll::ReduceScatter, g, params * grad_b, times)
-                    + self.coll(Coll::AllGather, g, params * e, times)
+                    + self.coll(Coll::AllGather, g, gathered, times)
             }
-            StepReduce::Gather => self.coll(Coll::AllGather, g, params * e, times),
+            StepReduce::Gather => self.coll(Coll::AllGather, g, gathered, times),
             StepReduce::ReduceScatter => self.coll(Coll::ReduceScatter, g, params * grad_b, times),
             StepReduce::Nothing => 0.0,
         }
@@ -239,8 +282,9 @@ impl Ctx<'_> {
             }
         }
         let ends = (st.stage, c) == (0, 0) || (st.stage, c) == (plan.pp - 1, plan.vpp - 1);
-        w.dp_reduce_s = self.reduce_s(d, self.place.dp, 0.0)
-            + self.reduce_s(x, self.place.edp, 0.0)
+        let (fd, fx) = chunk_fp8_params(model, plan, self.pg, st, c);
+        w.dp_reduce_s = self.reduce_s(d, fd, self.place.dp, 0.0)
+            + self.reduce_s(x, fx, self.place.edp, 0.0)
             + if ends { self.tied_s } else { 0.0 };
         (w, d, x)
     }
@@ -248,6 +292,9 @@ impl Ctx<'_> {
     /// Stage `st`: its chunks, transfers, reduction, optimizer step and memory.
     fn stage(&self, st: &StageLayout, p2p_s: f64, largest_layer: f64, comms: u64) -> StageWork {
         let plan = self.plan;
+        let fp8 = (0..plan.vpp)
+            .map(|c| chunk_fp8_params(self.model, plan, self.pg, st, c))
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
         let (mut dense, mut experts) = (0.0, 0.0);
         let chunks = (0..plan.vpp)
             .map(|c| {
@@ -264,8 +311,8 @@ impl Ctx<'_> {
             stage_idx: st.stage,
             chunks,
             p2p_s,
-            dp_reduce_s: self.reduce_s(dense, self.place.dp, 1.0)
-                + self.reduce_s(experts, self.place.edp, 1.0)
+            dp_reduce_s: self.reduce_s(dense, fp8.0, self.place.dp, 1.0)
+                + self.reduce_s(experts, fp8.1, self.place.edp, 1.0)
                 + if ends { self.tied_s } else { 0.0 },
             optimizer_s: self
                 .m

@@ -64,6 +64,11 @@ pub struct Space {
     /// The model's head size (0: not known), which fused attention caps
     /// ([`crate::spec::plan::MAX_FUSED_HEAD_DIM`]).
     pub head_dim: u64,
+    /// FP8 plans under Megatron's distributed optimizer keep FP8 weights and gather them in
+    /// FP8 (`Plan::fp8_param_gather`): less memory and half the gather's bytes than a 16-bit
+    /// weight with Transformer Engine's FP8 copy, so such plans are priced with it unless
+    /// this is off (`suggest --no-fp8-param-gather`).
+    pub fp8_param_gather: bool,
 }
 
 /// Default share of device memory the search keeps free: 6%, the memory estimate's largest
@@ -99,6 +104,7 @@ impl Space {
             ilp: ilp::IlpOptions::default(),
             memory_headroom: MEMORY_HEADROOM,
             head_dim: 0,
+            fp8_param_gather: true,
         }
     }
 
@@ -272,6 +278,10 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                                         p.recompute = rc;
                                         p.recompute_modules = modules;
                                         p.zero = zero;
+                                        p.fp8_param_gather = space.fp8_param_gather
+                                            && p.dtype == Dtype::Fp8
+                                            && p.framework == Framework::Megatron
+                                            && zero == 1;
                                         p.sequence_parallel = sp;
                                         if zero_is_moot(&p, &space.zero) {
                                             continue;
@@ -567,6 +577,27 @@ mod tests {
         };
         let plans = enumerate(&m, &c, &forced);
         assert!(plans.iter().any(|p| alone(p) && p.zero == 1));
+    }
+
+    /// FP8 plans under Megatron's distributed optimizer are priced with FP8 weights (less
+    /// memory, half the gather), and only those; `--no-fp8-param-gather` turns it off.
+    #[test]
+    fn fp8_plans_with_the_distributed_optimizer_keep_fp8_weights() {
+        let m = load_model("llama3-8b").unwrap();
+        let c = load_cluster("h100x8").unwrap();
+        let space = Space::new(64, 8192).with_dtype(Dtype::Fp8);
+        let plans = enumerate(&m, &c, &space);
+        assert!(plans.iter().any(|p| p.zero == 1));
+        assert!(plans.iter().all(|p| p.fp8_param_gather == (p.zero == 1)));
+        let off = Space {
+            fp8_param_gather: false,
+            ..space.clone()
+        };
+        assert!(enumerate(&m, &c, &off).iter().all(|p| !p.fp8_param_gather));
+        let bf16 = Space::new(64, 8192);
+        assert!(enumerate(&m, &c, &bf16).iter().all(|p| !p.fp8_param_gather));
+        let ds = space.for_framework(Framework::DeepSpeed);
+        assert!(enumerate(&m, &c, &ds).iter().all(|p| !p.fp8_param_gather));
     }
 
     #[test]

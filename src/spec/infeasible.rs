@@ -262,10 +262,21 @@ pub enum Infeasible {
         /// The device.
         device: String,
     },
-    /// Gradients reduced in a type no framework reduces them in (FP8).
+    /// Gradients reduced in a type no framework reduces them in: FP8 or TF32, or a 16-bit
+    /// type other than the one the plan trains in.
     GradReduceDtype {
-        /// The type.
+        /// The reduction type.
         dtype: &'static str,
+        /// The type the plan trains in.
+        training: &'static str,
+        /// What to write instead.
+        allowed: &'static str,
+    },
+    /// FP8 weights gathered in FP8 (`--fp8-param-gather`) outside what Megatron-LM allows:
+    /// FP8 training with its distributed optimizer.
+    Fp8ParamGather {
+        /// Why not.
+        why: &'static str,
     },
     /// Megatron-LM runs a mixture-of-experts model with tensor parallelism only with sequence
     /// parallelism.
@@ -337,6 +348,7 @@ impl Infeasible {
             I::FrameworkZero { .. } => "ZeRO stage the framework lacks",
             I::DtypeUnsupported { .. } => "type without tensor cores on the device",
             I::GradReduceDtype { .. } => "gradient reduction type",
+            I::Fp8ParamGather { .. } => "fp8 weights outside FP8 training with ZeRO-1",
             I::ZeroStage { .. } => "zero stage out of range",
             I::ZeroWithPipeline { .. } => "zero 2/3 with pipeline",
             I::FrameworkLacks { .. } => "parallelism the framework lacks",
@@ -379,6 +391,7 @@ impl Infeasible {
             I::FrameworkZero { .. } => "zero",
             I::DtypeUnsupported { .. } => "dtype",
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
+            I::Fp8ParamGather { .. } => "fp8_param_gather",
             I::MoeTpNeedsSp { .. } => "sequence_parallel",
             I::CpNeedsFlash { .. }
             | I::FusedAttentionDtype { .. }
@@ -672,9 +685,17 @@ impl fmt::Display for Infeasible {
                 f,
                 "dtype={dtype} on {device}: the device has no {dtype} tensor cores (no {dtype} peak in its description); use dtype bf16, or a device with {dtype} (H100, H200)"
             ),
-            I::GradReduceDtype { dtype } => write!(
+            I::GradReduceDtype {
+                dtype,
+                training,
+                allowed,
+            } => write!(
                 f,
-                "grad_reduce_dtype={dtype}: gradients are reduced in fp32 or in the 16-bit training type; use fp32 or bf16"
+                "grad_reduce_dtype={dtype} with dtype={training}: gradients are reduced in fp32 or in the 16-bit type the plan trains in; use {allowed}"
+            ),
+            I::Fp8ParamGather { why } => write!(
+                f,
+                "fp8_param_gather: Megatron-LM keeps FP8 weights and gathers them in FP8 (--fp8-param-gather) only {why}"
             ),
             I::MoeTpNeedsSp { tp } => write!(
                 f,

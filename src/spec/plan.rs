@@ -190,6 +190,12 @@ pub struct Plan {
     /// PURE` reduces in bf16 where its `DEFAULT` reduces in fp32. `None`: the framework's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grad_reduce_dtype: Option<Dtype>,
+    /// FP8 training keeps the Transformer Engine linears' weights in FP8 and the distributed
+    /// optimizer all-gathers them in FP8 (Megatron-LM `--fp8-param-gather`, NeMo
+    /// `fp8_params`): no 16-bit working copy and no FP8 cache beside it
+    /// (`cost::memory::fp8_weight_cache_bytes`), half the gather's bytes for those weights.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fp8_param_gather: bool,
 }
 
 fn yes() -> bool {
@@ -243,6 +249,7 @@ impl Plan {
             recompute_layers: None,
             grad_accumulation_fusion: true,
             grad_reduce_dtype: None,
+            fp8_param_gather: false,
         }
     }
 
@@ -327,6 +334,9 @@ impl Plan {
             self.modules_suffix(),
             self.zero
         );
+        if self.fp8_param_gather {
+            s += " fp8-params";
+        }
         if self.sp() {
             s += " sp";
         }

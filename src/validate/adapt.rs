@@ -505,6 +505,11 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
             run.precision.as_deref().unwrap_or_default()
         ));
     };
+    // Whether FP8 runs kept FP8 weights (`--fp8-param-gather`, NeMo `fp8_params`) no source
+    // says; Megatron-Core allows it with the distributed optimizer.
+    if fw == Stack::MegatronCore && dtype == Dtype::Fp8 && zero == 1 {
+        searched.push("fp8_param_gather");
+    }
     let plan = Plan {
         dp,
         tp,
@@ -556,6 +561,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         // Composer's FSDP `mixed_precision: PURE` reduces gradients in the training precision;
         // its DEFAULT (every other llm-foundry row) in fp32, the framework's default.
         grad_reduce_dtype: (p.fsdp_mixed_precision.as_deref() == Some("PURE")).then_some(dtype),
+        fp8_param_gather: false,
     };
     Ok(Case {
         model,

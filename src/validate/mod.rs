@@ -157,6 +157,11 @@ fn resolve_plan(c: &Case) -> Result<(Estimate, Vec<Estimate>), String> {
     } else {
         vec![c.plan.recompute]
     };
+    let fp8_params: Vec<bool> = if searched("fp8_param_gather") {
+        vec![false, true]
+    } else {
+        vec![c.plan.fp8_param_gather]
+    };
     let mut priced: Vec<Estimate> = Vec::new();
     for &(tp, pp, dp) in &layouts {
         let local = c.plan.global_batch / dp;
@@ -183,8 +188,12 @@ fn resolve_plan(c: &Case) -> Result<(Estimate, Vec<Estimate>), String> {
         for &b in &mbs {
             for &rc in &rcs {
                 for &sp in &sps {
-                    for &v in &vpps {
+                    for (&v, &f8) in vpps
+                        .iter()
+                        .flat_map(|v| fp8_params.iter().map(move |f| (v, f)))
+                    {
                         let mut p = c.plan.clone();
+                        p.fp8_param_gather = f8;
                         (p.tp, p.pp, p.dp) = (tp, pp, dp);
                         p.mbs = b;
                         p.recompute = rc;
@@ -358,12 +367,22 @@ fn dominant_terms(share: &[f64; 8], error: f64, what: &str) -> Vec<String> {
         .take(2)
         .filter(|&&i| share[i] > 0.0)
         .map(|&i| {
-            format!(
-                "{} ({:.0}% of the step) would have to be {:+.1}% to remove {what}",
-                names[i],
-                100.0 * share[i],
-                100.0 * error / share[i]
-            )
+            let change = error / share[i];
+            if change <= -1.0 {
+                // Removing the error would take more than the whole term.
+                format!(
+                    "{} ({:.0}% of the step) cannot remove {what} alone: it would have to fall below zero",
+                    names[i],
+                    100.0 * share[i],
+                )
+            } else {
+                format!(
+                    "{} ({:.0}% of the step) would have to be {:+.1}% to remove {what}",
+                    names[i],
+                    100.0 * share[i],
+                    100.0 * change
+                )
+            }
         })
         .collect()
 }

@@ -102,6 +102,7 @@ fn sc21_rows() -> Vec<Row> {
                 recompute_layers: None,
                 grad_accumulation_fusion: false,
                 grad_reduce_dtype: None,
+                fp8_param_gather: false,
             };
             Row {
                 id: r["id"].as_str().unwrap().to_string(),
@@ -187,6 +188,7 @@ fn llama70b_plan() -> Plan {
         // Off, so the round trip carries --no-gradient-accumulation-fusion.
         grad_accumulation_fusion: false,
         grad_reduce_dtype: None,
+        fp8_param_gather: false,
     }
 }
 
@@ -226,11 +228,18 @@ fn megatron_core_round_trip_over_every_feature() {
         etp: Some(1),
         ..moe.clone()
     };
+    // FP8 weights gathered in FP8 under the distributed optimizer: --fp8-param-gather.
+    let fp8_weights = Plan {
+        dtype: Dtype::Fp8,
+        fp8_param_gather: true,
+        ..base.clone()
+    };
     for (model, plan, gpus) in [
         (&llama, &base, 256),
         (&mixtral, &moe, 16),
         (&mixtral, &whole, 8),
         (&llama, &overlapped, 256),
+        (&llama, &fp8_weights, 256),
     ] {
         let v = LaunchFormat::Megatron(MegatronVersion::Core);
         let text = export(model, plan, v).unwrap().text;
@@ -239,9 +248,21 @@ fn megatron_core_round_trip_over_every_feature() {
         assert_eq!(parsed.version, MegatronVersion::Core);
         assert_eq!(export(model, &parsed.plan, v).unwrap().text, text);
     }
+    let fp8 = export(
+        &llama,
+        &fp8_weights,
+        LaunchFormat::Megatron(MegatronVersion::Core),
+    )
+    .unwrap()
+    .text;
+    assert!(
+        fp8.contains("--fp8-format hybrid \\\n--fp8-param-gather \\"),
+        "{fp8}"
+    );
     let text = export(&llama, &base, LaunchFormat::Megatron(MegatronVersion::Core))
         .unwrap()
         .text;
+    assert!(!text.contains("--fp8-param-gather"));
     for line in [
         "--num-layers-per-virtual-pipeline-stage 4 \\",
         "--context-parallel-size 2 \\",

@@ -207,6 +207,10 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
     // release (+1.0% and −8.9%; +2.8% and −7.3% before overlapped collectives slowed the
     // compute beside them and attention ran at burst clocks). NeMo 24.07's nine runs: 6.3%
     // mean, ρ 0.98 (5.7%, ρ 0.93, before Megatron's aligned gradient sync was priced).
+    // Since FP8 plans keep Transformer Engine's FP8 weight copy unless they gather FP8
+    // weights (`--fp8-param-gather`, which no table states and the validator searches), every
+    // FP8 row prices with FP8 weights (without them GPT-3 20B on 64 GPUs needs 95 GiB, yet it
+    // ran), whose halved parameter gather makes the group 7.0% (6.4% before).
     check(
         &r,
         "nemo-h100-performance-summary",
@@ -216,7 +220,7 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
     check(
         &r,
         "nemo-24.07-h100-performance-summary",
-        guard(Some(0.065), None, Some(0.9), true),
+        guard(Some(0.075), None, Some(0.9), true),
     );
     // Grok-1 (8 experts, top 2) in NVIDIA's DGX Cloud recipe, held out (no constant set from
     // it): 12.8% mean, ρ 0.86, every row fits as it ran. The BF16 rows are within 9% in both

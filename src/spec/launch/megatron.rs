@@ -469,6 +469,9 @@ fn numerics(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
         Dtype::Fp8 if core => {
             flag(a, "--bf16");
             arg(a, "--fp8-format", "hybrid");
+            if plan.fp8_param_gather {
+                flag(a, "--fp8-param-gather");
+            }
         }
         Dtype::Fp8 => c.refuse(
             "dtype",

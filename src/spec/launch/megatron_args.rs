@@ -60,6 +60,7 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--bf16", false, P),
     ("--fp16", false, P),
     ("--fp8-format", true, P),
+    ("--fp8-param-gather", false, P),
     ("--use-flash-attn", false, P),
     ("--grad-reduce-in-bf16", false, P),
     ("--accumulate-allreduce-grads-in-fp32", false, P),

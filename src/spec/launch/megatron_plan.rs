@@ -182,6 +182,8 @@ fn plan(
         // Megatron reduces in fp32 with bf16 (its default, `Plan::grad_reduce_bytes`) unless told to
         // reduce in bf16; fp16 gradients in fp16 unless told to accumulate them in fp32.
         grad_reduce_dtype: grad_reduce(a),
+        // Checked against the dtype and the distributed optimizer by `Plan::check`.
+        fp8_param_gather: a.has("--fp8-param-gather"),
     })
 }
 

@@ -298,10 +298,37 @@ impl Plan {
                 device: cluster.gpu.name.clone(),
             });
         }
-        if self.grad_reduce_dtype == Some(Dtype::Fp8) {
-            out.push(I::GradReduceDtype {
-                dtype: Dtype::Fp8.name(),
-            });
+        // Gradients are reduced in fp32 or in the 16-bit type the plan computes in (bf16
+        // under FP8 training, whose weights and gradients stay bf16 outside the GEMMs).
+        if let Some(d) = self.grad_reduce_dtype {
+            let (half, allowed) = match self.dtype {
+                Dtype::Bf16 | Dtype::Fp8 => (Some(Dtype::Bf16), "fp32 or bf16"),
+                Dtype::Fp16 => (Some(Dtype::Fp16), "fp32 or fp16"),
+                Dtype::Fp32 | Dtype::Tf32 => (None, "fp32"),
+            };
+            if d != Dtype::Fp32 && Some(d) != half {
+                out.push(I::GradReduceDtype {
+                    dtype: d.name(),
+                    training: self.dtype.name(),
+                    allowed,
+                });
+            }
+        }
+        if self.fp8_param_gather {
+            let why = if self.dtype != Dtype::Fp8 {
+                Some("under FP8 training; use --dtype fp8, or drop it")
+            } else if self.framework != Framework::Megatron {
+                Some("in Megatron-LM; use --framework megatron, or drop it")
+            } else if self.zero != 1 {
+                // arguments.py: "--fp8-param-gather only supported with distributed
+                // optimizer" (or torch FSDP2, which planner does not price under Megatron).
+                Some("with the distributed optimizer; use --zero 1, or drop it")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                out.push(I::Fp8ParamGather { why });
+            }
         }
         if self.zero > 3 {
             out.push(I::ZeroStage { zero: self.zero });

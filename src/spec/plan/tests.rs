@@ -359,3 +359,81 @@ fn bad_etp_is_refused_once_and_expert_widths_offer_whole_experts() {
     p.etp = Some(1);
     assert!(p.check(&m, &c).is_empty(), "{:?}", p.check(&m, &c));
 }
+
+/// Gradients reduce in fp32 or in the 16-bit type the plan trains in (bf16 under FP8):
+/// TF32, FP8, or the other 16-bit type are refused, naming what to write. (`tf32` had been
+/// priced as fp32, and fp16 beside bf16 training as if Megatron could reduce so.)
+#[test]
+fn gradients_reduce_in_fp32_or_the_training_type() {
+    let model = crate::spec::load_model("llama3-8b").unwrap();
+    let cluster = crate::spec::load_cluster("h100x8").unwrap();
+    let refused = |dtype: Dtype, reduce: Dtype| {
+        let mut p = Plan::new(8, 1, 1, 1, 64, 8192);
+        (p.dtype, p.grad_reduce_dtype) = (dtype, Some(reduce));
+        p.check(&model, &cluster)
+            .iter()
+            .find(|i| i.field() == "grad_reduce_dtype")
+            .map(ToString::to_string)
+    };
+    assert_eq!(refused(Dtype::Bf16, Dtype::Fp32), None);
+    assert_eq!(refused(Dtype::Bf16, Dtype::Bf16), None);
+    assert_eq!(refused(Dtype::Fp8, Dtype::Bf16), None);
+    assert_eq!(refused(Dtype::Fp16, Dtype::Fp16), None);
+    let tf32 = refused(Dtype::Bf16, Dtype::Tf32).unwrap();
+    assert!(
+        tf32.contains("grad_reduce_dtype=tf32 with dtype=bf16")
+            && tf32.ends_with("use fp32 or bf16"),
+        "{tf32}"
+    );
+    assert!(
+        refused(Dtype::Bf16, Dtype::Fp16)
+            .unwrap()
+            .ends_with("use fp32 or bf16")
+    );
+    assert!(
+        refused(Dtype::Fp16, Dtype::Bf16)
+            .unwrap()
+            .ends_with("use fp32 or fp16")
+    );
+    assert!(refused(Dtype::Fp8, Dtype::Fp8).is_some());
+    assert!(
+        refused(Dtype::Fp32, Dtype::Bf16)
+            .unwrap()
+            .ends_with("use fp32")
+    );
+}
+
+/// FP8 weights gathered in FP8 need what Megatron-LM asks of `--fp8-param-gather`: FP8
+/// training, Megatron, and the distributed optimizer (ZeRO-1); each missing one is named.
+#[test]
+fn fp8_param_gather_needs_fp8_megatron_and_the_distributed_optimizer() {
+    let model = crate::spec::load_model("llama3-8b").unwrap();
+    let cluster = crate::spec::load_cluster("h100x8").unwrap();
+    let why = |dtype: Dtype, framework: Framework, zero: u8| {
+        let mut p = Plan::new(8, 1, 1, 1, 64, 8192);
+        (p.dtype, p.framework, p.zero, p.fp8_param_gather) = (dtype, framework, zero, true);
+        p.check(&model, &cluster)
+            .iter()
+            .find(|i| i.field() == "fp8_param_gather")
+            .map(ToString::to_string)
+    };
+    assert_eq!(why(Dtype::Fp8, Framework::Megatron, 1), None);
+    assert!(
+        why(Dtype::Bf16, Framework::Megatron, 1)
+            .unwrap()
+            .contains("use --dtype fp8")
+    );
+    assert!(
+        why(Dtype::Fp8, Framework::DeepSpeed, 1)
+            .unwrap()
+            .contains("use --framework megatron")
+    );
+    assert!(
+        why(Dtype::Fp8, Framework::Megatron, 0)
+            .unwrap()
+            .contains("use --zero 1")
+    );
+    let mut p = Plan::new(8, 1, 1, 1, 64, 8192);
+    (p.dtype, p.zero, p.fp8_param_gather) = (Dtype::Fp8, 1, true);
+    assert_eq!(p.short(), "dp=8 tp=1 pp=1 mbs=1 rc=none zero1 fp8-params");
+}
