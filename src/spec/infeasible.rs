@@ -155,8 +155,9 @@ pub enum Infeasible {
         framework: &'static str,
         /// The modules given.
         given: String,
-        /// Whether `mla_up_proj` is given for a model without MLA.
-        mla_missing: bool,
+        /// A module the model has nothing for: (its name, what it recomputes and why the
+        /// model has none of it).
+        missing: Option<(&'static str, &'static str)>,
     },
     /// ep does not divide the experts, or etp·ep the ranks of a pipeline stage.
     ExpertsNotDivisible {
@@ -563,10 +564,10 @@ impl fmt::Display for Infeasible {
             I::RecomputeModules {
                 framework,
                 given,
-                mla_missing: true,
+                missing: Some((module, why)),
             } => write!(
                 f,
-                "recompute_modules [{given}] under {framework}: mla_up_proj recomputes multi-head latent attention's up-projections, and the model has none (Megatron-Core refuses it); drop mla_up_proj"
+                "recompute_modules [{given}] under {framework}: {module} recomputes {why}; drop {module}"
             ),
             I::RecomputeModules {
                 framework, given, ..

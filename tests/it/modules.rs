@@ -168,7 +168,7 @@ fn recompute_modules_are_refused_where_megatron_core_refuses_them() {
         matches!(
             why[..],
             [Infeasible::RecomputeModules {
-                mla_missing: true,
+                missing: Some(("mla_up_proj", _)),
                 ..
             }]
         ),
@@ -243,5 +243,49 @@ fn recompute_modules_are_refused_where_megatron_core_refuses_them() {
     assert!(
         err.contains("recompute_modules") && err.contains("recompute full"),
         "{err}"
+    );
+}
+
+/// A module the model has nothing for is refused, naming it: `moe`, `moe_act` and
+/// `shared_experts` on a dense model, `shared_experts` on Mixtral (no shared experts), `mlp`
+/// where every layer is a mixture of experts. (They had been priced as recomputing nothing
+/// under a label that said they did.) DeepSeek-V3's three dense layers take `mlp`.
+#[test]
+fn modules_the_model_lacks_are_refused_by_name() {
+    let llama = load_model("llama3-8b").unwrap();
+    let mixtral = load_model("mixtral-8x7b").unwrap();
+    let cluster = load_cluster("h100x8").unwrap();
+    let why = |model: &planner::spec::ModelSpec, ep: u64, modules: &str| {
+        let mut plan = Plan::new(8, 1, 1, 1, 64, 4096);
+        (plan.recompute, plan.ep) = (Recompute::Selective, ep);
+        plan.recompute_modules = RecomputeModules::parse(modules).unwrap();
+        plan.check(model, &cluster)
+            .iter()
+            .find(|i| i.field() == "recompute_modules")
+            .map(ToString::to_string)
+    };
+    for m in ["moe", "moe_act", "shared_experts"] {
+        let w = why(&llama, 1, m).unwrap_or_else(|| panic!("{m} accepted"));
+        assert!(w.ends_with(&format!("; drop {m}")), "{w}");
+    }
+    assert!(
+        why(&mixtral, 8, "moe_act,shared_experts")
+            .unwrap()
+            .ends_with("drop shared_experts")
+    );
+    assert!(
+        why(&mixtral, 8, "mlp")
+            .unwrap()
+            .contains("every layer of the model is a mixture of experts")
+    );
+    assert_eq!(why(&mixtral, 8, "moe,moe_act,layernorm"), None);
+    let deepseek = planner::spec::load_model("tests/data/hf/deepseek-v3.json").unwrap();
+    let mut plan = Plan::new(8, 1, 1, 1, 64, 4096);
+    (plan.recompute, plan.ep) = (Recompute::Selective, 8);
+    plan.recompute_modules = RecomputeModules::parse("mlp,shared_experts,mla_up_proj").unwrap();
+    assert!(
+        plan.check(&deepseek, &cluster)
+            .iter()
+            .all(|i| i.field() != "recompute_modules")
     );
 }

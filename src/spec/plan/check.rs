@@ -162,13 +162,50 @@ impl Plan {
             });
         }
         let mods = self.recompute_modules;
-        let mla_missing = mods.has(RecomputeModules::MLA_UP_PROJ) && model.mla.is_none();
+        // A module the model has nothing for recomputes nothing: a plan labelled with it would
+        // price as without it (Megatron-Core refuses mla_up_proj outright).
+        let moe = model.moe.as_ref();
+        let missing = [
+            (
+                RecomputeModules::MLA_UP_PROJ,
+                model.mla.is_none(),
+                "mla_up_proj",
+                "multi-head latent attention's up-projections, and the model has none (Megatron-Core refuses it)",
+            ),
+            (
+                RecomputeModules::MOE,
+                moe.is_none(),
+                "moe",
+                "mixture-of-experts layers, and the model has none",
+            ),
+            (
+                RecomputeModules::MOE_ACT,
+                moe.is_none(),
+                "moe_act",
+                "the routed experts' activations, and the model has no mixture-of-experts layers",
+            ),
+            (
+                RecomputeModules::SHARED_EXPERTS,
+                moe.is_none_or(|m| m.shared_ffn_hidden == 0),
+                "shared_experts",
+                "a mixture-of-experts layer's shared experts, and the model has none",
+            ),
+            (
+                RecomputeModules::MLP,
+                model.moe_layers() == model.layers,
+                "mlp",
+                "dense MLPs, and every layer of the model is a mixture of experts (moe or moe_act recompute those)",
+            ),
+        ]
+        .into_iter()
+        .find(|&(m, lacks, _, _)| mods.has(m) && lacks)
+        .map(|(_, _, name, why)| (name, why));
         let other_framework = self.framework != Framework::Megatron && !mods.is_default();
-        if self.recompute == Recompute::Selective && (mla_missing || other_framework) {
+        if self.recompute == Recompute::Selective && (missing.is_some() || other_framework) {
             out.push(I::RecomputeModules {
                 framework: self.framework.name(),
                 given: mods.to_string(),
-                mla_missing: mla_missing && !other_framework,
+                missing: missing.filter(|_| !other_framework),
             });
         }
         let (etp, stage_ranks) = (self.etp(), self.tp * self.cp * self.dp);
