@@ -24,6 +24,12 @@ fn records(runs: Option<&str>) -> Result<Vec<RunRecord>, CliError> {
 /// Runs the validation and renders it.
 pub fn run(runs: Option<&str>, group: Option<&str>, format: Format) -> Result<String, CliError> {
     let records = records(runs)?;
+    if records.is_empty() {
+        return Err(CliError::BadInput(format!(
+            "--runs {}: the file lists no runs; give a list of run records (the schema of validation/published-runs.yaml)",
+            runs.unwrap_or("(built in)")
+        )));
+    }
     if let Some(g) = group
         && !records.iter().any(|r| r.group == g)
     {
@@ -35,6 +41,19 @@ pub fn run(runs: Option<&str>, group: Option<&str>, format: Format) -> Result<St
         )));
     }
     let report = validate(&records, group);
+    // A runs file whose every row is skipped compared nothing: each row's reason is a field
+    // to fix, so it is bad input, not a validation.
+    if report.rows.iter().all(|r| r.skipped.is_some()) {
+        let reasons: Vec<String> = report
+            .rows
+            .iter()
+            .map(|r| format!("  {}: {}", r.id, r.skipped.as_deref().unwrap_or_default()))
+            .collect();
+        return Err(CliError::BadInput(format!(
+            "no run could be compared; every row was skipped:\n{}",
+            reasons.join("\n")
+        )));
+    }
     Ok(match format {
         Format::Json => super::json(&skipped_as_null(&report)),
         Format::Csv => csv(&report),
@@ -169,7 +188,7 @@ fn render(report: &Report) -> String {
     if report.groups.iter().any(|g| !g.residual.is_empty()) {
         out += "\nwhat dominates the residuals:\n";
     } else {
-        out += "\nno run was compared: see each row's reason to skip\n";
+        out += "\nno speed was compared: the rows are memory verdicts, or skipped with their reasons\n";
     }
     for g in &report.groups {
         for r in &g.residual {

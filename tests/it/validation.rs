@@ -478,6 +478,33 @@ fn megatron_core_readme_sizes_are_untied_counts() {
     assert_eq!(seen, 11);
 }
 
+/// Where no choice of a row's unpublished knobs fits, the row is priced at the choice
+/// nearest to fitting: GPT-3 177B's strong-scaling row moved to 3 GPUs fits no layout, and
+/// stands at the least memory any layout needs (pipeline over all 3, full recomputation),
+/// not at the fastest layout (which needed 4,312 GiB a GPU).
+#[test]
+fn a_row_no_layout_fits_is_priced_nearest_to_fitting() {
+    let mut runs = parse_runs("published-runs.yaml", PUBLISHED_RUNS).unwrap();
+    let run = runs
+        .iter_mut()
+        .find(|r| r.id == "mlm-h100-strong-177b-4608gpu")
+        .unwrap();
+    run.hardware.count = 3;
+    let row = planner::validate::validate_run(run);
+    assert!(row.skipped.is_none(), "{:?}", row.skipped);
+    assert!(!row.predicted_fits);
+    assert!(
+        row.plan.starts_with("dp=1 tp=1 pp=3 ") && row.plan.contains("rc=full"),
+        "{}",
+        row.plan
+    );
+    assert!(
+        row.predicted_memory_gib < 1100.0,
+        "{}",
+        row.predicted_memory_gib
+    );
+}
+
 /// A row's unpublished layout knobs span a range of predictions: the Megatron-Core README's
 /// GPT 32B (dp = 48, tp = 8, 192 sequences: 4 per replica) is priced at its fastest choice,
 /// one micro-batch of 4, and its slowest that fits is 4 micro-batches of 1, where the DP
@@ -661,7 +688,16 @@ fn every_group_case_reads_back_to_the_same_prediction() {
 /// no layout is skipped (only Megatron-Core's README rows have theirs searched).
 #[test]
 fn skipped_rows_carry_no_prediction() {
-    let yaml = NO_LAYOUT_RUN;
+    // Beside a run of another group that publishes its layout: a file whose every row is
+    // skipped compares nothing and is refused (`nothing_compared_is_bad_input`).
+    let with_layout = NO_LAYOUT_RUN
+        .replace("id: no-layout", "id: with-layout")
+        .replace("group: torchtitan-user", "group: torchtitan-user-2")
+        .replace(
+            "parallel: {recompute: full}",
+            "parallel: {tp: 1, pp: 1, dp: 8, recompute: full}",
+        );
+    let yaml = &format!("{NO_LAYOUT_RUN}{with_layout}");
     let dir = std::env::temp_dir().join(format!("planner-skipped-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("runs.yaml");
@@ -695,6 +731,39 @@ fn skipped_rows_carry_no_prediction() {
     let csv = crate::cli::stdout(&crate::cli::planner(&[&args[..], &["csv"]].concat()));
     let row = csv.lines().find(|l| l.starts_with("no-layout,")).unwrap();
     assert!(row.contains(",,,false,,tensor/pipeline"), "{row}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A runs file that compares nothing is bad input (exit 2), in every format: an empty list,
+/// or rows that are all skipped, each listed with its reason (both had exited 0 with an
+/// empty summary).
+#[test]
+fn nothing_compared_is_bad_input() {
+    let dir = std::env::temp_dir().join(format!("planner-nothing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, yaml, needle) in [
+        ("empty.yaml", "[]\n", "the file lists no runs"),
+        (
+            "skipped.yaml",
+            NO_LAYOUT_RUN,
+            "every row was skipped:\n  no-layout: tensor/pipeline parallel sizes not published",
+        ),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).unwrap();
+        for format in ["table", "json"] {
+            let o = crate::cli::planner(&[
+                "validate",
+                "--runs",
+                path.to_str().unwrap(),
+                "--format",
+                format,
+            ]);
+            assert_eq!(o.status.code(), Some(2), "{name} {format}");
+            let err = crate::cli::stderr(&o);
+            assert!(err.contains(needle), "{name}: {err}");
+        }
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 
