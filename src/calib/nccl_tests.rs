@@ -6,6 +6,10 @@ use crate::graph::Coll;
 use crate::units::US;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Most ranks an output may claim: 2^20 GPUs, beyond any cluster (a typo had written a fit
+/// for 99,999,999 ranks).
+const MAX_RANKS: u64 = 1 << 20;
+
 /// What one nccl-tests output says.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NcclTestsRun {
@@ -13,6 +17,8 @@ pub struct NcclTestsRun {
     pub coll: Option<Coll>,
     /// Ranks, from the `# Rank N ...` lines or the file name (`8gpu`, `-g8`, `_n8`).
     pub ranks: Option<u64>,
+    /// How many `# Rank` lines the output lists (0: none, as in CSV exports).
+    pub rank_lines: u64,
     /// Hosts named in the `# Rank` lines.
     pub hosts: BTreeSet<String>,
     /// GPU named in the `# Rank` lines.
@@ -112,6 +118,8 @@ struct Columns {
     size: usize,
     time: usize,
     busbw: Option<usize>,
+    /// nccl-tests' `#wrong` columns (out-of-place, in-place): results that failed its check.
+    wrong: Vec<usize>,
     unit_s: f64,
 }
 
@@ -154,6 +162,9 @@ fn columns(names: &[String], path: &str, line: usize) -> Result<Columns, CalibEr
         size,
         time,
         busbw: find("busbw"),
+        wrong: (0..names.len())
+            .filter(|&j| names[j].starts_with("#wrong"))
+            .collect(),
         unit_s,
     })
 }
@@ -165,6 +176,7 @@ fn parse_rank_line(run: &mut NcclTestsRun, line: &str) {
         return;
     }
     run.ranks = Some(run.ranks.unwrap_or(0) + 1);
+    run.rank_lines += 1;
     if let Some(i) = t.iter().position(|w| *w == "on")
         && let Some(h) = t.get(i + 1)
     {
@@ -295,6 +307,23 @@ pub fn parse(path: &str, text: &str) -> Result<NcclTestsRun, CalibError> {
                 "give the output unchanged (one row per size)",
             ));
         }
+        // A row whose results failed nccl-tests' own check (`#wrong` above 0; `N/A` without
+        // -c) measured a broken run: refused rather than fitted.
+        if let Some(w) = c
+            .wrong
+            .iter()
+            .filter_map(|&j| fields.get(j)?.parse::<f64>().ok())
+            .find(|&w| w > 0.0)
+        {
+            return Err(input_err(
+                path,
+                format!(
+                    "line {}: size {bytes}: nccl-tests counted {w} wrong results (#wrong): the run's data failed its check",
+                    i + 1
+                ),
+                "fix the run (drivers, NCCL, topology) and measure again; a failing run's times are no calibration",
+            ));
+        }
         if bytes > 0.0 && seconds > 0.0 {
             let busbw: Option<f64> = c.busbw.and_then(|j| fields.get(j)?.parse().ok());
             check_row(path, i + 1, bytes, seconds, busbw)?;
@@ -358,6 +387,27 @@ pub fn import(
                 path,
                 format!("{ranks} rank: a collective needs at least 2"),
                 "pass --ranks N with N ≥ 2",
+            ));
+        }
+        if ranks > MAX_RANKS {
+            return Err(input_err(
+                path,
+                format!("{ranks} ranks: beyond any cluster (limit {MAX_RANKS})"),
+                "pass the number of GPUs that ran the test",
+            ));
+        }
+        // The output's own `# Rank` lines say how many ran: --ranks is for files without them.
+        if let Some(r) = opt
+            .ranks
+            .filter(|&r| run.rank_lines > 0 && r != run.rank_lines)
+        {
+            return Err(input_err(
+                path,
+                format!(
+                    "--ranks {r}, but the output's `# Rank` lines list {} ranks",
+                    run.rank_lines
+                ),
+                "drop --ranks (it is for outputs without `# Rank` lines, such as CSV exports)",
             ));
         }
         let span = opt.span.unwrap_or(if run.hosts.len() > 1 {

@@ -352,6 +352,14 @@ impl Profile {
     /// Writes the profile as `dir/profile.json`, atomically (temporary file in the same
     /// folder, then rename), so a reader never sees half a profile.
     pub fn save(&self, dir: &Path) -> Result<PathBuf, CalibError> {
+        if dir.is_file() {
+            return Err(CalibError::Input {
+                path: dir.display().to_string(),
+                message: "is a file, and a profile is written into a folder (as profile.json)"
+                    .into(),
+                fix: "give --out a folder name (it is created)".into(),
+            });
+        }
         let path = dir.join("profile.json");
         self.save_file(&path)?;
         Ok(path)

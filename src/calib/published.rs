@@ -142,6 +142,13 @@ pub fn import(name: &str, path: &Path) -> Result<Profile, CalibError> {
             "see calibrate/README.md for its fields",
         )
     })?;
+    if src.device.trim().is_empty() {
+        return Err(input(
+            path,
+            "`device` is empty: a profile prices only clusters of the GPU it names".into(),
+            "write the GPU the measurements are of, e.g. `device: NVIDIA H100-SXM5-80GB`",
+        ));
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     let meta = Meta {
         device: src.device.clone(),

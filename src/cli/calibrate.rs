@@ -155,6 +155,11 @@ pub fn run(a: CalibrateArgs) -> Result<String, CliError> {
                     ))
                 })
                 .collect::<Result<Vec<_>, CliError>>()?;
+            if device.as_deref().is_some_and(|d| d.trim().is_empty()) {
+                return Err(CliError::BadInput(
+                    "--device '': name the GPU the outputs ran on, e.g. --device \"NVIDIA A100-SXM4-80GB\"".into(),
+                ));
+            }
             let opt = nccl_tests::ImportOptions {
                 ranks,
                 span: span.map(span_of),
@@ -222,9 +227,15 @@ fn saved(p: &Profile, out: &Path) -> Result<String, CliError> {
         .iter()
         .map(|f| f.max_residual)
         .fold(0.0, f64::max);
+    // A profile that names no GPU prices no cluster until it is imported again with one.
+    let usable = if p.meta.device == crate::calib::nccl_tests::UNKNOWN_DEVICE {
+        "; it names no GPU (the outputs have no `# Rank` lines), so no estimate takes it: import again with --device \"<GPU name>\"".to_string()
+    } else {
+        format!("; use it with `--calibration {}`", out.display())
+    };
     Ok(format!(
         "wrote {}: {} GEMM points, HBM {}, {} collective fits (worst residual {:.1}%){}\n\
-         see it with `planner calibrate show {}`; use it with `--calibration {}`\n",
+         see it with `planner calibrate show {}`{usable}\n",
         path.display(),
         p.gemm.len(),
         p.hbm_gbytes_s
@@ -237,7 +248,6 @@ fn saved(p: &Profile, out: &Path) -> Result<String, CliError> {
             ""
         },
         out.display(),
-        out.display()
     ))
 }
 
@@ -513,7 +523,12 @@ fn fit_detail(f: &CollectiveFit, points: bool) -> String {
                 format!("{} – {}", fmt_bytes(g.lo_bytes), fmt_bytes(g.hi_bytes)),
                 g.points.to_string(),
                 format!("{:.2}", g.alpha_s * 1e6),
-                format!("{:.1}", 1.0 / g.beta_s_per_byte / GB),
+                // A flat segment (every point at one size, or latency-bound) has no slope.
+                if g.beta_s_per_byte > 0.0 {
+                    format!("{:.1}", 1.0 / g.beta_s_per_byte / GB)
+                } else {
+                    "-".into()
+                },
                 format!("{:.1}%", 100.0 * g.max_residual),
             ]
         })

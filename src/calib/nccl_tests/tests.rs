@@ -270,3 +270,49 @@ fn a100_fixture_bus_bandwidth_at_1_gib_matches_the_file() {
     let f8 = p.fit_of(Coll::AllReduce, 8, Span::Intra).unwrap();
     assert!((f8.busbw_gbytes_s(1073741824.0) - 229.3).abs() < 229.3 * 0.05);
 }
+
+/// A row whose results failed nccl-tests' own check (`#wrong` above 0, in either the
+/// out-of-place or the in-place column) is refused with its line; `N/A` (no check) and 0
+/// pass.
+#[test]
+fn rows_that_failed_the_check_are_refused() {
+    assert!(parse("all_reduce_perf.txt", TABLE).is_ok());
+    for (from, to) in [
+        ("26.21      0     9.90", "26.21      3     9.90"),
+        ("26.48   26.48      0", "26.48   26.48      1"),
+    ] {
+        let bad = TABLE.replacen(from, to, 1);
+        assert_ne!(bad, TABLE);
+        let e = parse("all_reduce_perf.txt", &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("line 11: size 262144: nccl-tests counted") && e.contains("wrong results"),
+            "{e}"
+        );
+    }
+}
+
+/// `--ranks` is for outputs without `# Rank` lines: against an output that lists 2 it is
+/// refused unless it says 2; and no output claims more than 2^20 ranks.
+#[test]
+fn ranks_flag_agrees_with_the_rank_lines() {
+    let files = [("all_reduce_perf.txt".to_string(), TABLE.to_string())];
+    let with = |ranks| ImportOptions {
+        ranks: Some(ranks),
+        ..Default::default()
+    };
+    assert!(import("x", &files, &with(2)).is_ok());
+    let e = import("x", &files, &with(3)).unwrap_err().to_string();
+    assert!(
+        e.contains("--ranks 3, but the output's `# Rank` lines list 2 ranks"),
+        "{e}"
+    );
+    let csv = [(
+        "allreduce.csv".to_string(),
+        "size(B),count,type,time(ns)\n1048576,262144,float,92790\n".to_string(),
+    )];
+    assert!(import("x", &csv, &with(8)).is_ok());
+    let e = import("x", &csv, &with(99_999_999))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("99999999 ranks: beyond any cluster"), "{e}");
+}

@@ -156,6 +156,13 @@ impl Profile {
                     "a collective has at least 2 ranks",
                 ));
             }
+            if f.segments.is_empty() {
+                return Err(bad(
+                    format!("collectives[{i}].segments"),
+                    0.0,
+                    "a fit needs at least one α-β segment over its sizes; re-import the measurements (`planner calibrate import-nccl-tests`) or drop the fit",
+                ));
+            }
             for (j, s) in f.segments.iter().enumerate() {
                 // Ascending: the lookup walks the segments in order.
                 if j > 0 && s.lo_bytes < f.segments[j - 1].hi_bytes {

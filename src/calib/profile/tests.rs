@@ -42,6 +42,15 @@ fn loading_refuses_values_that_price_nothing() {
         m.contains("`collectives[0].segments[0].lo_bytes`") && m.contains("calibrate again"),
         "{m}"
     );
+    // A fit with no segment prices nothing (it had loaded, shown NaN bandwidths, and left
+    // every size to the preset).
+    let mut q = p.clone();
+    q.collectives[0].segments.clear();
+    assert!(
+        msg(&q).contains("`collectives[0].segments` = 0: a fit needs at least one"),
+        "{}",
+        msg(&q)
+    );
     // Implausible values too: an hour of latency, a line 1000 times faster than NVLink
     // at its largest size, a memory of 1 PB/s.
     let mut q = p.clone();
