@@ -183,10 +183,13 @@ pub fn search_footer(r: &SearchResult, elapsed_s: f64) -> String {
 pub fn estimate_report(e: &Estimate, model: &crate::spec::ModelSpec, cluster: &str) -> String {
     let b = &e.breakdown;
     let m = &e.memory_gib;
+    // Model cards count active parameters with the input embedding (Mixtral's 12.9 B) or
+    // without it (gpt-oss-20b's 3.61 B, DeepSeek-V2-Lite's 2.4 B): both are shown.
     let active = if model.moe.is_some() {
         format!(
-            ", {} active",
-            crate::units::fmt_count(model.active_params())
+            ", {} active, {} without the input embedding",
+            crate::units::fmt_count(model.active_params()),
+            crate::units::fmt_count(model.active_params() - model.embedding_params())
         )
     } else {
         String::new()

@@ -1112,3 +1112,28 @@ fn compare_speedups_follow_from_the_printed_times() {
     }
     assert_eq!(rows, 2, "{text}");
 }
+
+/// A mixture of experts' header counts its active parameters both ways model cards do: with
+/// the input embedding (Mixtral's 12.9 B) and without (gpt-oss-20b's card: 3.61 B; its
+/// 201,088 × 2,880 = 579,133,440 embedding parameters make the 4.19 B with it).
+#[test]
+fn active_parameters_are_counted_with_and_without_the_input_embedding() {
+    let o = planner(&[
+        "estimate",
+        "--model",
+        "tests/data/hf/gpt-oss-20b.json",
+        "--cluster",
+        "h200x8",
+        "--gpus",
+        "1",
+        "--global-batch",
+        "1",
+        "--seq-len",
+        "1024",
+    ]);
+    assert!(
+        stdout(&o).contains("(20.91B params, 4.19B active, 3.61B without the input embedding)"),
+        "{}",
+        stdout(&o)
+    );
+}
