@@ -353,8 +353,13 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// A value as the user wrote it, for messages.
+/// A found value as a message quotes it: a quoted number says it is text (`layers: "32"`
+/// had read "found `32`", as if 32 were refused).
 fn show(v: &Value) -> String {
     match v {
+        Value::String(s) if s.trim().parse::<f64>().is_ok() => {
+            format!("the text \"{s}\" (a number in quotes: drop the quotes)")
+        }
         Value::String(s) => format!("`{s}`"),
         other => other.to_string(),
     }
@@ -363,6 +368,23 @@ fn show(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A number in quotes is named as text, with the fix (it had read "found `32`").
+    #[test]
+    fn quoted_numbers_are_named_as_text() {
+        let v = parse("m.yaml", "layers: \"32\"\n").unwrap();
+        let mut problems = Vec::new();
+        let mut r = Reader::new("m.yaml", "", &v, &mut problems);
+        assert_eq!(r.req_count("layers", 1000, "set it"), None);
+        r.finish();
+        assert!(
+            problems[0]
+                .message
+                .ends_with("found the text \"32\" (a number in quotes: drop the quotes)"),
+            "{}",
+            problems[0]
+        );
+    }
 
     #[test]
     fn reader_collects_every_problem_at_once() {
