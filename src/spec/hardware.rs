@@ -129,7 +129,8 @@ pub const DEFAULT_LINK_EFFICIENCY: f64 = 0.8;
 /// The NVLink/NVSwitch (or PCIe) fabric inside a node.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IntraNode {
-    /// Fabric name, e.g. `nvswitch`.
+    /// Fabric name, e.g. `nvswitch`: a label that reports print. Prices come from the
+    /// bandwidth, latency and efficiency alone (a PCIe node is described by its numbers).
     pub fabric: String,
     /// Per-GPU one-direction bandwidth in GB/s.
     pub bw_gbytes_s: f64,
@@ -142,7 +143,7 @@ pub struct IntraNode {
 /// The network between nodes.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct InterNode {
-    /// Fabric name, e.g. `infiniband`.
+    /// Fabric name, e.g. `infiniband`: a label that reports print, as `IntraNode::fabric`.
     pub fabric: String,
     /// Compute NICs per node.
     pub nics_per_node: u64,
@@ -355,6 +356,11 @@ fn read_cluster(
     let gpu = match r.raw("gpu") {
         Some(serde_json::Value::String(s)) => match resolve_gpu(&s) {
             Ok(d) => Some(d),
+            // The device file was found; its own fields are what to fix.
+            Err(SpecError::Invalid(problems)) => {
+                r.problems_of_named_file(problems);
+                None
+            }
             Err(e) => {
                 r.problem(
                     "gpu",

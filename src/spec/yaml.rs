@@ -65,6 +65,12 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Records problems found in another file this one names (a cluster's device file), as
+    /// they are: they name that file and its field.
+    pub fn problems_of_named_file(&mut self, problems: Vec<Problem>) {
+        self.problems.extend(problems);
+    }
+
     /// Records a problem on `key`.
     pub fn problem(&mut self, key: &str, message: impl Into<String>, fix: impl Into<String>) {
         let field = self.path(key);

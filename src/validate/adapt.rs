@@ -326,7 +326,8 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
     if n > gpn && n % gpn != 0 {
         // It had been priced on whole nodes and refused as "the cluster has 16 GPUs".
         return Err(format!(
-            "hardware.count {n} on nodes of {gpn}: a part-filled node is not modelled; give a              multiple of hardware.gpus_per_node (or fewer GPUs than one node)"
+            "hardware.count {n} on nodes of {gpn}: a part-filled node is not modelled; give a \
+             multiple of hardware.gpus_per_node (or fewer GPUs than one node)"
         ));
     }
     let mut cluster = base.clone();

@@ -1137,3 +1137,43 @@ fn active_parameters_are_counted_with_and_without_the_input_embedding() {
         stdout(&o)
     );
 }
+
+/// A value refused in a file gets that one problem: a device file's bad efficiency is
+/// reported as the device file's field (it had come nested in the cluster's `gpu` problem,
+/// with a fix to name a preset), and a refused `ffn_hidden: 0` no longer adds "llama models
+/// need an explicit MLP size".
+#[test]
+fn a_refused_value_is_one_problem_in_its_own_file() {
+    let device = std::fs::read_to_string("hardware/gpus/a100-sxm4-80gb.yaml")
+        .unwrap()
+        .replace("gemm: 0.76", "gemm: 0");
+    assert!(device.contains("gemm: 0\n"));
+    let d = write_tmp("bad-device.yaml", &device);
+    let c = write_tmp(
+        "bad-device-cluster.yaml",
+        &format!(
+            "name: c\ngpu: {d}\nnodes: 1\ngpus_per_node: 8\n\
+             intra_node: {{fabric: nvswitch, bw_gbytes_s: 300, latency_us: 3}}\n"
+        ),
+    );
+    let o = planner(&["estimate", "--model", "llama3-8b", "--cluster", &c]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("1 problem found:\n  - "), "{err}");
+    assert!(
+        err.contains("bad-device.yaml: `efficiency.gemm`: expected an efficiency"),
+        "{err}"
+    );
+    assert!(!err.contains("name a device preset"), "{err}");
+    let model = std::fs::read_to_string("models/llama3-8b.yaml")
+        .unwrap()
+        .replace("ffn_hidden: 14336", "ffn_hidden: 0");
+    let m = write_tmp("ffn0.yaml", &model);
+    let o = planner(&["estimate", "--model", &m, "--cluster", "a100x8"]);
+    let err = stderr(&o);
+    assert!(
+        err.contains("1 problem found") && err.contains("`ffn_hidden`: must be at least 1"),
+        "{err}"
+    );
+    assert!(!err.contains("explicit MLP size"), "{err}");
+}

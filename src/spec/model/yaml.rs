@@ -347,7 +347,8 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
             "remove `pooler`, or use arch: bert",
         );
     }
-    if arch == Arch::Llama && ffn_hidden.is_none() {
+    // Only when it is absent: a value given but refused has its own problem already.
+    if arch == Arch::Llama && ffn_hidden.is_none() && r.raw("ffn_hidden").is_none() {
         r.problem(
             "ffn_hidden",
             "llama models need an explicit MLP size",
