@@ -350,6 +350,7 @@ fn stages(a: &ArgMap, c: &mut Collect, layers: u64, pp: u64, vpp: u64) -> Option
     let Some(rest) = rest else {
         let held = match middle {
             0 => "the two stages must hold them all".to_string(),
+            1 => "the other stage must hold the rest, one layer or more".to_string(),
             m => format!("the other {m} stages must share the rest evenly, one layer or more each"),
         };
         return refuse(
