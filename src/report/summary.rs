@@ -315,6 +315,17 @@ const CLAIM_TOLERANCE: f64 = 0.15;
 /// Whether a claim agrees with the best plan's predicted speedup, and which method it
 /// matches when it does not.
 fn verdict(c: &Claim, p: &Point) -> String {
+    // A claim above N× on N GPUs says more than linear: possible only where one GPU had to
+    // recompute or shrink its micro-batch to fit, so it is said, not refused.
+    let superlinear = if c.speedup > c.n_gpus as f64 {
+        format!("a superlinear claim (above {}×); ", c.n_gpus)
+    } else {
+        String::new()
+    };
+    format!("{superlinear}{}", verdict_of_speedup(c, p))
+}
+
+fn verdict_of_speedup(c: &Claim, p: &Point) -> String {
     let close = |x: f64| (x - c.speedup).abs() / c.speedup <= CLAIM_TOLERANCE;
     let Some(best) = p.hybrid().map(|e| p.cmp.speedup(e)) else {
         return "nothing fits: no speedup".into();

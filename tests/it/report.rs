@@ -486,3 +486,43 @@ fn report_input_mistakes_are_exit_2_naming_the_flag() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// A claim above N× on N GPUs is called superlinear in its verdict (a claimed 100× on 8
+/// GPUs had read only "the planner predicts less than claimed"); a sublinear one is not.
+#[test]
+fn superlinear_claims_are_named() {
+    let out = out_dir("superlinear");
+    let args: Vec<String> = [
+        "report",
+        "--model",
+        "gpt2-xl",
+        "--cluster",
+        "a100x8",
+        "--gpus",
+        "1,8",
+        "--global-batch",
+        "64",
+        "--tokens",
+        "1e9",
+        "--claim",
+        "8=100",
+        "--claim",
+        "8=4",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out.display().to_string()])
+    .collect();
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let rows = table_after(&md, "### Claims checked");
+    let verdicts: Vec<&str> = rows.iter().map(|r| r[7].as_str()).collect();
+    assert_eq!(verdicts.len(), 2, "{rows:?}");
+    assert!(
+        verdicts[0].starts_with("a superlinear claim (above 8×); "),
+        "{verdicts:?}"
+    );
+    assert!(!verdicts[1].contains("superlinear"), "{verdicts:?}");
+}
