@@ -135,6 +135,16 @@ pub fn fmt_tenths(x: f64) -> String {
     format!("{}", (x * 10.0).round() / 10.0)
 }
 
+/// A number as a message echoes it: as written below a billion, in exponent form above
+/// (`memory_gib: 1e300` had been echoed as a 301-digit integer).
+pub fn fmt_given(x: f64) -> String {
+    if x.abs() < 1e9 {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
 /// Formats a large count with an SI suffix (K, M, B, T), e.g. parameters or tokens.
 pub fn fmt_count(x: f64) -> String {
     let a = x.abs();
@@ -192,6 +202,16 @@ pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()>
 
 #[cfg(test)]
 mod tests {
+
+    /// Echoed numbers stay short: as written below 1e9, exponent form above.
+    #[test]
+    fn given_numbers_echo_short() {
+        assert_eq!(fmt_given(80.0), "80");
+        assert_eq!(fmt_given(2.5), "2.5");
+        assert_eq!(fmt_given(1e300), "1e300");
+        assert_eq!(fmt_given(-3e12), "-3e12");
+    }
+
     use super::*;
 
     /// A link is written through and stays a link; a file is replaced whole.

@@ -166,7 +166,8 @@ fn check_numbers(a: &ReportArgs) -> Result<(), CliError> {
         && !(p.is_finite() && (0.0..=1e4).contains(&p))
     {
         return Err(bad(format!(
-            "--gpu-hour-price {p}: give dollars per GPU-hour, 0 to 10000, e.g. 2.5"
+            "--gpu-hour-price {}: give dollars per GPU-hour, 0 to 10000, e.g. 2.5",
+            crate::units::fmt_given(p)
         )));
     }
     if !(a.knee_efficiency > 0.0 && a.knee_efficiency <= 1.0) {

@@ -226,7 +226,10 @@ impl<'a> Reader<'a> {
             Some(x) if x > max => {
                 self.problem(
                     key,
-                    format!("{x} is implausibly large (limit {max})"),
+                    format!(
+                        "{} is implausibly large (limit {max})",
+                        crate::units::fmt_given(x)
+                    ),
                     "check the units",
                 );
                 None
