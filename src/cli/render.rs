@@ -91,6 +91,21 @@ pub const PLAN_HEADER: [&str; 18] = [
     "bottleneck",
 ];
 
+/// The CSV form of a plan row: the `zero` cell a number (tables print `1+fp8` there for FP8
+/// weights) and `fp8_param_gather` a column of its own, appended (CSV headers add
+/// [`CSV_FP8_COLUMN`]).
+pub fn csv_cells(row: &mut Vec<String>, e: &Estimate) {
+    let zero = PLAN_HEADER
+        .iter()
+        .position(|&h| h == "zero")
+        .expect("zero column");
+    row[zero] = e.plan.zero.to_string();
+    row.push(e.plan.fp8_param_gather.to_string());
+}
+
+/// The column [`csv_cells`] appends.
+pub const CSV_FP8_COLUMN: &str = "fp8_param_gather";
+
 /// One row of a plan table (`etp` reads `-` where the plan keeps Megatron's default, tp).
 pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
     let p = &e.plan;
@@ -127,11 +142,12 @@ pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
 /// seconds came from (measured, interpolated, extrapolated, preset), quoted.
 pub fn plan_csv<'a>(plans: impl Iterator<Item = &'a Estimate>) -> String {
     let mut header = PLAN_HEADER.to_vec();
-    header.push("numbers_from");
+    header.extend([CSV_FP8_COLUMN, "numbers_from"]);
     let rows = plans
         .enumerate()
         .map(|(i, e)| {
             let mut r = plan_row(i, e);
+            csv_cells(&mut r, e);
             r.push(numbers_from(e));
             r
         })

@@ -210,11 +210,13 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
 pub(super) fn estimate_csv(s: &Simulation, e: &Estimate) -> String {
     let mut header = render::PLAN_HEADER.to_vec();
     header.extend([
+        render::CSV_FP8_COLUMN,
         "sim_step_time_s",
         "sim_bubble_share_of_step",
         "numbers_from",
     ]);
     let mut row = render::plan_row(0, e);
+    render::csv_cells(&mut row, e);
     row.extend([
         format!("{:.3}", s.step_time_s),
         format!("{:.4}", s.bubble_share_of_step()),

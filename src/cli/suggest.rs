@@ -236,11 +236,12 @@ pub fn render(
         }
         Format::Csv => {
             let mut h = header();
-            h.push("numbers_from");
+            h.extend([render::CSV_FP8_COLUMN, "numbers_from"]);
             let rows: Vec<Vec<String>> = rows()
                 .into_iter()
                 .zip(&res.top)
                 .map(|(mut row, e): (Vec<String>, &Estimate)| {
+                    render::csv_cells(&mut row, e);
                     row.push(render::numbers_from(e));
                     row
                 })

@@ -216,7 +216,8 @@ pub struct StageLayout {
 /// ([`FP8_WEIGHT_CACHE_BYTES_PER_PARAM`] of every TE linear's parameters, `Op::fp8`, the
 /// multi-token prediction depth's included): FP8 Megatron plans whose weights stay whole on
 /// the rank (ZeRO < 3). Zero otherwise: 16-bit plans keep no FP8 copy; with weights
-/// gathered per use (ZeRO-3, FSDP) the FP8 copy lives as long as the gathered weight; and
+/// gathered per use (ZeRO-3, FSDP) the copy is taken to live as long as the gathered weight
+/// (an assumption: no source was found for how Megatron's FSDP paths keep TE's cache); and
 /// with FP8 weights (`Plan::fp8_param_gather`) the FP8 weight and its transpose replace the
 /// 16-bit copy, 1 + 1 bytes where it took 2.
 pub fn fp8_weight_cache_bytes(

@@ -433,6 +433,9 @@ impl Ctx<'_> {
     /// updated weights with a sharded optimizer; the gather alone after DeepSpeed's ZeRO-2;
     /// nothing under ZeRO-3 and FSDP), the tied embedding's all-reduce, and
     /// the optimizer step on the rank's shard of the state. Returns the rank's model state.
+    /// FP8 plans never reach here (`verify::executable_plan` refuses them), so neither TE's
+    /// FP8 weight cache nor the one-byte gather of `Plan::fp8_param_gather`
+    /// (`cost::memory::fp8_weight_cache_bytes`, `cost::stages::chunk_fp8_params`) is lowered.
     fn tail(&self, rank: u64, st: &StageLayout, out: &mut Vec<Instr>) -> StateBytes {
         let plan = self.plan;
         let (mut dense, mut experts) = (0.0, 0.0);

@@ -34,7 +34,7 @@ pub fn executable_plan(plan: &Plan) -> Result<(Plan, Vec<String>), ExecError> {
         return Err(ExecError::Config(
             "plan: `dtype` fp8: verify cannot run fp8 GEMMs yet (they need cuBLASLt, and cpu \
              profiles have no fp8 points to price them): verify the plan with --dtype bf16 \
-             (`\"dtype\": \"bf16\"` in a plan file)"
+             (`\"dtype\": \"bf16\"` in a plan file, without `fp8_param_gather`)"
                 .into(),
         ));
     }

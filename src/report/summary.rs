@@ -89,10 +89,20 @@ fn space_desc(space: &Space) -> String {
             format!("{}{}", recompute.name(), p.modules_suffix())
         })
         .collect();
-    let hint = if rcs.iter().any(|r| r.contains('(')) {
-        " (rc=selective(M) is --recompute selective --recompute-modules M)"
+    let mut hints = Vec::new();
+    if rcs.iter().any(|r| r.contains('(')) {
+        hints.push("rc=selective(M) is --recompute selective --recompute-modules M");
+    }
+    if space.fp8_param_gather
+        && space.dtype == crate::units::Dtype::Fp8
+        && space.framework == crate::spec::Framework::Megatron
+    {
+        hints.push("zero1 fp8-params is --zero 1 --fp8-param-gather");
+    }
+    let hint = if hints.is_empty() {
+        String::new()
     } else {
-        ""
+        format!(" ({})", hints.join("; "))
     };
     format!(
         "priced with `{flags}` (give `estimate` these to re-price a plan's label{hint}); \

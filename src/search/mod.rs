@@ -65,7 +65,8 @@ pub struct Space {
     /// ([`crate::spec::plan::MAX_FUSED_HEAD_DIM`]).
     pub head_dim: u64,
     /// FP8 plans under Megatron's distributed optimizer keep FP8 weights and gather them in
-    /// FP8 (`Plan::fp8_param_gather`): less memory and half the gather's bytes than a 16-bit
+    /// FP8 (`Plan::fp8_param_gather`): less memory, and half the gather's bytes for the
+    /// linears' weights, than a 16-bit
     /// weight with Transformer Engine's FP8 copy, so such plans are priced with it unless
     /// this is off (`suggest --no-fp8-param-gather`).
     pub fp8_param_gather: bool,
@@ -300,12 +301,19 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
 }
 
 /// Whether `p`'s ZeRO stage repeats a plan the space already has: with one data-parallel
-/// rank per shard group (dp·cp = 1 and one expert replica) every stage shards over a group of
-/// one, so stage z prices and runs as the space's lowest stage does (the search had listed
-/// `dp=1 … zero0` and `dp=1 … zero1` as two ranks of one plan).
+/// rank per shard group (dp·cp = 1 and one expert replica) Megatron's and DeepSpeed's stages
+/// shard over a group of one, so stage z prices as the space's lowest stage does (at most
+/// 0.2 GiB more, for ZeRO-3's gathered layers: the search had listed `dp=1 … zero0` and
+/// `dp=1 … zero1` as two ranks of one plan). Kept: FSDP frameworks, whose stages lay the
+/// state out differently even over one rank (fp32 sharded parameters against an autocast
+/// copy), and FP8 weights (`fp8_param_gather`), which only the distributed optimizer has.
 fn zero_is_moot(p: &Plan, zeros: &[u8]) -> bool {
     let lowest = zeros.iter().copied().min().unwrap_or(0);
-    p.zero > lowest && p.dp * p.cp == 1 && p.expert_dp() == 1
+    p.zero > lowest
+        && p.dp * p.cp == 1
+        && p.expert_dp() == 1
+        && matches!(p.framework, Framework::Megatron | Framework::DeepSpeed)
+        && !p.fp8_param_gather
 }
 
 /// A plan of `space`'s settings with these sizes ([dp, tp, pp, cp, ep, vpp, mbs]), before
@@ -560,7 +568,8 @@ mod tests {
 
     /// With one rank per shard group a ZeRO stage shards nothing: the space's lowest stage
     /// stands for all (GPT-3 on 64 GPUs had ranked `dp=1 tp=4 pp=16 … zero0` and `… zero1`
-    /// second and third at one step time), unless the space holds that stage alone.
+    /// second and third at one step time), unless the space holds that stage alone; FSDP
+    /// frameworks keep theirs (their stages lay the state out differently over one rank).
     #[test]
     fn zero_stages_over_one_rank_are_enumerated_once() {
         let m = load_model("gpt3-175b").unwrap();
@@ -577,6 +586,12 @@ mod tests {
         };
         let plans = enumerate(&m, &c, &forced);
         assert!(plans.iter().any(|p| alone(p) && p.zero == 1));
+        let tt = enumerate(
+            &m,
+            &c,
+            &Space::new(64, 2048).for_framework(Framework::Torchtitan),
+        );
+        assert!(tt.iter().any(|p| alone(p) && p.zero == 3));
     }
 
     /// FP8 plans under Megatron's distributed optimizer are priced with FP8 weights (less
@@ -589,6 +604,8 @@ mod tests {
         let plans = enumerate(&m, &c, &space);
         assert!(plans.iter().any(|p| p.zero == 1));
         assert!(plans.iter().all(|p| p.fp8_param_gather == (p.zero == 1)));
+        // One data-parallel rank too: FP8 weights are no moot ZeRO stage.
+        assert!(plans.iter().any(|p| p.dp * p.cp == 1 && p.fp8_param_gather));
         let off = Space {
             fp8_param_gather: false,
             ..space.clone()

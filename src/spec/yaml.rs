@@ -171,7 +171,10 @@ impl<'a> Reader<'a> {
             None => {
                 self.problem(
                     key,
-                    format!("expected a positive whole number, found {}", show(&v)),
+                    format!(
+                        "expected a positive whole number, found {}",
+                        show_for_number(&v)
+                    ),
                     "give a positive whole number",
                 );
                 None
@@ -191,7 +194,10 @@ impl<'a> Reader<'a> {
         if list.is_none() {
             self.problem(
                 key,
-                format!("expected a list of whole numbers, found {}", show(&v)),
+                format!(
+                    "expected a list of whole numbers, found {}",
+                    show_for_number(&v)
+                ),
                 "write e.g. [7, 8, 8, 7]",
             );
         }
@@ -245,7 +251,7 @@ impl<'a> Reader<'a> {
             None => {
                 self.problem(
                     key,
-                    format!("expected a number, found {}", show(&v)),
+                    format!("expected a number, found {}", show_for_number(&v)),
                     "give a positive number",
                 );
                 None
@@ -263,7 +269,10 @@ impl<'a> Reader<'a> {
             _ => {
                 self.problem(
                     key,
-                    format!("expected an efficiency from 0.001 to 1, found {}", show(&v)),
+                    format!(
+                        "expected an efficiency from 0.001 to 1, found {}",
+                        show_for_number(&v)
+                    ),
                     "give the achieved fraction of the peak, e.g. 0.8",
                 );
                 None
@@ -282,7 +291,7 @@ impl<'a> Reader<'a> {
                     key,
                     format!(
                         "expected a fraction from 0 up to (not including) 1, found {}",
-                        show(&v)
+                        show_for_number(&v)
                     ),
                     "give the share lost, e.g. 0.16 (0 for none)",
                 );
@@ -362,15 +371,22 @@ fn kind(v: &Value) -> &'static str {
 }
 
 /// A value as the user wrote it, for messages.
-/// A found value as a message quotes it: a quoted number says it is text (`layers: "32"`
-/// had read "found `32`", as if 32 were refused).
+/// A found value as a message quotes it.
 fn show(v: &Value) -> String {
     match v {
-        Value::String(s) if s.trim().parse::<f64>().is_ok() => {
-            format!("the text \"{s}\" (a number in quotes: drop the quotes)")
-        }
         Value::String(s) => format!("`{s}`"),
         other => other.to_string(),
+    }
+}
+
+/// [`show`] where a number was expected: a quoted number says it is text (`layers: "32"` had
+/// read "found `32`", as if 32 were refused).
+fn show_for_number(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.trim().parse::<f64>().is_ok_and(f64::is_finite) => {
+            format!("the text \"{s}\" (a number in quotes: drop the quotes)")
+        }
+        other => show(other),
     }
 }
 

@@ -1177,3 +1177,47 @@ fn a_refused_value_is_one_problem_in_its_own_file() {
     );
     assert!(!err.contains("explicit MLP size"), "{err}");
 }
+
+/// FP8 weights in CSV: the `zero` cell stays a number and `fp8_param_gather` is a column of
+/// its own (tables print `1+fp8`; CSV had carried that text in a numeric column).
+#[test]
+fn csv_keeps_zero_a_number_beside_fp8_weights() {
+    let o = planner(&[
+        "suggest",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--dtype",
+        "fp8",
+        "--top",
+        "1",
+        "--format",
+        "csv",
+    ]);
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    // `zero` comes before any quoted cell; `fp8_param_gather` is second from the end.
+    let zero = header.iter().position(|&h| h == "zero").unwrap();
+    assert_eq!(row[zero], "1", "{out}");
+    assert_eq!(header[header.len() - 2], "fp8_param_gather");
+    assert_eq!(row[row.len() - 2], "true", "{out}");
+    let table = stdout(&planner(&[
+        "suggest",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--dtype",
+        "fp8",
+        "--top",
+        "1",
+    ]));
+    assert!(table.contains("| 1+fp8 "), "{table}");
+    assert!(
+        table.contains("zero 1+fp8 is --zero 1 --fp8-param-gather"),
+        "{table}"
+    );
+}

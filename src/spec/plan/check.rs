@@ -190,6 +190,8 @@ impl Plan {
                 "shared_experts",
                 "a mixture-of-experts layer's shared experts, and the model has none",
             ),
+            // Megatron-Core `transformer_layer.py` checkpoints the MLP module only where it
+            // is no `MoELayer` (`if not isinstance(self.mlp, MoELayer): self.recompute_mlp`).
             (
                 RecomputeModules::MLP,
                 model.moe_layers() == model.layers,
@@ -357,9 +359,12 @@ impl Plan {
             } else if self.framework != Framework::Megatron {
                 Some("in Megatron-LM; use --framework megatron, or drop it")
             } else if self.zero != 1 {
-                // arguments.py: "--fp8-param-gather only supported with distributed
-                // optimizer" (or torch FSDP2, which planner does not price under Megatron).
-                Some("with the distributed optimizer; use --zero 1, or drop it")
+                // Megatron-LM asserts it with the distributed optimizer or torch FSDP2
+                // (arguments.py); planner prices the FP8 gather of the distributed optimizer
+                // only, not FSDP2's per-micro-batch FP8 gathers.
+                Some(
+                    "with the distributed optimizer as planner prices it (Megatron also takes it with FSDP2, zero 3, which planner does not price with FP8 weights); use --zero 1, or drop it",
+                )
             } else {
                 None
             };
