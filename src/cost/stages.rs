@@ -129,6 +129,33 @@ fn expert_params(g: &OpGraph) -> f64 {
         .sum()
 }
 
+/// `f` (dense, expert) summed over chunk `c`'s layer graphs, and on the last chunk of the
+/// last stage over each multi-token prediction depth (whose layer holds experts of its own).
+fn chunk_layer_sum(
+    model: &ModelSpec,
+    plan: &Plan,
+    pg: &PricedGraphs,
+    layout: &StageLayout,
+    c: u64,
+    f: impl Fn(&OpGraph) -> (f64, f64),
+) -> (f64, f64) {
+    let add = |a: (f64, f64), b: (f64, f64), n: f64| (a.0 + n * b.0, a.1 + n * b.1);
+    let mut sum = chunk_layers(layout, plan, c)
+        .iter()
+        .fold((0.0, 0.0), |acc, &(i, _)| {
+            add(acc, f(pg.graphs.layer(model, i)), 1.0)
+        });
+    if let Some(g) = pg
+        .graphs
+        .mtp
+        .as_ref()
+        .filter(|_| (layout.stage, c) == (plan.pp - 1, plan.vpp - 1))
+    {
+        sum = add(sum, f(g), model.mtp_layers as f64);
+    }
+    sum
+}
+
 /// Parameters of one rank's chunk: (dense, expert).
 pub fn chunk_params(
     model: &ModelSpec,
@@ -137,26 +164,17 @@ pub fn chunk_params(
     layout: &StageLayout,
     c: u64,
 ) -> (f64, f64) {
-    let st = layout.stage;
-    let (mut dense, mut experts) = (0.0, 0.0);
-    for &(i, _) in chunk_layers(layout, plan, c) {
-        let g = pg.graphs.layer(model, i);
+    let split = |g: &OpGraph| {
         let e = expert_params(g);
-        experts += e;
-        dense += g.params() - e;
-    }
-    let last = (st, c) == (plan.pp - 1, plan.vpp - 1);
+        (g.params() - e, e)
+    };
+    let (mut dense, experts) = chunk_layer_sum(model, plan, pg, layout, c, split);
+    let st = layout.stage;
     if (st, c) == (0, 0) {
         dense += pg.graphs.embedding.params();
     }
-    if last {
+    if (st, c) == (plan.pp - 1, plan.vpp - 1) {
         dense += pg.graphs.head.params();
-        if let Some(g) = &pg.graphs.mtp {
-            // Each multi-token prediction depth's layer holds experts of its own.
-            let (n, e) = (model.mtp_layers as f64, expert_params(g));
-            experts += n * e;
-            dense += n * (g.params() - e);
-        }
         if model.embedding_on_last_stage() && plan.pp > 1 {
             // Megatron keeps a copy of the word embeddings on the last stage for a tied head
             // and for multi-token prediction.
@@ -179,32 +197,19 @@ pub fn chunk_fp8_params(
     if !plan.fp8_param_gather {
         return (0.0, 0.0);
     }
-    let te = |g: &OpGraph, experts: bool| {
-        g.sum(|o| {
-            if o.fp8 && o.name.starts_with("expert_") == experts {
-                o.params
-            } else {
-                0.0
-            }
-        })
+    let te = |g: &OpGraph| {
+        let of = |experts: bool| {
+            g.sum(|o| {
+                if o.fp8 && o.name.starts_with("expert_") == experts {
+                    o.params
+                } else {
+                    0.0
+                }
+            })
+        };
+        (of(false), of(true))
     };
-    let (mut dense, mut experts) = (0.0, 0.0);
-    for &(i, _) in chunk_layers(layout, plan, c) {
-        let g = pg.graphs.layer(model, i);
-        dense += te(g, false);
-        experts += te(g, true);
-    }
-    if let Some(g) = pg
-        .graphs
-        .mtp
-        .as_ref()
-        .filter(|_| (layout.stage, c) == (plan.pp - 1, plan.vpp - 1))
-    {
-        let n = model.mtp_layers as f64;
-        dense += n * te(g, false);
-        experts += n * te(g, true);
-    }
-    (dense, experts)
+    chunk_layer_sum(model, plan, pg, layout, c, te)
 }
 
 /// What every stage shares: the plan's groups and the prices of its transfers.

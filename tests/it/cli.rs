@@ -1182,7 +1182,7 @@ fn a_refused_value_is_one_problem_in_its_own_file() {
 /// its own (tables print `1+fp8`; CSV had carried that text in a numeric column).
 #[test]
 fn csv_keeps_zero_a_number_beside_fp8_weights() {
-    let o = planner(&[
+    let args = [
         "suggest",
         "--model",
         "llama3-8b",
@@ -1192,9 +1192,8 @@ fn csv_keeps_zero_a_number_beside_fp8_weights() {
         "fp8",
         "--top",
         "1",
-        "--format",
-        "csv",
-    ]);
+    ];
+    let o = planner(&[&args[..], &["--format", "csv"]].concat());
     let out = stdout(&o);
     let mut lines = out.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -1204,17 +1203,7 @@ fn csv_keeps_zero_a_number_beside_fp8_weights() {
     assert_eq!(row[zero], "1", "{out}");
     assert_eq!(header[header.len() - 2], "fp8_param_gather");
     assert_eq!(row[row.len() - 2], "true", "{out}");
-    let table = stdout(&planner(&[
-        "suggest",
-        "--model",
-        "llama3-8b",
-        "--cluster",
-        "h100x8",
-        "--dtype",
-        "fp8",
-        "--top",
-        "1",
-    ]));
+    let table = stdout(&planner(&args));
     assert!(table.contains("| 1+fp8 "), "{table}");
     assert!(
         table.contains("zero 1+fp8 is --zero 1 --fp8-param-gather"),
