@@ -1210,3 +1210,30 @@ fn csv_keeps_zero_a_number_beside_fp8_weights() {
         "{table}"
     );
 }
+
+/// An FP8 Megatron estimate with Transformer Engine's weight copy says so and names the flag
+/// that drops it; with FP8 weights the line is gone.
+#[test]
+fn fp8_estimates_name_the_weight_copy_and_its_remedy() {
+    let base = [
+        "estimate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--global-batch",
+        "64",
+        "--dtype",
+        "fp8",
+    ];
+    let copy = stdout(&planner(&base));
+    assert!(
+        copy.contains("FP8 copy of each linear weight and its transpose")
+            && copy.contains("with --zero 1 --fp8-param-gather"),
+        "{copy}"
+    );
+    let fp8 = stdout(&planner(
+        &[&base[..], &["--zero", "1", "--fp8-param-gather"]].concat(),
+    ));
+    assert!(!fp8.contains("FP8 copy"), "{fp8}");
+}
