@@ -235,12 +235,7 @@ pub fn estimate_report(e: &Estimate, model: &crate::spec::ModelSpec, cluster: &s
         );
     }
     // The cache `cost::memory::fp8_weight_cache_bytes` counts, and how to be rid of it.
-    let p = &e.plan;
-    if p.dtype == crate::units::Dtype::Fp8
-        && p.framework == crate::spec::Framework::Megatron
-        && p.zero < 3
-        && !p.fp8_param_gather
-    {
+    if e.plan.keeps_fp8_weight_copy() {
         s += "weights include Transformer Engine's FP8 copy of each linear weight and its \
               transpose (2 bytes a parameter); with --zero 1 --fp8-param-gather the weights \
               are FP8 themselves and no copy is kept\n";

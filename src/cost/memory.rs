@@ -226,14 +226,13 @@ pub fn fp8_weight_cache_bytes(
     graphs: &ModelGraph,
     st: &StageLayout,
 ) -> f64 {
-    if plan.dtype != Dtype::Fp8
-        || plan.framework != Framework::Megatron
-        || plan.zero >= 3
-        || plan.fp8_param_gather
-    {
+    if !plan.keeps_fp8_weight_copy() {
         return 0.0;
     }
-    let te = |g: &OpGraph| g.sum(|o| if o.fp8 { o.params } else { 0.0 });
+    let te = |g: &OpGraph| {
+        let (dense, experts) = g.te_params();
+        dense + experts
+    };
     let layers: f64 = st
         .layers
         .iter()

@@ -161,9 +161,9 @@ impl Ctx<'_> {
         }
     }
 
-    /// Chunk `c` of stage `st` with its collectives; returns it with its (dense, expert)
-    /// parameters.
-    fn chunk(&self, st: &StageLayout, c: u64) -> (ChunkWork, f64, f64) {
+    /// Chunk `c` of stage `st` with its collectives; returns it with its [dense, expert]
+    /// parameters and, of them, the [dense, expert] ones gathered in FP8.
+    fn chunk(&self, st: &StageLayout, c: u64) -> (ChunkWork, [f64; 4]) {
         let (model, plan) = (self.model, self.plan);
         let (d, x) = chunk_params(model, plan, self.pg, st, c);
         let mut w = chunk_costs(model, plan, self.pg, &Shard::of(plan), st, c);
@@ -195,21 +195,18 @@ impl Ctx<'_> {
         w.dp_reduce_s = self.reduce_s(d, fd, self.place.dp, 0.0)
             + self.reduce_s(x, fx, self.place.edp, 0.0)
             + if ends { self.tied_s } else { 0.0 };
-        (w, d, x)
+        (w, [d, x, fd, fx])
     }
 
     /// Stage `st`: its chunks, transfers, reduction, optimizer step and memory.
     fn stage(&self, st: &StageLayout, p2p_s: f64, largest_layer: f64, comms: u64) -> StageWork {
         let plan = self.plan;
-        let fp8 = (0..plan.vpp)
-            .map(|c| chunk_fp8_params(self.model, plan, self.pg, st, c))
-            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let (mut dense, mut experts) = (0.0, 0.0);
+        // The stage's (dense, expert) parameters and, of them, those gathered in FP8.
+        let (mut dense, mut experts, mut fp8) = (0.0, 0.0, (0.0, 0.0));
         let chunks = (0..plan.vpp)
             .map(|c| {
-                let (w, d, x) = self.chunk(st, c);
-                dense += d;
-                experts += x;
+                let (w, [d, x, fd, fx]) = self.chunk(st, c);
+                (dense, experts, fp8) = (dense + d, experts + x, (fp8.0 + fd, fp8.1 + fx));
                 w
             })
             .collect();

@@ -478,6 +478,21 @@ impl OpGraph {
         self.sum(|o| o.params)
     }
 
+    /// Parameters of the Transformer Engine linears (`Op::fp8`) this rank holds: (dense,
+    /// routed experts).
+    pub fn te_params(&self) -> (f64, f64) {
+        let of = |experts: bool| {
+            self.sum(|o| {
+                if o.fp8 && o.name.starts_with("expert_") == experts {
+                    o.params
+                } else {
+                    0.0
+                }
+            })
+        };
+        (of(false), of(true))
+    }
+
     /// Forward FLOPs.
     pub fn fwd_flops(&self) -> f64 {
         self.sum(Op::fwd_flops)

@@ -280,9 +280,7 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                                         p.recompute_modules = modules;
                                         p.zero = zero;
                                         p.fp8_param_gather = space.fp8_param_gather
-                                            && p.dtype == Dtype::Fp8
-                                            && p.framework == Framework::Megatron
-                                            && zero == 1;
+                                            && p.fp8_param_gather_refusal().is_none();
                                         p.sequence_parallel = sp;
                                         if zero_is_moot(&p, &space.zero) {
                                             continue;

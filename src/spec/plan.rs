@@ -301,6 +301,36 @@ impl Plan {
         }
     }
 
+    /// Why this plan could not keep FP8 weights and gather them in FP8 (Megatron-LM
+    /// `--fp8-param-gather`: FP8 training, Megatron, and the distributed optimizer as planner
+    /// prices it), or `None` where it could, whatever `fp8_param_gather` says.
+    pub fn fp8_param_gather_refusal(&self) -> Option<&'static str> {
+        if self.dtype != Dtype::Fp8 {
+            Some("under FP8 training; use --dtype fp8, or drop it")
+        } else if self.framework != Framework::Megatron {
+            Some("in Megatron-LM; use --framework megatron, or drop it")
+        } else if self.zero != 1 {
+            // Megatron-LM asserts it with the distributed optimizer or torch FSDP2
+            // (arguments.py); planner prices the FP8 gather of the distributed optimizer
+            // only, not FSDP2's per-micro-batch FP8 gathers.
+            Some(
+                "with the distributed optimizer as planner prices it (Megatron also takes it with FSDP2, zero 3, which planner does not price with FP8 weights); use --zero 1, or drop it",
+            )
+        } else {
+            None
+        }
+    }
+
+    /// Whether the plan keeps Transformer Engine's FP8 copy of each linear weight beside the
+    /// 16-bit one (`cost::memory::fp8_weight_cache_bytes`): FP8 Megatron plans whose weights
+    /// stay whole on the rank (ZeRO < 3) and are not FP8 themselves.
+    pub fn keeps_fp8_weight_copy(&self) -> bool {
+        self.dtype == Dtype::Fp8
+            && self.framework == Framework::Megatron
+            && self.zero < 3
+            && !self.fp8_param_gather
+    }
+
     /// Expert tensor parallelism: [`Plan::etp`](Plan#structfield.etp), or tp where unset.
     pub fn etp(&self) -> u64 {
         self.etp.unwrap_or(self.tp)

@@ -90,17 +90,5 @@ pub fn chunk_fp8_params(
     if !plan.fp8_param_gather {
         return (0.0, 0.0);
     }
-    let te = |g: &OpGraph| {
-        let of = |experts: bool| {
-            g.sum(|o| {
-                if o.fp8 && o.name.starts_with("expert_") == experts {
-                    o.params
-                } else {
-                    0.0
-                }
-            })
-        };
-        (of(false), of(true))
-    };
-    chunk_layer_sum(model, plan, pg, layout, c, te)
+    chunk_layer_sum(model, plan, pg, layout, c, OpGraph::te_params)
 }

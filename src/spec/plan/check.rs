@@ -353,24 +353,11 @@ impl Plan {
                 });
             }
         }
-        if self.fp8_param_gather {
-            let why = if self.dtype != Dtype::Fp8 {
-                Some("under FP8 training; use --dtype fp8, or drop it")
-            } else if self.framework != Framework::Megatron {
-                Some("in Megatron-LM; use --framework megatron, or drop it")
-            } else if self.zero != 1 {
-                // Megatron-LM asserts it with the distributed optimizer or torch FSDP2
-                // (arguments.py); planner prices the FP8 gather of the distributed optimizer
-                // only, not FSDP2's per-micro-batch FP8 gathers.
-                Some(
-                    "with the distributed optimizer as planner prices it (Megatron also takes it with FSDP2, zero 3, which planner does not price with FP8 weights); use --zero 1, or drop it",
-                )
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                out.push(I::Fp8ParamGather { why });
-            }
+        if let Some(why) = self
+            .fp8_param_gather_refusal()
+            .filter(|_| self.fp8_param_gather)
+        {
+            out.push(I::Fp8ParamGather { why });
         }
         if self.zero > 3 {
             out.push(I::ZeroStage { zero: self.zero });
