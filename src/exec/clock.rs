@@ -45,6 +45,12 @@ impl DeviceClock {
         thread_cpu_s() + self.offset
     }
 
+    /// Takes `s` seconds the thread ran off the device's clock: work that is not the
+    /// device's (a waiting rank keeping its core busy, `cpu_comm::Mailbox::recv`).
+    pub fn exclude(&mut self, s: f64) {
+        self.offset -= s.max(0.0);
+    }
+
     /// Moves the clock forward to `t` if it reads less (a message stamped `t` arrived, or a
     /// barrier released at `t`); returns how far it moved: the time the device waited.
     pub fn advance_to(&mut self, t: f64) -> f64 {

@@ -4,11 +4,18 @@
 //! for all-to-all, and a ring shift for send/receive as nccl-tests' sendrecv_perf does. Every
 //! message carries a tag (so point-to-point transfers and collectives of several groups can
 //! share a link in any order) and its sender's device clock (`clock`), so time is device time.
+//!
+//! In `verify`'s runs (`cpu_run`), a rank waiting for a message keeps its core busy
+//! (`Filler`) where every rank has a core of its own. The GEMM probes time every device
+//! computing at once (`cpu`), and on cores that share caches, memory bandwidth or a physical
+//! core (SMT siblings of a cloud VM) a thread beside an idle core runs faster than that: had
+//! waiting ranks blocked, a pipeline's busiest stage would run faster than its calibration
+//! whenever the others waited for it, as a GPU beside an idle one never does.
 
-use super::clock::DeviceClock;
+use super::clock::{DeviceClock, thread_cpu_s};
 use crate::graph::Coll;
 use std::ops::Range;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Barrier, Mutex};
 
 /// What a message is: (stream, sequence). Collectives use stream = group + 1 and sequence =
@@ -32,8 +39,34 @@ pub struct Mailbox {
     give_back: Vec<Option<Sender<Vec<f32>>>>,
     returned: Vec<Option<Receiver<Vec<f32>>>>,
     early: Vec<Vec<Msg>>,
+    /// Keeps the core busy while waiting; `None`: block (more ranks than cores).
+    filler: Option<Filler>,
     /// Device time of this rank (create the mailbox's clock on the rank's own thread).
     pub clock: DeviceClock,
+}
+
+/// What a waiting rank computes: GEMMs of 96×96×96 (about 1.8 MFLOP, tens of microseconds
+/// per call, so a message waits little longer than that; operands of 36 KiB each, in the
+/// core's own caches), the kind of work its neighbour's probes ran beside.
+#[derive(Default)]
+struct Filler {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+}
+
+impl Filler {
+    const N: usize = 96;
+
+    /// One GEMM.
+    fn run(&mut self) {
+        let n = Self::N;
+        super::cpu::fill(&mut self.a, n * n);
+        super::cpu::fill(&mut self.b, n * n);
+        super::cpu::fill(&mut self.c, n * n);
+        super::cpu::sgemm(&self.a, &self.b, &mut self.c, (n, n, n));
+        std::hint::black_box(&self.c);
+    }
 }
 
 /// A peer stopped (its thread failed): the collective cannot finish.
@@ -61,14 +94,36 @@ impl Mailbox {
     pub fn recv(&mut self, peer: usize, tag: Tag, f: impl FnOnce(&[f32])) -> Result<f64, PeerGone> {
         let msg = match self.early[peer].iter().position(|m| m.tag == tag) {
             Some(i) => self.early[peer].swap_remove(i),
-            None => loop {
-                let rx = self.from[peer].as_ref().ok_or(PeerGone(peer))?;
-                let m = rx.recv().map_err(|_| PeerGone(peer))?;
-                if m.tag == tag {
-                    break m;
+            None => {
+                // The CPU time of a busy wait, from its start (none if nothing was waited for).
+                let mut busy_since: Option<f64> = None;
+                let m = loop {
+                    let rx = self.from[peer].as_ref().ok_or(PeerGone(peer))?;
+                    let m = match self.filler.as_mut() {
+                        None => rx.recv().map_err(|_| PeerGone(peer))?,
+                        Some(f) => match rx.try_recv() {
+                            Ok(m) => m,
+                            Err(TryRecvError::Empty) => {
+                                busy_since.get_or_insert_with(thread_cpu_s);
+                                f.run();
+                                // Where other work shares the cores after all, the peer
+                                // this rank waits for goes first.
+                                std::thread::yield_now();
+                                continue;
+                            }
+                            Err(TryRecvError::Disconnected) => return Err(PeerGone(peer)),
+                        },
+                    };
+                    if m.tag == tag {
+                        break m;
+                    }
+                    self.early[peer].push(m);
+                };
+                if let Some(t0) = busy_since {
+                    self.clock.exclude(thread_cpu_s() - t0);
                 }
-                self.early[peer].push(m);
-            },
+                m
+            }
         };
         let waited = self.clock.advance_to(msg.clock);
         f(&msg.data);
@@ -85,8 +140,9 @@ impl Mailbox {
     }
 }
 
-/// Mailboxes of `n` ranks, each linked to every other.
-pub fn mesh(n: usize) -> Vec<Mailbox> {
+/// Mailboxes of `n` ranks, each linked to every other; with `busy_wait`, a waiting rank
+/// computes (`Filler`) rather than block.
+pub fn mesh(n: usize, busy_wait: bool) -> Vec<Mailbox> {
     fn none<T>(n: usize) -> Vec<Option<T>> {
         (0..n).map(|_| None).collect()
     }
@@ -98,6 +154,7 @@ pub fn mesh(n: usize) -> Vec<Mailbox> {
             give_back: none(n),
             returned: none(n),
             early: (0..n).map(|_| Vec::new()).collect(),
+            filler: busy_wait.then(Filler::default),
             clock: DeviceClock::new(),
         })
         .collect();
@@ -221,7 +278,7 @@ pub fn run(coll: Coll, n: usize, bytes: usize, iters: u32) -> f64 {
     let end = Mutex::new(0.0f64);
     let members: Vec<usize> = (0..n).collect();
     std::thread::scope(|s| {
-        for mut b in mesh(n) {
+        for mut b in mesh(n, false) {
             let (barrier, end, members) = (&barrier, &end, &members);
             s.spawn(move || {
                 let mut buf: Vec<f32> = (0..len).map(|i| (i % 97) as f32).collect();
@@ -257,7 +314,7 @@ mod tests {
         let res = Mutex::new(vec![(Vec::new(), Vec::new()); n]);
         let members: Vec<usize> = (0..n).collect();
         std::thread::scope(|s| {
-            for mut b in mesh(n) {
+            for mut b in mesh(n, false) {
                 let (res, members) = (&res, &members);
                 s.spawn(move || {
                     let r = b.rank;
@@ -343,22 +400,49 @@ mod tests {
     #[test]
     fn messages_wanted_later_wait_and_a_late_sender_pulls_the_clock() {
         // Rank 0 sends tag B then tag A; rank 1 asks for A first. Rank 0's clock is pushed
-        // 1 s ahead before sending, so rank 1 waits about 1 s of device time.
-        let mut boxes = mesh(2);
+        // 1 s ahead before sending, so rank 1 waits about 1 s of device time, blocking or
+        // busy alike.
+        for busy_wait in [false, true] {
+            let mut boxes = mesh(2, busy_wait);
+            let mut b1 = boxes.pop().unwrap();
+            let mut b0 = boxes.pop().unwrap();
+            let t = std::thread::spawn(move || {
+                b0.start_clock(1.0);
+                b0.send(1, (0, 2), &[2.0]).unwrap();
+                b0.send(1, (0, 1), &[1.0]).unwrap();
+                b0
+            });
+            b1.start_clock(0.0);
+            let mut got = Vec::new();
+            let waited = b1.recv(0, (0, 1), |m| got.extend_from_slice(m)).unwrap();
+            b1.recv(0, (0, 2), |m| got.extend_from_slice(m)).unwrap();
+            assert_eq!(got, vec![1.0, 2.0]);
+            assert!((waited - 1.0).abs() < 0.05, "busy {busy_wait}: {waited}");
+            drop(t.join().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_busy_waiting_rank_computes_off_its_clock() {
+        // Rank 0 sends after 50 ms of wall time at device time 0.2 s; rank 1 waits from 0.
+        // Busy-waiting, rank 1's thread runs (most of) those 50 ms, yet its device clock
+        // jumps exactly to the sender's stamp: the filler's time is not the device's.
+        let mut boxes = mesh(2, true);
         let mut b1 = boxes.pop().unwrap();
         let mut b0 = boxes.pop().unwrap();
         let t = std::thread::spawn(move || {
-            b0.start_clock(1.0);
-            b0.send(1, (0, 2), &[2.0]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            b0.start_clock(0.2);
             b0.send(1, (0, 1), &[1.0]).unwrap();
             b0
         });
         b1.start_clock(0.0);
-        let mut got = Vec::new();
-        let waited = b1.recv(0, (0, 1), |m| got.extend_from_slice(m)).unwrap();
-        b1.recv(0, (0, 2), |m| got.extend_from_slice(m)).unwrap();
-        assert_eq!(got, vec![1.0, 2.0]);
-        assert!((waited - 1.0).abs() < 0.05, "{waited}");
+        let cpu0 = thread_cpu_s();
+        let waited = b1.recv(0, (0, 1), |_| {}).unwrap();
+        let ran = thread_cpu_s() - cpu0;
+        assert!(ran > 0.02, "the waiting thread kept its core busy: {ran} s");
+        assert!((waited - 0.2).abs() < 0.002, "{waited}");
+        assert!((b1.clock.now() - 0.2).abs() < 0.002, "{}", b1.clock.now());
         drop(t.join().unwrap());
     }
 }

@@ -136,7 +136,12 @@ fn verify(model: &str, cluster: &str, prof: &str, plan: &'static str, flag: &str
 /// place (the caches) or of a whole arena (non-temporal stores), faster by a third than the
 /// executor's chunk-by-chunk memory-bound kernels; chunks through an arena now price them
 /// (memory-bound class −37% → −1…−5%). What remains on tp=2 is its TP all-reduces, about
-/// −35% (the probes time both ranks arriving together; a run's ranks arrive apart).
+/// −35% (the probes time both ranks arriving together; a run's ranks arrive apart). And CI's
+/// machine ran pp=2 22–32% faster than predicted five times over, host speed 1.0–1.06: its
+/// last stage (the 8192-token LM head) ran alone for over a third of each step while the
+/// first waited, faster than the probes, which time both cores busy. Waiting ranks now keep
+/// their cores busy (`cpu_comm::Filler`), so no rank runs beside an idle core; on this
+/// machine the three plans then came out −12…+7% (was −10…+16%).
 #[test]
 fn issue_7_cpu_verify_predicts_three_plans_on_two_ranks_within_15_percent() {
     let dir = tmp("three");
