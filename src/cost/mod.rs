@@ -4,13 +4,15 @@
 pub mod dp;
 pub mod flops;
 pub mod memory;
+pub mod placement;
 pub mod price;
 pub mod priced;
 pub mod stages;
 pub mod step;
 
 pub use memory::{MemoryBytes, StageLayout};
-pub use price::{GroupShape, Machine, Placement};
+pub use placement::{GroupShape, Placement};
+pub use price::Machine;
 pub use priced::{
     GraphCost, PassCost, PricedGraphs, Provenance, graph_instances, op_cost, op_times,
 };

@@ -3,7 +3,8 @@
 //! torchtitan and DeepSpeed exports carry the plan's numbers; plans save and load as JSON.
 
 use crate::cli::{planner, stderr, stdout};
-use planner::spec::launch::megatron_args::{KNOWN, Role, split_words};
+use planner::spec::launch::megatron_args::split_words;
+use planner::spec::launch::megatron_flags::{KNOWN, Role};
 use planner::spec::launch::megatron_plan::from_megatron;
 use planner::spec::launch::{LaunchFormat, MegatronVersion, export};
 use planner::spec::{

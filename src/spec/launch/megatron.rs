@@ -579,7 +579,7 @@ fn render(model: &ModelSpec, plan: &Plan, v: MegatronVersion, a: &Args) -> Strin
         .iter()
         .map(|(k, v)| match v {
             // A list argument's values are words of their own.
-            Some(v) if super::megatron_args::LIST_ARGS.contains(k) => {
+            Some(v) if super::megatron_flags::LIST_ARGS.contains(k) => {
                 let words: Vec<String> = v.split(' ').map(shell_quote).collect();
                 format!("{k} {}", words.join(" "))
             }

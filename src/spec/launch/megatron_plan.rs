@@ -5,7 +5,8 @@
 //! LayerNorm, learned positions, tied embeddings, biases. Both the 2021 spellings (SC'21
 //! scripts) and the Megatron-Core ones are read.
 
-use super::megatron_args::{ArgMap, SPELLINGS_2021, launcher_world, read};
+use super::megatron_args::{ArgMap, launcher_world, read};
+use super::megatron_flags::SPELLINGS_2021;
 use super::megatron_shape::{MOE_ARGS, SHAPE_ARGS, check_experts, check_shape, check_template};
 use super::{Collect, MegatronVersion};
 use crate::spec::SpecError;

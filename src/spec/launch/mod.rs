@@ -6,6 +6,7 @@
 pub mod deepspeed;
 pub mod megatron;
 pub mod megatron_args;
+pub mod megatron_flags;
 pub mod megatron_plan;
 mod megatron_shape;
 mod megatron_template;
