@@ -121,7 +121,7 @@ const MAX_SIZE: u64 = 1 << 24;
 const MAX_MICRO_BATCHES: u64 = 1 << 16;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 26] = [
+const PLAN_FLAGS: [&str; 27] = [
     "tp",
     "pp",
     "dp",
@@ -141,6 +141,7 @@ const PLAN_FLAGS: [&str; 26] = [
     "dtype",
     "grad_reduce_dtype",
     "fp8_param_gather",
+    "p2p_scatter_gather",
     "schedule",
     "attention",
     "tp_overlap",
@@ -231,6 +232,11 @@ pub struct PlanArgs {
     /// weight with Transformer Engine's FP8 copy beside it.
     #[arg(long = "fp8-param-gather")]
     pub fp8_param_gather: bool,
+    /// Megatron without sequence parallelism: split each pipeline send over the TP ranks and
+    /// all-gather it after receipt, as Megatron-LM before Megatron-Core did
+    /// (`--scatter-gather-tensors-in-pipeline`); Megatron-Core sends whole tensors.
+    #[arg(long = "p2p-scatter-gather")]
+    pub p2p_scatter_gather: bool,
     /// Pipeline schedule (default: interleaved when vpp > 1, else 1f1b).
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
@@ -504,6 +510,7 @@ impl PlanArgs {
             grad_accumulation_fusion: !self.no_grad_accumulation_fusion,
             grad_reduce_dtype: self.grad_reduce_dtype.map(Into::into),
             fp8_param_gather: self.fp8_param_gather,
+            p2p_scatter_gather: self.p2p_scatter_gather,
         };
         check_plan(&plan, model, cluster)?;
         Ok(plan)

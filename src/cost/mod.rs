@@ -222,14 +222,18 @@ pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
 }
 
 /// Bytes one pipeline send carries per rank: a micro-batch's activations b·s/cp·h, split over
-/// the TP ranks, each sending its part: Megatron's scatter/gather optimisation (Narayanan et
-/// al. SC'21 §4.1), DeepSpeed's partitioned pipeline buffers (`PipelineEngine`
-/// `is_pipe_partitioned = is_model_parallel`: a `PartitionedTensor` per TP rank, gathered
-/// whole by the receiver — priced in `stages`), and sequence parallelism's sharded
-/// activations.
+/// the TP ranks, each sending its part, where sequence parallelism has sharded them; and
+/// without it, under legacy Megatron-LM's scatter/gather ([`Plan::p2p_scatter_gather`];
+/// Narayanan et al. SC'21 §4.1) and DeepSpeed's partitioned pipeline buffers
+/// (`PipelineEngine` `is_pipe_partitioned = is_model_parallel`: a `PartitionedTensor` per TP
+/// rank, gathered whole by the receiver — priced in `stages`); other frameworks' TP shards
+/// the sequence too (torchtitan's TP plan is sequence-parallel). Megatron-Core without
+/// sequence parallelism sends the whole tensor from every TP rank (`schedules.py`
+/// `get_tensor_shapes`).
 pub fn p2p_bytes(model: &ModelSpec, plan: &Plan) -> f64 {
     let full = (Shard::of(plan).tokens() * model.hidden) as f64 * plan.dtype.bytes();
-    full / plan.tp as f64
+    let whole = plan.framework == Framework::Megatron && !plan.sp() && !plan.p2p_scatter_gather;
+    if whole { full } else { full / plan.tp as f64 }
 }
 
 /// Bytes per local parameter a framework moves after *every* micro-batch's backward to

@@ -279,6 +279,11 @@ pub enum Infeasible {
         /// Why not.
         why: &'static str,
     },
+    /// Scatter/gather of pipeline sends is legacy Megatron-LM's option.
+    P2pScatterGather {
+        /// The plan's framework.
+        framework: &'static str,
+    },
     /// Megatron-LM runs a mixture-of-experts model with tensor parallelism only with sequence
     /// parallelism.
     MoeTpNeedsSp {
@@ -350,6 +355,7 @@ impl Infeasible {
             I::DtypeUnsupported { .. } => "type without tensor cores on the device",
             I::GradReduceDtype { .. } => "gradient reduction type",
             I::Fp8ParamGather { .. } => "fp8 weights outside FP8 training with ZeRO-1",
+            I::P2pScatterGather { .. } => "pipeline scatter/gather outside Megatron",
             I::ZeroStage { .. } => "zero stage out of range",
             I::ZeroWithPipeline { .. } => "zero 2/3 with pipeline",
             I::FrameworkLacks { .. } => "parallelism the framework lacks",
@@ -393,6 +399,7 @@ impl Infeasible {
             I::DtypeUnsupported { .. } => "dtype",
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
             I::Fp8ParamGather { .. } => "fp8_param_gather",
+            I::P2pScatterGather { .. } => "p2p_scatter_gather",
             I::MoeTpNeedsSp { .. } => "sequence_parallel",
             I::CpNeedsFlash { .. }
             | I::FusedAttentionDtype { .. }
@@ -697,6 +704,10 @@ impl fmt::Display for Infeasible {
             I::Fp8ParamGather { why } => write!(
                 f,
                 "fp8_param_gather: Megatron-LM keeps FP8 weights and gathers them in FP8 (--fp8-param-gather) only {why}"
+            ),
+            I::P2pScatterGather { framework } => write!(
+                f,
+                "p2p_scatter_gather: splitting pipeline sends over the TP ranks is Megatron-LM's option (--scatter-gather-tensors-in-pipeline), not {framework}'s; drop --p2p-scatter-gather"
             ),
             I::MoeTpNeedsSp { tp } => write!(
                 f,

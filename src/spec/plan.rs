@@ -196,6 +196,13 @@ pub struct Plan {
     /// (`cost::memory::fp8_weight_cache_bytes`), half the gather's bytes for those weights.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fp8_param_gather: bool,
+    /// Megatron-LM before Megatron-Core splits each pipeline send over the TP ranks and
+    /// all-gathers it after receipt (`--scatter-gather-tensors-in-pipeline`, on by default in
+    /// `megatron/p2p_communication.py`; Narayanan et al. SC'21 §4.1). Megatron-Core sends the
+    /// whole (s/cp, b, h) tensor unless sequence parallelism has split it already
+    /// (`pipeline_parallel/schedules.py` `get_tensor_shapes`). Read by `cost::p2p_bytes`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub p2p_scatter_gather: bool,
 }
 
 fn yes() -> bool {
@@ -250,6 +257,7 @@ impl Plan {
             grad_accumulation_fusion: true,
             grad_reduce_dtype: None,
             fp8_param_gather: false,
+            p2p_scatter_gather: false,
         }
     }
 

@@ -68,6 +68,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
     let overlap_grad_reduce = r.opt_bool("overlap_grad_reduce").unwrap_or(false);
     let grad_accumulation_fusion = r.opt_bool("grad_accumulation_fusion").unwrap_or(true);
     let fp8_param_gather = r.opt_bool("fp8_param_gather").unwrap_or(false);
+    let p2p_scatter_gather = r.opt_bool("p2p_scatter_gather").unwrap_or(false);
     let dtype = choice(r, "dtype", &Dtype::ALL.map(|x| (x.name(), x)));
     let grad_reduce_dtype = choice(r, "grad_reduce_dtype", &Dtype::ALL.map(|x| (x.name(), x)));
     let schedules = [Schedule::Gpipe, Schedule::OneFOneB, Schedule::Interleaved];
@@ -128,6 +129,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         grad_accumulation_fusion,
         grad_reduce_dtype,
         fp8_param_gather,
+        p2p_scatter_gather,
     })
 }
 

@@ -559,6 +559,8 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         // hook (megatron/model/distributed.py `_make_param_hook`); the fused accumulation
         // came later.
         grad_accumulation_fusion: fw != Stack::Megatron2021,
+        // The scatter/gather of pipeline sends, on by default before Megatron-Core.
+        p2p_scatter_gather: matches!(fw, Stack::Megatron2021 | Stack::Megatron2022),
         // Composer's FSDP `mixed_precision: PURE` reduces gradients in the training precision;
         // its DEFAULT (every other llm-foundry row) in fp32, the framework's default.
         grad_reduce_dtype: (p.fsdp_mixed_precision.as_deref() == Some("PURE")).then_some(dtype),

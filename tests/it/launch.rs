@@ -104,6 +104,8 @@ fn sc21_rows() -> Vec<Row> {
                 grad_accumulation_fusion: false,
                 grad_reduce_dtype: None,
                 fp8_param_gather: false,
+                // The 2021 code scatters pipeline sends over the TP ranks by default.
+                p2p_scatter_gather: true,
             };
             Row {
                 id: r["id"].as_str().unwrap().to_string(),
@@ -190,6 +192,7 @@ fn llama70b_plan() -> Plan {
         grad_accumulation_fusion: false,
         grad_reduce_dtype: None,
         fp8_param_gather: false,
+        p2p_scatter_gather: false,
     }
 }
 
@@ -375,6 +378,27 @@ fn megatron_2021_round_trip_of_tp_overlap_and_gradient_precision() {
     let parsed = from_megatron(&out.text, &gpt, 8).unwrap_or_else(|e| panic!("{e}\n{}", out.text));
     assert_eq!(parsed.version, MegatronVersion::V2021);
     assert_eq!(parsed.plan, plan, "{}", out.text);
+    // Pipeline sends whole (tp 2, pp 2, no SP): the 2021 code must be told not to split
+    // them; split, its default, needs no argument — and Megatron-Core cannot run it.
+    assert!(
+        out.text.contains("--no-scatter-gather-tensors-in-pipeline"),
+        "{}",
+        out.text
+    );
+    let split = Plan {
+        p2p_scatter_gather: true,
+        ..plan.clone()
+    };
+    let text = export(&gpt, &split, v).unwrap().text;
+    assert!(!text.contains("scatter-gather"), "{text}");
+    assert_eq!(from_megatron(&text, &gpt, 8).unwrap().plan, split);
+    let e = export(&gpt, &split, LaunchFormat::Megatron(MegatronVersion::Core))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`p2p_scatter_gather`") && e.contains("--megatron-version 2021"),
+        "{e}"
+    );
     let backward = Plan {
         tp_overlap: TpOverlap::Backward,
         ..plan.clone()

@@ -329,28 +329,35 @@ fn gradient_accumulation_pass_is_priced_per_micro_batch_by_framework() {
 }
 
 /// Pipeline transfers per pass: GPT-3 175B at tp = 2, pp = 2 on four GPUs of one DGX A100
-/// (NVSwitch 300 GB/s × 0.77 = 231 GB/s, 3 µs per step), b·s = 2048 tokens. Each rank
-/// sends its TP half, 2048 · 12,288 · 2 / 2 = 25,165,824 bytes: 3 µs + 108.943 µs =
-/// 111.943 µs, once per pass under Megatron (receive and send batched). DeepSpeed receives
-/// and sends in separate blocking calls (2 × 111.943 µs) and gathers the halves over TP,
-/// an all-gather of 50,331,648 bytes on 2 ranks: 3 µs + ½ · 217.886 µs = 111.943 µs —
+/// (NVSwitch 300 GB/s × 0.77 = 231 GB/s, 3 µs per step), b·s = 2048 tokens, no sequence
+/// parallelism. Megatron-Core sends the whole tensor from each rank, 2048 · 12,288 · 2 =
+/// 50,331,648 bytes: 3 µs + 217.886 µs = 220.886 µs, once per pass (receive and send
+/// batched). Legacy Megatron's scatter/gather — and sequence parallelism — send each rank's
+/// TP half, 25,165,824 bytes: 3 µs + 108.943 µs = 111.943 µs. DeepSpeed receives and sends
+/// the halves in separate blocking calls (2 × 111.943 µs) and gathers them over TP, an
+/// all-gather of 50,331,648 bytes on 2 ranks: 3 µs + ½ · 217.886 µs = 111.943 µs —
 /// 335.83 µs in all.
 #[test]
-fn deepspeed_pipeline_transfers_block_and_gather() {
+fn pipeline_transfers_by_framework_and_sequence_split() {
     let gpt = load_model("gpt3-175b").unwrap();
     let c = load_cluster("a100x8").unwrap().with_gpus(4).unwrap();
     let machine = Machine {
         cluster: &c,
         profile: None,
     };
-    let p2p = |framework| {
+    let p2p = |f: &dyn Fn(&mut Plan)| {
         let mut p = Plan::new(1, 2, 2, 1, 4, 2048);
-        p.framework = framework;
+        f(&mut p);
         let pg = PricedGraphs::new(&gpt, &p, &machine);
         stage_work(&gpt, &p, &machine, &pg)[0].p2p_s
     };
-    let (megatron, deepspeed) = (p2p(Framework::Megatron), p2p(Framework::DeepSpeed));
-    assert!((megatron - 111.943e-6).abs() < 0.01e-6, "{megatron}");
+    let core = p2p(&|_| {});
+    let legacy = p2p(&|p| p.p2p_scatter_gather = true);
+    let sp = p2p(&|p| p.sequence_parallel = true);
+    let deepspeed = p2p(&|p| p.framework = Framework::DeepSpeed);
+    assert!((core - 220.886e-6).abs() < 0.01e-6, "{core}");
+    assert!((legacy - 111.943e-6).abs() < 0.01e-6, "{legacy}");
+    assert!((sp - 111.943e-6).abs() < 0.01e-6, "{sp}");
     assert!((deepspeed - 335.83e-6).abs() < 0.01e-6, "{deepspeed}");
 }
 

@@ -146,6 +146,19 @@ fn parallel(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Me
             new(c, "etp", "expert tensor parallelism (2024)");
         }
     }
+    // Pipeline sends split over the TP ranks (where SP has not split them already): legacy
+    // Megatron-LM's default, which Megatron-Core dropped (`cost::p2p_bytes`).
+    if plan.tp > 1 && plan.pp > 1 && !plan.sp() {
+        match (plan.p2p_scatter_gather, core) {
+            (false, false) => flag(a, "--no-scatter-gather-tensors-in-pipeline"),
+            (true, true) => c.refuse(
+                "p2p_scatter_gather",
+                "Megatron-Core sends whole pipeline tensors; splitting them over the TP ranks is Megatron-LM 2021's",
+                "price without --p2p-scatter-gather, or use --megatron-version 2021",
+            ),
+            _ => {}
+        }
+    }
     tp_overlap(c, a, plan, v);
     arg(a, "--micro-batch-size", plan.mbs);
     arg(a, "--global-batch-size", plan.global_batch);

@@ -61,6 +61,7 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--grad-reduce-in-bf16", false, P),
     ("--accumulate-allreduce-grads-in-fp32", false, P),
     ("--no-gradient-accumulation-fusion", false, P),
+    ("--no-scatter-gather-tensors-in-pipeline", false, P),
     ("--attention-backend", true, P),
     ("--transformer-impl", true, P),
     // Model shape and template.

@@ -185,6 +185,9 @@ fn plan(
         grad_reduce_dtype: grad_reduce(a),
         // Checked against the dtype and the distributed optimizer by `Plan::check`.
         fp8_param_gather: a.has("--fp8-param-gather"),
+        // Legacy Megatron-LM scatters pipeline sends over the TP ranks unless told not to.
+        p2p_scatter_gather: v == MegatronVersion::V2021
+            && !a.has("--no-scatter-gather-tensors-in-pipeline"),
     })
 }
 

@@ -359,6 +359,11 @@ impl Plan {
         {
             out.push(I::Fp8ParamGather { why });
         }
+        if self.p2p_scatter_gather && self.framework != Framework::Megatron {
+            out.push(I::P2pScatterGather {
+                framework: self.framework.name(),
+            });
+        }
         if self.zero > 3 {
             out.push(I::ZeroStage { zero: self.zero });
         } else if !self.framework.zero_stages().contains(&self.zero) {

@@ -437,3 +437,25 @@ fn fp8_param_gather_needs_fp8_megatron_and_the_distributed_optimizer() {
     (p.dtype, p.zero, p.fp8_param_gather) = (Dtype::Fp8, 1, true);
     assert_eq!(p.short(), "dp=8 tp=1 pp=1 mbs=1 rc=none zero1 fp8-params");
 }
+
+/// Splitting pipeline sends over the TP ranks is legacy Megatron-LM's option: another
+/// framework's plan with it is refused, naming the field and the flag to drop.
+#[test]
+fn p2p_scatter_gather_is_megatron_only() {
+    let model = crate::spec::load_model("llama3-8b").unwrap();
+    let cluster = crate::spec::load_cluster("h100x8").unwrap();
+    let why = |framework: Framework| {
+        let mut p = Plan::new(2, 2, 2, 1, 64, 8192);
+        (p.framework, p.p2p_scatter_gather) = (framework, true);
+        p.check(&model, &cluster)
+            .iter()
+            .find(|i| i.field() == "p2p_scatter_gather")
+            .map(ToString::to_string)
+    };
+    assert_eq!(why(Framework::Megatron), None);
+    let e = why(Framework::DeepSpeed).unwrap();
+    assert!(
+        e.contains("not deepspeed's") && e.contains("drop --p2p-scatter-gather"),
+        "{e}"
+    );
+}
