@@ -8,8 +8,12 @@ use serde::{Deserialize, Serialize};
 /// The public runs shipped with the tool (validation/published-runs.yaml).
 pub const PUBLISHED_RUNS: &str = include_str!("../../validation/published-runs.yaml");
 
-/// One published run.
+/// One published run. Unknown keys are refused here and in every section: a misspelt key
+/// (`virtual_stage: 3`) would otherwise be dropped and the row priced without it, silently.
+/// Keys the file's authors keep for readers (notes, derived figures, confidence) are known
+/// and not read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunRecord {
     /// Unique id.
     pub id: String,
@@ -31,10 +35,24 @@ pub struct RunRecord {
     pub precision: Option<String>,
     /// What was measured.
     pub measured: RunMeasured,
+    /// How far the source's numbers can be trusted, as the file's authors judge it (not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<String>,
+    /// Free text (not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// Settings the source leaves open (not read; the validator searches what it needs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unconfirmed: Option<Vec<String>>,
+    /// Figures the file's authors derived from the source (not read: the validator derives
+    /// its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived: Option<serde_json::Value>,
 }
 
 /// Citation of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunSource {
     /// Title.
     #[serde(default)]
@@ -42,10 +60,14 @@ pub struct RunSource {
     /// Table or section.
     #[serde(default)]
     pub locator: Option<String>,
+    /// The files the numbers were read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_from: Option<Vec<String>>,
 }
 
 /// Model shape of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunModel {
     /// Name.
     pub name: String,
@@ -80,10 +102,17 @@ pub struct RunModel {
     /// Experts each token is routed to.
     #[serde(default)]
     pub top_k: Option<u64>,
+    /// Parameter count as the source states it (not read: the model's shape gives it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<f64>,
+    /// Position embedding, as written (not read: learned, rotary and ALiBi price alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pos_emb: Option<String>,
 }
 
 /// Hardware of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunHardware {
     /// GPU name as written (e.g. `A100-SXM4-80GB`).
     pub gpu: String,
@@ -95,6 +124,9 @@ pub struct RunHardware {
     /// Network, as written.
     #[serde(default)]
     pub interconnect: Option<String>,
+    /// The dense 16-bit peak the source divides by (not read: the device preset's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_tflops_dense_16bit: Option<f64>,
 }
 
 /// A ZeRO stage written as a number or as text (`FSDP2 full shard`).
@@ -109,6 +141,7 @@ pub enum ZeroField {
 
 /// Parallel layout of a run; `None` where the source does not say.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunParallel {
     /// Tensor parallelism.
     #[serde(default)]
@@ -147,16 +180,39 @@ pub struct RunParallel {
     /// FSDP mixed-precision mode (Composer `PURE`/`DEFAULT`).
     #[serde(default)]
     pub fsdp_mixed_precision: Option<String>,
+    /// FSDP sharding strategy: only `FULL_SHARD` is priced (ZeRO-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fsdp_sharding: Option<String>,
+    /// Activations offloaded to host memory: not priced (a row with it is skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_cpu_offload: Option<bool>,
+    /// Megatron's distributed optimizer (ZeRO-1), where `zero_stage` does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed_optimizer: Option<bool>,
+    /// Pipeline schedule, as written (not read: `virtual_stages` says interleaved or 1F1B).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Free text (not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
 }
 
 /// Batch of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunBatch {
     /// Micro-batch size.
     #[serde(default)]
     pub micro_batch: Option<u64>,
     /// Global batch.
     pub global_batch: u64,
+    /// Micro-batches per step per data-parallel rank, as the source states it (checked
+    /// against global batch / (micro-batch · dp) where all are known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grad_accum: Option<u64>,
+    /// Tokens per step, as the source states it (not read: global batch × sequence length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_batch: Option<u64>,
 }
 
 /// Measurements of a run. Unknown keys are refused: a misspelt measurement

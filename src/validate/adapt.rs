@@ -439,6 +439,16 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         searched.push("mbs");
         1
     });
+    if let (Some(ga), Some(b)) = (run.batch.grad_accum, run.batch.micro_batch)
+        && ga * b * dp != run.batch.global_batch
+    {
+        return Err(format!(
+            "batch.grad_accum = {ga} with micro_batch {b} and dp {dp} makes a global batch of \
+             {}, not batch.global_batch = {}: correct one of them",
+            ga * b * dp,
+            run.batch.global_batch
+        ));
+    }
     let recompute = recompute_of(p.recompute.as_deref())?.unwrap_or_else(|| {
         searched.push("recompute");
         Recompute::None
@@ -470,9 +480,26 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
             .filter(|z| *z <= 3)
             .ok_or_else(|| format!("parallel.zero_stage = {z}: ZeRO stages are 0 to 3"))?,
         Some(ZeroField::Text(t)) if t.to_ascii_lowercase().contains("full") => 3,
-        _ if fw == Stack::MegatronCore => 1, // --use-distributed-optimizer in the README runs
-        _ => 0,
+        _ => match p.distributed_optimizer {
+            Some(d) => u8::from(d),
+            None if fw == Stack::MegatronCore => 1, // --use-distributed-optimizer in the README
+            None => 0,
+        },
     };
+    if p.activation_cpu_offload == Some(true) {
+        return Err(
+            "parallel.activation_cpu_offload = true: offloading activations to host \
+                    memory is not priced"
+                .into(),
+        );
+    }
+    if let Some(s) = p.fsdp_sharding.as_deref()
+        && !s.eq_ignore_ascii_case("full_shard")
+    {
+        return Err(format!(
+            "parallel.fsdp_sharding = {s}: only FULL_SHARD (ZeRO-3) is priced"
+        ));
+    }
     let recompute_layers = match p.recompute.as_deref() {
         // torchtitan: "selective layer" checkpoints every N-th block fully (N = 2 in its
         // configs); "selective op" is its op-level policy, which the planner's selective

@@ -1018,3 +1018,68 @@ fn torchtitan_llama3_8b_memory_tracks_the_published_reading() {
     }
     assert!(((small - large) - 15.4).abs() < 1.5, "{small} − {large}");
 }
+
+/// A runs file's unknown keys are refused wherever they stand (a misspelt `virtual_stage: 3`
+/// had been dropped and the row priced without interleaving, exit 0), and the layout keys
+/// kept beside the plan are read: CPU offload and other FSDP shardings skip the row, a
+/// gradient-accumulation count that contradicts the batch skips it naming both.
+#[test]
+fn runs_file_keys_are_known_or_refused() {
+    let row = |id: &str, parallel: &str, batch: &str| {
+        format!(
+            "- id: {id}
+  group: megatron-core-user
+  model: {{name: tiny, layers: 4, hidden: 512, heads: 8, vocab: 32000, seq_len: 1024}}
+  hardware: {{gpu: H100-SXM-80GB, count: 8, gpus_per_node: 8}}
+  parallel: {{tp: 2, pp: 2, dp: 2, recompute: full, {parallel}}}
+  batch: {{micro_batch: 1, {batch}}}
+  precision: bf16
+  measured: {{iteration_time_s: 1.0}}
+"
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("planner-typo-runs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("runs.yaml");
+    std::fs::write(
+        &path,
+        row("typo", "virtual_stage: 2", "global_batch: 64")
+            + &row("stray", "virtual_stages: 2", "global_batch: 64")
+            + "  colour: red\n",
+    )
+    .unwrap();
+    let o = crate::cli::planner(&["validate", "--runs", path.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).ok();
+    let err = crate::cli::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("unknown field `virtual_stage`") && err.contains("unknown field `colour`"),
+        "{err}"
+    );
+    let yaml = [
+        row(
+            "sound",
+            "virtual_stages: 2",
+            "global_batch: 64, grad_accum: 32",
+        ),
+        row(
+            "offload",
+            "activation_cpu_offload: true",
+            "global_batch: 64",
+        ),
+        row("hybrid", "fsdp_sharding: HYBRID_SHARD", "global_batch: 64"),
+        // 3 micro-batches of 1 on each of 2 data-parallel ranks are 6 sequences, not 64.
+        row("accum", "schedule: 1F1B", "global_batch: 64, grad_accum: 3"),
+    ]
+    .concat();
+    let report = validate_runs_json("known-keys", &yaml);
+    assert_eq!(skipped_reason(&report, "sound"), None);
+    for (id, needle) in [
+        ("offload", "activation_cpu_offload = true"),
+        ("hybrid", "fsdp_sharding = HYBRID_SHARD"),
+        ("accum", "global batch of 6, not batch.global_batch = 64"),
+    ] {
+        let why = skipped_reason(&report, id).unwrap_or_else(|| panic!("{id} was predicted"));
+        assert!(why.contains(needle), "{id}: `{needle}` not in `{why}`");
+    }
+}
