@@ -93,7 +93,7 @@ impl Space {
             attention: AttentionImpl::Flash,
             recompute: Recompute::ALL.to_vec(),
             recompute_modules: vec![RecomputeModules::CORE_ATTN],
-            zero: vec![0, 1, 2, 3],
+            zero: Framework::Megatron.zero_stages().to_vec(),
             max_mbs: 64,
             max_vpp: 8,
             max_cp: 16,

@@ -141,12 +141,36 @@ impl Framework {
     /// optimizer state (`fully_shard`, ZeRO-3), keeps them gathered after the forward
     /// (`reshard_after_forward=False`, ZeRO-2) or replicates (DDP); Composer's FSDP likewise
     /// (`FULL_SHARD`, `SHARD_GRAD_OP`, `NO_SHARD`). Neither shards optimizer state alone
-    /// (ZeRO-1). Megatron-LM (distributed optimizer, FSDP) and DeepSpeed (ZeRO 1–3): all.
+    /// (ZeRO-1). Megatron-LM shards the optimizer state (`--use-distributed-optimizer`,
+    /// ZeRO-1) or everything (`--use-torch-fsdp2`, ZeRO-3), nothing in between. DeepSpeed:
+    /// ZeRO 1–3.
     pub fn zero_stages(self) -> &'static [u8] {
         match self {
             Framework::Torchtitan | Framework::LlmFoundry => &[0, 2, 3],
-            Framework::Megatron | Framework::DeepSpeed => &[0, 1, 2, 3],
+            Framework::Megatron => &[0, 1, 3],
+            Framework::DeepSpeed => &[0, 1, 2, 3],
         }
+    }
+
+    /// Why the framework lacks the ZeRO stages [`Framework::zero_stages`] leaves out.
+    pub fn zero_gap(self) -> &'static str {
+        match self {
+            Framework::Torchtitan | Framework::LlmFoundry => {
+                "its FSDP has no optimizer-only sharding"
+            }
+            Framework::Megatron => {
+                "the distributed optimizer shards optimizer state, FSDP2 everything; nothing \
+                 shards gradients alone"
+            }
+            Framework::DeepSpeed => "",
+        }
+    }
+
+    /// Whether the framework trains with FP8 GEMMs: Megatron-LM and llm-foundry through
+    /// Transformer Engine (`--fp8-format`, Composer `precision: amp_fp8`), torchtitan through
+    /// torchao's Float8 linears; DeepSpeed's config sets bf16, fp16 or fp32 only.
+    pub fn trains_fp8(self) -> bool {
+        self != Framework::DeepSpeed
     }
 
     /// Whether selective recomputation is torchtitan's op-level policy (keep the outputs of

@@ -250,6 +250,15 @@ pub enum Infeasible {
         zero: u8,
         /// Stages it runs.
         stages: &'static [u8],
+        /// Why it lacks the others.
+        why: &'static str,
+    },
+    /// A data type the framework does not train in.
+    FrameworkDtype {
+        /// The framework's name.
+        framework: &'static str,
+        /// The type.
+        dtype: &'static str,
     },
     /// Part of a stage recomputed under interleaving, which no framework runs as priced.
     PartialRecomputeInterleaved {
@@ -352,6 +361,7 @@ impl Infeasible {
             I::FrameworkGpipe { .. } => "GPipe in a framework without it",
             I::PartialRecomputeInterleaved { .. } => "part of an interleaved stage recomputed",
             I::FrameworkZero { .. } => "ZeRO stage the framework lacks",
+            I::FrameworkDtype { .. } => "type the framework does not train in",
             I::DtypeUnsupported { .. } => "type without tensor cores on the device",
             I::GradReduceDtype { .. } => "gradient reduction type",
             I::Fp8ParamGather { .. } => "fp8 weights outside FP8 training with ZeRO-1",
@@ -396,6 +406,7 @@ impl Infeasible {
             I::FrameworkLacks { field, .. } => field,
             I::PartialRecomputeInterleaved { .. } => "recompute_layers",
             I::FrameworkZero { .. } => "zero",
+            I::FrameworkDtype { .. } => "dtype",
             I::DtypeUnsupported { .. } => "dtype",
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
             I::Fp8ParamGather { .. } => "fp8_param_gather",
@@ -676,14 +687,19 @@ impl fmt::Display for Infeasible {
                 framework,
                 zero,
                 stages,
+                why,
             } => write!(
                 f,
-                "zero={zero}: {framework} runs ZeRO stages {} (its FSDP has no optimizer-only sharding); use one of them, or price for another --framework",
+                "zero={zero}: {framework} runs ZeRO stages {} ({why}); use one of them, or price for another --framework",
                 stages
                     .iter()
                     .map(u8::to_string)
                     .collect::<Vec<_>>()
                     .join(", ")
+            ),
+            I::FrameworkDtype { framework, dtype } => write!(
+                f,
+                "dtype={dtype}: {framework} does not train in {dtype} (its config sets bf16, fp16 or fp32); use --dtype bf16, or price for --framework megatron"
             ),
             I::PartialRecomputeInterleaved { vpp } => write!(
                 f,

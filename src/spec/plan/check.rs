@@ -337,6 +337,12 @@ impl Plan {
                 device: cluster.gpu.name.clone(),
             });
         }
+        if self.dtype == Dtype::Fp8 && !self.framework.trains_fp8() {
+            out.push(I::FrameworkDtype {
+                framework: self.framework.name(),
+                dtype: self.dtype.name(),
+            });
+        }
         // Gradients are reduced in fp32 or in the 16-bit type the plan computes in (bf16
         // under FP8 training, whose weights and gradients stay bf16 outside the GEMMs).
         if let Some(d) = self.grad_reduce_dtype {
@@ -371,6 +377,7 @@ impl Plan {
                 framework: self.framework.name(),
                 zero: self.zero,
                 stages: self.framework.zero_stages(),
+                why: self.framework.zero_gap(),
             });
         } else if self.zero >= 2 && self.pp > 1 && !self.framework.pipelines_sharded_data() {
             out.push(I::ZeroWithPipeline {

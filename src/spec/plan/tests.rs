@@ -459,3 +459,41 @@ fn p2p_scatter_gather_is_megatron_only() {
         "{e}"
     );
 }
+
+/// QA: `estimate` had priced Megatron at ZeRO-2 (which Megatron-LM lacks: its distributed
+/// optimizer is ZeRO-1, FSDP2 ZeRO-3) and DeepSpeed in FP8 (its config sets bf16, fp16 or
+/// fp32), plans `suggest` never ranks and `export` refuses; both are refused by name.
+#[test]
+fn megatron_zero_2_and_deepspeed_fp8_are_refused() {
+    let model = crate::spec::load_model("llama3-8b").unwrap();
+    let cluster = crate::spec::load_cluster("h100x8").unwrap();
+    let refusals = |framework: Framework, zero: u8, dtype: Dtype| {
+        let mut p = Plan::new(4, 2, 1, 1, 64, 8192);
+        (p.framework, p.zero, p.dtype) = (framework, zero, dtype);
+        p.check(&model, &cluster)
+            .iter()
+            .map(|i| (i.field(), i.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let r = refusals(Framework::Megatron, 2, Dtype::Bf16);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].0, "zero");
+    assert!(
+        r[0].1.contains("megatron runs ZeRO stages 0, 1, 3"),
+        "{}",
+        r[0].1
+    );
+    for zero in [0, 1, 3] {
+        assert_eq!(refusals(Framework::Megatron, zero, Dtype::Bf16), vec![]);
+    }
+    assert_eq!(refusals(Framework::DeepSpeed, 2, Dtype::Bf16), vec![]);
+    let r = refusals(Framework::DeepSpeed, 1, Dtype::Fp8);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0].0, "dtype");
+    assert!(
+        r[0].1.contains("deepspeed does not train in fp8"),
+        "{}",
+        r[0].1
+    );
+    assert_eq!(refusals(Framework::Megatron, 1, Dtype::Fp8), vec![]);
+}
