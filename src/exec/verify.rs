@@ -242,6 +242,9 @@ impl Classes {
 
     /// Busy classes from per-class seconds; the bubble is `step_s` minus their sum (≥ 0).
     fn from(get: impl Fn(Class) -> f64, step_s: f64) -> Classes {
+        // A class with no instructions sums to −0.0 (Rust's float `Sum` starts there), which
+        // JSON would print as `-0.0`, a negative time: + 0.0 makes it 0.
+        let get = |c| get(c) + 0.0;
         let mut c = Classes {
             gemm_s: get(Class::Gemm),
             memory_bound_s: get(Class::Memory),

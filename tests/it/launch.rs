@@ -2080,3 +2080,55 @@ fn layout_only_arguments_leave_the_head_size_to_the_model() {
         .to_string();
     assert!(e.contains("--multi-latent-attention"), "{e}");
 }
+
+/// QA: `--fp16 --fp8-format hybrid` came back from an export as `--bf16` without a word. FP8
+/// GEMMs beside fp16 or fp32 weights are priced as FP8 training with bf16 outside the GEMMs,
+/// and the import says so; with `--bf16` nothing is said.
+#[test]
+fn fp8_beside_fp16_or_fp32_is_priced_as_bf16_and_says_so() {
+    let m = load_model("llama3-8b").unwrap();
+    let parsed = |args: &str| from_megatron(args, &m, 8).unwrap();
+    for (args, needle) in [
+        (
+            "--micro-batch-size 1 --fp16 --fp8-format hybrid",
+            "with --fp16",
+        ),
+        (
+            "--micro-batch-size 1 --fp8-format hybrid",
+            "neither --bf16 nor --fp16",
+        ),
+    ] {
+        let p = parsed(args);
+        assert_eq!(p.plan.dtype, Dtype::Fp8);
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains(needle) && w.contains("an export writes --bf16")),
+            "{args}: {:?}",
+            p.warnings
+        );
+    }
+    let p = parsed("--micro-batch-size 1 --bf16 --fp8-format hybrid");
+    assert!(
+        !p.warnings.iter().any(|w| w.contains("--fp8-format with")),
+        "{:?}",
+        p.warnings
+    );
+}
+
+/// QA: `--fp8-param-gather` refused inside `--megatron-args` had named planner's `--dtype`
+/// and `--zero`, which cannot be given beside them; the fixes now name Megatron's arguments.
+#[test]
+fn fp8_param_gather_refusals_in_megatron_arguments_name_megatron_arguments() {
+    let m = load_model("llama3-8b").unwrap();
+    let err = |args: &str| from_megatron(args, &m, 8).unwrap_err().to_string();
+    let e = err("--micro-batch-size 1 --bf16 --fp8-param-gather --use-distributed-optimizer");
+    assert!(e.contains("add --fp8-format hybrid"), "{e}");
+    assert!(!e.contains("--dtype"), "{e}");
+    let e = err("--micro-batch-size 1 --bf16 --fp8-format hybrid --fp8-param-gather");
+    assert!(e.contains("add --use-distributed-optimizer"), "{e}");
+    assert!(!e.contains("--zero"), "{e}");
+    let ok = "--micro-batch-size 1 --bf16 --fp8-format hybrid --fp8-param-gather \
+              --use-distributed-optimizer";
+    assert!(from_megatron(ok, &m, 8).unwrap().plan.fp8_param_gather);
+}

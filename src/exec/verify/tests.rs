@@ -373,3 +373,16 @@ fn a_plan_runs_on_cpu_thread_devices_end_to_end() {
         );
     }
 }
+
+/// A class the critical rank never runs is 0, not −0.0 (an empty float sum), which the JSON
+/// contract would print as a negative time.
+#[test]
+fn classes_without_instructions_are_zero_not_negative_zero() {
+    let empty: f64 = std::iter::empty::<f64>().sum();
+    assert!(empty.is_sign_negative(), "Rust's float Sum starts at −0.0");
+    let c = Classes::from(|_| empty, 1.0);
+    for (name, v) in c.rows() {
+        assert!(v.is_sign_positive(), "{name} = {v}");
+    }
+    assert_eq!(c.bubble_s, 1.0);
+}

@@ -217,6 +217,25 @@ fn consistent(a: &ArgMap, c: &mut Collect) {
              plan is priced with that all-gather hidden; add --overlap-param-gather to match",
         );
     }
+    // `Plan::fp8_param_gather_refusal`, in the arguments' own words (its planner flags
+    // cannot be given beside --megatron-args).
+    if a.has("--fp8-param-gather") {
+        if !a.has("--fp8-format") {
+            c.refuse(
+                "--fp8-param-gather",
+                "without --fp8-format: FP8 weights need FP8 training",
+                "add --fp8-format hybrid, or drop --fp8-param-gather",
+            );
+        }
+        if !distributed {
+            c.refuse(
+                "--fp8-param-gather",
+                "without --use-distributed-optimizer: planner prices FP8 weights gathered by the \
+                 distributed optimizer only (not under --use-torch-fsdp2)",
+                "add --use-distributed-optimizer, or drop --fp8-param-gather",
+            );
+        }
+    }
     let vpp_args = [
         "--num-layers-per-virtual-pipeline-stage",
         "--num-virtual-stages-per-pipeline-rank",
@@ -538,7 +557,26 @@ fn dtype(a: &ArgMap, c: &mut Collect) -> Dtype {
             c.refuse("--fp16", "given with --bf16", "keep one");
             Dtype::Bf16
         }
-        (_, _, true) => Dtype::Fp8,
+        (true, _, true) => Dtype::Fp8,
+        (_, fp16, true) => {
+            // FP8 GEMMs beside fp16 (loss-scaled) or fp32 weights and activations: priced as
+            // FP8 training is, with bf16 outside the GEMMs; an export writes --bf16.
+            c.warn(format!(
+                "--fp8-format with {}: priced as FP8 GEMMs with bf16 outside them (the 2-byte \
+                 type's time and memory; {}), and an export writes --bf16",
+                if fp16 {
+                    "--fp16"
+                } else {
+                    "neither --bf16 nor --fp16"
+                },
+                if fp16 {
+                    "fp16's loss scaling is not priced"
+                } else {
+                    "fp32 weights and activations would take twice the memory"
+                }
+            ));
+            Dtype::Fp8
+        }
         (true, _, _) => Dtype::Bf16,
         (_, true, _) => Dtype::Fp16,
         _ => {
