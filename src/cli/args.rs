@@ -255,9 +255,10 @@ pub struct PlanArgs {
     /// (as a plan label's `rc_layers=` prints them).
     #[arg(long = "recompute-layers", value_parser = counts)]
     pub recompute_layers: Option<Counts>,
-    /// Training framework: kernels, loss and optimizer-state layout.
-    #[arg(long, value_enum, default_value_t = FrameworkArg::Megatron)]
-    pub framework: FrameworkArg,
+    /// Training framework: kernels, loss and optimizer-state layout (default: megatron; under
+    /// `export`, the framework its --format runs).
+    #[arg(long, value_enum)]
+    pub framework: Option<FrameworkArg>,
     /// Transformer layers per pipeline stage, comma-separated, runs as N×k (as a plan label's
     /// `layers=` prints them; default: even split).
     #[arg(long = "stage-layers", value_parser = counts)]
@@ -401,8 +402,19 @@ impl From<AttentionArg> for AttentionImpl {
 
 impl PlanArgs {
     /// The plan these arguments describe for `model` on `cluster`, with every structural
-    /// problem reported at once (exit 2).
+    /// problem reported at once (exit 2); priced for Megatron unless `--framework` says.
     pub fn resolve(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Result<Plan, CliError> {
+        self.resolve_for(model, cluster, Framework::Megatron)
+    }
+
+    /// [`PlanArgs::resolve`], priced for `framework` unless `--framework` says (`export`
+    /// prices for the framework its format runs).
+    pub fn resolve_for(
+        &self,
+        model: &ModelSpec,
+        cluster: &ClusterSpec,
+        framework: Framework,
+    ) -> Result<Plan, CliError> {
         let plan = if let Some(path) = &self.plan_file {
             spec::load_plan(path)?
         } else if let Some(text) = &self.megatron_args {
@@ -412,13 +424,19 @@ impl PlanArgs {
             }
             parsed.plan
         } else {
-            return self.resolve_flags(model, cluster);
+            let fw = self.framework.map_or(framework, Into::into);
+            return self.resolve_flags(model, cluster, fw);
         };
         check_plan(&plan, model, cluster)?;
         Ok(plan)
     }
 
-    fn resolve_flags(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Result<Plan, CliError> {
+    fn resolve_flags(
+        &self,
+        model: &ModelSpec,
+        cluster: &ClusterSpec,
+        fw: Framework,
+    ) -> Result<Plan, CliError> {
         let n = cluster.n_gpus();
         let mut bad = Vec::new();
         for (name, v) in [
@@ -490,7 +508,6 @@ impl PlanArgs {
             },
             attention: self.attention.map_or_else(
                 || {
-                    let fw: Framework = self.framework.into();
                     if fw.attention_runs(AttentionImpl::Flash, self.dtype.into(), model.head_dim())
                     {
                         AttentionImpl::Flash
@@ -501,7 +518,7 @@ impl PlanArgs {
                 Into::into,
             ),
             tp_overlap: self.tp_overlap.into(),
-            framework: self.framework.into(),
+            framework: fw,
             stage_layers: self.stage_layers.clone().map(|c| c.0),
             recompute_layers: match (&self.recompute_layers, self.recompute_num_layers) {
                 (Some(c), _) => Some(c.0.clone()),

@@ -91,12 +91,12 @@ pub fn export(
     version: MegatronVersionArg,
 ) -> Result<String, CliError> {
     let r = target.resolve()?;
-    let plan = plan.resolve(&r.model, &r.cluster)?;
+    let runs = format.with(version).framework();
+    let plan = plan.resolve_for(&r.model, &r.cluster, runs)?;
     // A plan priced for another framework is written with a warning — unless the framework
     // that runs the format cannot run it at all (Megatron refuses an MoE with tp > 1 and no
     // sequence parallelism, a ZeRO-3 plan under pipelining is torchtitan's alone): that would
     // be a configuration that fails at launch.
-    let runs = format.with(version).framework();
     if plan.framework != runs {
         let as_run = Plan {
             framework: runs,

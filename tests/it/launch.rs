@@ -998,14 +998,13 @@ fn torchtitan_and_deepspeed_carry_the_plan() {
         assert!(toml.contains(line), "{line} in\n{toml}");
     }
     // DeepSpeed: ZeRO-2 on 8 ranks, 64 = 2 per GPU × 4 accumulation steps × 8; gradients
-    // reduced in fp32 as priced (DeepSpeed's own default would follow bf16).
+    // reduced in fp32 as priced (DeepSpeed's own default would follow bf16). Without
+    // --framework, `export` prices for the framework its format runs (Megatron has no ZeRO-2).
     let ds = run_ok(
         &[
             &["export"][..],
             &target,
             &[
-                "--framework",
-                "deepspeed",
                 "--zero",
                 "2",
                 "--micro-batch",
@@ -1064,8 +1063,7 @@ fn torchtitan_and_deepspeed_carry_the_plan() {
         ]
         .concat(),
     );
-    // (A plan priced for Megatron meets DeepSpeed's own refusal first: `export` checks it as
-    // DeepSpeed would run it.)
+    // (Priced for DeepSpeed, the format's framework, the plan meets its refusal at once.)
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("cp=2: deepspeed has no context parallelism"),
