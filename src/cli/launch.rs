@@ -100,6 +100,8 @@ pub fn export(
     if plan.framework != runs {
         let as_run = Plan {
             framework: runs,
+            // Legacy Megatron's split sends are its own; the format's framework sends its way.
+            p2p_scatter_gather: false,
             ..plan.clone()
         };
         let problems = as_run.check(&r.model, &r.cluster);

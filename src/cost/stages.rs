@@ -396,8 +396,10 @@ pub fn stage_work(
 /// group (`deepspeed/runtime/pipe/engine.py`, `pipe/p2p.py` `send`/`recv` with
 /// `async_op=False`): two, and with TP > 1 the receiver gathers the TP parts into the whole
 /// boundary tensor before its pass (`PartitionedTensor.full()`, an all-gather over the TP
-/// group; see [`super::p2p_bytes`]). (The first and last stages receive or send only; they
-/// are given the middle stages' time.)
+/// group; see [`super::p2p_bytes`]). Legacy Megatron-LM's scatter/gather likewise gathers
+/// the received parts over TP before the pass (`p2p_communication.py` `_communicate`:
+/// `mpu.gather_split_1d_tensor`, [`Plan::p2p_scatter_gather`]). (The first and last stages
+/// receive or send only; they are given the middle stages' time.)
 fn p2p_pass_s(model: &ModelSpec, plan: &Plan, m: &Machine, place: &Placement) -> (f64, Source) {
     let bytes = super::p2p_bytes(model, plan);
     let (t, src) = m.collective_s(Coll::SendRecv, place.pp, bytes);
@@ -407,6 +409,11 @@ fn p2p_pass_s(model: &ModelSpec, plan: &Plan, m: &Machine, place: &Placement) ->
             2.0 * t + gather.0
         }
         Framework::DeepSpeed => 2.0 * t,
+        Framework::Megatron if plan.p2p_scatter_gather && plan.tp > 1 && !plan.sp() => {
+            t + m
+                .collective_s(Coll::AllGather, place.tp, bytes * plan.tp as f64)
+                .0
+        }
         _ => t,
     };
     (t, src)

@@ -52,6 +52,8 @@ pub struct Space {
     pub tp_overlap: TpOverlap,
     /// Weight gradients accumulated inside the GEMM (Megatron-LM's fused wgrad kernels).
     pub grad_accumulation_fusion: bool,
+    /// Pipeline sends split over the TP ranks (legacy Megatron-LM, `Plan::p2p_scatter_gather`).
+    pub p2p_scatter_gather: bool,
     /// Training framework.
     pub framework: Framework,
     /// Refine stage partitions and per-stage recomputation with ILP 2 (and admit pipeline
@@ -100,6 +102,7 @@ impl Space {
             overlap_grad_reduce: true,
             tp_overlap: TpOverlap::Backward,
             grad_accumulation_fusion: true,
+            p2p_scatter_gather: false,
             framework: Framework::Megatron,
             stage_ilp: true,
             ilp: ilp::IlpOptions::default(),
@@ -193,6 +196,7 @@ impl Space {
         self.attention = AttentionImpl::Unfused;
         self.tp_overlap = TpOverlap::None;
         self.grad_accumulation_fusion = false;
+        self.p2p_scatter_gather = true;
         self.zero = vec![0];
         self.recompute.retain(|&r| r != Recompute::Selective);
         self
@@ -331,6 +335,8 @@ fn bare(space: &Space, [dp, tp, pp, cp, ep, vpp, mbs]: [u64; 7]) -> Plan {
         attention: space.attention,
         tp_overlap: space.tp_overlap,
         grad_accumulation_fusion: space.grad_accumulation_fusion,
+        // Set where it changes the sends (the 2021 code has no sequence parallelism).
+        p2p_scatter_gather: space.p2p_scatter_gather && tp > 1 && pp > 1,
         framework: space.framework,
         ..Plan::new(dp, tp, pp, mbs, space.global_batch, space.seq_len)
     }

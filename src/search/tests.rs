@@ -170,3 +170,16 @@ fn headroom_keeps_memory_free_and_costs_speed_only_when_it_binds() {
     // Leaving memory unused can only slow the best plan (it is a subset of the plans).
     assert!(safe.top[0].step_time_s >= tight.top[0].step_time_s);
 }
+
+/// Megatron-LM 2021 splits pipeline sends over the TP ranks by default: its search space
+/// prices plans so (where it changes the sends), and exports them without
+/// `--no-scatter-gather-tensors-in-pipeline`; Megatron-Core's sends whole tensors.
+#[test]
+fn megatron_2021_space_splits_pipeline_sends() {
+    let legacy = Space::new(64, 2048).for_megatron_2021();
+    assert!(bare(&legacy, [2, 2, 2, 1, 1, 1, 1]).p2p_scatter_gather);
+    assert!(!bare(&legacy, [4, 2, 1, 1, 1, 1, 1]).p2p_scatter_gather);
+    assert!(!bare(&legacy, [4, 1, 2, 1, 1, 1, 1]).p2p_scatter_gather);
+    let core = Space::new(64, 2048).for_framework(Framework::Megatron);
+    assert!(!bare(&core, [2, 2, 2, 1, 1, 1, 1]).p2p_scatter_gather);
+}

@@ -141,9 +141,9 @@ impl Framework {
     /// optimizer state (`fully_shard`, ZeRO-3), keeps them gathered after the forward
     /// (`reshard_after_forward=False`, ZeRO-2) or replicates (DDP); Composer's FSDP likewise
     /// (`FULL_SHARD`, `SHARD_GRAD_OP`, `NO_SHARD`). Neither shards optimizer state alone
-    /// (ZeRO-1). Megatron-LM shards the optimizer state (`--use-distributed-optimizer`,
-    /// ZeRO-1) or everything (`--use-torch-fsdp2`, ZeRO-3), nothing in between. DeepSpeed:
-    /// ZeRO 1–3.
+    /// (ZeRO-1). Megatron-LM as priced: the distributed optimizer (`--use-distributed-optimizer`,
+    /// ZeRO-1) or FSDP2 (`--use-torch-fsdp2`, ZeRO-3); Megatron-FSDP's `optim_grads` sharding
+    /// (ZeRO-2) is not priced (its flags are refused as not modelled). DeepSpeed: ZeRO 1–3.
     pub fn zero_stages(self) -> &'static [u8] {
         match self {
             Framework::Torchtitan | Framework::LlmFoundry => &[0, 2, 3],
@@ -159,8 +159,8 @@ impl Framework {
                 "its FSDP has no optimizer-only sharding"
             }
             Framework::Megatron => {
-                "the distributed optimizer shards optimizer state, FSDP2 everything; nothing \
-                 shards gradients alone"
+                "planner prices its distributed optimizer, ZeRO-1, and FSDP2, ZeRO-3; Megatron-FSDP's \
+                 optim_grads sharding is not priced"
             }
             Framework::DeepSpeed => "",
         }

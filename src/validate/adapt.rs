@@ -440,6 +440,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         1
     });
     if let (Some(ga), Some(b)) = (run.batch.grad_accum, run.batch.micro_batch)
+        && !searched.contains(&"dp")
         && ga * b * dp != run.batch.global_batch
     {
         return Err(format!(
@@ -480,6 +481,12 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
             .filter(|z| *z <= 3)
             .ok_or_else(|| format!("parallel.zero_stage = {z}: ZeRO stages are 0 to 3"))?,
         Some(ZeroField::Text(t)) if t.to_ascii_lowercase().contains("full") => 3,
+        Some(ZeroField::Text(t)) => {
+            return Err(format!(
+                "parallel.zero_stage = {t}: write the stage as a number 0 to 3 (text is read \
+                 only as FSDP full sharding, ZeRO-3)"
+            ));
+        }
         _ => match p.distributed_optimizer {
             Some(d) => u8::from(d),
             None if fw == Stack::MegatronCore => 1, // --use-distributed-optimizer in the README
@@ -587,7 +594,9 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         // came later.
         grad_accumulation_fusion: fw != Stack::Megatron2021,
         // The scatter/gather of pipeline sends, on by default before Megatron-Core.
-        p2p_scatter_gather: matches!(fw, Stack::Megatron2021 | Stack::Megatron2022),
+        p2p_scatter_gather: matches!(fw, Stack::Megatron2021 | Stack::Megatron2022)
+            && tp > 1
+            && pp > 1,
         // Composer's FSDP `mixed_precision: PURE` reduces gradients in the training precision;
         // its DEFAULT (every other llm-foundry row) in fp32, the framework's default.
         grad_reduce_dtype: (p.fsdp_mixed_precision.as_deref() == Some("PURE")).then_some(dtype),

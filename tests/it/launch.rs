@@ -104,8 +104,9 @@ fn sc21_rows() -> Vec<Row> {
                 grad_accumulation_fusion: false,
                 grad_reduce_dtype: None,
                 fp8_param_gather: false,
-                // The 2021 code scatters pipeline sends over the TP ranks by default.
-                p2p_scatter_gather: true,
+                // The 2021 code scatters pipeline sends over the TP ranks by default (set
+                // where it changes them).
+                p2p_scatter_gather: n("tp") > 1 && n("pp") > 1,
             };
             Row {
                 id: r["id"].as_str().unwrap().to_string(),
@@ -2129,4 +2130,40 @@ fn fp8_param_gather_refusals_in_megatron_arguments_name_megatron_arguments() {
     let ok = "--micro-batch-size 1 --bf16 --fp8-format hybrid --fp8-param-gather \
               --use-distributed-optimizer";
     assert!(from_megatron(ok, &m, 8).unwrap().plan.fp8_param_gather);
+}
+
+/// A Megatron-LM 2021 plan (scatter/gather pipeline sends, legacy Megatron's own) exports
+/// to DeepSpeed, which sends its own way: the knob had made the format's framework refuse it.
+#[test]
+fn a_legacy_megatron_plan_exports_to_deepspeed() {
+    let target = ["--model", "gpt-1.7b", "--cluster", "a100x8"];
+    let plan = [
+        "--tp",
+        "2",
+        "--pp",
+        "2",
+        "--micro-batch",
+        "1",
+        "--global-batch",
+        "64",
+        "--dtype",
+        "fp16",
+        "--p2p-scatter-gather",
+    ];
+    let o = planner(&[&["export"][..], &target, &plan, &["--format", "deepspeed"]].concat());
+    // Priced for DeepSpeed (the format's framework), the Megatron-only knob is refused…
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("p2p_scatter_gather"), "{}", stderr(&o));
+    // …but priced for Megatron, it is written, with DeepSpeed's own sends.
+    let o = planner(
+        &[
+            &["export"][..],
+            &target,
+            &plan,
+            &["--framework", "megatron", "--format", "deepspeed"],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"train_micro_batch_size_per_gpu\": 1"));
 }

@@ -1070,14 +1070,36 @@ fn runs_file_keys_are_known_or_refused() {
         row("hybrid", "fsdp_sharding: HYBRID_SHARD", "global_batch: 64"),
         // 3 micro-batches of 1 on each of 2 data-parallel ranks are 6 sequences, not 64.
         row("accum", "schedule: 1F1B", "global_batch: 64, grad_accum: 3"),
+        // Megatron-Core rows default to the distributed optimizer unless the file says not.
+        row(
+            "plain-adam",
+            "distributed_optimizer: false",
+            "global_batch: 64",
+        ),
+        row("zero-text", "zero_stage: SHARD_GRAD_OP", "global_batch: 64"),
     ]
     .concat();
     let report = validate_runs_json("known-keys", &yaml);
     assert_eq!(skipped_reason(&report, "sound"), None);
+    let plan = |id: &str| {
+        let rows = report["rows"].as_array().unwrap();
+        let r = rows.iter().find(|r| r["id"] == id).unwrap();
+        r["plan"].as_str().unwrap().to_string()
+    };
+    assert!(plan("sound").contains(" zero1"), "{}", plan("sound"));
+    assert!(
+        plan("plain-adam").contains(" zero0"),
+        "{}",
+        plan("plain-adam")
+    );
     for (id, needle) in [
         ("offload", "activation_cpu_offload = true"),
         ("hybrid", "fsdp_sharding = HYBRID_SHARD"),
         ("accum", "global batch of 6, not batch.global_batch = 64"),
+        (
+            "zero-text",
+            "zero_stage = SHARD_GRAD_OP: write the stage as a number",
+        ),
     ] {
         let why = skipped_reason(&report, id).unwrap_or_else(|| panic!("{id} was predicted"));
         assert!(why.contains(needle), "{id}: `{needle}` not in `{why}`");

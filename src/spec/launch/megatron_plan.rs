@@ -185,8 +185,11 @@ fn plan(
         grad_reduce_dtype: grad_reduce(a),
         // Checked against the dtype and the distributed optimizer by `Plan::check`.
         fp8_param_gather: a.has("--fp8-param-gather"),
-        // Legacy Megatron-LM scatters pipeline sends over the TP ranks unless told not to.
+        // Legacy Megatron-LM scatters pipeline sends over the TP ranks unless told not to;
+        // set where it changes them (tp and pp > 1; the 2021 code has no SP).
         p2p_scatter_gather: v == MegatronVersion::V2021
+            && tp > 1
+            && pp > 1
             && !a.has("--no-scatter-gather-tensors-in-pipeline"),
     })
 }
