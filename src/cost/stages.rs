@@ -409,7 +409,7 @@ fn p2p_pass_s(model: &ModelSpec, plan: &Plan, m: &Machine, place: &Placement) ->
             2.0 * t + gather.0
         }
         Framework::DeepSpeed => 2.0 * t,
-        Framework::Megatron if plan.p2p_scatter_gather && plan.tp > 1 && !plan.sp() => {
+        Framework::Megatron if plan.scatters_p2p() => {
             t + m
                 .collective_s(Coll::AllGather, place.tp, bytes * plan.tp as f64)
                 .0

@@ -54,7 +54,7 @@ pub fn executable_plan(plan: &Plan) -> Result<(Plan, Vec<String>), ExecError> {
         );
         p.overlap_grad_reduce = false;
     }
-    if p.p2p_scatter_gather && p.tp > 1 && p.pp > 1 && !p.sp() {
+    if p.scatters_p2p() {
         notes.push(
             "legacy Megatron's pipeline transfers are priced with the TP all-gather of the \
              received parts but run here as one send and one receive per pass"

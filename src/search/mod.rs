@@ -85,8 +85,9 @@ pub struct Space {
 pub const MEMORY_HEADROOM: f64 = 0.06;
 
 impl Space {
-    /// The default space for a model: every recompute mode and ZeRO stage, micro-batches up to
-    /// 64, interleaving up to 8 chunks, CP up to 16 when sequences are long.
+    /// The default space for a model, priced for Megatron: every recompute mode, the ZeRO
+    /// stages Megatron runs, micro-batches up to 64, interleaving up to 8 chunks, CP up to 16
+    /// when sequences are long.
     pub fn new(global_batch: u64, seq_len: u64) -> Space {
         Space {
             global_batch,

@@ -329,6 +329,19 @@ impl Plan {
         }
     }
 
+    /// Whether splitting pipeline sends over the TP ranks would change them: tp and pp > 1,
+    /// and no sequence parallelism (which splits them already).
+    pub fn p2p_split_matters(&self) -> bool {
+        self.tp > 1 && self.pp > 1 && !self.sp()
+    }
+
+    /// Whether legacy Megatron's scatter/gather is in effect ([`Plan::p2p_scatter_gather`]
+    /// where [`Plan::p2p_split_matters`]): each rank sends 1/tp and the receiver all-gathers
+    /// the parts over TP.
+    pub fn scatters_p2p(&self) -> bool {
+        self.p2p_scatter_gather && self.p2p_split_matters()
+    }
+
     /// Whether the plan keeps Transformer Engine's FP8 copy of each linear weight beside the
     /// 16-bit one (`cost::memory::fp8_weight_cache_bytes`): FP8 Megatron plans whose weights
     /// stay whole on the rank (ZeRO < 3) and are not FP8 themselves.

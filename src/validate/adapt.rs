@@ -494,11 +494,9 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         },
     };
     if p.activation_cpu_offload == Some(true) {
-        return Err(
-            "parallel.activation_cpu_offload = true: offloading activations to host \
-                    memory is not priced"
-                .into(),
-        );
+        let why = "parallel.activation_cpu_offload = true: activations offloaded to host memory \
+                   are not priced";
+        return Err(why.into());
     }
     if let Some(s) = p.fsdp_sharding.as_deref()
         && !s.eq_ignore_ascii_case("full_shard")

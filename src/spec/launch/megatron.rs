@@ -148,7 +148,7 @@ fn parallel(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Me
     }
     // Pipeline sends split over the TP ranks (where SP has not split them already): legacy
     // Megatron-LM's default, which Megatron-Core dropped (`cost::p2p_bytes`).
-    if plan.tp > 1 && plan.pp > 1 && !plan.sp() {
+    if plan.p2p_split_matters() {
         match (plan.p2p_scatter_gather, core) {
             (false, false) => flag(a, "--no-scatter-gather-tensors-in-pipeline"),
             (true, true) => c.refuse(
