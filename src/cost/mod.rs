@@ -264,10 +264,32 @@ pub fn grad_accumulate_bytes(plan: &Plan) -> f64 {
     }
 }
 
-/// Seconds of the [`grad_accumulate_bytes`] pass over `params` local parameters, once per
-/// micro-batch (0 where the framework has no separate pass).
-pub fn grad_accumulate_s(plan: &Plan, m: &Machine, params: f64) -> f64 {
-    let bytes = params * grad_accumulate_bytes(plan);
+/// Bytes per local parameter of the memory passes `plan`'s framework runs over the gradients
+/// after *every* micro-batch's backward: the accumulation into fp32 ([`grad_accumulate_bytes`]);
+/// FSDP's preparation of the reduce-scatter input ([`grad_reduce_copy_bytes`]) where it
+/// reduces every micro-batch; and where FSDP holds whole gradients over the step (under
+/// pipelining, [`dp::DpSchedule::holds_whole`]), FSDP2's accumulation in the reduction dtype
+/// (`FSDPParam.to_accumulated_grad_if_needed` casts the first micro-batch's gradient,
+/// `accumulate_unsharded_grad_if_needed` adds the later ones: the 16-bit gradient and the
+/// accumulator read, the accumulator written).
+pub fn grad_micro_bytes(plan: &Plan) -> f64 {
+    let dp = dp::schedule(plan);
+    let (e, r) = (plan.dtype.bytes(), plan.grad_reduce_bytes());
+    let fsdp = if dp.reduce_per_micro {
+        grad_reduce_copy_bytes(plan)
+    } else if dp.holds_whole {
+        // Reduced in the training dtype, autograd adds into `.grad` in place: 3 × e.
+        if r != e { e + 2.0 * r } else { 3.0 * e }
+    } else {
+        0.0
+    };
+    grad_accumulate_bytes(plan) + fsdp
+}
+
+/// Seconds of the [`grad_micro_bytes`] passes over `params` local parameters, once per
+/// micro-batch (0 where the framework runs none).
+pub fn grad_passes_s(plan: &Plan, m: &Machine, params: f64) -> f64 {
+    let bytes = params * grad_micro_bytes(plan);
     if bytes > 0.0 {
         m.memory_s(bytes, crate::graph::MemClass::Elementwise).0
     } else {
@@ -275,17 +297,82 @@ pub fn grad_accumulate_s(plan: &Plan, m: &Machine, params: f64) -> f64 {
     }
 }
 
-/// Bytes one parameter's Adam step reads and writes: fp32 gradient (4) for the norm and
-/// again for the update, master weight, first and second moment read and written (24), and
-/// the 16-bit copy written (2) — Apex/Megatron fused multi-tensor Adam, memory-bound.
-pub fn optimizer_bytes_per_param(dtype: Dtype) -> f64 {
-    4.0 + 4.0
-        + 24.0
-        + if matches!(dtype, Dtype::Fp32 | Dtype::Tf32) {
-            0.0
-        } else {
-            2.0
+/// Bytes per stage parameter of the memory passes once per step, before the optimizer: FSDP
+/// under pipelining copies the whole accumulated gradients into the reduce-scatter input
+/// (FSDP2 `foreach_reduce_scatter_copy_in`: read and written in the reduction dtype).
+pub fn grad_step_bytes(plan: &Plan) -> f64 {
+    if dp::schedule(plan).holds_whole {
+        2.0 * plan.grad_reduce_bytes()
+    } else {
+        0.0
+    }
+}
+
+/// Bytes the step's memory passes move on a rank that holds `whole` parameters of its stage
+/// and updates `local` of them (its optimizer shard): [`grad_step_bytes`] over the whole,
+/// [`optimizer_bytes_per_param`] over the shard. What the cost model prices as the optimizer
+/// step and what `exec::lower` runs for it.
+pub fn step_memory_bytes(plan: &Plan, local: f64, whole: f64) -> f64 {
+    local * optimizer_bytes_per_param(plan) + whole * grad_step_bytes(plan)
+}
+
+/// Bytes one local parameter's optimizer step reads and writes, as `plan`'s framework runs
+/// Adam (memory-bound; fp32 gradient, master weight and moments):
+/// - Megatron-LM and DeepSpeed: fused multi-tensor Adam (Apex/TE `FusedAdam`, DeepSpeed
+///   `FusedAdam`): the gradient read for the norm and again for the update (4 + 4), master
+///   weight and both moments read and written (24), and the 16-bit copy written (2; none when
+///   training in fp32) — 34.
+/// - torchtitan: `torch.optim.AdamW(foreach=True)` (torchtitan `build_optimizers`:
+///   `"foreach": not fused`, `optimizer.fused` off by default; weight decay 0.1), whose
+///   `_multi_tensor_adamw` runs one pass per operation: `_foreach_mul_(params)` (8),
+///   `_foreach_lerp_(exp_avgs, grads)` (12), `_foreach_mul_(exp_avg_sqs)` (8),
+///   `_foreach_addcmul_(exp_avg_sqs, grads, grads)` (12: the same gradient twice), `_foreach_sqrt`
+///   into a new list, `_foreach_div_` and `_foreach_add_(eps)` on it (8 each) and
+///   `_foreach_addcdiv_(params, exp_avgs, denom)` (16) — 80; plus `clip_grad_norm_(foreach=True)`
+///   reading the gradients for the norm (4) and scaling them in place (8) — 92. The sharded
+///   parameters are the fp32 master copy (FSDP2 casts them to 16 bits when it gathers them).
+/// - llm-foundry: Composer's `DecoupledAdamW` (mosaicml/composer
+///   `composer/optim/decoupled_weight_decay.py` `adamw`) loops over the parameters with the
+///   same eager passes, `exp_avg.mul_(β1).add_(grad)` (8 + 12) in place of the lerp, and
+///   skips the decay at the MPT recipes' `weight_decay: 0.0` — 80; with their
+///   `gradient_clipping: norm` (llm-foundry `scripts/train/yamls/pretrain/mpt-*.yaml`) through
+///   FSDP's `clip_grad_norm_` (4 + 8) — 92.
+pub fn optimizer_bytes_per_param(plan: &Plan) -> f64 {
+    match plan.framework {
+        Framework::Torchtitan | Framework::LlmFoundry => 92.0,
+        Framework::Megatron | Framework::DeepSpeed => {
+            4.0 + 4.0
+                + 24.0
+                + if matches!(plan.dtype, Dtype::Fp32 | Dtype::Tf32) {
+                    0.0
+                } else {
+                    2.0
+                }
         }
+    }
+}
+
+/// Bytes per unsharded parameter that an FSDP reduce-scatter of the gradients moves before
+/// the collective, preparing its input:
+/// - FSDP2 (torchtitan; Megatron-LM's ZeRO-3, `--use-torch-fsdp2`): `foreach_reduce` copies
+///   every gradient into one flat reduce-scatter input in the reduction dtype
+///   (`foreach_reduce_scatter_copy_in`), reading the training dtype and writing the
+///   reduction's (2 + 4 for bf16 reduced in fp32).
+/// - llm-foundry (FSDP1): the gradient already lies in the flat parameter's buffer; where the
+///   reduction dtype differs from the training one (Composer's `mixed_precision: DEFAULT`
+///   reduces in fp32) `_post_backward_hook` casts the whole flat gradient to it
+///   (`flat_param.grad.to(handle._reduce_dtype)`, torch `distributed/fsdp/_runtime_utils.py`).
+/// - 0 for DeepSpeed (it reduces its gradient buckets in place) and where the plan does not
+///   shard gradients (ZeRO-0/1: Megatron's distributed optimizer reduces its fp32 `main_grad`
+///   buffer in place).
+pub fn grad_reduce_copy_bytes(plan: &Plan) -> f64 {
+    let (e, r) = (plan.dtype.bytes(), plan.grad_reduce_bytes());
+    match plan.framework {
+        _ if plan.zero < 2 => 0.0,
+        Framework::Torchtitan | Framework::Megatron => e + r,
+        Framework::LlmFoundry if r != e => e + r,
+        _ => 0.0,
+    }
 }
 
 /// Prices a plan from already priced graphs (the search's memoised path): the per-stage

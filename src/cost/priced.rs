@@ -336,10 +336,11 @@ pub fn op_times(
                 let (f, b, _) = op_cost(op, m, plan.dtype, &place);
                 (name, op.name, f.total(), b.total())
             });
-            // The framework's gradient-accumulation pass over the graph's weights, once per
-            // micro-batch after its backward (what `stage_work` adds per chunk).
-            let t = super::grad_accumulate_s(plan, m, graph.params());
-            ops.chain((t > 0.0).then_some((name, "grad_accumulation", 0.0, t)))
+            // The framework's passes over the graph's gradients (accumulation, FSDP's
+            // reduce-scatter input), once per micro-batch after its backward (what
+            // `stage_work` adds per chunk).
+            let t = super::grad_passes_s(plan, m, graph.params());
+            ops.chain((t > 0.0).then_some((name, "grad_passes", 0.0, t)))
         })
         .collect()
 }

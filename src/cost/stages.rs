@@ -6,8 +6,8 @@ use super::dp::StepReduce;
 use super::memory::{self, MemoryBytes, StageLayout};
 use super::step::overlap_exposed_s;
 use super::{
-    GroupShape, Machine, PassCost, Placement, PricedGraphs, Provenance, grad_accumulate_s,
-    optimizer_bytes_per_param,
+    GroupShape, Machine, PassCost, Placement, PricedGraphs, Provenance, grad_passes_s,
+    step_memory_bytes,
 };
 use crate::calib::Source;
 use crate::graph::{Coll, MemClass, Shard};
@@ -167,8 +167,8 @@ impl Ctx<'_> {
         let (model, plan) = (self.model, self.plan);
         let (d, x) = chunk_params(model, plan, self.pg, st, c);
         let mut w = chunk_costs(model, plan, self.pg, &Shard::of(plan), st, c);
-        // The chunk's gradients accumulated after each micro-batch's backward.
-        w.bwd.compute_s += grad_accumulate_s(plan, self.m, d + x);
+        // The framework's passes over the chunk's gradients after each micro-batch's backward.
+        w.bwd.compute_s += grad_passes_s(plan, self.m, d + x);
         w.overlap_interference = self.m.cluster.gpu.efficiency.overlap_interference;
         // Dense parameters shard over the data-parallel group, experts over theirs.
         let nm = plan.n_micro() as f64;
@@ -223,7 +223,7 @@ impl Ctx<'_> {
             optimizer_s: self
                 .m
                 .memory_s(
-                    local * optimizer_bytes_per_param(plan.dtype),
+                    step_memory_bytes(plan, local, dense + experts),
                     MemClass::Elementwise,
                 )
                 .0,

@@ -12,8 +12,7 @@ use crate::cost::memory::{
 };
 use crate::cost::stages::{chunk_layers, chunk_params};
 use crate::cost::{
-    Machine, Placement, PricedGraphs, StageLayout, optimizer_bytes_per_param, p2p_bytes,
-    stage_layouts,
+    Machine, Placement, PricedGraphs, StageLayout, p2p_bytes, stage_layouts, step_memory_bytes,
 };
 use crate::graph::{Coll, Group, Kernel, Op as GraphOp, OpGraph, Shard};
 
@@ -474,7 +473,7 @@ impl Ctx<'_> {
         let n_ep = plan.expert_dp();
         let shard = |n: u64| if plan.zero >= 1 { n as f64 } else { 1.0 };
         let local = dense / shard(n_dp) + experts / shard(n_ep);
-        let bytes = local * optimizer_bytes_per_param(plan.dtype);
+        let bytes = step_memory_bytes(plan, local, dense + experts);
         let t = self
             .m
             .memory_s(bytes, crate::graph::MemClass::Elementwise)
