@@ -45,7 +45,7 @@ pub struct Target {
     #[serde(flatten)]
     pub src: Sources,
     /// Use only the first N GPUs of the cluster (part of a node, or whole nodes).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = size::<u64>)]
     pub gpus: Option<u64>,
 }
 
@@ -168,36 +168,41 @@ pub struct PlanArgs {
     )]
     pub megatron_args: Option<String>,
     /// Tensor-parallel size.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = size::<u64>)]
     pub tp: u64,
     /// Pipeline-parallel size.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = size::<u64>)]
     pub pp: u64,
     /// Data-parallel size (default: GPUs / (tp·pp·cp)).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = size::<u64>)]
     pub dp: Option<u64>,
     /// Context-parallel size.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = size::<u64>)]
     pub cp: u64,
     /// Expert-parallel size.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = size::<u64>)]
     pub ep: u64,
     /// Expert tensor-parallel size, 1 or tp (default: tp, as Megatron-LM): with 1 each rank
     /// computes whole experts, its expert-parallel ranks taken from the TP ranks too.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = size::<u64>)]
     pub etp: Option<u64>,
     /// Virtual pipeline stages per rank (interleaved 1F1B when > 1).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = size::<u64>)]
     pub vpp: u64,
     /// Micro-batch size in sequences.
-    #[arg(long = "micro-batch", default_value_t = 1)]
+    #[arg(
+        long = "micro-batch",
+        default_value_t = 1,
+        allow_negative_numbers = true,
+        value_parser = size::<u64>,
+    )]
     pub micro_batch: u64,
     /// Global batch in sequences (default: 4 M tokens rounded up to a multiple of dp ×
     /// micro-batch, so it changes with --micro-batch; give it to compare plans).
-    #[arg(long = "global-batch")]
+    #[arg(long = "global-batch", allow_negative_numbers = true, value_parser = size::<u64>)]
     pub global_batch: Option<u64>,
     /// Sequence length (default: the model's).
-    #[arg(long = "seq-len")]
+    #[arg(long = "seq-len", allow_negative_numbers = true, value_parser = size::<u64>)]
     pub seq_len: Option<u64>,
     /// Activation recomputation.
     #[arg(long, value_enum, default_value_t = RecomputeArg::None)]
@@ -211,7 +216,12 @@ pub struct PlanArgs {
     #[arg(long = "sequence-parallel")]
     pub sequence_parallel: bool,
     /// ZeRO stage (1 = distributed optimizer).
-    #[arg(long, default_value_t = 0)]
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_parser = zero_stage,
+    )]
     pub zero: u8,
     /// Overlap the DP gradient reduction with backward.
     #[arg(long = "overlap-grad-reduce")]
@@ -249,11 +259,16 @@ pub struct PlanArgs {
     #[arg(long = "tp-overlap", value_enum, default_value_t = TpOverlapArg::Backward)]
     pub tp_overlap: TpOverlapArg,
     /// With --recompute full: layers per stage that recompute (the rest keep activations).
-    #[arg(long = "recompute-num-layers", conflicts_with = "recompute_layers")]
+    #[arg(
+        long = "recompute-num-layers",
+        conflicts_with = "recompute_layers",
+        allow_negative_numbers = true,
+        value_parser = count::<u64>,
+    )]
     pub recompute_num_layers: Option<u64>,
     /// With --recompute full: recomputed layers of each stage, comma-separated, runs as N×k
     /// (as a plan label's `rc_layers=` prints them).
-    #[arg(long = "recompute-layers", value_parser = counts)]
+    #[arg(long = "recompute-layers", value_parser = counts, allow_negative_numbers = true)]
     pub recompute_layers: Option<Counts>,
     /// Training framework: kernels, loss and optimizer-state layout (default: megatron; under
     /// `export`, the framework its --format runs).
@@ -261,8 +276,43 @@ pub struct PlanArgs {
     pub framework: Option<FrameworkArg>,
     /// Transformer layers per pipeline stage, comma-separated, runs as N×k (as a plan label's
     /// `layers=` prints them; default: even split).
-    #[arg(long = "stage-layers", value_parser = counts)]
+    #[arg(long = "stage-layers", value_parser = counts, allow_negative_numbers = true)]
     pub stage_layers: Option<Counts>,
+}
+
+/// A whole-number flag that takes 1 and up (sizes, batches, step and device counts). Such
+/// flags also set `allow_negative_numbers`, so that `--tp -2` reaches this parser (clap had
+/// read `-2` as an unknown argument) and clap's error names the flag with this reason
+/// (`allow_hyphen_values` would also do that, but would read the next flag as the value of
+/// one given without it: `--tp --pp 2`). 0 passes here and is refused where the flag is
+/// checked ("--tp 0: must be at least 1").
+pub(crate) fn size<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    whole(text, "at least 1")
+}
+
+/// A whole-number flag that takes 0 and up (`--warmup`, `--recompute-num-layers`), as
+/// [`size`].
+pub(crate) fn count<T: TryFrom<u64>>(text: &str) -> Result<T, String> {
+    whole(text, "0 or more")
+}
+
+/// `--zero`: a ZeRO stage, 0 to 3 (a negative one reaches here, as in [`size`]).
+fn zero_stage(text: &str) -> Result<u8, String> {
+    match text.parse::<u8>() {
+        Ok(z) if z <= 3 => Ok(z),
+        _ => Err("expected a ZeRO stage: 0, 1, 2 or 3 (1 = distributed optimizer)".into()),
+    }
+}
+
+fn whole<T: TryFrom<u64>>(text: &str, takes: &str) -> Result<T, String> {
+    match text.parse::<u64>() {
+        Ok(v) => T::try_from(v)
+            .map_err(|_| format!("too large for this flag; give a whole number, {takes}")),
+        Err(_) if text.parse::<i128>().is_ok() => {
+            Err(format!("a negative number; give a whole number, {takes}"))
+        }
+        Err(_) => Err(format!("expected a whole number, {takes}")),
+    }
 }
 
 /// Per-stage counts of `--stage-layers` and `--recompute-layers`.
@@ -584,10 +634,10 @@ pub struct SearchArgs {
     /// Global batch in sequences (default: 4 M tokens rounded up to a multiple of the GPU
     /// count; for `report`, one batch for every count, a multiple of all of them where that
     /// at most doubles it, else of the largest).
-    #[arg(long = "global-batch")]
+    #[arg(long = "global-batch", allow_negative_numbers = true, value_parser = size::<u64>)]
     pub global_batch: Option<u64>,
     /// Sequence length (default: the model's).
-    #[arg(long = "seq-len")]
+    #[arg(long = "seq-len", allow_negative_numbers = true, value_parser = size::<u64>)]
     pub seq_len: Option<u64>,
     /// GEMM data type.
     #[arg(long, value_enum, default_value_t = DtypeArg::Bf16)]

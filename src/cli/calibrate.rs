@@ -78,13 +78,13 @@ pub struct ProbeArgs {
     #[arg(long, required = true)]
     pub out: Option<PathBuf>,
     /// Devices to probe (default: every local GPU; cpu: the cluster's GPUs per node, ≤ 8).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::args::size::<u64>)]
     pub devices: Option<u64>,
     /// Largest collective message, bytes (default: 1 GiB on cuda, 64 MiB on cpu).
-    #[arg(long = "max-bytes")]
+    #[arg(long = "max-bytes", allow_negative_numbers = true)]
     pub max_bytes: Option<f64>,
     /// Largest micro-batch whose GEMM shapes are probed (default: 8 on cuda, 2 on cpu).
-    #[arg(long = "max-mbs")]
+    #[arg(long = "max-mbs", allow_negative_numbers = true, value_parser = super::args::size::<u64>)]
     pub max_mbs: Option<u64>,
 }
 
@@ -97,7 +97,7 @@ pub enum CalibrateCmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Ranks of every file (default: from `# Rank` lines or a name like `8gpu`).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = super::args::size::<u64>)]
         ranks: Option<u64>,
         /// Inside one node or across nodes (default: inter when several hosts are named).
         #[arg(long, value_enum)]

@@ -85,7 +85,12 @@ pub enum Command {
         #[command(flatten)]
         search: args::SearchArgs,
         /// How many plans to print.
-        #[arg(long, default_value_t = 10)]
+        #[arg(
+            long,
+            default_value_t = 10,
+            allow_negative_numbers = true,
+            value_parser = args::size::<usize>,
+        )]
         top: usize,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -102,7 +107,12 @@ pub enum Command {
         #[arg(long)]
         explain: bool,
         /// Run the top K plans on --backend and re-rank them by measured step time.
-        #[arg(long, value_name = "K")]
+        #[arg(
+            long,
+            value_name = "K",
+            allow_negative_numbers = true,
+            value_parser = args::size::<usize>,
+        )]
         verify: Option<usize>,
         /// How to run them (with --verify).
         #[command(flatten)]
@@ -159,7 +169,12 @@ pub enum Command {
         /// Benchmark to run (default: all).
         name: Option<String>,
         /// Timed runs per benchmark.
-        #[arg(long, default_value_t = 20)]
+        #[arg(
+            long,
+            default_value_t = 20,
+            allow_negative_numbers = true,
+            value_parser = args::size::<u32>,
+        )]
         iters: u32,
     },
     /// Write a plan as a Megatron-LM, torchtitan or DeepSpeed launch configuration.
@@ -185,7 +200,7 @@ pub enum Command {
         #[arg(long)]
         name: Option<String>,
         /// Training sequence length of a rotary model (default: max_position_embeddings).
-        #[arg(long = "seq-len")]
+        #[arg(long = "seq-len", allow_negative_numbers = true, value_parser = args::size::<u64>)]
         seq_len: Option<u64>,
         /// Write the YAML here instead of stdout.
         #[arg(long)]

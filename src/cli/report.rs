@@ -23,23 +23,28 @@ pub struct ReportArgs {
     pub src: Sources,
     /// GPU counts, comma-separated; `a,b,...,z` continues a doubling (or evenly spaced) run
     /// to z, e.g. `8,16,...,4096` (default: 1, 2, 4, … up to the whole cluster).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub gpus: Option<String>,
     /// Training tokens, e.g. 300e9.
-    #[arg(long, default_value_t = 300e9)]
+    #[arg(long, default_value_t = 300e9, allow_negative_numbers = true)]
     pub tokens: f64,
     /// Price of one GPU-hour in dollars (adds cost to the time-to-train table and chart).
-    #[arg(long = "gpu-hour-price")]
+    #[arg(long = "gpu-hour-price", allow_negative_numbers = true)]
     pub gpu_hour_price: Option<f64>,
     /// Batch (the same at every count; default 4 M tokens), sequence length, data type,
     /// memory headroom.
     #[command(flatten)]
     pub search: SearchArgs,
     /// The knee is the largest count up to which every step keeps this marginal efficiency.
-    #[arg(long = "knee-efficiency", default_value_t = DEFAULT_KNEE)]
+    #[arg(long = "knee-efficiency", default_value_t = DEFAULT_KNEE, allow_negative_numbers = true)]
     pub knee_efficiency: f64,
     /// Plans at the knee to break down.
-    #[arg(long, default_value_t = DEFAULT_TOP)]
+    #[arg(
+        long,
+        default_value_t = DEFAULT_TOP,
+        allow_negative_numbers = true,
+        value_parser = super::args::size::<usize>,
+    )]
     pub top: usize,
     /// A claimed speedup to check, `GPUS=SPEEDUP` (repeatable), e.g. `--claim 4=3`.
     #[arg(long, value_name = "GPUS=SPEEDUP")]

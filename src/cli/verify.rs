@@ -32,19 +32,37 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
     /// Timed steps (the median is reported).
-    #[arg(long, default_value_t = RunArgs::STEPS)]
+    #[arg(
+        long,
+        default_value_t = RunArgs::STEPS,
+        allow_negative_numbers = true,
+        value_parser = super::args::size::<u32>,
+    )]
     pub steps: u32,
     /// Untimed steps first.
-    #[arg(long, default_value_t = RunArgs::WARMUP)]
+    #[arg(
+        long,
+        default_value_t = RunArgs::WARMUP,
+        allow_negative_numbers = true,
+        value_parser = super::args::count::<u32>,
+    )]
     pub warmup: u32,
     /// Store the measured GEMM and collective times in the calibration profile.
     #[arg(long = "write-back")]
     pub write_back: bool,
     /// cpu backend: memory all ranks may allocate together, GiB.
-    #[arg(long = "cpu-memory-gib", default_value_t = RunArgs::CPU_MEMORY_GIB)]
+    #[arg(
+        long = "cpu-memory-gib",
+        default_value_t = RunArgs::CPU_MEMORY_GIB,
+        allow_negative_numbers = true,
+    )]
     pub cpu_memory_gib: f64,
     /// cpu backend: refuse runs predicted to take longer, seconds.
-    #[arg(long = "time-limit-s", default_value_t = RunArgs::TIME_LIMIT_S)]
+    #[arg(
+        long = "time-limit-s",
+        default_value_t = RunArgs::TIME_LIMIT_S,
+        allow_negative_numbers = true,
+    )]
     pub time_limit_s: f64,
 }
 

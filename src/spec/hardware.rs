@@ -241,6 +241,9 @@ impl ClusterSpec {
         resolve_gpu: &dyn Fn(&str) -> Result<DeviceSpec, SpecError>,
     ) -> Result<ClusterSpec, SpecError> {
         let doc = parse(file, text)?;
+        if let Some(p) = device_given_as_cluster(file, &doc) {
+            return Err(SpecError::Invalid(vec![p]));
+        }
         let mut problems = Vec::new();
         let c = {
             let mut r = Reader::new(file, "", &doc, &mut problems);
@@ -253,6 +256,58 @@ impl ClusterSpec {
             _ => Err(SpecError::Invalid(problems)),
         }
     }
+}
+
+/// The one problem of a device (GPU) file given where a cluster is read: a document with a
+/// device's keys and none of a cluster's, which would otherwise list every cluster field as
+/// missing and every device field as unknown. It says how a cluster names the device: by
+/// preset name where the file is that preset, else by the file's path.
+fn device_given_as_cluster(file: &str, doc: &serde_json::Value) -> Option<Problem> {
+    use super::presets::{CLUSTERS, DEVICES, find};
+    const CLUSTER_KEYS: [&str; 5] = ["gpu", "nodes", "gpus_per_node", "intra_node", "inter_node"];
+    const DEVICE_KEYS: [&str; 3] = ["memory_gib", "hbm_gbytes_s", "peak_tflops"];
+    let map = doc.as_object()?;
+    if CLUSTER_KEYS.iter().any(|k| map.contains_key(*k)) {
+        return None;
+    }
+    let has: Vec<&str> = DEVICE_KEYS
+        .into_iter()
+        .filter(|k| map.contains_key(*k))
+        .collect();
+    if has.is_empty() {
+        return None;
+    }
+    let name = map.get("name").and_then(|v| v.as_str());
+    let preset = name
+        .filter(|n| find(DEVICES, n).is_some_and(|t| parse(file, t).ok().as_ref() == Some(doc)));
+    let gpu = preset.unwrap_or(file);
+    let with_it: Vec<&str> = preset.map_or_else(Vec::new, |n| {
+        CLUSTERS
+            .iter()
+            .filter(|(_, t)| t.contains(&format!("\ngpu: {n}\n")))
+            .map(|(c, _)| *c)
+            .collect()
+    });
+    Some(Problem {
+        file: file.into(),
+        field: "(document)".into(),
+        message: format!(
+            "this is a GPU device file ({}), not a cluster: a cluster file names it as \
+             `gpu: {gpu}` beside `name`, `nodes`, `gpus_per_node` and `intra_node`",
+            has.join(", ")
+        ),
+        fix: if with_it.is_empty() {
+            "pass a cluster preset (`planner clusters` lists them), or a cluster file that \
+             names this device"
+                .into()
+        } else {
+            format!(
+                "pass a cluster preset with this GPU ({}; `planner clusters` lists them all), \
+                 or a cluster file that names it",
+                with_it.join(", ")
+            )
+        },
+    })
 }
 
 fn read_peaks(r: &mut Reader<'_>) -> Option<PeakTflops> {

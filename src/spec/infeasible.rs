@@ -719,11 +719,11 @@ impl fmt::Display for Infeasible {
             ),
             I::Fp8ParamGather { why } => write!(
                 f,
-                "fp8_param_gather: Megatron-LM keeps FP8 weights and gathers them in FP8 (--fp8-param-gather) only {why}"
+                "Megatron-LM keeps FP8 weights and gathers them in FP8 (--fp8-param-gather) only {why}"
             ),
             I::P2pScatterGather { framework } => write!(
                 f,
-                "p2p_scatter_gather: splitting pipeline sends over the TP ranks is Megatron-LM's option (--scatter-gather-tensors-in-pipeline), not {framework}'s; drop --p2p-scatter-gather"
+                "splitting pipeline sends over the TP ranks is Megatron-LM's option (--scatter-gather-tensors-in-pipeline), not {framework}'s; drop --p2p-scatter-gather"
             ),
             I::MoeTpNeedsSp { tp } => write!(
                 f,

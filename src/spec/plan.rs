@@ -363,7 +363,8 @@ impl Plan {
         (self.tp * self.cp * self.dp / (self.etp() * self.ep).max(1)).max(1)
     }
 
-    /// A one-line summary such as `dp=8 tp=4 pp=2 mbs=1 full zero1 sp`.
+    /// A one-line summary such as `dp=8 tp=4 pp=2 mbs=1 rc=full zero1 sp`; `p2p-sg` last where
+    /// the plan splits its pipeline sends as legacy Megatron-LM does (`p2p_scatter_gather`).
     pub fn short(&self) -> String {
         let mut s = format!("dp={} tp={} pp={}", self.dp, self.tp, self.pp);
         if self.cp > 1 {
@@ -396,6 +397,9 @@ impl Plan {
         }
         if let Some(r) = &self.recompute_layers {
             s += &format!(" rc_layers={}", fold_counts(r, ","));
+        }
+        if self.p2p_scatter_gather {
+            s += " p2p-sg";
         }
         s
     }

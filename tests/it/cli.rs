@@ -1237,3 +1237,147 @@ fn fp8_estimates_name_the_weight_copy_and_its_remedy() {
     ));
     assert!(!fp8.contains("FP8 copy"), "{fp8}");
 }
+
+/// A device file passed as `--cluster` is one problem that says what the file is and how a
+/// cluster names it (it had listed four missing cluster fields and six unknown keys).
+#[test]
+fn a_device_file_as_the_cluster_says_what_it_is() {
+    let o = planner(&[
+        "estimate",
+        "--model",
+        "gpt3-175b",
+        "--cluster",
+        "hardware/gpus/h100-sxm5-80gb.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "error: 1 problem found:\n  - hardware/gpus/h100-sxm5-80gb.yaml: `(document)`: this is \
+         a GPU device file (memory_gib, hbm_gbytes_s, peak_tflops), not a cluster: a cluster \
+         file names it as `gpu: h100-sxm5-80gb` beside `name`, `nodes`, `gpus_per_node` and \
+         `intra_node` (fix: pass a cluster preset with this GPU (h100x8, h100-x1024; `planner \
+         clusters` lists them all), or a cluster file that names it)\n"
+    );
+}
+
+/// A negative number given to a numeric flag is that flag's value, refused by what the flag
+/// takes (exit 2); clap had read `-1` as an unknown argument ("unexpected argument '-1'").
+#[test]
+fn negative_numbers_are_refused_by_the_flag_they_were_given_to() {
+    let first_line = |args: &[&str]| {
+        let o = planner(args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        err.lines().next().unwrap().to_string()
+    };
+    let est = ["estimate", "--model", "gpt3-175b", "--cluster", "a100x8"];
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--zero", "-1"],
+            "error: invalid value '-1' for '--zero <ZERO>': expected a ZeRO stage: 0, 1, 2 or 3 \
+             (1 = distributed optimizer)",
+        ),
+        (
+            &["--tp", "-2"],
+            "error: invalid value '-2' for '--tp <TP>': a negative number; give a whole number, \
+             at least 1",
+        ),
+        (
+            &["--micro-batch", "1.5"],
+            "error: invalid value '1.5' for '--micro-batch <MICRO_BATCH>': expected a whole \
+             number, at least 1",
+        ),
+        (
+            &["--recompute", "full", "--recompute-num-layers", "-3"],
+            "error: invalid value '-3' for '--recompute-num-layers <RECOMPUTE_NUM_LAYERS>': a \
+             negative number; give a whole number, 0 or more",
+        ),
+        (
+            &["--stage-layers", "-1"],
+            "error: invalid value '-1' for '--stage-layers <STAGE_LAYERS>': `-1` is not a count \
+             or a run N×k (e.g. 5,3×6,1)",
+        ),
+        (
+            &["--gpus", "-8"],
+            "error: invalid value '-8' for '--gpus <GPUS>': a negative number; give a whole \
+             number, at least 1",
+        ),
+        // 0 still reaches the flag's own check.
+        (&["--tp", "0"], "error: --tp 0: must be at least 1"),
+    ];
+    for (extra, want) in cases {
+        assert_eq!(first_line(&[&est[..], extra].concat()), want, "{extra:?}");
+    }
+    assert_eq!(
+        first_line(&[
+            "report",
+            "--model",
+            "gpt3-175b",
+            "--cluster",
+            "a100x8",
+            "--tokens",
+            "-1"
+        ]),
+        "error: --tokens -1: give the training tokens, 1e6 to 1e16, e.g. 300e9"
+    );
+    assert_eq!(
+        first_line(&[
+            "verify",
+            "--model",
+            "gpt3-175b",
+            "--cluster",
+            "a100x8",
+            "--warmup",
+            "-1"
+        ]),
+        "error: invalid value '-1' for '--warmup <WARMUP>': a negative number; give a whole \
+         number, 0 or more"
+    );
+    assert_eq!(
+        first_line(&["bench", "--iters", "5000000000"]),
+        "error: invalid value '5000000000' for '--iters <ITERS>': too large for this flag; give \
+         a whole number, at least 1"
+    );
+}
+
+/// A plan file's refused knob names its field once: the reason had repeated it
+/// ("`fp8_param_gather`: fp8_param_gather: Megatron-LM keeps …").
+#[test]
+fn a_refused_plan_field_is_named_once() {
+    let refusal = |name: &str, extra: &str| {
+        let plan = write_tmp(
+            name,
+            &format!(
+                "{{\"dp\": 2, \"tp\": 2, \"pp\": 2, \"mbs\": 1, \"global_batch\": 64, \
+                 \"seq_len\": 2048, {extra}}}"
+            ),
+        );
+        let o = planner(&[
+            "estimate",
+            "--model",
+            "gpt-1.7b",
+            "--cluster",
+            "a100x8",
+            "--plan",
+            &plan,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        stderr(&o)
+    };
+    assert_eq!(
+        refusal("fp8-gather.json", "\"fp8_param_gather\": true"),
+        "error: the plan cannot run gpt-1.7b on a100x8 (8 GPUs):\n  - plan: `fp8_param_gather`: \
+         Megatron-LM keeps FP8 weights and gathers them in FP8 (--fp8-param-gather) only under \
+         FP8 training; use --dtype fp8, or drop it\n"
+    );
+    assert_eq!(
+        refusal(
+            "p2p-deepspeed.json",
+            "\"framework\": \"deepspeed\", \"p2p_scatter_gather\": true"
+        ),
+        "error: the plan cannot run gpt-1.7b on a100x8 (8 GPUs):\n  - plan: \
+         `p2p_scatter_gather`: splitting pipeline sends over the TP ranks is Megatron-LM's \
+         option (--scatter-gather-tensors-in-pipeline), not deepspeed's; drop \
+         --p2p-scatter-gather\n"
+    );
+}

@@ -164,3 +164,46 @@ fn device_memory_must_exceed_the_cuda_context() {
     assert!(cluster("0.6", "").is_empty());
     assert!(cluster("0.4", "cuda_context_gib: 0.3\n").is_empty());
 }
+
+/// A device file read as a cluster is one problem saying so and how a cluster names it (it
+/// had listed four missing cluster fields and six unknown device keys): a preset's own file
+/// by the preset's name, with the cluster presets of that GPU; any other device file by its
+/// path. A cluster that merely lacks its fields still gets them listed.
+#[test]
+fn a_device_file_given_as_a_cluster_says_so() {
+    let read = |file: &str, text: &str| {
+        ClusterSpec::from_yaml(file, text, &|g| panic!("no device is resolved, not {g}"))
+            .unwrap_err()
+            .problems()
+            .to_vec()
+    };
+    let h100 = crate::spec::presets::find(crate::spec::presets::DEVICES, "h100-sxm5-80gb").unwrap();
+    let p = read("hardware/gpus/h100-sxm5-80gb.yaml", h100);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        p[0].to_string(),
+        "hardware/gpus/h100-sxm5-80gb.yaml: `(document)`: this is a GPU device file \
+         (memory_gib, hbm_gbytes_s, peak_tflops), not a cluster: a cluster file names it as \
+         `gpu: h100-sxm5-80gb` beside `name`, `nodes`, `gpus_per_node` and `intra_node` (fix: \
+         pass a cluster preset with this GPU (h100x8, h100-x1024; `planner clusters` lists \
+         them all), or a cluster file that names it)"
+    );
+    let p = read("my/g.yaml", DEVICE);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        p[0].message,
+        "this is a GPU device file (memory_gib, hbm_gbytes_s, peak_tflops), not a cluster: a \
+         cluster file names it as `gpu: my/g.yaml` beside `name`, `nodes`, `gpus_per_node` and \
+         `intra_node`"
+    );
+    assert_eq!(
+        p[0].fix,
+        "pass a cluster preset (`planner clusters` lists them), or a cluster file that names \
+         this device"
+    );
+    let fields: Vec<String> = read("c.yaml", "name: c\nnodes: 1\n")
+        .into_iter()
+        .map(|p| p.field)
+        .collect();
+    assert_eq!(fields, ["gpu", "gpus_per_node", "intra_node"]);
+}

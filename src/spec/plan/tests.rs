@@ -71,6 +71,21 @@ fn short_form_shows_stage_layers_and_recomputed_layers() {
     assert_eq!(fold_counts(&[], ","), "");
 }
 
+/// Legacy Megatron's split pipeline sends (`p2p_scatter_gather`) are in the one-line form,
+/// last, as `p2p-sg` (two plans that differ in them had printed the same line).
+#[test]
+fn short_form_shows_split_pipeline_sends() {
+    let mut p = Plan::new(2, 2, 2, 1, 64, 2048);
+    p.recompute = Recompute::Full;
+    p.stage_layers = Some(vec![11, 13]);
+    assert_eq!(p.short(), "dp=2 tp=2 pp=2 mbs=1 rc=full zero0 layers=11,13");
+    p.p2p_scatter_gather = true;
+    assert_eq!(
+        p.short(),
+        "dp=2 tp=2 pp=2 mbs=1 rc=full zero0 layers=11,13 p2p-sg"
+    );
+}
+
 /// The flags a label leaves out: the defaults spelled as `estimate` reads them, and the
 /// overlaps only when on and fusion only when off.
 #[test]
