@@ -246,8 +246,8 @@ fn recompute_modules_are_refused_where_megatron_core_refuses_them() {
     );
 }
 
-/// A module the model has nothing for is refused, naming it: `moe`, `moe_act` and
-/// `shared_experts` on a dense model, `shared_experts` on Mixtral (no shared experts), `mlp`
+/// A module the model has nothing for is refused, naming it: `moe`, `moe_act`,
+/// `shared_experts` and `layernorm` (every norm fused into the next linear) on a dense model, `shared_experts` on Mixtral (no shared experts), `mlp`
 /// where every layer is a mixture of experts. (They had been priced as recomputing nothing
 /// under a label that said they did.) DeepSeek-V3's three dense layers take `mlp`.
 #[test]
@@ -264,7 +264,7 @@ fn modules_the_model_lacks_are_refused_by_name() {
             .find(|i| i.field() == "recompute_modules")
             .map(ToString::to_string)
     };
-    for m in ["moe", "moe_act", "shared_experts"] {
+    for m in ["moe", "moe_act", "shared_experts", "layernorm"] {
         let w = why(&llama, 1, m).unwrap_or_else(|| panic!("{m} accepted"));
         assert!(w.ends_with(&format!("; drop {m}")), "{w}");
     }

@@ -190,6 +190,16 @@ impl Plan {
                 "shared_experts",
                 "a mixture-of-experts layer's shared experts, and the model has none",
             ),
+            // Transformer Engine's layer spec fuses every norm into the linear after it
+            // (`TELayerNormColumnParallelLinear`; the layer's norm is an `IdentityOp`, which
+            // `transformer_layer.py` does not checkpoint): only MLA's input norm and an MoE
+            // layer's pre-MLP norm are modules to re-run (`graph::layer::modules`).
+            (
+                RecomputeModules::LAYERNORM,
+                model.mla.is_none() && moe.is_none(),
+                "layernorm",
+                "norms that are modules of their own, and the model's are all fused into the linear after them (only multi-head latent attention's input norm and a mixture-of-experts layer's pre-MLP norm are)",
+            ),
             // Megatron-Core `transformer_layer.py` checkpoints the MLP module only where it
             // is no `MoELayer` (`if not isinstance(self.mlp, MoELayer): self.recompute_mlp`).
             (
