@@ -550,6 +550,33 @@ fn megatron_uneven_stages_and_block_recompute_are_read() {
     // A first count equal to the even split is the even split: 48/4 = 12.
     let p = read("--pipeline-model-parallel-size 4 --decoder-first-pipeline-num-layers 12");
     assert_eq!(p.stage_layers, None);
+    // Block 40 of a stage's 24 layers recomputes all 24, as Megatron-LM's block method does,
+    // and says so; block 24 (exactly the stage) says nothing.
+    let args = |n: u64| {
+        format!(
+            "{base} --pipeline-model-parallel-size 2 --recompute-granularity full \
+             --recompute-method block --recompute-num-layers {n}"
+        )
+    };
+    let p = from_megatron(&args(40), &m, 512).unwrap();
+    assert_eq!(
+        (p.plan.recompute, &p.plan.recompute_layers),
+        (Recompute::Full, &None)
+    );
+    assert!(
+        p.warnings.iter().any(|w| w
+            == "--recompute-num-layers 40 with the block method exceeds the 24 layers of a model chunk: Megatron-LM recomputes every layer, and so does the priced plan"),
+        "{:?}",
+        p.warnings
+    );
+    let p = from_megatron(&args(24), &m, 512).unwrap();
+    assert!(
+        p.warnings
+            .iter()
+            .all(|w| !w.contains("recompute-num-layers")),
+        "{:?}",
+        p.warnings
+    );
 }
 
 /// Plans of uneven stages with per-stage recomputation, as the search writes them, export to

@@ -491,6 +491,16 @@ fn full(
     let (why, fix) = match method {
         Some("uniform") if n == 1 => return (Recompute::Full, None),
         Some("block") if counts.iter().all(|&k| n >= k / vpp.max(1)) => {
+            // Megatron's block method checkpoints the chunk's layers below n
+            // (`transformer_block.py` `_checkpointed_forward`: `if layer_idx <
+            // recompute_num_layers`): all of them when n exceeds them, as priced — said,
+            // since the CLI's `--recompute-num-layers` refuses more than a stage holds.
+            let most = counts.iter().map(|&k| k / vpp.max(1)).max().unwrap_or(0);
+            if n > most {
+                c.warn(format!(
+                    "--recompute-num-layers {n} with the block method exceeds the {most} layers of a model chunk: Megatron-LM recomputes every layer, and so does the priced plan"
+                ));
+            }
             return (Recompute::Full, None);
         }
         Some("block") if vpp == 1 => {
