@@ -275,7 +275,8 @@ pub struct PlanArgs {
     #[arg(long, value_enum)]
     pub framework: Option<FrameworkArg>,
     /// Transformer layers per pipeline stage, comma-separated, runs as N×k (as a plan label's
-    /// `layers=` prints them; default: even split).
+    /// `layers=` prints them; default: even split). With --vpp each count is a multiple of
+    /// vpp, its stage's chunks sharing it evenly (Megatron-Core's uneven interleaving).
     #[arg(long = "stage-layers", value_parser = counts, allow_negative_numbers = true)]
     pub stage_layers: Option<Counts>,
 }

@@ -172,7 +172,8 @@ pub fn estimate(
 
 /// Stage layouts of a plan: layers split evenly (or as `plan.stage_layers` says), the
 /// embedding on the first stage and the head on the last. Interleaving gives stage i the
-/// chunks i, i + p, i + 2p, … of L/(p·v) layers each (Narayanan et al. SC'21 §2.2.2). With
+/// chunks i, i + p, i + 2p, … of L/(p·v) layers each (Narayanan et al. SC'21 §2.2.2), or of
+/// n_i/v where the stages hold n_i layers (uneven first and last stages). With
 /// `plan.recompute_layers`, only the first r_i layers of stage i recompute (Megatron-LM
 /// `--recompute-method block`).
 pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
@@ -180,15 +181,22 @@ pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
         Some(v) => v.clone(),
         None => vec![model.layers / plan.pp; plan.pp as usize],
     };
-    let per_chunk = counts[0] / plan.vpp;
+    // Interleaved, stage i's chunks hold n_i / v layers each, and virtual stage c·p + i
+    // starts where the layers of the earlier ones end: one round of the p stages covers
+    // Σ n_j / v = L / v layers (Megatron-Core `get_transformer_layer_offset`, uneven first and
+    // last stages included: `vp_stage · total_virtual_chunks` plus the chunks before it).
+    let v = plan.vpp.max(1);
+    let round: u64 = counts.iter().map(|n| n / v).sum();
     let mut first = 0;
     (0..plan.pp)
         .map(|i| {
             let n = counts[i as usize];
             let ids: Vec<u64> = if plan.vpp > 1 {
-                (0..plan.vpp)
+                let per_chunk = n / v;
+                let before: u64 = counts[..i as usize].iter().map(|n| n / v).sum();
+                (0..v)
                     .flat_map(|c| {
-                        let start = (c * plan.pp + i) * per_chunk;
+                        let start = c * round + before;
                         start..start + per_chunk
                     })
                     .collect()

@@ -495,14 +495,24 @@ impl fmt::Display for Infeasible {
                 if given.contains(&0) {
                     why.push("a stage of 0 layers".into());
                 }
-                if *vpp > 1 {
+                let odd: Vec<u64> = given
+                    .iter()
+                    .copied()
+                    .filter(|&n| n % (*vpp).max(1) != 0)
+                    .collect();
+                if !odd.is_empty() {
                     why.push(format!(
-                        "vpp={vpp}: an explicit partition is of whole stages (vpp 1)"
+                        "vpp={vpp} does not divide {odd:?} (each stage splits its layers evenly over its {vpp} chunks, as Megatron-Core requires)"
                     ));
                 }
+                let each = if *vpp > 1 {
+                    format!(", each a multiple of vpp={vpp}")
+                } else {
+                    String::new()
+                };
                 write!(
                     f,
-                    "stage layers {given:?}: {}; give {pp} positive counts summing to {layers}",
+                    "stage layers {given:?}: {}; give {pp} positive counts summing to {layers}{each}",
                     why.join(", ")
                 )
             }

@@ -172,7 +172,8 @@ pub struct Plan {
     /// Training framework.
     #[serde(default)]
     pub framework: Framework,
-    /// Transformer layers per pipeline stage when not uniform (length pp, sum = layers).
+    /// Transformer layers per pipeline stage when not uniform (length pp, sum = layers; each
+    /// a multiple of vpp, the stage's chunks sharing it evenly).
     #[serde(default)]
     pub stage_layers: Option<Vec<u64>>,
     /// With full recomputation: how many layers of each stage recompute (length pp; the

@@ -617,7 +617,23 @@ fn megatron_export_of_uneven_stages_round_trips_or_is_refused() {
             ..llama70b_plan()
         }
     };
+    // Interleaved: 80 layers over pp=4 as 18, 22, 22, 18, two chunks a stage (9 and 11
+    // layers). Megatron-Core takes the degree as --num-virtual-stages-per-pipeline-rank
+    // beside uneven stages. GPUs: dp 4 · tp 8 · pp 4 · cp 2 = 256.
+    let interleaved = Plan {
+        vpp: 2,
+        stage_layers: Some(vec![18, 22, 22, 18]),
+        ..llama70b_plan()
+    };
     for (model, plan, gpus, lines) in [
+        (
+            &llama,
+            &interleaved,
+            256,
+            &[
+                "--pipeline-model-parallel-size 4 \\\n--decoder-first-pipeline-num-layers 18 \\\n--decoder-last-pipeline-num-layers 18 \\\n--num-virtual-stages-per-pipeline-rank 2 \\",
+            ][..],
+        ),
         (
             &llama,
             &uneven,
@@ -652,6 +668,40 @@ fn megatron_export_of_uneven_stages_round_trips_or_is_refused() {
     let refused = |model: &ModelSpec, plan: &Plan, format: LaunchFormat| {
         export(model, plan, format).unwrap_err().to_string()
     };
+    // Read back, layers per virtual stage beside uneven stages are refused as Megatron-LM
+    // refuses them, and so is a stage its chunks cannot share.
+    let text = export(&llama, &interleaved, core).unwrap().text;
+    let per_stage = text.replace(
+        "--num-virtual-stages-per-pipeline-rank 2",
+        "--num-layers-per-virtual-pipeline-stage 10",
+    );
+    let e = from_megatron(&per_stage, &llama, 256)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("give the virtual stages as --num-virtual-stages-per-pipeline-rank"),
+        "{e}"
+    );
+    let odd = text.replace(
+        "--decoder-first-pipeline-num-layers 18 \\\n--decoder-last-pipeline-num-layers 18",
+        "--decoder-first-pipeline-num-layers 17 \\\n--decoder-last-pipeline-num-layers 19",
+    );
+    let e = from_megatron(&odd, &llama, 256).unwrap_err().to_string();
+    assert!(
+        e.contains("17 layers on a stage with 2 virtual stages: Megatron-Core needs every stage's layers divisible by them"),
+        "{e}"
+    );
+    // torchtitan's first/last allowances shorten one virtual stage each, not every chunk.
+    let e = refused(
+        &llama,
+        &Plan {
+            zero: 2,
+            cp: 1,
+            ..interleaved.clone()
+        },
+        LaunchFormat::Torchtitan,
+    );
+    assert!(e.contains("`stage_layers`: 18,22×2,18"), "{e}");
     // Middle stages of different sizes: Megatron-Core sets only the first and the last.
     let middle = Plan {
         stage_layers: Some(vec![13, 13, 14, 14, 14, 12]),

@@ -300,6 +300,52 @@ fn interleaved_chunks_deal_layers_round_robin() {
     assert_eq!(ids(1), (60..72).collect::<Vec<_>>());
 }
 
+/// Uneven stages interleave as Megatron-Core lays them out (`get_transformer_layer_offset`):
+/// 96 layers over p = 4, v = 2 as 20, 28, 28, 20 give chunks of 10, 14, 14, 10 layers, one
+/// round of the stages covering 48. Stage 0 holds 0..10 and 48..58, stage 1 10..24 and
+/// 58..72, stage 3 38..48 and 86..96; every layer once.
+#[test]
+fn uneven_interleaved_stages_take_their_own_chunk_sizes() {
+    let gpt = load_model("gpt3-175b").unwrap();
+    let mut p = plan(1, 1, 4, 2, 8);
+    p.stage_layers = Some(vec![20, 28, 28, 20]);
+    let cluster = load_cluster("a100x8").unwrap();
+    let stage_problems = |p: &Plan| {
+        p.check(&gpt, &cluster)
+            .into_iter()
+            .filter(|i| i.field() == "stage_layers")
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(stage_problems(&p).is_empty(), "{:?}", stage_problems(&p));
+    let layouts = crate::cost::stage_layouts(&gpt, &p);
+    let ids = |i: usize, c| {
+        chunk_layers(&layouts[i], &p, c)
+            .iter()
+            .map(|l| l.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(0, 0), (0..10).collect::<Vec<_>>());
+    assert_eq!(ids(0, 1), (48..58).collect::<Vec<_>>());
+    assert_eq!(ids(1, 0), (10..24).collect::<Vec<_>>());
+    assert_eq!(ids(1, 1), (58..72).collect::<Vec<_>>());
+    assert_eq!(ids(3, 1), (86..96).collect::<Vec<_>>());
+    let mut all: Vec<u64> = layouts
+        .iter()
+        .flat_map(|l| l.layers.iter().map(|x| x.0))
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..96).collect::<Vec<_>>());
+    // A stage whose layers its chunks cannot share evenly is refused, naming the count.
+    p.stage_layers = Some(vec![21, 27, 28, 20]);
+    let why = stage_problems(&p);
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert_eq!(
+        why[0],
+        "stage layers [21, 27, 28, 20]: vpp=2 does not divide [21, 27] (each stage splits its layers evenly over its 2 chunks, as Megatron-Core requires); give 4 positive counts summing to 96, each a multiple of vpp=2"
+    );
+}
+
 /// Gradient accumulation outside the GEMM, per micro-batch: GPT-2 XL whole on one A100
 /// (1,557,611,200 parameters, HF `gpt2-xl`). DeepSpeed's BF16 optimizer moves 18 B/param:
 /// 28.037 GB at 2,039 GB/s × 0.88 = 15.625 ms + a 4 µs launch; Megatron without fusion

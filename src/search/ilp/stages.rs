@@ -12,12 +12,18 @@ use crate::units::GIB;
 
 /// Whether ILP 2 has anything to choose for `plan`: layers alike, or alike over a period
 /// ([`period`]), and a partition to choose (pp > 1, no interleaving) or recomputation to
-/// choose (full recomputation).
+/// choose (full recomputation). Not for uneven interleaved stages: under interleaving the
+/// probes hold the even split fixed (`fixed_layers`).
 pub fn applies(model: &ModelSpec, plan: &Plan) -> bool {
     let alike = (0..model.layers).all(|i| model.is_moe_layer(i) == model.is_moe_layer(0));
     let partition = plan.pp > 1 && plan.vpp == 1;
     let recompute = plan.recompute == Recompute::Full;
-    alike && period(model, plan).is_some() && plan.pp <= model.layers && (partition || recompute)
+    let uneven_chunks = plan.vpp > 1 && plan.stage_layers.is_some();
+    alike
+        && !uneven_chunks
+        && period(model, plan).is_some()
+        && plan.pp <= model.layers
+        && (partition || recompute)
 }
 
 /// Layers after which the layer kinds repeat: 1 where every layer is alike (a sliding window

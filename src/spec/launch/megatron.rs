@@ -101,8 +101,14 @@ fn parallel(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Me
     arg(a, "--pipeline-model-parallel-size", plan.pp);
     stages(c, a, plan, v);
     if plan.vpp > 1 {
-        let per_chunk = model.layers / (plan.pp * plan.vpp);
-        arg(a, "--num-layers-per-virtual-pipeline-stage", per_chunk);
+        // Uneven stages take the degree itself: Megatron-LM refuses layers per virtual stage
+        // beside --decoder-first/last-pipeline-num-layers.
+        if uneven_stages(plan).is_some() {
+            arg(a, "--num-virtual-stages-per-pipeline-rank", plan.vpp);
+        } else {
+            let per_chunk = model.layers / (plan.pp * plan.vpp);
+            arg(a, "--num-layers-per-virtual-pipeline-stage", per_chunk);
+        }
     }
     if plan.pp > 1 && plan.schedule == Schedule::Gpipe {
         c.refuse(
@@ -215,17 +221,6 @@ fn stages(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
             "stage_layers",
             format!("{split}: Megatron-LM 2021 splits the layers evenly over the stages"),
             "use --megatron-version core, or price a pp that divides the layers",
-        );
-        return;
-    }
-    if plan.vpp > 1 {
-        c.refuse(
-            "stage_layers",
-            format!(
-                "{split} with vpp={}: planner prices uneven stages without virtual stages",
-                plan.vpp
-            ),
-            "price vpp 1, or an even split",
         );
         return;
     }

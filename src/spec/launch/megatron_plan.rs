@@ -360,11 +360,13 @@ fn stages(a: &ArgMap, c: &mut Collect, layers: u64, pp: u64, vpp: u64) -> Option
             "use at most one stage per layer",
         );
     }
-    if vpp > 1 {
+    if vpp > 1 && a.has("--num-layers-per-virtual-pipeline-stage") {
+        // arguments.py: "please use --num-virtual-stages-per-pipeline-rank to specify virtual
+        // pipeline parallel degree when enable uneven pipeline parallelism".
         return refuse(
             c,
-            format!("with {vpp} virtual stages: planner prices uneven stages without interleaving"),
-            "remove the virtual stages or the uneven split",
+            "with --num-layers-per-virtual-pipeline-stage, which Megatron-LM refuses beside uneven stages".to_string(),
+            "give the virtual stages as --num-virtual-stages-per-pipeline-rank",
         );
     }
     let given = first.unwrap_or(0).saturating_add(last.unwrap_or(0));
@@ -389,6 +391,17 @@ fn stages(a: &ArgMap, c: &mut Collect, layers: u64, pp: u64, vpp: u64) -> Option
     let mut v = vec![m; pp as usize];
     v[0] = first.unwrap_or(m);
     v[pp as usize - 1] = last.unwrap_or(m);
+    // Each stage splits its layers evenly over its virtual stages (`transformer_config.py`
+    // `__post_init__` asserts the first, last and middle counts divisible by the degree).
+    if let Some(odd) = v.iter().find(|&&n| n % vpp.max(1) != 0) {
+        return refuse(
+            c,
+            format!(
+                "{odd} layers on a stage with {vpp} virtual stages: Megatron-Core needs every stage's layers divisible by them"
+            ),
+            "give counts that the virtual stages divide",
+        );
+    }
     v.iter().any(|&n| n != v[0]).then_some(v)
 }
 

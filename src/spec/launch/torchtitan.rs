@@ -88,9 +88,12 @@ fn parallelism(c: &mut Collect, model: &ModelSpec, plan: &Plan) -> String {
     }
     let split = if plan.pp > 1 {
         let counts = stage_counts(model, plan);
-        let keys = if plan.vpp > 1 {
-            // Virtual stages split evenly (the plan prices no uneven interleaving); written
-            // only where torchtitan makes that split.
+        let keys = if plan.vpp > 1 && super::uneven_stages(plan).is_some() {
+            // Megatron-Core's uneven interleaving shortens every chunk of the first and last
+            // ranks; torchtitan's first/last "less layers" shorten one virtual stage each.
+            None
+        } else if plan.vpp > 1 {
+            // Virtual stages split evenly; written only where torchtitan makes that split.
             let k = SplitKeys {
                 first_less: 0,
                 last_less: 0,

@@ -77,7 +77,7 @@ impl Plan {
             if v.len() as u64 != self.pp
                 || sum != Some(model.layers)
                 || v.contains(&0)
-                || self.vpp > 1
+                || v.iter().any(|&n| n % self.vpp.max(1) != 0)
             {
                 out.push(I::StageLayers {
                     given: v.clone(),
