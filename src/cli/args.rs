@@ -7,7 +7,7 @@ use crate::search::Space;
 use crate::spec::launch::megatron_plan::from_megatron;
 use crate::spec::{
     self, AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, RecomputeModules,
-    Schedule, TpOverlap,
+    Schedule, SplitAccounts, TpOverlap,
 };
 use crate::units::Dtype;
 use clap::{Args, ValueEnum};
@@ -121,7 +121,7 @@ const MAX_SIZE: u64 = 1 << 24;
 const MAX_MICRO_BATCHES: u64 = 1 << 16;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 27] = [
+const PLAN_FLAGS: [&str; 29] = [
     "tp",
     "pp",
     "dp",
@@ -142,6 +142,8 @@ const PLAN_FLAGS: [&str; 27] = [
     "grad_reduce_dtype",
     "fp8_param_gather",
     "p2p_scatter_gather",
+    "account_embedding",
+    "account_loss",
     "schedule",
     "attention",
     "tp_overlap",
@@ -247,6 +249,15 @@ pub struct PlanArgs {
     /// (`--scatter-gather-tensors-in-pipeline`); Megatron-Core sends whole tensors.
     #[arg(long = "p2p-scatter-gather")]
     pub p2p_scatter_gather: bool,
+    /// Megatron with pp > 1: the embedding takes a transformer layer's slot in the pipeline
+    /// split, the first model chunk building one layer fewer (Megatron-Core
+    /// `--account-for-embedding-in-pipeline-split`; (layers + slots) divisible by pp·vpp).
+    #[arg(long = "account-for-embedding-in-pipeline-split")]
+    pub account_embedding: bool,
+    /// Megatron with pp > 1: the LM head and loss take a layer's slot, the last model chunk
+    /// building one layer fewer (`--account-for-loss-in-pipeline-split`).
+    #[arg(long = "account-for-loss-in-pipeline-split")]
+    pub account_loss: bool,
     /// Pipeline schedule (default: interleaved when vpp > 1, else 1f1b).
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
@@ -579,6 +590,10 @@ impl PlanArgs {
             grad_reduce_dtype: self.grad_reduce_dtype.map(Into::into),
             fp8_param_gather: self.fp8_param_gather,
             p2p_scatter_gather: self.p2p_scatter_gather,
+            split_accounts: SplitAccounts {
+                embedding: self.account_embedding,
+                loss: self.account_loss,
+            },
         };
         check_plan(&plan, model, cluster)?;
         Ok(plan)

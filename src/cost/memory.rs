@@ -206,6 +206,8 @@ pub struct StageLayout {
     pub stage: u64,
     /// (layer index, its recomputation) for every layer held, chunk by chunk.
     pub layers: Vec<(u64, Recompute)>,
+    /// Layers of each model chunk, in chunk order (they sum to `layers.len()`).
+    pub chunks: Vec<u64>,
     /// Holds the input embedding.
     pub embedding: bool,
     /// Holds the LM head and loss.

@@ -170,41 +170,33 @@ pub fn estimate(
     estimate_priced(model, plan, &m, &priced)
 }
 
-/// Stage layouts of a plan: layers split evenly (or as `plan.stage_layers` says), the
-/// embedding on the first stage and the head on the last. Interleaving gives stage i the
-/// chunks i, i + p, i + 2p, … of L/(p·v) layers each (Narayanan et al. SC'21 §2.2.2), or of
-/// n_i/v where the stages hold n_i layers (uneven first and last stages). With
-/// `plan.recompute_layers`, only the first r_i layers of stage i recompute (Megatron-LM
-/// `--recompute-method block`).
+/// Stage layouts of a plan: the layers of each stage's model chunks as
+/// [`Plan::chunk_layer_counts`] deals them (even, `plan.stage_layers`, or with the embedding
+/// and loss taking a layer's slot), the embedding on the first stage and the head on the
+/// last. Interleaving gives stage i the virtual stages i, i + p, i + 2p, …, each starting
+/// where the layers of the virtual stages before it end (Narayanan et al. SC'21 §2.2.2;
+/// Megatron-Core `get_transformer_layer_offset`, uneven ends included); without it, stage i
+/// holds the layers after stage i − 1's. With `plan.recompute_layers`, only the first r_i
+/// layers of stage i recompute (Megatron-LM `--recompute-method block`).
 pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
-    let counts: Vec<u64> = match &plan.stage_layers {
-        Some(v) => v.clone(),
-        None => vec![model.layers / plan.pp; plan.pp as usize],
-    };
-    // Interleaved, stage i's chunks hold n_i / v layers each, and virtual stage c·p + i
-    // starts where the layers of the earlier ones end: one round of the p stages covers
-    // Σ n_j / v = L / v layers (Megatron-Core `get_transformer_layer_offset`, uneven first and
-    // last stages included: `vp_stage · total_virtual_chunks` plus the chunks before it).
-    let v = plan.vpp.max(1);
-    let round: u64 = counts.iter().map(|n| n / v).sum();
-    let mut first = 0;
-    (0..plan.pp)
+    let sizes = plan.chunk_layer_counts(model.layers);
+    let (p, v) = (plan.pp.max(1) as usize, plan.vpp.max(1) as usize);
+    // Where virtual stage c·p + i starts: the layers of the virtual stages before it.
+    let mut starts = vec![vec![0u64; v]; p];
+    let mut next = 0;
+    for c in 0..v {
+        for (i, s) in starts.iter_mut().enumerate() {
+            s[c] = next;
+            next += sizes[i][c];
+        }
+    }
+    (0..p)
         .map(|i| {
-            let n = counts[i as usize];
-            let ids: Vec<u64> = if plan.vpp > 1 {
-                let per_chunk = n / v;
-                let before: u64 = counts[..i as usize].iter().map(|n| n / v).sum();
-                (0..v)
-                    .flat_map(|c| {
-                        let start = c * round + before;
-                        start..start + per_chunk
-                    })
-                    .collect()
-            } else {
-                (first..first + n).collect()
-            };
-            first += n;
-            let r = plan.recompute_layers.as_ref().map_or(n, |v| v[i as usize]);
+            let ids: Vec<u64> = (0..v)
+                .flat_map(|c| starts[i][c]..starts[i][c] + sizes[i][c])
+                .collect();
+            let n = ids.len() as u64;
+            let r = plan.recompute_layers.as_ref().map_or(n, |rc| rc[i]);
             let layers = ids
                 .into_iter()
                 .enumerate()
@@ -220,10 +212,11 @@ pub fn stage_layouts(model: &ModelSpec, plan: &Plan) -> Vec<StageLayout> {
                 })
                 .collect();
             StageLayout {
-                stage: i,
+                stage: i as u64,
                 layers,
+                chunks: sizes[i].clone(),
                 embedding: i == 0,
-                head: i == plan.pp - 1,
+                head: i + 1 == p,
             }
         })
         .collect()

@@ -50,6 +50,14 @@ pub enum Infeasible {
         /// GPUs per node.
         gpus_per_node: u64,
     },
+    /// The embedding or loss counted as a layer of the pipeline split where Megatron-Core
+    /// would not split so (`Plan::split_accounts`).
+    SplitAccounts {
+        /// The plan field (embedding's or loss's).
+        field: &'static str,
+        /// Why, and the fix.
+        why: String,
+    },
     /// pp·vpp does not divide the layers.
     LayersNotDivisible {
         /// Layers.
@@ -339,6 +347,7 @@ impl Infeasible {
             I::FfnNotDivisible { .. } => "tp does not divide an MLP width",
             I::TpAcrossNodes { .. } => "tp larger than a node",
             I::LayersNotDivisible { .. } => "pp·vpp does not divide layers",
+            I::SplitAccounts { .. } => "embedding/loss slot in a split that cannot take it",
             I::StageLayers { .. } => "stage partition does not cover the layers",
             I::RecomputeLayers { .. } => "recompute layers do not fit the stages",
             I::BatchNotDivisible { .. } => "dp·mbs does not divide global batch",
@@ -387,6 +396,7 @@ impl Infeasible {
                 "tp"
             }
             I::LayersNotDivisible { .. } => "pp",
+            I::SplitAccounts { field, .. } => field,
             I::StageLayers { .. } => "stage_layers",
             I::RecomputeLayers { .. } => "recompute_layers",
             I::BatchNotDivisible { .. } => "global_batch",
@@ -467,6 +477,7 @@ impl fmt::Display for Infeasible {
                 f,
                 "tp={tp} exceeds the {gpus_per_node} GPUs of a node; keep tp ≤ {gpus_per_node} and add pp or dp"
             ),
+            I::SplitAccounts { why, .. } => write!(f, "{why}"),
             I::LayersNotDivisible { layers, pp, vpp } => write!(
                 f,
                 "pp·vpp = {} does not divide layers={layers}; pick pp (and vpp) dividing {layers}{}",

@@ -19,8 +19,8 @@ pub use error::{Problem, SpecError};
 pub use hardware::{ClusterSpec, DeviceEfficiency, DeviceSpec, InterNode, IntraNode, PeakTflops};
 pub use model::{Arch, Mla, ModelSpec, MoeSpec, Positions, SlidingWindow, WindowLayers};
 pub use plan::{
-    AttentionImpl, Framework, Infeasible, Plan, Recompute, RecomputeModules, Schedule, TpOverlap,
-    fold_counts, unfold_counts,
+    AttentionImpl, Framework, Infeasible, Plan, Recompute, RecomputeModules, Schedule,
+    SplitAccounts, TpOverlap, fold_counts, unfold_counts,
 };
 pub use plan_file::load_plan;
 

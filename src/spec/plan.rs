@@ -204,6 +204,11 @@ pub struct Plan {
     /// (`pipeline_parallel/schedules.py` `get_tensor_shapes`). Read by `cost::p2p_bytes`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub p2p_scatter_gather: bool,
+    /// Whether the embedding and the loss take a layer's slot in the pipeline split
+    /// (Megatron-Core's `--account-for-embedding/loss-in-pipeline-split`; JSON keys of those
+    /// names): [`Plan::chunk_layer_counts`].
+    #[serde(flatten)]
+    pub split_accounts: SplitAccounts,
 }
 
 fn yes() -> bool {
@@ -259,6 +264,7 @@ impl Plan {
             grad_reduce_dtype: None,
             fp8_param_gather: false,
             p2p_scatter_gather: false,
+            split_accounts: SplitAccounts::default(),
         }
     }
 
@@ -399,6 +405,9 @@ impl Plan {
         if let Some(r) = &self.recompute_layers {
             s += &format!(" rc_layers={}", fold_counts(r, ","));
         }
+        if self.split_accounts.any() {
+            s += &format!(" split+{}", self.split_accounts.label());
+        }
         if self.p2p_scatter_gather {
             s += " p2p-sg";
         }
@@ -408,7 +417,9 @@ impl Plan {
 
 mod check;
 mod counts;
+mod layout;
 pub use counts::{fold_counts, unfold_counts};
+pub use layout::{SplitAccounts, chunk_counts};
 mod modules;
 pub use modules::RecomputeModules;
 

@@ -4,7 +4,7 @@
 
 use super::error::SpecError;
 use super::plan::{
-    AttentionImpl, Framework, Plan, Recompute, RecomputeModules, Schedule, TpOverlap,
+    AttentionImpl, Framework, Plan, Recompute, RecomputeModules, Schedule, SplitAccounts, TpOverlap,
 };
 use super::yaml::Reader;
 use crate::units::Dtype;
@@ -69,6 +69,14 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
     let grad_accumulation_fusion = r.opt_bool("grad_accumulation_fusion").unwrap_or(true);
     let fp8_param_gather = r.opt_bool("fp8_param_gather").unwrap_or(false);
     let p2p_scatter_gather = r.opt_bool("p2p_scatter_gather").unwrap_or(false);
+    let split_accounts = SplitAccounts {
+        embedding: r
+            .opt_bool("account_for_embedding_in_pipeline_split")
+            .unwrap_or(false),
+        loss: r
+            .opt_bool("account_for_loss_in_pipeline_split")
+            .unwrap_or(false),
+    };
     let dtype = choice(r, "dtype", &Dtype::ALL.map(|x| (x.name(), x)));
     let grad_reduce_dtype = choice(r, "grad_reduce_dtype", &Dtype::ALL.map(|x| (x.name(), x)));
     let schedules = [Schedule::Gpipe, Schedule::OneFOneB, Schedule::Interleaved];
@@ -130,6 +138,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         grad_reduce_dtype,
         fp8_param_gather,
         p2p_scatter_gather,
+        split_accounts,
     })
 }
 

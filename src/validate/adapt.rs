@@ -599,6 +599,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         // its DEFAULT (every other llm-foundry row) in fp32, the framework's default.
         grad_reduce_dtype: (p.fsdp_mixed_precision.as_deref() == Some("PURE")).then_some(dtype),
         fp8_param_gather: false,
+        split_accounts: Default::default(),
     };
     Ok(Case {
         model,

@@ -107,6 +107,7 @@ fn sc21_rows() -> Vec<Row> {
                 // The 2021 code scatters pipeline sends over the TP ranks by default (set
                 // where it changes them).
                 p2p_scatter_gather: n("tp") > 1 && n("pp") > 1,
+                split_accounts: Default::default(),
             };
             Row {
                 id: r["id"].as_str().unwrap().to_string(),
@@ -194,6 +195,7 @@ fn llama70b_plan() -> Plan {
         grad_reduce_dtype: None,
         fp8_param_gather: false,
         p2p_scatter_gather: false,
+        split_accounts: Default::default(),
     }
 }
 
@@ -691,6 +693,43 @@ fn megatron_export_of_uneven_stages_round_trips_or_is_refused() {
         e.contains("17 layers on a stage with 2 virtual stages: Megatron-Core needs every stage's layers divisible by them"),
         "{e}"
     );
+    // The embedding in the split: 80 layers + 1 slot = 81 over pp = 3, vpp = 3, 9 slots a
+    // chunk. Megatron-Core's flag and the degree beside it, read back to the same plan; not
+    // in 2021's Megatron-LM, nor beside first/last counts. GPUs: 4 · 8 · 3 · 2 = 192; 48
+    // sequences make 12 micro-batches, a multiple of pp.
+    let slots = Plan {
+        pp: 3,
+        vpp: 3,
+        global_batch: 48,
+        stage_layers: None,
+        split_accounts: planner::spec::SplitAccounts {
+            embedding: true,
+            loss: false,
+        },
+        ..llama70b_plan()
+    };
+    let text = export(&llama, &slots, core).unwrap().text;
+    assert!(
+        text.contains("--account-for-embedding-in-pipeline-split \\\n--num-virtual-stages-per-pipeline-rank 3 \\"),
+        "{text}"
+    );
+    let parsed = from_megatron(&text, &llama, 192).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(parsed.plan, slots, "{text}");
+    let e = refused(
+        &llama,
+        &slots,
+        LaunchFormat::Megatron(MegatronVersion::V2021),
+    );
+    assert!(
+        e.contains("`account_for_embedding_in_pipeline_split`: counting the embedding or loss in the pipeline split is not in Megatron-LM 2021"),
+        "{e}"
+    );
+    let both = text.replace(
+        "--account-for-embedding-in-pipeline-split",
+        "--account-for-embedding-in-pipeline-split --decoder-first-pipeline-num-layers 24",
+    );
+    let e = from_megatron(&both, &llama, 192).unwrap_err().to_string();
+    assert!(e.contains("which Megatron-Core refuses beside it"), "{e}");
     // torchtitan's first/last allowances shorten one virtual stage each, not every chunk.
     let e = refused(
         &llama,

@@ -7,11 +7,12 @@ use crate::graph::OpGraph;
 use crate::spec::{ModelSpec, Plan, Recompute};
 
 /// Layers (with their recomputation) of chunk `c` of stage `st`: `stage_layouts` lists a
-/// stage's layers chunk by chunk, L/(p·v) per chunk when interleaved (Narayanan et al. SC'21
-/// §2.2.2).
+/// stage's layers chunk by chunk, `st.chunks` of them in each ([`Plan::chunk_layer_counts`]).
 pub fn chunk_layers<'a>(st: &'a StageLayout, plan: &Plan, c: u64) -> &'a [(u64, Recompute)] {
-    let per = st.layers.len() / plan.vpp as usize;
-    &st.layers[c as usize * per..(c as usize + 1) * per]
+    debug_assert_eq!(st.chunks.len() as u64, plan.vpp.max(1));
+    let start: u64 = st.chunks[..c as usize].iter().sum();
+    let end = start + st.chunks[c as usize];
+    &st.layers[start as usize..end as usize]
 }
 
 fn expert_params(g: &OpGraph) -> f64 {

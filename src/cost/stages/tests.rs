@@ -346,6 +346,39 @@ fn uneven_interleaved_stages_take_their_own_chunk_sizes() {
     );
 }
 
+/// With the embedding and loss in the split (Llama 3 405B: 126 layers, 128 slots over
+/// p = 16, v = 4, 2 a chunk), virtual stage k = c·p + i starts at 2k − 1 (Megatron-Core
+/// `get_transformer_layer_offset`: the embedding's slot comes off every offset but the
+/// first): stage 0 holds layer 0 alone in its first chunk, then 31..33 (k = 16), 63..65,
+/// 95..97; stage 15 ends with layer 125 alone (k = 63, the loss's chunk). Every layer once.
+#[test]
+fn embedding_and_loss_slots_shift_the_chunks_as_megatron_core() {
+    let m = load_model("llama3-405b").unwrap();
+    let mut p = plan(8, 8, 16, 4, 512);
+    p.split_accounts = crate::spec::SplitAccounts {
+        embedding: true,
+        loss: true,
+    };
+    let layouts = crate::cost::stage_layouts(&m, &p);
+    let ids = |i: usize, c| {
+        chunk_layers(&layouts[i], &p, c)
+            .iter()
+            .map(|l| l.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(0, 0), [0]);
+    assert_eq!(ids(1, 0), [1, 2]);
+    assert_eq!(ids(0, 1), [31, 32]);
+    assert_eq!(ids(0, 3), [95, 96]);
+    assert_eq!(ids(15, 3), [125]);
+    let mut all: Vec<u64> = layouts
+        .iter()
+        .flat_map(|l| l.layers.iter().map(|x| x.0))
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..126).collect::<Vec<_>>());
+}
+
 /// Gradient accumulation outside the GEMM, per micro-batch: GPT-2 XL whole on one A100
 /// (1,557,611,200 parameters, HF `gpt2-xl`). DeepSpeed's BF16 optimizer moves 18 B/param:
 /// 28.037 GB at 2,039 GB/s × 0.88 = 15.625 ms + a 4 µs launch; Megatron without fusion

@@ -100,10 +100,32 @@ fn parallel(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Me
     arg(a, "--tensor-model-parallel-size", plan.tp);
     arg(a, "--pipeline-model-parallel-size", plan.pp);
     stages(c, a, plan, v);
+    let acc = plan.split_accounts;
+    if acc.any() {
+        if core {
+            if acc.embedding {
+                flag(a, "--account-for-embedding-in-pipeline-split");
+            }
+            if acc.loss {
+                flag(a, "--account-for-loss-in-pipeline-split");
+            }
+        } else {
+            c.refuse(
+                if acc.embedding {
+                    "account_for_embedding_in_pipeline_split"
+                } else {
+                    "account_for_loss_in_pipeline_split"
+                },
+                "counting the embedding or loss in the pipeline split is not in Megatron-LM 2021 (2025)",
+                "use --megatron-version core",
+            );
+        }
+    }
     if plan.vpp > 1 {
         // Uneven stages take the degree itself: Megatron-LM refuses layers per virtual stage
-        // beside --decoder-first/last-pipeline-num-layers.
-        if uneven_stages(plan).is_some() {
+        // beside --decoder-first/last-pipeline-num-layers, and counts them over the layers
+        // alone, not the embedding's and loss's slots.
+        if uneven_stages(plan).is_some() || acc.any() {
             arg(a, "--num-virtual-stages-per-pipeline-rank", plan.vpp);
         } else {
             let per_chunk = model.layers / (plan.pp * plan.vpp);

@@ -162,16 +162,8 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
         true,
         Un("planner reads uneven stages from --decoder-first/last-pipeline-num-layers only"),
     ),
-    (
-        "--account-for-embedding-in-pipeline-split",
-        false,
-        Un("planner reads uneven stages from --decoder-first/last-pipeline-num-layers only"),
-    ),
-    (
-        "--account-for-loss-in-pipeline-split",
-        false,
-        Un("planner reads uneven stages from --decoder-first/last-pipeline-num-layers only"),
-    ),
+    ("--account-for-embedding-in-pipeline-split", false, P),
+    ("--account-for-loss-in-pipeline-split", false, P),
     (
         "--pipeline-model-parallel-split-rank",
         true,

@@ -12,7 +12,8 @@ use super::{Collect, MegatronVersion};
 use crate::spec::SpecError;
 use crate::spec::model::ModelSpec;
 use crate::spec::plan::{
-    AttentionImpl, Framework, Plan, Recompute, RecomputeModules, Schedule, TpOverlap,
+    AttentionImpl, Framework, Plan, Recompute, RecomputeModules, Schedule, SplitAccounts,
+    TpOverlap, chunk_counts,
 };
 use crate::units::Dtype;
 
@@ -102,7 +103,11 @@ fn plan(
         );
     }
     consistent(a, c);
-    let vpp = vpp(a, c, model.layers, pp);
+    let split_accounts = SplitAccounts {
+        embedding: a.has("--account-for-embedding-in-pipeline-split"),
+        loss: a.has("--account-for-loss-in-pipeline-split"),
+    };
+    let vpp = vpp(a, c, split_accounts.slots(model.layers), pp);
     let dp = data_parallel(a, c, n_gpus, tp.saturating_mul(pp).saturating_mul(cp));
     let mbs = num(a, c, "--micro-batch-size");
     if !a.has("--micro-batch-size") {
@@ -121,9 +126,27 @@ fn plan(
     });
     let mbs = mbs?;
     let stage_layers = stages(a, c, model.layers, pp, vpp);
-    let counts = stage_layers
-        .clone()
-        .unwrap_or_else(|| vec![model.layers / pp.max(1); pp.min(model.layers) as usize]);
+    let ends_given =
+        a.has("--decoder-first-pipeline-num-layers") || a.has("--decoder-last-pipeline-num-layers");
+    if split_accounts.any() && ends_given {
+        // transformer_config.py: the first/last stage counts and the accounting of the
+        // embedding or loss in the split are two ways of evening the ends; it takes one.
+        c.refuse(
+            "--account-for-embedding-in-pipeline-split",
+            "given with --decoder-first/last-pipeline-num-layers, which Megatron-Core refuses beside it",
+            "keep one way of evening the pipeline's ends",
+        );
+    }
+    let counts: Vec<u64> = if split_accounts.any() && pp > 1 {
+        chunk_counts(model.layers, pp, vpp, None, split_accounts)
+            .iter()
+            .map(|c| c.iter().sum())
+            .collect()
+    } else {
+        stage_layers
+            .clone()
+            .unwrap_or_else(|| vec![model.layers / pp.max(1); pp.min(model.layers) as usize])
+    };
     let (recompute, mut recompute_layers) = recompute(a, c, &counts, vpp);
     // Megatron's block method never checkpoints the multi-token prediction layers, even when
     // it covers every layer: kept as per-stage counts, which say block
@@ -191,6 +214,7 @@ fn plan(
             && tp > 1
             && pp > 1
             && !a.has("--no-scatter-gather-tensors-in-pipeline"),
+        split_accounts,
     })
 }
 
@@ -320,7 +344,7 @@ fn data_parallel(a: &ArgMap, c: &mut Collect, n_gpus: u64, model_parallel: u64) 
 fn vpp(a: &ArgMap, c: &mut Collect, layers: u64, pp: u64) -> u64 {
     if let Some(k) = num(a, c, "--num-layers-per-virtual-pipeline-stage") {
         if layers % pp.saturating_mul(k) != 0 {
-            c.refuse("--num-layers-per-virtual-pipeline-stage", format!("{k} layers per virtual stage × pp={pp} does not divide the model's {layers} layers"), "pick a divisor of layers/pp");
+            c.refuse("--num-layers-per-virtual-pipeline-stage", format!("{k} layers per virtual stage × pp={pp} does not divide the {layers} layers of the pipeline split"), "pick a divisor of layers/pp");
             return 1;
         }
         return layers / pp.saturating_mul(k);

@@ -109,12 +109,9 @@ pub fn export(model: &ModelSpec, plan: &Plan, format: LaunchFormat) -> Result<Ex
     Ok(out)
 }
 
-/// Layers of each pipeline stage (every chunk of it): `plan.stage_layers`, or the even split.
+/// Layers of each pipeline stage (every chunk of it): [`Plan::stage_layer_counts`].
 pub(crate) fn stage_counts(model: &ModelSpec, plan: &Plan) -> Vec<u64> {
-    match &plan.stage_layers {
-        Some(v) => v.clone(),
-        None => vec![model.layers / plan.pp.max(1); plan.pp as usize],
-    }
+    plan.stage_layer_counts(model.layers)
 }
 
 /// `plan.stage_layers` when its stages differ: an even list is the default split.

@@ -10,6 +10,49 @@ use crate::spec::model::ModelSpec;
 use crate::units::Dtype;
 
 impl Plan {
+    /// Why the plan's [`SplitAccounts`](super::SplitAccounts) cannot split its pipeline as
+    /// Megatron-Core would: another framework, no pipeline, explicit stage layers beside them
+    /// (Megatron-Core evens the ends one way or the other), slots that pp·vpp does not divide,
+    /// or a chunk left with no layer.
+    fn split_accounts_problem(&self, layers: u64) -> Option<String> {
+        let acc = self.split_accounts;
+        if !acc.any() {
+            return None;
+        }
+        let (p, v) = (self.pp.max(1), self.vpp.max(1));
+        let slots = acc.slots(layers);
+        Some(if self.framework != Framework::Megatron {
+            format!(
+                "counting the {} as a layer of the pipeline split is Megatron-Core's, not {}'s; drop it",
+                acc.words(),
+                self.framework.name()
+            )
+        } else if self.pp < 2 {
+            "with pp=1: there is no pipeline split to even; drop it".to_string()
+        } else if self.stage_layers.is_some() {
+            "beside stage_layers, which even the pipeline's ends their own way (Megatron-Core takes one of the two); drop one".to_string()
+        } else if slots % (p * v) != 0 {
+            format!(
+                "{layers} layers and {} slot{} = {slots} do not split over pp·vpp = {}; pick pp and vpp dividing {slots}",
+                slots - layers,
+                if slots - layers == 1 { "" } else { "s" },
+                p * v
+            )
+        } else if self
+            .chunk_layer_counts(layers)
+            .iter()
+            .flatten()
+            .any(|&n| n == 0)
+        {
+            format!(
+                "one slot per model chunk (pp·vpp = {}) leaves a chunk with the embedding or loss alone; pick fewer stages or virtual stages",
+                p * v
+            )
+        } else {
+            return None;
+        })
+    }
+
     /// Every structural reason this plan cannot run `model` on `cluster`; empty when it can.
     pub fn check(&self, model: &ModelSpec, cluster: &ClusterSpec) -> Vec<Infeasible> {
         use Infeasible as I;
@@ -86,11 +129,21 @@ impl Plan {
                     vpp: self.vpp,
                 });
             }
-        } else if model.layers % (self.pp * self.vpp) != 0 {
+        } else if !self.split_accounts.any() && model.layers % (self.pp * self.vpp) != 0 {
             out.push(I::LayersNotDivisible {
                 layers: model.layers,
                 pp: self.pp,
                 vpp: self.vpp,
+            });
+        }
+        if let Some(why) = self.split_accounts_problem(model.layers) {
+            out.push(I::SplitAccounts {
+                field: if self.split_accounts.embedding {
+                    "account_for_embedding_in_pipeline_split"
+                } else {
+                    "account_for_loss_in_pipeline_split"
+                },
+                why,
             });
         }
         if self.global_batch % (self.dp * self.mbs) != 0 {
@@ -306,11 +359,8 @@ impl Plan {
             _ => {}
         }
         if let Some(r) = &self.recompute_layers {
-            let per_stage = |i: usize| {
-                self.stage_layers
-                    .as_ref()
-                    .map_or(model.layers / self.pp, |v| v.get(i).copied().unwrap_or(0))
-            };
+            let counts = self.stage_layer_counts(model.layers);
+            let per_stage = |i: usize| counts.get(i).copied().unwrap_or(0);
             let bad = r.len() as u64 != self.pp
                 || self.recompute != Recompute::Full
                 || r.iter().enumerate().any(|(i, &n)| n > per_stage(i));

@@ -512,3 +512,74 @@ fn megatron_zero_2_and_deepspeed_fp8_are_refused() {
     );
     assert_eq!(refusals(Framework::Megatron, 1, Dtype::Fp8), vec![]);
 }
+
+/// Megatron-Core's embedding and loss slots (`--account-for-embedding/loss-in-pipeline-split`):
+/// Llama 3 405B's 126 layers with both count 128 slots; over pp = 16, vpp = 4 that is 2 a
+/// chunk, the first chunk of stage 0 and the last of stage 15 building one layer
+/// (`get_num_layers_to_build`): 7 layers on the end stages, 8 on the rest. The label says
+/// so, the plan file carries Megatron's names, and the checks refuse what Megatron-Core would
+/// not split: 127 slots, one slot per chunk (the embedding alone), another framework, pp = 1
+/// and explicit stage layers beside it.
+#[test]
+fn embedding_and_loss_slots_split_the_pipeline_as_megatron_core() {
+    let m = crate::spec::load_model("llama3-405b").unwrap();
+    let c = crate::spec::load_cluster("h100-x1024").unwrap();
+    let mut p = Plan::new(8, 8, 16, 1, 512, 8192);
+    (p.vpp, p.schedule, p.zero, p.sequence_parallel) = (4, Schedule::Interleaved, 1, true);
+    p.split_accounts = SplitAccounts {
+        embedding: true,
+        loss: true,
+    };
+    let chunks = p.chunk_layer_counts(m.layers);
+    assert_eq!(chunks[0], [1, 2, 2, 2]);
+    assert_eq!(chunks[7], [2; 4]);
+    assert_eq!(chunks[15], [2, 2, 2, 1]);
+    let stages = p.stage_layer_counts(m.layers);
+    assert_eq!((stages[0], stages[1], stages[15]), (7, 8, 7));
+    assert_eq!(stages.iter().sum::<u64>(), 126);
+    let stage_problems = |p: &Plan| -> Vec<String> {
+        p.check(&m, &c)
+            .into_iter()
+            .filter(|w| w.field().starts_with("account_for"))
+            .map(|w| w.to_string())
+            .collect()
+    };
+    assert!(stage_problems(&p).is_empty(), "{:?}", stage_problems(&p));
+    assert!(p.short().ends_with("sp split+emb+loss"), "{}", p.short());
+    let json = p.to_json();
+    assert!(
+        json.contains("\"account_for_embedding_in_pipeline_split\": true")
+            && json.contains("\"account_for_loss_in_pipeline_split\": true"),
+        "{json}"
+    );
+    assert_eq!(Plan::from_json("p.json", &json).unwrap(), p);
+    p.split_accounts.loss = false;
+    assert_eq!(
+        stage_problems(&p),
+        ["126 layers and 1 slot = 127 do not split over pp·vpp = 64; pick pp and vpp dividing 127"]
+    );
+    (p.split_accounts.loss, p.vpp) = (true, 8);
+    assert_eq!(
+        stage_problems(&p),
+        [
+            "one slot per model chunk (pp·vpp = 128) leaves a chunk with the embedding or loss alone; pick fewer stages or virtual stages"
+        ]
+    );
+    p.vpp = 4;
+    p.framework = Framework::Torchtitan;
+    assert_eq!(
+        stage_problems(&p),
+        [
+            "counting the embedding and loss as a layer of the pipeline split is Megatron-Core's, not torchtitan's; drop it"
+        ]
+    );
+    p.framework = Framework::Megatron;
+    p.stage_layers = Some(vec![8; 16]);
+    assert!(stage_problems(&p)[0].starts_with("beside stage_layers"));
+    let mut one = Plan::new(64, 8, 1, 1, 512, 8192);
+    one.split_accounts.embedding = true;
+    assert_eq!(
+        stage_problems(&one),
+        ["with pp=1: there is no pipeline split to even; drop it"]
+    );
+}
