@@ -259,10 +259,27 @@ fn rows(v: &Verification, secs: impl Fn(f64) -> String) -> Vec<Vec<String>> {
         .zip(v.measured.classes.rows().iter().zip(&v.error.classes))
     {
         if *p > 0.0 || *m > 0.0 {
-            out.push(vec![name.to_string(), secs(*p), secs(*m), pct(*e)]);
+            out.push(vec![
+                name.to_string(),
+                secs(*p),
+                secs(*m),
+                class_error(*p, *e),
+            ]);
         }
     }
     out
+}
+
+/// A class's error cell: the relative error, or `unpredicted` where the prediction has none
+/// of the class and the run some (a −100% would read as a prediction that was all wrong,
+/// where e.g. a TP collective's wait for a slower peer counts as bubble, which a plan
+/// without pipelining predicts none of).
+fn class_error(predicted: f64, error: Option<f64>) -> String {
+    if predicted == 0.0 && error.is_some() {
+        "unpredicted".to_string()
+    } else {
+        pct(error)
+    }
 }
 
 fn table(v: &Verification, r: &Resolved) -> String {
@@ -488,4 +505,19 @@ pub fn cpu_target(r: Resolved, run: &RunArgs) -> Result<Resolved, CliError> {
         profile: Some(p),
         ..r
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::class_error;
+
+    /// −100% only where something was predicted; a class the prediction has none of but the
+    /// run shows is `unpredicted`; no measurement is `-`.
+    #[test]
+    fn a_class_predicted_at_zero_reads_unpredicted() {
+        assert_eq!(class_error(0.0, Some(-1.0)), "unpredicted");
+        assert_eq!(class_error(2e-3, Some(-1.0)), "-100.0%");
+        assert_eq!(class_error(2e-3, Some(0.25)), "+25.0%");
+        assert_eq!(class_error(0.0, None), "-");
+    }
 }
