@@ -80,9 +80,11 @@ fn ilp_cell(ilp: Option<&StageIlp>) -> String {
 fn row(model: &ModelSpec, res: &SearchResult, i: usize, e: &Estimate) -> Vec<String> {
     let (layers, rc) = stage_counts(model, e);
     let mut r = render::plan_row(i, e);
-    // Interleaved stages hold v chunks each, which `--stage-layers` (whole stages) cannot
-    // give back: `-`, as `estimate` prices the even split without it.
-    r.push(if e.plan.vpp > 1 {
+    // Interleaved: the embedding and loss slots as the plan label writes them; explicit
+    // stages (each a multiple of vpp) as given; the even split `-`.
+    r.push(if e.plan.split_accounts.any() {
+        format!("split+{}", e.plan.split_accounts.label())
+    } else if e.plan.vpp > 1 && e.plan.stage_layers.is_none() {
         "-".into()
     } else {
         runs(&layers)
@@ -257,6 +259,9 @@ pub fn render(
             .to_string();
             if res.top.iter().any(|e| e.plan.fp8_param_gather) {
                 modules += "; zero 1+fp8 is --zero 1 --fp8-param-gather";
+            }
+            if res.top.iter().any(|e| e.plan.split_accounts.any()) {
+                modules += "; stage_layers split+emb(+loss) is --account-for-embedding-in-pipeline-split (--account-for-loss-in-pipeline-split)";
             }
             let mut s = format!(
                 "{} ({} params) on {} ({} × {}), global batch {gb} × {seq} tokens\npriced with {} (give `estimate` these flags to re-price a row{modules})\n\n{}\n\n{}\nnumbers from: {}\n",

@@ -7,7 +7,7 @@ use crate::cost::{Estimate, Machine, Placement, PricedGraphs, estimate_priced, m
 use crate::graph::Shard;
 use crate::spec::{
     AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, RecomputeModules, Schedule,
-    TpOverlap, infeasible::OUT_OF_MEMORY, launch,
+    SplitAccounts, TpOverlap, infeasible::OUT_OF_MEMORY, launch,
 };
 use crate::units::{Dtype, GIB};
 use rayon::prelude::*;
@@ -264,15 +264,17 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                 });
                 for (etp, ep) in expert_layouts {
                     for mbs in divisors(local).into_iter().filter(|&b| b <= space.max_mbs) {
-                        let vpps: Vec<u64> = if pp > 1 {
+                        let mut vpps: Vec<(u64, SplitAccounts)> = if pp > 1 {
                             divisors(model.layers / pp.min(model.layers))
                                 .into_iter()
                                 .filter(|&v| v <= space.max_vpp)
+                                .map(|v| (v, SplitAccounts::default()))
                                 .collect()
                         } else {
-                            vec![1]
+                            vec![(1, SplitAccounts::default())]
                         };
-                        for &vpp in &vpps {
+                        vpps.extend(slot_layouts(model.layers, pp, space));
+                        for &(vpp, accounts) in &vpps {
                             for &(rc, modules) in &recomputes {
                                 for &zero in &space.zero {
                                     for sp in [false, true] {
@@ -287,6 +289,7 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                                         p.fp8_param_gather = space.fp8_param_gather
                                             && p.fp8_param_gather_refusal().is_none();
                                         p.sequence_parallel = sp;
+                                        p.split_accounts = accounts;
                                         if zero_is_moot(&p, &space.zero) {
                                             continue;
                                         }
@@ -301,6 +304,37 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
         }
     }
     out
+}
+
+/// Interleaved layouts Megatron-Core makes for a `pp` that does not divide the layers by
+/// counting the embedding and the loss as layers of the split
+/// (`--account-for-embedding/loss-in-pipeline-split`; NVIDIA's Llama 3 405B recipes: 126 + 2 =
+/// 128 slots): (vpp, accounts) where the slots split over pp·vpp with at least two a chunk,
+/// so no chunk holds the embedding or loss alone. Without interleaving ILP 2 balances uneven
+/// stages itself; other frameworks have no such split.
+fn slot_layouts(layers: u64, pp: u64, space: &Space) -> Vec<(u64, SplitAccounts)> {
+    if space.framework != Framework::Megatron || pp < 2 || layers % pp == 0 {
+        return Vec::new();
+    }
+    let both = SplitAccounts {
+        embedding: true,
+        loss: true,
+    };
+    let embedding = SplitAccounts {
+        embedding: true,
+        loss: false,
+    };
+    [both, embedding]
+        .into_iter()
+        .filter(|a| a.slots(layers) % pp == 0)
+        .flat_map(|a| {
+            let per_stage = a.slots(layers) / pp;
+            divisors(per_stage)
+                .into_iter()
+                .filter(move |&v| v > 1 && v <= space.max_vpp && per_stage / v >= 2)
+                .map(move |v| (v, a))
+        })
+        .collect()
 }
 
 /// Whether `p`'s ZeRO stage repeats a plan the space already has: with one data-parallel

@@ -39,6 +39,39 @@ fn whole_experts_are_enumerated_for_megatron_only() {
     assert!(tt.iter().all(|p| p.etp.is_none()));
 }
 
+/// Llama 3 405B's 126 layers divide over no pp of 16 stages or more, nor interleave evenly;
+/// with the embedding and loss in the split (128 slots) Megatron-Core interleaves pp 16 at
+/// vpp 2 or 4 (8 and 4 slots a chunk; vpp 8 would leave the embedding alone in a chunk), and
+/// the search tries those: the even vpp for pp 16 was only 1 and 7 (126/16 = 7 by integer
+/// division, which the checks then refuse). None for pp 2 (126 layers split evenly), none for
+/// torchtitan.
+#[test]
+fn embedding_and_loss_slots_are_searched_where_the_layers_do_not_split() {
+    let m = load_model("llama3-405b").unwrap();
+    let c = load_cluster("h100-x1024").unwrap();
+    let space = Space::new(2048, 8192);
+    let plans = enumerate(&m, &c, &space);
+    let slots = |pp: u64| {
+        let mut v: Vec<(u64, bool, bool)> = plans
+            .iter()
+            .filter(|p| p.pp == pp && p.split_accounts.any())
+            .map(|p| (p.vpp, p.split_accounts.embedding, p.split_accounts.loss))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    assert_eq!(slots(16), [(2, true, true), (4, true, true)]);
+    assert_eq!(slots(2), []);
+    // pp 4: 128/4 = 32 slots a stage, vpp 2, 4, 8 (4 a chunk); 127 does not split over 4.
+    assert_eq!(
+        slots(4),
+        [(2, true, true), (4, true, true), (8, true, true)]
+    );
+    let tt = enumerate(&m, &c, &space.clone().for_framework(Framework::Torchtitan));
+    assert!(tt.iter().all(|p| !p.split_accounts.any()));
+}
+
 /// With one rank per shard group a ZeRO stage shards nothing: the space's lowest stage
 /// stands for all (GPT-3 on 64 GPUs had ranked `dp=1 tp=4 pp=16 … zero0` and `… zero1`
 /// second and third at one step time), unless the space holds that stage alone; FSDP

@@ -12,13 +12,14 @@ use crate::units::GIB;
 
 /// Whether ILP 2 has anything to choose for `plan`: layers alike, or alike over a period
 /// ([`period`]), and a partition to choose (pp > 1, no interleaving) or recomputation to
-/// choose (full recomputation). Not for uneven interleaved stages: under interleaving the
-/// probes hold the even split fixed (`fixed_layers`).
+/// choose (full recomputation). Not for uneven interleaved stages (explicit, or the
+/// embedding and loss in the split): under interleaving the probes hold the even split fixed
+/// (`fixed_layers`).
 pub fn applies(model: &ModelSpec, plan: &Plan) -> bool {
     let alike = (0..model.layers).all(|i| model.is_moe_layer(i) == model.is_moe_layer(0));
     let partition = plan.pp > 1 && plan.vpp == 1;
     let recompute = plan.recompute == Recompute::Full;
-    let uneven_chunks = plan.vpp > 1 && plan.stage_layers.is_some();
+    let uneven_chunks = plan.vpp > 1 && (plan.stage_layers.is_some() || plan.split_accounts.any());
     alike
         && !uneven_chunks
         && period(model, plan).is_some()
