@@ -272,15 +272,15 @@ pub fn grad_accumulate_bytes(plan: &Plan) -> f64 {
 /// pipelining, [`dp::DpSchedule::holds_whole`]), FSDP2's accumulation in the reduction dtype
 /// (`FSDPParam.to_accumulated_grad_if_needed` casts the first micro-batch's gradient,
 /// `accumulate_unsharded_grad_if_needed` adds the later ones: the 16-bit gradient and the
-/// accumulator read, the accumulator written).
+/// accumulator read, the accumulator written; in the training dtype, autograd's in-place
+/// `.grad` add moves the same e + 2e).
 pub fn grad_micro_bytes(plan: &Plan) -> f64 {
     let dp = dp::schedule(plan);
     let (e, r) = (plan.dtype.bytes(), plan.grad_reduce_bytes());
     let fsdp = if dp.reduce_per_micro {
         grad_reduce_copy_bytes(plan)
     } else if dp.holds_whole {
-        // Reduced in the training dtype, autograd adds into `.grad` in place: 3 × e.
-        if r != e { e + 2.0 * r } else { 3.0 * e }
+        e + 2.0 * r
     } else {
         0.0
     };

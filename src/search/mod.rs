@@ -246,6 +246,18 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                     continue;
                 }
                 let local = space.global_batch / dp;
+                // The stage's model chunks: even interleavings, and where pp does not divide
+                // the layers, Megatron-Core's with the embedding and loss in the split.
+                let mut vpps: Vec<(u64, SplitAccounts)> = if pp > 1 {
+                    divisors(model.layers / pp)
+                        .into_iter()
+                        .filter(|&v| v <= space.max_vpp)
+                        .map(|v| (v, SplitAccounts::default()))
+                        .collect()
+                } else {
+                    vec![(1, SplitAccounts::default())]
+                };
+                vpps.extend(slot_layouts(model.layers, pp, space));
                 // Experts split over the TP ranks (Megatron's default, ep out of dp·cp) or
                 // whole on each rank (etp 1, ep out of all the stage's tp·cp·dp ranks).
                 // Only Megatron-LM is priced with whole experts (`Infeasible::FrameworkEtp`).
@@ -264,16 +276,6 @@ pub fn enumerate(model: &ModelSpec, cluster: &ClusterSpec, space: &Space) -> Vec
                 });
                 for (etp, ep) in expert_layouts {
                     for mbs in divisors(local).into_iter().filter(|&b| b <= space.max_mbs) {
-                        let mut vpps: Vec<(u64, SplitAccounts)> = if pp > 1 {
-                            divisors(model.layers / pp.min(model.layers))
-                                .into_iter()
-                                .filter(|&v| v <= space.max_vpp)
-                                .map(|v| (v, SplitAccounts::default()))
-                                .collect()
-                        } else {
-                            vec![(1, SplitAccounts::default())]
-                        };
-                        vpps.extend(slot_layouts(model.layers, pp, space));
                         for &(vpp, accounts) in &vpps {
                             for &(rc, modules) in &recomputes {
                                 for &zero in &space.zero {

@@ -137,16 +137,17 @@ fn plan(
             "keep one way of evening the pipeline's ends",
         );
     }
-    let counts: Vec<u64> = if split_accounts.any() && pp > 1 {
-        chunk_counts(model.layers, pp, vpp, None, split_accounts)
-            .iter()
-            .map(|c| c.iter().sum())
-            .collect()
-    } else {
-        stage_layers
-            .clone()
-            .unwrap_or_else(|| vec![model.layers / pp.max(1); pp.min(model.layers) as usize])
-    };
+    // Each stage's layers by the plan's one rule (`Plan::chunk_layer_counts`).
+    let counts: Vec<u64> = chunk_counts(
+        model.layers,
+        pp,
+        vpp,
+        stage_layers.as_deref(),
+        split_accounts,
+    )
+    .iter()
+    .map(|c| c.iter().sum())
+    .collect();
     let (recompute, mut recompute_layers) = recompute(a, c, &counts, vpp);
     // Megatron's block method never checkpoints the multi-token prediction layers, even when
     // it covers every layer: kept as per-stage counts, which say block
