@@ -116,7 +116,7 @@ fn parallel(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Me
                 } else {
                     "account_for_loss_in_pipeline_split"
                 },
-                "counting the embedding or loss in the pipeline split is not in Megatron-LM 2021 (2025)",
+                "counting the embedding or loss in the pipeline split is not in Megatron-LM 2021 (Megatron-Core only)",
                 "use --megatron-version core",
             );
         }
