@@ -194,21 +194,23 @@ fn attention_core(model: &ModelSpec, sh: &Shard, sliding: bool) -> Vec<Op> {
             if !sh.framework.fused_kernels() {
                 // torchtitan's eager attention (`Attention.forward`): `repeat_kv` copies K and
                 // V up to every query head when heads are grouped, so SDPA saves them at Q's
-                // size; SDPA also keeps its output, which `transpose(1, 2).contiguous()` copies
-                // for `wo` (whose input the projection counts). Forward moves the copies,
-                // backward sums the repeated gradients and copies the output gradient back.
-                let mem = |bytes| Kernel::Memory {
-                    bytes,
-                    class: super::MemClass::Elementwise,
-                };
+                // size (forward moves the copies, backward sums the repeated gradients).
+                // SDPA's output, which it also keeps, is the tensor `wo` saves as its input:
+                // the flash and memory-efficient kernels write it as (b, s, heads, d) and
+                // return a transposed view (PyTorch `aten/src/ATen/native/transformers/cuda/
+                // attention.cu`, `_scaled_dot_product_flash_attention_cuda`), so
+                // `output.transpose(1, 2).contiguous()` copies nothing, and the projection
+                // counts it.
                 if kv < q {
                     let repeat = 2.0 * (kv + q);
+                    let mem = |bytes| Kernel::Memory {
+                        bytes,
+                        class: super::MemClass::Elementwise,
+                    };
                     fwd.insert(fwd.len() - 1, mem(repeat));
                     bwd.push(mem(repeat));
+                    saved = q + q + q * v / kv + lse;
                 }
-                fwd.push(mem(2.0 * q));
-                bwd.insert(0, mem(2.0 * q));
-                saved = 4.0 * q + lse;
             }
             vec![Op {
                 name: "attention",

@@ -137,12 +137,14 @@ mod tests {
                 .iter()
                 .all(|k| !matches!(k, Kernel::Attention { .. }))
         );
-        // Without checkpointing, eager attention keeps Q, the K and V that `repeat_kv` widened
-        // to Q's size, and SDPA's own output (4·2h per token) besides the log-sum-exp; the
-        // repeat moves 2·(KV + h) per token each way and the output copy 2h.
+        // Without checkpointing, eager attention keeps Q and the K and V that `repeat_kv`
+        // widened to Q's size (3·2h per token) besides the log-sum-exp; SDPA's output is
+        // `wo`'s saved input (no copy: `transpose(1, 2).contiguous()` of the kernel's
+        // (b, s, heads, d) output is a view). The repeat moves 2·(KV + h) per token each way.
         let a = g.op("attention").unwrap();
-        assert_eq!(a.saved_bytes, 4.0 * 2.0 * t * h + lse);
-        let copies = 2.0 * (2.0 * t * kv + 2.0 * t * h) + 2.0 * 2.0 * t * h;
+        assert_eq!(a.saved_bytes, 3.0 * 2.0 * t * h + lse);
+        assert_eq!(g.op("proj").unwrap().saved_bytes, 2.0 * t * h);
+        let copies = 2.0 * (2.0 * t * kv + 2.0 * t * h);
         assert_eq!(Kernel::memory_bytes(&a.fwd), copies);
         assert_eq!(Kernel::memory_bytes(&a.bwd), copies);
         // Megatron-LM's selective recomputation re-runs the attention core alone.
