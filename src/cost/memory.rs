@@ -362,7 +362,7 @@ pub fn stage_memory(
     let mut working = rematerialised + grad_buffers;
     if st.head {
         let e = sh.dtype.bytes();
-        let logits = sh.tokens() as f64 * model.vocab.div_ceil(plan.tp) as f64;
+        let logits = sh.tokens() as f64 * plan.framework.vocab_rows(model.vocab, plan.tp) as f64;
         working = working.max(plan.framework.loss_working_bytes(e) * logits);
         if plan.framework.train_metric_passes() > 0 {
             // Training metrics run after the backward, when one micro-batch's activations
@@ -503,7 +503,9 @@ mod tests {
         // Without training metrics the working set is the loss's: torchtitan's eager
         // cross-entropy holds 8 bytes per logit beside its saved output, 8 · 411,705,344.
         assert_eq!(mem(Framework::Torchtitan).working, 3_293_642_752.0);
-        assert_eq!(mem(Framework::Megatron).working, 2_470_232_064.0);
+        // Megatron's unfused loss over the vocabulary it pads to 50,304 (`vocab_rows`): 6
+        // bytes per logit of 8,192 × 50,304.
+        assert_eq!(mem(Framework::Megatron).working, 6.0 * 8_192.0 * 50_304.0);
     }
 
     /// A fused loss (flash-attn's cross-entropy, llm-foundry) keeps no fp32 copy of the
@@ -524,7 +526,8 @@ mod tests {
                 .working
         };
         assert_eq!(working(Framework::LlmFoundry), 823_410_688.0);
-        assert_eq!(working(Framework::Megatron), 3.0 * 823_410_688.0);
+        // Megatron pads the vocabulary to 50,304 (`Framework::vocab_rows`).
+        assert_eq!(working(Framework::Megatron), 6.0 * 8_192.0 * 50_304.0);
         assert_eq!(working(Framework::Torchtitan), 4.0 * 823_410_688.0);
     }
 

@@ -466,7 +466,8 @@ impl Ctx<'_> {
             }
         }
         if self.model.embedding_on_last_stage() && plan.pp > 1 && (st.embedding || st.head) {
-            let emb = (self.model.vocab.div_ceil(plan.tp) * self.model.hidden) as f64;
+            let emb =
+                (plan.framework.vocab_rows(self.model.vocab, plan.tp) * self.model.hidden) as f64;
             out.extend(self.coll(rank, GroupKind::Tied, Coll::AllReduce, emb * grad_b));
         }
         let n_dp = plan.dp * plan.cp;

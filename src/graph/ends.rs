@@ -12,10 +12,10 @@ use crate::spec::{Arch, ModelSpec};
 /// dropout applied where the model has them.
 pub fn embedding(model: &ModelSpec, sh: &Shard) -> OpGraph {
     let e = sh.dtype.bytes();
-    let (h, t) = (model.hidden as f64, sh.tp as f64);
+    let h = model.hidden as f64;
     let x = sh.tokens() as f64 * h * e;
     let x_sp = sh.tokens_sp() as f64 * h * e;
-    let vocab_rows = (model.vocab as f64 / t).ceil() * h;
+    let vocab_rows = sh.framework.vocab_rows(model.vocab, sh.tp) as f64 * h;
     let extra = model.embedding_params() - model.vocab as f64 * h;
     // Gather rows (read + write) and add positions (read both, write); backward scatter-adds
     // the gradient rows (read gradient, read-modify-write rows).
@@ -81,7 +81,7 @@ pub fn embedding(model: &ModelSpec, sh: &Shard) -> OpGraph {
 pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     let e = sh.dtype.bytes();
     let h = model.hidden;
-    let v = model.vocab.div_ceil(sh.tp);
+    let v = sh.framework.vocab_rows(model.vocab, sh.tp);
     let tokens = sh.tokens() as f64;
     let x = tokens * h as f64 * e;
     let mut ops = Vec::new();
@@ -256,14 +256,19 @@ mod tests {
     }
 
     /// On one rank the two ends hold exactly the parameters `ModelSpec` counts outside the
-    /// layers, for every preset: bert-large's head is the pooler (h² + h), the MLM transform
-    /// (h² + h, LayerNorm 2h) and the decoder bias (V): 2·1024² + 4·1024 + 30522 = 2,097,152 +
-    /// 4,096 + 30,522 = 2,131,770.
+    /// layers, for every preset, where the framework builds the vocabulary as given
+    /// (torchtitan): bert-large's head is the pooler (h² + h), the MLM transform (h² + h,
+    /// LayerNorm 2h) and the decoder bias (V): 2·1024² + 4·1024 + 30522 = 2,097,152 + 4,096 +
+    /// 30,522 = 2,131,770.
     #[test]
     fn ends_hold_the_remaining_parameters() {
+        let given = Shard {
+            framework: crate::spec::Framework::Torchtitan,
+            ..shard(1)
+        };
         for (name, _) in crate::spec::presets::MODELS {
             let m = crate::spec::load_model(name).unwrap();
-            let (emb, hd) = (embedding(&m, &shard(1)), head(&m, &shard(1)));
+            let (emb, hd) = (embedding(&m, &given), head(&m, &given));
             assert_eq!(
                 (emb.params(), hd.params()),
                 (m.embedding_params(), m.head_params()),
@@ -272,7 +277,7 @@ mod tests {
         }
         let bert = crate::spec::load_model("bert-large").unwrap();
         assert_eq!((bert.hidden, bert.vocab), (1024, 30522));
-        assert_eq!(head(&bert, &shard(1)).params(), 2_131_770.0);
+        assert_eq!(head(&bert, &given).params(), 2_131_770.0);
         let m = crate::spec::load_model("llama3-8b").unwrap();
         let hd = head(&m, &shard(1));
         // LM head forward FLOPs 2·b·s·h·V (DESIGN.md §3).
@@ -282,6 +287,34 @@ mod tests {
             head(&m, &shard(2)).op("cross_entropy").unwrap().saved_bytes,
             4.0 * 2.0 * 2048.0 * 64128.0
         );
+    }
+
+    /// Megatron-LM pads the vocabulary to a multiple of 128·tp before splitting it
+    /// (`_vocab_size_with_padding`); torchtitan splits the given one. GPT-2's 50,257 tokens:
+    /// 50,304 rows at tp 1 (393 · 128) and 51,200 at tp 8 (50 · 1,024), 6,400 a rank; torchtitan
+    /// ⌈50,257 / 8⌉ = 6,283. Llama 3's 128,256 (1,002 · 128) stay at tp 1 and become 129,024
+    /// (126 · 1,024) at tp 8. The embedding holds the padded rows (h = 1,600) and the head
+    /// computes their logits; model FLOPs (`cost::flops`) count the real vocabulary.
+    #[test]
+    fn megatron_pads_the_vocabulary_to_128_per_rank() {
+        use crate::spec::Framework::{DeepSpeed, Megatron, Torchtitan};
+        assert_eq!(Megatron.vocab_rows(50_257, 1), 50_304);
+        assert_eq!(Megatron.vocab_rows(50_257, 8), 6_400);
+        assert_eq!(DeepSpeed.vocab_rows(50_257, 8), 6_400);
+        assert_eq!(Torchtitan.vocab_rows(50_257, 8), 6_283);
+        assert_eq!(Megatron.vocab_rows(128_256, 1), 128_256);
+        assert_eq!(Megatron.vocab_rows(128_256, 8), 16_128);
+        let gpt = crate::spec::load_model("gpt2-xl").unwrap();
+        let sh = shard(8);
+        assert_eq!(
+            embedding(&gpt, &sh).params(),
+            6_400.0 * 1_600.0 + 1_024.0 * 1_600.0
+        );
+        let ce = head(&gpt, &sh);
+        // Megatron's loss reads and writes (e + 36) bytes per logit of its 6,400 columns.
+        let logits = 2.0 * 2048.0 * 6_400.0;
+        let loss = ce.op("cross_entropy").unwrap();
+        assert_eq!(loss.saved_bytes, 4.0 * logits);
     }
 
     /// DeepSeek-V3's multi-token prediction depth on one rank (tp 1, ep 1, b·s = 4096):

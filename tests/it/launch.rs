@@ -2283,3 +2283,29 @@ fn a_legacy_megatron_plan_exports_to_deepspeed() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("\"train_micro_batch_size_per_gpu\": 1"));
 }
+
+/// Megatron-LM pads the vocabulary to a multiple of `--make-vocab-size-divisible-by` · tp
+/// (128 by default), which the cost model prices (`Framework::vocab_rows`); arguments that
+/// state another vocabulary or another multiple are read with a warning that says what is
+/// priced instead, and the default says nothing.
+#[test]
+fn megatron_vocabulary_arguments_say_what_is_priced() {
+    let m = load_model("gpt-39b").unwrap();
+    let base = "--num-layers 48 --tensor-model-parallel-size 8 --micro-batch-size 1 --fp16";
+    let warnings = |extra: &str| {
+        from_megatron(&format!("{base} {extra}"), &m, 512)
+            .unwrap_or_else(|e| panic!("{extra}: {e}"))
+            .warnings
+    };
+    let w = warnings("--vocab-size 50257 --make-vocab-size-divisible-by 64");
+    assert!(
+        w.contains(&"--vocab-size 50257: the model's vocabulary, 51200, is priced instead (padded to a multiple of 128·tp as Megatron-LM pads it)".to_string()),
+        "{w:?}"
+    );
+    assert!(
+        w.contains(&"--make-vocab-size-divisible-by 64: priced with Megatron-LM's default 128 (the vocabulary padded to a multiple of 128·tp)".to_string()),
+        "{w:?}"
+    );
+    let w = warnings("--vocab-size 51200 --make-vocab-size-divisible-by 128");
+    assert!(w.iter().all(|w| !w.contains("vocab")), "{w:?}");
+}

@@ -118,7 +118,9 @@ fn zero2_reduces_gradients_every_micro_batch() {
         stage_work(&gpt, &p, &m, &pg).remove(0)
     };
     let dp = GroupShape { n: 8, per_node: 8 };
-    let params = gpt.params();
+    // The rank's parameters, its embedding padded to 50,304 rows as Megatron-DeepSpeed pads
+    // GPT-2's 50,257 (`Framework::vocab_rows`).
+    let params = gpt.params() + (50_304.0 - 50_257.0) * 1_600.0;
     let rs = m.collective_s(Coll::ReduceScatter, dp, 4.0 * params).0;
     let ag = m.collective_s(Coll::AllGather, dp, 2.0 * params).0;
     let close = |a: f64, b: f64| assert!((a - b).abs() <= 1e-12 * b.max(1e-9), "{a} vs {b}");
@@ -156,8 +158,11 @@ fn zero2_reduces_gradients_every_micro_batch() {
         let pg = PricedGraphs::new(&gpt, &p, &m);
         stage_work(&gpt, &p, &m, &pg)[0].chunks[0].zero_reduce_s
     };
-    let rs16 = m.collective_s(Coll::ReduceScatter, dp, 2.0 * params).0;
-    close(reduce(Framework::LlmFoundry, None), rs);
+    // llm-foundry builds the vocabulary as given: the model's own parameter count.
+    let raw = gpt.params();
+    let rs32 = m.collective_s(Coll::ReduceScatter, dp, 4.0 * raw).0;
+    let rs16 = m.collective_s(Coll::ReduceScatter, dp, 2.0 * raw).0;
+    close(reduce(Framework::LlmFoundry, None), rs32);
     close(reduce(Framework::LlmFoundry, Some(Dtype::Bf16)), rs16);
 }
 

@@ -589,13 +589,15 @@ fn render(model: &ModelSpec, plan: &Plan, v: MegatronVersion, a: &Args) -> Strin
     let mut out = format!(
         "# Megatron-LM ({}) arguments for {} ({} params): {}\n\
          # {script} on {n} ranks (WORLD_SIZE={n}); Megatron derives dp = WORLD_SIZE/(tp·pp·cp) = {}.\n\
-         # Vocabulary {} comes from the tokenizer; add data, tokenizer and optimizer arguments.\n",
+         # Vocabulary {} comes from the tokenizer (Megatron-LM pads it to {}, as priced); add \
+         data, tokenizer and optimizer arguments.\n",
         v.name(),
         model.name,
         fmt_count(model.params()),
         plan.short(),
         plan.dp,
         model.vocab,
+        crate::spec::Framework::Megatron.vocab_rows(model.vocab, plan.tp) * plan.tp,
     );
     // Megatron-LM asserts the environment too (arguments.py `validate_args`): FSDP2 refuses
     // CUDA_DEVICE_MAX_CONNECTIONS=1, which TP or CP overlap needs on Hopper and earlier.

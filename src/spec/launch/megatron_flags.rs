@@ -103,6 +103,7 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--hidden-dropout", true, Model),
     ("--attention-dropout", true, Model),
     ("--vocab-size", true, Model),
+    ("--make-vocab-size-divisible-by", true, Model),
     // Priced without.
     (
         "--overlap-param-gather",
@@ -235,7 +236,7 @@ const IGNORED: &[(&str, bool)] = &[
     ("--test-data-path", true), ("--data-cache-path", true), ("--vocab-file", true),
     ("--merge-file", true), ("--tokenizer-type", true), ("--tokenizer-model", true),
     ("--split", true), ("--data-impl", true), ("--dataloader-type", true), ("--num-workers", true),
-    ("--mock-data", false), ("--make-vocab-size-divisible-by", true), ("--train-iters", true),
+    ("--mock-data", false), ("--train-iters", true),
     ("--train-samples", true), ("--exit-interval", true), ("--exit-duration-in-mins", true),
     ("--eval-interval", true), ("--eval-iters", true), ("--log-interval", true), ("--save", true),
     ("--load", true), ("--save-interval", true), ("--ckpt-format", true),
