@@ -249,9 +249,36 @@ pub enum Command {
     Clusters,
 }
 
+/// The command line with a long option's value that starts with a minus sign but is not a
+/// plain number (`--stage-layers -1,2`, `--gpus -8,16`) attached as `--option=value`, so
+/// that the option's own parser names what is wrong with it: clap takes such a token for an
+/// unknown short flag (`allow_negative_numbers` admits single numbers only, and
+/// `allow_hyphen_values` would swallow a following `--tp` as the value).
+fn attach_hyphen_values(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    for arg in args {
+        let text = arg.to_string_lossy();
+        let negative_list = text.starts_with('-')
+            && text[1..].starts_with(|c: char| c.is_ascii_digit())
+            && text.parse::<f64>().is_err();
+        if let Some(prev) = out.last_mut() {
+            let p = prev.to_string_lossy();
+            if negative_list && p.starts_with("--") && p.len() > 2 && !p.contains('=') {
+                prev.push("=");
+                prev.push(&arg);
+                continue;
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
 /// Runs the binary: parse, dispatch, print errors, exit with the right code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(attach_hyphen_values(std::env::args_os())) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };

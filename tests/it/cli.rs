@@ -1271,7 +1271,7 @@ fn negative_numbers_are_refused_by_the_flag_they_were_given_to() {
         err.lines().next().unwrap().to_string()
     };
     let est = ["estimate", "--model", "gpt3-175b", "--cluster", "a100x8"];
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["--zero", "-1"],
             "error: invalid value '-1' for '--zero <ZERO>': expected a ZeRO stage: 0, 1, 2 or 3 \
@@ -1302,6 +1302,27 @@ fn negative_numbers_are_refused_by_the_flag_they_were_given_to() {
             "error: invalid value '-8' for '--gpus <GPUS>': a negative number; give a whole \
              number, at least 1",
         ),
+        // A list that starts with a negative number reaches the flag's parser too (clap took
+        // `-1,2` for an unknown short flag), and a flag after a list stays a flag.
+        (
+            &["--pp", "2", "--stage-layers", "-1,2"],
+            "error: invalid value '-1,2' for '--stage-layers <STAGE_LAYERS>': `-1` is not a \
+             count or a run N×k (e.g. 5,3×6,1)",
+        ),
+        (
+            &[
+                "--pp",
+                "2",
+                "--recompute",
+                "full",
+                "--recompute-layers",
+                "-2,2",
+                "--tp",
+                "4",
+            ],
+            "error: invalid value '-2,2' for '--recompute-layers <RECOMPUTE_LAYERS>': `-2` is \
+             not a count or a run N×k (e.g. 5,3×6,1)",
+        ),
         // 0 still reaches the flag's own check.
         (&["--tp", "0"], "error: --tp 0: must be at least 1"),
     ];
@@ -1319,6 +1340,19 @@ fn negative_numbers_are_refused_by_the_flag_they_were_given_to() {
             "-1"
         ]),
         "error: --tokens -1: give the training tokens, 1e6 to 1e16, e.g. 300e9"
+    );
+    assert_eq!(
+        first_line(&[
+            "report",
+            "--model",
+            "gpt3-175b",
+            "--cluster",
+            "a100x8",
+            "--gpus",
+            "-8,16"
+        ]),
+        "error: --gpus `-8,16`: `-8` is not a GPU count; write counts like `1,2,4,8` or \
+         `8,16,...,4096`"
     );
     assert_eq!(
         first_line(&[
