@@ -161,18 +161,41 @@ pub fn chunk_in_flight(plan: &Plan, stage: u64, c: u64) -> f64 {
     if plan.schedule != Schedule::Interleaved {
         return in_flight_chunks(plan, stage);
     }
+    let mut one = vec![0.0; plan.vpp as usize];
+    one[c as usize] = 1.0;
+    peak_chunk_bytes(plan, stage, &one)
+}
+
+/// Peak activation bytes on stage `stage` whose model chunk c keeps `bytes[c]` per
+/// micro-batch: without interleaving [`in_flight_chunks`] micro-batches of the (one) chunk;
+/// interleaved, the largest over one period of the schedule (as [`chunk_in_flight`] walks it)
+/// of Σ_c (chunk c's micro-batches held after forward W + t) · bytes[c] — the chunks' peaks
+/// fall at different steps, so where their sizes differ (the embedding and loss slots, MoE
+/// and dense layers, uneven chunks) the stage's peak is not its average chunk times
+/// [`in_flight_chunks`]. Equal chunks give exactly that: W + 1 chunk-passes are held at every
+/// step of the steady state.
+pub fn peak_chunk_bytes(plan: &Plan, stage: u64, bytes: &[f64]) -> f64 {
+    if plan.schedule != Schedule::Interleaved {
+        return in_flight_chunks(plan, stage) * bytes.iter().sum::<f64>();
+    }
     let (p, m, v) = (plan.pp, plan.n_micro(), plan.vpp);
-    debug_assert!(c < v && stage < p, "chunk {c} of {v}, stage {stage} of {p}");
+    debug_assert!(
+        stage < p && bytes.len() as u64 == v,
+        "{} chunks of {v}",
+        bytes.len()
+    );
     let total = m * v;
     let warmup = ((p - stage - 1) * 2 + (v - 1) * p).min(total);
     let group = p * v;
     // Chunk `k`'s share of the first `n` passes issued chunk-major in groups of p.
     let share = |n: u64, k: u64| (n / group) * p + (n % group).saturating_sub(k * p).min(p);
     // Backward j runs chunk v − 1 − (j / p) mod v: chunk c's are the share of chunk v − 1 − c.
+    let held = |t: u64, c: u64| {
+        share((warmup + t + 1).min(total), c).saturating_sub(share(t, v - 1 - c)) as f64
+    };
     (0..=group.min(total))
-        .map(|t| share((warmup + t + 1).min(total), c).saturating_sub(share(t, v - 1 - c)))
-        .max()
-        .unwrap_or(0) as f64
+        .map(|t| (0..v).map(|c| held(t, c) * bytes[c as usize]).sum::<f64>())
+        .fold(0.0, f64::max)
 }
 
 /// Activation bytes one layer keeps per micro-batch under `rc`: all saved tensors, those the
@@ -294,32 +317,36 @@ pub fn stage_memory(
         grads += largest_layer_params * plan.grad_reduce_bytes();
     }
 
+    // Each chunk's bytes per micro-batch: its layers, the embedding with the first chunk of
+    // the first stage, the head (and multi-token prediction depths) with the last chunk of the
+    // last stage, whose backward follows each forward at once under 1F1B and interleaving (one
+    // micro-batch held; GPipe keeps all m) — as the simulator holds them (`stages::chunk_costs`).
     let in_flight = in_flight_chunks(plan, st.stage);
-    let per_micro: f64 = st
-        .layers
+    let mut start = 0;
+    let mut chunk_bytes: Vec<f64> = st
+        .chunks
         .iter()
-        .map(|&(i, rc)| layer_activation_bytes(graphs.layer(model, i), model, &sh, rc))
-        .sum();
-    let mut activations = in_flight * per_micro;
+        .map(|&n| {
+            let layers = &st.layers[start..start + n as usize];
+            start += n as usize;
+            layers
+                .iter()
+                .map(|&(i, rc)| layer_activation_bytes(graphs.layer(model, i), model, &sh, rc))
+                .sum()
+        })
+        .collect();
     if st.embedding {
-        // The embedding runs in the first model chunk, which holds more micro-batches than
-        // the stage's average under interleaving.
-        activations += chunk_in_flight(plan, st.stage, 0) * graphs.embedding.saved_bytes();
+        chunk_bytes[0] += graphs.embedding.saved_bytes();
     }
     if st.head {
-        // The head runs in the last model chunk, whose backward follows each forward at once
-        // under 1F1B and interleaving (one micro-batch); GPipe keeps all m.
-        let head_in_flight = match plan.schedule {
-            Schedule::Gpipe => plan.n_micro() as f64,
-            Schedule::OneFOneB | Schedule::Interleaved => 1.0,
-        };
-        activations += head_in_flight * graphs.head.saved_bytes();
+        let last = chunk_bytes.len() - 1;
+        chunk_bytes[last] += graphs.head.saved_bytes();
         if let Some(g) = &graphs.mtp {
             let rc = super::stages::mtp_recompute(plan);
-            activations +=
-                head_in_flight * model.mtp_layers as f64 * mtp_activation_bytes(g, model, &sh, rc);
+            chunk_bytes[last] += model.mtp_layers as f64 * mtp_activation_bytes(g, model, &sh, rc);
         }
     }
+    let activations = peak_chunk_bytes(plan, st.stage, &chunk_bytes);
 
     // Working set at the peak: the layer being back-propagated re-materialises what
     // recomputation dropped, plus two activation-gradient buffers of its widest tensor; the

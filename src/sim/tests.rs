@@ -177,6 +177,41 @@ fn first_chunk_holds_its_own_in_flight_count() {
     }
 }
 
+/// Chunks of different sizes (the embedding and loss slots, dense and MoE layers, a chunk
+/// recomputed): the simulator's peak on every stage is `peak_chunk_bytes` of them, the largest
+/// over the schedule's period of what the chunks hold at once. Chunk c keeps 1 + c² + the
+/// stage's index bytes per micro-batch, so no two chunks weigh the same. Hand-derived on p = 4,
+/// v = 2, m = 8, stage 0, chunks of 1 and 2 bytes: its W = 3·2 + 4 = 10 warm-up forwards and
+/// the next run chunk 0 on micro-batches 0–3, chunk 1 on 0–3, chunk 0 on 4–6: 7 chunk-0 and 4
+/// chunk-1 micro-batches held, 7·1 + 4·2 = 15 bytes (the steady state then trades chunk-1
+/// backwards for forwards: 8·1 + 3·2 = 14). The stage-average formula had said its 11
+/// chunk-passes at 1.5 bytes, 16.5.
+#[test]
+fn unequal_chunks_peak_as_the_simulator_holds_them() {
+    let plan = shape(Schedule::Interleaved, 4, 8, 2);
+    assert_eq!(memory::peak_chunk_bytes(&plan, 0, &[1.0, 2.0]), 15.0);
+    assert_eq!(memory::in_flight_chunks(&plan, 0) * 3.0, 16.5);
+    for (schedule, p, m, v, tf, tb) in sweep() {
+        let mut st = uniform(p, v, tf, tb, 0.0);
+        for s in &mut st {
+            for (c, w) in s.chunks.iter_mut().enumerate() {
+                w.activation_bytes = 1.0 + (c * c) as f64 + s.stage_idx as f64;
+            }
+        }
+        let sim = run(&st, schedule, m);
+        let plan = shape(schedule, p, m, v);
+        for (s, work) in sim.stages.iter().zip(&st) {
+            let bytes: Vec<f64> = work.chunks.iter().map(|w| w.activation_bytes).collect();
+            let want = memory::peak_chunk_bytes(&plan, s.stage_idx, &bytes);
+            assert_eq!(
+                s.peak_activation_bytes, want,
+                "{schedule:?} p={p} m={m} v={v} stage {}",
+                s.stage_idx
+            );
+        }
+    }
+}
+
 /// Hand-derived timeline with pipeline sends: p = 2, m = 1, t_f = 1, t_b = 2, a send takes
 /// 0.5. Stage 0 forwards [0, 1] and sends [1, 1.5]; stage 1 forwards [1.5, 2.5], backwards
 /// [2.5, 4.5] and sends [4.5, 5]; stage 0 backwards [5, 7]. Each stage is busy 3 s and

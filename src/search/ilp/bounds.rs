@@ -17,7 +17,11 @@ impl PartitionProblem {
     pub fn min_recompute(&self, i: usize, n: u64) -> Option<u64> {
         let s = &self.stages[i];
         let top = if self.recompute { n } else { 0 };
-        (0..=top).find(|&r| s.mem_bytes(n, r) <= self.capacity_bytes)
+        // Interleaved stages recompute all their layers or none (`stages::problem`).
+        let whole = self.vpp > 1;
+        (0..=top)
+            .filter(|&r| !whole || r == 0 || r == n)
+            .find(|&r| s.mem_bytes(n, r) <= self.capacity_bytes)
     }
 
     /// Stage `i`'s fastest time with `n` layers (at its fewest recomputed layers).

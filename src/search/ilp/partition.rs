@@ -126,7 +126,11 @@ impl PartitionProblem {
     /// Objective of an assignment: pipeline time plus the memory tie-break; `None` when a
     /// stage does not fit or the counts are invalid.
     pub fn objective(&self, n: &[u64], r: &[u64]) -> Option<f64> {
+        // Interleaved stages recompute all their layers or none (`Plan::check`:
+        // `PartialRecomputeInterleaved`).
+        let whole = self.vpp <= 1 || r.iter().zip(n).all(|(&r, &n)| r == 0 || r == n);
         let ok = (!self.megatron || self.megatron_form(n, r))
+            && whole
             && n.len() == self.stages.len()
             && r.len() == n.len()
             && n.iter().sum::<u64>() == self.layers

@@ -63,7 +63,11 @@ fn probe(
 
 /// ILP 2's instance for `plan` (see [`applies`]), its coefficients from four probe
 /// partitions: every stage at v and 2v layers without recomputation, and at 2v layers with
-/// one and two recomputed (v = vpp, so interleaved chunks stay whole).
+/// one and two recomputed (v = vpp). Interleaved stages recompute all their layers or none
+/// (`Plan::check`: `PartialRecomputeInterleaved`), and a part recomputed would make their
+/// chunks unequal, whose peak the cost model takes chunk by chunk
+/// (`memory::peak_chunk_bytes`): they are probed at v and 2v layers all recomputed instead,
+/// so chunks stay whole and the coefficients exact for r = 0 or n.
 pub fn problem(
     model: &ModelSpec,
     plan: &Plan,
@@ -79,26 +83,45 @@ pub fn problem(
     let recompute = plan.recompute == Recompute::Full;
     let a = probe(model, plan, m, pg, step, 0);
     let b = probe(model, plan, m, pg, 2 * step, 0);
-    let (c, d) = if recompute {
-        (
+    let whole = v > 1;
+    let (c, d) = match (recompute, whole) {
+        (false, _) => (b.clone(), b.clone()),
+        (true, false) => (
             probe(model, plan, m, pg, 2 * step, 1),
             probe(model, plan, m, pg, 2 * step, 2),
-        )
-    } else {
-        (b.clone(), b.clone())
+        ),
+        (true, true) => (
+            probe(model, plan, m, pg, step, step),
+            probe(model, plan, m, pg, 2 * step, 2 * step),
+        ),
     };
     let vf = step as f64;
     let stages = (0..plan.pp as usize)
         .map(|i| {
             let time_per_layer_s = (b[i].0 - a[i].0) / vf;
             let mem_per_layer_bytes = (b[i].1 - a[i].1) / vf;
-            let mem_per_recomputed_bytes = d[i].1 - c[i].1;
+            let time_fixed_s = a[i].0 - vf * time_per_layer_s;
+            let mem_fixed_bytes = a[i].1 - vf * mem_per_layer_bytes;
+            // Time and memory at (n, r): fixed + n·per layer + r·per recomputed, and memory
+            // [r > 0]·recompute fixed besides.
+            let (time_per_recomputed_s, mem_per_recomputed_bytes, mem_recompute_fixed_bytes) =
+                if whole && recompute {
+                    // c = (step, step), d = (2·step, 2·step).
+                    let tr = (d[i].0 - c[i].0) / vf - time_per_layer_s;
+                    let mr = (d[i].1 - c[i].1) / vf - mem_per_layer_bytes;
+                    let fixed = c[i].1 - mem_fixed_bytes - vf * (mem_per_layer_bytes + mr);
+                    (tr, mr, fixed)
+                } else {
+                    // c = (2·step, 1), d = (2·step, 2).
+                    let mr = d[i].1 - c[i].1;
+                    (c[i].0 - b[i].0, mr, c[i].1 - b[i].1 - mr)
+                };
             StageCoeffs {
-                time_fixed_s: a[i].0 - vf * time_per_layer_s,
+                time_fixed_s,
                 time_per_layer_s,
-                time_per_recomputed_s: c[i].0 - b[i].0,
-                mem_fixed_bytes: a[i].1 - vf * mem_per_layer_bytes,
-                mem_recompute_fixed_bytes: c[i].1 - b[i].1 - mem_per_recomputed_bytes,
+                time_per_recomputed_s,
+                mem_fixed_bytes,
+                mem_recompute_fixed_bytes,
                 mem_per_layer_bytes,
                 mem_per_recomputed_bytes,
             }
@@ -242,7 +265,14 @@ mod tests {
                 let n: Vec<u64> = (0..p.pp)
                     .map(|_| p.vpp * if p.vpp > 1 { k } else { rng.int(1, 6) })
                     .collect();
-                let r: Vec<u64> = n.iter().map(|&x| rng.int(0, x)).collect();
+                // Interleaved stages recompute all their layers or none (`problem`).
+                let r: Vec<u64> = n
+                    .iter()
+                    .map(|&x| match p.vpp {
+                        1 => rng.int(0, x),
+                        _ => x * rng.int(0, 1),
+                    })
+                    .collect();
                 let mut q = p.clone();
                 q.stage_layers = Some(n.clone());
                 q.recompute_layers = Some(r.clone());
@@ -256,7 +286,8 @@ mod tests {
                     );
                     assert!(
                         (mem - st.memory.total()).abs() < 1e-6 * mem,
-                        "{name} stage {i}"
+                        "{name} stage {i}: n {n:?} r {r:?}: {mem} vs {}",
+                        st.memory.total()
                     );
                 }
             }
