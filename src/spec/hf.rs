@@ -240,7 +240,11 @@ fn build(
                 None => {
                     let msg =
                         format!("expected a whole number from 0 to {MAX_MTP_LAYERS}, found {v}");
-                    f.bad("num_nextn_predict_layers", &msg, "fix the value");
+                    f.bad(
+                        "num_nextn_predict_layers",
+                        &msg,
+                        "correct it in config.json to the value the model was published with",
+                    );
                     0
                 }
             }
@@ -310,7 +314,7 @@ fn swiglu_limit(f: &mut Fields<'_>) -> f64 {
             f.bad(
                 "swiglu_limit",
                 "expected a positive number",
-                "fix the value",
+                "correct it in config.json to the value the model was published with",
             );
             7.0
         }
@@ -457,7 +461,11 @@ fn rope_theta(f: &mut Fields<'_>, fam: Family, notes: &mut Vec<String>) -> Optio
                 Some(t) => Some(t),
                 None => {
                     let msg = format!("rope_theta: expected a number above 1, found {t}");
-                    f.bad("rope_parameters", &msg, "fix the value");
+                    f.bad(
+                        "rope_parameters",
+                        &msg,
+                        "correct it in config.json to the value the model was published with",
+                    );
                     None
                 }
             };

@@ -238,6 +238,24 @@ pub enum Infeasible {
         /// Pipeline stages.
         pp: u64,
     },
+    /// Tied input and output embeddings split over pipeline stages, which torchtitan refuses
+    /// (`NotImplementedError("Weight tying is not supported with Pipeline Parallel.")`,
+    /// pytorch/torchtitan `torchtitan/models/common/decoder.py`).
+    TiedWithPipeline {
+        /// The framework's name.
+        framework: &'static str,
+        /// Pipeline stages.
+        pp: u64,
+    },
+    /// Replicated data parallelism (ZeRO-0) beside tensor, pipeline or context parallelism,
+    /// which torchtitan's DDP does not run (`apply_ddp`: "DDP has not supported > 1D
+    /// parallelism", pytorch/torchtitan `parallelize.py`).
+    DdpBesideModelParallel {
+        /// The framework's name.
+        framework: &'static str,
+        /// Data-parallel size.
+        dp: u64,
+    },
     /// The framework has no implementation of a parallelism the plan uses.
     FrameworkLacks {
         /// The framework's name.
@@ -378,6 +396,8 @@ impl Infeasible {
             I::ZeroStage { .. } => "zero stage out of range",
             I::ZeroWithPipeline { .. } => "zero 2/3 with pipeline",
             I::FrameworkLacks { .. } => "parallelism the framework lacks",
+            I::TiedWithPipeline { .. } => "tied embeddings with pipeline",
+            I::DdpBesideModelParallel { .. } => "DDP beside tp/pp/cp",
             I::MoeTpNeedsSp { .. } => "MoE with tp needs sequence parallelism",
             I::CpNeedsFlash { .. } => "cp needs fused attention",
             I::FusedAttentionDtype { .. } => "fused attention on 32-bit tensors",
@@ -415,7 +435,8 @@ impl Infeasible {
             I::ZeroStage { .. } | I::ZeroWithPipeline { .. } => "zero",
             I::FrameworkLacks { field, .. } => field,
             I::PartialRecomputeInterleaved { .. } => "recompute_layers",
-            I::FrameworkZero { .. } => "zero",
+            I::FrameworkZero { .. } | I::DdpBesideModelParallel { .. } => "zero",
+            I::TiedWithPipeline { .. } => "pp",
             I::FrameworkDtype { .. } => "dtype",
             I::DtypeUnsupported { .. } => "dtype",
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
@@ -694,6 +715,14 @@ impl fmt::Display for Infeasible {
             I::ZeroWithPipeline { zero, pp } => write!(
                 f,
                 "ZeRO-{zero} with pp={pp}: gradient/parameter sharding does not combine with this framework's pipelining (torchtitan's FSDP does); use zero ≤ 1"
+            ),
+            I::TiedWithPipeline { framework, pp } => write!(
+                f,
+                "pp={pp} with tied embeddings: {framework} does not tie weights across pipeline stages (\"Weight tying is not supported with Pipeline Parallel\"); use pp 1, or price for --framework megatron, which keeps a copy on the last stage"
+            ),
+            I::DdpBesideModelParallel { framework, dp } => write!(
+                f,
+                "zero=0 with dp={dp} beside tp/pp/cp: {framework} runs DDP alone (\"DDP has not supported > 1D parallelism\"); use zero 2 or 3 (FSDP), or dp 1"
             ),
             I::FrameworkLacks {
                 framework,

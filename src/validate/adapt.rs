@@ -490,6 +490,9 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         _ => match p.distributed_optimizer {
             Some(d) => u8::from(d),
             None if fw == Stack::MegatronCore => 1, // --use-distributed-optimizer in the README
+            // The stack shards fully unless told otherwise (torchtitan's
+            // `data_parallel_shard_degree = -1`, Composer's `FULL_SHARD`).
+            None if fw == Stack::Fsdp => 3,
             None => 0,
         },
     };

@@ -820,7 +820,7 @@ fn more_flags_out_of_range_name_the_fix() {
         ];
         planner(&[&args[..], extra].concat())
     };
-    let o = gpipe(&["--pp", "2", "--framework", "torchtitan"]);
+    let o = gpipe(&["--pp", "2", "--framework", "torchtitan", "--zero", "3"]);
     assert!(stdout(&o).contains("OUT OF MEMORY"), "{}", stdout(&o));
     // GPipe exists in torchtitan only, and needs a pipeline: on one stage it had been priced
     // holding every micro-batch, which gradient accumulation never does.

@@ -1191,7 +1191,7 @@ fn torchtitan_and_deepspeed_carry_the_plan() {
         &[
             &["export"][..],
             &target,
-            &["--tp", "2", "--format", "torchtitan"],
+            &["--tp", "2", "--zero", "3", "--format", "torchtitan"],
         ]
         .concat(),
     );
@@ -1215,8 +1215,7 @@ fn torchtitan_and_deepspeed_carry_the_plan() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o)
-            .contains("`zero`: ZeRO-0 with dp > 1 beside TP/PP/CP: torchtitan runs DDP alone"),
+        stderr(&o).contains("`zero`: zero=0 with dp=4 beside tp/pp/cp: torchtitan runs DDP alone"),
         "{}",
         stderr(&o)
     );
@@ -2308,4 +2307,26 @@ fn megatron_vocabulary_arguments_say_what_is_priced() {
     );
     let w = warnings("--vocab-size 51200 --make-vocab-size-divisible-by 128");
     assert!(w.iter().all(|w| !w.contains("vocab")), "{w:?}");
+}
+
+/// The torchtitan export warns that overlap was left out only where it would have changed
+/// the price: DDP's step all-reduce (ZeRO-0). FSDP reduce-scatters with each backward either
+/// way, and under pipelining after the last one, which nothing overlaps.
+#[test]
+fn torchtitan_overlap_warning_only_where_overlap_is_priced() {
+    let m = load_model("llama3-8b").unwrap();
+    let warned = |zero: u8, pp: u64| {
+        let mut p = Plan::new(8 / pp, 1, pp, 1, 32, 8192);
+        (p.framework, p.zero, p.overlap_grad_reduce) = (Framework::Torchtitan, zero, false);
+        export(&m, &p, LaunchFormat::Torchtitan)
+            .unwrap_or_else(|e| panic!("zero {zero} pp {pp}: {e}"))
+            .warnings
+            .iter()
+            .any(|w| w.contains("priced without overlap"))
+    };
+    assert!(warned(0, 1));
+    assert!(!warned(2, 1));
+    assert!(!warned(3, 1));
+    assert!(!warned(2, 2));
+    assert!(!warned(3, 2));
 }

@@ -34,7 +34,11 @@ impl Fields<'_> {
             Some(n) if (1..=max).contains(&n) => Some(n),
             _ => {
                 let msg = format!("expected a whole number from 1 to {max}, found {v}");
-                self.bad(key, &msg, "fix the value");
+                self.bad(
+                    key,
+                    &msg,
+                    "correct it in config.json to the value the model was published with",
+                );
                 None
             }
         }
@@ -77,7 +81,11 @@ impl Fields<'_> {
             Some(x) if x > 1.0 && x <= max => Some(x),
             _ => {
                 let msg = format!("expected a number above 1 and at most {max:e}, found {v}");
-                self.bad(key, &msg, "fix the value");
+                self.bad(
+                    key,
+                    &msg,
+                    "correct it in config.json to the value the model was published with",
+                );
                 None
             }
         }
@@ -89,7 +97,11 @@ impl Fields<'_> {
             Some(p) if (0.0..1.0).contains(&p) => Some(p),
             _ => {
                 let msg = format!("expected a probability in [0, 1), found {v}");
-                self.bad(key, &msg, "fix the value");
+                self.bad(
+                    key,
+                    &msg,
+                    "correct it in config.json to the value the model was published with",
+                );
                 None
             }
         }

@@ -83,7 +83,11 @@ pub(super) fn deepseek_moe(f: &mut Fields<'_>, fam: Family) -> Option<HfMoe> {
             Some(n) => Some(n),
             None => {
                 let msg = format!("expected a whole number from 0 to {MAX_LAYERS}, found {v}");
-                f.bad("first_k_dense_replace", &msg, "fix the value");
+                f.bad(
+                    "first_k_dense_replace",
+                    &msg,
+                    "correct it in config.json to the value the model was published with",
+                );
                 None
             }
         },

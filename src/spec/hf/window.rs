@@ -60,15 +60,18 @@ pub(super) fn sliding_window(f: &mut Fields<'_>, fam: Family) -> Option<SlidingW
             // 0 is valid: every layer slides.
             let from = match f.map.get("max_window_layers") {
                 None | Some(Value::Null) => Some(28),
-                Some(v) => match v.as_u64().filter(|n| *n <= MAX_LAYERS) {
-                    Some(n) => Some(n),
-                    None => {
-                        let msg =
-                            format!("expected a whole number from 0 to {MAX_LAYERS}, found {v}");
-                        f.bad("max_window_layers", &msg, "fix the value");
-                        None
+                Some(v) => {
+                    match v.as_u64().filter(|n| *n <= MAX_LAYERS) {
+                        Some(n) => Some(n),
+                        None => {
+                            let msg = format!(
+                                "expected a whole number from 0 to {MAX_LAYERS}, found {v}"
+                            );
+                            f.bad("max_window_layers", &msg, "correct it in config.json to the value the model was published with");
+                            None
+                        }
                     }
-                },
+                }
             };
             if let Some(first) = from.filter(|&m| m > 0) {
                 layers = WindowLayers::From(first);

@@ -586,18 +586,24 @@ fn render(model: &ModelSpec, plan: &Plan, v: MegatronVersion, a: &Args) -> Strin
     } else {
         "pretrain_gpt.py"
     };
+    let padded = crate::spec::Framework::Megatron.vocab_rows(model.vocab, plan.tp) * plan.tp;
     let mut out = format!(
         "# Megatron-LM ({}) arguments for {} ({} params): {}\n\
          # {script} on {n} ranks (WORLD_SIZE={n}); Megatron derives dp = WORLD_SIZE/(tp·pp·cp) = {}.\n\
-         # Vocabulary {} comes from the tokenizer (Megatron-LM pads it to {}, as priced); add \
-         data, tokenizer and optimizer arguments.\n",
+         # Vocabulary {} comes from the tokenizer (Megatron-LM pads it to {}{}); add data, \
+         tokenizer and optimizer arguments.\n",
         v.name(),
         model.name,
         fmt_count(model.params()),
         plan.short(),
         plan.dp,
         model.vocab,
-        crate::spec::Framework::Megatron.vocab_rows(model.vocab, plan.tp) * plan.tp,
+        padded,
+        if plan.framework.vocab_rows(model.vocab, plan.tp) * plan.tp == padded {
+            ", as priced"
+        } else {
+            "; the plan was priced unpadded"
+        },
     );
     // Megatron-LM asserts the environment too (arguments.py `validate_args`): FSDP2 refuses
     // CUDA_DEVICE_MAX_CONNECTIONS=1, which TP or CP overlap needs on Hopper and earlier.

@@ -66,7 +66,7 @@ pub(super) fn num(a: &ArgMap, c: &mut Collect, name: &str) -> Option<u64> {
             c.refuse(
                 name,
                 format!("expected a whole number from 1 to 16M, found `{v}`"),
-                "fix the value",
+                "give a whole number from 1 to 16M",
             );
             None
         }

@@ -46,8 +46,11 @@ pub fn to_torchtitan(model: &ModelSpec, plan: &Plan) -> Result<Export, SpecError
     if plan.attention == AttentionImpl::Unfused {
         c.warn("torchtitan runs SDPA (flash) attention; the plan was priced unfused (pessimistic)");
     }
-    if !plan.overlap_grad_reduce && plan.dp > 1 {
-        c.warn("torchtitan overlaps the gradient reduction with backward; the plan was priced without overlap (pessimistic)");
+    // Only DDP's step all-reduce waits on the flag: FSDP reduce-scatters every micro-batch's
+    // gradients with its backward either way, and under pipelining after the last one, which
+    // nothing overlaps (`cost::dp::schedule`).
+    if !plan.overlap_grad_reduce && plan.dp > 1 && plan.zero == 0 {
+        c.warn("torchtitan overlaps DDP's gradient all-reduce with backward; the plan was priced without overlap (pessimistic)");
     }
     let mut text = format!(
         "# torchtitan job config sections for {} ({} params): {}\n\

@@ -153,7 +153,7 @@ fn read_model(r: &mut Reader<'_>) -> Option<ModelSpec> {
     let vocab = r.req_count(
         "vocab",
         MAX_VOCAB,
-        "add `vocab: N` (padded vocabulary size)",
+        "add `vocab: N` (the tokenizer's vocabulary size; Megatron plans pad it to 128·tp themselves)",
     );
     let seq_len = r.req_count(
         "seq_len",

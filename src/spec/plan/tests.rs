@@ -142,6 +142,30 @@ fn frameworks_refuse_what_they_cannot_run() {
         let l = labels(&p);
         assert_eq!(l.is_empty(), ok, "{fw:?}: {l:?}");
     }
+    // torchtitan ties no weights across stages (`models/common/decoder.py` raises
+    // NotImplementedError) and runs DDP (ZeRO-0) only without TP, PP or CP (`apply_ddp`).
+    let mut tied = m.clone();
+    tied.tied_embeddings = true;
+    p.framework = Framework::Torchtitan;
+    let tied_labels: Vec<(&str, String)> = p
+        .check(&tied, &cluster)
+        .iter()
+        .map(|i| (i.field(), i.to_string()))
+        .collect();
+    assert_eq!(
+        tied_labels,
+        [("pp", "pp=2 with tied embeddings: torchtitan does not tie weights across pipeline stages (\"Weight tying is not supported with Pipeline Parallel\"); use pp 1, or price for --framework megatron, which keeps a copy on the last stage".to_string())]
+    );
+    p.framework = Framework::Megatron;
+    p.zero = 1;
+    assert!(p.check(&tied, &cluster).is_empty());
+    (p.framework, p.zero) = (Framework::Torchtitan, 0);
+    assert_eq!(
+        labels(&p),
+        [("zero", "zero=0 with dp=4 beside tp/pp/cp: torchtitan runs DDP alone (\"DDP has not supported > 1D parallelism\"); use zero 2 or 3 (FSDP), or dp 1".to_string())]
+    );
+    (p.dp, p.pp) = (8, 1);
+    assert!(labels(&p).is_empty(), "DDP alone runs: {:?}", labels(&p));
 }
 
 /// Every TP rank holds ffn/tp columns of each expert too: an expert width tp does not
@@ -225,7 +249,7 @@ fn expert_parallelism_rules_follow_the_frameworks() {
         "{}",
         why[0]
     );
-    (p.etp, p.framework, p.zero) = (Some(1), Framework::Torchtitan, 0);
+    (p.etp, p.framework, p.zero) = (Some(1), Framework::Torchtitan, 3);
     assert_eq!(fields(&p), ["etp", "ep"]);
     let dense = crate::spec::load_model("llama3-8b").unwrap();
     (p.framework, p.ep) = (Framework::Megatron, 1);
