@@ -428,6 +428,17 @@ impl PlanArgs {
                 loss: self.account_loss,
             },
         };
+        if self.global_batch.is_none() && plan.n_micro() > MAX_MICRO_BATCHES {
+            // The batch was derived, not given: say from what, rather than blame the flag.
+            return Err(CliError::BadInput(format!(
+                "--seq-len {seq_len}: the default global batch, 4,194,304 tokens per step, is {} \
+                 sequences, {} micro-batches per step on dp {} (limit {MAX_MICRO_BATCHES}); give \
+                 --global-batch (sequences per step) or a longer --seq-len",
+                plan.global_batch,
+                plan.n_micro(),
+                plan.dp
+            )));
+        }
         check_plan(&plan, model, cluster)?;
         Ok(plan)
     }

@@ -355,6 +355,19 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                         .into(),
                 ));
             }
+            if let (Some(e), Format::Json | Format::Csv) = (export, format) {
+                let f = if format == Format::Json {
+                    "json"
+                } else {
+                    "csv"
+                };
+                return Err(CliError::BadInput(format!(
+                    "--format {f} with --export {}: the export prints the launch configuration in \
+                     that framework's own format; drop --format, or drop --export for the ranked \
+                     plans as {f}",
+                    e.name()
+                )));
+            }
             let r = target.resolve()?;
             let r = match verify_k {
                 Some(k) => {

@@ -1415,3 +1415,45 @@ fn a_refused_plan_field_is_named_once() {
          --p2p-scatter-gather\n"
     );
 }
+
+/// Two messages the QA pass found wanting: a default global batch that a tiny --seq-len makes
+/// implausible names the flag the user gave (not --global-batch, which they did not), and
+/// `suggest --export` with --format json (which it had silently ignored, printing TOML) says
+/// the two do not combine. Both exit 2.
+#[test]
+fn derived_batches_and_ignored_formats_say_so() {
+    let o = planner(&[
+        "estimate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--seq-len",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        "error: --seq-len 1: the default global batch, 4,194,304 tokens per step, is 4194304 \
+         sequences, 524288 micro-batches per step on dp 8 (limit 65536); give --global-batch \
+         (sequences per step) or a longer --seq-len"
+    );
+    let o = planner(&[
+        "suggest",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--export",
+        "torchtitan",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o).trim_end(),
+        "error: --format json with --export torchtitan: the export prints the launch \
+         configuration in that framework's own format; drop --format, or drop --export for the \
+         ranked plans as json"
+    );
+}
