@@ -118,10 +118,7 @@ impl Target {
 /// The largest size any plan argument may take before it is treated as a typo.
 const MAX_SIZE: u64 = 1 << 24;
 
-/// Micro-batches per step beyond which a plan is a typo: 128× the 512 of the longest published
-/// pipeline schedule we know (Megatron-LM SC'21 Table 1, 1T model: global batch 3,072 over
-/// dp 6, micro-batch 1); the simulator's events grow with them.
-const MAX_MICRO_BATCHES: u64 = 1 << 16;
+use crate::spec::infeasible::MAX_MICRO_BATCHES;
 
 /// The flags `--plan` and `--megatron-args` replace.
 const PLAN_FLAGS: [&str; 29] = [

@@ -130,13 +130,18 @@ pub fn parse_gpus(s: &str) -> Result<Vec<u64>, CliError> {
     Ok(out)
 }
 
-/// 1, 2, 4, … up to `n`, and `n` itself.
-fn default_gpus(n: u64) -> Vec<u64> {
+/// The counts a cluster of `total` GPUs in nodes of `per_node` is cut to when --gpus is not
+/// given: 1, 2, 4, … within a node, one node, then 2, 4, 8, … whole nodes, and all of it —
+/// each a part of one node or whole nodes (`ClusterSpec::with_gpus`): 1, 2, 4, 6, 12, 24 for
+/// four nodes of six.
+fn default_gpus(total: u64, per_node: u64) -> Vec<u64> {
+    let node = per_node.clamp(1, total.max(1));
     let mut v: Vec<u64> = std::iter::successors(Some(1u64), |x| Some(x * 2))
-        .take_while(|x| *x <= n)
+        .take_while(|x| *x < node)
         .collect();
-    if v.last() != Some(&n) {
-        v.push(n);
+    v.extend(std::iter::successors(Some(node), |x| Some(x * 2)).take_while(|x| *x <= total));
+    if v.last() != Some(&total) {
+        v.push(total);
     }
     v
 }
@@ -249,7 +254,7 @@ fn read_verify(path: Option<&PathBuf>) -> Result<Option<report::Verified>, CliEr
 fn config(a: &ReportArgs, r: &Resolved) -> Result<Config, CliError> {
     let gpus = match &a.gpus {
         Some(s) => parse_gpus(s)?,
-        None => default_gpus(r.cluster.n_gpus()),
+        None => default_gpus(r.cluster.n_gpus(), r.cluster.gpus_per_node),
     };
     let claims = a
         .claim
@@ -396,8 +401,12 @@ mod tests {
         assert!(e.contains("list them: `2,4,6`"), "{e}");
         // An end below the run is refused, not an underflow.
         assert!(parse_gpus("8,16,...,12").is_err());
-        assert_eq!(default_gpus(8), vec![1, 2, 4, 8]);
-        assert_eq!(default_gpus(12), vec![1, 2, 4, 8, 12]);
+        assert_eq!(default_gpus(8, 8), vec![1, 2, 4, 8]);
+        assert_eq!(default_gpus(12, 4), vec![1, 2, 4, 8, 12]);
+        // Nodes of six: every count is a part of one node or whole nodes (8 is neither).
+        assert_eq!(default_gpus(24, 6), vec![1, 2, 4, 6, 12, 24]);
+        assert_eq!(default_gpus(15, 3), vec![1, 2, 3, 6, 12, 15]);
+        assert_eq!(default_gpus(1024, 8).len(), 11);
     }
 
     #[test]

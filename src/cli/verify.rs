@@ -275,7 +275,9 @@ fn rows(v: &Verification, secs: impl Fn(f64) -> String) -> Vec<Vec<String>> {
 /// where e.g. a TP collective's wait for a slower peer counts as bubble, which a plan
 /// without pipelining predicts none of).
 fn class_error(predicted: f64, error: Option<f64>) -> String {
-    if predicted == 0.0 && error.is_some() {
+    // Under a nanosecond is a rounding residue of the breakdown's differences (a bubble of
+    // 2.8e-17 s had read −100%), not a prediction.
+    if predicted.abs() < 1e-9 && error.is_some() {
         "unpredicted".to_string()
     } else {
         pct(error)
@@ -516,6 +518,7 @@ mod tests {
     #[test]
     fn a_class_predicted_at_zero_reads_unpredicted() {
         assert_eq!(class_error(0.0, Some(-1.0)), "unpredicted");
+        assert_eq!(class_error(2.8e-17, Some(-1.0)), "unpredicted");
         assert_eq!(class_error(2e-3, Some(-1.0)), "-100.0%");
         assert_eq!(class_error(2e-3, Some(0.25)), "+25.0%");
         assert_eq!(class_error(0.0, None), "-");

@@ -322,14 +322,9 @@ pub fn stage_memory(
     // last stage, whose backward follows each forward at once under 1F1B and interleaving (one
     // micro-batch held; GPipe keeps all m) — as the simulator holds them (`stages::chunk_costs`).
     let in_flight = in_flight_chunks(plan, st.stage);
-    let mut start = 0;
-    let mut chunk_bytes: Vec<f64> = st
-        .chunks
-        .iter()
-        .map(|&n| {
-            let layers = &st.layers[start..start + n as usize];
-            start += n as usize;
-            layers
+    let mut chunk_bytes: Vec<f64> = (0..st.chunks.len() as u64)
+        .map(|c| {
+            super::stages::chunk_layers(st, plan, c)
                 .iter()
                 .map(|&(i, rc)| layer_activation_bytes(graphs.layer(model, i), model, &sh, rc))
                 .sum()

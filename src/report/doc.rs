@@ -78,6 +78,16 @@ pub fn thousands(x: f64) -> String {
     out
 }
 
+/// An amount (GPU-hours, dollars): [`thousands`] from 1,000 up, else three significant digits,
+/// so that a small study does not read "0 GPU-hours, $0".
+pub fn amount(x: f64) -> String {
+    if x.abs() >= 1000.0 {
+        thousands(x)
+    } else {
+        sig(x, 3)
+    }
+}
+
 /// A large count in words-width: 131B, 300B, 1.2T, 45M (three significant digits, no
 /// trailing zeros).
 pub fn count(x: f64) -> String {
@@ -250,6 +260,10 @@ mod tests {
         assert_eq!(sig(1.388e-17, 4), "0");
         assert_eq!(thousands(1_234_567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
+        assert_eq!(amount(1_234_567.4), "1,234,567");
+        assert_eq!(amount(443.2), "443");
+        assert_eq!(amount(0.18), "0.180");
+        assert_eq!(amount(0.00018), "0.000180");
         assert_eq!(pct(0.9734), "97.3%");
         assert_eq!(count(131e9), "131B");
         assert_eq!(count(300e9), "300B");

@@ -2,7 +2,7 @@
 //! chart with its table beside it; and the helpers the summary shares.
 
 use super::charts::{self, Line, METHOD_COLORS, ScalingChart, TrainingChart};
-use super::doc::{Block, Table, count, pct, sig, thousands};
+use super::doc::{Block, Table, amount, count, pct, sig, thousands};
 use super::study::{Config, Point, Study, limiting, marginal, training};
 use super::{Inputs, Rendered, ReportError};
 use crate::cost::Estimate;
@@ -217,9 +217,9 @@ fn training_row(cfg: &Config, study: &Study, i: usize) -> (Vec<String>, Option<(
         thousands(e.tokens_per_s),
         pct(e.mfu),
         sig(tr.days, 3),
-        thousands(tr.gpu_hours),
+        amount(tr.gpu_hours),
     ];
-    r.extend(tr.cost.map(thousands));
+    r.extend(tr.cost.map(amount));
     match marginal(&study.points, i) {
         Some((j, eff)) => {
             let prev = study.points[j].hybrid().expect("marginal has a plan");
@@ -251,17 +251,39 @@ fn knee_text(cfg: &Config, study: &Study) -> String {
              study larger counts to find where it bends."
         )
     } else {
-        " Past the knee each added GPU buys less than that share of its worth, and GPU-hours \
-         grow."
-            .to_string()
+        // The step that ended the walk, stated as it is (later steps may climb back: the knee
+        // is where the first one falls short, not where scaling stops paying for good).
+        let next = (k + 1..study.points.len())
+            .find(|&j| study.points[j].hybrid().is_some())
+            .and_then(|j| Some((j, super::study::marginal(&study.points, j)?.1)));
+        match next {
+            Some((j, e)) => format!(
+                " The step past it, to {}, keeps {} of the ideal speedup; later steps are in the \
+                 table below.",
+                crate::units::fmt_gpus(study.points[j].n_gpus()),
+                pct(e)
+            ),
+            None => String::new(),
+        }
     };
     format!(
         "**The knee is {ng}.** Definition: walking up the GPU counts that have a plan, the \
          marginal efficiency of a step from n₁ to n₂ GPUs is (T(n₁) / T(n₂)) / (n₂ / n₁), the \
          share of the ideal speedup that the extra GPUs deliver; the knee is the largest count \
          reached while every step keeps it ≥ {}.{end}",
-        pct(cfg.knee_efficiency)
+        threshold_pct(cfg.knee_efficiency)
     )
+}
+
+/// The knee's threshold as a percentage, with as many decimals as it needs to read below
+/// 100% when it is (0.9999 had printed as "≥ 100.0%").
+fn threshold_pct(x: f64) -> String {
+    let one = pct(x);
+    if x < 1.0 && one == pct(1.0) {
+        format!("{:.2}%", 100.0 * x)
+    } else {
+        one
+    }
 }
 
 /// Section 2: time-to-train and GPU-hours with the knee, chart and table.
@@ -312,4 +334,18 @@ pub fn time_to_train(
         },
         Block::Table(t),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threshold_pct;
+
+    /// The knee's threshold reads below 100% whenever it is (QA: 0.9999 had printed as
+    /// "≥ 100.0%"), and keeps the one-decimal form otherwise.
+    #[test]
+    fn knee_thresholds_read_as_given() {
+        assert_eq!(threshold_pct(0.8), "80.0%");
+        assert_eq!(threshold_pct(0.9999), "99.99%");
+        assert_eq!(threshold_pct(1.0), "100.0%");
+    }
 }

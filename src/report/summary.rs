@@ -2,7 +2,7 @@
 //! limits scaling) and the claimed speedups checked against the prediction.
 
 use super::Inputs;
-use super::doc::{Block, Table, count, pct, sig, thousands};
+use super::doc::{Block, Table, amount, count, pct, sig, thousands};
 use super::sections::{METHODS, NEAR_LINEAR, no_plan_at, plan_cell};
 use super::study::{Claim, Config, Point, Study, limiting, term_meaning, training};
 use crate::cost::Estimate;
@@ -272,9 +272,9 @@ pub fn summary(inputs: &Inputs, cfg: &Config, study: &Study) -> Vec<Block> {
                 pct(e.mfu),
                 count(cfg.tokens),
                 sig(t.days, 3),
-                thousands(t.gpu_hours),
+                amount(t.gpu_hours),
                 t.cost
-                    .map_or(String::new(), |c| format!(", ${}", thousands(c)))
+                    .map_or(String::new(), |c| format!(", ${}", amount(c)))
             ));
         }
     }

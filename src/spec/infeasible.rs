@@ -7,6 +7,11 @@ use std::fmt;
 /// the graph's element counts (tokens × widths up to 2^24) leave u64.
 pub const MAX_MICRO_BATCH_TOKENS: u64 = 1 << 26;
 
+/// Micro-batches per step beyond which a plan is a typo: 128× the 512 of the longest published
+/// pipeline schedule we know (Megatron-LM SC'21 Table 1, 1T model: global batch 3,072 over
+/// dp 6, micro-batch 1); the simulator's events grow with them.
+pub const MAX_MICRO_BATCHES: u64 = 1 << 16;
+
 /// The label of [`Infeasible::OutOfMemory`], for tallies that count plans the memory estimate
 /// rejects without building the value.
 pub const OUT_OF_MEMORY: &str = "out of memory";
@@ -117,6 +122,11 @@ pub enum Infeasible {
     MicroBatchTokens {
         /// mbs · seq_len.
         tokens: u64,
+    },
+    /// More micro-batches per step than [`MAX_MICRO_BATCHES`].
+    TooManyMicroBatches {
+        /// global_batch / (dp · mbs).
+        n_micro: u64,
     },
     /// A sliding window shorter than the sequence in a framework that runs none.
     FrameworkWindow {
@@ -378,6 +388,7 @@ impl Infeasible {
             I::RecomputeModules { .. } => "recompute modules outside Megatron-Core's rules",
             I::MtpUnpriced { .. } => "multi-token prediction outside Megatron",
             I::MicroBatchTokens { .. } => "micro-batch tokens beyond any run",
+            I::TooManyMicroBatches { .. } => "micro-batches per step beyond any run",
             I::ExpertsNotDivisible { .. } => "ep does not divide experts or the stage's ranks",
             I::ExpertTp { .. } => "expert tp other than 1 or tp",
             I::FrameworkEtp { .. } => "whole experts in a framework without them",
@@ -427,7 +438,7 @@ impl Infeasible {
             I::MlaUnpriced { field, .. } => field,
             I::RecomputeModules { .. } => "recompute_modules",
             I::MtpUnpriced { .. } => "framework",
-            I::MicroBatchTokens { .. } => "micro_batch",
+            I::MicroBatchTokens { .. } | I::TooManyMicroBatches { .. } => "micro_batch",
             I::ExpertsNotDivisible { .. } | I::EpWithoutExperts { .. } => "ep",
             I::ExpertTp { .. } | I::FrameworkEtp { .. } => "etp",
             I::InterleavedNeedsChunks { .. } | I::InterleavedMicroBatches { .. } => "vpp",
@@ -594,6 +605,10 @@ impl fmt::Display for Infeasible {
             I::MicroBatchTokens { tokens } => write!(
                 f,
                 "micro-batch × seq_len = {tokens} tokens in one micro-batch, beyond the {MAX_MICRO_BATCH_TOKENS} planner prices (a typo?); use a smaller micro-batch or sequence"
+            ),
+            I::TooManyMicroBatches { n_micro } => write!(
+                f,
+                "{n_micro} micro-batches per step, beyond the {MAX_MICRO_BATCHES} planner prices (a typo in the global batch?); use a larger micro-batch, more data parallelism or a smaller global batch"
             ),
             I::FrameworkWindow { framework, window } => write!(
                 f,

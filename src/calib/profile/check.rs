@@ -22,6 +22,19 @@ pub const MIN_LINK_CHECK_BYTES: f64 = 1_048_576.0;
 /// or mis-sized row (a time of 1e-300 s had priced a step at 252% MFU).
 pub const MAX_GEMM_FLOPS_S: f64 = 2e16;
 
+/// The slowest a GEMM of at least [`MIN_GEMM_CHECK_FLOPS`] may run: 1 GFLOP/s, what one CPU
+/// core does without vector units (two scalar FMA pipes at 2–4 GHz give 4–16 GFLOP/s). Slower
+/// is a row timed in another unit or a stalled run.
+pub const MIN_GEMM_FLOPS_S: f64 = 1e9;
+
+/// GEMMs from which [`MIN_GEMM_FLOPS_S`] applies: 1 GFLOP (below it a launch of up to a
+/// millisecond may dominate).
+pub const MIN_GEMM_CHECK_FLOPS: f64 = 1e9;
+
+/// The slowest memory a profile may report: 1 GB/s, below any DRAM channel since DDR (a
+/// 0.001 GB/s figure had priced a step at 59 days).
+pub const MIN_HBM_GBYTES_S: f64 = 1.0;
+
 /// How far a measurement may pass the datasheet: 5%, for clocks above the datasheet's.
 pub const PEAK_ALLOWANCE: f64 = 1.05;
 
@@ -119,6 +132,16 @@ impl Profile {
                     "a GEMM's time must be positive",
                 ));
             }
+            if g.flops_s() * g.seconds >= MIN_GEMM_CHECK_FLOPS && g.flops_s() < MIN_GEMM_FLOPS_S {
+                return Err(bad(
+                    format!("gemm[{i}].seconds"),
+                    g.seconds,
+                    &format!(
+                        "{:.3} GFLOP/s, slower than one scalar CPU core",
+                        g.flops_s() / 1e9
+                    ),
+                ));
+            }
             if g.flops_s() > MAX_GEMM_FLOPS_S {
                 return Err(bad(
                     format!("gemm[{i}].seconds"),
@@ -141,11 +164,14 @@ impl Profile {
                 }
             }
         }
-        if let Some(h) = self.hbm_gbytes_s.filter(|&h| !positive(h) || h > 1e5) {
+        if let Some(h) = self
+            .hbm_gbytes_s
+            .filter(|&h| !positive(h) || !(MIN_HBM_GBYTES_S..=1e5).contains(&h))
+        {
             return Err(bad(
                 "hbm_gbytes_s".into(),
                 h,
-                "a memory bandwidth must be positive and below 100 TB/s",
+                "a memory bandwidth must be from 1 GB/s to 100 TB/s",
             ));
         }
         for (i, f) in self.collectives.iter().enumerate() {

@@ -62,7 +62,24 @@ fn loading_refuses_values_that_price_nothing() {
     assert!(msg(&q).contains("beyond any interconnect"), "{}", msg(&q));
     let mut q = p.clone();
     q.hbm_gbytes_s = Some(1e6);
-    assert!(msg(&q).contains("below 100 TB/s"), "{}", msg(&q));
+    assert!(msg(&q).contains("to 100 TB/s"), "{}", msg(&q));
+    // … and the slow end (QA: 0.001 GB/s had priced a step at 59 days; a GEMM of its first
+    // shape taking 1e4 s is below a gigaflop per second).
+    let mut q = p.clone();
+    q.hbm_gbytes_s = Some(0.001);
+    assert!(msg(&q).contains("from 1 GB/s"), "{}", msg(&q));
+    let mut q = p.clone();
+    assert!(
+        q.gemm[0].flops_s() * q.gemm[0].seconds >= 1e9,
+        "{:?}",
+        q.gemm[0]
+    );
+    q.gemm[0].seconds = 1e4;
+    assert!(
+        msg(&q).contains("slower than one scalar CPU core"),
+        "{}",
+        msg(&q)
+    );
     // QA: a GEMM of no rows, a GEMM at 1e-300 s (252% MFU), a one-rank collective
     // (infinite times), a segment running backwards.
     let mut q = p.clone();

@@ -146,6 +146,11 @@ impl Plan {
                 why,
             });
         }
+        if self.n_micro() > crate::spec::infeasible::MAX_MICRO_BATCHES {
+            out.push(I::TooManyMicroBatches {
+                n_micro: self.n_micro(),
+            });
+        }
         if self.global_batch % (self.dp * self.mbs) != 0 {
             out.push(I::BatchNotDivisible {
                 global_batch: self.global_batch,

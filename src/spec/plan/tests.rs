@@ -607,3 +607,25 @@ fn embedding_and_loss_slots_split_the_pipeline_as_megatron_core() {
         ["with pp=1: there is no pipeline split to even; drop it"]
     );
 }
+
+/// More micro-batches per step than any run (65,536) is infeasible for every caller, the
+/// search included: `report` and `suggest` had simulated 4,194,304 of them (27 s, 4.5 GB)
+/// for a plan `estimate` refuses.
+#[test]
+fn implausibly_many_micro_batches_are_infeasible() {
+    let m = crate::spec::load_model("llama3-8b").unwrap();
+    let cluster = crate::spec::load_cluster("h100x8").unwrap();
+    let p = Plan::new(8, 1, 1, 1, 8 * 65_537, 2048);
+    let why = p.check(&m, &cluster);
+    assert_eq!(
+        why.iter().map(|i| i.field()).collect::<Vec<_>>(),
+        ["micro_batch"]
+    );
+    assert!(
+        why[0]
+            .to_string()
+            .starts_with("65537 micro-batches per step, beyond the 65536")
+    );
+    let p = Plan::new(8, 1, 1, 1, 8 * 65_536, 2048);
+    assert!(p.check(&m, &cluster).is_empty());
+}
