@@ -22,7 +22,7 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub src: Sources,
     /// GPU counts, comma-separated; `a,b,...,z` continues a doubling (or evenly spaced) run
-    /// to z, e.g. `8,16,...,4096` (default: 1, 2, 4, … up to the whole cluster).
+    /// to z, e.g. `8,16,...,4096` (default: 1, 2, 4, … within a node, then 1, 2, 4, … whole nodes, and the whole cluster).
     #[arg(long, allow_negative_numbers = true)]
     pub gpus: Option<String>,
     /// Training tokens, e.g. 300e9.
