@@ -81,6 +81,14 @@ pub fn compare(
             let why_none = r.top.is_empty().then(|| {
                 let mut reasons: Vec<_> = r.infeasible.iter().collect();
                 reasons.sort_by(|a, b| b.1.cmp(a.1));
+                // Plans that passed every check and ran out of memory are the binding reason:
+                // the others, fixed, would be among them (Mixtral's TP-only plans without
+                // sequence parallelism outnumber those with it, which all run out of memory).
+                if r.infeasible
+                    .contains_key(crate::spec::infeasible::OUT_OF_MEMORY)
+                {
+                    reasons.retain(|(w, _)| **w == crate::spec::infeasible::OUT_OF_MEMORY);
+                }
                 beyond_reach(name, n, cluster.gpus_per_node, model.layers).unwrap_or_else(|| {
                     reasons
                         .first()

@@ -216,3 +216,20 @@ fn megatron_2021_space_splits_pipeline_sends() {
     let core = Space::new(64, 2048).for_framework(Framework::Megatron);
     assert!(!bare(&core, [2, 2, 2, 1, 1, 1, 1]).p2p_scatter_gather);
 }
+
+/// `compare` names the binding reason a method has no plan: where some of its plans passed
+/// every check and ran out of memory, memory (QA: Mixtral's TP-only on 8 H100s had read "MoE
+/// with tp needs sequence parallelism", the most frequent rejection, though every plan with
+/// sequence parallelism is out of memory too); otherwise the most frequent reason.
+#[test]
+fn compare_names_memory_when_checked_plans_ran_out_of_it() {
+    let m = load_model("mixtral-8x7b").unwrap();
+    let c = load_cluster("h100x8").unwrap();
+    let r = compare::compare(&m, &c, None, &Space::new(64, 4096)).unwrap();
+    let tp = r.strategies.iter().find(|s| s.name == "tp-only").unwrap();
+    assert!(tp.best.is_none());
+    assert_eq!(
+        tp.why_none.as_deref(),
+        Some(crate::spec::infeasible::OUT_OF_MEMORY)
+    );
+}
