@@ -96,6 +96,22 @@ impl Framework {
         }
     }
 
+    /// Whether the framework ties the input and output embeddings across pipeline stages
+    /// (Megatron-LM keeps a copy on the last stage and all-reduces the pair's gradients);
+    /// torchtitan refuses it (`NotImplementedError("Weight tying is not supported with
+    /// Pipeline Parallel.")`, pytorch/torchtitan `torchtitan/models/common/decoder.py`).
+    pub fn ties_across_stages(self) -> bool {
+        self != Framework::Torchtitan
+    }
+
+    /// Whether replicated data parallelism (ZeRO-0) runs beside tensor, pipeline or context
+    /// parallelism ([`Plan::ddp_beside_model_parallel`]); torchtitan's DDP runs alone
+    /// (`apply_ddp`: "DDP has not supported > 1D parallelism", pytorch/torchtitan
+    /// `parallelize.py`).
+    pub fn runs_ddp_beside_model_parallel(self) -> bool {
+        self != Framework::Torchtitan
+    }
+
     /// Whether norms, rotary embedding and gated activations run as single fused kernels
     /// (false: composed of eager PyTorch elementwise ops).
     pub fn fused_kernels(self) -> bool {

@@ -278,6 +278,12 @@ impl Plan {
         self.dp * self.tp * self.pp * self.cp
     }
 
+    /// Whether the plan replicates its data-parallel ranks (ZeRO-0, DDP) beside tensor,
+    /// pipeline or context parallelism ([`Framework::runs_ddp_beside_model_parallel`]).
+    pub fn ddp_beside_model_parallel(&self) -> bool {
+        self.zero == 0 && self.dp > 1 && self.tp * self.pp * self.cp > 1
+    }
+
     /// Whether sequence parallelism is in effect (it is a no-op without TP).
     pub fn sp(&self) -> bool {
         self.sequence_parallel && self.tp > 1

@@ -80,7 +80,7 @@ fn parallelism(c: &mut Collect, model: &ModelSpec, plan: &Plan) -> String {
             (plan.dp, 1, None)
         }
     };
-    if plan.zero == 0 && plan.dp > 1 && plan.tp * plan.pp * plan.cp > 1 {
+    if plan.ddp_beside_model_parallel() {
         c.refuse("zero", "ZeRO-0 with dp > 1 beside TP/PP/CP: torchtitan runs DDP alone (\"DDP has not supported > 1D parallelism\", parallelize.py `apply_ddp`)", "price zero 2 or 3 (FSDP), or dp 1");
     }
     if plan.tp > 1 && !plan.sequence_parallel {

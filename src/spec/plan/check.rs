@@ -435,19 +435,17 @@ impl Plan {
                 framework: self.framework.name(),
             });
         }
-        if self.framework == Framework::Torchtitan {
-            if model.tied_embeddings && self.pp > 1 {
-                out.push(I::TiedWithPipeline {
-                    framework: self.framework.name(),
-                    pp: self.pp,
-                });
-            }
-            if self.zero == 0 && self.dp > 1 && self.tp * self.pp * self.cp > 1 {
-                out.push(I::DdpBesideModelParallel {
-                    framework: self.framework.name(),
-                    dp: self.dp,
-                });
-            }
+        if model.tied_embeddings && self.pp > 1 && !self.framework.ties_across_stages() {
+            out.push(I::TiedWithPipeline {
+                framework: self.framework.name(),
+                pp: self.pp,
+            });
+        }
+        if self.ddp_beside_model_parallel() && !self.framework.runs_ddp_beside_model_parallel() {
+            out.push(I::DdpBesideModelParallel {
+                framework: self.framework.name(),
+                dp: self.dp,
+            });
         }
         if self.zero > 3 {
             out.push(I::ZeroStage { zero: self.zero });
