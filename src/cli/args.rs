@@ -65,6 +65,13 @@ pub struct Resolved {
 impl Target {
     /// Loads and validates everything named.
     pub fn resolve(&self) -> Result<Resolved, CliError> {
+        self.resolve_for(false)
+    }
+
+    /// [`resolve`](Self::resolve), where `cpu_stands_in` says the command runs on threads
+    /// standing for the devices (`--backend cpu`): a cpu profile is then what it asks for,
+    /// not a warning.
+    pub fn resolve_for(&self, cpu_stands_in: bool) -> Result<Resolved, CliError> {
         let imported = spec::load_model_noted(&self.src.model)?;
         for n in &imported.notes {
             eprintln!("note: {}: {n}", self.src.model);
@@ -98,7 +105,9 @@ impl Target {
             if p.meta.backend != "cpu" {
                 return Err(CliError::BadInput(format!("calibration `{n}`: {w}")));
             }
-            eprintln!("warning: calibration `{n}`: {w}");
+            if !cpu_stands_in {
+                eprintln!("warning: calibration `{n}`: {w}");
+            }
         }
         if let (Some(p), Some(n)) = (&profile, &name)
             && let Some(w) = crate::calib::beyond_device(p, &cluster.gpu)

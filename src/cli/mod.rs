@@ -368,7 +368,9 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     e.name()
                 )));
             }
-            let r = target.resolve()?;
+            let r = target.resolve_for(
+                verify_k.is_some() && run_args.backend == Some(calibrate::BackendArg::Cpu),
+            )?;
             let r = match verify_k {
                 Some(k) => {
                     verify::check_suggest(k, &run_args)?;

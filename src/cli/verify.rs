@@ -222,7 +222,9 @@ fn write_back(target: &Target, r: &Resolved, o: &Outcome) -> Result<WriteBack, C
 
 /// Runs `planner verify`.
 pub fn run(a: VerifyArgs) -> Result<String, CliError> {
-    let r = a.target.resolve()?;
+    let r = a
+        .target
+        .resolve_for(a.run.backend == Some(BackendArg::Cpu))?;
     let plan = a.plan.resolve(&r.model, &r.cluster)?;
     let Some(o) = verify_one(&a.target, &r, &plan, &a.run)? else {
         return Ok(String::new());

@@ -189,6 +189,22 @@ fn issue_7_plan_files_verify_and_write_back_updates_the_profile() {
         &plan,
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o2 = planner(&[
+        "estimate",
+        "--model",
+        &tiny,
+        "--cluster",
+        &two,
+        "--plan",
+        &plan,
+        "--calibration",
+        &prof,
+    ]);
+    assert!(
+        stderr(&o2).contains("a stand-in that prices threads, not a100-sxm4-80gb GPUs"),
+        "{}",
+        stderr(&o2)
+    );
     let o = planner(&[
         "verify",
         "--model",
@@ -208,6 +224,9 @@ fn issue_7_plan_files_verify_and_write_back_updates_the_profile() {
         "--write-back",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A cpu profile is what --backend cpu asks for: no warning that it prices threads, not
+    // the cluster's A100s (estimate, pricing the A100s with it, warns below).
+    assert!(!stderr(&o).contains("stand-in"), "{}", stderr(&o));
     let text = stdout(&o);
     assert!(
         text.contains("step time") && text.contains("pp comm"),
@@ -260,6 +279,7 @@ fn issue_7_suggest_verify_reranks_plans_by_measured_time() {
         "--format",
         "json",
     ]);
+    assert!(!stderr(&o).contains("stand-in"), "{}", stderr(&o));
     let v = json(&o);
     let plans = v["verified"].as_array().unwrap();
     assert_eq!(plans.len(), 3, "{v}");
