@@ -130,7 +130,7 @@ const MAX_SIZE: u64 = 1 << 24;
 use crate::spec::infeasible::MAX_MICRO_BATCHES;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 29] = [
+const PLAN_FLAGS: [&str; 30] = [
     "tp",
     "pp",
     "dp",
@@ -153,6 +153,7 @@ const PLAN_FLAGS: [&str; 29] = [
     "p2p_scatter_gather",
     "account_embedding",
     "account_loss",
+    "vocab_divisor",
     "schedule",
     "attention",
     "tp_overlap",
@@ -267,6 +268,14 @@ pub struct PlanArgs {
     /// building one layer fewer (`--account-for-loss-in-pipeline-split`).
     #[arg(long = "account-for-loss-in-pipeline-split")]
     pub account_loss: bool,
+    /// Megatron and DeepSpeed: pad the vocabulary to a multiple of N·tp, as Megatron-LM's
+    /// `--make-vocab-size-divisible-by` (default 128); torchtitan and llm-foundry do not pad.
+    #[arg(
+        long = "make-vocab-size-divisible-by",
+        allow_negative_numbers = true,
+        value_parser = size::<u64>,
+    )]
+    pub vocab_divisor: Option<u64>,
     /// Pipeline schedule (default: interleaved when vpp > 1, else 1f1b).
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleArg>,
@@ -433,6 +442,9 @@ impl PlanArgs {
                 embedding: self.account_embedding,
                 loss: self.account_loss,
             },
+            vocab_divisor: self
+                .vocab_divisor
+                .unwrap_or(crate::spec::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY),
         };
         if self.global_batch.is_none() && plan.n_micro() > MAX_MICRO_BATCHES {
             // The batch was derived, not given: say from what, rather than blame the flag.

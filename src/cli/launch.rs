@@ -102,6 +102,12 @@ pub fn export(
             framework: runs,
             // Legacy Megatron's split sends are its own; the format's framework sends its way.
             p2p_scatter_gather: false,
+            // So is Megatron's vocabulary padding (torchtitan builds the vocabulary as given).
+            vocab_divisor: if runs.pads_vocab() {
+                plan.vocab_divisor
+            } else {
+                crate::spec::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY
+            },
             ..plan.clone()
         };
         let problems = as_run.check(&r.model, &r.cluster);

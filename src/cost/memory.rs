@@ -384,7 +384,7 @@ pub fn stage_memory(
     let mut working = rematerialised + grad_buffers;
     if st.head {
         let e = sh.dtype.bytes();
-        let logits = sh.tokens() as f64 * plan.framework.vocab_rows(model.vocab, plan.tp) as f64;
+        let logits = sh.tokens() as f64 * plan.vocab_rows(model.vocab) as f64;
         working = working.max(plan.framework.loss_working_bytes(e) * logits);
         if plan.framework.train_metric_passes() > 0 {
             // Training metrics run after the backward, when one micro-batch's activations

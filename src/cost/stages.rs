@@ -439,8 +439,7 @@ pub fn stage_work_with_provenance(
         0.0
     };
     let tied_s = if model.embedding_on_last_stage() && plan.pp > 1 {
-        let bytes = (plan.framework.vocab_rows(model.vocab, plan.tp) * model.hidden) as f64
-            * plan.grad_reduce_bytes();
+        let bytes = (plan.vocab_rows(model.vocab) * model.hidden) as f64 * plan.grad_reduce_bytes();
         let pair = Placement::tied_pair(plan, m.cluster.gpus_per_node);
         m.collective_s(Coll::AllReduce, pair, bytes).0
     } else {

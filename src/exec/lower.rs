@@ -466,8 +466,7 @@ impl Ctx<'_> {
             }
         }
         if self.model.embedding_on_last_stage() && plan.pp > 1 && (st.embedding || st.head) {
-            let emb =
-                (plan.framework.vocab_rows(self.model.vocab, plan.tp) * self.model.hidden) as f64;
+            let emb = (plan.vocab_rows(self.model.vocab) * self.model.hidden) as f64;
             out.extend(self.coll(rank, GroupKind::Tied, Coll::AllReduce, emb * grad_b));
         }
         let n_dp = plan.dp * plan.cp;

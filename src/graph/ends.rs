@@ -15,7 +15,7 @@ pub fn embedding(model: &ModelSpec, sh: &Shard) -> OpGraph {
     let h = model.hidden as f64;
     let x = sh.tokens() as f64 * h * e;
     let x_sp = sh.tokens_sp() as f64 * h * e;
-    let vocab_rows = sh.framework.vocab_rows(model.vocab, sh.tp) as f64 * h;
+    let vocab_rows = sh.vocab_rows(model.vocab) as f64 * h;
     let extra = model.embedding_params() - model.vocab as f64 * h;
     // Gather rows (read + write) and add positions (read both, write); backward scatter-adds
     // the gradient rows (read gradient, read-modify-write rows).
@@ -81,7 +81,7 @@ pub fn embedding(model: &ModelSpec, sh: &Shard) -> OpGraph {
 pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
     let e = sh.dtype.bytes();
     let h = model.hidden;
-    let v = sh.framework.vocab_rows(model.vocab, sh.tp);
+    let v = sh.vocab_rows(model.vocab);
     let tokens = sh.tokens() as f64;
     let x = tokens * h as f64 * e;
     let mut ops = Vec::new();
@@ -252,6 +252,7 @@ mod tests {
             tp_overlap: crate::spec::TpOverlap::Backward,
             framework: crate::spec::Framework::Megatron,
             modules: Default::default(),
+            vocab_divisor: 128,
         }
     }
 
@@ -294,16 +295,22 @@ mod tests {
     /// 50,304 rows at tp 1 (393 · 128) and 51,200 at tp 8 (50 · 1,024), 6,400 a rank; torchtitan
     /// ⌈50,257 / 8⌉ = 6,283. Llama 3's 128,256 (1,002 · 128) stay at tp 1 and become 129,024
     /// (126 · 1,024) at tp 8. The embedding holds the padded rows (h = 1,600) and the head
-    /// computes their logits; model FLOPs (`cost::flops`) count the real vocabulary.
+    /// computes their logits; model FLOPs (`cost::flops`) count the real vocabulary. Another
+    /// `--make-vocab-size-divisible-by` pads to its multiple: 1 at tp 8 gives ⌈50,257 / 8⌉ =
+    /// 6,283 (Megatron pads to a multiple of tp alone), 64 gives ⌈50,257 / 512⌉ = 99 → 50,688,
+    /// 6,336 a rank.
     #[test]
     fn megatron_pads_the_vocabulary_to_128_per_rank() {
         use crate::spec::Framework::{DeepSpeed, Megatron, Torchtitan};
-        assert_eq!(Megatron.vocab_rows(50_257, 1), 50_304);
-        assert_eq!(Megatron.vocab_rows(50_257, 8), 6_400);
-        assert_eq!(DeepSpeed.vocab_rows(50_257, 8), 6_400);
-        assert_eq!(Torchtitan.vocab_rows(50_257, 8), 6_283);
-        assert_eq!(Megatron.vocab_rows(128_256, 1), 128_256);
-        assert_eq!(Megatron.vocab_rows(128_256, 8), 16_128);
+        assert_eq!(Megatron.vocab_rows(50_257, 1, 128), 50_304);
+        assert_eq!(Megatron.vocab_rows(50_257, 8, 128), 6_400);
+        assert_eq!(DeepSpeed.vocab_rows(50_257, 8, 128), 6_400);
+        assert_eq!(Torchtitan.vocab_rows(50_257, 8, 128), 6_283);
+        assert_eq!(Megatron.vocab_rows(128_256, 1, 128), 128_256);
+        assert_eq!(Megatron.vocab_rows(128_256, 8, 128), 16_128);
+        assert_eq!(Megatron.vocab_rows(50_257, 8, 1), 6_283);
+        assert_eq!(Megatron.vocab_rows(50_257, 8, 64), 6_336);
+        assert_eq!(Torchtitan.vocab_rows(50_257, 8, 64), 6_283);
         let gpt = crate::spec::load_model("gpt2-xl").unwrap();
         let sh = shard(8);
         assert_eq!(
@@ -315,6 +322,20 @@ mod tests {
         let logits = 2.0 * 2048.0 * 6_400.0;
         let loss = ce.op("cross_entropy").unwrap();
         assert_eq!(loss.saved_bytes, 4.0 * logits);
+        // The plan's divisor reaches the shard: 64 holds 6,336 rows a rank.
+        let plan = crate::spec::Plan {
+            vocab_divisor: 64,
+            ..crate::spec::Plan::new(1, 8, 1, 2, 2, 2048)
+        };
+        let sh64 = Shard::of(&plan);
+        assert_eq!(
+            embedding(&gpt, &sh64).params(),
+            6_336.0 * 1_600.0 + 1_024.0 * 1_600.0
+        );
+        assert_eq!(
+            head(&gpt, &sh64).op("cross_entropy").unwrap().saved_bytes,
+            4.0 * 2.0 * 2048.0 * 6_336.0
+        );
     }
 
     /// DeepSeek-V3's multi-token prediction depth on one rank (tp 1, ep 1, b·s = 4096):

@@ -382,6 +382,8 @@ pub struct Shard {
     pub framework: Framework,
     /// What Megatron-Core's selective recomputation re-runs (`Plan::recompute_modules`).
     pub modules: RecomputeModules,
+    /// Megatron-LM's `--make-vocab-size-divisible-by` (`Plan::vocab_divisor`).
+    pub vocab_divisor: u64,
 }
 
 impl Shard {
@@ -400,7 +402,15 @@ impl Shard {
             tp_overlap: plan.tp_overlap,
             framework: plan.framework,
             modules: plan.recompute_modules,
+            vocab_divisor: plan.vocab_divisor,
         }
+    }
+
+    /// Vocabulary rows of the embedding and the output layer on this rank
+    /// ([`Framework::vocab_rows`]).
+    pub fn vocab_rows(&self, vocab: u64) -> u64 {
+        self.framework
+            .vocab_rows(vocab, self.tp, self.vocab_divisor)
     }
 
     /// Tokens this rank's GEMMs see: b·s/cp.

@@ -6,7 +6,8 @@ use super::plan::{AttentionImpl, MAX_FUSED_HEAD_DIM, Plan};
 use crate::units::Dtype;
 use serde::{Deserialize, Serialize};
 
-/// Megatron-LM's default `--make-vocab-size-divisible-by` ([`Framework::vocab_rows`]).
+/// Megatron-LM's default `--make-vocab-size-divisible-by` ([`Framework::vocab_rows`],
+/// `Plan::vocab_divisor`).
 pub const MAKE_VOCAB_SIZE_DIVISIBLE_BY: u64 = 128;
 
 /// The training framework, which decides kernels, loss, optimizer-state layout and gradient
@@ -80,20 +81,27 @@ impl Framework {
 
     /// Vocabulary rows of the embedding and the output layer on each of `tp` ranks for a
     /// `vocab`-token vocabulary. Megatron-LM, and Megatron-DeepSpeed after it, pad the
-    /// vocabulary to a multiple of `--make-vocab-size-divisible-by` (128 by default) times
-    /// tp before splitting it (`_vocab_size_with_padding`, megatron/training/tokenizer/
-    /// tokenizer.py; `padded_vocab_size` is what `VocabParallelEmbedding` and the output
-    /// layer allocate and compute): GPT-2's 50,257 tokens become 51,200 at tp 8. torchtitan
-    /// and llm-foundry build the layers at the given size (torchtitan's tensor-parallel
-    /// sharding rounds a rank's share up).
-    pub fn vocab_rows(self, vocab: u64, tp: u64) -> u64 {
+    /// vocabulary to a multiple of `--make-vocab-size-divisible-by` (`divisor`, 128 by
+    /// default) times tp before splitting it (`_vocab_size_with_padding`,
+    /// megatron/training/tokenizer/tokenizer.py; `padded_vocab_size` is what
+    /// `VocabParallelEmbedding` and the output layer allocate and compute): GPT-2's 50,257
+    /// tokens become 51,200 at tp 8. torchtitan and llm-foundry build the layers at the given
+    /// size (torchtitan's tensor-parallel sharding rounds a rank's share up) and ignore
+    /// `divisor` ([`pads_vocab`](Self::pads_vocab)).
+    pub fn vocab_rows(self, vocab: u64, tp: u64, divisor: u64) -> u64 {
         let tp = tp.max(1);
-        match self {
-            Framework::Megatron | Framework::DeepSpeed => {
-                vocab.div_ceil(MAKE_VOCAB_SIZE_DIVISIBLE_BY * tp) * MAKE_VOCAB_SIZE_DIVISIBLE_BY
-            }
-            Framework::Torchtitan | Framework::LlmFoundry => vocab.div_ceil(tp),
+        if self.pads_vocab() {
+            let divisor = divisor.max(1);
+            vocab.div_ceil(divisor * tp) * divisor
+        } else {
+            vocab.div_ceil(tp)
         }
+    }
+
+    /// Whether the framework pads the vocabulary (Megatron-LM's
+    /// `--make-vocab-size-divisible-by`, [`vocab_rows`](Self::vocab_rows)).
+    pub fn pads_vocab(self) -> bool {
+        matches!(self, Framework::Megatron | Framework::DeepSpeed)
     }
 
     /// Whether the framework ties the input and output embeddings across pipeline stages

@@ -329,6 +329,14 @@ pub enum Infeasible {
         /// The plan's framework.
         framework: &'static str,
     },
+    /// Vocabulary padding (`--make-vocab-size-divisible-by`) under a framework that builds
+    /// the vocabulary as given.
+    VocabPadding {
+        /// The plan's framework.
+        framework: &'static str,
+        /// The divisor given.
+        divisor: u64,
+    },
     /// Megatron-LM runs a mixture-of-experts model with tensor parallelism only with sequence
     /// parallelism.
     MoeTpNeedsSp {
@@ -404,6 +412,7 @@ impl Infeasible {
             I::GradReduceDtype { .. } => "gradient reduction type",
             I::Fp8ParamGather { .. } => "fp8 weights outside FP8 training with ZeRO-1",
             I::P2pScatterGather { .. } => "pipeline scatter/gather outside Megatron",
+            I::VocabPadding { .. } => "vocabulary padding outside Megatron",
             I::ZeroStage { .. } => "zero stage out of range",
             I::ZeroWithPipeline { .. } => "zero 2/3 with pipeline",
             I::FrameworkLacks { .. } => "parallelism the framework lacks",
@@ -453,6 +462,7 @@ impl Infeasible {
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
             I::Fp8ParamGather { .. } => "fp8_param_gather",
             I::P2pScatterGather { .. } => "p2p_scatter_gather",
+            I::VocabPadding { .. } => "make_vocab_size_divisible_by",
             I::MoeTpNeedsSp { .. } => "sequence_parallel",
             I::CpNeedsFlash { .. }
             | I::FusedAttentionDtype { .. }
@@ -789,6 +799,10 @@ impl fmt::Display for Infeasible {
             I::P2pScatterGather { framework } => write!(
                 f,
                 "splitting pipeline sends over the TP ranks is Megatron-LM's option (--scatter-gather-tensors-in-pipeline), not {framework}'s; drop --p2p-scatter-gather"
+            ),
+            I::VocabPadding { framework, divisor } => write!(
+                f,
+                "--make-vocab-size-divisible-by {divisor}: padding the vocabulary is Megatron-LM's and Megatron-DeepSpeed's (_vocab_size_with_padding); {framework} builds the embedding and output layer at the vocabulary's own size; drop the flag"
             ),
             I::MoeTpNeedsSp { tp } => write!(
                 f,

@@ -6,6 +6,7 @@ use crate::units::Dtype;
 use serde::{Deserialize, Serialize};
 
 pub use super::framework::Framework;
+use super::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY;
 pub use super::infeasible::Infeasible;
 
 /// Activation recomputation (Korthikanti et al. 2022, "Reducing Activation Recomputation").
@@ -209,10 +210,27 @@ pub struct Plan {
     /// names): [`Plan::chunk_layer_counts`].
     #[serde(flatten)]
     pub split_accounts: SplitAccounts,
+    /// Megatron-LM pads the vocabulary to a multiple of this times tp
+    /// (`--make-vocab-size-divisible-by`, 128 by default; [`Framework::vocab_rows`]); JSON key
+    /// of that name. Frameworks that build the vocabulary as given refuse another value.
+    #[serde(
+        rename = "make_vocab_size_divisible_by",
+        default = "default_vocab_divisor",
+        skip_serializing_if = "is_default_vocab_divisor"
+    )]
+    pub vocab_divisor: u64,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_vocab_divisor() -> u64 {
+    MAKE_VOCAB_SIZE_DIVISIBLE_BY
+}
+
+fn is_default_vocab_divisor(d: &u64) -> bool {
+    *d == MAKE_VOCAB_SIZE_DIVISIBLE_BY
 }
 
 impl Plan {
@@ -265,7 +283,15 @@ impl Plan {
             fp8_param_gather: false,
             p2p_scatter_gather: false,
             split_accounts: SplitAccounts::default(),
+            vocab_divisor: MAKE_VOCAB_SIZE_DIVISIBLE_BY,
         }
+    }
+
+    /// Vocabulary rows of the embedding and the output layer on each TP rank, padded as the
+    /// plan's framework pads them ([`Framework::vocab_rows`]).
+    pub fn vocab_rows(&self, vocab: u64) -> u64 {
+        self.framework
+            .vocab_rows(vocab, self.tp, self.vocab_divisor)
     }
 
     /// Micro-batches per step per pipeline: global_batch / (dp · mbs).
@@ -416,6 +442,9 @@ impl Plan {
         }
         if self.p2p_scatter_gather {
             s += " p2p-sg";
+        }
+        if self.vocab_divisor != MAKE_VOCAB_SIZE_DIVISIBLE_BY {
+            s += &format!(" vocab-pad={}", self.vocab_divisor);
         }
         s
     }

@@ -69,6 +69,9 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
     let grad_accumulation_fusion = r.opt_bool("grad_accumulation_fusion").unwrap_or(true);
     let fp8_param_gather = r.opt_bool("fp8_param_gather").unwrap_or(false);
     let p2p_scatter_gather = r.opt_bool("p2p_scatter_gather").unwrap_or(false);
+    let vocab_divisor = r
+        .opt_count("make_vocab_size_divisible_by", MAX_SIZE)
+        .unwrap_or(super::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY);
     let split_accounts = SplitAccounts {
         embedding: r
             .opt_bool("account_for_embedding_in_pipeline_split")
@@ -139,6 +142,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         fp8_param_gather,
         p2p_scatter_gather,
         split_accounts,
+        vocab_divisor,
     })
 }
 

@@ -603,6 +603,8 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         grad_reduce_dtype: (p.fsdp_mixed_precision.as_deref() == Some("PURE")).then_some(dtype),
         fp8_param_gather: false,
         split_accounts: Default::default(),
+        // No row sets --make-vocab-size-divisible-by: Megatron's default.
+        vocab_divisor: crate::spec::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY,
     };
     Ok(Case {
         model,

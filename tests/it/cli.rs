@@ -1414,6 +1414,19 @@ fn a_refused_plan_field_is_named_once() {
          option (--scatter-gather-tensors-in-pipeline), not deepspeed's; drop \
          --p2p-scatter-gather\n"
     );
+    // (torchtitan refuses this pp 2, zero 0 plan on two more counts, listed after it.)
+    assert!(
+        refusal(
+            "vocab-torchtitan.json",
+            "\"framework\": \"torchtitan\", \"make_vocab_size_divisible_by\": 64"
+        )
+        .contains(
+            "\n  - plan: `make_vocab_size_divisible_by`: --make-vocab-size-divisible-by 64: \
+             padding the vocabulary is Megatron-LM's and Megatron-DeepSpeed's \
+             (_vocab_size_with_padding); torchtitan builds the embedding and output layer at \
+             the vocabulary's own size; drop the flag\n"
+        )
+    );
 }
 
 /// Two messages the QA pass found wanting: a default global batch that a tiny --seq-len makes

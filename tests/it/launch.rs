@@ -108,6 +108,7 @@ fn sc21_rows() -> Vec<Row> {
                 // where it changes them).
                 p2p_scatter_gather: n("tp") > 1 && n("pp") > 1,
                 split_accounts: Default::default(),
+                vocab_divisor: 128,
             };
             Row {
                 id: r["id"].as_str().unwrap().to_string(),
@@ -196,6 +197,7 @@ fn llama70b_plan() -> Plan {
         fp8_param_gather: false,
         p2p_scatter_gather: false,
         split_accounts: Default::default(),
+        vocab_divisor: 128,
     }
 }
 
@@ -241,12 +243,18 @@ fn megatron_core_round_trip_over_every_feature() {
         fp8_param_gather: true,
         ..base.clone()
     };
+    // Another vocabulary padding: --make-vocab-size-divisible-by.
+    let padded = Plan {
+        vocab_divisor: 64,
+        ..base.clone()
+    };
     for (model, plan, gpus) in [
         (&llama, &base, 256),
         (&mixtral, &moe, 16),
         (&mixtral, &whole, 8),
         (&llama, &overlapped, 256),
         (&llama, &fp8_weights, 256),
+        (&llama, &padded, 256),
     ] {
         let v = LaunchFormat::Megatron(MegatronVersion::Core);
         let text = export(model, plan, v).unwrap().text;
@@ -2284,29 +2292,113 @@ fn a_legacy_megatron_plan_exports_to_deepspeed() {
 }
 
 /// Megatron-LM pads the vocabulary to a multiple of `--make-vocab-size-divisible-by` · tp
-/// (128 by default), which the cost model prices (`Framework::vocab_rows`); arguments that
-/// state another vocabulary or another multiple are read with a warning that says what is
-/// priced instead, and the default says nothing.
+/// (128 by default), which the cost model prices (`Framework::vocab_rows`): the multiple is
+/// read into the plan (`Plan::vocab_divisor`) and priced, another vocabulary is read with a
+/// warning that says what is priced instead, and the default says nothing. The export header
+/// names the padded size: GPT-2's 50,257 at tp 8 is ⌈50,257 / 1,024⌉·1,024 = 51,200 by
+/// default and ⌈50,257 / 512⌉·512 = 50,688 with 64.
 #[test]
 fn megatron_vocabulary_arguments_say_what_is_priced() {
     let m = load_model("gpt-39b").unwrap();
     let base = "--num-layers 48 --tensor-model-parallel-size 8 --micro-batch-size 1 --fp16";
-    let warnings = |extra: &str| {
+    let parsed = |extra: &str| {
         from_megatron(&format!("{base} {extra}"), &m, 512)
             .unwrap_or_else(|e| panic!("{extra}: {e}"))
-            .warnings
     };
-    let w = warnings("--vocab-size 50257 --make-vocab-size-divisible-by 64");
+    let p = parsed("--vocab-size 50257 --make-vocab-size-divisible-by 64");
     assert!(
-        w.contains(&"--vocab-size 50257: the model's vocabulary, 51200, is priced instead (padded to a multiple of 128·tp as Megatron-LM pads it)".to_string()),
-        "{w:?}"
+        p.warnings.contains(&"--vocab-size 50257: the model's vocabulary, 51200, is priced instead (padded as Megatron-LM pads it, to a multiple of --make-vocab-size-divisible-by·tp)".to_string()),
+        "{:?}",
+        p.warnings
     );
     assert!(
-        w.contains(&"--make-vocab-size-divisible-by 64: priced with Megatron-LM's default 128 (the vocabulary padded to a multiple of 128·tp)".to_string()),
-        "{w:?}"
+        p.warnings.iter().all(|w| !w.contains("divisible-by 64")),
+        "{:?}",
+        p.warnings
     );
-    let w = warnings("--vocab-size 51200 --make-vocab-size-divisible-by 128");
-    assert!(w.iter().all(|w| !w.contains("vocab")), "{w:?}");
+    assert_eq!(p.plan.vocab_divisor, 64);
+    let p = parsed("--vocab-size 51200 --make-vocab-size-divisible-by 128");
+    assert!(
+        p.warnings.iter().all(|w| !w.contains("vocab")),
+        "{:?}",
+        p.warnings
+    );
+    assert_eq!(p.plan.vocab_divisor, 128);
+    let gpt2 = load_model("gpt2-xl").unwrap();
+    let header = |divisor: u64| {
+        let plan = Plan {
+            vocab_divisor: divisor,
+            ..Plan::new(1, 8, 1, 1, 8, 1024)
+        };
+        export(&gpt2, &plan, LaunchFormat::Megatron(MegatronVersion::Core))
+            .unwrap()
+            .text
+    };
+    let text = header(128);
+    assert!(text.contains("pads it to 51200, as priced"), "{text}");
+    assert!(!text.contains("--make-vocab-size-divisible-by"), "{text}");
+    let text = header(64);
+    assert!(text.contains("pads it to 50688, as priced"), "{text}");
+    assert!(
+        text.contains("--make-vocab-size-divisible-by 64 \\"),
+        "{text}"
+    );
+}
+
+/// `--make-vocab-size-divisible-by` is priced, saved and read back: GPT-2 XL at tp 1 holds
+/// 50,304 vocabulary rows by default (393 · 128) and 50,257 with 1, 47 fewer of h = 1,600:
+/// 75,200 parameters at 18 bytes each without ZeRO (bf16 weight 2, fp32 gradient 4, master
+/// weight and two moments 12) = 1,353,600 bytes, plus at least the saved fp32 softmax of the
+/// 47 logit columns over 1,024 tokens (4 · 47 · 1,024 = 192,512): more than 1,546,112 bytes
+/// fewer. torchtitan, which does not pad, refuses the flag.
+#[test]
+fn vocabulary_padding_is_priced_saved_and_read_back() {
+    let dir = std::env::temp_dir().join(format!("planner-vocab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("plan.json").display().to_string();
+    let base = ["estimate", "--model", "gpt2-xl", "--cluster", "a100x8"];
+    let memory = |extra: &[&str]| -> f64 {
+        let out = run_ok(&[&base[..], extra, &["--format", "json"]].concat());
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["memory_gib_per_gpu"].as_f64().unwrap() * (1u64 << 30) as f64
+    };
+    let padded = memory(&["--global-batch", "8"]);
+    let exact = memory(&[
+        "--global-batch",
+        "8",
+        "--make-vocab-size-divisible-by",
+        "1",
+        "--save-plan",
+        &saved,
+    ]);
+    let fewer = padded - exact;
+    assert!((1_546_112.0..2_000_000.0).contains(&fewer), "{fewer}");
+    let text = std::fs::read_to_string(&saved).unwrap();
+    assert!(
+        text.contains("\"make_vocab_size_divisible_by\": 1"),
+        "{text}"
+    );
+    assert_eq!(memory(&["--plan", &saved]), exact);
+    let o = planner(
+        &[
+            &base[..],
+            &[
+                "--framework",
+                "torchtitan",
+                "--make-vocab-size-divisible-by",
+                "64",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "torchtitan builds the embedding and output layer at the vocabulary's own size"
+        ),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// The torchtitan export warns that overlap was left out only where it would have changed

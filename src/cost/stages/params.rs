@@ -72,7 +72,7 @@ pub fn chunk_params(
         if model.embedding_on_last_stage() && plan.pp > 1 {
             // Megatron keeps a copy of the word embeddings on the last stage for a tied head
             // and for multi-token prediction.
-            dense += (plan.framework.vocab_rows(model.vocab, plan.tp) * model.hidden) as f64;
+            dense += (plan.vocab_rows(model.vocab) * model.hidden) as f64;
         }
     }
     (dense, experts)

@@ -138,6 +138,7 @@ mod tests {
             tp_overlap: TpOverlap::Backward,
             framework: Framework::Megatron,
             modules,
+            vocab_divisor: 128,
         }
     }
 

@@ -21,6 +21,7 @@ fn shard(tp: u64, sp: bool, attention: AttentionImpl) -> Shard {
         tp_overlap: crate::spec::TpOverlap::Backward,
         framework: crate::spec::Framework::Megatron,
         modules: Default::default(),
+        vocab_divisor: 128,
     }
 }
 
@@ -123,6 +124,7 @@ fn moe_layer_params_match_spec() {
         tp_overlap: crate::spec::TpOverlap::Backward,
         framework: crate::spec::Framework::Megatron,
         modules: Default::default(),
+        vocab_divisor: 128,
     };
     let g = transformer_layer(&m, &sh, true);
     assert_eq!(g.params(), m.layer_params(0));
@@ -162,6 +164,7 @@ fn moe_shard() -> Shard {
         tp_overlap: crate::spec::TpOverlap::Backward,
         framework: crate::spec::Framework::Megatron,
         modules: Default::default(),
+        vocab_divisor: 128,
     }
 }
 

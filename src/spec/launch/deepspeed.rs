@@ -82,6 +82,13 @@ fn outside_config(c: &mut Collect, model: &ModelSpec, plan: &Plan) {
             plan.tp, plan.pp, plan.tp, plan.pp
         ));
     }
+    if plan.vocab_divisor != crate::spec::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY {
+        c.warn(format!(
+            "make_vocab_size_divisible_by {0} is not a DeepSpeed config key: launch \
+             Megatron-DeepSpeed with --make-vocab-size-divisible-by {0}",
+            plan.vocab_divisor
+        ));
+    }
     if plan.pp == 1 && plan.zero >= 2 {
         c.warn(format!(
             "zero {}: launch Megatron-DeepSpeed with --no-pipeline-parallel; otherwise it builds \

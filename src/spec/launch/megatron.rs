@@ -432,6 +432,9 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
         arg(a, "--kv-channels", m.qk_nope_dim);
     }
     arg(a, "--seq-length", plan.seq_len);
+    if plan.vocab_divisor != crate::spec::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY {
+        arg(a, "--make-vocab-size-divisible-by", plan.vocab_divisor);
+    }
     let positions = match model.positions {
         Positions::Learned => model.seq_len,
         Positions::Rotary => model.seq_len.max(plan.seq_len),
@@ -586,7 +589,9 @@ fn render(model: &ModelSpec, plan: &Plan, v: MegatronVersion, a: &Args) -> Strin
     } else {
         "pretrain_gpt.py"
     };
-    let padded = crate::spec::Framework::Megatron.vocab_rows(model.vocab, plan.tp) * plan.tp;
+    let padded =
+        crate::spec::Framework::Megatron.vocab_rows(model.vocab, plan.tp, plan.vocab_divisor)
+            * plan.tp;
     let mut out = format!(
         "# Megatron-LM ({}) arguments for {} ({} params): {}\n\
          # {script} on {n} ranks (WORLD_SIZE={n}); Megatron derives dp = WORLD_SIZE/(tp·pp·cp) = {}.\n\
@@ -599,7 +604,7 @@ fn render(model: &ModelSpec, plan: &Plan, v: MegatronVersion, a: &Args) -> Strin
         plan.dp,
         model.vocab,
         padded,
-        if plan.framework.vocab_rows(model.vocab, plan.tp) * plan.tp == padded {
+        if plan.vocab_rows(model.vocab) * plan.tp == padded {
             ", as priced"
         } else {
             "; the plan was priced unpadded"

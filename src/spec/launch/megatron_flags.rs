@@ -38,6 +38,7 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--micro-batch-size", true, P),
     ("--global-batch-size", true, P),
     ("--seq-length", true, P),
+    ("--make-vocab-size-divisible-by", true, P),
     // Memory.
     ("--recompute-granularity", true, P),
     ("--recompute-method", true, P),
@@ -103,7 +104,6 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--hidden-dropout", true, Model),
     ("--attention-dropout", true, Model),
     ("--vocab-size", true, Model),
-    ("--make-vocab-size-divisible-by", true, Model),
     // Priced without.
     (
         "--overlap-param-gather",

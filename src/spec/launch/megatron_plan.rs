@@ -216,6 +216,8 @@ fn plan(
             && pp > 1
             && !a.has("--no-scatter-gather-tensors-in-pipeline"),
         split_accounts,
+        vocab_divisor: num(a, c, "--make-vocab-size-divisible-by")
+            .unwrap_or(crate::spec::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY),
     })
 }
 

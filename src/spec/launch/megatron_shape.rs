@@ -132,16 +132,9 @@ pub(super) fn check_shape(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     }
     if let Some(v) = num(a, c, "--vocab-size").filter(|v| *v != model.vocab) {
         c.warn(format!(
-            "--vocab-size {v}: the model's vocabulary, {}, is priced instead (padded to a \
-             multiple of 128·tp as Megatron-LM pads it)",
+            "--vocab-size {v}: the model's vocabulary, {}, is priced instead (padded as \
+             Megatron-LM pads it, to a multiple of --make-vocab-size-divisible-by·tp)",
             model.vocab
-        ));
-    }
-    let divisible = crate::spec::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY;
-    if let Some(v) = num(a, c, "--make-vocab-size-divisible-by").filter(|v| *v != divisible) {
-        c.warn(format!(
-            "--make-vocab-size-divisible-by {v}: priced with Megatron-LM's default {divisible} \
-             (the vocabulary padded to a multiple of {divisible}·tp)"
         ));
     }
     for arg in ["--hidden-dropout", "--attention-dropout"] {

@@ -435,6 +435,13 @@ impl Plan {
                 framework: self.framework.name(),
             });
         }
+        if self.vocab_divisor != super::MAKE_VOCAB_SIZE_DIVISIBLE_BY && !self.framework.pads_vocab()
+        {
+            out.push(I::VocabPadding {
+                framework: self.framework.name(),
+                divisor: self.vocab_divisor,
+            });
+        }
         if model.tied_embeddings && self.pp > 1 && !self.framework.ties_across_stages() {
             out.push(I::TiedWithPipeline {
                 framework: self.framework.name(),
