@@ -12,20 +12,6 @@ pub fn run(target: &Target, search: &SearchArgs, format: Format) -> Result<Strin
     let (gb, seq) = (space.global_batch, space.seq_len);
     let c = search::compare(&r.model, &r.cluster, r.profile.as_ref(), &space)
         .map_err(CliError::BadInput)?;
-    if c.strategies.iter().all(|s| s.best.is_none()) {
-        let why: Vec<String> = c
-            .strategies
-            .iter()
-            .map(|s| format!("{}: {}", s.name, s.why_none.as_deref().unwrap_or("-")))
-            .collect();
-        return Err(CliError::NoFeasiblePlan(format!(
-            "no method fits {} on {} ({}):\n  {}",
-            r.model.name,
-            r.cluster.name,
-            crate::units::fmt_gpus(c.n_gpus),
-            why.join("\n  ")
-        )));
-    }
     let rows: Vec<Vec<String>> = c
         .strategies
         .iter()
@@ -64,7 +50,7 @@ pub fn run(target: &Target, search: &SearchArgs, format: Format) -> Result<Strin
         "fits",
         "numbers_from",
     ];
-    Ok(match format {
+    let output = match format {
         Format::Json => json(&serde_json::json!({
             "model": r.model.name, "cluster": r.cluster.name, "n_gpus": c.n_gpus,
             "global_batch": gb, "seq_len": seq,
@@ -112,5 +98,25 @@ pub fn run(target: &Target, search: &SearchArgs, format: Format) -> Result<Strin
                 None => format!("one GPU): {}", render::numbers_from(&c.single)),
             }
         ),
-    })
+    };
+    if c.strategies.iter().all(|s| s.best.is_none()) {
+        let why: Vec<String> = c
+            .strategies
+            .iter()
+            .map(|s| format!("{}: {}", s.name, s.why_none.as_deref().unwrap_or("-")))
+            .collect();
+        let message = format!(
+            "no method fits {} on {} ({}):\n  {}",
+            r.model.name,
+            r.cluster.name,
+            crate::units::fmt_gpus(c.n_gpus),
+            why.join("\n  ")
+        );
+        // JSON and CSV readers get the document, every method unfit with its reason.
+        return Err(match format {
+            Format::Table => CliError::NoFeasiblePlan(message),
+            _ => CliError::NoFeasiblePlanWith { message, output },
+        });
+    }
+    Ok(output)
 }

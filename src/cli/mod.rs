@@ -40,6 +40,15 @@ pub enum CliError {
     /// Nothing fits: the search found no feasible plan.
     #[error("{0}")]
     NoFeasiblePlan(String),
+    /// Nothing fits, with the document `--format json|csv` prints for it (no plans, the
+    /// rejections) so that a script reading stdout gets a document, not nothing.
+    #[error("{message}")]
+    NoFeasiblePlanWith {
+        /// What stderr says.
+        message: String,
+        /// What stdout gets.
+        output: String,
+    },
     /// A probe backend is unavailable or failed.
     #[error("{0}")]
     Exec(#[from] crate::exec::ExecError),
@@ -58,7 +67,7 @@ impl CliError {
     /// The process exit code (DESIGN.md §9).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::NoFeasiblePlan(_) => 1,
+            CliError::NoFeasiblePlan(_) | CliError::NoFeasiblePlanWith { .. } => 1,
             _ => 2,
         }
     }
@@ -304,6 +313,15 @@ pub fn main() -> ExitCode {
             }
         }
         Err(e) => {
+            if let CliError::NoFeasiblePlanWith { output, .. } = &e {
+                use std::io::Write;
+                let mut stdout = std::io::stdout().lock();
+                // A reader that stopped early, or a stdout that cannot be written, leaves the
+                // message on stderr and the exit code as they are.
+                let _ = stdout
+                    .write_all(output.as_bytes())
+                    .and_then(|()| stdout.flush());
+            }
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
         }
@@ -420,13 +438,29 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 let among = export.map_or(String::new(), |f| {
                     format!(" among the plans --export {} can write", f.name())
                 });
-                return Err(CliError::NoFeasiblePlan(format!(
+                let message = format!(
                     "no plan fits {} on {} ({}, global batch {gb}, seq {seq}){among}.\n{}",
                     r.model.name,
                     r.cluster.name,
                     crate::units::fmt_gpus(r.cluster.n_gpus()),
                     render::search_footer(&res, elapsed)
-                )));
+                );
+                // JSON and CSV readers get the document with no plans (JSON: the rejections).
+                return Err(match format {
+                    Format::Json | Format::Csv if export.is_none() && verify_k.is_none() => {
+                        let output = suggest::render(
+                            &r,
+                            &res,
+                            (gb, seq),
+                            elapsed,
+                            format,
+                            None,
+                            (serde_json::json!({}), String::new()),
+                        );
+                        CliError::NoFeasiblePlanWith { message, output }
+                    }
+                    _ => CliError::NoFeasiblePlan(message),
+                });
             }
             if let Some(f) = export {
                 return launch::export_best(&r.model, &res.top, f, megatron_version);

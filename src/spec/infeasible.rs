@@ -682,13 +682,27 @@ impl fmt::Display for Infeasible {
                 ep,
                 etp,
                 stage_ranks,
-            } => write!(
-                f,
-                "ep={ep} must divide experts={experts}, and etp·ep={} the {stage_ranks} ranks of a \
-                 pipeline stage (tp·cp·dp, which the expert layers lay out as etp × ep × \
-                 expert-dp); choose an ep that divides both",
-                etp * ep
-            ),
+            } => {
+                // Name only the condition that fails (a QA pass read "ep=64 must divide
+                // experts=256" where 64 does).
+                let stage = format!(
+                    "etp·ep={} must divide the {stage_ranks} ranks of a pipeline stage (tp·cp·dp, \
+                     which the expert layers lay out as etp × ep × expert-dp)",
+                    etp * ep
+                );
+                match (experts % ep == 0, stage_ranks % (etp * ep) == 0) {
+                    (true, _) => write!(f, "{stage}; choose a smaller ep"),
+                    (false, true) => write!(
+                        f,
+                        "ep={ep} must divide experts={experts}; choose an ep that divides it"
+                    ),
+                    (false, false) => write!(
+                        f,
+                        "ep={ep} must divide experts={experts}, and {stage}; choose an ep that \
+                         divides both"
+                    ),
+                }
+            }
             I::ExpertTp {
                 etp, moe: false, ..
             } => write!(f, "etp={etp} on a model without experts; leave --etp out"),

@@ -330,6 +330,47 @@ fn nothing_fits_is_exit_1() {
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("out of memory"), "{}", stderr(&o));
+    // The table prints nothing on stdout; JSON and CSV print their document with no plans
+    // (a script reading stdout had got nothing to parse; QA), still exit 1.
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    let run = |cmd: &str, format: &str| {
+        let o = planner(&[
+            cmd,
+            "--model",
+            "llama3-405b",
+            "--cluster",
+            "a100x8",
+            "--gpus",
+            "1",
+            "--format",
+            format,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(stderr(&o).starts_with("error: no "), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let v: serde_json::Value = serde_json::from_str(&run("suggest", "json")).unwrap();
+    assert_eq!(v["plans"], serde_json::json!([]));
+    assert_eq!(v["model"], "llama3-405b");
+    assert!(
+        v["infeasible"]["out of memory"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    let csv = run("suggest", "csv");
+    assert_eq!(csv.lines().count(), 1, "{csv}");
+    assert!(csv.starts_with("rank,dp,tp,pp,"), "{csv}");
+    let v: serde_json::Value = serde_json::from_str(&run("compare", "json")).unwrap();
+    let methods = v["methods"].as_array().unwrap();
+    assert_eq!(methods.len(), 4, "{v}");
+    assert!(
+        methods
+            .iter()
+            .all(|m| m["fits"] == false && m["why_none"].is_string()),
+        "{v}"
+    );
+    let csv = run("compare", "csv");
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.lines().skip(1).all(|l| l.contains(",no,")), "{csv}");
 }
 
 #[test]

@@ -130,6 +130,16 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
         Nm("bias + dropout + add is priced fused"),
     ),
     (
+        "--no-bias-swiglu-fusion",
+        false,
+        Nm("bias + SwiGLU is priced fused"),
+    ),
+    (
+        "--no-rope-fusion",
+        false,
+        Nm("the rotary embedding is priced fused"),
+    ),
+    (
         "--no-contiguous-buffers-in-local-ddp",
         false,
         Nm("the DDP gradient buffer is priced contiguous"),
@@ -263,9 +273,20 @@ const IGNORED: &[(&str, bool)] = &[
     ("--no-async-tensor-model-parallel-allreduce", false), ("--no-position-embedding", false),
 ];
 
-/// Arguments argparse reads as lists (`nargs="*"`): the value is every word up to the next
-/// argument, joined by spaces.
-pub(super) const LIST_ARGS: &[&str] = &["--recompute-modules"];
+/// Arguments argparse reads as lists (`nargs="*"` or `"+"`, megatron/training/arguments.py):
+/// the value is every word up to the next argument, joined by spaces. A weighted blend
+/// (`--data-path 0.5 /a 0.5 /b`) and a batch ramp (`--rampup-batch-size 16 16 1000000`) are
+/// one argument each.
+pub(super) const LIST_ARGS: &[&str] = &[
+    "--recompute-modules",
+    "--data-path",
+    "--train-data-path",
+    "--valid-data-path",
+    "--test-data-path",
+    "--rampup-batch-size",
+    "--hierarchical-context-parallel-sizes",
+    "--cp-comm-type",
+];
 
 /// Megatron-LM 2021 spellings: their presence marks a 2021 command line.
 pub const SPELLINGS_2021: &[&str] = &[

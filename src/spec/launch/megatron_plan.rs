@@ -161,6 +161,24 @@ fn plan(
         recompute_layers = Some(counts.clone());
     }
     let recompute_modules = modules(a, c, recompute);
+    // Megatron's own default, mbs·dp, is one micro-batch per step: a price of mostly pipeline
+    // bubble where pp > 1, and rarely what a launch that sets the batch elsewhere runs.
+    let global_batch = num(a, c, "--global-batch-size").unwrap_or_else(|| {
+        let g = mbs.saturating_mul(dp);
+        if !a.has("--global-batch-size") {
+            c.warn(format!(
+                "no --global-batch-size: priced at Megatron-LM's default, --micro-batch-size · dp \
+                 = {mbs} · {dp} = {g} sequences, one micro-batch per step{}; add \
+                 --global-batch-size if the launch sets it elsewhere",
+                if pp > 1 {
+                    ", so the pipeline is mostly bubble"
+                } else {
+                    ""
+                }
+            ));
+        }
+        g
+    });
     Some(Plan {
         etp,
         dp,
@@ -170,7 +188,7 @@ fn plan(
         ep,
         vpp,
         mbs,
-        global_batch: num(a, c, "--global-batch-size").unwrap_or(mbs.saturating_mul(dp)),
+        global_batch,
         seq_len,
         recompute,
         recompute_modules,
@@ -202,8 +220,12 @@ fn plan(
         stage_layers,
         recompute_layers,
         // Megatron-LM 2021 accumulated in a backward hook; later versions fuse it by default.
+        // `--use-torch-fsdp2` requires `--no-gradient-accumulation-fusion` (arguments.py
+        // asserts it), so there the flag says nothing of the plan: FSDP accumulates sharded
+        // gradients, priced alike either way, and the plan keeps the default, as priced before
+        // export (a QA round trip had read it back as off).
         grad_accumulation_fusion: v != MegatronVersion::V2021
-            && !a.has("--no-gradient-accumulation-fusion"),
+            && (a.has("--use-torch-fsdp2") || !a.has("--no-gradient-accumulation-fusion")),
         // Megatron reduces in fp32 with bf16 (its default, `Plan::grad_reduce_bytes`) unless told to
         // reduce in bf16; fp16 gradients in fp16 unless told to accumulate them in fp32.
         grad_reduce_dtype: grad_reduce(a),

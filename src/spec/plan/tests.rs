@@ -629,3 +629,39 @@ fn implausibly_many_micro_batches_are_infeasible() {
     let p = Plan::new(8, 1, 1, 1, 8 * 65_536, 2048);
     assert!(p.check(&m, &cluster).is_empty());
 }
+
+/// The expert-parallel refusal names the condition that fails: Mixtral's 8 experts at ep 4
+/// divide, but 4 does not divide a stage of 2 ranks; ep 3 divides 6 ranks but not 8 experts;
+/// ep 16 neither 8 experts nor a stage of 8 ranks.
+#[test]
+fn expert_refusal_names_the_failing_condition() {
+    let m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let c = crate::spec::load_cluster("h100x8").unwrap();
+    let refusal = |dp: u64, ep: u64| {
+        let p = Plan {
+            ep,
+            sequence_parallel: true,
+            ..Plan::new(dp, 1, 1, 1, 48, 4096)
+        };
+        p.check(&m, &c)
+            .iter()
+            .find(|i| i.field() == "ep")
+            .map(|i| i.to_string())
+            .unwrap()
+    };
+    assert_eq!(
+        refusal(2, 4),
+        "etp·ep=4 must divide the 2 ranks of a pipeline stage (tp·cp·dp, which the expert layers \
+         lay out as etp × ep × expert-dp); choose a smaller ep"
+    );
+    assert_eq!(
+        refusal(6, 3),
+        "ep=3 must divide experts=8; choose an ep that divides it"
+    );
+    assert_eq!(
+        refusal(8, 16),
+        "ep=16 must divide experts=8, and etp·ep=16 must divide the 8 ranks of a pipeline stage \
+         (tp·cp·dp, which the expert layers lay out as etp × ep × expert-dp); choose an ep that \
+         divides both"
+    );
+}
