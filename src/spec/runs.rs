@@ -186,6 +186,14 @@ pub struct RunParallel {
     /// Activations offloaded to host memory: not priced (a row with it is skipped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation_cpu_offload: Option<bool>,
+    /// Megatron-Core's `--account-for-embedding-in-pipeline-split`: the embedding takes a
+    /// layer's slot in the first pipeline stage (`Plan::split_accounts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_for_embedding_in_pipeline_split: Option<bool>,
+    /// Megatron-Core's `--account-for-loss-in-pipeline-split`: the LM head and loss take a
+    /// layer's slot in the last pipeline stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_for_loss_in_pipeline_split: Option<bool>,
     /// Megatron's distributed optimizer (ZeRO-1), where `zero_stage` does not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distributed_optimizer: Option<bool>,

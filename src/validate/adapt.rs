@@ -602,7 +602,10 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         // its DEFAULT (every other llm-foundry row) in fp32, the framework's default.
         grad_reduce_dtype: (p.fsdp_mixed_precision.as_deref() == Some("PURE")).then_some(dtype),
         fp8_param_gather: false,
-        split_accounts: Default::default(),
+        split_accounts: crate::spec::SplitAccounts {
+            embedding: p.account_for_embedding_in_pipeline_split == Some(true),
+            loss: p.account_for_loss_in_pipeline_split == Some(true),
+        },
         // No row sets --make-vocab-size-divisible-by: Megatron's default.
         vocab_divisor: crate::spec::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY,
     };

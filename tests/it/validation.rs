@@ -233,6 +233,19 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
         "nemo-dgxc-h100-grok1",
         guard(Some(0.13), Some(0.21), Some(0.8), true),
     );
+    // Megatron-Bridge's DGX-H100 FP8 (current scaling) tables of 2025-26, held out (no constant
+    // set from them): 9.1% mean, max 12.6%, ρ 1.00, every row fits as it ran. The Llama 3 8B
+    // (FSDP) and 70B (TP4 PP8 VP5) rows are 7–10% slow and the 405B rows (TP8 PP8 CP2 VP8)
+    // 8–13% fast: against NeMo 24.07, whose 70B row the model prices 6.4% fast, the newer
+    // stack runs the 70B 4.5% faster on a layout the model prices 9% slower (its last of
+    // eight stages carries the LM head beside ten layers), so software moves these figures
+    // by more than the residual.
+    assert_eq!(group(&r, "nemo-megatron-bridge-h100").compared, 5);
+    check(
+        &r,
+        "nemo-megatron-bridge-h100",
+        guard(Some(0.10), Some(0.13), Some(0.9), true),
+    );
     for x in r
         .rows
         .iter()
@@ -680,7 +693,7 @@ fn every_group_case_reads_back_to_the_same_prediction() {
         assert_eq!(e.step_time_s, x.row.step_time_s, "{id}");
         assert_eq!(e.memory_gib_per_gpu, x.row.predicted_memory_gib, "{id}");
     }
-    assert_eq!(groups.len(), 11, "{groups:?}");
+    assert_eq!(groups.len(), 12, "{groups:?}");
 }
 
 /// A skipped row was not predicted: its prediction fields are null in JSON and empty in CSV
