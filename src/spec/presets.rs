@@ -20,12 +20,13 @@ pub const MODELS: &[Preset] = presets!("models":
 
 /// Device presets (hardware/gpus/*.yaml).
 pub const DEVICES: &[Preset] = presets!("hardware/gpus":
-    "a100-sxm4-40gb", "a100-sxm4-80gb", "h100-sxm5-80gb", "h200-sxm-141gb",
+    "a100-sxm4-40gb", "a100-sxm4-80gb", "h100-sxm5-80gb", "h200-sxm-141gb", "b200-sxm-180gb",
 );
 
 /// Cluster presets (hardware/*.yaml).
 pub const CLUSTERS: &[Preset] = presets!("hardware":
     "a100x8", "a100-4x2", "a100-80g-x1024", "a100-80g-x4096", "h100x8", "h100-x1024", "h200x8",
+    "b200x8", "b200-x1024",
 );
 
 /// The YAML text of preset `name` in `set`.

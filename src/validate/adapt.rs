@@ -100,6 +100,8 @@ fn device_for(gpu: &str) -> Option<&'static str> {
         Some("h100-sxm5-80gb")
     } else if g.contains("h200") {
         Some("h200-sxm-141gb")
+    } else if g.contains("b200") && !g.contains("gb200") {
+        Some("b200-sxm-180gb")
     } else {
         None
     }
@@ -315,10 +317,10 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
     let fw = Stack::of(run)?;
     let device = device_for(&run.hardware.gpu)
         .ok_or_else(|| format!("no device preset for GPU `{}`", run.hardware.gpu))?;
-    let base = spec::load_cluster(if device.starts_with('h') {
-        "h100-x1024"
-    } else {
-        "a100-80g-x1024"
+    let base = spec::load_cluster(match device.as_bytes()[0] {
+        b'h' => "h100-x1024",
+        b'b' => "b200-x1024",
+        _ => "a100-80g-x1024",
     })
     .map_err(|e: SpecError| e.to_string())?;
     let gpn = run.hardware.gpus_per_node.unwrap_or(8);

@@ -45,8 +45,9 @@ fn fa2_attention_defaults_to_the_attention_efficiency() {
     );
 }
 
-/// Tensor FLOPs per exponential: 2,048 per clock per SM on A100, 4,096 on Hopper, over 16
-/// exponentials — 128 and 256; a device file without the field gets the A100's.
+/// Tensor FLOPs per exponential: 2,048 per clock per SM on A100, 4,096 on Hopper and 8,192
+/// on Blackwell, over 16 exponentials — 128, 256 and 512; a device file without the field
+/// gets the A100's.
 #[test]
 fn tensor_flops_per_exp_follow_the_sm_rates() {
     for (name, want) in [
@@ -54,6 +55,7 @@ fn tensor_flops_per_exp_follow_the_sm_rates() {
         ("a100-sxm4-80gb", 128.0),
         ("h100-sxm5-80gb", 256.0),
         ("h200-sxm-141gb", 256.0),
+        ("b200-sxm-180gb", 512.0),
     ] {
         let d = crate::spec::load_device(name).unwrap();
         assert_eq!(d.tensor_flops_per_exp, want, "{name}");
