@@ -540,7 +540,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     None => render::plan_csv(std::iter::once(&e)),
                 },
                 Format::Table => {
-                    let mut s = render::estimate_report(&e, &r.model, &r.cluster.name);
+                    let mut s = render::estimate_report(&e, &r.model, &r.cluster);
                     if ops {
                         let instances =
                             |g: &str| crate::cost::graph_instances(&r.model, e.plan.seq_len, g);

@@ -196,7 +196,12 @@ pub fn search_footer(r: &SearchResult, elapsed_s: f64) -> String {
 
 /// A single estimate as a readable report, headed by the model's parameter count (and the
 /// parameters each token runs through, for a mixture of experts).
-pub fn estimate_report(e: &Estimate, model: &crate::spec::ModelSpec, cluster: &str) -> String {
+pub fn estimate_report(
+    e: &Estimate,
+    model: &crate::spec::ModelSpec,
+    spec: &crate::spec::ClusterSpec,
+) -> String {
+    let cluster = &spec.name;
     let b = &e.breakdown;
     let m = &e.memory_gib;
     // Model cards count active parameters with the input embedding (Mixtral's 12.9 B) or
@@ -236,9 +241,15 @@ pub fn estimate_report(e: &Estimate, model: &crate::spec::ModelSpec, cluster: &s
     }
     // The cache `cost::memory::fp8_weight_cache_bytes` counts, and how to be rid of it.
     if e.plan.keeps_fp8_weight_copy() {
-        s += "weights include Transformer Engine's FP8 copy of each linear weight and its \
-              transpose (2 bytes a parameter); with --zero 1 --fp8-param-gather the weights \
-              are FP8 themselves and no copy is kept\n";
+        s += if spec.gpu.fp8_any_layout {
+            "weights include Transformer Engine's FP8 copy of each linear weight (1 byte a \
+             parameter: this GPU's FP8 GEMMs need no transpose); with --zero 1 \
+             --fp8-param-gather the weights are FP8 themselves and no copy is kept\n"
+        } else {
+            "weights include Transformer Engine's FP8 copy of each linear weight and its \
+             transpose (2 bytes a parameter); with --zero 1 --fp8-param-gather the weights \
+             are FP8 themselves and no copy is kept\n"
+        };
     }
     s += "\n";
     s += &table(

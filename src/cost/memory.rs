@@ -2,7 +2,7 @@
 //! the micro-batches in flight, working buffers, and the runtime's own memory.
 
 use crate::graph::{ModelGraph, OpGraph, Shard};
-use crate::spec::{Framework, ModelSpec, Plan, Recompute, Schedule};
+use crate::spec::{ClusterSpec, Framework, ModelSpec, Plan, Recompute, Schedule};
 use crate::units::{Dtype, MIB};
 use serde::Serialize;
 
@@ -42,7 +42,9 @@ pub const NCCL_BYTES_PER_COMMUNICATOR: f64 = 2.0 * 16.0 * 4.0 * MIB;
 /// `extensions/transformer_engine.py`, `disable_parameter_transpose_cache` off by default),
 /// next to the 16-bit weight; Hopper's FP8 GEMMs take only the TN layout, so the cache holds
 /// the transposed copy for the input-gradient GEMM too (TE `non_tn_fp8_gemm_supported`
-/// false before Blackwell): 1 + 1 bytes.
+/// false before Blackwell): 1 + 1 bytes. Blackwell's FP8 GEMMs take every layout (TE
+/// `is_non_tn_fp8_gemm_supported`: compute capability 10.x and 13+), so there the cache is the
+/// FP8 weight alone, 1 byte ([`DeviceSpec::fp8_any_layout`]).
 pub const FP8_WEIGHT_CACHE_BYTES_PER_PARAM: f64 = 2.0;
 
 /// Share of dynamically allocated memory (activations and working buffers) lost to the
@@ -237,23 +239,39 @@ pub struct StageLayout {
     pub head: bool,
 }
 
-/// Transformer Engine's FP8 weight cache on one rank of stage `st`
-/// ([`FP8_WEIGHT_CACHE_BYTES_PER_PARAM`] of every TE linear's parameters, `Op::fp8`, the
-/// multi-token prediction depth's included): FP8 Megatron plans whose weights stay whole on
-/// the rank (ZeRO < 3). Zero otherwise: 16-bit plans keep no FP8 copy; with weights
-/// gathered per use (ZeRO-3, FSDP) the copy is taken to live as long as the gathered weight
-/// (an assumption: no source was found for how Megatron's FSDP paths keep TE's cache); and
-/// with FP8 weights (`Plan::fp8_param_gather`) the FP8 weight and its transpose replace the
-/// 16-bit copy, 1 + 1 bytes where it took 2.
+/// Transformer Engine's FP8 weight bytes on one rank of stage `st` beyond the 16-bit weight
+/// the model state counts, over every TE linear's parameters (`Op::fp8`, the multi-token
+/// prediction depth's included): FP8 Megatron plans whose weights stay whole on the rank
+/// (ZeRO < 3) keep the FP8 cache beside the 16-bit weight ([`FP8_WEIGHT_CACHE_BYTES_PER_PARAM`],
+/// 1 byte where the device's FP8 GEMMs take every layout, `any_layout`). With FP8 weights
+/// (`Plan::fp8_param_gather`) the FP8 weight and its transpose replace the 16-bit copy, 1 + 1
+/// bytes where it took 2 (nothing beyond it), and on a device that needs no transpose the FP8
+/// weight alone, 1 byte fewer. Zero otherwise: 16-bit plans keep no FP8 copy, and with
+/// weights gathered per use (ZeRO-3, FSDP) the copy is taken to live as long as the gathered
+/// weight (an assumption: no source was found for how Megatron's FSDP paths keep TE's cache).
 pub fn fp8_weight_cache_bytes(
     model: &ModelSpec,
     plan: &Plan,
     graphs: &ModelGraph,
     st: &StageLayout,
+    any_layout: bool,
 ) -> f64 {
-    if !plan.keeps_fp8_weight_copy() {
+    let per_param = if plan.keeps_fp8_weight_copy() {
+        if any_layout {
+            FP8_WEIGHT_CACHE_BYTES_PER_PARAM / 2.0
+        } else {
+            FP8_WEIGHT_CACHE_BYTES_PER_PARAM
+        }
+    } else if any_layout
+        && plan.fp8_param_gather
+        && plan.dtype == Dtype::Fp8
+        && plan.framework == Framework::Megatron
+        && plan.zero < 3
+    {
+        -1.0
+    } else {
         return 0.0;
-    }
+    };
     let te = |g: &OpGraph| {
         let (dense, experts) = g.te_params();
         dense + experts
@@ -267,12 +285,12 @@ pub fn fp8_weight_cache_bytes(
         Some(g) if st.head => model.mtp_layers as f64 * te(g),
         _ => 0.0,
     };
-    FP8_WEIGHT_CACHE_BYTES_PER_PARAM * (layers + mtp)
+    per_param * (layers + mtp)
 }
 
 /// Peak memory of one rank of stage `st`. `dense_params`/`expert_params` are the rank's
 /// parameters; `comms` the number of NCCL communicators the rank belongs to;
-/// `cuda_context_bytes` the runtime's own share of the device.
+/// `cluster` the device (its CUDA context share and FP8 layouts).
 #[allow(clippy::too_many_arguments)]
 pub fn stage_memory(
     model: &ModelSpec,
@@ -283,8 +301,9 @@ pub fn stage_memory(
     expert_params: f64,
     largest_layer_params: f64,
     comms: u64,
-    cuda_context_bytes: f64,
+    cluster: &ClusterSpec,
 ) -> MemoryBytes {
+    let cuda_context_bytes = cluster.cuda_context_gib * crate::units::GIB;
     let sh = Shard::of(plan);
     let dp_ranks = plan.dp * plan.cp;
     let (wd, gd, od) = plan_state_bytes(plan, dp_ranks);
@@ -295,7 +314,7 @@ pub fn stage_memory(
     let (whole_w, whole_g) = whole_state_bytes(plan, dense_params + expert_params);
     weights += whole_w;
     grads += whole_g;
-    weights += fp8_weight_cache_bytes(model, plan, graphs, st);
+    weights += fp8_weight_cache_bytes(model, plan, graphs, st, cluster.gpu.fp8_any_layout);
     let holds_whole = super::dp::schedule(plan).holds_whole;
     if plan.zero >= 3 && !holds_whole {
         // FSDP gathers a layer's weights and prefetches the next (2 layers in 16-bit).
@@ -499,6 +518,34 @@ mod tests {
         (p.dtype, p.zero, p.fp8_param_gather) = (Dtype::Fp8, 1, true);
         let fp8_weights = crate::cost::estimate(&model, &cluster, &p, None).stages[0].memory;
         assert_eq!(fp8_weights.weights, bf16);
+    }
+
+    /// Blackwell's FP8 GEMMs take every layout (`DeviceSpec::fp8_any_layout`), so Transformer
+    /// Engine keeps no transposed copy: on the B200 the cache is the FP8 weight alone, 1 byte
+    /// per linear parameter (Llama 3 8B's 6,979,321,856 on one GPU: 6,979,321,856 bytes where
+    /// the H100 holds twice that), and FP8 weights (`--fp8-param-gather`) take 1 byte where
+    /// the 16-bit copy took 2: 6,979,321,856 bytes fewer than bf16.
+    #[test]
+    fn blackwell_fp8_weights_need_no_transpose() {
+        use crate::spec::{load_cluster, load_model};
+        let model = load_model("llama3-8b").unwrap();
+        let weights = |cluster: &str, dtype: Dtype, fp8_params: bool| {
+            let cluster = load_cluster(cluster).unwrap();
+            let mut p = Plan::new(8, 1, 1, 1, 64, 8192);
+            (p.dtype, p.zero, p.fp8_param_gather) = (dtype, 1, fp8_params);
+            crate::cost::estimate(&model, &cluster, &p, None).stages[0]
+                .memory
+                .weights
+        };
+        let bf16 = weights("b200x8", Dtype::Bf16, false);
+        assert_eq!(bf16, weights("h100x8", Dtype::Bf16, false));
+        assert_eq!(weights("b200x8", Dtype::Fp8, false) - bf16, 6_979_321_856.0);
+        assert_eq!(
+            weights("h100x8", Dtype::Fp8, false) - bf16,
+            13_958_643_712.0
+        );
+        assert_eq!(bf16 - weights("b200x8", Dtype::Fp8, true), 6_979_321_856.0);
+        assert_eq!(weights("h100x8", Dtype::Fp8, true), bf16);
     }
 
     /// llm-foundry's training metrics run after the backward: one micro-batch's activations

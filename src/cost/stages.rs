@@ -236,7 +236,7 @@ impl Ctx<'_> {
                 experts,
                 largest_layer,
                 comms,
-                self.m.cluster.cuda_context_gib * crate::units::GIB,
+                self.m.cluster,
             ),
         }
     }

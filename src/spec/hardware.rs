@@ -75,6 +75,14 @@ pub struct DeviceSpec {
     pub peak_tflops: PeakTflops,
     /// Achieved fractions.
     pub efficiency: DeviceEfficiency,
+    /// FP8 GEMMs take operands in every layout (Blackwell; Transformer Engine's
+    /// `is_non_tn_fp8_gemm_supported`, compute capability 10.x and 13+), so FP8 weights need no
+    /// transposed copy (`cost::memory::fp8_weight_cache_bytes`); Hopper's take only TN.
+    #[serde(
+        rename = "fp8_gemm_any_layout",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub fp8_any_layout: bool,
 }
 
 impl DeviceSpec {
@@ -355,6 +363,7 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
     let hbm = r.req_pos("hbm_gbytes_s", 1e5, "add `hbm_gbytes_s: 2039`");
     let sms = r.opt_count("sms", 10_000);
     let flops_per_exp = r.opt_pos("tensor_flops_per_exp", 1e5);
+    let fp8_any_layout = r.opt_bool("fp8_gemm_any_layout").unwrap_or(false);
     let peaks = r.nested("peak_tflops", read_peaks);
     if peaks.is_none() {
         r.problem(
@@ -400,6 +409,7 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
         tensor_flops_per_exp: flops_per_exp.unwrap_or(A100_TENSOR_FLOPS_PER_EXP),
         peak_tflops: peaks??,
         efficiency: eff,
+        fp8_any_layout,
     })
 }
 

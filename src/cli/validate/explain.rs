@@ -90,7 +90,7 @@ pub fn explain(
                 c.gpus_per_node,
                 x.estimate.plan.framework.name()
             );
-            s += &estimate_report(&x.estimate, m, &c.name);
+            s += &estimate_report(&x.estimate, m, c);
             s += "\n";
             s += &stages_table(&x.estimate);
             s += "\n\n";
