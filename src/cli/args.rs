@@ -360,6 +360,7 @@ impl PlanArgs {
             ("--micro-batch", Some(self.micro_batch)),
             ("--global-batch", self.global_batch),
             ("--seq-len", self.seq_len),
+            ("--make-vocab-size-divisible-by", self.vocab_divisor),
         ] {
             match v {
                 Some(0) => bad.push(format!("{name} 0: must be at least 1")),

@@ -448,6 +448,7 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                 // JSON and CSV readers get the document with no plans (JSON: the rejections).
                 return Err(match format {
                     Format::Json | Format::Csv if export.is_none() && verify_k.is_none() => {
+                        // The same keys as a document with plans (QA): nothing simulated.
                         let output = suggest::render(
                             &r,
                             &res,
@@ -455,7 +456,10 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                             elapsed,
                             format,
                             None,
-                            (serde_json::json!({}), String::new()),
+                            (
+                                serde_json::json!({"simulated": [], "sim_order_changed": false}),
+                                String::new(),
+                            ),
                         );
                         CliError::NoFeasiblePlanWith { message, output }
                     }
@@ -571,9 +575,16 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
             explain,
             save_case,
             format,
-        } => match explain {
-            Some(id) => validate::explain(runs.as_deref(), &id, save_case.as_deref(), format),
-            None => validate::run(runs.as_deref(), group.as_deref(), format),
+        } => match (explain, save_case) {
+            (Some(id), save_case) => {
+                validate::explain(runs.as_deref(), &id, save_case.as_deref(), format)
+            }
+            // clap skips `requires` beside --group (which conflicts with --explain): the
+            // directory had been ignored silently (QA).
+            (None, Some(dir)) => Err(CliError::BadInput(format!(
+                "--save-case {dir}: it saves one run's case; give --explain ID (without --group)"
+            ))),
+            (None, None) => validate::run(runs.as_deref(), group.as_deref(), format),
         },
         Command::Calibrate(a) => calibrate::run(a),
         Command::Report(a) => report::run(&a),

@@ -91,8 +91,12 @@ impl Framework {
     pub fn vocab_rows(self, vocab: u64, tp: u64, divisor: u64) -> u64 {
         let tp = tp.max(1);
         if self.pads_vocab() {
+            // Checked sizes keep both below 2^24 (`Plan::check`, the flag and file readers);
+            // saturating, an unchecked plan still prices rather than panics.
             let divisor = divisor.max(1);
-            vocab.div_ceil(divisor * tp) * divisor
+            vocab
+                .div_ceil(divisor.saturating_mul(tp))
+                .saturating_mul(divisor)
         } else {
             vocab.div_ceil(tp)
         }

@@ -351,6 +351,8 @@ fn nothing_fits_is_exit_1() {
     };
     let v: serde_json::Value = serde_json::from_str(&run("suggest", "json")).unwrap();
     assert_eq!(v["plans"], serde_json::json!([]));
+    assert_eq!(v["simulated"], serde_json::json!([]));
+    assert_eq!(v["sim_order_changed"], false);
     assert_eq!(v["model"], "llama3-405b");
     assert!(
         v["infeasible"]["out of memory"].as_u64().unwrap() > 0,

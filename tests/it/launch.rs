@@ -2374,6 +2374,25 @@ fn vocabulary_padding_is_priced_saved_and_read_back() {
         "{text}"
     );
     assert_eq!(memory(&["--plan", &saved]), exact);
+    // Bounded as the plan file bounds it (QA: 0 had been exported for Megatron to divide by,
+    // and 2^63 had overflowed the padding and panicked).
+    for (v, why) in [
+        ("0", "--make-vocab-size-divisible-by 0: must be at least 1"),
+        (
+            "9223372036854775808",
+            "--make-vocab-size-divisible-by 9223372036854775808: implausibly large",
+        ),
+    ] {
+        let o = planner(
+            &[
+                &base[..],
+                &["--tp", "2", "--make-vocab-size-divisible-by", v],
+            ]
+            .concat(),
+        );
+        assert_eq!(o.status.code(), Some(2), "{v}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{v}: {}", stderr(&o));
+    }
     let o = planner(
         &[
             &base[..],
@@ -2430,7 +2449,8 @@ fn megatron_lists_fusion_switches_and_the_default_batch() {
     let p = from_megatron(
         &format!(
             "{base} --global-batch-size 64 --data-path 0.5 /data/a 0.5 /data/b \
-             --no-bias-swiglu-fusion --no-rope-fusion"
+             --no-bias-swiglu-fusion --no-rope-fusion --eod-mask-loss --manual-gc \
+             --manual-gc-interval 100 --num-dataset-builder-threads 4 --reset-attention-mask"
         ),
         &m,
         8,
@@ -2440,6 +2460,8 @@ fn megatron_lists_fusion_switches_and_the_default_batch() {
     for w in [
         "--no-bias-swiglu-fusion: not modelled (bias + SwiGLU is priced fused)",
         "--no-rope-fusion: not modelled (the rotary embedding is priced fused)",
+        "--reset-attention-mask: not modelled (attention is priced causal over the whole \
+         sequence, not masked per document)",
     ] {
         assert!(p.warnings.contains(&w.to_string()), "{w}: {:?}", p.warnings);
     }
@@ -2453,6 +2475,12 @@ fn megatron_lists_fusion_switches_and_the_default_batch() {
         .to_string();
     assert!(e.contains("--rampup-batch-size"), "{e}");
     assert!(!e.contains("stray word"), "{e}");
+    // An open quote is the one problem: the arguments before it are not read as missing.
+    let e = from_megatron(&format!("{base} --data-path '/a b"), &m, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("close the quote"), "{e}");
+    assert!(!e.contains("missing"), "{e}");
     let p = from_megatron(base, &m, 8).unwrap();
     assert_eq!(p.plan.global_batch, 1);
     assert!(

@@ -660,6 +660,11 @@ fn explain_refusals_exit_2_and_write_nothing() {
             vec!["--explain", "mlm-h100-weak-70b", "--group", "bloom-176b"],
             "cannot be used with",
         ),
+        // Beside --group, clap does not enforce --save-case's need of --explain (QA).
+        (
+            vec!["--group", "bloom-176b", "--save-case", d],
+            "it saves one run's case; give --explain ID",
+        ),
     ] {
         let o = crate::cli::planner(&[&["validate"], &args[..]].concat());
         let err = crate::cli::stderr(&o);

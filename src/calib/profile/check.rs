@@ -80,11 +80,23 @@ pub fn device_mismatch(profile: &Profile, device: &str) -> Option<String> {
     const FAMILIES: [&str; 8] = [
         "gh200", "gb200", "a100", "h100", "h200", "b200", "l40", "mi300",
     ];
-    let family = FAMILIES
-        .iter()
-        .find(|f| device.to_ascii_lowercase().contains(*f))?;
+    // Whether `name` names `family`: a superchip's name holds its GPU's ("NVIDIA GB200"
+    // contains "b200"; a GB200 profile had priced a B200 cluster), so a GPU family is looked
+    // for with the superchips' names taken out. A profile may name several devices (GEMMs on
+    // one, collectives on another).
+    let names = |name: &str, family: &str| {
+        let name = name.to_ascii_lowercase();
+        if family.starts_with('g') {
+            name.contains(family)
+        } else {
+            name.replace("gh200", "")
+                .replace("gb200", "")
+                .contains(family)
+        }
+    };
+    let family = FAMILIES.into_iter().find(|f| names(device, f))?;
     let measured = &profile.meta.device;
-    if measured.to_ascii_lowercase().contains(family) {
+    if names(measured, family) {
         return None;
     }
     if measured == crate::calib::nccl_tests::UNKNOWN_DEVICE {

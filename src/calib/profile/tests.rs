@@ -19,6 +19,22 @@ fn profiles_of_another_device_are_named() {
             .contains("cpu backend")
     );
     assert_eq!(device_mismatch(&cpu, "cpu-thread"), None);
+    // A superchip's name contains its GPU's: a GB200 profile is not a B200's, nor a GH200's
+    // an H200's (QA), while the GPU's own name in another spelling is.
+    let mut other = h100.clone();
+    for (measured, device, same) in [
+        ("NVIDIA GB200", "b200-sxm-180gb", false),
+        ("NVIDIA GH200 480GB", "h200-sxm-141gb", false),
+        ("NVIDIA B200", "b200-sxm-180gb", true),
+        ("NVIDIA H200", "h200-sxm-141gb", true),
+    ] {
+        other.meta.device = measured.into();
+        assert_eq!(
+            device_mismatch(&other, device).is_none(),
+            same,
+            "{measured}"
+        );
+    }
 }
 
 /// The committed A100 profile (whose fitted lines include a negative α and β) passes;

@@ -140,6 +140,11 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
         Nm("the rotary embedding is priced fused"),
     ),
     (
+        "--reset-attention-mask",
+        false,
+        Nm("attention is priced causal over the whole sequence, not masked per document"),
+    ),
+    (
         "--no-contiguous-buffers-in-local-ddp",
         false,
         Nm("the DDP gradient buffer is priced contiguous"),
@@ -271,6 +276,15 @@ const IGNORED: &[(&str, bool)] = &[
     ("--norm-epsilon", true), ("--layernorm-epsilon", true),
     ("--attention-softmax-in-fp32", false), ("--apply-query-key-layer-scaling", false),
     ("--no-async-tensor-model-parallel-allreduce", false), ("--no-position-embedding", false),
+    // Data and bookkeeping arguments of Megatron-LM scripts (QA: a copied launch line failed
+    // on them as unknown).
+    ("--eod-mask-loss", false), ("--reset-position-ids", false), ("--manual-gc", false),
+    ("--manual-gc-interval", true), ("--exit-signal-handler", false),
+    ("--num-dataset-builder-threads", true), ("--no-create-attention-mask-in-dataloader", false),
+    ("--data-args-path", true), ("--per-split-data-args-path", true),
+    ("--tokenizer-prompt-format", true), ("--full-validation", false),
+    ("--multiple-validation-sets", false), ("--mid-level-dataset-surplus", true),
+    ("--object-storage-cache-path", true),
 ];
 
 /// Arguments argparse reads as lists (`nargs="*"` or `"+"`, megatron/training/arguments.py):
