@@ -91,8 +91,8 @@ impl Framework {
     pub fn vocab_rows(self, vocab: u64, tp: u64, divisor: u64) -> u64 {
         let tp = tp.max(1);
         if self.pads_vocab() {
-            // Checked sizes keep both below 2^24 (`Plan::check`, the flag and file readers);
-            // saturating, an unchecked plan still prices rather than panics.
+            // The readers keep both at most 2^24 (the flag, plan files, `--megatron-args`);
+            // saturating, a plan built otherwise still prices rather than panics.
             let divisor = divisor.max(1);
             vocab
                 .div_ceil(divisor.saturating_mul(tp))
