@@ -71,6 +71,9 @@ pub enum Infeasible {
         pp: u64,
         /// Chunks per stage.
         vpp: u64,
+        /// The framework can count the embedding and the loss as layers of the split
+        /// (Megatron-Core's `--account-for-embedding/loss-in-pipeline-split`).
+        slots: bool,
     },
     /// An explicit stage partition that does not cover the layers once.
     StageLayers {
@@ -520,16 +523,34 @@ impl fmt::Display for Infeasible {
                 "tp={tp} exceeds the {gpus_per_node} GPUs of a node; keep tp ≤ {gpus_per_node} and add pp or dp"
             ),
             I::SplitAccounts { why, .. } => write!(f, "{why}"),
-            I::LayersNotDivisible { layers, pp, vpp } => write!(
-                f,
-                "pp·vpp = {} does not divide layers={layers}; pick pp (and vpp) dividing {layers}{}",
-                pp * vpp,
-                if *vpp == 1 {
-                    ", or give each stage its layers (--stage-layers)"
-                } else {
-                    ""
-                }
-            ),
+            I::LayersNotDivisible {
+                layers,
+                pp,
+                vpp,
+                slots,
+            } => {
+                let n = pp * vpp;
+                // Llama 3.1 405B's 126 layers on pp 8 × vpp 8: 126 + 2 = 128 divides.
+                let count_ends = match (layers + 1) % n == 0 {
+                    _ if !slots => "",
+                    true => {
+                        ", or count the embedding as a layer (--account-for-embedding-in-pipeline-split)"
+                    }
+                    false if (layers + 2) % n == 0 => {
+                        ", or count the embedding and the loss as layers (--account-for-embedding-in-pipeline-split --account-for-loss-in-pipeline-split)"
+                    }
+                    false => "",
+                };
+                write!(
+                    f,
+                    "pp·vpp = {n} does not divide layers={layers}; pick pp (and vpp) dividing {layers}{}{count_ends}",
+                    if *vpp == 1 {
+                        ", or give each stage its layers (--stage-layers)"
+                    } else {
+                        ""
+                    }
+                )
+            }
             I::StageLayers {
                 given,
                 layers,

@@ -32,8 +32,19 @@ impl Plan {
         } else if self.stage_layers.is_some() {
             "beside stage_layers, which even the pipeline's ends their own way (Megatron-Core takes one of the two); drop one".to_string()
         } else if slots % (p * v) != 0 {
+            // One end counted where counting both would divide (QA: 126 layers and the
+            // embedding on pp 8 × vpp 8 had been told to divide 127, a prime).
+            let other = match (acc.embedding, acc.loss) {
+                (true, false) if (layers + 2) % (p * v) == 0 => {
+                    ", or count the loss too (--account-for-loss-in-pipeline-split)"
+                }
+                (false, true) if (layers + 2) % (p * v) == 0 => {
+                    ", or count the embedding too (--account-for-embedding-in-pipeline-split)"
+                }
+                _ => "",
+            };
             format!(
-                "{layers} layers and {} slot{} = {slots} do not split over pp·vpp = {}; pick pp and vpp dividing {slots}",
+                "{layers} layers and {} slot{} = {slots} do not split over pp·vpp = {}; pick pp and vpp dividing {slots}{other}",
                 slots - layers,
                 if slots - layers == 1 { "" } else { "s" },
                 p * v
@@ -134,6 +145,7 @@ impl Plan {
                 layers: model.layers,
                 pp: self.pp,
                 vpp: self.vpp,
+                slots: self.framework == Framework::Megatron,
             });
         }
         if let Some(why) = self.split_accounts_problem(model.layers) {

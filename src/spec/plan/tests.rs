@@ -580,7 +580,10 @@ fn embedding_and_loss_slots_split_the_pipeline_as_megatron_core() {
     p.split_accounts.loss = false;
     assert_eq!(
         stage_problems(&p),
-        ["126 layers and 1 slot = 127 do not split over pp·vpp = 64; pick pp and vpp dividing 127"]
+        [
+            "126 layers and 1 slot = 127 do not split over pp·vpp = 64; pick pp and vpp dividing \
+             127, or count the loss too (--account-for-loss-in-pipeline-split)"
+        ]
     );
     (p.split_accounts.loss, p.vpp) = (true, 8);
     assert_eq!(
@@ -664,4 +667,56 @@ fn expert_refusal_names_the_failing_condition() {
          (tp·cp·dp, which the expert layers lay out as etp × ep × expert-dp); choose an ep that \
          divides both"
     );
+}
+
+/// A layer count no pp·vpp divides points at the pipeline-split slots where they would
+/// divide it: Llama 3.1 405B's 126 layers on pp 8 × vpp 8 take the embedding and the loss
+/// (126 + 2 = 128), and with only the embedding counted (127, a prime) the loss is named too.
+/// torchtitan, which has no such slots, is not told of them.
+#[test]
+fn layer_counts_point_at_the_split_slots_that_divide_them() {
+    let m = crate::spec::load_model("llama3-405b").unwrap();
+    let c = crate::spec::load_cluster("h100-x1024").unwrap();
+    let refusal = |p: &Plan, field: &str| {
+        p.check(&m, &c)
+            .iter()
+            .find(|i| i.field() == field)
+            .map(|i| i.to_string())
+            .unwrap()
+    };
+    let mut p = Plan {
+        vpp: 8,
+        sequence_parallel: true,
+        ..Plan::new(8, 8, 8, 1, 512, 8192)
+    };
+    assert_eq!(
+        refusal(&p, "pp"),
+        "pp·vpp = 64 does not divide layers=126; pick pp (and vpp) dividing 126, or count the \
+         embedding and the loss as layers (--account-for-embedding-in-pipeline-split \
+         --account-for-loss-in-pipeline-split)"
+    );
+    p.split_accounts.embedding = true;
+    assert_eq!(
+        refusal(&p, "account_for_embedding_in_pipeline_split"),
+        "126 layers and 1 slot = 127 do not split over pp·vpp = 64; pick pp and vpp dividing \
+         127, or count the loss too (--account-for-loss-in-pipeline-split)"
+    );
+    p.split_accounts.loss = true;
+    assert!(
+        p.check(&m, &c)
+            .iter()
+            .all(|i| i.field() != "pp" && !i.field().starts_with("account_for"))
+    );
+    let tt = Plan {
+        framework: Framework::Torchtitan,
+        zero: 3,
+        ..Plan::new(8, 8, 8, 1, 512, 8192)
+    };
+    let why = tt
+        .check(&m, &c)
+        .iter()
+        .find(|i| i.field() == "pp")
+        .map(|i| i.to_string())
+        .unwrap_or_default();
+    assert!(!why.contains("account-for"), "{why}");
 }
