@@ -241,15 +241,15 @@ pub fn estimate_report(
     }
     // The cache `cost::memory::fp8_weight_cache_bytes` counts, and how to be rid of it.
     if e.plan.keeps_fp8_weight_copy() {
-        s += if spec.gpu.fp8_any_layout {
-            "weights include Transformer Engine's FP8 copy of each linear weight (1 byte a \
-             parameter: this GPU's FP8 GEMMs need no transpose); with --zero 1 \
-             --fp8-param-gather the weights are FP8 themselves and no copy is kept\n"
+        let copy = if spec.gpu.fp8_any_layout {
+            "(1 byte a parameter: this GPU's FP8 GEMMs need no transpose)"
         } else {
-            "weights include Transformer Engine's FP8 copy of each linear weight and its \
-             transpose (2 bytes a parameter); with --zero 1 --fp8-param-gather the weights \
-             are FP8 themselves and no copy is kept\n"
+            "and its transpose (2 bytes a parameter)"
         };
+        s += &format!(
+            "weights include Transformer Engine's FP8 copy of each linear weight {copy}; with \
+             --zero 1 --fp8-param-gather the weights are FP8 themselves and no copy is kept\n"
+        );
     }
     s += "\n";
     s += &table(

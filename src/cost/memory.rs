@@ -262,12 +262,7 @@ pub fn fp8_weight_cache_bytes(
         } else {
             FP8_WEIGHT_CACHE_BYTES_PER_PARAM
         }
-    } else if any_layout
-        && plan.fp8_param_gather
-        && plan.dtype == Dtype::Fp8
-        && plan.framework == Framework::Megatron
-        && plan.zero < 3
-    {
+    } else if any_layout && plan.fp8_param_gather && plan.fp8_param_gather_refusal().is_none() {
         -1.0
     } else {
         return 0.0;

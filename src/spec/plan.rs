@@ -234,6 +234,14 @@ fn is_default_vocab_divisor(d: &u64) -> bool {
 }
 
 impl Plan {
+    /// The plan's `--make-vocab-size-divisible-by` where it is not Megatron-LM's default (what
+    /// labels, exports and the framework check name); `None` at the default.
+    pub fn custom_vocab_divisor(&self) -> Option<u64> {
+        Some(self.vocab_divisor).filter(|d| !is_default_vocab_divisor(d))
+    }
+}
+
+impl Plan {
     /// Bytes per gradient element in the data-parallel reduction: the plan's own reduction
     /// precision where it sets one (`grad_reduce_dtype`), else fp32 for bf16 training
     /// (Megatron-LM forces `accumulate_allreduce_grads_in_fp32` with bf16; DeepSpeed's BF16
@@ -443,8 +451,8 @@ impl Plan {
         if self.p2p_scatter_gather {
             s += " p2p-sg";
         }
-        if self.vocab_divisor != MAKE_VOCAB_SIZE_DIVISIBLE_BY {
-            s += &format!(" vocab-pad={}", self.vocab_divisor);
+        if let Some(d) = self.custom_vocab_divisor() {
+            s += &format!(" vocab-pad={d}");
         }
         s
     }

@@ -82,11 +82,10 @@ fn outside_config(c: &mut Collect, model: &ModelSpec, plan: &Plan) {
             plan.tp, plan.pp, plan.tp, plan.pp
         ));
     }
-    if plan.vocab_divisor != crate::spec::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY {
+    if let Some(d) = plan.custom_vocab_divisor() {
         c.warn(format!(
-            "make_vocab_size_divisible_by {0} is not a DeepSpeed config key: launch \
-             Megatron-DeepSpeed with --make-vocab-size-divisible-by {0}",
-            plan.vocab_divisor
+            "make_vocab_size_divisible_by {d} is not a DeepSpeed config key: launch \
+             Megatron-DeepSpeed with --make-vocab-size-divisible-by {d}"
         ));
     }
     if plan.pp == 1 && plan.zero >= 2 {

@@ -432,8 +432,8 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
         arg(a, "--kv-channels", m.qk_nope_dim);
     }
     arg(a, "--seq-length", plan.seq_len);
-    if plan.vocab_divisor != crate::spec::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY {
-        arg(a, "--make-vocab-size-divisible-by", plan.vocab_divisor);
+    if let Some(d) = plan.custom_vocab_divisor() {
+        arg(a, "--make-vocab-size-divisible-by", d);
     }
     let positions = match model.positions {
         Positions::Learned => model.seq_len,

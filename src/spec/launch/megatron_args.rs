@@ -65,13 +65,14 @@ pub fn split_words(text: &str) -> Result<Vec<String>, String> {
 
 /// Reads a Megatron-LM command line into arguments, recording in `c` every word it cannot
 /// take (unknown or unsupported arguments, missing values, unexpanded variables) and a warning
-/// for each argument priced without.
-pub(crate) fn read(text: &str, c: &mut Collect) -> ArgMap {
+/// for each argument priced without. `None` (recorded) where the line does not split into
+/// words (an open quote): there are no arguments to read.
+pub(crate) fn read(text: &str, c: &mut Collect) -> Option<ArgMap> {
     let words = match split_words(text) {
         Ok(w) => w,
         Err(e) => {
             c.refuse("--megatron-args", e, "close the quote");
-            return ArgMap::default();
+            return None;
         }
     };
     // A launcher prefix such as `torchrun --nproc_per_node 8 … pretrain_gpt.py`.
@@ -127,7 +128,7 @@ pub(crate) fn read(text: &str, c: &mut Collect) -> ArgMap {
             ignored.join(" ")
         ));
     }
-    out
+    Some(out)
 }
 
 /// The argument at `words[*i]` with its value, advancing `*i`; `None` (recorded in `c`) when
@@ -276,7 +277,8 @@ mod tests {
             "--tensor-model-parallel-size 2 --micro-batch-size 1 --tensor-model-parallel-size 4 \
              --micro-batch-size 1",
             &mut c,
-        );
+        )
+        .unwrap();
         assert_eq!(m.get("--tensor-model-parallel-size"), Some("4"));
         let said: Vec<&String> = c.warnings.iter().filter(|w| w.contains("twice")).collect();
         assert_eq!(said.len(), 1, "{:?}", c.warnings);
@@ -303,7 +305,8 @@ mod tests {
             "torchrun --nproc_per_node 8 pretrain_gpt.py --tensor-model-parallel-size=2 \
              --lr 1e-4 --micro-batch-sise 2 --cpu-offloading --data-path $DATA --fp16",
             &mut c,
-        );
+        )
+        .unwrap();
         assert_eq!(m.get("--tensor-model-parallel-size"), Some("2"));
         assert!(m.has("--fp16") && !m.has("--lr"));
         let (problems, warnings) = c.into_parts();

@@ -32,13 +32,11 @@ pub struct Parsed {
 /// cannot be priced, every mismatch with the model, and every bad value is reported at once.
 pub fn from_megatron(text: &str, model: &ModelSpec, n_gpus: u64) -> Result<Parsed, SpecError> {
     let mut c = Collect::new("--megatron-args");
-    if let Err(e) = super::megatron_args::split_words(text) {
-        // An open quote leaves no arguments to read: it alone is the problem (the checks
-        // below had added "missing" for arguments the line gives; QA).
-        c.refuse("--megatron-args", e, "close the quote");
+    // An open quote leaves no arguments to read: it alone is the problem (the checks below
+    // had added "missing" for arguments the line gives; QA).
+    let Some(a) = read(text, &mut c) else {
         return Err(SpecError::Invalid(c.into_parts().0));
-    }
-    let a = read(text, &mut c);
+    };
     let version = if SPELLINGS_2021.iter().any(|s| a.has(s)) {
         MegatronVersion::V2021
     } else {

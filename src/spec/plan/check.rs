@@ -447,11 +447,13 @@ impl Plan {
                 framework: self.framework.name(),
             });
         }
-        if self.vocab_divisor != super::MAKE_VOCAB_SIZE_DIVISIBLE_BY && !self.framework.pads_vocab()
+        if let Some(divisor) = self
+            .custom_vocab_divisor()
+            .filter(|_| !self.framework.pads_vocab())
         {
             out.push(I::VocabPadding {
                 framework: self.framework.name(),
-                divisor: self.vocab_divisor,
+                divisor,
             });
         }
         if model.tied_embeddings && self.pp > 1 && !self.framework.ties_across_stages() {
