@@ -6,8 +6,8 @@ use crate::calib::{Profile, load_profile};
 use crate::search::Space;
 use crate::spec::launch::megatron_plan::from_megatron;
 use crate::spec::{
-    self, AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, RecomputeModules, Schedule,
-    SplitAccounts,
+    self, AttentionImpl, ClusterSpec, Fp8Recipe, Framework, ModelSpec, Plan, RecomputeModules,
+    Schedule, SplitAccounts,
 };
 use clap::{Args, ValueEnum};
 
@@ -130,7 +130,7 @@ const MAX_SIZE: u64 = 1 << 24;
 use crate::spec::infeasible::MAX_MICRO_BATCHES;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 30] = [
+const PLAN_FLAGS: [&str; 31] = [
     "tp",
     "pp",
     "dp",
@@ -150,6 +150,7 @@ const PLAN_FLAGS: [&str; 30] = [
     "dtype",
     "grad_reduce_dtype",
     "fp8_param_gather",
+    "fp8_recipe",
     "p2p_scatter_gather",
     "account_embedding",
     "account_loss",
@@ -254,6 +255,10 @@ pub struct PlanArgs {
     /// weight with Transformer Engine's FP8 copy beside it.
     #[arg(long = "fp8-param-gather")]
     pub fp8_param_gather: bool,
+    /// With --dtype fp8: how Transformer Engine scales FP8 tensors (Megatron-LM
+    /// `--fp8-recipe`); tensorwise (current scaling) reads each tensor's amax before its cast.
+    #[arg(long = "fp8-recipe", value_enum, default_value_t = Fp8RecipeArg::Delayed)]
+    pub fp8_recipe: Fp8RecipeArg,
     /// Megatron without sequence parallelism: split each pipeline send over the TP ranks and
     /// all-gather it after receipt, as Megatron-LM before Megatron-Core did
     /// (`--scatter-gather-tensors-in-pipeline`); Megatron-Core sends whole tensors.
@@ -438,6 +443,7 @@ impl PlanArgs {
             grad_accumulation_fusion: !self.no_grad_accumulation_fusion,
             grad_reduce_dtype: self.grad_reduce_dtype.map(Into::into),
             fp8_param_gather: self.fp8_param_gather,
+            fp8_recipe: self.fp8_recipe.into(),
             p2p_scatter_gather: self.p2p_scatter_gather,
             split_accounts: SplitAccounts {
                 embedding: self.account_embedding,
@@ -535,6 +541,10 @@ pub struct SearchArgs {
     /// (`--fp8-param-gather`, the default the search prices).
     #[arg(long = "no-fp8-param-gather")]
     pub no_fp8_param_gather: bool,
+    /// With --dtype fp8: how Transformer Engine scales FP8 tensors (Megatron-LM
+    /// `--fp8-recipe`); tensorwise (current scaling) reads each tensor's amax before its cast.
+    #[arg(long = "fp8-recipe", value_enum, default_value_t = Fp8RecipeArg::Delayed)]
+    pub fp8_recipe: Fp8RecipeArg,
 }
 
 impl SearchArgs {
@@ -582,6 +592,14 @@ impl SearchArgs {
                 device.name
             ));
         }
+        let fp8_recipe: Fp8Recipe = self.fp8_recipe.into();
+        if fp8_recipe != Fp8Recipe::Delayed && dtype != crate::units::Dtype::Fp8 {
+            bad.push(format!(
+                "--fp8-recipe {}: a scaling recipe for FP8 tensors, but --dtype is {}; add --dtype fp8, or drop --fp8-recipe",
+                fp8_recipe.name(),
+                dtype.name()
+            ));
+        }
         if !bad.is_empty() {
             return Err(CliError::BadInput(bad.join("\n")));
         }
@@ -594,6 +612,7 @@ impl SearchArgs {
         space = space.with_dtype(dtype);
         space.memory_headroom = self.memory_headroom / 100.0;
         space.fp8_param_gather = !self.no_fp8_param_gather;
+        space.fp8_recipe = fp8_recipe;
         Ok(space)
     }
 }

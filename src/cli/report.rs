@@ -208,6 +208,9 @@ fn command(a: &ReportArgs, cfg: &Config, out: &std::path::Path) -> String {
     if a.search.dtype != DtypeArg::Bf16 {
         c += &format!(" --dtype {}", cfg.space.dtype);
     }
+    if cfg.space.fp8_recipe != crate::spec::Fp8Recipe::Delayed {
+        c += &format!(" --fp8-recipe {}", cfg.space.fp8_recipe.name());
+    }
     // Every search flag the user gave is written: without --framework the command had
     // regenerated a Megatron report of a torchtitan one (QA: knee 106.5 s against 132.2 s).
     if let Some(f) = a.search.framework {

@@ -249,6 +249,7 @@ mod tests {
             etp: tp,
             attention: AttentionImpl::Flash,
             dtype: Dtype::Bf16,
+            fp8_recipe: Default::default(),
             tp_overlap: crate::spec::TpOverlap::Backward,
             framework: crate::spec::Framework::Megatron,
             modules: Default::default(),

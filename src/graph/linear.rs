@@ -4,7 +4,7 @@
 //! Transformer Engine's FP8 casts around a linear.
 
 use super::{Coll, Group, Kernel, MemClass, Op, Shard};
-use crate::spec::TpOverlap;
+use crate::spec::{Fp8Recipe, TpOverlap};
 use crate::units::Dtype;
 
 /// A TP collective of `bytes` (the full, gathered size), overlapped with the GEMMs of its
@@ -80,35 +80,58 @@ pub(super) fn row_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params:
 }
 
 /// Transformer Engine's FP8 casts around one FP8 linear layer, per micro-batch, for an FP8
-/// plan (TE `pytorch/module/linear.py`, `layernorm_linear.py`, Hopper path): forward, the
-/// 16-bit input is cast to FP8 and transposed for the weight-gradient GEMM
-/// (`fp8_cast_transpose_fused`: reads 2, writes 1 + 1 bytes per element of `input`); in a
-/// `LayerNormLinear` (QKV, fc1, `norm_fused`) the norm writes the FP8 input itself, one byte
-/// less than the 16-bit output the norm op is priced with, and only the transpose (reads 1,
-/// writes 1) remains: one byte per element. Backward, the output gradient is cast and
-/// transposed the same way: 4 bytes per element of `output`. Counted on the rank's full GEMM
-/// operands (with sequence parallelism TE casts the shard before the all-gather and
-/// transposes after it: an upper estimate). Weight casts run once per step (TE caches them
-/// across micro-batches) and are left out.
+/// plan (TE `pytorch/module/linear.py`, `layernorm_linear.py`, Hopper path), in bytes per
+/// element of the GEMM operand cast ([`fp8_cast_bytes`]): forward the 16-bit input, backward
+/// the output gradient. Counted on the rank's full GEMM operands (with sequence parallelism
+/// TE casts the shard before the all-gather and transposes after it: an upper estimate).
+/// Weight casts run once per step (TE caches them across micro-batches) and are left out.
 pub(super) fn fp8_casts(mut op: Op, sh: &Shard, input: f64, output: f64, norm_fused: bool) -> Op {
     if sh.dtype != Dtype::Fp8 || !op.fp8 {
         return op;
     }
-    let cast = |bytes| Kernel::Memory {
-        bytes,
-        class: MemClass::Elementwise,
-    };
     let before_gemm = |ks: &[Kernel]| {
         ks.iter()
             .position(|k| matches!(k, Kernel::Gemm { .. }))
             .unwrap_or(0)
     };
-    let fwd = if norm_fused { 1.0 } else { 4.0 } * input;
+    // One kernel per pass over the tensor: the amax pass of current scaling is a kernel of
+    // its own, launched before the cast.
+    let passes = |(amax, cast): (f64, f64), n: f64| {
+        [amax, cast]
+            .into_iter()
+            .filter(|&b| b > 0.0)
+            .map(move |b| Kernel::Memory {
+                bytes: b * n,
+                class: MemClass::Elementwise,
+            })
+    };
     let i = before_gemm(&op.fwd);
-    op.fwd.insert(i, cast(fwd));
+    let fwd = passes(fp8_cast_bytes(sh.fp8_recipe, norm_fused), input);
+    op.fwd.splice(i..i, fwd);
     let i = before_gemm(&op.bwd);
-    op.bwd.insert(i, cast(4.0 * output));
+    let bwd = passes(fp8_cast_bytes(sh.fp8_recipe, false), output);
+    op.bwd.splice(i..i, bwd);
     op
+}
+
+/// Bytes per element moved to bring one 16-bit GEMM operand into FP8 with its transpose
+/// (Hopper's FP8 GEMMs take only the TN layout), as (amax pass, cast): the cast reads 2 and
+/// writes 1 + 1 (`fp8_cast_transpose_fused`). Under delayed scaling the scale is known
+/// before the tensor is, and the cast records the amax as it goes; in a `LayerNormLinear`
+/// (QKV, fc1: `norm_fused`) the norm writes the FP8 input itself, one byte less than the
+/// 16-bit output the norm op is priced with, and only the transpose remains (reads 1, writes
+/// 1): one byte. Under current scaling (TE `Float8CurrentScalingQuantizer::quantize_impl`)
+/// the scale needs this tensor's amax first: `nvte_compute_amax` reads it once more (2 bytes)
+/// before the cast, unless a fused norm computed it as it wrote its 16-bit output (TE
+/// `csrc/extensions/normalization.cpp`, `quantize_with_amax`), in which case the norm's
+/// output stays 16-bit and the full cast follows.
+pub(super) fn fp8_cast_bytes(recipe: Fp8Recipe, norm_fused: bool) -> (f64, f64) {
+    match (recipe, norm_fused) {
+        (Fp8Recipe::Delayed, true) => (0.0, 1.0),
+        (Fp8Recipe::Delayed, false) => (0.0, 4.0),
+        (Fp8Recipe::Tensorwise, true) => (0.0, 4.0),
+        (Fp8Recipe::Tensorwise, false) => (2.0, 4.0),
+    }
 }
 
 /// Stand-alone conjugates `f` (enter) and `g` (exit) around a TP region that is not a single

@@ -10,7 +10,9 @@ mod selective;
 pub use ends::{embedding, head, mtp};
 pub use layer::{ATTENTION_CORE, layer_graph, transformer_layer};
 
-use crate::spec::{AttentionImpl, Framework, ModelSpec, Plan, RecomputeModules, TpOverlap};
+use crate::spec::{
+    AttentionImpl, Fp8Recipe, Framework, ModelSpec, Plan, RecomputeModules, TpOverlap,
+};
 use crate::units::Dtype;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::{Deserialize, Serialize};
@@ -376,6 +378,8 @@ pub struct Shard {
     pub attention: AttentionImpl,
     /// Activation/GEMM data type.
     pub dtype: Dtype,
+    /// How an FP8 plan scales its tensors (`Plan::fp8_recipe`): what its casts cost.
+    pub fp8_recipe: Fp8Recipe,
     /// TP communication hidden behind GEMMs.
     pub tp_overlap: TpOverlap,
     /// Training framework (kernel fusion, loss kernel).
@@ -399,6 +403,7 @@ impl Shard {
             etp: plan.etp(),
             attention: plan.attention,
             dtype: plan.dtype,
+            fp8_recipe: plan.fp8_recipe,
             tp_overlap: plan.tp_overlap,
             framework: plan.framework,
             modules: plan.recompute_modules,

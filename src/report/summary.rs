@@ -67,6 +67,7 @@ fn space_desc(space: &Space) -> String {
     let flags = Plan {
         framework: space.framework,
         dtype: space.dtype,
+        fp8_recipe: space.fp8_recipe,
         attention: space.attention,
         tp_overlap: space.tp_overlap,
         overlap_grad_reduce: space.overlap_grad_reduce,

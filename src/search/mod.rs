@@ -6,8 +6,8 @@ use crate::calib::Profile;
 use crate::cost::{Estimate, Machine, Placement, PricedGraphs, estimate_priced, memory};
 use crate::graph::Shard;
 use crate::spec::{
-    AttentionImpl, ClusterSpec, Framework, ModelSpec, Plan, Recompute, RecomputeModules, Schedule,
-    SplitAccounts, TpOverlap, infeasible::OUT_OF_MEMORY, launch,
+    AttentionImpl, ClusterSpec, Fp8Recipe, Framework, ModelSpec, Plan, Recompute, RecomputeModules,
+    Schedule, SplitAccounts, TpOverlap, infeasible::OUT_OF_MEMORY, launch,
 };
 use crate::units::{Dtype, GIB};
 use rayon::prelude::*;
@@ -72,6 +72,8 @@ pub struct Space {
     /// weight with Transformer Engine's FP8 copy, so such plans are priced with it unless
     /// this is off (`suggest --no-fp8-param-gather`).
     pub fp8_param_gather: bool,
+    /// How FP8 plans scale their tensors (`Plan::fp8_recipe`): the run's choice, not searched.
+    pub fp8_recipe: Fp8Recipe,
 }
 
 /// Default share of device memory the search keeps free: 6%, the memory estimate's largest
@@ -110,6 +112,7 @@ impl Space {
             memory_headroom: MEMORY_HEADROOM,
             head_dim: 0,
             fp8_param_gather: true,
+            fp8_recipe: Fp8Recipe::Delayed,
         }
     }
 
@@ -364,6 +367,7 @@ fn bare(space: &Space, [dp, tp, pp, cp, ep, vpp, mbs]: [u64; 7]) -> Plan {
         vpp,
         overlap_grad_reduce: space.overlap_grad_reduce,
         dtype: space.dtype,
+        fp8_recipe: space.fp8_recipe,
         schedule: if vpp > 1 {
             Schedule::Interleaved
         } else {

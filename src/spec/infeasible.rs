@@ -327,6 +327,13 @@ pub enum Infeasible {
         /// Why not.
         why: &'static str,
     },
+    /// An FP8 scaling recipe other than the default on a plan that does not train in FP8.
+    Fp8Recipe {
+        /// The recipe given.
+        recipe: &'static str,
+        /// The plan's data type.
+        dtype: &'static str,
+    },
     /// Scatter/gather of pipeline sends is legacy Megatron-LM's option.
     P2pScatterGather {
         /// The plan's framework.
@@ -414,6 +421,7 @@ impl Infeasible {
             I::DtypeUnsupported { .. } => "type without tensor cores on the device",
             I::GradReduceDtype { .. } => "gradient reduction type",
             I::Fp8ParamGather { .. } => "fp8 weights outside FP8 training with ZeRO-1",
+            I::Fp8Recipe { .. } => "fp8 recipe without fp8",
             I::P2pScatterGather { .. } => "pipeline scatter/gather outside Megatron",
             I::VocabPadding { .. } => "vocabulary padding outside Megatron",
             I::ZeroStage { .. } => "zero stage out of range",
@@ -464,6 +472,7 @@ impl Infeasible {
             I::DtypeUnsupported { .. } => "dtype",
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
             I::Fp8ParamGather { .. } => "fp8_param_gather",
+            I::Fp8Recipe { .. } => "fp8_recipe",
             I::P2pScatterGather { .. } => "p2p_scatter_gather",
             I::VocabPadding { .. } => "make_vocab_size_divisible_by",
             I::MoeTpNeedsSp { .. } => "sequence_parallel",
@@ -830,6 +839,10 @@ impl fmt::Display for Infeasible {
             I::Fp8ParamGather { why } => write!(
                 f,
                 "Megatron-LM keeps FP8 weights and gathers them in FP8 (--fp8-param-gather) only {why}"
+            ),
+            I::Fp8Recipe { recipe, dtype } => write!(
+                f,
+                "{recipe}: a scaling recipe for FP8 tensors, but the plan computes in {dtype}; use --dtype fp8, or drop the recipe"
             ),
             I::P2pScatterGather { framework } => write!(
                 f,

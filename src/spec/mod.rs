@@ -19,7 +19,7 @@ pub use error::{Problem, SpecError};
 pub use hardware::{ClusterSpec, DeviceEfficiency, DeviceSpec, InterNode, IntraNode, PeakTflops};
 pub use model::{Arch, Mla, ModelSpec, MoeSpec, Positions, SlidingWindow, WindowLayers};
 pub use plan::{
-    AttentionImpl, Framework, Infeasible, Plan, Recompute, RecomputeModules, Schedule,
+    AttentionImpl, Fp8Recipe, Framework, Infeasible, Plan, Recompute, RecomputeModules, Schedule,
     SplitAccounts, TpOverlap, fold_counts, unfold_counts,
 };
 pub use plan_file::load_plan;

@@ -36,6 +36,33 @@ impl Recompute {
     pub const ALL: [Recompute; 3] = [Recompute::None, Recompute::Selective, Recompute::Full];
 }
 
+/// How Transformer Engine scales an FP8 tensor (Megatron-LM `--fp8-recipe`; TE
+/// `common/recipe`): what a cast costs beside the GEMMs ([`crate::graph`]'s FP8 casts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fp8Recipe {
+    /// Delayed scaling (TE `DelayedScaling`, Megatron-LM's default): the scale comes from
+    /// earlier steps' amax history and the cast records this tensor's amax as it writes.
+    #[default]
+    Delayed,
+    /// Per-tensor current scaling (TE `Float8CurrentScaling`, NeMo's FP8-CS): the scale comes
+    /// from this tensor's own amax, read in a pass of its own before the cast unless the norm
+    /// that produced it computed it (TE `Float8CurrentScalingQuantizer::quantize_impl`).
+    Tensorwise,
+}
+
+impl Fp8Recipe {
+    /// The recipes priced.
+    pub const ALL: [Fp8Recipe; 2] = [Fp8Recipe::Delayed, Fp8Recipe::Tensorwise];
+    /// Name as written on the command line (Megatron-LM's `--fp8-recipe` choices).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fp8Recipe::Delayed => "delayed",
+            Fp8Recipe::Tensorwise => "tensorwise",
+        }
+    }
+}
+
 /// Pipeline schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -198,6 +225,10 @@ pub struct Plan {
     /// (`cost::memory::fp8_weight_cache_bytes`), half the gather's bytes for those weights.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fp8_param_gather: bool,
+    /// How an FP8 plan scales its tensors ([`Fp8Recipe`]); JSON `fp8_recipe`, delayed where
+    /// absent. Only an FP8 plan may name another.
+    #[serde(default, skip_serializing_if = "is_delayed")]
+    pub fp8_recipe: Fp8Recipe,
     /// Megatron-LM before Megatron-Core splits each pipeline send over the TP ranks and
     /// all-gathers it after receipt (`--scatter-gather-tensors-in-pipeline`, on by default in
     /// `megatron/p2p_communication.py`; Narayanan et al. SC'21 §4.1). Megatron-Core sends the
@@ -223,6 +254,10 @@ pub struct Plan {
 
 fn yes() -> bool {
     true
+}
+
+fn is_delayed(r: &Fp8Recipe) -> bool {
+    *r == Fp8Recipe::Delayed
 }
 
 fn default_vocab_divisor() -> u64 {
@@ -289,6 +324,7 @@ impl Plan {
             grad_accumulation_fusion: true,
             grad_reduce_dtype: None,
             fp8_param_gather: false,
+            fp8_recipe: Fp8Recipe::Delayed,
             p2p_scatter_gather: false,
             split_accounts: SplitAccounts::default(),
             vocab_divisor: MAKE_VOCAB_SIZE_DIVISIBLE_BY,
@@ -323,9 +359,9 @@ impl Plan {
         self.sequence_parallel && self.tp > 1
     }
 
-    /// The `planner estimate` flags of what [`Plan::short`] leaves out (framework, dtype,
-    /// attention kernel, TP overlap, gradient-reduction overlap and accumulation fusion), so
-    /// a label can be re-priced as it was ranked.
+    /// The `planner estimate` flags of what [`Plan::short`] leaves out (framework, dtype and
+    /// FP8 recipe, attention kernel, TP overlap, gradient-reduction overlap and accumulation
+    /// fusion), so a label can be re-priced as it was ranked.
     pub fn label_flags(&self) -> String {
         let mut f = format!(
             "--global-batch {} --seq-len {} --framework {} --dtype {} --attention {} --tp-overlap {}",
@@ -336,6 +372,9 @@ impl Plan {
             self.attention.name(),
             self.tp_overlap.name()
         );
+        if self.fp8_recipe != Fp8Recipe::Delayed {
+            f += &format!(" --fp8-recipe {}", self.fp8_recipe.name());
+        }
         if self.overlap_grad_reduce {
             f += " --overlap-grad-reduce";
         }

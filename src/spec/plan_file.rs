@@ -4,7 +4,8 @@
 
 use super::error::SpecError;
 use super::plan::{
-    AttentionImpl, Framework, Plan, Recompute, RecomputeModules, Schedule, SplitAccounts, TpOverlap,
+    AttentionImpl, Fp8Recipe, Framework, Plan, Recompute, RecomputeModules, Schedule,
+    SplitAccounts, TpOverlap,
 };
 use super::yaml::Reader;
 use crate::units::Dtype;
@@ -81,6 +82,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
             .unwrap_or(false),
     };
     let dtype = choice(r, "dtype", &Dtype::ALL.map(|x| (x.name(), x)));
+    let fp8_recipe = choice(r, "fp8_recipe", &Fp8Recipe::ALL.map(|x| (x.name(), x)));
     let grad_reduce_dtype = choice(r, "grad_reduce_dtype", &Dtype::ALL.map(|x| (x.name(), x)));
     let schedules = [Schedule::Gpipe, Schedule::OneFOneB, Schedule::Interleaved];
     let schedule = choice(r, "schedule", &schedules.map(|x| (x.name(), x)));
@@ -140,6 +142,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         grad_accumulation_fusion,
         grad_reduce_dtype,
         fp8_param_gather,
+        fp8_recipe: fp8_recipe.unwrap_or_default(),
         p2p_scatter_gather,
         split_accounts,
         vocab_divisor,

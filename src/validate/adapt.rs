@@ -543,6 +543,16 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
             run.precision.as_deref().unwrap_or_default()
         ));
     };
+    // Transformer Engine's recipe where the precision names it ("current scaling", NeMo's
+    // FP8-CS; Megatron-LM's `tensorwise`); delayed, Megatron-LM's and NeMo 24.07's default,
+    // where it does not.
+    let fp8_recipe = if dtype == Dtype::Fp8
+        && (precision.contains("current scaling") || precision.contains("tensorwise"))
+    {
+        crate::spec::Fp8Recipe::Tensorwise
+    } else {
+        crate::spec::Fp8Recipe::Delayed
+    };
     // Whether FP8 runs kept FP8 weights (`--fp8-param-gather`, NeMo `fp8_params`) no source
     // says; Megatron-Core allows it with the distributed optimizer.
     if fw == Stack::MegatronCore && dtype == Dtype::Fp8 && zero == 1 {
@@ -604,6 +614,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         // its DEFAULT (every other llm-foundry row) in fp32, the framework's default.
         grad_reduce_dtype: (p.fsdp_mixed_precision.as_deref() == Some("PURE")).then_some(dtype),
         fp8_param_gather: false,
+        fp8_recipe,
         split_accounts: crate::spec::SplitAccounts {
             embedding: p.account_for_embedding_in_pipeline_split == Some(true),
             loss: p.account_for_loss_in_pipeline_split == Some(true),

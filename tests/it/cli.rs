@@ -1513,3 +1513,77 @@ fn derived_batches_and_ignored_formats_say_so() {
          ranked plans as json"
     );
 }
+
+/// `--fp8-recipe tensorwise` prices current scaling's amax passes (a slower step than
+/// delayed scaling's, nothing else changed), is saved in a plan file and read back at the
+/// same price, and is refused beside a 16-bit plan, on `estimate` (naming the plan field)
+/// and on `suggest` (naming the flag).
+#[test]
+fn fp8_recipe_is_priced_saved_and_refused_without_fp8() {
+    let dir = fresh_dir("fp8-recipe");
+    let saved = dir.join("cs.json");
+    let saved = saved.to_str().unwrap();
+    let base = [
+        "estimate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--tp",
+        "2",
+        "--micro-batch",
+        "1",
+        "--global-batch",
+        "64",
+        "--format",
+        "json",
+    ];
+    let step = |extra: &[&str]| -> f64 {
+        let o = planner(&[&base[..], extra].concat());
+        assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["step_time_s"].as_f64().unwrap()
+    };
+    let delayed = step(&["--dtype", "fp8"]);
+    let current = step(&[
+        "--dtype",
+        "fp8",
+        "--fp8-recipe",
+        "tensorwise",
+        "--save-plan",
+        saved,
+    ]);
+    assert!(current > delayed, "{current} vs {delayed}");
+    let text = std::fs::read_to_string(saved).unwrap();
+    assert!(text.contains("\"fp8_recipe\": \"tensorwise\""), "{text}");
+    let o = planner(&[
+        "estimate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--plan",
+        saved,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["step_time_s"].as_f64().unwrap(), current);
+    bad_input(
+        &[&base[..], &["--fp8-recipe", "tensorwise"]].concat(),
+        &["`fp8_recipe`", "the plan computes in bf16", "--dtype fp8"],
+    );
+    bad_input(
+        &[
+            "suggest",
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "h100x8",
+            "--fp8-recipe",
+            "tensorwise",
+        ],
+        &["--fp8-recipe tensorwise", "add --dtype fp8"],
+    );
+}

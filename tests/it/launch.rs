@@ -104,6 +104,7 @@ fn sc21_rows() -> Vec<Row> {
                 grad_accumulation_fusion: false,
                 grad_reduce_dtype: None,
                 fp8_param_gather: false,
+                fp8_recipe: Default::default(),
                 // The 2021 code scatters pipeline sends over the TP ranks by default (set
                 // where it changes them).
                 p2p_scatter_gather: n("tp") > 1 && n("pp") > 1,
@@ -195,6 +196,7 @@ fn llama70b_plan() -> Plan {
         grad_accumulation_fusion: false,
         grad_reduce_dtype: None,
         fp8_param_gather: false,
+        fp8_recipe: Default::default(),
         p2p_scatter_gather: false,
         split_accounts: Default::default(),
         vocab_divisor: 128,
@@ -243,6 +245,11 @@ fn megatron_core_round_trip_over_every_feature() {
         fp8_param_gather: true,
         ..base.clone()
     };
+    // Current scaling: --fp8-recipe tensorwise.
+    let current = Plan {
+        fp8_recipe: planner::spec::Fp8Recipe::Tensorwise,
+        ..fp8_weights.clone()
+    };
     // Another vocabulary padding: --make-vocab-size-divisible-by.
     let padded = Plan {
         vocab_divisor: 64,
@@ -254,6 +261,7 @@ fn megatron_core_round_trip_over_every_feature() {
         (&mixtral, &whole, 8),
         (&llama, &overlapped, 256),
         (&llama, &fp8_weights, 256),
+        (&llama, &current, 256),
         (&llama, &padded, 256),
     ] {
         let v = LaunchFormat::Megatron(MegatronVersion::Core);
@@ -274,6 +282,18 @@ fn megatron_core_round_trip_over_every_feature() {
         fp8.contains("--fp8-format hybrid \\\n--fp8-param-gather \\"),
         "{fp8}"
     );
+    assert!(
+        !fp8.contains("--fp8-recipe"),
+        "delayed is the default: {fp8}"
+    );
+    let cs = export(
+        &llama,
+        &current,
+        LaunchFormat::Megatron(MegatronVersion::Core),
+    )
+    .unwrap()
+    .text;
+    assert!(cs.contains("--fp8-recipe tensorwise \\"), "{cs}");
     let text = export(&llama, &base, LaunchFormat::Megatron(MegatronVersion::Core))
         .unwrap()
         .text;
@@ -2230,6 +2250,55 @@ fn fp8_beside_fp16_or_fp32_is_priced_as_bf16_and_says_so() {
         !p.warnings.iter().any(|w| w.contains("--fp8-format with")),
         "{:?}",
         p.warnings
+    );
+}
+
+/// `--fp8-recipe`: tensorwise (current scaling) and delayed are priced, each as itself;
+/// block scaling (mxfp8, blockwise) is refused as not priced, a name Megatron-LM lacks as
+/// such; delayed scaling's amax-history settings change no cast and are ignored; without
+/// `--fp8-format` Megatron trains in 16 bits and the recipe means nothing.
+#[test]
+fn megatron_fp8_recipes_are_read_or_refused() {
+    use planner::spec::Fp8Recipe;
+    let m = load_model("llama3-8b").unwrap();
+    let base = "--micro-batch-size 1 --global-batch-size 8 --bf16";
+    let recipe = |extra: &str| {
+        let p = from_megatron(&format!("{base} {extra}"), &m, 8).unwrap();
+        assert!(
+            !p.warnings
+                .iter()
+                .any(|w| w.contains("--fp8-recipe") || w.contains("--fp8-format")),
+            "{extra}: {:?}",
+            p.warnings
+        );
+        p.plan.fp8_recipe
+    };
+    assert_eq!(recipe("--fp8-format hybrid"), Fp8Recipe::Delayed);
+    assert_eq!(
+        recipe(
+            "--fp8-format hybrid --fp8-recipe delayed --fp8-amax-history-len 1024 --fp8-amax-compute-algo max --fp8-margin 0"
+        ),
+        Fp8Recipe::Delayed
+    );
+    assert_eq!(
+        recipe("--fp8-format e4m3 --fp8-recipe tensorwise"),
+        Fp8Recipe::Tensorwise
+    );
+    assert_eq!(recipe("--fp8-recipe tensorwise"), Fp8Recipe::Delayed);
+    let err = |extra: &str| {
+        from_megatron(&format!("{base} --fp8-format hybrid {extra}"), &m, 8)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err("--fp8-recipe mxfp8");
+    assert!(
+        e.contains("`--fp8-recipe`: `mxfp8`: block-scaled FP8") && e.contains("is not priced"),
+        "{e}"
+    );
+    let e = err("--fp8-recipe bogus");
+    assert!(
+        e.contains("Megatron-LM takes tensorwise, delayed, mxfp8 or blockwise"),
+        "{e}"
     );
 }
 

@@ -2,7 +2,7 @@
 //! (`--tp -2`, `--zero 7`), the per-stage counts of `--stage-layers`, and the value enums of
 //! the plan flags with their conversions into `spec` types.
 
-use crate::spec::{AttentionImpl, Framework, Recompute, TpOverlap};
+use crate::spec::{AttentionImpl, Fp8Recipe, Framework, Recompute, TpOverlap};
 use crate::units::Dtype;
 use clap::ValueEnum;
 
@@ -90,6 +90,25 @@ impl From<TpOverlapArg> for TpOverlap {
             TpOverlapArg::None => TpOverlap::None,
             TpOverlapArg::Backward => TpOverlap::Backward,
             TpOverlapArg::Full => TpOverlap::Full,
+        }
+    }
+}
+
+/// `--fp8-recipe` values (Megatron-LM's names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Fp8RecipeArg {
+    /// Delayed scaling: the scale from earlier steps' amax history (Megatron-LM's default).
+    #[default]
+    Delayed,
+    /// Per-tensor current scaling (NeMo's FP8-CS): each tensor's amax read before its cast.
+    Tensorwise,
+}
+
+impl From<Fp8RecipeArg> for Fp8Recipe {
+    fn from(r: Fp8RecipeArg) -> Self {
+        match r {
+            Fp8RecipeArg::Delayed => Fp8Recipe::Delayed,
+            Fp8RecipeArg::Tensorwise => Fp8Recipe::Tensorwise,
         }
     }
 }

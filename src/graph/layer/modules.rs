@@ -135,6 +135,7 @@ mod tests {
             etp: 1,
             attention: AttentionImpl::Flash,
             dtype: Dtype::Bf16,
+            fp8_recipe: Default::default(),
             tp_overlap: TpOverlap::Backward,
             framework: Framework::Megatron,
             modules,

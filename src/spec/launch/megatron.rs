@@ -8,7 +8,9 @@
 use super::megatron_template::{sliding_window, template};
 use super::{Collect, Export, MegatronVersion, partial_recompute, stage_counts, uneven_stages};
 use crate::spec::model::{Arch, ModelSpec, Positions};
-use crate::spec::plan::{AttentionImpl, Plan, Recompute, Schedule, TpOverlap, fold_counts};
+use crate::spec::plan::{
+    AttentionImpl, Fp8Recipe, Plan, Recompute, Schedule, TpOverlap, fold_counts,
+};
 use crate::units::{Dtype, fmt_count};
 
 pub(super) type Args = Vec<(&'static str, Option<String>)>;
@@ -504,6 +506,10 @@ fn numerics(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
             arg(a, "--fp8-format", "hybrid");
             if plan.fp8_param_gather {
                 flag(a, "--fp8-param-gather");
+            }
+            // Delayed is Megatron-LM's default; `--fp8-recipe` came with Megatron-Core 0.11.
+            if plan.fp8_recipe != Fp8Recipe::Delayed {
+                arg(a, "--fp8-recipe", plan.fp8_recipe.name());
             }
         }
         Dtype::Fp8 => c.refuse(

@@ -58,6 +58,7 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--fp16", false, P),
     ("--fp8-format", true, P),
     ("--fp8-param-gather", false, P),
+    ("--fp8-recipe", true, P),
     ("--use-flash-attn", false, P),
     ("--grad-reduce-in-bf16", false, P),
     ("--accumulate-allreduce-grads-in-fp32", false, P),
@@ -285,6 +286,9 @@ const IGNORED: &[(&str, bool)] = &[
     ("--tokenizer-prompt-format", true), ("--full-validation", false),
     ("--multiple-validation-sets", false), ("--mid-level-dataset-surplus", true),
     ("--object-storage-cache-path", true),
+    // Delayed scaling's amax history: a few scalars per tensor, the same casts.
+    ("--fp8-margin", true), ("--fp8-amax-history-len", true), ("--fp8-amax-compute-algo", true),
+    ("--fp8-interval", true),
 ];
 
 /// Arguments argparse reads as lists (`nargs="*"` or `"+"`, megatron/training/arguments.py):

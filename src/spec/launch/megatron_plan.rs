@@ -12,8 +12,8 @@ use super::{Collect, MegatronVersion};
 use crate::spec::SpecError;
 use crate::spec::model::ModelSpec;
 use crate::spec::plan::{
-    AttentionImpl, Framework, Plan, Recompute, RecomputeModules, Schedule, SplitAccounts,
-    TpOverlap, chunk_counts,
+    AttentionImpl, Fp8Recipe, Framework, Plan, Recompute, RecomputeModules, Schedule,
+    SplitAccounts, TpOverlap, chunk_counts,
 };
 use crate::units::Dtype;
 
@@ -235,6 +235,7 @@ fn plan(
         grad_reduce_dtype: grad_reduce(a),
         // Checked against the dtype and the distributed optimizer by `Plan::check`.
         fp8_param_gather: a.has("--fp8-param-gather"),
+        fp8_recipe: fp8_recipe(a, c, dtype),
         // Legacy Megatron-LM scatters pipeline sends over the TP ranks unless told not to;
         // set where it changes them (tp and pp > 1; the 2021 code has no SP).
         p2p_scatter_gather: v == MegatronVersion::V2021
@@ -616,6 +617,36 @@ fn grad_reduce(a: &ArgMap) -> Option<Dtype> {
         Some(Dtype::Fp32)
     } else {
         None
+    }
+}
+
+/// Megatron-LM's `--fp8-recipe` (default delayed). Without `--fp8-format` Megatron trains in
+/// 16 bits and the recipe means nothing: delayed, so the plan stays valid.
+fn fp8_recipe(a: &ArgMap, c: &mut Collect, dtype: Dtype) -> Fp8Recipe {
+    match a.get("--fp8-recipe") {
+        _ if dtype != Dtype::Fp8 => Fp8Recipe::Delayed,
+        None | Some("delayed") => Fp8Recipe::Delayed,
+        Some("tensorwise") => Fp8Recipe::Tensorwise,
+        Some(r @ ("mxfp8" | "blockwise")) => {
+            c.refuse(
+                "--fp8-recipe",
+                format!(
+                    "`{r}`: block-scaled FP8 (a scale per block of 32 or 128 elements, kept \
+                     row- and column-wise) is not priced"
+                ),
+                "price the run with --fp8-recipe tensorwise (per-tensor current scaling), \
+                 knowing block scaling adds scale traffic it leaves out",
+            );
+            Fp8Recipe::Delayed
+        }
+        Some(r) => {
+            c.refuse(
+                "--fp8-recipe",
+                format!("`{r}`: Megatron-LM takes tensorwise, delayed, mxfp8 or blockwise"),
+                "write --fp8-recipe tensorwise (or delayed)",
+            );
+            Fp8Recipe::Delayed
+        }
     }
 }
 

@@ -442,6 +442,12 @@ impl Plan {
         {
             out.push(I::Fp8ParamGather { why });
         }
+        if self.fp8_recipe != super::Fp8Recipe::Delayed && self.dtype != Dtype::Fp8 {
+            out.push(I::Fp8Recipe {
+                recipe: self.fp8_recipe.name(),
+                dtype: self.dtype.name(),
+            });
+        }
         if self.p2p_scatter_gather && self.framework != Framework::Megatron {
             out.push(I::P2pScatterGather {
                 framework: self.framework.name(),
