@@ -89,7 +89,10 @@ impl<'a> Reader<'a> {
 
     /// The raw value of `key`, `None` when absent or null.
     pub fn raw(&mut self, key: &'static str) -> Option<Value> {
-        self.seen.push(key);
+        // A key read twice (checked, then read) is listed once in "valid keys here".
+        if !self.seen.contains(&key) {
+            self.seen.push(key);
+        }
         match self.map.get(key) {
             None | Some(Value::Null) => None,
             Some(v) => Some(v.clone()),

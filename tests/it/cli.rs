@@ -1587,3 +1587,32 @@ fn fp8_recipe_is_priced_saved_and_refused_without_fp8() {
         &["--fp8-recipe tensorwise", "add --dtype fp8"],
     );
 }
+
+/// QA: an unknown key's "valid keys here" had listed keys read twice twice
+/// (`first_dense, first_dense`).
+#[test]
+fn valid_keys_are_listed_once() {
+    let p = write_tmp(
+        "moe-typo.yaml",
+        "name: x\narch: llama\nlayers: 4\nhidden: 256\nheads: 4\nvocab: 1000\nseq_len: 128\n\
+         ffn_hidden: 512\nmoe: {experts: 8, top_k: 2, capacity_factor: 1.25}\n",
+    );
+    let o = planner(&["estimate", "--model", &p, "--cluster", "h100x8"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    let keys = err
+        .split("valid keys here: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{err}"))
+        .trim_end()
+        .trim_end_matches(')');
+    let list: Vec<&str> = keys.split(", ").collect();
+    let mut unique = list.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), list.len(), "{keys}");
+    assert!(
+        list.contains(&"first_dense") && list.contains(&"top_k"),
+        "{keys}"
+    );
+}

@@ -1397,6 +1397,53 @@ fn megatron_arguments_megatron_refuses_are_refused() {
     };
     assert!(!warned(moe));
     assert!(warned(&moe.replace("alltoall", "allgather")));
+    // QA: a launch line that builds experts and names no dispatcher gets Megatron's default
+    // allgather, and without --moe-grouped-gemm its SequentialMLP: both said, neither priced.
+    let bare = moe.replace(" --moe-token-dispatcher-type alltoall", "");
+    let w = from_megatron(&bare, &mixtral, 16).unwrap().warnings;
+    assert!(
+        w.iter()
+            .any(|w| w
+                .starts_with("no --moe-token-dispatcher-type: Megatron-LM's default is allgather")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.starts_with("no --moe-grouped-gemm: Megatron-LM runs each local expert")),
+        "{w:?}"
+    );
+    let grouped = format!("{moe} --moe-grouped-gemm");
+    let w = from_megatron(&grouped, &mixtral, 16).unwrap().warnings;
+    assert!(!w.iter().any(|w| w.starts_with("no --moe-")), "{w:?}");
+    // QA: DeepSeek-V3's router arguments had been unknown, refusing the recipe's line; they
+    // score and balance the same GEMM's tokens (ignored), while group-limited routing and
+    // padding to capacity change what moves and are said.
+    let router = format!(
+        "{grouped} --moe-router-score-function sigmoid --moe-router-enable-expert-bias \
+         --moe-router-topk-scaling-factor 2.5 --moe-router-dtype fp32 --moe-permute-fusion \
+         --moe-router-bias-update-rate 1e-3 --moe-router-num-groups 8 --moe-router-group-topk 4 \
+         --moe-pad-expert-input-to-capacity"
+    );
+    let w = from_megatron(&router, &mixtral, 16).unwrap().warnings;
+    assert!(
+        w.iter().any(
+            |w| w.starts_with("ignored (they do not change what is priced)")
+                && w.contains("--moe-router-score-function")
+                && w.contains("--moe-permute-fusion")
+        ),
+        "{w:?}"
+    );
+    for name in [
+        "--moe-router-num-groups",
+        "--moe-router-group-topk",
+        "--moe-pad-expert-input-to-capacity",
+    ] {
+        assert!(
+            w.iter()
+                .any(|w| w.starts_with(&format!("{name}: not modelled"))),
+            "{name}: {w:?}"
+        );
+    }
 }
 
 /// `export` refuses a plan priced for one framework in a format another framework runs when

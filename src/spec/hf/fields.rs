@@ -11,13 +11,18 @@ pub(super) struct Fields<'a> {
 }
 
 impl Fields<'_> {
+    /// Records a problem once: a key several fields read (`num_hidden_layers` for the layers,
+    /// the window pattern and the layer types) is one problem, not one per reader.
     pub(super) fn bad(&mut self, field: &str, message: &str, fix: &str) {
-        self.problems.push(Problem {
+        let p = Problem {
             file: self.file.to_string(),
             field: field.to_string(),
             message: message.to_string(),
             fix: fix.to_string(),
-        });
+        };
+        if !self.problems.contains(&p) {
+            self.problems.push(p);
+        }
     }
 
     /// The first of `names` that is present and not null.
@@ -109,7 +114,7 @@ impl Fields<'_> {
 }
 
 /// Config keys each model field is read from, in the order the import tries them.
-const CONFIG_KEYS: [(&str, &[&str]); 7] = [
+const CONFIG_KEYS: [(&str, &[&str]); 12] = [
     ("hidden", &["hidden_size", "n_embd"]),
     ("layers", &["num_hidden_layers", "n_layer"]),
     ("heads", &["num_attention_heads", "n_head"]),
@@ -117,6 +122,14 @@ const CONFIG_KEYS: [(&str, &[&str]); 7] = [
     ("ffn_hidden", &["intermediate_size", "n_inner"]),
     ("vocab", &["vocab_size"]),
     ("moe.top_k", &["num_experts_per_tok"]),
+    (
+        "moe.experts",
+        &["num_local_experts", "num_experts", "n_routed_experts"],
+    ),
+    ("moe.expert_ffn_hidden", &["moe_intermediate_size"]),
+    ("moe.every", &["decoder_sparse_step", "moe_layer_freq"]),
+    ("moe.first_dense", &["first_k_dense_replace"]),
+    ("qkv_bias", &["attention_bias", "qkv_bias"]),
 ];
 
 impl Fields<'_> {
@@ -148,6 +161,12 @@ impl Fields<'_> {
                 }
                 if let Some(k) = self.config_key(&p.field) {
                     p.field = k.to_string();
+                }
+                // The fix names config keys too (`remove \`qkv_bias\`` is `attention_bias`).
+                for (field, _) in CONFIG_KEYS {
+                    if let Some(k) = self.config_key(field) {
+                        p.fix = p.fix.replace(&format!("`{field}`"), &format!("`{k}`"));
+                    }
                 }
                 p
             })

@@ -549,3 +549,20 @@ fn layer_types_say_which_layers_slide() {
         assert_eq!(e.problems()[0].field, "layer_types", "{types}: {e}");
     }
 }
+
+/// QA: a key several readers take (`num_hidden_layers`: the layers, the window pattern, the
+/// layer types) had been reported once per reader; the model's own checks of expert fields
+/// had named `moe.every` and `qkv_bias`, keys no config.json has.
+#[test]
+fn problems_are_told_once_and_in_config_keys() {
+    let qwen = include_str!("../../../tests/data/hf/qwen3-30b-a3b.json");
+    let mut cfg: Value = serde_json::from_str(qwen).unwrap();
+    cfg["num_hidden_layers"] = (-1).into();
+    let e = imp(&cfg.to_string()).unwrap_err();
+    assert_eq!(e.problems().len(), 1, "{e}");
+    assert_eq!(e.problems()[0].field, "num_hidden_layers");
+    let mut cfg: Value = serde_json::from_str(qwen).unwrap();
+    cfg["decoder_sparse_step"] = 100.into();
+    let e = imp(&cfg.to_string()).unwrap_err();
+    assert_eq!(e.problems()[0].field, "decoder_sparse_step", "{e}");
+}

@@ -163,6 +163,25 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
         Nm("routing is priced without token dropping"),
     ),
     ("--moe-token-dispatcher-type", true, P),
+    (
+        "--moe-pad-expert-input-to-capacity",
+        false,
+        Nm("expert inputs are priced at the balanced token count, not padded to capacity"),
+    ),
+    (
+        "--moe-router-num-groups",
+        true,
+        Nm(
+            "the all-to-all is priced for tokens spread over every EP rank; group-limited routing sends them to fewer",
+        ),
+    ),
+    (
+        "--moe-router-group-topk",
+        true,
+        Nm(
+            "the all-to-all is priced for tokens spread over every EP rank; group-limited routing sends them to fewer",
+        ),
+    ),
     // Cannot express.
     (
         "--distribute-saved-activations",
@@ -264,7 +283,15 @@ const IGNORED: &[(&str, bool)] = &[
     ("--adam-beta1", true), ("--adam-beta2", true), ("--adam-eps", true), ("--optimizer", true),
     ("--init-method-std", true), ("--seed", true), ("--loss-scale", true),
     ("--moe-router-load-balancing-type", true), ("--moe-aux-loss-coeff", true),
-    ("--moe-z-loss-coeff", true), ("--rotary-scaling-factor", true), ("--mscale", true),
+    ("--moe-z-loss-coeff", true),
+    // How the router scores and balances (DeepSeek-V3's recipe sets most): the same GEMM and
+    // the same balanced routing are priced.
+    ("--moe-router-score-function", true), ("--moe-router-enable-expert-bias", false),
+    ("--moe-router-topk-scaling-factor", true), ("--moe-router-dtype", true),
+    ("--moe-router-pre-softmax", false), ("--moe-router-bias-update-rate", true),
+    ("--moe-token-drop-policy", true), ("--moe-input-jitter-eps", true),
+    ("--moe-permute-fusion", false), ("--moe-router-fusion", false),
+    ("--moe-per-layer-logging", false), ("--rotary-scaling-factor", true), ("--mscale", true),
     ("--mscale-all-dim", true), ("--mtp-loss-scaling-factor", true),
     ("--initial-loss-scale", true), ("--min-loss-scale", true), ("--loss-scale-window", true),
     ("--hysteresis", true), ("--distributed-backend", true),

@@ -49,6 +49,9 @@ pub fn from_megatron(text: &str, model: &ModelSpec, n_gpus: u64) -> Result<Parse
         // Expert arguments without the shape still describe the model: they must match it.
         check_experts(&a, model, &mut c);
     }
+    if a.has("--num-experts") {
+        expert_defaults(&a, &mut c);
+    }
     let plan = plan(&a, model, n_gpus, version, &mut c);
     let (problems, warnings) = c.into_parts();
     match plan {
@@ -617,6 +620,27 @@ fn grad_reduce(a: &ArgMap) -> Option<Dtype> {
         Some(Dtype::Fp32)
     } else {
         None
+    }
+}
+
+/// A launch line that builds experts without saying how they run gets Megatron-LM's defaults
+/// (arguments.py): the `allgather` dispatcher, which gathers every token over the TP × EP
+/// ranks, and `SequentialMLP`, one GEMM pair per local expert. planner prices the all-to-all
+/// dispatcher and grouped GEMMs (what `export` writes), so each default is said.
+fn expert_defaults(a: &ArgMap, c: &mut Collect) {
+    if !a.has("--moe-token-dispatcher-type") {
+        c.warn(
+            "no --moe-token-dispatcher-type: Megatron-LM's default is allgather (every token \
+             gathered over the TP × EP ranks, ep/top_k times the traffic), not modelled; priced \
+             as --moe-token-dispatcher-type alltoall, which the launch should set",
+        );
+    }
+    if !a.has("--moe-grouped-gemm") {
+        c.warn(
+            "no --moe-grouped-gemm: Megatron-LM runs each local expert's GEMMs one after another \
+             (SequentialMLP), not modelled; priced as grouped GEMMs, which the launch should set \
+             with --moe-grouped-gemm",
+        );
     }
 }
 
