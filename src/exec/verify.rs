@@ -122,7 +122,7 @@ pub fn cpu_cluster(
         .unwrap_or((hbm / 2.0, 10.0));
     let text = format!(
         "name: cpu\ngpu: {{name: cpu-thread, memory_gib: {mem}, hbm_gbytes_s: {hbm}, sms: 1, \
-         peak_tflops: {{bf16: {p}, fp16: {p}, fp8: {p}, tf32: {p}, fp32: {p}}}, \
+         gemm_tiles: false, peak_tflops: {{bf16: {p}, fp16: {p}, fp8: {p}, tf32: {p}, fp32: {p}}}, \
          efficiency: {{gemm: 1, hbm: 1, reduction: 1, reduction_bwd: 1}}}}\n\
          nodes: 1\ngpus_per_node: {ranks}\n\
          intra_node: {{fabric: threads, bw_gbytes_s: {bw}, latency_us: {lat_us}, \

@@ -83,6 +83,15 @@ pub struct DeviceSpec {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub fp8_any_layout: bool,
+    /// GEMMs run in cuBLAS/CUTLASS output tiles of 128 and 256 rows and columns, a partial
+    /// tile costing a whole one (`cost::price::gemm_preset_s`); false for a device without
+    /// such tiles (exec's cpu backend, whose threads stand for GPUs). YAML `gemm_tiles`.
+    #[serde(skip_serializing_if = "is_true")]
+    pub gemm_tiles: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl DeviceSpec {
@@ -364,6 +373,7 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
     let sms = r.opt_count("sms", 10_000);
     let flops_per_exp = r.opt_pos("tensor_flops_per_exp", 1e5);
     let fp8_any_layout = r.opt_bool("fp8_gemm_any_layout").unwrap_or(false);
+    let gemm_tiles = r.opt_bool("gemm_tiles").unwrap_or(true);
     let peaks = r.nested("peak_tflops", read_peaks);
     if peaks.is_none() {
         r.problem(
@@ -410,6 +420,7 @@ fn read_device(r: &mut Reader<'_>) -> Option<DeviceSpec> {
         peak_tflops: peaks??,
         efficiency: eff,
         fp8_any_layout,
+        gemm_tiles,
     })
 }
 
