@@ -89,9 +89,14 @@ impl<'a> Machine<'a> {
     /// device's lower reduction efficiencies relative to it.
     pub fn memory_s(&self, bytes: f64, class: MemClass) -> (f64, Source) {
         let (bw, src) = self.hbm_bytes_s();
-        let eff = &self.device().efficiency;
+        let dev = self.device();
+        let eff = &dev.efficiency;
         let rel = match class {
-            MemClass::Elementwise => 1.0,
+            MemClass::Fp8Transpose | MemClass::Fp8TransposeKernel if dev.fp8_any_layout => {
+                return (0.0, src);
+            }
+            MemClass::Fp8Transpose => return (bytes / bw, src),
+            MemClass::Elementwise | MemClass::Fp8TransposeKernel => 1.0,
             MemClass::Reduction => eff.reduction / eff.hbm,
             MemClass::ReductionBwd => eff.reduction_bwd / eff.hbm,
         };
@@ -526,6 +531,28 @@ mod tests {
             t(1025) / t(1024)
         );
         assert_eq!(t(1025), t(1152));
+    }
+
+    /// The transposed FP8 copy costs its bytes at the HBM rate without a launch inside a
+    /// cast on the H100 (2 GB / (3350 GB/s · hbm efficiency)), a launch more as a kernel of
+    /// its own, and nothing on the B200, whose FP8 GEMMs take every layout.
+    #[test]
+    fn fp8_transposes_cost_nothing_where_gemms_take_every_layout() {
+        let time = |cluster: &str, class| {
+            let c = load_cluster(cluster).unwrap();
+            let m = Machine {
+                cluster: &c,
+                profile: None,
+            };
+            (m.memory_s(2e9, class).0, m.hbm_bytes_s().0, m.launch_s())
+        };
+        let (t, bw, launch) = time("h100x8", MemClass::Fp8Transpose);
+        assert_eq!(t, 2e9 / bw);
+        let (t, _, _) = time("h100x8", MemClass::Fp8TransposeKernel);
+        assert_eq!(t, 2e9 / bw + launch);
+        for class in [MemClass::Fp8Transpose, MemClass::Fp8TransposeKernel] {
+            assert_eq!(time("b200x8", class).0, 0.0);
+        }
     }
 
     #[test]

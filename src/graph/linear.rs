@@ -95,15 +95,25 @@ pub(super) fn fp8_casts(mut op: Op, sh: &Shard, input: f64, output: f64, norm_fu
             .unwrap_or(0)
     };
     // One kernel per pass over the tensor: the amax pass of current scaling is a kernel of
-    // its own, launched before the cast.
-    let passes = |(amax, cast): (f64, f64), n: f64| {
-        [amax, cast]
-            .into_iter()
-            .filter(|&b| b > 0.0)
-            .map(move |b| Kernel::Memory {
-                bytes: b * n,
-                class: MemClass::Elementwise,
-            })
+    // its own, launched before the cast; the transposed copy is written by the cast's kernel,
+    // or by one of its own after a norm that wrote the FP8 tensor.
+    let passes = |c: Fp8Cast, n: f64| {
+        let transpose = if c.cast > 0.0 {
+            MemClass::Fp8Transpose
+        } else {
+            MemClass::Fp8TransposeKernel
+        };
+        [
+            (c.amax, MemClass::Elementwise),
+            (c.cast, MemClass::Elementwise),
+            (c.transpose, transpose),
+        ]
+        .into_iter()
+        .filter(|&(b, _)| b > 0.0)
+        .map(move |(b, class)| Kernel::Memory {
+            bytes: b * n,
+            class,
+        })
     };
     let i = before_gemm(&op.fwd);
     let fwd = passes(fp8_cast_bytes(sh.fp8_recipe, norm_fused), input);
@@ -114,23 +124,40 @@ pub(super) fn fp8_casts(mut op: Op, sh: &Shard, input: f64, output: f64, norm_fu
     op
 }
 
+/// Bytes per element of one FP8 operand's preparation ([`fp8_cast_bytes`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Fp8Cast {
+    /// Current scaling's amax pass (its own kernel).
+    pub amax: f64,
+    /// The cast: 16-bit read, FP8 written.
+    pub cast: f64,
+    /// The transposed FP8 copy Hopper's TN-only FP8 GEMMs need ([`MemClass::Fp8Transpose`]).
+    pub transpose: f64,
+}
+
 /// Bytes per element moved to bring one 16-bit GEMM operand into FP8 with its transpose
-/// (Hopper's FP8 GEMMs take only the TN layout), as (amax pass, cast): the cast reads 2 and
-/// writes 1 + 1 (`fp8_cast_transpose_fused`). Under delayed scaling the scale is known
-/// before the tensor is, and the cast records the amax as it goes; in a `LayerNormLinear`
-/// (QKV, fc1: `norm_fused`) the norm writes the FP8 input itself, one byte less than the
-/// 16-bit output the norm op is priced with, and only the transpose remains (reads 1, writes
-/// 1): one byte. Under current scaling (TE `Float8CurrentScalingQuantizer::quantize_impl`)
-/// the scale needs this tensor's amax first: `nvte_compute_amax` reads it once more (2 bytes)
-/// before the cast, unless a fused norm computed it as it wrote its 16-bit output (TE
+/// (Hopper's FP8 GEMMs take only the TN layout): the cast reads 2 and writes 1, and 1 more
+/// for the transposed copy (`fp8_cast_transpose_fused`). Under delayed scaling the scale is
+/// known before the tensor is, and the cast records the amax as it goes; in a
+/// `LayerNormLinear` (QKV, fc1: `norm_fused`) the norm writes the FP8 input itself, one byte
+/// less than the 16-bit output the norm op is priced with, and only the transpose remains
+/// (a kernel reading 1 and writing 1): one byte net, counted as the transpose, and nothing
+/// where no transpose is kept (the norm's saved byte is not credited there). Under current
+/// scaling (TE `Float8CurrentScalingQuantizer::quantize_impl`) the scale needs this tensor's
+/// amax first: `nvte_compute_amax` reads it once more (2 bytes) before the cast, unless a
+/// fused norm computed it as it wrote its 16-bit output (TE
 /// `csrc/extensions/normalization.cpp`, `quantize_with_amax`), in which case the norm's
 /// output stays 16-bit and the full cast follows.
-pub(super) fn fp8_cast_bytes(recipe: Fp8Recipe, norm_fused: bool) -> (f64, f64) {
-    match (recipe, norm_fused) {
-        (Fp8Recipe::Delayed, true) => (0.0, 1.0),
-        (Fp8Recipe::Delayed, false) => (0.0, 4.0),
-        (Fp8Recipe::Tensorwise, true) => (0.0, 4.0),
-        (Fp8Recipe::Tensorwise, false) => (2.0, 4.0),
+pub(super) fn fp8_cast_bytes(recipe: Fp8Recipe, norm_fused: bool) -> Fp8Cast {
+    let (amax, cast) = match (recipe, norm_fused) {
+        (Fp8Recipe::Delayed, true) => (0.0, 0.0),
+        (Fp8Recipe::Delayed, false) | (Fp8Recipe::Tensorwise, true) => (0.0, 3.0),
+        (Fp8Recipe::Tensorwise, false) => (2.0, 3.0),
+    };
+    Fp8Cast {
+        amax,
+        cast,
+        transpose: 1.0,
     }
 }
 

@@ -73,6 +73,14 @@ pub enum MemClass {
     Reduction,
     /// Row reduction backward.
     ReductionBwd,
+    /// The transposed FP8 copy a cast writes beside the FP8 tensor, inside the cast's kernel
+    /// (TE `fp8_cast_transpose_fused`): streamed at the elementwise rate with no launch of its
+    /// own, and not written at all where FP8 GEMMs take every layout
+    /// (`DeviceSpec::fp8_any_layout`, Blackwell: TE keeps no transpose there).
+    Fp8Transpose,
+    /// An FP8 tensor transposed by a kernel of its own (after a norm that wrote it in FP8):
+    /// the elementwise rate and a launch, and nothing where FP8 GEMMs take every layout.
+    Fp8TransposeKernel,
 }
 
 /// One GPU kernel (or one collective) with the sizes its cost depends on.

@@ -1,6 +1,7 @@
 //! The layer graph: parameters, saved activations, FP8 casts and MoE dispatch per shard.
 
 use super::*;
+use crate::graph::MemClass;
 use crate::units::Dtype;
 
 fn gpt() -> ModelSpec {
@@ -54,7 +55,7 @@ fn fp8_linears_cast_and_transpose_their_operands() {
 /// norm's output, 4 × 2048 × 4096 = 33,554,432 (1 byte under delayed scaling); backward its
 /// output gradient's amax and cast, (2 + 4) × 2048 × 6144 = 75,497,472. fc2 forward
 /// (2 + 4) × 2048 × 14,336 = 176,160,768, backward (2 + 4) × 2048 × 4096 = 50,331,648. The
-/// amax pass is a kernel of its own: two memory kernels before fc2's GEMM, one under delayed.
+/// amax pass is a kernel of its own; the transposed copy is written inside the cast.
 #[test]
 fn current_scaling_reads_each_operand_for_its_amax() {
     let m = crate::spec::load_model("llama3-8b").unwrap();
@@ -73,16 +74,28 @@ fn current_scaling_reads_each_operand_for_its_amax() {
     };
     assert_eq!(bytes("qkv"), (33_554_432.0, 75_497_472.0));
     assert_eq!(bytes("fc2"), (176_160_768.0, 50_331_648.0));
-    let before_gemm = |g: &OpGraph| {
-        let o = g.op("fc2").unwrap();
-        o.fwd
+    // The passes before each GEMM, per element: current scaling's amax (a kernel of its own),
+    // the cast (read 2, write 1) and the transposed copy it writes (1); after a fused norm
+    // under delayed scaling, a transpose kernel of its own.
+    let passes = |g: &OpGraph, op: &str| -> Vec<(f64, MemClass)> {
+        g.op(op)
+            .unwrap()
+            .fwd
             .iter()
             .take_while(|k| !matches!(k, Kernel::Gemm { .. }))
-            .filter(|k| matches!(k, Kernel::Memory { .. }))
-            .count()
+            .filter_map(|k| match *k {
+                Kernel::Memory { bytes, class } => Some((bytes / (2048.0 * 14_336.0), class)),
+                _ => None,
+            })
+            .collect()
     };
-    assert_eq!(before_gemm(&cs), 2);
-    assert_eq!(before_gemm(&layer(crate::spec::Fp8Recipe::Delayed)), 1);
+    use MemClass::{Elementwise as E, Fp8Transpose as T};
+    assert_eq!(passes(&cs, "fc2"), [(2.0, E), (3.0, E), (1.0, T)]);
+    let delayed = layer(crate::spec::Fp8Recipe::Delayed);
+    assert_eq!(passes(&delayed, "fc2"), [(3.0, E), (1.0, T)]);
+    let qkv = passes(&delayed, "qkv");
+    assert_eq!(qkv.len(), 1);
+    assert_eq!(qkv[0].1, MemClass::Fp8TransposeKernel);
 }
 
 /// Korthikanti et al. 2022, Table 2: activation bytes per layer for each TP/SP/recompute mode.
