@@ -16,6 +16,7 @@ pub const MODELS: &[Preset] = presets!("models":
     "gpt-1.7b", "gpt-3.6b", "gpt-7.5b", "gpt-18b", "gpt-39b", "gpt-76b", "gpt-145b",
     "gpt-310b", "gpt-530b", "gpt-1t",
     "llama2-7b", "llama2-70b", "llama3-8b", "llama3-70b", "llama3-405b", "mixtral-8x7b",
+    "qwen3-30b-a3b", "qwen3-235b-a22b", "gpt-oss-120b",
 );
 
 /// Device presets (hardware/gpus/*.yaml).

@@ -108,6 +108,12 @@ pub struct RunModel {
     /// Position embedding, as written (not read: learned, rotary and ALiBi price alike).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pos_emb: Option<String>,
+    /// A planner model preset (`planner models`) whose whole shape the row is priced with:
+    /// what the fields above cannot say (head size, QK norm, shared experts, dense first
+    /// layers, latent attention, windows, sinks). The fields above must agree with it;
+    /// `seq_len` is the row's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
 }
 
 /// Hardware of a run.

@@ -6,7 +6,7 @@
 use crate::spec::runs::{RunRecord, ZeroField};
 use crate::spec::{
     self, Arch, AttentionImpl, ClusterSpec, Framework, InterNode, ModelSpec, MoeSpec, Plan,
-    Positions, Recompute, Schedule, SpecError, TpOverlap,
+    Positions, Recompute, RecomputeModules, Schedule, SpecError, TpOverlap,
 };
 use crate::units::Dtype;
 
@@ -138,6 +138,16 @@ fn network(run: &RunRecord, base: &ClusterSpec) -> Option<InterNode> {
     } else {
         base.inter_node.clone()
     }
+}
+
+/// The Megatron-Core modules a `selective (modules: a, b)` recomputation names (the
+/// recipes' `recompute_modules`); the attention core where it names none.
+fn recompute_modules_of(text: Option<&str>) -> Result<RecomputeModules, String> {
+    let Some((_, rest)) = text.and_then(|t| t.split_once("modules:")) else {
+        return Ok(RecomputeModules::default());
+    };
+    let list = rest.split(')').next().unwrap_or_default();
+    RecomputeModules::parse(list).map_err(|e| format!("parallel.recompute: {e}"))
 }
 
 /// A run's recomputation as written: `full…`, `selective…` or `none…`; anything else (such
@@ -310,6 +320,43 @@ fn check_measured(run: &RunRecord) -> Result<(), String> {
     Ok(())
 }
 
+/// The preset `name` at the row's sequence length, where the row's shape fields agree with
+/// it (`built` is the model those fields alone describe).
+fn preset_model(
+    name: &str,
+    m: &spec::runs::RunModel,
+    built: &ModelSpec,
+) -> Result<ModelSpec, String> {
+    let p = spec::load_model(name).map_err(|e| format!("model.preset: {e}"))?;
+    let experts = |x: &ModelSpec| x.moe.as_ref().map(|e| (e.experts, e.top_k));
+    let pairs = [
+        ("layers", built.layers, p.layers),
+        ("hidden", built.hidden, p.hidden),
+        ("heads", built.heads, p.heads),
+        ("kv_heads", built.kv_heads, p.kv_heads),
+        ("vocab", built.vocab, p.vocab),
+    ];
+    if let Some((field, row, preset)) = pairs.into_iter().find(|(_, a, b)| a != b) {
+        return Err(format!(
+            "model.{field} {row}, but the preset `{name}` has {preset}: correct the row, or name \
+             the preset of this model"
+        ));
+    }
+    if experts(built) != experts(&p) {
+        return Err(format!(
+            "model.experts/top_k {:?}, but the preset `{name}` has {:?}: correct the row, or \
+             name the preset of this model",
+            experts(built),
+            experts(&p)
+        ));
+    }
+    Ok(ModelSpec {
+        name: m.name.clone(),
+        seq_len: m.seq_len,
+        ..p
+    })
+}
+
 /// Builds the case for `run`, or says why it cannot be predicted.
 pub fn case(run: &RunRecord) -> Result<Case, String> {
     check_sizes(run)?;
@@ -409,6 +456,10 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
             Positions::Learned
         },
         pooler: false,
+    };
+    let model = match &m.preset {
+        Some(name) => preset_model(name, m, &model)?,
+        None => model,
     };
     let problems = model.check(&run.id);
     if !problems.is_empty() {
@@ -519,6 +570,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         }
         _ => None,
     };
+    let recompute_modules = recompute_modules_of(p.recompute.as_deref())?;
     let recompute = if recompute_layers.is_some() {
         Recompute::Full
     } else {
@@ -543,6 +595,16 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
             run.precision.as_deref().unwrap_or_default()
         ));
     };
+    if dtype == Dtype::Fp8
+        && ["mxfp8", "fp8-mx", "block scal", "subchannel"]
+            .iter()
+            .any(|b| precision.contains(b))
+    {
+        return Err(format!(
+            "precision `{}`: block-scaled FP8 (MXFP8, sub-channel) is not priced",
+            run.precision.as_deref().unwrap_or_default()
+        ));
+    }
     // Transformer Engine's recipe where the precision names it ("current scaling", NeMo's
     // FP8-CS; Megatron-LM's `tensorwise`); delayed, Megatron-LM's and NeMo 24.07's default,
     // where it does not.
@@ -570,7 +632,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         global_batch: run.batch.global_batch,
         seq_len: m.seq_len,
         recompute,
-        recompute_modules: Default::default(),
+        recompute_modules,
         zero,
         sequence_parallel: sp,
         overlap_grad_reduce: match fw {
