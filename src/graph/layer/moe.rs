@@ -108,6 +108,10 @@ pub(super) fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         fp8: true,
     };
     let r = routed as f64;
+    // Each grouped GEMM keeps its input for the weight gradient: the FP8 cast under FP8
+    // training (Transformer Engine's `GroupedLinear` saves its quantized `inputmats`, as
+    // `Linear` does), else the 16-bit activation.
+    let kept = sh.saved_gemm_input_bytes();
     // Biases (gpt-oss's experts): fc1's split over the expert-TP ranks with its columns, fc2's
     // whole on each, as a row-parallel linear keeps it.
     let (b1, b2) = if model.mlp_bias { (width, h) } else { (0, 0) };
@@ -116,14 +120,14 @@ pub(super) fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         width,
         h,
         (local * (h * width + b1)) as f64,
-        gathered,
+        r * h as f64 * kept,
     );
     let fc2 = grouped(
         "expert_fc2",
         h,
         f,
         (local * (f * h + b2)) as f64,
-        r * f as f64 * e,
+        r * f as f64 * kept,
     );
     let mut ops = vec![router, a2a("dispatch")];
     ops.extend(gather.map(|mut op| {

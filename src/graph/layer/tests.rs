@@ -266,6 +266,27 @@ fn moe_routes_the_sequence_parallel_shard_and_gathers_routed_tokens() {
     }
 }
 
+/// The grouped expert GEMMs keep their inputs for the weight gradients: 16-bit in bf16, the
+/// FP8 cast under FP8 training (TE `GroupedLinear`), as dense linears do. Mixtral on the
+/// shard above: the expert-TP group's 4096 × 2 routed tokens, fc1's input 8192 × 4096 and
+/// fc2's 8192 × 14,336 / 4 = 8192 × 3584 elements: 67,108,864 and 58,720,256 bytes in bf16,
+/// half that in FP8.
+#[test]
+fn fp8_experts_keep_their_inputs_in_fp8() {
+    let m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let saved = |dtype| {
+        let sh = Shard {
+            dtype,
+            ..moe_shard()
+        };
+        let g = transformer_layer(&m, &sh, true);
+        let s = |op: &str| g.op(op).unwrap().saved_bytes;
+        (s("expert_fc1"), s("expert_fc2"))
+    };
+    assert_eq!(saved(Dtype::Bf16), (67_108_864.0, 58_720_256.0));
+    assert_eq!(saved(Dtype::Fp8), (33_554_432.0, 29_360_128.0));
+}
+
 /// Whole experts on each rank (etp 1, Mixtral, tp 4 with SP, ep 4, b·s = 4096): the rank
 /// routes its own 1024 tokens' 2 × 1024 copies (dispatch 2048 × 4096 × 2 B = 16,777,216 B, as
 /// with experts split over TP), gathers nothing over the TP ranks, and its 8 / 4 = 2 experts
