@@ -130,7 +130,7 @@ const MAX_SIZE: u64 = 1 << 24;
 use crate::spec::infeasible::MAX_MICRO_BATCHES;
 
 /// The flags `--plan` and `--megatron-args` replace.
-const PLAN_FLAGS: [&str; 31] = [
+const PLAN_FLAGS: [&str; 32] = [
     "tp",
     "pp",
     "dp",
@@ -151,6 +151,7 @@ const PLAN_FLAGS: [&str; 31] = [
     "grad_reduce_dtype",
     "fp8_param_gather",
     "fp8_recipe",
+    "loss_fusion",
     "p2p_scatter_gather",
     "account_embedding",
     "account_loss",
@@ -259,6 +260,11 @@ pub struct PlanArgs {
     /// `--fp8-recipe`); tensorwise (current scaling) reads each tensor's amax before its cast.
     #[arg(long = "fp8-recipe", value_enum, default_value_t = Fp8RecipeArg::Delayed)]
     pub fp8_recipe: Fp8RecipeArg,
+    /// Megatron: compute the loss with Transformer Engine's fused cross-entropy
+    /// (`--cross-entropy-loss-fusion --cross-entropy-fusion-impl te`, as NVIDIA's
+    /// Megatron-Bridge recipes do): no fp32 copy of the logits.
+    #[arg(long = "cross-entropy-loss-fusion")]
+    pub loss_fusion: bool,
     /// Megatron without sequence parallelism: split each pipeline send over the TP ranks and
     /// all-gather it after receipt, as Megatron-LM before Megatron-Core did
     /// (`--scatter-gather-tensors-in-pipeline`); Megatron-Core sends whole tensors.
@@ -444,6 +450,7 @@ impl PlanArgs {
             grad_reduce_dtype: self.grad_reduce_dtype.map(Into::into),
             fp8_param_gather: self.fp8_param_gather,
             fp8_recipe: self.fp8_recipe.into(),
+            loss_fusion: self.loss_fusion,
             p2p_scatter_gather: self.p2p_scatter_gather,
             split_accounts: SplitAccounts {
                 embedding: self.account_embedding,
@@ -545,6 +552,10 @@ pub struct SearchArgs {
     /// `--fp8-recipe`); tensorwise (current scaling) reads each tensor's amax before its cast.
     #[arg(long = "fp8-recipe", value_enum, default_value_t = Fp8RecipeArg::Delayed)]
     pub fp8_recipe: Fp8RecipeArg,
+    /// Megatron: price the loss as Transformer Engine's fused cross-entropy
+    /// (`--cross-entropy-loss-fusion --cross-entropy-fusion-impl te`).
+    #[arg(long = "cross-entropy-loss-fusion")]
+    pub loss_fusion: bool,
 }
 
 impl SearchArgs {
@@ -613,6 +624,7 @@ impl SearchArgs {
         space.memory_headroom = self.memory_headroom / 100.0;
         space.fp8_param_gather = !self.no_fp8_param_gather;
         space.fp8_recipe = fp8_recipe;
+        space.loss_fusion = self.loss_fusion;
         Ok(space)
     }
 }

@@ -211,6 +211,9 @@ fn command(a: &ReportArgs, cfg: &Config, out: &std::path::Path) -> String {
     if cfg.space.fp8_recipe != crate::spec::Fp8Recipe::Delayed {
         c += &format!(" --fp8-recipe {}", cfg.space.fp8_recipe.name());
     }
+    if cfg.space.loss_fusion {
+        c += " --cross-entropy-loss-fusion";
+    }
     // Every search flag the user gave is written: without --framework the command had
     // regenerated a Megatron report of a torchtitan one (QA: knee 106.5 s against 132.2 s).
     if let Some(f) = a.search.framework {

@@ -399,7 +399,14 @@ pub fn stage_memory(
     if st.head {
         let e = sh.dtype.bytes();
         let logits = sh.tokens() as f64 * plan.vocab_rows(model.vocab) as f64;
-        working = working.max(plan.framework.loss_working_bytes(e) * logits);
+        // Transformer Engine's fused loss writes the gradient into the 16-bit logits, which it
+        // saves (counted with the activations): it holds nothing besides.
+        let per_logit = if plan.loss_fusion {
+            0.0
+        } else {
+            plan.framework.loss_working_bytes(e)
+        };
+        working = working.max(per_logit * logits);
         if plan.framework.train_metric_passes() > 0 {
             // Training metrics run after the backward, when one micro-batch's activations
             // are gone but its 16-bit logits stay with the outputs, beside one metric's fp32
@@ -593,6 +600,29 @@ mod tests {
         // Megatron pads the vocabulary to 50,304 (`Framework::vocab_rows`).
         assert_eq!(working(Framework::Megatron), 6.0 * 8_192.0 * 50_304.0);
         assert_eq!(working(Framework::Torchtitan), 4.0 * 823_410_688.0);
+    }
+
+    /// Transformer Engine's fused loss under Megatron (`Plan::loss_fusion`) writes the
+    /// gradient into the bf16 logits it keeps: nothing besides them at the loss, so GPT-2 XL's
+    /// working set is the two activation-gradient buffers, 2 · 8,192 · 6,400 · 2 =
+    /// 209,715,200 bytes, and the loss keeps 2 bytes per logit where the unfused one keeps its
+    /// fp32 softmax: 2 · 8,192 · 50,304 bytes fewer activations.
+    #[test]
+    fn te_fused_loss_writes_its_gradient_into_the_logits() {
+        use crate::spec::{load_cluster, load_model};
+        let model = load_model("gpt2-xl").unwrap();
+        let cluster = load_cluster("a100x8").unwrap().with_gpus(1).unwrap();
+        let memory = |loss_fusion| {
+            let mut p = Plan::new(1, 1, 1, 8, 8, 1024);
+            p.loss_fusion = loss_fusion;
+            crate::cost::estimate(&model, &cluster, &p, None).stages[0].memory
+        };
+        let (fused, unfused) = (memory(true), memory(false));
+        assert_eq!(fused.working, 209_715_200.0);
+        assert_eq!(
+            unfused.activations - fused.activations,
+            2.0 * 8_192.0 * 50_304.0
+        );
     }
 
     /// The activation-gradient buffers of a stage are as wide as its widest MLP on the rank:

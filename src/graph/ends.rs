@@ -129,6 +129,18 @@ pub fn head(model: &ModelSpec, sh: &Shard) -> OpGraph {
             2.0 * e * logits,
             e * logits + 4.0 * tokens,
         )
+    } else if sh.loss_fusion {
+        // Transformer Engine's fused cross-entropy (`pytorch/triton/cross_entropy.py`, as
+        // Megatron-Core's `--cross-entropy-fusion-impl te` calls it): forward, an online-softmax
+        // pass reads the 16-bit logits for each row's maximum and sum, and a second reads them
+        // again and writes the gradient in their place (3e); the backward scales that
+        // gradient in place (2e). The logits tensor, now the gradient, is what it keeps.
+        Op::memory(
+            "cross_entropy",
+            3.0 * e * logits,
+            2.0 * e * logits,
+            e * logits,
+        )
     } else {
         Op::memory(
             "cross_entropy",
@@ -250,6 +262,7 @@ mod tests {
             attention: AttentionImpl::Flash,
             dtype: Dtype::Bf16,
             fp8_recipe: Default::default(),
+            loss_fusion: false,
             tp_overlap: crate::spec::TpOverlap::Backward,
             framework: crate::spec::Framework::Megatron,
             modules: Default::default(),
@@ -416,6 +429,25 @@ mod tests {
         let ce = head(&m, &shard(2)).op("cross_entropy").unwrap().clone();
         assert_eq!(Kernel::memory_bytes(&ce.fwd), 3_984_588_800.0);
         assert_eq!(Kernel::memory_bytes(&ce.bwd), 1_468_006_400.0);
+    }
+
+    /// Transformer Engine's fused cross-entropy (`Shard::loss_fusion`): forward reads the bf16
+    /// logits twice and writes the gradient in place, 3 × 2 bytes per logit, the backward
+    /// scales it in place, 2 × 2, and it keeps the 2-byte logits. Llama 3 8B, b·s = 2 × 2048
+    /// tokens, 128,256-word vocabulary at tp 1: 525,336,576 logits.
+    #[test]
+    fn te_fused_loss_passes_over_the_bf16_logits() {
+        let m = crate::spec::load_model("llama3-8b").unwrap();
+        let sh = Shard {
+            loss_fusion: true,
+            ..shard(1)
+        };
+        let g = head(&m, &sh);
+        let ce = g.op("cross_entropy").unwrap();
+        let logits = 525_336_576.0;
+        assert_eq!(Kernel::memory_bytes(&ce.fwd), 6.0 * logits);
+        assert_eq!(Kernel::memory_bytes(&ce.bwd), 4.0 * logits);
+        assert_eq!(ce.saved_bytes, 2.0 * logits);
     }
 
     /// Under FP8 training the LM head is a 16-bit GEMM (Megatron-Core's output layer is not a

@@ -388,6 +388,8 @@ pub struct Shard {
     pub dtype: Dtype,
     /// How an FP8 plan scales its tensors (`Plan::fp8_recipe`): what its casts cost.
     pub fp8_recipe: Fp8Recipe,
+    /// Transformer Engine's fused cross-entropy (`Plan::loss_fusion`).
+    pub loss_fusion: bool,
     /// TP communication hidden behind GEMMs.
     pub tp_overlap: TpOverlap,
     /// Training framework (kernel fusion, loss kernel).
@@ -412,6 +414,7 @@ impl Shard {
             attention: plan.attention,
             dtype: plan.dtype,
             fp8_recipe: plan.fp8_recipe,
+            loss_fusion: plan.loss_fusion,
             tp_overlap: plan.tp_overlap,
             framework: plan.framework,
             modules: plan.recompute_modules,

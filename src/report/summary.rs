@@ -68,6 +68,7 @@ fn space_desc(space: &Space) -> String {
         framework: space.framework,
         dtype: space.dtype,
         fp8_recipe: space.fp8_recipe,
+        loss_fusion: space.loss_fusion && space.framework == crate::spec::Framework::Megatron,
         attention: space.attention,
         tp_overlap: space.tp_overlap,
         overlap_grad_reduce: space.overlap_grad_reduce,

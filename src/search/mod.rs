@@ -74,6 +74,9 @@ pub struct Space {
     pub fp8_param_gather: bool,
     /// How FP8 plans scale their tensors (`Plan::fp8_recipe`): the run's choice, not searched.
     pub fp8_recipe: Fp8Recipe,
+    /// Transformer Engine's fused cross-entropy (`Plan::loss_fusion`), where the framework is
+    /// Megatron: the run's choice, not searched.
+    pub loss_fusion: bool,
 }
 
 /// Default share of device memory the search keeps free: 6%, the memory estimate's largest
@@ -113,6 +116,7 @@ impl Space {
             head_dim: 0,
             fp8_param_gather: true,
             fp8_recipe: Fp8Recipe::Delayed,
+            loss_fusion: false,
         }
     }
 
@@ -368,6 +372,7 @@ fn bare(space: &Space, [dp, tp, pp, cp, ep, vpp, mbs]: [u64; 7]) -> Plan {
         overlap_grad_reduce: space.overlap_grad_reduce,
         dtype: space.dtype,
         fp8_recipe: space.fp8_recipe,
+        loss_fusion: space.loss_fusion && space.framework == Framework::Megatron,
         schedule: if vpp > 1 {
             Schedule::Interleaved
         } else {

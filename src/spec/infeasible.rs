@@ -334,6 +334,11 @@ pub enum Infeasible {
         /// The plan's data type.
         dtype: &'static str,
     },
+    /// Transformer Engine's fused cross-entropy is Megatron-Core's option.
+    LossFusion {
+        /// The plan's framework.
+        framework: &'static str,
+    },
     /// Scatter/gather of pipeline sends is legacy Megatron-LM's option.
     P2pScatterGather {
         /// The plan's framework.
@@ -422,6 +427,7 @@ impl Infeasible {
             I::GradReduceDtype { .. } => "gradient reduction type",
             I::Fp8ParamGather { .. } => "fp8 weights outside FP8 training with ZeRO-1",
             I::Fp8Recipe { .. } => "fp8 recipe without fp8",
+            I::LossFusion { .. } => "fused cross-entropy outside Megatron",
             I::P2pScatterGather { .. } => "pipeline scatter/gather outside Megatron",
             I::VocabPadding { .. } => "vocabulary padding outside Megatron",
             I::ZeroStage { .. } => "zero stage out of range",
@@ -473,6 +479,7 @@ impl Infeasible {
             I::GradReduceDtype { .. } => "grad_reduce_dtype",
             I::Fp8ParamGather { .. } => "fp8_param_gather",
             I::Fp8Recipe { .. } => "fp8_recipe",
+            I::LossFusion { .. } => "cross_entropy_loss_fusion",
             I::P2pScatterGather { .. } => "p2p_scatter_gather",
             I::VocabPadding { .. } => "make_vocab_size_divisible_by",
             I::MoeTpNeedsSp { .. } => "sequence_parallel",
@@ -843,6 +850,10 @@ impl fmt::Display for Infeasible {
             I::Fp8Recipe { recipe, dtype } => write!(
                 f,
                 "{recipe}: a scaling recipe for FP8 tensors, but the plan computes in {dtype}; use --dtype fp8, or drop the recipe"
+            ),
+            I::LossFusion { framework } => write!(
+                f,
+                "Transformer Engine's fused cross-entropy is Megatron-Core's option (--cross-entropy-loss-fusion --cross-entropy-fusion-impl te), not {framework}'s; drop --cross-entropy-loss-fusion"
             ),
             I::P2pScatterGather { framework } => write!(
                 f,

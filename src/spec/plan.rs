@@ -229,6 +229,16 @@ pub struct Plan {
     /// absent. Only an FP8 plan may name another.
     #[serde(default, skip_serializing_if = "is_delayed")]
     pub fp8_recipe: Fp8Recipe,
+    /// Megatron-Core computes the loss with Transformer Engine's fused cross-entropy
+    /// (`--cross-entropy-loss-fusion --cross-entropy-fusion-impl te`, which NVIDIA's
+    /// Megatron-Bridge recipes set): one kernel on the 16-bit logits that writes their
+    /// gradient in place, no fp32 copy (`graph::ends`). JSON `cross_entropy_loss_fusion`.
+    #[serde(
+        rename = "cross_entropy_loss_fusion",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub loss_fusion: bool,
     /// Megatron-LM before Megatron-Core splits each pipeline send over the TP ranks and
     /// all-gathers it after receipt (`--scatter-gather-tensors-in-pipeline`, on by default in
     /// `megatron/p2p_communication.py`; Narayanan et al. SC'21 §4.1). Megatron-Core sends the
@@ -325,6 +335,7 @@ impl Plan {
             grad_reduce_dtype: None,
             fp8_param_gather: false,
             fp8_recipe: Fp8Recipe::Delayed,
+            loss_fusion: false,
             p2p_scatter_gather: false,
             split_accounts: SplitAccounts::default(),
             vocab_divisor: MAKE_VOCAB_SIZE_DIVISIBLE_BY,
@@ -374,6 +385,9 @@ impl Plan {
         );
         if self.fp8_recipe != Fp8Recipe::Delayed {
             f += &format!(" --fp8-recipe {}", self.fp8_recipe.name());
+        }
+        if self.loss_fusion {
+            f += " --cross-entropy-loss-fusion";
         }
         if self.overlap_grad_reduce {
             f += " --overlap-grad-reduce";

@@ -70,6 +70,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
     let grad_accumulation_fusion = r.opt_bool("grad_accumulation_fusion").unwrap_or(true);
     let fp8_param_gather = r.opt_bool("fp8_param_gather").unwrap_or(false);
     let p2p_scatter_gather = r.opt_bool("p2p_scatter_gather").unwrap_or(false);
+    let loss_fusion = r.opt_bool("cross_entropy_loss_fusion").unwrap_or(false);
     let vocab_divisor = r
         .opt_count("make_vocab_size_divisible_by", MAX_SIZE)
         .unwrap_or(super::framework::MAKE_VOCAB_SIZE_DIVISIBLE_BY);
@@ -143,6 +144,7 @@ fn read_plan(r: &mut Reader<'_>) -> Option<Plan> {
         grad_reduce_dtype,
         fp8_param_gather,
         fp8_recipe: fp8_recipe.unwrap_or_default(),
+        loss_fusion,
         p2p_scatter_gather,
         split_accounts,
         vocab_divisor,

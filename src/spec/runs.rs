@@ -171,6 +171,10 @@ pub struct RunParallel {
     /// Virtual pipeline stages.
     #[serde(default)]
     pub virtual_stages: Option<u64>,
+    /// Megatron-Core's fused cross-entropy as the run computed it: `te` (Transformer
+    /// Engine's kernel, `Plan::loss_fusion`) or `native` (priced unfused); unset: none.
+    #[serde(default)]
+    pub cross_entropy_fusion: Option<String>,
     /// Sequence parallelism.
     #[serde(default)]
     pub sequence_parallel: Option<bool>,

@@ -615,6 +615,16 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
     } else {
         crate::spec::Fp8Recipe::Delayed
     };
+    let loss_fusion = match p.cross_entropy_fusion.as_deref() {
+        None | Some("native") => false,
+        Some("te") if fw == Stack::MegatronCore => true,
+        Some(o) => {
+            return Err(format!(
+                "parallel.cross_entropy_fusion `{o}`: write te (Transformer Engine's kernel, \
+                 Megatron-Core only) or native"
+            ));
+        }
+    };
     // Whether FP8 runs kept FP8 weights (`--fp8-param-gather`, NeMo `fp8_params`) no source
     // says; Megatron-Core allows it with the distributed optimizer.
     if fw == Stack::MegatronCore && dtype == Dtype::Fp8 && zero == 1 {
@@ -677,6 +687,7 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         grad_reduce_dtype: (p.fsdp_mixed_precision.as_deref() == Some("PURE")).then_some(dtype),
         fp8_param_gather: false,
         fp8_recipe,
+        loss_fusion,
         split_accounts: crate::spec::SplitAccounts {
             embedding: p.account_for_embedding_in_pipeline_split == Some(true),
             loss: p.account_for_loss_in_pipeline_split == Some(true),

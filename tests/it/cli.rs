@@ -1616,3 +1616,56 @@ fn valid_keys_are_listed_once() {
         "{keys}"
     );
 }
+
+/// `--cross-entropy-loss-fusion` prices Transformer Engine's fused loss (a faster step and
+/// less memory for a 128k-word vocabulary), is saved in a plan file, and is Megatron's
+/// option: a torchtitan plan with it is refused naming the plan field.
+#[test]
+fn loss_fusion_is_priced_saved_and_megatron_only() {
+    let dir = fresh_dir("loss-fusion");
+    let saved = dir.join("fused.json");
+    let saved = saved.to_str().unwrap();
+    let base = [
+        "estimate",
+        "--model",
+        "llama3-8b",
+        "--cluster",
+        "h100x8",
+        "--tp",
+        "2",
+        "--micro-batch",
+        "1",
+        "--global-batch",
+        "64",
+        "--format",
+        "json",
+    ];
+    let run = |extra: &[&str]| -> (f64, f64) {
+        let o = planner(&[&base[..], extra].concat());
+        assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            v["step_time_s"].as_f64().unwrap(),
+            v["memory_gib_per_gpu"].as_f64().unwrap(),
+        )
+    };
+    let unfused = run(&[]);
+    let fused = run(&["--cross-entropy-loss-fusion", "--save-plan", saved]);
+    assert!(
+        fused.0 < unfused.0 && fused.1 < unfused.1,
+        "{fused:?} vs {unfused:?}"
+    );
+    let text = std::fs::read_to_string(saved).unwrap();
+    assert!(
+        text.contains("\"cross_entropy_loss_fusion\": true"),
+        "{text}"
+    );
+    bad_input(
+        &[
+            &base[..],
+            &["--cross-entropy-loss-fusion", "--framework", "torchtitan"],
+        ]
+        .concat(),
+        &["`cross_entropy_loss_fusion`", "not torchtitan's"],
+    );
+}

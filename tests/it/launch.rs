@@ -105,6 +105,7 @@ fn sc21_rows() -> Vec<Row> {
                 grad_reduce_dtype: None,
                 fp8_param_gather: false,
                 fp8_recipe: Default::default(),
+                loss_fusion: false,
                 // The 2021 code scatters pipeline sends over the TP ranks by default (set
                 // where it changes them).
                 p2p_scatter_gather: n("tp") > 1 && n("pp") > 1,
@@ -197,6 +198,7 @@ fn llama70b_plan() -> Plan {
         grad_reduce_dtype: None,
         fp8_param_gather: false,
         fp8_recipe: Default::default(),
+        loss_fusion: false,
         p2p_scatter_gather: false,
         split_accounts: Default::default(),
         vocab_divisor: 128,
@@ -250,6 +252,11 @@ fn megatron_core_round_trip_over_every_feature() {
         fp8_recipe: planner::spec::Fp8Recipe::Tensorwise,
         ..fp8_weights.clone()
     };
+    // Transformer Engine's fused loss: --cross-entropy-loss-fusion --cross-entropy-fusion-impl te.
+    let fused_loss = Plan {
+        loss_fusion: true,
+        ..base.clone()
+    };
     // Another vocabulary padding: --make-vocab-size-divisible-by.
     let padded = Plan {
         vocab_divisor: 64,
@@ -262,6 +269,7 @@ fn megatron_core_round_trip_over_every_feature() {
         (&llama, &overlapped, 256),
         (&llama, &fp8_weights, 256),
         (&llama, &current, 256),
+        (&llama, &fused_loss, 256),
         (&llama, &padded, 256),
     ] {
         let v = LaunchFormat::Megatron(MegatronVersion::Core);
@@ -2345,6 +2353,40 @@ fn megatron_fp8_recipes_are_read_or_refused() {
     let e = err("--fp8-recipe bogus");
     assert!(
         e.contains("Megatron-LM takes tensorwise, delayed, mxfp8 or blockwise"),
+        "{e}"
+    );
+}
+
+/// Megatron-Core's fused cross-entropy: Transformer Engine's kernel (`te`) is priced; the
+/// native one is priced unfused and said; an implementation Megatron lacks is refused; the
+/// implementation alone changes nothing.
+#[test]
+fn megatron_loss_fusion_is_read_by_implementation() {
+    let m = load_model("llama3-8b").unwrap();
+    let base = "--micro-batch-size 1 --global-batch-size 8 --bf16";
+    let parsed = |extra: &str| from_megatron(&format!("{base} {extra}"), &m, 8).unwrap();
+    let te = parsed("--cross-entropy-loss-fusion --cross-entropy-fusion-impl te");
+    assert!(te.plan.loss_fusion);
+    let native = parsed("--cross-entropy-loss-fusion");
+    assert!(!native.plan.loss_fusion);
+    assert!(
+        native
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("--cross-entropy-loss-fusion with the native implementation")),
+        "{:?}",
+        native.warnings
+    );
+    assert!(!parsed("--cross-entropy-fusion-impl te").plan.loss_fusion);
+    let e = from_megatron(
+        &format!("{base} --cross-entropy-loss-fusion --cross-entropy-fusion-impl triton"),
+        &m,
+        8,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("`triton`: Megatron-LM takes native or te"),
         "{e}"
     );
 }

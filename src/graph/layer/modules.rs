@@ -136,6 +136,7 @@ mod tests {
             attention: AttentionImpl::Flash,
             dtype: Dtype::Bf16,
             fp8_recipe: Default::default(),
+            loss_fusion: false,
             tp_overlap: TpOverlap::Backward,
             framework: Framework::Megatron,
             modules,

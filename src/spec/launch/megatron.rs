@@ -498,6 +498,18 @@ fn shape(c: &mut Collect, a: &mut Args, model: &ModelSpec, plan: &Plan, v: Megat
 /// Precision and attention kernel.
 fn numerics(c: &mut Collect, a: &mut Args, plan: &Plan, v: MegatronVersion) {
     let core = v == MegatronVersion::Core;
+    match (plan.loss_fusion, core) {
+        (true, true) => {
+            flag(a, "--cross-entropy-loss-fusion");
+            arg(a, "--cross-entropy-fusion-impl", "te");
+        }
+        (true, false) => c.refuse(
+            "cross_entropy_loss_fusion",
+            "Megatron-LM 2021 has no fused cross-entropy",
+            "use --megatron-version core, or price without --cross-entropy-loss-fusion",
+        ),
+        (false, _) => {}
+    }
     match plan.dtype {
         Dtype::Bf16 => flag(a, "--bf16"),
         Dtype::Fp16 => flag(a, "--fp16"),

@@ -59,6 +59,8 @@ pub const KNOWN: &[(&str, bool, Role)] = &[
     ("--fp8-format", true, P),
     ("--fp8-param-gather", false, P),
     ("--fp8-recipe", true, P),
+    ("--cross-entropy-loss-fusion", false, P),
+    ("--cross-entropy-fusion-impl", true, P),
     ("--use-flash-attn", false, P),
     ("--grad-reduce-in-bf16", false, P),
     ("--accumulate-allreduce-grads-in-fp32", false, P),

@@ -239,6 +239,7 @@ fn plan(
         // Checked against the dtype and the distributed optimizer by `Plan::check`.
         fp8_param_gather: a.has("--fp8-param-gather"),
         fp8_recipe: fp8_recipe(a, c, dtype),
+        loss_fusion: loss_fusion(a, c),
         // Legacy Megatron-LM scatters pipeline sends over the TP ranks unless told not to;
         // set where it changes them (tp and pp > 1; the 2021 code has no SP).
         p2p_scatter_gather: v == MegatronVersion::V2021
@@ -642,6 +643,32 @@ fn expert_defaults(a: &ArgMap, c: &mut Collect) {
              with --moe-grouped-gemm",
         );
     }
+}
+
+/// Megatron-Core's fused cross-entropy: Transformer Engine's kernel
+/// (`--cross-entropy-fusion-impl te`) is priced; its own `native` one (the default impl) is
+/// priced as the unfused loss, and said. The impl alone changes nothing in Megatron.
+fn loss_fusion(a: &ArgMap, c: &mut Collect) -> bool {
+    let imp = a.get("--cross-entropy-fusion-impl");
+    if let Some(i) = imp.filter(|i| !["te", "native"].contains(i)) {
+        c.refuse(
+            "--cross-entropy-fusion-impl",
+            format!("`{i}`: Megatron-LM takes native or te"),
+            "write --cross-entropy-fusion-impl te",
+        );
+    }
+    if !a.has("--cross-entropy-loss-fusion") {
+        return false;
+    }
+    if imp == Some("te") {
+        return true;
+    }
+    c.warn(
+        "--cross-entropy-loss-fusion with the native implementation: not modelled, priced as \
+         the unfused loss (an fp32 copy of the logits); --cross-entropy-fusion-impl te is \
+         Transformer Engine's kernel, which is priced",
+    );
+    false
 }
 
 /// Megatron-LM's `--fp8-recipe` (default delayed). Without `--fp8-format` Megatron trains in

@@ -448,6 +448,11 @@ impl Plan {
                 dtype: self.dtype.name(),
             });
         }
+        if self.loss_fusion && self.framework != Framework::Megatron {
+            out.push(I::LossFusion {
+                framework: self.framework.name(),
+            });
+        }
         if self.p2p_scatter_gather && self.framework != Framework::Megatron {
             out.push(I::P2pScatterGather {
                 framework: self.framework.name(),
