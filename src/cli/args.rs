@@ -624,6 +624,14 @@ impl SearchArgs {
         space.memory_headroom = self.memory_headroom / 100.0;
         space.fp8_param_gather = !self.no_fp8_param_gather;
         space.fp8_recipe = fp8_recipe;
+        if self.loss_fusion && space.framework != Framework::Megatron {
+            return Err(CliError::BadInput(
+                spec::Infeasible::LossFusion {
+                    framework: space.framework.name(),
+                }
+                .to_string(),
+            ));
+        }
         space.loss_fusion = self.loss_fusion;
         Ok(space)
     }

@@ -80,8 +80,8 @@ pub(super) fn row_linear(name: &'static str, sh: &Shard, n: u64, k: u64, params:
 }
 
 /// Transformer Engine's FP8 casts around one FP8 linear layer, per micro-batch, for an FP8
-/// plan (TE `pytorch/module/linear.py`, `layernorm_linear.py`, Hopper path), in bytes per
-/// element of the GEMM operand cast ([`fp8_cast_bytes`]): forward the 16-bit input, backward
+/// plan (TE `pytorch/module/linear.py`, `layernorm_linear.py`), in bytes per element of the
+/// GEMM operand cast ([`fp8_cast_bytes`]; the transposed copy is priced per device): forward the 16-bit input, backward
 /// the output gradient. Counted on the rank's full GEMM operands (with sequence parallelism
 /// TE casts the shard before the all-gather and transposes after it: an upper estimate).
 /// Weight casts run once per step (TE caches them across micro-batches) and are left out.
@@ -126,13 +126,13 @@ pub(super) fn fp8_casts(mut op: Op, sh: &Shard, input: f64, output: f64, norm_fu
 
 /// Bytes per element of one FP8 operand's preparation ([`fp8_cast_bytes`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) struct Fp8Cast {
+struct Fp8Cast {
     /// Current scaling's amax pass (its own kernel).
-    pub amax: f64,
+    amax: f64,
     /// The cast: 16-bit read, FP8 written.
-    pub cast: f64,
+    cast: f64,
     /// The transposed FP8 copy Hopper's TN-only FP8 GEMMs need ([`MemClass::Fp8Transpose`]).
-    pub transpose: f64,
+    transpose: f64,
 }
 
 /// Bytes per element moved to bring one 16-bit GEMM operand into FP8 with its transpose
@@ -148,7 +148,7 @@ pub(super) struct Fp8Cast {
 /// fused norm computed it as it wrote its 16-bit output (TE
 /// `csrc/extensions/normalization.cpp`, `quantize_with_amax`), in which case the norm's
 /// output stays 16-bit and the full cast follows.
-pub(super) fn fp8_cast_bytes(recipe: Fp8Recipe, norm_fused: bool) -> Fp8Cast {
+fn fp8_cast_bytes(recipe: Fp8Recipe, norm_fused: bool) -> Fp8Cast {
     let (amax, cast) = match (recipe, norm_fused) {
         (Fp8Recipe::Delayed, true) => (0.0, 0.0),
         (Fp8Recipe::Delayed, false) | (Fp8Recipe::Tensorwise, true) => (0.0, 3.0),

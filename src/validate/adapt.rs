@@ -143,9 +143,20 @@ fn network(run: &RunRecord, base: &ClusterSpec) -> Option<InterNode> {
 /// The Megatron-Core modules a `selective (modules: a, b)` recomputation names (the
 /// recipes' `recompute_modules`); the attention core where it names none.
 fn recompute_modules_of(text: Option<&str>) -> Result<RecomputeModules, String> {
-    let Some((_, rest)) = text.and_then(|t| t.split_once("modules:")) else {
+    let Some((how, rest)) = text.and_then(|t| t.split_once("modules:")) else {
         return Ok(RecomputeModules::default());
     };
+    if !how
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("selective")
+    {
+        return Err(format!(
+            "parallel.recompute `{}`: modules are what selective recomputation re-runs; write \
+             selective (modules: …), or drop the modules",
+            text.unwrap_or_default()
+        ));
+    }
     let list = rest.split(')').next().unwrap_or_default();
     RecomputeModules::parse(list).map_err(|e| format!("parallel.recompute: {e}"))
 }
@@ -340,6 +351,16 @@ fn preset_model(
         return Err(format!(
             "model.{field} {row}, but the preset `{name}` has {preset}: correct the row, or name \
              the preset of this model"
+        ));
+    }
+    // The row's ffn_hidden is each expert's width in a mixture of experts, else the MLP's.
+    let ffn = |x: &ModelSpec| x.moe.as_ref().map_or(x.ffn_hidden, |e| e.expert_ffn_hidden);
+    if m.ffn_hidden.is_some() && ffn(built) != ffn(&p) {
+        return Err(format!(
+            "model.ffn_hidden {}, but the preset `{name}` has {}: correct the row, or name the \
+             preset of this model",
+            ffn(built),
+            ffn(&p)
         ));
     }
     if experts(built) != experts(&p) {
@@ -596,9 +617,16 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         ));
     };
     if dtype == Dtype::Fp8
-        && ["mxfp8", "fp8-mx", "block scal", "subchannel"]
-            .iter()
-            .any(|b| precision.contains(b))
+        && [
+            "mxfp8",
+            "fp8-mx",
+            "block scal",
+            "blockwise",
+            "subchannel",
+            "sub-channel",
+        ]
+        .iter()
+        .any(|b| precision.contains(b))
     {
         return Err(format!(
             "precision `{}`: block-scaled FP8 (MXFP8, sub-channel) is not priced",
@@ -606,10 +634,12 @@ pub fn case(run: &RunRecord) -> Result<Case, String> {
         ));
     }
     // Transformer Engine's recipe where the precision names it ("current scaling", NeMo's
-    // FP8-CS; Megatron-LM's `tensorwise`); delayed, Megatron-LM's and NeMo 24.07's default,
+    // "FP8-CS"; Megatron-LM's `tensorwise`); delayed, Megatron-LM's and NeMo 24.07's default,
     // where it does not.
     let fp8_recipe = if dtype == Dtype::Fp8
-        && (precision.contains("current scaling") || precision.contains("tensorwise"))
+        && ["current scaling", "tensorwise", "fp8-cs"]
+            .iter()
+            .any(|c| precision.contains(c))
     {
         crate::spec::Fp8Recipe::Tensorwise
     } else {

@@ -1514,6 +1514,30 @@ fn derived_batches_and_ignored_formats_say_so() {
     );
 }
 
+/// `estimate` of Llama 3 8B at tp 2 on h100x8 (64 sequences, micro-batch 1) in JSON.
+const LLAMA_TP2: [&str; 13] = [
+    "estimate",
+    "--model",
+    "llama3-8b",
+    "--cluster",
+    "h100x8",
+    "--tp",
+    "2",
+    "--micro-batch",
+    "1",
+    "--global-batch",
+    "64",
+    "--format",
+    "json",
+];
+
+/// [`LLAMA_TP2`] with `extra` flags, which must succeed: its JSON.
+fn estimate_json(extra: &[&str]) -> serde_json::Value {
+    let o = planner(&[&LLAMA_TP2[..], extra].concat());
+    assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// `--fp8-recipe tensorwise` prices current scaling's amax passes (a slower step than
 /// delayed scaling's, nothing else changed), is saved in a plan file and read back at the
 /// same price, and is refused beside a 16-bit plan, on `estimate` (naming the plan field)
@@ -1523,27 +1547,8 @@ fn fp8_recipe_is_priced_saved_and_refused_without_fp8() {
     let dir = fresh_dir("fp8-recipe");
     let saved = dir.join("cs.json");
     let saved = saved.to_str().unwrap();
-    let base = [
-        "estimate",
-        "--model",
-        "llama3-8b",
-        "--cluster",
-        "h100x8",
-        "--tp",
-        "2",
-        "--micro-batch",
-        "1",
-        "--global-batch",
-        "64",
-        "--format",
-        "json",
-    ];
-    let step = |extra: &[&str]| -> f64 {
-        let o = planner(&[&base[..], extra].concat());
-        assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v["step_time_s"].as_f64().unwrap()
-    };
+    let base = LLAMA_TP2;
+    let step = |extra: &[&str]| estimate_json(extra)["step_time_s"].as_f64().unwrap();
     let delayed = step(&["--dtype", "fp8"]);
     let current = step(&[
         "--dtype",
@@ -1625,25 +1630,9 @@ fn loss_fusion_is_priced_saved_and_megatron_only() {
     let dir = fresh_dir("loss-fusion");
     let saved = dir.join("fused.json");
     let saved = saved.to_str().unwrap();
-    let base = [
-        "estimate",
-        "--model",
-        "llama3-8b",
-        "--cluster",
-        "h100x8",
-        "--tp",
-        "2",
-        "--micro-batch",
-        "1",
-        "--global-batch",
-        "64",
-        "--format",
-        "json",
-    ];
-    let run = |extra: &[&str]| -> (f64, f64) {
-        let o = planner(&[&base[..], extra].concat());
-        assert_eq!(o.status.code(), Some(0), "{extra:?}: {}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let base = LLAMA_TP2;
+    let run = |extra: &[&str]| {
+        let v = estimate_json(extra);
         (
             v["step_time_s"].as_f64().unwrap(),
             v["memory_gib_per_gpu"].as_f64().unwrap(),
@@ -1667,5 +1656,19 @@ fn loss_fusion_is_priced_saved_and_megatron_only() {
         ]
         .concat(),
         &["`cross_entropy_loss_fusion`", "not torchtitan's"],
+    );
+    // QA: suggest had priced a torchtitan search without it and said nothing.
+    bad_input(
+        &[
+            "suggest",
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "h100x8",
+            "--framework",
+            "torchtitan",
+            "--cross-entropy-loss-fusion",
+        ],
+        &["Megatron-Core's option", "not torchtitan's"],
     );
 }

@@ -2339,7 +2339,16 @@ fn megatron_fp8_recipes_are_read_or_refused() {
         recipe("--fp8-format e4m3 --fp8-recipe tensorwise"),
         Fp8Recipe::Tensorwise
     );
-    assert_eq!(recipe("--fp8-recipe tensorwise"), Fp8Recipe::Delayed);
+    // Without --fp8-format Megatron ignores the recipe: priced so, and said (QA).
+    let p = from_megatron(&format!("{base} --fp8-recipe tensorwise"), &m, 8).unwrap();
+    assert_eq!(p.plan.fp8_recipe, Fp8Recipe::Delayed);
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.starts_with("--fp8-recipe tensorwise without --fp8-format")),
+        "{:?}",
+        p.warnings
+    );
     let err = |extra: &str| {
         from_megatron(&format!("{base} --fp8-format hybrid {extra}"), &m, 8)
             .unwrap_err()
@@ -2377,7 +2386,17 @@ fn megatron_loss_fusion_is_read_by_implementation() {
         "{:?}",
         native.warnings
     );
-    assert!(!parsed("--cross-entropy-fusion-impl te").plan.loss_fusion);
+    let alone = parsed("--cross-entropy-fusion-impl te");
+    assert!(!alone.plan.loss_fusion);
+    assert!(
+        alone
+            .warnings
+            .iter()
+            .any(|w| w
+                .starts_with("--cross-entropy-fusion-impl te without --cross-entropy-loss-fusion")),
+        "{:?}",
+        alone.warnings
+    );
     let e = from_megatron(
         &format!("{base} --cross-entropy-loss-fusion --cross-entropy-fusion-impl triton"),
         &m,

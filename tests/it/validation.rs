@@ -1001,6 +1001,43 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
   measured: {iteration_time_s: 1.0}
 "
         .to_string(),
+        with(
+            "fp8-cs",
+            "megatron-core-user",
+            "H100-SXM-80GB",
+            "1",
+            sound,
+            "full",
+            "'fp8 (FP8-CS)'",
+        ),
+        with(
+            "blockwise",
+            "megatron-core-user",
+            "H100-SXM-80GB",
+            "1",
+            sound,
+            "full",
+            "'fp8 (blockwise)'",
+        ),
+        with(
+            "full-modules",
+            "megatron-core-user",
+            "H100-SXM-80GB",
+            "1",
+            sound,
+            "'full (modules: moe_act)'",
+            "bf16",
+        ),
+        "- id: preset-ffn
+  group: megatron-core-user
+  model: {name: qwen, layers: 48, hidden: 2048, heads: 32, kv_heads: 4, ffn_hidden: 9999, vocab: 151936, seq_len: 2048, experts: 128, top_k: 8, preset: qwen3-30b-a3b}
+  hardware: {gpu: H100-SXM-80GB, count: 8, gpus_per_node: 8}
+  parallel: {tp: 1, pp: 1, dp: 8, ep: 8, recompute: full}
+  batch: {micro_batch: 1, global_batch: 64}
+  precision: bf16
+  measured: {iteration_time_s: 1.0}
+"
+        .to_string(),
         "- id: preset-mismatch
   group: megatron-core-user
   model: {name: qwen, layers: 24, hidden: 2048, heads: 32, kv_heads: 4, vocab: 151936, seq_len: 2048, experts: 128, top_k: 8, preset: qwen3-30b-a3b}
@@ -1050,6 +1087,10 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
     assert!(moe.model.qk_norm && moe.model.head_dim() == 128);
     assert_eq!((moe.model.seq_len, moe.model.name.as_str()), (2048, "qwen"));
     assert_eq!(moe.plan.recompute_modules.to_string(), "moe_act,layernorm");
+    // NeMo's "FP8-CS" is current scaling (QA: it had been priced as delayed scaling).
+    let cs = runs.iter().find(|r| r.id == "fp8-cs").unwrap();
+    let cs = planner::validate::adapt::case(cs).unwrap();
+    assert_eq!(cs.plan.fp8_recipe, planner::spec::Fp8Recipe::Tensorwise);
     let fp16 = runs.iter().find(|r| r.id == "fp16").unwrap();
     let fp16 = planner::validate::adapt::case(fp16).unwrap();
     assert_eq!(fp16.plan.dtype, planner::units::Dtype::Fp16);
@@ -1066,6 +1107,18 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
         (
             "mxfp8",
             "block-scaled FP8 (MXFP8, sub-channel) is not priced",
+        ),
+        (
+            "blockwise",
+            "block-scaled FP8 (MXFP8, sub-channel) is not priced",
+        ),
+        (
+            "full-modules",
+            "modules are what selective recomputation re-runs",
+        ),
+        (
+            "preset-ffn",
+            "model.ffn_hidden 9999, but the preset `qwen3-30b-a3b` has 768",
         ),
         (
             "preset-mismatch",

@@ -658,6 +658,12 @@ fn loss_fusion(a: &ArgMap, c: &mut Collect) -> bool {
         );
     }
     if !a.has("--cross-entropy-loss-fusion") {
+        if let Some(i) = imp {
+            c.warn(format!(
+                "--cross-entropy-fusion-impl {i} without --cross-entropy-loss-fusion: Megatron-LM \
+                 runs the unfused loss (priced so); add --cross-entropy-loss-fusion to fuse it"
+            ));
+        }
         return false;
     }
     if imp == Some("te") {
@@ -675,6 +681,13 @@ fn loss_fusion(a: &ArgMap, c: &mut Collect) -> bool {
 /// 16 bits and the recipe means nothing: delayed, so the plan stays valid.
 fn fp8_recipe(a: &ArgMap, c: &mut Collect, dtype: Dtype) -> Fp8Recipe {
     match a.get("--fp8-recipe") {
+        Some(r) if dtype != Dtype::Fp8 => {
+            c.warn(format!(
+                "--fp8-recipe {r} without --fp8-format: Megatron-LM trains in 16 bits and ignores \
+                 the recipe (priced so); add --fp8-format hybrid to train in FP8"
+            ));
+            Fp8Recipe::Delayed
+        }
         _ if dtype != Dtype::Fp8 => Fp8Recipe::Delayed,
         None | Some("delayed") => Fp8Recipe::Delayed,
         Some("tensorwise") => Fp8Recipe::Tensorwise,
