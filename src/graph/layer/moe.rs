@@ -10,7 +10,7 @@ use crate::units::Dtype;
 /// The MLP of an MoE layer as Megatron-Core's all-to-all dispatcher runs it (Fedus et al.
 /// 2021; `MoEAlltoAllTokenDispatcher`, megatron/core/transformer/moe/token_dispatcher.py:
 /// "permute → A2A(EP) → AG(TP) → sort_chunk", and back "sort_chunk → RS(TP) → A2A(EP) →
-/// unpermute"). Each rank routes its own sequence-parallel shard of the tokens; the
+/// unpermute"; the chunk sorts where a rank holds several experts). Each rank routes its own sequence-parallel shard of the tokens; the
 /// all-to-all moves its top-k copies over the EP group; the expert-TP group (etp ranks: tp,
 /// Megatron's default `--expert-tensor-parallel-size`, or 1) then all-gathers the routed
 /// tokens so each rank's expert shard (width f/etp) sees all of them, and reduce-scatters the
@@ -134,11 +134,22 @@ pub(super) fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
         op.name = "expert_tp_gather";
         op
     }));
+    // The received tokens arrive grouped by source rank; with several local experts the
+    // dispatcher regroups them by expert before the GEMMs and back after ("Permutation 2",
+    // `sort_chunks_by_idxs`, megatron/core/transformer/moe/token_dispatcher.py, fused or
+    // not): a copy of every routed token each way, and of its gradient in the backward.
+    let regroup = |name| Op::memory(name, 2.0 * gathered, 2.0 * gathered, 0.0);
+    if local > 1 {
+        ops.push(regroup("sort_chunks"));
+    }
     ops.extend([
         fp8_casts(fc1, sh, r * h as f64, r * width as f64, false),
         activation(gated, r, f as f64, sh),
         fp8_casts(fc2, sh, r * f as f64, r * h as f64, false),
     ]);
+    if local > 1 {
+        ops.push(regroup("unsort_chunks"));
+    }
     ops.extend(scatter.map(|mut op| {
         op.name = "expert_tp_scatter";
         op

@@ -269,6 +269,34 @@ fn moe_routes_the_sequence_parallel_shard_and_gathers_routed_tokens() {
     }
 }
 
+/// With several experts on a rank the dispatcher regroups the received tokens by expert
+/// before the GEMMs and back after (Megatron-Core's "Permutation 2"): on the shard above (two
+/// local experts of Mixtral's eight at ep 4), a copy of the TP group's 4096 × 2 routed tokens,
+/// 67,108,864 bytes read and written, each way and again for the gradients. One expert per
+/// rank (ep 8) sorts nothing.
+#[test]
+fn several_local_experts_regroup_their_tokens() {
+    let m = crate::spec::load_model("mixtral-8x7b").unwrap();
+    let g = transformer_layer(&m, &moe_shard(), true);
+    for name in ["sort_chunks", "unsort_chunks"] {
+        let o = g.op(name).unwrap();
+        assert_eq!(
+            (Kernel::memory_bytes(&o.fwd), Kernel::memory_bytes(&o.bwd)),
+            (134_217_728.0, 134_217_728.0),
+            "{name}"
+        );
+    }
+    let one = transformer_layer(
+        &m,
+        &Shard {
+            ep: 8,
+            ..moe_shard()
+        },
+        true,
+    );
+    assert!(one.op("sort_chunks").is_none() && one.op("unsort_chunks").is_none());
+}
+
 /// The grouped expert GEMMs keep their inputs for the weight gradients: 16-bit in bf16, the
 /// FP8 cast under FP8 training (TE `GroupedLinear`), as dense linears do. Mixtral on the
 /// shard above: the expert-TP group's 4096 × 2 routed tokens, fc1's input 8192 × 4096 and
