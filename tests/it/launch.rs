@@ -1889,6 +1889,31 @@ fn megatron_writes_and_reads_the_sliding_window() {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`--window-size`"), "{e}");
+        // QA: Megatron-Bridge writes Hugging Face's window 128 as (128, 0), one key more; it
+        // reads back as the same model, said; two keys more is another model.
+        let bridge = from_megatron(
+            &text.replace("--window-size 127,0", "--window-size 128,0"),
+            &m,
+            8,
+        )
+        .unwrap();
+        assert_eq!(bridge.plan, plan);
+        assert!(
+            bridge
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("--window-size 128,0 is 129 keys")),
+            "{:?}",
+            bridge.warnings
+        );
+        let e = from_megatron(
+            &text.replace("--window-size 127,0", "--window-size 129,0"),
+            &m,
+            8,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`--window-size`"), "{e}");
     }
     // Megatron-LM's other spellings of the same layers: any list expression it evaluates,
     // and a frequency past the layers (no layer full). A 0 frequency (Megatron divides by

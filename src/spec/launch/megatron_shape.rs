@@ -312,6 +312,26 @@ fn check_window(a: &ArgMap, model: &ModelSpec, c: &mut Collect) {
     let given = size
         .zip(layers)
         .map(|(size, layers)| SlidingWindow { size, layers });
+    // Megatron-Bridge writes a Hugging Face `sliding_window` W as `(W, 0)`, one key more than
+    // the W keys HF's mask keeps (gpt-oss: `GPTOSSProvider` window_size (128, 0) for
+    // sliding_window 128): the same model, one key apart, priced at the model's window.
+    if let (Some(g), Some(w)) = (given, model.attention_window)
+        && g.layers == w.layers
+        && g.size == w.size + 1
+    {
+        c.warn(format!(
+            "--window-size {},0 is {} keys (the query and {} before it), one more than the \
+             model's sliding_window {} (as Megatron-Bridge writes a Hugging Face window): priced \
+             at the model's {} keys; an export writes {},0",
+            w.size,
+            g.size,
+            w.size,
+            w.size,
+            w.size,
+            w.size - 1
+        ));
+        return;
+    }
     let seq = a.get("--seq-length").and_then(|s| s.parse::<u64>().ok());
     let equivalent =
         given.is_none() && seq.is_some_and(|s| model.attention_window.is_none_or(|w| w.size >= s));
