@@ -399,13 +399,7 @@ pub fn stage_memory(
     if st.head {
         let e = sh.dtype.bytes();
         let logits = sh.tokens() as f64 * plan.vocab_rows(model.vocab) as f64;
-        // Transformer Engine's fused loss writes the gradient into the 16-bit logits, which it
-        // saves (counted with the activations): it holds nothing besides.
-        let per_logit = if plan.loss_fusion {
-            0.0
-        } else {
-            plan.framework.loss_working_bytes(e)
-        };
+        let per_logit = plan.framework.loss_working_bytes(e, plan.loss_fusion);
         working = working.max(per_logit * logits);
         if plan.framework.train_metric_passes() > 0 {
             // Training metrics run after the backward, when one micro-batch's activations

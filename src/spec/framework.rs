@@ -237,7 +237,9 @@ impl Framework {
 
     /// Bytes per logit the loss holds at its peak besides what it saves for the backward
     /// (the saved fp32 softmax of an unfused loss is counted with the activations), for
-    /// `e`-byte logits:
+    /// `e`-byte logits, `te_fused` where a Megatron plan runs Transformer Engine's fused
+    /// cross-entropy (`Plan::loss_fusion`):
+    /// - Transformer Engine's fused loss writes the gradient into the logits it saves: 0;
     /// - fused (flash-attn's cross-entropy, llm-foundry): the 16-bit logits, `e`;
     /// - Megatron's `vocab_parallel_cross_entropy` (Megatron-LM and Megatron-DeepSpeed): the
     ///   16-bit logits beside the fp32 copy that becomes the saved softmax, `e + 4`; its
@@ -248,8 +250,9 @@ impl Framework {
     ///   logits and their fp32 copy beside the saved fp32 log-softmax output (`e + 4`);
     ///   backward holds that output with the nll's dense fp32 gradient and log-softmax's fp32
     ///   input gradient (8). The peak is the larger, 8 bytes for 16-bit logits.
-    pub fn loss_working_bytes(self, e: f64) -> f64 {
+    pub fn loss_working_bytes(self, e: f64, te_fused: bool) -> f64 {
         match self {
+            _ if te_fused => 0.0,
             _ if self.fused_loss() => e,
             Framework::Torchtitan => (e + 4.0).max(8.0),
             _ => e + 4.0,

@@ -10,15 +10,16 @@ use crate::units::Dtype;
 /// The MLP of an MoE layer as Megatron-Core's all-to-all dispatcher runs it (Fedus et al.
 /// 2021; `MoEAlltoAllTokenDispatcher`, megatron/core/transformer/moe/token_dispatcher.py:
 /// "permute → A2A(EP) → AG(TP) → sort_chunk", and back "sort_chunk → RS(TP) → A2A(EP) →
-/// unpermute"; the chunk sorts where a rank holds several experts). Each rank routes its own sequence-parallel shard of the tokens; the
-/// all-to-all moves its top-k copies over the EP group; the expert-TP group (etp ranks: tp,
-/// Megatron's default `--expert-tensor-parallel-size`, or 1) then all-gathers the routed
-/// tokens so each rank's expert shard (width f/etp) sees all of them, and reduce-scatters the
-/// outputs back; with etp 1 nothing is gathered and each rank computes whole experts on the
-/// tokens routed to it. Tokens are assumed balanced: the local experts receive etp times the
-/// rank's own routed tokens in total. Without sequence parallelism and tp > 1 (which
-/// Megatron refuses for MoE) every TP rank holds all tokens: conjugates wrap the block and
-/// nothing is gathered inside it.
+/// unpermute"; the chunk sorts where a rank holds several experts). Each rank routes its own
+/// sequence-parallel shard of the tokens; the all-to-all moves its top-k copies over the EP
+/// group; the expert-TP group (etp ranks: tp, Megatron's default
+/// `--expert-tensor-parallel-size`, or 1) then all-gathers the routed tokens so each rank's
+/// expert shard (width f/etp) sees all of them, and reduce-scatters the outputs back; with
+/// etp 1 nothing is gathered and each rank computes whole experts on the tokens routed to it.
+/// Tokens are assumed balanced: the local experts receive etp times the rank's own routed
+/// tokens in total. Without sequence parallelism and tp > 1 (which Megatron refuses for MoE)
+/// every TP rank holds all tokens: conjugates wrap the block and nothing is gathered inside
+/// it.
 pub(super) fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     let m = model
         .moe
