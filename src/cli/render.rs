@@ -92,8 +92,9 @@ pub const PLAN_HEADER: [&str; 18] = [
 ];
 
 /// The CSV form of a plan row: the `zero` cell a number (tables print `1+fp8` there for FP8
-/// weights) and `fp8_param_gather` a column of its own, appended (CSV headers add
-/// [`CSV_FP8_COLUMN`]).
+/// weights), `fp8_param_gather` a column of its own, and `priced_with` the flags that fix what
+/// the row's columns do not show (dtype, FP8 recipe, attention kernel, fused loss, framework;
+/// tables print them once above the rows), appended (CSV headers add [`CSV_COLUMNS`]).
 pub fn csv_cells(row: &mut Vec<String>, e: &Estimate) {
     let zero = PLAN_HEADER
         .iter()
@@ -101,10 +102,11 @@ pub fn csv_cells(row: &mut Vec<String>, e: &Estimate) {
         .expect("zero column");
     row[zero] = e.plan.zero.to_string();
     row.push(e.plan.fp8_param_gather.to_string());
+    row.push(e.plan.label_flags());
 }
 
-/// The column [`csv_cells`] appends.
-pub const CSV_FP8_COLUMN: &str = "fp8_param_gather";
+/// The columns [`csv_cells`] appends.
+pub const CSV_COLUMNS: [&str; 2] = ["fp8_param_gather", "priced_with"];
 
 /// One row of a plan table (`etp` reads `-` where the plan keeps Megatron's default, tp).
 pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
@@ -142,7 +144,8 @@ pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
 /// seconds came from (measured, interpolated, extrapolated, preset), quoted.
 pub fn plan_csv<'a>(plans: impl Iterator<Item = &'a Estimate>) -> String {
     let mut header = PLAN_HEADER.to_vec();
-    header.extend([CSV_FP8_COLUMN, "numbers_from"]);
+    header.extend(CSV_COLUMNS);
+    header.push("numbers_from");
     let rows = plans
         .enumerate()
         .map(|(i, e)| {

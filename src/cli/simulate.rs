@@ -209,8 +209,8 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
 /// the numbers came from.
 pub(super) fn estimate_csv(s: &Simulation, e: &Estimate) -> String {
     let mut header = render::PLAN_HEADER.to_vec();
+    header.extend(render::CSV_COLUMNS);
     header.extend([
-        render::CSV_FP8_COLUMN,
         "sim_step_time_s",
         "sim_bubble_share_of_step",
         "numbers_from",

@@ -238,7 +238,8 @@ pub fn render(
         }
         Format::Csv => {
             let mut h = header();
-            h.extend([render::CSV_FP8_COLUMN, "numbers_from"]);
+            h.extend(render::CSV_COLUMNS);
+            h.push("numbers_from");
             let rows: Vec<Vec<String>> = rows()
                 .into_iter()
                 .zip(&res.top)

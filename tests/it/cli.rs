@@ -1241,11 +1241,26 @@ fn csv_keeps_zero_a_number_beside_fp8_weights() {
     let mut lines = out.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let row: Vec<&str> = lines.next().unwrap().split(',').collect();
-    // `zero` comes before any quoted cell; `fp8_param_gather` is second from the end.
+    // `zero` comes before any quoted cell; `fp8_param_gather` and `priced_with` come before
+    // `numbers_from`, the last.
     let zero = header.iter().position(|&h| h == "zero").unwrap();
     assert_eq!(row[zero], "1", "{out}");
-    assert_eq!(header[header.len() - 2], "fp8_param_gather");
-    assert_eq!(row[row.len() - 2], "true", "{out}");
+    assert_eq!(header[header.len() - 3], "fp8_param_gather");
+    assert_eq!(row[row.len() - 3], "true", "{out}");
+    // The flags the columns do not show: two searches priced differently (here FP8 under
+    // current scaling against delayed) no longer give the same CSV.
+    assert_eq!(header[header.len() - 2], "priced_with");
+    let flags = row[row.len() - 2];
+    assert!(flags.contains("--dtype fp8") && !flags.contains("--fp8-recipe"), "{out}");
+    let cs = stdout(&planner(
+        &[&args[..], &["--fp8-recipe", "tensorwise", "--format", "csv"]].concat(),
+    ));
+    let cs_row: Vec<&str> = cs.lines().nth(1).unwrap().split(',').collect();
+    assert!(
+        cs_row[cs_row.len() - 2].contains("--dtype fp8 ")
+            && cs_row[cs_row.len() - 2].contains("--fp8-recipe tensorwise"),
+        "{cs}"
+    );
     let table = stdout(&planner(&args));
     assert!(table.contains("| 1+fp8 "), "{table}");
     assert!(
