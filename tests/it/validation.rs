@@ -264,20 +264,32 @@ fn groups_not_yet_at_the_bounds_do_not_regress() {
         guard(Some(0.11), Some(0.13), None, true),
     );
     // The same tables' MoE rows the model can price (FP8-CS on H100, BF16 GPT-OSS on both),
-    // held out, and far off: 49.2% mean. Qwen3-235B-A22B (TP2 PP8 VP4 EP32) reads −8.3% and
-    // −10.6%, but the small-hidden models read fast by a third or more: Qwen3-30B-A3B +130.8%
-    // (without recomputation, as it ran; it read +78.6% when the model, counting the unfused
-    // loss and 16-bit expert inputs, needed full recomputation to fit), gpt-oss-120b
-    // +34…+59% (each about 2–12 points less since the dispatcher's regrouping of tokens by
-    // local expert is priced). What the model misses for fine-grained MoE is open (router
-    // and dispatcher overheads, grouped-GEMM efficiency at narrow experts); this guard holds
-    // the gap where it is so that a change that widens it fails.
-    assert_eq!(group(&r, "nemo-megatron-bridge-moe").compared, 6);
+    // held out: 28.7% mean. Qwen3-235B-A22B (TP2 PP8 VP4 EP32) reads +19.9% on 25.09 (token
+    // drop) and −8.3%, −10.6% on 25.11 and 26.02 (dropless): the software moved the layout by
+    // 36% between releases. Qwen3-30B-A3B reads +16.0% on 25.09; its 25.11 row, the
+    // maintainers' own 2× regression (Megatron-Bridge #1998), is a group of its own below.
+    // gpt-oss-120b reads +34…+59% (each about 2–12 points less since the dispatcher's
+    // regrouping of tokens by local expert is priced): what the model misses there is open.
+    // This guard holds the gap where it is so that a change that widens it fails.
+    assert_eq!(group(&r, "nemo-megatron-bridge-moe").compared, 7);
     check(
         &r,
         "nemo-megatron-bridge-moe",
-        guard(Some(0.55), Some(1.5), None, true),
+        guard(Some(0.30), Some(0.62), None, true),
     );
+    // 25.11's Qwen3-30B-A3B row, 2× slower than 25.09's on the same layout ("the perf in 25.11
+    // is 2X slower than 25.09", Megatron-Bridge #1998, dropless against token drop): the model
+    // prices the hardware, not a regression of the software, so it reads +130.8% here. Held where it is: the row stays visible, and if a change moves it
+    // the comment above has to be read again.
+    let reg = group(&r, "nemo-megatron-bridge-moe-regression");
+    assert_eq!(reg.compared, 1);
+    let e = r
+        .rows
+        .iter()
+        .find(|x| x.id == "nemo-bridge-25.11-h100-qwen3-30b-a3b-16gpu")
+        .and_then(|x| x.error)
+        .expect("compared");
+    assert!((1.2..1.4).contains(&e), "{e}");
     for x in r
         .rows
         .iter()
@@ -730,7 +742,7 @@ fn every_group_case_reads_back_to_the_same_prediction() {
         assert_eq!(e.step_time_s, x.row.step_time_s, "{id}");
         assert_eq!(e.memory_gib_per_gpu, x.row.predicted_memory_gib, "{id}");
     }
-    assert_eq!(groups.len(), 14, "{groups:?}");
+    assert_eq!(groups.len(), 15, "{groups:?}");
 }
 
 /// A skipped row was not predicted: its prediction fields are null in JSON and empty in CSV
