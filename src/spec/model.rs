@@ -258,9 +258,11 @@ pub struct ModelSpec {
     /// gpt-oss's gated activation in place of SwiGLU, clamped at this limit:
     /// `(clamp(up, ±l) + 1) · g·σ(1.702·g)` with `g = min(gate, l)` (transformers
     /// `GptOssExperts`; Megatron-Core `--quick-geglu --glu-linear-offset 1
-    /// --activation-func-clamp-value l`). The same GEMMs and elementwise passes as SwiGLU, so
-    /// no cost depends on it; exports write it. Optional in YAML (`swiglu_limit: 7.0`), llama
-    /// only; `None`: SwiGLU.
+    /// --activation-func-clamp-value l`). The same GEMMs and fused kernel as SwiGLU; the
+    /// routed experts' clamp runs outside it (`graph::layer::moe`, `glu_clamp`: Megatron-Core
+    /// clamps and concatenates fc1's output before the fused kernel), priced there; dense
+    /// MLPs are priced as SwiGLU. Exports write it. Optional in YAML (`swiglu_limit: 7.0`),
+    /// llama only; `None`: SwiGLU.
     pub swiglu_limit: Option<f64>,
     /// Position embedding. Optional in YAML, default: [`Positions::default_for`] the arch;
     /// `rotary` on a gpt model gives GPT-NeoX / Pythia (no position table).

@@ -1251,9 +1251,16 @@ fn csv_keeps_zero_a_number_beside_fp8_weights() {
     // current scaling against delayed) no longer give the same CSV.
     assert_eq!(header[header.len() - 2], "priced_with");
     let flags = row[row.len() - 2];
-    assert!(flags.contains("--dtype fp8") && !flags.contains("--fp8-recipe"), "{out}");
+    assert!(
+        flags.contains("--dtype fp8") && !flags.contains("--fp8-recipe"),
+        "{out}"
+    );
     let cs = stdout(&planner(
-        &[&args[..], &["--fp8-recipe", "tensorwise", "--format", "csv"]].concat(),
+        &[
+            &args[..],
+            &["--fp8-recipe", "tensorwise", "--format", "csv"],
+        ]
+        .concat(),
     ));
     let cs_row: Vec<&str> = cs.lines().nth(1).unwrap().split(',').collect();
     assert!(

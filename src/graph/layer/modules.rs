@@ -103,7 +103,17 @@ pub(super) fn megatron_modules(ops: &mut [Op], model: &ModelSpec, sh: &Shard, mo
             "router" if m.has(M::MOE) => rerun(op, if ln { 0.0 } else { x }),
             _ if m.has(M::MOE) => rerun(op, 0.0),
             "router" if ln => op.saved_selective_bytes = op.saved_bytes - x,
-            "swiglu" | "gelu" if m.has(M::MOE_ACT) => rerun(op, op.saved_bytes),
+            // The checkpoint keeps fc1's output: the activation's input, or the clamp's where
+            // a clamp comes first (gpt-oss), the activation's then recomputed from it.
+            "glu_clamp" if m.has(M::MOE_ACT) => rerun(op, op.saved_bytes),
+            "swiglu" | "gelu" if m.has(M::MOE_ACT) => rerun(
+                op,
+                if model.swiglu_limit.is_some() {
+                    0.0
+                } else {
+                    op.saved_bytes
+                },
+            ),
             "expert_fc2" if m.has(M::MOE_ACT) => op.saved_selective_bytes = 0.0,
             "shared_fc1" | "shared_swiglu" | "shared_gelu" | "shared_fc2" | "shared_gate"
                 if m.has(M::SHARED_EXPERTS) =>

@@ -4,8 +4,53 @@
 use super::super::linear::{fp8_casts, tp_conjugates};
 use super::super::{Coll, Group, Kernel, MemClass, Op, Shard};
 use super::{activation, mlp_ops};
-use crate::spec::ModelSpec;
+use crate::spec::{Framework, ModelSpec};
 use crate::units::Dtype;
+
+/// The clamp of a clamped gated activation (gpt-oss: gate ≤ l, |up| ≤ l before
+/// `(up + 1)·gate·σ(1.702·gate)`), outside the fused activation kernel, over `tokens` × 2`f`
+/// of fc1's output. Megatron-Core's `weighted_bias_quick_geglu_impl`
+/// (megatron/core/fusions/fused_bias_geglu.py) splits the input (`chunk`, a view), clamps each
+/// half and concatenates them (`torch.cat`) before the fused kernel: forward reads 4f and
+/// writes 4f per token; autograd's clamp backward reads the gradient and the saved input of
+/// each half and writes the masked gradient (reads 4f, writes 2f), and `chunk`'s backward
+/// concatenates the two (reads 2f, writes 2f). The clamps keep their input, fc1's output
+/// (2f), beside the clamped copy the fused kernel keeps. Other frameworks clamp two strided
+/// views of the output (transformers `GptOssExperts`, torchtitan): no concatenation either
+/// way, the same masked gradients, the same kept input.
+fn glu_clamp(tokens: f64, f: f64, sh: &Shard) -> Op {
+    let x = tokens * f * sh.dtype.bytes();
+    if sh.framework.fused_kernels() {
+        Op::memory("glu_clamp", 8.0 * x, 10.0 * x, 2.0 * x)
+    } else {
+        Op::memory("glu_clamp", 4.0 * x, 6.0 * x, 2.0 * x)
+    }
+}
+
+/// fc2's bias on Megatron-Core's grouped experts, scaled by each token's routing
+/// probability: `TEGroupedMLP._apply_bias` (megatron/core/transformer/moe/experts.py) adds it
+/// outside the grouped GEMM, expert by expert: `torch.cat([t + b * p for t, b, p in
+/// zip(split(out), biases, split(probs))])`. Forward, per local expert, `b * p` writes a
+/// token-wide tensor and the add reads it with fc2's output and writes the sum (4 units of
+/// `out` bytes over the experts, 2·`local` kernels), and the concatenation copies the whole
+/// (2 units, a kernel). Backward, per expert, the bias gradient (`grad · p`, summed over the
+/// tokens) and the probability gradient (`grad · b`, summed over the hidden size) each write
+/// a product and read it back (6 units, 4·`local` kernels), and `split`'s backward
+/// concatenates the gradient (2 units). fc1's bias is added in the GEMM's epilogue (Transformer
+/// Engine's `GroupedLinear`), priced with the GEMM.
+fn expert_fc2_bias(out: f64, local: u64) -> Op {
+    let n = local as f64;
+    let pass = |units: f64, kernels: f64| {
+        (0..kernels as usize).map(move |_| Kernel::Memory {
+            class: MemClass::Elementwise,
+            bytes: units * out / kernels,
+        })
+    };
+    let mut op = Op::memory("expert_fc2_bias", 0.0, 0.0, 0.0);
+    op.fwd = pass(4.0, 2.0 * n).chain(pass(2.0, 1.0)).collect();
+    op.bwd = pass(6.0, 4.0 * n).chain(pass(2.0, 1.0)).collect();
+    op
+}
 
 /// The MLP of an MoE layer as Megatron-Core's all-to-all dispatcher runs it (Fedus et al.
 /// 2021; `MoEAlltoAllTokenDispatcher`, megatron/core/transformer/moe/token_dispatcher.py:
@@ -143,11 +188,17 @@ pub(super) fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     if local > 1 {
         ops.push(regroup("sort_chunks"));
     }
+    ops.push(fp8_casts(fc1, sh, r * h as f64, r * width as f64, false));
+    if let (true, Some(_)) = (gated, model.swiglu_limit) {
+        ops.push(glu_clamp(r, f as f64, sh));
+    }
     ops.extend([
-        fp8_casts(fc1, sh, r * h as f64, r * width as f64, false),
         activation(gated, r, f as f64, sh),
         fp8_casts(fc2, sh, r * f as f64, r * h as f64, false),
     ]);
+    if model.mlp_bias && sh.framework == Framework::Megatron {
+        ops.push(expert_fc2_bias(r * h as f64 * e, local));
+    }
     if local > 1 {
         ops.push(regroup("unsort_chunks"));
     }

@@ -297,6 +297,85 @@ fn several_local_experts_regroup_their_tokens() {
     assert!(one.op("sort_chunks").is_none() && one.op("unsort_chunks").is_none());
 }
 
+/// gpt-oss's clamped activation and fc2 bias as Megatron-Core runs them, on one 4096-token
+/// sequence in bf16 at tp 1, ep 8 (128 experts, 16 local, top-4): every rank computes
+/// 4096 × 4 = 16,384 routed tokens (balanced), fc1 writing 2 × 2880 wide, fc2 2880.
+/// x = 16,384 × 2880 × 2 B = 94,371,840 B for one half of fc1's output or fc2's output.
+/// - The clamp (`chunk`, two `clamp`s, `cat`): forward 8x = 754,974,720 B, backward 10x =
+///   943,718,400 B, keeping fc1's output, 2x = 188,743,680 B.
+/// - fc2's bias (`_apply_bias`): forward 2·16 kernels moving 4x and a concatenation moving 2x
+///   (6x = 566,231,040 B in 33 kernels); backward 4·16 kernels moving 6x and one moving 2x
+///   (8x = 754,974,720 B in 65 kernels); nothing kept.
+///
+/// Under `moe_act` the checkpoint keeps fc1's output (the clamp's input) and re-runs both;
+/// the activation, whose input the clamp recomputes, keeps nothing. Under torchtitan the clamp
+/// concatenates nothing (4x, 6x) and the bias is not Megatron's loop.
+#[test]
+fn gpt_oss_clamp_and_expert_bias_run_outside_the_fused_kernels() {
+    let m = crate::spec::load_model("gpt-oss-120b").unwrap();
+    let sh = Shard {
+        tp: 1,
+        sp: false,
+        ep: 8,
+        etp: 1,
+        ..moe_shard()
+    };
+    let g = transformer_layer(&m, &sh, true);
+    let x = 16_384.0 * 2880.0 * 2.0;
+    let clamp = g.op("glu_clamp").unwrap();
+    assert_eq!(
+        (
+            Kernel::memory_bytes(&clamp.fwd),
+            Kernel::memory_bytes(&clamp.bwd),
+            clamp.saved_bytes
+        ),
+        (8.0 * x, 10.0 * x, 2.0 * x)
+    );
+    let bias = g.op("expert_fc2_bias").unwrap();
+    assert_eq!((bias.fwd.len(), bias.bwd.len()), (33, 65));
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-3 * b;
+    assert!(close(Kernel::memory_bytes(&bias.fwd), 6.0 * x));
+    assert!(close(Kernel::memory_bytes(&bias.bwd), 8.0 * x));
+    assert_eq!(bias.saved_bytes, 0.0);
+    // The order: fc1, clamp, activation, fc2, bias.
+    let names: Vec<&str> = g.ops().iter().map(|o| o.name).collect();
+    let at = |n: &str| names.iter().position(|&o| o == n).unwrap();
+    assert!(at("expert_fc1") < at("glu_clamp") && at("glu_clamp") < at("swiglu"));
+    assert!(at("expert_fc2") < at("expert_fc2_bias"));
+    // Selective recomputation of the experts' activation.
+    let act = transformer_layer(
+        &m,
+        &Shard {
+            modules: crate::spec::RecomputeModules::MOE_ACT,
+            ..sh
+        },
+        true,
+    );
+    let (c, a) = (act.op("glu_clamp").unwrap(), act.op("swiglu").unwrap());
+    assert_eq!(c.saved_selective_bytes, 2.0 * x);
+    assert_eq!(c.selective_fwd, c.fwd);
+    assert_eq!(a.saved_selective_bytes, 0.0);
+    assert_eq!(a.selective_fwd, a.fwd);
+    // torchtitan: two clamps of strided views, no Megatron bias loop.
+    let tt = transformer_layer(
+        &m,
+        &Shard {
+            framework: crate::spec::Framework::Torchtitan,
+            ..sh
+        },
+        true,
+    );
+    let c = tt.op("glu_clamp").unwrap();
+    assert_eq!(
+        (Kernel::memory_bytes(&c.fwd), Kernel::memory_bytes(&c.bwd)),
+        (4.0 * x, 6.0 * x)
+    );
+    assert!(tt.op("expert_fc2_bias").is_none());
+    // A model without a clamp or expert biases (Mixtral) has neither.
+    let mix = transformer_layer(&crate::spec::load_model("mixtral-8x7b").unwrap(), &sh, true);
+    assert!(mix.op("glu_clamp").is_none() && mix.op("expert_fc2_bias").is_none());
+}
+
 /// The grouped expert GEMMs keep their inputs for the weight gradients: 16-bit in bf16, the
 /// FP8 cast under FP8 training (TE `GroupedLinear`), as dense linears do. Mixtral on the
 /// shard above: the expert-TP group's 4096 × 2 routed tokens, fc1's input 8192 × 4096 and
