@@ -67,7 +67,25 @@ pub fn run(target: &Target, search: &SearchArgs, format: Format) -> Result<Strin
                 "numbers_from": s.best.as_ref().map(|e| e.provenance.summary()),
             })).collect::<Vec<_>>(),
         })),
-        Format::Csv => render::csv(&header, rows),
+        Format::Csv => {
+            // CSV adds the flags that price each method's plan again (`priced_with`), which the
+            // table's short label only samples.
+            let mut h = header.to_vec();
+            h.insert(h.len() - 1, "priced_with");
+            let rows = rows
+                .into_iter()
+                .zip(&c.strategies)
+                .map(|(mut row, s)| {
+                    let with = s
+                        .best
+                        .as_ref()
+                        .map_or("-".into(), |e| render::priced_with(e, r.profile.as_ref()));
+                    row.insert(row.len() - 1, with);
+                    row
+                })
+                .collect();
+            render::csv(&h, rows)
+        }
         Format::Table => format!(
             "{} on {} ({}), global batch {gb} × {seq}; one GPU: {} per step{}\n\n{}\n\
              numbers from ({}\n",

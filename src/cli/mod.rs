@@ -540,8 +540,8 @@ pub fn run(cmd: Command) -> Result<String, CliError> {
                     json(&v)
                 }
                 Format::Csv => match &sim {
-                    Some(ps) => simulate::estimate_csv(&ps.sim, &e),
-                    None => render::plan_csv(std::iter::once(&e)),
+                    Some(ps) => simulate::estimate_csv(&ps.sim, &e, r.profile.as_ref()),
+                    None => render::plan_csv(std::iter::once(&e), r.profile.as_ref()),
                 },
                 Format::Table => {
                     let mut s = render::estimate_report(&e, &r.model, &r.cluster);

@@ -1,5 +1,6 @@
 //! Rendering results as tables, JSON and CSV.
 
+use crate::calib::Profile;
 use crate::cost::Estimate;
 use crate::search::SearchResult;
 use crate::units::{fmt_secs, fmt_tenths};
@@ -91,18 +92,29 @@ pub const PLAN_HEADER: [&str; 18] = [
     "bottleneck",
 ];
 
+/// The flags that price `e` again with `planner estimate --model M --cluster C`: the whole
+/// plan ([`Plan::estimate_flags`](crate::spec::Plan::estimate_flags)) and the calibration
+/// profile that priced it, if any.
+pub fn priced_with(e: &Estimate, profile: Option<&Profile>) -> String {
+    let mut f = e.plan.estimate_flags();
+    if let Some(p) = profile {
+        f += &format!(" --calibration {}", p.name);
+    }
+    f
+}
+
 /// The CSV form of a plan row: the `zero` cell a number (tables print `1+fp8` there for FP8
-/// weights), `fp8_param_gather` a column of its own, and `priced_with` the flags that fix what
-/// the row's columns do not show (dtype, FP8 recipe, attention kernel, fused loss, framework;
-/// tables print them once above the rows), appended (CSV headers add [`CSV_COLUMNS`]).
-pub fn csv_cells(row: &mut Vec<String>, e: &Estimate) {
+/// weights), `fp8_param_gather` a column of its own, and `priced_with` ([`priced_with`]: the
+/// whole plan as flags, which the columns only sample), appended (CSV headers add
+/// [`CSV_COLUMNS`]).
+pub fn csv_cells(row: &mut Vec<String>, e: &Estimate, profile: Option<&Profile>) {
     let zero = PLAN_HEADER
         .iter()
         .position(|&h| h == "zero")
         .expect("zero column");
     row[zero] = e.plan.zero.to_string();
     row.push(e.plan.fp8_param_gather.to_string());
-    row.push(e.plan.label_flags());
+    row.push(priced_with(e, profile));
 }
 
 /// The columns [`csv_cells`] appends.
@@ -142,7 +154,10 @@ pub fn plan_row(i: usize, e: &Estimate) -> Vec<String> {
 
 /// Plans as CSV: the plan table's columns plus `numbers_from`, where each kernel class's
 /// seconds came from (measured, interpolated, extrapolated, preset), quoted.
-pub fn plan_csv<'a>(plans: impl Iterator<Item = &'a Estimate>) -> String {
+pub fn plan_csv<'a>(
+    plans: impl Iterator<Item = &'a Estimate>,
+    profile: Option<&Profile>,
+) -> String {
     let mut header = PLAN_HEADER.to_vec();
     header.extend(CSV_COLUMNS);
     header.push("numbers_from");
@@ -150,7 +165,7 @@ pub fn plan_csv<'a>(plans: impl Iterator<Item = &'a Estimate>) -> String {
         .enumerate()
         .map(|(i, e)| {
             let mut r = plan_row(i, e);
-            csv_cells(&mut r, e);
+            csv_cells(&mut r, e, profile);
             r.push(numbers_from(e));
             r
         })

@@ -207,7 +207,11 @@ fn table(ps: &PlanSim, model: &str, cluster: &str) -> String {
 
 /// `estimate --simulate --format csv`: the plan row, the simulated step and bubble, and where
 /// the numbers came from.
-pub(super) fn estimate_csv(s: &Simulation, e: &Estimate) -> String {
+pub(super) fn estimate_csv(
+    s: &Simulation,
+    e: &Estimate,
+    profile: Option<&crate::calib::Profile>,
+) -> String {
     let mut header = render::PLAN_HEADER.to_vec();
     header.extend(render::CSV_COLUMNS);
     header.extend([
@@ -216,7 +220,7 @@ pub(super) fn estimate_csv(s: &Simulation, e: &Estimate) -> String {
         "numbers_from",
     ]);
     let mut row = render::plan_row(0, e);
-    render::csv_cells(&mut row, e);
+    render::csv_cells(&mut row, e, profile);
     row.extend([
         format!("{:.3}", s.step_time_s),
         format!("{:.4}", s.bubble_share_of_step()),

@@ -244,7 +244,7 @@ pub fn render(
                 .into_iter()
                 .zip(&res.top)
                 .map(|(mut row, e): (Vec<String>, &Estimate)| {
-                    render::csv_cells(&mut row, e);
+                    render::csv_cells(&mut row, e, r.profile.as_ref());
                     row.push(render::numbers_from(e));
                     row
                 })

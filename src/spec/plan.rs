@@ -398,6 +398,63 @@ impl Plan {
         f
     }
 
+    /// Every field of the plan as `planner estimate` flags: with the model and cluster (and the
+    /// calibration profile, where one priced it) they price this plan again. CSV rows carry
+    /// it (`priced_with`): the layout columns there do not hold uneven stages, the ILP's
+    /// per-stage recomputation, the pipeline split's accounting or the schedule.
+    pub fn estimate_flags(&self) -> String {
+        let mut f = format!(
+            "--dp {} --tp {} --pp {} --cp {} --ep {}",
+            self.dp, self.tp, self.pp, self.cp, self.ep
+        );
+        if let Some(etp) = self.etp {
+            f += &format!(" --etp {etp}");
+        }
+        f += &format!(
+            " --vpp {} --micro-batch {} --recompute {}",
+            self.vpp,
+            self.mbs,
+            self.recompute.name()
+        );
+        if self.recompute == Recompute::Selective && !self.recompute_modules.is_default() {
+            f += &format!(" --recompute-modules {}", self.recompute_modules);
+        }
+        if let Some(l) = &self.recompute_layers {
+            f += &format!(" --recompute-layers {}", fold_counts(l, ","));
+        }
+        f += &format!(" --zero {}", self.zero);
+        if self.sequence_parallel {
+            f += " --sequence-parallel";
+        }
+        if let Some(l) = &self.stage_layers {
+            f += &format!(" --stage-layers {}", fold_counts(l, ","));
+        }
+        f += &format!(
+            " --schedule {} {}",
+            self.schedule.name(),
+            self.label_flags()
+        );
+        if let Some(d) = self.grad_reduce_dtype {
+            f += &format!(" --grad-reduce-dtype {}", d.name());
+        }
+        if self.fp8_param_gather {
+            f += " --fp8-param-gather";
+        }
+        if self.p2p_scatter_gather {
+            f += " --p2p-scatter-gather";
+        }
+        if self.split_accounts.embedding {
+            f += " --account-for-embedding-in-pipeline-split";
+        }
+        if self.split_accounts.loss {
+            f += " --account-for-loss-in-pipeline-split";
+        }
+        if !is_default_vocab_divisor(&self.vocab_divisor) {
+            f += &format!(" --make-vocab-size-divisible-by {}", self.vocab_divisor);
+        }
+        f
+    }
+
     /// `(modules)` after `selective` where the plan recomputes other Megatron-Core modules
     /// than the attention core (`estimate --recompute selective --recompute-modules
     /// modules` re-prices it); empty otherwise.

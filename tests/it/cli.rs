@@ -1239,18 +1239,18 @@ fn csv_keeps_zero_a_number_beside_fp8_weights() {
     let o = planner(&[&args[..], &["--format", "csv"]].concat());
     let out = stdout(&o);
     let mut lines = out.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let header = csv_fields(lines.next().unwrap());
+    let row = csv_fields(lines.next().unwrap());
     // `zero` comes before any quoted cell; `fp8_param_gather` and `priced_with` come before
     // `numbers_from`, the last.
-    let zero = header.iter().position(|&h| h == "zero").unwrap();
+    let zero = header.iter().position(|h| h == "zero").unwrap();
     assert_eq!(row[zero], "1", "{out}");
     assert_eq!(header[header.len() - 3], "fp8_param_gather");
     assert_eq!(row[row.len() - 3], "true", "{out}");
     // The flags the columns do not show: two searches priced differently (here FP8 under
     // current scaling against delayed) no longer give the same CSV.
     assert_eq!(header[header.len() - 2], "priced_with");
-    let flags = row[row.len() - 2];
+    let flags = &row[row.len() - 2];
     assert!(
         flags.contains("--dtype fp8") && !flags.contains("--fp8-recipe"),
         "{out}"
@@ -1262,7 +1262,7 @@ fn csv_keeps_zero_a_number_beside_fp8_weights() {
         ]
         .concat(),
     ));
-    let cs_row: Vec<&str> = cs.lines().nth(1).unwrap().split(',').collect();
+    let cs_row = csv_fields(cs.lines().nth(1).unwrap());
     assert!(
         cs_row[cs_row.len() - 2].contains("--dtype fp8 ")
             && cs_row[cs_row.len() - 2].contains("--fp8-recipe tensorwise"),
@@ -1693,4 +1693,138 @@ fn loss_fusion_is_priced_saved_and_megatron_only() {
         ],
         &["Megatron-Core's option", "not torchtitan's"],
     );
+}
+
+/// Splits one CSV record (quoted cells may hold commas).
+fn csv_fields(line: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+/// Every CSV plan row prices again, to the same step time and memory, through `estimate`
+/// given its `priced_with` flags with the model and cluster: uneven stages, per-stage
+/// recomputation, the embedding and loss taking pipeline slots (`split+emb+loss`), FP8 under
+/// current scaling with the fused loss, and a calibration profile (QA round 7: the flags had
+/// named the dtype, recipe and kernels but not the layout the columns cannot hold).
+#[test]
+fn csv_rows_reprice_through_their_priced_with_flags() {
+    let cases: [&[&str]; 3] = [
+        &[
+            "--model",
+            "qwen3-235b-a22b",
+            "--cluster",
+            "h100-x1024",
+            "--gpus",
+            "64",
+            "--top",
+            "10",
+        ],
+        &[
+            "--model",
+            "llama3-8b",
+            "--cluster",
+            "h100x8",
+            "--dtype",
+            "fp8",
+            "--fp8-recipe",
+            "tensorwise",
+            "--cross-entropy-loss-fusion",
+            "--top",
+            "4",
+        ],
+        &[
+            "--model",
+            "mixtral-8x7b",
+            "--cluster",
+            "h100-x1024",
+            "--gpus",
+            "64",
+            "--calibration",
+            "h100-published",
+            "--top",
+            "4",
+        ],
+    ];
+    let mut split_rows = 0;
+    for case in cases {
+        let out = stdout(&planner(
+            &[&["suggest"], case, &["--format", "csv"]].concat(),
+        ));
+        let mut lines = out.lines();
+        let header = csv_fields(lines.next().unwrap());
+        let col = |h: &str| header.iter().position(|x| x == h).unwrap();
+        let (with, step, mem, layers) = (
+            col("priced_with"),
+            col("step_time_s"),
+            col("memory_gib"),
+            col("stage_layers"),
+        );
+        let target = &case[..4 + if case.contains(&"--gpus") { 2 } else { 0 }];
+        for line in lines {
+            let row = csv_fields(line);
+            split_rows += usize::from(row[layers].starts_with("split"));
+            let flags: Vec<&str> = row[with].split_whitespace().collect();
+            let again =
+                planner(&[&["estimate"], target, &flags[..], &["--format", "csv"]].concat());
+            assert_eq!(
+                again.status.code(),
+                Some(0),
+                "{}: {}",
+                row[with],
+                stderr(&again)
+            );
+            let again = stdout(&again);
+            let mut back = again.lines().map(csv_fields);
+            let h = back.next().unwrap();
+            let b = back.next().unwrap();
+            let get = |name: &str| &b[h.iter().position(|x| x == name).unwrap()];
+            assert_eq!(
+                (get("step_time_s"), get("memory_gib"), get("priced_with")),
+                (&row[step], &row[mem], &row[with]),
+                "{line}"
+            );
+        }
+    }
+    assert!(
+        split_rows > 0,
+        "no row took the embedding and loss as pipeline slots"
+    );
+    // compare's CSV carries the same column for each method's best plan (its step time to
+    // four significant digits).
+    let target = ["--model", "llama3-8b", "--cluster", "h100x8"];
+    let out = stdout(&planner(
+        &[&["compare"], &target[..], &["--format", "csv"]].concat(),
+    ));
+    let mut lines = out.lines().map(csv_fields);
+    let header = lines.next().unwrap();
+    let col = |h: &str| header.iter().position(|x| x == h).unwrap();
+    let mut priced = 0;
+    for row in lines.filter(|r| r[col("priced_with")] != "-") {
+        let flags: Vec<&str> = row[col("priced_with")].split_whitespace().collect();
+        let again = stdout(&planner(
+            &[
+                &["estimate"],
+                &target[..],
+                &flags[..],
+                &["--format", "json"],
+            ]
+            .concat(),
+        ));
+        let v: serde_json::Value = serde_json::from_str(&again).unwrap();
+        let (a, b) = (
+            v["step_time_s"].as_f64().unwrap(),
+            row[col("step_time_s")].parse::<f64>().unwrap(),
+        );
+        assert!((a - b).abs() <= 5e-4 * b, "{row:?}: {a}");
+        priced += 1;
+    }
+    assert!(priced >= 2, "{out}");
 }

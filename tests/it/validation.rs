@@ -1052,6 +1052,16 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
   measured: {iteration_time_s: 1.0}
 "
         .to_string(),
+        "- id: preset-topk
+  group: megatron-core-user
+  model: {name: qwen, layers: 48, hidden: 2048, heads: 32, kv_heads: 4, vocab: 151936, seq_len: 2048, experts: 128, top_k: 200, preset: qwen3-30b-a3b}
+  hardware: {gpu: H100-SXM-80GB, count: 8, gpus_per_node: 8}
+  parallel: {tp: 1, pp: 1, dp: 8, ep: 8, recompute: full}
+  batch: {micro_batch: 1, global_batch: 64}
+  precision: bf16
+  measured: {iteration_time_s: 1.0}
+"
+        .to_string(),
         "- id: preset-mismatch
   group: megatron-core-user
   model: {name: qwen, layers: 24, hidden: 2048, heads: 32, kv_heads: 4, vocab: 151936, seq_len: 2048, experts: 128, top_k: 8, preset: qwen3-30b-a3b}
@@ -1137,6 +1147,11 @@ fn runs_file_misreadings_are_skipped_with_the_field() {
         (
             "preset-mismatch",
             "model.layers 24, but the preset `qwen3-30b-a3b` has 48",
+        ),
+        // In words, not Rust's `Some((128, 200))` (QA round 7).
+        (
+            "preset-topk",
+            "model experts 128, top_k 200, but the preset `qwen3-30b-a3b` has experts 128, top_k 8",
         ),
     ] {
         assert!(

@@ -16,11 +16,12 @@ use crate::units::Dtype;
 /// each half and writes the masked gradient (reads 4f, writes 2f), and `chunk`'s backward
 /// concatenates the two (reads 2f, writes 2f). The clamps keep their input, fc1's output
 /// (2f), beside the clamped copy the fused kernel keeps. Other frameworks clamp two strided
-/// views of the output (transformers `GptOssExperts`, torchtitan): no concatenation either
-/// way, the same masked gradients, the same kept input.
+/// views of the output (transformers `GptOssExperts`, which DeepSpeed and llm-foundry train,
+/// and torchtitan): no concatenation either way, the same masked gradients, the same kept
+/// input.
 fn glu_clamp(tokens: f64, f: f64, sh: &Shard) -> Op {
     let x = tokens * f * sh.dtype.bytes();
-    if sh.framework.fused_kernels() {
+    if sh.framework == Framework::Megatron {
         Op::memory("glu_clamp", 8.0 * x, 10.0 * x, 2.0 * x)
     } else {
         Op::memory("glu_clamp", 4.0 * x, 6.0 * x, 2.0 * x)

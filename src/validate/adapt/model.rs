@@ -122,11 +122,16 @@ fn preset_model(
         ));
     }
     if experts(built) != experts(&p) {
+        let say = |x: Option<(u64, u64)>| {
+            x.map_or("no experts".to_string(), |(e, k)| {
+                format!("experts {e}, top_k {k}")
+            })
+        };
         return Err(format!(
-            "model.experts/top_k {:?}, but the preset `{name}` has {:?}: correct the row, or \
-             name the preset of this model",
-            experts(built),
-            experts(&p)
+            "model {}, but the preset `{name}` has {}: correct the row, or name the preset of \
+             this model",
+            say(experts(built)),
+            say(experts(&p))
         ));
     }
     Ok(ModelSpec {
