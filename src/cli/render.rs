@@ -284,6 +284,17 @@ pub fn estimate_report(
                 format!("{:.1}", e.hw_tflops_per_gpu),
             ],
             vec![
+                "TFLOP/s per GPU (executed)".into(),
+                // The conventions above count the full s×s attention (Megatron-LM, SC'21);
+                // FlashAttention runs the causal half, which at long context is most of it.
+                format!(
+                    "{:.1} ({:.1}% of the peak; causal attention as the kernels run it)",
+                    e.exec_tflops_per_gpu,
+                    100.0 * e.hfu * e.exec_tflops_per_gpu
+                        / e.hw_tflops_per_gpu.max(f64::MIN_POSITIVE)
+                ),
+            ],
+            vec![
                 "MFU / HFU".into(),
                 format!(
                     "{:.1}% / {:.1}% (of the dense {} peak)",

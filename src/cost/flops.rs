@@ -1,7 +1,7 @@
 //! Model FLOPs (for MFU) and hardware FLOPs (for HFU), the conventions published runs use.
 
 use crate::graph::{ATTENTION_CORE, Kernel, Shard, causal_share, layer_graph};
-use crate::spec::{Framework, ModelSpec, Plan, Recompute, RecomputeModules};
+use crate::spec::{AttentionImpl, Framework, ModelSpec, Plan, Recompute, RecomputeModules};
 
 /// Forward FLOPs of one sequence of `s` tokens through the whole model, counting the full s×s
 /// attention (no causal halving), as Megatron-LM's `num_floating_point_operations` and the
@@ -11,12 +11,10 @@ use crate::spec::{Framework, ModelSpec, Plan, Recompute, RecomputeModules};
 /// 2shE, top_k experts and the shared experts (of total width f_s: 2shf_s·(2 or 3)); plus
 /// the LM head 2shV.
 pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
-    let window = window_share(model, s);
+    let scores = score_flops_per_layer(model, s);
     let (s, h) = (s as f64, model.hidden as f64);
     let (q, kv) = (model.q_hidden() as f64, model.kv_hidden() as f64);
     let mats = if model.arch.gated_mlp() { 3.0 } else { 2.0 };
-    // Scores and context: 2s²·a·(d + d_v), 4s²q where the value heads are the query's.
-    let scores = 2.0 * s * s * (q + model.attn_out_hidden() as f64) * window;
     let attn = match model.mla {
         Some(m) => 2.0 * s * m.linear_params(model.hidden, model.heads) + scores,
         None => 2.0 * s * h * (q + 2.0 * kv) + scores + 2.0 * s * q * h,
@@ -43,6 +41,44 @@ pub fn forward_flops_per_sequence(model: &ModelSpec, s: u64) -> f64 {
     let head = 2.0 * s * h * model.vocab as f64;
     let mtp = model.mtp_layers as f64 * (2.0 * s * 2.0 * h * h + attn + last_mlp + head);
     n_dense * (attn + dense_mlp) + n_moe * (attn + moe_mlp) + head + bert_head + mtp
+}
+
+/// Score and context FLOPs of one layer's forward over a sequence of `s` tokens in the
+/// full-matrix convention: 2s²·a·(d + d_v), 4s²q where the value heads are the query's, times
+/// the layers' mean window share.
+fn score_flops_per_layer(model: &ModelSpec, s: u64) -> f64 {
+    let window = window_share(model, s);
+    let (s, q) = (s as f64, model.q_hidden() as f64);
+    2.0 * s * s * (q + model.attn_out_hidden() as f64) * window
+}
+
+/// FLOPs of one step that the model and hardware conventions count but the kernels do not
+/// run: the half of each causal score matrix above the diagonal, which FlashAttention skips
+/// block by block (Dao 2023, Algorithm 1; the full-matrix count doubles the causal share the
+/// mask keeps, [`window_share`]), in the forward, the backward (twice the forward) and the
+/// recomputed forward where the plan re-runs the attention core (full recomputation on
+/// `fraction` of the layers; Megatron's selective recomputation of the attention core).
+/// None for a bidirectional model or the unfused kernel, which computes the masked scores.
+/// The diagonal blocks, computed whole, are counted as skipped (a share of 1/blocks).
+pub fn skipped_score_flops_per_step(model: &ModelSpec, plan: &Plan, fraction: f64) -> f64 {
+    if !model.arch.causal() || plan.attention == AttentionImpl::Unfused {
+        return 0.0;
+    }
+    let depths = (model.layers + model.mtp_layers) as f64;
+    let fwd = 0.5 * depths * score_flops_per_layer(model, plan.seq_len);
+    let recomputed = match plan.recompute {
+        Recompute::None => 0.0,
+        Recompute::Full => fraction,
+        Recompute::Selective => {
+            let megatron = plan.framework != Framework::Torchtitan;
+            if megatron && plan.recompute_modules.has(RecomputeModules::CORE_ATTN) {
+                fraction
+            } else {
+                0.0
+            }
+        }
+    };
+    plan.global_batch as f64 * fwd * (3.0 + recomputed)
 }
 
 /// Forward FLOPs of one sequence that full recomputation does not re-run: the LM head, once
@@ -210,6 +246,35 @@ pub fn hardware_flops_per_step(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the kernels skip of the conventions' count: the causal half of the score and
+    /// context FLOPs under FlashAttention. Llama 3 8B (32 layers, q = d_v·a = 4096) at s =
+    /// 8192, one sequence: 2s²·(4096 + 4096) per layer forward, half skipped, 3× for forward
+    /// and backward: 0.5 · 32 · 2 · 8192² · 8192 · 3 = 5.277e13. Full recomputation of every
+    /// layer re-runs the forward (4×), Megatron's selective recomputation the attention core
+    /// (4×), torchtitan's op-level policy never SDPA (3×); the unfused kernel computes the
+    /// masked scores and a bidirectional model has none: nothing skipped.
+    #[test]
+    fn causal_flash_attention_skips_half_the_counted_scores() {
+        let m = crate::spec::load_model("llama3-8b").unwrap();
+        let mut p = Plan::new(1, 1, 1, 1, 1, 8192);
+        p.attention = AttentionImpl::Flash;
+        let base = 0.5 * 32.0 * 2.0 * 8192f64.powi(2) * 8192.0 * 3.0;
+        assert_eq!(skipped_score_flops_per_step(&m, &p, 1.0), base);
+        p.recompute = Recompute::Full;
+        assert_eq!(skipped_score_flops_per_step(&m, &p, 1.0), base * 4.0 / 3.0);
+        assert_eq!(skipped_score_flops_per_step(&m, &p, 0.5), base * 3.5 / 3.0);
+        p.recompute = Recompute::Selective;
+        assert_eq!(skipped_score_flops_per_step(&m, &p, 1.0), base * 4.0 / 3.0);
+        p.framework = Framework::Torchtitan;
+        assert_eq!(skipped_score_flops_per_step(&m, &p, 1.0), base);
+        p.attention = AttentionImpl::Unfused;
+        assert_eq!(skipped_score_flops_per_step(&m, &p, 1.0), 0.0);
+        let bert = crate::spec::load_model("bert-large").unwrap();
+        let mut b = Plan::new(1, 1, 1, 1, 1, 512);
+        b.attention = AttentionImpl::Flash;
+        assert_eq!(skipped_score_flops_per_step(&bert, &b, 1.0), 0.0);
+    }
 
     /// The recomputation FLOPs the convention counts are those the graph re-runs: Megatron-LM
     /// the attention core, 4s²h per layer; torchtitan's op-level policy the matmuls wk, wo and

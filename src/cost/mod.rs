@@ -133,8 +133,13 @@ pub struct Estimate {
     pub tokens_per_s: f64,
     /// Model TFLOP/s per GPU.
     pub tflops_per_gpu: f64,
-    /// Hardware TFLOP/s per GPU (recomputation counted).
+    /// Hardware TFLOP/s per GPU (recomputation counted), in the published convention
+    /// (Narayanan et al. SC'21 eq. 3: the full s×s attention).
     pub hw_tflops_per_gpu: f64,
+    /// TFLOP/s per GPU the kernels execute: the hardware count less the causal score blocks
+    /// FlashAttention skips ([`flops::skipped_score_flops_per_step`]). At long context the
+    /// conventions count up to twice what runs.
+    pub exec_tflops_per_gpu: f64,
     /// Model FLOPs utilisation.
     pub mfu: f64,
     /// Hardware FLOPs utilisation.
@@ -477,8 +482,15 @@ pub fn estimate_with_work(
         pg.selective_flops_per_sequence,
         recomputed as f64 / held as f64,
     );
+    let skipped = flops::skipped_score_flops_per_step(model, plan, recomputed as f64 / held as f64);
     let estimate = assemble(
-        model, plan, m.cluster, breakdown, stages, hw_flops, provenance,
+        model,
+        plan,
+        m.cluster,
+        breakdown,
+        stages,
+        (hw_flops, hw_flops - skipped),
+        provenance,
     );
     (estimate, work)
 }
@@ -490,7 +502,7 @@ fn assemble(
     cluster: &ClusterSpec,
     breakdown: Breakdown,
     stages: Vec<StageCost>,
-    hw_flops: f64,
+    (hw_flops, exec_flops): (f64, f64),
     provenance: Provenance,
 ) -> Estimate {
     let step = breakdown.total();
@@ -511,6 +523,7 @@ fn assemble(
         tokens_per_s: (plan.global_batch * plan.seq_len) as f64 / step,
         tflops_per_gpu: per_gpu(model_flops) / 1e12,
         hw_tflops_per_gpu: per_gpu(hw_flops) / 1e12,
+        exec_tflops_per_gpu: per_gpu(exec_flops) / 1e12,
         mfu: per_gpu(model_flops) / peak_flops,
         hfu: per_gpu(hw_flops) / peak_flops,
         memory_gib_per_gpu: peak.total() / GIB,
