@@ -7,6 +7,12 @@ use super::{activation, mlp_ops};
 use crate::spec::{Framework, ModelSpec};
 use crate::units::Dtype;
 
+/// CUDA streams Transformer Engine spreads a grouped linear's per-expert GEMMs over
+/// (`transformer_engine/common/util/multi_stream.cpp`, `get_num_compute_streams`: 4).
+/// Each round of this many GEMMs shares the SMs: a round of 4 experts' 256-token GEMMs fills
+/// 48 of an H100's 132 SMs, where one kernel over 128 experts' tiles would fill every wave.
+pub const TE_GEMM_STREAMS: u64 = 4;
+
 /// The clamp of a clamped gated activation (gpt-oss: gate ≤ l, |up| ≤ l before
 /// `(up + 1)·gate·σ(1.702·gate)`), outside the fused activation kernel, over `tokens` × 2`f`
 /// of fc1's output. Megatron-Core's `weighted_bias_quick_geglu_impl`
@@ -126,28 +132,30 @@ pub(super) fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     } else {
         (None, None)
     };
+    // The local experts' GEMMs as kernels: Transformer Engine's `GroupedLinear` (Megatron's
+    // `TEGroupedMLP`) issues one cuBLAS GEMM per expert, spread over its compute streams, so
+    // a round of `TE_GEMM_STREAMS` GEMMs shares the SMs at once; elsewhere one grouped kernel
+    // (torchtitan's `torch._grouped_mm`) tiles every expert's GEMM together.
+    let rounds = |m: u64, n: u64, k: u64| -> Vec<Kernel> {
+        let per = if sh.framework == Framework::Megatron {
+            TE_GEMM_STREAMS
+        } else {
+            local
+        };
+        (0..local)
+            .step_by(per as usize)
+            .map(|first| Kernel::Gemm {
+                batch: per.min(local - first),
+                m,
+                n,
+                k,
+            })
+            .collect()
+    };
     let grouped = |name, n, k, params: f64, saved: f64| Op {
         name,
-        fwd: vec![Kernel::Gemm {
-            batch: local,
-            m: per_expert,
-            n,
-            k,
-        }],
-        bwd: vec![
-            Kernel::Gemm {
-                batch: local,
-                m: per_expert,
-                n: k,
-                k: n,
-            },
-            Kernel::Gemm {
-                batch: local,
-                m: k,
-                n,
-                k: per_expert,
-            },
-        ],
+        fwd: rounds(per_expert, n, k),
+        bwd: [rounds(per_expert, k, n), rounds(k, n, per_expert)].concat(),
         params,
         saved_bytes: saved,
         saved_selective_bytes: saved,

@@ -297,6 +297,57 @@ fn several_local_experts_regroup_their_tokens() {
     assert!(one.op("sort_chunks").is_none() && one.op("unsort_chunks").is_none());
 }
 
+/// Transformer Engine runs a grouped linear as one cuBLAS GEMM per local expert over its 4
+/// compute streams: gpt-oss at ep 8 holds 128 / 8 = 16 experts, each over 4096 × 4 / 16 =
+/// 1024 routed tokens (one 4096-token sequence, balanced), so fc1's forward is 16 / 4 = 4
+/// rounds of 4 GEMMs 1024 × 5760 × 2880 and its backward 4 rounds each of the data and the
+/// weight gradients; torchtitan's `torch._grouped_mm` is one kernel over all 16. The FLOPs
+/// are the same: 2 · 16 · 1024 · 5760 · 2880.
+#[test]
+fn te_runs_the_experts_gemms_in_rounds_of_its_streams() {
+    let m = crate::spec::load_model("gpt-oss-120b").unwrap();
+    let sh = Shard {
+        tp: 1,
+        sp: false,
+        ep: 8,
+        etp: 1,
+        ..moe_shard()
+    };
+    let gemms = |o: &Vec<Kernel>| -> Vec<(u64, u64, u64, u64)> {
+        o.iter()
+            .filter_map(|k| match *k {
+                Kernel::Gemm { batch, m, n, k } => Some((batch, m, n, k)),
+                _ => None,
+            })
+            .collect()
+    };
+    let g = transformer_layer(&m, &sh, true);
+    let fc1 = g.op("expert_fc1").unwrap();
+    assert_eq!(gemms(&fc1.fwd), vec![(4, 1024, 5760, 2880); 4]);
+    assert_eq!(
+        gemms(&fc1.bwd),
+        [
+            vec![(4, 1024, 2880, 5760); 4],
+            vec![(4, 2880, 5760, 1024); 4]
+        ]
+        .concat()
+    );
+    let flops: f64 = fc1.fwd.iter().map(Kernel::flops).sum();
+    assert_eq!(flops, 2.0 * 16.0 * 1024.0 * 5760.0 * 2880.0);
+    let tt = transformer_layer(
+        &m,
+        &Shard {
+            framework: crate::spec::Framework::Torchtitan,
+            ..sh
+        },
+        true,
+    );
+    assert_eq!(
+        gemms(&tt.op("expert_fc1").unwrap().fwd),
+        vec![(16, 1024, 5760, 2880)]
+    );
+}
+
 /// gpt-oss's clamped activation and fc2 bias as Megatron-Core runs them, on one 4096-token
 /// sequence in bf16 at tp 1, ep 8 (128 experts, 16 local, top-4): every rank computes
 /// 4096 × 4 = 16,384 routed tokens (balanced), fc1 writing 2 × 2880 wide, fc2 2880.
