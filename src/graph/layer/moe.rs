@@ -9,8 +9,10 @@ use crate::units::Dtype;
 
 /// CUDA streams Transformer Engine spreads a grouped linear's per-expert GEMMs over
 /// (`transformer_engine/common/util/multi_stream.cpp`, `get_num_compute_streams`: 4).
-/// Each round of this many GEMMs shares the SMs: a round of 4 experts' 256-token GEMMs fills
-/// 48 of an H100's 132 SMs, where one kernel over 128 experts' tiles would fill every wave.
+/// Each round of this many GEMMs shares the SMs: a round of 4 experts' 256 × 1536 GEMMs in
+/// 128 × 256 tiles holds 48 tiles for an H100's 132 SMs, where one kernel over 128 experts'
+/// tiles would fill its waves (the preset model then picks the tile shape and split-K that
+/// fill a round best, as cuBLAS's heuristics would).
 pub const TE_GEMM_STREAMS: u64 = 4;
 
 /// The clamp of a clamped gated activation (gpt-oss: gate ≤ l, |up| ≤ l before
