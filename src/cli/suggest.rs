@@ -261,6 +261,15 @@ pub fn render(
             if res.top.iter().any(|e| e.plan.fp8_param_gather) {
                 modules += "; zero 1+fp8 is --zero 1 --fp8-param-gather";
             }
+            // MFU is of the plan's own dtype's dense peak: FP8's is twice bf16's on Hopper.
+            let dtype = res.top[0].plan.dtype;
+            if dtype != crate::units::Dtype::Bf16 {
+                modules += &format!(
+                    "; mfu is of the dense {} peak, {:.0} TFLOP/s",
+                    dtype.name(),
+                    r.cluster.gpu.peak_flops(dtype) / 1e12
+                );
+            }
             if res.top.iter().any(|e| e.plan.split_accounts.any()) {
                 modules += "; stage_layers split+emb(+loss) is --account-for-embedding-in-pipeline-split (--account-for-loss-in-pipeline-split)";
             }

@@ -1274,6 +1274,12 @@ fn csv_keeps_zero_a_number_beside_fp8_weights() {
         table.contains("zero 1+fp8 is --zero 1 --fp8-param-gather"),
         "{table}"
     );
+    // The mfu column of an FP8 search is of the H100's dense FP8 peak, 1979 TFLOP/s (QA
+    // round 7: it had switched from bf16's 989 unsaid).
+    assert!(
+        table.contains("mfu is of the dense fp8 peak, 1979 TFLOP/s"),
+        "{table}"
+    );
 }
 
 /// An FP8 Megatron estimate with Transformer Engine's weight copy says so and names the flag

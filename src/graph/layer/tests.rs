@@ -297,6 +297,18 @@ fn several_local_experts_regroup_their_tokens() {
     assert!(one.op("sort_chunks").is_none() && one.op("unsort_chunks").is_none());
 }
 
+/// gpt-oss-120b on the shard above at tp 1 and ep 8, whole experts (16 local).
+fn gpt_oss_ep8() -> (crate::spec::ModelSpec, Shard) {
+    let sh = Shard {
+        tp: 1,
+        sp: false,
+        ep: 8,
+        etp: 1,
+        ..moe_shard()
+    };
+    (crate::spec::load_model("gpt-oss-120b").unwrap(), sh)
+}
+
 /// Transformer Engine runs a grouped linear as one cuBLAS GEMM per local expert over its 4
 /// compute streams: gpt-oss at ep 8 holds 128 / 8 = 16 experts, each over 4096 × 4 / 16 =
 /// 1024 routed tokens (one 4096-token sequence, balanced), so fc1's forward is 16 / 4 = 4
@@ -305,14 +317,7 @@ fn several_local_experts_regroup_their_tokens() {
 /// are the same: 2 · 16 · 1024 · 5760 · 2880.
 #[test]
 fn te_runs_the_experts_gemms_in_rounds_of_its_streams() {
-    let m = crate::spec::load_model("gpt-oss-120b").unwrap();
-    let sh = Shard {
-        tp: 1,
-        sp: false,
-        ep: 8,
-        etp: 1,
-        ..moe_shard()
-    };
+    let (m, sh) = gpt_oss_ep8();
     let gemms = |o: &Vec<Kernel>| -> Vec<(u64, u64, u64, u64)> {
         o.iter()
             .filter_map(|k| match *k {
@@ -363,14 +368,7 @@ fn te_runs_the_experts_gemms_in_rounds_of_its_streams() {
 /// concatenates nothing (4x, 6x) and the bias is not Megatron's loop.
 #[test]
 fn gpt_oss_clamp_and_expert_bias_run_outside_the_fused_kernels() {
-    let m = crate::spec::load_model("gpt-oss-120b").unwrap();
-    let sh = Shard {
-        tp: 1,
-        sp: false,
-        ep: 8,
-        etp: 1,
-        ..moe_shard()
-    };
+    let (m, sh) = gpt_oss_ep8();
     let g = transformer_layer(&m, &sh, true);
     let x = 16_384.0 * 2880.0 * 2.0;
     let clamp = g.op("glu_clamp").unwrap();
