@@ -136,13 +136,15 @@ pub(super) fn moe_mlp(model: &ModelSpec, sh: &Shard) -> Vec<Op> {
     };
     // The local experts' GEMMs as kernels: Transformer Engine's `GroupedLinear` (Megatron's
     // `TEGroupedMLP`) issues one cuBLAS GEMM per expert, spread over its compute streams, so
-    // a round of `TE_GEMM_STREAMS` GEMMs shares the SMs at once; elsewhere one grouped kernel
-    // (torchtitan's `torch._grouped_mm`) tiles every expert's GEMM together.
+    // a round of `TE_GEMM_STREAMS` GEMMs shares the SMs at once; DeepSpeed-MoE's `Experts`
+    // (deepspeed/moe/experts.py) runs its experts one after the other on one stream; one
+    // grouped kernel tiles every expert's GEMM together in torchtitan (`torch._grouped_mm`)
+    // and llm-foundry (MegaBlocks' dMoE, `grouped_gemm`).
     let rounds = |m: u64, n: u64, k: u64| -> Vec<Kernel> {
-        let per = if sh.framework == Framework::Megatron {
-            TE_GEMM_STREAMS
-        } else {
-            local
+        let per = match sh.framework {
+            Framework::Megatron => TE_GEMM_STREAMS,
+            Framework::DeepSpeed => 1,
+            Framework::Torchtitan | Framework::LlmFoundry => local,
         };
         (0..local)
             .step_by(per as usize)

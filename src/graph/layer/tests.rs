@@ -313,7 +313,8 @@ fn gpt_oss_ep8() -> (crate::spec::ModelSpec, Shard) {
 /// compute streams: gpt-oss at ep 8 holds 128 / 8 = 16 experts, each over 4096 × 4 / 16 =
 /// 1024 routed tokens (one 4096-token sequence, balanced), so fc1's forward is 16 / 4 = 4
 /// rounds of 4 GEMMs 1024 × 5760 × 2880 and its backward 4 rounds each of the data and the
-/// weight gradients; torchtitan's `torch._grouped_mm` is one kernel over all 16. The FLOPs
+/// weight gradients; torchtitan's `torch._grouped_mm` is one kernel over all 16, DeepSpeed-MoE
+/// one kernel per expert in turn. The FLOPs
 /// are the same: 2 · 16 · 1024 · 5760 · 2880.
 #[test]
 fn te_runs_the_experts_gemms_in_rounds_of_its_streams() {
@@ -350,6 +351,19 @@ fn te_runs_the_experts_gemms_in_rounds_of_its_streams() {
     assert_eq!(
         gemms(&tt.op("expert_fc1").unwrap().fwd),
         vec![(16, 1024, 5760, 2880)]
+    );
+    // DeepSpeed-MoE loops over its 16 experts: 16 kernels of one GEMM each.
+    let ds = transformer_layer(
+        &m,
+        &Shard {
+            framework: crate::spec::Framework::DeepSpeed,
+            ..sh
+        },
+        true,
+    );
+    assert_eq!(
+        gemms(&ds.op("expert_fc1").unwrap().fwd),
+        vec![(1, 1024, 5760, 2880); 16]
     );
 }
 
