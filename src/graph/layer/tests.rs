@@ -297,6 +297,11 @@ fn several_local_experts_regroup_their_tokens() {
     assert!(one.op("sort_chunks").is_none() && one.op("unsort_chunks").is_none());
 }
 
+/// An MoE layer of `m` on `sh` under another framework.
+fn under(m: &crate::spec::ModelSpec, sh: Shard, framework: crate::spec::Framework) -> OpGraph {
+    transformer_layer(m, &Shard { framework, ..sh }, true)
+}
+
 /// gpt-oss-120b on the shard above at tp 1 and ep 8, whole experts (16 local).
 fn gpt_oss_ep8() -> (crate::spec::ModelSpec, Shard) {
     let sh = Shard {
@@ -340,27 +345,13 @@ fn te_runs_the_experts_gemms_in_rounds_of_its_streams() {
     );
     let flops: f64 = fc1.fwd.iter().map(Kernel::flops).sum();
     assert_eq!(flops, 2.0 * 16.0 * 1024.0 * 5760.0 * 2880.0);
-    let tt = transformer_layer(
-        &m,
-        &Shard {
-            framework: crate::spec::Framework::Torchtitan,
-            ..sh
-        },
-        true,
-    );
+    let tt = under(&m, sh, crate::spec::Framework::Torchtitan);
     assert_eq!(
         gemms(&tt.op("expert_fc1").unwrap().fwd),
         vec![(16, 1024, 5760, 2880)]
     );
     // DeepSpeed-MoE loops over its 16 experts: 16 kernels of one GEMM each.
-    let ds = transformer_layer(
-        &m,
-        &Shard {
-            framework: crate::spec::Framework::DeepSpeed,
-            ..sh
-        },
-        true,
-    );
+    let ds = under(&m, sh, crate::spec::Framework::DeepSpeed);
     assert_eq!(
         gemms(&ds.op("expert_fc1").unwrap().fwd),
         vec![(1, 1024, 5760, 2880); 16]
@@ -420,14 +411,7 @@ fn gpt_oss_clamp_and_expert_bias_run_outside_the_fused_kernels() {
     assert_eq!(a.saved_selective_bytes, 0.0);
     assert_eq!(a.selective_fwd, a.fwd);
     // torchtitan: two clamps of strided views, no Megatron bias loop.
-    let tt = transformer_layer(
-        &m,
-        &Shard {
-            framework: crate::spec::Framework::Torchtitan,
-            ..sh
-        },
-        true,
-    );
+    let tt = under(&m, sh, crate::spec::Framework::Torchtitan);
     let c = tt.op("glu_clamp").unwrap();
     assert_eq!(
         (Kernel::memory_bytes(&c.fwd), Kernel::memory_bytes(&c.bwd)),
