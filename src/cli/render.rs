@@ -290,8 +290,7 @@ pub fn estimate_report(
                 format!(
                     "{:.1} ({:.1}% of the peak; causal attention as the kernels run it)",
                     e.exec_tflops_per_gpu,
-                    100.0 * e.hfu * e.exec_tflops_per_gpu
-                        / e.hw_tflops_per_gpu.max(f64::MIN_POSITIVE)
+                    100.0 * e.exec_tflops_per_gpu * 1e12 / spec.gpu.peak_flops(e.plan.dtype)
                 ),
             ],
             vec![

@@ -69,14 +69,15 @@ pub fn skipped_score_flops_per_step(model: &ModelSpec, plan: &Plan, fraction: f6
     let recomputed = match plan.recompute {
         Recompute::None => 0.0,
         Recompute::Full => fraction,
-        Recompute::Selective => {
-            let megatron = plan.framework != Framework::Torchtitan;
-            if megatron && plan.recompute_modules.has(RecomputeModules::CORE_ATTN) {
-                fraction
-            } else {
-                0.0
-            }
+        // The module policy re-runs the attention core; the op-level policy never SDPA
+        // ([`selective_recompute_flops_per_sequence`]).
+        Recompute::Selective
+            if !plan.framework.op_level_selective()
+                && plan.recompute_modules.has(RecomputeModules::CORE_ATTN) =>
+        {
+            fraction
         }
+        Recompute::Selective => 0.0,
     };
     plan.global_batch as f64 * fwd * (3.0 + recomputed)
 }
@@ -156,11 +157,10 @@ pub fn selective_recompute_flops_per_sequence(
     let (s, h) = (s as f64, model.hidden as f64);
     let q = model.q_hidden() as f64;
     if !fw.op_level_selective() {
-        let scores = 2.0 * s * s * (q + model.attn_out_hidden() as f64);
         // Every layer's attention core, and each multi-token prediction depth's.
         let cores = (model.layers + model.mtp_layers) as f64;
         let core = if modules.has(RecomputeModules::CORE_ATTN) {
-            scores * cores * window_share(model, seq)
+            score_flops_per_layer(model, seq) * cores
         } else {
             0.0
         };
