@@ -56,6 +56,8 @@ pub(super) fn megatron_modules(ops: &mut [Op], model: &ModelSpec, sh: &Shard, mo
     let qkv = q + k + v;
     let post_norm = model.arch == Arch::Bert;
     let mut in_mlp = false;
+    // A clamp before the experts' activation (gpt-oss) takes fc1's output as its input.
+    let mut clamped = false;
     for op in ops.iter_mut() {
         let name = op.name;
         if ATTENTION_CORE.contains(&name) {
@@ -105,15 +107,13 @@ pub(super) fn megatron_modules(ops: &mut [Op], model: &ModelSpec, sh: &Shard, mo
             "router" if ln => op.saved_selective_bytes = op.saved_bytes - x,
             // The checkpoint keeps fc1's output: the activation's input, or the clamp's where
             // a clamp comes first (gpt-oss), the activation's then recomputed from it.
-            "glu_clamp" if m.has(M::MOE_ACT) => rerun(op, op.saved_bytes),
-            "swiglu" | "gelu" if m.has(M::MOE_ACT) => rerun(
-                op,
-                if model.swiglu_limit.is_some() {
-                    0.0
-                } else {
-                    op.saved_bytes
-                },
-            ),
+            "glu_clamp" if m.has(M::MOE_ACT) => {
+                clamped = true;
+                rerun(op, op.saved_bytes)
+            }
+            "swiglu" | "gelu" if m.has(M::MOE_ACT) => {
+                rerun(op, if clamped { 0.0 } else { op.saved_bytes })
+            }
             "expert_fc2" if m.has(M::MOE_ACT) => op.saved_selective_bytes = 0.0,
             "shared_fc1" | "shared_swiglu" | "shared_gelu" | "shared_fc2" | "shared_gate"
                 if m.has(M::SHARED_EXPERTS) =>
