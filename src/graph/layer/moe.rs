@@ -23,10 +23,9 @@ pub const TE_GEMM_STREAMS: u64 = 4;
 /// writes 4f per token; autograd's clamp backward reads the gradient and the saved input of
 /// each half and writes the masked gradient (reads 4f, writes 2f), and `chunk`'s backward
 /// concatenates the two (reads 2f, writes 2f). The clamps keep their input, fc1's output
-/// (2f), beside the clamped copy the fused kernel keeps. Other frameworks clamp two strided
-/// views of the output (transformers `GptOssExperts`, which DeepSpeed and llm-foundry train,
-/// and torchtitan): no concatenation either way, the same masked gradients, the same kept
-/// input.
+/// (2f), beside the clamped copy the fused kernel keeps. Other frameworks are priced as
+/// transformers' `GptOssExperts` and torchtitan clamp, two strided views of the output: no
+/// concatenation either way, the same masked gradients, the same kept input.
 fn glu_clamp(tokens: f64, f: f64, sh: &Shard) -> Op {
     let x = tokens * f * sh.dtype.bytes();
     if sh.framework == Framework::Megatron {
@@ -264,3 +263,6 @@ fn shared_experts(model: &ModelSpec, sh: &Shard, ffn: u64, gate: bool) -> Vec<Op
     ops.push(Op::memory("shared_add", 3.0 * x, 0.0, 0.0));
     ops
 }
+
+#[cfg(test)]
+mod tests;
